@@ -1,1 +1,41 @@
-//! placeholder
+//! Keyplane's pure core, shared by the control plane (native) and the edge worker (wasm32).
+//!
+//! No I/O, no clock, no async runtime: time is an argument and randomness comes only from the OS
+//! CSPRNG through `getrandom` when a key or id is generated.
+//!
+//! # Layout
+//!
+//! - [`key`]: the key format `<prefix>_<env>_<body>`: generation, strict parsing, truncated form.
+//! - [`ids`]: public ids, `key_…` and `org_…`.
+//! - [`digest`]: the lookup digest HMAC-SHA256(pepper, key) and versioned peppers.
+//! - [`scope`]: scope grammar, matching and the subset rule.
+//! - [`policy`]: the route policy mapping (method, path) to required scopes.
+//! - [`table`]: the replicated key table, its change log and its binary codecs.
+//! - [`ratelimit`]: GCRA rate limiting with time passed in.
+//! - [`decision`]: the edge's allow / 401 / 403 / 429 verdict for one request.
+//! - [`time`]: the [`Timestamp`] type.
+
+#![forbid(unsafe_code)]
+
+mod base62;
+pub mod decision;
+pub mod digest;
+pub mod ids;
+pub mod key;
+pub mod policy;
+pub mod ratelimit;
+pub mod scope;
+pub mod table;
+pub mod time;
+
+pub use decision::{
+    AcceptedEnvironments, Decision, Denial, EdgeConfig, Identity, RequestFacts, decide,
+};
+pub use digest::{LookupDigest, Pepper, PepperId, PepperSet};
+pub use ids::{KeyId, OrgId};
+pub use key::{ApiKey, Environment, KeyParseError, KeyPrefix};
+pub use policy::{PolicySpec, RoutePolicy};
+pub use ratelimit::{RateLimit, RateLimitOutcome, RateLimiter};
+pub use scope::{Scope, ScopeSet};
+pub use table::{Change, ChangeOp, KeyStatus, KeyTable, TableEntry};
+pub use time::Timestamp;

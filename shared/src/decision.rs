@@ -1,0 +1,241 @@
+//! The edge's verdict on one request: allow with an identity, or deny with 401 / 403 / 429.
+//!
+//! Order: route requirement → extract key (`x-api-key`, else `Authorization: Bearer`) → format and
+//! checksum → digest (each pepper, current first) → table lookup → status, expiry, environment →
+//! scopes → rate limit. No step reads a clock or does I/O: the caller passes `now` and owns the
+//! limiter state.
+//!
+//! Every failure to find a usable key for the presented string — malformed, bad checksum, unknown,
+//! a wrong secret, an environment this edge refuses — is the same [`Denial::InvalidKey`], so a
+//! caller cannot tell which it was.
+
+use crate::digest::PepperSet;
+use crate::ids::{KeyId, OrgId};
+use crate::key::{ApiKey, Environment, KeyPrefix};
+use crate::policy::{Requirement, RoutePolicy};
+use crate::ratelimit::{RateLimit, RateLimitOutcome, RateLimiter};
+use crate::scope::{Scope, ScopeSet};
+use crate::table::{KeyStatus, KeyTable};
+use crate::time::Timestamp;
+
+/// The parts of a request the decision looks at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestFacts<'a> {
+    /// The `x-api-key` header, if present.
+    pub x_api_key: Option<&'a str>,
+    /// The `Authorization` header, if present.
+    pub authorization: Option<&'a str>,
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The request path (a query string is ignored).
+    pub path: &'a str,
+}
+
+/// Which environments an edge accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcceptedEnvironments {
+    /// Live and test keys.
+    #[default]
+    Both,
+    /// Only live keys (a production edge).
+    LiveOnly,
+    /// Only test keys (a staging edge).
+    TestOnly,
+}
+
+impl AcceptedEnvironments {
+    /// Whether a key of `env` is accepted.
+    pub fn accepts(self, env: Environment) -> bool {
+        match self {
+            AcceptedEnvironments::Both => true,
+            AcceptedEnvironments::LiveOnly => env == Environment::Live,
+            AcceptedEnvironments::TestOnly => env == Environment::Test,
+        }
+    }
+}
+
+/// An edge's configuration.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// The deployment's key prefix.
+    pub prefix: KeyPrefix,
+    /// Peppers to digest presented keys with.
+    pub peppers: PepperSet,
+    /// Environments this edge accepts.
+    pub environments: AcceptedEnvironments,
+    /// Which scopes each route needs.
+    pub policy: RoutePolicy,
+    /// The limit for keys without their own.
+    pub default_rate_limit: RateLimit,
+}
+
+/// Who is calling, attached to allowed requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity<'a> {
+    /// The key's id.
+    pub key_id: KeyId,
+    /// Its organization.
+    pub org_id: OrgId,
+    /// Its environment.
+    pub env: Environment,
+    /// Its scopes.
+    pub scopes: &'a ScopeSet,
+    /// The rate-limit check that admitted the request.
+    pub rate_limit: RateLimitOutcome,
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No key was presented (401, bare challenge).
+    MissingKey,
+    /// The presented string is not a usable key here (401 `invalid_api_key`).
+    InvalidKey,
+    /// The key's expiry has passed (401 `expired_api_key`).
+    ExpiredKey,
+    /// The key was revoked (401 `revoked_api_key`).
+    RevokedKey,
+    /// The key lacks a scope the route needs (403 `insufficient_scope`).
+    InsufficientScope {
+        /// The first required scope the key does not hold.
+        required: Scope,
+    },
+    /// Over the key's rate limit (429 `rate_limited`).
+    RateLimited(RateLimitOutcome),
+}
+
+impl Denial {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Denial::MissingKey | Denial::InvalidKey | Denial::ExpiredKey | Denial::RevokedKey => {
+                401
+            }
+            Denial::InsufficientScope { .. } => 403,
+            Denial::RateLimited(_) => 429,
+        }
+    }
+
+    /// The `error.code` of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::MissingKey => "missing_api_key",
+            Denial::InvalidKey => "invalid_api_key",
+            Denial::ExpiredKey => "expired_api_key",
+            Denial::RevokedKey => "revoked_api_key",
+            Denial::InsufficientScope { .. } => "insufficient_scope",
+            Denial::RateLimited(_) => "rate_limited",
+        }
+    }
+
+    /// The `error.message` of the JSON body.
+    pub fn message(&self) -> String {
+        match self {
+            Denial::MissingKey => {
+                "No API key was provided. Send it in the x-api-key header or as Authorization: Bearer <key>.".into()
+            }
+            Denial::InvalidKey => "The API key is not valid.".into(),
+            Denial::ExpiredKey => "The API key has expired.".into(),
+            Denial::RevokedKey => "The API key has been revoked.".into(),
+            Denial::InsufficientScope { required } => format!("The API key lacks the required scope `{required}`."),
+            Denial::RateLimited(outcome) => {
+                format!("Rate limit exceeded. Retry after {} seconds.", outcome.retry_after_secs())
+            }
+        }
+    }
+
+    /// The `WWW-Authenticate` value (RFC 6750) for 401 and 403 answers.
+    pub fn www_authenticate(&self, realm: &str) -> Option<String> {
+        let challenge = |error: &str, description: &str| {
+            format!(r#"Bearer realm="{realm}", error="{error}", error_description="{description}""#)
+        };
+        match self {
+            Denial::MissingKey => Some(format!(r#"Bearer realm="{realm}""#)),
+            Denial::InvalidKey => Some(challenge("invalid_token", "The API key is not valid")),
+            Denial::ExpiredKey => Some(challenge("invalid_token", "The API key has expired")),
+            Denial::RevokedKey => Some(challenge("invalid_token", "The API key has been revoked")),
+            Denial::InsufficientScope { required } => Some(format!(
+                r#"Bearer realm="{realm}", error="insufficient_scope", scope="{required}""#
+            )),
+            Denial::RateLimited(_) => None,
+        }
+    }
+}
+
+/// The verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// A public route: forward without identity.
+    AllowPublic,
+    /// Forward with this identity.
+    Allow(Identity<'a>),
+    /// Answer with this refusal.
+    Deny(Denial),
+}
+
+/// The credential a request carries: `x-api-key`, else a Bearer token. Empty values count as absent.
+pub fn extract_key<'a>(facts: &RequestFacts<'a>) -> Option<&'a str> {
+    if let Some(key) = facts.x_api_key.map(str::trim).filter(|k| !k.is_empty()) {
+        return Some(key);
+    }
+    let authorization = facts.authorization?.trim();
+    let (scheme, token) = authorization.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Decides one request.
+pub fn decide<'t>(
+    facts: &RequestFacts<'_>,
+    now: Timestamp,
+    config: &EdgeConfig,
+    table: &'t KeyTable,
+    limiter: &mut RateLimiter,
+) -> Decision<'t> {
+    let required = match config.policy.requirement(facts.method, facts.path) {
+        Requirement::Public => return Decision::AllowPublic,
+        Requirement::Scopes(required) => required,
+    };
+    let Some(presented) = extract_key(facts) else {
+        return Decision::Deny(Denial::MissingKey);
+    };
+    let Ok(key) = ApiKey::parse(presented, &config.prefix) else {
+        return Decision::Deny(Denial::InvalidKey);
+    };
+    let Some(entry) = config
+        .peppers
+        .iter()
+        .find_map(|pepper| table.get(&pepper.digest(&key)))
+    else {
+        return Decision::Deny(Denial::InvalidKey);
+    };
+    if !config.environments.accepts(entry.env()) || entry.env() != key.environment() {
+        return Decision::Deny(Denial::InvalidKey);
+    }
+    if entry.status() == KeyStatus::Revoked {
+        return Decision::Deny(Denial::RevokedKey);
+    }
+    if entry.expires_at().is_some_and(|expiry| now >= expiry) {
+        return Decision::Deny(Denial::ExpiredKey);
+    }
+    if let Some(missing) = entry.scopes().first_missing(required) {
+        return Decision::Deny(Denial::InsufficientScope {
+            required: missing.clone(),
+        });
+    }
+    let limit = entry.rate_limit().unwrap_or(config.default_rate_limit);
+    let outcome = limiter.check(entry.key_id(), limit, now);
+    if !outcome.allowed {
+        return Decision::Deny(Denial::RateLimited(outcome));
+    }
+    Decision::Allow(Identity {
+        key_id: entry.key_id(),
+        org_id: entry.org_id(),
+        env: entry.env(),
+        scopes: entry.scopes(),
+        rate_limit: outcome,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! Public identifiers: `key_…` for keys and `org_…` for organizations.
+//!
+//! An id is 128 random bits shown as a tag and 22 fixed-width base62 characters. Ids are not
+//! secrets: they appear in URLs, logs, audit records and the edge's identity headers. In memory
+//! they are 16 bytes, which keeps the edge's key table small.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use thiserror::Error;
+
+use crate::base62;
+
+const ID_DIGITS: usize = 22;
+
+/// Why a string is not a valid id of the expected kind.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("not a valid {kind} id (expected `{tag}_` followed by {ID_DIGITS} base62 characters)")]
+pub struct InvalidId {
+    kind: &'static str,
+    tag: &'static str,
+}
+
+macro_rules! public_id {
+    ($(#[$doc:meta])* $name:ident, $tag:literal, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name([u8; 16]);
+
+        impl $name {
+            /// The tag before the underscore.
+            pub const TAG: &'static str = $tag;
+
+            /// A fresh random id from the OS CSPRNG.
+            pub fn generate() -> Result<Self, getrandom::Error> {
+                let mut bytes = [0u8; 16];
+                getrandom::fill(&mut bytes)?;
+                Ok($name(bytes))
+            }
+
+            /// The id for 16 raw bytes (as stored by the table codec and databases).
+            pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+                $name(bytes)
+            }
+
+            /// The 16 raw bytes.
+            pub const fn to_bytes(self) -> [u8; 16] {
+                self.0
+            }
+
+            /// Parses the text form strictly.
+            pub fn parse(text: &str) -> Result<Self, InvalidId> {
+                let invalid = InvalidId { kind: $kind, tag: $tag };
+                let digits = text
+                    .strip_prefix($tag)
+                    .and_then(|rest| rest.strip_prefix('_'))
+                    .filter(|digits| digits.len() == ID_DIGITS)
+                    .ok_or(invalid.clone())?;
+                let value = base62::decode(digits.as_bytes()).ok_or(invalid)?;
+                Ok($name(value.to_be_bytes()))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut digits = [0u8; ID_DIGITS];
+                base62::encode_fixed(u128::from_be_bytes(self.0), &mut digits);
+                f.write_str($tag)?;
+                f.write_str("_")?;
+                // Base62 digits are ASCII.
+                f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::parse(s)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                $name::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+public_id!(
+    /// A key's public id (`key_…`), used in URLs, logs, audit records and identity headers.
+    KeyId,
+    "key",
+    "key"
+);
+public_id!(
+    /// An organization's id (`org_…`); every key belongs to exactly one.
+    OrgId,
+    "org",
+    "organization"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn ids_round_trip_through_text_and_json() {
+        let id = KeyId::generate().expect("CSPRNG");
+        let text = id.to_string();
+        assert!(text.starts_with("key_"));
+        assert_eq!(text.len(), 4 + ID_DIGITS);
+        assert_eq!(KeyId::parse(&text), Ok(id));
+        let json = serde_json::to_string(&id).expect("serializes");
+        assert_eq!(
+            serde_json::from_str::<KeyId>(&json).expect("deserializes"),
+            id
+        );
+    }
+
+    #[test]
+    fn extreme_values_round_trip() {
+        for bytes in [[0u8; 16], [0xff; 16]] {
+            let id = OrgId::from_bytes(bytes);
+            assert_eq!(OrgId::parse(&id.to_string()), Ok(id));
+        }
+    }
+
+    #[test]
+    fn ids_of_the_wrong_kind_or_shape_are_rejected() {
+        let org = OrgId::generate().expect("CSPRNG").to_string();
+        assert!(KeyId::parse(&org).is_err());
+        assert!(KeyId::parse("key_").is_err());
+        assert!(KeyId::parse("key_0000000000000000000000x").is_err());
+        assert!(KeyId::parse("key_000000000000000000000-").is_err());
+        // 22 base62 digits can exceed 128 bits: such a string is not an id.
+        assert!(KeyId::parse(&format!("key_{}", "z".repeat(22))).is_err());
+        assert!(serde_json::from_str::<KeyId>("\"org_0000000000000000000000\"").is_err());
+    }
+}

@@ -1,0 +1,326 @@
+//! Unit tests of the key table, its change log and codecs.
+
+use super::codec::{CodecError, decode_changes, decode_snapshot, encode_changes, encode_snapshot};
+use super::*;
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+/// A deterministic entry for tests: digest and ids derived from `n`.
+pub(crate) fn entry(n: u32, org: u8, scopes: &[&str]) -> TableEntry {
+    let mut digest = [0u8; 32];
+    digest[..4].copy_from_slice(&n.to_le_bytes());
+    digest[31] = 0xd1;
+    let mut key_id = [0u8; 16];
+    key_id[..4].copy_from_slice(&n.to_be_bytes());
+    TableEntry {
+        digest: LookupDigest::from_bytes(digest),
+        key_id: KeyId::from_bytes(key_id),
+        org_id: OrgId::from_bytes([org; 16]),
+        env: if n % 2 == 0 {
+            Environment::Live
+        } else {
+            Environment::Test
+        },
+        status: KeyStatus::Active,
+        expires_at: (n % 3 == 0).then_some(Timestamp(1_800_000_000_000 + i64::from(n))),
+        scopes: ScopeSet::parse(scopes).expect("valid scopes"),
+        rate_limit: (n % 5 == 0).then(|| RateLimit::new(60 + n, 5).expect("valid")),
+    }
+}
+
+fn upsert(seq: u64, entry: TableEntry) -> Change {
+    Change {
+        seq,
+        op: ChangeOp::Upsert(entry),
+    }
+}
+
+#[test]
+fn slots_stay_72_bytes() {
+    assert_eq!(size_of::<Slot>(), 72);
+}
+
+#[test]
+fn changes_apply_in_order_and_entries_read_back() {
+    let mut table = KeyTable::new();
+    let a = entry(1, 1, &["contacts:read"]);
+    let b = entry(2, 1, &["contacts:read"]);
+    assert_eq!(table.apply(&upsert(1, a.clone())), Ok(Applied::Applied));
+    assert_eq!(table.apply(&upsert(2, b.clone())), Ok(Applied::Applied));
+    assert_eq!(table.applied_seq(), 2);
+    assert_eq!(table.len(), 2);
+    assert_eq!(table.get(&a.digest).map(|e| e.to_entry()), Some(a));
+    assert_eq!(table.get(&b.digest).map(|e| e.to_entry()), Some(b));
+    assert!(table.get(&entry(3, 1, &[]).digest).is_none());
+}
+
+#[test]
+fn duplicates_are_ignored_and_gaps_are_refused() {
+    let mut table = KeyTable::new();
+    table.apply(&upsert(1, entry(1, 1, &[]))).expect("first");
+    assert_eq!(
+        table.apply(&upsert(1, entry(9, 1, &[]))),
+        Ok(Applied::AlreadyApplied)
+    );
+    assert!(
+        table.get(&entry(9, 1, &[]).digest).is_none(),
+        "a duplicate changes nothing"
+    );
+    assert_eq!(
+        table.apply(&upsert(3, entry(3, 1, &[]))),
+        Err(SequenceGap {
+            expected: 2,
+            received: 3
+        })
+    );
+    assert_eq!(table.applied_seq(), 1);
+    assert_eq!(table.len(), 1);
+}
+
+#[test]
+fn upsert_replaces_and_remove_deletes() {
+    let mut table = KeyTable::new();
+    let mut e = entry(1, 1, &["a:read"]);
+    table.apply(&upsert(1, e.clone())).expect("insert");
+    e.status = KeyStatus::Revoked;
+    e.scopes = ScopeSet::parse(["b:write"]).expect("valid");
+    table.apply(&upsert(2, e.clone())).expect("replace");
+    assert_eq!(table.len(), 1);
+    assert_eq!(table.get(&e.digest).map(|x| x.to_entry()), Some(e.clone()));
+    assert_eq!(
+        table.scope_sets.live(),
+        1,
+        "the replaced scope set was released"
+    );
+    table
+        .apply(&Change {
+            seq: 3,
+            op: ChangeOp::Remove(e.digest),
+        })
+        .expect("remove");
+    assert!(table.is_empty());
+    assert_eq!((table.orgs.live(), table.scope_sets.live()), (0, 0));
+    table
+        .apply(&Change {
+            seq: 4,
+            op: ChangeOp::Remove(e.digest),
+        })
+        .expect("removing nothing is fine");
+    assert_eq!(table.applied_seq(), 4);
+}
+
+#[test]
+fn removing_from_the_middle_keeps_every_other_entry_reachable() {
+    let mut table = KeyTable::new();
+    let entries: Vec<TableEntry> = (0..100)
+        .map(|n| entry(n, (n % 3) as u8, &["x:read"]))
+        .collect();
+    for (seq, e) in (1..).zip(&entries) {
+        table.apply(&upsert(seq, e.clone())).expect("in order");
+    }
+    for (seq, e) in (101..).zip(entries.iter().step_by(7)) {
+        table
+            .apply(&Change {
+                seq,
+                op: ChangeOp::Remove(e.digest),
+            })
+            .expect("in order");
+    }
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(table.get(&e.digest).is_some(), i % 7 != 0, "entry {i}");
+    }
+}
+
+#[test]
+fn interning_shares_organizations_and_scope_sets() {
+    let mut table = KeyTable::new();
+    for n in 0..50 {
+        table
+            .apply(&upsert(
+                u64::from(n) + 1,
+                entry(n, (n % 2) as u8, &["a:read", "b:*"]),
+            ))
+            .expect("in order");
+    }
+    assert_eq!(table.orgs.live(), 2);
+    assert_eq!(table.scope_sets.live(), 1);
+}
+
+#[test]
+fn snapshot_round_trips_and_is_canonical() {
+    let mut table = KeyTable::new();
+    for n in 0..20 {
+        table
+            .apply(&upsert(
+                u64::from(n) + 1,
+                entry(n, (n % 4) as u8, &["a:read"]),
+            ))
+            .expect("in order");
+    }
+    let bytes = encode_snapshot(&table);
+    let decoded = decode_snapshot(&bytes).expect("valid snapshot");
+    assert_eq!(decoded, table);
+    assert_eq!(decoded.applied_seq(), 20);
+    assert_eq!(
+        encode_snapshot(&decoded),
+        bytes,
+        "equal tables encode to equal bytes"
+    );
+    assert_eq!(
+        encode_snapshot(&KeyTable::new()).len(),
+        4 + 1 + 8 + 4 + 4 + 4 + 4
+    );
+}
+
+#[test]
+fn snapshot_decoding_rejects_damage_with_an_error() {
+    let mut table = KeyTable::new();
+    table
+        .apply(&upsert(1, entry(1, 1, &["a:read"])))
+        .expect("first");
+    let bytes = encode_snapshot(&table);
+    assert_eq!(decode_snapshot(&[]), Err(CodecError::Truncated));
+    assert_eq!(decode_snapshot(b"KP"), Err(CodecError::Truncated));
+    assert_eq!(
+        decode_snapshot(b"nope, not a snapshot"),
+        Err(CodecError::BadMagic)
+    );
+    assert_eq!(
+        decode_snapshot(&encode_changes(&[])),
+        Err(CodecError::BadMagic)
+    );
+    let mut newer = bytes.clone();
+    newer[4] = 2;
+    assert_eq!(
+        decode_snapshot(&newer),
+        Err(CodecError::UnsupportedVersion(2))
+    );
+    for cut in 5..bytes.len() {
+        assert!(
+            decode_snapshot(&bytes[..cut]).is_err(),
+            "truncated at {cut}"
+        );
+    }
+    for i in 5..bytes.len() {
+        let mut flipped = bytes.clone();
+        flipped[i] ^= 0x40;
+        assert!(decode_snapshot(&flipped).is_err(), "bit flip at {i}");
+    }
+}
+
+/// Re-seals a damaged body with a valid CRC, so structural checks are what catch it.
+fn reseal(mut body: Vec<u8>) -> Vec<u8> {
+    body.truncate(body.len() - 4);
+    let crc = crc32fast::hash(&body);
+    body.extend_from_slice(&crc.to_le_bytes());
+    body
+}
+
+#[test]
+fn structurally_corrupt_snapshots_are_rejected_even_with_a_valid_crc() {
+    let mut table = KeyTable::new();
+    table
+        .apply(&upsert(1, entry(1, 1, &["a:read"])))
+        .expect("first");
+    let bytes = encode_snapshot(&table);
+    // Layout: 13 header, 4 org count, 16 org, 4 set count, 1+1+6 set, 4 entry count, then entry.
+    let entry_at = 13 + 4 + 16 + 4 + 8 + 4;
+    let cases: [(usize, u8, CodecError); 5] = [
+        (
+            entry_at + 48,
+            9,
+            CodecError::Corrupt("organization index out of range"),
+        ),
+        (
+            entry_at + 52,
+            9,
+            CodecError::Corrupt("scope set index out of range"),
+        ),
+        (entry_at + 56, 7, CodecError::Corrupt("unknown environment")),
+        (entry_at + 57, 0, CodecError::Corrupt("unknown key status")),
+        (
+            13 + 4 + 16 + 4 + 2,
+            b'A',
+            CodecError::Corrupt("invalid scope"),
+        ),
+    ];
+    for (offset, value, expected) in cases {
+        let mut damaged = bytes.clone();
+        damaged[offset] = value;
+        assert_eq!(
+            decode_snapshot(&reseal(damaged)),
+            Err(expected),
+            "offset {offset}"
+        );
+    }
+    let mut huge_count = bytes.clone();
+    huge_count[entry_at - 4..entry_at].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(
+        decode_snapshot(&reseal(huge_count)),
+        Err(CodecError::Truncated)
+    );
+    let mut trailing = bytes.clone();
+    trailing.insert(bytes.len() - 4, 0);
+    assert_eq!(
+        decode_snapshot(&reseal(trailing)),
+        Err(CodecError::TrailingBytes)
+    );
+}
+
+#[test]
+fn duplicate_digests_in_a_snapshot_are_rejected() {
+    let mut table = KeyTable::new();
+    table.apply(&upsert(1, entry(1, 1, &[]))).expect("first");
+    let bytes = encode_snapshot(&table);
+    let entry_at = 13 + 4 + 16 + 4 + 1 + 4;
+    let record = bytes[entry_at..entry_at + 72].to_vec();
+    let mut doubled = bytes[..entry_at - 4].to_vec();
+    doubled.extend_from_slice(&2u32.to_le_bytes());
+    doubled.extend_from_slice(&record);
+    doubled.extend_from_slice(&record);
+    doubled.extend_from_slice(&[0; 4]);
+    assert_eq!(
+        decode_snapshot(&reseal(doubled)),
+        Err(CodecError::Corrupt("a digest appears twice"))
+    );
+}
+
+#[test]
+fn change_batches_round_trip_and_reject_damage() {
+    let changes = vec![
+        upsert(5, entry(1, 1, &["a:read", "admin:full"])),
+        Change {
+            seq: 6,
+            op: ChangeOp::Remove(entry(2, 1, &[]).digest),
+        },
+        upsert(9, entry(3, 2, &[])),
+    ];
+    let bytes = encode_changes(&changes);
+    assert_eq!(decode_changes(&bytes), Ok(changes.clone()));
+    for cut in 0..bytes.len() {
+        assert!(decode_changes(&bytes[..cut]).is_err(), "truncated at {cut}");
+    }
+    let reordered = encode_changes(&[changes[1].clone(), changes[0].clone()]);
+    assert_eq!(
+        decode_changes(&reordered),
+        Err(CodecError::Corrupt("sequence numbers do not increase"))
+    );
+    let mut bad_op = bytes.clone();
+    bad_op[9 + 8] = 3;
+    assert_eq!(
+        decode_changes(&reseal(bad_op)),
+        Err(CodecError::Corrupt("unknown change operation"))
+    );
+}
+
+#[test]
+fn heap_bytes_accounts_for_the_slots_and_index() {
+    let mut table = KeyTable::with_capacity(1_000);
+    for n in 0..1_000 {
+        table
+            .apply(&upsert(u64::from(n) + 1, entry(n, 1, &["a:read"])))
+            .expect("in order");
+    }
+    let per_key = table.heap_bytes() / table.len();
+    assert!((72..=100).contains(&per_key), "{per_key} bytes per key");
+}
