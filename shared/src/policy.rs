@@ -7,6 +7,8 @@
 //! decoded, `\\` and escaped separators treated as `/`) so that `//admin`, `/x/../admin`,
 //! `/%61dmin` and `/x%2F..%2Fadmin` all meet the rule for `/admin`.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -85,7 +87,7 @@ impl PathPattern {
     }
 
     /// Whether a normalized path (its segments) matches.
-    fn matches(&self, path: &[String]) -> bool {
+    fn matches(&self, path: &[Cow<'_, str>]) -> bool {
         let mut remaining = path.iter();
         for segment in &self.segments {
             match segment {
@@ -96,7 +98,7 @@ impl PathPattern {
                     }
                 }
                 Segment::Literal(literal) => match remaining.next() {
-                    Some(actual) if actual.as_str() == &**literal => {}
+                    Some(actual) if **actual == **literal => {}
                     _ => return false,
                 },
             }
@@ -105,21 +107,28 @@ impl PathPattern {
     }
 }
 
-/// Splits a request path into normalized segments (see the module docs).
-pub fn normalize_path(path: &str) -> Vec<String> {
+/// Splits a request path into normalized segments (see the module docs). Segments without
+/// escapes are borrowed from `path`.
+pub fn normalize_path(path: &str) -> Vec<Cow<'_, str>> {
     let path = path.split(['?', '#']).next().unwrap_or_default();
-    let mut segments: Vec<String> = Vec::new();
-    for raw in path.split(['/', '\\']) {
-        let decoded = percent_decode(raw);
-        // An escaped separator (`%2F`, `%5C`) is treated as a separator: some origins do.
-        for segment in decoded.split(['/', '\\']) {
-            match segment {
-                "" | "." => {}
-                ".." => {
-                    segments.pop();
-                }
-                _ => segments.push(segment.to_owned()),
+    let mut segments: Vec<Cow<'_, str>> = Vec::new();
+    fn push<'a>(segments: &mut Vec<Cow<'a, str>>, segment: Cow<'a, str>) {
+        match &*segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
             }
+            _ => segments.push(segment),
+        }
+    }
+    for raw in path.split(['/', '\\']) {
+        if !raw.contains('%') {
+            push(&mut segments, Cow::Borrowed(raw));
+            continue;
+        }
+        // An escaped separator (`%2F`, `%5C`) is treated as a separator: some origins do.
+        for piece in percent_decode(raw).split(['/', '\\']) {
+            push(&mut segments, Cow::Owned(piece.to_owned()));
         }
     }
     segments
@@ -127,9 +136,6 @@ pub fn normalize_path(path: &str) -> Vec<String> {
 
 /// Decodes `%XX` escapes; malformed escapes and non-UTF-8 results are kept literally.
 fn percent_decode(segment: &str) -> String {
-    if !segment.contains('%') {
-        return segment.to_owned();
-    }
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -259,6 +265,9 @@ impl RoutePolicy {
 
     /// The requirement for a request: the first matching rule's, else the default.
     pub fn requirement(&self, method: &str, path: &str) -> &Requirement {
+        if self.rules.is_empty() {
+            return &self.default;
+        }
         let segments = normalize_path(path);
         self.rules
             .iter()

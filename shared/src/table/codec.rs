@@ -68,7 +68,7 @@ pub enum CodecError {
 /// Encodes a table as a snapshot.
 pub fn encode_snapshot(table: &KeyTable) -> Vec<u8> {
     let mut order: Vec<&Slot> = table.slots.iter().collect();
-    order.sort_unstable_by(|a, b| a.digest.cmp(&b.digest));
+    order.sort_unstable_by_key(|slot| slot.digest);
 
     // Renumber interned values densely, in order of first use.
     let mut org_numbers: HashMap<u32, u32> = HashMap::new();

@@ -225,7 +225,7 @@ impl KeyTable {
     /// Every entry in owned form, sorted by digest: a canonical listing for comparisons.
     pub fn to_sorted_entries(&self) -> Vec<TableEntry> {
         let mut entries: Vec<TableEntry> = self.entries().map(|e| e.to_entry()).collect();
-        entries.sort_by(|a, b| a.digest.cmp(&b.digest));
+        entries.sort_by_key(|entry| entry.digest);
         entries
     }
 
@@ -243,8 +243,7 @@ impl KeyTable {
         let index = buckets * (size_of::<u32>() + 1) + 16;
         let slots = self.slots.capacity() * size_of::<Slot>();
         let scope_strings = self.scope_sets.owned_heap_bytes(|set| {
-            set.as_slice().len() * size_of::<Scope>()
-                + set.as_slice().iter().map(scope_heap_bytes).sum::<usize>()
+            size_of_val(set.as_slice()) + set.as_slice().iter().map(scope_heap_bytes).sum::<usize>()
         });
         index + slots + self.orgs.heap_bytes() + self.scope_sets.heap_bytes() + scope_strings
     }

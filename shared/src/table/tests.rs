@@ -16,15 +16,19 @@ pub(crate) fn entry(n: u32, org: u8, scopes: &[&str]) -> TableEntry {
         digest: LookupDigest::from_bytes(digest),
         key_id: KeyId::from_bytes(key_id),
         org_id: OrgId::from_bytes([org; 16]),
-        env: if n % 2 == 0 {
+        env: if n.is_multiple_of(2) {
             Environment::Live
         } else {
             Environment::Test
         },
         status: KeyStatus::Active,
-        expires_at: (n % 3 == 0).then_some(Timestamp(1_800_000_000_000 + i64::from(n))),
+        expires_at: n
+            .is_multiple_of(3)
+            .then_some(Timestamp(1_800_000_000_000 + i64::from(n))),
         scopes: ScopeSet::parse(scopes).expect("valid scopes"),
-        rate_limit: (n % 5 == 0).then(|| RateLimit::new(60 + n, 5).expect("valid")),
+        rate_limit: n
+            .is_multiple_of(5)
+            .then(|| RateLimit::new(60 + n, 5).expect("valid")),
     }
 }
 
