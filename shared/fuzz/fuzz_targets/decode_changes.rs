@@ -1,0 +1,23 @@
+//! Change-batch decoding must never panic; accepted batches round-trip and apply without panicking.
+
+#![no_main]
+
+use keyplane_shared::KeyTable;
+use keyplane_shared::table::codec::{decode_changes, encode_changes};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut sealed = b"KPCB\x01".to_vec();
+    sealed.extend_from_slice(data);
+    let crc = crc32fast::hash(&sealed);
+    sealed.extend_from_slice(&crc.to_le_bytes());
+    for input in [data, &sealed] {
+        if let Ok(changes) = decode_changes(input) {
+            assert_eq!(decode_changes(&encode_changes(&changes)).as_ref(), Ok(&changes));
+            let mut table = KeyTable::new();
+            for change in &changes {
+                let _ = table.apply(change);
+            }
+        }
+    }
+});
