@@ -1,1 +1,311 @@
-//! placeholder
+//! End-to-end harness: starts the real `keyplane` binary and the real edge worker under
+//! workerd (through miniflare 4, `harness/edge.mjs`), and a small HTTP client to talk to them.
+//!
+//! The tests themselves live in `tests/e2e/` and are `#[ignore]`d, so a plain
+//! `cargo test --workspace` does not need the built worker; `cargo xtask test` builds
+//! everything and runs them with `--ignored`. They find what they start through env vars
+//! that xtask sets (defaults in brackets, relative to the workspace root):
+//!
+//! | variable | what | default |
+//! |---|---|---|
+//! | `KEYPLANE_NODE` | Node 22 | `.tools/node/node_modules/.bin/node` |
+//! | `KEYPLANE_NODE_MODULES` | the node_modules holding miniflare | `.tools/node/node_modules` |
+//! | `KEYPLANE_EDGE_BUILD` | worker-build's output | `edge/build` |
+//! | `KEYPLANE_BIN` | the `keyplane` binary | `keyplane` next to this test's `deps/` folder |
+//!
+//! When something is missing, a test prints why and passes, unless `CI=true` or
+//! `KEYPLANE_E2E_REQUIRED=1`, where it fails with that message.
+
+use std::io::{BufRead as _, BufReader};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+/// How long a service may take to print its URL.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the things under test are, resolved from the environment.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    node: PathBuf,
+    node_modules: PathBuf,
+    edge_build: PathBuf,
+    keyplane_bin: PathBuf,
+}
+
+impl Setup {
+    /// Resolves every path; `None` (after printing why) when something is missing and the
+    /// environment does not require end-to-end tests. Panics when it does.
+    pub fn from_env() -> Option<Self> {
+        let root = workspace_root();
+        let setup = Self {
+            node: path_var("KEYPLANE_NODE", || {
+                root.join(".tools/node/node_modules/.bin/node")
+            }),
+            node_modules: path_var("KEYPLANE_NODE_MODULES", || {
+                root.join(".tools/node/node_modules")
+            }),
+            edge_build: path_var("KEYPLANE_EDGE_BUILD", || root.join("edge/build")),
+            keyplane_bin: path_var("KEYPLANE_BIN", default_keyplane_bin),
+        };
+        let missing: Vec<String> = [
+            ("node 22 (KEYPLANE_NODE)", setup.node.clone()),
+            (
+                "miniflare (KEYPLANE_NODE_MODULES)",
+                setup.node_modules.join("miniflare"),
+            ),
+            (
+                "the built worker (KEYPLANE_EDGE_BUILD)",
+                setup.edge_build.join("index.js"),
+            ),
+            (
+                "the keyplane binary (KEYPLANE_BIN)",
+                setup.keyplane_bin.clone(),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, path)| !path.exists())
+        .map(|(what, path)| format!("{what} at {}", path.display()))
+        .collect();
+        if missing.is_empty() {
+            return Some(setup);
+        }
+        let message = format!(
+            "end-to-end test needs what `cargo xtask test` builds; missing: {}",
+            missing.join("; ")
+        );
+        if required() {
+            panic!("{message}");
+        }
+        eprintln!("SKIPPED: {message}");
+        None
+    }
+
+    /// Starts the worker under workerd (miniflare) on a free port.
+    pub fn start_edge(&self) -> Result<Service> {
+        let script = workspace_root().join("tests/harness/edge.mjs");
+        let mut command = Command::new(&self.node);
+        command
+            .arg(script)
+            .arg(&self.edge_build)
+            .env("KEYPLANE_NODE_MODULES", &self.node_modules);
+        Service::start("edge (miniflare)", &mut command, |line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            Some(value.get("url")?.as_str()?.trim_end_matches('/').to_owned())
+        })
+    }
+
+    /// Starts `keyplane serve` on port 0 with a fresh data directory.
+    pub fn start_control_plane(&self) -> Result<Service> {
+        let data_dir = fresh_dir("control-plane")?;
+        let mut command = Command::new(&self.keyplane_bin);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .env("RUST_LOG", "warn");
+        Service::start("control plane", &mut command, |line| {
+            line.strip_prefix("keyplane listening on ")
+                .map(str::to_owned)
+        })
+    }
+}
+
+/// A started process (leading its own process group) and the base URL it printed.
+pub struct Service {
+    name: &'static str,
+    child: Child,
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+}
+
+impl Service {
+    fn start(
+        name: &'static str,
+        command: &mut Command,
+        url_from_line: impl Fn(&str) -> Option<String> + Send + 'static,
+    ) -> Result<Self> {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {name}: {command:?}"))?;
+        let stdout = child.stdout.take().context("piped stdout")?;
+        let (found, url) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut found = Some(found);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                match found.as_ref().and_then(|_| url_from_line(&line)) {
+                    Some(url) => {
+                        if let Some(found) = found.take() {
+                            let _ = found.send(url);
+                        }
+                    }
+                    None => println!("[{name}] {line}"),
+                }
+            }
+        });
+        let mut service = Self {
+            name,
+            child,
+            url: String::new(),
+        };
+        match url.recv_timeout(START_TIMEOUT) {
+            Ok(url) => service.url = url,
+            Err(_) => bail!("{name} did not print its URL within {START_TIMEOUT:?}"),
+        }
+        Ok(service)
+    }
+
+    /// The OS process id (also the process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `TERM`) to the service's process group.
+    pub fn signal(&self, signal: &str) {
+        signal_group(self.pid(), signal);
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("{} still running after {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    /// Closes stdin (the edge harness disposes of workerd on that), asks politely with
+    /// SIGTERM, and kills the whole group if it is not gone within a few seconds.
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal("TERM");
+            if self.wait_timeout(Duration::from_secs(5)).is_err() {
+                eprintln!("{} ignored SIGTERM; killing its process group", self.name);
+            }
+        }
+        signal_group(self.pid(), "KILL");
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain-HTTP answer: status, headers and body.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    headers: Vec<(String, String)>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl Reply {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The body parsed as JSON.
+    pub fn json(&self) -> Result<serde_json::Value> {
+        serde_json::from_str(&self.body).with_context(|| format!("body is not JSON: {}", self.body))
+    }
+}
+
+/// `GET url` with `headers`; 4xx/5xx are answers, not errors.
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut request = agent.get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.call().with_context(|| format!("GET {url}"))?;
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .context("reading the body")?;
+    Ok(Reply {
+        status: response.status().as_u16(),
+        headers,
+        body,
+    })
+}
+
+fn required() -> bool {
+    let set = |name: &str, wanted: &[&str]| {
+        std::env::var(name).is_ok_and(|value| wanted.contains(&value.to_ascii_lowercase().as_str()))
+    };
+    set("CI", &["true", "1"]) || set("KEYPLANE_E2E_REQUIRED", &["1", "true"])
+}
+
+fn path_var(name: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
+    match std::env::var_os(name) {
+        Some(value) if !value.is_empty() => PathBuf::from(value),
+        _ => default(),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// `<target>/debug/keyplane` for a test binary in `<target>/debug/deps/`.
+fn default_keyplane_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("keyplane")))
+        .unwrap_or_else(|| workspace_root().join("target/debug/keyplane"))
+}
+
+fn fresh_dir(purpose: &str) -> Result<PathBuf> {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("keyplane-e2e-{purpose}-{}-{n}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Signals a process group through kill(1), keeping this crate free of `unsafe`.
+fn signal_group(pgid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args(["-s", signal, "--", &format!("-{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}

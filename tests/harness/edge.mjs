@@ -1,0 +1,66 @@
+// Starts the built Keyplane edge worker under workerd through miniflare 4's JS API,
+// for the end-to-end tests in tests/tests/.
+//
+// Usage: node edge.mjs <edge build dir> [port]
+//   env KEYPLANE_NODE_MODULES  the node_modules holding miniflare (xtask: .tools/node/node_modules)
+//
+// Prints one JSON line {"url": "http://127.0.0.1:<port>/"} once the worker answers, then runs
+// until its stdin closes (the test dropped its handle) or it gets SIGTERM/SIGINT, and disposes
+// of workerd before exiting.
+import { createRequire } from "node:module";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+
+const [buildDir, portArg] = process.argv.slice(2);
+if (!buildDir) {
+  console.error("usage: node edge.mjs <edge build dir> [port]");
+  process.exit(2);
+}
+const nodeModules = process.env.KEYPLANE_NODE_MODULES;
+if (!nodeModules) {
+  console.error("edge.mjs: set KEYPLANE_NODE_MODULES to the node_modules that holds miniflare");
+  process.exit(2);
+}
+const require = createRequire(join(resolve(nodeModules), "..", "package.json"));
+const { Miniflare } = await import(pathToFileURL(require.resolve("miniflare")).href);
+
+const root = resolve(buildDir);
+const mf = new Miniflare({
+  modules: [
+    { type: "ESModule", path: join(root, "index.js") },
+    { type: "CompiledWasm", path: join(root, "index_bg.wasm") },
+  ],
+  modulesRoot: root,
+  compatibilityDate: process.env.KEYPLANE_COMPATIBILITY_DATE ?? "2026-04-01",
+  bindings: {
+    ORIGIN_URL: "",
+    CONTROL_PLANE_URL: process.env.KEYPLANE_CONTROL_PLANE_URL ?? "",
+    KEY_PREFIX: "sk",
+  },
+  host: "127.0.0.1",
+  port: Number(portArg ?? 0),
+});
+
+let stopping = false;
+async function stop(code) {
+  if (stopping) return;
+  stopping = true;
+  try {
+    await mf.dispose();
+  } finally {
+    process.exit(code);
+  }
+}
+process.on("SIGTERM", () => stop(0));
+process.on("SIGINT", () => stop(0));
+process.stdin.on("end", () => stop(0));
+process.stdin.on("error", () => stop(0));
+process.stdin.resume();
+
+try {
+  const url = await mf.ready;
+  console.log(JSON.stringify({ url: url.href }));
+} catch (error) {
+  console.error("edge.mjs: miniflare failed to start:", error);
+  await stop(1);
+}

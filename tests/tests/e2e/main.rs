@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `keyplane` binary and the real worker under workerd.
+//!
+//! Ignored in a plain `cargo test`; `cargo xtask test` builds everything and runs them
+//! with `--ignored` (see `keyplane_tests` for the environment they read).
+
+mod control_plane;
+mod edge;
