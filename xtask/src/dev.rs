@@ -1,0 +1,122 @@
+//! `cargo xtask dev`: the control plane and the edge running locally until Ctrl-C.
+//!
+//! Both run in their own process groups ([`Service`]): a Ctrl-C reaches only xtask, which
+//! then stops the edge (wrangler, its node and workerd processes) and the control plane
+//! (graceful shutdown on SIGTERM) as whole groups.
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::run::{self, Service, announce};
+use crate::setup;
+use crate::test::edge_build;
+use crate::tools::Tools;
+
+/// Options of `cargo xtask dev`.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Where the control plane listens.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// The port `wrangler dev` serves the edge on (127.0.0.1).
+    #[arg(long, default_value_t = 8787)]
+    edge_port: u16,
+    /// wrangler's inspector port; default: a free one, so several instances can coexist.
+    #[arg(long)]
+    inspector_port: Option<u16>,
+    /// Reuse the existing edge build and keyplane binary instead of rebuilding them.
+    #[arg(long)]
+    no_build: bool,
+}
+
+/// Builds, starts both services, and stops them on Ctrl-C (or when either one dies).
+pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
+    setup::setup(tools)?;
+    if !args.no_build {
+        announce("edge worker build");
+        run::run(&mut edge_build(tools)?)?;
+        announce("keyplane binary");
+        run::run(tools.cargo()?.args([
+            "build",
+            "-p",
+            "keyplane-control-plane",
+            "--bin",
+            "keyplane",
+        ]))?;
+    }
+
+    let (interrupted, interrupt) = mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = interrupted.send(());
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    announce("starting the control plane and the edge");
+    let control_plane_url = format!("http://{}", args.listen);
+    let mut control_plane = Service::spawn(
+        "control plane",
+        tools
+            .command(tools.keyplane_bin())?
+            .arg("serve")
+            .arg("--listen")
+            .arg(args.listen.to_string())
+            .arg("--data-dir")
+            .arg(tools.root.join(".keyplane")),
+    )?;
+    let inspector_port = match args.inspector_port {
+        Some(port) => port,
+        None => run::free_port()?,
+    };
+    let mut edge = Service::spawn(
+        "edge (wrangler dev)",
+        tools
+            .command(tools.node_bin("wrangler"))?
+            .args(["dev", "--config", "wrangler.toml", "--ip", "127.0.0.1"])
+            .args(["--port", &args.edge_port.to_string()])
+            .args(["--inspector-port", &inspector_port.to_string()])
+            .args(["--log-level", "warn"])
+            .arg("--var")
+            .arg(format!("CONTROL_PLANE_URL:{control_plane_url}")),
+    )?;
+
+    println!("\n    control plane  {control_plane_url}/healthz");
+    println!(
+        "    edge           http://127.0.0.1:{}/__keyplane/health",
+        args.edge_port
+    );
+    println!("    inspector      127.0.0.1:{inspector_port}");
+    println!("    Ctrl-C stops both.\n");
+
+    let outcome = loop {
+        match interrupt.recv_timeout(Duration::from_millis(250)) {
+            Ok(()) => break Ok(()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(failed) = first_exited(&mut [&mut control_plane, &mut edge])? {
+            break Err(failed);
+        }
+    };
+    announce("stopping");
+    edge.stop(Duration::from_secs(5));
+    control_plane.stop(Duration::from_secs(10));
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(message) => bail!(message),
+    }
+}
+
+fn first_exited(services: &mut [&mut Service]) -> Result<Option<String>> {
+    for service in services.iter_mut() {
+        if let Some(status) = service.exited()? {
+            return Ok(Some(format!(
+                "{} exited on its own ({status})",
+                service.name()
+            )));
+        }
+    }
+    Ok(None)
+}

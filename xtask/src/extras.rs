@@ -1,0 +1,89 @@
+//! `cargo xtask fuzz` and `cargo xtask bench`.
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::run::{self, announce, probe};
+use crate::setup;
+use crate::tools::Tools;
+
+/// Options of `cargo xtask fuzz`.
+#[derive(Debug, clap::Args)]
+pub struct FuzzArgs {
+    /// One fuzz target (see `cargo fuzz list` in shared/fuzz); default: every target in turn.
+    #[arg(long)]
+    target: Option<String>,
+    /// How long to fuzz each target.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+}
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Extra arguments for criterion, e.g. a benchmark name filter or `--save-baseline main`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    criterion_args: Vec<String>,
+}
+
+/// Runs each fuzz target for `--seconds` with cargo-fuzz on stable (`RUSTC_BOOTSTRAP=1`).
+pub fn fuzz(tools: &Tools, args: &FuzzArgs) -> Result<()> {
+    let fuzz_dir = tools.root.join("shared").join("fuzz");
+    if !fuzz_dir.join("Cargo.toml").exists() {
+        bail!(
+            "{} has no Cargo.toml: no fuzz crate yet",
+            fuzz_dir.display()
+        );
+    }
+    announce("cargo-fuzz");
+    if tools.cargo_bin("cargo-fuzz").exists() {
+        println!("    present, skipping");
+    } else {
+        setup::cargo_install(tools, &["cargo-fuzz", "--locked"])?;
+    }
+    let cargo_fuzz = |args: &[&str]| -> Result<Command> {
+        let mut command = tools.cargo()?;
+        command
+            .arg("fuzz")
+            .args(args)
+            .current_dir(&fuzz_dir)
+            .env("RUSTC_BOOTSTRAP", "1");
+        Ok(command)
+    };
+    let targets = match &args.target {
+        Some(target) => vec![target.clone()],
+        None => probe(&mut cargo_fuzz(&["list"])?)
+            .context("`cargo fuzz list` failed in shared/fuzz")?
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    };
+    if targets.is_empty() {
+        bail!("shared/fuzz has no fuzz targets");
+    }
+    let max_time = format!("-max_total_time={}", args.seconds);
+    for target in &targets {
+        announce(&format!("fuzz {target} for {} s", args.seconds));
+        run::run(&mut cargo_fuzz(&["run", target, "--", &max_time])?)?;
+    }
+    println!(
+        "\nxtask fuzz: {} target(s) ran {} s each without a crash",
+        targets.len(),
+        args.seconds
+    );
+    Ok(())
+}
+
+/// `cargo bench -p keyplane-shared --bench hot_path [-- <criterion args>]`.
+pub fn bench(tools: &Tools, args: &BenchArgs) -> Result<()> {
+    announce("hot-path benchmark (criterion)");
+    let mut command = tools.cargo()?;
+    command.args(["bench", "-p", "keyplane-shared", "--bench", "hot_path"]);
+    if !args.criterion_args.is_empty() {
+        command.arg("--").args(&args.criterion_args);
+    }
+    run::run(&mut command)
+}
