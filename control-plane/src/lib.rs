@@ -7,7 +7,7 @@
 //! - [`app`]: the router, so tests can drive it with `tower::ServiceExt::oneshot` and no socket.
 //! - [`Config`]: what `keyplane serve` is told (listen address, data directory).
 //! - [`serve`]: runs the router on a bound listener until a shutdown future resolves.
-//! - [`shutdown_signal`]: resolves on Ctrl-C or SIGTERM.
+//! - [`shutdown_signal`]: installs the Ctrl-C / SIGTERM handlers; its future resolves on either.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -71,33 +71,32 @@ pub async fn serve(
         .context("serving HTTP")
 }
 
-/// Resolves when the process receives Ctrl-C (SIGINT) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
+/// A future that resolves when the process receives Ctrl-C (SIGINT) or SIGTERM.
+///
+/// The handlers are installed when this is called, not when the future is first polled:
+/// call it before announcing the listener, so a signal sent right after start-up is not
+/// lost to the default action (termination without a graceful shutdown).
+#[cfg(unix)]
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
+}
+
+/// A future that resolves on Ctrl-C.
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
 }
 
 #[cfg(test)]

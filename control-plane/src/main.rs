@@ -27,7 +27,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(config) => {
-            keyplane_control_plane::run(config, keyplane_control_plane::shutdown_signal()).await
+            // Before binding: a signal arriving right after start-up must shut down gracefully.
+            let shutdown = keyplane_control_plane::shutdown_signal()?;
+            keyplane_control_plane::run(config, shutdown).await
         }
     }
 }
