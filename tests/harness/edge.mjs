@@ -37,6 +37,8 @@ const mf = new Miniflare({
     CONTROL_PLANE_URL: process.env.KEYPLANE_CONTROL_PLANE_URL ?? "",
     KEY_PREFIX: "sk",
   },
+  // A placeholder Request.cf instead of fetching one from workers.cloudflare.com: no network.
+  cf: false,
   host: "127.0.0.1",
   port: Number(portArg ?? 0),
 });

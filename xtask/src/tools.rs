@@ -7,7 +7,7 @@
 //!
 //! [`Tools::command`] gives a [`Command`] with Node 22 and those tools first on `PATH`, plus
 //! `WASM_BINDGEN_BIN`, `WASM_OPT_BIN` and `ESBUILD_BIN` so worker-build never tries to download
-//! anything, and `WRANGLER_SEND_METRICS=false`.
+//! anything, `WRANGLER_SEND_METRICS=false` and `CLOUDFLARE_CF_FETCH_ENABLED=false` (no network).
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -120,6 +120,8 @@ impl Tools {
             ("WASM_OPT_BIN", self.node_bin("wasm-opt").into_os_string()),
             ("ESBUILD_BIN", self.node_bin("esbuild").into_os_string()),
             ("WRANGLER_SEND_METRICS", OsString::from("false")),
+            // miniflare otherwise fetches workers.cloudflare.com/cf.json on every start.
+            ("CLOUDFLARE_CF_FETCH_ENABLED", OsString::from("false")),
             ("KEYPLANE_NODE", self.node_bin("node").into_os_string()),
             (
                 "KEYPLANE_NODE_MODULES",
