@@ -48,6 +48,9 @@ pub fn fuzz(tools: &Tools, args: &FuzzArgs) -> Result<()> {
             .arg("fuzz")
             .args(args)
             .current_dir(&fuzz_dir)
+            // Sanitizer builds stay in shared/fuzz/target, apart from the workspace's builds.
+            .env_remove("CARGO_TARGET_DIR")
+            // cargo-fuzz needs nightly flags (-Zsanitizer); this lets the stable toolchain accept them.
             .env("RUSTC_BOOTSTRAP", "1");
         Ok(command)
     };
