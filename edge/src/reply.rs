@@ -1,9 +1,10 @@
-//! The edge's own answers: the health check and the 401 error bodies with their challenges.
+//! The edge's own answers: the health check and refusals (JSON error body plus challenge).
 //!
 //! Error bodies follow the design: `{"error":{"code","message","request_id"}}`. The
 //! `WWW-Authenticate` challenge is bare when no credentials were sent and carries
 //! `error="invalid_token"` for a bad key (RFC 6750 §3.1).
 
+use keyplane_shared::Denial;
 use serde::Serialize;
 use worker::{Headers, Response, Result};
 
@@ -27,41 +28,25 @@ pub fn health() -> Result<Response> {
     Response::from_json(&serde_json::json!({ "status": "ok" }))
 }
 
-/// 401 for a request that carried no key, with a bare Bearer challenge.
-pub fn missing_api_key(request_id: &str) -> Result<Response> {
-    unauthorized(
-        "missing_api_key",
-        "This API needs an API key: send it in the x-api-key header or as Authorization: Bearer <key>.",
-        request_id,
-        &format!("Bearer realm=\"{REALM}\""),
-    )
-}
-
-/// 401 for a key that is not valid; the body never says why (unknown key and wrong secret look alike).
-pub fn invalid_api_key(request_id: &str) -> Result<Response> {
-    unauthorized(
-        "invalid_api_key",
-        "The API key is not valid.",
-        request_id,
-        &format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
-    )
-}
-
-fn unauthorized(code: &str, message: &str, request_id: &str, challenge: &str) -> Result<Response> {
+/// The refusal for `denial`: its status, the JSON error body and, for 401/403, the challenge.
+pub fn denied(denial: &Denial, request_id: &str) -> Result<Response> {
+    let message = denial.message();
     let body = ErrorBody {
         error: ErrorDetail {
-            code,
-            message,
+            code: denial.code(),
+            message: &message,
             request_id,
         },
     };
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
-    headers.set("www-authenticate", challenge)?;
+    if let Some(challenge) = denial.www_authenticate(REALM) {
+        headers.set("www-authenticate", &challenge)?;
+    }
     headers.set("cache-control", "no-store")?;
     headers.set("x-keyplane-request-id", request_id)?;
     Ok(Response::from_json(&body)?
-        .with_status(401)
+        .with_status(denial.status())
         .with_headers(headers))
 }
 

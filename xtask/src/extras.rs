@@ -88,5 +88,38 @@ pub fn bench(tools: &Tools, args: &BenchArgs) -> Result<()> {
     if !args.criterion_args.is_empty() {
         command.arg("--").args(&args.criterion_args);
     }
-    run::run(&mut command)
+    run::run(&mut command)?;
+    print_ratios(tools)
+}
+
+/// The benchmark that every hot-path figure is divided by: one bare HMAC-SHA256 of a key.
+const FLOOR: &str = "floor_hmac_sha256";
+
+/// Prints each hot-path median next to its ratio to the floor measured in the same run.
+fn print_ratios(tools: &Tools) -> Result<()> {
+    let group = tools.target_dir().join("criterion").join("hot_path");
+    let median = |bench: &str| -> Result<f64> {
+        let path = group.join(bench).join("new").join("estimates.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        json["median"]["point_estimate"]
+            .as_f64()
+            .with_context(|| format!("{} has no median", path.display()))
+    };
+    let floor = median(FLOOR)?;
+    let mut benches: Vec<String> = std::fs::read_dir(&group)
+        .with_context(|| format!("listing {}", group.display()))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().join("new").join("estimates.json").exists())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    benches.sort();
+    println!("\n| benchmark | median | × floor |\n|---|---:|---:|");
+    for bench in &benches {
+        let value = median(bench)?;
+        println!("| `{bench}` | {value:.0} ns | {:.2} |", value / floor);
+    }
+    Ok(())
 }

@@ -37,6 +37,70 @@ pub fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Tests counted from libtest's `test result:` lines.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TestCounts {
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed.
+    pub failed: u64,
+}
+
+impl std::ops::AddAssign for TestCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+}
+
+impl TestCounts {
+    /// Reads `test result: ok. 12 passed; 0 failed; …` (native libtest and wasm-bindgen-test).
+    pub fn from_line(line: &str) -> Option<Self> {
+        let rest = line.trim().strip_prefix("test result: ")?;
+        let count = |label: &str| -> Option<u64> {
+            rest.split(';').find_map(|part| {
+                part.trim()
+                    .trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .strip_suffix(label)?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        };
+        Some(TestCounts {
+            passed: count("passed")?,
+            failed: count("failed")?,
+        })
+    }
+}
+
+/// Like [`run`], but echoes stdout line by line and adds up the test counts it reports.
+pub fn run_counting(command: &mut Command) -> Result<TestCounts> {
+    use std::io::{BufRead as _, BufReader};
+    println!("    $ {}", display(command));
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting `{}`", display(command)))?;
+    let mut counts = TestCounts::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading the command's output")?;
+            println!("{line}");
+            if let Some(found) = TestCounts::from_line(&line) {
+                counts += found;
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{}`", display(command)))?;
+    if !status.success() {
+        bail!("`{}` failed ({})", display(command), describe(status));
+    }
+    Ok(counts)
+}
+
 /// Runs `command` silently and returns its trimmed stdout if it ran and succeeded.
 pub fn probe(command: &mut Command) -> Option<String> {
     let output = command
@@ -141,4 +205,40 @@ pub fn free_port() -> Result<u16> {
         .local_addr()
         .context("reading the free port")?
         .port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestCounts;
+
+    #[test]
+    fn libtest_summaries_are_counted() {
+        let native = "test result: ok. 69 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(
+            TestCounts::from_line(native),
+            Some(TestCounts {
+                passed: 69,
+                failed: 0
+            })
+        );
+        let failed =
+            "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!(
+            TestCounts::from_line(failed),
+            Some(TestCounts {
+                passed: 3,
+                failed: 1
+            })
+        );
+        let wasm =
+            "test result: ok. 14 passed; 0 failed; 0 ignored; 0 filtered out; finished in 2.52s";
+        assert_eq!(
+            TestCounts::from_line(wasm),
+            Some(TestCounts {
+                passed: 14,
+                failed: 0
+            })
+        );
+        assert_eq!(TestCounts::from_line("running 3 tests"), None);
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use crate::run::{self, announce};
+use crate::run::{self, TestCounts, announce};
 use crate::setup::{self, WASM_TARGET};
 use crate::tools::Tools;
 
@@ -24,6 +24,8 @@ pub struct TestArgs {
 struct Step {
     title: &'static str,
     command: Command,
+    /// Whether the step runs tests whose counts go into the closing summary.
+    counts_tests: bool,
 }
 
 /// Runs setup, then every step.
@@ -32,10 +34,16 @@ pub fn test(tools: &Tools, args: &TestArgs) -> Result<()> {
     setup::setup(tools)?;
     let steps = steps(tools, args.quick)?;
     let total = steps.len();
+    let mut counts = TestCounts::default();
     for (index, mut step) in steps.into_iter().enumerate() {
         announce(&format!("[{}/{total}] {}", index + 1, step.title));
         let step_started = Instant::now();
-        if let Err(error) = run::run(&mut step.command) {
+        let outcome = if step.counts_tests {
+            run::run_counting(&mut step.command).map(|found| counts += found)
+        } else {
+            run::run(&mut step.command)
+        };
+        if let Err(error) = outcome {
             println!(
                 "\nxtask test: FAILED at step {}/{total} ({}) after {}",
                 index + 1,
@@ -55,6 +63,11 @@ pub fn test(tools: &Tools, args: &TestArgs) -> Result<()> {
         "\nxtask test: all {total} steps passed in {}{skipped}",
         minutes(started.elapsed())
     );
+    // The plain closing line CI reads: every test of every step, natively and on wasm32.
+    println!(
+        "summary: {} passed, {} failed",
+        counts.passed, counts.failed
+    );
     Ok(())
 }
 
@@ -67,10 +80,12 @@ fn steps(tools: &Tools, quick: bool) -> Result<Vec<Step>> {
     let mut steps = vec![
         Step {
             title: "formatting (cargo fmt --check)",
+            counts_tests: false,
             command: cargo(&["fmt", "--all", "--", "--check"])?,
         },
         Step {
             title: "clippy, native",
+            counts_tests: false,
             command: cargo(&[
                 "clippy",
                 "--workspace",
@@ -84,6 +99,7 @@ fn steps(tools: &Tools, quick: bool) -> Result<Vec<Step>> {
     if !quick {
         steps.push(Step {
             title: "clippy, wasm32 (shared + edge)",
+            counts_tests: false,
             command: cargo(&[
                 "clippy",
                 "-p",
@@ -92,6 +108,8 @@ fn steps(tools: &Tools, quick: bool) -> Result<Vec<Step>> {
                 "keyplane-edge",
                 "--target",
                 WASM_TARGET,
+                "--lib",
+                "--tests",
                 "--",
                 "-D",
                 "warnings",
@@ -100,6 +118,7 @@ fn steps(tools: &Tools, quick: bool) -> Result<Vec<Step>> {
     }
     steps.push(Step {
         title: "tests, native",
+        counts_tests: true,
         command: cargo(&["test", "--workspace"])?,
     });
     if quick {
@@ -116,14 +135,17 @@ fn steps(tools: &Tools, quick: bool) -> Result<Vec<Step>> {
     wasm_tests.env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", runner);
     steps.push(Step {
         title: "tests, wasm32 (shared, under node)",
+        counts_tests: true,
         command: wasm_tests,
     });
     steps.push(Step {
         title: "edge worker build (worker-build --release)",
+        counts_tests: false,
         command: edge_build(tools)?,
     });
     steps.push(Step {
         title: "keyplane binary (for the end-to-end tests)",
+        counts_tests: false,
         command: cargo(&["build", "-p", "keyplane-control-plane", "--bin", "keyplane"])?,
     });
     let mut e2e = cargo(&["test", "-p", "keyplane-tests", "--", "--ignored"])?;
@@ -131,6 +153,7 @@ fn steps(tools: &Tools, quick: bool) -> Result<Vec<Step>> {
     e2e.env("KEYPLANE_E2E_REQUIRED", "1");
     steps.push(Step {
         title: "end-to-end (control plane binary + worker under workerd)",
+        counts_tests: true,
         command: e2e,
     });
     Ok(steps)

@@ -61,7 +61,9 @@ fn edge_rejects_unknown_key_with_invalid_token_challenge() -> anyhow::Result<()>
         assert_eq!(reply.status, 401, "{reply:?}");
         assert_eq!(
             reply.header("www-authenticate"),
-            Some(r#"Bearer realm="keyplane", error="invalid_token""#)
+            Some(
+                r#"Bearer realm="keyplane", error="invalid_token", error_description="The API key is not valid""#
+            )
         );
         assert_eq!(reply.json()?["error"]["code"], "invalid_api_key");
     }
