@@ -9,6 +9,8 @@
 //! a wrong secret, an environment this edge refuses — is the same [`Denial::InvalidKey`], so a
 //! caller cannot tell which it was.
 
+use core::fmt;
+
 use crate::digest::PepperSet;
 use crate::ids::{KeyId, OrgId};
 use crate::key::{ApiKey, Environment, KeyPrefix};
@@ -18,8 +20,9 @@ use crate::scope::{Scope, ScopeSet};
 use crate::table::{KeyStatus, KeyTable};
 use crate::time::Timestamp;
 
-/// The parts of a request the decision looks at.
-#[derive(Debug, Clone, Copy, Default)]
+/// The parts of a request the decision looks at. `Debug` shows whether credentials are
+/// present, never their text.
+#[derive(Clone, Copy, Default)]
 pub struct RequestFacts<'a> {
     /// The `x-api-key` header, if present.
     pub x_api_key: Option<&'a str>,
@@ -29,6 +32,27 @@ pub struct RequestFacts<'a> {
     pub method: &'a str,
     /// The request path (a query string is ignored).
     pub path: &'a str,
+}
+
+impl fmt::Debug for RequestFacts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let presence = |header: Option<&str>| {
+            if header.is_some() {
+                "<present>"
+            } else {
+                "<absent>"
+            }
+        };
+        f.debug_struct("RequestFacts")
+            .field("x_api_key", &format_args!("{}", presence(self.x_api_key)))
+            .field(
+                "authorization",
+                &format_args!("{}", presence(self.authorization)),
+            )
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .finish()
+    }
 }
 
 /// Which environments an edge accepts.
@@ -192,7 +216,8 @@ pub fn decide<'t>(
     table: &'t KeyTable,
     limiter: &mut RateLimiter,
 ) -> Decision<'t> {
-    let required = match config.policy.requirement(facts.method, facts.path) {
+    let requirement = config.policy.requirement(facts.method, facts.path);
+    let required = match &*requirement {
         Requirement::Public => return Decision::AllowPublic,
         Requirement::Scopes(required) => required,
     };

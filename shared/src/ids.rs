@@ -1,4 +1,4 @@
-//! Public identifiers: `key_…` for keys and `org_…` for organizations.
+//! Public identifiers: `key_…` for keys, `org_…` for organizations, `req_…` for requests.
 //!
 //! An id is 128 random bits shown as a tag and 22 fixed-width base62 characters. Ids are not
 //! secrets: they appear in URLs, logs, audit records and the edge's identity headers. In memory
@@ -112,6 +112,14 @@ public_id!(
     OrgId,
     "org",
     "organization"
+);
+
+public_id!(
+    /// A request's id (`req_…`), in error bodies, response headers, audit records and the
+    /// identity the edge forwards, so one request can be followed through every log.
+    RequestId,
+    "req",
+    "request"
 );
 
 #[cfg(test)]

@@ -2,10 +2,20 @@
 //!
 //! Rules are tried in order and the first match wins; a request no rule matches gets the
 //! policy's default. Patterns are `/`-separated segments: a literal, `*` or `{name}` (exactly one
-//! segment), or a final `**` (any number of remaining segments, including none). Paths are
-//! normalized before matching (empty and `.` segments dropped, `..` resolved, percent-escapes
-//! decoded, `\\` and escaped separators treated as `/`) so that `//admin`, `/x/../admin`,
-//! `/%61dmin` and `/x%2F..%2Fadmin` all meet the rule for `/admin`.
+//! segment), or a final `**` (any number of remaining segments, including none).
+//!
+//! Origins disagree about what a path means: some decode `%2F` into a separator, treat `\\` as
+//! `/`, drop `;params` (so `..;` is `..`), decode twice, or ignore case. The edge cannot know
+//! which, so a path is read two ways and the request must satisfy both readings:
+//!
+//! - **literal**: split on `/` only, no decoding, `.`/`..` resolved, case kept;
+//! - **lenient**: percent-decoded (up to three rounds), split on `/` and `\\`, `;params` dropped,
+//!   `.`/`..` resolved, literals compared without regard to ASCII case.
+//!
+//! A route is public only if both readings say so; otherwise the scopes of both are required.
+//! Decoding can therefore only make a request need more, never less: `/admin/..%2Fhealth`,
+//! `/health/..;/admin` and `/ADMIN` all need what `/admin` needs. The price is that a path whose
+//! readings differ (say `/files/a%2Fb`) may need the scopes of two rules.
 
 use std::borrow::Cow;
 
@@ -86,8 +96,9 @@ impl PathPattern {
         Ok(PathPattern { segments })
     }
 
-    /// Whether a normalized path (its segments) matches.
-    fn matches(&self, path: &[Cow<'_, str>]) -> bool {
+    /// Whether a path (its normalized segments) matches; `ignore_case` compares literals
+    /// without regard to ASCII case.
+    fn matches(&self, path: &[Cow<'_, str>], ignore_case: bool) -> bool {
         let mut remaining = path.iter();
         for segment in &self.segments {
             match segment {
@@ -99,6 +110,7 @@ impl PathPattern {
                 }
                 Segment::Literal(literal) => match remaining.next() {
                     Some(actual) if **actual == **literal => {}
+                    Some(actual) if ignore_case && actual.eq_ignore_ascii_case(literal) => {}
                     _ => return false,
                 },
             }
@@ -107,9 +119,22 @@ impl PathPattern {
     }
 }
 
-/// Splits a request path into normalized segments (see the module docs). Segments without
-/// escapes are borrowed from `path`.
-pub fn normalize_path(path: &str) -> Vec<Cow<'_, str>> {
+/// How a path is read (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathReading {
+    /// Split on `/` only; nothing decoded.
+    Literal,
+    /// Percent-decoded, `\\` as `/`, `;params` dropped.
+    Lenient,
+}
+
+/// How many rounds of percent-decoding the lenient reading applies (`%25252F` → `%252F` →
+/// `%2F` → `/`).
+const DECODE_ROUNDS: usize = 3;
+
+/// Splits a request path into segments as `reading` sees them, with empty and `.` segments
+/// dropped and `..` resolved. Segments the reading leaves unchanged are borrowed from `path`.
+pub fn normalize_path(path: &str, reading: PathReading) -> Vec<Cow<'_, str>> {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     let mut segments: Vec<Cow<'_, str>> = Vec::new();
     fn push<'a>(segments: &mut Vec<Cow<'a, str>>, segment: Cow<'a, str>) {
@@ -121,33 +146,59 @@ pub fn normalize_path(path: &str) -> Vec<Cow<'_, str>> {
             _ => segments.push(segment),
         }
     }
-    for raw in path.split(['/', '\\']) {
-        if !raw.contains('%') {
-            push(&mut segments, Cow::Borrowed(raw));
-            continue;
+    match reading {
+        PathReading::Literal => {
+            for raw in path.split('/') {
+                push(&mut segments, Cow::Borrowed(raw));
+            }
         }
-        // An escaped separator (`%2F`, `%5C`) is treated as a separator: some origins do.
-        for piece in percent_decode(raw).split(['/', '\\']) {
-            push(&mut segments, Cow::Owned(piece.to_owned()));
+        PathReading::Lenient => {
+            for raw in path.split(['/', '\\']) {
+                if !raw.contains(['%', ';']) {
+                    push(&mut segments, Cow::Borrowed(raw));
+                    continue;
+                }
+                let mut decoded = Cow::Borrowed(raw);
+                for _ in 0..DECODE_ROUNDS {
+                    match percent_decode(&decoded) {
+                        Some(once) => decoded = Cow::Owned(once),
+                        None => break,
+                    }
+                }
+                for piece in decoded.split(['/', '\\']) {
+                    let without_params = piece.split(';').next().unwrap_or_default();
+                    push(&mut segments, Cow::Owned(without_params.to_owned()));
+                }
+            }
         }
     }
     segments
 }
 
-/// Decodes `%XX` escapes; malformed escapes and non-UTF-8 results are kept literally.
-fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
+/// Decodes `%XX` escapes (malformed escapes kept literally, invalid UTF-8 replaced), or `None`
+/// when there is nothing to decode.
+fn percent_decode(text: &str) -> Option<String> {
+    fn hex(digit: u8) -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            b'A'..=b'F' => Some(digit - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
+    let mut decoded_any = false;
     let mut i = 0;
     while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        let escaped = match bytes[i..] {
+            [b'%', high, low, ..] => hex(high).zip(hex(low)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
         match escaped {
             Some(byte) => {
                 out.push(byte);
+                decoded_any = true;
                 i += 3;
             }
             None => {
@@ -156,7 +207,7 @@ fn percent_decode(segment: &str) -> String {
             }
         }
     }
-    String::from_utf8(out).unwrap_or_else(|_| segment.to_owned())
+    decoded_any.then(|| String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Why a policy was refused.
@@ -263,22 +314,41 @@ impl RoutePolicy {
         Ok(RoutePolicy { rules, default })
     }
 
-    /// The requirement for a request: the first matching rule's, else the default.
-    pub fn requirement(&self, method: &str, path: &str) -> &Requirement {
+    /// The requirement for a request: the first matching rule's, else the default, under
+    /// both path readings combined (see the module docs). Borrowed unless the readings meet
+    /// different scoped rules.
+    pub fn requirement(&self, method: &str, path: &str) -> Cow<'_, Requirement> {
         if self.rules.is_empty() {
-            return &self.default;
+            return Cow::Borrowed(&self.default);
         }
-        let segments = normalize_path(path);
-        self.rules
-            .iter()
-            .find(|rule| rule.method.matches(method) && rule.pattern.matches(&segments))
-            .map_or(&self.default, |rule| &rule.requirement)
+        let first_match = |reading: PathReading| {
+            let segments = normalize_path(path, reading);
+            let ignore_case = reading == PathReading::Lenient;
+            self.rules
+                .iter()
+                .find(|rule| {
+                    rule.method.matches(method) && rule.pattern.matches(&segments, ignore_case)
+                })
+                .map_or(&self.default, |rule| &rule.requirement)
+        };
+        let literal = first_match(PathReading::Literal);
+        let lenient = first_match(PathReading::Lenient);
+        match (literal, lenient) {
+            (a, b) if a == b => Cow::Borrowed(a),
+            (Requirement::Public, stricter) | (stricter, Requirement::Public) => {
+                Cow::Borrowed(stricter)
+            }
+            (Requirement::Scopes(a), Requirement::Scopes(b)) => {
+                Cow::Owned(Requirement::Scopes(a.union(b)))
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scope::Scope;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -306,39 +376,39 @@ mod tests {
     #[test]
     fn first_matching_rule_wins_and_default_applies_otherwise() {
         let p = policy();
-        assert_eq!(p.requirement("GET", "/health"), &Requirement::Public);
+        assert_eq!(*p.requirement("GET", "/health"), Requirement::Public);
         assert_eq!(
-            p.requirement("GET", "/v1/contacts"),
-            &scopes(&["contacts:read"])
+            *p.requirement("GET", "/v1/contacts"),
+            scopes(&["contacts:read"])
         );
         assert_eq!(
-            p.requirement("GET", "/v1/contacts/42/notes"),
-            &scopes(&["contacts:read"])
+            *p.requirement("GET", "/v1/contacts/42/notes"),
+            scopes(&["contacts:read"])
         );
         assert_eq!(
-            p.requirement("HEAD", "/v1/contacts/42"),
-            &scopes(&["contacts:read"])
+            *p.requirement("HEAD", "/v1/contacts/42"),
+            scopes(&["contacts:read"])
         );
         assert_eq!(
-            p.requirement("POST", "/v1/contacts"),
-            &scopes(&["contacts:write"])
+            *p.requirement("POST", "/v1/contacts"),
+            scopes(&["contacts:write"])
         );
         assert_eq!(
-            p.requirement("DELETE", "/v1/contacts/42"),
-            &scopes(&["contacts:write", "contacts:delete"])
+            *p.requirement("DELETE", "/v1/contacts/42"),
+            scopes(&["contacts:write", "contacts:delete"])
         );
         assert_eq!(
-            p.requirement("DELETE", "/v1/contacts/42/x"),
-            &scopes(&["api:call"])
+            *p.requirement("DELETE", "/v1/contacts/42/x"),
+            scopes(&["api:call"])
         );
-        assert_eq!(p.requirement("PUT", "/v1/contacts"), &scopes(&["api:call"]));
-        assert_eq!(p.requirement("GET", "/elsewhere"), &scopes(&["api:call"]));
+        assert_eq!(*p.requirement("PUT", "/v1/contacts"), scopes(&["api:call"]));
+        assert_eq!(*p.requirement("GET", "/elsewhere"), scopes(&["api:call"]));
     }
 
     #[test]
     fn path_tricks_cannot_dodge_a_rule() {
         let p = policy();
-        let admin = scopes(&["admin:full"]);
+        let admin_full: Scope = "admin:full".parse().expect("valid");
         for path in [
             "/admin/x",
             "//admin/x",
@@ -351,15 +421,19 @@ mod tests {
             "/admin/x?y=1",
             "/admin",
         ] {
-            assert_eq!(p.requirement("GET", path), &admin, "{path}");
+            let requirement = p.requirement("GET", path);
+            let Requirement::Scopes(required) = &*requirement else {
+                panic!("{path} was public");
+            };
+            assert!(required.covers(&admin_full), "{path} needs {required}");
         }
     }
 
     #[test]
     fn query_strings_do_not_affect_matching() {
         assert_eq!(
-            policy().requirement("GET", "/health?probe=1"),
-            &Requirement::Public
+            *policy().requirement("GET", "/health?probe=1"),
+            Requirement::Public
         );
     }
 
@@ -384,15 +458,88 @@ mod tests {
     #[test]
     fn default_policy_admits_any_valid_key() {
         assert_eq!(
-            RoutePolicy::default().requirement("PATCH", "/x"),
-            &Requirement::Scopes(ScopeSet::empty())
+            *RoutePolicy::default().requirement("PATCH", "/x"),
+            Requirement::Scopes(ScopeSet::empty())
         );
     }
 
     #[test]
-    fn percent_decoding_keeps_malformed_escapes() {
-        assert_eq!(normalize_path("/a%2/b%zz/%ff"), vec!["a%2", "b%zz", "%ff"]);
-        assert_eq!(normalize_path("/a%2Fb"), vec!["a", "b"]);
-        assert_eq!(normalize_path("/a%20b"), vec!["a b"]);
+    fn decoding_never_makes_a_protected_path_public() {
+        let p = policy();
+        for path in [
+            "/admin/..%2Fhealth",
+            "/admin/..%2fhealth",
+            "/admin/..%5Chealth",
+            "/admin/%2e%2e%2Fhealth",
+            "/admin/..%252Fhealth",
+            "/admin/..\\health",
+        ] {
+            assert_ne!(*p.requirement("GET", path), Requirement::Public, "{path}");
+            assert!(
+                matches!(&*p.requirement("GET", path), Requirement::Scopes(s) if s.covers(&"admin:full".parse().expect("valid"))),
+                "{path} must need admin:full"
+            );
+        }
+    }
+
+    #[test]
+    fn origin_quirks_cannot_reach_a_protected_prefix() {
+        let p = policy();
+        let admin: Scope = "admin:full".parse().expect("valid");
+        for path in [
+            "/health/..;/admin/x",
+            "/health/%2e%2e;/admin/x",
+            "/admin;jsessionid=1/x",
+            "/ADMIN/x",
+            "/Admin/X",
+            "/%2561dmin/x",
+            "/health/..%2Fadmin/x",
+        ] {
+            let requirement = p.requirement("GET", path);
+            let Requirement::Scopes(required) = &*requirement else {
+                panic!("{path} was public");
+            };
+            assert!(required.covers(&admin), "{path} needs {required}");
+        }
+    }
+
+    #[test]
+    fn readings_that_disagree_need_the_scopes_of_both() {
+        // Literally one `{id}` segment (contacts:write + delete); leniently two segments,
+        // which no DELETE rule matches (the default, api:call).
+        assert_eq!(
+            *policy().requirement("DELETE", "/v1/contacts/a%2Fb"),
+            scopes(&["api:call", "contacts:delete", "contacts:write"])
+        );
+    }
+
+    #[test]
+    fn paths_that_read_the_same_both_ways_borrow_the_rule() {
+        let p = policy();
+        assert!(matches!(
+            p.requirement("GET", "/v1/contacts/7"),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(p.requirement("GET", "/health"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn literal_reading_decodes_nothing() {
+        assert_eq!(
+            normalize_path("/a%2Fb\\c/./d/../e", PathReading::Literal),
+            vec!["a%2Fb\\c", "e"]
+        );
+    }
+
+    #[test]
+    fn lenient_reading_decodes_and_keeps_malformed_escapes() {
+        let lenient = |path| normalize_path(path, PathReading::Lenient);
+        assert_eq!(lenient("/a%2/b%zz/c%"), vec!["a%2", "b%zz", "c%"]);
+        assert_eq!(lenient("/a%2Fb"), vec!["a", "b"]);
+        assert_eq!(lenient("/a%20b"), vec!["a b"]);
+        assert_eq!(lenient("/a%+1b"), vec!["a%+1b"], "sign is not a hex digit");
+        assert_eq!(lenient("/%ff%2Fx"), vec!["\u{fffd}", "x"]);
+        assert_eq!(lenient("/a;v=1/b;c"), vec!["a", "b"]);
+        assert_eq!(lenient("/%25252Fa"), vec!["a"]);
     }
 }

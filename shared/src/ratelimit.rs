@@ -91,14 +91,15 @@ impl RateLimit {
     }
 
     /// Checks one request against this limit, updating `state` only if it is admitted.
+    ///
+    /// Time is kept in `u128` nanoseconds, so every representable `now` is exact: nothing
+    /// saturates or wraps, whatever the clock says.
     pub fn check(self, state: &mut GcraState, now: Timestamp) -> RateLimitOutcome {
-        let now_ns = u64::try_from(now.as_millis())
-            .unwrap_or(0)
-            .saturating_mul(NANOS_PER_MILLI);
-        let interval = self.interval_nanos();
-        let capacity = interval.saturating_mul(u64::from(self.burst()));
+        let now_ns = nanos_since_epoch(now);
+        let interval = u128::from(self.interval_nanos());
+        let capacity = interval * u128::from(self.burst());
         let tat = state.tat_nanos.max(now_ns);
-        let new_tat = tat.saturating_add(interval);
+        let new_tat = tat + interval;
         let allow_at = new_tat.saturating_sub(capacity);
         if now_ns < allow_at {
             return RateLimitOutcome {
@@ -110,6 +111,7 @@ impl RateLimit {
             };
         }
         state.tat_nanos = new_tat;
+        // Admitted means new_tat - capacity <= now, so this cannot underflow.
         let remaining = (now_ns + capacity - new_tat) / interval;
         RateLimitOutcome {
             allowed: true,
@@ -119,6 +121,11 @@ impl RateLimit {
             retry_after_ms: 0,
         }
     }
+}
+
+/// `now` in nanoseconds since the epoch; times before it count as the epoch.
+fn nanos_since_epoch(now: Timestamp) -> u128 {
+    u128::try_from(now.as_millis()).unwrap_or(0) * u128::from(NANOS_PER_MILLI)
 }
 
 impl Default for RateLimit {
@@ -143,23 +150,20 @@ impl From<RateLimit> for RateLimitSpec {
     }
 }
 
-fn ceil_millis(nanos: u64) -> u64 {
-    nanos.div_ceil(NANOS_PER_MILLI)
+fn ceil_millis(nanos: u128) -> u64 {
+    u64::try_from(nanos.div_ceil(u128::from(NANOS_PER_MILLI))).unwrap_or(u64::MAX)
 }
 
 /// One key's limiter state: its theoretical arrival time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GcraState {
-    tat_nanos: u64,
+    tat_nanos: u128,
 }
 
 impl GcraState {
     /// Whether this state is indistinguishable from a fresh one at `now` (the key is fully refilled).
     pub fn is_idle(&self, now: Timestamp) -> bool {
-        let now_ns = u64::try_from(now.as_millis())
-            .unwrap_or(0)
-            .saturating_mul(NANOS_PER_MILLI);
-        self.tat_nanos <= now_ns
+        self.tat_nanos <= nanos_since_epoch(now)
     }
 }
 
@@ -329,6 +333,21 @@ mod tests {
         let parsed: RateLimit =
             serde_json::from_str(r#"{"requests_per_minute": 60, "burst": 5}"#).expect("valid");
         assert_eq!(parsed, RateLimit::new(60, 5).expect("valid"));
+    }
+
+    #[test]
+    fn the_end_of_time_neither_panics_nor_admits_more_than_the_burst() {
+        let limit = RateLimit::default();
+        for now in [
+            Timestamp(i64::MAX),
+            Timestamp(i64::MAX / 1_000_000),
+            Timestamp(i64::MIN),
+        ] {
+            let mut state = GcraState::default();
+            assert_eq!(admitted(limit, &mut state, now, 50), 10, "{now:?}");
+            let refused = limit.check(&mut state, now);
+            assert!(!refused.allowed && refused.retry_after_ms > 0, "{now:?}");
+        }
     }
 
     #[test]

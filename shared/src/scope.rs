@@ -186,6 +186,15 @@ impl ScopeSet {
         required.0.iter().find(|scope| !self.covers(scope))
     }
 
+    /// Every scope of both sets, for a request that must satisfy two requirements. Not bound by
+    /// [`MAX_SCOPES`], which limits what a key holds, not what a route asks.
+    pub fn union(&self, other: &ScopeSet) -> ScopeSet {
+        let mut scopes: Vec<Scope> = self.0.iter().chain(&other.0).cloned().collect();
+        scopes.sort();
+        scopes.dedup();
+        ScopeSet(scopes)
+    }
+
     /// Whether every scope here is covered by `holder`'s scopes: the rule for creating a key.
     pub fn is_covered_by(&self, holder: &ScopeSet) -> bool {
         holder.first_missing(self).is_none()

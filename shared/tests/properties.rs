@@ -207,16 +207,44 @@ proptest! {
     }
 
     #[test]
-    fn decoders_never_panic_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..300), seal in any::<bool>()) {
-        let mut input = bytes.clone();
-        if seal {
-            // Give random bodies a valid header and CRC so the structural checks are exercised.
-            input = [b"KPSN\x01".as_slice(), &bytes].concat();
-            let crc = crc32fast::hash(&input);
-            input.extend_from_slice(&crc.to_le_bytes());
+    fn decoders_never_panic_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        // Give random bodies a valid header and CRC too, so the structural checks are exercised.
+        for input in [bytes.clone(), sealed(b"KPSN", &bytes), sealed(b"KPCB", &bytes)] {
+            if let Ok(table) = decode_snapshot(&input) {
+                prop_assert_eq!(encode_snapshot(&table), input.clone());
+            }
+            if let Ok(changes) = decode_changes(&input) {
+                prop_assert_eq!(decode_changes(&encode_changes(&changes)), Ok(changes));
+            }
         }
-        let _ = decode_snapshot(&input);
-        let _ = decode_changes(&input);
+    }
+
+    #[test]
+    fn damaged_encodings_are_refused_or_canonical(
+        log in change_log(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        // Start from valid encodings and change a few bytes behind a recomputed CRC, which
+        // reaches far deeper into the structure than random bytes do.
+        let snapshot = encode_snapshot(&table_from(&log));
+        let changes = encode_changes(&log);
+        for (valid, magic) in [(snapshot, b"KPSN"), (changes, b"KPCB")] {
+            let mut body = valid[5..valid.len() - 4].to_vec();
+            if body.is_empty() {
+                continue;
+            }
+            for (at, value) in &edits {
+                let at = at.index(body.len());
+                body[at] = *value;
+            }
+            let input = sealed(magic, &body);
+            if let Ok(table) = decode_snapshot(&input) {
+                prop_assert_eq!(encode_snapshot(&table), input.clone());
+            }
+            if let Ok(changes) = decode_changes(&input) {
+                prop_assert_eq!(encode_changes(&changes), input.clone());
+            }
+        }
     }
 
     #[test]
@@ -269,4 +297,12 @@ proptest! {
         let bound = u64::from(burst) + elapsed_ns / interval_ns;
         prop_assert!(admitted <= bound, "{} admitted, bound {}", admitted, bound);
     }
+}
+
+/// `magic`, version 1, `body` and a valid CRC32: what a damaged-but-resealed encoding looks like.
+fn sealed(magic: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut out = [magic.as_slice(), &[1], body].concat();
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
 }

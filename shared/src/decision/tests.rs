@@ -375,3 +375,37 @@ fn keys_digested_with_an_older_pepper_keep_working_after_rotation() {
         Decision::Allow(_)
     ));
 }
+
+#[test]
+fn request_facts_debug_never_shows_credentials() {
+    let key = "sk_live_secretsecretsecretsecretsecret0000";
+    let bearer = format!("Bearer {key}");
+    let facts = RequestFacts {
+        x_api_key: Some(key),
+        authorization: Some(&bearer),
+        method: "GET",
+        path: "/v1/x",
+    };
+    let shown = format!("{facts:?} {facts:#?}");
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(
+        shown.contains("<present>") && shown.contains("/v1/x"),
+        "{shown}"
+    );
+    let none = format!("{:?}", RequestFacts::default());
+    assert!(none.contains("<absent>"), "{none}");
+}
+
+#[test]
+fn a_path_trick_cannot_turn_a_protected_route_public() {
+    let mut world = World::new();
+    assert_eq!(
+        denial(world.decide("GET", "/contacts/..%2Fpublic/x", None, None)),
+        Denial::MissingKey
+    );
+    let (reader, _) = world.issue(Environment::Live, &["contacts:read"], |_| {});
+    assert!(matches!(
+        world.with_key("GET", "/contacts/..%2Fpublic/x", &reader),
+        Decision::Allow(_)
+    ));
+}

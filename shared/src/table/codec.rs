@@ -15,7 +15,9 @@
 //! crc32 u32
 //! ```
 //! Entries are sorted by digest and organizations/scope sets numbered in order of first use, so
-//! equal tables encode to equal bytes.
+//! equal tables encode to equal bytes. The decoder accepts only this canonical form (strictly
+//! increasing digests, every listed organization and scope set used, first uses in index order),
+//! so every snapshot it accepts re-encodes to exactly the same bytes.
 //!
 //! Change batch (`KPCB`, version 1): `magic | version u8 | count u32 | changes… | crc32 u32`, each
 //! change `seq u64 | op u8` then, for an upsert (op 1), the entry with its organization and scopes
@@ -137,54 +139,90 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<KeyTable, CodecError> {
 
     let entry_count = input.count(ENTRY_RECORD_LEN)?;
     let mut records = Vec::with_capacity(entry_count);
-    let (mut org_refs, mut set_refs) = (vec![0u32; orgs.len()], vec![0u32; sets.len()]);
+    let mut org_refs = FirstUseCounts::new(orgs.len(), "organization index out of range");
+    let mut set_refs = FirstUseCounts::new(sets.len(), "scope set index out of range");
+    let mut previous_digest: Option<LookupDigest> = None;
     for _ in 0..entry_count {
         let record = input.entry_record()?;
-        let org_ref = org_refs
-            .get_mut(record.org as usize)
-            .ok_or(CodecError::Corrupt("organization index out of range"))?;
-        *org_ref += 1;
-        let set_ref = set_refs
-            .get_mut(record.scopes as usize)
-            .ok_or(CodecError::Corrupt("scope set index out of range"))?;
-        *set_ref += 1;
+        if previous_digest.is_some_and(|previous| previous >= record.digest) {
+            return Err(CodecError::Corrupt(
+                "entries are not in strictly increasing digest order",
+            ));
+        }
+        previous_digest = Some(record.digest);
+        org_refs.count(record.org)?;
+        set_refs.count(record.scopes)?;
         records.push(record);
     }
     input.end()?;
+    let (org_refs, set_refs) = (org_refs.finish()?, set_refs.finish()?);
 
     let mut table = KeyTable::with_capacity(entry_count);
     table.applied_seq = applied_seq;
     let org_handles: Vec<u32> = orgs
         .iter()
         .zip(&org_refs)
-        .map(|(org, &refs)| {
-            if refs > 0 {
-                table.orgs.acquire_many(org, refs)
-            } else {
-                u32::MAX
-            }
-        })
+        .map(|(org, &refs)| table.orgs.acquire_many(org, refs))
         .collect();
     let set_handles: Vec<u32> = sets
         .iter()
         .zip(&set_refs)
-        .map(|(set, &refs)| {
-            if refs > 0 {
-                table.scope_sets.acquire_many(set, refs)
-            } else {
-                u32::MAX
-            }
-        })
+        .map(|(set, &refs)| table.scope_sets.acquire_many(set, refs))
         .collect();
     for mut slot in records {
-        if table.get(&slot.digest).is_some() {
-            return Err(CodecError::Corrupt("a digest appears twice"));
-        }
         slot.org = org_handles[slot.org as usize];
         slot.scopes = set_handles[slot.scopes as usize];
         table.insert_new(slot);
     }
     Ok(table)
+}
+
+/// Reference counts of a snapshot's interned values (organizations or scope sets), checking
+/// they are numbered in order of first use: the values used so far are always a prefix.
+struct FirstUseCounts {
+    counts: Vec<u32>,
+    used: usize,
+    out_of_range: &'static str,
+}
+
+impl FirstUseCounts {
+    /// Counts for `listed` values (already read from the input, so bounded by its length).
+    fn new(listed: usize, out_of_range: &'static str) -> Self {
+        FirstUseCounts {
+            counts: vec![0; listed],
+            used: 0,
+            out_of_range,
+        }
+    }
+
+    /// Counts one use of value `index`: one already used, or the next unused one.
+    fn count(&mut self, index: u32) -> Result<(), CodecError> {
+        let index = index as usize;
+        if index >= self.counts.len() {
+            return Err(CodecError::Corrupt(self.out_of_range));
+        }
+        if index > self.used {
+            return Err(CodecError::Corrupt(
+                "interned values are not numbered in order of first use",
+            ));
+        }
+        if index == self.used {
+            self.used += 1;
+        }
+        self.counts[index] += 1;
+        Ok(())
+    }
+
+    /// The counts, if every listed value was used.
+    fn finish(self) -> Result<Vec<u32>, CodecError> {
+        if self.used == self.counts.len() {
+            Ok(self.counts)
+        } else {
+            Err(CodecError::Corrupt(
+                "an organization or scope set is listed but never used",
+            ))
+        }
+    }
 }
 
 /// Encodes a batch of changes.

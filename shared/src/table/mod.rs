@@ -64,7 +64,8 @@ pub struct TableEntry {
     /// Active or revoked.
     pub status: KeyStatus,
     /// When it stops working; `None` for never. (A rotation's grace period ends the old key by
-    /// moving this earlier.)
+    /// moving this earlier.) The last representable instant, `i64::MAX` ms, is how the table
+    /// stores "never", so `Some` of it reads back as `None`: the two mean the same.
     pub expires_at: Option<Timestamp>,
     /// What it may do.
     pub scopes: ScopeSet,

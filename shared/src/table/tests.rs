@@ -272,21 +272,57 @@ fn structurally_corrupt_snapshots_are_rejected_even_with_a_valid_crc() {
 }
 
 #[test]
-fn duplicate_digests_in_a_snapshot_are_rejected() {
+fn non_canonical_snapshots_are_rejected() {
+    // Two entries of two organizations, both without scopes (one shared scope set).
     let mut table = KeyTable::new();
     table.apply(&upsert(1, entry(1, 1, &[]))).expect("first");
+    table.apply(&upsert(2, entry(2, 2, &[]))).expect("second");
     let bytes = encode_snapshot(&table);
-    let entry_at = 13 + 4 + 16 + 4 + 1 + 4;
-    let record = bytes[entry_at..entry_at + 72].to_vec();
-    let mut doubled = bytes[..entry_at - 4].to_vec();
-    doubled.extend_from_slice(&2u32.to_le_bytes());
-    doubled.extend_from_slice(&record);
-    doubled.extend_from_slice(&record);
-    doubled.extend_from_slice(&[0; 4]);
+    let entries_at = 13 + 4 + 2 * 16 + 4 + 1 + 4;
+    let record = |n: usize| bytes[entries_at + n * 72..entries_at + (n + 1) * 72].to_vec();
+    let with_records = |records: &[Vec<u8>]| {
+        let mut out = bytes[..entries_at - 4].to_vec();
+        out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+        for r in records {
+            out.extend_from_slice(r);
+        }
+        out.extend_from_slice(&[0; 4]);
+        reseal(out)
+    };
+    let with_org_index = |n: usize, org: u32| {
+        let mut r = record(n);
+        r[48..52].copy_from_slice(&org.to_le_bytes());
+        r
+    };
     assert_eq!(
-        decode_snapshot(&reseal(doubled)),
-        Err(CodecError::Corrupt("a digest appears twice"))
+        with_records(&[record(0), record(1)]),
+        bytes,
+        "the layout above is right"
     );
+    let cases = [
+        (
+            vec![record(0), record(0)],
+            "entries are not in strictly increasing digest order",
+        ),
+        (
+            vec![with_org_index(1, 0), with_org_index(0, 1)],
+            "entries are not in strictly increasing digest order",
+        ),
+        (
+            vec![with_org_index(0, 1), with_org_index(1, 0)],
+            "interned values are not numbered in order of first use",
+        ),
+        (
+            vec![record(0), with_org_index(1, 0)],
+            "an organization or scope set is listed but never used",
+        ),
+    ];
+    for (records, why) in cases {
+        assert_eq!(
+            decode_snapshot(&with_records(&records)),
+            Err(CodecError::Corrupt(why))
+        );
+    }
 }
 
 #[test]
