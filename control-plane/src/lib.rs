@@ -1,74 +1,233 @@
 //! Keyplane's control plane: the axum service behind the `keyplane` binary.
 //!
-//! This is the skeleton: it serves `GET /healthz` and shuts down gracefully. The REST API,
-//! persistence, change feed and usage ingestion arrive in later issues.
-//!
 //! Layout:
-//! - [`app`]: the router, so tests can drive it with `tower::ServiceExt::oneshot` and no socket.
-//! - [`Config`]: what `keyplane serve` is told (listen address, data directory).
-//! - [`serve`]: runs the router on a bound listener until a shutdown future resolves.
-//! - [`shutdown_signal`]: installs the Ctrl-C / SIGTERM handlers; its future resolves on either.
+//! - [`Application`]: built from a [`Config`] by `main` and by the tests alike (secrets, store,
+//!   first-start bootstrap, listener); [`app`] is the router alone, for `oneshot` tests.
+//! - [`keys`], [`audit::api`], [`ops`]: one module per resource, each exposing `router()`.
+//! - [`auth`]: the management-key extractor; [`error`]: the one error type and its body;
+//!   [`extract`]: extractors whose rejections use that body.
+//! - [`store`]: the storage trait and its SQLite / PostgreSQL implementation.
+//! - [`secrets`], [`config`], [`bootstrap`], [`hashing`], [`metrics`], [`state`], [`openapi`].
+
+pub mod audit;
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod hashing;
+pub mod keys;
+pub mod metrics;
+pub mod openapi;
+pub mod ops;
+pub mod secrets;
+pub mod state;
+pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::{Extension, Router};
+use secrecy::{ExposeSecret as _, SecretString};
 use tokio::net::TcpListener;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
-/// How `keyplane serve` is configured; every field also reads an environment variable.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Config {
-    /// Address the HTTP API listens on (port 0 picks a free port).
-    #[arg(long, env = "KEYPLANE_LISTEN", default_value = "127.0.0.1:7070")]
-    pub listen: SocketAddr,
-    /// Directory for the control plane's data (the SQLite database, later).
-    #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = ".keyplane")]
-    pub data_dir: PathBuf,
+pub use config::Config;
+use error::ApiError;
+use metrics::RequestLabels;
+use secrets::SecretsSource;
+use state::{AppState, Clock, SystemClock};
+use store::Store;
+use store::sql::SqlStore;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Every route, with the OpenAPI document built from the same lists.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(ops::router())
+        .merge(keys::router())
+        .merge(audit::api::router())
 }
 
-/// The control plane's HTTP routes.
-pub fn app() -> Router {
-    Router::new().route("/healthz", get(healthz))
+/// The control plane's router, ready to serve.
+pub fn app(state: AppState) -> Router {
+    let (router, document) = api_router().split_for_parts();
+    router
+        .fallback(unrouted)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(Arc::new(document)))
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
+        .layer(middleware::from_fn(error::respond_with_request_id))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        // Outermost: nothing below, the trace layer included, ever logs a key.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
+        ]))
+        .with_state(state)
 }
 
-/// Liveness: the process is up and serving HTTP.
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+async fn unrouted() -> ApiError {
+    ApiError::NotFound("route")
 }
 
-/// Prepares the data directory, binds the listener and serves until `shutdown` resolves.
-///
-/// Prints `keyplane listening on http://<addr>` once bound, so callers that asked for
-/// port 0 (tests, scripts) learn the real port from stdout.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
-    println!("keyplane listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "control plane started");
-    serve(listener, shutdown).await
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
-/// Serves [`app`] on an already bound listener until `shutdown` resolves, then lets
-/// in-flight requests finish.
-pub async fn serve(
+/// Counts every response by method, route pattern and status.
+async fn count_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// A control plane ready to serve: state assembled, database migrated, listener bound.
+pub struct Application {
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    axum::serve(listener, app())
+    state: AppState,
+    store: Arc<SqlStore>,
+}
+
+/// What a first start created: the organization and its admin key, to print once.
+pub struct Bootstrapped {
+    /// The organization.
+    pub org: store::OrgRecord,
+    /// Its first admin key.
+    pub admin_key: keyplane_shared::ApiKey,
+}
+
+impl Application {
+    /// Builds everything from `config`, reading secrets from the process environment.
+    pub async fn build(config: &Config) -> anyhow::Result<(Self, Option<Bootstrapped>)> {
+        Self::build_with(config, Arc::new(SystemClock), |name| {
+            std::env::var(name).ok().map(SecretString::from)
+        })
+        .await
+    }
+
+    /// Builds everything with a given clock and environment (tests).
+    pub async fn build_with(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        env: impl Fn(&str) -> Option<SecretString>,
+    ) -> anyhow::Result<(Self, Option<Bootstrapped>)> {
+        let state_and_store = open_state(config, clock, env).await?;
+        let (state, store) = state_and_store;
+        let bootstrapped = if store.org_count().await? == 0 {
+            let (org, admin_key) = bootstrap::create_organization(&state, &config.org_name)
+                .await
+                .map_err(|error| anyhow::anyhow!("creating the first organization: {error}"))?;
+            Some(Bootstrapped { org, admin_key })
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Ok((
+            Application {
+                listener,
+                state,
+                store,
+            },
+            bootstrapped,
+        ))
+    }
+
+    /// The bound address (the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .context("reading the bound address")
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The store, with its database pool (tests inspect the database through it).
+    pub fn store(&self) -> &Arc<SqlStore> {
+        &self.store
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(
+            self.listener,
+            app(self.state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")
+    }
+}
+
+/// Opens the data directory, secrets and store, and assembles the state.
+pub async fn open_state(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    env: impl Fn(&str) -> Option<SecretString>,
+) -> anyhow::Result<(AppState, Arc<SqlStore>)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let (secrets, source) = secrets::load(&config.data_dir, env)?;
+    match source {
+        SecretsSource::Generated(path) => tracing::warn!(
+            path = %path.display(),
+            "generated a new pepper and signing secret (file mode 0600); back this file up: \
+             without it no stored key can be verified"
+        ),
+        SecretsSource::File(path) => tracing::info!(path = %path.display(), "secrets loaded"),
+        SecretsSource::Environment => tracing::info!("secrets loaded from the environment"),
+    }
+    let sealer = audit::chain::AuditSealer::new(secrets.signing_secret.expose_secret());
+    let url = config.database_url();
+    let store = Arc::new(
+        SqlStore::connect(&url, sealer.clone())
+            .await
+            .context("opening the database")?,
+    );
+    tracing::info!(backend = ?store.backend(), "database ready");
+    let state = AppState::new(
+        store.clone() as Arc<dyn Store>,
+        secrets.peppers,
+        config.key_prefix.clone(),
+        clock,
+        sealer,
+    );
+    Ok((state, store))
 }
 
 /// A future that resolves when the process receives Ctrl-C (SIGINT) or SIGTERM.
@@ -99,30 +258,5 @@ pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'st
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
-    use http_body_util::BodyExt as _;
-    use tower::ServiceExt as _;
-
-    #[tokio::test]
-    async fn healthz_answers_ok_without_a_server() {
-        let response = super::app()
-            .oneshot(
-                Request::get("/healthz")
-                    .body(Body::empty())
-                    .expect("valid request"),
-            )
-            .await
-            .expect("infallible router");
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        assert_eq!(&body[..], br#"{"status":"ok"}"#);
-    }
-}
+/// Status of an unrouted path, for the route-coverage test.
+pub const UNROUTED_STATUS: StatusCode = StatusCode::NOT_FOUND;

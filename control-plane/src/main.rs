@@ -1,6 +1,14 @@
-//! The `keyplane` binary: `keyplane serve` runs the control plane.
+//! The `keyplane` binary: `serve` runs the control plane; `bootstrap` creates an organization;
+//! `audit verify` checks an organization's audit chain.
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use keyplane_control_plane::state::SystemClock;
+use keyplane_control_plane::store::Store as _;
+use keyplane_control_plane::{Application, Config, open_state};
+use secrecy::SecretString;
 use tracing_subscriber::EnvFilter;
 
 /// Keyplane: issue, rotate, revoke and audit API keys, checked at the edge.
@@ -13,8 +21,38 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the control plane's HTTP API until Ctrl-C or SIGTERM.
-    Serve(keyplane_control_plane::Config),
+    /// Run the control plane's HTTP API until Ctrl-C or SIGTERM. On an empty database, first
+    /// create an organization and print its admin key (once).
+    Serve(Config),
+    /// Create an organization and print its first admin key (once).
+    Bootstrap {
+        #[command(flatten)]
+        config: Config,
+        /// The organization's name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute an organization's audit hash chain; exits non-zero if it is broken.
+    Verify {
+        #[command(flatten)]
+        config: Config,
+        /// The organization (`org_…`).
+        #[arg(long)]
+        org: String,
+    },
+}
+
+fn env_secret(name: &str) -> Option<SecretString> {
+    std::env::var(name).ok().map(SecretString::from)
 }
 
 #[tokio::main]
@@ -29,7 +67,49 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(config) => {
             // Before binding: a signal arriving right after start-up must shut down gracefully.
             let shutdown = keyplane_control_plane::shutdown_signal()?;
-            keyplane_control_plane::run(config, shutdown).await
+            let (application, bootstrapped) = Application::build(&config).await?;
+            if let Some(first) = bootstrapped {
+                print_admin_key(&first.org, &first.admin_key);
+            }
+            let addr = application.local_addr()?;
+            println!("keyplane listening on http://{addr}");
+            tracing::info!(%addr, data_dir = %config.data_dir.display(), "control plane started");
+            application.serve(shutdown).await
+        }
+        Command::Bootstrap { config, name } => {
+            let (state, _) = open_state(&config, Arc::new(SystemClock), env_secret).await?;
+            let (org, key) = keyplane_control_plane::bootstrap::create_organization(&state, &name)
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            print_admin_key(&org, &key);
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { config, org },
+        } => {
+            let org = org.parse().context("--org")?;
+            let (state, store) = open_state(&config, Arc::new(SystemClock), env_secret).await?;
+            let (records, head_seq, head_hash) = store.audit_chain(org).await?;
+            let report = keyplane_control_plane::audit::api::verify(
+                &state.sealer,
+                &records,
+                head_seq,
+                &head_hash,
+            );
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.valid {
+                std::process::exit(1);
+            }
+            Ok(())
         }
     }
+}
+
+/// Prints a new organization's admin key to stdout, the one time it can be seen.
+fn print_admin_key(org: &keyplane_control_plane::store::OrgRecord, key: &keyplane_shared::ApiKey) {
+    println!("created organization {} ({})", org.name, org.id);
+    println!(
+        "its admin key, shown once (store it now): {}",
+        key.expose_secret()
+    );
 }

@@ -1,0 +1,212 @@
+//! `GET /v1/audit` (the organization's audit records, newest first, filtered and paged) and
+//! `GET /v1/audit/verify` (recomputes the organization's hash chain).
+//!
+//! There are no routes that change or delete audit records: the log is append-only in the API,
+//! and in the database (triggers refuse UPDATE and DELETE).
+
+use axum::Json;
+use axum::extract::State;
+use keyplane_shared::ids::KeyId;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::audit::chain::AuditSealer;
+use crate::auth::Manager;
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::keys::input;
+use crate::keys::model::rfc3339;
+use crate::state::AppState;
+use crate::store::{AuditAction, AuditFilter, AuditRecord};
+
+/// The audit routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_audit))
+        .routes(routes!(verify_audit))
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only this action.
+    pub action: Option<AuditAction>,
+    /// Only records about this key (`key_…`).
+    pub key_id: Option<String>,
+    /// Only records at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Only records before this time (RFC 3339).
+    pub until: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One audit record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    /// Position in the organization's chain, from 1.
+    pub seq: u64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// What happened.
+    pub action: AuditAction,
+    /// The management key that did it.
+    pub actor_key_id: Option<String>,
+    /// The key it concerned.
+    pub target_key_id: Option<String>,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+    /// The request's id.
+    pub request_id: String,
+    /// Action-specific facts.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    /// This record's chain hash (hex).
+    pub hash: String,
+    /// The previous record's chain hash (hex).
+    pub prev_hash: String,
+}
+
+impl From<&AuditRecord> for AuditView {
+    fn from(record: &AuditRecord) -> Self {
+        AuditView {
+            seq: record.seq,
+            at: rfc3339(record.at),
+            action: record.action,
+            actor_key_id: record.actor_key_id.map(|id| id.to_string()),
+            target_key_id: record.target_key_id.map(|id| id.to_string()),
+            ip: record.ip.clone(),
+            user_agent: record.user_agent.clone(),
+            request_id: record.request_id.clone(),
+            details: record.details.clone(),
+            hash: hex(&record.hash),
+            prev_hash: hex(&record.prev_hash),
+        }
+    }
+}
+
+/// A page of audit records.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Records, newest first.
+    pub data: Vec<AuditView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The result of a chain verification.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainReport {
+    /// Whether every record matches its hash and links to the one before it.
+    pub valid: bool,
+    /// Records checked.
+    pub records: u64,
+    /// Where and how the chain breaks, if it does.
+    pub error: Option<String>,
+}
+
+/// The organization's audit records, newest first.
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of audit records", body = AuditPage),
+        (status = 400, description = "Invalid filter or cursor", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "Not authenticated", body = crate::openapi::ErrorResponse),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+async fn list_audit(
+    State(state): State<AppState>,
+    manager: Manager,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let time = |text: Option<&str>, field: &str| {
+        text.map(|text| {
+            input::timestamp(text)
+                .map_err(|_| ApiError::InvalidRequest(format!("`{field}` must be RFC 3339")))
+        })
+        .transpose()
+    };
+    let filter = AuditFilter {
+        action: query.action,
+        target: query
+            .key_id
+            .as_deref()
+            .map(|text| {
+                text.parse::<KeyId>()
+                    .map_err(|error| ApiError::InvalidRequest(format!("`key_id`: {error}")))
+            })
+            .transpose()?,
+        before_seq: query
+            .cursor
+            .as_deref()
+            .map(|cursor| {
+                cursor.parse::<u64>().map_err(|_| {
+                    ApiError::InvalidRequest("`cursor` is not one this API issued".into())
+                })
+            })
+            .transpose()?,
+        since: time(query.since.as_deref(), "since")?,
+        until: time(query.until.as_deref(), "until")?,
+        limit: input::page_size(query.limit)?,
+    };
+    let page = state.store.list_audit(manager.key.org_id, &filter).await?;
+    let next_cursor = page
+        .has_more
+        .then(|| page.items.last())
+        .flatten()
+        .map(|last| last.seq.to_string());
+    let data = page.items.iter().map(AuditView::from).collect();
+    Ok(Json(AuditPage { data, next_cursor }))
+}
+
+/// Recomputes the organization's audit chain and reports whether it is intact.
+#[utoipa::path(
+    get, path = "/v1/audit/verify", tag = "audit",
+    responses(
+        (status = 200, description = "Verification result", body = ChainReport),
+        (status = 401, description = "Not authenticated", body = crate::openapi::ErrorResponse),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+async fn verify_audit(
+    State(state): State<AppState>,
+    manager: Manager,
+) -> Result<Json<ChainReport>, ApiError> {
+    let (records, head_seq, head_hash) = state.store.audit_chain(manager.key.org_id).await?;
+    Ok(Json(verify(&state.sealer, &records, head_seq, &head_hash)))
+}
+
+/// Verifies a chain and reports the outcome.
+pub fn verify(
+    sealer: &AuditSealer,
+    records: &[AuditRecord],
+    head_seq: u64,
+    head_hash: &[u8; 32],
+) -> ChainReport {
+    match sealer.verify(records, head_seq, head_hash) {
+        Ok(count) => ChainReport {
+            valid: true,
+            records: count,
+            error: None,
+        },
+        Err(error) => ChainReport {
+            valid: false,
+            records: records.len() as u64,
+            error: Some(error.to_string()),
+        },
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

@@ -1,0 +1,4 @@
+//! The audit log: its tamper-evident hash chain and its API.
+
+pub mod api;
+pub mod chain;

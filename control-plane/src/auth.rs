@@ -1,0 +1,152 @@
+//! Management authentication: the [`Manager`] extractor.
+//!
+//! A management call presents a Keyplane key (`x-api-key`, else `Authorization: Bearer`) that
+//! holds `api-keys:manage` or `admin:full`; the call is then confined to that key's
+//! organization. The key is found by its lookup digest (each pepper, current first), its
+//! Argon2id hash is checked once per process and key, and its state is read from the database
+//! on every call, so a revoked management key stops working at once.
+//!
+//! Every refusal of a key that was found is written to its organization's audit log; refusals
+//! of keys that match nothing cannot be attributed to an organization and are counted in
+//! `/metrics` instead. Unknown, malformed and wrong keys get the same 401.
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use keyplane_shared::decision::{RequestFacts, extract_key};
+use keyplane_shared::{ApiKey, Scope};
+use serde_json::json;
+
+use crate::error::{ApiError, CurrentRequestId};
+use crate::hashing;
+use crate::state::AppState;
+use crate::store::{AuditContext, KeyRecord, KeyState};
+
+/// The scope that lets a key manage its organization's keys.
+pub const MANAGE_SCOPE: &str = "api-keys:manage";
+
+/// An authenticated management caller.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    /// The caller's key (its organization is the one every call is confined to).
+    pub key: KeyRecord,
+    /// Who and where, for the audit log.
+    pub context: AuditContext,
+}
+
+impl FromRequestParts<AppState> for Manager {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let mut context = audit_context(parts);
+        let headers = &parts.headers;
+        let facts = RequestFacts {
+            x_api_key: header(headers, "x-api-key"),
+            authorization: header(headers, "authorization"),
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+        };
+        let Some(presented) = extract_key(&facts) else {
+            state.metrics.auth_failed("missing_api_key");
+            return Err(ApiError::MissingKey);
+        };
+        let Ok(key) = ApiKey::parse(presented, &state.prefix) else {
+            state.metrics.auth_failed("invalid_api_key");
+            return Err(ApiError::InvalidKey);
+        };
+        let mut found = None;
+        for pepper in state.peppers.iter() {
+            let digest = pepper.digest(&key);
+            if let Some(record) = state.store.key_by_digest(&digest).await? {
+                found = Some((record, digest));
+                break;
+            }
+        }
+        let Some((record, digest)) = found else {
+            state.metrics.auth_failed("invalid_api_key");
+            return Err(ApiError::InvalidKey);
+        };
+        context.actor = Some(record.id);
+        let now = state.now();
+        let refusal = if record.deleted_at.is_some() {
+            Some(ApiError::InvalidKey)
+        } else {
+            match record.state(now) {
+                KeyState::Revoked => Some(ApiError::RevokedKey),
+                KeyState::Expired => Some(ApiError::ExpiredKey),
+                KeyState::Active => None,
+            }
+        };
+        if let Some(refusal) = refusal {
+            return Err(refuse(state, &record, &context, refusal).await);
+        }
+        if !state.is_verified(record.id, &digest) {
+            let matches = hashing::verify_key(&key, &record.secret_hash)
+                .await
+                .map_err(ApiError::internal)?;
+            if !matches {
+                // The digest matched but the at-rest hash did not: the row was tampered with.
+                tracing::error!(key_id = %record.id, "lookup digest matched but Argon2id hash did not");
+                return Err(refuse(state, &record, &context, ApiError::InvalidKey).await);
+            }
+            state.remember_verified(record.id, digest);
+        }
+        let manage = Scope::parse(MANAGE_SCOPE).map_err(ApiError::internal)?;
+        if !record.scopes.covers(&manage) {
+            let refusal = ApiError::InsufficientScope(format!(
+                "managing keys needs the `{MANAGE_SCOPE}` or `admin:full` scope"
+            ));
+            return Err(refuse(state, &record, &context, refusal).await);
+        }
+        context.actor_scopes = record.scopes.clone();
+        Ok(Manager {
+            key: record,
+            context,
+        })
+    }
+}
+
+/// Records a refusal of a known key in its organization's audit log, then returns it.
+async fn refuse(
+    state: &AppState,
+    record: &KeyRecord,
+    context: &AuditContext,
+    refusal: ApiError,
+) -> ApiError {
+    state.metrics.auth_failed(refusal.code());
+    let details = json!({ "reason": refusal.code() });
+    if let Err(error) = state
+        .store
+        .record_failed_auth(record.org_id, details, context, state.now())
+        .await
+    {
+        // The caller still gets the refusal; the audit write failure is the operator's problem.
+        tracing::error!(%error, key_id = %record.id, "could not audit a refused management call");
+    }
+    refusal
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// Client address, user agent and request id of a request.
+fn audit_context(parts: &Parts) -> AuditContext {
+    let ip = parts
+        .extensions
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string());
+    let user_agent = header(&parts.headers, "user-agent").map(|ua| ua.chars().take(512).collect());
+    let request_id = parts
+        .extensions
+        .get::<CurrentRequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_default();
+    AuditContext {
+        actor: None,
+        actor_scopes: Default::default(),
+        ip,
+        user_agent,
+        request_id,
+    }
+}

@@ -1,0 +1,45 @@
+//! How `keyplane serve` is configured: flags, each also read from an environment variable.
+//! Secrets are environment-only (see [`crate::secrets`]) so they never appear in `ps`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use keyplane_shared::KeyPrefix;
+
+/// `keyplane serve` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address the HTTP API listens on (port 0 picks a free port).
+    #[arg(long, env = "KEYPLANE_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Directory for local data: the SQLite database and generated secrets.
+    #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = ".keyplane")]
+    pub data_dir: PathBuf,
+    /// `postgres://…` for PostgreSQL, `sqlite://…` for another SQLite file; default: an
+    /// embedded SQLite file `keyplane.db` in the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The deployment's key prefix (`sk` gives `sk_live_…`).
+    #[arg(long, env = "KEYPLANE_KEY_PREFIX", default_value = "sk")]
+    pub key_prefix: KeyPrefix,
+    /// Name of the organization created on first start with an empty database.
+    #[arg(
+        long,
+        env = "KEYPLANE_ORG_NAME",
+        default_value = "Default organization"
+    )]
+    pub org_name: String,
+}
+
+impl Config {
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("keyplane.db").display()
+            ),
+        }
+    }
+}

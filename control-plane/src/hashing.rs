@@ -1,0 +1,72 @@
+//! Argon2id, the at-rest verifier of every key, run on tokio's blocking pool so the async
+//! worker threads never stall on it (one hash costs tens of milliseconds of CPU by design).
+//!
+//! Parameters are argon2's defaults, which are OWASP's recommendation for Argon2id:
+//! m = 19 MiB, t = 2, p = 1. The PHC string stores them, so a later change of defaults keeps
+//! old hashes verifiable.
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use keyplane_shared::ApiKey;
+use zeroize::Zeroizing;
+
+/// Why hashing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashingError {
+    /// Argon2 refused (e.g. the OS CSPRNG failed while making a salt).
+    #[error("argon2: {0}")]
+    Argon2(String),
+    /// The blocking task panicked or was cancelled.
+    #[error("hashing task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The Argon2id PHC string of a key.
+pub async fn hash_key(key: &ApiKey) -> Result<String, HashingError> {
+    let secret = Zeroizing::new(key.expose_secret().to_owned());
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(secret.as_bytes())
+            .map(|hash| hash.to_string())
+            .map_err(|error| HashingError::Argon2(error.to_string()))
+    })
+    .await?
+}
+
+/// Whether `key` matches a stored PHC string (false for a malformed one). Argon2's verifier
+/// compares the computed and stored hashes in constant time.
+pub async fn verify_key(key: &ApiKey, phc: &str) -> Result<bool, HashingError> {
+    let secret = Zeroizing::new(key.expose_secret().to_owned());
+    let phc = phc.to_owned();
+    Ok(tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&phc).is_ok_and(|hash| {
+            Argon2::default()
+                .verify_password(secret.as_bytes(), &hash)
+                .is_ok()
+        })
+    })
+    .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyplane_shared::{Environment, KeyPrefix};
+
+    #[tokio::test]
+    async fn a_hash_verifies_its_key_and_no_other() {
+        let prefix = KeyPrefix::default();
+        let key = ApiKey::generate(&prefix, Environment::Live).expect("CSPRNG");
+        let other = ApiKey::generate(&prefix, Environment::Live).expect("CSPRNG");
+        let hash = hash_key(&key).await.expect("hashed");
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(!hash.contains(key.expose_secret()));
+        assert!(verify_key(&key, &hash).await.expect("ran"));
+        assert!(!verify_key(&other, &hash).await.expect("ran"));
+        assert!(!verify_key(&key, "not a phc string").await.expect("ran"));
+    }
+}

@@ -1,0 +1,265 @@
+//! The JSON bodies of the keys API: what callers send and what they get back.
+//!
+//! Request bodies refuse unknown fields, so a misspelt field is an error rather than a setting
+//! silently ignored. Times are RFC 3339 strings in UTC.
+
+use keyplane_shared::Timestamp;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::store::{KeyRecord, KeyState, RevocationReason};
+
+/// live or test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvironmentName {
+    /// Production traffic.
+    Live,
+    /// Test traffic.
+    Test,
+}
+
+impl From<EnvironmentName> for keyplane_shared::Environment {
+    fn from(name: EnvironmentName) -> Self {
+        match name {
+            EnvironmentName::Live => keyplane_shared::Environment::Live,
+            EnvironmentName::Test => keyplane_shared::Environment::Test,
+        }
+    }
+}
+
+/// A per-key rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitBody {
+    /// Sustained requests per minute.
+    pub requests_per_minute: u32,
+    /// Requests allowed at once after idling.
+    pub burst: u32,
+}
+
+/// `POST /v1/keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// 1 to 100 characters, no control characters.
+    pub name: String,
+    /// live or test.
+    pub environment: EnvironmentName,
+    /// Scopes such as `contacts:read`; each must be covered by the caller's own scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `1h`, `7d`, `30d`, `90d`, `1y`, `never` (the default), or an RFC 3339 time in the future.
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// Overrides the deployment's default rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitBody>,
+    /// Your own labels: a JSON object of at most 32 entries and 4 KiB.
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// `PATCH /v1/keys/{id}`: every field is optional; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyRequest {
+    /// New name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New scopes (replace the old ones).
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// New expiry: a preset counted from now, `never`, or an RFC 3339 time.
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// New rate limit; `null` returns the key to the deployment's default.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable)]
+    pub rate_limit: Option<Option<RateLimitBody>>,
+    /// New metadata (replaces the old).
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// `POST /v1/keys/{id}/rotate` (the body is optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// How long the old key keeps working, in seconds (0, the default: it stops at once; at
+    /// most 30 days). Never past the old key's own expiry.
+    #[serde(default)]
+    pub grace_seconds: u64,
+}
+
+/// `POST /v1/keys/{id}/revoke`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeKeyRequest {
+    /// Why.
+    pub reason: RevocationReason,
+    /// Up to 500 characters.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Query of `GET /v1/keys`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListKeysQuery {
+    /// Only keys in this state.
+    pub status: Option<KeyState>,
+    /// Only keys of this environment.
+    pub environment: Option<EnvironmentName>,
+    /// Only keys whose name contains this text (case-insensitive).
+    pub name: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A key as the API shows it: never the secret, only its truncated form.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    /// Public id (`key_…`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `sk_live_abc123...GHIJ`.
+    pub truncated_key: String,
+    /// live or test.
+    pub environment: EnvironmentName,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// active, expired or revoked.
+    pub status: KeyState,
+    /// Creation time.
+    pub created_at: String,
+    /// The management key that created it.
+    pub created_by: Option<String>,
+    /// Last change.
+    pub updated_at: String,
+    /// Expiry (none: never).
+    pub expires_at: Option<String>,
+    /// Last request seen at an edge.
+    pub last_used_at: Option<String>,
+    /// Client address of that request.
+    pub last_used_ip: Option<String>,
+    /// Revocation time.
+    pub revoked_at: Option<String>,
+    /// Why it was revoked.
+    pub revocation_reason: Option<RevocationReason>,
+    /// The revoker's note.
+    pub revocation_note: Option<String>,
+    /// The key it replaced.
+    pub rotated_from: Option<String>,
+    /// The key that replaced it.
+    pub rotated_to: Option<String>,
+    /// Per-key rate limit (none: the deployment's default).
+    pub rate_limit: Option<RateLimitBody>,
+    /// Your labels.
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+}
+
+impl KeyView {
+    /// The view of `key` at `now` (its status depends on the time).
+    pub fn of(key: &KeyRecord, now: Timestamp) -> Self {
+        KeyView {
+            id: key.id.to_string(),
+            name: key.name.clone(),
+            truncated_key: key.truncated.clone(),
+            environment: match key.environment {
+                keyplane_shared::Environment::Live => EnvironmentName::Live,
+                keyplane_shared::Environment::Test => EnvironmentName::Test,
+            },
+            scopes: key
+                .scopes
+                .as_slice()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            status: key.state(now),
+            created_at: rfc3339(key.created_at),
+            created_by: key.created_by.map(|id| id.to_string()),
+            updated_at: rfc3339(key.updated_at),
+            expires_at: key.expires_at.map(rfc3339),
+            last_used_at: key.last_used_at.map(rfc3339),
+            last_used_ip: key.last_used_ip.clone(),
+            revoked_at: key.revoked_at.map(rfc3339),
+            revocation_reason: key.revocation.as_ref().map(|r| r.reason),
+            revocation_note: key.revocation.as_ref().and_then(|r| r.note.clone()),
+            rotated_from: key.rotated_from.map(|id| id.to_string()),
+            rotated_to: key.rotated_to.map(|id| id.to_string()),
+            rate_limit: key.rate_limit.map(|limit| RateLimitBody {
+                requests_per_minute: limit.requests_per_minute(),
+                burst: u32::from(limit.burst()),
+            }),
+            metadata: key.metadata.clone(),
+        }
+    }
+}
+
+/// The answer to create: the full key, shown this once, and its record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    /// The full key. Store it now: Keyplane keeps only a hash and cannot show it again.
+    pub key: String,
+    /// The stored record.
+    pub record: KeyView,
+}
+
+/// The answer to rotate: the successor's full key and record, and the old key's record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedKey {
+    /// The new key, shown this once.
+    pub key: String,
+    /// The new key's record.
+    pub record: KeyView,
+    /// The old key's record (revoked, or expiring at the end of the grace period).
+    pub previous: KeyView,
+}
+
+/// The answer to revoke.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevokedKey {
+    /// True if the key was already revoked and nothing changed.
+    pub already_revoked: bool,
+    /// The key's record.
+    pub record: KeyView,
+}
+
+/// A page of keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyPage {
+    /// The keys, newest first.
+    pub data: Vec<KeyView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T10:00:00.000Z`.
+pub fn rfc3339(at: Timestamp) -> String {
+    let nanos = i128::from(at.as_millis()) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| at.as_millis().to_string())
+}

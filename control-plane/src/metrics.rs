@@ -1,0 +1,93 @@
+//! Counters exposed at `/metrics` in the Prometheus text format (prometheus-client).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP method.
+    pub method: String,
+    /// The route's pattern (`/v1/keys/{id}`), or `unmatched`.
+    pub route: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Labels of a counter by outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// What happened, e.g. `invalid_api_key`.
+    pub outcome: String,
+}
+
+/// The control plane's counters.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests served, by method, route and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Refused management authentications, by reason.
+    pub auth_failures: Family<OutcomeLabels, Counter>,
+    /// Key lifecycle operations that succeeded, by operation.
+    pub key_operations: Family<OutcomeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("keyplane");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let auth_failures = Family::<OutcomeLabels, Counter>::default();
+        let key_operations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests served by the control plane",
+            requests.clone(),
+        );
+        registry.register(
+            "management_auth_failures",
+            "Management requests refused at authentication",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "key_operations",
+            "Key lifecycle operations that succeeded",
+            key_operations.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            auth_failures,
+            key_operations,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one refused authentication.
+    pub fn auth_failed(&self, outcome: &str) {
+        self.auth_failures
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one successful key operation.
+    pub fn key_operation(&self, operation: &str) {
+        self.key_operations
+            .get_or_create(&OutcomeLabels {
+                outcome: operation.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}

@@ -1,0 +1,60 @@
+//! The OpenAPI document served at `/openapi.json`, generated from the route annotations
+//! (utoipa): the router and the document are built from the same `routes!` lists.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// The document's fixed parts; operations are added by the routers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Keyplane control plane",
+        description = "Issue, rotate, revoke and audit API keys. Management calls authenticate \
+                       with a Keyplane key holding `api-keys:manage` or `admin:full`."
+    ),
+    tags(
+        (name = "keys", description = "The key lifecycle"),
+        (name = "audit", description = "The append-only, hash-chained audit log"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    ),
+    components(schemas(ErrorResponse, ErrorObject)),
+    modifiers(&ManagementKeySchemes)
+)]
+pub struct ApiDoc;
+
+/// Every error response.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorResponse {
+    /// What went wrong.
+    error: ErrorObject,
+}
+
+/// The error object.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorObject {
+    /// Machine-readable code, e.g. `invalid_request`, `not_found`.
+    code: String,
+    /// What went wrong, for people.
+    message: String,
+    /// The request's id (also in the `x-request-id` header).
+    request_id: String,
+}
+
+/// The two ways to present a management key.
+struct ManagementKeySchemes;
+
+impl Modify for ManagementKeySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}

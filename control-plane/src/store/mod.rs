@@ -1,0 +1,179 @@
+//! Persistence: the [`Store`] trait the API is written against, and the records it deals in.
+//!
+//! Every mutation is one call and one database transaction that writes the key rows, the
+//! replication change log entry and the audit record together, so a crash can never leave a key
+//! changed without its audit trail or without the change its edges need. Mutations of one
+//! organization's keys are serialized (they lock the organization's row first), which is what
+//! makes concurrent rotate / revoke / update of one key come out as one consistent history.
+//!
+//! [`sql::SqlStore`] implements the trait for SQLite and PostgreSQL.
+
+pub mod records;
+pub mod sql;
+
+use async_trait::async_trait;
+use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::{LookupDigest, Timestamp};
+use thiserror::Error;
+
+pub use records::{
+    AuditAction, AuditContext, AuditFilter, AuditRecord, KeyChanges, KeyFilter, KeyRecord,
+    KeyState, NewKey, NewOrg, OrgRecord, Page, Revocation, RevocationReason, RevokeOutcome,
+    Rotation,
+};
+
+/// Why a storage call failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No such organization or key (or it belongs to another organization, or was deleted).
+    #[error("not found")]
+    NotFound,
+    /// The key holds scopes the caller does not: it is out of the caller's reach.
+    #[error("the key holds scopes the caller does not")]
+    OutOfReach,
+    /// The key's state forbids the change.
+    #[error("conflict: {0}")]
+    Conflict(Conflict),
+    /// The database could not be reached or did not answer in time.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database refused a statement.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    /// A stored row could not be read back into a record.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+/// A change refused because of the key's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum Conflict {
+    /// The key is revoked: nothing about it can change any more.
+    #[error("the key is revoked")]
+    Revoked,
+    /// The key has expired.
+    #[error("the key has expired")]
+    Expired,
+    /// Only revoked or expired keys can be deleted.
+    #[error("only revoked or expired keys can be deleted")]
+    StillActive,
+    /// The key was already rotated; rotate its successor instead.
+    #[error("the key was already rotated")]
+    AlreadyRotated,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+/// The storage operations of the control plane.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Number of organizations (zero on a fresh database).
+    async fn org_count(&self) -> Result<u64, StoreError>;
+
+    /// Creates an organization together with its first admin key.
+    async fn create_org(
+        &self,
+        org: NewOrg,
+        admin: NewKey,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<(OrgRecord, KeyRecord), StoreError>;
+
+    /// The key with this lookup digest, in any organization and state (for authentication).
+    async fn key_by_digest(&self, digest: &LookupDigest) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// One key of one organization; deleted keys are not found.
+    async fn key(&self, org: OrgId, id: KeyId) -> Result<KeyRecord, StoreError>;
+
+    /// A page of an organization's keys, newest first.
+    async fn list_keys(
+        &self,
+        org: OrgId,
+        filter: &KeyFilter,
+        now: Timestamp,
+    ) -> Result<Page<KeyRecord>, StoreError>;
+
+    /// Stores a new key.
+    async fn create_key(
+        &self,
+        key: NewKey,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<KeyRecord, StoreError>;
+
+    /// Changes a key in place.
+    async fn update_key(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        changes: KeyChanges,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<KeyRecord, StoreError>;
+
+    /// Replaces a key by a new one with the same settings; returns (old, new).
+    async fn rotate_key(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        rotation: Rotation,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<(KeyRecord, KeyRecord), StoreError>;
+
+    /// Revokes a key; revoking a revoked key changes nothing and says so.
+    async fn revoke_key(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        revocation: Revocation,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Hides a revoked or expired key from listings; its audit trail stays.
+    async fn delete_key(
+        &self,
+        org: OrgId,
+        id: KeyId,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<KeyRecord, StoreError>;
+
+    /// Records a management request that was refused after its key was identified.
+    async fn record_failed_auth(
+        &self,
+        org: OrgId,
+        details: serde_json::Value,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// A page of an organization's audit records, newest first.
+    async fn list_audit(
+        &self,
+        org: OrgId,
+        filter: &AuditFilter,
+    ) -> Result<Page<AuditRecord>, StoreError>;
+
+    /// Every audit record of an organization in chain order, and the chain head the
+    /// organization row holds (sequence number and hash).
+    async fn audit_chain(
+        &self,
+        org: OrgId,
+    ) -> Result<(Vec<AuditRecord>, u64, [u8; 32]), StoreError>;
+}

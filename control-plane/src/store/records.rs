@@ -1,0 +1,400 @@
+//! The records the store reads and writes, and the inputs of its mutations.
+//!
+//! Nothing here holds a plaintext key: a stored key is its truncated form, its lookup digest and
+//! its Argon2id hash.
+
+use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::table::{KeyStatus, TableEntry};
+use keyplane_shared::{Environment, LookupDigest, PepperId, RateLimit, ScopeSet, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// An organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgRecord {
+    /// Public id.
+    pub id: OrgId,
+    /// Display name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A new organization.
+#[derive(Debug, Clone)]
+pub struct NewOrg {
+    /// Public id.
+    pub id: OrgId,
+    /// Display name.
+    pub name: String,
+}
+
+/// Where a key stands, as users see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// Usable.
+    Active,
+    /// Its expiry has passed.
+    Expired,
+    /// Revoked; irreversible.
+    Revoked,
+}
+
+impl KeyState {
+    /// The label used in the API and the database filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Expired => "expired",
+            KeyState::Revoked => "revoked",
+        }
+    }
+}
+
+/// Why a key was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationReason {
+    /// The key leaked or may have.
+    Compromised,
+    /// A new key took its place.
+    Replaced,
+    /// Nobody uses it.
+    Unused,
+    /// Its holder left.
+    EmployeeDeparture,
+    /// What it served is over.
+    ProjectEnded,
+    /// Something else (see the note).
+    Other,
+}
+
+impl RevocationReason {
+    /// The label used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationReason::Compromised => "compromised",
+            RevocationReason::Replaced => "replaced",
+            RevocationReason::Unused => "unused",
+            RevocationReason::EmployeeDeparture => "employee_departure",
+            RevocationReason::ProjectEnded => "project_ended",
+            RevocationReason::Other => "other",
+        }
+    }
+
+    /// Reads a stored label.
+    pub fn from_label(label: &str) -> Option<Self> {
+        [
+            RevocationReason::Compromised,
+            RevocationReason::Replaced,
+            RevocationReason::Unused,
+            RevocationReason::EmployeeDeparture,
+            RevocationReason::ProjectEnded,
+            RevocationReason::Other,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == label)
+    }
+}
+
+/// A revocation: why, and an optional note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Why.
+    pub reason: RevocationReason,
+    /// Free text from the caller.
+    pub note: Option<String>,
+}
+
+/// A stored key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    /// Public id.
+    pub id: KeyId,
+    /// Owning organization.
+    pub org_id: OrgId,
+    /// Display name.
+    pub name: String,
+    /// live or test.
+    pub environment: Environment,
+    /// `sk_live_abc123...GHIJ`.
+    pub truncated: String,
+    /// HMAC-SHA256 of the key under the pepper `pepper_id`.
+    pub digest: LookupDigest,
+    /// Which pepper made `digest`.
+    pub pepper_id: PepperId,
+    /// Argon2id PHC string: the at-rest verifier.
+    pub secret_hash: String,
+    /// What it may do.
+    pub scopes: ScopeSet,
+    /// Per-key limit, when it overrides the deployment's default.
+    pub rate_limit: Option<RateLimit>,
+    /// Caller-defined labels.
+    pub metadata: Map<String, Value>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// The management key that created it (none for an organization's first key).
+    pub created_by: Option<KeyId>,
+    /// Last change to the record.
+    pub updated_at: Timestamp,
+    /// When it stops working.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked.
+    pub revoked_at: Option<Timestamp>,
+    /// Why it was revoked.
+    pub revocation: Option<Revocation>,
+    /// The key this one replaced.
+    pub rotated_from: Option<KeyId>,
+    /// The key that replaced this one.
+    pub rotated_to: Option<KeyId>,
+    /// When it was removed from listings.
+    pub deleted_at: Option<Timestamp>,
+    /// Last request the edge reported.
+    pub last_used_at: Option<Timestamp>,
+    /// Client address of that request.
+    pub last_used_ip: Option<String>,
+}
+
+impl KeyRecord {
+    /// Its state at `now`.
+    pub fn state(&self, now: Timestamp) -> KeyState {
+        if self.revoked_at.is_some() {
+            KeyState::Revoked
+        } else if self.expires_at.is_some_and(|expiry| now >= expiry) {
+            KeyState::Expired
+        } else {
+            KeyState::Active
+        }
+    }
+
+    /// What the edge's table holds for it (nothing secret).
+    pub fn table_entry(&self) -> TableEntry {
+        TableEntry {
+            digest: self.digest,
+            key_id: self.id,
+            org_id: self.org_id,
+            env: self.environment,
+            status: if self.revoked_at.is_some() {
+                KeyStatus::Revoked
+            } else {
+                KeyStatus::Active
+            },
+            expires_at: self.expires_at,
+            scopes: self.scopes.clone(),
+            rate_limit: self.rate_limit,
+        }
+    }
+}
+
+/// A key about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// Public id.
+    pub id: KeyId,
+    /// Owning organization.
+    pub org_id: OrgId,
+    /// Display name (validated).
+    pub name: String,
+    /// live or test.
+    pub environment: Environment,
+    /// Truncated display form.
+    pub truncated: String,
+    /// Lookup digest.
+    pub digest: LookupDigest,
+    /// Pepper of the digest.
+    pub pepper_id: PepperId,
+    /// Argon2id PHC string.
+    pub secret_hash: String,
+    /// Scopes (validated against the creator's).
+    pub scopes: ScopeSet,
+    /// Rate-limit override.
+    pub rate_limit: Option<RateLimit>,
+    /// Caller-defined labels.
+    pub metadata: Map<String, Value>,
+    /// Expiry.
+    pub expires_at: Option<Timestamp>,
+    /// Creating management key.
+    pub created_by: Option<KeyId>,
+}
+
+/// Fields of an update; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct KeyChanges {
+    /// New name.
+    pub name: Option<String>,
+    /// New scopes.
+    pub scopes: Option<ScopeSet>,
+    /// New expiry (`Some(None)`: never).
+    pub expires_at: Option<Option<Timestamp>>,
+    /// New rate limit (`Some(None)`: back to the default).
+    pub rate_limit: Option<Option<RateLimit>>,
+    /// New metadata (replaces the old).
+    pub metadata: Option<Map<String, Value>>,
+}
+
+impl KeyChanges {
+    /// Whether nothing would change.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.scopes.is_none()
+            && self.expires_at.is_none()
+            && self.rate_limit.is_none()
+            && self.metadata.is_none()
+    }
+}
+
+/// A rotation: the successor, and how long the old key keeps working.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// The successor. Its name, scopes, limit, metadata and expiry are copied from the old key
+    /// by the store; the fields given here for them are ignored.
+    pub successor: NewKey,
+    /// Grace period in milliseconds (0: the old key stops at once).
+    pub grace_millis: i64,
+}
+
+/// What a revoke call did.
+#[derive(Debug, Clone)]
+pub enum RevokeOutcome {
+    /// The key is now revoked.
+    Revoked(KeyRecord),
+    /// It already was; nothing changed.
+    AlreadyRevoked(KeyRecord),
+}
+
+/// Listing filters and the page to read.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    /// Only keys in this state.
+    pub state: Option<KeyState>,
+    /// Only keys of this environment.
+    pub environment: Option<Environment>,
+    /// Only keys whose name contains this (case-insensitive).
+    pub name_contains: Option<String>,
+    /// Continue after this key (created_at, id) of a previous page.
+    pub after: Option<(Timestamp, KeyId)>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// One page of results and where the next one starts.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Whether more items follow the last one.
+    pub has_more: bool,
+}
+
+/// Who is calling and from where: for the audit log, and to keep a caller's reach within its
+/// own scopes.
+#[derive(Debug, Clone, Default)]
+pub struct AuditContext {
+    /// The management key that made the call.
+    pub actor: Option<KeyId>,
+    /// The caller's scopes: the store refuses to change a key that holds more.
+    pub actor_scopes: ScopeSet,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Client `User-Agent`.
+    pub user_agent: Option<String>,
+    /// The request's id.
+    pub request_id: String,
+}
+
+/// What an audit record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    /// An organization and its first admin key were created.
+    OrgCreated,
+    /// A key was created.
+    KeyCreated,
+    /// A key was changed in place.
+    KeyUpdated,
+    /// A key was replaced by a new one.
+    KeyRotated,
+    /// A key was revoked (or a revoked key was revoked again).
+    KeyRevoked,
+    /// A key was removed from listings.
+    KeyDeleted,
+    /// A management request with a known key was refused.
+    AuthFailed,
+}
+
+impl AuditAction {
+    /// The label used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::OrgCreated => "org_created",
+            AuditAction::KeyCreated => "key_created",
+            AuditAction::KeyUpdated => "key_updated",
+            AuditAction::KeyRotated => "key_rotated",
+            AuditAction::KeyRevoked => "key_revoked",
+            AuditAction::KeyDeleted => "key_deleted",
+            AuditAction::AuthFailed => "auth_failed",
+        }
+    }
+
+    /// Reads a stored label.
+    pub fn from_label(label: &str) -> Option<Self> {
+        [
+            AuditAction::OrgCreated,
+            AuditAction::KeyCreated,
+            AuditAction::KeyUpdated,
+            AuditAction::KeyRotated,
+            AuditAction::KeyRevoked,
+            AuditAction::KeyDeleted,
+            AuditAction::AuthFailed,
+        ]
+        .into_iter()
+        .find(|action| action.as_str() == label)
+    }
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// Organization.
+    pub org_id: OrgId,
+    /// Position in the organization's chain, from 1.
+    pub seq: u64,
+    /// When.
+    pub at: Timestamp,
+    /// What.
+    pub action: AuditAction,
+    /// Who (the management key).
+    pub actor_key_id: Option<KeyId>,
+    /// Which key it concerned.
+    pub target_key_id: Option<KeyId>,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Client `User-Agent`.
+    pub user_agent: Option<String>,
+    /// The request's id.
+    pub request_id: String,
+    /// Action-specific facts (JSON object).
+    pub details: Value,
+    /// Hash of the previous record (zeros for the first).
+    pub prev_hash: [u8; 32],
+    /// This record's hash.
+    pub hash: [u8; 32],
+}
+
+/// Audit listing filters and the page to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this action.
+    pub action: Option<AuditAction>,
+    /// Only records about this key.
+    pub target: Option<KeyId>,
+    /// Only records before this sequence number (the previous page's last).
+    pub before_seq: Option<u64>,
+    /// Only records at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only records before this time.
+    pub until: Option<Timestamp>,
+    /// Page size.
+    pub limit: u32,
+}

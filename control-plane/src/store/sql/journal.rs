@@ -1,0 +1,119 @@
+//! The two logs every mutation appends to inside its transaction: the organization's audit
+//! chain and the replication change log.
+
+use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::table::codec::encode_changes;
+use keyplane_shared::{Change, ChangeOp, Timestamp};
+use serde_json::Value;
+use sqlx::{AnyConnection, Row as _};
+
+use super::rows::{bytes32, i64_of, u64_of};
+use crate::audit::chain::{AuditSealer, GENESIS};
+use crate::store::StoreError;
+use crate::store::records::{AuditAction, AuditContext, AuditRecord};
+
+/// An organization's audit chain head, locked for the rest of the transaction.
+pub(super) struct ChainHead {
+    pub(super) org: OrgId,
+    pub(super) seq: u64,
+    pub(super) hash: [u8; 32],
+}
+
+/// Locks `org`'s row (see the module docs) and reads its chain head.
+pub(super) async fn lock_org(tx: &mut AnyConnection, org: OrgId) -> Result<ChainHead, StoreError> {
+    let row = sqlx::query(
+        "UPDATE orgs SET audit_seq = audit_seq WHERE id = $1 RETURNING audit_seq, audit_head",
+    )
+    .bind(org.to_bytes().to_vec())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    Ok(ChainHead {
+        org,
+        seq: u64_of(row.try_get::<i64, _>(0)?)?,
+        hash: bytes32(row.try_get::<Vec<u8>, _>(1)?)?,
+    })
+}
+
+/// What an audit record says, before it is sealed.
+pub(super) struct AuditEntry<'a> {
+    pub(super) action: AuditAction,
+    pub(super) target: Option<KeyId>,
+    pub(super) details: Value,
+    pub(super) context: &'a AuditContext,
+}
+
+/// Appends one sealed record to the chain and moves the organization's head.
+pub(super) async fn append_audit(
+    tx: &mut AnyConnection,
+    sealer: &AuditSealer,
+    head: &mut ChainHead,
+    entry: AuditEntry<'_>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut record = AuditRecord {
+        org_id: head.org,
+        seq: head.seq + 1,
+        at: now,
+        action: entry.action,
+        actor_key_id: entry.context.actor,
+        target_key_id: entry.target,
+        ip: entry.context.ip.clone(),
+        user_agent: entry.context.user_agent.clone(),
+        request_id: entry.context.request_id.clone(),
+        details: entry.details,
+        prev_hash: head.hash,
+        hash: GENESIS,
+    };
+    record.hash = sealer.hash(&record);
+    sqlx::query(
+        "INSERT INTO audit_log (org_id, seq, at, action, actor_key_id, target_key_id, ip, \
+         user_agent, request_id, details, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(record.org_id.to_bytes().to_vec())
+    .bind(i64_of(record.seq)?)
+    .bind(record.at.as_millis())
+    .bind(record.action.as_str())
+    .bind(record.actor_key_id.map(|id| id.to_bytes().to_vec()))
+    .bind(record.target_key_id.map(|id| id.to_bytes().to_vec()))
+    .bind(record.ip.clone())
+    .bind(record.user_agent.clone())
+    .bind(record.request_id.clone())
+    .bind(record.details.to_string())
+    .bind(record.prev_hash.to_vec())
+    .bind(record.hash.to_vec())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE orgs SET audit_seq = $1, audit_head = $2 WHERE id = $3")
+        .bind(i64_of(record.seq)?)
+        .bind(record.hash.to_vec())
+        .bind(head.org.to_bytes().to_vec())
+        .execute(&mut *tx)
+        .await?;
+    head.seq = record.seq;
+    head.hash = record.hash;
+    Ok(())
+}
+
+/// Appends a change for the edges to the replication log, with the next sequence number.
+pub(super) async fn append_change(
+    tx: &mut AnyConnection,
+    org: OrgId,
+    op: ChangeOp,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let row = sqlx::query("UPDATE feed SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+        .fetch_one(&mut *tx)
+        .await?;
+    let seq = u64_of(row.try_get::<i64, _>(0)?)?;
+    let body = encode_changes(&[Change { seq, op }]);
+    sqlx::query("INSERT INTO changes (seq, org_id, created_at, body) VALUES ($1, $2, $3, $4)")
+        .bind(i64_of(seq)?)
+        .bind(org.to_bytes().to_vec())
+        .bind(now.as_millis())
+        .bind(body)
+        .execute(&mut *tx)
+        .await?;
+    Ok(seq)
+}

@@ -1,0 +1,273 @@
+//! `TestApp`: a control plane on a fresh database (a temporary SQLite file, or a new PostgreSQL
+//! database), driven through its router without a socket, with a clock the test moves.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use keyplane_control_plane::state::{AppState, Clock};
+use keyplane_control_plane::store::sql::{Backend, SqlStore};
+use keyplane_control_plane::{Application, Config};
+use keyplane_shared::Timestamp;
+use secrecy::SecretString;
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+/// The PostgreSQL server tests use (CI provides it; see DEVELOPERS.md).
+pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The start of every test's clock.
+pub const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+/// A clock that only moves when told to.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// Moves the clock forward.
+    pub fn advance_secs(&self, secs: i64) {
+        self.0.fetch_add(secs * 1000, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// A running control plane and what a test needs to talk to it.
+pub struct TestApp {
+    /// Which database.
+    pub backend: Backend,
+    /// The router's state.
+    pub state: AppState,
+    /// The store (with its pool, to inspect the database).
+    pub store: Arc<SqlStore>,
+    /// The test's clock.
+    pub clock: Arc<ManualClock>,
+    /// Its admin key (`admin:full`).
+    pub admin_key: String,
+    /// Keeps the data directory alive.
+    pub data_dir: tempfile::TempDir,
+    /// The application, not yet serving (tests that need a socket take it).
+    pub application: Option<Application>,
+}
+
+/// A response: status, headers and the JSON body (`Null` when empty).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// `body.error.code`.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+fn secrets_env(name: &str) -> Option<SecretString> {
+    use base64::Engine as _;
+    let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+    match name {
+        "KEYPLANE_PEPPERS" => Some(SecretString::from(format!("1:{}", b64(1)))),
+        "KEYPLANE_SIGNING_SECRET" => Some(SecretString::from(b64(2))),
+        _ => None,
+    }
+}
+
+/// Whether PostgreSQL tests must run: always in CI, else when the server answers.
+pub async fn postgres_available() -> bool {
+    let reachable = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        tokio::net::TcpStream::connect("127.0.0.1:5432"),
+    )
+    .await
+    .is_ok_and(|connected| connected.is_ok());
+    if !reachable && std::env::var_os("CI").is_some() {
+        panic!("CI is set but PostgreSQL at 127.0.0.1:5432 is not reachable");
+    }
+    if !reachable {
+        eprintln!("skipping: no PostgreSQL at 127.0.0.1:5432 and CI is not set");
+    }
+    reachable
+}
+
+/// A fresh, empty PostgreSQL database for one test.
+async fn fresh_postgres_database() -> String {
+    use sqlx::Executor as _;
+    use sqlx::postgres::PgPoolOptions;
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(POSTGRES_ADMIN_URL)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432");
+    let name = format!(
+        "keyplane_test_{}",
+        keyplane_shared::ids::KeyId::generate().expect("CSPRNG")
+    )
+    .to_lowercase();
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create database");
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// Starts a control plane on `backend`; `None` when PostgreSQL is unavailable outside CI.
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let database_url = match backend {
+        Backend::Sqlite => format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.path().join("keyplane.db").display()
+        ),
+        Backend::Postgres => {
+            if !postgres_available().await {
+                return None;
+            }
+            fresh_postgres_database().await
+        }
+    };
+    let config = Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        data_dir: data_dir.path().to_path_buf(),
+        database_url: Some(database_url.clone()),
+        key_prefix: Default::default(),
+        org_name: "Acme".into(),
+    };
+    let clock = Arc::new(ManualClock(AtomicI64::new(T0.as_millis())));
+    let (application, bootstrapped) = Application::build_with(&config, clock.clone(), secrets_env)
+        .await
+        .expect("application builds");
+    let first = bootstrapped.expect("an empty database bootstraps an organization");
+    Some(TestApp {
+        backend,
+        state: application.state().clone(),
+        store: application.store().clone(),
+        clock,
+        admin_key: first.admin_key.expose_secret().to_owned(),
+        data_dir,
+        application: Some(application),
+    })
+}
+
+impl TestApp {
+    /// Sends one request through the router.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        let request = match body {
+            Some(body) => request
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .expect("valid request");
+        self.send(request).await
+    }
+
+    /// Sends a prepared request through the router.
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = keyplane_control_plane::app(self.state.clone())
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `GET` with the admin key.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, Some(&self.admin_key), None)
+            .await
+    }
+
+    /// `POST` JSON with the admin key.
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(&self.admin_key), Some(body))
+            .await
+    }
+
+    /// `PATCH` JSON with the admin key.
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(&self.admin_key), Some(body))
+            .await
+    }
+
+    /// Creates a key with the admin key; returns (full key, record).
+    pub async fn create_key(&self, body: Value) -> (String, Value) {
+        let reply = self.post("/v1/keys", body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        let key = reply.body["key"].as_str().expect("full key").to_owned();
+        (key, reply.body["record"].clone())
+    }
+
+    /// The organization's audit records, oldest first.
+    pub async fn audit(&self) -> Vec<Value> {
+        let reply = self.get("/v1/audit?limit=200").await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        let mut records = reply.body["data"].as_array().expect("data").clone();
+        records.reverse();
+        records
+    }
+}
+
+/// Runs each listed test on SQLite and on PostgreSQL: `backends!(name, ...)` expects
+/// `async fn name(app: TestApp)` in scope.
+#[macro_export]
+macro_rules! backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let app = $crate::helpers::spawn_app(keyplane_control_plane::store::sql::Backend::Sqlite)
+                        .await
+                        .expect("SQLite is always available");
+                    super::$test(app).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    if let Some(app) = $crate::helpers::spawn_app(keyplane_control_plane::store::sql::Backend::Postgres).await {
+                        super::$test(app).await;
+                    }
+                }
+            )*
+        }
+    };
+}

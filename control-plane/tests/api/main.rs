@@ -1,0 +1,12 @@
+//! The control plane's API test suite: one binary, every test run against SQLite and
+//! PostgreSQL (see `helpers::backends!`).
+
+mod helpers;
+
+mod audit;
+mod auth;
+mod bad_input;
+mod concurrency;
+mod keys;
+mod operations;
+mod secrecy_at_rest;
