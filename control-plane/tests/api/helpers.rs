@@ -52,6 +52,8 @@ pub struct TestApp {
     pub admin_key: String,
     /// Keeps the data directory alive.
     pub data_dir: tempfile::TempDir,
+    /// The database URL.
+    pub database_url: String,
     /// The application, not yet serving (tests that need a socket take it).
     pub application: Option<Application>,
 }
@@ -98,15 +100,65 @@ pub async fn postgres_available() -> bool {
     reachable
 }
 
-/// A fresh, empty PostgreSQL database for one test.
-async fn fresh_postgres_database() -> String {
-    use sqlx::Executor as _;
-    use sqlx::postgres::PgPoolOptions;
-    let admin = PgPoolOptions::new()
+/// Prefix of every test database's name.
+const TEST_DATABASE_PREFIX: &str = "keyplane_test_";
+
+async fn postgres_admin() -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(POSTGRES_ADMIN_URL)
         .await
-        .expect("PostgreSQL at 127.0.0.1:5432");
+        .expect("PostgreSQL at 127.0.0.1:5432")
+}
+
+/// Drops test databases an earlier run left behind (a failed test keeps its database for
+/// inspection until the next run). Runs once per test binary, before any test creates one.
+async fn drop_leftover_databases() {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let admin = postgres_admin().await;
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'keyplane\\_test\\_%'",
+        )
+        .fetch_all(&admin)
+        .await
+        .expect("list databases");
+        for name in names {
+            drop_database(&admin, &name).await;
+        }
+        admin.close().await;
+    })
+    .await;
+}
+
+async fn drop_database(admin: &sqlx::PgPool, name: &str) {
+    use sqlx::Executor as _;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .await
+        .expect("drop database");
+}
+
+/// Drops a PostgreSQL test's database once the test passed (`WITH (FORCE)` ends any
+/// connection the test's pool still holds).
+pub async fn drop_test_database(url: &str) {
+    let name = url.rsplit('/').next().unwrap_or_default();
+    assert!(
+        name.starts_with(TEST_DATABASE_PREFIX),
+        "only test databases are dropped"
+    );
+    let admin = postgres_admin().await;
+    drop_database(&admin, name).await;
+    admin.close().await;
+}
+
+/// A fresh, empty PostgreSQL database for one test.
+async fn fresh_postgres_database() -> String {
+    use sqlx::Executor as _;
+    drop_leftover_databases().await;
+    let admin = postgres_admin().await;
     let name = format!(
         "keyplane_test_{}",
         keyplane_shared::ids::KeyId::generate().expect("CSPRNG")
@@ -116,6 +168,7 @@ async fn fresh_postgres_database() -> String {
         .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .await
         .expect("create database");
+    admin.close().await;
     format!("postgres://postgres@127.0.0.1:5432/{name}")
 }
 
@@ -153,6 +206,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         clock,
         admin_key: first.admin_key.expose_secret().to_owned(),
         data_dir,
+        database_url,
         application: Some(application),
     })
 }
@@ -244,7 +298,8 @@ impl TestApp {
 }
 
 /// Runs each listed test on SQLite and on PostgreSQL: `backends!(name, ...)` expects
-/// `async fn name(app: TestApp)` in scope.
+/// `async fn name(app: TestApp)` in scope. A PostgreSQL test's database is dropped when the test
+/// passes.
 #[macro_export]
 macro_rules! backends {
     ($($test:ident),* $(,)?) => {
@@ -264,7 +319,9 @@ macro_rules! backends {
                 #[tokio::test]
                 async fn $test() {
                     if let Some(app) = $crate::helpers::spawn_app(keyplane_control_plane::store::sql::Backend::Postgres).await {
+                        let url = app.database_url.clone();
                         super::$test(app).await;
+                        $crate::helpers::drop_test_database(&url).await;
                     }
                 }
             )*

@@ -1,0 +1,347 @@
+//! Control-plane latency over HTTP with 100k keys in the store: median and p99 of create, get,
+//! list page and revoke, on SQLite and on PostgreSQL, next to the cost of one Argon2id hash
+//! measured in the same run (create hashes the new key; the other calls do not hash at all).
+//!
+//! `cargo bench -p keyplane-control-plane --bench api_latency [-- --keys N --samples N --backend sqlite|postgres|both]`
+//!
+//! The store is seeded directly in SQL (seeding 100k keys through the API would spend an hour
+//! in Argon2id), then a real listener is driven by one sequential HTTP client with keep-alive.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use keyplane_control_plane::state::SystemClock;
+use keyplane_control_plane::store::sql::{Backend, SqlStore};
+use keyplane_control_plane::{Application, Config, hashing};
+use keyplane_shared::ids::KeyId;
+use keyplane_shared::{ApiKey, Environment, KeyPrefix};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const SEED_BATCH: usize = 500;
+
+struct Options {
+    keys: usize,
+    samples: usize,
+    backends: Vec<Backend>,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut options = Options {
+        keys: 100_000,
+        samples: 200,
+        backends: vec![Backend::Sqlite, Backend::Postgres],
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--keys" => options.keys = value()?.parse()?,
+            "--samples" => options.samples = value()?.parse()?,
+            "--backend" => {
+                options.backends = match value()?.as_str() {
+                    "sqlite" => vec![Backend::Sqlite],
+                    "postgres" => vec![Backend::Postgres],
+                    "both" => vec![Backend::Sqlite, Backend::Postgres],
+                    other => bail!("unknown backend {other}"),
+                }
+            }
+            // cargo bench passes --bench; ignore it and anything else cargo adds.
+            _ => {}
+        }
+    }
+    Ok(options)
+}
+
+fn secrets_env(name: &str) -> Option<SecretString> {
+    use base64::Engine as _;
+    let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+    match name {
+        "KEYPLANE_PEPPERS" => Some(SecretString::from(format!("1:{}", b64(1)))),
+        "KEYPLANE_SIGNING_SECRET" => Some(SecretString::from(b64(2))),
+        _ => None,
+    }
+}
+
+/// Median and 99th percentile of a set of durations, in milliseconds.
+fn summary(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| {
+        let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[index].as_secs_f64() * 1000.0
+    };
+    (at(0.5), at(0.99))
+}
+
+/// Inserts `count` keys of the first organization straight into the database.
+async fn seed(store: &SqlStore, count: usize) -> anyhow::Result<Vec<KeyId>> {
+    let org: Vec<u8> = sqlx::query_scalar("SELECT id FROM orgs")
+        .fetch_one(store.pool())
+        .await?;
+    let prefix = KeyPrefix::default();
+    // One real hash shared by all seeded keys: they are looked up and revoked, never verified.
+    let sample = ApiKey::generate(&prefix, Environment::Live)?;
+    let hash = hashing::hash_key(&sample).await?;
+    let mut ids = Vec::with_capacity(count);
+    let base_time = 1_700_000_000_000_i64;
+    for batch_start in (0..count).step_by(SEED_BATCH) {
+        let batch = SEED_BATCH.min(count - batch_start);
+        let mut sql = String::from(
+            "INSERT INTO api_keys (id, org_id, name, environment, truncated, digest, pepper_id, \
+             secret_hash, scopes, metadata, created_at, updated_at) VALUES ",
+        );
+        for row in 0..batch {
+            let n = row * 8;
+            if row > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, 'live', ${}, ${}, 1, ${}, 'contacts:read', '{{}}', ${}, ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7,
+                n + 8
+            ));
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in 0..batch {
+            let i = batch_start + row;
+            let id = KeyId::generate()?;
+            let mut digest = [0u8; 32];
+            getrandom::fill(&mut digest)?;
+            let at = base_time + i as i64;
+            query = query
+                .bind(id.to_bytes().to_vec())
+                .bind(org.clone())
+                .bind(format!("seeded key {i}"))
+                .bind(format!("sk_live_seed{i:02}...abcd"))
+                .bind(digest.to_vec())
+                .bind(hash.clone())
+                .bind(at)
+                .bind(at);
+            ids.push(id);
+        }
+        query.execute(store.pool()).await?;
+    }
+    Ok(ids)
+}
+
+async fn database_url(backend: Backend, dir: &std::path::Path) -> anyhow::Result<String> {
+    Ok(match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()),
+        Backend::Postgres => {
+            use sqlx::Executor as _;
+            let admin = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(POSTGRES_ADMIN_URL)
+                .await
+                .context("PostgreSQL at 127.0.0.1:5432")?;
+            let name = "keyplane_bench";
+            admin
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .await?;
+            admin
+                .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .await?;
+            format!("postgres://postgres@127.0.0.1:5432/{name}")
+        }
+    })
+}
+
+struct Row {
+    operation: &'static str,
+    median_ms: f64,
+    p99_ms: f64,
+}
+
+async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.path().to_path_buf(),
+        database_url: Some(database_url(backend, dir.path()).await?),
+        key_prefix: KeyPrefix::default(),
+        org_name: "Bench".into(),
+    };
+    let (application, bootstrapped) =
+        Application::build_with(&config, Arc::new(SystemClock), secrets_env).await?;
+    let admin_key = bootstrapped
+        .context("fresh database")?
+        .admin_key
+        .expose_secret()
+        .to_owned();
+    let started = Instant::now();
+    let ids = seed(application.store(), options.keys).await?;
+    eprintln!(
+        "{backend:?}: seeded {} keys in {:.1} s",
+        ids.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let addr = application.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(application.serve(async {
+        let _ = stopped.await;
+    }));
+
+    let samples = options.samples;
+    let rows =
+        tokio::task::spawn_blocking(move || drive(addr, &admin_key, &ids, samples)).await??;
+    let _ = stop.send(());
+    server.await??;
+
+    // Argon2id alone, in the same process and run.
+    let key = ApiKey::generate(&KeyPrefix::default(), Environment::Live)?;
+    let mut hashes = Vec::with_capacity(samples);
+    for _ in 0..samples.min(100) {
+        let started = Instant::now();
+        hashing::hash_key(&key).await?;
+        hashes.push(started.elapsed());
+    }
+    let (median_ms, p99_ms) = summary(hashes);
+    let mut rows = rows;
+    rows.push(Row {
+        operation: "argon2id hash alone",
+        median_ms,
+        p99_ms,
+    });
+    Ok(rows)
+}
+
+/// The HTTP client side: sequential requests with keep-alive.
+fn drive(
+    addr: std::net::SocketAddr,
+    admin_key: &str,
+    ids: &[KeyId],
+    samples: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let agent = ureq::Agent::new_with_defaults();
+    let base = format!("http://{addr}");
+    let timed = |f: &mut dyn FnMut(usize) -> anyhow::Result<u16>, expect: u16, n: usize| {
+        let mut durations = Vec::with_capacity(n);
+        for i in 0..n {
+            let started = Instant::now();
+            let status = f(i)?;
+            durations.push(started.elapsed());
+            if status != expect {
+                bail!("expected {expect}, got {status}");
+            }
+        }
+        Ok::<_, anyhow::Error>(summary(durations))
+    };
+    let get = |path: &str| -> anyhow::Result<(u16, Value)> {
+        let mut response = agent
+            .get(&format!("{base}{path}"))
+            .header("x-api-key", admin_key)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()?;
+        let status = response.status().as_u16();
+        let body: Value = serde_json::from_reader(response.body_mut().as_reader())?;
+        Ok((status, body))
+    };
+    let post = |path: &str, body: Value| -> anyhow::Result<u16> {
+        let response = agent
+            .post(&format!("{base}{path}"))
+            .header("x-api-key", admin_key)
+            .header("content-type", "application/json")
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(body.to_string())?;
+        Ok(response.status().as_u16())
+    };
+    // Warm-up: connections, the management key's one Argon2id verification, caches.
+    for i in 0..20 {
+        get(&format!("/v1/keys/{}", ids[i % ids.len()]))?;
+    }
+    let stride = (ids.len() / (samples * 5).max(1)).max(1);
+    let create = timed(
+        &mut |i| {
+            post(
+                "/v1/keys",
+                json!({"name": format!("bench {i}"), "environment": "live", "scopes": ["contacts:read"]}),
+            )
+        },
+        201,
+        samples,
+    )?;
+    let get_one = timed(
+        &mut |i| Ok(get(&format!("/v1/keys/{}", ids[(i * stride) % ids.len()]))?.0),
+        200,
+        samples * 5,
+    )?;
+    let mut cursor: Option<String> = None;
+    let list = timed(
+        &mut |_| {
+            let path = match &cursor {
+                Some(c) => format!("/v1/keys?limit=50&cursor={c}"),
+                None => "/v1/keys?limit=50".to_owned(),
+            };
+            let (status, body) = get(&path)?;
+            cursor = body["next_cursor"].as_str().map(str::to_owned);
+            Ok(status)
+        },
+        200,
+        samples,
+    )?;
+    let revoke = timed(
+        &mut |i| {
+            let id = ids[(i * stride + 1) % ids.len()];
+            post(
+                &format!("/v1/keys/{id}/revoke"),
+                json!({"reason": "unused"}),
+            )
+        },
+        200,
+        samples,
+    )?;
+    let row = |operation, (median_ms, p99_ms): (f64, f64)| Row {
+        operation,
+        median_ms,
+        p99_ms,
+    };
+    Ok(vec![
+        row("create (POST /v1/keys)", create),
+        row("get (GET /v1/keys/{id})", get_one),
+        row("list page of 50 (GET /v1/keys)", list),
+        row("revoke (POST /v1/keys/{id}/revoke)", revoke),
+    ])
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = options()?;
+    let mut report = String::from(
+        "| backend | operation | median | p99 | median ÷ argon2id median |\n|---|---|---:|---:|---:|\n",
+    );
+    for &backend in &options.backends {
+        let rows = run_backend(backend, &options).await?;
+        let argon2 = rows
+            .iter()
+            .find(|row| row.operation == "argon2id hash alone")
+            .map_or(f64::NAN, |row| row.median_ms);
+        for row in rows {
+            report.push_str(&format!(
+                "| {backend:?} | {} | {:.2} ms | {:.2} ms | {:.2} |\n",
+                row.operation,
+                row.median_ms,
+                row.p99_ms,
+                row.median_ms / argon2
+            ));
+        }
+    }
+    println!(
+        "\n{} keys in the store, {} samples per operation (get: 5×)\n\n{report}",
+        options.keys, options.samples
+    );
+    Ok(())
+}
