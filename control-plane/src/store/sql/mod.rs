@@ -372,9 +372,9 @@ impl Store for SqlStore {
         if let Some((at, id)) = filter.after {
             let at = query.bind(Param::Int(at.as_millis()));
             let id = query.bind(Param::Bytes(id.to_bytes().to_vec()));
-            query.condition(&format!(
-                "(created_at < {at} OR (created_at = {at} AND id < {id}))"
-            ));
+            // A row-value comparison, so both databases seek the listing index to the cursor
+            // instead of filtering every row before it.
+            query.condition(&format!("(created_at, id) < ({at}, {id})"));
         }
         let limit = query.bind(Param::Int(i64::from(filter.limit) + 1));
         let sql = format!(
