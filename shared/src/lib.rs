@@ -12,6 +12,7 @@
 //! - [`policy`]: the route policy mapping (method, path) to required scopes.
 //! - [`table`]: the replicated key table, its change log and its binary codecs.
 //! - [`ratelimit`]: GCRA rate limiting with time passed in.
+//! - [`sync`]: signing of replication requests between the control plane and edges.
 //! - [`decision`]: the edge's allow / 401 / 403 / 429 verdict for one request.
 //! - [`time`]: the [`Timestamp`] type.
 
@@ -25,6 +26,7 @@ pub mod key;
 pub mod policy;
 pub mod ratelimit;
 pub mod scope;
+pub mod sync;
 pub mod table;
 pub mod time;
 

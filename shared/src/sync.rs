@@ -1,0 +1,358 @@
+//! Request signing between the control plane and its edges (the replication protocol's trust).
+//!
+//! Both directions — the control plane pushing changes to an edge, an edge pulling the feed —
+//! carry one header, [`SIGNATURE_HEADER`]:
+//!
+//! ```text
+//! x-keyplane-signature: t=<unix seconds>,n=<32 hex nonce>,v1=<64 hex HMAC-SHA256>
+//! ```
+//!
+//! The MAC is HMAC-SHA256 under the deployment's edge secret over
+//! `"keyplane-sync-v1\n" + t + "\n" + n + "\n" + METHOD + "\n" + path_and_query + "\n" + body`,
+//! so the method, the path with its query string, the body, the time and the nonce are all
+//! bound. A verifier refuses a header whose time is more than [`REPLAY_WINDOW_SECS`] away from
+//! its clock; within the window, a receiver that must not act twice remembers nonces (the edge
+//! does for pushes). Comparison is constant-time (`hmac`'s `verify_slice`, built on `subtle`).
+
+use core::fmt;
+
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+/// The header carrying the signature.
+pub const SIGNATURE_HEADER: &str = "x-keyplane-signature";
+
+/// How far a signature's time may be from the verifier's clock, either way.
+pub const REPLAY_WINDOW_SECS: i64 = 300;
+
+/// Length of the nonce in bytes.
+pub const NONCE_LEN: usize = 16;
+
+/// Shortest accepted secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+const DOMAIN: &[u8] = b"keyplane-sync-v1\n";
+
+/// The shared secret both sides sign with. `Debug` never shows it.
+#[derive(Clone)]
+pub struct SyncSecret(Zeroizing<Vec<u8>>);
+
+impl SyncSecret {
+    /// Wraps `bytes`, which must be at least [`MIN_SECRET_LEN`] long.
+    pub fn new(bytes: Vec<u8>) -> Result<Self, SyncAuthError> {
+        if bytes.len() < MIN_SECRET_LEN {
+            return Err(SyncAuthError::WeakSecret);
+        }
+        Ok(Self(Zeroizing::new(bytes)))
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC accepts keys of any length; this cannot fail.
+        <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+    }
+}
+
+impl fmt::Debug for SyncSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SyncSecret(<redacted>)")
+    }
+}
+
+/// Why a signature was refused (or a secret rejected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum SyncAuthError {
+    /// No signature header.
+    #[error("the request is not signed")]
+    Missing,
+    /// The header does not have the `t=…,n=…,v1=…` shape.
+    #[error("the signature header is malformed")]
+    Malformed,
+    /// The signature's time is outside the replay window.
+    #[error("the signature is too old or from the future")]
+    Stale,
+    /// The MAC does not match.
+    #[error("the signature does not match")]
+    BadSignature,
+    /// The secret is shorter than [`MIN_SECRET_LEN`].
+    #[error("the sync secret must be at least {MIN_SECRET_LEN} bytes")]
+    WeakSecret,
+}
+
+/// What a request to be signed or verified consists of.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedRequest<'a> {
+    /// `GET`, `POST`, …
+    pub method: &'a str,
+    /// The path with its query string, exactly as sent (`/v1/edge/changes?after=3`).
+    pub path_and_query: &'a str,
+    /// The body bytes (empty for a GET).
+    pub body: &'a [u8],
+}
+
+/// A signature that verified: when it was made and its nonce (for replay tracking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The signer's time, unix seconds.
+    pub timestamp: i64,
+    /// The signer's nonce.
+    pub nonce: [u8; NONCE_LEN],
+}
+
+/// The header value signing `request` at `timestamp` (unix seconds) with `nonce`.
+pub fn sign(
+    secret: &SyncSecret,
+    timestamp: i64,
+    nonce: [u8; NONCE_LEN],
+    request: &SignedRequest<'_>,
+) -> String {
+    let nonce_hex = hex(&nonce);
+    let mac = compute(secret, timestamp, &nonce_hex, request).finalize();
+    format!("t={timestamp},n={nonce_hex},v1={}", hex(&mac.into_bytes()))
+}
+
+/// [`sign`] with a fresh nonce from the OS CSPRNG.
+pub fn sign_now(
+    secret: &SyncSecret,
+    timestamp: i64,
+    request: &SignedRequest<'_>,
+) -> Result<String, getrandom::Error> {
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce)?;
+    Ok(sign(secret, timestamp, nonce, request))
+}
+
+/// Checks `header` (the [`SIGNATURE_HEADER`] value, `None` when absent) against `request` at
+/// `now` (unix seconds).
+pub fn verify(
+    secret: &SyncSecret,
+    header: Option<&str>,
+    now: i64,
+    request: &SignedRequest<'_>,
+) -> Result<Verified, SyncAuthError> {
+    let header = header.ok_or(SyncAuthError::Missing)?;
+    let parsed = parse_header(header)?;
+    if now.abs_diff(parsed.timestamp) > REPLAY_WINDOW_SECS.unsigned_abs() {
+        return Err(SyncAuthError::Stale);
+    }
+    compute(secret, parsed.timestamp, parsed.nonce_hex, request)
+        .verify_slice(&parsed.mac)
+        .map_err(|_| SyncAuthError::BadSignature)?;
+    Ok(Verified {
+        timestamp: parsed.timestamp,
+        nonce: parsed.nonce,
+    })
+}
+
+struct ParsedHeader<'a> {
+    timestamp: i64,
+    nonce_hex: &'a str,
+    nonce: [u8; NONCE_LEN],
+    mac: [u8; 32],
+}
+
+fn parse_header(header: &str) -> Result<ParsedHeader<'_>, SyncAuthError> {
+    let mut parts = header.trim().split(',');
+    let mut field = |name: &str| {
+        parts
+            .next()
+            .and_then(|part| part.trim().strip_prefix(name))
+            .and_then(|rest| rest.strip_prefix('='))
+            .ok_or(SyncAuthError::Malformed)
+    };
+    let (t, n, v1) = (field("t")?, field("n")?, field("v1")?);
+    if parts.next().is_some() || t.is_empty() || t.len() > 19 {
+        return Err(SyncAuthError::Malformed);
+    }
+    if !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SyncAuthError::Malformed);
+    }
+    let timestamp = t.parse::<i64>().map_err(|_| SyncAuthError::Malformed)?;
+    Ok(ParsedHeader {
+        timestamp,
+        nonce_hex: n,
+        nonce: unhex(n)?,
+        mac: unhex(v1)?,
+    })
+}
+
+fn compute(
+    secret: &SyncSecret,
+    timestamp: i64,
+    nonce_hex: &str,
+    request: &SignedRequest<'_>,
+) -> Hmac<Sha256> {
+    let mut mac = secret.mac();
+    mac.update(DOMAIN);
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b"\n");
+    mac.update(nonce_hex.as_bytes());
+    mac.update(b"\n");
+    mac.update(request.method.as_bytes());
+    mac.update(b"\n");
+    mac.update(request.path_and_query.as_bytes());
+    mac.update(b"\n");
+    mac.update(request.body);
+    mac
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+fn unhex<const N: usize>(text: &str) -> Result<[u8; N], SyncAuthError> {
+    let digits = text.as_bytes();
+    if digits.len() != N * 2 {
+        return Err(SyncAuthError::Malformed);
+    }
+    let value = |digit: u8| match digit {
+        b'0'..=b'9' => Ok(digit - b'0'),
+        b'a'..=b'f' => Ok(digit - b'a' + 10),
+        _ => Err(SyncAuthError::Malformed),
+    };
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (value(pair[0])? << 4) | value(pair[1])?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(byte: u8) -> SyncSecret {
+        SyncSecret::new(vec![byte; 32]).expect("32 bytes")
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn push(body: &[u8]) -> SignedRequest<'_> {
+        SignedRequest {
+            method: "POST",
+            path_and_query: "/__keyplane/sync",
+            body,
+        }
+    }
+
+    #[test]
+    fn a_signature_verifies_and_returns_its_nonce() {
+        let header = sign(&secret(1), NOW, [7; NONCE_LEN], &push(b"abc"));
+        assert_eq!(
+            verify(&secret(1), Some(&header), NOW + 10, &push(b"abc")),
+            Ok(Verified {
+                timestamp: NOW,
+                nonce: [7; NONCE_LEN]
+            })
+        );
+    }
+
+    #[test]
+    fn any_altered_part_fails() {
+        let request = push(b"abc");
+        let header = sign(&secret(1), NOW, [7; NONCE_LEN], &request);
+        let refused = |secret: &SyncSecret, header: &str, request: &SignedRequest<'_>| {
+            verify(secret, Some(header), NOW, request)
+        };
+        assert_eq!(
+            refused(&secret(2), &header, &request),
+            Err(SyncAuthError::BadSignature)
+        );
+        assert_eq!(
+            refused(&secret(1), &header, &push(b"abd")),
+            Err(SyncAuthError::BadSignature)
+        );
+        let other_path = SignedRequest {
+            path_and_query: "/__keyplane/sync?x=1",
+            ..request
+        };
+        assert_eq!(
+            refused(&secret(1), &header, &other_path),
+            Err(SyncAuthError::BadSignature)
+        );
+        let other_method = SignedRequest {
+            method: "PUT",
+            ..request
+        };
+        assert_eq!(
+            refused(&secret(1), &header, &other_method),
+            Err(SyncAuthError::BadSignature)
+        );
+        let other_nonce = header.replace(&hex(&[7; NONCE_LEN]), &hex(&[8; NONCE_LEN]));
+        assert_eq!(
+            refused(&secret(1), &other_nonce, &request),
+            Err(SyncAuthError::BadSignature)
+        );
+        let other_time = header.replacen(&NOW.to_string(), &(NOW + 1).to_string(), 1);
+        assert_eq!(
+            refused(&secret(1), &other_time, &request),
+            Err(SyncAuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn the_window_is_enforced_both_ways() {
+        let header = sign(&secret(1), NOW, [7; NONCE_LEN], &push(b""));
+        let at = |now: i64| verify(&secret(1), Some(&header), now, &push(b""));
+        assert!(at(NOW + REPLAY_WINDOW_SECS).is_ok());
+        assert!(at(NOW - REPLAY_WINDOW_SECS).is_ok());
+        assert_eq!(at(NOW + REPLAY_WINDOW_SECS + 1), Err(SyncAuthError::Stale));
+        assert_eq!(at(NOW - REPLAY_WINDOW_SECS - 1), Err(SyncAuthError::Stale));
+        assert_eq!(at(i64::MIN), Err(SyncAuthError::Stale));
+    }
+
+    #[test]
+    fn malformed_headers_are_refused_without_panicking() {
+        let good = sign(&secret(1), NOW, [7; NONCE_LEN], &push(b""));
+        let mac = good.rsplit_once("v1=").map(|(_, mac)| mac).unwrap_or("");
+        let nonce = hex(&[7; NONCE_LEN]);
+        for bad in [
+            String::new(),
+            "garbage".into(),
+            format!("t={NOW},n={nonce}"),
+            format!("t={NOW},n={nonce},v1={mac},x=1"),
+            format!("n={nonce},t={NOW},v1={mac}"),
+            format!("t=-5,n={nonce},v1={mac}"),
+            format!("t=99999999999999999999,n={nonce},v1={mac}"),
+            format!("t={NOW},n=zz,v1={mac}"),
+            format!("t={NOW},n={nonce},v1={}", mac.to_uppercase()),
+            format!("t={NOW},n={nonce},v1={}", &mac[..10]),
+            "t=é,n=é,v1=é".into(),
+        ] {
+            assert_eq!(
+                verify(&secret(1), Some(&bad), NOW, &push(b"")),
+                Err(SyncAuthError::Malformed),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            verify(&secret(1), None, NOW, &push(b"")),
+            Err(SyncAuthError::Missing)
+        );
+    }
+
+    #[test]
+    fn short_secrets_are_refused_and_debug_hides_the_secret() {
+        assert!(matches!(
+            SyncSecret::new(vec![1; 31]),
+            Err(SyncAuthError::WeakSecret)
+        ));
+        assert_eq!(format!("{:?}", secret(0x41)), "SyncSecret(<redacted>)");
+    }
+
+    #[test]
+    fn fresh_nonces_differ() {
+        let a = sign_now(&secret(1), NOW, &push(b"")).expect("CSPRNG");
+        let b = sign_now(&secret(1), NOW, &push(b"")).expect("CSPRNG");
+        assert_ne!(a, b);
+    }
+}
