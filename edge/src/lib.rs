@@ -1,45 +1,40 @@
-//! Keyplane's edge worker: the Cloudflare Worker that stands in front of a team's API.
-//!
-//! This is the skeleton: it answers the health check and refuses every other request
-//! with Keyplane's 401 error body. The full decision (key format, digest, table lookup,
-//! scopes, rate limit, forwarding to the origin) comes from `keyplane-shared` later.
+//! Keyplane's edge worker: the Cloudflare Worker that stands in front of a team's API and
+//! checks every request's key against its replica of the key table.
 //!
 //! Layout:
-//! - [`reply`]: builds the JSON answers and their headers, never panicking.
+//! - [`gate`]: the request path: decision from `keyplane_shared::decision`, then forward to the
+//!   origin with the identity headers, or refuse (401 / 403 / 429) with the JSON error body.
+//! - [`replica`]: the isolate's in-memory table, read synchronously by the decision.
+//! - [`store`]: the Durable Object holding the durable table; pushes land there, it pulls the
+//!   control plane's feed as a safety net, isolates copy from it.
+//! - [`feed`]: the control plane's signed change feed, as the edge reads it.
+//! - [`internal`]: `/__keyplane/` endpoints: health, signed push, signed status.
+//! - [`settings`]: vars and secrets (documented in `wrangler.toml`); [`reply`]: answers.
 //!
-//! Finding the presented key (`x-api-key`, else `Authorization: Bearer`) and the wording of every
-//! refusal come from `keyplane_shared::decision`, so the edge and its tests agree with the core.
-//!
-//! A panic aborts the whole Worker instance, so nothing on the request path may `unwrap`.
+//! A panic aborts the whole Worker instance, so nothing on the request path may `unwrap`;
+//! errors become 5xx JSON answers with a request id.
 
+pub mod feed;
+pub mod gate;
+pub mod internal;
+pub mod replica;
 pub mod reply;
+pub mod settings;
+// `#[durable_object]` generates undocumented JS glue (constructor, fetch, alarm) in this module.
+#[allow(missing_docs)]
+pub mod store;
 
-use keyplane_shared::decision::{Denial, RequestFacts, extract_key};
-use worker::{Context, Env, Method, Request, Response, Result, event};
-
-/// Path of the edge's own health check; it never needs a key.
-pub const HEALTH_PATH: &str = "/__keyplane/health";
+use worker::{Context, Env, Request, Response, Result, console_error, event};
 
 #[event(fetch)]
-async fn fetch(req: Request, _env: Env, _ctx: Context) -> Result<Response> {
-    if req.method() == Method::Get && req.path() == HEALTH_PATH {
-        return reply::health();
-    }
-    let request_id = reply::new_request_id();
-    let header = |name: &str| req.headers().get(name).ok().flatten();
-    let (x_api_key, authorization) = (header("x-api-key"), header("authorization"));
-    let (method, path) = (req.method(), req.path());
-    let facts = RequestFacts {
-        x_api_key: x_api_key.as_deref(),
-        authorization: authorization.as_deref(),
-        method: method.as_ref(),
-        path: &path,
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    let outcome = if req.path().starts_with(internal::PREFIX) {
+        internal::handle(req, env).await
+    } else {
+        gate::handle(req, env, &ctx).await
     };
-    let denial = match extract_key(&facts) {
-        // RFC 6750 §3.1: a request without credentials gets a bare challenge.
-        None => Denial::MissingKey,
-        // No key table is replicated to the edge yet, so no key can be valid: fail closed.
-        Some(_) => Denial::InvalidKey,
-    };
-    reply::denied(&denial, &request_id)
+    outcome.or_else(|error| {
+        console_error!("request failed: {error}");
+        reply::failure(500, "edge_error", "req_unavailable")
+    })
 }

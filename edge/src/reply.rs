@@ -23,6 +23,38 @@ struct ErrorDetail<'a> {
     request_id: &'a str,
 }
 
+/// A failure that is not about the caller's key (`edge_misconfigured`, `edge_unavailable`,
+/// `origin_unavailable`, `invalid_signature`, …): the JSON error body, no challenge.
+pub fn failure(status: u16, code: &str, request_id: &str) -> Result<Response> {
+    let message = match code {
+        "edge_misconfigured" => {
+            "The edge is misconfigured; nothing is forwarded until it is fixed."
+        }
+        "edge_unavailable" => "The edge could not load its key table. Retry shortly.",
+        "origin_unavailable" => "The origin could not be reached.",
+        "invalid_signature" => {
+            "The request is not signed with the edge secret, or the signature is stale or replayed."
+        }
+        "payload_too_large" => "The request body is too large.",
+        "not_found" => "No such edge endpoint.",
+        _ => "The request could not be handled.",
+    };
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code,
+            message,
+            request_id,
+        },
+    };
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    headers.set("cache-control", "no-store")?;
+    headers.set("x-keyplane-request-id", request_id)?;
+    Ok(Response::from_json(&body)?
+        .with_status(status)
+        .with_headers(headers))
+}
+
 /// `200 {"status":"ok"}`.
 pub fn health() -> Result<Response> {
     Response::from_json(&serde_json::json!({ "status": "ok" }))
@@ -48,36 +80,4 @@ pub fn denied(denial: &Denial, request_id: &str) -> Result<Response> {
     Ok(Response::from_json(&body)?
         .with_status(denial.status())
         .with_headers(headers))
-}
-
-/// A fresh request id, `req_` + 32 hex digits from the platform CSPRNG.
-///
-/// Should the CSPRNG fail, the id degrades to zeros rather than failing the request:
-/// the id is for correlating logs, not a secret.
-pub fn new_request_id() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = getrandom::fill(&mut bytes);
-    let mut id = String::with_capacity(4 + 32);
-    id.push_str("req_");
-    for byte in bytes {
-        id.push(char::from(HEX[usize::from(byte >> 4)]));
-        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    id
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-#[cfg(test)]
-mod tests {
-    use super::new_request_id;
-
-    #[test]
-    fn request_ids_are_prefixed_hex_and_distinct() {
-        let a = new_request_id();
-        assert_eq!(a.len(), 36);
-        assert!(a.starts_with("req_"));
-        assert!(a[4..].bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(a, new_request_id());
-    }
 }

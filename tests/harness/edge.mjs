@@ -1,8 +1,13 @@
-// Starts the built Keyplane edge worker under workerd through miniflare 4's JS API,
-// for the end-to-end tests in tests/tests/.
+// Starts an edge worker under workerd through miniflare 4's JS API, for the end-to-end tests
+// and benchmarks in tests/.
 //
 // Usage: node edge.mjs <edge build dir> [port]
-//   env KEYPLANE_NODE_MODULES  the node_modules holding miniflare (xtask: .tools/node/node_modules)
+//   env KEYPLANE_NODE_MODULES    the node_modules holding miniflare (xtask: .tools/node/node_modules)
+//   env KEYPLANE_EDGE_BINDINGS   JSON object of vars and secrets (ORIGIN_URL, KEYPLANE_PEPPERS, ...)
+//   env KEYPLANE_EDGE_PERSIST    directory keeping the Durable Object's storage across restarts
+//                                (absent: in memory, lost when the process ends)
+//   env KEYPLANE_EDGE_MODE       "keyplane" (default) or "passthrough": a plain JS worker that
+//                                forwards every request to ORIGIN_URL (the benchmark's baseline)
 //
 // Prints one JSON line {"url": "http://127.0.0.1:<port>/"} once the worker answers, then runs
 // until its stdin closes (the test dropped its handle) or it gets SIGTERM/SIGINT, and disposes
@@ -24,24 +29,42 @@ if (!nodeModules) {
 const require = createRequire(join(resolve(nodeModules), "..", "package.json"));
 const { Miniflare } = await import(pathToFileURL(require.resolve("miniflare")).href);
 
-const root = resolve(buildDir);
-const mf = new Miniflare({
-  modules: [
-    { type: "ESModule", path: join(root, "index.js") },
-    { type: "CompiledWasm", path: join(root, "index_bg.wasm") },
-  ],
-  modulesRoot: root,
+const bindings = JSON.parse(process.env.KEYPLANE_EDGE_BINDINGS ?? "{}");
+const persist = process.env.KEYPLANE_EDGE_PERSIST;
+const common = {
   compatibilityDate: process.env.KEYPLANE_COMPATIBILITY_DATE ?? "2026-04-01",
-  bindings: {
-    ORIGIN_URL: "",
-    CONTROL_PLANE_URL: process.env.KEYPLANE_CONTROL_PLANE_URL ?? "",
-    KEY_PREFIX: "sk",
-  },
+  bindings,
   // A placeholder Request.cf instead of fetching one from workers.cloudflare.com: no network.
   cf: false,
   host: "127.0.0.1",
   port: Number(portArg ?? 0),
-});
+};
+
+const passthrough = `
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    return fetch(env.ORIGIN_URL + url.pathname + url.search, request);
+  },
+};`;
+
+const root = resolve(buildDir);
+const options =
+  process.env.KEYPLANE_EDGE_MODE === "passthrough"
+    ? { ...common, modules: true, script: passthrough }
+    : {
+        ...common,
+        modules: [
+          { type: "ESModule", path: join(root, "index.js") },
+          { type: "CompiledWasm", path: join(root, "index_bg.wasm") },
+        ],
+        modulesRoot: root,
+        durableObjects: {
+          KEYPLANE_TABLE: { className: "KeyTableStore", useSQLite: true },
+        },
+        ...(persist ? { durableObjectsPersist: persist } : {}),
+      };
+const mf = new Miniflare(options);
 
 let stopping = false;
 async function stop(code) {

@@ -25,6 +25,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
+mod deployment;
+mod origin;
+
+pub use deployment::{
+    ControlPlane, Deployment, DeploymentSecrets, Edge, EdgeOptions, free_port, signed,
+};
+pub use origin::Origin;
+
 /// How long a service may take to print its URL.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -85,28 +93,69 @@ impl Setup {
         None
     }
 
-    /// Starts the worker under workerd (miniflare) on a free port.
+    /// Starts the worker under workerd (miniflare) on a free port, without a control plane
+    /// or origin behind it (placeholder settings).
     pub fn start_edge(&self) -> Result<Service> {
+        let secrets = DeploymentSecrets::generate()?;
+        let options = EdgeOptions::new("edge", "http://127.0.0.1:9", "http://127.0.0.1:9");
+        self.start_edge_with(&options, &secrets)
+    }
+
+    /// Starts an edge under workerd (miniflare) as `options` say.
+    pub fn start_edge_with(
+        &self,
+        options: &EdgeOptions,
+        secrets: &DeploymentSecrets,
+    ) -> Result<Service> {
         let script = workspace_root().join("tests/harness/edge.mjs");
         let mut command = Command::new(&self.node);
         command
             .arg(script)
             .arg(&self.edge_build)
-            .env("KEYPLANE_NODE_MODULES", &self.node_modules);
+            .arg(options.port.to_string())
+            .env("KEYPLANE_NODE_MODULES", &self.node_modules)
+            .env(
+                "KEYPLANE_EDGE_BINDINGS",
+                options.bindings(secrets).to_string(),
+            )
+            .env(
+                "KEYPLANE_EDGE_MODE",
+                if options.passthrough {
+                    "passthrough"
+                } else {
+                    "keyplane"
+                },
+            );
+        if let Some(dir) = &options.persist_dir {
+            command.env("KEYPLANE_EDGE_PERSIST", dir);
+        }
         Service::start("edge (miniflare)", &mut command, |line| {
             let value: serde_json::Value = serde_json::from_str(line).ok()?;
             Some(value.get("url")?.as_str()?.trim_end_matches('/').to_owned())
         })
     }
 
-    /// Starts `keyplane serve` on port 0 with a fresh data directory.
+    /// Starts `keyplane serve` on port 0 with a fresh data directory and generated secrets.
     pub fn start_control_plane(&self) -> Result<Service> {
-        let data_dir = fresh_dir("control-plane")?;
+        let secrets = DeploymentSecrets::generate()?;
+        self.start_control_plane_with(&secrets, &fresh_dir("control-plane")?, "127.0.0.1:0")
+    }
+
+    /// Starts `keyplane serve` with `secrets` on `data_dir`, listening on `listen`.
+    pub fn start_control_plane_with(
+        &self,
+        secrets: &DeploymentSecrets,
+        data_dir: &Path,
+        listen: &str,
+    ) -> Result<Service> {
         let mut command = Command::new(&self.keyplane_bin);
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .env("RUST_LOG", "warn");
+            .args(["serve", "--listen", listen, "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .env("KEYPLANE_PEPPERS", &secrets.peppers)
+            .env("KEYPLANE_SIGNING_SECRET", &secrets.signing_secret)
+            .env("KEYPLANE_EDGE_SECRET", &secrets.edge_secret);
         Service::start("control plane", &mut command, |line| {
             line.strip_prefix("keyplane listening on ")
                 .map(str::to_owned)
@@ -120,6 +169,8 @@ pub struct Service {
     child: Child,
     /// Base URL without a trailing slash, e.g. `http://127.0.0.1:40123`.
     pub url: String,
+    /// The lines it printed on stdout before the URL.
+    pub preamble: Vec<String>,
 }
 
 impl Service {
@@ -139,14 +190,16 @@ impl Service {
         let (found, url) = mpsc::channel();
         std::thread::spawn(move || {
             let mut found = Some(found);
+            let mut preamble = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 match found.as_ref().and_then(|_| url_from_line(&line)) {
                     Some(url) => {
                         if let Some(found) = found.take() {
-                            let _ = found.send(url);
+                            let _ = found.send((url, std::mem::take(&mut preamble)));
                         }
                     }
+                    None if found.is_some() => preamble.push(line),
                     None => println!("[{name}] {line}"),
                 }
             }
@@ -155,9 +208,13 @@ impl Service {
             name,
             child,
             url: String::new(),
+            preamble: Vec::new(),
         };
         match url.recv_timeout(START_TIMEOUT) {
-            Ok(url) => service.url = url,
+            Ok((url, preamble)) => {
+                service.url = url;
+                service.preamble = preamble;
+            }
             Err(_) => bail!("{name} did not print its URL within {START_TIMEOUT:?}"),
         }
         Ok(service)
@@ -210,8 +267,10 @@ pub struct Reply {
     /// HTTP status code.
     pub status: u16,
     headers: Vec<(String, String)>,
-    /// The body as text.
+    /// The body as text (lossy for binary bodies).
     pub body: String,
+    /// The body's bytes.
+    pub bytes: Vec<u8>,
 }
 
 impl Reply {
@@ -231,16 +290,54 @@ impl Reply {
 
 /// `GET url` with `headers`; 4xx/5xx are answers, not errors.
 pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+    send("GET", url, headers, None)
+}
+
+/// `method url` with `headers` and an optional JSON body; 4xx/5xx are answers, not errors.
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    json: Option<&serde_json::Value>,
+) -> Result<Reply> {
+    send_bytes(
+        method,
+        url,
+        headers,
+        json.map(|value| value.to_string().into_bytes()),
+    )
+}
+
+/// `method url` with `headers` and optional body bytes.
+pub fn send_bytes(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Result<Reply> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
         .into();
-    let mut request = agent.get(url);
+    let mut request = ureq::http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let mut response = request.call().with_context(|| format!("GET {url}"))?;
+    if body.is_some()
+        && !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        request = request.header("content-type", "application/json");
+    }
+    let sent = match body {
+        Some(body) => request.body(body).map(|request| agent.run(request)),
+        None => request.body(()).map(|request| agent.run(request)),
+    };
+    let mut response = sent
+        .with_context(|| format!("building {method} {url}"))?
+        .with_context(|| format!("{method} {url}"))?;
     let headers = response
         .headers()
         .iter()
@@ -251,18 +348,23 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Reply> {
             )
         })
         .collect();
-    let body = response
+    let bytes = response
         .body_mut()
-        .read_to_string()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_vec()
         .context("reading the body")?;
+    let body = String::from_utf8_lossy(&bytes).into_owned();
     Ok(Reply {
         status: response.status().as_u16(),
         headers,
         body,
+        bytes,
     })
 }
 
-fn required() -> bool {
+/// Whether the environment requires end-to-end tests to run (CI).
+pub fn required() -> bool {
     let set = |name: &str, wanted: &[&str]| {
         std::env::var(name).is_ok_and(|value| wanted.contains(&value.to_ascii_lowercase().as_str()))
     };
@@ -276,7 +378,8 @@ fn path_var(name: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
     }
 }
 
-fn workspace_root() -> PathBuf {
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
@@ -289,7 +392,8 @@ fn default_keyplane_bin() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target/debug/keyplane"))
 }
 
-fn fresh_dir(purpose: &str) -> Result<PathBuf> {
+/// A new empty directory under the system's temp dir.
+pub fn fresh_dir(purpose: &str) -> Result<PathBuf> {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir =

@@ -34,18 +34,8 @@ pub struct DevArgs {
 
 /// Builds, starts both services, and stops them on Ctrl-C (or when either one dies).
 pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
-    setup::setup(tools)?;
     if !args.no_build {
-        announce("edge worker build");
-        run::run(&mut edge_build(tools)?)?;
-        announce("keyplane binary");
-        run::run(tools.cargo()?.args([
-            "build",
-            "-p",
-            "keyplane-control-plane",
-            "--bin",
-            "keyplane",
-        ]))?;
+        build(tools)?;
     }
 
     let (interrupted, interrupt) = mpsc::channel();
@@ -107,6 +97,19 @@ pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
         Ok(()) => Ok(()),
         Err(message) => bail!(message),
     }
+}
+
+/// Sets up the tools, then builds the edge worker and the keyplane binary.
+pub fn build(tools: &Tools) -> Result<()> {
+    setup::setup(tools)?;
+    announce("edge worker build");
+    run::run(&mut edge_build(tools)?)?;
+    announce("keyplane binary");
+    run::run(
+        tools
+            .cargo()?
+            .args(["build", "-p", "keyplane-control-plane", "--bin", "keyplane"]),
+    )
 }
 
 fn first_exited(services: &mut [&mut Service]) -> Result<Option<String>> {

@@ -34,6 +34,8 @@ enum Command {
     Setup,
     /// Run every check: fmt, clippy (native + wasm32), tests (native + wasm32), edge build, end-to-end.
     Test(test::TestArgs),
+    /// Build the edge worker (worker-build --release) and the keyplane binary.
+    Build,
     /// Run the control plane (127.0.0.1:7070) and the edge under `wrangler dev` (127.0.0.1:8787).
     Dev(dev::DevArgs),
     /// Run the cargo-fuzz targets in shared/fuzz.
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
     let result = tools::Tools::locate().and_then(|tools| match cli.command {
         Command::Setup => setup::setup(&tools),
         Command::Test(args) => test::test(&tools, &args),
+        Command::Build => dev::build(&tools),
         Command::Dev(args) => dev::dev(&tools, &args),
         Command::Fuzz(args) => extras::fuzz(&tools, &args),
         Command::Bench(args) => extras::bench(&tools, &args),

@@ -1,0 +1,299 @@
+//! The edge's configuration, read once per isolate from the Worker's vars and secrets.
+//!
+//! Every value is documented in `wrangler.toml`. A missing or invalid setting is a
+//! [`SettingsError`]: the edge then refuses every request with 500 `edge_misconfigured` and
+//! forwards nothing (fail closed), and the log names the setting.
+
+use std::rc::Rc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use keyplane_shared::decision::{AcceptedEnvironments, EdgeConfig};
+use keyplane_shared::sync::SyncSecret;
+use keyplane_shared::{KeyPrefix, Pepper, PepperId, PepperSet, PolicySpec, RateLimit, RoutePolicy};
+use thiserror::Error;
+use worker::Env;
+
+/// Everything the edge needs to decide and to replicate.
+pub struct Settings {
+    /// The decision's inputs (prefix, peppers, environments, route policy, default limit).
+    pub decision: EdgeConfig,
+    /// Where allowed requests go, without a trailing slash.
+    pub origin_url: String,
+    /// The control plane's base URL, without a trailing slash.
+    pub control_plane_url: String,
+    /// Signs and verifies replication requests.
+    pub sync_secret: SyncSecret,
+    /// This edge's name in the control plane's registry.
+    pub edge_name: String,
+    /// The URL the control plane pushes changes to (empty: pull only).
+    pub edge_url: String,
+    /// How often an isolate re-reads the table from its Durable Object, in milliseconds.
+    pub replica_refresh_ms: f64,
+    /// How often the Durable Object pulls the control plane's feed, in milliseconds.
+    pub pull_interval_ms: i64,
+}
+
+/// A setting that is missing or invalid.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("edge setting {name}: {problem}")]
+pub struct SettingsError {
+    /// The variable or secret.
+    pub name: &'static str,
+    /// What is wrong with it (never its value: some are secrets).
+    pub problem: String,
+}
+
+fn invalid(name: &'static str, problem: impl ToString) -> SettingsError {
+    SettingsError {
+        name,
+        problem: problem.to_string(),
+    }
+}
+
+impl Settings {
+    /// Reads every setting through `get` (a var or secret by name; `None` when unset).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let text = |name: &'static str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let required = |name: &'static str| text(name).ok_or_else(|| invalid(name, "is not set"));
+
+        let prefix = KeyPrefix::new(&text("KEY_PREFIX").unwrap_or_else(|| "sk".into()))
+            .map_err(|error| invalid("KEY_PREFIX", error))?;
+        let peppers = parse_peppers(&required("KEYPLANE_PEPPERS")?)
+            .map_err(|problem| invalid("KEYPLANE_PEPPERS", problem))?;
+        let sync_secret = BASE64
+            .decode(required("KEYPLANE_EDGE_SECRET")?)
+            .map_err(|_| invalid("KEYPLANE_EDGE_SECRET", "is not base64"))
+            .and_then(|bytes| {
+                SyncSecret::new(bytes).map_err(|error| invalid("KEYPLANE_EDGE_SECRET", error))
+            })?;
+        let environments = match text("ACCEPTED_ENVIRONMENTS").as_deref() {
+            None | Some("live,test") | Some("test,live") | Some("both") => {
+                AcceptedEnvironments::Both
+            }
+            Some("live") => AcceptedEnvironments::LiveOnly,
+            Some("test") => AcceptedEnvironments::TestOnly,
+            Some(_) => {
+                return Err(invalid(
+                    "ACCEPTED_ENVIRONMENTS",
+                    "must be `live`, `test` or `live,test`",
+                ));
+            }
+        };
+        let policy = match text("ROUTE_POLICY") {
+            None => RoutePolicy::default(),
+            Some(json) => serde_json::from_str::<PolicySpec>(&json)
+                .map_err(|error| invalid("ROUTE_POLICY", error))
+                .and_then(|spec| {
+                    RoutePolicy::from_spec(&spec).map_err(|error| invalid("ROUTE_POLICY", error))
+                })?,
+        };
+        let number = |name: &'static str, default: u32| -> Result<u32, SettingsError> {
+            text(name).map_or(Ok(default), |value| {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| invalid(name, "must be a whole number"))
+            })
+        };
+        let default_rate_limit = RateLimit::new(
+            number(
+                "RATE_LIMIT_PER_MINUTE",
+                RateLimit::DEFAULT.requests_per_minute(),
+            )?,
+            number("RATE_LIMIT_BURST", u32::from(RateLimit::DEFAULT.burst()))?,
+        )
+        .map_err(|error| invalid("RATE_LIMIT_PER_MINUTE / RATE_LIMIT_BURST", error))?;
+        let url = |name: &'static str, value: String| -> Result<String, SettingsError> {
+            let trimmed = value.trim_end_matches('/').to_owned();
+            if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
+                Ok(trimmed)
+            } else {
+                Err(invalid(name, "must be an http:// or https:// URL"))
+            }
+        };
+        let edge_url = match text("EDGE_URL") {
+            Some(value) => url("EDGE_URL", value)?,
+            None => String::new(),
+        };
+        let edge_name = text("EDGE_NAME").unwrap_or_else(|| "edge".into());
+        if edge_name.len() > 64
+            || !edge_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "EDGE_NAME",
+                "must be 1-64 characters of [A-Za-z0-9_-]",
+            ));
+        }
+        Ok(Settings {
+            decision: EdgeConfig {
+                prefix,
+                peppers,
+                environments,
+                policy,
+                default_rate_limit,
+            },
+            origin_url: url("ORIGIN_URL", required("ORIGIN_URL")?)?,
+            control_plane_url: url("CONTROL_PLANE_URL", required("CONTROL_PLANE_URL")?)?,
+            sync_secret,
+            edge_name,
+            edge_url,
+            replica_refresh_ms: f64::from(number("REPLICA_REFRESH_MS", 1000)?),
+            pull_interval_ms: i64::from(number("PULL_INTERVAL_SECS", 10)?.max(1)) * 1000,
+        })
+    }
+
+    /// Reads the settings from the Worker's environment.
+    pub fn from_env(env: &Env) -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| {
+            env.secret(name)
+                .ok()
+                .map(|secret| secret.to_string())
+                .or_else(|| env.var(name).ok().map(|var| var.to_string()))
+        })
+    }
+}
+
+thread_local! {
+    static CACHED: std::cell::RefCell<Option<Rc<Settings>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The isolate's settings, parsed on first use. Errors are not cached: a fixed deployment
+/// comes up without a restart.
+pub fn load(env: &Env) -> Result<Rc<Settings>, SettingsError> {
+    if let Some(settings) = CACHED.with(|cached| cached.borrow().clone()) {
+        return Ok(settings);
+    }
+    let settings = Rc::new(Settings::from_env(env)?);
+    CACHED.with(|cached| *cached.borrow_mut() = Some(settings.clone()));
+    Ok(settings)
+}
+
+/// `KEYPLANE_PEPPERS`: `<id>:<base64 secret>` items, comma-separated, current first (the
+/// control plane's format).
+pub fn parse_peppers(text: &str) -> Result<PepperSet, String> {
+    let mut peppers = text.split(',').map(|item| {
+        let (id, secret) = item
+            .trim()
+            .split_once(':')
+            .ok_or("expected `<id>:<base64 secret>` items")?;
+        let id = id
+            .trim()
+            .parse::<u8>()
+            .map_err(|_| "a pepper id must be 0..=255")?;
+        let secret = BASE64
+            .decode(secret.trim())
+            .map_err(|_| "a pepper secret is not base64")?;
+        Pepper::new(PepperId(id), &secret).map_err(|error| error.to_string())
+    });
+    let current = peppers.next().ok_or("no pepper given")??;
+    let older = peppers.collect::<Result<Vec<_>, String>>()?;
+    PepperSet::new(current, older).map_err(|error| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(name: &str) -> Option<String> {
+        let value = match name {
+            "KEYPLANE_PEPPERS" => format!("1:{}", BASE64.encode([7u8; 32])),
+            "KEYPLANE_EDGE_SECRET" => BASE64.encode([9u8; 32]),
+            "ORIGIN_URL" => "http://127.0.0.1:9/".into(),
+            "CONTROL_PLANE_URL" => "http://127.0.0.1:7070".into(),
+            _ => return None,
+        };
+        Some(value)
+    }
+
+    #[test]
+    fn a_minimal_configuration_gets_the_documented_defaults() {
+        let settings = Settings::from_lookup(base).expect("valid");
+        assert_eq!(settings.origin_url, "http://127.0.0.1:9");
+        assert_eq!(settings.decision.prefix.as_str(), "sk");
+        assert_eq!(settings.decision.environments, AcceptedEnvironments::Both);
+        assert_eq!(settings.decision.default_rate_limit, RateLimit::DEFAULT);
+        assert_eq!(settings.edge_name, "edge");
+        assert_eq!(settings.pull_interval_ms, 10_000);
+    }
+
+    #[test]
+    fn each_invalid_setting_is_named_without_its_value() {
+        let cases: [(&str, &str); 7] = [
+            ("KEYPLANE_PEPPERS", "1:c2hvcnQ="),
+            ("KEYPLANE_EDGE_SECRET", "c2hvcnQ="),
+            ("ACCEPTED_ENVIRONMENTS", "prod"),
+            (
+                "ROUTE_POLICY",
+                "{\"rules\":[{\"path\":\"/x\",\"scopes\":[\"BAD\"]}]}",
+            ),
+            ("ORIGIN_URL", "ftp://x"),
+            ("RATE_LIMIT_BURST", "0"),
+            ("EDGE_NAME", "a b"),
+        ];
+        for (name, value) in cases {
+            let error = Settings::from_lookup(|asked| {
+                if asked == name {
+                    Some(value.to_owned())
+                } else {
+                    base(asked)
+                }
+            })
+            .err()
+            .unwrap_or_else(|| panic!("{name}={value} accepted"));
+            assert!(error.name.contains(name), "{error}");
+            if name.starts_with("KEYPLANE_") {
+                // Secrets: the message never repeats the value.
+                assert!(!error.to_string().contains(value), "{error}");
+            }
+        }
+        let missing = Settings::from_lookup(|asked| {
+            (asked != "KEYPLANE_EDGE_SECRET")
+                .then(|| base(asked))
+                .flatten()
+        });
+        assert_eq!(missing.err().map(|e| e.name), Some("KEYPLANE_EDGE_SECRET"));
+    }
+
+    #[test]
+    fn environments_and_policy_are_parsed() {
+        let settings = Settings::from_lookup(|asked| {
+            match asked {
+            "ACCEPTED_ENVIRONMENTS" => Some("live".into()),
+            "ROUTE_POLICY" => Some(
+                r#"{"rules":[{"path":"/health","public":true}],"default_scopes":["contacts:read"]}"#
+                    .into(),
+            ),
+            _ => base(asked),
+        }
+        })
+        .expect("valid");
+        assert_eq!(
+            settings.decision.environments,
+            AcceptedEnvironments::LiveOnly
+        );
+        assert!(matches!(
+            &*settings.decision.policy.requirement("GET", "/health"),
+            keyplane_shared::policy::Requirement::Public
+        ));
+    }
+
+    #[test]
+    fn pepper_lists_keep_their_order() {
+        let text = format!(
+            "2:{},1:{}",
+            BASE64.encode([1u8; 32]),
+            BASE64.encode([2u8; 32])
+        );
+        let peppers = parse_peppers(&text).expect("valid");
+        let ids: Vec<u8> = peppers.iter().map(|p| p.id().0).collect();
+        assert_eq!(ids, [2, 1]);
+        assert!(parse_peppers("").is_err());
+        assert!(parse_peppers("x:AAAA").is_err());
+    }
+}

@@ -1,0 +1,344 @@
+//! A whole local deployment for end-to-end tests and benchmarks: secrets shared by the control
+//! plane and its edges, the control plane (temporary SQLite), a test origin, and N edges under
+//! workerd, each of which can be stopped and restarted on the same port and storage.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use keyplane_shared::sync::{self, SignedRequest, SyncSecret};
+use serde_json::{Value, json};
+
+use crate::{Origin, Reply, Service, Setup, fresh_dir};
+
+/// The secrets of one deployment, generated per test.
+#[derive(Clone)]
+pub struct DeploymentSecrets {
+    /// `KEYPLANE_PEPPERS`.
+    pub peppers: String,
+    /// `KEYPLANE_SIGNING_SECRET`.
+    pub signing_secret: String,
+    /// `KEYPLANE_EDGE_SECRET`.
+    pub edge_secret: String,
+}
+
+impl DeploymentSecrets {
+    /// Fresh random secrets.
+    pub fn generate() -> Result<Self> {
+        let random = || -> Result<String> {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("CSPRNG: {error}"))?;
+            Ok(BASE64.encode(bytes))
+        };
+        Ok(Self {
+            peppers: format!("1:{}", random()?),
+            signing_secret: random()?,
+            edge_secret: random()?,
+        })
+    }
+
+    /// The edge secret, for signing requests to an edge.
+    pub fn sync_secret(&self) -> Result<SyncSecret> {
+        Ok(SyncSecret::new(BASE64.decode(&self.edge_secret)?)?)
+    }
+}
+
+/// How to start one edge.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    /// `EDGE_NAME`.
+    pub name: String,
+    /// The port it listens on (fixed, so a restart keeps its URL).
+    pub port: u16,
+    /// `CONTROL_PLANE_URL`.
+    pub control_plane_url: String,
+    /// `ORIGIN_URL`.
+    pub origin_url: String,
+    /// Durable Object storage directory (kept across restarts); `None`: in memory.
+    pub persist_dir: Option<PathBuf>,
+    /// `ACCEPTED_ENVIRONMENTS`.
+    pub accepted_environments: Option<String>,
+    /// `ROUTE_POLICY`.
+    pub route_policy: Option<Value>,
+    /// `RATE_LIMIT_PER_MINUTE`, `RATE_LIMIT_BURST`.
+    pub rate_limit: (u32, u32),
+    /// `PULL_INTERVAL_SECS`.
+    pub pull_interval_secs: u32,
+    /// Whether to run the plain pass-through worker instead (benchmark baseline).
+    pub passthrough: bool,
+}
+
+impl EdgeOptions {
+    /// Options for an edge on a free port, with a limit high enough that tests never meet it.
+    pub fn new(name: &str, control_plane_url: &str, origin_url: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            port: free_port().unwrap_or(0),
+            control_plane_url: control_plane_url.to_owned(),
+            origin_url: origin_url.to_owned(),
+            persist_dir: None,
+            accepted_environments: None,
+            route_policy: None,
+            rate_limit: (1_000_000, 65_535),
+            pull_interval_secs: 10,
+            passthrough: false,
+        }
+    }
+
+    /// This edge's base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The vars and secrets handed to the worker.
+    pub(crate) fn bindings(&self, secrets: &DeploymentSecrets) -> Value {
+        let mut bindings = json!({
+            "ORIGIN_URL": self.origin_url,
+            "CONTROL_PLANE_URL": self.control_plane_url,
+            "KEY_PREFIX": "sk",
+            "EDGE_NAME": self.name,
+            "EDGE_URL": self.url(),
+            "KEYPLANE_PEPPERS": secrets.peppers,
+            "KEYPLANE_EDGE_SECRET": secrets.edge_secret,
+            "RATE_LIMIT_PER_MINUTE": self.rate_limit.0.to_string(),
+            "RATE_LIMIT_BURST": self.rate_limit.1.to_string(),
+            "PULL_INTERVAL_SECS": self.pull_interval_secs.to_string(),
+        });
+        if let Some(environments) = &self.accepted_environments {
+            bindings["ACCEPTED_ENVIRONMENTS"] = json!(environments);
+        }
+        if let Some(policy) = &self.route_policy {
+            bindings["ROUTE_POLICY"] = json!(policy.to_string());
+        }
+        bindings
+    }
+}
+
+/// The running control plane.
+pub struct ControlPlane {
+    service: Option<Service>,
+    /// Base URL.
+    pub url: String,
+    listen: String,
+    data_dir: PathBuf,
+}
+
+/// One edge: its options and, while it runs, its process.
+pub struct Edge {
+    /// How it is started.
+    pub options: EdgeOptions,
+    service: Option<Service>,
+}
+
+/// Control plane + origin + edges.
+pub struct Deployment {
+    setup: Setup,
+    /// The shared secrets.
+    pub secrets: DeploymentSecrets,
+    /// The test origin.
+    pub origin: Origin,
+    /// The control plane.
+    pub control_plane: ControlPlane,
+    /// The edges.
+    pub edges: Vec<Edge>,
+    /// The bootstrap organization's admin key.
+    pub admin_key: String,
+}
+
+impl Deployment {
+    /// Starts the control plane, the origin and `edges` edges (each adjusted by `adjust`), and
+    /// waits until every edge has loaded the control plane's table.
+    pub fn start(setup: &Setup, edges: usize, adjust: impl Fn(&mut EdgeOptions)) -> Result<Self> {
+        let secrets = DeploymentSecrets::generate()?;
+        let origin = Origin::start()?;
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let data_dir = fresh_dir("control-plane")?;
+        let service = setup.start_control_plane_with(&secrets, &data_dir, &listen)?;
+        let admin_key = service
+            .preamble
+            .iter()
+            .find_map(|line| {
+                line.rsplit_once("(store it now): ")
+                    .map(|(_, key)| key.trim().to_owned())
+            })
+            .context("the control plane printed no admin key on its first start")?;
+        let control_plane = ControlPlane {
+            url: service.url.clone(),
+            service: Some(service),
+            listen,
+            data_dir,
+        };
+        let mut deployment = Self {
+            setup: setup.clone(),
+            secrets,
+            origin,
+            control_plane,
+            edges: Vec::new(),
+            admin_key,
+        };
+        for index in 0..edges {
+            let mut options = EdgeOptions::new(
+                &format!("edge-{index}"),
+                &deployment.control_plane.url,
+                &deployment.origin.url,
+            );
+            options.persist_dir = Some(fresh_dir(&format!("edge-{index}"))?);
+            adjust(&mut options);
+            deployment.edges.push(Edge {
+                options,
+                service: None,
+            });
+            deployment.start_edge(index)?;
+        }
+        Ok(deployment)
+    }
+
+    /// Starts (or restarts) edge `index` on its port and storage, and waits until it answers
+    /// with its table loaded.
+    pub fn start_edge(&mut self, index: usize) -> Result<()> {
+        let edge = self.edges.get_mut(index).context("no such edge")?;
+        let service = self.setup.start_edge_with(&edge.options, &self.secrets)?;
+        edge.service = Some(service);
+        // The first status call loads the table (and registers the edge by pulling).
+        self.edge_status(index)?;
+        Ok(())
+    }
+
+    /// Stops edge `index` (its storage stays).
+    pub fn stop_edge(&mut self, index: usize) {
+        if let Some(edge) = self.edges.get_mut(index) {
+            drop(edge.service.take());
+        }
+    }
+
+    /// Stops the control plane (its database stays).
+    pub fn stop_control_plane(&mut self) {
+        drop(self.control_plane.service.take());
+    }
+
+    /// Starts the control plane again on the same address and database.
+    pub fn restart_control_plane(&mut self) -> Result<()> {
+        let service = self.setup.start_control_plane_with(
+            &self.secrets,
+            &self.control_plane.data_dir,
+            &self.control_plane.listen,
+        )?;
+        self.control_plane.service = Some(service);
+        Ok(())
+    }
+
+    /// A management API call with the admin key.
+    pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> Result<Reply> {
+        let authorization = format!("Bearer {}", self.admin_key);
+        crate::send(
+            method,
+            &format!("{}{path}", self.control_plane.url),
+            &[("authorization", &authorization)],
+            body.as_ref(),
+        )
+    }
+
+    /// Creates a key; returns its id and the full key.
+    pub fn create_key(&self, body: Value) -> Result<(String, String)> {
+        let reply = self.api("POST", "/v1/keys", Some(body))?;
+        if reply.status != 201 {
+            bail!("creating a key: {reply:?}");
+        }
+        let created = reply.json()?;
+        let id = created["record"]["id"]
+            .as_str()
+            .context("record.id")?
+            .to_owned();
+        let key = created["key"].as_str().context("key")?.to_owned();
+        Ok((id, key))
+    }
+
+    /// The control plane's current feed head, read from the key table it serves.
+    pub fn edge_url(&self, index: usize) -> String {
+        self.edges
+            .get(index)
+            .map(|edge| edge.options.url())
+            .unwrap_or_default()
+    }
+
+    /// `GET <edge><path>` with the key in `x-api-key` (none when `key` is `None`).
+    pub fn through_edge(&self, index: usize, path: &str, key: Option<&str>) -> Result<Reply> {
+        let url = format!("{}{path}", self.edge_url(index));
+        match key {
+            Some(key) => crate::get(&url, &[("x-api-key", key)]),
+            None => crate::get(&url, &[]),
+        }
+    }
+
+    /// The edge's signed status: `{"edge", "applied_seq", "keys"}`.
+    pub fn edge_status(&self, index: usize) -> Result<Value> {
+        let path = "/__keyplane/status";
+        let reply = signed(
+            &self.secrets,
+            "GET",
+            &self.edge_url(index),
+            path,
+            Vec::new(),
+        )?;
+        if reply.status != 200 {
+            bail!("edge {index} status: {reply:?}");
+        }
+        reply.json()
+    }
+
+    /// Waits until `check` holds, polling every 10 ms, failing after `timeout`.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut() -> Result<bool>,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            if check()? {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                bail!("{what}: still not true after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Sends a request signed with the deployment's edge secret.
+pub fn signed(
+    secrets: &DeploymentSecrets,
+    method: &str,
+    base: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Reply> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let header = sync::sign_now(
+        &secrets.sync_secret()?,
+        i64::try_from(now)?,
+        &SignedRequest {
+            method,
+            path_and_query: path,
+            body: &body,
+        },
+    )
+    .map_err(|error| anyhow::anyhow!("CSPRNG: {error}"))?;
+    let url = format!("{base}{path}");
+    let headers = [
+        (sync::SIGNATURE_HEADER, header.as_str()),
+        ("content-type", "application/octet-stream"),
+    ];
+    crate::send_bytes(method, &url, &headers, (method != "GET").then_some(body))
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
