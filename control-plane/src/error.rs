@@ -55,6 +55,14 @@ pub enum ApiError {
     /// 405 `method_not_allowed`.
     #[error("this method is not allowed on this path")]
     MethodNotAllowed,
+    /// 401 `invalid_signature`: an edge request is unsigned, badly signed or stale (one
+    /// message for all, so nothing is learned from it).
+    #[error("the request is not signed with the edge secret, or the signature is stale")]
+    InvalidSignature,
+    /// 409 `sequence_ahead`: an edge asked for changes after a sequence this control plane
+    /// never reached (a restored database): it must load a snapshot.
+    #[error("the edge is ahead of this control plane's change feed (head {0}); load a snapshot")]
+    SequenceAhead(u64),
     /// 409 `conflict`: the resource's state forbids the change.
     #[error("{0}")]
     Conflict(Conflict),
@@ -76,7 +84,9 @@ impl ApiError {
             ApiError::MissingKey
             | ApiError::InvalidKey
             | ApiError::RevokedKey
-            | ApiError::ExpiredKey => StatusCode::UNAUTHORIZED,
+            | ApiError::ExpiredKey
+            | ApiError::InvalidSignature => StatusCode::UNAUTHORIZED,
+            ApiError::SequenceAhead(_) => StatusCode::CONFLICT,
             ApiError::InsufficientScope(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -100,6 +110,8 @@ impl ApiError {
             ApiError::InsufficientScope(_) => "insufficient_scope",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::InvalidSignature => "invalid_signature",
+            ApiError::SequenceAhead(_) => "sequence_ahead",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",

@@ -20,6 +20,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod replication;
 pub mod secrets;
 pub mod state;
 pub mod store;
@@ -65,6 +66,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 pub fn app(state: AppState) -> Router {
     let (router, document) = api_router().split_for_parts();
     router
+        .merge(replication::feed::router())
         .fallback(unrouted)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(Arc::new(document)))
@@ -96,7 +98,15 @@ async fn count_request(State(state): State<AppState>, request: Request, next: Ne
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
+    let mutation = !matches!(
+        request.method(),
+        &axum::http::Method::GET | &axum::http::Method::HEAD
+    );
     let response = next.run(request).await;
+    if mutation && response.status().is_success() {
+        // A committed key mutation: the pusher sends it to the edges now.
+        state.feed_changed.notify_one();
+    }
     state
         .metrics
         .requests
@@ -179,18 +189,24 @@ impl Application {
         &self.store
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves (and pushes changes to the registered edges) until `shutdown` resolves, then
+    /// lets in-flight requests finish.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(
+        let (stop_pusher, stopped) = tokio::sync::watch::channel(false);
+        let pusher = replication::pusher::spawn(self.state.clone(), stopped);
+        let served = axum::serve(
             self.listener,
             app(self.state).into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await
-        .context("serving HTTP")
+        .context("serving HTTP");
+        let _ = stop_pusher.send(true);
+        pusher.abort();
+        served
     }
 }
 
@@ -226,6 +242,7 @@ pub async fn open_state(
         config.key_prefix.clone(),
         clock,
         sealer,
+        secrets.edge_secret,
     );
     Ok((state, store))
 }

@@ -1,5 +1,5 @@
 //! The `keyplane` binary: `serve` runs the control plane; `bootstrap` creates an organization;
-//! `audit verify` checks an organization's audit chain.
+//! `audit verify` checks an organization's audit chain; `edge-env` and `edges` configure edges.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::store::Store as _;
 use keyplane_control_plane::{Application, Config, open_state};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use tracing_subscriber::EnvFilter;
 
 /// Keyplane: issue, rotate, revoke and audit API keys, checked at the edge.
@@ -36,6 +36,42 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Print the two secrets an edge needs (`KEYPLANE_PEPPERS`, `KEYPLANE_EDGE_SECRET`) in
+    /// `.dev.vars` form, for `wrangler secret put` or local runs.
+    EdgeEnv {
+        #[command(flatten)]
+        config: Config,
+    },
+    /// The edge registry the pusher sends changes to.
+    Edges {
+        #[command(subcommand)]
+        command: EdgesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EdgesCommand {
+    /// Register an edge (edges also register themselves when they pull with EDGE_URL set).
+    Add {
+        #[command(flatten)]
+        config: Config,
+        /// Its name (`EDGE_NAME`).
+        name: String,
+        /// Its base URL; pushes go to `<url>/__keyplane/sync`.
+        url: String,
+    },
+    /// List registered edges and how far each has acknowledged the feed.
+    List {
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Stop pushing to an edge.
+    Remove {
+        #[command(flatten)]
+        config: Config,
+        /// Its name.
+        name: String,
     },
 }
 
@@ -102,7 +138,53 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::EdgeEnv { config } => {
+            let (secrets, _) = keyplane_control_plane::secrets::load(&config.data_dir, env_secret)?;
+            println!("KEYPLANE_PEPPERS={}", secrets.peppers_text.expose_secret());
+            println!(
+                "KEYPLANE_EDGE_SECRET={}",
+                secrets.edge_secret_text.expose_secret()
+            );
+            Ok(())
+        }
+        Command::Edges { command } => edges(command).await,
     }
+}
+
+async fn edges(command: EdgesCommand) -> anyhow::Result<()> {
+    let (EdgesCommand::Add { config, .. }
+    | EdgesCommand::List { config }
+    | EdgesCommand::Remove { config, .. }) = &command;
+    let (state, store) = open_state(config, Arc::new(SystemClock), env_secret).await?;
+    match &command {
+        EdgesCommand::Add { name, url, .. } => {
+            keyplane_control_plane::replication::feed::validate_edge(name, url)
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            store.register_edge(name, url, None, state.now()).await?;
+            println!("registered edge {name} at {url}");
+        }
+        EdgesCommand::List { .. } => {
+            let head = store.feed_head().await?;
+            println!("feed head: {head}");
+            for edge in store.edges().await? {
+                println!(
+                    "{}\t{}\tacked {}\treported {}\tlast error: {}",
+                    edge.name,
+                    edge.url,
+                    edge.acked_seq,
+                    edge.reported_seq,
+                    edge.last_error.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        EdgesCommand::Remove { name, .. } => {
+            if !store.remove_edge(name).await? {
+                anyhow::bail!("no edge named {name}");
+            }
+            println!("removed edge {name}");
+        }
+    }
+    Ok(())
 }
 
 /// Prints a new organization's admin key to stdout, the one time it can be seen.

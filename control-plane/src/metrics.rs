@@ -32,6 +32,10 @@ pub struct Metrics {
     pub auth_failures: Family<OutcomeLabels, Counter>,
     /// Key lifecycle operations that succeeded, by operation.
     pub key_operations: Family<OutcomeLabels, Counter>,
+    /// Pushes to edges that the edge acknowledged.
+    pub pushes_succeeded: Counter,
+    /// Pushes to edges that failed (retried with backoff).
+    pub pushes_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -55,11 +59,25 @@ impl Default for Metrics {
             "Key lifecycle operations that succeeded",
             key_operations.clone(),
         );
+        let pushes_succeeded = Counter::default();
+        let pushes_failed = Counter::default();
+        registry.register(
+            "edge_pushes_succeeded",
+            "Change pushes an edge acknowledged",
+            pushes_succeeded.clone(),
+        );
+        registry.register(
+            "edge_pushes_failed",
+            "Change pushes that failed and will be retried",
+            pushes_failed.clone(),
+        );
         Metrics {
             registry,
             requests,
             auth_failures,
             key_operations,
+            pushes_succeeded,
+            pushes_failed,
         }
     }
 }

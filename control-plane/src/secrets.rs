@@ -1,7 +1,7 @@
 //! The deployment's secrets: the lookup-digest peppers and the signing secret.
 //!
 //! Each comes from an environment variable when set (`KEYPLANE_PEPPERS`,
-//! `KEYPLANE_SIGNING_SECRET`), else from `secrets.json` in the data directory. On a first local
+//! `KEYPLANE_SIGNING_SECRET`, `KEYPLANE_EDGE_SECRET`), else from `secrets.json` in the data directory. On a first local
 //! start neither exists: they are generated from the OS CSPRNG, written to that file with mode
 //! 0600, and the log says so once. Without the pepper no stored key can be verified again, so
 //! the file must be backed up (or the variables set) in any real deployment.
@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use keyplane_shared::sync::SyncSecret;
 use keyplane_shared::{Pepper, PepperId, PepperSet};
 use secrecy::{ExposeSecret as _, SecretBox, SecretString};
 use serde::{Deserialize, Serialize};
@@ -25,8 +26,14 @@ const GENERATED_LEN: usize = 32;
 pub struct Secrets {
     /// Lookup-digest peppers, current first.
     pub peppers: PepperSet,
-    /// Signs the audit chain and (later) edge sync requests.
+    /// Signs the audit chain.
     pub signing_secret: SecretBox<Vec<u8>>,
+    /// Signs pushes to edges and verifies their pulls (shared with every edge).
+    pub edge_secret: SyncSecret,
+    /// The peppers in `KEYPLANE_PEPPERS` form, for configuring edges (`keyplane edge-env`).
+    pub peppers_text: SecretString,
+    /// The edge secret in base64, for configuring edges.
+    pub edge_secret_text: SecretString,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -53,6 +60,8 @@ struct SecretsFile {
     peppers: Vec<StoredPepper>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     signing_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edge_secret: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -70,12 +79,16 @@ pub fn load(
     let path = data_dir.join("secrets.json");
     let env_peppers = env("KEYPLANE_PEPPERS");
     let env_signing = env("KEYPLANE_SIGNING_SECRET");
-    if let (Some(peppers), Some(signing)) = (&env_peppers, &env_signing) {
+    let env_edge = env("KEYPLANE_EDGE_SECRET");
+    if let (Some(peppers), Some(signing), Some(edge)) = (&env_peppers, &env_signing, &env_edge) {
         let secrets = Secrets {
             peppers: parse_peppers(peppers.expose_secret()).context("KEYPLANE_PEPPERS")?,
             signing_secret: SecretBox::new(Box::new(
                 decode(signing.expose_secret()).context("KEYPLANE_SIGNING_SECRET")?,
             )),
+            edge_secret: edge_secret(edge.expose_secret()).context("KEYPLANE_EDGE_SECRET")?,
+            peppers_text: peppers.clone(),
+            edge_secret_text: edge.clone(),
         };
         return Ok((secrets, SecretsSource::Environment));
     }
@@ -96,6 +109,10 @@ pub fn load(
     }
     if env_signing.is_none() && file.signing_secret.is_none() {
         file.signing_secret = Some(BASE64.encode(random_secret()?));
+        generated = true;
+    }
+    if env_edge.is_none() && file.edge_secret.is_none() {
+        file.edge_secret = Some(BASE64.encode(random_secret()?));
         generated = true;
     }
     if generated {
@@ -121,9 +138,29 @@ pub fn load(
         }
         (None, None) => bail!("no signing secret"),
     };
+    let edge_secret_text = match (&env_edge, &file.edge_secret) {
+        (Some(text), _) => text.clone(),
+        (None, Some(text)) => SecretString::from(text.clone()),
+        (None, None) => bail!("no edge secret"),
+    };
+    let peppers_text = match &env_peppers {
+        Some(text) => text.clone(),
+        None => SecretString::from(
+            file.peppers
+                .iter()
+                .map(|p| format!("{}:{}", p.id, p.secret))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    };
     let secrets = Secrets {
         peppers,
         signing_secret: SecretBox::new(Box::new(signing_secret)),
+        edge_secret: edge_secret(edge_secret_text.expose_secret()).with_context(|| {
+            format!("KEYPLANE_EDGE_SECRET or edge_secret in {}", path.display())
+        })?,
+        peppers_text,
+        edge_secret_text,
     };
     let source = if generated {
         SecretsSource::Generated(path)
@@ -152,6 +189,10 @@ fn pepper_set(list: Vec<Pepper>) -> anyhow::Result<PepperSet> {
     let mut list = list.into_iter();
     let current = list.next().context("no pepper given")?;
     Ok(PepperSet::new(current, list)?)
+}
+
+fn edge_secret(text: &str) -> anyhow::Result<SyncSecret> {
+    SyncSecret::new(decode(text)?).map_err(|error| anyhow::anyhow!("{error}"))
 }
 
 fn decode(text: &str) -> anyhow::Result<Vec<u8>> {
@@ -218,6 +259,14 @@ mod tests {
             second.signing_secret.expose_secret()
         );
         assert_eq!(first.peppers.current().id(), second.peppers.current().id());
+        assert_eq!(
+            first.edge_secret_text.expose_secret(),
+            second.edge_secret_text.expose_secret()
+        );
+        assert_ne!(
+            first.edge_secret_text.expose_secret(),
+            BASE64.encode(first.signing_secret.expose_secret())
+        );
     }
 
     #[test]
@@ -228,6 +277,7 @@ mod tests {
         let env = |name: &str| match name {
             "KEYPLANE_PEPPERS" => Some(SecretString::from(format!("3:{secret}, 2:{old}"))),
             "KEYPLANE_SIGNING_SECRET" => Some(SecretString::from(secret.clone())),
+            "KEYPLANE_EDGE_SECRET" => Some(SecretString::from(BASE64.encode([5u8; 32]))),
             _ => None,
         };
         let (secrets, source) = load(dir.path(), env).expect("from env");
@@ -235,6 +285,10 @@ mod tests {
         let ids: Vec<u8> = secrets.peppers.iter().map(|p| p.id().0).collect();
         assert_eq!(ids, [3, 2]);
         assert!(!dir.path().join("secrets.json").exists());
+        assert_eq!(
+            secrets.edge_secret_text.expose_secret(),
+            BASE64.encode([5u8; 32])
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use keyplane_shared::ids::KeyId;
+use keyplane_shared::sync::SyncSecret;
 use keyplane_shared::{KeyPrefix, LookupDigest, PepperSet, Timestamp};
+use tokio::sync::Notify;
 
 use crate::audit::chain::AuditSealer;
 use crate::metrics::Metrics;
@@ -48,6 +50,10 @@ pub struct Shared {
     pub sealer: AuditSealer,
     /// Request and domain counters for `/metrics`.
     pub metrics: Metrics,
+    /// Signs pushes to edges and verifies their pulls.
+    pub edge_secret: SyncSecret,
+    /// Woken after every committed mutation, so the pusher sends it at once.
+    pub feed_changed: Arc<Notify>,
     /// Management keys whose Argon2id hash this process has already checked, by id, with the
     /// digest that was checked. A std mutex: it is held for a map lookup, never across `.await`.
     verified: Mutex<HashMap<KeyId, LookupDigest>>,
@@ -64,6 +70,7 @@ impl AppState {
         prefix: KeyPrefix,
         clock: Arc<dyn Clock>,
         sealer: AuditSealer,
+        edge_secret: SyncSecret,
     ) -> Self {
         AppState(Arc::new(Shared {
             store,
@@ -72,6 +79,8 @@ impl AppState {
             clock,
             sealer,
             metrics: Metrics::default(),
+            edge_secret,
+            feed_changed: Arc::new(Notify::new()),
             verified: Mutex::new(HashMap::new()),
         }))
     }

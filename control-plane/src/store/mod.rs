@@ -13,7 +13,7 @@ pub mod sql;
 
 use async_trait::async_trait;
 use keyplane_shared::ids::{KeyId, OrgId};
-use keyplane_shared::{LookupDigest, Timestamp};
+use keyplane_shared::{Change, LookupDigest, Timestamp};
 use thiserror::Error;
 
 pub use records::{
@@ -176,4 +176,53 @@ pub trait Store: Send + Sync + 'static {
         &self,
         org: OrgId,
     ) -> Result<(Vec<AuditRecord>, u64, [u8; 32]), StoreError>;
+
+    /// The replication feed's head: the sequence number of the last committed change.
+    async fn feed_head(&self) -> Result<u64, StoreError>;
+
+    /// Up to `limit` changes after sequence `after`, in order, without holes.
+    async fn changes_after(&self, after: u64, limit: u64) -> Result<Vec<Change>, StoreError>;
+
+    /// Registers an edge, or updates its URL and (when it reported one) its sequence.
+    async fn register_edge(
+        &self,
+        name: &str,
+        url: &str,
+        reported_seq: Option<u64>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Every registered edge, by name.
+    async fn edges(&self) -> Result<Vec<EdgeRecord>, StoreError>;
+
+    /// Records a push's outcome: the sequence the edge acknowledged, or the error.
+    async fn record_push(
+        &self,
+        name: &str,
+        acked_seq: Option<u64>,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Removes an edge from the registry; whether it was there.
+    async fn remove_edge(&self, name: &str) -> Result<bool, StoreError>;
+}
+
+/// A registered edge and how replication to it is going.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EdgeRecord {
+    /// Its name (`EDGE_NAME`).
+    pub name: String,
+    /// Where pushes go (`<url>/__keyplane/sync`).
+    pub url: String,
+    /// When it last pulled the feed.
+    pub last_seen_at: Option<Timestamp>,
+    /// The sequence it reported when it last pulled.
+    pub reported_seq: u64,
+    /// The highest sequence it acknowledged to a push.
+    pub acked_seq: u64,
+    /// When a push was last attempted.
+    pub last_push_at: Option<Timestamp>,
+    /// The last push's error, if it failed.
+    pub last_error: Option<String>,
 }

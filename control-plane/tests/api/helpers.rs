@@ -79,6 +79,7 @@ fn secrets_env(name: &str) -> Option<SecretString> {
     match name {
         "KEYPLANE_PEPPERS" => Some(SecretString::from(format!("1:{}", b64(1)))),
         "KEYPLANE_SIGNING_SECRET" => Some(SecretString::from(b64(2))),
+        "KEYPLANE_EDGE_SECRET" => Some(SecretString::from(b64(3))),
         _ => None,
     }
 }

@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keyplane_shared::ids::{KeyId, OrgId};
-use keyplane_shared::{ChangeOp, LookupDigest, RateLimit, Timestamp};
+use keyplane_shared::{Change, ChangeOp, LookupDigest, RateLimit, Timestamp};
 use serde_json::{Value, json};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Executor as _, Row as _, Transaction};
 
 mod filtered;
 mod journal;
+mod replication;
 mod rows;
 
 use self::filtered::{Filtered, Param};
@@ -30,7 +31,7 @@ use self::rows::{
     AUDIT_COLUMNS, KEY_COLUMNS, audit_from_row, bytes32, i64_of, key_from_row, u64_of,
 };
 use super::records::*;
-use super::{Conflict, Store, StoreError};
+use super::{Conflict, EdgeRecord, Store, StoreError};
 use crate::audit::chain::{AuditSealer, GENESIS};
 
 /// Which database a URL points at.
@@ -661,6 +662,42 @@ impl Store for SqlStore {
             u64_of(head.try_get::<i64, _>(0)?)?,
             bytes32(head.try_get::<Vec<u8>, _>(1)?)?,
         ))
+    }
+
+    async fn feed_head(&self) -> Result<u64, StoreError> {
+        replication::feed_head(&self.pool).await
+    }
+
+    async fn changes_after(&self, after: u64, limit: u64) -> Result<Vec<Change>, StoreError> {
+        replication::changes_after(&self.pool, after, limit).await
+    }
+
+    async fn register_edge(
+        &self,
+        name: &str,
+        url: &str,
+        reported_seq: Option<u64>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        replication::register_edge(&self.pool, name, url, reported_seq, now.as_millis()).await
+    }
+
+    async fn edges(&self) -> Result<Vec<EdgeRecord>, StoreError> {
+        replication::edges(&self.pool).await
+    }
+
+    async fn record_push(
+        &self,
+        name: &str,
+        acked_seq: Option<u64>,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        replication::record_push(&self.pool, name, acked_seq, error, now.as_millis()).await
+    }
+
+    async fn remove_edge(&self, name: &str) -> Result<bool, StoreError> {
+        replication::remove_edge(&self.pool, name).await
     }
 }
 
