@@ -9,4 +9,5 @@ mod bad_input;
 mod concurrency;
 mod keys;
 mod operations;
+mod replication;
 mod secrecy_at_rest;

@@ -1,0 +1,454 @@
+//! Replication, control-plane side: the signed feed, the edge registry, and the pusher
+//! against fake edges (axum servers on 127.0.0.1 that verify and record what they receive).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use keyplane_control_plane::replication::pusher;
+use keyplane_control_plane::store::Store as _;
+use keyplane_shared::sync::{self, SignedRequest};
+use keyplane_shared::table::codec::{decode_changes, decode_snapshot};
+use keyplane_shared::{Change, ChangeOp, KeyStatus};
+use serde_json::json;
+
+use crate::backends;
+use crate::helpers::{Reply, TestApp};
+
+backends!(
+    the_feed_refuses_unsigned_forged_and_stale_requests,
+    changes_follow_every_mutation_in_order,
+    the_snapshot_equals_the_replayed_log_and_pulling_registers_the_edge,
+    the_pusher_delivers_signed_changes_retries_and_resends_after_a_gap,
+    a_stuck_edge_blocks_neither_the_api_nor_other_edges,
+);
+
+impl TestApp {
+    /// `GET path` signed with the edge secret at the test clock's time.
+    async fn signed_get(&self, path: &str) -> Reply {
+        let now = self.state.now().as_millis() / 1000;
+        self.signed_get_at(path, path, now).await
+    }
+
+    async fn signed_get_at(&self, path: &str, signed_path: &str, now: i64) -> Reply {
+        let header = sync::sign_now(
+            &self.state.edge_secret,
+            now,
+            &SignedRequest {
+                method: "GET",
+                path_and_query: signed_path,
+                body: &[],
+            },
+        )
+        .expect("CSPRNG");
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(sync::SIGNATURE_HEADER, header)
+            .body(Body::empty())
+            .expect("request");
+        self.send(request).await
+    }
+
+    /// The raw bytes of a signed feed answer.
+    async fn feed_bytes(&self, path: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let now = self.state.now().as_millis() / 1000;
+        let header = sync::sign_now(
+            &self.state.edge_secret,
+            now,
+            &SignedRequest {
+                method: "GET",
+                path_and_query: path,
+                body: &[],
+            },
+        )
+        .expect("CSPRNG");
+        let request = Request::builder()
+            .uri(path)
+            .header(sync::SIGNATURE_HEADER, header)
+            .body(Body::empty())
+            .expect("request");
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+        let response = keyplane_control_plane::app(self.state.clone())
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, headers, bytes.to_vec())
+    }
+}
+
+async fn the_feed_refuses_unsigned_forged_and_stale_requests(app: TestApp) {
+    let path = "/v1/edge/changes?after=0&edge=e1&url=http%3A%2F%2F127.0.0.1%3A1";
+    let unsigned = app.call(Method::GET, path, None, None).await;
+    let stale = app
+        .signed_get_at(path, path, app.state.now().as_millis() / 1000 - 301)
+        .await;
+    let other_path = app
+        .signed_get_at(
+            path,
+            "/v1/edge/changes?after=5",
+            app.state.now().as_millis() / 1000,
+        )
+        .await;
+    let forged = {
+        let secret = sync::SyncSecret::new(vec![9; 32]).expect("secret");
+        let header = sync::sign_now(
+            &secret,
+            app.state.now().as_millis() / 1000,
+            &SignedRequest {
+                method: "GET",
+                path_and_query: path,
+                body: &[],
+            },
+        )
+        .expect("CSPRNG");
+        app.send(
+            Request::builder()
+                .uri(path)
+                .header(sync::SIGNATURE_HEADER, header)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+    };
+    let management_key_only = app.get(path).await;
+    for reply in [
+        &unsigned,
+        &stale,
+        &other_path,
+        &forged,
+        &management_key_only,
+    ] {
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{reply:?}");
+        assert_eq!(reply.code(), "invalid_signature");
+        assert_eq!(
+            reply.body["error"]["message"],
+            unsigned.body["error"]["message"]
+        );
+    }
+    assert!(
+        app.store.edges().await.expect("edges").is_empty(),
+        "a refused pull registered an edge"
+    );
+    let snapshot = app.call(Method::GET, "/v1/edge/snapshot", None, None).await;
+    assert_eq!(snapshot.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn changes_follow_every_mutation_in_order(app: TestApp) {
+    let (_, record) = app
+        .create_key(json!({"name": "k", "environment": "live"}))
+        .await;
+    let id = record["id"].as_str().expect("id").to_owned();
+    app.patch(
+        &format!("/v1/keys/{id}"),
+        json!({"scopes": ["contacts:read"]}),
+    )
+    .await;
+    let rotated = app.post(&format!("/v1/keys/{id}/rotate"), json!({})).await;
+    assert_eq!(rotated.status, StatusCode::CREATED, "{rotated:?}");
+    let successor = rotated.body["record"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.post(
+        &format!("/v1/keys/{successor}/revoke"),
+        json!({"reason": "unused"}),
+    )
+    .await;
+    let deleted = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/keys/{successor}"),
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert!(deleted.status.is_success(), "{deleted:?}");
+
+    let head = app.store.feed_head().await.expect("head");
+    let (status, headers, bytes) = app.feed_bytes("/v1/edge/changes?after=0").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    assert_eq!(headers["x-keyplane-head-seq"], head.to_string().as_str());
+    let changes = decode_changes(&bytes).expect("decodes");
+    let seqs: Vec<u64> = changes.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, (1..=head).collect::<Vec<_>>(), "gap-free, in order");
+    let last_two: Vec<&Change> = changes.iter().rev().take(2).collect();
+    assert!(
+        matches!(&last_two[0].op, ChangeOp::Remove(_)),
+        "delete is a removal"
+    );
+    match &last_two[1].op {
+        ChangeOp::Upsert(entry) => assert_eq!(entry.status, KeyStatus::Revoked),
+        other => panic!("revoke should be an upsert, got {other:?}"),
+    }
+    let scoped = changes
+        .iter()
+        .any(|c| matches!(&c.op, ChangeOp::Upsert(e) if e.scopes.to_string() == "contacts:read"));
+    assert!(scoped, "the scope update is in the log");
+
+    let (_, _, page) = app.feed_bytes("/v1/edge/changes?after=1&limit=2").await;
+    let page: Vec<u64> = decode_changes(&page)
+        .expect("decodes")
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(page, [2, 3]);
+    let (_, _, empty) = app
+        .feed_bytes(&format!("/v1/edge/changes?after={head}"))
+        .await;
+    assert!(decode_changes(&empty).expect("decodes").is_empty());
+    let ahead = app
+        .signed_get(&format!("/v1/edge/changes?after={}", head + 1))
+        .await;
+    assert_eq!(
+        (ahead.status, ahead.code()),
+        (StatusCode::CONFLICT, "sequence_ahead")
+    );
+    let bad_limit = app.signed_get("/v1/edge/changes?after=0&limit=0").await;
+    assert_eq!(bad_limit.status, StatusCode::BAD_REQUEST);
+}
+
+async fn the_snapshot_equals_the_replayed_log_and_pulling_registers_the_edge(app: TestApp) {
+    let (_, record) = app
+        .create_key(json!({"name": "k", "environment": "test"}))
+        .await;
+    let id = record["id"].as_str().expect("id").to_owned();
+    app.post(&format!("/v1/keys/{id}/revoke"), json!({"reason": "other"}))
+        .await;
+    let head = app.store.feed_head().await.expect("head");
+
+    let path = "/v1/edge/snapshot?edge=edge-a&url=http%3A%2F%2F127.0.0.1%3A8787";
+    let (status, headers, bytes) = app.feed_bytes(path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-keyplane-seq"], head.to_string().as_str());
+    let table = decode_snapshot(&bytes).expect("decodes");
+    assert_eq!(table.applied_seq(), head);
+    let mut replayed = keyplane_shared::KeyTable::new();
+    replayed
+        .apply_all(&app.store.changes_after(0, head).await.expect("log"))
+        .expect("in order");
+    assert_eq!(table.to_sorted_entries(), replayed.to_sorted_entries());
+    let revoked = table
+        .entries()
+        .filter(|e| e.status() == KeyStatus::Revoked)
+        .count();
+    assert_eq!(
+        revoked, 1,
+        "the revoked key is in the table, marked revoked"
+    );
+
+    let edges = app.store.edges().await.expect("edges");
+    assert_eq!(edges.len(), 1);
+    assert_eq!(
+        (edges[0].name.as_str(), edges[0].url.as_str()),
+        ("edge-a", "http://127.0.0.1:8787")
+    );
+    assert_eq!(edges[0].reported_seq, head);
+    let bad = app
+        .signed_get("/v1/edge/changes?after=0&edge=a%20b&url=http%3A%2F%2Fx")
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let half = app.signed_get("/v1/edge/changes?after=0&edge=a").await;
+    assert_eq!(half.status, StatusCode::BAD_REQUEST);
+}
+
+/// What a fake edge saw and how it behaves.
+#[derive(Default)]
+struct FakeEdge {
+    /// Each accepted push's sequence numbers.
+    pushes: Vec<Vec<u64>>,
+    /// Answer 500 to this many pushes first.
+    fail_first: usize,
+    /// Acknowledge 0 to the first successful push (a gap), once.
+    ack_zero_once: bool,
+    /// Highest sequence applied.
+    applied: u64,
+    /// Bad signatures seen.
+    bad_signatures: usize,
+}
+
+type Shared = Arc<(
+    Mutex<FakeEdge>,
+    sync::SyncSecret,
+    keyplane_control_plane::state::AppState,
+)>;
+
+async fn fake_sync(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let (edge, secret, state) = &*shared;
+    let verified = sync::verify(
+        secret,
+        headers
+            .get(sync::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok()),
+        state.now().as_millis() / 1000,
+        &SignedRequest {
+            method: "POST",
+            path_and_query: "/__keyplane/sync",
+            body: &body,
+        },
+    );
+    let mut edge = edge.lock().expect("lock");
+    if verified.is_err() {
+        edge.bad_signatures += 1;
+        return (StatusCode::UNAUTHORIZED, String::new());
+    }
+    if edge.fail_first > 0 {
+        edge.fail_first -= 1;
+        return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
+    }
+    let changes = decode_changes(&body).expect("the pusher sends valid batches");
+    let seqs: Vec<u64> = changes.iter().map(|c| c.seq).collect();
+    for seq in &seqs {
+        if *seq == edge.applied + 1 {
+            edge.applied = *seq;
+        }
+    }
+    edge.pushes.push(seqs);
+    let applied = if std::mem::take(&mut edge.ack_zero_once) {
+        edge.applied = 0;
+        0
+    } else {
+        edge.applied
+    };
+    (
+        StatusCode::OK,
+        json!({ "applied_seq": applied }).to_string(),
+    )
+}
+
+async fn start_fake_edge(app: &TestApp, behaviour: FakeEdge) -> (String, Shared) {
+    let shared: Shared = Arc::new((
+        Mutex::new(behaviour),
+        app.state.edge_secret.clone(),
+        app.state.clone(),
+    ));
+    let router = axum::Router::new()
+        .route("/__keyplane/sync", axum::routing::post(fake_sync))
+        .with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, shared)
+}
+
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
+
+async fn the_pusher_delivers_signed_changes_retries_and_resends_after_a_gap(app: TestApp) {
+    let (url, shared) = start_fake_edge(
+        &app,
+        FakeEdge {
+            fail_first: 2,
+            ack_zero_once: true,
+            ..FakeEdge::default()
+        },
+    )
+    .await;
+    app.store
+        .register_edge("fake", &url, None, app.state.now())
+        .await
+        .expect("register");
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let task = pusher::spawn(app.state.clone(), stopped);
+
+    let (_, record) = app
+        .create_key(json!({"name": "k", "environment": "live"}))
+        .await;
+    let id = record["id"].as_str().expect("id").to_owned();
+    app.post(
+        &format!("/v1/keys/{id}/revoke"),
+        json!({"reason": "compromised"}),
+    )
+    .await;
+    let head = app.store.feed_head().await.expect("head");
+    until("the fake edge applying everything", || {
+        shared.0.lock().expect("lock").applied == head
+    })
+    .await;
+
+    {
+        let edge = shared.0.lock().expect("lock");
+        assert_eq!(edge.bad_signatures, 0);
+        assert_eq!(edge.fail_first, 0, "the two failures were retried");
+        assert!(edge.pushes.len() >= 2, "{:?}", edge.pushes);
+        assert_eq!(
+            edge.pushes[1].first(),
+            Some(&1),
+            "after acknowledging 0, everything is resent: {:?}",
+            edge.pushes
+        );
+    }
+    let mut acked = 0;
+    for _ in 0..500 {
+        acked = app.store.edges().await.expect("edges")[0].acked_seq;
+        if acked == head {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(acked, head);
+    task.abort();
+}
+
+async fn a_stuck_edge_blocks_neither_the_api_nor_other_edges(app: TestApp) {
+    // An edge that accepts connections and never answers.
+    let stuck = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stuck_url = format!("http://{}", stuck.local_addr().expect("addr"));
+    let _hold = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = stuck.accept().await {
+            open.push(socket);
+        }
+    });
+    let (url, shared) = start_fake_edge(&app, FakeEdge::default()).await;
+    app.store
+        .register_edge("stuck", &stuck_url, None, app.state.now())
+        .await
+        .expect("register");
+    app.store
+        .register_edge("healthy", &url, None, app.state.now())
+        .await
+        .expect("register");
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let task = pusher::spawn(app.state.clone(), stopped);
+
+    for n in 0..3 {
+        let (created, record) = app
+            .create_key(json!({"name": format!("k{n}"), "environment": "live"}))
+            .await;
+        assert!(!created.is_empty() && record["id"].is_string());
+    }
+    let head = app.store.feed_head().await.expect("head");
+    until(
+        "the healthy edge getting every change while the other hangs",
+        || shared.0.lock().expect("lock").applied == head,
+    )
+    .await;
+    task.abort();
+}
