@@ -139,6 +139,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::EdgeEnv { config } => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("creating the data directory {}", config.data_dir.display())
+            })?;
             let (secrets, _) = keyplane_control_plane::secrets::load(&config.data_dir, env_secret)?;
             println!("KEYPLANE_PEPPERS={}", secrets.peppers_text.expose_secret());
             println!(

@@ -135,6 +135,23 @@ impl Setup {
         })
     }
 
+    /// Runs `keyplane <args> <dir>` to completion; its stdout, or an error with its stderr.
+    pub fn keyplane(&self, args: &[&str], dir: &Path) -> Result<String> {
+        let output = Command::new(&self.keyplane_bin)
+            .args(args)
+            .arg(dir)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .context("running keyplane")?;
+        if !output.status.success() {
+            bail!(
+                "keyplane {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Starts `keyplane serve` on port 0 with a fresh data directory and generated secrets.
     pub fn start_control_plane(&self) -> Result<Service> {
         let secrets = DeploymentSecrets::generate()?;

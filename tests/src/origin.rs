@@ -17,7 +17,13 @@ pub struct Origin {
 impl Origin {
     /// Starts listening on a free port of 127.0.0.1.
     pub fn start() -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("binding the origin")?;
+        Self::start_on("127.0.0.1:0")
+    }
+
+    /// Starts listening on `address`.
+    pub fn start_on(address: &str) -> Result<Self> {
+        let listener = TcpListener::bind(address)
+            .with_context(|| format!("binding the origin to {address}"))?;
         let url = format!("http://{}", listener.local_addr()?);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {

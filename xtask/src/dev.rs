@@ -1,4 +1,6 @@
-//! `cargo xtask dev`: the control plane and the edge running locally until Ctrl-C.
+//! `cargo xtask dev`: the control plane, the edge (`wrangler dev`) and a demo origin running
+//! locally until Ctrl-C. The edge's secrets go to `.dev.vars` (mode 0600, git-ignored), read
+//! from the control plane's data directory by `keyplane edge-env`.
 //!
 //! Both run in their own process groups ([`Service`]): a Ctrl-C reaches only xtask, which
 //! then stops the edge (wrangler, its node and workerd processes) and the control plane
@@ -24,6 +26,9 @@ pub struct DevArgs {
     /// The port `wrangler dev` serves the edge on (127.0.0.1).
     #[arg(long, default_value_t = 8787)]
     edge_port: u16,
+    /// Where the demo origin (an echo of what the edge forwarded) listens.
+    #[arg(long, default_value = "127.0.0.1:7071")]
+    origin: SocketAddr,
     /// wrangler's inspector port; default: a free one, so several instances can coexist.
     #[arg(long)]
     inspector_port: Option<u16>,
@@ -44,7 +49,20 @@ pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
     })
     .context("installing the Ctrl-C handler")?;
 
-    announce("starting the control plane and the edge");
+    announce("edge secrets (.dev.vars, from the control plane's data dir)");
+    let data_dir = tools.root.join(".keyplane");
+    let edge_env = run::probe(
+        tools
+            .command(tools.keyplane_bin())?
+            .arg("edge-env")
+            .arg("--data-dir")
+            .arg(&data_dir),
+    )
+    .context("`keyplane edge-env` failed")?;
+    write_private(&tools.root.join(".dev.vars"), &format!("{edge_env}\n"))?;
+
+    announce("starting the demo origin, the control plane and the edge");
+    let origin = keyplane_tests::Origin::start_on(&args.origin.to_string())?;
     let control_plane_url = format!("http://{}", args.listen);
     let mut control_plane = Service::spawn(
         "control plane",
@@ -54,12 +72,13 @@ pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
             .arg("--listen")
             .arg(args.listen.to_string())
             .arg("--data-dir")
-            .arg(tools.root.join(".keyplane")),
+            .arg(&data_dir),
     )?;
     let inspector_port = match args.inspector_port {
         Some(port) => port,
         None => run::free_port()?,
     };
+    let edge_url = format!("http://127.0.0.1:{}", args.edge_port);
     let mut edge = Service::spawn(
         "edge (wrangler dev)",
         tools
@@ -69,14 +88,20 @@ pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
             .args(["--inspector-port", &inspector_port.to_string()])
             .args(["--log-level", "warn"])
             .arg("--var")
-            .arg(format!("CONTROL_PLANE_URL:{control_plane_url}")),
+            .arg(format!("CONTROL_PLANE_URL:{control_plane_url}"))
+            .arg("--var")
+            .arg(format!("ORIGIN_URL:{}", origin.url))
+            .arg("--var")
+            .arg(format!("EDGE_URL:{edge_url}")),
     )?;
 
     println!("\n    control plane  {control_plane_url}/healthz");
+    println!("    edge           {edge_url}/__keyplane/health");
     println!(
-        "    edge           http://127.0.0.1:{}/__keyplane/health",
-        args.edge_port
+        "    demo origin    {} (echoes what the edge forwards)",
+        origin.url
     );
+    println!("    try:           curl -H \"x-api-key: <key>\" {edge_url}/hello");
     println!("    inspector      127.0.0.1:{inspector_port}");
     println!("    Ctrl-C stops both.\n");
 
@@ -110,6 +135,21 @@ pub fn build(tools: &Tools) -> Result<()> {
             .cargo()?
             .args(["build", "-p", "keyplane-control-plane", "--bin", "keyplane"]),
     )
+}
+
+/// Writes `text` to `path`, readable by the owner only (it holds secrets).
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn first_exited(services: &mut [&mut Service]) -> Result<Option<String>> {
