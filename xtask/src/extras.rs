@@ -93,6 +93,54 @@ pub fn bench(tools: &Tools, args: &BenchArgs) -> Result<()> {
 }
 
 /// The benchmark that every hot-path figure is divided by: one bare HMAC-SHA256 of a key.
+/// The edge benchmarks, each printing its own figures: the key table in wasm32 under node
+/// (100k and 1M keys), revocation propagation to 3 edges under workerd, and throughput through
+/// the Keyplane worker against a pass-through worker.
+pub fn bench_edge(tools: &Tools) -> Result<()> {
+    crate::dev::build(tools)?;
+    announce("table scale in wasm32 (node)");
+    let mut wasm = tools.cargo()?;
+    wasm.args([
+        "test",
+        "--release",
+        "-p",
+        "keyplane-shared",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--test",
+        "wasm_table_scale",
+        "--",
+        "--include-ignored",
+        "--nocapture",
+    ])
+    .env(
+        "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+        tools.cargo_bin("wasm-bindgen-test-runner"),
+    );
+    run::run(&mut wasm)?;
+    announce("propagation: revoke -> 401 at 3 edges, 100 revocations");
+    run::run(tools.cargo()?.args([
+        "bench",
+        "-p",
+        "keyplane-tests",
+        "--bench",
+        "propagation",
+        "--",
+        "100",
+    ]))?;
+    announce("edge overhead: keyplane worker vs pass-through worker");
+    run::run(tools.cargo()?.args([
+        "bench",
+        "-p",
+        "keyplane-tests",
+        "--bench",
+        "edge_overhead",
+        "--",
+        "10",
+        "8",
+    ]))
+}
+
 const FLOOR: &str = "floor_hmac_sha256";
 
 /// Prints each hot-path median next to its ratio to the floor measured in the same run.

@@ -42,6 +42,8 @@ enum Command {
     Fuzz(extras::FuzzArgs),
     /// Run the hot-path criterion benchmark of keyplane-shared.
     Bench(extras::BenchArgs),
+    /// Run the edge benchmarks: table scale in wasm, propagation (3 edges), edge overhead.
+    BenchEdge,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Dev(args) => dev::dev(&tools, &args),
         Command::Fuzz(args) => extras::fuzz(&tools, &args),
         Command::Bench(args) => extras::bench(&tools, &args),
+        Command::BenchEdge => extras::bench_edge(&tools),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
