@@ -49,6 +49,9 @@ fn edge_env_prints_the_edge_secrets_the_server_then_uses() -> anyhow::Result<()>
     assert!(lines[1].starts_with("KEYPLANE_EDGE_SECRET="), "{first}");
     let file = std::fs::read_to_string(data_dir.join("secrets.json"))?;
     let secret = lines[1].trim_start_matches("KEYPLANE_EDGE_SECRET=");
-    assert!(file.contains(secret), "edge-env printed a secret the server would not use");
+    assert!(
+        file.contains(secret),
+        "edge-env printed a secret the server would not use"
+    );
     Ok(())
 }
