@@ -7,6 +7,8 @@
 //! - [`auth`]: the management-key extractor; [`error`]: the one error type and its body;
 //!   [`extract`]: extractors whose rejections use that body.
 //! - [`store`]: the storage trait and its SQLite / PostgreSQL implementation.
+//! - [`replication`]: the signed feed edges pull, the edge registry's rules, and the pusher
+//!   that [`Application::serve`] runs beside the API.
 //! - [`secrets`], [`config`], [`bootstrap`], [`hashing`], [`metrics`], [`state`], [`openapi`].
 
 pub mod audit;
@@ -60,13 +62,13 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(ops::router())
         .merge(keys::router())
         .merge(audit::api::router())
+        .merge(replication::feed::router())
 }
 
 /// The control plane's router, ready to serve.
 pub fn app(state: AppState) -> Router {
     let (router, document) = api_router().split_for_parts();
     router
-        .merge(replication::feed::router())
         .fallback(unrouted)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(Arc::new(document)))
@@ -205,8 +207,30 @@ impl Application {
         .await
         .context("serving HTTP");
         let _ = stop_pusher.send(true);
-        pusher.abort();
+        // The pusher stops at once (in-flight pushes are dropped; edges pull what they miss).
+        let mut pusher = pusher;
+        if tokio::time::timeout(std::time::Duration::from_secs(1), &mut pusher)
+            .await
+            .is_err()
+        {
+            pusher.abort();
+        }
         served
+    }
+
+    /// Registers (or updates the URL of) each edge named by `serve --edge` / `KEYPLANE_EDGES`.
+    pub async fn register_edges(
+        &self,
+        edges: &[replication::registry::EdgeSpec],
+    ) -> anyhow::Result<()> {
+        for edge in edges {
+            self.store
+                .register_edge(&edge.name, &edge.url, None, self.state.now())
+                .await
+                .with_context(|| format!("registering edge {}", edge.name))?;
+            tracing::info!(edge = %edge.name, url = %edge.url, "edge registered");
+        }
+        Ok(())
     }
 }
 

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use keyplane_control_plane::keys::model::rfc3339;
+use keyplane_control_plane::replication::registry::{self, EdgeSpec};
 use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::store::Store as _;
 use keyplane_control_plane::{Application, Config, open_state};
@@ -21,9 +23,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the control plane's HTTP API until Ctrl-C or SIGTERM. On an empty database, first
-    /// create an organization and print its admin key (once).
-    Serve(Config),
+    /// Run the control plane's HTTP API (and push changes to the registered edges) until Ctrl-C
+    /// or SIGTERM. On an empty database, first create an organization and print its admin key
+    /// (once).
+    Serve {
+        #[command(flatten)]
+        config: Config,
+        /// Register an edge at start, `NAME=URL` (repeatable; the environment variable takes a
+        /// comma-separated list). Pushes go to `<URL>/__keyplane/sync`.
+        #[arg(
+            long = "edge",
+            env = "KEYPLANE_EDGES",
+            value_delimiter = ',',
+            value_name = "NAME=URL"
+        )]
+        edges: Vec<EdgeSpec>,
+    },
     /// Create an organization and print its first admin key (once).
     Bootstrap {
         #[command(flatten)]
@@ -100,10 +115,11 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(config) => {
+        Command::Serve { config, edges } => {
             // Before binding: a signal arriving right after start-up must shut down gracefully.
             let shutdown = keyplane_control_plane::shutdown_signal()?;
             let (application, bootstrapped) = Application::build(&config).await?;
+            application.register_edges(&edges).await?;
             if let Some(first) = bootstrapped {
                 print_admin_key(&first.org, &first.admin_key);
             }
@@ -161,21 +177,23 @@ async fn edges(command: EdgesCommand) -> anyhow::Result<()> {
     let (state, store) = open_state(config, Arc::new(SystemClock), env_secret).await?;
     match &command {
         EdgesCommand::Add { name, url, .. } => {
-            keyplane_control_plane::replication::feed::validate_edge(name, url)
-                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            registry::validate(name, url)?;
             store.register_edge(name, url, None, state.now()).await?;
             println!("registered edge {name} at {url}");
         }
         EdgesCommand::List { .. } => {
             let head = store.feed_head().await?;
             println!("feed head: {head}");
+            println!("name\turl\tacked\tbehind\tlast seen\tlast error");
             for edge in store.edges().await? {
                 println!(
-                    "{}\t{}\tacked {}\treported {}\tlast error: {}",
+                    "{}\t{}\t{}\t{}\t{}\t{}",
                     edge.name,
                     edge.url,
                     edge.acked_seq,
-                    edge.reported_seq,
+                    head.saturating_sub(edge.acked_seq),
+                    edge.last_seen_at
+                        .map_or_else(|| "never".to_owned(), rfc3339),
                     edge.last_error.as_deref().unwrap_or("-")
                 );
             }

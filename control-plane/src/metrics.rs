@@ -1,8 +1,9 @@
-//! Counters exposed at `/metrics` in the Prometheus text format (prometheus-client).
+//! Counters and gauges exposed at `/metrics` in the Prometheus text format (prometheus-client).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Labels of an HTTP request counter.
@@ -23,6 +24,13 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels of a per-edge gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EdgeLabels {
+    /// The edge's registered name.
+    pub edge: String,
+}
+
 /// The control plane's counters.
 pub struct Metrics {
     registry: Registry,
@@ -32,10 +40,11 @@ pub struct Metrics {
     pub auth_failures: Family<OutcomeLabels, Counter>,
     /// Key lifecycle operations that succeeded, by operation.
     pub key_operations: Family<OutcomeLabels, Counter>,
-    /// Pushes to edges that the edge acknowledged.
-    pub pushes_succeeded: Counter,
-    /// Pushes to edges that failed (retried with backoff).
-    pub pushes_failed: Counter,
+    /// Pushes to edges, by outcome: `acked` (the edge applied everything sent), `gap` (it
+    /// acknowledged less; the rest is resent) or `failed` (retried with backoff).
+    pub pushes: Family<OutcomeLabels, Counter>,
+    /// Per edge: changes in the feed that the edge has not acknowledged.
+    pub edge_lag: Family<EdgeLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -59,25 +68,25 @@ impl Default for Metrics {
             "Key lifecycle operations that succeeded",
             key_operations.clone(),
         );
-        let pushes_succeeded = Counter::default();
-        let pushes_failed = Counter::default();
+        let pushes = Family::<OutcomeLabels, Counter>::default();
+        let edge_lag = Family::<EdgeLabels, Gauge>::default();
         registry.register(
-            "edge_pushes_succeeded",
-            "Change pushes an edge acknowledged",
-            pushes_succeeded.clone(),
+            "edge_pushes",
+            "Change pushes to edges, by outcome (acked, gap, failed)",
+            pushes.clone(),
         );
         registry.register(
-            "edge_pushes_failed",
-            "Change pushes that failed and will be retried",
-            pushes_failed.clone(),
+            "edge_lag_changes",
+            "Changes in the feed an edge has not acknowledged",
+            edge_lag.clone(),
         );
         Metrics {
             registry,
             requests,
             auth_failures,
             key_operations,
-            pushes_succeeded,
-            pushes_failed,
+            pushes,
+            edge_lag,
         }
     }
 }
@@ -99,6 +108,31 @@ impl Metrics {
                 outcome: operation.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts one push to an edge.
+    pub fn push(&self, outcome: &str) {
+        self.pushes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets how far behind the feed's head an edge is.
+    pub fn set_edge_lag(&self, edge: &str, lag: u64) {
+        self.edge_lag
+            .get_or_create(&EdgeLabels {
+                edge: edge.to_owned(),
+            })
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
+    /// Forgets a removed edge's gauge.
+    pub fn forget_edge(&self, edge: &str) {
+        self.edge_lag.remove(&EdgeLabels {
+            edge: edge.to_owned(),
+        });
     }
 
     /// The Prometheus text exposition of every counter.

@@ -16,6 +16,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "keys", description = "The key lifecycle"),
         (name = "audit", description = "The append-only, hash-chained audit log"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "edge", description = "The change feed edges pull (machine-to-machine: signed \
+                                       with the edge secret in `x-keyplane-signature`, not a \
+                                       management key)"),
     ),
     components(schemas(ErrorResponse, ErrorObject)),
     modifiers(&ManagementKeySchemes)
@@ -42,7 +45,7 @@ pub struct ErrorObject {
     request_id: String,
 }
 
-/// The two ways to present a management key.
+/// The two ways to present a management key, and the edges' request signature.
 struct ManagementKeySchemes;
 
 impl Modify for ManagementKeySchemes {
@@ -55,6 +58,14 @@ impl Modify for ManagementKeySchemes {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "edge_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                keyplane_shared::sync::SIGNATURE_HEADER,
+                "`t=<unix seconds>,n=<nonce>,v1=<HMAC-SHA256>` over the time, nonce, method, \
+                 path and query, and body, keyed with `KEYPLANE_EDGE_SECRET`",
+            ))),
         );
     }
 }

@@ -1,13 +1,16 @@
-//! The deployment's secrets: the lookup-digest peppers and the signing secret.
+//! The deployment's secrets: the lookup-digest peppers, the audit signing secret and the edge
+//! secret (which signs pushes to edges and their pulls of the feed; shared with every edge).
 //!
 //! Each comes from an environment variable when set (`KEYPLANE_PEPPERS`,
-//! `KEYPLANE_SIGNING_SECRET`, `KEYPLANE_EDGE_SECRET`), else from `secrets.json` in the data directory. On a first local
-//! start neither exists: they are generated from the OS CSPRNG, written to that file with mode
-//! 0600, and the log says so once. Without the pepper no stored key can be verified again, so
-//! the file must be backed up (or the variables set) in any real deployment.
+//! `KEYPLANE_SIGNING_SECRET`, `KEYPLANE_EDGE_SECRET`), else from `secrets.json` in the data
+//! directory. Whatever is in neither is generated from the OS CSPRNG and written to that file
+//! (mode 0600, keeping what it already held), and the log says so once. Without the pepper no
+//! stored key can be verified again, so the file must be backed up (or the variables set) in any
+//! real deployment.
 //!
 //! Formats: `KEYPLANE_PEPPERS` is a comma-separated list of `<id>:<base64 secret>`, newest first
-//! (new keys use the first; older ones keep verifying); `KEYPLANE_SIGNING_SECRET` is base64.
+//! (new keys use the first; older ones keep verifying); `KEYPLANE_SIGNING_SECRET` and
+//! `KEYPLANE_EDGE_SECRET` are base64 (the edge secret at least 32 bytes).
 
 use std::path::{Path, PathBuf};
 
@@ -266,6 +269,56 @@ mod tests {
         assert_ne!(
             first.edge_secret_text.expose_secret(),
             BASE64.encode(first.signing_secret.expose_secret())
+        );
+    }
+
+    #[test]
+    fn an_older_file_without_an_edge_secret_gains_one_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("secrets.json");
+        let pepper = BASE64.encode([4u8; 32]);
+        let signing = BASE64.encode([6u8; 32]);
+        let older = serde_json::json!({
+            "peppers": [{"id": 2, "secret": pepper}],
+            "signing_secret": signing,
+        });
+        std::fs::write(&path, older.to_string()).expect("write");
+        let (secrets, source) = load(dir.path(), no_env).expect("loaded");
+        assert_eq!(source, SecretsSource::Generated(path.clone()));
+        assert_eq!(secrets.peppers_text.expose_secret(), format!("2:{pepper}"));
+        assert_eq!(secrets.signing_secret.expose_secret(), &vec![6u8; 32]);
+        let rewritten: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("JSON");
+        assert_eq!(rewritten["peppers"], older["peppers"]);
+        assert_eq!(rewritten["signing_secret"], older["signing_secret"]);
+        let edge = rewritten["edge_secret"].as_str().expect("an edge secret");
+        assert_eq!(edge, secrets.edge_secret_text.expose_secret());
+        assert_eq!(BASE64.decode(edge).expect("base64").len(), GENERATED_LEN);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path)
+                .expect("written")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (again, source) = load(dir.path(), no_env).expect("read back");
+        assert_eq!(source, SecretsSource::File(path));
+        assert_eq!(again.edge_secret_text.expose_secret(), edge);
+    }
+
+    #[test]
+    fn a_short_edge_secret_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let env = |name: &str| match name {
+            "KEYPLANE_EDGE_SECRET" => Some(SecretString::from(BASE64.encode([1u8; 16]))),
+            _ => None,
+        };
+        let error = load(dir.path(), env).expect_err("16 bytes is too short");
+        assert!(
+            format!("{error:#}").contains("KEYPLANE_EDGE_SECRET"),
+            "{error:#}"
         );
     }
 

@@ -4,43 +4,67 @@
 //! - `GET /v1/edge/changes?after=N[&limit=L]`: the KPCB-encoded changes in `(N, min(N+L, head)]`
 //!   (`limit` 1..=10000, default 1000), header `x-keyplane-head-seq`; `after > head` is 409
 //!   `sequence_ahead` (the edge then loads a snapshot).
-//! - `GET /v1/edge/snapshot`: the KPSN-encoded table at the head, header `x-keyplane-seq`. It is
-//!   built by replaying the change log (O(changes)); compaction is future work.
+//! - `GET /v1/edge/snapshot`: the KPSN-encoded table at the head, header `x-keyplane-seq`.
 //!
-//! Both accept `edge=<name>&url=<push URL>`, which registers (or updates) the edge.
+//! Both accept `edge=<name>&url=<push URL>`, which registers (or updates) the edge: an edge that
+//! pulls once starts receiving pushes. The signature covers the path and query exactly as
+//! received, so they are checked before anything else is read from the request.
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::get;
 use keyplane_shared::KeyTable;
 use keyplane_shared::sync::{self, SignedRequest};
 use keyplane_shared::table::codec::{encode_changes, encode_snapshot};
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::registry;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Default and largest page of changes.
+/// Default page of changes.
 pub const DEFAULT_LIMIT: u64 = 1_000;
 /// Largest page of changes.
 pub const MAX_LIMIT: u64 = 10_000;
+/// Header of a changes page: the feed's head when it was read.
+pub const HEAD_SEQ_HEADER: &str = "x-keyplane-head-seq";
+/// Header of a snapshot: the sequence the table is at.
+pub const SNAPSHOT_SEQ_HEADER: &str = "x-keyplane-seq";
 
-/// The feed routes (undocumented in the management OpenAPI: they are for edges).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/edge/changes", get(changes))
-        .route("/v1/edge/snapshot", get(snapshot))
+/// The feed routes (OpenAPI tag `edge`).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(changes))
+        .routes(routes!(snapshot))
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /v1/edge/changes` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct FeedQuery {
-    after: Option<u64>,
-    limit: Option<u64>,
-    edge: Option<String>,
-    url: Option<String>,
+#[into_params(parameter_in = Query)]
+pub struct ChangesQuery {
+    /// The sequence the edge has applied (default 0): changes after it are sent.
+    pub after: Option<u64>,
+    /// Most changes to send, 1 to 10000 (default 1000).
+    pub limit: Option<u64>,
+    /// The edge's name (1-64 of `[A-Za-z0-9_-]`); with `url`, registers the edge.
+    pub edge: Option<String>,
+    /// The edge's base URL (pushes go to `<url>/__keyplane/sync`); with `edge`.
+    pub url: Option<String>,
+}
+
+/// `GET /v1/edge/snapshot` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SnapshotQuery {
+    /// The edge's name (1-64 of `[A-Za-z0-9_-]`); with `url`, registers the edge.
+    pub edge: Option<String>,
+    /// The edge's base URL (pushes go to `<url>/__keyplane/sync`); with `edge`.
+    pub url: Option<String>,
 }
 
 /// Checks the signature over the method, the exact path and query, and the empty body.
@@ -64,57 +88,66 @@ fn verify(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), ApiErr
     .map_err(|_| ApiError::InvalidSignature)
 }
 
-/// Parses the query (after the signature check) and registers the edge if it named itself.
-async fn read_query(state: &AppState, uri: &Uri, seq: Option<u64>) -> Result<FeedQuery, ApiError> {
-    let Query(query) = Query::<FeedQuery>::try_from_uri(uri)
-        .map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))?;
-    match (&query.edge, &query.url) {
-        (Some(name), Some(url)) => {
-            validate_edge(name, url)?;
-            state
-                .store
-                .register_edge(name, url, seq.or(query.after), state.now())
-                .await?;
-        }
-        (None, None) => {}
-        _ => {
-            return Err(ApiError::InvalidRequest(
-                "`edge` and `url` go together".into(),
-            ));
-        }
-    }
-    Ok(query)
+/// Parses the query; only called once the signature is checked.
+fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(uri)
+        .map(|Query(query)| query)
+        .map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))
 }
 
-/// An edge name is 1-64 of `[A-Za-z0-9_-]`; its URL is absolute http(s), at most 2048 bytes.
-pub fn validate_edge(name: &str, url: &str) -> Result<(), ApiError> {
-    let name_ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !name_ok {
-        return Err(ApiError::InvalidRequest(
-            "an edge name is 1-64 characters of [A-Za-z0-9_-]".into(),
-        ));
+/// The edge naming itself, if it did: both `edge` and `url`, valid, or neither.
+fn registration<'a>(
+    edge: &'a Option<String>,
+    url: &'a Option<String>,
+) -> Result<Option<(&'a str, &'a str)>, ApiError> {
+    match (edge, url) {
+        (Some(name), Some(url)) => {
+            registry::validate(name, url)
+                .map_err(|error| ApiError::InvalidRequest(error.to_string()))?;
+            Ok(Some((name, url)))
+        }
+        (None, None) => Ok(None),
+        _ => Err(ApiError::InvalidRequest(
+            "`edge` and `url` go together".into(),
+        )),
     }
-    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
-    let parses = url.parse::<Uri>().is_ok_and(|uri| uri.host().is_some());
-    if !scheme_ok || !parses || url.len() > 2048 {
-        return Err(ApiError::InvalidRequest(
-            "an edge URL is an absolute http:// or https:// URL of at most 2048 bytes".into(),
-        ));
+}
+
+/// Records that the edge pulled, at sequence `seq`.
+async fn register(state: &AppState, edge: Option<(&str, &str)>, seq: u64) -> Result<(), ApiError> {
+    if let Some((name, url)) = edge {
+        state
+            .store
+            .register_edge(name, url, Some(seq), state.now())
+            .await?;
     }
     Ok(())
 }
 
+/// The changes after a sequence, KPCB-encoded.
+#[utoipa::path(
+    get, path = "/v1/edge/changes", tag = "edge",
+    params(ChangesQuery),
+    responses(
+        (status = 200, description = "The changes in (after, min(after + limit, head)], in order \
+                                      (a KPCB batch; empty when the edge is up to date)",
+         body = Vec<u8>, content_type = "application/octet-stream",
+         headers(("x-keyplane-head-seq" = u64, description = "The feed's head"))),
+        (status = 400, description = "Invalid parameter", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "`invalid_signature`: unsigned, badly signed or stale",
+         body = crate::openapi::ErrorResponse),
+        (status = 409, description = "`sequence_ahead`: `after` is past the head; load a snapshot",
+         body = crate::openapi::ErrorResponse),
+    ),
+    security(("edge_signature" = []))
+)]
 async fn changes(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     verify(&state, &headers, &uri)?;
-    let query = read_query(&state, &uri, None).await?;
+    let query: ChangesQuery = query(&uri)?;
     let after = query.after.unwrap_or(0);
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -122,29 +155,50 @@ async fn changes(
             "`limit` must be between 1 and {MAX_LIMIT}"
         )));
     }
+    let edge = registration(&query.edge, &query.url)?;
+    // Every change up to the head read here is committed (writers serialize on the feed row).
     let head = state.store.feed_head().await?;
     if after > head {
         return Err(ApiError::SequenceAhead(head));
     }
-    let changes = state
-        .store
-        .changes_after(after, limit.min(head - after))
-        .await?;
-    Ok(binary(
-        encode_changes(&changes),
-        "x-keyplane-head-seq",
-        head,
-    ))
+    register(&state, edge, after).await?;
+    let count = limit.min(head - after);
+    let changes = if count == 0 {
+        Vec::new()
+    } else {
+        state.store.changes_after(after, count).await?
+    };
+    Ok(binary(encode_changes(&changes), HEAD_SEQ_HEADER, head))
 }
 
+/// The whole table at the head, KPSN-encoded.
+#[utoipa::path(
+    get, path = "/v1/edge/snapshot", tag = "edge",
+    params(SnapshotQuery),
+    responses(
+        (status = 200, description = "The table after applying changes 1..=S (a KPSN snapshot, \
+                                      whose applied sequence is S)",
+         body = Vec<u8>, content_type = "application/octet-stream",
+         headers(("x-keyplane-seq" = u64, description = "S, the sequence the table is at"))),
+        (status = 400, description = "Invalid parameter", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "`invalid_signature`: unsigned, badly signed or stale",
+         body = crate::openapi::ErrorResponse),
+    ),
+    security(("edge_signature" = []))
+)]
 async fn snapshot(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     verify(&state, &headers, &uri)?;
+    let query: SnapshotQuery = query(&uri)?;
+    let edge = registration(&query.edge, &query.url)?;
     let head = state.store.feed_head().await?;
-    read_query(&state, &uri, Some(head)).await?;
+    register(&state, edge, head).await?;
+    // The table is rebuilt by replaying the whole change log, so this is O(changes), not
+    // O(keys): fine while snapshots are rare (an edge's first start, or one that is ahead).
+    // Compacting the log into a stored table is future work.
     let mut table = KeyTable::new();
     while table.applied_seq() < head {
         let after = table.applied_seq();
@@ -161,7 +215,7 @@ async fn snapshot(
             .apply_all(&page)
             .map_err(|gap| ApiError::internal(anyhow::anyhow!("change log: {gap}")))?;
     }
-    Ok(binary(encode_snapshot(&table), "x-keyplane-seq", head))
+    Ok(binary(encode_snapshot(&table), SNAPSHOT_SEQ_HEADER, head))
 }
 
 fn binary(body: Vec<u8>, seq_header: &'static str, seq: u64) -> Response {

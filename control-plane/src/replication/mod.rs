@@ -2,6 +2,7 @@
 //!
 //! - [`feed`]: the signed feed edges pull: `GET /v1/edge/changes?after=N` and
 //!   `GET /v1/edge/snapshot`; pulling with `edge=<name>&url=<url>` registers the edge.
+//! - [`registry`]: what an edge's name and URL may be; `NAME=URL` specs for `serve --edge`.
 //! - [`pusher`]: sends every committed change to every registered edge's
 //!   `POST <url>/__keyplane/sync`, signed, retried with backoff, never blocking an API call.
 //!
@@ -9,3 +10,4 @@
 
 pub mod feed;
 pub mod pusher;
+pub mod registry;

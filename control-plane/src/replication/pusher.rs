@@ -5,9 +5,12 @@
 //! the edge registry and wakes one worker per edge. A worker sends the changes after what its
 //! edge acknowledged (at most [`BATCH`] per request, KPCB body, signed) to
 //! `<url>/__keyplane/sync` and records the `{"applied_seq": N}` it answers; an edge that answers
-//! a lower sequence than it was sent (a gap) is sent the rest from there. Failures are retried
-//! with exponential backoff (100 ms doubling to 30 s, with jitter) and recorded in the registry.
-//! Each edge has its own worker, so a slow or dead edge delays no other; the API never waits.
+//! a lower sequence than it was sent (a gap) is sent the rest from there at once (and with
+//! backoff if it then still applies nothing). Failures are retried with exponential backoff
+//! (100 ms doubling to 30 s, with jitter) and recorded in the registry. Each edge has its own
+//! worker, so a slow or dead edge delays no other; the API never waits for a push.
+//!
+//! Nothing here logs a request or response body.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,24 +23,90 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::state::AppState;
+use crate::store::{EdgeRecord, StoreError};
 
 /// Most changes sent in one push.
 pub const BATCH: u64 = 1_000;
-/// How long a push may take.
+/// How long a push may take, connection included.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-const TICK: Duration = Duration::from_secs(1);
+/// The path pushes are sent to, under the edge's URL (and the path they are signed over).
+pub const SYNC_PATH: &str = "/__keyplane/sync";
+/// First retry delay after a failed push.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest retry delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often the registry and the feed head are read without a wake-up.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Largest acknowledgement body read from an edge.
+const MAX_ACK_BYTES: usize = 4096;
 
-/// Starts the pusher; it stops when `shutdown` turns true.
+/// Starts the pusher; it stops (with every per-edge worker) when `shutdown` turns true or the
+/// returned task is aborted.
 pub fn spawn(state: AppState, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(manage(state, shutdown))
+}
+
+/// Why a push failed. Never holds a body.
+#[derive(Debug, thiserror::Error)]
+enum PushError {
+    /// The change log could not be read.
+    #[error("reading the change log: {0}")]
+    Log(#[source] StoreError),
+    /// No nonce could be drawn for the signature.
+    #[error("signing: {0}")]
+    Sign(String),
+    /// Connecting, sending or receiving failed, or took longer than [`PUSH_TIMEOUT`].
+    #[error("{0}")]
+    Transport(String),
+    /// The edge answered with a status other than 200.
+    #[error("the edge answered {0}")]
+    Status(reqwest::StatusCode),
+    /// The edge's answer is not `{"applied_seq": N}`.
+    #[error("the edge's answer is not {{\"applied_seq\": N}}")]
+    Answer,
+    /// The edge acknowledged the same sequence twice without applying what was sent after it.
+    #[error("the edge stays at sequence {0} and applies nothing sent after it")]
+    Stalled(u64),
+}
+
+impl PushError {
+    fn transport(error: &reqwest::Error) -> Self {
+        if error.is_timeout() {
+            return PushError::Transport(format!("no answer within {PUSH_TIMEOUT:?}"));
+        }
+        // reqwest's own message is generic ("error sending request"); the cause says why.
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        PushError::Transport(text)
+    }
+
+    /// The metric outcome.
+    fn outcome(&self) -> &'static str {
+        match self {
+            PushError::Stalled(_) => "gap",
+            _ => "failed",
+        }
+    }
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct Worker {
     url: String,
     wake: Arc<Notify>,
-    task: JoinHandle<()>,
+    _task: AbortOnDrop,
 }
 
 async fn manage(state: AppState, mut shutdown: watch::Receiver<bool>) {
@@ -46,6 +115,7 @@ async fn manage(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let client = match reqwest::Client::builder()
         .timeout(PUSH_TIMEOUT)
         .connect_timeout(PUSH_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     {
         Ok(client) => client,
@@ -54,52 +124,62 @@ async fn manage(state: AppState, mut shutdown: watch::Receiver<bool>) {
             return;
         }
     };
+    // Dropping a worker aborts its task: on shutdown, and when this task is aborted.
     let mut workers: HashMap<String, Worker> = HashMap::new();
     loop {
         match state.store.edges().await {
-            Ok(edges) => {
-                workers.retain(|name, worker| {
-                    let keep = edges
-                        .iter()
-                        .any(|edge| &edge.name == name && edge.url == worker.url);
-                    if !keep {
-                        worker.task.abort();
-                    }
-                    keep
-                });
-                for edge in edges {
-                    let worker = workers.entry(edge.name.clone()).or_insert_with(|| {
-                        let wake = Arc::new(Notify::new());
-                        let task = tokio::spawn(push_to_edge(
-                            state.clone(),
-                            client.clone(),
-                            edge.name.clone(),
-                            edge.url.clone(),
-                            edge.acked_seq.max(edge.reported_seq),
-                            wake.clone(),
-                        ));
-                        Worker {
-                            url: edge.url.clone(),
-                            wake,
-                            task,
-                        }
-                    });
-                    worker.wake.notify_one();
-                }
-            }
+            Ok(edges) => reconcile(&state, &client, &mut workers, edges),
             Err(error) => tracing::warn!(%error, "the pusher could not read the edge registry"),
         }
         tokio::select! {
             _ = state.feed_changed.notified() => {}
             _ = tokio::time::sleep(TICK) => {}
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {
             break;
         }
     }
-    for worker in workers.into_values() {
-        worker.task.abort();
+    tracing::info!(edges = workers.len(), "the pusher stopped");
+}
+
+/// Starts a worker for each new edge (or edge whose URL changed), stops those of removed
+/// edges, and wakes them all.
+fn reconcile(
+    state: &AppState,
+    client: &reqwest::Client,
+    workers: &mut HashMap<String, Worker>,
+    edges: Vec<EdgeRecord>,
+) {
+    workers.retain(|name, worker| {
+        let keep = edges
+            .iter()
+            .any(|edge| &edge.name == name && edge.url == worker.url);
+        if !keep {
+            tracing::info!(edge = %name, "no longer pushing to this edge (removed or moved)");
+            state.metrics.forget_edge(name);
+        }
+        keep
+    });
+    for edge in edges {
+        let worker = workers.entry(edge.name.clone()).or_insert_with(|| {
+            tracing::info!(edge = %edge.name, url = %edge.url, acked = edge.acked_seq, "pushing to edge");
+            let wake = Arc::new(Notify::new());
+            let task = tokio::spawn(push_to_edge(
+                state.clone(),
+                client.clone(),
+                edge.name.clone(),
+                edge.url.clone(),
+                edge.acked_seq.max(edge.reported_seq),
+                wake.clone(),
+            ));
+            Worker {
+                url: edge.url.clone(),
+                wake,
+                _task: AbortOnDrop(task),
+            }
+        });
+        worker.wake.notify_one();
     }
 }
 
@@ -108,7 +188,7 @@ struct Ack {
     applied_seq: u64,
 }
 
-/// Keeps one edge up to date, forever.
+/// Keeps one edge up to date, until aborted.
 async fn push_to_edge(
     state: AppState,
     client: reqwest::Client,
@@ -117,17 +197,23 @@ async fn push_to_edge(
     mut acked: u64,
     wake: Arc<Notify>,
 ) {
-    let target = format!("{}/__keyplane/sync", url.trim_end_matches('/'));
+    let target = format!("{}{SYNC_PATH}", url.trim_end_matches('/'));
     let mut backoff = FIRST_BACKOFF;
+    let mut failing = false;
+    // Consecutive acknowledgements that applied nothing of what was sent.
+    let mut stalls = 0u32;
     loop {
         let head = match state.store.feed_head().await {
             Ok(head) => head,
             Err(error) => {
-                tracing::warn!(%error, "the pusher could not read the feed head");
+                tracing::warn!(%error, edge = %name, "the pusher could not read the feed head");
                 tokio::time::sleep(TICK).await;
                 continue;
             }
         };
+        state
+            .metrics
+            .set_edge_lag(&name, head.saturating_sub(acked));
         if acked >= head {
             tokio::select! {
                 _ = wake.notified() => {}
@@ -135,20 +221,40 @@ async fn push_to_edge(
             }
             continue;
         }
-        let outcome = match state
-            .store
-            .changes_after(acked, BATCH.min(head - acked))
-            .await
-        {
-            Ok(changes) => send(&state, &client, &target, &encode_changes(&changes)).await,
-            Err(error) => Err(format!("reading the change log: {error}")),
+        let sent_from = acked;
+        let outcome = push_once(&state, &client, &target, sent_from, head).await;
+        let outcome = match outcome {
+            Ok((applied, sent_to)) if applied < sent_to && applied <= sent_from => {
+                // The edge has a gap (or lost its table): resend from what it has, at once the
+                // first time; if it then still applies nothing, it is failing.
+                acked = applied;
+                stalls += 1;
+                if stalls > 1 {
+                    Err(PushError::Stalled(applied))
+                } else {
+                    Ok((applied, sent_to))
+                }
+            }
+            Ok((applied, sent_to)) => {
+                acked = applied;
+                stalls = 0;
+                Ok((applied, sent_to))
+            }
+            Err(error) => Err(error),
         };
         let now = state.now();
         match outcome {
-            Ok(applied) => {
-                acked = applied;
+            Ok((applied, sent_to)) => {
+                state
+                    .metrics
+                    .push(if applied < sent_to { "gap" } else { "acked" });
+                if applied < sent_to {
+                    tracing::info!(edge = %name, applied, sent_to, "the edge has a gap; resending from its sequence");
+                }
+                if std::mem::take(&mut failing) {
+                    tracing::info!(edge = %name, applied, "pushes to the edge work again");
+                }
                 backoff = FIRST_BACKOFF;
-                state.metrics.pushes_succeeded.inc();
                 if let Err(error) = state
                     .store
                     .record_push(&name, Some(applied), None, now)
@@ -158,64 +264,114 @@ async fn push_to_edge(
                 }
             }
             Err(error) => {
-                state.metrics.pushes_failed.inc();
-                tracing::warn!(edge = %name, %error, retry_in_ms = backoff.as_millis() as u64, "push failed");
+                state.metrics.push(error.outcome());
+                failing = true;
+                let delay = with_jitter(backoff);
+                tracing::warn!(
+                    edge = %name,
+                    %error,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "push failed"
+                );
+                let acked_now = matches!(error, PushError::Stalled(_)).then_some(acked);
                 if let Err(error) = state
                     .store
-                    .record_push(&name, None, Some(&error), now)
+                    .record_push(&name, acked_now, Some(&error.to_string()), now)
                     .await
                 {
                     tracing::warn!(%error, edge = %name, "recording a push failure failed");
                 }
-                tokio::time::sleep(with_jitter(backoff)).await;
+                tokio::time::sleep(delay).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
 }
 
-/// One signed push; the edge's applied sequence, or why it failed (never the body).
+/// Sends the changes after `after` (up to `head`, at most [`BATCH`]); the edge's applied
+/// sequence and the last sequence sent.
+async fn push_once(
+    state: &AppState,
+    client: &reqwest::Client,
+    target: &str,
+    after: u64,
+    head: u64,
+) -> Result<(u64, u64), PushError> {
+    let changes = state
+        .store
+        .changes_after(after, BATCH.min(head - after))
+        .await
+        .map_err(PushError::Log)?;
+    let sent_to = changes.last().map_or(after, |change| change.seq);
+    let applied = send(state, client, target, encode_changes(&changes)).await?;
+    Ok((applied, sent_to))
+}
+
+/// One signed push; the edge's applied sequence.
 async fn send(
     state: &AppState,
     client: &reqwest::Client,
     target: &str,
-    body: &[u8],
-) -> Result<u64, String> {
+    body: Vec<u8>,
+) -> Result<u64, PushError> {
     let now_secs = state.now().as_millis().div_euclid(1000);
     let signature = sync::sign_now(
         &state.edge_secret,
         now_secs,
         &SignedRequest {
             method: "POST",
-            path_and_query: "/__keyplane/sync",
-            body,
+            path_and_query: SYNC_PATH,
+            body: &body,
         },
     )
-    .map_err(|error| format!("CSPRNG: {error}"))?;
-    let response = client
+    .map_err(|error| PushError::Sign(error.to_string()))?;
+    let mut response = client
         .post(target)
         .header(sync::SIGNATURE_HEADER, signature)
-        .header("content-type", "application/octet-stream")
-        .body(body.to_vec())
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(body)
         .send()
         .await
-        .map_err(|error| format!("sending: {error}"))?;
+        .map_err(|error| PushError::transport(&error))?;
     let status = response.status();
-    if !status.is_success() {
-        return Err(format!("the edge answered {status}"));
+    if status != reqwest::StatusCode::OK {
+        return Err(PushError::Status(status));
     }
-    let bytes = response
-        .bytes()
+    let mut answer = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|error| format!("reading the edge's answer: {error}"))?;
-    let ack: Ack = serde_json::from_slice(&bytes)
-        .map_err(|error| format!("the edge's answer is not {{\"applied_seq\": N}}: {error}"))?;
+        .map_err(|error| PushError::transport(&error))?
+    {
+        answer.extend_from_slice(&chunk);
+        if answer.len() > MAX_ACK_BYTES {
+            return Err(PushError::Answer);
+        }
+    }
+    let ack: Ack = serde_json::from_slice(&answer).map_err(|_| PushError::Answer)?;
     Ok(ack.applied_seq)
 }
 
-/// `delay` plus up to a quarter more, so edges that failed together do not retry in lockstep.
+/// Between three quarters of `delay` and all of it, so edges that failed together do not retry
+/// in lockstep (and the cap is never exceeded).
 fn with_jitter(delay: Duration) -> Duration {
     let mut byte = [0u8; 1];
     let _ = getrandom::fill(&mut byte);
-    delay + delay / 4 * u32::from(byte[0]) / 255
+    delay - delay / 4 * u32::from(byte[0]) / 255
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_quarter_below_the_delay() {
+        for _ in 0..100 {
+            let delay = with_jitter(MAX_BACKOFF);
+            assert!(
+                delay <= MAX_BACKOFF && delay >= MAX_BACKOFF * 3 / 4,
+                "{delay:?}"
+            );
+        }
+    }
 }

@@ -183,7 +183,9 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` changes after sequence `after`, in order, without holes.
     async fn changes_after(&self, after: u64, limit: u64) -> Result<Vec<Change>, StoreError>;
 
-    /// Registers an edge, or updates its URL and (when it reported one) its sequence.
+    /// Registers an edge, or updates its URL. `reported_seq` is set when the edge itself pulled
+    /// the feed (it was seen now, at that sequence); `None` (an operator registered it) leaves
+    /// what it last reported as it was.
     async fn register_edge(
         &self,
         name: &str,
@@ -195,7 +197,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every registered edge, by name.
     async fn edges(&self) -> Result<Vec<EdgeRecord>, StoreError>;
 
-    /// Records a push's outcome: the sequence the edge acknowledged, or the error.
+    /// Records a push's outcome: the sequence the edge acknowledged (when it answered one), and
+    /// the error (`None` clears the last one).
     async fn record_push(
         &self,
         name: &str,

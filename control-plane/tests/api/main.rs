@@ -6,6 +6,7 @@ mod helpers;
 mod audit;
 mod auth;
 mod bad_input;
+mod cli;
 mod concurrency;
 mod keys;
 mod operations;

@@ -87,6 +87,8 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
         "GET /readyz",
         "GET /v1/audit",
         "GET /v1/audit/verify",
+        "GET /v1/edge/changes",
+        "GET /v1/edge/snapshot",
         "GET /v1/keys",
         "GET /v1/keys/{id}",
         "PATCH /v1/keys/{id}",
@@ -95,6 +97,20 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
         "POST /v1/keys/{id}/rotate",
     ];
     assert_eq!(documented, expected);
+    // The feed is for edges: its own tag and the request signature, not a management key.
+    for path in ["/v1/edge/changes", "/v1/edge/snapshot"] {
+        let operation = &document["paths"][path]["get"];
+        assert_eq!(operation["tags"], json!(["edge"]), "{path}");
+        assert_eq!(
+            operation["security"],
+            json!([{"edge_signature": []}]),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        document["components"]["securitySchemes"]["edge_signature"]["name"],
+        "x-keyplane-signature"
+    );
     // Every documented operation reaches a handler: never the router's own 404 or 405.
     for operation in &documented {
         let (method, path) = operation.split_once(' ').expect("method and path");

@@ -37,7 +37,8 @@ pub(super) async fn changes_after(
     Ok(changes)
 }
 
-/// Creates or updates an edge's registration (its URL, when it was seen, what it reported).
+/// Creates or updates an edge's registration. With `reported_seq` (the edge pulled), also when
+/// it was seen and what it reported; without (an operator registered it), those stay as they were.
 pub(super) async fn register_edge(
     pool: &AnyPool,
     name: &str,
@@ -51,7 +52,8 @@ pub(super) async fn register_edge(
          VALUES ($1, $2, $3, $4, $5, $5) \
          ON CONFLICT (name) DO UPDATE SET url = excluded.url, \
          last_seen_at = COALESCE(excluded.last_seen_at, edges.last_seen_at), \
-         reported_seq = excluded.reported_seq",
+         reported_seq = CASE WHEN excluded.last_seen_at IS NULL THEN edges.reported_seq \
+         ELSE excluded.reported_seq END",
     )
     .bind(name.to_owned())
     .bind(url.to_owned())
@@ -86,7 +88,8 @@ pub(super) async fn edges(pool: &AnyPool) -> Result<Vec<EdgeRecord>, StoreError>
         .collect()
 }
 
-/// Records a push's outcome: the sequence the edge acknowledged, or the error.
+/// Records a push's outcome: the sequence the edge acknowledged (if it answered one) and the
+/// error (`None` clears the last one).
 pub(super) async fn record_push(
     pool: &AnyPool,
     name: &str,
@@ -94,27 +97,17 @@ pub(super) async fn record_push(
     error: Option<&str>,
     now: i64,
 ) -> Result<(), StoreError> {
-    match acked_seq {
-        Some(seq) => {
-            sqlx::query(
-                "UPDATE edges SET acked_seq = $1, last_push_at = $2, last_error = NULL \
-                 WHERE name = $3",
-            )
-            .bind(i64_of(seq)?)
-            .bind(now)
-            .bind(name.to_owned())
-            .execute(pool)
-            .await?
-        }
-        None => {
-            sqlx::query("UPDATE edges SET last_push_at = $1, last_error = $2 WHERE name = $3")
-                .bind(now)
-                .bind(error.map(str::to_owned))
-                .bind(name.to_owned())
-                .execute(pool)
-                .await?
-        }
-    };
+    let acked = acked_seq.map(i64_of).transpose()?;
+    sqlx::query(
+        "UPDATE edges SET acked_seq = COALESCE($1, acked_seq), last_push_at = $2, \
+         last_error = $3 WHERE name = $4",
+    )
+    .bind(acked)
+    .bind(now)
+    .bind(error.map(str::to_owned))
+    .bind(name.to_owned())
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
