@@ -208,7 +208,109 @@ pub fn extract_key<'a>(facts: &RequestFacts<'a>) -> Option<&'a str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Decides one request.
+/// A presented key that passed every check but the rate limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorized<'a> {
+    /// The key's id.
+    pub key_id: KeyId,
+    /// Its organization.
+    pub org_id: OrgId,
+    /// Its environment.
+    pub env: Environment,
+    /// Its scopes.
+    pub scopes: &'a ScopeSet,
+    /// The limit that applies: the key's own, else the edge's default.
+    pub limit: RateLimit,
+}
+
+impl<'a> Authorized<'a> {
+    /// Finishes the decision with the rate limiter's answer for this key (from the isolate's
+    /// [`RateLimiter`], or from a shared counter elsewhere).
+    pub fn admit(self, outcome: RateLimitOutcome) -> Decision<'a> {
+        if !outcome.allowed {
+            return Decision::Deny(Denial::RateLimited(outcome));
+        }
+        Decision::Allow(Identity {
+            key_id: self.key_id,
+            org_id: self.org_id,
+            env: self.env,
+            scopes: self.scopes,
+            rate_limit: outcome,
+        })
+    }
+}
+
+/// The decision up to the rate limit, which the caller applies where its counters live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorization<'a> {
+    /// A public route: forward without identity, count nothing.
+    Public,
+    /// Refused before the rate limit.
+    Denied {
+        /// Why.
+        denial: Denial,
+        /// The key, when the presented string was found in the table (for usage records;
+        /// never shown to the caller).
+        key: Option<(KeyId, OrgId)>,
+    },
+    /// Everything but the rate limit passed.
+    Authorized(Authorized<'a>),
+}
+
+/// Every check but the rate limit: route requirement, key extraction, format and checksum,
+/// lookup, environment, status, expiry, scopes.
+pub fn authorize<'t>(
+    facts: &RequestFacts<'_>,
+    now: Timestamp,
+    config: &EdgeConfig,
+    table: &'t KeyTable,
+) -> Authorization<'t> {
+    let denied =
+        |denial: Denial, key: Option<(KeyId, OrgId)>| Authorization::Denied { denial, key };
+    let requirement = config.policy.requirement(facts.method, facts.path);
+    let required = match &*requirement {
+        Requirement::Public => return Authorization::Public,
+        Requirement::Scopes(required) => required,
+    };
+    let Some(presented) = extract_key(facts) else {
+        return denied(Denial::MissingKey, None);
+    };
+    let Ok(key) = ApiKey::parse(presented, &config.prefix) else {
+        return denied(Denial::InvalidKey, None);
+    };
+    let Some(entry) = config
+        .peppers
+        .iter()
+        .find_map(|pepper| table.get(&pepper.digest(&key)))
+    else {
+        return denied(Denial::InvalidKey, None);
+    };
+    let found = Some((entry.key_id(), entry.org_id()));
+    if !config.environments.accepts(entry.env()) || entry.env() != key.environment() {
+        return denied(Denial::InvalidKey, found);
+    }
+    if entry.status() == KeyStatus::Revoked {
+        return denied(Denial::RevokedKey, found);
+    }
+    if entry.expires_at().is_some_and(|expiry| now >= expiry) {
+        return denied(Denial::ExpiredKey, found);
+    }
+    if let Some(missing) = entry.scopes().first_missing(required) {
+        let denial = Denial::InsufficientScope {
+            required: missing.clone(),
+        };
+        return denied(denial, found);
+    }
+    Authorization::Authorized(Authorized {
+        key_id: entry.key_id(),
+        org_id: entry.org_id(),
+        env: entry.env(),
+        scopes: entry.scopes(),
+        limit: entry.rate_limit().unwrap_or(config.default_rate_limit),
+    })
+}
+
+/// Decides one request, counting it in the isolate's `limiter`.
 pub fn decide<'t>(
     facts: &RequestFacts<'_>,
     now: Timestamp,
@@ -216,50 +318,14 @@ pub fn decide<'t>(
     table: &'t KeyTable,
     limiter: &mut RateLimiter,
 ) -> Decision<'t> {
-    let requirement = config.policy.requirement(facts.method, facts.path);
-    let required = match &*requirement {
-        Requirement::Public => return Decision::AllowPublic,
-        Requirement::Scopes(required) => required,
-    };
-    let Some(presented) = extract_key(facts) else {
-        return Decision::Deny(Denial::MissingKey);
-    };
-    let Ok(key) = ApiKey::parse(presented, &config.prefix) else {
-        return Decision::Deny(Denial::InvalidKey);
-    };
-    let Some(entry) = config
-        .peppers
-        .iter()
-        .find_map(|pepper| table.get(&pepper.digest(&key)))
-    else {
-        return Decision::Deny(Denial::InvalidKey);
-    };
-    if !config.environments.accepts(entry.env()) || entry.env() != key.environment() {
-        return Decision::Deny(Denial::InvalidKey);
+    match authorize(facts, now, config, table) {
+        Authorization::Public => Decision::AllowPublic,
+        Authorization::Denied { denial, .. } => Decision::Deny(denial),
+        Authorization::Authorized(authorized) => {
+            let outcome = limiter.check(authorized.key_id, authorized.limit, now);
+            authorized.admit(outcome)
+        }
     }
-    if entry.status() == KeyStatus::Revoked {
-        return Decision::Deny(Denial::RevokedKey);
-    }
-    if entry.expires_at().is_some_and(|expiry| now >= expiry) {
-        return Decision::Deny(Denial::ExpiredKey);
-    }
-    if let Some(missing) = entry.scopes().first_missing(required) {
-        return Decision::Deny(Denial::InsufficientScope {
-            required: missing.clone(),
-        });
-    }
-    let limit = entry.rate_limit().unwrap_or(config.default_rate_limit);
-    let outcome = limiter.check(entry.key_id(), limit, now);
-    if !outcome.allowed {
-        return Decision::Deny(Denial::RateLimited(outcome));
-    }
-    Decision::Allow(Identity {
-        key_id: entry.key_id(),
-        org_id: entry.org_id(),
-        env: entry.env(),
-        scopes: entry.scopes(),
-        rate_limit: outcome,
-    })
 }
 
 #[cfg(test)]

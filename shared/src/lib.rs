@@ -14,6 +14,7 @@
 //! - [`ratelimit`]: GCRA rate limiting with time passed in.
 //! - [`sync`]: signing of replication requests between the control plane and edges.
 //! - [`decision`]: the edge's allow / 401 / 403 / 429 verdict for one request.
+//! - [`usage`]: usage events the edge records and ships to the control plane.
 //! - [`time`]: the [`Timestamp`] type.
 
 #![forbid(unsafe_code)]
@@ -29,9 +30,11 @@ pub mod scope;
 pub mod sync;
 pub mod table;
 pub mod time;
+pub mod usage;
 
 pub use decision::{
-    AcceptedEnvironments, Decision, Denial, EdgeConfig, Identity, RequestFacts, decide,
+    AcceptedEnvironments, Authorization, Authorized, Decision, Denial, EdgeConfig, Identity,
+    RequestFacts, authorize, decide,
 };
 pub use digest::{LookupDigest, Pepper, PepperId, PepperSet};
 pub use ids::{KeyId, OrgId};

@@ -154,6 +154,9 @@ fn ceil_millis(nanos: u128) -> u64 {
     u64::try_from(nanos.div_ceil(u128::from(NANOS_PER_MILLI))).unwrap_or(u64::MAX)
 }
 
+/// The policy name the rate-limit header fields use.
+pub const POLICY_NAME: &str = "key";
+
 /// One key's limiter state: its theoretical arrival time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GcraState {
@@ -191,6 +194,48 @@ impl RateLimitOutcome {
     /// Seconds until the full burst is back, rounded up.
     pub fn reset_after_secs(&self) -> u64 {
         self.reset_after_ms.div_ceil(1000)
+    }
+
+    /// Seconds a client should wait before its quota grows: until the next request is
+    /// admitted when refused, until the full burst is back when admitted.
+    pub fn reset_secs(&self) -> u64 {
+        if self.allowed {
+            self.reset_after_secs()
+        } else {
+            self.retry_after_secs()
+        }
+    }
+
+    /// The response header fields describing this outcome, for admitted and refused requests:
+    ///
+    /// - `RateLimit-Policy: "key";q=<requests per minute>;w=60` and
+    ///   `RateLimit: "key";r=<remaining>;t=<reset>` (draft-ietf-httpapi-ratelimit-headers);
+    /// - the legacy `X-RateLimit-Limit` (requests per minute), `X-RateLimit-Remaining`,
+    ///   `X-RateLimit-Reset` (seconds, same as `t`);
+    /// - `Retry-After` (seconds) when refused.
+    ///
+    /// `remaining` is what may be sent right now (at most the burst), `t` is
+    /// [`reset_secs`](Self::reset_secs).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let rate = self.limit.requests_per_minute();
+        let (remaining, reset) = (self.remaining, self.reset_secs());
+        let mut headers = vec![
+            (
+                "ratelimit-policy",
+                format!("\"{POLICY_NAME}\";q={rate};w=60"),
+            ),
+            (
+                "ratelimit",
+                format!("\"{POLICY_NAME}\";r={remaining};t={reset}"),
+            ),
+            ("x-ratelimit-limit", rate.to_string()),
+            ("x-ratelimit-remaining", remaining.to_string()),
+            ("x-ratelimit-reset", reset.to_string()),
+        ];
+        if !self.allowed {
+            headers.push(("retry-after", self.retry_after_secs().to_string()));
+        }
+        headers
     }
 }
 
@@ -376,5 +421,51 @@ mod tests {
         );
         limiter.prune(T0.plus_millis(6_000));
         assert!(limiter.is_empty());
+    }
+    #[test]
+    fn header_fields_describe_admitted_and_refused_requests() {
+        let limit = RateLimit::default();
+        let mut state = GcraState::default();
+        let first = limit.check(&mut state, T0);
+        assert_eq!(
+            first.headers(),
+            vec![
+                ("ratelimit-policy", "\"key\";q=100;w=60".to_owned()),
+                ("ratelimit", "\"key\";r=9;t=1".to_owned()),
+                ("x-ratelimit-limit", "100".to_owned()),
+                ("x-ratelimit-remaining", "9".to_owned()),
+                ("x-ratelimit-reset", "1".to_owned()),
+            ],
+            "one interval (600 ms) to refill what the first request used"
+        );
+        for _ in 0..9 {
+            limit.check(&mut state, T0);
+        }
+        let refused = limit.check(&mut state, T0.plus_millis(100));
+        let headers = refused.headers();
+        let field = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(field("ratelimit"), Some("\"key\";r=0;t=1"));
+        assert_eq!(field("retry-after"), Some("1"), "500 ms rounds up");
+        assert_eq!(field("x-ratelimit-remaining"), Some("0"));
+        let slow = RateLimit::new(1, 1).expect("valid");
+        let mut state = GcraState::default();
+        slow.check(&mut state, T0);
+        let refused = slow.check(&mut state, T0.plus_millis(1_500));
+        assert_eq!(refused.retry_after_secs(), 59);
+        assert!(
+            refused
+                .headers()
+                .contains(&("retry-after", "59".to_owned()))
+        );
+        assert!(
+            refused
+                .headers()
+                .contains(&("ratelimit-policy", "\"key\";q=1;w=60".to_owned()))
+        );
     }
 }

@@ -409,3 +409,98 @@ fn a_path_trick_cannot_turn_a_protected_route_public() {
         Decision::Allow(_)
     ));
 }
+
+impl World {
+    fn authorize_key(&self, method: &str, path: &str, key: Option<&ApiKey>) -> Authorization<'_> {
+        let facts = RequestFacts {
+            x_api_key: key.map(ApiKey::expose_secret),
+            authorization: None,
+            method,
+            path,
+        };
+        authorize(&facts, NOW, &self.config, &self.table)
+    }
+}
+
+#[test]
+fn refusals_name_the_key_only_when_it_was_found_in_the_table() {
+    let mut world = World::new();
+    let (revoked, revoked_entry) =
+        world.issue(Environment::Live, &[], |e| e.status = KeyStatus::Revoked);
+    let (reader, reader_entry) = world.issue(Environment::Live, &["contacts:read"], |_| {});
+    let unknown = ApiKey::generate(&KeyPrefix::default(), Environment::Live).expect("CSPRNG");
+    let found = |entry: &TableEntry| Some((entry.key_id, entry.org_id));
+    let cases = [
+        (
+            world.authorize_key("GET", "/x", None),
+            Denial::MissingKey,
+            None,
+        ),
+        (
+            world.authorize_key("GET", "/x", Some(&unknown)),
+            Denial::InvalidKey,
+            None,
+        ),
+        (
+            world.authorize_key("GET", "/x", Some(&revoked)),
+            Denial::RevokedKey,
+            found(&revoked_entry),
+        ),
+        (
+            world.authorize_key("POST", "/contacts", Some(&reader)),
+            Denial::InsufficientScope {
+                required: Scope::parse("contacts:write").expect("valid"),
+            },
+            found(&reader_entry),
+        ),
+    ];
+    for (authorization, expected_denial, expected_key) in cases {
+        assert_eq!(
+            authorization,
+            Authorization::Denied {
+                denial: expected_denial,
+                key: expected_key
+            }
+        );
+    }
+    assert_eq!(
+        world.authorize_key("GET", "/public/a", None),
+        Authorization::Public
+    );
+}
+
+#[test]
+fn authorization_carries_the_limit_and_admit_applies_the_outcome() {
+    let mut world = World::new();
+    let own = RateLimit::new(60, 2).expect("valid");
+    let (with_own, _) = world.issue(Environment::Live, &[], |e| e.rate_limit = Some(own));
+    let (with_default, _) = world.issue(Environment::Live, &[], |_| {});
+    let authorized = |authorization: Authorization<'_>| match authorization {
+        Authorization::Authorized(authorized) => authorized.limit,
+        other => panic!("expected authorized, got {other:?}"),
+    };
+    assert_eq!(
+        authorized(world.authorize_key("GET", "/x", Some(&with_own))),
+        own
+    );
+    assert_eq!(
+        authorized(world.authorize_key("GET", "/x", Some(&with_default))),
+        RateLimit::default()
+    );
+    let Authorization::Authorized(authorized) = world.authorize_key("GET", "/x", Some(&with_own))
+    else {
+        panic!("expected authorized");
+    };
+    let mut state = crate::ratelimit::GcraState::default();
+    let admitted = own.check(&mut state, NOW);
+    let _second = own.check(&mut state, NOW);
+    let refused = own.check(&mut state, NOW);
+    assert!(matches!(
+        authorized.clone().admit(admitted),
+        Decision::Allow(Identity { rate_limit, .. }) if rate_limit == admitted
+    ));
+    assert_eq!(
+        authorized.admit(refused),
+        Decision::Deny(Denial::RateLimited(refused))
+    );
+}
