@@ -172,6 +172,7 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
         database_url: Some(database_url(backend, dir.path()).await?),
         key_prefix: KeyPrefix::default(),
         org_name: "Bench".into(),
+        usage_retention_days: 30,
     };
     let (application, bootstrapped) =
         Application::build_with(&config, Arc::new(SystemClock), secrets_env).await?;

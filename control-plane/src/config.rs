@@ -29,6 +29,14 @@ pub struct Config {
         default_value = "Default organization"
     )]
     pub org_name: String,
+    /// Days usage events are kept before the hourly cleanup deletes them (0: forever).
+    #[arg(
+        long,
+        env = "KEYPLANE_USAGE_RETENTION_DAYS",
+        default_value_t = crate::usage::retention::DEFAULT_DAYS,
+        value_parser = clap::value_parser!(u32).range(0..=36_500)
+    )]
+    pub usage_retention_days: u32,
 }
 
 impl Config {

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// 413 `payload_too_large`: the body exceeds the limit.
     #[error("the request body is larger than the {0} bytes allowed")]
     PayloadTooLarge(usize),
+    /// 413 `payload_too_large`: a usage batch holds more events than allowed (the number).
+    #[error("a usage batch holds at most {max} events, this one {0}", max = keyplane_shared::usage::MAX_BATCH_EVENTS)]
+    TooManyEvents(usize),
     /// 401 `missing_api_key`: no credentials.
     #[error("an API key is required (x-api-key header or Authorization: Bearer)")]
     MissingKey,
@@ -80,7 +83,9 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) | ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge(_) | ApiError::TooManyEvents(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::MissingKey
             | ApiError::InvalidKey
             | ApiError::RevokedKey
@@ -102,7 +107,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::PayloadTooLarge(_) | ApiError::TooManyEvents(_) => "payload_too_large",
             ApiError::MissingKey => "missing_api_key",
             ApiError::InvalidKey => "invalid_api_key",
             ApiError::RevokedKey => "revoked_api_key",

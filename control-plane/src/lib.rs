@@ -9,6 +9,8 @@
 //! - [`store`]: the storage trait and its SQLite / PostgreSQL implementation.
 //! - [`replication`]: the signed feed edges pull, the edge registry's rules, and the pusher
 //!   that [`Application::serve`] runs beside the API.
+//! - [`usage`]: usage ingestion from the edges, the per-key usage API, and the retention
+//!   cleanup that [`Application::serve`] also runs.
 //! - [`secrets`], [`config`], [`bootstrap`], [`hashing`], [`metrics`], [`state`], [`openapi`].
 
 pub mod audit;
@@ -26,6 +28,7 @@ pub mod replication;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -63,6 +66,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(keys::router())
         .merge(audit::api::router())
         .merge(replication::feed::router())
+        .merge(usage::router())
 }
 
 /// The control plane's router, ready to serve.
@@ -100,10 +104,11 @@ async fn count_request(State(state): State<AppState>, request: Request, next: Ne
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
+    // Edges' own calls (usage reports) change no key: they do not wake the pusher.
     let mutation = !matches!(
         request.method(),
         &axum::http::Method::GET | &axum::http::Method::HEAD
-    );
+    ) && !route.starts_with("/v1/edge/");
     let response = next.run(request).await;
     if mutation && response.status().is_success() {
         // A committed key mutation: the pusher sends it to the edges now.
@@ -126,6 +131,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     store: Arc<SqlStore>,
+    usage_retention_days: u32,
 }
 
 /// What a first start created: the organization and its admin key, to print once.
@@ -169,6 +175,7 @@ impl Application {
                 listener,
                 state,
                 store,
+                usage_retention_days: config.usage_retention_days,
             },
             bootstrapped,
         ))
@@ -191,14 +198,16 @@ impl Application {
         &self.store
     }
 
-    /// Serves (and pushes changes to the registered edges) until `shutdown` resolves, then
-    /// lets in-flight requests finish.
+    /// Serves (and pushes changes to the registered edges, and deletes usage events past the
+    /// retention period) until `shutdown` resolves, then lets in-flight requests finish.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop_pusher, stopped) = tokio::sync::watch::channel(false);
-        let pusher = replication::pusher::spawn(self.state.clone(), stopped);
+        let (stop_tasks, stopped) = tokio::sync::watch::channel(false);
+        let pusher = replication::pusher::spawn(self.state.clone(), stopped.clone());
+        let cleanup =
+            usage::retention::spawn(self.state.clone(), self.usage_retention_days, stopped);
         let served = axum::serve(
             self.listener,
             app(self.state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -206,14 +215,16 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP");
-        let _ = stop_pusher.send(true);
-        // The pusher stops at once (in-flight pushes are dropped; edges pull what they miss).
-        let mut pusher = pusher;
-        if tokio::time::timeout(std::time::Duration::from_secs(1), &mut pusher)
-            .await
-            .is_err()
-        {
-            pusher.abort();
+        let _ = stop_tasks.send(true);
+        // The background tasks stop at once (in-flight pushes are dropped, edges pull what they
+        // miss; an interrupted cleanup resumes at the next start).
+        for mut task in std::iter::once(pusher).chain(cleanup) {
+            if tokio::time::timeout(std::time::Duration::from_secs(1), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
         }
         served
     }

@@ -45,6 +45,11 @@ pub struct Metrics {
     pub pushes: Family<OutcomeLabels, Counter>,
     /// Per edge: changes in the feed that the edge has not acknowledged.
     pub edge_lag: Family<EdgeLabels, Gauge>,
+    /// Usage events received from edges, by outcome: `stored`, `duplicate` (that request id
+    /// was already stored), `unattributed` (no key), `unknown_key`, `org_mismatch`.
+    pub usage_events: Family<OutcomeLabels, Counter>,
+    /// Usage events deleted by the retention cleanup.
+    pub usage_expired: Counter,
 }
 
 impl Default for Metrics {
@@ -80,6 +85,19 @@ impl Default for Metrics {
             "Changes in the feed an edge has not acknowledged",
             edge_lag.clone(),
         );
+        let usage_events = Family::<OutcomeLabels, Counter>::default();
+        let usage_expired = Counter::default();
+        registry.register(
+            "usage_events",
+            "Usage events received from edges, by outcome (stored, duplicate, unattributed, \
+             unknown_key, org_mismatch)",
+            usage_events.clone(),
+        );
+        registry.register(
+            "usage_events_expired",
+            "Usage events deleted after the retention period",
+            usage_expired.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -87,6 +105,8 @@ impl Default for Metrics {
             key_operations,
             pushes,
             edge_lag,
+            usage_events,
+            usage_expired,
         }
     }
 }
@@ -117,6 +137,17 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts `count` usage events with one outcome (nothing when `count` is 0).
+    pub fn count_usage(&self, outcome: &str, count: usize) {
+        if count > 0 {
+            self.usage_events
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+        }
     }
 
     /// Sets how far behind the feed's head an edge is.

@@ -16,9 +16,11 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "keys", description = "The key lifecycle"),
         (name = "audit", description = "The append-only, hash-chained audit log"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
-        (name = "edge", description = "The change feed edges pull (machine-to-machine: signed \
-                                       with the edge secret in `x-keyplane-signature`, not a \
-                                       management key)"),
+        (name = "usage", description = "A key's requests as the edges reported them, and \
+                                        daily counts"),
+        (name = "edge", description = "The change feed edges pull and the usage they report \
+                                       (machine-to-machine: signed with the edge secret in \
+                                       `x-keyplane-signature`, not a management key)"),
     ),
     components(schemas(ErrorResponse, ErrorObject)),
     modifiers(&ManagementKeySchemes)

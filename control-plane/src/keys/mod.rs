@@ -81,7 +81,8 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// List the organization's keys, newest first.
+/// List the organization's keys, newest first. `never_used`, `last_used_before` and
+/// `last_used_ip` find keys nobody uses and keys used from an unexpected address.
 #[utoipa::path(
     get, path = "/v1/keys", tag = "keys",
     params(ListKeysQuery),
@@ -102,6 +103,21 @@ async fn list_keys(
         state: query.status,
         environment: query.environment.map(Into::into),
         name_contains: query.name.filter(|name| !name.is_empty()),
+        never_used: query.never_used,
+        last_used_before: query
+            .last_used_before
+            .as_deref()
+            .map(|text| {
+                input::timestamp(text).map_err(|_| {
+                    ApiError::InvalidRequest("`last_used_before` must be an RFC 3339 time".into())
+                })
+            })
+            .transpose()?,
+        last_used_ip: query
+            .last_used_ip
+            .as_deref()
+            .map(crate::usage::input::ip)
+            .transpose()?,
         after: query
             .cursor
             .as_deref()

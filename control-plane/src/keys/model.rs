@@ -124,6 +124,14 @@ pub struct ListKeysQuery {
     pub environment: Option<EnvironmentName>,
     /// Only keys whose name contains this text (case-insensitive).
     pub name: Option<String>,
+    /// `true`: only keys no edge has ever reported a request for; `false`: only keys used at
+    /// least once.
+    pub never_used: Option<bool>,
+    /// Only keys not used since this time (RFC 3339), keys never used included (add
+    /// `never_used=false` to leave those out).
+    pub last_used_before: Option<String>,
+    /// Only keys whose last request came from this client address (exact).
+    pub last_used_ip: Option<String>,
     /// Page size, 1 to 200 (default 50).
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.

@@ -67,8 +67,20 @@ pub struct SnapshotQuery {
     pub url: Option<String>,
 }
 
-/// Checks the signature over the method, the exact path and query, and the empty body.
+/// Checks a GET's signature over the method, the exact path and query, and the empty body.
 fn verify(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), ApiError> {
+    verify_signed(state, headers, "GET", uri, &[])
+}
+
+/// Checks an edge request's signature (edge secret, replay window) over `method`, the path and
+/// query exactly as received, and `body`; any problem is one 401 `invalid_signature`.
+pub(crate) fn verify_signed(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &str,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<(), ApiError> {
     let path_and_query = uri.path_and_query().map_or("", |pq| pq.as_str());
     let header = headers
         .get(sync::SIGNATURE_HEADER)
@@ -79,9 +91,9 @@ fn verify(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), ApiErr
         header,
         now_secs,
         &SignedRequest {
-            method: "GET",
+            method,
             path_and_query,
-            body: &[],
+            body,
         },
     )
     .map(|_| ())

@@ -28,14 +28,7 @@ pub enum InvalidEdge {
 /// Checks an edge's name (1-64 of `[A-Za-z0-9_-]`) and URL (absolute http(s), with a host, at
 /// most 2048 bytes).
 pub fn validate(name: &str, url: &str) -> Result<(), InvalidEdge> {
-    let name_ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !name_ok {
-        return Err(InvalidEdge::Name);
-    }
+    validate_name(name)?;
     let absolute_http = url.parse::<Uri>().is_ok_and(|uri| {
         uri.host().is_some_and(|host| !host.is_empty())
             && matches!(uri.scheme_str(), Some("http" | "https"))
@@ -44,6 +37,20 @@ pub fn validate(name: &str, url: &str) -> Result<(), InvalidEdge> {
         return Err(InvalidEdge::Url);
     }
     Ok(())
+}
+
+/// Checks an edge's name: 1-64 of `[A-Za-z0-9_-]`.
+pub fn validate_name(name: &str) -> Result<(), InvalidEdge> {
+    let name_ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if name_ok {
+        Ok(())
+    } else {
+        Err(InvalidEdge::Name)
+    }
 }
 
 /// An edge named on the command line: `NAME=URL`.

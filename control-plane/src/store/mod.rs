@@ -6,13 +6,18 @@
 //! organization's keys are serialized (they lock the organization's row first), which is what
 //! makes concurrent rotate / revoke / update of one key come out as one consistent history.
 //!
+//! Usage events are the exception: they are a log of what the edges saw, not a change to a key,
+//! so ingesting them touches neither the audit chain nor the change log (see [`usage`]).
+//!
 //! [`sql::SqlStore`] implements the trait for SQLite and PostgreSQL.
 
 pub mod records;
 pub mod sql;
+pub mod usage;
 
 use async_trait::async_trait;
 use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::usage::UsageBatch;
 use keyplane_shared::{Change, LookupDigest, Timestamp};
 use thiserror::Error;
 
@@ -21,6 +26,7 @@ pub use records::{
     KeyState, NewKey, NewOrg, OrgRecord, Page, Revocation, RevocationReason, RevokeOutcome,
     Rotation,
 };
+pub use usage::{DailyStatusCount, IngestReport, StatusFilter, UsageFilter, UsageRecord};
 
 /// Why a storage call failed.
 #[derive(Debug, Error)]
@@ -209,6 +215,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes an edge from the registry; whether it was there.
     async fn remove_edge(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Stores a batch of usage events in one transaction, each request id once. Events that
+    /// name no key, a key that does not exist, or another organization than their key's are
+    /// not stored. Each key named by a stored or duplicate event gets the `at` and IP of its
+    /// newest event as `last_used_at` / `last_used_ip`, if that is newer than what it holds.
+    async fn ingest_usage(&self, batch: &UsageBatch) -> Result<IngestReport, StoreError>;
+
+    /// A page of one key's usage events, newest first (the key is not checked: call
+    /// [`Store::key`] first).
+    async fn list_usage(
+        &self,
+        org: OrgId,
+        key: KeyId,
+        filter: &UsageFilter,
+    ) -> Result<Page<UsageRecord>, StoreError>;
+
+    /// One key's requests in `[from, from + days)`, counted per day and status; `from` is the
+    /// start of a UTC day. Days and statuses without requests are left out.
+    async fn daily_usage(
+        &self,
+        org: OrgId,
+        key: KeyId,
+        from: Timestamp,
+        days: u32,
+    ) -> Result<Vec<DailyStatusCount>, StoreError>;
+
+    /// Deletes every usage event older than `cutoff` (in bounded chunks, so no statement holds
+    /// the table for long); how many it deleted.
+    async fn delete_usage_before(&self, cutoff: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// A registered edge and how replication to it is going.

@@ -272,6 +272,12 @@ pub struct KeyFilter {
     pub environment: Option<Environment>,
     /// Only keys whose name contains this (case-insensitive).
     pub name_contains: Option<String>,
+    /// `Some(true)`: only keys never used; `Some(false)`: only keys used at least once.
+    pub never_used: Option<bool>,
+    /// Only keys not used since this time (keys never used included).
+    pub last_used_before: Option<Timestamp>,
+    /// Only keys whose last use came from this client address.
+    pub last_used_ip: Option<String>,
     /// Continue after this key (created_at, id) of a previous page.
     pub after: Option<(Timestamp, KeyId)>,
     /// Page size.

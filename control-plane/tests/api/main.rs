@@ -12,3 +12,4 @@ mod keys;
 mod operations;
 mod replication;
 mod secrecy_at_rest;
+mod usage;

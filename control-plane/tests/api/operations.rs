@@ -91,15 +91,23 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
         "GET /v1/edge/snapshot",
         "GET /v1/keys",
         "GET /v1/keys/{id}",
+        "GET /v1/keys/{id}/usage",
+        "GET /v1/keys/{id}/usage/daily",
         "PATCH /v1/keys/{id}",
+        "POST /v1/edge/usage",
         "POST /v1/keys",
         "POST /v1/keys/{id}/revoke",
         "POST /v1/keys/{id}/rotate",
     ];
     assert_eq!(documented, expected);
-    // The feed is for edges: its own tag and the request signature, not a management key.
-    for path in ["/v1/edge/changes", "/v1/edge/snapshot"] {
-        let operation = &document["paths"][path]["get"];
+    // The feed and usage reports are for edges: their own tag and the request signature, not a
+    // management key.
+    for (path, method) in [
+        ("/v1/edge/changes", "get"),
+        ("/v1/edge/snapshot", "get"),
+        ("/v1/edge/usage", "post"),
+    ] {
+        let operation = &document["paths"][path][method];
         assert_eq!(operation["tags"], json!(["edge"]), "{path}");
         assert_eq!(
             operation["security"],

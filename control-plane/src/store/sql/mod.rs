@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::usage::UsageBatch;
 use keyplane_shared::{Change, ChangeOp, LookupDigest, RateLimit, Timestamp};
 use serde_json::{Value, json};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -24,6 +25,7 @@ mod filtered;
 mod journal;
 mod replication;
 mod rows;
+mod usage;
 
 use self::filtered::{Filtered, Param};
 use self::journal::{AuditEntry, append_audit, append_change, lock_org};
@@ -31,7 +33,10 @@ use self::rows::{
     AUDIT_COLUMNS, KEY_COLUMNS, audit_from_row, bytes32, i64_of, key_from_row, u64_of,
 };
 use super::records::*;
-use super::{Conflict, EdgeRecord, Store, StoreError};
+use super::{
+    Conflict, DailyStatusCount, EdgeRecord, IngestReport, Store, StoreError, UsageFilter,
+    UsageRecord,
+};
 use crate::audit::chain::{AuditSealer, GENESIS};
 
 /// Which database a URL points at.
@@ -370,6 +375,19 @@ impl Store for SqlStore {
             let pattern = query.bind(Param::Text(pattern));
             query.condition(&format!("LOWER(name) LIKE {pattern} ESCAPE '\\'"));
         }
+        match filter.never_used {
+            None => {}
+            Some(true) => query.condition("last_used_at IS NULL"),
+            Some(false) => query.condition("last_used_at IS NOT NULL"),
+        }
+        if let Some(before) = filter.last_used_before {
+            let before = query.bind(Param::Int(before.as_millis()));
+            query.condition(&format!("last_used_at IS NULL OR last_used_at < {before}"));
+        }
+        if let Some(ip) = &filter.last_used_ip {
+            let ip = query.bind(Param::Text(ip.clone()));
+            query.condition(&format!("last_used_ip = {ip}"));
+        }
         if let Some((at, id)) = filter.after {
             let at = query.bind(Param::Int(at.as_millis()));
             let id = query.bind(Param::Bytes(id.to_bytes().to_vec()));
@@ -698,6 +716,33 @@ impl Store for SqlStore {
 
     async fn remove_edge(&self, name: &str) -> Result<bool, StoreError> {
         replication::remove_edge(&self.pool, name).await
+    }
+
+    async fn ingest_usage(&self, batch: &UsageBatch) -> Result<IngestReport, StoreError> {
+        usage::ingest(&self.pool, batch).await
+    }
+
+    async fn list_usage(
+        &self,
+        org: OrgId,
+        key: KeyId,
+        filter: &UsageFilter,
+    ) -> Result<Page<UsageRecord>, StoreError> {
+        usage::list(&self.pool, org, key, filter).await
+    }
+
+    async fn daily_usage(
+        &self,
+        org: OrgId,
+        key: KeyId,
+        from: Timestamp,
+        days: u32,
+    ) -> Result<Vec<DailyStatusCount>, StoreError> {
+        usage::daily(&self.pool, org, key, from, days).await
+    }
+
+    async fn delete_usage_before(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        usage::delete_before(&self.pool, cutoff).await
     }
 }
 

@@ -1,0 +1,319 @@
+//! Usage events in SQL: batched, idempotent ingestion that also keeps each key's last use
+//! current; a key's events newest first; per-day counts; deletion past the retention period.
+//!
+//! Locking: a batch's inserts run in ascending request-id order and its key updates in
+//! ascending key-id order, so two batches ingested at once (a retry racing the original, two
+//! edges reporting the same keys) wait on each other's rows in one order and cannot deadlock.
+//! Ingestion takes no organization lock, so it never waits on key management either (which
+//! locks the organization, then the key; ingestion only ever holds key rows).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use keyplane_shared::Timestamp;
+use keyplane_shared::ids::{KeyId, OrgId, RequestId};
+use keyplane_shared::usage::{UsageBatch, UsageEvent};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Row as _};
+
+use super::filtered::{Filtered, Param};
+use super::rows::{bytes16, corrupt, u64_of};
+use crate::store::{
+    DailyStatusCount, IngestReport, Page, StatusFilter, StoreError, UsageFilter, UsageRecord,
+};
+
+/// Events per INSERT statement (8 parameters each, plus the edge: far below either
+/// database's parameter limit).
+const INSERT_CHUNK: usize = 200;
+/// Key ids per lookup statement.
+const LOOKUP_CHUNK: usize = 500;
+/// Events per DELETE statement of the retention cleanup.
+const DELETE_CHUNK: i64 = 10_000;
+/// Milliseconds in a day.
+const DAY_MS: i64 = 86_400_000;
+
+/// The columns [`usage_from_row`] reads.
+const USAGE_COLUMNS: &str = "request_id, key_id, org_id, at, method, path, status, ip, edge";
+
+/// An event that passed attribution: its key exists and belongs to its organization.
+#[derive(Clone, Copy)]
+struct Attributed<'a> {
+    key: KeyId,
+    org: OrgId,
+    event: &'a UsageEvent,
+}
+
+/// See [`crate::store::Store::ingest_usage`].
+pub(super) async fn ingest(pool: &AnyPool, batch: &UsageBatch) -> Result<IngestReport, StoreError> {
+    let mut report = IngestReport {
+        received: batch.events.len(),
+        ..IngestReport::default()
+    };
+    // Read outside the transaction: a key row is never removed and never changes organization,
+    // so what this finds still holds at commit. (In SQLite this also lets the transaction
+    // begin with a write, which takes the write lock at once instead of failing to upgrade.)
+    let owners = key_owners(pool, &batch.events).await?;
+    let mut attributed = Vec::with_capacity(batch.events.len());
+    for event in &batch.events {
+        let Some(key) = event.key_id else {
+            report.unattributed += 1;
+            continue;
+        };
+        match owners.get(&key) {
+            None => report.unknown_key += 1,
+            Some(&org) if event.org_id == Some(org) => {
+                attributed.push(Attributed { key, org, event })
+            }
+            Some(_) => report.org_mismatch += 1,
+        }
+    }
+    if attributed.is_empty() {
+        return Ok(report);
+    }
+    // Every attributed event is a use of its key, a duplicate too (re-applying it is a no-op).
+    let mut newest: BTreeMap<KeyId, &UsageEvent> = BTreeMap::new();
+    for Attributed { key, event, .. } in &attributed {
+        let slot = newest.entry(*key).or_insert(event);
+        // A later event of the batch wins a tie: the batch is oldest first.
+        if event.at >= slot.at {
+            *slot = event;
+        }
+    }
+    let attributed_count = attributed.len();
+    attributed.sort_by_key(|entry| entry.event.request_id);
+    attributed.dedup_by_key(|entry| entry.event.request_id);
+
+    let mut tx = pool.begin().await?;
+    let mut stored = 0;
+    for chunk in attributed.chunks(INSERT_CHUNK) {
+        stored += insert_events(&mut tx, &batch.edge, chunk).await?;
+    }
+    for (key, event) in &newest {
+        touch_key(&mut tx, *key, event).await?;
+    }
+    tx.commit().await?;
+    report.stored = stored;
+    report.duplicate = attributed_count - stored;
+    Ok(report)
+}
+
+/// The organization of every key the events name that exists.
+async fn key_owners(
+    pool: &AnyPool,
+    events: &[UsageEvent],
+) -> Result<HashMap<KeyId, OrgId>, StoreError> {
+    let mut ids: Vec<KeyId> = events.iter().filter_map(|event| event.key_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut owners = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(LOOKUP_CHUNK) {
+        let placeholders = (1..=chunk.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT id, org_id FROM api_keys WHERE id IN ({placeholders})");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.to_bytes().to_vec());
+        }
+        for row in query.fetch_all(pool).await? {
+            owners.insert(
+                KeyId::from_bytes(bytes16(row.try_get(0)?)?),
+                OrgId::from_bytes(bytes16(row.try_get(1)?)?),
+            );
+        }
+    }
+    Ok(owners)
+}
+
+/// Inserts events, skipping request ids already stored; how many were inserted.
+async fn insert_events(
+    tx: &mut AnyConnection,
+    edge: &str,
+    events: &[Attributed<'_>],
+) -> Result<usize, StoreError> {
+    let mut sql = String::from(
+        "INSERT INTO usage_events (request_id, key_id, org_id, at, method, path, status, ip, \
+         edge) VALUES ",
+    );
+    for row in 0..events.len() {
+        // $1 is the edge, shared by every row.
+        let n = 1 + row * 8;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        // Writing into a String cannot fail.
+        let _ = write!(
+            sql,
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, $1)",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7,
+            n + 8
+        );
+    }
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(edge.to_owned());
+    for Attributed { key, org, event } in events {
+        query = query
+            .bind(event.request_id.to_bytes().to_vec())
+            .bind(key.to_bytes().to_vec())
+            .bind(org.to_bytes().to_vec())
+            .bind(event.at.as_millis())
+            .bind(event.method.clone())
+            .bind(event.path.clone())
+            .bind(i64::from(event.status))
+            .bind(event.ip.clone());
+    }
+    let done = query.execute(&mut *tx).await?;
+    usize::try_from(done.rows_affected()).map_err(|_| corrupt("row count out of range"))
+}
+
+/// Moves a key's last use forward to `event` (never backwards).
+async fn touch_key(
+    tx: &mut AnyConnection,
+    key: KeyId,
+    event: &UsageEvent,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE api_keys SET last_used_at = $1, last_used_ip = $2 \
+         WHERE id = $3 AND (last_used_at IS NULL OR last_used_at < $1)",
+    )
+    .bind(event.at.as_millis())
+    .bind(event.ip.clone())
+    .bind(key.to_bytes().to_vec())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// See [`crate::store::Store::list_usage`].
+pub(super) async fn list(
+    pool: &AnyPool,
+    org: OrgId,
+    key: KeyId,
+    filter: &UsageFilter,
+) -> Result<Page<UsageRecord>, StoreError> {
+    let mut query = Filtered::new("key_id", Param::Bytes(key.to_bytes().to_vec()));
+    let org = query.bind(Param::Bytes(org.to_bytes().to_vec()));
+    query.condition(&format!("org_id = {org}"));
+    if let Some(from) = filter.from {
+        let from = query.bind(Param::Int(from.as_millis()));
+        query.condition(&format!("at >= {from}"));
+    }
+    if let Some(to) = filter.to {
+        let to = query.bind(Param::Int(to.as_millis()));
+        query.condition(&format!("at < {to}"));
+    }
+    match filter.status {
+        None => {}
+        Some(StatusFilter::Exact(code)) => {
+            let code = query.bind(Param::Int(i64::from(code)));
+            query.condition(&format!("status = {code}"));
+        }
+        Some(class @ StatusFilter::Class(_)) => {
+            let (low, high) = class.range();
+            let low = query.bind(Param::Int(i64::from(low)));
+            let high = query.bind(Param::Int(i64::from(high)));
+            query.condition(&format!("status >= {low} AND status < {high}"));
+        }
+    }
+    if let Some(ip) = &filter.ip {
+        let ip = query.bind(Param::Text(ip.clone()));
+        query.condition(&format!("ip = {ip}"));
+    }
+    if let Some((at, id)) = filter.after {
+        let at = query.bind(Param::Int(at.as_millis()));
+        let id = query.bind(Param::Bytes(id.to_bytes().to_vec()));
+        // A row-value comparison: both databases seek the (key_id, at, request_id) index.
+        query.condition(&format!("(at, request_id) < ({at}, {id})"));
+    }
+    let limit = query.bind(Param::Int(i64::from(filter.limit) + 1));
+    let sql = format!(
+        "SELECT {USAGE_COLUMNS} FROM usage_events WHERE {} \
+         ORDER BY at DESC, request_id DESC LIMIT {limit}",
+        query.conditions()
+    );
+    let rows = query.fetch_all(&sql, pool).await?;
+    let mut items = rows
+        .iter()
+        .map(usage_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let has_more = items.len() > filter.limit as usize;
+    items.truncate(filter.limit as usize);
+    Ok(Page { items, has_more })
+}
+
+/// See [`crate::store::Store::daily_usage`].
+pub(super) async fn daily(
+    pool: &AnyPool,
+    org: OrgId,
+    key: KeyId,
+    from: Timestamp,
+    days: u32,
+) -> Result<Vec<DailyStatusCount>, StoreError> {
+    let to = from.plus_millis(i64::from(days) * DAY_MS);
+    // Days are counted from `from`, so the arithmetic never meets a negative time.
+    let rows = sqlx::query(
+        "SELECT (at - $3) / 86400000 AS day, status, COUNT(*) AS requests FROM usage_events \
+         WHERE key_id = $1 AND org_id = $2 AND at >= $3 AND at < $4 \
+         GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .bind(key.to_bytes().to_vec())
+    .bind(org.to_bytes().to_vec())
+    .bind(from.as_millis())
+    .bind(to.as_millis())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DailyStatusCount {
+                day: u32::try_from(row.try_get::<i64, _>(0)?)
+                    .map_err(|_| corrupt("day out of range"))?,
+                status: status_of(row.try_get(1)?)?,
+                requests: u64_of(row.try_get(2)?)?,
+            })
+        })
+        .collect()
+}
+
+/// See [`crate::store::Store::delete_usage_before`].
+pub(super) async fn delete_before(pool: &AnyPool, cutoff: Timestamp) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    loop {
+        let done = sqlx::query(
+            "DELETE FROM usage_events WHERE request_id IN \
+             (SELECT request_id FROM usage_events WHERE at < $1 LIMIT $2)",
+        )
+        .bind(cutoff.as_millis())
+        .bind(DELETE_CHUNK)
+        .execute(pool)
+        .await?;
+        deleted += done.rows_affected();
+        if done.rows_affected() < DELETE_CHUNK.unsigned_abs() {
+            return Ok(deleted);
+        }
+    }
+}
+
+fn status_of(value: i64) -> Result<u16, StoreError> {
+    u16::try_from(value).map_err(|_| corrupt("status out of range"))
+}
+
+fn usage_from_row(row: &AnyRow) -> Result<UsageRecord, StoreError> {
+    Ok(UsageRecord {
+        request_id: RequestId::from_bytes(bytes16(row.try_get("request_id")?)?),
+        key_id: KeyId::from_bytes(bytes16(row.try_get("key_id")?)?),
+        org_id: OrgId::from_bytes(bytes16(row.try_get("org_id")?)?),
+        at: Timestamp(row.try_get("at")?),
+        method: row.try_get("method")?,
+        path: row.try_get("path")?,
+        status: status_of(row.try_get("status")?)?,
+        ip: row.try_get("ip")?,
+        edge: row.try_get("edge")?,
+    })
+}

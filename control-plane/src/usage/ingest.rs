@@ -1,0 +1,188 @@
+//! `POST /v1/edge/usage`: a batch of usage events from an edge.
+//!
+//! Machine-to-machine, like the change feed: the request is signed with the edge secret over
+//! `POST`, the path and the body bytes (`x-keyplane-signature`); anything else is 401
+//! `invalid_signature` and nothing is stored. The body is a JSON
+//! [`UsageBatch`] of at most [`MAX_BATCH_EVENTS`] events and [`MAX_USAGE_BODY_BYTES`] bytes
+//! (413 beyond either); a body that is not one is 400. The edge drops a batch refused with 400
+//! or 413 and retries on anything else, so only a batch that can never succeed gets those.
+//!
+//! The answer is `{"received": n, "stored": k}`: a batch sent twice stores each event once
+//! (`stored` is 0 the second time). Events that name no key, a key that does not exist, or an
+//! organization that is not their key's are received but not stored; every outcome is counted
+//! in `keyplane_usage_events_total{outcome}`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use keyplane_shared::usage::{
+    MAX_BATCH_EVENTS, MAX_IP_BYTES, MAX_METHOD_BYTES, MAX_PATH_BYTES, UsageBatch, UsageEvent,
+    UsageReceipt,
+};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::replication::feed::verify_signed;
+use crate::replication::registry;
+use crate::state::AppState;
+
+/// Largest usage batch body, in bytes: a full batch of events with long paths fits.
+pub const MAX_USAGE_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// The ingestion route, with its own body limit (the API's default is much smaller).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ingest_usage))
+        .layer(DefaultBodyLimit::max(MAX_USAGE_BODY_BYTES))
+}
+
+// The OpenAPI schemas of the body and the answer: the types themselves live in
+// `keyplane-shared`, which knows nothing of OpenAPI.
+
+/// A batch of usage events from one edge.
+#[derive(ToSchema)]
+#[schema(as = UsageBatch)]
+#[allow(dead_code)]
+struct UsageBatchDoc {
+    /// The sending edge's name (1-64 of `[A-Za-z0-9_-]`).
+    edge: String,
+    /// At most 1000 events, oldest first.
+    events: Vec<UsageEventDoc>,
+}
+
+/// One decision at the edge.
+#[derive(ToSchema)]
+#[schema(as = UsageEvent)]
+#[allow(dead_code)]
+struct UsageEventDoc {
+    /// The request's id (`req_…`); ingestion is idempotent by it.
+    request_id: String,
+    /// The key presented (`key_…`), when the edge found it; events without one are not stored.
+    key_id: Option<String>,
+    /// That key's organization (`org_…`).
+    org_id: Option<String>,
+    /// When the edge decided, in milliseconds since the Unix epoch.
+    at: i64,
+    /// HTTP method (at most 16 bytes are kept).
+    method: String,
+    /// Path without the query (at most 512 bytes are kept).
+    path: String,
+    /// The status the caller got.
+    status: u16,
+    /// Client address (`CF-Connecting-IP`; at most 64 bytes are kept).
+    ip: Option<String>,
+}
+
+/// The answer to a batch.
+#[derive(ToSchema)]
+#[schema(as = UsageReceipt)]
+#[allow(dead_code)]
+struct UsageReceiptDoc {
+    /// Events in the batch.
+    received: usize,
+    /// Events stored now (the rest were already stored, or could not be attributed to a key).
+    stored: usize,
+}
+
+/// Ingest a batch of usage events from an edge.
+#[utoipa::path(
+    post, path = "/v1/edge/usage", tag = "edge",
+    request_body(content = UsageBatchDoc, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Received; `stored` counts the events new to the store",
+         body = UsageReceiptDoc),
+        (status = 400, description = "`invalid_json` / `invalid_request`: not a usage batch",
+         body = crate::openapi::ErrorResponse),
+        (status = 401, description = "`invalid_signature`: unsigned, badly signed or stale",
+         body = crate::openapi::ErrorResponse),
+        (status = 413, description = "`payload_too_large`: over 1000 events or 2 MiB",
+         body = crate::openapi::ErrorResponse),
+    ),
+    security(("edge_signature" = []))
+)]
+async fn ingest_usage(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<UsageReceipt>, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(MAX_USAGE_BODY_BYTES)
+        } else {
+            ApiError::InvalidJson(rejection.body_text())
+        }
+    })?;
+    verify_signed(&state, &headers, "POST", &uri, &body)?;
+    let mut batch: UsageBatch = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::InvalidJson(format!("the body is not a usage batch: {error}"))
+    })?;
+    if batch.events.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::TooManyEvents(batch.events.len()));
+    }
+    registry::validate_name(&batch.edge)
+        .map_err(|error| ApiError::InvalidRequest(format!("`edge`: {error}")))?;
+    batch.events.iter_mut().for_each(bound);
+    let report = state.store.ingest_usage(&batch).await?;
+    let metrics = &state.metrics;
+    metrics.count_usage("stored", report.stored);
+    metrics.count_usage("duplicate", report.duplicate);
+    metrics.count_usage("unattributed", report.unattributed);
+    metrics.count_usage("unknown_key", report.unknown_key);
+    metrics.count_usage("org_mismatch", report.org_mismatch);
+    tracing::debug!(
+        edge = %batch.edge,
+        received = report.received,
+        stored = report.stored,
+        duplicate = report.duplicate,
+        not_attributed = report.unattributed + report.unknown_key + report.org_mismatch,
+        "usage batch ingested"
+    );
+    Ok(Json(UsageReceipt {
+        received: report.received,
+        stored: report.stored,
+    }))
+}
+
+/// Cuts an event's text fields to the bounds the edge applies at the source, so a batch from
+/// another producer cannot store longer ones.
+fn bound(event: &mut UsageEvent) {
+    cut(&mut event.method, MAX_METHOD_BYTES);
+    cut(&mut event.path, MAX_PATH_BYTES);
+    if let Some(ip) = &mut event.ip {
+        cut(ip, MAX_IP_BYTES);
+    }
+}
+
+/// Truncates `text` to at most `max` bytes, at a character boundary.
+fn cut(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_fields_are_cut_at_character_boundaries() {
+        let mut text = "é".repeat(300);
+        cut(&mut text, MAX_PATH_BYTES);
+        assert_eq!(text.len(), MAX_PATH_BYTES);
+        let mut odd = format!("a{}", "é".repeat(300));
+        cut(&mut odd, MAX_PATH_BYTES);
+        assert_eq!(odd.len(), MAX_PATH_BYTES - 1, "never inside a character");
+        let mut short = "GET".to_owned();
+        cut(&mut short, MAX_METHOD_BYTES);
+        assert_eq!(short, "GET");
+    }
+}
