@@ -4,7 +4,8 @@
 //! - `POST /__keyplane/sync`: a change batch pushed by the control plane, signed (see
 //!   `keyplane_shared::sync`). Unsigned, badly signed, stale, replayed (nonce seen before) or
 //!   malformed pushes are refused and change nothing. Answers `{"applied_seq": N}`.
-//! - `GET /__keyplane/status`: signed like a push; this isolate's applied sequence and key count.
+//! - `GET /__keyplane/status`: signed like a push; this isolate's applied sequence, key count
+//!   and usage-reporting figures (buffered, sent, dropped, unattributed, failures).
 
 use keyplane_shared::ids::RequestId;
 use keyplane_shared::sync::{self, REPLAY_WINDOW_SECS, SignedRequest};
@@ -15,6 +16,7 @@ use crate::replica;
 use crate::reply;
 use crate::settings::{self, Settings};
 use crate::store;
+use crate::usage;
 
 /// Prefix of every internal path.
 pub const PREFIX: &str = "/__keyplane/";
@@ -68,6 +70,7 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
                 "edge": settings.edge_name,
                 "applied_seq": applied_seq,
                 "keys": keys,
+                "usage": usage::stats(),
             }))
         }
         _ => reply::failure(404, "not_found", &request_id),

@@ -7,9 +7,11 @@
 
 use std::cell::RefCell;
 
-use keyplane_shared::decision::{Decision, Denial, EdgeConfig, RequestFacts, decide};
+use keyplane_shared::decision::{Authorization, Denial, EdgeConfig, RequestFacts, authorize};
 use keyplane_shared::table::codec::{decode_changes, decode_snapshot};
-use keyplane_shared::{KeyTable, RateLimiter, Timestamp};
+use keyplane_shared::{
+    KeyId, KeyTable, OrgId, RateLimit, RateLimitOutcome, RateLimiter, Timestamp,
+};
 use worker::{Env, Method, Request, RequestInit, Result};
 
 use crate::store::{self, BODY_KIND_HEADER};
@@ -19,7 +21,8 @@ struct Replica {
     table: KeyTable,
     loaded: bool,
     checked_at_ms: f64,
-    refreshing: bool,
+    /// When the running background refresh was claimed.
+    refreshing_since: Option<f64>,
     limiter: RateLimiter,
 }
 
@@ -27,32 +30,102 @@ thread_local! {
     static REPLICA: RefCell<Replica> = RefCell::new(Replica::default());
 }
 
+/// A key that passed every check but the rate limit, owned (the table is released).
+pub struct Admitted {
+    /// The key and its organization.
+    pub key: (KeyId, OrgId),
+    /// The identity headers for the origin.
+    pub identity: Vec<(&'static str, String)>,
+    /// The limit that applies to it.
+    pub limit: RateLimit,
+}
+
 /// What the gate does with a request, owning everything it needs after the table is released.
 pub enum Verdict {
     /// A public route: forward without identity.
     Public,
-    /// Forward with these identity headers.
-    Allow(Vec<(&'static str, String)>),
-    /// Refuse.
-    Deny(Denial),
+    /// Refuse; `key` names the key when the presented string was found in the table.
+    Deny {
+        /// Why.
+        denial: Denial,
+        /// The key, for the usage record.
+        key: Option<(KeyId, OrgId)>,
+    },
+    /// Forward; the rate limiter admitted it with this outcome.
+    Allow(Admitted, RateLimitOutcome),
 }
 
-/// Decides one request against the in-memory table.
-pub fn decide_request(facts: &RequestFacts<'_>, now: Timestamp, config: &EdgeConfig) -> Verdict {
+/// What [`decide_request`] settled.
+pub enum Decided {
+    /// The verdict, rate limit included.
+    Done(Verdict),
+    /// Everything but the rate limit passed; the caller counts it elsewhere (global mode)
+    /// and finishes with [`settle`].
+    Uncounted(Admitted),
+}
+
+/// Decides one request against the in-memory table; counts it in the isolate's limiter when
+/// `count_here`.
+pub fn decide_request(
+    facts: &RequestFacts<'_>,
+    now: Timestamp,
+    config: &EdgeConfig,
+    count_here: bool,
+) -> Decided {
     REPLICA.with(|replica| {
         let mut replica = replica.borrow_mut();
         let Replica { table, limiter, .. } = &mut *replica;
-        match decide(facts, now, config, table, limiter) {
-            Decision::AllowPublic => Verdict::Public,
-            Decision::Deny(denial) => Verdict::Deny(denial),
-            Decision::Allow(identity) => Verdict::Allow(vec![
-                ("x-keyplane-key-id", identity.key_id.to_string()),
-                ("x-keyplane-org-id", identity.org_id.to_string()),
-                ("x-keyplane-scopes", identity.scopes.to_string()),
-                ("x-keyplane-env", identity.env.as_str().to_owned()),
-            ]),
+        let authorized = match authorize(facts, now, config, table) {
+            Authorization::Public => return Decided::Done(Verdict::Public),
+            Authorization::Denied { denial, key } => {
+                return Decided::Done(Verdict::Deny { denial, key });
+            }
+            Authorization::Authorized(authorized) => authorized,
+        };
+        let admitted = Admitted {
+            key: (authorized.key_id, authorized.org_id),
+            identity: vec![
+                ("x-keyplane-key-id", authorized.key_id.to_string()),
+                ("x-keyplane-org-id", authorized.org_id.to_string()),
+                ("x-keyplane-scopes", authorized.scopes.to_string()),
+                ("x-keyplane-env", authorized.env.as_str().to_owned()),
+            ],
+            limit: authorized.limit,
+        };
+        if !count_here {
+            return Decided::Uncounted(admitted);
         }
+        let outcome = limiter.check(authorized.key_id, authorized.limit, now);
+        Decided::Done(settle(admitted, outcome))
     })
+}
+
+/// Counts `admitted` in the isolate's limiter (the global mode's fallback).
+pub fn count_locally(admitted: Admitted, now: Timestamp) -> Verdict {
+    let outcome = REPLICA.with(|replica| {
+        replica
+            .borrow_mut()
+            .limiter
+            .check(admitted.key.0, admitted.limit, now)
+    });
+    settle(admitted, outcome)
+}
+
+/// The verdict once the rate limiter answered.
+pub fn settle(admitted: Admitted, outcome: RateLimitOutcome) -> Verdict {
+    if outcome.allowed {
+        Verdict::Allow(admitted, outcome)
+    } else {
+        Verdict::Deny {
+            denial: Denial::RateLimited(outcome),
+            key: Some(admitted.key),
+        }
+    }
+}
+
+/// Forgets limiter state of keys that are fully refilled (keeps the map small).
+pub fn prune_limiter(now: Timestamp) {
+    REPLICA.with(|replica| replica.borrow_mut().limiter.prune(now));
 }
 
 /// Whether the table was never loaded into this isolate.
@@ -60,15 +133,21 @@ pub fn is_loaded() -> bool {
     REPLICA.with(|replica| replica.borrow().loaded)
 }
 
+/// A refresh claimed longer ago than this was cancelled by the runtime without being dropped
+/// (its future is never polled again): another may start.
+const STALE_REFRESH_MS: f64 = 60_000.0;
+
 /// Claims the next background refresh if one is due (`interval_ms` since the last check and
-/// none running).
+/// none running, or the running one's claim is stale).
 pub fn claim_refresh(now_ms: f64, interval_ms: f64) -> bool {
     REPLICA.with(|replica| {
         let mut replica = replica.borrow_mut();
-        let due =
-            replica.loaded && !replica.refreshing && now_ms - replica.checked_at_ms >= interval_ms;
+        let free = replica
+            .refreshing_since
+            .is_none_or(|since| now_ms - since >= STALE_REFRESH_MS);
+        let due = replica.loaded && free && now_ms - replica.checked_at_ms >= interval_ms;
         if due {
-            replica.refreshing = true;
+            replica.refreshing_since = Some(now_ms);
         }
         due
     })
@@ -82,11 +161,20 @@ pub fn status() -> (u64, usize) {
     })
 }
 
+/// Releases the refresh claim even when the refresh future is dropped half-way (the runtime
+/// cancels `waitUntil` work that outlives its limit).
+struct RefreshClaim;
+
+impl Drop for RefreshClaim {
+    fn drop(&mut self) {
+        REPLICA.with(|replica| replica.borrow_mut().refreshing_since = None);
+    }
+}
+
 /// Brings the isolate's table up to the store's.
 pub async fn refresh(env: &Env) -> Result<()> {
-    let outcome = refresh_inner(env).await;
-    REPLICA.with(|replica| replica.borrow_mut().refreshing = false);
-    outcome
+    let _claim = RefreshClaim;
+    refresh_inner(env).await
 }
 
 async fn refresh_inner(env: &Env) -> Result<()> {
@@ -143,4 +231,23 @@ async fn refresh_inner(env: &Env) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_refresh_at_a_time_unless_the_running_one_is_stale() {
+        assert!(!claim_refresh(5_000.0, 1_000.0), "nothing loaded yet");
+        REPLICA.with(|replica| replica.borrow_mut().loaded = true);
+        assert!(claim_refresh(5_000.0, 1_000.0));
+        assert!(!claim_refresh(6_000.0, 1_000.0), "one is running");
+        assert!(
+            claim_refresh(5_000.0 + STALE_REFRESH_MS, 1_000.0),
+            "a claim the runtime abandoned gives way"
+        );
+        drop(RefreshClaim);
+        assert!(claim_refresh(5_000.0 + STALE_REFRESH_MS, 1_000.0));
+    }
 }

@@ -60,7 +60,8 @@ pub fn health() -> Result<Response> {
     Response::from_json(&serde_json::json!({ "status": "ok" }))
 }
 
-/// The refusal for `denial`: its status, the JSON error body and, for 401/403, the challenge.
+/// The refusal for `denial`: its status, the JSON error body and, for 401/403, the challenge;
+/// for 429, `Retry-After` and the rate-limit header fields.
 pub fn denied(denial: &Denial, request_id: &str) -> Result<Response> {
     let message = denial.message();
     let body = ErrorBody {
@@ -74,6 +75,11 @@ pub fn denied(denial: &Denial, request_id: &str) -> Result<Response> {
     headers.set("content-type", "application/json")?;
     if let Some(challenge) = denial.www_authenticate(REALM) {
         headers.set("www-authenticate", &challenge)?;
+    }
+    if let Denial::RateLimited(outcome) = denial {
+        for (name, value) in outcome.headers() {
+            headers.set(name, &value)?;
+        }
     }
     headers.set("cache-control", "no-store")?;
     headers.set("x-keyplane-request-id", request_id)?;

@@ -32,6 +32,34 @@ pub struct Settings {
     pub replica_refresh_ms: f64,
     /// How often the Durable Object pulls the control plane's feed, in milliseconds.
     pub pull_interval_ms: i64,
+    /// Where rate-limit counters live.
+    pub rate_limit_mode: RateLimitMode,
+    /// Usage reporting to the control plane.
+    pub usage: UsageSettings,
+}
+
+/// Where rate-limit counters live (`RATE_LIMIT_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitMode {
+    /// `isolate` (default): each isolate counts on its own, in memory; no added latency, but a
+    /// key spread over `n` isolates can be admitted up to `n` times its burst.
+    Isolate,
+    /// `global`: one Durable Object per key counts every request of that key, wherever it
+    /// lands; exact, at the cost of a round trip to the object per request.
+    Global,
+}
+
+/// Usage reporting settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UsageSettings {
+    /// `USAGE_REPORTING`: `on` (default) or `off`.
+    pub enabled: bool,
+    /// `USAGE_BUFFER_MAX`: events an isolate holds while the control plane is unreachable;
+    /// past it the oldest are dropped and counted. Default 10,000.
+    pub buffer_max: usize,
+    /// `USAGE_FLUSH_MS`: the pause between two partial batches (a full batch goes at once), so
+    /// about the longest an event waits while the control plane answers. Default 1,000.
+    pub flush_ms: f64,
 }
 
 /// A setting that is missing or invalid.
@@ -130,6 +158,21 @@ impl Settings {
                 "must be 1-64 characters of [A-Za-z0-9_-]",
             ));
         }
+        let rate_limit_mode = match text("RATE_LIMIT_MODE").as_deref() {
+            None | Some("isolate") => RateLimitMode::Isolate,
+            Some("global") => RateLimitMode::Global,
+            Some(_) => return Err(invalid("RATE_LIMIT_MODE", "must be `isolate` or `global`")),
+        };
+        let enabled = match text("USAGE_REPORTING").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(_) => return Err(invalid("USAGE_REPORTING", "must be `on` or `off`")),
+        };
+        let usage = UsageSettings {
+            enabled,
+            buffer_max: number("USAGE_BUFFER_MAX", 10_000)?.max(1) as usize,
+            flush_ms: f64::from(number("USAGE_FLUSH_MS", 1_000)?),
+        };
         Ok(Settings {
             decision: EdgeConfig {
                 prefix,
@@ -145,6 +188,8 @@ impl Settings {
             edge_url,
             replica_refresh_ms: f64::from(number("REPLICA_REFRESH_MS", 1000)?),
             pull_interval_ms: i64::from(number("PULL_INTERVAL_SECS", 10)?.max(1)) * 1000,
+            rate_limit_mode,
+            usage,
         })
     }
 
@@ -220,11 +265,20 @@ mod tests {
         assert_eq!(settings.decision.default_rate_limit, RateLimit::DEFAULT);
         assert_eq!(settings.edge_name, "edge");
         assert_eq!(settings.pull_interval_ms, 10_000);
+        assert_eq!(settings.rate_limit_mode, RateLimitMode::Isolate);
+        assert_eq!(
+            settings.usage,
+            UsageSettings {
+                enabled: true,
+                buffer_max: 10_000,
+                flush_ms: 1_000.0
+            }
+        );
     }
 
     #[test]
     fn each_invalid_setting_is_named_without_its_value() {
-        let cases: [(&str, &str); 7] = [
+        let cases: [(&str, &str); 10] = [
             ("KEYPLANE_PEPPERS", "1:c2hvcnQ="),
             ("KEYPLANE_EDGE_SECRET", "c2hvcnQ="),
             ("ACCEPTED_ENVIRONMENTS", "prod"),
@@ -235,6 +289,9 @@ mod tests {
             ("ORIGIN_URL", "ftp://x"),
             ("RATE_LIMIT_BURST", "0"),
             ("EDGE_NAME", "a b"),
+            ("RATE_LIMIT_MODE", "cluster"),
+            ("USAGE_REPORTING", "yes"),
+            ("USAGE_BUFFER_MAX", "-1"),
         ];
         for (name, value) in cases {
             let error = Settings::from_lookup(|asked| {

@@ -1,0 +1,417 @@
+//! Usage reporting: every decision becomes a [`UsageEvent`], buffered in the isolate and
+//! shipped to the control plane in signed batches, in the background.
+//!
+//! The request path only appends to the buffer ([`record`]) and, when no flusher is running,
+//! starts one under `waitUntil` ([`claim_flush`], [`flush`]). The flusher sends what is
+//! buffered, then each further batch when it is due ([`due_in`]: a full batch at once, a
+//! partial one `USAGE_FLUSH_MS` after the previous send), so no event waits for another
+//! request to be shipped; it stops when the buffer is empty or after [`FLUSH_BUDGET_MS`]
+//! (under the platform's limit for work after the response), and the next request starts
+//! another.
+//! Events leave the buffer only when the control plane acknowledged them, so a
+//! control-plane outage loses nothing until the buffer holds `USAGE_BUFFER_MAX` events; past
+//! that the oldest are dropped and counted ([`Stats::dropped`], in `/__keyplane/status`).
+//! Failed sends back off (1 s doubling to 30 s), retried by the flusher within its budget, and
+//! after that by a flusher the first request after the backoff starts.
+//!
+//! Events that name no key (missing, malformed or unknown key; public routes) are counted
+//! here but not shipped: the usage API is per key, and such requests carry nothing to
+//! attribute them to.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use keyplane_shared::sync::{self, SignedRequest};
+use keyplane_shared::usage::{MAX_BATCH_EVENTS, USAGE_PATH, UsageBatch, UsageEvent};
+use serde::Serialize;
+use thiserror::Error;
+use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, console_error};
+
+use crate::settings::Settings;
+
+const FIRST_BACKOFF_MS: f64 = 1_000.0;
+const MAX_BACKOFF_MS: f64 = 30_000.0;
+/// Longest one flusher keeps sending and waiting, in ms: Cloudflare cancels `waitUntil` work
+/// 30 s after the response.
+pub const FLUSH_BUDGET_MS: f64 = 20_000.0;
+/// A flush claim older than this belongs to a flusher the runtime cancelled without dropping
+/// it (its future is simply never polled again); a new flusher may start.
+const STALE_CLAIM_MS: f64 = 2.0 * FLUSH_BUDGET_MS + MAX_BACKOFF_MS;
+
+/// What this isolate has reported, for `/__keyplane/status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Events waiting to be sent.
+    pub buffered: usize,
+    /// Events the control plane acknowledged.
+    pub sent: u64,
+    /// Events dropped because the buffer was full (or a batch was refused as malformed).
+    pub dropped: u64,
+    /// Decisions that named no key (not shipped).
+    pub unattributed: u64,
+    /// Failed sends since the last success.
+    pub failures: u32,
+}
+
+#[derive(Default)]
+struct Buffer {
+    /// Events with their serial number, oldest first.
+    events: VecDeque<(u64, UsageEvent)>,
+    next_serial: u64,
+    stats: Stats,
+    /// The running flusher's claim: its generation and when it was claimed.
+    claim: Option<(u64, f64)>,
+    claims: u64,
+    last_flush_ms: f64,
+    retry_at_ms: f64,
+}
+
+thread_local! {
+    static BUFFER: RefCell<Buffer> = RefCell::new(Buffer::default());
+}
+
+/// Appends one decision; drops the oldest event when the buffer is full.
+pub fn record(event: UsageEvent, buffer_max: usize) {
+    BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        if event.key_id.is_none() {
+            buffer.stats.unattributed += 1;
+            return;
+        }
+        let serial = buffer.next_serial;
+        buffer.next_serial += 1;
+        buffer.events.push_back((serial, event));
+        while buffer.events.len() > buffer_max {
+            buffer.events.pop_front();
+            buffer.stats.dropped += 1;
+        }
+        buffer.stats.buffered = buffer.events.len();
+    });
+}
+
+/// The right to run the flusher, from [`claim_flush`]; released when dropped (also when the
+/// runtime drops the flush future half-way).
+#[derive(Debug)]
+pub struct FlushClaim {
+    generation: u64,
+}
+
+impl Drop for FlushClaim {
+    fn drop(&mut self) {
+        BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            // A stale claim's flusher must not release a newer one's claim.
+            if buffer
+                .claim
+                .is_some_and(|(generation, _)| generation == self.generation)
+            {
+                buffer.claim = None;
+            }
+        });
+    }
+}
+
+/// Claims the flusher when there is something to send, no flusher is running (or the running
+/// one's claim is stale) and sends are not backing off after a failure.
+pub fn claim_flush(now_ms: f64) -> Option<FlushClaim> {
+    BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        let free = buffer
+            .claim
+            .is_none_or(|(_, claimed_at)| now_ms - claimed_at >= STALE_CLAIM_MS);
+        if !free || buffer.events.is_empty() || now_ms < buffer.retry_at_ms {
+            return None;
+        }
+        buffer.claims += 1;
+        let generation = buffer.claims;
+        buffer.claim = Some((generation, now_ms));
+        Some(FlushClaim { generation })
+    })
+}
+
+/// How long until the next batch is due at `now_ms` (`None`: nothing to send): a full batch
+/// goes at once, a partial one `flush_ms` after the previous send, and never before the
+/// backoff after a failure ends.
+fn due_in(now_ms: f64, flush_ms: f64) -> Option<f64> {
+    BUFFER.with(|buffer| {
+        let buffer = buffer.borrow();
+        if buffer.events.is_empty() {
+            return None;
+        }
+        let ready_at = if buffer.events.len() >= MAX_BATCH_EVENTS {
+            0.0
+        } else {
+            buffer.last_flush_ms + flush_ms
+        };
+        Some((ready_at.max(buffer.retry_at_ms) - now_ms).max(0.0))
+    })
+}
+
+/// This isolate's reporting figures.
+pub fn stats() -> Stats {
+    BUFFER.with(|buffer| buffer.borrow().stats)
+}
+
+/// Why a batch was not delivered.
+#[derive(Debug, Error)]
+enum SendError {
+    /// Worth retrying: network failure, 5xx, 401 (a secret being rotated), 429.
+    #[error("control plane unreachable or failing: {0}")]
+    Retry(String),
+    /// The control plane refused the batch itself (400 / 413): retrying cannot help.
+    #[error("control plane refused the batch: {0}")]
+    Refused(u16),
+}
+
+impl From<worker::Error> for SendError {
+    fn from(error: worker::Error) -> Self {
+        SendError::Retry(error.to_string())
+    }
+}
+
+/// The oldest batch in the buffer and the serial number of its last event (`None`: empty).
+fn next_batch() -> Option<(u64, Vec<UsageEvent>)> {
+    BUFFER.with(|buffer| {
+        let buffer = buffer.borrow();
+        let batch: Vec<UsageEvent> = buffer
+            .events
+            .iter()
+            .take(MAX_BATCH_EVENTS)
+            .map(|(_, event)| event.clone())
+            .collect();
+        let last = buffer.events.get(batch.len().checked_sub(1)?)?.0;
+        Some((last, batch))
+    })
+}
+
+/// Books the outcome of sending the events up to serial `last_serial` at `now_ms`: removes
+/// them when delivered (or refused for good), else schedules the retry.
+fn settle(outcome: &Result<(), SendError>, last_serial: u64, now_ms: f64) {
+    BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        buffer.last_flush_ms = now_ms;
+        match outcome {
+            Ok(()) | Err(SendError::Refused(_)) => {
+                let before = buffer.events.len();
+                while buffer
+                    .events
+                    .front()
+                    .is_some_and(|(serial, _)| *serial <= last_serial)
+                {
+                    buffer.events.pop_front();
+                }
+                let removed = (before - buffer.events.len()) as u64;
+                if outcome.is_ok() {
+                    buffer.stats.sent += removed;
+                } else {
+                    buffer.stats.dropped += removed;
+                }
+                buffer.stats.failures = 0;
+                buffer.retry_at_ms = 0.0;
+            }
+            Err(SendError::Retry(_)) => {
+                buffer.stats.failures = buffer.stats.failures.saturating_add(1);
+                buffer.retry_at_ms = now_ms + backoff_ms(buffer.stats.failures);
+            }
+        }
+        buffer.stats.buffered = buffer.events.len();
+    });
+}
+
+/// The flusher: sends each batch when it is due ([`due_in`]) until the buffer is empty or the
+/// next wait would outlast its budget.
+pub async fn flush(claim: FlushClaim, settings: &Settings) {
+    let _claim = claim;
+    let now = || worker::Date::now().as_millis() as f64;
+    let started_ms = now();
+    while let Some(wait_ms) = due_in(now(), settings.usage.flush_ms) {
+        if wait_ms > 0.0 {
+            if now() + wait_ms - started_ms > FLUSH_BUDGET_MS {
+                break;
+            }
+            Delay::from(Duration::from_millis(wait_ms.ceil() as u64)).await;
+            continue;
+        }
+        let Some((last_serial, events)) = next_batch() else {
+            break;
+        };
+        let count = events.len();
+        let outcome = send(
+            settings,
+            &UsageBatch {
+                edge: settings.edge_name.clone(),
+                events,
+            },
+        )
+        .await;
+        if let Err(error) = &outcome {
+            console_error!("usage report of {count} events failed: {error}");
+        }
+        settle(&outcome, last_serial, now());
+    }
+}
+
+/// Delay before retry number `failures` (1 s, 2 s, 4 s, … at most 30 s).
+fn backoff_ms(failures: u32) -> f64 {
+    (FIRST_BACKOFF_MS * 2f64.powi(failures.saturating_sub(1).min(16) as i32)).min(MAX_BACKOFF_MS)
+}
+
+async fn send(settings: &Settings, batch: &UsageBatch) -> Result<(), SendError> {
+    let body = serde_json::to_vec(batch).map_err(|error| SendError::Retry(error.to_string()))?;
+    let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
+    let signature = sync::sign_now(
+        &settings.sync_secret,
+        now_secs,
+        &SignedRequest {
+            method: "POST",
+            path_and_query: USAGE_PATH,
+            body: &body,
+        },
+    )
+    .map_err(|error| SendError::Retry(format!("CSPRNG: {error}")))?;
+    let headers = Headers::new();
+    headers.set(sync::SIGNATURE_HEADER, &signature)?;
+    headers.set("content-type", "application/json")?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(
+            worker::js_sys::Uint8Array::from(body.as_slice()).into(),
+        ));
+    let url = format!("{}{USAGE_PATH}", settings.control_plane_url);
+    let response = Fetch::Request(Request::new_with_init(&url, &init)?)
+        .send()
+        .await?;
+    match response.status_code() {
+        200..=299 => Ok(()),
+        status @ (400 | 413) => Err(SendError::Refused(status)),
+        status => Err(SendError::Retry(format!("answered {status}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyplane_shared::Timestamp;
+    use keyplane_shared::ids::{KeyId, OrgId, RequestId};
+
+    fn event(key: bool) -> UsageEvent {
+        UsageEvent::new(
+            RequestId::from_bytes([1; 16]),
+            key.then(|| (KeyId::from_bytes([2; 16]), OrgId::from_bytes([3; 16]))),
+            Timestamp(1),
+            "GET",
+            "/x",
+            200,
+            None,
+        )
+    }
+
+    #[test]
+    fn a_full_buffer_drops_the_oldest_and_counts_them_and_keyless_events_are_only_counted() {
+        for serial in 0..5 {
+            let mut e = event(true);
+            e.status = 200 + serial;
+            record(e, 3);
+        }
+        record(event(false), 3);
+        let stats = stats();
+        assert_eq!(
+            (stats.buffered, stats.dropped, stats.unattributed),
+            (3, 2, 1)
+        );
+        let kept: Vec<u16> =
+            BUFFER.with(|b| b.borrow().events.iter().map(|(_, e)| e.status).collect());
+        assert_eq!(kept, vec![202, 203, 204]);
+        let claim = claim_flush(2_000.0).expect("events are waiting");
+        assert!(claim_flush(2_000.0).is_none(), "one flusher at a time");
+        drop(claim);
+        assert!(
+            claim_flush(2_000.0).is_some(),
+            "the claim is released when dropped"
+        );
+    }
+
+    #[test]
+    fn nothing_to_send_claims_nothing() {
+        assert!(claim_flush(0.0).is_none());
+        assert_eq!(due_in(0.0, 1_000.0), None);
+    }
+
+    #[test]
+    fn a_stale_claim_gives_way_and_its_late_release_keeps_the_new_claim() {
+        record(event(true), 10);
+        let lost = claim_flush(2_000.0).expect("due");
+        assert!(claim_flush(2_000.0 + STALE_CLAIM_MS - 1.0).is_none());
+        let newer = claim_flush(2_000.0 + STALE_CLAIM_MS).expect("the old claim is stale");
+        drop(lost);
+        assert!(
+            claim_flush(2_000.0 + STALE_CLAIM_MS).is_none(),
+            "the newer flusher still holds its claim"
+        );
+        drop(newer);
+        assert!(claim_flush(2_000.0 + STALE_CLAIM_MS).is_some());
+    }
+
+    #[test]
+    fn batches_go_at_once_then_every_interval_and_back_off_after_failures() {
+        record(event(true), 10_000);
+        assert_eq!(
+            due_in(5_000.0, 200.0),
+            Some(0.0),
+            "the first event goes at once"
+        );
+        let (last, batch) = next_batch().expect("one event");
+        assert_eq!(batch.len(), 1);
+        // Two more arrive while the batch is in flight: due one interval after the send.
+        record(event(true), 10_000);
+        record(event(true), 10_000);
+        settle(&Ok(()), last, 5_010.0);
+        assert_eq!((stats().sent, stats().buffered), (1, 2));
+        assert_eq!(due_in(5_010.0, 200.0), Some(200.0));
+        assert_eq!(due_in(5_300.0, 200.0), Some(0.0));
+        // Failures keep the events and back off, 1 s then 2 s; no claim while backing off.
+        let (last, _) = next_batch().expect("two events");
+        let failed = Err(SendError::Retry("down".into()));
+        settle(&failed, last, 6_000.0);
+        assert_eq!(due_in(6_000.0, 200.0), Some(1_000.0));
+        settle(&failed, last, 7_000.0);
+        assert_eq!(due_in(7_000.0, 200.0), Some(2_000.0));
+        assert_eq!((stats().buffered, stats().failures), (2, 2));
+        assert!(claim_flush(8_999.0).is_none(), "backing off");
+        assert!(claim_flush(9_000.0).is_some());
+        // A refused batch is dropped and counted; the buffer is empty.
+        settle(&Err(SendError::Refused(400)), last, 9_000.0);
+        assert_eq!(
+            (stats().dropped, stats().buffered, stats().failures),
+            (2, 0, 0)
+        );
+        assert_eq!(due_in(9_000.0, 200.0), None);
+    }
+
+    #[test]
+    fn a_full_batch_does_not_wait_for_the_interval() {
+        record(event(true), 10_000);
+        let (last, _) = next_batch().expect("one event");
+        settle(&Ok(()), last, 1_000.0);
+        for _ in 0..MAX_BATCH_EVENTS + 5 {
+            record(event(true), 10_000);
+        }
+        assert_eq!(due_in(1_001.0, 1_000.0), Some(0.0));
+        let (_, batch) = next_batch().expect("events");
+        assert_eq!(batch.len(), MAX_BATCH_EVENTS);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_thirty_seconds() {
+        let delays: Vec<f64> = (1..=7).map(backoff_ms).collect();
+        assert_eq!(
+            delays,
+            vec![
+                1_000.0, 2_000.0, 4_000.0, 8_000.0, 16_000.0, 30_000.0, 30_000.0
+            ]
+        );
+        assert_eq!(backoff_ms(u32::MAX), 30_000.0);
+    }
+}
