@@ -1,12 +1,12 @@
 //! Edge overhead benchmark: requests/s and latency through the Keyplane worker (valid key,
-//! decision, forward with identity headers) vs a plain pass-through worker, both under the same
-//! workerd (miniflare) in front of the same origin, driven by the same closed-loop load
-//! generator (N keep-alive connections, one thread each).
+//! decision, forward with identity headers), with usage reporting off and on, vs a plain
+//! pass-through worker, all under the same workerd (miniflare) in front of the same origin,
+//! driven by the same closed-loop load generator (N keep-alive connections, one thread each).
 //!
 //! Run: `cargo xtask bench-edge` (or, after `cargo xtask build`:
 //! `cargo bench -p keyplane-tests --bench edge_overhead -- [seconds] [connections]`).
-//! The two workers are measured alternately (A B A B) and each figure is the sum over its runs,
-//! so drift on the machine hits both. On a 2-core machine the generator, workerd and the origin
+//! The three are measured in turn (A B C A B C) and each figure is the sum over its runs, so
+//! drift on the machine hits all of them. On a 2-core machine the generator, workerd and the origin
 //! share the cores: compare the ratio, not the absolute numbers.
 
 use std::time::{Duration, Instant};
@@ -29,46 +29,76 @@ fn main() -> Result<()> {
     let seconds = numbers.first().copied().unwrap_or(10);
     let connections = numbers.get(1).copied().unwrap_or(8) as usize;
     let setup = Setup::from_env().context("run `cargo xtask build` first")?;
-    let deployment = Deployment::start(&setup, 1, |_| {})?;
-    let (_, key) = deployment.create_key(json!({"name": "bench", "environment": "live"}))?;
-    deployment.wait_for(Duration::from_secs(10), "key reaching the edge", || {
-        Ok(deployment.through_edge(0, "/x", Some(&key))?.status == 200)
+    // edge-0 reports usage (the default), edge-1 does not.
+    let deployment = Deployment::start(&setup, 2, |options| {
+        if options.name == "edge-1" {
+            options.var("USAGE_REPORTING", "off");
+        }
     })?;
+    let (_, key) = deployment.create_key(json!({"name": "bench", "environment": "live"}))?;
+    for edge in 0..2 {
+        deployment.wait_for(Duration::from_secs(10), "key reaching the edge", || {
+            Ok(deployment.through_edge(edge, "/x", Some(&key))?.status == 200)
+        })?;
+    }
     let mut passthrough_options =
         EdgeOptions::new("passthrough", "http://127.0.0.1:9", &deployment.origin.url);
     passthrough_options.passthrough = true;
     let passthrough = setup.start_edge_with(&passthrough_options, &deployment.secrets)?;
 
-    let keyplane_url = format!("{}/v1/contacts/42?expand=owner", deployment.edge_url(0));
-    let passthrough_url = format!("{}/v1/contacts/42?expand=owner", passthrough.url);
+    let path = "/v1/contacts/42?expand=owner";
+    let targets = [
+        (
+            "pass-through worker",
+            format!("{}{path}", passthrough.url),
+            None,
+        ),
+        (
+            "keyplane, usage off",
+            format!("{}{path}", deployment.edge_url(1)),
+            Some(key.as_str()),
+        ),
+        (
+            "keyplane, usage on",
+            format!("{}{path}", deployment.edge_url(0)),
+            Some(key.as_str()),
+        ),
+    ];
     let duration = Duration::from_secs(seconds);
-    // Warm both (JIT, connection pools) before measuring.
-    load(&passthrough_url, None, Duration::from_secs(2), connections)?;
-    load(
-        &keyplane_url,
-        Some(&key),
-        Duration::from_secs(2),
-        connections,
-    )?;
-    let mut baseline = Vec::new();
-    let mut keyplane = Vec::new();
-    for _ in 0..2 {
-        baseline.push(load(&passthrough_url, None, duration, connections)?);
-        keyplane.push(load(&keyplane_url, Some(&key), duration, connections)?);
+    // Warm each (JIT, connection pools) before measuring.
+    for (_, url, key) in &targets {
+        load(url, *key, Duration::from_secs(2), connections)?;
     }
-    let (base_rps, base_p50, base_p99) = summary(&mut baseline);
-    let (kp_rps, kp_p50, kp_p99) = summary(&mut keyplane);
+    let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
+    for _ in 0..2 {
+        for ((_, url, key), runs) in targets.iter().zip(&mut runs) {
+            runs.push(load(url, *key, duration, connections)?);
+        }
+    }
+    let figures: Vec<(f64, f64, f64)> = runs.iter_mut().map(|runs| summary(runs)).collect();
     println!("edge overhead, {connections} connections, 2 × {seconds} s each, alternating:");
+    for ((name, _, _), (rps, p50, p99)) in targets.iter().zip(&figures) {
+        println!("  {name:<22} {rps:>7.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+    }
+    let (base, off, on) = (figures[0], figures[1], figures[2]);
     println!(
-        "  pass-through worker: {base_rps:.0} req/s, p50 {base_p50:.2} ms, p99 {base_p99:.2} ms"
+        "  ratio keyplane (usage off) / pass-through: throughput {:.3}, p50 latency {:.3}, p99 latency {:.3}",
+        off.0 / base.0,
+        off.1 / base.1,
+        off.2 / base.2
     );
-    println!("  keyplane worker:     {kp_rps:.0} req/s, p50 {kp_p50:.2} ms, p99 {kp_p99:.2} ms");
     println!(
-        "  ratio (keyplane / pass-through): throughput {:.3}, p50 latency {:.3}, p99 latency {:.3}",
-        kp_rps / base_rps,
-        kp_p50 / base_p50,
-        kp_p99 / base_p99
+        "  ratio keyplane (usage on) / pass-through:  throughput {:.3}, p50 latency {:.3}, p99 latency {:.3}",
+        on.0 / base.0,
+        on.1 / base.1,
+        on.2 / base.2
     );
+    println!(
+        "  ratio usage on / usage off: throughput {:.3}",
+        on.0 / off.0
+    );
+    let status = deployment.edge_status(0)?;
+    println!("  edge-0 usage reporting: {}", status["usage"]);
     drop(passthrough);
     Ok(())
 }

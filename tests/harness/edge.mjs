@@ -54,13 +54,16 @@ const options =
     ? { ...common, modules: true, script: passthrough }
     : {
         ...common,
+        // The layout worker-build writes with Keyplane's entry (edge/js/shim.mjs).
         modules: [
           { type: "ESModule", path: join(root, "index.js") },
-          { type: "CompiledWasm", path: join(root, "index_bg.wasm") },
+          { type: "ESModule", path: join(root, "worker", "shim.mjs") },
+          { type: "CompiledWasm", path: join(root, "worker", "index.wasm") },
         ],
         modulesRoot: root,
         durableObjects: {
           KEYPLANE_TABLE: { className: "KeyTableStore", useSQLite: true },
+          KEYPLANE_RATE_LIMITER: { className: "RateLimitCounter" },
         },
         ...(persist ? { durableObjectsPersist: persist } : {}),
       };

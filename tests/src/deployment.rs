@@ -68,6 +68,8 @@ pub struct EdgeOptions {
     pub pull_interval_secs: u32,
     /// Whether to run the plain pass-through worker instead (benchmark baseline).
     pub passthrough: bool,
+    /// Any other vars (`RATE_LIMIT_MODE`, `USAGE_REPORTING`, `USAGE_FLUSH_MS`, …).
+    pub vars: Vec<(String, String)>,
 }
 
 impl EdgeOptions {
@@ -84,7 +86,14 @@ impl EdgeOptions {
             rate_limit: (1_000_000, 65_535),
             pull_interval_secs: 10,
             passthrough: false,
+            vars: Vec::new(),
         }
+    }
+
+    /// Sets one more var.
+    pub fn var(&mut self, name: &str, value: &str) -> &mut Self {
+        self.vars.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     /// This edge's base URL.
@@ -111,6 +120,9 @@ impl EdgeOptions {
         }
         if let Some(policy) = &self.route_policy {
             bindings["ROUTE_POLICY"] = json!(policy.to_string());
+        }
+        for (name, value) in &self.vars {
+            bindings[name.as_str()] = json!(value);
         }
         bindings
     }

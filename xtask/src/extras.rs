@@ -94,8 +94,9 @@ pub fn bench(tools: &Tools, args: &BenchArgs) -> Result<()> {
 
 /// The benchmark that every hot-path figure is divided by: one bare HMAC-SHA256 of a key.
 /// The edge benchmarks, each printing its own figures: the key table in wasm32 under node
-/// (100k and 1M keys), revocation propagation to 3 edges under workerd, and throughput through
-/// the Keyplane worker against a pass-through worker.
+/// (100k and 1M keys), revocation propagation to 3 edges under workerd, throughput through
+/// the Keyplane worker (usage reporting off and on) against a pass-through worker, and
+/// rate-limit accuracy over 3 edges.
 pub fn bench_edge(tools: &Tools) -> Result<()> {
     crate::dev::build(tools)?;
     announce("table scale in wasm32 (node)");
@@ -138,6 +139,14 @@ pub fn bench_edge(tools: &Tools) -> Result<()> {
         "--",
         "10",
         "8",
+    ]))?;
+    announce("rate-limit accuracy: a burst over 3 edges, isolate and global mode");
+    run::run(tools.cargo()?.args([
+        "bench",
+        "-p",
+        "keyplane-tests",
+        "--bench",
+        "rate_limit_accuracy",
     ]))
 }
 

@@ -159,12 +159,16 @@ fn steps(tools: &Tools, quick: bool) -> Result<Vec<Step>> {
     Ok(steps)
 }
 
-/// `worker-build --release` in `edge/`, with the tools it would otherwise download.
+/// `worker-build --release` in `edge/`, with the tools it would otherwise download and
+/// Keyplane's own entry module (`edge/js/shim.mjs`: handlers called directly, without the
+/// default entry's per-call panic-recovery proxies). Output: `edge/build/index.js`,
+/// `edge/build/worker/{shim.mjs,index.wasm}`.
 pub fn edge_build(tools: &Tools) -> Result<Command> {
     let mut command = tools.command(tools.cargo_bin("worker-build"))?;
     command
         .arg("--release")
         .current_dir(tools.root.join("edge"))
+        .env("CUSTOM_SHIM", tools.root.join("edge/js/shim.mjs"))
         // RUST_BACKTRACE=1 (set on the machine image) makes worker-build's errors pages long.
         .env("RUST_BACKTRACE", "0");
     Ok(command)

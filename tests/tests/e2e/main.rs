@@ -5,4 +5,6 @@
 
 mod control_plane;
 mod edge;
+mod rate_limits;
 mod replication;
+mod usage;
