@@ -4,40 +4,167 @@
 //! `-org-id`, `-scopes`, `-env`, `-request-id`). Every `x-keyplane-*` header the caller sent is
 //! dropped first, and so is the credential Keyplane consumed (`x-api-key`, or the
 //! `Authorization: Bearer` header when the key came from there): the origin never sees a key.
+//!
+//! The common case is synchronous: with the table in memory and the isolate's own rate
+//! limiter, [`handle`] decides, builds the outgoing request and returns a [`Forward`]; the
+//! entry module (`edge/js/shim.mjs`) fetches it and hands the origin's answer to
+//! [`Forward::relay`] (or the failure to [`Forward::fail`]). No Rust future, executor or
+//! closure runs per request, which is most of what entering wasm costs (README, edge
+//! overhead). An isolate's first request (the table is not loaded yet) and the global
+//! rate-limit mode (a Durable Object round trip) take the same steps asynchronously: the
+//! answer is then a `Promise`.
+
+use std::rc::Rc;
 
 use keyplane_shared::Timestamp;
 use keyplane_shared::decision::RequestFacts;
-use keyplane_shared::ids::RequestId;
+use keyplane_shared::ids::{KeyId, OrgId, RequestId};
 use keyplane_shared::usage::UsageEvent;
-use worker::js_sys::{self, futures::JsFuture};
-use worker::wasm_bindgen::JsCast;
-use worker::{Context, Env, Request, Result, console_error, web_sys};
+use worker::js_sys::{self, Promise, futures::JsFuture, futures::future_to_promise};
+use worker::wasm_bindgen::{self, JsCast, JsValue, prelude::wasm_bindgen};
+use worker::{Context, Env, console_error, web_sys};
 
+use crate::headers::{self, Edits};
 use crate::replica::{self, Decided, Verdict};
 use crate::settings::{self, RateLimitMode, Settings};
 use crate::{limiter, reply, usage};
 
-/// Handles one request from the internet.
-pub async fn handle(req: Request, env: Env, ctx: &Context) -> Result<web_sys::Response> {
-    let request_id = RequestId::generate().ok();
-    let request_id_text =
-        request_id.map_or_else(|| "req_unavailable".to_owned(), |id| id.to_string());
+/// Where a request stands after the synchronous part of the gate.
+// A `Step` lives for one call and is moved once, into a `JsValue` (which boxes a `Forward`
+// anyway): boxing the large variant here would only add an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub enum Step {
+    /// The edge answered.
+    Answer(web_sys::Response),
+    /// The origin is to be fetched.
+    Forward(Forward),
+    /// The asynchronous path: a `Promise` of the `Response`.
+    Pending(Promise),
+}
+
+impl From<Step> for JsValue {
+    /// What the entry module gets: a `Response`, a [`Forward`] (fetch its request, then call
+    /// `relay` or `fail`), or a `Promise` of a `Response`.
+    fn from(step: Step) -> JsValue {
+        match step {
+            Step::Answer(response) => response.into(),
+            Step::Forward(forward) => forward.into(),
+            Step::Pending(promise) => promise.into(),
+        }
+    }
+}
+
+/// The parts of the incoming request the gate reads, read once.
+struct Incoming {
+    request: web_sys::Request,
+    request_id: Option<RequestId>,
+    request_id_text: String,
+    method: String,
+    /// The URL's path and query as the runtime serialized them (`/p?q`).
+    path_and_query: String,
+    x_api_key: Option<String>,
+    authorization: Option<String>,
+    now_ms: f64,
+}
+
+impl Incoming {
+    fn read(request: web_sys::Request) -> Self {
+        let headers = request.headers();
+        let header = |name: &str| headers.get(name).ok().flatten();
+        let request_id = RequestId::generate().ok();
+        Incoming {
+            request_id_text: request_id
+                .map_or_else(|| "req_unavailable".to_owned(), |id| id.to_string()),
+            request_id,
+            method: request.method(),
+            path_and_query: path_and_query(&request.url()).to_owned(),
+            x_api_key: header("x-api-key"),
+            authorization: header("authorization"),
+            now_ms: js_sys::Date::now(),
+            request,
+        }
+    }
+
+    fn path(&self) -> &str {
+        let end = self
+            .path_and_query
+            .find('?')
+            .unwrap_or(self.path_and_query.len());
+        &self.path_and_query[..end]
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp(self.now_ms as i64)
+    }
+
+    /// Whether the key came from `Authorization` (so that header is not forwarded).
+    fn key_from_authorization(&self) -> bool {
+        self.x_api_key
+            .as_deref()
+            .is_none_or(|key| key.trim().is_empty())
+    }
+
+    /// Records this request's usage event (when reporting is on) and starts the flusher if
+    /// none is running.
+    fn record_usage(
+        &self,
+        settings: &Rc<Settings>,
+        ctx: &Context,
+        key: Option<(KeyId, OrgId)>,
+        status: u16,
+    ) {
+        let Some(request_id) = self.request_id.filter(|_| settings.usage.enabled) else {
+            return;
+        };
+        let client_ip = self
+            .request
+            .headers()
+            .get("cf-connecting-ip")
+            .ok()
+            .flatten();
+        let event = UsageEvent::new(
+            request_id,
+            key,
+            self.now(),
+            &self.method,
+            self.path(),
+            status,
+            client_ip.as_deref(),
+        );
+        usage::record(event, settings.usage.buffer_max);
+        if let Some(claim) = usage::claim_flush(self.now_ms) {
+            let settings = settings.clone();
+            ctx.wait_until(async move { usage::flush(claim, &settings).await });
+        }
+    }
+}
+
+/// Handles one request from the internet (see the module header for what it returns).
+pub fn handle(request: web_sys::Request, env: Env, ctx: Context) -> Step {
+    let incoming = Incoming::read(request);
     let settings = match settings::load(&env) {
         Ok(settings) => settings,
         Err(error) => {
             console_error!("{error}");
-            return reply::failure(500, "edge_misconfigured", &request_id_text).map(Into::into);
+            return failure(500, "edge_misconfigured", &incoming.request_id_text);
         }
     };
-    if !replica::is_loaded()
-        && let Err(error) = replica::refresh(&env).await
-    {
-        console_error!("loading the key table failed: {error}");
-        return reply::failure(503, "edge_unavailable", &request_id_text).map(Into::into);
+    if !replica::is_loaded() {
+        return Step::Pending(future_to_promise(async move {
+            if let Err(error) = replica::refresh(&env).await {
+                console_error!("loading the key table failed: {error}");
+                return settled(failure(503, "edge_unavailable", &incoming.request_id_text)).await;
+            }
+            settled(proceed(incoming, settings, env, ctx)).await
+        }));
     }
-    let now_ms = worker::Date::now().as_millis();
-    let now = Timestamp(i64::try_from(now_ms).unwrap_or(i64::MAX));
-    if replica::claim_refresh(now_ms as f64, settings.replica_refresh_ms) {
+    proceed(incoming, settings, env, ctx)
+}
+
+/// The decision on a loaded table, then the answer or the forward.
+fn proceed(incoming: Incoming, settings: Rc<Settings>, env: Env, ctx: Context) -> Step {
+    let now = incoming.now();
+    if replica::claim_refresh(incoming.now_ms, settings.replica_refresh_ms) {
         replica::prune_limiter(now);
         let env = env.clone();
         ctx.wait_until(async move {
@@ -46,21 +173,17 @@ pub async fn handle(req: Request, env: Env, ctx: &Context) -> Result<web_sys::Re
             }
         });
     }
-
-    let header = |name: &str| req.headers().get(name).ok().flatten();
-    let (x_api_key, authorization) = (header("x-api-key"), header("authorization"));
-    let (method, path) = (req.method(), req.path());
     let facts = RequestFacts {
-        x_api_key: x_api_key.as_deref(),
-        authorization: authorization.as_deref(),
-        method: method.as_ref(),
-        path: &path,
+        x_api_key: incoming.x_api_key.as_deref(),
+        authorization: incoming.authorization.as_deref(),
+        method: &incoming.method,
+        path: incoming.path(),
     };
     let count_here = settings.rate_limit_mode == RateLimitMode::Isolate;
-    let verdict = match replica::decide_request(&facts, now, &settings.decision, count_here) {
-        Decided::Done(verdict) => verdict,
-        Decided::Uncounted(admitted) => {
-            match limiter::check(&env, admitted.key.0, admitted.limit).await {
+    match replica::decide_request(&facts, now, &settings.decision, count_here) {
+        Decided::Done(verdict) => conclude(incoming, settings, ctx, verdict),
+        Decided::Uncounted(admitted) => Step::Pending(future_to_promise(async move {
+            let verdict = match limiter::check(&env, admitted.key.0, admitted.limit).await {
                 Ok(outcome) => replica::settle(admitted, outcome),
                 Err(error) => {
                     console_error!(
@@ -68,122 +191,166 @@ pub async fn handle(req: Request, env: Env, ctx: &Context) -> Result<web_sys::Re
                     );
                     replica::count_locally(admitted, now)
                 }
-            }
-        }
-    };
-    let key_from_authorization = x_api_key.as_deref().is_none_or(|key| key.trim().is_empty());
-    let (key, response) = match verdict {
-        Verdict::Deny { denial, key } => (key, reply::denied(&denial, &request_id_text)?.into()),
-        Verdict::Public => (
-            None,
-            forward(
-                &req,
-                &settings,
-                &[],
-                &[],
-                key_from_authorization,
-                &request_id_text,
-            )
-            .await?,
-        ),
-        Verdict::Allow(admitted, outcome) => {
-            let response = forward(
-                &req,
-                &settings,
-                &admitted.identity,
-                &outcome.headers(),
-                key_from_authorization,
-                &request_id_text,
-            )
-            .await?;
-            (Some(admitted.key), response)
-        }
-    };
-    if settings.usage.enabled
-        && let Some(request_id) = request_id
-    {
-        let client_ip = header("cf-connecting-ip");
-        let event = UsageEvent::new(
-            request_id,
-            key,
-            now,
-            method.as_ref(),
-            &path,
-            response.status(),
-            client_ip.as_deref(),
-        );
-        usage::record(event, settings.usage.buffer_max);
-        if let Some(claim) = usage::claim_flush(now_ms as f64) {
-            let settings = settings.clone();
-            ctx.wait_until(async move { usage::flush(claim, &settings).await });
-        }
+            };
+            settled(conclude(incoming, settings, ctx, verdict)).await
+        })),
     }
-    Ok(response)
 }
 
-/// Sends the request on to the origin and relays its answer.
-///
-/// Works on the raw `web_sys` objects: the headers are copied by the runtime in one call
-/// (`new Headers(incoming)`) and only the names are walked from Rust, so an allowed request
-/// crosses the JS boundary a handful of times rather than twice per header.
-async fn forward(
-    req: &Request,
+/// Refuses, or prepares the forward.
+fn conclude(incoming: Incoming, settings: Rc<Settings>, ctx: Context, verdict: Verdict) -> Step {
+    let (key, identity, rate_limit) = match verdict {
+        Verdict::Deny { denial, key } => {
+            let answer = reply::denied(&denial, &incoming.request_id_text);
+            return match answer {
+                Ok(response) => {
+                    incoming.record_usage(&settings, &ctx, key, response.status_code());
+                    Step::Answer(response.into())
+                }
+                Err(error) => {
+                    console_error!("building a refusal failed: {error}");
+                    failure(500, "edge_error", &incoming.request_id_text)
+                }
+            };
+        }
+        Verdict::Public => (None, Vec::new(), Vec::new()),
+        Verdict::Allow(admitted, outcome) => {
+            (Some(admitted.key), admitted.identity, outcome.headers())
+        }
+    };
+    match outgoing_request(&incoming, &settings, &identity) {
+        Ok(request) => Step::Forward(Forward {
+            request,
+            incoming,
+            settings,
+            ctx,
+            key,
+            rate_limit,
+        }),
+        Err(error) => {
+            console_error!("building the origin request failed: {error:?}");
+            failure(500, "edge_error", &incoming.request_id_text)
+        }
+    }
+}
+
+/// The request for the origin: `new Request(<origin><path and query>, incoming)`, so the
+/// runtime copies method, headers, body and redirect mode (`manual` for incoming requests)
+/// in one call; then the caller's `x-keyplane-*` headers, the consumed credential and `host`
+/// go, and the identity headers come in.
+fn outgoing_request(
+    incoming: &Incoming,
     settings: &Settings,
     identity: &[(&'static str, String)],
-    rate_limit: &[(&'static str, String)],
-    key_from_authorization: bool,
-    request_id: &str,
-) -> Result<web_sys::Response> {
-    let incoming = req.inner();
-    let target = format!("{}{}", settings.origin_url, path_and_query(&incoming.url()));
-    let headers = web_sys::Headers::new_with_headers(&incoming.headers())?;
-    let mut dropped: Vec<String> = Vec::new();
-    if let Ok(Some(names)) = js_sys::try_iter(&headers.keys()) {
-        for name in names.flatten().filter_map(|name| name.as_string()) {
-            if is_dropped(&name, key_from_authorization) {
-                dropped.push(name);
+) -> Result<web_sys::Request, JsValue> {
+    let target = format!("{}{}", settings.origin_url, incoming.path_and_query);
+    let request = web_sys::Request::new_with_str_and_init(
+        &target,
+        incoming.request.unchecked_ref::<web_sys::RequestInit>(),
+    )?;
+    let drop_authorization = incoming.key_from_authorization();
+    let headers = request.headers();
+    let mut edits = Edits::default();
+    edits.delete_where(&headers::header_names(&headers), |name| {
+        headers::is_dropped(name, drop_authorization)
+    });
+    for (name, value) in identity {
+        edits.set(name, value);
+    }
+    edits.set("x-keyplane-request-id", &incoming.request_id_text);
+    edits.apply(&headers)?;
+    Ok(request)
+}
+
+/// A request on its way to the origin: the entry module fetches [`Forward::request`] and
+/// passes the outcome to [`Forward::relay`] or [`Forward::fail`] (each consumes it).
+#[wasm_bindgen]
+pub struct Forward {
+    request: web_sys::Request,
+    incoming: Incoming,
+    settings: Rc<Settings>,
+    ctx: Context,
+    key: Option<(KeyId, OrgId)>,
+    rate_limit: Vec<(&'static str, String)>,
+}
+
+#[wasm_bindgen]
+impl Forward {
+    /// The request to fetch.
+    #[wasm_bindgen(getter)]
+    pub fn request(&self) -> web_sys::Request {
+        // The handle, not JS `Request.clone()` (which would copy the request and tee its body).
+        Clone::clone(&self.request)
+    }
+
+    /// The origin's answer with the rate-limit fields and the request id added: a new
+    /// response over the same body (`new Response(body, origin)`: status and headers copied
+    /// by the runtime; the origin's own headers are immutable).
+    pub fn relay(self, origin: web_sys::Response) -> web_sys::Response {
+        let relayed = web_sys::Response::new_with_opt_readable_stream_and_init(
+            origin.body().as_ref(),
+            origin.unchecked_ref::<web_sys::ResponseInit>(),
+        )
+        .and_then(|relayed| {
+            let mut edits = Edits::default();
+            for (name, value) in &self.rate_limit {
+                edits.set(name, value);
+            }
+            edits.set("x-keyplane-request-id", &self.incoming.request_id_text);
+            edits.apply(&relayed.headers())?;
+            Ok(relayed)
+        });
+        match relayed {
+            Ok(relayed) => {
+                self.incoming
+                    .record_usage(&self.settings, &self.ctx, self.key, relayed.status());
+                relayed
+            }
+            Err(error) => {
+                console_error!("relaying the origin's answer failed: {error:?}");
+                self.answer_failure(500, "edge_error")
             }
         }
     }
-    for name in &dropped {
-        headers.delete(name)?;
+
+    /// The origin could not be reached: 502 `origin_unavailable`.
+    pub fn fail(self, error: JsValue) -> web_sys::Response {
+        console_error!("forwarding to the origin failed: {error:?}");
+        self.answer_failure(502, "origin_unavailable")
     }
-    for (name, value) in identity {
-        headers.set(name, value)?;
-    }
-    headers.set("x-keyplane-request-id", request_id)?;
-    let method = incoming.method();
-    let init = web_sys::RequestInit::new();
-    init.set_method(&method);
-    init.set_headers(&headers);
-    init.set_redirect(web_sys::RequestRedirect::Manual);
-    if method != "GET"
-        && method != "HEAD"
-        && let Some(body) = incoming.body()
-    {
-        init.set_body(&body);
-    }
-    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let answer = JsFuture::from(scope.fetch_with_str_and_init(&target, &init))
-        .await
-        .and_then(|response| response.dyn_into::<web_sys::Response>());
-    match answer {
-        Ok(response) => relay(&response, rate_limit, request_id),
-        Err(error) => {
-            console_error!("forwarding to the origin failed: {error:?}");
-            reply::failure(502, "origin_unavailable", request_id).map(Into::into)
+
+    fn answer_failure(&self, status: u16, code: &str) -> web_sys::Response {
+        self.incoming
+            .record_usage(&self.settings, &self.ctx, self.key, status);
+        match reply::failure(status, code, &self.incoming.request_id_text) {
+            Ok(response) => response.into(),
+            Err(_) => web_sys::Response::error(),
         }
     }
 }
 
-/// Whether a header the caller sent stays away from the origin: every `x-keyplane-*` (only
-/// the edge sets those), the consumed credential, and `host` (the origin's URL decides it).
-/// Header names come lower-cased from the runtime.
-fn is_dropped(name: &str, key_from_authorization: bool) -> bool {
-    name == "x-api-key"
-        || (name == "authorization" && key_from_authorization)
-        || name == "host"
-        || name.starts_with("x-keyplane-")
+/// Awaits a [`Step`] to its response (the asynchronous path's end).
+async fn settled(step: Step) -> Result<JsValue, JsValue> {
+    let forward = match step {
+        Step::Answer(response) => return Ok(response.into()),
+        Step::Pending(promise) => return JsFuture::from(promise).await,
+        Step::Forward(forward) => forward,
+    };
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let fetched = JsFuture::from(scope.fetch_with_request(&forward.request)).await;
+    let response = match fetched.and_then(|response| response.dyn_into::<web_sys::Response>()) {
+        Ok(response) => forward.relay(response),
+        Err(error) => forward.fail(error),
+    };
+    Ok(response.into())
+}
+
+/// An edge failure answer.
+fn failure(status: u16, code: &str, request_id: &str) -> Step {
+    Step::Answer(match reply::failure(status, code, request_id) {
+        Ok(response) => response.into(),
+        Err(_) => web_sys::Response::error(),
+    })
 }
 
 /// The path and query of an absolute URL as the runtime serializes it (`https://h/p?q` →
@@ -198,28 +365,6 @@ fn path_and_query(url: &str) -> &str {
     };
     let path = &rest[path_start..];
     &path[..path.find('#').unwrap_or(path.len())]
-}
-
-/// The origin's answer with the rate-limit fields and the request id added: a new response over the same body stream,
-/// its headers copied by the runtime (the origin's own are immutable).
-fn relay(
-    origin: &web_sys::Response,
-    rate_limit: &[(&'static str, String)],
-    request_id: &str,
-) -> Result<web_sys::Response> {
-    let headers = web_sys::Headers::new_with_headers(&origin.headers())?;
-    for (name, value) in rate_limit {
-        headers.set(name, value)?;
-    }
-    headers.set("x-keyplane-request-id", request_id)?;
-    let init = web_sys::ResponseInit::new();
-    init.set_status(origin.status());
-    init.set_status_text(&origin.status_text());
-    init.set_headers(&headers);
-    Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
-        origin.body().as_ref(),
-        &init,
-    )?)
 }
 
 #[cfg(test)]
@@ -237,17 +382,5 @@ mod tests {
         assert_eq!(path_and_query("https://h.example/p#frag"), "/p");
         assert_eq!(path_and_query("https://h.example/p?q=%2F#f"), "/p?q=%2F");
         assert_eq!(path_and_query("not a url"), "/");
-    }
-
-    #[test]
-    fn identity_headers_and_the_consumed_credential_are_dropped() {
-        assert!(is_dropped("x-keyplane-key-id", false));
-        assert!(is_dropped("x-keyplane-anything", false));
-        assert!(is_dropped("x-api-key", false));
-        assert!(is_dropped("host", false));
-        assert!(is_dropped("authorization", true));
-        assert!(!is_dropped("authorization", false));
-        assert!(!is_dropped("accept", true));
-        assert!(!is_dropped("x-keyplane", true));
     }
 }

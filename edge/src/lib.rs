@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`gate`]: the request path: decision from `keyplane_shared::decision`, then forward to the
 //!   origin with the identity headers, or refuse (401 / 403 / 429) with the JSON error body.
+//! - [`headers`]: the header edits of the request path, applied in one JS call each.
 //! - [`replica`]: the isolate's in-memory table, read synchronously by the decision.
 //! - [`store`]: the Durable Object holding the durable table; pushes land there, it pulls the
 //!   control plane's feed as a safety net, isolates copy from it.
@@ -18,6 +19,7 @@
 
 pub mod feed;
 pub mod gate;
+pub mod headers;
 pub mod internal;
 // `#[durable_object]` generates undocumented JS glue in this module too.
 #[allow(missing_docs)]
@@ -30,17 +32,37 @@ pub mod settings;
 pub mod store;
 pub mod usage;
 
-use worker::{Context, Env, Request, Result, console_error, event, web_sys};
+use worker::wasm_bindgen::{self, JsValue, prelude::wasm_bindgen};
+use worker::{Context, Env, Request, console_error, web_sys};
 
-#[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> Result<web_sys::Response> {
-    let outcome = if req.path().starts_with(internal::PREFIX) {
-        internal::handle(req, env).await.map(Into::into)
-    } else {
-        gate::handle(req, env, &ctx).await
-    };
-    outcome.or_else(|error| {
-        console_error!("request failed: {error}");
-        reply::failure(500, "edge_error", "req_unavailable").map(Into::into)
+/// The worker's fetch handler, called by the entry module (`edge/js/shim.mjs`) for every
+/// request. Internal paths take the asynchronous `/__keyplane/` handler (a `Promise` of the
+/// `Response`); every other request goes through the [`gate`], which answers synchronously
+/// when it can (see there for what the entry module gets back).
+#[wasm_bindgen]
+pub fn fetch(request: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
+    let ctx = Context::new(ctx);
+    let internal_path = request
+        .url()
+        .split_once("://")
+        .and_then(|(_, rest)| {
+            rest.find('/')
+                .map(|at| rest[at..].starts_with(internal::PREFIX))
+        })
+        .unwrap_or(false);
+    if !internal_path {
+        return gate::handle(request, env, ctx).into();
+    }
+    worker::js_sys::futures::future_to_promise(async move {
+        let response = match internal::handle(Request::from(request), env).await {
+            Ok(response) => response,
+            Err(error) => {
+                console_error!("request failed: {error}");
+                reply::failure(500, "edge_error", "req_unavailable")
+                    .map_err(|error| JsValue::from_str(&error.to_string()))?
+            }
+        };
+        Ok(web_sys::Response::from(response).into())
     })
+    .into()
 }

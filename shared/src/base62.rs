@@ -17,14 +17,29 @@ pub(crate) const fn digit_value(c: u8) -> Option<u8> {
     }
 }
 
+/// Digits encoded per 64-bit step of [`encode_fixed`]: 62^10 < 2^63.
+const CHUNK_DIGITS: usize = 10;
+/// 62^10.
+const CHUNK_BASE: u128 = 62u128.pow(CHUNK_DIGITS as u32);
+
 /// Encodes `value` as exactly `out.len()` base62 digits, most significant first.
 ///
 /// `out` must be long enough for `value`; callers use widths sized for the type's maximum
 /// (6 digits for `u32`, 22 for `u128`), so no digit is ever lost.
+///
+/// Works in chunks of ten digits: one 128-bit division per chunk, then 64-bit arithmetic for
+/// the digits (128-bit division is a library call on wasm32; an id takes 3 instead of 44).
 pub(crate) fn encode_fixed(mut value: u128, out: &mut [u8]) {
-    for slot in out.iter_mut().rev() {
-        *slot = ALPHABET[(value % 62) as usize];
-        value /= 62;
+    for chunk in out.rchunks_mut(CHUNK_DIGITS) {
+        // The remainder is below 62^10, so it fits in a u64.
+        let mut part = (value % CHUNK_BASE) as u64;
+        value /= CHUNK_BASE;
+        for slot in chunk.iter_mut().rev() {
+            *slot = ALPHABET[(part % 62) as usize];
+            part /= 62;
+        }
+        // A short leading chunk must have used up its part.
+        value += u128::from(part) * CHUNK_BASE;
     }
     debug_assert_eq!(value, 0, "base62 width too small for value");
 }
@@ -49,6 +64,41 @@ mod tests {
             let mut buf = [0u8; 22];
             encode_fixed(value, &mut buf);
             assert_eq!(decode(&buf), Some(value));
+        }
+    }
+
+    /// The plain digit-by-digit encoding, as the reference.
+    fn encode_naive(mut value: u128, out: &mut [u8]) {
+        for slot in out.iter_mut().rev() {
+            *slot = ALPHABET[(value % 62) as usize];
+            value /= 62;
+        }
+    }
+
+    #[test]
+    fn chunked_encoding_matches_digit_by_digit_encoding() {
+        let mut values = vec![0u128, 1, u128::MAX, u128::MAX - 1, u128::from(u64::MAX)];
+        for power in 1..=21 {
+            let p = 62u128.pow(power);
+            values.extend([p - 1, p, p + 1]);
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834_u128;
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x);
+        }
+        for value in values {
+            let (mut fast, mut naive) = ([0u8; 22], [0u8; 22]);
+            encode_fixed(value, &mut fast);
+            encode_naive(value, &mut naive);
+            assert_eq!(fast, naive, "{value}");
+            let small = value % 62u128.pow(6);
+            let (mut fast, mut naive) = ([0u8; 6], [0u8; 6]);
+            encode_fixed(small, &mut fast);
+            encode_naive(small, &mut naive);
+            assert_eq!(fast, naive, "{small}");
         }
     }
 

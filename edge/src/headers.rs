@@ -1,0 +1,99 @@
+//! Header edits on the request path, decided here and applied by `edge/js/headers.js` in one
+//! call per message (through wasm-bindgen's bindings every name and value would cross the
+//! wasm boundary on its own, a cost the edge overhead benchmark shows).
+//!
+//! The rules stay in Rust: which of the caller's headers never reach the origin
+//! ([`is_dropped`]), and which are added ([`Edits`]). The JS side only applies the lists.
+
+use worker::wasm_bindgen::{self, JsValue, prelude::wasm_bindgen};
+use worker::web_sys;
+
+#[wasm_bindgen(module = "/js/headers.js")]
+extern "C" {
+    /// The names of `headers`, each followed by a newline.
+    #[wasm_bindgen(js_name = headerNames)]
+    pub fn header_names(headers: &web_sys::Headers) -> String;
+    #[wasm_bindgen(js_name = editHeaders, catch)]
+    fn edit_headers(headers: &web_sys::Headers, deletes: &str, sets: &str) -> Result<(), JsValue>;
+}
+
+/// Whether a header the caller sent stays away from the origin: every `x-keyplane-*` (only
+/// the edge sets those), the consumed credential, and `host` (the origin's URL decides it).
+/// Header names come lower-cased from the runtime.
+pub fn is_dropped(name: &str, key_from_authorization: bool) -> bool {
+    name == "x-api-key"
+        || (name == "authorization" && key_from_authorization)
+        || name == "host"
+        || name.starts_with("x-keyplane-")
+}
+
+/// Headers to delete and to set on one `Headers` object, applied with [`Edits::apply`].
+#[derive(Debug, Default)]
+pub struct Edits {
+    deletes: String,
+    sets: String,
+}
+
+impl Edits {
+    /// Deletes every name in `names` (newline-terminated, as [`header_names`] lists them) that
+    /// `drop` selects.
+    pub fn delete_where(&mut self, names: &str, drop: impl Fn(&str) -> bool) -> &mut Self {
+        for name in names
+            .split('\n')
+            .filter(|name| !name.is_empty() && drop(name))
+        {
+            self.deletes.push_str(name);
+            self.deletes.push('\n');
+        }
+        self
+    }
+
+    /// Sets `name` to `value`. Neither may contain a newline: names are the edge's own
+    /// constants, values its own ids, scopes and numbers.
+    pub fn set(&mut self, name: &str, value: &str) -> &mut Self {
+        debug_assert!(!name.contains('\n') && !value.contains('\n'));
+        for part in [name, value] {
+            self.sets.push_str(part);
+            self.sets.push('\n');
+        }
+        self
+    }
+
+    /// Applies the edits to `headers`.
+    pub fn apply(&self, headers: &web_sys::Headers) -> Result<(), JsValue> {
+        edit_headers(headers, &self.deletes, &self.sets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_and_the_consumed_credential_are_dropped() {
+        assert!(is_dropped("x-keyplane-key-id", false));
+        assert!(is_dropped("x-keyplane-anything", false));
+        assert!(is_dropped("x-api-key", false));
+        assert!(is_dropped("host", false));
+        assert!(is_dropped("authorization", true));
+        assert!(!is_dropped("authorization", false));
+        assert!(!is_dropped("accept", true));
+        assert!(!is_dropped("x-keyplane", true));
+    }
+
+    #[test]
+    fn edits_list_the_selected_deletions_and_the_pairs_in_order() {
+        let mut edits = Edits::default();
+        edits
+            .delete_where("accept\nhost\nx-api-key\nx-keyplane-env\n", |name| {
+                is_dropped(name, false)
+            })
+            .set("x-keyplane-key-id", "key_1")
+            .set("x-keyplane-scopes", "a:read b:write");
+        assert_eq!(edits.deletes, "host\nx-api-key\nx-keyplane-env\n");
+        assert_eq!(
+            edits.sets,
+            "x-keyplane-key-id\nkey_1\nx-keyplane-scopes\na:read b:write\n"
+        );
+    }
+}
