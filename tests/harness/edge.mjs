@@ -6,8 +6,9 @@
 //   env KEYPLANE_EDGE_BINDINGS   JSON object of vars and secrets (ORIGIN_URL, KEYPLANE_PEPPERS, ...)
 //   env KEYPLANE_EDGE_PERSIST    directory keeping the Durable Object's storage across restarts
 //                                (absent: in memory, lost when the process ends)
-//   env KEYPLANE_EDGE_MODE       "keyplane" (default) or "passthrough": a plain JS worker that
-//                                forwards every request to ORIGIN_URL (the benchmark's baseline)
+//   env KEYPLANE_EDGE_MODE       "keyplane" (default), "passthrough": a plain JS worker that
+//                                forwards every request to ORIGIN_URL (the benchmark's baseline),
+//                                or "passthrough-edits": the same with Keyplane's header edits
 //
 // Prints one JSON line {"url": "http://127.0.0.1:<port>/"} once the worker answers, then runs
 // until its stdin closes (the test dropped its handle) or it gets SIGTERM/SIGINT, and disposes
@@ -48,10 +49,42 @@ export default {
   },
 };`;
 
+// The same forward with the header edits a Keyplane worker makes on an allowed request (the
+// caller's x-keyplane-* and credential dropped, five identity headers in, five rate-limit
+// fields and the request id on the answer), with fixed values and no decision: the benchmark's
+// second baseline, showing what those edits cost by themselves in plain JS.
+const passthroughWithEdits = `
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    const outgoing = new Request(env.ORIGIN_URL + url.pathname + url.search, request);
+    const headers = outgoing.headers;
+    for (const name of [...headers.keys()]) {
+      if (name === "x-api-key" || name === "host" || name.startsWith("x-keyplane-")) headers.delete(name);
+    }
+    headers.set("x-keyplane-key-id", "key_4fJ0m0Vn0CMTZ7RXXOQnLr");
+    headers.set("x-keyplane-org-id", "org_1SUvzdMWfHvM2Cb5SYnvGH");
+    headers.set("x-keyplane-scopes", "");
+    headers.set("x-keyplane-env", "live");
+    headers.set("x-keyplane-request-id", "req_5hMbTnd4GwDZ0jS8cXb1qL");
+    const answer = await fetch(outgoing);
+    const relayed = new Response(answer.body, answer);
+    const fields = relayed.headers;
+    fields.set("ratelimit-policy", '"key";q=100;w=60');
+    fields.set("ratelimit", '"key";r=9;t=1');
+    fields.set("x-ratelimit-limit", "100");
+    fields.set("x-ratelimit-remaining", "9");
+    fields.set("x-ratelimit-reset", "1");
+    fields.set("x-keyplane-request-id", "req_5hMbTnd4GwDZ0jS8cXb1qL");
+    return relayed;
+  },
+};`;
+
 const root = resolve(buildDir);
+const mode = process.env.KEYPLANE_EDGE_MODE ?? "keyplane";
 const options =
-  process.env.KEYPLANE_EDGE_MODE === "passthrough"
-    ? { ...common, modules: true, script: passthrough }
+  mode === "passthrough" || mode === "passthrough-edits"
+    ? { ...common, modules: true, script: mode === "passthrough" ? passthrough : passthroughWithEdits }
     : {
         ...common,
         // The layout worker-build writes with Keyplane's entry (edge/js/shim.mjs).

@@ -66,10 +66,33 @@ pub struct EdgeOptions {
     pub rate_limit: (u32, u32),
     /// `PULL_INTERVAL_SECS`.
     pub pull_interval_secs: u32,
-    /// Whether to run the plain pass-through worker instead (benchmark baseline).
-    pub passthrough: bool,
+    /// Which worker runs: Keyplane's, or one of the benchmark baselines.
+    pub worker: EdgeWorker,
     /// Any other vars (`RATE_LIMIT_MODE`, `USAGE_REPORTING`, `USAGE_FLUSH_MS`, …).
     pub vars: Vec<(String, String)>,
+}
+
+/// The worker an edge runs (`KEYPLANE_EDGE_MODE` of `harness/edge.mjs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeWorker {
+    /// The built Keyplane worker.
+    Keyplane,
+    /// A plain JS worker forwarding every request to `ORIGIN_URL` (benchmark baseline).
+    Passthrough,
+    /// The same, plus the header edits Keyplane makes on an allowed request, with fixed
+    /// values and no decision (the benchmark's second baseline).
+    PassthroughWithEdits,
+}
+
+impl EdgeWorker {
+    /// The harness's name for it.
+    pub fn mode(self) -> &'static str {
+        match self {
+            EdgeWorker::Keyplane => "keyplane",
+            EdgeWorker::Passthrough => "passthrough",
+            EdgeWorker::PassthroughWithEdits => "passthrough-edits",
+        }
+    }
 }
 
 impl EdgeOptions {
@@ -85,7 +108,7 @@ impl EdgeOptions {
             route_policy: None,
             rate_limit: (1_000_000, 65_535),
             pull_interval_secs: 10,
-            passthrough: false,
+            worker: EdgeWorker::Keyplane,
             vars: Vec::new(),
         }
     }
@@ -273,6 +296,11 @@ impl Deployment {
             .get(index)
             .map(|edge| edge.options.url())
             .unwrap_or_default()
+    }
+
+    /// The process group of edge `index` while it runs (its node harness and workerd).
+    pub fn edge_process_group(&self, index: usize) -> Option<u32> {
+        self.edges.get(index)?.service.as_ref().map(Service::pid)
     }
 
     /// `GET <edge><path>` with the key in `x-api-key` (none when `key` is `None`).

@@ -29,7 +29,7 @@ mod deployment;
 mod origin;
 
 pub use deployment::{
-    ControlPlane, Deployment, DeploymentSecrets, Edge, EdgeOptions, free_port, signed,
+    ControlPlane, Deployment, DeploymentSecrets, Edge, EdgeOptions, EdgeWorker, free_port, signed,
 };
 pub use origin::Origin;
 
@@ -118,14 +118,7 @@ impl Setup {
                 "KEYPLANE_EDGE_BINDINGS",
                 options.bindings(secrets).to_string(),
             )
-            .env(
-                "KEYPLANE_EDGE_MODE",
-                if options.passthrough {
-                    "passthrough"
-                } else {
-                    "keyplane"
-                },
-            );
+            .env("KEYPLANE_EDGE_MODE", options.worker.mode());
         if let Some(dir) = &options.persist_dir {
             command.env("KEYPLANE_EDGE_PERSIST", dir);
         }

@@ -138,6 +138,7 @@ pub fn bench_edge(tools: &Tools) -> Result<()> {
         "edge_overhead",
         "--",
         "10",
+        "3",
         "8",
     ]))?;
     announce("rate-limit accuracy: a burst over 3 edges, isolate and global mode");
