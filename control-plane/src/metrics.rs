@@ -46,7 +46,8 @@ pub struct Metrics {
     /// Per edge: changes in the feed that the edge has not acknowledged.
     pub edge_lag: Family<EdgeLabels, Gauge>,
     /// Usage events received from edges, by outcome: `stored`, `duplicate` (that request id
-    /// was already stored), `unattributed` (no key), `unknown_key`, `org_mismatch`.
+    /// was already stored), `unattributed` (no key), `unknown_key`, `org_mismatch`,
+    /// `malformed` (not an event), `out_of_range` (dated in the future, or a bad status).
     pub usage_events: Family<OutcomeLabels, Counter>,
     /// Usage events deleted by the retention cleanup.
     pub usage_expired: Counter,
@@ -90,7 +91,7 @@ impl Default for Metrics {
         registry.register(
             "usage_events",
             "Usage events received from edges, by outcome (stored, duplicate, unattributed, \
-             unknown_key, org_mismatch)",
+             unknown_key, org_mismatch, malformed, out_of_range)",
             usage_events.clone(),
         );
         registry.register(

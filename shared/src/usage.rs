@@ -22,9 +22,9 @@ pub const MAX_IP_BYTES: usize = 64;
 /// Longest method kept, in bytes.
 pub const MAX_METHOD_BYTES: usize = 16;
 
-/// One decision at the edge.
+/// One decision at the edge. Unknown fields are ignored when reading one, so an edge newer
+/// than its control plane can add fields without its events being refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UsageEvent {
     /// The request's id (also in the answer's `x-keyplane-request-id`).
     pub request_id: RequestId,
@@ -75,7 +75,6 @@ impl UsageEvent {
 
 /// What one edge sends in one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UsageBatch {
     /// The sending edge's name (`EDGE_NAME`).
     pub edge: String,
@@ -158,15 +157,20 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_and_bad_ids_are_refused() {
+    fn unknown_fields_are_ignored_and_bad_ids_refused() {
         let good = serde_json::json!({"edge": "a", "events": [{
             "request_id": request_id().to_string(), "key_id": null, "org_id": null, "at": 1,
             "method": "GET", "path": "/", "status": 200, "ip": null
         }]});
         assert!(serde_json::from_value::<UsageBatch>(good.clone()).is_ok());
         let mut extra = good.clone();
-        extra["events"][0]["secret"] = "x".into();
-        assert!(serde_json::from_value::<UsageBatch>(extra).is_err());
+        extra["events"][0]["added_later"] = "x".into();
+        extra["also_added"] = 1.into();
+        let read = serde_json::from_value::<UsageBatch>(extra).expect("unknown fields ignored");
+        assert_eq!(
+            read,
+            serde_json::from_value::<UsageBatch>(good.clone()).expect("valid")
+        );
         let mut bad_id = good;
         bad_id["events"][0]["key_id"] = "key_nope".into();
         assert!(serde_json::from_value::<UsageBatch>(bad_id).is_err());

@@ -2,10 +2,17 @@
 //!
 //! Machine-to-machine, like the change feed: the request is signed with the edge secret over
 //! `POST`, the path and the body bytes (`x-keyplane-signature`); anything else is 401
-//! `invalid_signature` and nothing is stored. The body is a JSON
-//! [`UsageBatch`] of at most [`MAX_BATCH_EVENTS`] events and [`MAX_USAGE_BODY_BYTES`] bytes
-//! (413 beyond either); a body that is not one is 400. The edge drops a batch refused with 400
-//! or 413 and retries on anything else, so only a batch that can never succeed gets those.
+//! `invalid_signature` and nothing is stored. A missing, malformed or stale signature is
+//! refused before the body is read. The body is a JSON [`UsageBatch`] of at most
+//! [`MAX_BATCH_EVENTS`] events and [`MAX_USAGE_BODY_BYTES`] bytes (413 beyond either); a body
+//! that is not a batch is 400. The edge drops a batch refused with 400 or 413 and retries on
+//! anything else, so only a batch that can never succeed gets those.
+//!
+//! Events are read one by one: an event that is not one (a bad id, a missing field) is
+//! counted as `malformed` and skipped, an event dated more than the signature window ahead of
+//! the control plane's clock or with a status outside 100-599 as `out_of_range` (a future
+//! time would hold the key's `last_used_at` there for good), and neither sinks the rest of the
+//! batch. Unknown fields are ignored, so a newer edge can add some.
 //!
 //! The answer is `{"received": n, "stored": k}`: a batch sent twice stores each event once
 //! (`stored` is 0 the second time). Events that name no key, a key that does not exist, or an
@@ -13,14 +20,16 @@
 //! in `keyplane_usage_events_total{outcome}`.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use keyplane_shared::sync::{self, REPLAY_WINDOW_SECS};
 use keyplane_shared::usage::{
     MAX_BATCH_EVENTS, MAX_IP_BYTES, MAX_METHOD_BYTES, MAX_PATH_BYTES, UsageBatch, UsageEvent,
     UsageReceipt,
 };
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -33,11 +42,21 @@ use crate::state::AppState;
 /// Largest usage batch body, in bytes: a full batch of events with long paths fits.
 pub const MAX_USAGE_BODY_BYTES: usize = 2 * 1024 * 1024;
 
-/// The ingestion route, with its own body limit (the API's default is much smaller).
+/// How far ahead of the control plane's clock an event may be dated: the signature's window
+/// (an edge whose clock is further off cannot sign a batch anyway).
+const MAX_AHEAD_MS: i64 = REPLAY_WINDOW_SECS * 1000;
+
+/// The ingestion route. It reads its body itself, with its own limit (the API's default is
+/// much smaller), once the signature header has passed the precheck.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(ingest_usage))
-        .layer(DefaultBodyLimit::max(MAX_USAGE_BODY_BYTES))
+    OpenApiRouter::new().routes(routes!(ingest_usage))
+}
+
+/// A batch as received: its events are read one by one (see the module header).
+#[derive(Deserialize)]
+struct ReceivedBatch {
+    edge: String,
+    events: Vec<serde_json::Value>,
 }
 
 // The OpenAPI schemas of the body and the answer: the types themselves live in
@@ -108,25 +127,54 @@ async fn ingest_usage(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<UsageReceipt>, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(MAX_USAGE_BODY_BYTES)
-        } else {
-            ApiError::InvalidJson(rejection.body_text())
-        }
-    })?;
+    let now = state.now();
+    let signature = headers
+        .get(sync::SIGNATURE_HEADER)
+        .and_then(|value| value.to_str().ok());
+    sync::precheck(signature, now.as_millis().div_euclid(1000))
+        .map_err(|_| ApiError::InvalidSignature)?;
+    let body = Limited::new(body, MAX_USAGE_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.is::<LengthLimitError>() {
+                ApiError::PayloadTooLarge(MAX_USAGE_BODY_BYTES)
+            } else {
+                ApiError::InvalidJson(format!("the body could not be read: {error}"))
+            }
+        })?
+        .to_bytes();
     verify_signed(&state, &headers, "POST", &uri, &body)?;
-    let mut batch: UsageBatch = serde_json::from_slice(&body).map_err(|error| {
+    let received: ReceivedBatch = serde_json::from_slice(&body).map_err(|error| {
         ApiError::InvalidJson(format!("the body is not a usage batch: {error}"))
     })?;
-    if batch.events.len() > MAX_BATCH_EVENTS {
-        return Err(ApiError::TooManyEvents(batch.events.len()));
+    if received.events.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::TooManyEvents(received.events.len()));
     }
-    registry::validate_name(&batch.edge)
+    registry::validate_name(&received.edge)
         .map_err(|error| ApiError::InvalidRequest(format!("`edge`: {error}")))?;
-    batch.events.iter_mut().for_each(bound);
+    let total = received.events.len();
+    let latest = now.as_millis().saturating_add(MAX_AHEAD_MS);
+    let (mut malformed, mut out_of_range) = (0, 0);
+    let mut events = Vec::with_capacity(total);
+    for value in received.events {
+        match serde_json::from_value::<UsageEvent>(value) {
+            Err(_) => malformed += 1,
+            Ok(event) if !(100..=599).contains(&event.status) || event.at.as_millis() > latest => {
+                out_of_range += 1;
+            }
+            Ok(mut event) => {
+                bound(&mut event);
+                events.push(event);
+            }
+        }
+    }
+    let batch = UsageBatch {
+        edge: received.edge,
+        events,
+    };
     let report = state.store.ingest_usage(&batch).await?;
     let metrics = &state.metrics;
     metrics.count_usage("stored", report.stored);
@@ -134,16 +182,20 @@ async fn ingest_usage(
     metrics.count_usage("unattributed", report.unattributed);
     metrics.count_usage("unknown_key", report.unknown_key);
     metrics.count_usage("org_mismatch", report.org_mismatch);
+    metrics.count_usage("malformed", malformed);
+    metrics.count_usage("out_of_range", out_of_range);
     tracing::debug!(
         edge = %batch.edge,
-        received = report.received,
+        received = total,
         stored = report.stored,
         duplicate = report.duplicate,
         not_attributed = report.unattributed + report.unknown_key + report.org_mismatch,
+        malformed,
+        out_of_range,
         "usage batch ingested"
     );
     Ok(Json(UsageReceipt {
-        received: report.received,
+        received: total,
         stored: report.stored,
     }))
 }

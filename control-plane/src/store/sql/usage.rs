@@ -7,7 +7,7 @@
 //! Ingestion takes no organization lock, so it never waits on key management either (which
 //! locks the organization, then the key; ingestion only ever holds key rows).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use keyplane_shared::Timestamp;
@@ -70,7 +70,12 @@ pub(super) async fn ingest(pool: &AnyPool, batch: &UsageBatch) -> Result<IngestR
     if attributed.is_empty() {
         return Ok(report);
     }
-    // Every attributed event is a use of its key, a duplicate too (re-applying it is a no-op).
+    let attributed_count = attributed.len();
+    // Of events sharing a request id, the batch's first is the one stored.
+    let mut seen = HashSet::with_capacity(attributed.len());
+    attributed.retain(|entry| seen.insert(entry.event.request_id));
+    // Every kept event is a use of its key, one already stored too (re-applying it is a
+    // no-op); a copy dropped just above is not, so its time and address cannot win.
     let mut newest: BTreeMap<KeyId, &UsageEvent> = BTreeMap::new();
     for Attributed { key, event, .. } in &attributed {
         let slot = newest.entry(*key).or_insert(event);
@@ -79,9 +84,8 @@ pub(super) async fn ingest(pool: &AnyPool, batch: &UsageBatch) -> Result<IngestR
             *slot = event;
         }
     }
-    let attributed_count = attributed.len();
+    // Inserts in request-id order (see the module header on locking).
     attributed.sort_by_key(|entry| entry.event.request_id);
-    attributed.dedup_by_key(|entry| entry.event.request_id);
 
     let mut tx = pool.begin().await?;
     let mut stored = 0;
