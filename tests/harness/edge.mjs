@@ -1,7 +1,7 @@
 // Starts an edge worker under workerd through miniflare 4's JS API, for the end-to-end tests
 // and benchmarks in tests/.
 //
-// Usage: node edge.mjs <edge build dir> [port]
+// Usage: node edge.mjs <edge build dir> [port[,port...]]
 //   env KEYPLANE_NODE_MODULES    the node_modules holding miniflare (xtask: .tools/node/node_modules)
 //   env KEYPLANE_EDGE_BINDINGS   JSON object of vars and secrets (ORIGIN_URL, KEYPLANE_PEPPERS, ...)
 //   env KEYPLANE_EDGE_PERSIST    directory keeping the Durable Object's storage across restarts
@@ -9,6 +9,11 @@
 //   env KEYPLANE_EDGE_MODE       "keyplane" (default), "passthrough": a plain JS worker that
 //                                forwards every request to ORIGIN_URL (the benchmark's baseline),
 //                                or "passthrough-edits": the same with Keyplane's header edits
+//
+// With several ports (Keyplane mode only), the edge runs as that many workers, each its own
+// isolate listening on its own port, sharing one Durable Object namespace per class (the
+// first worker's), as the isolates and locations of one Cloudflare deployment do: one key
+// table store, and in global rate-limit mode one counter per key for all of them.
 //
 // Prints one JSON line {"url": "http://127.0.0.1:<port>/"} once the worker answers, then runs
 // until its stdin closes (the test dropped its handle) or it gets SIGTERM/SIGINT, and disposes
@@ -19,9 +24,10 @@ import { pathToFileURL } from "node:url";
 
 const [buildDir, portArg] = process.argv.slice(2);
 if (!buildDir) {
-  console.error("usage: node edge.mjs <edge build dir> [port]");
+  console.error("usage: node edge.mjs <edge build dir> [port[,port...]]");
   process.exit(2);
 }
+const ports = (portArg ?? "0").split(",").map(Number);
 const nodeModules = process.env.KEYPLANE_NODE_MODULES;
 if (!nodeModules) {
   console.error("edge.mjs: set KEYPLANE_NODE_MODULES to the node_modules that holds miniflare");
@@ -38,7 +44,7 @@ const common = {
   // A placeholder Request.cf instead of fetching one from workers.cloudflare.com: no network.
   cf: false,
   host: "127.0.0.1",
-  port: Number(portArg ?? 0),
+  port: ports[0],
 };
 
 const passthrough = `
@@ -82,24 +88,42 @@ export default {
 
 const root = resolve(buildDir);
 const mode = process.env.KEYPLANE_EDGE_MODE ?? "keyplane";
-const options =
-  mode === "passthrough" || mode === "passthrough-edits"
-    ? { ...common, modules: true, script: mode === "passthrough" ? passthrough : passthroughWithEdits }
-    : {
-        ...common,
-        // The layout worker-build writes with Keyplane's entry (edge/js/shim.mjs).
-        modules: [
-          { type: "ESModule", path: join(root, "index.js") },
-          { type: "ESModule", path: join(root, "worker", "shim.mjs") },
-          { type: "CompiledWasm", path: join(root, "worker", "index.wasm") },
-        ],
-        modulesRoot: root,
-        durableObjects: {
-          KEYPLANE_TABLE: { className: "KeyTableStore", useSQLite: true },
-          KEYPLANE_RATE_LIMITER: { className: "RateLimitCounter" },
-        },
-        ...(persist ? { durableObjectsPersist: persist } : {}),
-      };
+// The Keyplane worker; `owner` names the worker whose Durable Object classes it binds
+// (undefined: its own).
+const keyplaneWorker = (owner) => ({
+  // The layout worker-build writes with Keyplane's entry (edge/js/shim.mjs).
+  modules: [
+    { type: "ESModule", path: join(root, "index.js") },
+    { type: "ESModule", path: join(root, "worker", "shim.mjs") },
+    { type: "CompiledWasm", path: join(root, "worker", "index.wasm") },
+  ],
+  modulesRoot: root,
+  durableObjects: {
+    KEYPLANE_TABLE: { className: "KeyTableStore", useSQLite: true, scriptName: owner },
+    KEYPLANE_RATE_LIMITER: { className: "RateLimitCounter", scriptName: owner },
+  },
+});
+const persistence = persist ? { durableObjectsPersist: persist } : {};
+let options;
+if (mode === "passthrough" || mode === "passthrough-edits") {
+  options = { ...common, modules: true, script: mode === "passthrough" ? passthrough : passthroughWithEdits };
+} else if (ports.length === 1) {
+  options = { ...common, ...keyplaneWorker(undefined), ...persistence };
+} else {
+  const { bindings: _, compatibilityDate, ...shared } = common;
+  options = {
+    ...shared,
+    ...persistence,
+    port: 0,
+    workers: ports.map((port, index) => ({
+      name: `isolate-${index}`,
+      compatibilityDate,
+      bindings,
+      ...keyplaneWorker(index === 0 ? undefined : "isolate-0"),
+      unsafeDirectSockets: [{ host: "127.0.0.1", port }],
+    })),
+  };
+}
 const mf = new Miniflare(options);
 
 let stopping = false;
@@ -120,7 +144,7 @@ process.stdin.resume();
 
 try {
   const url = await mf.ready;
-  console.log(JSON.stringify({ url: url.href }));
+  console.log(JSON.stringify({ url: ports.length === 1 ? url.href : `http://127.0.0.1:${ports[0]}/` }));
 } catch (error) {
   console.error("edge.mjs: miniflare failed to start:", error);
   await stop(1);

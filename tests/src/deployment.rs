@@ -68,6 +68,8 @@ pub struct EdgeOptions {
     pub pull_interval_secs: u32,
     /// Which worker runs: Keyplane's, or one of the benchmark baselines.
     pub worker: EdgeWorker,
+    /// Ports of the edge's further isolates (see [`EdgeOptions::with_isolates`]).
+    pub isolate_ports: Vec<u16>,
     /// Any other vars (`RATE_LIMIT_MODE`, `USAGE_REPORTING`, `USAGE_FLUSH_MS`, …).
     pub vars: Vec<(String, String)>,
 }
@@ -109,6 +111,7 @@ impl EdgeOptions {
             rate_limit: (1_000_000, 65_535),
             pull_interval_secs: 10,
             worker: EdgeWorker::Keyplane,
+            isolate_ports: Vec::new(),
             vars: Vec::new(),
         }
     }
@@ -119,9 +122,34 @@ impl EdgeOptions {
         self
     }
 
-    /// This edge's base URL.
+    /// Runs the edge as `isolates` workers, each its own isolate on its own port, sharing the
+    /// first one's Durable Objects (one key table store, one rate-limit counter per key), as
+    /// the isolates of one Cloudflare deployment do. Pushes and pulls go through the first.
+    pub fn with_isolates(&mut self, isolates: usize) -> Result<&mut Self> {
+        self.isolate_ports = (1..isolates).map(|_| free_port()).collect::<Result<_>>()?;
+        Ok(self)
+    }
+
+    /// This edge's base URL (its first isolate's).
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The base URL of every isolate of this edge, the first first.
+    pub fn isolate_urls(&self) -> Vec<String> {
+        std::iter::once(self.port)
+            .chain(self.isolate_ports.iter().copied())
+            .map(|port| format!("http://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// The harness's port argument: every isolate's port, comma-separated.
+    pub(crate) fn ports_argument(&self) -> String {
+        std::iter::once(self.port)
+            .chain(self.isolate_ports.iter().copied())
+            .map(|port| port.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The vars and secrets handed to the worker.

@@ -112,7 +112,7 @@ impl Setup {
         command
             .arg(script)
             .arg(&self.edge_build)
-            .arg(options.port.to_string())
+            .arg(options.ports_argument())
             .env("KEYPLANE_NODE_MODULES", &self.node_modules)
             .env(
                 "KEYPLANE_EDGE_BINDINGS",
