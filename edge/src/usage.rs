@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use keyplane_shared::sync::{self, SignedRequest};
-use keyplane_shared::usage::{MAX_BATCH_EVENTS, USAGE_PATH, UsageBatch, UsageEvent};
+use keyplane_shared::usage::{MAX_BATCH_EVENTS, USAGE_PATH, UsageEvent};
 use serde::Serialize;
 use thiserror::Error;
 use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, console_error};
@@ -170,18 +170,40 @@ impl From<worker::Error> for SendError {
     }
 }
 
-/// The oldest batch in the buffer and the serial number of its last event (`None`: empty).
-fn next_batch() -> Option<(u64, Vec<UsageEvent>)> {
+/// A batch ready to send: the JSON of a `UsageBatch`, with how many events it holds and the
+/// serial number of its last.
+struct Batch {
+    body: Vec<u8>,
+    count: usize,
+    last_serial: u64,
+}
+
+/// The `UsageBatch` wire form, borrowing the buffered events (no copy of them per send).
+#[derive(Serialize)]
+struct BatchBody<'a> {
+    edge: &'a str,
+    events: Vec<&'a UsageEvent>,
+}
+
+/// The oldest batch in the buffer, from edge `edge` (`None`: the buffer is empty).
+fn next_batch(edge: &str) -> Option<Batch> {
     BUFFER.with(|buffer| {
         let buffer = buffer.borrow();
-        let batch: Vec<UsageEvent> = buffer
+        let events: Vec<&UsageEvent> = buffer
             .events
             .iter()
             .take(MAX_BATCH_EVENTS)
-            .map(|(_, event)| event.clone())
+            .map(|(_, event)| event)
             .collect();
-        let last = buffer.events.get(batch.len().checked_sub(1)?)?.0;
-        Some((last, batch))
+        let count = events.len();
+        let last_serial = buffer.events.get(count.checked_sub(1)?)?.0;
+        // Ids, numbers and strings only: serializing cannot fail.
+        let body = serde_json::to_vec(&BatchBody { edge, events }).ok()?;
+        Some(Batch {
+            body,
+            count,
+            last_serial,
+        })
     })
 }
 
@@ -233,22 +255,14 @@ pub async fn flush(claim: FlushClaim, settings: &Settings) {
             Delay::from(Duration::from_millis(wait_ms.ceil() as u64)).await;
             continue;
         }
-        let Some((last_serial, events)) = next_batch() else {
+        let Some(batch) = next_batch(&settings.edge_name) else {
             break;
         };
-        let count = events.len();
-        let outcome = send(
-            settings,
-            &UsageBatch {
-                edge: settings.edge_name.clone(),
-                events,
-            },
-        )
-        .await;
+        let outcome = send(settings, batch.body).await;
         if let Err(error) = &outcome {
-            console_error!("usage report of {count} events failed: {error}");
+            console_error!("usage report of {} events failed: {error}", batch.count);
         }
-        settle(&outcome, last_serial, now());
+        settle(&outcome, batch.last_serial, now());
     }
 }
 
@@ -257,8 +271,7 @@ fn backoff_ms(failures: u32) -> f64 {
     (FIRST_BACKOFF_MS * 2f64.powi(failures.saturating_sub(1).min(16) as i32)).min(MAX_BACKOFF_MS)
 }
 
-async fn send(settings: &Settings, batch: &UsageBatch) -> Result<(), SendError> {
-    let body = serde_json::to_vec(batch).map_err(|error| SendError::Retry(error.to_string()))?;
+async fn send(settings: &Settings, body: Vec<u8>) -> Result<(), SendError> {
     let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
     let signature = sync::sign_now(
         &settings.sync_secret,
@@ -362,8 +375,15 @@ mod tests {
             Some(0.0),
             "the first event goes at once"
         );
-        let (last, batch) = next_batch().expect("one event");
-        assert_eq!(batch.len(), 1);
+        let batch = next_batch("fra").expect("one event");
+        assert_eq!(batch.count, 1);
+        let sent: keyplane_shared::usage::UsageBatch =
+            serde_json::from_slice(&batch.body).expect("a UsageBatch");
+        assert_eq!(
+            (sent.edge.as_str(), sent.events),
+            ("fra", vec![event(true)])
+        );
+        let last = batch.last_serial;
         // Two more arrive while the batch is in flight: due one interval after the send.
         record(event(true), 10_000);
         record(event(true), 10_000);
@@ -372,7 +392,7 @@ mod tests {
         assert_eq!(due_in(5_010.0, 200.0), Some(200.0));
         assert_eq!(due_in(5_300.0, 200.0), Some(0.0));
         // Failures keep the events and back off, 1 s then 2 s; no claim while backing off.
-        let (last, _) = next_batch().expect("two events");
+        let last = next_batch("fra").expect("two events").last_serial;
         let failed = Err(SendError::Retry("down".into()));
         settle(&failed, last, 6_000.0);
         assert_eq!(due_in(6_000.0, 200.0), Some(1_000.0));
@@ -393,14 +413,14 @@ mod tests {
     #[test]
     fn a_full_batch_does_not_wait_for_the_interval() {
         record(event(true), 10_000);
-        let (last, _) = next_batch().expect("one event");
+        let last = next_batch("fra").expect("one event").last_serial;
         settle(&Ok(()), last, 1_000.0);
         for _ in 0..MAX_BATCH_EVENTS + 5 {
             record(event(true), 10_000);
         }
         assert_eq!(due_in(1_001.0, 1_000.0), Some(0.0));
-        let (_, batch) = next_batch().expect("events");
-        assert_eq!(batch.len(), MAX_BATCH_EVENTS);
+        let batch = next_batch("fra").expect("events");
+        assert_eq!(batch.count, MAX_BATCH_EVENTS);
     }
 
     #[test]
