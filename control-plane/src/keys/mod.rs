@@ -81,8 +81,9 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// List the organization's keys, newest first. `never_used`, `last_used_before` and
-/// `last_used_ip` find keys nobody uses and keys used from an unexpected address.
+/// List the organization's keys, newest first. `never_used` and `last_used_before` find keys
+/// nobody uses; `last_used_ip_not` (the expected addresses) and `last_used_ip` find keys used
+/// from an unexpected address.
 #[utoipa::path(
     get, path = "/v1/keys", tag = "keys",
     params(ListKeysQuery),
@@ -118,6 +119,12 @@ async fn list_keys(
             .as_deref()
             .map(crate::usage::input::ip)
             .transpose()?,
+        last_used_ip_not: query
+            .last_used_ip_not
+            .as_deref()
+            .map(crate::usage::input::ip_list)
+            .transpose()?
+            .unwrap_or_default(),
         after: query
             .cursor
             .as_deref()

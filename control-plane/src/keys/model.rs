@@ -132,6 +132,9 @@ pub struct ListKeysQuery {
     pub last_used_before: Option<String>,
     /// Only keys whose last request came from this client address (exact).
     pub last_used_ip: Option<String>,
+    /// The addresses a key is expected to be used from, comma-separated (at most 50): only keys
+    /// whose last request came from another one (keys never used left out).
+    pub last_used_ip_not: Option<String>,
     /// Page size, 1 to 200 (default 50).
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.

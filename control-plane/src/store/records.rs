@@ -278,6 +278,8 @@ pub struct KeyFilter {
     pub last_used_before: Option<Timestamp>,
     /// Only keys whose last use came from this client address.
     pub last_used_ip: Option<String>,
+    /// Only keys used, whose last use came from none of these addresses (the expected ones).
+    pub last_used_ip_not: Vec<String>,
     /// Continue after this key (created_at, id) of a previous page.
     pub after: Option<(Timestamp, KeyId)>,
     /// Page size.

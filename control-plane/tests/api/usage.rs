@@ -874,12 +874,32 @@ async fn listing_filters_find_unused_keys_and_keys_used_from_an_address(app: Tes
         listed("?last_used_before=2027-01-15T07:00:00Z&never_used=false").await,
         set(&[&old_id])
     );
+    // The expected addresses: keys last used from anywhere else (never-used keys left out).
+    assert_eq!(
+        listed("?last_used_ip_not=192.0.2.10").await,
+        set(&[&recent_id])
+    );
+    assert_eq!(
+        listed("?last_used_ip_not=192.0.2.10,%20198.51.100.66").await,
+        set(&[])
+    );
+    assert_eq!(
+        listed("?last_used_ip_not=203.0.113.1").await,
+        set(&[&old_id, &recent_id])
+    );
     let record = app.get(&format!("/v1/keys/{}", recent.id)).await.body;
     assert_eq!(record["last_used_ip"], "198.51.100.66");
+    let fifty_one = (0..51)
+        .map(|n| format!("192.0.2.{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
     for query in [
-        "?never_used=maybe",
-        "?last_used_before=last-week",
-        "?last_used_ip=",
+        "?never_used=maybe".to_owned(),
+        "?last_used_before=last-week".to_owned(),
+        "?last_used_ip=".to_owned(),
+        "?last_used_ip_not=".to_owned(),
+        "?last_used_ip_not=192.0.2.1,,192.0.2.2".to_owned(),
+        format!("?last_used_ip_not={fifty_one}"),
     ] {
         let reply = app.get(&format!("/v1/keys{query}")).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");

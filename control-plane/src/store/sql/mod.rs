@@ -388,6 +388,17 @@ impl Store for SqlStore {
             let ip = query.bind(Param::Text(ip.clone()));
             query.condition(&format!("last_used_ip = {ip}"));
         }
+        if !filter.last_used_ip_not.is_empty() {
+            let expected: Vec<String> = filter
+                .last_used_ip_not
+                .iter()
+                .map(|ip| query.bind(Param::Text(ip.clone())))
+                .collect();
+            query.condition(&format!(
+                "last_used_ip IS NOT NULL AND last_used_ip NOT IN ({})",
+                expected.join(", ")
+            ));
+        }
         if let Some((at, id)) = filter.after {
             let at = query.bind(Param::Int(at.as_millis()));
             let id = query.bind(Param::Bytes(id.to_bytes().to_vec()));
