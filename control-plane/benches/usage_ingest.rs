@@ -160,6 +160,17 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
             row.events,
             row.elapsed.as_secs_f64()
         );
+        // Every key's last use is its newest stored event (batches touch keys in chunks).
+        let (wrong,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM api_keys k WHERE EXISTS \
+             (SELECT 1 FROM usage_events e WHERE e.key_id = k.id) AND k.last_used_at <> \
+             (SELECT MAX(e.at) FROM usage_events e WHERE e.key_id = k.id)",
+        )
+        .fetch_one(store.pool())
+        .await?;
+        if wrong != 0 {
+            bail!("{wrong} keys' last use is not their newest event");
+        }
         rows.push(row);
     }
     let _ = stop.send(());

@@ -730,7 +730,7 @@ impl Store for SqlStore {
     }
 
     async fn ingest_usage(&self, batch: &UsageBatch) -> Result<IngestReport, StoreError> {
-        usage::ingest(&self.pool, batch).await
+        usage::ingest(&self.pool, self.backend, batch).await
     }
 
     async fn list_usage(

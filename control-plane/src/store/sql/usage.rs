@@ -2,8 +2,11 @@
 //! current; a key's events newest first; per-day counts; deletion past the retention period.
 //!
 //! Locking: a batch's inserts run in ascending request-id order and its key updates in
-//! ascending key-id order, so two batches ingested at once (a retry racing the original, two
-//! edges reporting the same keys) wait on each other's rows in one order and cannot deadlock.
+//! ascending key-id order (on PostgreSQL the key rows are locked in that order before the one
+//! `UPDATE … FROM (VALUES …)` per chunk, which visits rows in whatever order its join does), so
+//! two batches ingested at once (a retry racing the original, two edges reporting the same
+//! keys) wait on each other's rows in one order and cannot deadlock. SQLite holds the
+//! database's write lock for the whole transaction.
 //! Ingestion takes no organization lock, so it never waits on key management either (which
 //! locks the organization, then the key; ingestion only ever holds key rows).
 
@@ -16,6 +19,7 @@ use keyplane_shared::usage::{UsageBatch, UsageEvent};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row as _};
 
+use super::Backend;
 use super::filtered::{Filtered, Param};
 use super::rows::{bytes16, corrupt, u64_of};
 use crate::store::{
@@ -27,6 +31,8 @@ use crate::store::{
 const INSERT_CHUNK: usize = 200;
 /// Key ids per lookup statement.
 const LOOKUP_CHUNK: usize = 500;
+/// Keys per last-use UPDATE (3 parameters each).
+const TOUCH_CHUNK: usize = 300;
 /// Events per DELETE statement of the retention cleanup.
 const DELETE_CHUNK: i64 = 10_000;
 /// Milliseconds in a day.
@@ -44,7 +50,11 @@ struct Attributed<'a> {
 }
 
 /// See [`crate::store::Store::ingest_usage`].
-pub(super) async fn ingest(pool: &AnyPool, batch: &UsageBatch) -> Result<IngestReport, StoreError> {
+pub(super) async fn ingest(
+    pool: &AnyPool,
+    backend: Backend,
+    batch: &UsageBatch,
+) -> Result<IngestReport, StoreError> {
     let mut report = IngestReport {
         received: batch.events.len(),
         ..IngestReport::default()
@@ -92,8 +102,9 @@ pub(super) async fn ingest(pool: &AnyPool, batch: &UsageBatch) -> Result<IngestR
     for chunk in attributed.chunks(INSERT_CHUNK) {
         stored += insert_events(&mut tx, &batch.edge, chunk).await?;
     }
-    for (key, event) in &newest {
-        touch_key(&mut tx, *key, event).await?;
+    let newest: Vec<(KeyId, &UsageEvent)> = newest.into_iter().collect();
+    for chunk in newest.chunks(TOUCH_CHUNK) {
+        touch_keys(&mut tx, backend, chunk).await?;
     }
     tx.commit().await?;
     report.stored = stored;
@@ -177,21 +188,47 @@ async fn insert_events(
     usize::try_from(done.rows_affected()).map_err(|_| corrupt("row count out of range"))
 }
 
-/// Moves a key's last use forward to `event` (never backwards).
-async fn touch_key(
+/// Moves each key's last use forward to its newest event of the batch (`keys` in ascending key
+/// order); never backwards.
+async fn touch_keys(
     tx: &mut AnyConnection,
-    key: KeyId,
-    event: &UsageEvent,
+    backend: Backend,
+    keys: &[(KeyId, &UsageEvent)],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE api_keys SET last_used_at = $1, last_used_ip = $2 \
-         WHERE id = $3 AND (last_used_at IS NULL OR last_used_at < $1)",
-    )
-    .bind(event.at.as_millis())
-    .bind(event.ip.clone())
-    .bind(key.to_bytes().to_vec())
-    .execute(&mut *tx)
-    .await?;
+    if backend == Backend::Postgres {
+        let placeholders = (1..=keys.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql =
+            format!("SELECT id FROM api_keys WHERE id IN ({placeholders}) ORDER BY id FOR UPDATE");
+        let mut lock = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (key, _) in keys {
+            lock = lock.bind(key.to_bytes().to_vec());
+        }
+        lock.fetch_all(&mut *tx).await?;
+    }
+    let mut sql = String::from(
+        "UPDATE api_keys SET last_used_at = v.column2, last_used_ip = v.column3 FROM (VALUES ",
+    );
+    for row in 0..keys.len() {
+        let first = 3 * row + 1;
+        let separator = if row == 0 { "" } else { ", " };
+        // Writing to a String cannot fail.
+        let _ = write!(sql, "{separator}(${first}, ${}, ${})", first + 1, first + 2);
+    }
+    sql.push_str(
+        ") AS v WHERE api_keys.id = v.column1 \
+         AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < v.column2)",
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (key, event) in keys {
+        query = query
+            .bind(key.to_bytes().to_vec())
+            .bind(event.at.as_millis())
+            .bind(event.ip.clone());
+    }
+    query.execute(&mut *tx).await?;
     Ok(())
 }
 
