@@ -25,7 +25,13 @@ export default {
     $WAIT_UNTIL_RESPONSE
     const step = imports.fetch(request, env, ctx);
     if (step instanceof imports.Forward) {
-      return fetch(step.request).then(
+      let fetched;
+      try {
+        fetched = fetch(step.request);
+      } catch (error) {
+        return step.fail(error);
+      }
+      return fetched.then(
         (response) => step.relay(response),
         (error) => step.fail(error),
       );

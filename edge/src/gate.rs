@@ -2,8 +2,8 @@
 //!
 //! Allowed requests reach the origin with the identity headers (`x-keyplane-key-id`,
 //! `-org-id`, `-scopes`, `-env`, `-request-id`). Every `x-keyplane-*` header the caller sent is
-//! dropped first, and so is the credential Keyplane consumed (`x-api-key`, or the
-//! `Authorization: Bearer` header when the key came from there): the origin never sees a key.
+//! dropped first, and so are `x-api-key` and an `Authorization: Bearer` header carrying a
+//! Keyplane key: the origin never sees a key (its own credentials pass through).
 //!
 //! The common case is synchronous: with the table in memory and the isolate's own rate
 //! limiter, [`handle`] decides, builds the outgoing request and returns a [`Forward`]; the
@@ -97,13 +97,6 @@ impl Incoming {
         Timestamp(self.now_ms as i64)
     }
 
-    /// Whether the key came from `Authorization` (so that header is not forwarded).
-    fn key_from_authorization(&self) -> bool {
-        self.x_api_key
-            .as_deref()
-            .is_none_or(|key| key.trim().is_empty())
-    }
-
     /// Records this request's usage event (when reporting is on) and starts the flusher if
     /// none is running.
     fn record_usage(
@@ -134,7 +127,7 @@ impl Incoming {
         usage::record(event, settings.usage.buffer_max);
         if let Some(claim) = usage::claim_flush(self.now_ms) {
             let settings = settings.clone();
-            ctx.wait_until(async move { usage::flush(claim, &settings).await });
+            in_background(ctx, async move { usage::flush(claim, &settings).await });
         }
     }
 }
@@ -167,7 +160,7 @@ fn proceed(incoming: Incoming, settings: Rc<Settings>, env: Env, ctx: Context) -
     if replica::claim_refresh(incoming.now_ms, settings.replica_refresh_ms) {
         replica::prune_limiter(now);
         let env = env.clone();
-        ctx.wait_until(async move {
+        in_background(&ctx, async move {
             if let Err(error) = replica::refresh(&env).await {
                 console_error!("refreshing the key table failed: {error}");
             }
@@ -248,7 +241,10 @@ fn outgoing_request(
         &target,
         incoming.request.unchecked_ref::<web_sys::RequestInit>(),
     )?;
-    let drop_authorization = incoming.key_from_authorization();
+    let drop_authorization = headers::authorization_carries_a_key(
+        incoming.authorization.as_deref(),
+        &settings.decision.prefix,
+    );
     let headers = request.headers();
     let mut edits = Edits::default();
     edits.delete_where(&headers::header_names(&headers), |name| {
@@ -343,6 +339,19 @@ async fn settled(step: Step) -> Result<JsValue, JsValue> {
         Err(error) => forward.fail(error),
     };
     Ok(response.into())
+}
+
+/// Runs `work` after the answer, under `waitUntil`. A runtime refusing it is logged: the
+/// `worker` crate's own `Context::wait_until` unwraps that error, and a panic would abort the
+/// instance.
+fn in_background(ctx: &Context, work: impl Future<Output = ()> + 'static) {
+    let promise = future_to_promise(async move {
+        work.await;
+        Ok(JsValue::UNDEFINED)
+    });
+    if let Err(error) = ctx.as_ref().wait_until(&promise) {
+        console_error!("waitUntil refused background work: {error:?}");
+    }
 }
 
 /// An edge failure answer.

@@ -5,6 +5,8 @@
 //! The rules stay in Rust: which of the caller's headers never reach the origin
 //! ([`is_dropped`]), and which are added ([`Edits`]). The JS side only applies the lists.
 
+use keyplane_shared::decision::{RequestFacts, extract_key};
+use keyplane_shared::{ApiKey, KeyPrefix};
 use worker::wasm_bindgen::{self, JsValue, prelude::wasm_bindgen};
 use worker::web_sys;
 
@@ -20,11 +22,25 @@ extern "C" {
 /// Whether a header the caller sent stays away from the origin: every `x-keyplane-*` (only
 /// the edge sets those), the consumed credential, and `host` (the origin's URL decides it).
 /// Header names come lower-cased from the runtime.
-pub fn is_dropped(name: &str, key_from_authorization: bool) -> bool {
+pub fn is_dropped(name: &str, drop_authorization: bool) -> bool {
     name == "x-api-key"
-        || (name == "authorization" && key_from_authorization)
+        || (name == "authorization" && drop_authorization)
         || name == "host"
         || name.starts_with("x-keyplane-")
+}
+
+/// Whether the caller's `Authorization` header stays away from the origin: when its Bearer
+/// token is a Keyplane key (well formed, checksum right, this deployment's prefix), whether the
+/// key was the credential checked or not, since the origin never sees a key; and only then,
+/// so Basic credentials and the origin's own tokens (on a public route, say) pass through.
+pub fn authorization_carries_a_key(authorization: Option<&str>, prefix: &KeyPrefix) -> bool {
+    let facts = RequestFacts {
+        x_api_key: None,
+        authorization,
+        method: "",
+        path: "",
+    };
+    extract_key(&facts).is_some_and(|token| ApiKey::parse(token, prefix).is_ok())
 }
 
 /// Headers to delete and to set on one `Headers` object, applied with [`Edits::apply`].
@@ -79,6 +95,30 @@ mod tests {
         assert!(!is_dropped("authorization", false));
         assert!(!is_dropped("accept", true));
         assert!(!is_dropped("x-keyplane", true));
+    }
+
+    #[test]
+    fn only_an_authorization_header_carrying_a_keyplane_key_is_withheld() {
+        let prefix = KeyPrefix::default();
+        let key = ApiKey::generate(&prefix, keyplane_shared::Environment::Live).expect("CSPRNG");
+        let bearer = format!("Bearer {}", key.expose_secret());
+        assert!(authorization_carries_a_key(Some(&bearer), &prefix));
+        assert!(authorization_carries_a_key(
+            Some(&format!("bearer   {} ", key.expose_secret())),
+            &prefix
+        ));
+        let truncated = format!("Bearer {}", &key.expose_secret()[..20]);
+        for kept in [
+            None,
+            Some("Basic dXNlcjpwYXNz"),
+            Some("Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig"),
+            Some("Bearer "),
+            Some(truncated.as_str()),
+        ] {
+            assert!(!authorization_carries_a_key(kept, &prefix), "{kept:?}");
+        }
+        let other_prefix = KeyPrefix::new("pk").expect("valid prefix");
+        assert!(!authorization_carries_a_key(Some(&bearer), &other_prefix));
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //! Events leave the buffer only when the control plane acknowledged them, so a
 //! control-plane outage loses nothing until the buffer holds `USAGE_BUFFER_MAX` events; past
 //! that the oldest are dropped and counted ([`Stats::dropped`], in `/__keyplane/status`).
-//! Failed sends back off (1 s doubling to 30 s), retried by the flusher within its budget, and
-//! after that by a flusher the first request after the backoff starts.
+//! A send counts as delivered only on a 2xx whose receipt counts every event of the batch
+//! (redirects are not followed; 10 s without an answer is a failure). Failed sends back off
+//! (1 s doubling to 30 s), retried by the flusher within its budget, and after that by a
+//! flusher the first request after the backoff starts.
 //!
 //! Events that name no key (missing, malformed or unknown key; public routes) are counted
 //! here but not shipped: the usage API is per key, and such requests carry nothing to
@@ -23,10 +25,13 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use keyplane_shared::sync::{self, SignedRequest};
-use keyplane_shared::usage::{MAX_BATCH_EVENTS, USAGE_PATH, UsageEvent};
+use keyplane_shared::usage::{MAX_BATCH_EVENTS, USAGE_PATH, UsageEvent, UsageReceipt};
 use serde::Serialize;
 use thiserror::Error;
-use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, console_error};
+use worker::{
+    AbortSignal, Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect,
+    console_error, web_sys,
+};
 
 use crate::settings::Settings;
 
@@ -35,6 +40,8 @@ const MAX_BACKOFF_MS: f64 = 30_000.0;
 /// Longest one flusher keeps sending and waiting, in ms: Cloudflare cancels `waitUntil` work
 /// 30 s after the response.
 pub const FLUSH_BUDGET_MS: f64 = 20_000.0;
+/// Longest one send may take before it counts as failed, in ms.
+const SEND_TIMEOUT_MS: u32 = 10_000;
 /// A flush claim older than this belongs to a flusher the runtime cancelled without dropping
 /// it (its future is simply never polled again); a new flusher may start.
 const STALE_CLAIM_MS: f64 = 2.0 * FLUSH_BUDGET_MS + MAX_BACKOFF_MS;
@@ -95,6 +102,18 @@ pub fn record(event: UsageEvent, buffer_max: usize) {
 #[derive(Debug)]
 pub struct FlushClaim {
     generation: u64,
+}
+
+impl FlushClaim {
+    /// Whether this is still the running flusher's claim (a stale one may have been superseded).
+    fn is_current(&self) -> bool {
+        BUFFER.with(|buffer| {
+            buffer
+                .borrow()
+                .claim
+                .is_some_and(|(generation, _)| generation == self.generation)
+        })
+    }
 }
 
 impl Drop for FlushClaim {
@@ -241,13 +260,16 @@ fn settle(outcome: &Result<(), SendError>, last_serial: u64, now_ms: f64) {
     });
 }
 
-/// The flusher: sends each batch when it is due ([`due_in`]) until the buffer is empty or the
-/// next wait would outlast its budget.
+/// The flusher: sends each batch when it is due ([`due_in`]) until the buffer is empty, its
+/// budget is spent (or the next wait would outlast it), or its claim was given to a newer
+/// flusher (this one was taken for cancelled).
 pub async fn flush(claim: FlushClaim, settings: &Settings) {
-    let _claim = claim;
     let now = || worker::Date::now().as_millis() as f64;
     let started_ms = now();
     while let Some(wait_ms) = due_in(now(), settings.usage.flush_ms) {
+        if now() - started_ms >= FLUSH_BUDGET_MS || !claim.is_current() {
+            break;
+        }
         if wait_ms > 0.0 {
             if now() + wait_ms - started_ms > FLUSH_BUDGET_MS {
                 break;
@@ -258,7 +280,7 @@ pub async fn flush(claim: FlushClaim, settings: &Settings) {
         let Some(batch) = next_batch(&settings.edge_name) else {
             break;
         };
-        let outcome = send(settings, batch.body).await;
+        let outcome = send(settings, batch.body, batch.count).await;
         if let Err(error) = &outcome {
             console_error!("usage report of {} events failed: {error}", batch.count);
         }
@@ -271,7 +293,10 @@ fn backoff_ms(failures: u32) -> f64 {
     (FIRST_BACKOFF_MS * 2f64.powi(failures.saturating_sub(1).min(16) as i32)).min(MAX_BACKOFF_MS)
 }
 
-async fn send(settings: &Settings, body: Vec<u8>) -> Result<(), SendError> {
+/// Sends one batch of `count` events. Delivered means a 2xx whose receipt counts them all:
+/// redirects are not followed (a redirected POST would arrive as a bodiless GET) and count as
+/// failures, as does a control plane that has not answered within [`SEND_TIMEOUT_MS`].
+async fn send(settings: &Settings, body: Vec<u8>, count: usize) -> Result<(), SendError> {
     let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
     let signature = sync::sign_now(
         &settings.sync_secret,
@@ -289,15 +314,29 @@ async fn send(settings: &Settings, body: Vec<u8>) -> Result<(), SendError> {
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual)
         .with_body(Some(
             worker::js_sys::Uint8Array::from(body.as_slice()).into(),
         ));
     let url = format!("{}{USAGE_PATH}", settings.control_plane_url);
-    let response = Fetch::Request(Request::new_with_init(&url, &init)?)
-        .send()
+    let timeout = AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(SEND_TIMEOUT_MS));
+    let mut response = Fetch::Request(Request::new_with_init(&url, &init)?)
+        .send_with_signal(&timeout)
         .await?;
     match response.status_code() {
-        200..=299 => Ok(()),
+        200..=299 => {
+            let receipt: UsageReceipt = response.json().await.map_err(|error| {
+                SendError::Retry(format!("answered 2xx without a usage receipt: {error}"))
+            })?;
+            if receipt.received == count {
+                Ok(())
+            } else {
+                Err(SendError::Retry(format!(
+                    "acknowledged {} of {count} events",
+                    receipt.received
+                )))
+            }
+        }
         status @ (400 | 413) => Err(SendError::Refused(status)),
         status => Err(SendError::Retry(format!("answered {status}"))),
     }
@@ -358,6 +397,8 @@ mod tests {
         let lost = claim_flush(2_000.0).expect("due");
         assert!(claim_flush(2_000.0 + STALE_CLAIM_MS - 1.0).is_none());
         let newer = claim_flush(2_000.0 + STALE_CLAIM_MS).expect("the old claim is stale");
+        assert!(!lost.is_current(), "the superseded flusher stops");
+        assert!(newer.is_current());
         drop(lost);
         assert!(
             claim_flush(2_000.0 + STALE_CLAIM_MS).is_none(),

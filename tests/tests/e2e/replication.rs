@@ -122,10 +122,34 @@ fn a_valid_key_reaches_the_origin_with_identity_and_without_spoofed_headers() ->
         "{reply:?}"
     );
 
-    // A public route goes through without a key and without identity.
-    let reply = d.through_edge(0, "/public/status", None)?;
+    // Other credentials are the origin's: Basic next to x-api-key passes through.
+    let reply = keyplane_tests::get(
+        &url,
+        &[("x-api-key", &key), ("authorization", "Basic dXNlcjpwYXNz")],
+    )?;
+    ensure!(reply.status == 200, "{reply:?}");
+    assert_eq!(
+        reply.json()?["headers"]["authorization"],
+        "Basic dXNlcjpwYXNz"
+    );
+
+    // A public route goes through without a key and without identity; the origin's own
+    // credentials reach it, a Keyplane key never does.
+    let public = format!("{}/public/status", d.edge_url(0));
+    let reply = keyplane_tests::get(&public, &[])?;
     ensure!(reply.status == 200, "{reply:?}");
     assert!(reply.json()?["headers"].get("x-keyplane-key-id").is_none());
+    let reply = keyplane_tests::get(&public, &[("authorization", "Bearer origin-token")])?;
+    assert_eq!(
+        reply.json()?["headers"]["authorization"],
+        "Bearer origin-token"
+    );
+    let reply = keyplane_tests::get(&public, &[("authorization", &bearer), ("x-api-key", &key)])?;
+    let headers = &reply.json()?["headers"];
+    assert!(
+        headers.get("authorization").is_none() && headers.get("x-api-key").is_none(),
+        "a key reached the origin on a public route: {headers}"
+    );
     Ok(())
 }
 
