@@ -7,6 +7,8 @@
 //! The store is seeded directly in SQL (seeding 100k keys through the API would spend an hour
 //! in Argon2id), then a real listener is driven by one sequential HTTP client with keep-alive.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,10 +18,8 @@ use keyplane_control_plane::store::sql::{Backend, SqlStore};
 use keyplane_control_plane::{Application, Config, hashing};
 use keyplane_shared::ids::KeyId;
 use keyplane_shared::{ApiKey, Environment, KeyPrefix};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
-const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const SEED_BATCH: usize = 500;
 
 struct Options {
@@ -40,29 +40,12 @@ fn options() -> anyhow::Result<Options> {
         match arg.as_str() {
             "--keys" => options.keys = value()?.parse()?,
             "--samples" => options.samples = value()?.parse()?,
-            "--backend" => {
-                options.backends = match value()?.as_str() {
-                    "sqlite" => vec![Backend::Sqlite],
-                    "postgres" => vec![Backend::Postgres],
-                    "both" => vec![Backend::Sqlite, Backend::Postgres],
-                    other => bail!("unknown backend {other}"),
-                }
-            }
+            "--backend" => options.backends = support::backends(&value()?)?,
             // cargo bench passes --bench; ignore it and anything else cargo adds.
             _ => {}
         }
     }
     Ok(options)
-}
-
-fn secrets_env(name: &str) -> Option<SecretString> {
-    use base64::Engine as _;
-    let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
-    match name {
-        "KEYPLANE_PEPPERS" => Some(SecretString::from(format!("1:{}", b64(1)))),
-        "KEYPLANE_SIGNING_SECRET" => Some(SecretString::from(b64(2))),
-        _ => None,
-    }
 }
 
 /// Median and 99th percentile of a set of durations, in milliseconds.
@@ -134,30 +117,6 @@ async fn seed(store: &SqlStore, count: usize) -> anyhow::Result<Vec<KeyId>> {
     Ok(ids)
 }
 
-async fn database_url(backend: Backend, dir: &std::path::Path) -> anyhow::Result<String> {
-    Ok(match backend {
-        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()),
-        Backend::Postgres => {
-            use sqlx::Executor as _;
-            let admin = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .connect(POSTGRES_ADMIN_URL)
-                .await
-                .context("PostgreSQL at 127.0.0.1:5432")?;
-            let name = "keyplane_bench";
-            admin
-                .execute(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .await?;
-            admin
-                .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .await?;
-            format!("postgres://postgres@127.0.0.1:5432/{name}")
-        }
-    })
-}
-
 struct Row {
     operation: &'static str,
     median_ms: f64,
@@ -169,13 +128,13 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().to_path_buf(),
-        database_url: Some(database_url(backend, dir.path()).await?),
+        database_url: Some(support::database_url(backend, dir.path(), "keyplane_bench").await?),
         key_prefix: KeyPrefix::default(),
         org_name: "Bench".into(),
         usage_retention_days: 30,
     };
     let (application, bootstrapped) =
-        Application::build_with(&config, Arc::new(SystemClock), secrets_env).await?;
+        Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;
     let admin_key = bootstrapped
         .context("fresh database")?
         .admin_key

@@ -9,6 +9,8 @@
 //! batches), each event new (a fresh request id) and attributed to one of `N` keys; every
 //! answer is checked to have stored the whole batch. The table starts empty for each size.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,10 +22,8 @@ use keyplane_shared::ids::{KeyId, OrgId, RequestId};
 use keyplane_shared::sync::{self, SignedRequest};
 use keyplane_shared::usage::{USAGE_PATH, UsageBatch, UsageEvent};
 use keyplane_shared::{KeyPrefix, Timestamp};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
-const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const BATCH_SIZES: [usize; 3] = [1, 100, 1000];
 const MIN_BATCHES: usize = 5;
 
@@ -45,54 +45,12 @@ fn options() -> anyhow::Result<Options> {
         match arg.as_str() {
             "--seconds" => options.seconds = value()?.parse()?,
             "--keys" => options.keys = value()?.parse()?,
-            "--backend" => {
-                options.backends = match value()?.as_str() {
-                    "sqlite" => vec![Backend::Sqlite],
-                    "postgres" => vec![Backend::Postgres],
-                    "both" => vec![Backend::Sqlite, Backend::Postgres],
-                    other => bail!("unknown backend {other}"),
-                }
-            }
+            "--backend" => options.backends = support::backends(&value()?)?,
             // cargo bench passes --bench; ignore it and anything else cargo adds.
             _ => {}
         }
     }
     Ok(options)
-}
-
-fn secrets_env(name: &str) -> Option<SecretString> {
-    use base64::Engine as _;
-    let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
-    match name {
-        "KEYPLANE_PEPPERS" => Some(SecretString::from(format!("1:{}", b64(1)))),
-        "KEYPLANE_SIGNING_SECRET" => Some(SecretString::from(b64(2))),
-        "KEYPLANE_EDGE_SECRET" => Some(SecretString::from(b64(3))),
-        _ => None,
-    }
-}
-
-async fn database_url(backend: Backend, dir: &std::path::Path) -> anyhow::Result<String> {
-    Ok(match backend {
-        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()),
-        Backend::Postgres => {
-            use sqlx::Executor as _;
-            let admin = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .connect(POSTGRES_ADMIN_URL)
-                .await
-                .context("PostgreSQL at 127.0.0.1:5432")?;
-            let name = "keyplane_bench_usage";
-            admin
-                .execute(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .await?;
-            admin
-                .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .await?;
-            format!("postgres://postgres@127.0.0.1:5432/{name}")
-        }
-    })
 }
 
 /// One batch size's result.
@@ -114,13 +72,15 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().to_path_buf(),
-        database_url: Some(database_url(backend, dir.path()).await?),
+        database_url: Some(
+            support::database_url(backend, dir.path(), "keyplane_bench_usage").await?,
+        ),
         key_prefix: KeyPrefix::default(),
         org_name: "Bench".into(),
         usage_retention_days: 0,
     };
     let (application, bootstrapped) =
-        Application::build_with(&config, Arc::new(SystemClock), secrets_env).await?;
+        Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;
     let first = bootstrapped.context("fresh database")?;
     let admin_key = first.admin_key.expose_secret().to_owned();
     let org = first.org.id;

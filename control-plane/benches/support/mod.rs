@@ -1,0 +1,59 @@
+//! What the control plane's benchmarks share: the `--backend` option, fixed secrets, and a
+//! fresh database for each run.
+
+use anyhow::{Context as _, bail};
+use keyplane_control_plane::store::sql::Backend;
+use secrecy::SecretString;
+
+const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The value of `--backend`: `sqlite`, `postgres` or `both`.
+pub fn backends(value: &str) -> anyhow::Result<Vec<Backend>> {
+    Ok(match value {
+        "sqlite" => vec![Backend::Sqlite],
+        "postgres" => vec![Backend::Postgres],
+        "both" => vec![Backend::Sqlite, Backend::Postgres],
+        other => bail!("unknown backend {other}"),
+    })
+}
+
+/// Fixed secrets in place of the environment (a benchmark measures; it protects nothing).
+pub fn secrets_env(name: &str) -> Option<SecretString> {
+    use base64::Engine as _;
+    let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+    match name {
+        "KEYPLANE_PEPPERS" => Some(SecretString::from(format!("1:{}", b64(1)))),
+        "KEYPLANE_SIGNING_SECRET" => Some(SecretString::from(b64(2))),
+        "KEYPLANE_EDGE_SECRET" => Some(SecretString::from(b64(3))),
+        _ => None,
+    }
+}
+
+/// A fresh, empty database: a SQLite file in `dir`, or PostgreSQL database `name` at
+/// 127.0.0.1:5432 (dropped first if a previous run left it).
+pub async fn database_url(
+    backend: Backend,
+    dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<String> {
+    Ok(match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()),
+        Backend::Postgres => {
+            use sqlx::Executor as _;
+            let admin = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(POSTGRES_ADMIN_URL)
+                .await
+                .context("PostgreSQL at 127.0.0.1:5432")?;
+            admin
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .await?;
+            admin
+                .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .await?;
+            format!("postgres://postgres@127.0.0.1:5432/{name}")
+        }
+    })
+}
