@@ -49,7 +49,7 @@ const STALE_CLAIM_MS: f64 = 2.0 * FLUSH_BUDGET_MS + MAX_BACKOFF_MS;
 /// What this isolate has reported, for `/__keyplane/status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// Events waiting to be sent.
+    /// Events waiting to be sent (the buffer's length when read).
     pub buffered: usize,
     /// Events the control plane acknowledged.
     pub sent: u64,
@@ -93,7 +93,6 @@ pub fn record(event: UsageEvent, buffer_max: usize) {
             buffer.events.pop_front();
             buffer.stats.dropped += 1;
         }
-        buffer.stats.buffered = buffer.events.len();
     });
 }
 
@@ -169,7 +168,13 @@ fn due_in(now_ms: f64, flush_ms: f64) -> Option<f64> {
 
 /// This isolate's reporting figures.
 pub fn stats() -> Stats {
-    BUFFER.with(|buffer| buffer.borrow().stats)
+    BUFFER.with(|buffer| {
+        let buffer = buffer.borrow();
+        Stats {
+            buffered: buffer.events.len(),
+            ..buffer.stats
+        }
+    })
 }
 
 /// Why a batch was not delivered.
@@ -256,7 +261,6 @@ fn settle(outcome: &Result<(), SendError>, last_serial: u64, now_ms: f64) {
                 buffer.retry_at_ms = now_ms + backoff_ms(buffer.stats.failures);
             }
         }
-        buffer.stats.buffered = buffer.events.len();
     });
 }
 

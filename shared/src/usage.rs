@@ -73,6 +73,24 @@ impl UsageEvent {
     }
 }
 
+impl UsageEvent {
+    /// Cuts the text fields to the documented bounds in place, at character boundaries: what
+    /// [`UsageEvent::new`] does at the source, for events that came from elsewhere.
+    pub fn bound(&mut self) {
+        cut(&mut self.method, MAX_METHOD_BYTES);
+        cut(&mut self.path, MAX_PATH_BYTES);
+        if let Some(ip) = &mut self.ip {
+            cut(ip, MAX_IP_BYTES);
+        }
+    }
+}
+
+/// Truncates `text` in place to at most `max` bytes, at a character boundary.
+fn cut(text: &mut String, max: usize) {
+    let end = truncate(text, max).len();
+    text.truncate(end);
+}
+
 /// What one edge sends in one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageBatch {
@@ -154,6 +172,26 @@ mod tests {
         assert_eq!(event.method.len(), MAX_METHOD_BYTES);
         assert_eq!(event.ip, None);
         assert_eq!((event.key_id, event.org_id), (None, None));
+    }
+
+    #[test]
+    fn bound_cuts_received_fields_at_character_boundaries() {
+        let mut event = UsageEvent::new(request_id(), None, Timestamp(0), "GET", "/", 200, None);
+        event.path = "é".repeat(300);
+        event.method = "GET".into();
+        event.ip = Some(format!("a{}", "é".repeat(40)));
+        event.bound();
+        assert_eq!(event.path.len(), MAX_PATH_BYTES);
+        assert_eq!(event.method, "GET");
+        assert_eq!(
+            event.ip.as_deref().map(str::len),
+            Some(MAX_IP_BYTES - 1),
+            "never inside a character"
+        );
+        let mut odd = event.clone();
+        odd.path = format!("a{}", "é".repeat(300));
+        odd.bound();
+        assert_eq!(odd.path.len(), MAX_PATH_BYTES - 1);
     }
 
     #[test]

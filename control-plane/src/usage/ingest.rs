@@ -25,10 +25,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use keyplane_shared::sync::{self, REPLAY_WINDOW_SECS};
-use keyplane_shared::usage::{
-    MAX_BATCH_EVENTS, MAX_IP_BYTES, MAX_METHOD_BYTES, MAX_PATH_BYTES, UsageBatch, UsageEvent,
-    UsageReceipt,
-};
+use keyplane_shared::usage::{MAX_BATCH_EVENTS, UsageBatch, UsageEvent, UsageReceipt};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -166,7 +163,8 @@ async fn ingest_usage(
                 out_of_range += 1;
             }
             Ok(mut event) => {
-                bound(&mut event);
+                // The bounds the edge applies at the source, for any other producer.
+                event.bound();
                 events.push(event);
             }
         }
@@ -198,43 +196,4 @@ async fn ingest_usage(
         received: total,
         stored: report.stored,
     }))
-}
-
-/// Cuts an event's text fields to the bounds the edge applies at the source, so a batch from
-/// another producer cannot store longer ones.
-fn bound(event: &mut UsageEvent) {
-    cut(&mut event.method, MAX_METHOD_BYTES);
-    cut(&mut event.path, MAX_PATH_BYTES);
-    if let Some(ip) = &mut event.ip {
-        cut(ip, MAX_IP_BYTES);
-    }
-}
-
-/// Truncates `text` to at most `max` bytes, at a character boundary.
-fn cut(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_fields_are_cut_at_character_boundaries() {
-        let mut text = "é".repeat(300);
-        cut(&mut text, MAX_PATH_BYTES);
-        assert_eq!(text.len(), MAX_PATH_BYTES);
-        let mut odd = format!("a{}", "é".repeat(300));
-        cut(&mut odd, MAX_PATH_BYTES);
-        assert_eq!(odd.len(), MAX_PATH_BYTES - 1, "never inside a character");
-        let mut short = "GET".to_owned();
-        cut(&mut short, MAX_METHOD_BYTES);
-        assert_eq!(short, "GET");
-    }
 }

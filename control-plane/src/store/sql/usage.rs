@@ -122,10 +122,7 @@ async fn key_owners(
     ids.dedup();
     let mut owners = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(LOOKUP_CHUNK) {
-        let placeholders = (1..=chunk.len())
-            .map(|n| format!("${n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let placeholders = placeholders(chunk.len());
         let sql = format!("SELECT id, org_id FROM api_keys WHERE id IN ({placeholders})");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
@@ -196,10 +193,7 @@ async fn touch_keys(
     keys: &[(KeyId, &UsageEvent)],
 ) -> Result<(), StoreError> {
     if backend == Backend::Postgres {
-        let placeholders = (1..=keys.len())
-            .map(|n| format!("${n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let placeholders = placeholders(keys.len());
         let sql =
             format!("SELECT id FROM api_keys WHERE id IN ({placeholders}) ORDER BY id FOR UPDATE");
         let mut lock = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -230,6 +224,14 @@ async fn touch_keys(
     }
     query.execute(&mut *tx).await?;
     Ok(())
+}
+
+/// `$1, $2, …, $count`: the parameters of an `IN (…)` list.
+fn placeholders(count: usize) -> String {
+    (1..=count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// See [`crate::store::Store::list_usage`].
