@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use keyplane_shared::sync::{self, SignedRequest, SyncSecret};
 use serde_json::{Value, json};
 
-use crate::{Origin, Reply, Service, Setup, fresh_dir};
+use crate::{Origin, Reply, Service, Setup, free_port, fresh_dir};
 
 /// The secrets of one deployment, generated per test.
 #[derive(Clone)]
@@ -403,10 +403,4 @@ pub fn signed(
         ("content-type", "application/octet-stream"),
     ];
     crate::send_bytes(method, &url, &headers, (method != "GET").then_some(body))
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
 }

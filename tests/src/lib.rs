@@ -27,11 +27,13 @@ use anyhow::{Context as _, Result, bail};
 
 mod deployment;
 mod origin;
+mod ports;
 
 pub use deployment::{
-    ControlPlane, Deployment, DeploymentSecrets, Edge, EdgeOptions, EdgeWorker, free_port, signed,
+    ControlPlane, Deployment, DeploymentSecrets, Edge, EdgeOptions, EdgeWorker, signed,
 };
 pub use origin::Origin;
+pub use ports::free_port;
 
 /// How long a service may take to print its URL.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -225,7 +227,13 @@ impl Service {
                 service.url = url;
                 service.preamble = preamble;
             }
-            Err(_) => bail!("{name} did not print its URL within {START_TIMEOUT:?}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                bail!("{name} did not print its URL within {START_TIMEOUT:?}")
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = service.wait_timeout(Duration::from_secs(5));
+                bail!("{name} closed its output before printing its URL (exit: {status:?})")
+            }
         }
         Ok(service)
     }
