@@ -950,19 +950,21 @@ async fn serving_runs_the_retention_cleanup_and_stops_it_on_shutdown(mut app: Te
     let server = tokio::spawn(application.serve(async {
         let _ = stopped.await;
     }));
-    // The cleanup sweeps once at start (the test's settings keep 30 days).
+    // The cleanup sweeps once at start (the test's settings keep 30 days). It counts the
+    // deletion once the DELETE has returned, so both are awaited.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while app.stored_events().await != 1 {
+    loop {
+        let events = app.stored_events().await;
+        let expired = app.metric("keyplane_usage_events_expired_total").await;
+        if events == 1 && expired == Some(1.0) {
+            break;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the old event is deleted"
+            "the old event is deleted and counted: {events} stored, {expired:?} expired"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        app.metric("keyplane_usage_events_expired_total").await,
-        Some(1.0)
-    );
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
