@@ -8,12 +8,17 @@ use keyplane_shared::sync::{self, SignedRequest};
 use keyplane_shared::table::codec::{decode_changes, decode_snapshot};
 use keyplane_shared::{Change, KeyTable};
 use thiserror::Error;
-use worker::{Fetch, Headers, Method, Request, RequestInit};
+use worker::{AbortSignal, Fetch, Headers, Method, Request, RequestInit, web_sys};
 
 use crate::settings::Settings;
 
 /// Most changes asked for in one request.
 pub const PAGE: u64 = 10_000;
+/// Longest a page of changes may take, body included, before the pull counts as failed (a
+/// hanging control plane must not hold the store's one pull, and the requests waiting on it).
+const CHANGES_TIMEOUT_MS: u32 = 10_000;
+/// The same for a snapshot (a million keys are some 80 MB).
+const SNAPSHOT_TIMEOUT_MS: u32 = 60_000;
 
 /// What the feed answered.
 pub enum FeedReply {
@@ -46,7 +51,7 @@ pub async fn changes_after(settings: &Settings, after: u64) -> Result<FeedReply,
         "/v1/edge/changes?after={after}&limit={PAGE}{}",
         registration(settings)
     );
-    let (status, body) = signed_get(settings, &path).await?;
+    let (status, body) = signed_get(settings, &path, CHANGES_TIMEOUT_MS).await?;
     match status {
         200 => Ok(FeedReply::Changes(decode_changes(&body)?)),
         409 => Ok(FeedReply::Ahead),
@@ -62,7 +67,7 @@ pub async fn snapshot(settings: &Settings) -> Result<KeyTable, FeedError> {
         "/v1/edge/snapshot?{}",
         registration(settings).trim_start_matches('&')
     );
-    let (status, body) = signed_get(settings, &path).await?;
+    let (status, body) = signed_get(settings, &path, SNAPSHOT_TIMEOUT_MS).await?;
     if status != 200 {
         return Err(FeedError::Unavailable(format!(
             "snapshot answered {status}"
@@ -83,7 +88,11 @@ fn registration(settings: &Settings) -> String {
     )
 }
 
-async fn signed_get(settings: &Settings, path: &str) -> Result<(u16, Vec<u8>), FeedError> {
+async fn signed_get(
+    settings: &Settings,
+    path: &str,
+    timeout_ms: u32,
+) -> Result<(u16, Vec<u8>), FeedError> {
     let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
     let signature = sync::sign_now(
         &settings.sync_secret,
@@ -100,7 +109,8 @@ async fn signed_get(settings: &Settings, path: &str) -> Result<(u16, Vec<u8>), F
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
     let request = Request::new_with_init(&format!("{}{path}", settings.control_plane_url), &init)?;
-    let mut response = Fetch::Request(request).send().await?;
+    let timeout = AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(timeout_ms));
+    let mut response = Fetch::Request(request).send_with_signal(&timeout).await?;
     let status = response.status_code();
     let body = response.bytes().await?;
     Ok((status, body))

@@ -315,13 +315,24 @@ impl Forward {
         self.answer_failure(502, "origin_unavailable")
     }
 
+    /// The edge's failure answer for an admitted request: it counted against the key's
+    /// limit, so it carries the rate-limit fields like any admitted answer.
     fn answer_failure(&self, status: u16, code: &str) -> web_sys::Response {
         self.incoming
             .record_usage(&self.settings, &self.ctx, self.key, status);
-        match reply::failure(status, code, &self.incoming.request_id_text) {
-            Ok(response) => response.into(),
-            Err(_) => web_sys::Response::error(),
+        let response: web_sys::Response =
+            match reply::failure(status, code, &self.incoming.request_id_text) {
+                Ok(response) => response.into(),
+                Err(_) => return web_sys::Response::error(),
+            };
+        let mut edits = Edits::default();
+        for (name, value) in &self.rate_limit {
+            edits.set(name, value);
         }
+        if let Err(error) = edits.apply(&response.headers()) {
+            console_error!("adding the rate-limit fields to a failure failed: {error:?}");
+        }
+        response
     }
 }
 

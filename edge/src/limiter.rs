@@ -2,11 +2,12 @@
 //! named by the key id, counts every request of that key wherever it lands, with the same
 //! GCRA as the isolate mode (`keyplane_shared::ratelimit`) and the object's own clock.
 //!
-//! The counter lives in the object's memory: requests of one key are serialized through it,
-//! so the count is exact across isolates and locations. If the object is evicted (idle keys)
-//! its state resets to "fully refilled", which is what an idle key's state is anyway. If the
-//! object cannot be reached, the gate falls back to the isolate's own limiter for that
-//! request and logs it (fail to the per-isolate limit, never to "unlimited").
+//! Requests of one key are serialized through its object, so the count is exact across
+//! isolates and locations. The counter is kept in the object's memory and written to its
+//! storage on every check (the answer leaves once the write is durable), so an object evicted
+//! while the key is still throttled resumes where it stopped instead of granting a fresh
+//! burst. If the object cannot be reached, the gate falls back to the isolate's own limiter
+//! for that request and logs it (fail to the per-isolate limit, never to "unlimited").
 //!
 //! Internal interface (through the binding only): `GET /check?rpm=<n>&burst=<n>` →
 //! `{"allowed","remaining","reset_after_ms","retry_after_ms"}`.
@@ -16,15 +17,19 @@ use std::cell::Cell;
 use keyplane_shared::ratelimit::GcraState;
 use keyplane_shared::{KeyId, RateLimit, RateLimitOutcome, Timestamp};
 use serde::{Deserialize, Serialize};
-use worker::{DurableObject, Env, Request, Response, Result, State, durable_object};
+use worker::{DurableObject, Env, Request, Response, Result, State, console_error, durable_object};
 
 /// The binding's name in `wrangler.toml`.
 pub const BINDING: &str = "KEYPLANE_RATE_LIMITER";
+/// The storage key of the counter's state.
+const STATE_KEY: &str = "gcra";
 
 /// One key's counter.
 #[durable_object]
 pub struct RateLimitCounter {
-    state: Cell<GcraState>,
+    state: State,
+    /// The counter, once read from storage.
+    gcra: Cell<Option<GcraState>>,
 }
 
 /// The object's answer.
@@ -37,9 +42,10 @@ struct Checked {
 }
 
 impl DurableObject for RateLimitCounter {
-    fn new(_state: State, _env: Env) -> Self {
+    fn new(state: State, _env: Env) -> Self {
         Self {
-            state: Cell::new(GcraState::default()),
+            state,
+            gcra: Cell::new(None),
         }
     }
 
@@ -57,15 +63,37 @@ impl DurableObject for RateLimitCounter {
         let Some(limit) = limit else {
             return Response::error("rpm and burst must describe a valid limit", 400);
         };
+        let mut gcra = match self.gcra.get() {
+            Some(gcra) => gcra,
+            None => self.stored().await?,
+        };
         let now = Timestamp(worker::Date::now().as_millis() as i64);
-        let mut state = self.state.get();
-        let outcome = limit.check(&mut state, now);
-        self.state.set(state);
+        let outcome = limit.check(&mut gcra, now);
+        self.gcra.set(Some(gcra));
+        self.state
+            .storage()
+            .put(STATE_KEY, gcra.to_stored())
+            .await?;
         Response::from_json(&Checked {
             allowed: outcome.allowed,
             remaining: outcome.remaining,
             reset_after_ms: outcome.reset_after_ms,
             retry_after_ms: outcome.retry_after_ms,
+        })
+    }
+}
+
+impl RateLimitCounter {
+    /// The counter as storage holds it; fully refilled when nothing (readable) is stored.
+    async fn stored(&self) -> Result<GcraState> {
+        let stored: Option<String> = self.state.storage().get(STATE_KEY).await?;
+        Ok(match stored.as_deref().map(GcraState::from_stored) {
+            Some(Some(gcra)) => gcra,
+            Some(None) => {
+                console_error!("rate-limit counter: unreadable stored state, starting refilled");
+                GcraState::default()
+            }
+            None => GcraState::default(),
         })
     }
 }

@@ -17,6 +17,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
+use futures_channel::oneshot;
+
 use keyplane_shared::table::change::Applied;
 use keyplane_shared::table::codec::{
     decode_changes, decode_snapshot, encode_changes, encode_snapshot,
@@ -56,7 +58,30 @@ pub struct KeyTableStore {
     table: RefCell<Option<KeyTable>>,
     recent: RefCell<VecDeque<Change>>,
     pulling: Cell<bool>,
+    /// The pull after loading from storage is running; requests wait for it.
+    catching_up: Cell<bool>,
+    catch_up_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     alarm_armed: Cell<bool>,
+}
+
+/// Marks the start-up catch-up as running; when it ends (or its future is dropped), wakes
+/// every request that waited for it.
+struct CatchUp<'a>(&'a KeyTableStore);
+
+impl<'a> CatchUp<'a> {
+    fn start(store: &'a KeyTableStore) -> Self {
+        store.catching_up.set(true);
+        Self(store)
+    }
+}
+
+impl Drop for CatchUp<'_> {
+    fn drop(&mut self) {
+        self.0.catching_up.set(false);
+        for waiter in self.0.catch_up_waiters.take() {
+            let _ = waiter.send(());
+        }
+    }
 }
 
 impl DurableObject for KeyTableStore {
@@ -77,6 +102,8 @@ impl DurableObject for KeyTableStore {
             table: RefCell::new(None),
             recent: RefCell::new(VecDeque::new()),
             pulling: Cell::new(false),
+            catching_up: Cell::new(false),
+            catch_up_waiters: RefCell::new(Vec::new()),
             alarm_armed: Cell::new(false),
         }
     }
@@ -124,9 +151,17 @@ impl KeyTableStore {
         self.state.storage().sql()
     }
 
-    /// Loads the table from storage on first use, then pulls what it missed.
+    /// Loads the table from storage on first use, then pulls what it missed. Requests that
+    /// arrive during that catch-up wait for it: an isolate must not copy the stored table
+    /// while the pull that may revoke keys in it is under way.
     async fn ensure_loaded(&self) -> Result<()> {
         if self.table.borrow().is_some() {
+            if self.catching_up.get() {
+                let (done, wait) = oneshot::channel::<()>();
+                self.catch_up_waiters.borrow_mut().push(done);
+                // Cancelled (the catch-up's future was dropped) counts as finished too.
+                let _ = wait.await;
+            }
             return Ok(());
         }
         let table = read_storage(&self.sql())?;
@@ -134,6 +169,7 @@ impl KeyTableStore {
         // Catch up on start: an edge that was down during a revocation must not serve its
         // stored table a moment longer than needed. With the control plane down, the stored
         // table is served as it is.
+        let _catching_up = CatchUp::start(self);
         if let Err(error) = self.pull().await {
             console_error!(
                 "key table store: catching up on start failed, serving the stored table: {error}"

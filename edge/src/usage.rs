@@ -6,8 +6,8 @@
 //! buffered, then each further batch when it is due ([`due_in`]: a full batch at once, a
 //! partial one `USAGE_FLUSH_MS` after the previous send), so no event waits for another
 //! request to be shipped; it stops when the buffer is empty or after [`FLUSH_BUDGET_MS`]
-//! (under the platform's limit for work after the response), and the next request starts
-//! another.
+//! (under the platform's limit for work after the response; a retry due later is made at the
+//! budget's end, as its last send), and the next request starts another.
 //! Events leave the buffer only when the control plane acknowledged them, so a
 //! control-plane outage loses nothing until the buffer holds `USAGE_BUFFER_MAX` events; past
 //! that the oldest are dropped and counted ([`Stats::dropped`], in `/__keyplane/status`).
@@ -270,16 +270,23 @@ fn settle(outcome: &Result<(), SendError>, last_serial: u64, now_ms: f64) {
 pub async fn flush(claim: FlushClaim, settings: &Settings) {
     let now = || worker::Date::now().as_millis() as f64;
     let started_ms = now();
+    let mut last_try = false;
     while let Some(wait_ms) = due_in(now(), settings.usage.flush_ms) {
-        if now() - started_ms >= FLUSH_BUDGET_MS || !claim.is_current() {
+        let left_ms = FLUSH_BUDGET_MS - (now() - started_ms);
+        if left_ms <= 0.0 || !claim.is_current() {
             break;
         }
         if wait_ms > 0.0 {
-            if now() + wait_ms - started_ms > FLUSH_BUDGET_MS {
+            // A send due after the budget is made at its end instead, as the last: after a
+            // long outage the backlog still leaves without waiting for the next request.
+            last_try = wait_ms > left_ms;
+            Delay::from(Duration::from_millis(wait_ms.min(left_ms).ceil() as u64)).await;
+            if !last_try {
+                continue;
+            }
+            if !claim.is_current() {
                 break;
             }
-            Delay::from(Duration::from_millis(wait_ms.ceil() as u64)).await;
-            continue;
         }
         let Some(batch) = next_batch(&settings.edge_name) else {
             break;
@@ -289,6 +296,9 @@ pub async fn flush(claim: FlushClaim, settings: &Settings) {
             console_error!("usage report of {} events failed: {error}", batch.count);
         }
         settle(&outcome, batch.last_serial, now());
+        if last_try {
+            break;
+        }
     }
 }
 

@@ -168,6 +168,18 @@ impl GcraState {
     pub fn is_idle(&self, now: Timestamp) -> bool {
         self.tat_nanos <= nanos_since_epoch(now)
     }
+
+    /// The state as text, for a counter that must outlive its process (the edge's global
+    /// mode keeps it in Durable Object storage): the theoretical arrival time in ns.
+    pub fn to_stored(&self) -> String {
+        self.tat_nanos.to_string()
+    }
+
+    /// The state [`GcraState::to_stored`] wrote; `None` for anything else.
+    pub fn from_stored(stored: &str) -> Option<Self> {
+        let tat_nanos = stored.parse().ok()?;
+        Some(Self { tat_nanos })
+    }
 }
 
 /// The result of one check, with what the rate-limit response headers need.
@@ -279,6 +291,21 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+    #[test]
+    fn a_stored_state_resumes_where_it_stopped() {
+        let limit = RateLimit::new(6, 10).expect("valid");
+        let mut state = GcraState::default();
+        assert_eq!(admitted(limit, &mut state, T0, 12), 10);
+        let mut resumed = GcraState::from_stored(&state.to_stored()).expect("round trip");
+        assert_eq!(resumed, state);
+        // 5 s later the key is still empty: a fresh state would admit a whole burst.
+        let later = Timestamp(T0.0 + 5_000);
+        assert!(!limit.check(&mut resumed, later).allowed);
+        for junk in ["", "-1", "12a", "340282366920938463463374607431768211456"] {
+            assert_eq!(GcraState::from_stored(junk), None, "{junk:?}");
+        }
+    }
 
     fn admitted(limit: RateLimit, state: &mut GcraState, now: Timestamp, n: usize) -> usize {
         (0..n).filter(|_| limit.check(state, now).allowed).count()

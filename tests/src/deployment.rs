@@ -364,12 +364,22 @@ impl Deployment {
         mut check: impl FnMut() -> Result<bool>,
     ) -> Result<Duration> {
         let start = Instant::now();
+        let mut last_error = None;
         loop {
-            if check()? {
-                return Ok(start.elapsed());
+            // A failed check (a reset connection, a slow answer) is "not yet": the condition
+            // may still come true within the timeout.
+            match check() {
+                Ok(true) => return Ok(start.elapsed()),
+                Ok(false) => {}
+                Err(error) => last_error = Some(error),
             }
             if start.elapsed() > timeout {
-                bail!("{what}: still not true after {timeout:?}");
+                match last_error {
+                    Some(error) => {
+                        bail!("{what}: still not true after {timeout:?} (last error: {error:#})")
+                    }
+                    None => bail!("{what}: still not true after {timeout:?}"),
+                }
             }
             std::thread::sleep(Duration::from_millis(10));
         }

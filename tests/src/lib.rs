@@ -276,6 +276,12 @@ impl Drop for Service {
         }
         signal_group(self.pid(), "KILL");
         let _ = self.child.wait();
+        // The leader is reaped, but workerd (its child) may still hold the port and the
+        // storage files a restart on the same port is about to need.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while group_alive(self.pid()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -424,6 +430,16 @@ pub fn fresh_dir(purpose: &str) -> Result<PathBuf> {
 }
 
 /// Signals a process group through kill(1), keeping this crate free of `unsafe`.
+/// Whether any process of group `pgid` is left (`kill -0` succeeds).
+fn group_alive(pgid: u32) -> bool {
+    Command::new("kill")
+        .args(["-0", "--", &format!("-{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 fn signal_group(pgid: u32, signal: &str) {
     let _ = Command::new("kill")
         .args(["-s", signal, "--", &format!("-{pgid}")])

@@ -8,11 +8,13 @@ use keyplane_shared::{ApiKey, Environment, KeyPrefix};
 use keyplane_tests::{Deployment, Reply, Setup, signed};
 use serde_json::{Value, json};
 
-/// How long a change may take to reach an edge before a test fails (the target is < 1 s).
-const PROPAGATION: Duration = Duration::from_secs(5);
+/// How long a change may take to reach an edge before a test fails. The target is < 1 s and
+/// the propagation benchmark measures it; this bound only has to survive a loaded CI machine,
+/// where one push may stall for the pusher's 5 s timeout before its retry lands.
+const PROPAGATION: Duration = Duration::from_secs(15);
 /// The grace period of the rotation scenario: longer than PROPAGATION, so the new key reaches
 /// the edge within it even on a loaded machine.
-const GRACE: Duration = Duration::from_secs(8);
+const GRACE: Duration = Duration::from_secs(PROPAGATION.as_secs() + 10);
 
 fn write_policy() -> Value {
     json!({
@@ -274,7 +276,7 @@ fn scopes_expiry_and_environment_are_enforced() -> Result<()> {
     // Expiry: a key that expires in a few seconds works until then, then answers 401
     // expired_api_key. The window is generous: the expiry is whole seconds, and a loaded
     // machine may take a while to create the key and propagate it.
-    let lifetime = Duration::from_secs(8);
+    let lifetime = PROPAGATION + Duration::from_secs(5);
     let expires = time_in(lifetime)?;
     let (_, short) =
         d.create_key(json!({"name": "short", "environment": "live", "expires": expires}))?;
