@@ -261,11 +261,18 @@ impl Deployment {
     /// Starts (or restarts) edge `index` on its port and storage, and waits until it answers
     /// with its table loaded.
     pub fn start_edge(&mut self, index: usize) -> Result<()> {
+        self.launch_edge(index)?;
+        // The first status call loads the table (and registers the edge by pulling).
+        self.edge_status(index)?;
+        Ok(())
+    }
+
+    /// Starts (or restarts) edge `index` and returns once it listens, before anything has
+    /// asked it for its table.
+    pub fn launch_edge(&mut self, index: usize) -> Result<()> {
         let edge = self.edges.get_mut(index).context("no such edge")?;
         let service = self.setup.start_edge_with(&edge.options, &self.secrets)?;
         edge.service = Some(service);
-        // The first status call loads the table (and registers the edge by pulling).
-        self.edge_status(index)?;
         Ok(())
     }
 

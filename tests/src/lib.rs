@@ -28,12 +28,14 @@ use anyhow::{Context as _, Result, bail};
 mod deployment;
 mod origin;
 mod ports;
+mod slow_proxy;
 
 pub use deployment::{
     ControlPlane, Deployment, DeploymentSecrets, Edge, EdgeOptions, EdgeWorker, signed,
 };
 pub use origin::Origin;
 pub use ports::free_port;
+pub use slow_proxy::SlowProxy;
 
 /// How long a service may take to print its URL.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

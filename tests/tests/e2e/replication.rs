@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use keyplane_shared::{ApiKey, Environment, KeyPrefix};
-use keyplane_tests::{Deployment, Reply, Setup, signed};
+use keyplane_tests::{Deployment, Reply, Setup, SlowProxy, signed};
 use serde_json::{Value, json};
 
 /// How long a change may take to reach an edge before a test fails. The target is < 1 s and
@@ -420,6 +420,71 @@ fn an_edge_that_was_down_during_a_revocation_rejects_the_key_right_after_it_retu
         (reply.status, code_of(&reply).as_str()),
         (401, "revoked_api_key"),
         "{reply:?}"
+    );
+    Ok(())
+}
+
+/// The restarted edge's store catches up with the control plane before anything reads its
+/// table: here the catch-up is slowed to 3 s (a forwarder in front of the control plane) and
+/// pushes cannot reach the edge, so only that pull can bring the revocation; an isolate that
+/// copied the stored table meanwhile would admit the revoked key.
+#[test]
+#[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
+fn requests_during_a_restarted_edges_catch_up_wait_for_it() -> Result<()> {
+    let Some(setup) = Setup::from_env() else {
+        return Ok(());
+    };
+    let proxy = std::cell::OnceCell::new();
+    let mut d = Deployment::start(&setup, 1, |options| {
+        match SlowProxy::start(&options.control_plane_url) {
+            Ok(started) => {
+                options.control_plane_url = started.url.clone();
+                let _ = proxy.set(started);
+            }
+            Err(error) => eprintln!("slow proxy: {error:#}"),
+        }
+        // Nothing listens there: the control plane's pushes never arrive.
+        options.var("EDGE_URL", "http://127.0.0.1:9/");
+        options.pull_interval_secs = 3600;
+    })?;
+    let proxy = proxy.get().context("the slow proxy started")?;
+    let (id, key) = live_key(&d, &[])?;
+    // Without pushes, a restart's catch-up is what brings the new key.
+    d.stop_edge(0);
+    d.start_edge(0)?;
+    until_status(&d, 0, "/x", &key, 200)?;
+    d.stop_edge(0);
+    let revoked = d.api(
+        "POST",
+        &format!("/v1/keys/{id}/revoke"),
+        Some(json!({"reason": "compromised"})),
+    )?;
+    assert_eq!(revoked.status, 200);
+    proxy.set_delay(Duration::from_secs(3));
+    d.launch_edge(0)?;
+    // The status call wakes the store, which starts its (slowed) catch-up; the request comes
+    // while that is under way.
+    let started = std::time::Instant::now();
+    let reply = std::thread::scope(|scope| {
+        let status = scope.spawn(|| d.edge_status(0));
+        std::thread::sleep(Duration::from_millis(750));
+        let reply = d.through_edge(0, "/x", Some(&key));
+        let status = status
+            .join()
+            .map_err(|_| anyhow::anyhow!("status panicked"));
+        status??;
+        reply
+    })?;
+    assert_eq!(
+        (reply.status, code_of(&reply).as_str()),
+        (401, "revoked_api_key"),
+        "{reply:?} after {:?}",
+        started.elapsed()
+    );
+    ensure!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the request was answered before the slowed catch-up ended: {:?}",
+        started.elapsed()
     );
     Ok(())
 }
