@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use keyplane_shared::Timestamp;
+use keyplane_control_plane::store::{AuditContext, NewKey};
 use keyplane_shared::ids::{KeyId, OrgId, RequestId};
 use keyplane_shared::sync::{self, SignedRequest, SyncSecret};
 use keyplane_shared::usage::{MAX_BATCH_EVENTS, USAGE_PATH, UsageBatch, UsageEvent};
+use keyplane_shared::{ApiKey, Environment, ScopeSet, Timestamp};
 use serde_json::{Value, json};
 
 use crate::backends;
@@ -26,6 +27,7 @@ backends!(
     a_copy_dropped_inside_a_batch_does_not_set_the_last_use,
     an_unsigned_batch_is_refused_before_its_body_is_read,
     last_use_follows_the_newest_event_and_never_moves_backwards,
+    a_batch_over_more_keys_than_one_update_holds_sets_every_last_use,
     the_usage_api_filters_by_time_status_and_ip,
     usage_pages_cover_every_event_once_in_order,
     another_organizations_key_usage_answers_404,
@@ -57,6 +59,42 @@ impl TestApp {
             id,
             org: self.org_of(id).await,
         }
+    }
+
+    /// A key of `org` written through the store, skipping the API's Argon2 hash of its secret
+    /// (a second per key in a debug build): for tests that need hundreds of keys.
+    async fn stored_key(&self, org: OrgId, name: &str) -> Key {
+        let secret = ApiKey::generate(&self.state.prefix, Environment::Live).expect("CSPRNG");
+        let pepper = self.state.peppers.current();
+        let new = NewKey {
+            id: KeyId::generate().expect("CSPRNG"),
+            org_id: org,
+            name: name.to_owned(),
+            environment: Environment::Live,
+            truncated: secret.truncated(),
+            digest: pepper.digest(&secret),
+            pepper_id: pepper.id(),
+            secret_hash: "$argon2id$not-checked-by-this-test".to_owned(),
+            scopes: ScopeSet::default(),
+            rate_limit: None,
+            metadata: serde_json::Map::new(),
+            expires_at: None,
+            created_by: None,
+        };
+        let context = AuditContext {
+            actor: None,
+            actor_scopes: ScopeSet::default(),
+            ip: None,
+            user_agent: None,
+            request_id: "req_test".to_owned(),
+        };
+        let record = self
+            .state
+            .store
+            .create_key(new, &context, self.state.now())
+            .await
+            .expect("stored");
+        Key { id: record.id, org }
     }
 
     async fn org_of(&self, key: KeyId) -> OrgId {
@@ -624,6 +662,50 @@ async fn last_use_follows_the_newest_event_and_never_moves_backwards(app: TestAp
         app.usage_ids(key, "?status=401").await,
         [request_id(5).to_string()]
     );
+}
+
+/// The last-use UPDATE covers at most 300 keys per statement; a batch naming more keys takes
+/// several, and every key must come out with its own newest use.
+async fn a_batch_over_more_keys_than_one_update_holds_sets_every_last_use(app: TestApp) {
+    const KEYS: u32 = 400;
+    let org = app.usage_key("first").await.org;
+    let mut keys = Vec::new();
+    for n in 0..KEYS {
+        keys.push(app.stored_key(org, &format!("k{n}")).await);
+    }
+    // Key n: its newest use n + 1 s before T0 from 10.<n>, and an older one from elsewhere,
+    // the two in different halves of the batch.
+    let t = T0.as_millis();
+    let ip = |n: u32| format!("10.{}.{}.1", n / 256, n % 256);
+    let mut events = Vec::new();
+    for (n, key) in (0..KEYS).zip(&keys) {
+        events.push(event(
+            n,
+            *key,
+            t - 1_000 * i64::from(n + 1),
+            200,
+            Some(&ip(n)),
+        ));
+    }
+    for (n, key) in (0..KEYS).zip(&keys) {
+        let older = t - 1_000 * i64::from(n + 1) - HOUR;
+        events.push(event(KEYS + n, *key, older, 200, Some("192.0.2.99")));
+    }
+    events.reverse();
+    let receipt = app.ingest(&events).await;
+    assert_eq!(receipt["stored"], 2 * KEYS, "{receipt}");
+    for (n, key) in (0..KEYS).zip(&keys) {
+        let record = app.get(&format!("/v1/keys/{}", key.id)).await.body;
+        let before = 8 * 3600 - i64::from(n + 1);
+        let expected = format!(
+            "2027-01-15T{:02}:{:02}:{:02}.000Z",
+            before / 3600,
+            before % 3600 / 60,
+            before % 60
+        );
+        assert_eq!(record["last_used_at"], expected.as_str(), "key {n}");
+        assert_eq!(record["last_used_ip"], ip(n).as_str(), "key {n}");
+    }
 }
 
 async fn the_usage_api_filters_by_time_status_and_ip(app: TestApp) {
