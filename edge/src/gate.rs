@@ -288,10 +288,7 @@ impl Forward {
             origin.unchecked_ref::<web_sys::ResponseInit>(),
         )
         .and_then(|relayed| {
-            let mut edits = Edits::default();
-            for (name, value) in &self.rate_limit {
-                edits.set(name, value);
-            }
+            let mut edits = self.rate_limit_fields();
             edits.set("x-keyplane-request-id", &self.incoming.request_id_text);
             edits.apply(&relayed.headers())?;
             Ok(relayed)
@@ -315,6 +312,15 @@ impl Forward {
         self.answer_failure(502, "origin_unavailable")
     }
 
+    /// The rate-limit fields of this request's outcome, as edits for an answer.
+    fn rate_limit_fields(&self) -> Edits {
+        let mut edits = Edits::default();
+        for (name, value) in &self.rate_limit {
+            edits.set(name, value);
+        }
+        edits
+    }
+
     /// The edge's failure answer for an admitted request: it counted against the key's
     /// limit, so it carries the rate-limit fields like any admitted answer.
     fn answer_failure(&self, status: u16, code: &str) -> web_sys::Response {
@@ -325,11 +331,7 @@ impl Forward {
                 Ok(response) => response.into(),
                 Err(_) => return web_sys::Response::error(),
             };
-        let mut edits = Edits::default();
-        for (name, value) in &self.rate_limit {
-            edits.set(name, value);
-        }
-        if let Err(error) = edits.apply(&response.headers()) {
+        if let Err(error) = self.rate_limit_fields().apply(&response.headers()) {
             console_error!("adding the rate-limit fields to a failure failed: {error:?}");
         }
         response

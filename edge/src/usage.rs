@@ -273,20 +273,15 @@ pub async fn flush(claim: FlushClaim, settings: &Settings) {
     let mut last_try = false;
     while let Some(wait_ms) = due_in(now(), settings.usage.flush_ms) {
         let left_ms = FLUSH_BUDGET_MS - (now() - started_ms);
-        if left_ms <= 0.0 || !claim.is_current() {
+        if !claim.is_current() || (left_ms <= 0.0 && !last_try) {
             break;
         }
-        if wait_ms > 0.0 {
+        if wait_ms > 0.0 && !last_try {
             // A send due after the budget is made at its end instead, as the last: after a
             // long outage the backlog still leaves without waiting for the next request.
             last_try = wait_ms > left_ms;
             Delay::from(Duration::from_millis(wait_ms.min(left_ms).ceil() as u64)).await;
-            if !last_try {
-                continue;
-            }
-            if !claim.is_current() {
-                break;
-            }
+            continue;
         }
         let Some(batch) = next_batch(&settings.edge_name) else {
             break;

@@ -3,7 +3,10 @@
 
 use anyhow::{Context as _, bail};
 use keyplane_control_plane::store::sql::Backend;
-use secrecy::SecretString;
+
+#[path = "../../tests/common/fixed_secrets.rs"]
+mod fixed_secrets;
+pub use fixed_secrets::secrets_env;
 
 const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -15,18 +18,6 @@ pub fn backends(value: &str) -> anyhow::Result<Vec<Backend>> {
         "both" => vec![Backend::Sqlite, Backend::Postgres],
         other => bail!("unknown backend {other}"),
     })
-}
-
-/// Fixed secrets in place of the environment (a benchmark measures; it protects nothing).
-pub fn secrets_env(name: &str) -> Option<SecretString> {
-    use base64::Engine as _;
-    let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
-    match name {
-        "KEYPLANE_PEPPERS" => Some(SecretString::from(format!("1:{}", b64(1)))),
-        "KEYPLANE_SIGNING_SECRET" => Some(SecretString::from(b64(2))),
-        "KEYPLANE_EDGE_SECRET" => Some(SecretString::from(b64(3))),
-        _ => None,
-    }
 }
 
 /// A fresh, empty database: a SQLite file in `dir`, or PostgreSQL database `name` at

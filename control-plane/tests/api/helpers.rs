@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use crate::fixed_secrets::secrets_env;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
@@ -11,7 +12,6 @@ use keyplane_control_plane::state::{AppState, Clock};
 use keyplane_control_plane::store::sql::{Backend, SqlStore};
 use keyplane_control_plane::{Application, Config};
 use keyplane_shared::Timestamp;
-use secrecy::SecretString;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
@@ -70,17 +70,6 @@ impl Reply {
     /// `body.error.code`.
     pub fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("")
-    }
-}
-
-fn secrets_env(name: &str) -> Option<SecretString> {
-    use base64::Engine as _;
-    let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
-    match name {
-        "KEYPLANE_PEPPERS" => Some(SecretString::from(format!("1:{}", b64(1)))),
-        "KEYPLANE_SIGNING_SECRET" => Some(SecretString::from(b64(2))),
-        "KEYPLANE_EDGE_SECRET" => Some(SecretString::from(b64(3))),
-        _ => None,
     }
 }
 

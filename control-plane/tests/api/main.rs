@@ -1,6 +1,8 @@
 //! The control plane's API test suite: one binary, every test run against SQLite and
 //! PostgreSQL (see `helpers::backends!`).
 
+#[path = "../common/fixed_secrets.rs"]
+mod fixed_secrets;
 mod helpers;
 
 mod audit;

@@ -58,6 +58,17 @@ fn until_status(d: &Deployment, edge: usize, path: &str, key: &str, status: u16)
     Ok(())
 }
 
+/// Revokes key `id` through the API, for `reason`.
+fn revoke(d: &Deployment, id: &str, reason: &str) -> Result<()> {
+    let revoked = d.api(
+        "POST",
+        &format!("/v1/keys/{id}/revoke"),
+        Some(json!({"reason": reason})),
+    )?;
+    ensure!(revoked.status == 200, "revoking {id}: {revoked:?}");
+    Ok(())
+}
+
 fn live_key(d: &Deployment, scopes: &[&str]) -> Result<(String, String)> {
     d.create_key(json!({"name": "e2e", "environment": "live", "scopes": scopes}))
 }
@@ -306,12 +317,7 @@ fn revocation_reaches_every_edge_and_rotation_honours_the_grace_period() -> Resu
     for edge in 0..2 {
         until_status(&d, edge, "/x", &key, 200)?;
     }
-    let revoked = d.api(
-        "POST",
-        &format!("/v1/keys/{id}/revoke"),
-        Some(json!({"reason": "compromised"})),
-    )?;
-    assert_eq!(revoked.status, 200, "{revoked:?}");
+    revoke(&d, &id, "compromised")?;
     for edge in 0..2 {
         d.wait_for(PROPAGATION, "revocation reaching the edge", || {
             let reply = d.through_edge(edge, "/x", Some(&key))?;
@@ -355,11 +361,7 @@ fn a_restarted_edge_enforces_everything_even_with_the_control_plane_down() -> Re
     };
     let (_, kept) = live_key(&d, &["contacts:read"])?;
     let (revoked_id, revoked) = live_key(&d, &[])?;
-    d.api(
-        "POST",
-        &format!("/v1/keys/{revoked_id}/revoke"),
-        Some(json!({"reason": "other"})),
-    )?;
+    revoke(&d, &revoked_id, "other")?;
     until_status(&d, 0, "/x", &revoked, 401)?;
     until_status(&d, 0, "/v1/contacts/1", &kept, 200)?;
 
@@ -407,12 +409,7 @@ fn an_edge_that_was_down_during_a_revocation_rejects_the_key_right_after_it_retu
     let (id, key) = live_key(&d, &[])?;
     until_status(&d, 0, "/x", &key, 200)?;
     d.stop_edge(0);
-    let revoked = d.api(
-        "POST",
-        &format!("/v1/keys/{id}/revoke"),
-        Some(json!({"reason": "compromised"})),
-    )?;
-    assert_eq!(revoked.status, 200);
+    revoke(&d, &id, "compromised")?;
     d.start_edge(0)?;
     // No waiting: the very first request after the restart is refused.
     let reply = d.through_edge(0, "/x", Some(&key))?;
@@ -454,12 +451,7 @@ fn requests_during_a_restarted_edges_catch_up_wait_for_it() -> Result<()> {
     d.start_edge(0)?;
     until_status(&d, 0, "/x", &key, 200)?;
     d.stop_edge(0);
-    let revoked = d.api(
-        "POST",
-        &format!("/v1/keys/{id}/revoke"),
-        Some(json!({"reason": "compromised"})),
-    )?;
-    assert_eq!(revoked.status, 200);
+    revoke(&d, &id, "compromised")?;
     proxy.set_delay(Duration::from_secs(3));
     d.launch_edge(0)?;
     // The status call wakes the store, which starts its (slowed) catch-up; the request comes
@@ -500,11 +492,7 @@ fn unsigned_forged_replayed_or_malformed_pushes_change_nothing() -> Result<()> {
     let before = d.edge_status(0)?;
 
     // A real, signed change from the feed that would revoke the key: captured, then replayed.
-    d.api(
-        "POST",
-        &format!("/v1/keys/{id}/revoke"),
-        Some(json!({"reason": "other"})),
-    )?;
+    revoke(&d, &id, "other")?;
     until_status(&d, 0, "/x", &key, 401)?;
     let seq = d.edge_status(0)?["applied_seq"]
         .as_u64()
