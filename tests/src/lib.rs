@@ -431,21 +431,22 @@ pub fn fresh_dir(purpose: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Signals a process group through kill(1), keeping this crate free of `unsafe`.
 /// Whether any process of group `pgid` is left (`kill -0` succeeds).
 fn group_alive(pgid: u32) -> bool {
+    kill(&["-0", "--", &format!("-{pgid}")])
+}
+
+/// Sends `signal` to every process of group `pgid`.
+fn signal_group(pgid: u32, signal: &str) {
+    kill(&["-s", signal, "--", &format!("-{pgid}")]);
+}
+
+/// Runs kill(1) with `args`, keeping this crate free of `unsafe`; whether it succeeded.
+fn kill(args: &[&str]) -> bool {
     Command::new("kill")
-        .args(["-0", "--", &format!("-{pgid}")])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
-}
-
-fn signal_group(pgid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args(["-s", signal, "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
