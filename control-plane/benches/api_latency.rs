@@ -132,6 +132,7 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
         key_prefix: KeyPrefix::default(),
         org_name: "Bench".into(),
         usage_retention_days: 30,
+        local_dev: true,
     };
     let (application, bootstrapped) =
         Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;

@@ -37,6 +37,10 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(0..=36_500)
     )]
     pub usage_retention_days: u32,
+    /// Local development: allows what a production deployment must not (http:// edge URLs,
+    /// private webhook targets); set by cargo xtask dev and the test harness, never by default.
+    #[arg(long, env = "KEYPLANE_LOCAL_DEV")]
+    pub local_dev: bool,
 }
 
 impl Config {

@@ -235,6 +235,8 @@ impl Application {
         edges: &[replication::registry::EdgeSpec],
     ) -> anyhow::Result<()> {
         for edge in edges {
+            replication::registry::validate(&edge.name, &edge.url, self.state.local_dev)
+                .with_context(|| format!("--edge {}", edge.name))?;
             self.store
                 .register_edge(&edge.name, &edge.url, None, self.state.now())
                 .await
@@ -278,6 +280,7 @@ pub async fn open_state(
         clock,
         sealer,
         secrets.edge_secret,
+        config.local_dev,
     );
     Ok((state, store))
 }

@@ -177,17 +177,28 @@ async fn edges(command: EdgesCommand) -> anyhow::Result<()> {
     let (state, store) = open_state(config, Arc::new(SystemClock), env_secret).await?;
     match &command {
         EdgesCommand::Add { name, url, .. } => {
-            registry::validate(name, url)?;
+            registry::validate(name, url, config.local_dev)?;
             store.register_edge(name, url, None, state.now()).await?;
             println!("registered edge {name} at {url}");
         }
         EdgesCommand::List { .. } => {
             let head = store.feed_head().await?;
             println!("feed head: {head}");
+            println!("feed history: {}", store.feed_history());
             println!("name\turl\tacked\tbehind\tlast seen\tlast error");
             for edge in store.edges().await? {
+                let conflict = edge
+                    .conflict_url
+                    .as_deref()
+                    .map_or_else(String::new, |url| {
+                        format!(
+                            " (refused: a pull named this edge from {url} at {}; \
+                         `keyplane edges add` moves it)",
+                            edge.conflict_at.map_or_else(|| "?".to_owned(), rfc3339)
+                        )
+                    });
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}{conflict}",
                     edge.name,
                     edge.url,
                     edge.acked_seq,

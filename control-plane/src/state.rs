@@ -54,6 +54,8 @@ pub struct Shared {
     pub edge_secret: SyncSecret,
     /// Woken after every committed mutation, so the pusher sends it at once.
     pub feed_changed: Arc<Notify>,
+    /// The local-development switch ([`crate::Config::local_dev`]): http:// edge URLs allowed.
+    pub local_dev: bool,
     /// Management keys whose Argon2id hash this process has already checked, by id, with the
     /// digest that was checked. A std mutex: it is held for a map lookup, never across `.await`.
     verified: Mutex<HashMap<KeyId, LookupDigest>>,
@@ -71,6 +73,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         sealer: AuditSealer,
         edge_secret: SyncSecret,
+        local_dev: bool,
     ) -> Self {
         AppState(Arc::new(Shared {
             store,
@@ -81,6 +84,7 @@ impl AppState {
             metrics: Metrics::default(),
             edge_secret,
             feed_changed: Arc::new(Notify::new()),
+            local_dev,
             verified: Mutex::new(HashMap::new()),
         }))
     }

@@ -1,12 +1,19 @@
 //! The control plane's change feed, as the edge reads it: signed `GET`s of the changes after a
-//! sequence number, or of a whole snapshot when the edge is empty or the feed says it is ahead.
+//! sequence number, or of a whole snapshot when the edge is empty, ahead, or of another history.
+//!
+//! Every answer that could change the table (200, and the 409 that makes the edge reload) must
+//! carry the control plane's signature for exactly this request (bound to its nonce: see
+//! `keyplane_shared::sync::verify_response`); anything else is [`FeedError::Unauthentic`] and
+//! changes nothing. Answers name the feed's history and its chain where they start, which the
+//! store compares with its own lineage.
 //!
 //! Every request carries the edge's name and push URL, so pulling once registers the edge
 //! with the control plane (which then pushes to it).
 
-use keyplane_shared::sync::{self, SignedRequest};
+use keyplane_shared::ids::HistoryId;
+use keyplane_shared::sync::{self, SignedRequest, SignedResponse};
 use keyplane_shared::table::codec::{decode_changes, decode_snapshot};
-use keyplane_shared::{Change, KeyTable};
+use keyplane_shared::{Change, FeedChain, KeyTable};
 use thiserror::Error;
 use worker::{AbortSignal, Fetch, Headers, Method, Request, RequestInit, web_sys};
 
@@ -20,12 +27,32 @@ const CHANGES_TIMEOUT_MS: u32 = 10_000;
 /// The same for a snapshot (a million keys are some 80 MB).
 const SNAPSHOT_TIMEOUT_MS: u32 = 60_000;
 
-/// What the feed answered.
+/// A page of changes, as the feed answered it.
+pub struct ChangesPage {
+    /// The feed's history.
+    pub history: HistoryId,
+    /// The feed chain at the sequence asked from.
+    pub chain_after: FeedChain,
+    /// The changes after it (possibly none).
+    pub changes: Vec<Change>,
+}
+
+/// What the feed answered to "changes after N".
 pub enum FeedReply {
-    /// The changes after the asked sequence (possibly none).
-    Changes(Vec<Change>),
+    /// The changes after the asked sequence.
+    Changes(ChangesPage),
     /// The edge is ahead of the control plane (a restored database): load a snapshot.
     Ahead,
+}
+
+/// The whole table, as the feed answered it.
+pub struct Snapshot {
+    /// The feed's history.
+    pub history: HistoryId,
+    /// The feed chain at the table's sequence.
+    pub chain: FeedChain,
+    /// The table.
+    pub table: KeyTable,
 }
 
 /// Why the feed could not be read.
@@ -34,14 +61,24 @@ pub enum FeedError {
     /// The request failed or the control plane answered an unexpected status.
     #[error("control plane unreachable or failing: {0}")]
     Unavailable(String),
-    /// The body did not decode.
-    #[error("control plane sent an undecodable body: {0}")]
-    Corrupt(#[from] keyplane_shared::table::codec::CodecError),
+    /// The answer is not signed by the control plane for this request (tampered, replayed or
+    /// from someone else): ignored.
+    #[error("the answer is not the control plane's, signed for this request ({0}); ignored")]
+    Unauthentic(sync::SyncAuthError),
+    /// The body or a signed header did not decode.
+    #[error("control plane sent an undecodable answer: {0}")]
+    Corrupt(String),
 }
 
 impl From<worker::Error> for FeedError {
     fn from(error: worker::Error) -> Self {
         FeedError::Unavailable(error.to_string())
+    }
+}
+
+impl From<keyplane_shared::table::codec::CodecError> for FeedError {
+    fn from(error: keyplane_shared::table::codec::CodecError) -> Self {
+        FeedError::Corrupt(error.to_string())
     }
 }
 
@@ -51,9 +88,13 @@ pub async fn changes_after(settings: &Settings, after: u64) -> Result<FeedReply,
         "/v1/edge/changes?after={after}&limit={PAGE}{}",
         registration(settings)
     );
-    let (status, body) = signed_get(settings, &path, CHANGES_TIMEOUT_MS).await?;
-    match status {
-        200 => Ok(FeedReply::Changes(decode_changes(&body)?)),
+    let answer = signed_get(settings, &path, CHANGES_TIMEOUT_MS).await?;
+    match answer.status {
+        200 => Ok(FeedReply::Changes(ChangesPage {
+            history: answer.history()?,
+            chain_after: answer.chain()?,
+            changes: decode_changes(&answer.body)?,
+        })),
         409 => Ok(FeedReply::Ahead),
         other => Err(FeedError::Unavailable(format!(
             "changes feed answered {other}"
@@ -62,18 +103,31 @@ pub async fn changes_after(settings: &Settings, after: u64) -> Result<FeedReply,
 }
 
 /// The whole table.
-pub async fn snapshot(settings: &Settings) -> Result<KeyTable, FeedError> {
+pub async fn snapshot(settings: &Settings) -> Result<Snapshot, FeedError> {
     let path = format!(
         "/v1/edge/snapshot?{}",
         registration(settings).trim_start_matches('&')
     );
-    let (status, body) = signed_get(settings, &path, SNAPSHOT_TIMEOUT_MS).await?;
-    if status != 200 {
+    let answer = signed_get(settings, &path, SNAPSHOT_TIMEOUT_MS).await?;
+    if answer.status != 200 {
         return Err(FeedError::Unavailable(format!(
-            "snapshot answered {status}"
+            "snapshot answered {}",
+            answer.status
         )));
     }
-    Ok(decode_snapshot(&body)?)
+    let table = decode_snapshot(&answer.body)?;
+    let seq = answer.field(sync::SNAPSHOT_SEQ_HEADER);
+    if seq.parse::<u64>().ok() != Some(table.applied_seq()) {
+        return Err(FeedError::Corrupt(format!(
+            "the snapshot is at {} but its header says {seq:?}",
+            table.applied_seq()
+        )));
+    }
+    Ok(Snapshot {
+        history: answer.history()?,
+        chain: answer.chain()?,
+        table,
+    })
 }
 
 /// `&edge=<name>&url=<push url>` when the edge has a push URL, else nothing.
@@ -88,11 +142,35 @@ fn registration(settings: &Settings) -> String {
     )
 }
 
-async fn signed_get(
-    settings: &Settings,
-    path: &str,
-    timeout_ms: u32,
-) -> Result<(u16, Vec<u8>), FeedError> {
+/// A verified answer: its status, the signed header fields and the body.
+struct Answer {
+    status: u16,
+    fields: [String; sync::RESPONSE_FIELDS.len()],
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn field(&self, name: &str) -> &str {
+        sync::RESPONSE_FIELDS
+            .iter()
+            .position(|field| *field == name)
+            .map_or("", |index| self.fields[index].as_str())
+    }
+
+    fn history(&self) -> Result<HistoryId, FeedError> {
+        HistoryId::parse(self.field(sync::HISTORY_HEADER))
+            .map_err(|error| FeedError::Corrupt(error.to_string()))
+    }
+
+    fn chain(&self) -> Result<FeedChain, FeedError> {
+        FeedChain::parse_hex(self.field(sync::CHAIN_HEADER))
+            .ok_or_else(|| FeedError::Corrupt("the feed chain is not 64 hex digits".into()))
+    }
+}
+
+/// A signed GET of `path`; the answer, verified when its status is 200 or 409 (a refusal that
+/// changes nothing, such as a 401 or a 5xx, is returned as it is).
+async fn signed_get(settings: &Settings, path: &str, timeout_ms: u32) -> Result<Answer, FeedError> {
     let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
     let signature = sync::sign_now(
         &settings.sync_secret,
@@ -104,6 +182,8 @@ async fn signed_get(
         },
     )
     .map_err(|error| FeedError::Unavailable(format!("CSPRNG: {error}")))?;
+    let nonce = sync::nonce_of(&signature)
+        .ok_or_else(|| FeedError::Unavailable("a signature without its nonce".into()))?;
     let headers = Headers::new();
     headers.set(sync::SIGNATURE_HEADER, &signature)?;
     let mut init = RequestInit::new();
@@ -113,7 +193,31 @@ async fn signed_get(
     let mut response = Fetch::Request(request).send_with_signal(&timeout).await?;
     let status = response.status_code();
     let body = response.bytes().await?;
-    Ok((status, body))
+    let received = response.headers();
+    let read = |name: &str| received.get(name).ok().flatten().unwrap_or_default();
+    let fields = sync::RESPONSE_FIELDS.map(read);
+    if matches!(status, 200 | 409) {
+        let signature = received.get(sync::RESPONSE_SIGNATURE_HEADER)?;
+        let signed_body: &[u8] = if status == 200 { &body } else { &[] };
+        let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
+        sync::verify_response(
+            &settings.sync_secret,
+            signature.as_deref(),
+            now_secs,
+            &nonce,
+            &SignedResponse {
+                status,
+                fields: fields.each_ref().map(String::as_str),
+                body: signed_body,
+            },
+        )
+        .map_err(FeedError::Unauthentic)?;
+    }
+    Ok(Answer {
+        status,
+        fields,
+        body,
+    })
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).

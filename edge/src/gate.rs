@@ -25,7 +25,7 @@ use worker::wasm_bindgen::{self, JsCast, JsValue, prelude::wasm_bindgen};
 use worker::{Context, Env, console_error, web_sys};
 
 use crate::headers::{self, Edits};
-use crate::replica::{self, Decided, Verdict};
+use crate::replica::{self, Decided, Freshness, Verdict};
 use crate::settings::{self, RateLimitMode, Settings};
 use crate::{limiter, reply, usage};
 
@@ -105,6 +105,7 @@ impl Incoming {
         ctx: &Context,
         key: Option<(KeyId, OrgId)>,
         status: u16,
+        refused: bool,
     ) {
         let Some(request_id) = self.request_id.filter(|_| settings.usage.enabled) else {
             return;
@@ -124,7 +125,9 @@ impl Incoming {
             status,
             client_ip.as_deref(),
         );
-        usage::record(event, settings.usage.buffer_max);
+        // Refusals are bounded per key at the edge's default limit (see `usage`).
+        let refusal_limit = refused.then_some(settings.decision.default_rate_limit);
+        usage::record(event, settings.usage.buffer_max, refusal_limit);
         if let Some(claim) = usage::claim_flush(self.now_ms) {
             let settings = settings.clone();
             in_background(ctx, async move { usage::flush(claim, &settings).await });
@@ -142,10 +145,12 @@ pub fn handle(request: web_sys::Request, env: Env, ctx: Context) -> Step {
             return failure(500, "edge_misconfigured", &incoming.request_id_text);
         }
     };
-    if !replica::is_loaded() {
+    let freshness_ms = settings.replica_freshness_ms;
+    if replica::freshness(incoming.now_ms, freshness_ms) != Freshness::Fresh {
+        // Never loaded, or older than the bound: read what changed from the store first.
         return Step::Pending(future_to_promise(async move {
-            if let Err(error) = replica::refresh(&env).await {
-                console_error!("loading the key table failed: {error}");
+            replica::until_fresh(&env, freshness_ms).await;
+            if replica::freshness(incoming.now_ms, freshness_ms) == Freshness::Unloaded {
                 return settled(failure(503, "edge_unavailable", &incoming.request_id_text)).await;
             }
             settled(proceed(incoming, settings, env, ctx)).await
@@ -154,14 +159,16 @@ pub fn handle(request: web_sys::Request, env: Env, ctx: Context) -> Step {
     proceed(incoming, settings, env, ctx)
 }
 
-/// The decision on a loaded table, then the answer or the forward.
+/// The decision on a fresh enough table, then the answer or the forward.
 fn proceed(incoming: Incoming, settings: Rc<Settings>, env: Env, ctx: Context) -> Step {
     let now = incoming.now();
-    if replica::claim_refresh(incoming.now_ms, settings.replica_refresh_ms) {
+    // From half the freshness bound on, refresh ahead in the background, so a busy isolate's
+    // requests seldom wait for the store.
+    if replica::claim_refresh(incoming.now_ms, settings.replica_freshness_ms / 2.0) {
         replica::prune_limiter(now);
         let env = env.clone();
         in_background(&ctx, async move {
-            if let Err(error) = replica::refresh(&env).await {
+            if let Err(error) = replica::refresh_claimed(&env).await {
                 console_error!("refreshing the key table failed: {error}");
             }
         });
@@ -197,7 +204,7 @@ fn conclude(incoming: Incoming, settings: Rc<Settings>, ctx: Context, verdict: V
             let answer = reply::denied(&denial, &incoming.request_id_text);
             return match answer {
                 Ok(response) => {
-                    incoming.record_usage(&settings, &ctx, key, response.status_code());
+                    incoming.record_usage(&settings, &ctx, key, response.status_code(), true);
                     Step::Answer(response.into())
                 }
                 Err(error) => {
@@ -295,8 +302,13 @@ impl Forward {
         });
         match relayed {
             Ok(relayed) => {
-                self.incoming
-                    .record_usage(&self.settings, &self.ctx, self.key, relayed.status());
+                self.incoming.record_usage(
+                    &self.settings,
+                    &self.ctx,
+                    self.key,
+                    relayed.status(),
+                    false,
+                );
                 relayed
             }
             Err(error) => {
@@ -325,7 +337,7 @@ impl Forward {
     /// limit, so it carries the rate-limit fields like any admitted answer.
     fn answer_failure(&self, status: u16, code: &str) -> web_sys::Response {
         self.incoming
-            .record_usage(&self.settings, &self.ctx, self.key, status);
+            .record_usage(&self.settings, &self.ctx, self.key, status, false);
         let response: web_sys::Response =
             match reply::failure(status, code, &self.incoming.request_id_text) {
                 Ok(response) => response.into(),

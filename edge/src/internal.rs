@@ -1,16 +1,23 @@
 //! The edge's own endpoints under `/__keyplane/` (reserved: never forwarded to the origin).
 //!
 //! - `GET /__keyplane/health`: `{"status":"ok"}`, no key needed, says nothing else.
-//! - `POST /__keyplane/sync`: a change batch pushed by the control plane, signed (see
-//!   `keyplane_shared::sync`). Unsigned, badly signed, stale, replayed (nonce seen before) or
-//!   malformed pushes are refused and change nothing. Answers `{"applied_seq": N}`.
-//! - `GET /__keyplane/status`: signed like a push; this isolate's applied sequence, key count
-//!   and usage-reporting figures (buffered, sent, dropped, unattributed, failures).
+//! - `POST /__keyplane/sync?edge=<name>&history=<hst_…>&after=<N>&chain=<hex>`: a change batch
+//!   pushed by the control plane, signed over all of that (see `keyplane_shared::sync`). The
+//!   signature header is checked for shape and age before the body is read, and the body is
+//!   read only up to [`MAX_PUSH_BYTES`] (a declared length or a chunked stream past it: 413).
+//!   Unsigned, badly signed, stale, replayed (nonce seen before) or malformed pushes are
+//!   refused and change nothing; so is a push named for another edge (421
+//!   `misdirected_push`: two edges given one URL, or a push captured at another edge) and one
+//!   of another feed history (409 `history_diverged`). Answers `{"applied_seq": N}`.
+//! - `GET /__keyplane/status`: signed like a push; this isolate's applied sequence, key count,
+//!   store generation, feed history and usage-reporting figures.
 
-use keyplane_shared::ids::RequestId;
+use futures_util::StreamExt as _;
+use keyplane_shared::FeedChain;
+use keyplane_shared::ids::{HistoryId, RequestId};
 use keyplane_shared::sync::{self, REPLAY_WINDOW_SECS, SignedRequest};
 use serde_json::json;
-use worker::{Env, Headers, Method, Request, RequestInit, Response, Result, console_error};
+use worker::{Env, Headers, Method, Request, RequestInit, Response, Result, Url, console_error};
 
 use crate::replica;
 use crate::reply;
@@ -41,22 +48,30 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
     };
     match (req.method(), path.as_str()) {
         (Method::Post, "/__keyplane/sync") => {
-            let too_big = req
-                .headers()
-                .get("content-length")?
-                .and_then(|value| value.parse::<usize>().ok())
-                .is_some_and(|length| length > MAX_PUSH_BYTES);
-            if too_big {
-                return reply::failure(413, "payload_too_large", &request_id);
+            let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
+            let header = req.headers().get(sync::SIGNATURE_HEADER)?;
+            if sync::precheck(header.as_deref(), now_secs).is_err() {
+                // Unsigned or stale: refused before a byte of the body is read.
+                return reply::failure(401, "invalid_signature", &request_id);
             }
-            let body = req.bytes().await?;
-            if body.len() > MAX_PUSH_BYTES {
+            let Some(body) = read_bounded(&mut req, MAX_PUSH_BYTES).await? else {
                 return reply::failure(413, "payload_too_large", &request_id);
-            }
+            };
             let Some(verified) = check_signature(&req, &settings, "POST", &body)? else {
                 return reply::failure(401, "invalid_signature", &request_id);
             };
-            push(&env, &verified, body, &request_id).await
+            let Some(target) = PushTarget::from_url(&req.url()?) else {
+                return reply::failure(400, "malformed_push", &request_id);
+            };
+            if target.edge != settings.edge_name {
+                console_error!(
+                    "refused a push meant for edge {:?} (this is {:?}): are two edges given one URL?",
+                    target.edge,
+                    settings.edge_name
+                );
+                return reply::failure(421, "misdirected_push", &request_id);
+            }
+            push(&env, &verified, &target, body, &request_id).await
         }
         (Method::Get, "/__keyplane/status") => {
             if check_signature(&req, &settings, "GET", &[])?.is_none() {
@@ -65,16 +80,67 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
             if let Err(error) = replica::refresh(&env).await {
                 console_error!("refreshing the key table failed: {error}");
             }
-            let (applied_seq, keys) = replica::status();
+            let (applied_seq, keys, generation, history) = replica::status();
             Response::from_json(&json!({
                 "edge": settings.edge_name,
                 "applied_seq": applied_seq,
                 "keys": keys,
+                "generation": generation,
+                "history": history,
                 "usage": usage::stats(),
             }))
         }
         _ => reply::failure(404, "not_found", &request_id),
     }
+}
+
+/// What a push's signed query names: the edge it is for, and where its changes start.
+struct PushTarget {
+    edge: String,
+    history: HistoryId,
+    after: u64,
+    chain: FeedChain,
+}
+
+impl PushTarget {
+    fn from_url(url: &Url) -> Option<Self> {
+        let query = |name: &str| {
+            url.query_pairs()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.into_owned())
+        };
+        Some(PushTarget {
+            edge: query("edge")?,
+            history: HistoryId::parse(&query("history")?).ok()?,
+            after: query("after")?.parse().ok()?,
+            chain: FeedChain::parse_hex(&query("chain")?)?,
+        })
+    }
+}
+
+/// The body, or `None` when it is longer than `limit` bytes (by its declared length, or once
+/// that many bytes of a stream without one have arrived: nothing past the limit is read).
+async fn read_bounded(req: &mut Request, limit: usize) -> Result<Option<Vec<u8>>> {
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    let Ok(mut stream) = req.stream() else {
+        // No body at all.
+        return Ok(Some(body));
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 fn check_signature(
@@ -107,6 +173,7 @@ fn check_signature(
 async fn push(
     env: &Env,
     verified: &sync::Verified,
+    target: &PushTarget,
     body: Vec<u8>,
     request_id: &str,
 ) -> Result<Response> {
@@ -114,6 +181,9 @@ async fn push(
     headers.set(store::NONCE_HEADER, &sync::hex(&verified.nonce))?;
     let forget_after_ms = (verified.timestamp + REPLAY_WINDOW_SECS + 1) * 1000;
     headers.set(store::NONCE_EXPIRES_HEADER, &forget_after_ms.to_string())?;
+    headers.set(store::PUSH_HISTORY_HEADER, &target.history.to_string())?;
+    headers.set(store::PUSH_AFTER_HEADER, &target.after.to_string())?;
+    headers.set(store::PUSH_CHAIN_HEADER, &target.chain.to_hex())?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_headers(headers)

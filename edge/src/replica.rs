@@ -1,9 +1,24 @@
 //! The isolate's in-memory copy of the key table: what the request path reads.
 //!
-//! Filled from the [`store`](crate::store) Durable Object on an isolate's first request, then
-//! refreshed from it in the background (`waitUntil`) when older than `REPLICA_REFRESH_MS`, and
-//! at once when a push passes through this isolate. A refresh never moves the table backwards.
-//! The decision itself is synchronous: the table is borrowed only while `shared` decides.
+//! Filled from the [`store`](crate::store) Durable Object on an isolate's first request, and
+//! kept no older than `REPLICA_FRESHNESS_MS` (default 100 ms) for every decision:
+//!
+//! - a copy's age is measured from when the read that brought it was *sent* to the store, so
+//!   a revocation the store had by then is in the copy;
+//! - a request that finds the copy older than the bound first reads what changed (one small
+//!   `GET /table?after=N` to the store) and is decided after it ([`until_fresh`]). Each such
+//!   request makes its own read: the runtime cancels a request that waits on work of another
+//!   request's, so requests cannot share one read;
+//! - a busy isolate rarely waits: from half the bound on, a request starts that read in the
+//!   background (`waitUntil`) and is decided at once ([`claim_refresh`]);
+//! - a push passing through this isolate refreshes it at once.
+//!
+//! So a revocation the store holds is enforced by every isolate within the bound, busy or
+//! idle. If the store cannot be read, the isolate decides on its copy, logs it, and tries
+//! again after [`RETRY_AFTER_FAILURE_MS`] (the store is the edge's own state: when it is
+//! unreachable, no push can land either). A refresh never moves the table backwards, unless
+//! the store's generation changed (it reloaded a snapshot of another feed history): then the
+//! copy is replaced whatever its sequence.
 
 use std::cell::RefCell;
 
@@ -12,15 +27,25 @@ use keyplane_shared::table::codec::{decode_changes, decode_snapshot};
 use keyplane_shared::{
     KeyId, KeyTable, OrgId, RateLimit, RateLimitOutcome, RateLimiter, Timestamp,
 };
-use worker::{Env, Method, Request, RequestInit, Result};
+use worker::{Env, Method, Request, RequestInit, Result, console_error};
 
-use crate::store::{self, BODY_KIND_HEADER};
+use crate::store::{self, BODY_KIND_HEADER, GENERATION_HEADER};
+
+/// How long an isolate decides on its copy after a failed read of the store, in ms.
+pub const RETRY_AFTER_FAILURE_MS: f64 = 1_000.0;
 
 #[derive(Default)]
 struct Replica {
     table: KeyTable,
     loaded: bool,
-    checked_at_ms: f64,
+    /// The store's generation the table comes from.
+    generation: u64,
+    /// The feed history the store named (for the status endpoint).
+    history: Option<String>,
+    /// When the read that brought the current copy was sent (ms since the epoch).
+    read_at_ms: f64,
+    /// Until when a failed read lets decisions use the copy without waiting.
+    failed_until_ms: f64,
     /// When the running background refresh was claimed.
     refreshing_since: Option<f64>,
     limiter: RateLimiter,
@@ -128,24 +153,47 @@ pub fn prune_limiter(now: Timestamp) {
     REPLICA.with(|replica| replica.borrow_mut().limiter.prune(now));
 }
 
-/// Whether the table was never loaded into this isolate.
-pub fn is_loaded() -> bool {
-    REPLICA.with(|replica| replica.borrow().loaded)
+/// How a request may use the isolate's copy at `now_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Never loaded: the request waits for the first load.
+    Unloaded,
+    /// Older than the bound: the request waits for a refresh ([`until_fresh`]).
+    Stale,
+    /// Within the bound: decide now.
+    Fresh,
+}
+
+/// Whether the copy may decide a request at `now_ms` under a bound of `freshness_ms`.
+pub fn freshness(now_ms: f64, freshness_ms: f64) -> Freshness {
+    REPLICA.with(|replica| {
+        let replica = replica.borrow();
+        if !replica.loaded {
+            Freshness::Unloaded
+        } else if now_ms - replica.read_at_ms < freshness_ms || now_ms < replica.failed_until_ms {
+            Freshness::Fresh
+        } else {
+            Freshness::Stale
+        }
+    })
 }
 
 /// A refresh claimed longer ago than this was cancelled by the runtime without being dropped
 /// (its future is never polled again): another may start.
 const STALE_REFRESH_MS: f64 = 60_000.0;
 
-/// Claims the next background refresh if one is due (`interval_ms` since the last check and
-/// none running, or the running one's claim is stale).
-pub fn claim_refresh(now_ms: f64, interval_ms: f64) -> bool {
+/// Claims a background refresh if one is due: the copy is at least `ahead_ms` old and no
+/// refresh is running (or the running one's claim is stale).
+pub fn claim_refresh(now_ms: f64, ahead_ms: f64) -> bool {
     REPLICA.with(|replica| {
         let mut replica = replica.borrow_mut();
         let free = replica
             .refreshing_since
             .is_none_or(|since| now_ms - since >= STALE_REFRESH_MS);
-        let due = replica.loaded && free && now_ms - replica.checked_at_ms >= interval_ms;
+        let due = replica.loaded
+            && free
+            && now_ms - replica.read_at_ms >= ahead_ms
+            && now_ms >= replica.failed_until_ms;
         if due {
             replica.refreshing_since = Some(now_ms);
         }
@@ -153,16 +201,35 @@ pub fn claim_refresh(now_ms: f64, interval_ms: f64) -> bool {
     })
 }
 
-/// The applied sequence and key count, for the status endpoint.
-pub fn status() -> (u64, usize) {
+/// Brings the copy within `freshness_ms` before a decision: reads what changed from the
+/// store unless it already is. A failed read is logged and the copy is used (see the module
+/// header).
+pub async fn until_fresh(env: &Env, freshness_ms: f64) {
+    let now_ms = worker::Date::now().as_millis() as f64;
+    if freshness(now_ms, freshness_ms) == Freshness::Fresh {
+        return;
+    }
+    if let Err(error) = refresh(env).await {
+        console_error!("refreshing the key table before a decision failed: {error}");
+    }
+}
+
+/// The applied sequence, key count, store generation and feed history, for the status
+/// endpoint.
+pub fn status() -> (u64, usize, u64, Option<String>) {
     REPLICA.with(|replica| {
         let replica = replica.borrow();
-        (replica.table.applied_seq(), replica.table.len())
+        (
+            replica.table.applied_seq(),
+            replica.table.len(),
+            replica.generation,
+            replica.history.clone(),
+        )
     })
 }
 
-/// Releases the refresh claim even when the refresh future is dropped half-way (the runtime
-/// cancels `waitUntil` work that outlives its limit).
+/// Releases the background refresh's claim, even when its future is dropped half-way (the
+/// runtime cancels `waitUntil` work that outlives its limit).
 struct RefreshClaim;
 
 impl Drop for RefreshClaim {
@@ -171,19 +238,32 @@ impl Drop for RefreshClaim {
     }
 }
 
-/// Brings the isolate's table up to the store's.
-pub async fn refresh(env: &Env) -> Result<()> {
+/// The background refresh, for the caller that won [`claim_refresh`]; releases the claim.
+pub async fn refresh_claimed(env: &Env) -> Result<()> {
     let _claim = RefreshClaim;
-    refresh_inner(env).await
+    refresh(env).await
 }
 
-async fn refresh_inner(env: &Env) -> Result<()> {
-    let after = REPLICA.with(|replica| {
+/// Brings the isolate's table up to the store's. Concurrent refreshes are harmless: each
+/// applies what follows the copy's sequence, and the copy never moves backwards.
+pub async fn refresh(env: &Env) -> Result<()> {
+    let sent_at = worker::Date::now().as_millis() as f64;
+    let outcome = read_store(env, sent_at).await;
+    if outcome.is_err() {
+        REPLICA.with(|replica| {
+            replica.borrow_mut().failed_until_ms = sent_at + RETRY_AFTER_FAILURE_MS;
+        });
+    }
+    outcome
+}
+
+async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
+    let (after, generation) = REPLICA.with(|replica| {
         let replica = replica.borrow();
         if replica.loaded {
-            replica.table.applied_seq()
+            (replica.table.applied_seq(), Some(replica.generation))
         } else {
-            0
+            (0, None)
         }
     });
     let stub = env
@@ -191,34 +271,46 @@ async fn refresh_inner(env: &Env) -> Result<()> {
         .get_by_name(store::STORE_NAME)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Get);
-    let request = Request::new_with_init(&format!("https://store/table?after={after}"), &init)?;
-    let mut response = stub.fetch_with_request(request).await?;
+    let url = match generation {
+        Some(generation) => format!("https://store/table?after={after}&generation={generation}"),
+        None => "https://store/table?after=0".to_owned(),
+    };
+    let mut response = stub
+        .fetch_with_request(Request::new_with_init(&url, &init)?)
+        .await?;
     if response.status_code() != 200 {
         return Err(worker::Error::RustError(format!(
             "key table store answered {}",
             response.status_code()
         )));
     }
-    let kind = response
-        .headers()
-        .get(BODY_KIND_HEADER)?
-        .unwrap_or_default();
+    let header = |name: &str| response.headers().get(name).ok().flatten();
+    let kind = header(BODY_KIND_HEADER).unwrap_or_default();
+    let store_generation = header(GENERATION_HEADER)
+        .and_then(|value| value.parse::<u64>().ok())
+        .unwrap_or(0);
+    let history = header(keyplane_shared::sync::HISTORY_HEADER);
     let body = response.bytes().await?;
     let corrupt = |error: keyplane_shared::table::codec::CodecError| {
         worker::Error::RustError(format!(
             "key table store sent an undecodable {kind}: {error}"
         ))
     };
-    let now = worker::Date::now().as_millis() as f64;
     if kind == "snapshot" {
         let snapshot = decode_snapshot(&body).map_err(corrupt)?;
         REPLICA.with(|replica| {
             let mut replica = replica.borrow_mut();
-            if !replica.loaded || snapshot.applied_seq() >= replica.table.applied_seq() {
+            let newer_history = replica.generation != store_generation;
+            if !replica.loaded
+                || newer_history
+                || snapshot.applied_seq() >= replica.table.applied_seq()
+            {
                 replica.table = snapshot;
+                replica.generation = store_generation;
             }
             replica.loaded = true;
-            replica.checked_at_ms = now;
+            replica.history = history;
+            replica.read_at_ms = replica.read_at_ms.max(sent_at);
         });
     } else {
         let changes = decode_changes(&body).map_err(corrupt)?;
@@ -227,7 +319,8 @@ async fn refresh_inner(env: &Env) -> Result<()> {
             // A gap (a concurrent refresh raced this one) leaves the rest for the next refresh.
             let _ = replica.table.apply_all(&changes);
             replica.loaded = true;
-            replica.checked_at_ms = now;
+            replica.history = history;
+            replica.read_at_ms = replica.read_at_ms.max(sent_at);
         });
     }
     Ok(())
@@ -237,17 +330,57 @@ async fn refresh_inner(env: &Env) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn loaded_at(read_at_ms: f64) {
+        REPLICA.with(|replica| {
+            let mut replica = replica.borrow_mut();
+            replica.loaded = true;
+            replica.read_at_ms = read_at_ms;
+            replica.failed_until_ms = 0.0;
+            replica.refreshing_since = None;
+        });
+    }
+
     #[test]
-    fn one_refresh_at_a_time_unless_the_running_one_is_stale() {
-        assert!(!claim_refresh(5_000.0, 1_000.0), "nothing loaded yet");
-        REPLICA.with(|replica| replica.borrow_mut().loaded = true);
-        assert!(claim_refresh(5_000.0, 1_000.0));
-        assert!(!claim_refresh(6_000.0, 1_000.0), "one is running");
+    fn one_background_refresh_at_a_time_unless_the_running_one_is_stale() {
+        REPLICA.with(|replica| *replica.borrow_mut() = Replica::default());
+        assert!(!claim_refresh(5_000.0, 50.0), "nothing loaded yet");
+        loaded_at(4_900.0);
+        assert!(claim_refresh(5_000.0, 50.0));
+        assert!(!claim_refresh(5_010.0, 50.0), "one is running");
         assert!(
-            claim_refresh(5_000.0 + STALE_REFRESH_MS, 1_000.0),
+            claim_refresh(5_000.0 + STALE_REFRESH_MS, 50.0),
             "a claim the runtime abandoned gives way"
         );
         drop(RefreshClaim);
-        assert!(claim_refresh(5_000.0 + STALE_REFRESH_MS, 1_000.0));
+        assert!(claim_refresh(5_000.0 + STALE_REFRESH_MS, 50.0));
+    }
+
+    #[test]
+    fn a_copy_decides_only_within_the_bound_from_when_its_read_was_sent() {
+        REPLICA.with(|replica| *replica.borrow_mut() = Replica::default());
+        assert_eq!(freshness(1_000.0, 100.0), Freshness::Unloaded);
+        loaded_at(1_000.0);
+        assert_eq!(freshness(1_099.0, 100.0), Freshness::Fresh);
+        assert_eq!(freshness(1_100.0, 100.0), Freshness::Stale);
+        assert!(!claim_refresh(1_040.0, 50.0), "not yet half the bound");
+        assert!(
+            claim_refresh(1_050.0, 50.0),
+            "refreshed ahead from half the bound"
+        );
+    }
+
+    #[test]
+    fn after_a_failed_read_the_copy_is_used_until_the_retry() {
+        REPLICA.with(|replica| *replica.borrow_mut() = Replica::default());
+        loaded_at(1_000.0);
+        REPLICA.with(|replica| {
+            replica.borrow_mut().failed_until_ms = 2_000.0 + RETRY_AFTER_FAILURE_MS;
+        });
+        assert_eq!(freshness(2_500.0, 100.0), Freshness::Fresh);
+        assert!(!claim_refresh(2_500.0, 50.0));
+        assert_eq!(
+            freshness(2_000.0 + RETRY_AFTER_FAILURE_MS, 100.0),
+            Freshness::Stale
+        );
     }
 }

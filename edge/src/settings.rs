@@ -28,8 +28,11 @@ pub struct Settings {
     pub edge_name: String,
     /// The URL the control plane pushes changes to (empty: pull only).
     pub edge_url: String,
-    /// How often an isolate re-reads the table from its Durable Object, in milliseconds.
-    pub replica_refresh_ms: f64,
+    /// The oldest copy of the table an isolate decides on, in milliseconds: a request that
+    /// finds its isolate's copy older first reads what changed from the Durable Object.
+    pub replica_freshness_ms: f64,
+    /// `KEYPLANE_LOCAL_DEV`: local development, where `http://` control-plane URLs are allowed.
+    pub local_dev: bool,
     /// How often the Durable Object pulls the control plane's feed, in milliseconds.
     pub pull_interval_ms: i64,
     /// Where rate-limit counters live.
@@ -143,6 +146,29 @@ impl Settings {
                 Err(invalid(name, "must be an http:// or https:// URL"))
             }
         };
+        let local_dev = match text("KEYPLANE_LOCAL_DEV").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(invalid("KEYPLANE_LOCAL_DEV", "must be `true` or `false`")),
+        };
+        let control_plane_url = url("CONTROL_PLANE_URL", required("CONTROL_PLANE_URL")?)?;
+        if !local_dev && !control_plane_url.starts_with("https://") {
+            // The feed is signed either way; TLS keeps who holds which key off the wire.
+            return Err(invalid(
+                "CONTROL_PLANE_URL",
+                "must be an https:// URL (http:// only with KEYPLANE_LOCAL_DEV = \"true\")",
+            ));
+        }
+        if text("REPLICA_REFRESH_MS").is_some() {
+            return Err(invalid(
+                "REPLICA_REFRESH_MS",
+                "was replaced by REPLICA_FRESHNESS_MS (the oldest copy a decision may use)",
+            ));
+        }
+        let replica_freshness_ms = f64::from(number("REPLICA_FRESHNESS_MS", 100)?);
+        if !(1.0..=60_000.0).contains(&replica_freshness_ms) {
+            return Err(invalid("REPLICA_FRESHNESS_MS", "must be 1 to 60000"));
+        }
         let edge_url = match text("EDGE_URL") {
             Some(value) => url("EDGE_URL", value)?,
             None => String::new(),
@@ -182,11 +208,12 @@ impl Settings {
                 default_rate_limit,
             },
             origin_url: url("ORIGIN_URL", required("ORIGIN_URL")?)?,
-            control_plane_url: url("CONTROL_PLANE_URL", required("CONTROL_PLANE_URL")?)?,
+            control_plane_url,
             sync_secret,
             edge_name,
             edge_url,
-            replica_refresh_ms: f64::from(number("REPLICA_REFRESH_MS", 1000)?),
+            replica_freshness_ms,
+            local_dev,
             pull_interval_ms: i64::from(number("PULL_INTERVAL_SECS", 10)?.max(1)) * 1000,
             rate_limit_mode,
             usage,
@@ -250,7 +277,7 @@ mod tests {
             "KEYPLANE_PEPPERS" => format!("1:{}", BASE64.encode([7u8; 32])),
             "KEYPLANE_EDGE_SECRET" => BASE64.encode([9u8; 32]),
             "ORIGIN_URL" => "http://127.0.0.1:9/".into(),
-            "CONTROL_PLANE_URL" => "http://127.0.0.1:7070".into(),
+            "CONTROL_PLANE_URL" => "https://keyplane.example.com".into(),
             _ => return None,
         };
         Some(value)
@@ -265,6 +292,8 @@ mod tests {
         assert_eq!(settings.decision.default_rate_limit, RateLimit::DEFAULT);
         assert_eq!(settings.edge_name, "edge");
         assert_eq!(settings.pull_interval_ms, 10_000);
+        assert_eq!(settings.replica_freshness_ms, 100.0);
+        assert!(!settings.local_dev);
         assert_eq!(settings.rate_limit_mode, RateLimitMode::Isolate);
         assert_eq!(
             settings.usage,
@@ -278,7 +307,11 @@ mod tests {
 
     #[test]
     fn each_invalid_setting_is_named_without_its_value() {
-        let cases: [(&str, &str); 10] = [
+        let cases: [(&str, &str); 14] = [
+            ("CONTROL_PLANE_URL", "http://127.0.0.1:7070"),
+            ("KEYPLANE_LOCAL_DEV", "yes"),
+            ("REPLICA_FRESHNESS_MS", "0"),
+            ("REPLICA_REFRESH_MS", "1000"),
             ("KEYPLANE_PEPPERS", "1:c2hvcnQ="),
             ("KEYPLANE_EDGE_SECRET", "c2hvcnQ="),
             ("ACCEPTED_ENVIRONMENTS", "prod"),
@@ -315,6 +348,28 @@ mod tests {
                 .flatten()
         });
         assert_eq!(missing.err().map(|e| e.name), Some("KEYPLANE_EDGE_SECRET"));
+    }
+
+    #[test]
+    fn plain_http_to_the_control_plane_needs_the_local_development_switch() {
+        let with = |local_dev: Option<&str>| {
+            Settings::from_lookup(|asked| match asked {
+                "CONTROL_PLANE_URL" => Some("http://127.0.0.1:7070".into()),
+                "KEYPLANE_LOCAL_DEV" => local_dev.map(str::to_owned),
+                _ => base(asked),
+            })
+        };
+        assert_eq!(
+            with(None).err().map(|error| error.name),
+            Some("CONTROL_PLANE_URL")
+        );
+        assert_eq!(
+            with(Some("false")).err().map(|error| error.name),
+            Some("CONTROL_PLANE_URL")
+        );
+        let settings = with(Some("true")).expect("allowed in local development");
+        assert!(settings.local_dev);
+        assert_eq!(settings.control_plane_url, "http://127.0.0.1:7070");
     }
 
     #[test]

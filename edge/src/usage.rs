@@ -19,6 +19,12 @@
 //! Events that name no key (missing, malformed or unknown key; public routes) are counted
 //! here but not shipped: the usage API is per key, and such requests carry nothing to
 //! attribute them to.
+//!
+//! Events of requests the edge refused (401 / 403 / 429 of a known key) are rate-limited per
+//! key like requests are, at the edge's default limit: past it they are counted
+//! ([`Stats::suppressed`]) instead of buffered, so one key holder hammering the edge with a
+//! revoked or throttled key cannot fill the buffer or the control plane's usage table.
+//! Admitted requests are bounded by the key's own limit already.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -26,6 +32,7 @@ use std::time::Duration;
 
 use keyplane_shared::sync::{self, SignedRequest};
 use keyplane_shared::usage::{MAX_BATCH_EVENTS, USAGE_PATH, UsageEvent, UsageReceipt};
+use keyplane_shared::{RateLimit, RateLimiter};
 use serde::Serialize;
 use thiserror::Error;
 use worker::{
@@ -57,6 +64,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Decisions that named no key (not shipped).
     pub unattributed: u64,
+    /// Refusals of a known key past the per-key bound on refusal events (not shipped).
+    pub suppressed: u64,
     /// Failed sends since the last success.
     pub failures: u32,
 }
@@ -72,19 +81,35 @@ struct Buffer {
     claims: u64,
     last_flush_ms: f64,
     retry_at_ms: f64,
+    /// The per-key bound on events of refused requests.
+    refusals: RateLimiter,
 }
 
 thread_local! {
     static BUFFER: RefCell<Buffer> = RefCell::new(Buffer::default());
 }
 
-/// Appends one decision; drops the oldest event when the buffer is full.
-pub fn record(event: UsageEvent, buffer_max: usize) {
+/// Refusal events kept per key before idle entries of the bound are forgotten.
+const PRUNE_REFUSALS_AT: usize = 10_000;
+
+/// Appends one decision; drops the oldest event when the buffer is full. `refusal_limit` is
+/// the per-key bound for a request the edge refused (`None` for one it admitted).
+pub fn record(event: UsageEvent, buffer_max: usize, refusal_limit: Option<RateLimit>) {
     BUFFER.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
-        if event.key_id.is_none() {
+        let Some(key_id) = event.key_id else {
             buffer.stats.unattributed += 1;
             return;
+        };
+        if let Some(limit) = refusal_limit {
+            let at = event.at;
+            if buffer.refusals.len() >= PRUNE_REFUSALS_AT {
+                buffer.refusals.prune(at);
+            }
+            if !buffer.refusals.check(key_id, limit, at).allowed {
+                buffer.stats.suppressed += 1;
+                return;
+            }
         }
         let serial = buffer.next_serial;
         buffer.next_serial += 1;
@@ -370,13 +395,37 @@ mod tests {
     }
 
     #[test]
+    fn refusals_of_one_key_are_recorded_up_to_the_bound_and_counted_beyond() {
+        BUFFER.with(|buffer| *buffer.borrow_mut() = Buffer::default());
+        let bound = RateLimit::new(60, 5).expect("valid limit");
+        for _ in 0..50 {
+            let mut refused = event(true);
+            refused.status = 401;
+            record(refused, 10_000, Some(bound));
+        }
+        // Admitted requests are not subject to it (the key's own limit bounds them).
+        for _ in 0..3 {
+            record(event(true), 10_000, None);
+        }
+        let stats = stats();
+        assert_eq!((stats.buffered, stats.suppressed), (5 + 3, 45));
+        // A second later the bound has refilled by one (60 a minute).
+        let mut later = event(true);
+        later.status = 403;
+        later.at = Timestamp(1_001);
+        record(later, 10_000, Some(bound));
+        assert_eq!(self::stats().buffered, 9);
+        BUFFER.with(|buffer| *buffer.borrow_mut() = Buffer::default());
+    }
+
+    #[test]
     fn a_full_buffer_drops_the_oldest_and_counts_them_and_keyless_events_are_only_counted() {
         for serial in 0..5 {
             let mut e = event(true);
             e.status = 200 + serial;
-            record(e, 3);
+            record(e, 3, None);
         }
-        record(event(false), 3);
+        record(event(false), 3, None);
         let stats = stats();
         assert_eq!(
             (stats.buffered, stats.dropped, stats.unattributed),
@@ -402,7 +451,7 @@ mod tests {
 
     #[test]
     fn a_stale_claim_gives_way_and_its_late_release_keeps_the_new_claim() {
-        record(event(true), 10);
+        record(event(true), 10, None);
         let lost = claim_flush(2_000.0).expect("due");
         assert!(claim_flush(2_000.0 + STALE_CLAIM_MS - 1.0).is_none());
         let newer = claim_flush(2_000.0 + STALE_CLAIM_MS).expect("the old claim is stale");
@@ -419,7 +468,7 @@ mod tests {
 
     #[test]
     fn batches_go_at_once_then_every_interval_and_back_off_after_failures() {
-        record(event(true), 10_000);
+        record(event(true), 10_000, None);
         assert_eq!(
             due_in(5_000.0, 200.0),
             Some(0.0),
@@ -435,8 +484,8 @@ mod tests {
         );
         let last = batch.last_serial;
         // Two more arrive while the batch is in flight: due one interval after the send.
-        record(event(true), 10_000);
-        record(event(true), 10_000);
+        record(event(true), 10_000, None);
+        record(event(true), 10_000, None);
         settle(&Ok(()), last, 5_010.0);
         assert_eq!((stats().sent, stats().buffered), (1, 2));
         assert_eq!(due_in(5_010.0, 200.0), Some(200.0));
@@ -462,11 +511,11 @@ mod tests {
 
     #[test]
     fn a_full_batch_does_not_wait_for_the_interval() {
-        record(event(true), 10_000);
+        record(event(true), 10_000, None);
         let last = next_batch("fra").expect("one event").last_serial;
         settle(&Ok(()), last, 1_000.0);
         for _ in 0..MAX_BATCH_EVENTS + 5 {
-            record(event(true), 10_000);
+            record(event(true), 10_000, None);
         }
         assert_eq!(due_in(1_001.0, 1_000.0), Some(0.0));
         let batch = next_batch("fra").expect("events");

@@ -1,4 +1,5 @@
-//! Public identifiers: `key_…` for keys, `org_…` for organizations, `req_…` for requests.
+//! Public identifiers: `key_…` for keys, `org_…` for organizations, `req_…` for requests,
+//! `hst_…` for the history of a replication feed.
 //!
 //! An id is 128 random bits shown as a tag and 22 fixed-width base62 characters. Ids are not
 //! secrets: they appear in URLs, logs, audit records and the edge's identity headers. In memory
@@ -120,6 +121,15 @@ public_id!(
     RequestId,
     "req",
     "request"
+);
+
+public_id!(
+    /// The identity of one history of the replication feed (`hst_…`), made with the control
+    /// plane's database: an edge that meets another history (a re-created database) drops its
+    /// table instead of applying changes whose sequence numbers it has already seen.
+    HistoryId,
+    "hst",
+    "feed history"
 );
 
 #[cfg(test)]

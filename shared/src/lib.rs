@@ -37,10 +37,10 @@ pub use decision::{
     RequestFacts, authorize, decide,
 };
 pub use digest::{LookupDigest, Pepper, PepperId, PepperSet};
-pub use ids::{KeyId, OrgId};
+pub use ids::{HistoryId, KeyId, OrgId};
 pub use key::{ApiKey, Environment, KeyParseError, KeyPrefix};
 pub use policy::{PolicySpec, RoutePolicy};
 pub use ratelimit::{RateLimit, RateLimitOutcome, RateLimiter};
 pub use scope::{Scope, ScopeSet};
-pub use table::{Change, ChangeOp, KeyStatus, KeyTable, TableEntry};
+pub use table::{Change, ChangeOp, FeedChain, KeyStatus, KeyTable, Lineage, TableEntry};
 pub use time::Timestamp;

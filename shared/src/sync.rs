@@ -13,6 +13,18 @@
 //! bound. A verifier refuses a header whose time is more than [`REPLAY_WINDOW_SECS`] away from
 //! its clock; within the window, a receiver that must not act twice remembers nonces (the edge
 //! does for pushes). Comparison is constant-time (`hmac`'s `verify_slice`, built on `subtle`).
+//!
+//! Answers to an edge's pulls are signed too, so a man in the middle can neither feed an edge
+//! changes nor make it drop its table ([`sign_response`], [`verify_response`]):
+//!
+//! ```text
+//! x-keyplane-response-signature: t=<unix seconds>,v1=<64 hex HMAC-SHA256>
+//! ```
+//!
+//! The MAC covers `"keyplane-sync-response-v1\n" + t + "\n" + <the request's nonce, hex> +
+//! "\n" + status + "\n"`, then `name=value\n` for each of [`RESPONSE_FIELDS`] in that order
+//! (an absent header as an empty value), then `"\n" + body`. Binding the request's nonce makes an answer
+//! good for exactly the request it answers: a recorded answer replayed to a later pull fails.
 
 use core::fmt;
 
@@ -34,6 +46,28 @@ pub const NONCE_LEN: usize = 16;
 pub const MIN_SECRET_LEN: usize = 32;
 
 const DOMAIN: &[u8] = b"keyplane-sync-v1\n";
+const RESPONSE_DOMAIN: &[u8] = b"keyplane-sync-response-v1\n";
+
+/// The header carrying an answer's signature.
+pub const RESPONSE_SIGNATURE_HEADER: &str = "x-keyplane-response-signature";
+
+/// Header: the feed history an answer (or a push) belongs to (`hst_…`).
+pub const HISTORY_HEADER: &str = "x-keyplane-history";
+/// Header: the feed's head when a page of changes was read (or when `sequence_ahead` was).
+pub const HEAD_SEQ_HEADER: &str = "x-keyplane-head-seq";
+/// Header: the sequence a snapshot's table is at.
+pub const SNAPSHOT_SEQ_HEADER: &str = "x-keyplane-seq";
+/// Header: the feed chain (hex) at the sequence the answer starts from: the `after` of a page
+/// of changes, the sequence of a snapshot.
+pub const CHAIN_HEADER: &str = "x-keyplane-chain";
+
+/// The headers a signed answer's MAC covers, in this order.
+pub const RESPONSE_FIELDS: [&str; 4] = [
+    HISTORY_HEADER,
+    HEAD_SEQ_HEADER,
+    SNAPSHOT_SEQ_HEADER,
+    CHAIN_HEADER,
+];
 
 /// The shared secret both sides sign with. `Debug` never shows it.
 #[derive(Clone)]
@@ -157,6 +191,97 @@ pub fn verify(
     })
 }
 
+/// What an answer to be signed or verified consists of.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedResponse<'a> {
+    /// The HTTP status.
+    pub status: u16,
+    /// The value of each of [`RESPONSE_FIELDS`], in order (`""` when the header is absent).
+    pub fields: [&'a str; RESPONSE_FIELDS.len()],
+    /// The body bytes.
+    pub body: &'a [u8],
+}
+
+impl<'a> SignedResponse<'a> {
+    /// The fields read through `header` (a header's value by name, `None` when absent).
+    pub fn fields_from(
+        header: impl Fn(&str) -> Option<&'a str>,
+    ) -> [&'a str; RESPONSE_FIELDS.len()] {
+        RESPONSE_FIELDS.map(|name| header(name).unwrap_or(""))
+    }
+}
+
+/// The [`RESPONSE_SIGNATURE_HEADER`] value signing `response`, the answer to the request that
+/// carried `request_nonce`, at `timestamp` (unix seconds).
+pub fn sign_response(
+    secret: &SyncSecret,
+    timestamp: i64,
+    request_nonce: &[u8; NONCE_LEN],
+    response: &SignedResponse<'_>,
+) -> String {
+    let mac = compute_response(secret, timestamp, request_nonce, response).finalize();
+    format!("t={timestamp},v1={}", hex(&mac.into_bytes()))
+}
+
+/// Checks an answer's signature `header` against `response`, the answer to the request that
+/// carried `request_nonce`, at `now` (unix seconds).
+pub fn verify_response(
+    secret: &SyncSecret,
+    header: Option<&str>,
+    now: i64,
+    request_nonce: &[u8; NONCE_LEN],
+    response: &SignedResponse<'_>,
+) -> Result<(), SyncAuthError> {
+    let header = header.ok_or(SyncAuthError::Missing)?;
+    let (t, v1) = header
+        .trim()
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+        .ok_or(SyncAuthError::Malformed)?;
+    if t.is_empty() || t.len() > 19 || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SyncAuthError::Malformed);
+    }
+    let timestamp = t.parse::<i64>().map_err(|_| SyncAuthError::Malformed)?;
+    let mac: [u8; 32] = unhex(v1)?;
+    if now.abs_diff(timestamp) > REPLAY_WINDOW_SECS.unsigned_abs() {
+        return Err(SyncAuthError::Stale);
+    }
+    compute_response(secret, timestamp, request_nonce, response)
+        .verify_slice(&mac)
+        .map_err(|_| SyncAuthError::BadSignature)
+}
+
+/// The nonce of a request's signature header, for signing the answer (`None` when the header
+/// is not well formed; verify the request first).
+pub fn nonce_of(header: &str) -> Option<[u8; NONCE_LEN]> {
+    parse_header(header).ok().map(|parsed| parsed.nonce)
+}
+
+fn compute_response(
+    secret: &SyncSecret,
+    timestamp: i64,
+    request_nonce: &[u8; NONCE_LEN],
+    response: &SignedResponse<'_>,
+) -> Hmac<Sha256> {
+    let mut mac = secret.mac();
+    mac.update(RESPONSE_DOMAIN);
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b"\n");
+    mac.update(hex(request_nonce).as_bytes());
+    mac.update(b"\n");
+    mac.update(response.status.to_string().as_bytes());
+    mac.update(b"\n");
+    for (name, value) in RESPONSE_FIELDS.iter().zip(response.fields) {
+        mac.update(name.as_bytes());
+        mac.update(b"=");
+        mac.update(value.as_bytes());
+        mac.update(b"\n");
+    }
+    mac.update(b"\n");
+    mac.update(response.body);
+    mac
+}
+
 struct ParsedHeader<'a> {
     timestamp: i64,
     nonce_hex: &'a str,
@@ -220,7 +345,7 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-fn unhex<const N: usize>(text: &str) -> Result<[u8; N], SyncAuthError> {
+pub(crate) fn unhex<const N: usize>(text: &str) -> Result<[u8; N], SyncAuthError> {
     let digits = text.as_bytes();
     if digits.len() != N * 2 {
         return Err(SyncAuthError::Malformed);
@@ -377,6 +502,87 @@ mod tests {
             Err(SyncAuthError::WeakSecret)
         ));
         assert_eq!(format!("{:?}", secret(0x41)), "SyncSecret(<redacted>)");
+    }
+
+    fn answer<'a>(status: u16, head: &'a str, body: &'a [u8]) -> SignedResponse<'a> {
+        SignedResponse {
+            status,
+            fields: ["hst_x", head, "", "ab"],
+            body,
+        }
+    }
+
+    #[test]
+    fn an_answer_verifies_only_for_the_request_it_answers() {
+        let nonce = [3; NONCE_LEN];
+        let header = sign_response(&secret(1), NOW, &nonce, &answer(200, "5", b"body"));
+        let check = |nonce: &[u8; NONCE_LEN], response: &SignedResponse<'_>| {
+            verify_response(&secret(1), Some(&header), NOW + 1, nonce, response)
+        };
+        assert_eq!(check(&nonce, &answer(200, "5", b"body")), Ok(()));
+        // Replayed to another request, or altered in status, a field or the body: refused.
+        assert_eq!(
+            check(&[4; NONCE_LEN], &answer(200, "5", b"body")),
+            Err(SyncAuthError::BadSignature)
+        );
+        assert_eq!(
+            check(&nonce, &answer(409, "5", b"body")),
+            Err(SyncAuthError::BadSignature)
+        );
+        assert_eq!(
+            check(&nonce, &answer(200, "6", b"body")),
+            Err(SyncAuthError::BadSignature)
+        );
+        assert_eq!(
+            check(&nonce, &answer(200, "5", b"bodz")),
+            Err(SyncAuthError::BadSignature)
+        );
+        // A field's value cannot slide into the next one.
+        let shifted = SignedResponse {
+            status: 200,
+            fields: ["hst_x", "5", "ab", ""],
+            body: b"body",
+        };
+        assert_eq!(check(&nonce, &shifted), Err(SyncAuthError::BadSignature));
+        assert_eq!(
+            verify_response(
+                &secret(2),
+                Some(&header),
+                NOW,
+                &nonce,
+                &answer(200, "5", b"body")
+            ),
+            Err(SyncAuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn unsigned_malformed_and_stale_answers_are_refused() {
+        let nonce = [3; NONCE_LEN];
+        let response = answer(200, "1", b"");
+        let verify = |header: Option<&str>, now: i64| {
+            verify_response(&secret(1), header, now, &nonce, &response)
+        };
+        assert_eq!(verify(None, NOW), Err(SyncAuthError::Missing));
+        for bad in ["", "t=1", "v1=00", "t=x,v1=00", "t=1,v1=zz"] {
+            assert_eq!(
+                verify(Some(bad), NOW),
+                Err(SyncAuthError::Malformed),
+                "{bad}"
+            );
+        }
+        let header = sign_response(&secret(1), NOW, &nonce, &response);
+        assert_eq!(
+            verify(Some(&header), NOW + REPLAY_WINDOW_SECS + 1),
+            Err(SyncAuthError::Stale)
+        );
+    }
+
+    #[test]
+    fn the_nonce_of_a_request_header_is_read_back() {
+        let header = sign(&secret(1), NOW, [9; NONCE_LEN], &push(b""));
+        assert_eq!(nonce_of(&header), Some([9; NONCE_LEN]));
+        assert_eq!(nonce_of("garbage"), None);
     }
 
     #[test]

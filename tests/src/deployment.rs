@@ -165,6 +165,8 @@ impl EdgeOptions {
             "RATE_LIMIT_PER_MINUTE": self.rate_limit.0.to_string(),
             "RATE_LIMIT_BURST": self.rate_limit.1.to_string(),
             "PULL_INTERVAL_SECS": self.pull_interval_secs.to_string(),
+            // The control plane listens on http://127.0.0.1.
+            "KEYPLANE_LOCAL_DEV": "true",
         });
         if let Some(environments) = &self.accepted_environments {
             bindings["ACCEPTED_ENVIRONMENTS"] = json!(environments);
@@ -186,6 +188,13 @@ pub struct ControlPlane {
     pub url: String,
     listen: String,
     data_dir: PathBuf,
+}
+
+impl ControlPlane {
+    /// Its data directory (the SQLite file and `secrets.json`), for `keyplane` operator commands.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
 }
 
 /// One edge: its options and, while it runs, its process.
@@ -219,14 +228,7 @@ impl Deployment {
         let listen = format!("127.0.0.1:{}", free_port()?);
         let data_dir = fresh_dir("control-plane")?;
         let service = setup.start_control_plane_with(&secrets, &data_dir, &listen)?;
-        let admin_key = service
-            .preamble
-            .iter()
-            .find_map(|line| {
-                line.rsplit_once("(store it now): ")
-                    .map(|(_, key)| key.trim().to_owned())
-            })
-            .context("the control plane printed no admin key on its first start")?;
+        let admin_key = admin_key_of(&service)?;
         let control_plane = ControlPlane {
             url: service.url.clone(),
             service: Some(service),
@@ -295,6 +297,22 @@ impl Deployment {
             &self.control_plane.data_dir,
             &self.control_plane.listen,
         )?;
+        self.control_plane.service = Some(service);
+        Ok(())
+    }
+
+    /// Starts the control plane again on the same address and secrets but a new, empty
+    /// database (as after re-creating it): a new feed history, a new first organization,
+    /// whose admin key replaces [`Deployment::admin_key`].
+    pub fn restart_control_plane_on_a_new_database(&mut self) -> Result<()> {
+        self.stop_control_plane();
+        self.control_plane.data_dir = fresh_dir("control-plane")?;
+        let service = self.setup.start_control_plane_with(
+            &self.secrets,
+            &self.control_plane.data_dir,
+            &self.control_plane.listen,
+        )?;
+        self.admin_key = admin_key_of(&service)?;
         self.control_plane.service = Some(service);
         Ok(())
     }
@@ -391,6 +409,18 @@ impl Deployment {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// The admin key a control plane printed on its first start.
+fn admin_key_of(service: &Service) -> Result<String> {
+    service
+        .preamble
+        .iter()
+        .find_map(|line| {
+            line.rsplit_once("(store it now): ")
+                .map(|(_, key)| key.trim().to_owned())
+        })
+        .context("the control plane printed no admin key on its first start")
 }
 
 /// Sends a request signed with the deployment's edge secret.

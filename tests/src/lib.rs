@@ -26,16 +26,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 mod deployment;
+mod feed_proxy;
 mod origin;
 mod ports;
-mod slow_proxy;
 
 pub use deployment::{
     ControlPlane, Deployment, DeploymentSecrets, Edge, EdgeOptions, EdgeWorker, signed,
 };
+pub use feed_proxy::{FeedProxy, Tamper};
 pub use origin::Origin;
 pub use ports::free_port;
-pub use slow_proxy::SlowProxy;
 
 /// How long a service may take to print its URL.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -138,6 +138,8 @@ impl Setup {
             .args(args)
             .arg(dir)
             .env("RUST_BACKTRACE", "0")
+            // Local edges listen on http://127.0.0.1.
+            .env("KEYPLANE_LOCAL_DEV", "true")
             .output()
             .context("running keyplane")?;
         if !output.status.success() {
@@ -167,6 +169,8 @@ impl Setup {
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
+            // Local edges listen on http://127.0.0.1.
+            .env("KEYPLANE_LOCAL_DEV", "true")
             .env("KEYPLANE_PEPPERS", &secrets.peppers)
             .env("KEYPLANE_SIGNING_SECRET", &secrets.signing_secret)
             .env("KEYPLANE_EDGE_SECRET", &secrets.edge_secret);
@@ -300,6 +304,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Every header, as received.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -72,7 +72,9 @@ pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
             .arg("--listen")
             .arg(args.listen.to_string())
             .arg("--data-dir")
-            .arg(&data_dir),
+            .arg(&data_dir)
+            // The edge listens on http://127.0.0.1 (and later: webhooks to local receivers).
+            .env("KEYPLANE_LOCAL_DEV", "true"),
     )?;
     let inspector_port = match args.inspector_port {
         Some(port) => port,
@@ -92,7 +94,10 @@ pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
             .arg("--var")
             .arg(format!("ORIGIN_URL:{}", origin.url))
             .arg("--var")
-            .arg(format!("EDGE_URL:{edge_url}")),
+            .arg(format!("EDGE_URL:{edge_url}"))
+            // The control plane listens on http://127.0.0.1.
+            .arg("--var")
+            .arg("KEYPLANE_LOCAL_DEV:true"),
     )?;
 
     println!("\n    control plane  {control_plane_url}/healthz");

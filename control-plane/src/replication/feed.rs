@@ -6,16 +6,25 @@
 //!   `sequence_ahead` (the edge then loads a snapshot).
 //! - `GET /v1/edge/snapshot`: the KPSN-encoded table at the head, header `x-keyplane-seq`.
 //!
-//! Both accept `edge=<name>&url=<push URL>`, which registers (or updates) the edge: an edge that
-//! pulls once starts receiving pushes. The signature covers the path and query exactly as
-//! received, so they are checked before anything else is read from the request.
+//! Both accept `edge=<name>&url=<push URL>`, which registers the edge: an edge that pulls once
+//! starts receiving pushes. A pull that names a registered edge from another URL is served but
+//! moves nothing (only an operator moves an edge: `keyplane edges add`); the conflict is noted
+//! on the edge and logged. The signature covers the path and query exactly as received, so
+//! they are checked before anything else is read from the request.
+//!
+//! Every answer that can change an edge's table (200 and 409) is signed for the request it
+//! answers (`keyplane_shared::sync::sign_response`, bound to the request's nonce) and names the
+//! feed's history and chain: at `after` for a page of changes, at the head for a snapshot
+//! (`x-keyplane-history`, `x-keyplane-chain`). A 409 is signed over an empty body (its JSON
+//! body is for people). An edge whose own chain at `after` differs belongs to another history
+//! (a re-created or restored database) and reloads a snapshot.
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse as _, Response};
-use keyplane_shared::KeyTable;
-use keyplane_shared::sync::{self, SignedRequest};
+use keyplane_shared::sync::{self, SignedRequest, SignedResponse};
 use keyplane_shared::table::codec::{encode_changes, encode_snapshot};
+use keyplane_shared::{FeedChain, KeyTable};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -24,15 +33,16 @@ use utoipa_axum::routes;
 use super::registry;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::Registration;
 
 /// Default page of changes.
 pub const DEFAULT_LIMIT: u64 = 1_000;
 /// Largest page of changes.
 pub const MAX_LIMIT: u64 = 10_000;
 /// Header of a changes page: the feed's head when it was read.
-pub const HEAD_SEQ_HEADER: &str = "x-keyplane-head-seq";
+pub const HEAD_SEQ_HEADER: &str = sync::HEAD_SEQ_HEADER;
 /// Header of a snapshot: the sequence the table is at.
-pub const SNAPSHOT_SEQ_HEADER: &str = "x-keyplane-seq";
+pub const SNAPSHOT_SEQ_HEADER: &str = sync::SNAPSHOT_SEQ_HEADER;
 
 /// The feed routes (OpenAPI tag `edge`).
 pub fn router() -> OpenApiRouter<AppState> {
@@ -67,10 +77,15 @@ pub struct SnapshotQuery {
     pub url: Option<String>,
 }
 
-/// Checks a GET's signature over the method, the exact path and query, and the empty body.
-fn verify(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), ApiError> {
-    verify_signed(state, headers, "GET", uri, &[])
+/// Checks a GET's signature over the method, the exact path and query, and the empty body;
+/// the request's nonce, which its answer is signed for.
+fn verify(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Nonce, ApiError> {
+    verify_signed(state, headers, "GET", uri, &[]).map(|verified| Nonce(verified.nonce))
 }
+
+/// The nonce of a verified edge request.
+#[derive(Debug, Clone, Copy)]
+struct Nonce([u8; sync::NONCE_LEN]);
 
 /// Checks an edge request's signature (edge secret, replay window) over `method`, the path and
 /// query exactly as received, and `body`; any problem is one 401 `invalid_signature`.
@@ -80,7 +95,7 @@ pub(crate) fn verify_signed(
     method: &str,
     uri: &Uri,
     body: &[u8],
-) -> Result<(), ApiError> {
+) -> Result<sync::Verified, ApiError> {
     let path_and_query = uri.path_and_query().map_or("", |pq| pq.as_str());
     let header = headers
         .get(sync::SIGNATURE_HEADER)
@@ -96,7 +111,6 @@ pub(crate) fn verify_signed(
             body,
         },
     )
-    .map(|_| ())
     .map_err(|_| ApiError::InvalidSignature)
 }
 
@@ -109,12 +123,13 @@ fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
 
 /// The edge naming itself, if it did: both `edge` and `url`, valid, or neither.
 fn registration<'a>(
+    state: &AppState,
     edge: &'a Option<String>,
     url: &'a Option<String>,
 ) -> Result<Option<(&'a str, &'a str)>, ApiError> {
     match (edge, url) {
         (Some(name), Some(url)) => {
-            registry::validate(name, url)
+            registry::validate(name, url, state.local_dev)
                 .map_err(|error| ApiError::InvalidRequest(error.to_string()))?;
             Ok(Some((name, url)))
         }
@@ -125,13 +140,23 @@ fn registration<'a>(
     }
 }
 
-/// Records that the edge pulled, at sequence `seq`.
+/// Records that the edge pulled, at sequence `seq`. A pull naming a registered edge from
+/// another URL is still served (the data is signed and the edge needs it) but moves nothing.
 async fn register(state: &AppState, edge: Option<(&str, &str)>, seq: u64) -> Result<(), ApiError> {
     if let Some((name, url)) = edge {
-        state
+        let registration = state
             .store
             .register_edge(name, url, Some(seq), state.now())
             .await?;
+        if let Registration::UrlConflict { registered_url } = registration {
+            tracing::warn!(
+                edge = %name,
+                %registered_url,
+                pulled_from = %url,
+                "a pull named a registered edge from another URL: registration refused \
+                 (an operator moves an edge with `keyplane edges add`)"
+            );
+        }
     }
     Ok(())
 }
@@ -144,11 +169,17 @@ async fn register(state: &AppState, edge: Option<(&str, &str)>, seq: u64) -> Res
         (status = 200, description = "The changes in (after, min(after + limit, head)], in order \
                                       (a KPCB batch; empty when the edge is up to date)",
          body = Vec<u8>, content_type = "application/octet-stream",
-         headers(("x-keyplane-head-seq" = u64, description = "The feed's head"))),
+         headers(
+             ("x-keyplane-head-seq" = u64, description = "The feed's head"),
+             ("x-keyplane-history" = String, description = "The feed's history id (`hst_…`)"),
+             ("x-keyplane-chain" = String, description = "The feed chain at `after` (hex)"),
+             ("x-keyplane-response-signature" = String,
+              description = "`t=…,v1=…`: the answer signed for this request's nonce"))),
         (status = 400, description = "Invalid parameter", body = crate::openapi::ErrorResponse),
         (status = 401, description = "`invalid_signature`: unsigned, badly signed or stale",
          body = crate::openapi::ErrorResponse),
-        (status = 409, description = "`sequence_ahead`: `after` is past the head; load a snapshot",
+        (status = 409, description = "`sequence_ahead`: `after` is past the head; load a snapshot \
+                                      (signed like a 200, over an empty body)",
          body = crate::openapi::ErrorResponse),
     ),
     security(("edge_signature" = []))
@@ -158,7 +189,7 @@ async fn changes(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    verify(&state, &headers, &uri)?;
+    let nonce = verify(&state, &headers, &uri)?;
     let query: ChangesQuery = query(&uri)?;
     let after = query.after.unwrap_or(0);
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
@@ -167,11 +198,15 @@ async fn changes(
             "`limit` must be between 1 and {MAX_LIMIT}"
         )));
     }
-    let edge = registration(&query.edge, &query.url)?;
+    let edge = registration(&state, &query.edge, &query.url)?;
     // Every change up to the head read here is committed (writers serialize on the feed row).
     let head = state.store.feed_head().await?;
+    let history = state.store.feed_history().to_string();
+    let head_text = head.to_string();
     if after > head {
-        return Err(ApiError::SequenceAhead(head));
+        let refusal = ApiError::SequenceAhead(head).into_response();
+        let fields = [history.as_str(), head_text.as_str(), "", ""];
+        return Ok(signed(&state, nonce, refusal, fields, &[]));
     }
     register(&state, edge, after).await?;
     let count = limit.min(head - after);
@@ -180,7 +215,10 @@ async fn changes(
     } else {
         state.store.changes_after(after, count).await?
     };
-    Ok(binary(encode_changes(&changes), HEAD_SEQ_HEADER, head))
+    let chain = state.store.chain_at(after).await?.to_hex();
+    let body = encode_changes(&changes);
+    let fields = [history.as_str(), head_text.as_str(), "", chain.as_str()];
+    Ok(signed(&state, nonce, binary(body.clone()), fields, &body))
 }
 
 /// The whole table at the head, KPSN-encoded.
@@ -191,7 +229,12 @@ async fn changes(
         (status = 200, description = "The table after applying changes 1..=S (a KPSN snapshot, \
                                       whose applied sequence is S)",
          body = Vec<u8>, content_type = "application/octet-stream",
-         headers(("x-keyplane-seq" = u64, description = "S, the sequence the table is at"))),
+         headers(
+             ("x-keyplane-seq" = u64, description = "S, the sequence the table is at"),
+             ("x-keyplane-history" = String, description = "The feed's history id (`hst_…`)"),
+             ("x-keyplane-chain" = String, description = "The feed chain at S (hex)"),
+             ("x-keyplane-response-signature" = String,
+              description = "`t=…,v1=…`: the answer signed for this request's nonce"))),
         (status = 400, description = "Invalid parameter", body = crate::openapi::ErrorResponse),
         (status = 401, description = "`invalid_signature`: unsigned, badly signed or stale",
          body = crate::openapi::ErrorResponse),
@@ -203,9 +246,9 @@ async fn snapshot(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    verify(&state, &headers, &uri)?;
+    let nonce = verify(&state, &headers, &uri)?;
     let query: SnapshotQuery = query(&uri)?;
-    let edge = registration(&query.edge, &query.url)?;
+    let edge = registration(&state, &query.edge, &query.url)?;
     let head = state.store.feed_head().await?;
     register(&state, edge, head).await?;
     // The table is rebuilt by replaying the whole change log, so this is O(changes), not
@@ -227,17 +270,62 @@ async fn snapshot(
             .apply_all(&page)
             .map_err(|gap| ApiError::internal(anyhow::anyhow!("change log: {gap}")))?;
     }
-    Ok(binary(encode_snapshot(&table), SNAPSHOT_SEQ_HEADER, head))
+    let chain: FeedChain = state.store.chain_at(head).await?;
+    let body = encode_snapshot(&table);
+    let (history, seq, chain) = (
+        state.store.feed_history().to_string(),
+        head.to_string(),
+        chain.to_hex(),
+    );
+    let fields = [history.as_str(), "", seq.as_str(), chain.as_str()];
+    Ok(signed(&state, nonce, binary(body.clone()), fields, &body))
 }
 
-fn binary(body: Vec<u8>, seq_header: &'static str, seq: u64) -> Response {
+/// A binary answer, never cached.
+fn binary(body: Vec<u8>) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    headers.insert(seq_header, HeaderValue::from(seq));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `response` with the `fields` headers (`sync::RESPONSE_FIELDS`, empty ones left out) and
+/// its signature for the request that carried `nonce`, over `signed_body` (the body for 200,
+/// empty for a refusal whose JSON body the error middleware renders).
+fn signed(
+    state: &AppState,
+    nonce: Nonce,
+    mut response: Response,
+    fields: [&str; sync::RESPONSE_FIELDS.len()],
+    signed_body: &[u8],
+) -> Response {
+    let status: StatusCode = response.status();
+    let now_secs = state.now().as_millis().div_euclid(1000);
+    let signature = sync::sign_response(
+        &state.edge_secret,
+        now_secs,
+        &nonce.0,
+        &SignedResponse {
+            status: status.as_u16(),
+            fields,
+            body: signed_body,
+        },
+    );
+    let headers = response.headers_mut();
+    for (name, value) in sync::RESPONSE_FIELDS.iter().zip(fields) {
+        if let (false, Ok(value)) = (value.is_empty(), HeaderValue::from_str(value)) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&signature) {
+        headers.insert(
+            HeaderName::from_static(sync::RESPONSE_SIGNATURE_HEADER),
+            value,
+        );
+    }
     response
 }

@@ -10,6 +10,13 @@
 //! (100 ms doubling to 30 s, with jitter) and recorded in the registry. Each edge has its own
 //! worker, so a slow or dead edge delays no other; the API never waits for a push.
 //!
+//! Each push is bound to the edge it is meant for and to the feed's lineage: its signed query
+//! names the edge, the feed's history, the sequence it sends from and the feed chain there
+//! (`/__keyplane/sync?edge=…&history=…&after=…&chain=…`). An edge refuses a push named for
+//! another edge (421 `misdirected_push`: two edges given one URL), and one whose chain at that
+//! sequence is not its own (409 `history_diverged`: it reloads a snapshot by itself); either
+//! shows as this edge's push error in the registry.
+//!
 //! Nothing here logs a request or response body.
 
 use std::collections::HashMap;
@@ -58,9 +65,14 @@ enum PushError {
     /// Connecting, sending or receiving failed, or took longer than [`PUSH_TIMEOUT`].
     #[error("{0}")]
     Transport(String),
-    /// The edge answered with a status other than 200.
-    #[error("the edge answered {0}")]
-    Status(reqwest::StatusCode),
+    /// The edge answered with a status other than 200 (and the error code of its body).
+    #[error("the edge answered {status} ({code})")]
+    Status {
+        /// The status.
+        status: reqwest::StatusCode,
+        /// `error.code` of its JSON body, or `-`.
+        code: String,
+    },
     /// The edge's answer is not `{"applied_seq": N}`.
     #[error("the edge's answer is not {{\"applied_seq\": N}}")]
     Answer,
@@ -197,7 +209,7 @@ async fn push_to_edge(
     mut acked: u64,
     wake: Arc<Notify>,
 ) {
-    let target = format!("{}{SYNC_PATH}", url.trim_end_matches('/'));
+    let target = url.trim_end_matches('/').to_owned();
     let mut backoff = FIRST_BACKOFF;
     let mut failing = false;
     // Consecutive acknowledgements that applied nothing of what was sent.
@@ -222,7 +234,7 @@ async fn push_to_edge(
             continue;
         }
         let sent_from = acked;
-        let outcome = push_once(&state, &client, &target, sent_from, head).await;
+        let outcome = push_once(&state, &client, &target, &name, sent_from, head).await;
         let outcome = match outcome {
             Ok((applied, sent_to)) if applied < sent_to && applied <= sent_from => {
                 // The edge has a gap (or lost its table): resend from what it has, at once the
@@ -288,12 +300,13 @@ async fn push_to_edge(
     }
 }
 
-/// Sends the changes after `after` (up to `head`, at most [`BATCH`]); the edge's applied
-/// sequence and the last sequence sent.
+/// Sends the changes after `after` (up to `head`, at most [`BATCH`]) to edge `name` at
+/// `base_url`; the edge's applied sequence and the last sequence sent.
 async fn push_once(
     state: &AppState,
     client: &reqwest::Client,
-    target: &str,
+    base_url: &str,
+    name: &str,
     after: u64,
     head: u64,
 ) -> Result<(u64, u64), PushError> {
@@ -302,16 +315,30 @@ async fn push_once(
         .changes_after(after, BATCH.min(head - after))
         .await
         .map_err(PushError::Log)?;
+    let chain = state.store.chain_at(after).await.map_err(PushError::Log)?;
     let sent_to = changes.last().map_or(after, |change| change.seq);
-    let applied = send(state, client, target, encode_changes(&changes)).await?;
+    let path = push_path(
+        name,
+        &state.store.feed_history().to_string(),
+        after,
+        &chain.to_hex(),
+    );
+    let applied = send(state, client, base_url, &path, encode_changes(&changes)).await?;
     Ok((applied, sent_to))
 }
 
-/// One signed push; the edge's applied sequence.
+/// The path and query of a push to edge `name` of the changes after `after` (signed whole).
+pub fn push_path(name: &str, history: &str, after: u64, chain: &str) -> String {
+    // Edge names are [A-Za-z0-9_-], history ids base62 and chains hex: nothing to encode.
+    format!("{SYNC_PATH}?edge={name}&history={history}&after={after}&chain={chain}")
+}
+
+/// One signed push of `body` to `<base_url><path>`; the edge's applied sequence.
 async fn send(
     state: &AppState,
     client: &reqwest::Client,
-    target: &str,
+    base_url: &str,
+    path: &str,
     body: Vec<u8>,
 ) -> Result<u64, PushError> {
     let now_secs = state.now().as_millis().div_euclid(1000);
@@ -320,13 +347,13 @@ async fn send(
         now_secs,
         &SignedRequest {
             method: "POST",
-            path_and_query: SYNC_PATH,
+            path_and_query: path,
             body: &body,
         },
     )
     .map_err(|error| PushError::Sign(error.to_string()))?;
     let mut response = client
-        .post(target)
+        .post(format!("{base_url}{path}"))
         .header(sync::SIGNATURE_HEADER, signature)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .body(body)
@@ -334,9 +361,6 @@ async fn send(
         .await
         .map_err(|error| PushError::transport(&error))?;
     let status = response.status();
-    if status != reqwest::StatusCode::OK {
-        return Err(PushError::Status(status));
-    }
     let mut answer = Vec::new();
     while let Some(chunk) = response
         .chunk()
@@ -347,6 +371,16 @@ async fn send(
         if answer.len() > MAX_ACK_BYTES {
             return Err(PushError::Answer);
         }
+    }
+    if status != reqwest::StatusCode::OK {
+        let code = serde_json::from_slice::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|value| value["error"]["code"].as_str().map(str::to_owned))
+            .filter(|code| {
+                code.len() <= 64 && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+            .unwrap_or_else(|| "-".to_owned());
+        return Err(PushError::Status { status, code });
     }
     let ack: Ack = serde_json::from_slice(&answer).map_err(|_| PushError::Answer)?;
     Ok(ack.applied_seq)

@@ -20,23 +20,30 @@ pub enum InvalidEdge {
     /// The URL is not an absolute http(s) URL of at most 2048 bytes.
     #[error("an edge URL is an absolute http:// or https:// URL of at most 2048 bytes")]
     Url,
+    /// An http:// URL outside local development: pushes must travel over TLS.
+    #[error("an edge URL must be https:// (http:// only with --local-dev / KEYPLANE_LOCAL_DEV)")]
+    Insecure,
     /// A `--edge` value without `=`.
     #[error("an edge is given as NAME=URL")]
     Spec,
 }
 
-/// Checks an edge's name (1-64 of `[A-Za-z0-9_-]`) and URL (absolute http(s), with a host, at
-/// most 2048 bytes).
-pub fn validate(name: &str, url: &str) -> Result<(), InvalidEdge> {
+/// Checks an edge's name (1-64 of `[A-Za-z0-9_-]`) and URL (absolute https, with a host, at
+/// most 2048 bytes; http:// too when `local_dev`).
+pub fn validate(name: &str, url: &str, local_dev: bool) -> Result<(), InvalidEdge> {
     validate_name(name)?;
-    let absolute_http = url.parse::<Uri>().is_ok_and(|uri| {
-        uri.host().is_some_and(|host| !host.is_empty())
-            && matches!(uri.scheme_str(), Some("http" | "https"))
-    });
-    if !absolute_http || url.len() > MAX_URL_LEN {
-        return Err(InvalidEdge::Url);
+    let scheme = url
+        .parse::<Uri>()
+        .ok()
+        .filter(|uri| uri.host().is_some_and(|host| !host.is_empty()))
+        .and_then(|uri| uri.scheme_str().map(str::to_owned));
+    match scheme.as_deref() {
+        _ if url.len() > MAX_URL_LEN => Err(InvalidEdge::Url),
+        Some("https") => Ok(()),
+        Some("http") if local_dev => Ok(()),
+        Some("http") => Err(InvalidEdge::Insecure),
+        _ => Err(InvalidEdge::Url),
     }
-    Ok(())
 }
 
 /// Checks an edge's name: 1-64 of `[A-Za-z0-9_-]`.
@@ -67,7 +74,8 @@ impl FromStr for EdgeSpec {
 
     fn from_str(text: &str) -> Result<Self, InvalidEdge> {
         let (name, url) = text.trim().split_once('=').ok_or(InvalidEdge::Spec)?;
-        validate(name, url)?;
+        // The scheme is checked at start-up, where the local-development switch is known.
+        validate(name, url, true)?;
         Ok(EdgeSpec {
             name: name.to_owned(),
             url: url.to_owned(),
@@ -81,6 +89,7 @@ mod tests {
 
     #[test]
     fn names_and_urls_are_checked() {
+        let validate = |name: &str, url: &str| validate(name, url, true);
         assert_eq!(validate("edge-1_a", "https://edge.example.com"), Ok(()));
         assert_eq!(validate("e", "http://127.0.0.1:8787/base/"), Ok(()));
         assert_eq!(validate("", "http://x"), Err(InvalidEdge::Name));
@@ -101,6 +110,17 @@ mod tests {
         }
         let long = format!("http://x/{}", "a".repeat(MAX_URL_LEN));
         assert_eq!(validate("a", &long), Err(InvalidEdge::Url));
+    }
+
+    #[test]
+    fn plain_http_edges_need_the_local_development_switch() {
+        assert_eq!(
+            validate("e", "http://127.0.0.1:8787", false),
+            Err(InvalidEdge::Insecure)
+        );
+        assert_eq!(validate("e", "http://127.0.0.1:8787", true), Ok(()));
+        assert_eq!(validate("e", "https://edge.example.com", false), Ok(()));
+        assert_eq!(validate("e", "ftp://x", false), Err(InvalidEdge::Url));
     }
 
     #[test]

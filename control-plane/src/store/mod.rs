@@ -16,9 +16,9 @@ pub mod sql;
 pub mod usage;
 
 use async_trait::async_trait;
-use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::ids::{HistoryId, KeyId, OrgId};
 use keyplane_shared::usage::UsageBatch;
-use keyplane_shared::{Change, LookupDigest, Timestamp};
+use keyplane_shared::{Change, FeedChain, LookupDigest, Timestamp};
 use thiserror::Error;
 
 pub use records::{
@@ -189,16 +189,24 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` changes after sequence `after`, in order, without holes.
     async fn changes_after(&self, after: u64, limit: u64) -> Result<Vec<Change>, StoreError>;
 
-    /// Registers an edge, or updates its URL. `reported_seq` is set when the edge itself pulled
-    /// the feed (it was seen now, at that sequence); `None` (an operator registered it) leaves
-    /// what it last reported as it was.
+    /// The feed's history id, made with the database.
+    fn feed_history(&self) -> HistoryId;
+
+    /// The feed chain at sequence `seq` (0: the history's genesis); `NotFound` past the head.
+    async fn chain_at(&self, seq: u64) -> Result<FeedChain, StoreError>;
+
+    /// Registers an edge. From an operator (`reported_seq` is `None`) the edge is created or
+    /// moved to `url`, and what it last reported stays as it was. From the edge's own pull
+    /// (`Some`: it was seen now, at that sequence) a new name is registered and a known one
+    /// updated only if `url` is the one on record; another URL is refused (only an operator
+    /// moves an edge), noted on the edge, and answered [`Registration::UrlConflict`].
     async fn register_edge(
         &self,
         name: &str,
         url: &str,
         reported_seq: Option<u64>,
         now: Timestamp,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Registration, StoreError>;
 
     /// Every registered edge, by name.
     async fn edges(&self) -> Result<Vec<EdgeRecord>, StoreError>;
@@ -263,4 +271,21 @@ pub struct EdgeRecord {
     pub last_push_at: Option<Timestamp>,
     /// The last push's error, if it failed.
     pub last_error: Option<String>,
+    /// The URL of the last pull that named this edge from elsewhere (refused), until the edge
+    /// pulls from its own URL again or an operator moves it.
+    pub conflict_url: Option<String>,
+    /// When that pull came.
+    pub conflict_at: Option<Timestamp>,
+}
+
+/// What registering an edge did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// The edge is registered at the URL given.
+    Registered,
+    /// A pull named an edge registered at another URL; nothing changed but the conflict note.
+    UrlConflict {
+        /// The URL on record, which stays.
+        registered_url: String,
+    },
 }

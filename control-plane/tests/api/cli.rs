@@ -18,7 +18,8 @@ use crate::helpers::TestApp;
 backends!(edges_are_added_listed_and_removed_from_the_command_line);
 
 /// Every variable the binary reads, so the caller's environment cannot leak in.
-const VARIABLES: [&str; 10] = [
+const VARIABLES: [&str; 11] = [
+    "KEYPLANE_LOCAL_DEV",
     "KEYPLANE_PEPPERS",
     "KEYPLANE_SIGNING_SECRET",
     "KEYPLANE_EDGE_SECRET",
@@ -227,9 +228,29 @@ async fn listed(dir: &Path) -> String {
 async fn serve_registers_the_edges_it_is_given() {
     let root = tempfile::tempdir().expect("temp dir");
     let dir = root.path();
+    // Plain http:// edges only in local development.
+    let insecure = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            path(dir),
+            "--edge",
+            "a=http://127.0.0.1:9",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!insecure.status.success(), "{insecure:?}");
+    assert!(
+        String::from_utf8_lossy(&insecure.stderr).contains("must be https://"),
+        "{insecure:?}"
+    );
     let child = serve(
         dir,
         &[
+            "--local-dev",
             "--edge",
             "a=http://127.0.0.1:9",
             "--edge",
@@ -247,10 +268,13 @@ async fn serve_registers_the_edges_it_is_given() {
     let child = serve(
         dir,
         &[],
-        &[(
-            "KEYPLANE_EDGES",
-            "c=http://127.0.0.1:10,a=http://127.0.0.1:11",
-        )],
+        &[
+            (
+                "KEYPLANE_EDGES",
+                "c=http://127.0.0.1:10,a=http://127.0.0.1:11",
+            ),
+            ("KEYPLANE_LOCAL_DEV", "true"),
+        ],
     )
     .await;
     let text = listed(dir).await;

@@ -191,6 +191,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
         key_prefix: Default::default(),
         org_name: "Acme".into(),
         usage_retention_days: 30,
+        local_dev: true,
     };
     let clock = Arc::new(ManualClock(AtomicI64::new(T0.as_millis())));
     let (application, bootstrapped) = Application::build_with(&config, clock.clone(), secrets_env)

@@ -10,6 +10,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod feed_lineage;
 mod keys;
 mod operations;
 mod replication;

@@ -386,19 +386,33 @@ async fn pulling_registers_and_updates_the_edge(app: TestApp) {
     assert_eq!(edges[0].reported_seq, 0);
     assert_eq!(edges[0].last_seen_at, Some(app.state.now()));
 
-    // A later pull, at another sequence, from another URL: the same row, updated.
+    // A later pull from another URL (another edge given the same name, or a replayed
+    // registration) is served, but moves nothing: only the conflict is noted.
     app.create_key(json!({"name": "k", "environment": "live"}))
         .await;
     app.clock.advance_secs(60);
-    let second = app
+    let elsewhere = app
         .signed_get(&pull(head, "https://paris.example.com"))
         .await;
-    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(elsewhere.status, StatusCode::OK);
     let edges = app.store.edges().await.expect("edges");
     assert_eq!(edges.len(), 1);
-    assert_eq!(edges[0].url, "https://paris.example.com");
+    assert_eq!(edges[0].url, "http://127.0.0.1:8787");
+    assert_eq!(edges[0].reported_seq, 0, "not the other edge's sequence");
+    assert_eq!(
+        edges[0].conflict_url.as_deref(),
+        Some("https://paris.example.com")
+    );
+    assert_eq!(edges[0].conflict_at, Some(app.state.now()));
+
+    // The edge itself, pulling at another sequence: its row updated, the note cleared.
+    app.clock.advance_secs(60);
+    let second = app.signed_get(&pull(head, "http://127.0.0.1:8787")).await;
+    assert_eq!(second.status, StatusCode::OK);
+    let edges = app.store.edges().await.expect("edges");
     assert_eq!(edges[0].reported_seq, head);
     assert_eq!(edges[0].last_seen_at, Some(app.state.now()));
+    assert_eq!(edges[0].conflict_url, None);
 
     // An operator re-registering it (as `keyplane edges add` does) keeps what it reported.
     app.store
@@ -435,6 +449,8 @@ struct FakeEdge {
     applied: u64,
     /// Bad signatures seen.
     bad_signatures: usize,
+    /// The path and query of every push received.
+    paths: Vec<String>,
 }
 
 type Shared = Arc<(
@@ -445,10 +461,12 @@ type Shared = Arc<(
 
 async fn fake_sync(
     State(shared): State<Shared>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
     let (edge, secret, state) = &*shared;
+    let path_and_query = uri.path_and_query().map_or("", |pq| pq.as_str());
     let verified = sync::verify(
         secret,
         headers
@@ -457,11 +475,12 @@ async fn fake_sync(
         state.now().as_millis() / 1000,
         &SignedRequest {
             method: "POST",
-            path_and_query: "/__keyplane/sync",
+            path_and_query,
             body: &body,
         },
     );
     let mut edge = edge.lock().expect("lock");
+    edge.paths.push(path_and_query.to_owned());
     if verified.is_err() {
         edge.bad_signatures += 1;
         return (StatusCode::UNAUTHORIZED, String::new());
@@ -593,6 +612,15 @@ async fn the_pusher_delivers_signed_changes_retries_and_resends_after_a_gap(app:
         );
         assert_eq!(edge.bad_signatures, 0);
     }
+    // Each push names its edge and where its changes start in the feed's lineage (all signed).
+    let chain = app.store.chain_at(head - 1).await.expect("chain");
+    let expected = format!(
+        "/__keyplane/sync?edge=fake&history={}&after={}&chain={}",
+        app.store.feed_history(),
+        head - 1,
+        chain.to_hex()
+    );
+    assert_eq!(shared.0.lock().expect("lock").paths.last(), Some(&expected));
     until_acked(&app, "fake", head).await;
     let edge = &app.store.edges().await.expect("edges")[0];
     assert_eq!(edge.last_error, None, "a success clears the last error");

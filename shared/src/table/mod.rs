@@ -12,6 +12,7 @@
 pub mod change;
 pub mod codec;
 mod interner;
+pub mod lineage;
 
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,7 @@ use crate::scope::{Scope, ScopeSet};
 use crate::time::Timestamp;
 pub use change::{Applied, Change, ChangeOp, SequenceGap};
 use interner::Interner;
+pub use lineage::{FeedChain, Lineage};
 
 /// Whether a key may be used (expiry is judged separately, from `expires_at`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

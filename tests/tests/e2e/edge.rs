@@ -83,3 +83,74 @@ fn edge_gives_each_rejection_its_own_request_id() -> anyhow::Result<()> {
     assert_ne!(first["error"]["request_id"], second["error"]["request_id"]);
     Ok(())
 }
+
+/// Streams a chunked `POST /__keyplane/sync` of up to `total` bytes with `signature`, and
+/// reads the answer while it is still being sent; the status and how much had been sent when
+/// the answer came.
+fn chunked_push(edge: &str, signature: Option<&str>, total: usize) -> anyhow::Result<(u16, usize)> {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let address = edge.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let mut head = format!(
+        "POST /__keyplane/sync?edge=edge HTTP/1.1\r\nhost: {address}\r\n\
+         transfer-encoding: chunked\r\ncontent-type: application/octet-stream\r\n"
+    );
+    if let Some(signature) = signature {
+        head.push_str(&format!("x-keyplane-signature: {signature}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    let mut writer = stream.try_clone()?;
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        let chunk = vec![0x55u8; 256 << 10];
+        while counter.load(Ordering::SeqCst) < total {
+            let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+            if writer.write_all(&framed).is_err() {
+                return;
+            }
+            counter.fetch_add(chunk.len(), Ordering::SeqCst);
+        }
+        let _ = writer.write_all(b"0\r\n\r\n");
+    });
+    let mut status_line = String::new();
+    BufReader::new(stream).read_line(&mut status_line)?;
+    let at_answer = sent.load(Ordering::SeqCst);
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no status line: {status_line:?}"))?;
+    Ok((status, at_answer))
+}
+
+#[test]
+#[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
+fn a_push_body_is_read_only_up_to_its_limit_before_the_signature_is_checked() -> anyhow::Result<()>
+{
+    let Some(setup) = Setup::from_env() else {
+        return Ok(());
+    };
+    let edge = setup.start_edge()?;
+    const TOTAL: usize = 64 << 20;
+    // Unsigned: refused before any of the body is read.
+    let (status, sent) = chunked_push(&edge.url, None, TOTAL)?;
+    assert_eq!(status, 401);
+    assert!(sent < TOTAL, "the edge read the whole unsigned body first");
+    // A signature of the right shape and age, but forged: the body is read up to the push
+    // limit (8 MiB) to check it, and no further.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let forged = format!("t={now},n={},v1={}", "ab".repeat(16), "cd".repeat(32));
+    let (status, sent) = chunked_push(&edge.url, Some(&forged), TOTAL)?;
+    assert_eq!(status, 413);
+    assert!(
+        sent < TOTAL,
+        "the edge read all {TOTAL} bytes before refusing ({sent} sent)"
+    );
+    Ok(())
+}

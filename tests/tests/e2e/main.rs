@@ -5,6 +5,9 @@
 
 mod control_plane;
 mod edge;
+mod identity;
+mod isolates;
 mod rate_limits;
 mod replication;
+mod safety_net;
 mod usage;

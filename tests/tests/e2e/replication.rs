@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use keyplane_shared::{ApiKey, Environment, KeyPrefix};
-use keyplane_tests::{Deployment, Reply, Setup, SlowProxy, signed};
+use keyplane_tests::{Deployment, FeedProxy, Reply, Setup, signed};
 use serde_json::{Value, json};
 
 /// How long a change may take to reach an edge before a test fails. The target is < 1 s and
@@ -433,18 +433,18 @@ fn requests_during_a_restarted_edges_catch_up_wait_for_it() -> Result<()> {
     };
     let proxy = std::cell::OnceCell::new();
     let mut d = Deployment::start(&setup, 1, |options| {
-        match SlowProxy::start(&options.control_plane_url) {
+        match FeedProxy::start(&options.control_plane_url) {
             Ok(started) => {
                 options.control_plane_url = started.url.clone();
                 let _ = proxy.set(started);
             }
-            Err(error) => eprintln!("slow proxy: {error:#}"),
+            Err(error) => eprintln!("feed proxy: {error:#}"),
         }
         // Nothing listens there: the control plane's pushes never arrive.
         options.var("EDGE_URL", "http://127.0.0.1:9/");
         options.pull_interval_secs = 3600;
     })?;
-    let proxy = proxy.get().context("the slow proxy started")?;
+    let proxy = proxy.get().context("the feed proxy started")?;
     let (id, key) = live_key(&d, &[])?;
     // Without pushes, a restart's catch-up is what brings the new key.
     d.stop_edge(0);
@@ -507,22 +507,23 @@ fn unsigned_forged_replayed_or_malformed_pushes_change_nothing() -> Result<()> {
     assert_eq!(feed.status, 200, "{feed:?}");
     let body = feed.bytes.clone();
     assert!(!body.is_empty());
+    // Pushes name the edge and where the changes start in the feed's lineage (signed).
+    let sync_path = format!(
+        "/__keyplane/sync?edge=edge-0&history={}&after={}&chain={}",
+        feed.header("x-keyplane-history").context("history")?,
+        seq - 1,
+        feed.header("x-keyplane-chain").context("chain")?,
+    );
 
     let edge = d.edge_url(0);
-    let push_url = format!("{edge}/__keyplane/sync");
+    let push_url = format!("{edge}{sync_path}");
     let unsigned = keyplane_tests::send_bytes("POST", &push_url, &[], Some(body.clone()))?;
     assert_eq!(
         (unsigned.status, code_of(&unsigned).as_str()),
         (401, "invalid_signature")
     );
     let forged_secrets = keyplane_tests::DeploymentSecrets::generate()?;
-    let forged = signed(
-        &forged_secrets,
-        "POST",
-        &edge,
-        "/__keyplane/sync",
-        body.clone(),
-    )?;
+    let forged = signed(&forged_secrets, "POST", &edge, &sync_path, body.clone())?;
     assert_eq!(
         (forged.status, code_of(&forged).as_str()),
         (401, "invalid_signature")
@@ -531,7 +532,7 @@ fn unsigned_forged_replayed_or_malformed_pushes_change_nothing() -> Result<()> {
         &d.secrets,
         "POST",
         &edge,
-        "/__keyplane/sync",
+        &sync_path,
         b"not a change batch".to_vec(),
     )?;
     assert_eq!(
@@ -549,7 +550,7 @@ fn unsigned_forged_replayed_or_malformed_pushes_change_nothing() -> Result<()> {
         i64::try_from(now)?,
         &keyplane_shared::sync::SignedRequest {
             method: "POST",
-            path_and_query: "/__keyplane/sync",
+            path_and_query: &sync_path,
             body: &body,
         },
     )
@@ -571,7 +572,7 @@ fn unsigned_forged_replayed_or_malformed_pushes_change_nothing() -> Result<()> {
         i64::try_from(now)? - 301,
         &keyplane_shared::sync::SignedRequest {
             method: "POST",
-            path_and_query: "/__keyplane/sync",
+            path_and_query: &sync_path,
             body: &body,
         },
     )

@@ -235,3 +235,52 @@ fn past_the_buffer_bound_the_oldest_events_are_dropped_and_counted_never_refused
     );
     Ok(())
 }
+
+#[test]
+#[ignore = "end-to-end: needs the built worker and keyplane binary (cargo xtask test)"]
+fn a_revoked_key_hammering_the_edge_leaves_a_bounded_trail_in_the_usage_log() -> Result<()> {
+    let Some(setup) = Setup::from_env() else {
+        return Ok(());
+    };
+    // The edge's default limit (60 a minute, bursts of 5) also bounds refusal events per key.
+    let d = Deployment::start(&setup, 1, |options| {
+        options.rate_limit = (60, 5);
+        options.var("USAGE_FLUSH_MS", "200");
+    })?;
+    let (id, key) = d.create_key(json!({"name": "leaked", "environment": "live"}))?;
+    d.wait_for(DELIVERY, "the key reaching the edge", || {
+        Ok(d.through_edge(0, "/warmup", Some(&key))?.status == 200)
+    })?;
+    let revoked = d.api(
+        "POST",
+        &format!("/v1/keys/{id}/revoke"),
+        Some(json!({"reason": "compromised"})),
+    )?;
+    ensure!(revoked.status == 200, "{revoked:?}");
+    d.wait_for(DELIVERY, "the revocation reaching the edge", || {
+        Ok(d.through_edge(0, "/probe", Some(&key))?.status == 401)
+    })?;
+    const HAMMER: usize = 40;
+    for n in 0..HAMMER {
+        let reply = d.through_edge(0, &format!("/hammer/{n}"), Some(&key))?;
+        ensure!(reply.status == 401, "{reply:?}");
+    }
+    d.wait_for(DELIVERY, "the bounded events delivered", || {
+        Ok(d.edge_status(0)?["usage"]["buffered"] == 0)
+    })?;
+    let usage = d.edge_status(0)?["usage"].clone();
+    let suppressed = usage["suppressed"].as_u64().context("suppressed")?;
+    let stored = usage_of(&d, &id)?;
+    let refusals = stored.iter().filter(|event| event["status"] == 401).count();
+    // The burst of 5, plus what refilled (one a second) while the requests ran.
+    ensure!(
+        refusals <= 5 + 10,
+        "{refusals} refusal events stored for {} refused requests",
+        HAMMER + 1
+    );
+    ensure!(
+        refusals as u64 + suppressed == HAMMER as u64 + 1,
+        "every refusal stored or counted: {refusals} + {suppressed} ({usage})"
+    );
+    Ok(())
+}

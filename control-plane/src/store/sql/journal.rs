@@ -1,9 +1,9 @@
 //! The two logs every mutation appends to inside its transaction: the organization's audit
-//! chain and the replication change log.
+//! chain and the replication change log (each change with the feed chain after it).
 
 use keyplane_shared::ids::{KeyId, OrgId};
 use keyplane_shared::table::codec::encode_changes;
-use keyplane_shared::{Change, ChangeOp, Timestamp};
+use keyplane_shared::{Change, ChangeOp, FeedChain, Timestamp};
 use serde_json::Value;
 use sqlx::{AnyConnection, Row as _};
 
@@ -103,17 +103,28 @@ pub(super) async fn append_change(
     op: ChangeOp,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    let row = sqlx::query("UPDATE feed SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+    let row = sqlx::query("UPDATE feed SET seq = seq + 1 WHERE id = 1 RETURNING seq, chain")
         .fetch_one(&mut *tx)
         .await?;
     let seq = u64_of(row.try_get::<i64, _>(0)?)?;
+    let previous = row
+        .try_get::<Option<Vec<u8>>, _>(1)?
+        .ok_or_else(|| StoreError::Corrupt("the feed has no chain".into()))?;
     let body = encode_changes(&[Change { seq, op }]);
-    sqlx::query("INSERT INTO changes (seq, org_id, created_at, body) VALUES ($1, $2, $3, $4)")
-        .bind(i64_of(seq)?)
-        .bind(org.to_bytes().to_vec())
-        .bind(now.as_millis())
-        .bind(body)
+    let chain = FeedChain::from_bytes(bytes32(previous)?).next_encoded(&body);
+    sqlx::query("UPDATE feed SET chain = $1 WHERE id = 1")
+        .bind(chain.to_bytes().to_vec())
         .execute(&mut *tx)
         .await?;
+    sqlx::query(
+        "INSERT INTO changes (seq, org_id, created_at, body, chain) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(i64_of(seq)?)
+    .bind(org.to_bytes().to_vec())
+    .bind(now.as_millis())
+    .bind(body)
+    .bind(chain.to_bytes().to_vec())
+    .execute(&mut *tx)
+    .await?;
     Ok(seq)
 }

@@ -14,9 +14,9 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::ids::{HistoryId, KeyId, OrgId};
 use keyplane_shared::usage::UsageBatch;
-use keyplane_shared::{Change, ChangeOp, LookupDigest, RateLimit, Timestamp};
+use keyplane_shared::{Change, ChangeOp, FeedChain, LookupDigest, RateLimit, Timestamp};
 use serde_json::{Value, json};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Executor as _, Row as _, Transaction};
@@ -34,8 +34,8 @@ use self::rows::{
 };
 use super::records::*;
 use super::{
-    Conflict, DailyStatusCount, EdgeRecord, IngestReport, Store, StoreError, UsageFilter,
-    UsageRecord,
+    Conflict, DailyStatusCount, EdgeRecord, IngestReport, Registration, Store, StoreError,
+    UsageFilter, UsageRecord,
 };
 use crate::audit::chain::{AuditSealer, GENESIS};
 
@@ -67,6 +67,7 @@ pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
     sealer: AuditSealer,
+    history: HistoryId,
 }
 
 impl SqlStore {
@@ -115,10 +116,12 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|error| StoreError::Corrupt(format!("applying migrations: {error}")))?;
+        let history = replication::ensure_lineage(&pool).await?;
         Ok(SqlStore {
             pool,
             backend,
             sealer,
+            history,
         })
     }
 
@@ -701,13 +704,21 @@ impl Store for SqlStore {
         replication::changes_after(&self.pool, after, limit).await
     }
 
+    fn feed_history(&self) -> HistoryId {
+        self.history
+    }
+
+    async fn chain_at(&self, seq: u64) -> Result<FeedChain, StoreError> {
+        replication::chain_at(&self.pool, self.history, seq).await
+    }
+
     async fn register_edge(
         &self,
         name: &str,
         url: &str,
         reported_seq: Option<u64>,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Registration, StoreError> {
         replication::register_edge(&self.pool, name, url, reported_seq, now.as_millis()).await
     }
 

@@ -1,11 +1,81 @@
-//! The replication side of the store: reading the change log, and the edge registry.
+//! The replication side of the store: the feed's lineage (history id and chain), reading the
+//! change log, and the edge registry.
 
-use keyplane_shared::Change;
+use keyplane_shared::ids::HistoryId;
 use keyplane_shared::table::codec::decode_changes;
+use keyplane_shared::{Change, FeedChain};
 use sqlx::{AnyPool, Row as _};
 
-use super::rows::{i64_of, optional_time, u64_of};
-use crate::store::{EdgeRecord, StoreError};
+use super::rows::{bytes16, bytes32, corrupt, i64_of, optional_time, u64_of};
+use crate::store::{EdgeRecord, Registration, StoreError};
+
+/// Changes read at a time while the chain is computed over an existing log.
+const BACKFILL_PAGE: i64 = 1_000;
+
+/// The feed's history id, made now (with the chain over any changes already logged) if the
+/// database has none yet: a new database, or one from before lineages. Run at start-up; the
+/// feed row is locked for the whole transaction, so instances starting together agree.
+pub(super) async fn ensure_lineage(pool: &AnyPool) -> Result<HistoryId, StoreError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query("UPDATE feed SET seq = seq WHERE id = 1 RETURNING history_id")
+        .fetch_one(&mut *tx)
+        .await?;
+    if let Some(bytes) = row.try_get::<Option<Vec<u8>>, _>(0)? {
+        return Ok(HistoryId::from_bytes(bytes16(bytes)?));
+    }
+    let history =
+        HistoryId::generate().map_err(|error| StoreError::Corrupt(format!("CSPRNG: {error}")))?;
+    let mut chain = FeedChain::genesis(history);
+    let mut after = 0i64;
+    loop {
+        let rows =
+            sqlx::query("SELECT seq, body FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(after)
+                .bind(BACKFILL_PAGE)
+                .fetch_all(&mut *tx)
+                .await?;
+        let Some(last) = rows.last() else { break };
+        let last_seq: i64 = last.try_get(0)?;
+        for row in &rows {
+            let seq: i64 = row.try_get(0)?;
+            let body: Vec<u8> = row.try_get(1)?;
+            chain = chain.next_encoded(&body);
+            sqlx::query("UPDATE changes SET chain = $1 WHERE seq = $2")
+                .bind(chain.to_bytes().to_vec())
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        after = last_seq;
+    }
+    sqlx::query("UPDATE feed SET history_id = $1, chain = $2 WHERE id = 1")
+        .bind(history.to_bytes().to_vec())
+        .bind(chain.to_bytes().to_vec())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(history)
+}
+
+/// The chain at `seq` (0: the history's genesis).
+pub(super) async fn chain_at(
+    pool: &AnyPool,
+    history: HistoryId,
+    seq: u64,
+) -> Result<FeedChain, StoreError> {
+    if seq == 0 {
+        return Ok(FeedChain::genesis(history));
+    }
+    let row = sqlx::query("SELECT chain FROM changes WHERE seq = $1")
+        .bind(i64_of(seq)?)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let bytes = row
+        .try_get::<Option<Vec<u8>>, _>(0)?
+        .ok_or_else(|| corrupt("a change without its chain"))?;
+    Ok(FeedChain::from_bytes(bytes32(bytes)?))
+}
 
 /// The feed's head: the sequence number of the last committed change.
 pub(super) async fn feed_head(pool: &AnyPool) -> Result<u64, StoreError> {
@@ -37,39 +107,66 @@ pub(super) async fn changes_after(
     Ok(changes)
 }
 
-/// Creates or updates an edge's registration. With `reported_seq` (the edge pulled), also when
-/// it was seen and what it reported; without (an operator registered it), those stay as they were.
+/// Creates or updates an edge's registration. From an operator (`reported_seq` is `None`) the
+/// URL is set, whatever it was. From the edge's own pull (`Some`: it was seen now, at that
+/// sequence) a new name is registered, and a known one only when the URL is the one on record:
+/// a pull naming a registered edge from another URL changes nothing but the conflict note.
 pub(super) async fn register_edge(
     pool: &AnyPool,
     name: &str,
     url: &str,
     reported_seq: Option<u64>,
     now: i64,
-) -> Result<(), StoreError> {
-    let reported = i64_of(reported_seq.unwrap_or(0))?;
-    sqlx::query(
+) -> Result<Registration, StoreError> {
+    let Some(reported) = reported_seq else {
+        sqlx::query(
+            "INSERT INTO edges (name, url, created_at, reported_seq, acked_seq) \
+             VALUES ($1, $2, $3, 0, 0) \
+             ON CONFLICT (name) DO UPDATE SET url = excluded.url, conflict_url = NULL, \
+             conflict_at = NULL",
+        )
+        .bind(name.to_owned())
+        .bind(url.to_owned())
+        .bind(now)
+        .execute(pool)
+        .await?;
+        return Ok(Registration::Registered);
+    };
+    let reported = i64_of(reported)?;
+    let done = sqlx::query(
         "INSERT INTO edges (name, url, created_at, last_seen_at, reported_seq, acked_seq) \
-         VALUES ($1, $2, $3, $4, $5, $5) \
-         ON CONFLICT (name) DO UPDATE SET url = excluded.url, \
-         last_seen_at = COALESCE(excluded.last_seen_at, edges.last_seen_at), \
-         reported_seq = CASE WHEN excluded.last_seen_at IS NULL THEN edges.reported_seq \
-         ELSE excluded.reported_seq END",
+         VALUES ($1, $2, $3, $3, $4, $4) \
+         ON CONFLICT (name) DO UPDATE SET last_seen_at = excluded.last_seen_at, \
+         reported_seq = excluded.reported_seq, conflict_url = NULL, conflict_at = NULL \
+         WHERE edges.url = excluded.url",
     )
     .bind(name.to_owned())
     .bind(url.to_owned())
     .bind(now)
-    .bind(reported_seq.map(|_| now))
     .bind(reported)
     .execute(pool)
     .await?;
-    Ok(())
+    if done.rows_affected() > 0 {
+        return Ok(Registration::Registered);
+    }
+    let row = sqlx::query(
+        "UPDATE edges SET conflict_url = $1, conflict_at = $2 WHERE name = $3 RETURNING url",
+    )
+    .bind(url.to_owned())
+    .bind(now)
+    .bind(name.to_owned())
+    .fetch_one(pool)
+    .await?;
+    Ok(Registration::UrlConflict {
+        registered_url: row.try_get(0)?,
+    })
 }
 
 /// Every registered edge.
 pub(super) async fn edges(pool: &AnyPool) -> Result<Vec<EdgeRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT name, url, created_at, last_seen_at, reported_seq, acked_seq, last_push_at, \
-         last_error FROM edges ORDER BY name",
+         last_error, conflict_url, conflict_at FROM edges ORDER BY name",
     )
     .fetch_all(pool)
     .await?;
@@ -83,6 +180,8 @@ pub(super) async fn edges(pool: &AnyPool) -> Result<Vec<EdgeRecord>, StoreError>
                 acked_seq: u64_of(row.try_get::<i64, _>("acked_seq")?)?,
                 last_push_at: optional_time(row, "last_push_at")?,
                 last_error: row.try_get("last_error")?,
+                conflict_url: row.try_get("conflict_url")?,
+                conflict_at: optional_time(row, "conflict_at")?,
             })
         })
         .collect()

@@ -1,0 +1,542 @@
+//! The edge's durable key table: one Durable Object (SQLite-backed) per deployment of the
+//! worker, named [`STORE_NAME`].
+//!
+//! It is the edge's source of truth. Pushes from the control plane land here (after the
+//! worker checked their signature and that they are meant for this edge), its alarm pulls
+//! the control plane's feed every `PULL_INTERVAL_SECS` as a safety net, and isolates copy the
+//! table from it into memory for the request path. Storage survives restarts ([`storage`]);
+//! after [`COMPACT_AFTER_BATCHES`] batches they are folded into a new snapshot.
+//!
+//! The table has a lineage (`keyplane_shared::table::lineage`): the feed history it comes
+//! from and the feed chain at its sequence. Changes are taken only from a feed answer or a
+//! push whose chain at this store's sequence is the store's own; a store that meets another
+//! history (a re-created or restored control-plane database) drops its table and loads a
+//! snapshot, and moves its generation on, so every isolate drops its copy too.
+//!
+//! Internal interface (reachable only through the binding, never from the internet):
+//! - `GET /table?after=N&generation=G`: the changes after `N` when it still holds them in
+//!   memory and `G` is its generation, else a snapshot; header [`BODY_KIND_HEADER`] says
+//!   which, [`GENERATION_HEADER`] and `x-keyplane-history` say what it holds.
+//! - `POST /sync` with a change batch, the push's nonce and its lineage ([`PUSH_HISTORY_HEADER`],
+//!   [`PUSH_AFTER_HEADER`], [`PUSH_CHAIN_HEADER`]): refuses a nonce seen before (409
+//!   `replayed_request`), a push of another history (409 `history_diverged`, and pulls at
+//!   once), applies what is next in sequence, answers `{"applied_seq": N}`. A push that does
+//!   not reach this store's sequence (a gap) is answered with the sequence it has, so the
+//!   pusher resends from there.
+
+mod storage;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+
+use keyplane_shared::ids::HistoryId;
+use keyplane_shared::table::change::Applied;
+use keyplane_shared::table::codec::{decode_changes, encode_changes, encode_snapshot};
+use keyplane_shared::{Change, FeedChain, KeyTable, Lineage};
+use serde_json::json;
+use worker::{
+    DurableObject, Env, Method, Request, Response, Result, SqlStorage, State, console_error,
+    console_log, durable_object,
+};
+
+use crate::feed::{self, FeedReply};
+use crate::settings;
+
+/// The binding's name in `wrangler.toml`.
+pub const BINDING: &str = "KEYPLANE_TABLE";
+/// The one object's name.
+pub const STORE_NAME: &str = "key-table";
+/// Header telling whether `/table` sent `changes` or a `snapshot`.
+pub const BODY_KIND_HEADER: &str = "x-keyplane-body";
+/// Header of `/table`: the store's generation (it moves on every snapshot load).
+pub const GENERATION_HEADER: &str = "x-keyplane-generation";
+/// Header carrying a push's nonce (hex) from the worker to the store.
+pub const NONCE_HEADER: &str = "x-keyplane-nonce";
+/// Header carrying when that nonce may be forgotten (ms since the epoch).
+pub const NONCE_EXPIRES_HEADER: &str = "x-keyplane-nonce-expires";
+/// Header carrying a push's feed history (`hst_…`).
+pub const PUSH_HISTORY_HEADER: &str = "x-keyplane-push-history";
+/// Header carrying the sequence a push sends from.
+pub const PUSH_AFTER_HEADER: &str = "x-keyplane-push-after";
+/// Header carrying the feed chain (hex) at that sequence.
+pub const PUSH_CHAIN_HEADER: &str = "x-keyplane-push-chain";
+
+/// Change batches kept before they are folded into a new snapshot.
+pub const COMPACT_AFTER_BATCHES: i64 = 256;
+/// Changes kept in memory to refresh isolates without a snapshot.
+const RECENT_CHANGES: usize = 10_000;
+/// Pull rounds in one pull: enough for a million changes, and a bound if pushes keep moving
+/// the sequence under a page in flight.
+const MAX_PULL_ROUNDS: usize = 200;
+
+/// Where a push says its changes start: the feed's history, the sequence it sends from, and
+/// the feed chain there.
+pub struct PushOrigin {
+    /// The feed history.
+    pub history: HistoryId,
+    /// The sequence the changes follow.
+    pub after: u64,
+    /// The feed chain at `after`.
+    pub chain: FeedChain,
+}
+
+/// The Durable Object.
+#[durable_object]
+pub struct KeyTableStore {
+    state: State,
+    env: Env,
+    table: RefCell<Option<KeyTable>>,
+    /// The table's lineage at its sequence; `None` when unknown (never loaded, or storage
+    /// from before lineages): the next pull loads a snapshot.
+    lineage: Cell<Option<Lineage>>,
+    /// Moves on every snapshot load; isolates holding another drop their copy.
+    generation: Cell<u64>,
+    recent: RefCell<VecDeque<Change>>,
+    pulling: Cell<bool>,
+    /// The pull after loading from storage is running; requests wait for it.
+    catching_up: Cell<bool>,
+    catch_up_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// An alarm is scheduled (set by this instance, not yet fired).
+    alarm_armed: Cell<bool>,
+}
+
+/// Marks the start-up catch-up as running; when it ends (or its future is dropped), wakes
+/// every request that waited for it.
+struct CatchUp<'a>(&'a KeyTableStore);
+
+impl<'a> CatchUp<'a> {
+    fn start(store: &'a KeyTableStore) -> Self {
+        store.catching_up.set(true);
+        Self(store)
+    }
+}
+
+impl Drop for CatchUp<'_> {
+    fn drop(&mut self) {
+        self.0.catching_up.set(false);
+        for waiter in self.0.catch_up_waiters.take() {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+/// Clears a flag when dropped: a pull whose future is dropped half-way must not leave the
+/// store believing one is still running (every later pull would then do nothing).
+struct ClearOnDrop<'a>(&'a Cell<bool>);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+impl DurableObject for KeyTableStore {
+    fn new(state: State, env: Env) -> Self {
+        storage::create_tables(&state.storage().sql());
+        Self {
+            state,
+            env,
+            table: RefCell::new(None),
+            lineage: Cell::new(None),
+            generation: Cell::new(0),
+            recent: RefCell::new(VecDeque::new()),
+            pulling: Cell::new(false),
+            catching_up: Cell::new(false),
+            catch_up_waiters: RefCell::new(Vec::new()),
+            alarm_armed: Cell::new(false),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        self.ensure_loaded().await;
+        self.arm_alarm().await;
+        let url = req.url()?;
+        let query = |name: &str| {
+            url.query_pairs()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.into_owned())
+        };
+        match (req.method(), url.path()) {
+            (Method::Get, "/table") => {
+                let after = query("after").and_then(|value| value.parse::<u64>().ok());
+                let generation = query("generation").and_then(|value| value.parse::<u64>().ok());
+                self.table_after(after.unwrap_or(0), generation)
+            }
+            (Method::Post, "/sync") => {
+                let header = |name: &str| req.headers().get(name).ok().flatten();
+                let nonce = header(NONCE_HEADER).unwrap_or_default();
+                let expires = header(NONCE_EXPIRES_HEADER)
+                    .and_then(|value| value.parse::<i64>().ok())
+                    .unwrap_or(0);
+                let origin = header(PUSH_HISTORY_HEADER)
+                    .and_then(|value| HistoryId::parse(&value).ok())
+                    .zip(header(PUSH_AFTER_HEADER).and_then(|value| value.parse::<u64>().ok()))
+                    .zip(header(PUSH_CHAIN_HEADER).and_then(|value| FeedChain::parse_hex(&value)))
+                    .map(|((history, after), chain)| PushOrigin {
+                        history,
+                        after,
+                        chain,
+                    });
+                let body = req.bytes().await?;
+                match origin {
+                    Some(origin) => self.sync(&nonce, expires, &origin, &body).await,
+                    None => error_response(400, "malformed_push"),
+                }
+            }
+            _ => Response::error("not found", 404),
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        // This alarm has fired: none is scheduled until it is armed again below, whatever
+        // happens in between.
+        self.alarm_armed.set(false);
+        self.ensure_loaded().await;
+        if let Err(error) = self.pull().await {
+            console_error!("key table store: pulling the control plane's feed failed: {error}");
+        }
+        self.arm_alarm().await;
+        Response::ok("pulled")
+    }
+}
+
+impl KeyTableStore {
+    fn sql(&self) -> SqlStorage {
+        self.state.storage().sql()
+    }
+
+    /// Loads the table from storage on first use, then pulls what it missed. Requests that
+    /// arrive during that catch-up wait for it: an isolate must not copy the stored table
+    /// while the pull that may revoke keys in it is under way.
+    async fn ensure_loaded(&self) {
+        if self.table.borrow().is_some() {
+            if self.catching_up.get() {
+                let (done, wait) = oneshot::channel::<()>();
+                self.catch_up_waiters.borrow_mut().push(done);
+                // Cancelled (the catch-up's future was dropped) counts as finished too.
+                let _ = wait.await;
+            }
+            return;
+        }
+        let stored = storage::read(&self.sql());
+        *self.table.borrow_mut() = Some(stored.table);
+        self.lineage.set(stored.lineage);
+        self.generation.set(stored.generation);
+        // Catch up on start: an edge that was down during a revocation must not serve its
+        // stored table a moment longer than needed. With the control plane down, the stored
+        // table is served as it is.
+        let _catching_up = CatchUp::start(self);
+        if let Err(error) = self.pull().await {
+            console_error!(
+                "key table store: catching up on start failed, serving the stored table: {error}"
+            );
+        }
+    }
+
+    /// Schedules the safety-net pull `PULL_INTERVAL_SECS` from now, unless one is scheduled.
+    async fn arm_alarm(&self) {
+        if self.alarm_armed.get() {
+            return;
+        }
+        let interval = match settings::load(&self.env) {
+            Ok(settings) => settings.pull_interval_ms,
+            Err(error) => {
+                console_error!("{error}");
+                return;
+            }
+        };
+        self.schedule_pull(Duration::from_millis(interval.unsigned_abs()))
+            .await;
+    }
+
+    /// Schedules a pull `after` from now (an offset: the runtime's alarm takes an offset or a
+    /// date, and a timestamp passed as an offset would land decades away).
+    async fn schedule_pull(&self, after: Duration) {
+        match self.state.storage().set_alarm(after).await {
+            Ok(()) => self.alarm_armed.set(true),
+            Err(error) => console_error!("key table store: setting the alarm failed: {error}"),
+        }
+    }
+
+    fn applied_seq(&self) -> u64 {
+        self.table
+            .borrow()
+            .as_ref()
+            .map_or(0, KeyTable::applied_seq)
+    }
+
+    fn table_after(&self, after: u64, generation: Option<u64>) -> Result<Response> {
+        let seq = self.applied_seq();
+        let recent = self.recent.borrow();
+        let same_generation = generation == Some(self.generation.get());
+        let covered = same_generation
+            && (after == seq
+                || (after < seq && recent.front().is_some_and(|first| first.seq <= after + 1)));
+        let (kind, body) = if covered {
+            let changes: Vec<Change> = recent.iter().filter(|c| c.seq > after).cloned().collect();
+            ("changes", encode_changes(&changes))
+        } else {
+            let table = self.table.borrow();
+            let bytes = table.as_ref().map(encode_snapshot).unwrap_or_default();
+            ("snapshot", bytes)
+        };
+        let mut response = Response::from_bytes(body)?;
+        let headers = response.headers_mut();
+        headers.set(BODY_KIND_HEADER, kind)?;
+        headers.set(GENERATION_HEADER, &self.generation.get().to_string())?;
+        if let Some(lineage) = self.lineage.get() {
+            headers.set(
+                keyplane_shared::sync::HISTORY_HEADER,
+                &lineage.history.to_string(),
+            )?;
+        }
+        Ok(response)
+    }
+
+    async fn sync(
+        &self,
+        nonce: &str,
+        expires_at: i64,
+        origin: &PushOrigin,
+        body: &[u8],
+    ) -> Result<Response> {
+        if nonce.is_empty() {
+            return error_response(400, "missing_nonce");
+        }
+        let changes = match decode_changes(body) {
+            Ok(changes) => changes,
+            Err(_) => return error_response(400, "malformed_changes"),
+        };
+        let now = worker::Date::now().as_millis() as i64;
+        if !storage::remember_nonce(&self.sql(), nonce, expires_at, now)? {
+            return error_response(409, "replayed_request");
+        }
+        let seq = self.applied_seq();
+        let Some(theirs) = chain_at(origin, &changes, seq) else {
+            // The push does not reach this store's sequence (a gap, or it starts past it):
+            // answering the sequence makes the pusher resend from there.
+            return ack(seq);
+        };
+        let ours = self.lineage.get().or_else(|| {
+            // A store that never loaded anything takes the history of the first push that
+            // starts at the beginning.
+            (seq == 0 && self.table.borrow().as_ref().is_none_or(KeyTable::is_empty))
+                .then(|| Lineage::genesis(origin.history))
+        });
+        match ours {
+            Some(lineage) if lineage.continues(origin.history, theirs) => {
+                if self.lineage.get().is_none() {
+                    self.lineage.set(Some(lineage));
+                    storage::write_lineage(&self.sql(), Some(lineage), self.generation.get())?;
+                }
+                self.apply(changes)?;
+                ack(self.applied_seq())
+            }
+            _ => {
+                console_log!(
+                    "key table store: a push of another feed history ({}); reloading",
+                    origin.history
+                );
+                self.schedule_pull(Duration::ZERO).await;
+                error_response(409, "history_diverged")
+            }
+        }
+    }
+
+    /// Applies what is next in sequence (advancing the lineage's chain), persists it and keeps
+    /// it for isolate refreshes. Returns whether a gap stopped it.
+    fn apply(&self, changes: Vec<Change>) -> Result<bool> {
+        let mut fresh = Vec::new();
+        let mut gap = false;
+        let mut lineage = self.lineage.get();
+        {
+            let mut table = self.table.borrow_mut();
+            let table = table.get_or_insert_with(KeyTable::new);
+            for change in changes {
+                match table.apply(&change) {
+                    Ok(Applied::Applied) => {
+                        if let Some(lineage) = lineage.as_mut() {
+                            lineage.chain = lineage.chain.next(&change);
+                        }
+                        fresh.push(change);
+                    }
+                    Ok(Applied::AlreadyApplied) => {}
+                    Err(_) => {
+                        gap = true;
+                        break;
+                    }
+                }
+            }
+        }
+        self.lineage.set(lineage);
+        if fresh.is_empty() {
+            return Ok(gap);
+        }
+        let batches = storage::append_batch(&self.sql(), &fresh)?;
+        let mut recent = self.recent.borrow_mut();
+        recent.extend(fresh);
+        while recent.len() > RECENT_CHANGES {
+            recent.pop_front();
+        }
+        drop(recent);
+        if batches > COMPACT_AFTER_BATCHES {
+            self.write_snapshot()?;
+        }
+        Ok(gap)
+    }
+
+    /// Replaces the table, whatever it held, with a snapshot from the feed: a new lineage and
+    /// a new generation, persisted.
+    fn replace(&self, snapshot: feed::Snapshot) -> Result<()> {
+        *self.table.borrow_mut() = Some(snapshot.table);
+        self.lineage.set(Some(Lineage {
+            history: snapshot.history,
+            chain: snapshot.chain,
+        }));
+        self.generation.set(self.generation.get() + 1);
+        self.recent.borrow_mut().clear();
+        self.write_snapshot()
+    }
+
+    /// Writes the current table as the stored snapshot (with its lineage and generation).
+    fn write_snapshot(&self) -> Result<()> {
+        let table = self.table.borrow();
+        let empty = KeyTable::new();
+        storage::write_snapshot(
+            &self.sql(),
+            table.as_ref().unwrap_or(&empty),
+            self.lineage.get(),
+            self.generation.get(),
+        )
+    }
+
+    /// Pulls the control plane's feed until it has nothing newer (a snapshot first when the
+    /// lineage is unknown or another history's). One at a time; a second call returns at once.
+    async fn pull(&self) -> Result<()> {
+        if self.pulling.replace(true) {
+            return Ok(());
+        }
+        let _running = ClearOnDrop(&self.pulling);
+        self.pull_inner().await
+    }
+
+    async fn pull_inner(&self) -> Result<()> {
+        let settings = settings::load(&self.env)
+            .map_err(|error| worker::Error::RustError(error.to_string()))?;
+        let unavailable = |error: feed::FeedError| worker::Error::RustError(error.to_string());
+        if self.lineage.get().is_none() {
+            self.replace(feed::snapshot(&settings).await.map_err(unavailable)?)?;
+        }
+        for _ in 0..MAX_PULL_ROUNDS {
+            let after = self.applied_seq();
+            let reply = feed::changes_after(&settings, after)
+                .await
+                .map_err(unavailable)?;
+            if self.applied_seq() != after {
+                // A push moved the table while the page was on its way: ask again from there.
+                continue;
+            }
+            match reply {
+                FeedReply::Changes(page) => {
+                    let continues = self
+                        .lineage
+                        .get()
+                        .is_some_and(|lineage| lineage.continues(page.history, page.chain_after));
+                    if !continues {
+                        console_log!(
+                            "key table store: the control plane's feed is another history \
+                             ({}) than this table's; reloading its snapshot",
+                            page.history
+                        );
+                        self.replace(feed::snapshot(&settings).await.map_err(unavailable)?)?;
+                        continue;
+                    }
+                    let full_page = page.changes.len() as u64 >= feed::PAGE;
+                    let gap = self.apply(page.changes)?;
+                    if !full_page || gap {
+                        return Ok(());
+                    }
+                }
+                FeedReply::Ahead => {
+                    console_log!(
+                        "key table store: the control plane is behind this edge; reloading its snapshot"
+                    );
+                    self.replace(feed::snapshot(&settings).await.map_err(unavailable)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The feed's chain at `seq`, from a push that starts at `origin.after` with `changes`: its
+/// chain there carried through the changes up to `seq`; `None` when the push does not start
+/// at or before `seq` or its changes do not reach it without a gap.
+fn chain_at(origin: &PushOrigin, changes: &[Change], seq: u64) -> Option<FeedChain> {
+    if origin.after > seq {
+        return None;
+    }
+    let mut chain = origin.chain;
+    let mut reached = origin.after;
+    for change in changes.iter().take_while(|change| change.seq <= seq) {
+        if change.seq != reached + 1 {
+            return None;
+        }
+        chain = chain.next(change);
+        reached = change.seq;
+    }
+    (reached == seq).then_some(chain)
+}
+
+fn ack(applied_seq: u64) -> Result<Response> {
+    Response::from_json(&json!({ "applied_seq": applied_seq }))
+}
+
+fn error_response(status: u16, code: &str) -> Result<Response> {
+    Ok(Response::from_json(&json!({ "error": { "code": code } }))?.with_status(status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyplane_shared::ChangeOp;
+    use keyplane_shared::LookupDigest;
+
+    fn remove(seq: u64) -> Change {
+        Change {
+            seq,
+            op: ChangeOp::Remove(LookupDigest::from_bytes([seq as u8; 32])),
+        }
+    }
+
+    fn origin(after: u64, chain: FeedChain) -> PushOrigin {
+        PushOrigin {
+            history: HistoryId::from_bytes([1; 16]),
+            after,
+            chain,
+        }
+    }
+
+    #[test]
+    fn a_push_is_checked_at_the_stores_own_sequence() {
+        let genesis = FeedChain::genesis(HistoryId::from_bytes([1; 16]));
+        let changes = [remove(1), remove(2), remove(3)];
+        // From the store's sequence: the chain it names.
+        assert_eq!(chain_at(&origin(0, genesis), &changes, 0), Some(genesis));
+        // From before it: carried through the changes the store already has.
+        assert_eq!(
+            chain_at(&origin(0, genesis), &changes, 2),
+            Some(genesis.extend(&changes[..2]))
+        );
+        // Not reaching it, or starting past it: nothing to compare.
+        assert_eq!(chain_at(&origin(0, genesis), &changes, 5), None);
+        assert_eq!(chain_at(&origin(3, genesis), &changes, 2), None);
+        assert_eq!(
+            chain_at(&origin(0, genesis), &[remove(1), remove(3)], 3),
+            None
+        );
+    }
+}

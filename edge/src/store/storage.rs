@@ -1,0 +1,240 @@
+//! The key table store's durable state, in its Durable Object's SQLite storage.
+//!
+//! - `snapshot_chunks`: the table at some sequence, KPSN-encoded, in 1 MiB chunks;
+//! - `change_batches`: the change batches applied since, KPCB-encoded, by last sequence;
+//! - `lineage`: one row: the feed history the table comes from, the feed chain at the stored
+//!   snapshot's sequence (the chain at the table's own sequence follows by replaying the
+//!   batches), and the store's generation (moved on every snapshot load, so isolates know to
+//!   drop their copy);
+//! - `push_nonces`: nonces of accepted pushes until their signature's window has passed.
+//!
+//! A storage written before lineages existed has no `lineage` row: its table is then of an
+//! unknown history, and the store reloads a snapshot on its first pull.
+
+use keyplane_shared::ids::HistoryId;
+use keyplane_shared::table::codec::{
+    decode_changes, decode_snapshot, encode_changes, encode_snapshot,
+};
+use keyplane_shared::{Change, FeedChain, KeyTable, Lineage};
+use worker::{Result, SqlStorage, SqlStorageValue, console_error};
+
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// What the storage holds, read back on an object's first use.
+pub struct Stored {
+    /// The table (the snapshot plus every stored batch).
+    pub table: KeyTable,
+    /// Its lineage at its sequence, if known.
+    pub lineage: Option<Lineage>,
+    /// The store's generation.
+    pub generation: u64,
+}
+
+/// Creates the tables on an object's first start (a no-op afterwards).
+pub fn create_tables(sql: &SqlStorage) {
+    for statement in [
+        "CREATE TABLE IF NOT EXISTS snapshot_chunks (idx INTEGER PRIMARY KEY, bytes BLOB NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS change_batches (last_seq INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS push_nonces (nonce TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS lineage (id INTEGER PRIMARY KEY CHECK (id = 1), \
+         history BLOB NOT NULL, snapshot_chain BLOB NOT NULL, generation INTEGER NOT NULL)",
+    ] {
+        if let Err(error) = sql.exec(statement, None) {
+            console_error!("key table store: creating its tables failed: {error}");
+        }
+    }
+}
+
+/// Reads the stored snapshot, replays the stored batches after it, and reads the lineage.
+/// Storage that does not decode is reported and read as empty: the first pull then loads a
+/// snapshot from the control plane.
+pub fn read(sql: &SqlStorage) -> Stored {
+    match try_read(sql) {
+        Ok(stored) => stored,
+        Err(error) => {
+            console_error!(
+                "key table store: its storage does not decode ({error}); starting empty, \
+                 the next pull loads a snapshot"
+            );
+            Stored {
+                table: KeyTable::new(),
+                lineage: None,
+                generation: 0,
+            }
+        }
+    }
+}
+
+fn try_read(sql: &SqlStorage) -> Result<Stored> {
+    let mut bytes = Vec::new();
+    for row in sql
+        .exec("SELECT bytes FROM snapshot_chunks ORDER BY idx", None)?
+        .raw()
+    {
+        if let Some(SqlStorageValue::Blob(chunk)) = row?.into_iter().next() {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    let mut table = if bytes.is_empty() {
+        KeyTable::new()
+    } else {
+        decode_snapshot(&bytes)
+            .map_err(|error| worker::Error::RustError(format!("stored snapshot: {error}")))?
+    };
+    let (mut lineage, generation) = read_lineage(sql)?;
+    for row in sql
+        .exec("SELECT body FROM change_batches ORDER BY last_seq", None)?
+        .raw()
+    {
+        let Some(SqlStorageValue::Blob(body)) = row?.into_iter().next() else {
+            continue;
+        };
+        let changes = decode_changes(&body)
+            .map_err(|error| worker::Error::RustError(format!("stored changes: {error}")))?;
+        for change in &changes {
+            match table.apply(change) {
+                Ok(keyplane_shared::table::Applied::Applied) => {
+                    if let Some(lineage) = lineage.as_mut() {
+                        lineage.chain = lineage.chain.next(change);
+                    }
+                }
+                Ok(keyplane_shared::table::Applied::AlreadyApplied) => {}
+                Err(_) => {
+                    console_error!(
+                        "key table store: stored batches have a gap; the next pull fills it"
+                    );
+                    return Ok(Stored {
+                        table,
+                        lineage,
+                        generation,
+                    });
+                }
+            }
+        }
+    }
+    Ok(Stored {
+        table,
+        lineage,
+        generation,
+    })
+}
+
+/// The lineage row: the lineage at the stored snapshot's sequence, and the generation.
+fn read_lineage(sql: &SqlStorage) -> Result<(Option<Lineage>, u64)> {
+    let row = sql
+        .exec(
+            "SELECT history, snapshot_chain, generation FROM lineage WHERE id = 1",
+            None,
+        )?
+        .raw()
+        .next()
+        .transpose()?;
+    let Some(row) = row else {
+        return Ok((None, 0));
+    };
+    let mut values = row.into_iter();
+    let blob = |value: Option<SqlStorageValue>| match value {
+        Some(SqlStorageValue::Blob(bytes)) => Some(bytes),
+        _ => None,
+    };
+    let history = blob(values.next())
+        .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+        .map(HistoryId::from_bytes);
+    let chain = blob(values.next())
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .map(FeedChain::from_bytes);
+    let generation = match values.next() {
+        Some(SqlStorageValue::Integer(value)) => u64::try_from(value).unwrap_or(0),
+        _ => 0,
+    };
+    let lineage = history
+        .zip(chain)
+        .map(|(history, chain)| Lineage { history, chain });
+    Ok((lineage, generation))
+}
+
+/// Writes `table` as the stored snapshot with its lineage and the generation, and drops the
+/// stored batches; all in one synchronous run, which the runtime commits atomically.
+pub fn write_snapshot(
+    sql: &SqlStorage,
+    table: &KeyTable,
+    lineage: Option<Lineage>,
+    generation: u64,
+) -> Result<()> {
+    let bytes = encode_snapshot(table);
+    sql.exec("DELETE FROM snapshot_chunks", None)?;
+    sql.exec("DELETE FROM change_batches", None)?;
+    for (index, chunk) in bytes.chunks(CHUNK_BYTES).enumerate() {
+        sql.exec(
+            "INSERT INTO snapshot_chunks (idx, bytes) VALUES (?, ?)",
+            vec![(index as i64).into(), chunk.to_vec().into()],
+        )?;
+    }
+    write_lineage(sql, lineage, generation)
+}
+
+/// Replaces the lineage row (the lineage at the stored snapshot's sequence).
+pub fn write_lineage(sql: &SqlStorage, lineage: Option<Lineage>, generation: u64) -> Result<()> {
+    sql.exec("DELETE FROM lineage", None)?;
+    if let Some(lineage) = lineage {
+        sql.exec(
+            "INSERT INTO lineage (id, history, snapshot_chain, generation) VALUES (1, ?, ?, ?)",
+            vec![
+                lineage.history.to_bytes().to_vec().into(),
+                lineage.chain.to_bytes().to_vec().into(),
+                seq_value(generation),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Appends a batch of applied changes; how many batches are stored now.
+pub fn append_batch(sql: &SqlStorage, changes: &[Change]) -> Result<i64> {
+    let Some(last) = changes.last() else {
+        return Ok(0);
+    };
+    sql.exec(
+        "INSERT OR REPLACE INTO change_batches (last_seq, body) VALUES (?, ?)",
+        vec![seq_value(last.seq), encode_changes(changes).into()],
+    )?;
+    let count = sql
+        .exec("SELECT COUNT(*) FROM change_batches", None)?
+        .raw()
+        .next()
+        .and_then(|row| row.ok())
+        .and_then(|row| match row.first() {
+            Some(SqlStorageValue::Integer(count)) => Some(*count),
+            _ => None,
+        })
+        .unwrap_or(0);
+    Ok(count)
+}
+
+/// Records a push's nonce, forgetting the expired ones first; `false` if it was seen before.
+pub fn remember_nonce(sql: &SqlStorage, nonce: &str, expires_at: i64, now: i64) -> Result<bool> {
+    sql.exec(
+        "DELETE FROM push_nonces WHERE expires_at < ?",
+        vec![now.into()],
+    )?;
+    let seen = sql
+        .exec(
+            "SELECT 1 FROM push_nonces WHERE nonce = ?",
+            vec![nonce.into()],
+        )?
+        .raw()
+        .next()
+        .is_some();
+    if seen {
+        return Ok(false);
+    }
+    sql.exec(
+        "INSERT INTO push_nonces (nonce, expires_at) VALUES (?, ?)",
+        vec![nonce.into(), expires_at.into()],
+    )?;
+    Ok(true)
+}
+
+fn seq_value(seq: u64) -> SqlStorageValue {
+    SqlStorageValue::Integer(i64::try_from(seq).unwrap_or(i64::MAX))
+}
