@@ -4,7 +4,9 @@
 //! same workerd (miniflare) in front of the same origin, driven by the same closed-loop load
 //! generator (N keep-alive connections, one thread each). A second baseline, a JS worker making
 //! the same header edits with fixed values and no decision, separates what the edits cost by
-//! themselves from what the Keyplane worker adds to them.
+//! themselves from what the Keyplane worker adds to them. A third Keyplane edge runs with
+//! its freshness bound at 60 s (`REPLICA_FRESHNESS_MS`), so a copy of the table is almost never
+//! refreshed: beside the default 100 ms, it shows what keeping every isolate's copy fresh costs.
 //!
 //! Run: `cargo xtask bench-edge` (or, after `cargo xtask build`:
 //! `cargo bench -p keyplane-tests --bench edge_overhead -- [rounds] [seconds] [connections]`,
@@ -62,14 +64,18 @@ fn main() -> Result<()> {
     let seconds = numbers.get(1).copied().unwrap_or(3).max(1);
     let connections = numbers.get(2).copied().unwrap_or(8).max(1) as usize;
     let setup = Setup::from_env().context("run `cargo xtask build` first")?;
-    // edge-0 reports usage (the default), edge-1 does not.
-    let deployment = Deployment::start(&setup, 2, |options| {
-        if options.name == "edge-1" {
+    // edge-0 reports usage (the default), edge-1 and edge-2 do not; edge-2 refreshes its copy
+    // of the table only every 60 s instead of keeping it within 100 ms.
+    let deployment = Deployment::start(&setup, 3, |options| {
+        if options.name != "edge-0" {
             options.var("USAGE_REPORTING", "off");
+        }
+        if options.name == "edge-2" {
+            options.var("REPLICA_FRESHNESS_MS", "60000");
         }
     })?;
     let (_, key) = deployment.create_key(json!({"name": "bench", "environment": "live"}))?;
-    for edge in 0..2 {
+    for edge in 0..3 {
         deployment.wait_for(Duration::from_secs(10), "key reaching the edge", || {
             Ok(deployment.through_edge(edge, "/x", Some(&key))?.status == 200)
         })?;
@@ -117,6 +123,13 @@ fn main() -> Result<()> {
             process_group: group(0)?,
             runs: Vec::new(),
         },
+        Target {
+            name: "keyplane, off, 60 s fresh",
+            url: format!("{}{path}", deployment.edge_url(2)),
+            key: Some(key.clone()),
+            process_group: group(2)?,
+            runs: Vec::new(),
+        },
     ];
     let duration = Duration::from_secs(seconds);
     // Warm each (JIT, connection pools) before measuring.
@@ -153,7 +166,7 @@ fn main() -> Result<()> {
             cpu * 1e6 / requests.max(1) as f64
         );
     }
-    let [base, edits, off, on] = &targets;
+    let [base, edits, off, on, lax] = &targets;
     let per_round = |a: &Target, b: &Target, figure: fn(&Run) -> f64| -> Vec<f64> {
         a.runs
             .iter()
@@ -183,6 +196,10 @@ fn main() -> Result<()> {
             per_round(on, off, Run::rps),
         ),
         (
+            "throughput, keyplane (usage off) / the same with 60 s freshness",
+            per_round(off, lax, Run::rps),
+        ),
+        (
             "edge CPU per request, JS with Keyplane's edits / pass-through",
             per_round(edits, base, Run::cpu_us_per_request),
         ),
@@ -193,6 +210,10 @@ fn main() -> Result<()> {
         (
             "edge CPU per request, keyplane (usage on) / pass-through ",
             per_round(on, base, Run::cpu_us_per_request),
+        ),
+        (
+            "edge CPU per request, keyplane (usage off) / 60 s freshness",
+            per_round(off, lax, Run::cpu_us_per_request),
         ),
     ] {
         let (median, low, high) = spread(values);

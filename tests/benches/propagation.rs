@@ -1,15 +1,22 @@
-//! Propagation benchmark: with 3 edges under workerd and the real control plane, the time from a
-//! revoke call returning to every edge answering 401 for that key, over N revocations.
+//! Propagation benchmark: with 3 edges under workerd, each running 3 isolates, and the real
+//! control plane, the time from a revoke call returning to every isolate of every edge
+//! answering 401 for that key, over N revocations.
 //!
 //! Run: `cargo xtask bench-edge` (or, after `cargo xtask build`:
 //! `cargo bench -p keyplane-tests --bench propagation -- [revocations]`).
 //!
-//! Each round creates a key, waits until all edges accept it, revokes it, then polls every edge
-//! from its own thread (a request every ~1 ms) until it answers 401; the round's figure is the
-//! slowest edge. What bounds it: the push (one HTTP request per edge from the control plane's
-//! pusher, woken by the commit) plus the edge's Durable Object write and isolate refresh; the
-//! pull every PULL_INTERVAL_SECS only matters when a push is lost.
+//! Each edge's isolates play three parts: the first takes the control plane's pushes (`push`),
+//! the second serves another key's traffic all along (`busy`: a request every ~2 ms), the
+//! third sees nothing between rounds (`idle`: its copy of the table is older than the
+//! freshness bound when the revocation comes). Each round creates a key, waits until every
+//! isolate accepts it, lets the idle ones go idle (300 ms), revokes the key, then polls every
+//! isolate from its own thread (a request every ~1 ms) until it answers 401; the round's figure
+//! is the slowest isolate. What bounds it: the push (one HTTP request per edge from the
+//! control plane's pusher, woken by the commit) plus the Durable Object's write, then each
+//! isolate's freshness bound (`REPLICA_FRESHNESS_MS`, 100 ms: a copy older than that is
+//! brought up to date before a decision, and busy isolates refresh ahead from half of it).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -17,6 +24,12 @@ use keyplane_tests::{Deployment, Setup};
 use serde_json::json;
 
 const EDGES: usize = 3;
+const ISOLATES: usize = 3;
+const ROLES: [&str; ISOLATES] = ["push", "busy", "idle"];
+
+fn status_at(url: &str, key: &str) -> Result<u16> {
+    Ok(keyplane_tests::get(&format!("{url}/x"), &[("x-api-key", key)])?.status)
+}
 
 fn main() -> Result<()> {
     let rounds: usize = std::env::args()
@@ -24,60 +37,103 @@ fn main() -> Result<()> {
         .find_map(|arg| arg.parse().ok())
         .unwrap_or(100);
     let setup = Setup::from_env().context("run `cargo xtask build` first")?;
-    let deployment = Deployment::start(&setup, EDGES, |_| {})?;
-    let mut slowest = Vec::with_capacity(rounds);
-    let mut per_edge = Vec::with_capacity(rounds * EDGES);
-    for round in 0..rounds {
-        let (id, key) =
-            deployment.create_key(json!({"name": format!("p{round}"), "environment": "live"}))?;
-        for edge in 0..EDGES {
-            deployment.wait_for(Duration::from_secs(10), "key reaching the edge", || {
-                Ok(deployment.through_edge(edge, "/x", Some(&key))?.status == 200)
-            })?;
+    let deployment = Deployment::start(&setup, EDGES, |options| {
+        if let Err(error) = options.with_isolates(ISOLATES) {
+            eprintln!("isolates: {error:#}");
         }
-        let reply = deployment.api(
-            "POST",
-            &format!("/v1/keys/{id}/revoke"),
-            Some(json!({"reason": "other"})),
-        )?;
-        let returned = Instant::now();
-        if reply.status != 200 {
-            bail!("revoke failed: {reply:?}");
-        }
-        let times: Vec<Duration> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..EDGES)
-                .map(|edge| {
-                    let (deployment, key) = (&deployment, &key);
-                    scope.spawn(move || -> Result<Duration> {
-                        loop {
-                            if deployment.through_edge(edge, "/x", Some(key))?.status == 401 {
-                                return Ok(returned.elapsed());
-                            }
-                            if returned.elapsed() > Duration::from_secs(30) {
-                                bail!("edge {edge} still accepts a key revoked 30 s ago");
-                            }
-                            // A breath between polls: three busy pollers on a 2-core machine
-                            // would starve the edges and the control plane they measure.
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| {
-                    handle
-                        .join()
-                        .map_err(|_| anyhow::anyhow!("poller panicked"))?
-                })
-                .collect::<Result<Vec<_>>>()
-        })?;
-        per_edge.extend(times.iter().copied());
-        slowest.extend(times.iter().max().copied());
+    })?;
+    let isolates: Vec<Vec<String>> = deployment
+        .edges
+        .iter()
+        .map(|edge| edge.options.isolate_urls())
+        .collect();
+    if isolates.iter().any(|urls| urls.len() != ISOLATES) {
+        bail!("every edge needs {ISOLATES} isolates: {isolates:?}");
     }
-    report("every edge answering 401 (slowest of 3)", &mut slowest);
-    report("each edge answering 401", &mut per_edge);
+    let (_, load_key) = deployment.create_key(json!({"name": "load", "environment": "live"}))?;
+    let stop = AtomicBool::new(false);
+    let mut slowest = Vec::with_capacity(rounds);
+    let mut by_role: [Vec<Duration>; ISOLATES] = Default::default();
+    std::thread::scope(|scope| -> Result<()> {
+        for urls in &isolates {
+            let (busy, load_key, stop) = (&urls[1], &load_key, &stop);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = status_at(busy, load_key);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            });
+        }
+        let outcome = (0..rounds).try_for_each(|round| {
+            let times = one_round(&deployment, &isolates, round)?;
+            for (index, time) in times.iter().enumerate() {
+                by_role[index % ISOLATES].push(*time);
+            }
+            slowest.extend(times.iter().max().copied());
+            Ok(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        outcome
+    })?;
+    report(
+        &format!("every isolate answering 401 (slowest of {EDGES} edges x {ISOLATES} isolates)"),
+        &mut slowest,
+    );
+    for (role, samples) in ROLES.iter().zip(by_role.iter_mut()) {
+        report(&format!("{role} isolates answering 401"), samples);
+    }
     Ok(())
+}
+
+/// One revocation; how long each isolate (edge by edge, in role order) took to refuse it.
+fn one_round(d: &Deployment, isolates: &[Vec<String>], round: usize) -> Result<Vec<Duration>> {
+    let (id, key) = d.create_key(json!({"name": format!("p{round}"), "environment": "live"}))?;
+    for url in isolates.iter().flatten() {
+        d.wait_for(Duration::from_secs(10), "key reaching the isolate", || {
+            Ok(status_at(url, &key)? == 200)
+        })?;
+    }
+    // Long enough for the idle isolates' copies to be past the freshness bound.
+    std::thread::sleep(Duration::from_millis(300));
+    let reply = d.api(
+        "POST",
+        &format!("/v1/keys/{id}/revoke"),
+        Some(json!({"reason": "other"})),
+    )?;
+    let returned = Instant::now();
+    if reply.status != 200 {
+        bail!("revoke failed: {reply:?}");
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = isolates
+            .iter()
+            .flatten()
+            .map(|url| {
+                let key = &key;
+                scope.spawn(move || -> Result<Duration> {
+                    loop {
+                        if status_at(url, key)? == 401 {
+                            return Ok(returned.elapsed());
+                        }
+                        if returned.elapsed() > Duration::from_secs(30) {
+                            bail!("{url} still accepts a key revoked 30 s ago");
+                        }
+                        // A breath between polls: nine busy pollers on a 2-core machine
+                        // would starve the edges and the control plane they measure.
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("poller panicked"))?
+            })
+            .collect::<Result<Vec<_>>>()
+    })
 }
 
 fn report(what: &str, samples: &mut [Duration]) {
