@@ -185,7 +185,8 @@ async fn edges(command: EdgesCommand) -> anyhow::Result<()> {
             let head = store.feed_head().await?;
             println!("feed head: {head}");
             println!("feed history: {}", store.feed_history());
-            println!("name\turl\tacked\tbehind\tlast seen\tlast error");
+            // `acked`: by a push; `pulled`: the sequence the edge reported when it last pulled.
+            println!("name\turl\tacked\tpulled\tbehind\tlast seen\tlast error");
             for edge in store.edges().await? {
                 let conflict = edge
                     .conflict_url
@@ -198,11 +199,12 @@ async fn edges(command: EdgesCommand) -> anyhow::Result<()> {
                         )
                     });
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}{conflict}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}{conflict}",
                     edge.name,
                     edge.url,
                     edge.acked_seq,
-                    head.saturating_sub(edge.acked_seq),
+                    edge.reported_seq,
+                    head.saturating_sub(edge.acked_seq.max(edge.reported_seq)),
                     edge.last_seen_at
                         .map_or_else(|| "never".to_owned(), rfc3339),
                     edge.last_error.as_deref().unwrap_or("-")

@@ -166,7 +166,7 @@ async fn edges_are_added_listed_and_removed_from_the_command_line(app: TestApp) 
         .expect("paris is listed");
     assert_eq!(
         row,
-        "paris\thttps://paris.example.com\t1\t0\tnever\tthe edge answered 500"
+        "paris\thttps://paris.example.com\t1\t0\t0\tnever\tthe edge answered 500"
     );
 
     let removed = call(edges(&["remove", "paris"])).await;
