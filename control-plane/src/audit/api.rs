@@ -146,15 +146,7 @@ async fn list_audit(
                     .map_err(|error| ApiError::InvalidRequest(format!("`key_id`: {error}")))
             })
             .transpose()?,
-        before_seq: query
-            .cursor
-            .as_deref()
-            .map(|cursor| {
-                cursor.parse::<u64>().map_err(|_| {
-                    ApiError::InvalidRequest("`cursor` is not one this API issued".into())
-                })
-            })
-            .transpose()?,
+        before_seq: query.cursor.as_deref().map(audit_cursor).transpose()?,
         since: time(query.since.as_deref(), "since")?,
         until: time(query.until.as_deref(), "until")?,
         limit: input::page_size(query.limit)?,
@@ -167,6 +159,15 @@ async fn list_audit(
         .map(|last| last.seq.to_string());
     let data = page.items.iter().map(AuditView::from).collect();
     Ok(Json(AuditPage { data, next_cursor }))
+}
+
+/// Reads an audit cursor: a sequence number as this API issues them, which the database stores
+/// as a signed 64-bit integer (so one past `i64::MAX` is refused here, not by the database).
+fn audit_cursor(text: &str) -> Result<u64, ApiError> {
+    text.parse::<i64>()
+        .ok()
+        .and_then(|seq| u64::try_from(seq).ok())
+        .ok_or_else(|| ApiError::InvalidRequest("`cursor` is not one this API issued".into()))
 }
 
 /// Recomputes the organization's audit chain and reports whether it is intact.

@@ -12,6 +12,7 @@ mod cli;
 mod concurrency;
 mod keys;
 mod operations;
+mod out_of_range;
 mod replication;
 mod secrecy_at_rest;
 mod usage;
