@@ -23,7 +23,7 @@ use crate::auth::Manager;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, OptionalJson};
 use crate::state::AppState;
-use crate::store::{KeyChanges, KeyFilter, Revocation, RevokeOutcome, Rotation};
+use crate::store::{KeyChanges, KeyFilter, Revocation, RevokeOutcome, Rotation, StoreError};
 
 /// The keys routes, with their OpenAPI operations.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -174,7 +174,7 @@ async fn get_key(
         (status = 400, description = "Invalid input", body = crate::openapi::ErrorResponse),
         (status = 403, description = "A scope the caller does not hold", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
-        (status = 409, description = "The key is revoked", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "The key is revoked (`key_revoked`), expired (`key_expired`) or rotated (`key_rotated`): it cannot be edited back to life", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -226,8 +226,10 @@ async fn update_key(
     request_body(content = RotateKeyRequest, description = "Optional"),
     responses(
         (status = 201, description = "The new key, shown once", body = RotatedKey),
+        (status = 400, description = "Invalid grace period", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The key holds a scope the caller does not", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
-        (status = 409, description = "The key is revoked, expired or already rotated", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "The key is revoked (`key_revoked`), expired (`key_expired`) or already rotated (`key_rotated`)", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -241,8 +243,15 @@ async fn rotate_key(
     let grace_millis = input::grace(body.grace_seconds)?;
     let now = state.now();
     let org = manager.key.org_id;
-    // The environment of the successor; the store copies the rest under its lock.
+    // Reachable and still changeable before the Argon2id hash is spent (the store checks again
+    // under its lock); the successor's environment comes from here, the store copies the rest.
     let current = state.store.key(org, id).await?;
+    if !current.scopes.is_covered_by(&manager.key.scopes) {
+        return Err(StoreError::OutOfReach.into());
+    }
+    current
+        .check_changeable(now)
+        .map_err(StoreError::Conflict)?;
     let (key, successor) = issue_key(
         &state,
         org,
@@ -316,7 +325,7 @@ async fn revoke_key(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
-        (status = 409, description = "The key is still active", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "The key is still active (`key_active`)", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]

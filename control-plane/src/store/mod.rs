@@ -52,7 +52,8 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// A change refused because of the key's state.
+/// A change refused because of the key's state. Each has its own API error code
+/// ([`Conflict::code`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum Conflict {
     /// The key is revoked: nothing about it can change any more.
@@ -64,9 +65,22 @@ pub enum Conflict {
     /// Only revoked or expired keys can be deleted.
     #[error("only revoked or expired keys can be deleted")]
     StillActive,
-    /// The key was already rotated; rotate its successor instead.
-    #[error("the key was already rotated")]
+    /// The key was already rotated (it may still work for its grace period); rotate or change
+    /// its successor instead.
+    #[error("the key was rotated: rotate or change its successor instead")]
     AlreadyRotated,
+}
+
+impl Conflict {
+    /// The API error code of a 409 with this conflict.
+    pub fn code(self) -> &'static str {
+        match self {
+            Conflict::Revoked => "key_revoked",
+            Conflict::Expired => "key_expired",
+            Conflict::StillActive => "key_active",
+            Conflict::AlreadyRotated => "key_rotated",
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

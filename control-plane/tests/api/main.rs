@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod concurrency;
 mod keys;
+mod lifecycle;
 mod operations;
 mod out_of_range;
 mod replication;

@@ -453,6 +453,8 @@ impl Store for SqlStore {
         let mut tx = self.begin().await?;
         let mut head = lock_org(&mut tx, org).await?;
         let before = load_mutable_key(&mut tx, org, id, context).await?;
+        // A rotated key (in its grace period) or an expired one cannot be edited back to life.
+        before.check_changeable(now).map_err(StoreError::Conflict)?;
         let mut after = before.clone();
         if let Some(name) = changes.name {
             after.name = name;
@@ -492,12 +494,7 @@ impl Store for SqlStore {
         let mut tx = self.begin().await?;
         let mut head = lock_org(&mut tx, org).await?;
         let mut old = load_mutable_key(&mut tx, org, id, context).await?;
-        if old.state(now) == KeyState::Expired {
-            return Err(StoreError::Conflict(Conflict::Expired));
-        }
-        if old.rotated_to.is_some() {
-            return Err(StoreError::Conflict(Conflict::AlreadyRotated));
-        }
+        old.check_changeable(now).map_err(StoreError::Conflict)?;
         let successor = NewKey {
             name: old.name.clone(),
             scopes: old.scopes.clone(),
