@@ -190,12 +190,18 @@ pub trait Store: Send + Sync + 'static {
         filter: &AuditFilter,
     ) -> Result<Page<AuditRecord>, StoreError>;
 
-    /// Every audit record of an organization in chain order, and the chain head the
-    /// organization row holds (sequence number and hash).
-    async fn audit_chain(
+    /// The chain head the organization row holds: the sequence number and hash of its last
+    /// audit record (written in the same transaction as that record).
+    async fn audit_head(&self, org: OrgId) -> Result<(u64, [u8; 32]), StoreError>;
+
+    /// Up to `limit` audit records of an organization with a sequence number above `after`, in
+    /// chain order (for reading the whole chain a page at a time).
+    async fn audit_page(
         &self,
         org: OrgId,
-    ) -> Result<(Vec<AuditRecord>, u64, [u8; 32]), StoreError>;
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// The replication feed's head: the sequence number of the last committed change.
     async fn feed_head(&self) -> Result<u64, StoreError>;

@@ -662,32 +662,37 @@ impl Store for SqlStore {
         Ok(Page { items, has_more })
     }
 
-    async fn audit_chain(
-        &self,
-        org: OrgId,
-    ) -> Result<(Vec<AuditRecord>, u64, [u8; 32]), StoreError> {
-        // One transaction, so the records and the head are read from the same state.
-        let mut tx = self.begin().await?;
+    async fn audit_head(&self, org: OrgId) -> Result<(u64, [u8; 32]), StoreError> {
         let head = sqlx::query("SELECT audit_seq, audit_head FROM orgs WHERE id = $1")
             .bind(org.to_bytes().to_vec())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE org_id = $1 ORDER BY seq");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(org.to_bytes().to_vec())
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let records = rows
-            .iter()
-            .map(audit_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
         Ok((
-            records,
             u64_of(head.try_get::<i64, _>(0)?)?,
             bytes32(head.try_get::<Vec<u8>, _>(1)?)?,
         ))
+    }
+
+    async fn audit_page(
+        &self,
+        org: OrgId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE org_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(org.to_bytes().to_vec())
+            .bind(i64_of(after)?)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(audit_from_row)
+            .collect()
     }
 
     async fn feed_head(&self) -> Result<u64, StoreError> {
