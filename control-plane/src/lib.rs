@@ -11,6 +11,8 @@
 //!   that [`Application::serve`] runs beside the API.
 //! - [`usage`]: usage ingestion from the edges, the per-key usage API, and the retention
 //!   cleanup that [`Application::serve`] also runs.
+//! - [`audit`]: the audit log's chain and API, and the coalescing of refused management calls
+//!   whose flush task [`Application::serve`] runs too.
 //! - [`secrets`], [`config`], [`bootstrap`], [`hashing`], [`metrics`], [`state`], [`openapi`].
 
 pub mod audit;
@@ -198,16 +200,21 @@ impl Application {
         &self.store
     }
 
-    /// Serves (and pushes changes to the registered edges, and deletes usage events past the
-    /// retention period) until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves (and pushes changes to the registered edges, deletes usage events past the
+    /// retention period and writes coalesced refusals to the audit log) until `shutdown`
+    /// resolves, then lets in-flight requests finish and writes the refusals still held.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tasks, stopped) = tokio::sync::watch::channel(false);
         let pusher = replication::pusher::spawn(self.state.clone(), stopped.clone());
-        let cleanup =
-            usage::retention::spawn(self.state.clone(), self.usage_retention_days, stopped);
+        let cleanup = usage::retention::spawn(
+            self.state.clone(),
+            self.usage_retention_days,
+            stopped.clone(),
+        );
+        let refusals = audit::refusals::spawn(self.state.clone(), stopped);
         let served = axum::serve(
             self.listener,
             app(self.state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -225,6 +232,15 @@ impl Application {
             {
                 task.abort();
             }
+        }
+        // The refusal flusher writes what it holds first (one transaction per organization).
+        let mut refusals = refusals;
+        if tokio::time::timeout(REFUSALS_STOP, &mut refusals)
+            .await
+            .is_err()
+        {
+            tracing::warn!("refused calls still held at shutdown were not all audited in time");
+            refusals.abort();
         }
         served
     }
@@ -244,6 +260,9 @@ impl Application {
         Ok(())
     }
 }
+
+/// How long the refusal flusher is given to write what it holds at shutdown.
+const REFUSALS_STOP: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Opens the data directory, secrets and store, and assembles the state.
 pub async fn open_state(

@@ -10,6 +10,7 @@ use keyplane_shared::{KeyPrefix, LookupDigest, PepperSet, Timestamp};
 use tokio::sync::Notify;
 
 use crate::audit::chain::AuditSealer;
+use crate::audit::refusals::RefusalLog;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -54,6 +55,8 @@ pub struct Shared {
     pub edge_secret: SyncSecret,
     /// Woken after every committed mutation, so the pusher sends it at once.
     pub feed_changed: Arc<Notify>,
+    /// Refused management calls being coalesced before they reach the audit log.
+    pub refusals: RefusalLog,
     /// Management keys whose Argon2id hash this process has already checked, by id, with the
     /// digest that was checked. A std mutex: it is held for a map lookup, never across `.await`.
     verified: Mutex<HashMap<KeyId, LookupDigest>>,
@@ -81,6 +84,7 @@ impl AppState {
             metrics: Metrics::default(),
             edge_secret,
             feed_changed: Arc::new(Notify::new()),
+            refusals: RefusalLog::default(),
             verified: Mutex::new(HashMap::new()),
         }))
     }

@@ -22,9 +22,9 @@ use keyplane_shared::{Change, LookupDigest, Timestamp};
 use thiserror::Error;
 
 pub use records::{
-    AuditAction, AuditContext, AuditFilter, AuditRecord, KeyChanges, KeyFilter, KeyRecord,
-    KeyState, NewKey, NewOrg, OrgRecord, Page, Revocation, RevocationReason, RevokeOutcome,
-    Rotation,
+    AuditAction, AuditContext, AuditFilter, AuditRecord, FailedAuth, KeyChanges, KeyFilter,
+    KeyRecord, KeyState, NewKey, NewOrg, OrgRecord, Page, Revocation, RevocationReason,
+    RevokeOutcome, Rotation,
 };
 pub use usage::{DailyStatusCount, IngestReport, StatusFilter, UsageFilter, UsageRecord};
 
@@ -174,12 +174,12 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<KeyRecord, StoreError>;
 
-    /// Records a management request that was refused after its key was identified.
-    async fn record_failed_auth(
+    /// Records management requests that were refused after their key was identified, in order,
+    /// in one transaction (see [`crate::audit::refusals`] for how they are coalesced).
+    async fn record_failed_auths(
         &self,
         org: OrgId,
-        details: serde_json::Value,
-        context: &AuditContext,
+        records: &[FailedAuth],
         now: Timestamp,
     ) -> Result<(), StoreError>;
 

@@ -329,6 +329,15 @@ pub struct AuditContext {
     pub request_id: String,
 }
 
+/// A refused management call (or a count of them) to record as `auth_failed`.
+#[derive(Debug, Clone)]
+pub struct FailedAuth {
+    /// Why, and how many refusals the record stands for (see [`crate::audit::refusals`]).
+    pub details: Value,
+    /// The refused key (the record's actor and target) and where the call came from.
+    pub context: AuditContext,
+}
+
 /// What an audit record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -14,6 +14,7 @@ mod keys;
 mod lifecycle;
 mod operations;
 mod out_of_range;
+mod refusals;
 mod replication;
 mod secrecy_at_rest;
 mod usage;

@@ -601,22 +601,26 @@ impl Store for SqlStore {
         Ok(saved)
     }
 
-    async fn record_failed_auth(
+    async fn record_failed_auths(
         &self,
         org: OrgId,
-        details: Value,
-        context: &AuditContext,
+        records: &[FailedAuth],
         now: Timestamp,
     ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.begin().await?;
         let mut head = lock_org(&mut tx, org).await?;
-        let entry = AuditEntry {
-            action: AuditAction::AuthFailed,
-            target: context.actor,
-            details,
-            context,
-        };
-        append_audit(&mut tx, &self.sealer, &mut head, entry, now).await?;
+        for record in records {
+            let entry = AuditEntry {
+                action: AuditAction::AuthFailed,
+                target: record.context.actor,
+                details: record.details.clone(),
+                context: &record.context,
+            };
+            append_audit(&mut tx, &self.sealer, &mut head, entry, now).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
