@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::audit::chain::AuditSealer;
 use crate::audit::refusals::RefusalLog;
+use crate::keys::ceiling::RateLimitCeiling;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -57,6 +58,8 @@ pub struct Shared {
     pub feed_changed: Arc<Notify>,
     /// Refused management calls being coalesced before they reach the audit log.
     pub refusals: RefusalLog,
+    /// The operator's ceiling on per-key rate limits.
+    pub max_rate_limit: RateLimitCeiling,
     /// Management keys whose Argon2id hash this process has already checked, by id, with the
     /// digest that was checked. A std mutex: it is held for a map lookup, never across `.await`.
     verified: Mutex<HashMap<KeyId, LookupDigest>>,
@@ -74,6 +77,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         sealer: AuditSealer,
         edge_secret: SyncSecret,
+        max_rate_limit: RateLimitCeiling,
     ) -> Self {
         AppState(Arc::new(Shared {
             store,
@@ -85,6 +89,7 @@ impl AppState {
             edge_secret,
             feed_changed: Arc::new(Notify::new()),
             refusals: RefusalLog::default(),
+            max_rate_limit,
             verified: Mutex::new(HashMap::new()),
         }))
     }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::Conflict;
+use crate::keys::ceiling::RateLimitCeiling;
 
 /// An organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +271,8 @@ pub struct Rotation {
     pub successor: NewKey,
     /// Grace period in milliseconds (0: the old key stops at once).
     pub grace_millis: i64,
+    /// The operator's ceiling: the copied rate limit is lowered to it where it exceeds it.
+    pub max_rate_limit: RateLimitCeiling,
 }
 
 /// What a revoke call did.

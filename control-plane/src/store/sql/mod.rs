@@ -498,7 +498,9 @@ impl Store for SqlStore {
         let successor = NewKey {
             name: old.name.clone(),
             scopes: old.scopes.clone(),
-            rate_limit: old.rate_limit,
+            rate_limit: old
+                .rate_limit
+                .map(|limit| rotation.max_rate_limit.cap(limit)),
             metadata: old.metadata.clone(),
             expires_at: old.expires_at,
             ..rotation.successor
