@@ -78,6 +78,8 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
         key_prefix: KeyPrefix::default(),
         org_name: "Bench".into(),
         usage_retention_days: 0,
+        metrics_listen: None,
+        max_rate_limit: Default::default(),
         local_dev: true,
     };
     let (application, bootstrapped) =

@@ -6,17 +6,20 @@
 //! Argon2id hash is checked once per process and key, and its state is read from the database
 //! on every call, so a revoked management key stops working at once.
 //!
-//! Every refusal of a key that was found is written to its organization's audit log; refusals
-//! of keys that match nothing cannot be attributed to an organization and are counted in
-//! `/metrics` instead. Unknown, malformed and wrong keys get the same 401.
+//! Every refusal of a key that was found goes to its organization's audit log, coalesced: the
+//! first per key, reason and minute at once, the rest of that minute as one record with their
+//! count (see [`crate::audit::refusals`]), so a flood of refused calls neither holds the
+//! organization's lock nor buries the log. Refusals of keys that match nothing cannot be
+//! attributed to an organization and are counted in `/metrics` instead (every refusal is
+//! counted there). Unknown, malformed and wrong keys get the same 401.
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use keyplane_shared::decision::{RequestFacts, extract_key};
 use keyplane_shared::{ApiKey, Scope};
-use serde_json::json;
 
+use crate::audit::refusals;
 use crate::error::{ApiError, CurrentRequestId};
 use crate::hashing;
 use crate::state::AppState;
@@ -106,7 +109,8 @@ impl FromRequestParts<AppState> for Manager {
     }
 }
 
-/// Records a refusal of a known key in its organization's audit log, then returns it.
+/// Notes a refusal of a known key for its organization's audit log (written now when it opens a
+/// window, else counted into the window's record), then returns it.
 async fn refuse(
     state: &AppState,
     record: &KeyRecord,
@@ -114,15 +118,15 @@ async fn refuse(
     refusal: ApiError,
 ) -> ApiError {
     state.metrics.auth_failed(refusal.code());
-    let details = json!({ "reason": refusal.code() });
-    if let Err(error) = state
-        .store
-        .record_failed_auth(record.org_id, details, context, state.now())
-        .await
-    {
-        // The caller still gets the refusal; the audit write failure is the operator's problem.
-        tracing::error!(%error, key_id = %record.id, "could not audit a refused management call");
-    }
+    let pending = state.refusals.note(
+        record.org_id,
+        record.id,
+        refusal.code(),
+        context,
+        state.now(),
+    );
+    // The caller gets the refusal whatever happens to the audit write (a failure is logged).
+    refusals::write(state, pending).await;
     refusal
 }
 

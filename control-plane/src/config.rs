@@ -12,6 +12,22 @@ pub struct Config {
     /// Address the HTTP API listens on (port 0 picks a free port).
     #[arg(long, env = "KEYPLANE_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+
+    // Hardening: a separate metrics listener and the operator's rate-limit ceiling.
+    /// Serve `/metrics` on this address only (and answer 404 for it on `--listen`); default:
+    /// on the main listener. Keep it off the public listener in production.
+    #[arg(long, env = "KEYPLANE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// The highest per-key rate limit a key may be given, `<requests>/min,burst=<n>` (default:
+    /// ten times the default limit).
+    #[arg(
+        long,
+        env = "KEYPLANE_MAX_RATE_LIMIT",
+        default_value_t = crate::keys::ceiling::RateLimitCeiling::default(),
+        value_name = "N/min,burst=B"
+    )]
+    pub max_rate_limit: crate::keys::ceiling::RateLimitCeiling,
+
     /// Directory for local data: the SQLite database and generated secrets.
     #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = ".keyplane")]
     pub data_dir: PathBuf,

@@ -66,7 +66,9 @@ pub enum ApiError {
     /// never reached (a restored database): it must load a snapshot.
     #[error("the edge is ahead of this control plane's change feed (head {0}); load a snapshot")]
     SequenceAhead(u64),
-    /// 409 `conflict`: the resource's state forbids the change.
+    /// 409: the key's state forbids the change; the code names the state: `key_revoked`,
+    /// `key_expired`, `key_rotated` (rotated, possibly still in its grace period: change or
+    /// rotate its successor), `key_active` (only revoked or expired keys can be deleted).
     #[error("{0}")]
     Conflict(Conflict),
     /// 503 `unavailable`: the database cannot be reached; retry later.
@@ -117,7 +119,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::InvalidSignature => "invalid_signature",
             ApiError::SequenceAhead(_) => "sequence_ahead",
-            ApiError::Conflict(_) => "conflict",
+            ApiError::Conflict(conflict) => conflict.code(),
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }

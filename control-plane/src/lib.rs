@@ -11,6 +11,10 @@
 //!   that [`Application::serve`] runs beside the API.
 //! - [`usage`]: usage ingestion from the edges, the per-key usage API, and the retention
 //!   cleanup that [`Application::serve`] also runs.
+//! - [`audit`]: the audit log's chain and API, and the coalescing of refused management calls
+//!   whose flush task [`Application::serve`] runs too.
+//! - `/metrics` is on the main listener ([`app`]) unless `--metrics-listen` gives it its own
+//!   ([`metrics_app`]; the main one is then [`app_with`] [`MetricsRoute::Separate`]).
 //! - [`secrets`], [`config`], [`bootstrap`], [`hashing`], [`metrics`], [`state`], [`openapi`].
 
 pub mod audit;
@@ -61,17 +65,39 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Every route, with the OpenAPI document built from the same lists.
 pub fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .merge(ops::router())
+    routes(MetricsRoute::Included)
+}
+
+/// Whether the main listener serves `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsRoute {
+    /// It does (no `--metrics-listen`).
+    Included,
+    /// It answers 404: `/metrics` has its own listener.
+    Separate,
+}
+
+fn routes(metrics: MetricsRoute) -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(ops::router());
+    let router = match metrics {
+        MetricsRoute::Included => router.merge(ops::metrics_router()),
+        MetricsRoute::Separate => router,
+    };
+    router
         .merge(keys::router())
         .merge(audit::api::router())
         .merge(replication::feed::router())
         .merge(usage::router())
 }
 
-/// The control plane's router, ready to serve.
+/// The control plane's router, ready to serve (`/metrics` included).
 pub fn app(state: AppState) -> Router {
-    let (router, document) = api_router().split_for_parts();
+    app_with(state, MetricsRoute::Included)
+}
+
+/// The control plane's router, with or without `/metrics` (its OpenAPI document likewise).
+pub fn app_with(state: AppState, metrics: MetricsRoute) -> Router {
+    let (router, document) = routes(metrics).split_for_parts();
     router
         .fallback(unrouted)
         .method_not_allowed_fallback(method_not_allowed)
@@ -85,6 +111,16 @@ pub fn app(state: AppState) -> Router {
             AUTHORIZATION,
             HeaderName::from_static("x-api-key"),
         ]))
+        .with_state(state)
+}
+
+/// The router of the `--metrics-listen` listener: `/metrics` alone, 404 for anything else.
+pub fn metrics_app(state: AppState) -> Router {
+    let (router, _) = ops::metrics_router().split_for_parts();
+    router
+        .fallback(unrouted)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(error::respond_with_request_id))
         .with_state(state)
 }
 
@@ -126,9 +162,11 @@ async fn count_request(State(state): State<AppState>, request: Request, next: Ne
     response
 }
 
-/// A control plane ready to serve: state assembled, database migrated, listener bound.
+/// A control plane ready to serve: state assembled, database migrated, listeners bound.
 pub struct Application {
     listener: TcpListener,
+    /// `--metrics-listen`: `/metrics` is served there only.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     store: Arc<SqlStore>,
     usage_retention_days: u32,
@@ -157,8 +195,18 @@ impl Application {
         clock: Arc<dyn Clock>,
         env: impl Fn(&str) -> Option<SecretString>,
     ) -> anyhow::Result<(Self, Option<Bootstrapped>)> {
-        let state_and_store = open_state(config, clock, env).await?;
-        let (state, store) = state_and_store;
+        let (state, store, source) = open(config, clock, env).await?;
+        if let Some(path) =
+            secrets::misplaced_secrets(&source, &config.database_url(), config.local_dev)
+        {
+            tracing::warn!(
+                path = %path.display(),
+                "the secrets file sits beside the SQLite database: one copy of that directory \
+                 holds both the key hashes and the pepper that protects them; in production keep \
+                 it apart (another directory or volume, or the KEYPLANE_* variables) \
+                 (--local-dev silences this)"
+            );
+        }
         let bootstrapped = if store.org_count().await? == 0 {
             let (org, admin_key) = bootstrap::create_organization(&state, &config.org_name)
                 .await
@@ -170,9 +218,18 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics listener {addr}"))?,
+            ),
+            None => None,
+        };
         Ok((
             Application {
                 listener,
+                metrics_listener,
                 state,
                 store,
                 usage_retention_days: config.usage_retention_days,
@@ -188,6 +245,18 @@ impl Application {
             .context("reading the bound address")
     }
 
+    /// The metrics listener's bound address, when `/metrics` has its own.
+    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        self.metrics_listener
+            .as_ref()
+            .map(|listener| {
+                listener
+                    .local_addr()
+                    .context("reading the metrics listener's address")
+            })
+            .transpose()
+    }
+
     /// The shared state.
     pub fn state(&self) -> &AppState {
         &self.state
@@ -198,33 +267,72 @@ impl Application {
         &self.store
     }
 
-    /// Serves (and pushes changes to the registered edges, and deletes usage events past the
-    /// retention period) until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves (and pushes changes to the registered edges, deletes usage events past the
+    /// retention period, writes coalesced refusals to the audit log, and serves `/metrics` on its
+    /// own listener when it has one) until `shutdown` resolves, then lets in-flight requests
+    /// finish and writes the refusals still held.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tasks, stopped) = tokio::sync::watch::channel(false);
         let pusher = replication::pusher::spawn(self.state.clone(), stopped.clone());
-        let cleanup =
-            usage::retention::spawn(self.state.clone(), self.usage_retention_days, stopped);
+        let cleanup = usage::retention::spawn(
+            self.state.clone(),
+            self.usage_retention_days,
+            stopped.clone(),
+        );
+        let refusals = audit::refusals::spawn(self.state.clone(), stopped.clone());
+        // One shutdown signal for both listeners.
+        let (stop_serving, serving_stopped) = tokio::sync::watch::channel(false);
+        let signal = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_serving.send(true);
+        });
+        let until_stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = receiver.wait_for(|stop| *stop).await;
+        };
+        let (main_routes, metrics) = match self.metrics_listener {
+            Some(listener) => {
+                let server = axum::serve(listener, metrics_app(self.state.clone()))
+                    .with_graceful_shutdown(until_stopped(serving_stopped.clone()));
+                (
+                    MetricsRoute::Separate,
+                    Some(tokio::spawn(server.into_future())),
+                )
+            }
+            None => (MetricsRoute::Included, None),
+        };
         let served = axum::serve(
             self.listener,
-            app(self.state).into_make_service_with_connect_info::<SocketAddr>(),
+            app_with(self.state.clone(), main_routes)
+                .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(until_stopped(serving_stopped))
         .await
         .context("serving HTTP");
+        signal.abort();
         let _ = stop_tasks.send(true);
+        if let Some(mut metrics) = metrics
+            && tokio::time::timeout(TASK_STOP, &mut metrics).await.is_err()
+        {
+            metrics.abort();
+        }
         // The background tasks stop at once (in-flight pushes are dropped, edges pull what they
         // miss; an interrupted cleanup resumes at the next start).
         for mut task in std::iter::once(pusher).chain(cleanup) {
-            if tokio::time::timeout(std::time::Duration::from_secs(1), &mut task)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(TASK_STOP, &mut task).await.is_err() {
                 task.abort();
             }
+        }
+        // The refusal flusher writes what it holds first (one transaction per organization).
+        let mut refusals = refusals;
+        if tokio::time::timeout(REFUSALS_STOP, &mut refusals)
+            .await
+            .is_err()
+        {
+            tracing::warn!("refused calls still held at shutdown were not all audited in time");
+            refusals.abort();
         }
         served
     }
@@ -235,7 +343,7 @@ impl Application {
         edges: &[replication::registry::EdgeSpec],
     ) -> anyhow::Result<()> {
         for edge in edges {
-            replication::registry::validate(&edge.name, &edge.url, self.state.local_dev)
+            replication::registry::validate(&edge.name, &edge.url, self.state.policy.local_dev)
                 .with_context(|| format!("--edge {}", edge.name))?;
             self.store
                 .register_edge(&edge.name, &edge.url, None, self.state.now())
@@ -247,16 +355,31 @@ impl Application {
     }
 }
 
+/// How long a background task is given to stop at shutdown.
+const TASK_STOP: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the refusal flusher is given to write what it holds at shutdown.
+const REFUSALS_STOP: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Opens the data directory, secrets and store, and assembles the state.
 pub async fn open_state(
     config: &Config,
     clock: Arc<dyn Clock>,
     env: impl Fn(&str) -> Option<SecretString>,
 ) -> anyhow::Result<(AppState, Arc<SqlStore>)> {
+    let (state, store, _) = open(config, clock, env).await?;
+    Ok((state, store))
+}
+
+/// [`open_state`], and where the secrets came from.
+async fn open(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    env: impl Fn(&str) -> Option<SecretString>,
+) -> anyhow::Result<(AppState, Arc<SqlStore>, SecretsSource)> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let (secrets, source) = secrets::load(&config.data_dir, env)?;
-    match source {
+    match &source {
         SecretsSource::Generated(path) => tracing::warn!(
             path = %path.display(),
             "generated a new pepper and signing secret (file mode 0600); back this file up: \
@@ -280,9 +403,12 @@ pub async fn open_state(
         clock,
         sealer,
         secrets.edge_secret,
-        config.local_dev,
+        state::OperatorPolicy {
+            local_dev: config.local_dev,
+            max_rate_limit: config.max_rate_limit,
+        },
     );
-    Ok((state, store))
+    Ok((state, store, source))
 }
 
 /// A future that resolves when the process receives Ctrl-C (SIGINT) or SIGTERM.

@@ -141,13 +141,12 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let org = org.parse().context("--org")?;
             let (state, store) = open_state(&config, Arc::new(SystemClock), env_secret).await?;
-            let (records, head_seq, head_hash) = store.audit_chain(org).await?;
-            let report = keyplane_control_plane::audit::api::verify(
+            let report = keyplane_control_plane::audit::api::verify_chain(
+                store.as_ref(),
                 &state.sealer,
-                &records,
-                head_seq,
-                &head_hash,
-            );
+                org,
+            )
+            .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.valid {
                 std::process::exit(1);

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub usage_events: Family<OutcomeLabels, Counter>,
     /// Usage events deleted by the retention cleanup.
     pub usage_expired: Counter,
+    /// Argon2id hashes computed for new keys (create and rotate): the expensive step, which a
+    /// refused call never reaches.
+    pub key_hashes: Counter,
 }
 
 impl Default for Metrics {
@@ -99,6 +102,12 @@ impl Default for Metrics {
             "Usage events deleted after the retention period",
             usage_expired.clone(),
         );
+        let key_hashes = Counter::default();
+        registry.register(
+            "key_hashes",
+            "Argon2id hashes computed for new keys (create and rotate)",
+            key_hashes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -108,6 +117,7 @@ impl Default for Metrics {
             edge_lag,
             usage_events,
             usage_expired,
+            key_hashes,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Operational routes: `/healthz` (the process serves), `/readyz` (the database answers),
-//! `/metrics` (Prometheus / OpenMetrics text) and `/openapi.json`.
+//! `/metrics` (Prometheus / OpenMetrics text; on its own listener with `--metrics-listen`) and
+//! `/openapi.json`.
 
 use std::sync::Arc;
 
@@ -14,13 +15,17 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The operational routes.
+/// The operational routes but `/metrics`.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
-        .routes(routes!(metrics))
         .routes(routes!(openapi_json))
+}
+
+/// `/metrics`: on the main listener, or alone on `--metrics-listen`.
+pub fn metrics_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
 /// A health answer.

@@ -10,7 +10,12 @@
 //!
 //! Formats: `KEYPLANE_PEPPERS` is a comma-separated list of `<id>:<base64 secret>`, newest first
 //! (new keys use the first; older ones keep verifying); `KEYPLANE_SIGNING_SECRET` and
-//! `KEYPLANE_EDGE_SECRET` are base64 (the edge secret at least 32 bytes).
+//! `KEYPLANE_EDGE_SECRET` are base64. Every secret is at least 32 bytes once decoded; a shorter
+//! one stops the start with a message naming where it came from.
+//!
+//! A secrets file next to the SQLite file defeats the point of the pepper (one copy of the
+//! directory holds the hashes and the pepper): [`misplaced_secrets`] says when that is so, and
+//! `keyplane serve` warns about it unless it runs for local development.
 
 use std::path::{Path, PathBuf};
 
@@ -22,8 +27,13 @@ use keyplane_shared::{Pepper, PepperId, PepperSet};
 use secrecy::{ExposeSecret as _, SecretBox, SecretString};
 use serde::{Deserialize, Serialize};
 
+mod placement;
+pub use placement::misplaced_secrets;
+
 /// Length of generated secrets, in bytes.
 const GENERATED_LEN: usize = 32;
+/// Shortest signing secret accepted, in bytes (decoded), like the peppers and the edge secret.
+pub const MIN_SIGNING_SECRET_LEN: usize = 32;
 
 /// The secrets a running control plane holds.
 pub struct Secrets {
@@ -87,7 +97,7 @@ pub fn load(
         let secrets = Secrets {
             peppers: parse_peppers(peppers.expose_secret()).context("KEYPLANE_PEPPERS")?,
             signing_secret: SecretBox::new(Box::new(
-                decode(signing.expose_secret()).context("KEYPLANE_SIGNING_SECRET")?,
+                signing_secret(signing.expose_secret()).context("KEYPLANE_SIGNING_SECRET")?,
             )),
             edge_secret: edge_secret(edge.expose_secret()).context("KEYPLANE_EDGE_SECRET")?,
             peppers_text: peppers.clone(),
@@ -135,9 +145,11 @@ pub fn load(
         }
     };
     let signing_secret = match (&env_signing, &file.signing_secret) {
-        (Some(text), _) => decode(text.expose_secret()).context("KEYPLANE_SIGNING_SECRET")?,
+        (Some(text), _) => {
+            signing_secret(text.expose_secret()).context("KEYPLANE_SIGNING_SECRET")?
+        }
         (None, Some(text)) => {
-            decode(text).with_context(|| format!("signing_secret in {}", path.display()))?
+            signing_secret(text).with_context(|| format!("signing_secret in {}", path.display()))?
         }
         (None, None) => bail!("no signing secret"),
     };
@@ -198,6 +210,18 @@ fn edge_secret(text: &str) -> anyhow::Result<SyncSecret> {
     SyncSecret::new(decode(text)?).map_err(|error| anyhow::anyhow!("{error}"))
 }
 
+fn signing_secret(text: &str) -> anyhow::Result<Vec<u8>> {
+    let bytes = decode(text)?;
+    if bytes.len() < MIN_SIGNING_SECRET_LEN {
+        bail!(
+            "the signing secret must be at least {MIN_SIGNING_SECRET_LEN} bytes once decoded, \
+             got {}",
+            bytes.len()
+        );
+    }
+    Ok(bytes)
+}
+
 fn decode(text: &str) -> anyhow::Result<Vec<u8>> {
     BASE64
         .decode(text.trim())
@@ -211,11 +235,24 @@ fn random_secret() -> anyhow::Result<[u8; GENERATED_LEN]> {
 }
 
 /// Writes `bytes` to `path` readable by the owner only, atomically (temporary file + rename).
+///
+/// A temporary file left by an interrupted earlier write is removed first and the new one is
+/// created afresh (`create_new`, mode 0600): opening the stale one would keep its mode (say
+/// 0644), and a stale symlink would send the secrets elsewhere. The mode is set again on the
+/// open file, whatever the umask did.
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     let temporary = path.with_extension("json.tmp");
+    match std::fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("removing the stale {}", temporary.display()));
+        }
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -224,6 +261,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut file = options
         .open(&temporary)
         .with_context(|| format!("creating {}", temporary.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", temporary.display()))?;
+    }
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))?;
@@ -319,6 +362,70 @@ mod tests {
         assert!(
             format!("{error:#}").contains("KEYPLANE_EDGE_SECRET"),
             "{error:#}"
+        );
+    }
+
+    #[test]
+    fn a_signing_secret_shorter_than_32_bytes_is_refused_with_its_source_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let short = |name: &str| match name {
+            "KEYPLANE_PEPPERS" => Some(SecretString::from(format!(
+                "1:{}",
+                BASE64.encode([1u8; 32])
+            ))),
+            "KEYPLANE_SIGNING_SECRET" => Some(SecretString::from(BASE64.encode([2u8; 8]))),
+            "KEYPLANE_EDGE_SECRET" => Some(SecretString::from(BASE64.encode([3u8; 32]))),
+            _ => None,
+        };
+        let error = format!("{:#}", load(dir.path(), short).expect_err("8 bytes"));
+        assert!(error.contains("KEYPLANE_SIGNING_SECRET"), "{error}");
+        assert!(error.contains("at least 32 bytes"), "{error}");
+        assert!(error.contains("got 8"), "{error}");
+        // Only the signing secret from the environment: the file holds the rest.
+        let alone = |name: &str| short(name).filter(|_| name == "KEYPLANE_SIGNING_SECRET");
+        let error = format!("{:#}", load(dir.path(), alone).expect_err("8 bytes"));
+        assert!(error.contains("KEYPLANE_SIGNING_SECRET"), "{error}");
+
+        let path = dir.path().join("secrets.json");
+        let file = serde_json::json!({
+            "peppers": [{"id": 1, "secret": BASE64.encode([4u8; 32])}],
+            "signing_secret": BASE64.encode([6u8; 31]),
+            "edge_secret": BASE64.encode([5u8; 32]),
+        });
+        std::fs::write(&path, file.to_string()).expect("write");
+        let error = format!("{:#}", load(dir.path(), no_env).expect_err("31 bytes"));
+        assert!(error.contains("signing_secret in"), "{error}");
+        assert!(error.contains("got 31"), "{error}");
+
+        let exact = |name: &str| match name {
+            "KEYPLANE_SIGNING_SECRET" => Some(SecretString::from(BASE64.encode([2u8; 32]))),
+            _ => None,
+        };
+        let (secrets, _) = load(dir.path(), exact).expect("32 bytes is enough");
+        assert_eq!(secrets.signing_secret.expose_secret().len(), 32);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_secrets_file_is_private_even_when_a_stale_temporary_file_is_world_readable() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stale = dir.path().join("secrets.json.tmp");
+        std::fs::write(&stale, b"left by an interrupted write").expect("stale file");
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).expect("0644");
+        let (secrets, source) = load(dir.path(), no_env).expect("generated");
+        let path = dir.path().join("secrets.json");
+        assert_eq!(source, SecretsSource::Generated(path.clone()));
+        let mode = std::fs::metadata(&path)
+            .expect("written")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert!(!stale.exists(), "the temporary file was renamed into place");
+        let (again, _) = load(dir.path(), no_env).expect("read back");
+        assert_eq!(
+            again.signing_secret.expose_secret(),
+            secrets.signing_secret.expose_secret()
         );
     }
 

@@ -10,6 +10,8 @@ use keyplane_shared::{KeyPrefix, LookupDigest, PepperSet, Timestamp};
 use tokio::sync::Notify;
 
 use crate::audit::chain::AuditSealer;
+use crate::audit::refusals::RefusalLog;
+use crate::keys::ceiling::RateLimitCeiling;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -54,11 +56,22 @@ pub struct Shared {
     pub edge_secret: SyncSecret,
     /// Woken after every committed mutation, so the pusher sends it at once.
     pub feed_changed: Arc<Notify>,
-    /// The local-development switch ([`crate::Config::local_dev`]): http:// edge URLs allowed.
-    pub local_dev: bool,
+    /// What the operator allows.
+    pub policy: OperatorPolicy,
+    /// Refused management calls being coalesced before they reach the audit log.
+    pub refusals: RefusalLog,
     /// Management keys whose Argon2id hash this process has already checked, by id, with the
     /// digest that was checked. A std mutex: it is held for a map lookup, never across `.await`.
     verified: Mutex<HashMap<KeyId, LookupDigest>>,
+}
+
+/// What the operator allows, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct OperatorPolicy {
+    /// The local-development switch ([`crate::Config::local_dev`]): http:// edge URLs allowed.
+    pub local_dev: bool,
+    /// The ceiling on per-key rate limits ([`crate::Config::max_rate_limit`]).
+    pub max_rate_limit: RateLimitCeiling,
 }
 
 /// Bound on [`Shared::verified`]; past it the cache starts over (a miss only costs a hash).
@@ -73,7 +86,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         sealer: AuditSealer,
         edge_secret: SyncSecret,
-        local_dev: bool,
+        policy: OperatorPolicy,
     ) -> Self {
         AppState(Arc::new(Shared {
             store,
@@ -84,7 +97,8 @@ impl AppState {
             metrics: Metrics::default(),
             edge_secret,
             feed_changed: Arc::new(Notify::new()),
-            local_dev,
+            policy,
+            refusals: RefusalLog::default(),
             verified: Mutex::new(HashMap::new()),
         }))
     }

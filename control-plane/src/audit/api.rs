@@ -1,25 +1,25 @@
 //! `GET /v1/audit` (the organization's audit records, newest first, filtered and paged) and
-//! `GET /v1/audit/verify` (recomputes the organization's hash chain).
+//! `GET /v1/audit/verify` (recomputes the organization's hash chain, a page at a time).
 //!
 //! There are no routes that change or delete audit records: the log is append-only in the API,
 //! and in the database (triggers refuse UPDATE and DELETE).
 
 use axum::Json;
 use axum::extract::State;
-use keyplane_shared::ids::KeyId;
+use keyplane_shared::ids::{KeyId, OrgId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::audit::chain::AuditSealer;
+use crate::audit::chain::{AuditSealer, ChainVerifier};
 use crate::auth::Manager;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::keys::input;
 use crate::keys::model::rfc3339;
 use crate::state::AppState;
-use crate::store::{AuditAction, AuditFilter, AuditRecord};
+use crate::store::{AuditAction, AuditFilter, AuditRecord, Store, StoreError};
 
 /// The audit routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -146,15 +146,7 @@ async fn list_audit(
                     .map_err(|error| ApiError::InvalidRequest(format!("`key_id`: {error}")))
             })
             .transpose()?,
-        before_seq: query
-            .cursor
-            .as_deref()
-            .map(|cursor| {
-                cursor.parse::<u64>().map_err(|_| {
-                    ApiError::InvalidRequest("`cursor` is not one this API issued".into())
-                })
-            })
-            .transpose()?,
+        before_seq: query.cursor.as_deref().map(audit_cursor).transpose()?,
         since: time(query.since.as_deref(), "since")?,
         until: time(query.until.as_deref(), "until")?,
         limit: input::page_size(query.limit)?,
@@ -167,6 +159,15 @@ async fn list_audit(
         .map(|last| last.seq.to_string());
     let data = page.items.iter().map(AuditView::from).collect();
     Ok(Json(AuditPage { data, next_cursor }))
+}
+
+/// Reads an audit cursor: a sequence number as this API issues them, which the database stores
+/// as a signed 64-bit integer (so one past `i64::MAX` is refused here, not by the database).
+fn audit_cursor(text: &str) -> Result<u64, ApiError> {
+    text.parse::<i64>()
+        .ok()
+        .and_then(|seq| u64::try_from(seq).ok())
+        .ok_or_else(|| ApiError::InvalidRequest("`cursor` is not one this API issued".into()))
 }
 
 /// Recomputes the organization's audit chain and reports whether it is intact.
@@ -182,18 +183,60 @@ async fn verify_audit(
     State(state): State<AppState>,
     manager: Manager,
 ) -> Result<Json<ChainReport>, ApiError> {
-    let (records, head_seq, head_hash) = state.store.audit_chain(manager.key.org_id).await?;
-    Ok(Json(verify(&state.sealer, &records, head_seq, &head_hash)))
+    let report = verify_chain(state.store.as_ref(), &state.sealer, manager.key.org_id).await?;
+    Ok(Json(report))
 }
 
-/// Verifies a chain and reports the outcome.
-pub fn verify(
+/// Records read per query when verifying a chain.
+pub const VERIFY_PAGE: u32 = 1_000;
+
+/// Verifies an organization's whole audit chain, reading it [`VERIFY_PAGE`] records at a time
+/// (the API and `keyplane audit verify` both use it).
+pub async fn verify_chain(
+    store: &dyn Store,
     sealer: &AuditSealer,
-    records: &[AuditRecord],
-    head_seq: u64,
-    head_hash: &[u8; 32],
-) -> ChainReport {
-    match sealer.verify(records, head_seq, head_hash) {
+    org: OrgId,
+) -> Result<ChainReport, StoreError> {
+    verify_chain_in_pages(store, sealer, org, VERIFY_PAGE).await
+}
+
+/// [`verify_chain`] with a given page size: memory holds one page, never the chain.
+///
+/// The head is read after the last page. A record and the head that points at it are written in
+/// one transaction, so a head read later covers every record read before it. When the head is
+/// further on than the last record read, records were appended meanwhile (the next page holds
+/// them) or removed: if a page read after such a head brings nothing new, the chain really ends
+/// short of its head, and the report says so.
+pub async fn verify_chain_in_pages(
+    store: &dyn Store,
+    sealer: &AuditSealer,
+    org: OrgId,
+    page_size: u32,
+) -> Result<ChainReport, StoreError> {
+    let page_size = page_size.max(1);
+    let mut verifier = ChainVerifier::new(sealer);
+    let mut after = 0;
+    // The last record read when a head was last found further on.
+    let mut short_of_head_at = None;
+    let (head_seq, head_hash) = loop {
+        let page = store.audit_page(org, after, page_size).await?;
+        for record in &page {
+            verifier.push(record);
+        }
+        if let Some(last) = page.last() {
+            after = last.seq;
+        }
+        if page.len() >= page_size as usize {
+            continue;
+        }
+        let (head_seq, head_hash) = store.audit_head(org).await?;
+        if after >= head_seq || short_of_head_at == Some(after) {
+            break (head_seq, head_hash);
+        }
+        short_of_head_at = Some(after);
+    };
+    let seen = verifier.seen();
+    Ok(match verifier.finish(head_seq, &head_hash) {
         Ok(count) => ChainReport {
             valid: true,
             records: count,
@@ -201,10 +244,10 @@ pub fn verify(
         },
         Err(error) => ChainReport {
             valid: false,
-            records: records.len() as u64,
+            records: seen,
             error: Some(error.to_string()),
         },
-    }
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

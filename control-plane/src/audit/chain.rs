@@ -108,28 +108,79 @@ impl AuditSealer {
         head_seq: u64,
         head_hash: &[u8; 32],
     ) -> Result<u64, ChainBreak> {
-        let mut previous_hash = GENESIS;
-        let mut previous_seq = 0;
+        let mut verifier = ChainVerifier::new(self);
         for record in records {
-            if record.seq != previous_seq + 1 || record.prev_hash != previous_hash {
-                return Err(ChainBreak::Unlinked {
-                    seq: record.seq,
-                    previous: previous_seq,
-                });
-            }
-            if self.hash(record) != record.hash {
-                return Err(ChainBreak::Altered { seq: record.seq });
-            }
-            previous_hash = record.hash;
-            previous_seq = record.seq;
+            verifier.push(record);
         }
-        if previous_seq != head_seq || &previous_hash != head_hash {
+        verifier.finish(head_seq, head_hash)
+    }
+}
+
+/// Verifies a chain fed to it a record at a time, in sequence order, holding only the last
+/// record's hash: the whole log never needs to be in memory.
+#[derive(Debug)]
+pub struct ChainVerifier<'a> {
+    sealer: &'a AuditSealer,
+    previous_hash: [u8; 32],
+    previous_seq: u64,
+    seen: u64,
+    broken: Option<ChainBreak>,
+}
+
+impl<'a> ChainVerifier<'a> {
+    /// A verifier at the start of a chain.
+    pub fn new(sealer: &'a AuditSealer) -> Self {
+        ChainVerifier {
+            sealer,
+            previous_hash: GENESIS,
+            previous_seq: 0,
+            seen: 0,
+            broken: None,
+        }
+    }
+
+    /// Checks the next record. After the first break, records are only counted.
+    pub fn push(&mut self, record: &AuditRecord) {
+        self.seen += 1;
+        if self.broken.is_some() {
+            return;
+        }
+        if record.seq != self.previous_seq + 1 || record.prev_hash != self.previous_hash {
+            self.broken = Some(ChainBreak::Unlinked {
+                seq: record.seq,
+                previous: self.previous_seq,
+            });
+        } else if self.sealer.hash(record) != record.hash {
+            self.broken = Some(ChainBreak::Altered { seq: record.seq });
+        } else {
+            self.previous_hash = record.hash;
+            self.previous_seq = record.seq;
+        }
+    }
+
+    /// Records pushed so far.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// The sequence number of the last record verified (0 before any).
+    pub fn last_seq(&self) -> u64 {
+        self.previous_seq
+    }
+
+    /// The outcome, given the head stored for the chain: the number of records verified, or
+    /// where it first broke.
+    pub fn finish(self, head_seq: u64, head_hash: &[u8; 32]) -> Result<u64, ChainBreak> {
+        if let Some(broken) = self.broken {
+            return Err(broken);
+        }
+        if self.previous_seq != head_seq || &self.previous_hash != head_hash {
             return Err(ChainBreak::Truncated {
-                last: previous_seq,
+                last: self.previous_seq,
                 head: head_seq,
             });
         }
-        Ok(previous_seq)
+        Ok(self.previous_seq)
     }
 }
 
@@ -204,6 +255,34 @@ mod tests {
         assert_eq!(
             sealer.verify(&records[..4], 5, &head),
             Err(ChainBreak::Truncated { last: 4, head: 5 })
+        );
+    }
+
+    #[test]
+    fn a_chain_fed_a_record_at_a_time_reports_its_first_break_and_counts_the_rest() {
+        let sealer = AuditSealer::new(b"secret");
+        let records = chain(&sealer, 6);
+        let head = records[5].hash;
+        let mut intact = ChainVerifier::new(&sealer);
+        for record in &records {
+            intact.push(record);
+        }
+        assert_eq!((intact.seen(), intact.last_seq()), (6, 6));
+        assert_eq!(intact.finish(6, &head), Ok(6));
+
+        let mut altered = records.clone();
+        altered[4].details = serde_json::json!({ "name": "forged" });
+        altered[1].ip = None;
+        let mut verifier = ChainVerifier::new(&sealer);
+        for record in &altered {
+            verifier.push(record);
+        }
+        assert_eq!(verifier.seen(), 6, "every record is counted");
+        assert_eq!(verifier.last_seq(), 1, "the last one verified");
+        assert_eq!(
+            verifier.finish(6, &head),
+            Err(ChainBreak::Altered { seq: 2 }),
+            "the first break"
         );
     }
 

@@ -7,6 +7,7 @@ use keyplane_shared::ids::KeyId;
 use keyplane_shared::{RateLimit, Scope, ScopeSet, Timestamp};
 use serde_json::{Map, Value};
 
+use super::ceiling::RateLimitCeiling;
 use super::model::RateLimitBody;
 use crate::error::ApiError;
 
@@ -93,10 +94,20 @@ pub fn timestamp(text: &str) -> Result<Timestamp, ApiError> {
         .map_err(|_| invalid(format!("`{text}` is out of range")))
 }
 
-/// A rate-limit override.
-pub fn rate_limit(body: RateLimitBody) -> Result<RateLimit, ApiError> {
-    RateLimit::new(body.requests_per_minute, body.burst)
-        .map_err(|error| invalid(format!("`rate_limit`: {error}")))
+/// A rate-limit override, within the operator's ceiling (`--max-rate-limit`).
+pub fn rate_limit(body: RateLimitBody, ceiling: RateLimitCeiling) -> Result<RateLimit, ApiError> {
+    let limit = RateLimit::new(body.requests_per_minute, body.burst)
+        .map_err(|error| invalid(format!("`rate_limit`: {error}")))?;
+    if !ceiling.admits(limit) {
+        let most = ceiling.limit();
+        return Err(invalid(format!(
+            "`rate_limit` exceeds this deployment's ceiling of {} requests per minute with \
+             bursts of {} ({ceiling})",
+            most.requests_per_minute(),
+            most.burst()
+        )));
+    }
+    Ok(limit)
 }
 
 /// Metadata: at most 32 entries and 4 KiB serialized.
@@ -253,6 +264,28 @@ mod tests {
         assert!(note(Some("x".repeat(501))).is_err());
         assert_eq!(grace(60).expect("ok"), 60_000);
         assert!(grace(MAX_GRACE_SECONDS + 1).is_err());
+    }
+
+    #[test]
+    fn rate_limits_are_valid_and_within_the_ceiling() {
+        let ceiling = RateLimitCeiling::default();
+        let body = |requests_per_minute, burst| RateLimitBody {
+            requests_per_minute,
+            burst,
+        };
+        let at = rate_limit(body(1000, 100), ceiling).expect("at the ceiling");
+        assert_eq!((at.requests_per_minute(), at.burst()), (1000, 100));
+        for (rate, burst) in [(1001, 100), (1000, 101), (6_000_000, 1)] {
+            assert!(
+                matches!(
+                    rate_limit(body(rate, burst), ceiling),
+                    Err(ApiError::InvalidRequest(message))
+                        if message.contains("1000 requests per minute with bursts of 100")
+                ),
+                "{rate}/{burst}"
+            );
+        }
+        assert!(rate_limit(body(0, 1), ceiling).is_err());
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub async fn issue_key(
 ) -> Result<(ApiKey, NewKey), ApiError> {
     let key = ApiKey::generate(&state.prefix, environment).map_err(ApiError::internal)?;
     let pepper = state.peppers.current();
+    state.metrics.key_hashes.inc();
     let secret_hash = hashing::hash_key(&key).await.map_err(ApiError::internal)?;
     let new = NewKey {
         id: KeyId::generate().map_err(ApiError::internal)?,

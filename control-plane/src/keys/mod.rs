@@ -6,6 +6,7 @@
 //! keys whose scopes it holds (otherwise rotating an admin key would hand a lesser caller an
 //! admin key).
 
+pub mod ceiling;
 pub mod input;
 pub mod issue;
 pub mod model;
@@ -23,7 +24,7 @@ use crate::auth::Manager;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, OptionalJson};
 use crate::state::AppState;
-use crate::store::{KeyChanges, KeyFilter, Revocation, RevokeOutcome, Rotation};
+use crate::store::{KeyChanges, KeyFilter, Revocation, RevokeOutcome, Rotation, StoreError};
 
 /// The keys routes, with their OpenAPI operations.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -45,7 +46,7 @@ fn key_id(text: &str) -> Result<KeyId, ApiError> {
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "Created", body = CreatedKey),
-        (status = 400, description = "Invalid input", body = crate::openapi::ErrorResponse),
+        (status = 400, description = "Invalid input, or a rate limit above the operator's ceiling", body = crate::openapi::ErrorResponse),
         (status = 401, description = "Not authenticated", body = crate::openapi::ErrorResponse),
         (status = 403, description = "A scope the caller does not hold", body = crate::openapi::ErrorResponse),
     ),
@@ -61,7 +62,10 @@ async fn create_key(
         name: input::name(&body.name)?,
         scopes: input::scopes(&body.scopes, &manager.key.scopes)?,
         expires_at: input::expiry(body.expires.as_deref(), now)?,
-        rate_limit: body.rate_limit.map(input::rate_limit).transpose()?,
+        rate_limit: body
+            .rate_limit
+            .map(|limit| input::rate_limit(limit, state.policy.max_rate_limit))
+            .transpose()?,
         metadata: input::metadata(body.metadata.unwrap_or_default())?,
     };
     let (key, new) = issue_key(
@@ -171,10 +175,10 @@ async fn get_key(
     request_body = UpdateKeyRequest,
     responses(
         (status = 200, description = "The updated key", body = KeyView),
-        (status = 400, description = "Invalid input", body = crate::openapi::ErrorResponse),
+        (status = 400, description = "Invalid input, or a rate limit above the operator's ceiling", body = crate::openapi::ErrorResponse),
         (status = 403, description = "A scope the caller does not hold", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
-        (status = 409, description = "The key is revoked", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "The key is revoked (`key_revoked`), expired (`key_expired`) or rotated (`key_rotated`): it cannot be edited back to life", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -200,7 +204,11 @@ async fn update_key(
             .transpose()?,
         rate_limit: body
             .rate_limit
-            .map(|limit| limit.map(input::rate_limit).transpose())
+            .map(|limit| {
+                limit
+                    .map(|limit| input::rate_limit(limit, state.policy.max_rate_limit))
+                    .transpose()
+            })
             .transpose()?,
         metadata: body.metadata.map(input::metadata).transpose()?,
     };
@@ -218,16 +226,19 @@ async fn update_key(
     Ok(Json(KeyView::of(&record, now)))
 }
 
-/// Replace a key by a new one with the same settings. The old key stops at once, or at the end
-/// of the grace period (never later than its own expiry).
+/// Replace a key by a new one with the same settings (a rate limit above the operator's current
+/// ceiling is lowered to it). The old key stops at once, or at the end of the grace period
+/// (never later than its own expiry).
 #[utoipa::path(
     post, path = "/v1/keys/{id}/rotate", tag = "keys",
     params(("id" = String, Path, description = "Key id (`key_…`)")),
     request_body(content = RotateKeyRequest, description = "Optional"),
     responses(
         (status = 201, description = "The new key, shown once", body = RotatedKey),
+        (status = 400, description = "Invalid grace period", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The key holds a scope the caller does not", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
-        (status = 409, description = "The key is revoked, expired or already rotated", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "The key is revoked (`key_revoked`), expired (`key_expired`) or already rotated (`key_rotated`)", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -241,8 +252,15 @@ async fn rotate_key(
     let grace_millis = input::grace(body.grace_seconds)?;
     let now = state.now();
     let org = manager.key.org_id;
-    // The environment of the successor; the store copies the rest under its lock.
+    // Reachable and still changeable before the Argon2id hash is spent (the store checks again
+    // under its lock); the successor's environment comes from here, the store copies the rest.
     let current = state.store.key(org, id).await?;
+    if !current.scopes.is_covered_by(&manager.key.scopes) {
+        return Err(StoreError::OutOfReach.into());
+    }
+    current
+        .check_changeable(now)
+        .map_err(StoreError::Conflict)?;
     let (key, successor) = issue_key(
         &state,
         org,
@@ -254,6 +272,7 @@ async fn rotate_key(
     let rotation = Rotation {
         successor,
         grace_millis,
+        max_rate_limit: state.policy.max_rate_limit,
     };
     let (previous, record) = state
         .store
@@ -316,7 +335,7 @@ async fn revoke_key(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
-        (status = 409, description = "The key is still active", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "The key is still active (`key_active`)", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]

@@ -129,7 +129,7 @@ fn registration<'a>(
 ) -> Result<Option<(&'a str, &'a str)>, ApiError> {
     match (edge, url) {
         (Some(name), Some(url)) => {
-            registry::validate(name, url, state.local_dev)
+            registry::validate(name, url, state.policy.local_dev)
                 .map_err(|error| ApiError::InvalidRequest(error.to_string()))?;
             Ok(Some((name, url)))
         }

@@ -22,9 +22,9 @@ use keyplane_shared::{Change, FeedChain, LookupDigest, Timestamp};
 use thiserror::Error;
 
 pub use records::{
-    AuditAction, AuditContext, AuditFilter, AuditRecord, KeyChanges, KeyFilter, KeyRecord,
-    KeyState, NewKey, NewOrg, OrgRecord, Page, Revocation, RevocationReason, RevokeOutcome,
-    Rotation,
+    AuditAction, AuditContext, AuditFilter, AuditRecord, FailedAuth, KeyChanges, KeyFilter,
+    KeyRecord, KeyState, NewKey, NewOrg, OrgRecord, Page, Revocation, RevocationReason,
+    RevokeOutcome, Rotation,
 };
 pub use usage::{DailyStatusCount, IngestReport, StatusFilter, UsageFilter, UsageRecord};
 
@@ -52,7 +52,8 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// A change refused because of the key's state.
+/// A change refused because of the key's state. Each has its own API error code
+/// ([`Conflict::code`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum Conflict {
     /// The key is revoked: nothing about it can change any more.
@@ -64,9 +65,22 @@ pub enum Conflict {
     /// Only revoked or expired keys can be deleted.
     #[error("only revoked or expired keys can be deleted")]
     StillActive,
-    /// The key was already rotated; rotate its successor instead.
-    #[error("the key was already rotated")]
+    /// The key was already rotated (it may still work for its grace period); rotate or change
+    /// its successor instead.
+    #[error("the key was rotated: rotate or change its successor instead")]
     AlreadyRotated,
+}
+
+impl Conflict {
+    /// The API error code of a 409 with this conflict.
+    pub fn code(self) -> &'static str {
+        match self {
+            Conflict::Revoked => "key_revoked",
+            Conflict::Expired => "key_expired",
+            Conflict::StillActive => "key_active",
+            Conflict::AlreadyRotated => "key_rotated",
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -160,12 +174,12 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<KeyRecord, StoreError>;
 
-    /// Records a management request that was refused after its key was identified.
-    async fn record_failed_auth(
+    /// Records management requests that were refused after their key was identified, in order,
+    /// in one transaction (see [`crate::audit::refusals`] for how they are coalesced).
+    async fn record_failed_auths(
         &self,
         org: OrgId,
-        details: serde_json::Value,
-        context: &AuditContext,
+        records: &[FailedAuth],
         now: Timestamp,
     ) -> Result<(), StoreError>;
 
@@ -176,12 +190,18 @@ pub trait Store: Send + Sync + 'static {
         filter: &AuditFilter,
     ) -> Result<Page<AuditRecord>, StoreError>;
 
-    /// Every audit record of an organization in chain order, and the chain head the
-    /// organization row holds (sequence number and hash).
-    async fn audit_chain(
+    /// The chain head the organization row holds: the sequence number and hash of its last
+    /// audit record (written in the same transaction as that record).
+    async fn audit_head(&self, org: OrgId) -> Result<(u64, [u8; 32]), StoreError>;
+
+    /// Up to `limit` audit records of an organization with a sequence number above `after`, in
+    /// chain order (for reading the whole chain a page at a time).
+    async fn audit_page(
         &self,
         org: OrgId,
-    ) -> Result<(Vec<AuditRecord>, u64, [u8; 32]), StoreError>;
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// The replication feed's head: the sequence number of the last committed change.
     async fn feed_head(&self) -> Result<u64, StoreError>;

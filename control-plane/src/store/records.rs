@@ -9,6 +9,9 @@ use keyplane_shared::{Environment, LookupDigest, PepperId, RateLimit, ScopeSet, 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::Conflict;
+use crate::keys::ceiling::RateLimitCeiling;
+
 /// An organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgRecord {
@@ -168,6 +171,22 @@ impl KeyRecord {
         }
     }
 
+    /// Whether the key may still change (be edited in place or rotated) at `now`: not revoked,
+    /// not already rotated (its successor is the key to change), not expired. The store checks
+    /// this under the organization's lock; the rotate handler checks it first as well, so a
+    /// refused rotation never spends an Argon2id hash.
+    pub fn check_changeable(&self, now: Timestamp) -> Result<(), Conflict> {
+        if self.revoked_at.is_some() {
+            Err(Conflict::Revoked)
+        } else if self.state(now) == KeyState::Expired {
+            Err(Conflict::Expired)
+        } else if self.rotated_to.is_some() {
+            Err(Conflict::AlreadyRotated)
+        } else {
+            Ok(())
+        }
+    }
+
     /// What the edge's table holds for it (nothing secret).
     pub fn table_entry(&self) -> TableEntry {
         TableEntry {
@@ -252,6 +271,8 @@ pub struct Rotation {
     pub successor: NewKey,
     /// Grace period in milliseconds (0: the old key stops at once).
     pub grace_millis: i64,
+    /// The operator's ceiling: the copied rate limit is lowered to it where it exceeds it.
+    pub max_rate_limit: RateLimitCeiling,
 }
 
 /// What a revoke call did.
@@ -309,6 +330,15 @@ pub struct AuditContext {
     pub user_agent: Option<String>,
     /// The request's id.
     pub request_id: String,
+}
+
+/// A refused management call (or a count of them) to record as `auth_failed`.
+#[derive(Debug, Clone)]
+pub struct FailedAuth {
+    /// Why, and how many refusals the record stands for (see [`crate::audit::refusals`]).
+    pub details: Value,
+    /// The refused key (the record's actor and target) and where the call came from.
+    pub context: AuditContext,
 }
 
 /// What an audit record is about.

@@ -1,8 +1,11 @@
 //! The audit log: what is recorded, filters and pages, and tamper detection.
 
 use axum::http::StatusCode;
+use keyplane_control_plane::audit::api::{VERIFY_PAGE, verify_chain_in_pages};
+use keyplane_control_plane::store::{AuditContext, FailedAuth, Store as _};
+use keyplane_shared::ids::OrgId;
 use serde_json::json;
-use sqlx::Executor as _;
+use sqlx::{Executor as _, Row as _};
 
 use crate::backends;
 use crate::helpers::TestApp;
@@ -13,6 +16,7 @@ backends!(
     audit_pages_and_filters,
     an_intact_chain_verifies_and_tampering_is_detected,
     the_database_refuses_to_rewrite_the_audit_log,
+    a_chain_longer_than_one_page_verifies_and_tampering_in_its_second_page_is_found,
 );
 
 async fn every_management_action_is_recorded_with_actor_and_target(app: TestApp) {
@@ -155,4 +159,110 @@ async fn the_database_refuses_to_rewrite_the_audit_log(app: TestApp) {
     );
     assert!(pool.execute("DELETE FROM audit_log").await.is_err());
     assert_eq!(app.get("/v1/audit/verify").await.body["valid"], true);
+}
+
+/// Runs `statement` on the audit log with its append-only trigger out of the way, as someone
+/// with database access would: SQLite's `sqlite_trigger` (one per statement kind), PostgreSQL's
+/// one trigger for UPDATE and DELETE.
+async fn bypassing_trigger(app: &TestApp, sqlite_trigger: &str, statement: &str) {
+    let pool = app.store.pool();
+    match app.backend {
+        Backend::Sqlite => {
+            pool.execute(sqlx::AssertSqlSafe(format!(
+                "DROP TRIGGER {sqlite_trigger}"
+            )))
+            .await
+            .expect("drop trigger");
+            pool.execute(sqlx::AssertSqlSafe(statement.to_owned()))
+                .await
+                .expect("tamper");
+        }
+        Backend::Postgres => {
+            let toggle =
+                |on: &str| format!("ALTER TABLE audit_log {on} TRIGGER audit_log_no_update");
+            pool.execute(sqlx::AssertSqlSafe(toggle("DISABLE")))
+                .await
+                .expect("disable trigger");
+            pool.execute(sqlx::AssertSqlSafe(statement.to_owned()))
+                .await
+                .expect("tamper");
+            pool.execute(sqlx::AssertSqlSafe(toggle("ENABLE")))
+                .await
+                .expect("enable trigger");
+        }
+    }
+}
+
+async fn a_chain_longer_than_one_page_verifies_and_tampering_in_its_second_page_is_found(
+    app: TestApp,
+) {
+    let org = sqlx::query("SELECT id FROM orgs")
+        .fetch_one(app.store.pool())
+        .await
+        .expect("the organization")
+        .get::<Vec<u8>, _>(0);
+    let org = OrgId::from_bytes(org.try_into().expect("16 bytes"));
+    // 1,500 records: one and a half pages, written in one transaction to keep the test quick.
+    let filler: Vec<FailedAuth> = (0..1_499)
+        .map(|n| FailedAuth {
+            details: json!({"reason": "insufficient_scope", "count": 1, "n": n}),
+            context: AuditContext {
+                request_id: format!("req_filler_{n}"),
+                ..AuditContext::default()
+            },
+        })
+        .collect();
+    app.store
+        .record_failed_auths(org, &filler, app.state.now())
+        .await
+        .expect("filler");
+    const { assert!(1_500 > VERIFY_PAGE, "longer than one page") };
+    let intact = json!({"valid": true, "records": 1500, "error": null});
+    assert_eq!(app.get("/v1/audit/verify").await.body, intact);
+    let pages = [1, 999, 1000, 1500, 1501];
+    let report = |page: u32| {
+        let store = app.store.clone();
+        let sealer = app.state.sealer.clone();
+        async move {
+            let report = verify_chain_in_pages(store.as_ref(), &sealer, org, page)
+                .await
+                .expect("read");
+            serde_json::to_value(report).expect("JSON")
+        }
+    };
+    for page in pages {
+        assert_eq!(report(page).await, intact, "pages of {page}");
+    }
+
+    bypassing_trigger(
+        &app,
+        "audit_log_no_update",
+        "UPDATE audit_log SET details = '{\"reason\":\"nothing to see\"}' WHERE seq = 1200",
+    )
+    .await;
+    let broken = app.get("/v1/audit/verify").await.body;
+    assert_eq!(broken["valid"], false);
+    assert_eq!(broken["records"], 1500, "every record read, as before");
+    assert_eq!(
+        broken["error"], "record 1200 does not match its hash (it was altered)",
+        "{broken}"
+    );
+    for page in pages {
+        assert_eq!(report(page).await, broken, "pages of {page}");
+    }
+
+    // Records removed from the end: the head still says 1500.
+    bypassing_trigger(
+        &app,
+        "audit_log_no_delete",
+        "DELETE FROM audit_log WHERE seq > 1400",
+    )
+    .await;
+    let truncated = app.get("/v1/audit/verify").await.body;
+    assert_eq!(truncated["valid"], false);
+    assert_eq!(truncated["records"], 1400);
+    assert_eq!(
+        truncated["error"], broken["error"],
+        "the first break is reported"
+    );
 }

@@ -18,8 +18,10 @@ use crate::helpers::TestApp;
 backends!(edges_are_added_listed_and_removed_from_the_command_line);
 
 /// Every variable the binary reads, so the caller's environment cannot leak in.
-const VARIABLES: [&str; 11] = [
+const VARIABLES: [&str; 13] = [
     "KEYPLANE_LOCAL_DEV",
+    "KEYPLANE_METRICS_LISTEN",
+    "KEYPLANE_MAX_RATE_LIMIT",
     "KEYPLANE_PEPPERS",
     "KEYPLANE_SIGNING_SECRET",
     "KEYPLANE_EDGE_SECRET",

@@ -169,8 +169,12 @@ async fn fresh_postgres_database() -> String {
     format!("postgres://postgres@127.0.0.1:5432/{name}")
 }
 
-/// Starts a control plane on `backend`; `None` when PostgreSQL is unavailable outside CI.
-pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+/// Leaves the test configuration as it is.
+pub fn default_config(_: &mut Config) {}
+
+/// Starts a control plane on `backend`, with the test configuration changed by `configure`
+/// first ([`default_config`] changes nothing); `None` when PostgreSQL is unavailable outside CI.
+pub async fn spawn_app_with(backend: Backend, configure: fn(&mut Config)) -> Option<TestApp> {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let database_url = match backend {
         Backend::Sqlite => format!(
@@ -184,15 +188,18 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
             fresh_postgres_database().await
         }
     };
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("address"),
         data_dir: data_dir.path().to_path_buf(),
         database_url: Some(database_url.clone()),
         key_prefix: Default::default(),
         org_name: "Acme".into(),
         usage_retention_days: 30,
+        metrics_listen: None,
+        max_rate_limit: Default::default(),
         local_dev: true,
     };
+    configure(&mut config);
     let clock = Arc::new(ManualClock(AtomicI64::new(T0.as_millis())));
     let (application, bootstrapped) = Application::build_with(&config, clock.clone(), secrets_env)
         .await
@@ -298,15 +305,22 @@ impl TestApp {
 
 /// Runs each listed test on SQLite and on PostgreSQL: `backends!(name, ...)` expects
 /// `async fn name(app: TestApp)` in scope. A PostgreSQL test's database is dropped when the test
-/// passes.
+/// passes. `backends!(config = f; name, ...)` changes the configuration with `fn f(&mut Config)`
+/// (in the same module) first.
 #[macro_export]
 macro_rules! backends {
     ($($test:ident),* $(,)?) => {
+        $crate::backends!(@with $crate::helpers::default_config; $($test),*);
+    };
+    (config = $configure:ident; $($test:ident),* $(,)?) => {
+        $crate::backends!(@with super::$configure; $($test),*);
+    };
+    (@with $configure:path; $($test:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    let app = $crate::helpers::spawn_app(keyplane_control_plane::store::sql::Backend::Sqlite)
+                    let app = $crate::helpers::spawn_app_with(keyplane_control_plane::store::sql::Backend::Sqlite, $configure)
                         .await
                         .expect("SQLite is always available");
                     super::$test(app).await;
@@ -317,7 +331,7 @@ macro_rules! backends {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    if let Some(app) = $crate::helpers::spawn_app(keyplane_control_plane::store::sql::Backend::Postgres).await {
+                    if let Some(app) = $crate::helpers::spawn_app_with(keyplane_control_plane::store::sql::Backend::Postgres, $configure).await {
                         let url = app.database_url.clone();
                         super::$test(app).await;
                         $crate::helpers::drop_test_database(&url).await;

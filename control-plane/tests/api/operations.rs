@@ -12,6 +12,7 @@ backends!(
     metrics_count_requests_by_route_and_status,
     every_documented_operation_is_routed_and_every_route_is_documented,
     a_real_listener_records_the_client_address_and_request_id,
+    without_a_metrics_listener_metrics_are_served_on_the_main_listener,
 );
 
 async fn health_and_readiness_answer_and_readiness_follows_the_database(app: TestApp) {
@@ -171,6 +172,38 @@ async fn a_real_listener_records_the_client_address_and_request_id(mut app: Test
     assert_eq!(last["ip"], "127.0.0.1");
     assert_eq!(last["user_agent"], "keyplane-test/1.0");
     assert_eq!(last["request_id"].as_str(), request_id.as_deref());
+    let _ = stop.send(());
+    server
+        .await
+        .expect("server task")
+        .expect("graceful shutdown");
+}
+
+async fn without_a_metrics_listener_metrics_are_served_on_the_main_listener(mut app: TestApp) {
+    let application = app.application.take().expect("not yet serving");
+    assert!(application.metrics_addr().expect("bound").is_none());
+    let addr = application.local_addr().expect("bound");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(application.serve(async {
+        let _ = stopped.await;
+    }));
+    let (status, text) = tokio::task::spawn_blocking(move || {
+        ureq::get(&format!("http://{addr}/healthz"))
+            .call()
+            .expect("healthz");
+        let mut response = ureq::get(&format!("http://{addr}/metrics"))
+            .call()
+            .expect("request");
+        let text = response.body_mut().read_to_string().expect("body");
+        (response.status().as_u16(), text)
+    })
+    .await
+    .expect("client");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("route=\"/healthz\",status=\"200\"} 1"),
+        "{text}"
+    );
     let _ = stop.send(());
     server
         .await

@@ -456,6 +456,8 @@ impl Store for SqlStore {
         let mut tx = self.begin().await?;
         let mut head = lock_org(&mut tx, org).await?;
         let before = load_mutable_key(&mut tx, org, id, context).await?;
+        // A rotated key (in its grace period) or an expired one cannot be edited back to life.
+        before.check_changeable(now).map_err(StoreError::Conflict)?;
         let mut after = before.clone();
         if let Some(name) = changes.name {
             after.name = name;
@@ -495,16 +497,13 @@ impl Store for SqlStore {
         let mut tx = self.begin().await?;
         let mut head = lock_org(&mut tx, org).await?;
         let mut old = load_mutable_key(&mut tx, org, id, context).await?;
-        if old.state(now) == KeyState::Expired {
-            return Err(StoreError::Conflict(Conflict::Expired));
-        }
-        if old.rotated_to.is_some() {
-            return Err(StoreError::Conflict(Conflict::AlreadyRotated));
-        }
+        old.check_changeable(now).map_err(StoreError::Conflict)?;
         let successor = NewKey {
             name: old.name.clone(),
             scopes: old.scopes.clone(),
-            rate_limit: old.rate_limit,
+            rate_limit: old
+                .rate_limit
+                .map(|limit| rotation.max_rate_limit.cap(limit)),
             metadata: old.metadata.clone(),
             expires_at: old.expires_at,
             ..rotation.successor
@@ -607,22 +606,26 @@ impl Store for SqlStore {
         Ok(saved)
     }
 
-    async fn record_failed_auth(
+    async fn record_failed_auths(
         &self,
         org: OrgId,
-        details: Value,
-        context: &AuditContext,
+        records: &[FailedAuth],
         now: Timestamp,
     ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.begin().await?;
         let mut head = lock_org(&mut tx, org).await?;
-        let entry = AuditEntry {
-            action: AuditAction::AuthFailed,
-            target: context.actor,
-            details,
-            context,
-        };
-        append_audit(&mut tx, &self.sealer, &mut head, entry, now).await?;
+        for record in records {
+            let entry = AuditEntry {
+                action: AuditAction::AuthFailed,
+                target: record.context.actor,
+                details: record.details.clone(),
+                context: &record.context,
+            };
+            append_audit(&mut tx, &self.sealer, &mut head, entry, now).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -668,32 +671,37 @@ impl Store for SqlStore {
         Ok(Page { items, has_more })
     }
 
-    async fn audit_chain(
-        &self,
-        org: OrgId,
-    ) -> Result<(Vec<AuditRecord>, u64, [u8; 32]), StoreError> {
-        // One transaction, so the records and the head are read from the same state.
-        let mut tx = self.begin().await?;
+    async fn audit_head(&self, org: OrgId) -> Result<(u64, [u8; 32]), StoreError> {
         let head = sqlx::query("SELECT audit_seq, audit_head FROM orgs WHERE id = $1")
             .bind(org.to_bytes().to_vec())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE org_id = $1 ORDER BY seq");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(org.to_bytes().to_vec())
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let records = rows
-            .iter()
-            .map(audit_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
         Ok((
-            records,
             u64_of(head.try_get::<i64, _>(0)?)?,
             bytes32(head.try_get::<Vec<u8>, _>(1)?)?,
         ))
+    }
+
+    async fn audit_page(
+        &self,
+        org: OrgId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE org_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(org.to_bytes().to_vec())
+            .bind(i64_of(after)?)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(audit_from_row)
+            .collect()
     }
 
     async fn feed_head(&self) -> Result<u64, StoreError> {

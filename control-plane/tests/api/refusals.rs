@@ -1,0 +1,191 @@
+//! Refused management calls are coalesced in the audit log: one record at once per key, reason
+//! and minute, then one carrying the count of the rest when the minute closes; a flood of them
+//! does not hold up key management.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use keyplane_control_plane::audit::refusals::{flush_all, flush_closed};
+use serde_json::{Value, json};
+
+use crate::backends;
+use crate::helpers::TestApp;
+
+backends!(
+    fifty_refused_calls_are_one_record_at_once_and_one_counting_49_when_the_minute_closes,
+    key_management_goes_on_and_the_log_stays_short_while_refused_calls_flood_in,
+    the_flush_task_writes_closed_minutes_and_shutdown_writes_what_it_still_holds,
+);
+
+/// The organization's `auth_failed` records, oldest first.
+async fn refusals(app: &TestApp) -> Vec<Value> {
+    app.audit()
+        .await
+        .into_iter()
+        .filter(|record| record["action"] == "auth_failed")
+        .collect()
+}
+
+/// A key without `api-keys:manage`: every management call it makes is refused with a 403.
+async fn reader(app: &TestApp) -> (String, String) {
+    let (key, record) = app
+        .create_key(json!({"name": "reader", "environment": "live", "scopes": ["contacts:read"]}))
+        .await;
+    (key, record["id"].as_str().expect("id").to_owned())
+}
+
+async fn refused(app: &TestApp, key: &str) {
+    let reply = app.call(Method::GET, "/v1/keys", Some(key), None).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{:?}", reply.body);
+}
+
+async fn fifty_refused_calls_are_one_record_at_once_and_one_counting_49_when_the_minute_closes(
+    app: TestApp,
+) {
+    let (key, id) = reader(&app).await;
+    for _ in 0..50 {
+        refused(&app, &key).await;
+    }
+    let records = refusals(&app).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["actor_key_id"], id.as_str());
+    assert_eq!(records[0]["target_key_id"], id.as_str());
+    assert_eq!(
+        records[0]["details"],
+        json!({"reason": "insufficient_scope", "count": 1})
+    );
+
+    // Nothing more while the minute is open.
+    app.clock.advance_secs(59);
+    assert_eq!(flush_closed(&app.state).await, 0);
+    assert_eq!(refusals(&app).await.len(), 1);
+    app.clock.advance_secs(1);
+    assert_eq!(flush_closed(&app.state).await, 1);
+    let records = refusals(&app).await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    let summary = &records[1];
+    assert_eq!(summary["actor_key_id"], id.as_str());
+    assert_eq!(summary["details"]["reason"], "insufficient_scope");
+    assert_eq!(summary["details"]["count"], 49);
+    assert_eq!(
+        summary["details"]["window_start"],
+        crate::helpers::T0.as_millis()
+    );
+    assert!(
+        summary["request_id"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("req_"))
+    );
+    assert_eq!(flush_closed(&app.state).await, 0, "written once");
+
+    // Every refusal is still counted in /metrics, and the chain verifies.
+    let metrics = app.call(Method::GET, "/metrics", None, None).await;
+    let text = metrics.body.as_str().expect("text");
+    assert!(
+        text.contains("keyplane_management_auth_failures_total{outcome=\"insufficient_scope\"} 50"),
+        "{text}"
+    );
+    assert_eq!(
+        app.get("/v1/audit/verify").await.body["valid"],
+        true,
+        "the chain verifies"
+    );
+
+    // The next minute starts afresh: its first refusal is recorded at once.
+    refused(&app, &key).await;
+    let records = refusals(&app).await;
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[2]["details"]["count"], 1);
+}
+
+async fn key_management_goes_on_and_the_log_stays_short_while_refused_calls_flood_in(app: TestApp) {
+    let (key, _) = reader(&app).await;
+    let (_, target) = app
+        .create_key(json!({"name": "target", "environment": "live"}))
+        .await;
+    let target = target["id"].as_str().expect("id").to_owned();
+    let app = Arc::new(app);
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        let (app, key) = (app.clone(), key.clone());
+        flood.push(tokio::spawn(async move {
+            app.call(Method::GET, "/v1/keys", Some(&key), None)
+                .await
+                .status
+        }));
+    }
+    let mut management = Vec::new();
+    for i in 0..20 {
+        let (app, target) = (app.clone(), target.clone());
+        management.push(tokio::spawn(async move {
+            app.patch(
+                &format!("/v1/keys/{target}"),
+                json!({"name": format!("name {i}")}),
+            )
+            .await
+        }));
+    }
+    for task in management {
+        let reply = task.await.expect("task");
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+    for task in flood {
+        assert_eq!(task.await.expect("task"), StatusCode::FORBIDDEN);
+    }
+    let audit = app.audit().await;
+    let count = |action: &str| audit.iter().filter(|r| r["action"] == action).count();
+    assert_eq!(count("key_updated"), 20, "every update went through");
+    assert_eq!(count("auth_failed"), 1, "the flood is one record so far");
+
+    assert_eq!(flush_all(&app.state).await, 1);
+    let counted: u64 = refusals(&app)
+        .await
+        .iter()
+        .filter_map(|r| r["details"]["count"].as_u64())
+        .sum();
+    assert_eq!(counted, 200, "the counts add up to the refusals");
+    assert_eq!(app.get("/v1/audit/verify").await.body["valid"], true);
+}
+
+async fn the_flush_task_writes_closed_minutes_and_shutdown_writes_what_it_still_holds(
+    mut app: TestApp,
+) {
+    let (key, _) = reader(&app).await;
+    let application = app.application.take().expect("not yet serving");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(application.serve(async {
+        let _ = stopped.await;
+    }));
+    for _ in 0..10 {
+        refused(&app, &key).await;
+    }
+    assert_eq!(refusals(&app).await.len(), 1);
+    app.clock.advance_secs(61);
+    // The background task sees the minute closed on its next round.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while refusals(&app).await.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the flush task wrote the closed minute"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let records = refusals(&app).await;
+    assert_eq!(records[1]["details"]["count"], 9);
+
+    // A new minute: its first refusal at once, the other four held until shutdown.
+    for _ in 0..5 {
+        refused(&app, &key).await;
+    }
+    assert_eq!(refusals(&app).await.len(), 3);
+    let _ = stop.send(());
+    server
+        .await
+        .expect("server task")
+        .expect("graceful shutdown");
+    let records = refusals(&app).await;
+    assert_eq!(records.len(), 4, "{records:?}");
+    assert_eq!(records[3]["details"]["count"], 4);
+    assert_eq!(app.get("/v1/audit/verify").await.body["valid"], true);
+}
