@@ -171,7 +171,7 @@ impl Answer {
 /// A signed GET of `path`; the answer, verified when its status is 200 or 409 (a refusal that
 /// changes nothing, such as a 401 or a 5xx, is returned as it is).
 async fn signed_get(settings: &Settings, path: &str, timeout_ms: u32) -> Result<Answer, FeedError> {
-    let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
+    let now_secs = crate::unix_secs();
     let signature = sync::sign_now(
         &settings.sync_secret,
         now_secs,
@@ -199,7 +199,7 @@ async fn signed_get(settings: &Settings, path: &str, timeout_ms: u32) -> Result<
     if matches!(status, 200 | 409) {
         let signature = received.get(sync::RESPONSE_SIGNATURE_HEADER)?;
         let signed_body: &[u8] = if status == 200 { &body } else { &[] };
-        let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
+        let now_secs = crate::unix_secs();
         sync::verify_response(
             &settings.sync_secret,
             signature.as_deref(),

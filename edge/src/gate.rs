@@ -10,9 +10,10 @@
 //! entry module (`edge/js/shim.mjs`) fetches it and hands the origin's answer to
 //! [`Forward::relay`] (or the failure to [`Forward::fail`]). No Rust future, executor or
 //! closure runs per request, which is most of what entering wasm costs (README, edge
-//! overhead). An isolate's first request (the table is not loaded yet) and the global
-//! rate-limit mode (a Durable Object round trip) take the same steps asynchronously: the
-//! answer is then a `Promise`.
+//! overhead). A request that finds its isolate's copy of the table missing (the isolate's
+//! first) or older than `REPLICA_FRESHNESS_MS` (it first reads what changed from the store),
+//! and the global rate-limit mode (a Durable Object round trip), take the same steps
+//! asynchronously: the answer is then a `Promise`.
 
 use std::rc::Rc;
 

@@ -48,10 +48,11 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
     };
     match (req.method(), path.as_str()) {
         (Method::Post, "/__keyplane/sync") => {
-            let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
+            let now_secs = crate::unix_secs();
             let header = req.headers().get(sync::SIGNATURE_HEADER)?;
             if sync::precheck(header.as_deref(), now_secs).is_err() {
-                // Unsigned or stale: refused before a byte of the body is read.
+                // Unsigned, malformed or stale: refused before a byte of the body is read (a
+                // forged header of the right shape gets as far as the bounded read below).
                 return reply::failure(401, "invalid_signature", &request_id);
             }
             let Some(body) = read_bounded(&mut req, MAX_PUSH_BYTES).await? else {
@@ -104,11 +105,7 @@ struct PushTarget {
 
 impl PushTarget {
     fn from_url(url: &Url) -> Option<Self> {
-        let query = |name: &str| {
-            url.query_pairs()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.into_owned())
-        };
+        let query = |name: &str| crate::query_param(url, name);
         Some(PushTarget {
             edge: query("edge")?,
             history: HistoryId::parse(&query("history")?).ok()?,
@@ -155,7 +152,7 @@ fn check_signature(
         None => url.path().to_owned(),
     };
     let header = req.headers().get(sync::SIGNATURE_HEADER)?;
-    let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
+    let now_secs = crate::unix_secs();
     Ok(sync::verify(
         &settings.sync_secret,
         header.as_deref(),

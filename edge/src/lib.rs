@@ -33,7 +33,19 @@ pub mod store;
 pub mod usage;
 
 use worker::wasm_bindgen::{self, JsValue, prelude::wasm_bindgen};
-use worker::{Context, Env, Request, console_error, web_sys};
+use worker::{Context, Env, Request, Url, console_error, web_sys};
+
+/// The time in unix seconds, as replication signatures carry it.
+pub(crate) fn unix_secs() -> i64 {
+    (worker::Date::now().as_millis() / 1000) as i64
+}
+
+/// The first value of query parameter `name`, decoded.
+pub(crate) fn query_param(url: &Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
 
 /// The worker's fetch handler, called by the entry module (`edge/js/shim.mjs`) for every
 /// request. Internal paths take the asynchronous `/__keyplane/` handler (a `Promise` of the

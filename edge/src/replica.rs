@@ -27,7 +27,7 @@ use keyplane_shared::table::codec::{decode_changes, decode_snapshot};
 use keyplane_shared::{
     KeyId, KeyTable, OrgId, RateLimit, RateLimitOutcome, RateLimiter, Timestamp,
 };
-use worker::{Env, Method, Request, RequestInit, Result, console_error};
+use worker::{Env, Method, Request, RequestInit, Result, console_error, console_log};
 
 use crate::store::{self, BODY_KIND_HEADER, GENERATION_HEADER};
 
@@ -38,8 +38,15 @@ pub const RETRY_AFTER_FAILURE_MS: f64 = 1_000.0;
 struct Replica {
     table: KeyTable,
     loaded: bool,
-    /// The store's generation the table comes from.
+    /// The store's generation the table comes from (random per snapshot load of the store).
     generation: u64,
+    /// Moves whenever the copy is replaced by another generation's table (or first loaded):
+    /// an answer to a read sent before that is stale and dropped.
+    epoch: u64,
+    /// The last read met a gap: the next one asks for a snapshot.
+    needs_snapshot: bool,
+    /// When the store's round trip was last reported as longer than the bound.
+    slow_reported_ms: f64,
     /// The feed history the store named (for the status endpoint).
     history: Option<String>,
     /// When the read that brought the current copy was sent (ms since the epoch).
@@ -202,15 +209,42 @@ pub fn claim_refresh(now_ms: f64, ahead_ms: f64) -> bool {
 }
 
 /// Brings the copy within `freshness_ms` before a decision: reads what changed from the
-/// store unless it already is. A failed read is logged and the copy is used (see the module
-/// header).
+/// store unless it already is (twice at most: an answer overtaken by another read's is
+/// dropped). A failed read is logged and the copy is used (see the module header).
 pub async fn until_fresh(env: &Env, freshness_ms: f64) {
-    let now_ms = worker::Date::now().as_millis() as f64;
-    if freshness(now_ms, freshness_ms) == Freshness::Fresh {
-        return;
+    for _ in 0..2 {
+        let now_ms = worker::Date::now().as_millis() as f64;
+        if freshness(now_ms, freshness_ms) == Freshness::Fresh {
+            return;
+        }
+        match refresh(env).await {
+            Ok(()) => report_slow_store(now_ms, freshness_ms),
+            Err(error) => {
+                console_error!("refreshing the key table before a decision failed: {error}");
+                return;
+            }
+        }
     }
-    if let Err(error) = refresh(env).await {
-        console_error!("refreshing the key table before a decision failed: {error}");
+}
+
+/// Logs (at most once a minute) when the store's answer took longer than the bound itself:
+/// every request then waits for a read, and the bound should be raised.
+fn report_slow_store(sent_at: f64, freshness_ms: f64) {
+    let now_ms = worker::Date::now().as_millis() as f64;
+    let slow = REPLICA.with(|replica| {
+        let mut replica = replica.borrow_mut();
+        let due = now_ms - sent_at > freshness_ms && now_ms - replica.slow_reported_ms > 60_000.0;
+        if due {
+            replica.slow_reported_ms = now_ms;
+        }
+        due
+    });
+    if slow {
+        console_log!(
+            "the key table store answered in {:.0} ms, more than REPLICA_FRESHNESS_MS ({freshness_ms:.0} ms): \
+             every request waits for it; raise the bound",
+            now_ms - sent_at
+        );
     }
 }
 
@@ -257,21 +291,96 @@ pub async fn refresh(env: &Env) -> Result<()> {
     outcome
 }
 
-async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
-    let (after, generation) = REPLICA.with(|replica| {
-        let replica = replica.borrow();
-        if replica.loaded {
-            (replica.table.applied_seq(), Some(replica.generation))
-        } else {
-            (0, None)
+/// What a read of the store was sent against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sent {
+    /// The copy's epoch when the read was sent.
+    epoch: u64,
+    /// The generation the copy's table comes from, when the read asked only for changes.
+    generation: Option<u64>,
+}
+
+/// What the store answered.
+enum StoreAnswer {
+    /// Its whole table, of its current generation.
+    Snapshot {
+        generation: u64,
+        table: Box<KeyTable>,
+    },
+    /// The changes after the copy's sequence, of the generation the read named.
+    Changes {
+        generation: u64,
+        changes: Vec<keyplane_shared::Change>,
+    },
+}
+
+impl Replica {
+    /// What a read sent now is sent against; `after` and the generation go in its URL.
+    fn send(&self) -> (Sent, u64) {
+        let asks_changes = self.loaded && !self.needs_snapshot;
+        let sent = Sent {
+            epoch: self.epoch,
+            generation: asks_changes.then_some(self.generation),
+        };
+        (
+            sent,
+            if asks_changes {
+                self.table.applied_seq()
+            } else {
+                0
+            },
+        )
+    }
+
+    /// Takes an answer to a read sent at `sent_at` against `sent`; whether the copy is now as
+    /// fresh as the store was then. An answer is dropped when another read replaced the copy
+    /// meanwhile (its table may be of a generation the store has left), and a page of changes
+    /// that does not follow the copy asks the next read for a snapshot.
+    fn absorb(&mut self, sent: Sent, answer: StoreAnswer, sent_at: f64) -> bool {
+        if self.loaded && sent.epoch != self.epoch {
+            return false;
         }
-    });
+        match answer {
+            StoreAnswer::Snapshot { generation, table } => {
+                let other_generation = !self.loaded || generation != self.generation;
+                if other_generation {
+                    self.epoch += 1;
+                }
+                // Within one generation the store never goes back: an older snapshot (a read
+                // overtaken by another) leaves the newer copy.
+                if other_generation || table.applied_seq() >= self.table.applied_seq() {
+                    self.table = *table;
+                    self.generation = generation;
+                }
+                self.needs_snapshot = false;
+            }
+            StoreAnswer::Changes {
+                generation,
+                changes,
+            } => {
+                if Some(generation) != sent.generation || generation != self.generation {
+                    return false;
+                }
+                if self.table.apply_all(&changes).is_err() {
+                    self.needs_snapshot = true;
+                    return false;
+                }
+            }
+        }
+        self.loaded = true;
+        self.read_at_ms = self.read_at_ms.max(sent_at);
+        true
+    }
+}
+
+async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
+    let (sent, after) = REPLICA.with(|replica| replica.borrow().send());
     let stub = env
         .durable_object(store::BINDING)?
         .get_by_name(store::STORE_NAME)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Get);
-    let url = match generation {
+    let url = match sent.generation {
         Some(generation) => format!("https://store/table?after={after}&generation={generation}"),
         None => "https://store/table?after=0".to_owned(),
     };
@@ -286,7 +395,7 @@ async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
     }
     let header = |name: &str| response.headers().get(name).ok().flatten();
     let kind = header(BODY_KIND_HEADER).unwrap_or_default();
-    let store_generation = header(GENERATION_HEADER)
+    let generation = header(GENERATION_HEADER)
         .and_then(|value| value.parse::<u64>().ok())
         .unwrap_or(0);
     let history = header(keyplane_shared::sync::HISTORY_HEADER);
@@ -296,33 +405,23 @@ async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
             "key table store sent an undecodable {kind}: {error}"
         ))
     };
-    if kind == "snapshot" {
-        let snapshot = decode_snapshot(&body).map_err(corrupt)?;
-        REPLICA.with(|replica| {
-            let mut replica = replica.borrow_mut();
-            let newer_history = replica.generation != store_generation;
-            if !replica.loaded
-                || newer_history
-                || snapshot.applied_seq() >= replica.table.applied_seq()
-            {
-                replica.table = snapshot;
-                replica.generation = store_generation;
-            }
-            replica.loaded = true;
-            replica.history = history;
-            replica.read_at_ms = replica.read_at_ms.max(sent_at);
-        });
+    let answer = if kind == "snapshot" {
+        StoreAnswer::Snapshot {
+            generation,
+            table: Box::new(decode_snapshot(&body).map_err(corrupt)?),
+        }
     } else {
-        let changes = decode_changes(&body).map_err(corrupt)?;
-        REPLICA.with(|replica| {
-            let mut replica = replica.borrow_mut();
-            // A gap (a concurrent refresh raced this one) leaves the rest for the next refresh.
-            let _ = replica.table.apply_all(&changes);
-            replica.loaded = true;
+        StoreAnswer::Changes {
+            generation,
+            changes: decode_changes(&body).map_err(corrupt)?,
+        }
+    };
+    REPLICA.with(|replica| {
+        let mut replica = replica.borrow_mut();
+        if replica.absorb(sent, answer, sent_at) {
             replica.history = history;
-            replica.read_at_ms = replica.read_at_ms.max(sent_at);
-        });
-    }
+        }
+    });
     Ok(())
 }
 
@@ -367,6 +466,103 @@ mod tests {
             claim_refresh(1_050.0, 50.0),
             "refreshed ahead from half the bound"
         );
+    }
+
+    fn remove(seq: u64) -> keyplane_shared::Change {
+        keyplane_shared::Change {
+            seq,
+            op: keyplane_shared::ChangeOp::Remove(keyplane_shared::LookupDigest::from_bytes(
+                [seq as u8; 32],
+            )),
+        }
+    }
+
+    fn table_at(seq: u64) -> KeyTable {
+        let mut table = KeyTable::new();
+        let changes: Vec<_> = (1..=seq).map(remove).collect();
+        table.apply_all(&changes).expect("in order");
+        table
+    }
+
+    #[test]
+    fn an_answer_overtaken_by_another_generations_snapshot_is_dropped() {
+        let mut replica = Replica::default();
+        assert!(replica.absorb(
+            replica.send().0,
+            StoreAnswer::Snapshot {
+                generation: 7,
+                table: Box::new(table_at(5))
+            },
+            1_000.0
+        ));
+        // Two reads leave, both asking for the changes after 5 of generation 7.
+        let (first, after) = replica.send();
+        let second = replica.send().0;
+        assert_eq!((first.generation, after), (Some(7), 5));
+        // The store reloaded (another history): the second read's snapshot lands first.
+        assert!(replica.absorb(
+            second,
+            StoreAnswer::Snapshot {
+                generation: 9,
+                table: Box::new(table_at(3))
+            },
+            1_010.0
+        ));
+        // The first read's changes of generation 7 must not land on generation 9's table.
+        let late = StoreAnswer::Changes {
+            generation: 7,
+            changes: vec![remove(6), remove(7)],
+        };
+        assert!(!replica.absorb(first, late, 1_005.0));
+        assert_eq!((replica.generation, replica.table.applied_seq()), (9, 3));
+        // Nor may a late snapshot of generation 7.
+        let late = StoreAnswer::Snapshot {
+            generation: 7,
+            table: Box::new(table_at(8)),
+        };
+        assert!(!replica.absorb(first, late, 1_005.0));
+        assert_eq!((replica.generation, replica.table.applied_seq()), (9, 3));
+        assert_eq!(replica.read_at_ms, 1_010.0);
+    }
+
+    #[test]
+    fn within_a_generation_the_copy_never_goes_back_and_a_gap_asks_for_a_snapshot() {
+        let mut replica = Replica::default();
+        replica.absorb(
+            replica.send().0,
+            StoreAnswer::Snapshot {
+                generation: 1,
+                table: Box::new(table_at(5)),
+            },
+            1_000.0,
+        );
+        let older = StoreAnswer::Snapshot {
+            generation: 1,
+            table: Box::new(table_at(4)),
+        };
+        assert!(replica.absorb(replica.send().0, older, 1_100.0));
+        assert_eq!(replica.table.applied_seq(), 5);
+        let gap = StoreAnswer::Changes {
+            generation: 1,
+            changes: vec![remove(7)],
+        };
+        assert!(!replica.absorb(replica.send().0, gap, 1_200.0));
+        assert_eq!(replica.read_at_ms, 1_100.0, "a gap does not count as fresh");
+        let (sent, after) = replica.send();
+        assert_eq!(
+            (sent.generation, after),
+            (None, 0),
+            "the next read asks for a snapshot"
+        );
+        assert!(replica.absorb(
+            sent,
+            StoreAnswer::Snapshot {
+                generation: 1,
+                table: Box::new(table_at(7))
+            },
+            1_300.0
+        ));
+        assert_eq!(replica.send().0.generation, Some(1));
     }
 
     #[test]

@@ -83,14 +83,18 @@ struct Buffer {
     retry_at_ms: f64,
     /// The per-key bound on events of refused requests.
     refusals: RateLimiter,
+    /// When its idle entries were last forgotten (ms).
+    refusals_pruned_ms: i64,
 }
 
 thread_local! {
     static BUFFER: RefCell<Buffer> = RefCell::new(Buffer::default());
 }
 
-/// Refusal events kept per key before idle entries of the bound are forgotten.
+/// Keys tracked by the refusal bound past which its idle entries are forgotten, at most once
+/// every [`PRUNE_REFUSALS_EVERY_MS`] (a prune walks every entry).
 const PRUNE_REFUSALS_AT: usize = 10_000;
+const PRUNE_REFUSALS_EVERY_MS: i64 = 10_000;
 
 /// Appends one decision; drops the oldest event when the buffer is full. `refusal_limit` is
 /// the per-key bound for a request the edge refused (`None` for one it admitted).
@@ -103,8 +107,11 @@ pub fn record(event: UsageEvent, buffer_max: usize, refusal_limit: Option<RateLi
         };
         if let Some(limit) = refusal_limit {
             let at = event.at;
-            if buffer.refusals.len() >= PRUNE_REFUSALS_AT {
+            if buffer.refusals.len() >= PRUNE_REFUSALS_AT
+                && at.as_millis() - buffer.refusals_pruned_ms >= PRUNE_REFUSALS_EVERY_MS
+            {
                 buffer.refusals.prune(at);
+                buffer.refusals_pruned_ms = at.as_millis();
             }
             if !buffer.refusals.check(key_id, limit, at).allowed {
                 buffer.stats.suppressed += 1;
@@ -331,7 +338,7 @@ fn backoff_ms(failures: u32) -> f64 {
 /// redirects are not followed (a redirected POST would arrive as a bodiless GET) and count as
 /// failures, as does a control plane that has not answered within [`SEND_TIMEOUT_MS`].
 async fn send(settings: &Settings, body: Vec<u8>, count: usize) -> Result<(), SendError> {
-    let now_secs = (worker::Date::now().as_millis() / 1000) as i64;
+    let now_secs = crate::unix_secs();
     let signature = sync::sign_now(
         &settings.sync_secret,
         now_secs,

@@ -167,10 +167,24 @@ pub fn precheck(header: Option<&str>, now: i64) -> Result<(), SyncAuthError> {
 
 fn fresh(header: Option<&str>, now: i64) -> Result<ParsedHeader<'_>, SyncAuthError> {
     let parsed = parse_header(header.ok_or(SyncAuthError::Missing)?)?;
-    if now.abs_diff(parsed.timestamp) > REPLAY_WINDOW_SECS.unsigned_abs() {
+    within_window(parsed.timestamp, now)?;
+    Ok(parsed)
+}
+
+/// A signature's time: 1 to 19 decimal digits.
+fn parse_timestamp(t: &str) -> Result<i64, SyncAuthError> {
+    if t.is_empty() || t.len() > 19 || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SyncAuthError::Malformed);
+    }
+    t.parse::<i64>().map_err(|_| SyncAuthError::Malformed)
+}
+
+/// Refuses a signature time more than [`REPLAY_WINDOW_SECS`] away from `now`.
+fn within_window(timestamp: i64, now: i64) -> Result<(), SyncAuthError> {
+    if now.abs_diff(timestamp) > REPLAY_WINDOW_SECS.unsigned_abs() {
         return Err(SyncAuthError::Stale);
     }
-    Ok(parsed)
+    Ok(())
 }
 
 /// Checks `header` (the [`SIGNATURE_HEADER`] value, `None` when absent) against `request` at
@@ -238,14 +252,9 @@ pub fn verify_response(
         .strip_prefix("t=")
         .and_then(|rest| rest.split_once(",v1="))
         .ok_or(SyncAuthError::Malformed)?;
-    if t.is_empty() || t.len() > 19 || !t.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(SyncAuthError::Malformed);
-    }
-    let timestamp = t.parse::<i64>().map_err(|_| SyncAuthError::Malformed)?;
+    let timestamp = parse_timestamp(t)?;
     let mac: [u8; 32] = unhex(v1)?;
-    if now.abs_diff(timestamp) > REPLAY_WINDOW_SECS.unsigned_abs() {
-        return Err(SyncAuthError::Stale);
-    }
+    within_window(timestamp, now)?;
     compute_response(secret, timestamp, request_nonce, response)
         .verify_slice(&mac)
         .map_err(|_| SyncAuthError::BadSignature)
@@ -299,13 +308,10 @@ fn parse_header(header: &str) -> Result<ParsedHeader<'_>, SyncAuthError> {
             .ok_or(SyncAuthError::Malformed)
     };
     let (t, n, v1) = (field("t")?, field("n")?, field("v1")?);
-    if parts.next().is_some() || t.is_empty() || t.len() > 19 {
+    if parts.next().is_some() {
         return Err(SyncAuthError::Malformed);
     }
-    if !t.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(SyncAuthError::Malformed);
-    }
-    let timestamp = t.parse::<i64>().map_err(|_| SyncAuthError::Malformed)?;
+    let timestamp = parse_timestamp(t)?;
     Ok(ParsedHeader {
         timestamp,
         nonce_hex: n,

@@ -248,7 +248,11 @@ async fn push_to_edge(
                 }
             }
             Ok((applied, sent_to)) => {
-                acked = applied;
+                // An edge past the head (it holds another history, or this database was
+                // restored from a backup) is pushed again from the head: the chain sent with
+                // the next change tells it to reload, where waiting for the head to pass it
+                // would leave it to its pulls.
+                acked = applied.min(head);
                 stalls = 0;
                 Ok((applied, sent_to))
             }

@@ -11,7 +11,7 @@
 //! from and the feed chain at its sequence. Changes are taken only from a feed answer or a
 //! push whose chain at this store's sequence is the store's own; a store that meets another
 //! history (a re-created or restored control-plane database) drops its table and loads a
-//! snapshot, and moves its generation on, so every isolate drops its copy too.
+//! snapshot, and takes a new generation, so every isolate drops its copy too.
 //!
 //! Internal interface (reachable only through the binding, never from the internet):
 //! - `GET /table?after=N&generation=G`: the changes after `N` when it still holds them in
@@ -35,6 +35,7 @@ use futures_channel::oneshot;
 use keyplane_shared::ids::HistoryId;
 use keyplane_shared::table::change::Applied;
 use keyplane_shared::table::codec::{decode_changes, encode_changes, encode_snapshot};
+use keyplane_shared::table::lineage::apply_following;
 use keyplane_shared::{Change, FeedChain, KeyTable, Lineage};
 use serde_json::json;
 use worker::{
@@ -92,10 +93,12 @@ pub struct KeyTableStore {
     /// The table's lineage at its sequence; `None` when unknown (never loaded, or storage
     /// from before lineages): the next pull loads a snapshot.
     lineage: Cell<Option<Lineage>>,
-    /// Moves on every snapshot load; isolates holding another drop their copy.
+    /// Random, new on every snapshot load; isolates holding another drop their copy.
     generation: Cell<u64>,
     recent: RefCell<VecDeque<Change>>,
     pulling: Cell<bool>,
+    /// A pull was asked for while one was running: the running one goes round once more.
+    pull_again: Cell<bool>,
     /// The pull after loading from storage is running; requests wait for it.
     catching_up: Cell<bool>,
     catch_up_waiters: RefCell<Vec<oneshot::Sender<()>>>,
@@ -144,6 +147,7 @@ impl DurableObject for KeyTableStore {
             generation: Cell::new(0),
             recent: RefCell::new(VecDeque::new()),
             pulling: Cell::new(false),
+            pull_again: Cell::new(false),
             catching_up: Cell::new(false),
             catch_up_waiters: RefCell::new(Vec::new()),
             alarm_armed: Cell::new(false),
@@ -154,11 +158,7 @@ impl DurableObject for KeyTableStore {
         self.ensure_loaded().await;
         self.arm_alarm().await;
         let url = req.url()?;
-        let query = |name: &str| {
-            url.query_pairs()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.into_owned())
-        };
+        let query = |name: &str| crate::query_param(&url, name);
         match (req.method(), url.path()) {
             (Method::Get, "/table") => {
                 let after = query("after").and_then(|value| value.parse::<u64>().ok());
@@ -272,9 +272,12 @@ impl KeyTableStore {
         let seq = self.applied_seq();
         let recent = self.recent.borrow();
         let same_generation = generation == Some(self.generation.get());
+        // The recent changes cover `after` only if they run from it to the table's sequence.
         let covered = same_generation
             && (after == seq
-                || (after < seq && recent.front().is_some_and(|first| first.seq <= after + 1)));
+                || (after < seq
+                    && recent.front().is_some_and(|first| first.seq <= after + 1)
+                    && recent.back().is_some_and(|last| last.seq == seq)));
         let (kind, body) = if covered {
             let changes: Vec<Change> = recent.iter().filter(|c| c.seq > after).cloned().collect();
             ("changes", encode_changes(&changes))
@@ -317,7 +320,13 @@ impl KeyTableStore {
         let seq = self.applied_seq();
         let Some(theirs) = chain_at(origin, &changes, seq) else {
             // The push does not reach this store's sequence (a gap, or it starts past it):
-            // answering the sequence makes the pusher resend from there.
+            // answering the sequence makes the pusher resend from there. One that ends before
+            // it may come from a control plane behind this store (a database restored from a
+            // backup): a pull finds out at once.
+            let last = changes.last().map_or(origin.after, |change| change.seq);
+            if last < seq {
+                self.schedule_pull(Duration::ZERO).await;
+            }
             return ack(seq);
         };
         let ours = self.lineage.get().or_else(|| {
@@ -346,8 +355,8 @@ impl KeyTableStore {
         }
     }
 
-    /// Applies what is next in sequence (advancing the lineage's chain), persists it and keeps
-    /// it for isolate refreshes. Returns whether a gap stopped it.
+    /// Applies what is next in sequence (advancing the lineage's chain), keeps it for isolate
+    /// refreshes and persists it. Returns whether a gap stopped it.
     fn apply(&self, changes: Vec<Change>) -> Result<bool> {
         let mut fresh = Vec::new();
         let mut gap = false;
@@ -356,13 +365,8 @@ impl KeyTableStore {
             let mut table = self.table.borrow_mut();
             let table = table.get_or_insert_with(KeyTable::new);
             for change in changes {
-                match table.apply(&change) {
-                    Ok(Applied::Applied) => {
-                        if let Some(lineage) = lineage.as_mut() {
-                            lineage.chain = lineage.chain.next(&change);
-                        }
-                        fresh.push(change);
-                    }
+                match apply_following(table, lineage.as_mut(), &change) {
+                    Ok(Applied::Applied) => fresh.push(change),
                     Ok(Applied::AlreadyApplied) => {}
                     Err(_) => {
                         gap = true;
@@ -375,13 +379,16 @@ impl KeyTableStore {
         if fresh.is_empty() {
             return Ok(gap);
         }
-        let batches = storage::append_batch(&self.sql(), &fresh)?;
-        let mut recent = self.recent.borrow_mut();
-        recent.extend(fresh);
-        while recent.len() > RECENT_CHANGES {
-            recent.pop_front();
+        // Kept for isolates before the write: if the write fails, what isolates are sent still
+        // matches the table they are told about (the next pull or restart repairs storage).
+        {
+            let mut recent = self.recent.borrow_mut();
+            recent.extend(fresh.iter().cloned());
+            while recent.len() > RECENT_CHANGES {
+                recent.pop_front();
+            }
         }
-        drop(recent);
+        let batches = storage::append_batch(&self.sql(), &fresh)?;
         if batches > COMPACT_AFTER_BATCHES {
             self.write_snapshot()?;
         }
@@ -396,7 +403,7 @@ impl KeyTableStore {
             history: snapshot.history,
             chain: snapshot.chain,
         }));
-        self.generation.set(self.generation.get() + 1);
+        self.generation.set(new_generation(self.generation.get()));
         self.recent.borrow_mut().clear();
         self.write_snapshot()
     }
@@ -417,10 +424,20 @@ impl KeyTableStore {
     /// lineage is unknown or another history's). One at a time; a second call returns at once.
     async fn pull(&self) -> Result<()> {
         if self.pulling.replace(true) {
+            self.pull_again.set(true);
             return Ok(());
         }
         let _running = ClearOnDrop(&self.pulling);
-        self.pull_inner().await
+        // Asked again while running (a push of another history, a second alarm): once more,
+        // and at most twice more, so a reason to pull that came mid-pull is not lost.
+        for _ in 0..3 {
+            self.pull_again.set(false);
+            self.pull_inner().await?;
+            if !self.pull_again.get() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     async fn pull_inner(&self) -> Result<()> {
@@ -428,7 +445,12 @@ impl KeyTableStore {
             .map_err(|error| worker::Error::RustError(error.to_string()))?;
         let unavailable = |error: feed::FeedError| worker::Error::RustError(error.to_string());
         if self.lineage.get().is_none() {
-            self.replace(feed::snapshot(&settings).await.map_err(unavailable)?)?;
+            let snapshot = feed::snapshot(&settings).await.map_err(unavailable)?;
+            // A push that starts at the beginning may have given the store its lineage while
+            // the snapshot was on its way: then the store is ahead of it, and keeps its table.
+            if self.lineage.get().is_none() {
+                self.replace(snapshot)?;
+            }
         }
         for _ in 0..MAX_PULL_ROUNDS {
             let after = self.applied_seq();
@@ -489,6 +511,18 @@ fn chain_at(origin: &PushOrigin, changes: &[Change], seq: u64) -> Option<FeedCha
         reached = change.seq;
     }
     (reached == seq).then_some(chain)
+}
+
+/// A generation for a new snapshot load: random (so one reused after lost storage cannot
+/// match an isolate's), and never the current one.
+fn new_generation(current: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    let drawn = getrandom::fill(&mut bytes).map(|()| u64::from_le_bytes(bytes));
+    match drawn {
+        Ok(generation) if generation != current => generation,
+        // No randomness (or the one value in 2^64): still another generation.
+        _ => current.wrapping_add(1),
+    }
 }
 
 fn ack(applied_seq: u64) -> Result<Response> {

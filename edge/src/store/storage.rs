@@ -4,8 +4,8 @@
 //! - `change_batches`: the change batches applied since, KPCB-encoded, by last sequence;
 //! - `lineage`: one row: the feed history the table comes from, the feed chain at the stored
 //!   snapshot's sequence (the chain at the table's own sequence follows by replaying the
-//!   batches), and the store's generation (moved on every snapshot load, so isolates know to
-//!   drop their copy);
+//!   batches), and the store's generation (random, new on every snapshot load, so isolates
+//!   know to drop their copy);
 //! - `push_nonces`: nonces of accepted pushes until their signature's window has passed.
 //!
 //! A storage written before lineages existed has no `lineage` row: its table is then of an
@@ -15,6 +15,7 @@ use keyplane_shared::ids::HistoryId;
 use keyplane_shared::table::codec::{
     decode_changes, decode_snapshot, encode_changes, encode_snapshot,
 };
+use keyplane_shared::table::lineage::apply_following;
 use keyplane_shared::{Change, FeedChain, KeyTable, Lineage};
 use worker::{Result, SqlStorage, SqlStorageValue, console_error};
 
@@ -92,23 +93,15 @@ fn try_read(sql: &SqlStorage) -> Result<Stored> {
         let changes = decode_changes(&body)
             .map_err(|error| worker::Error::RustError(format!("stored changes: {error}")))?;
         for change in &changes {
-            match table.apply(change) {
-                Ok(keyplane_shared::table::Applied::Applied) => {
-                    if let Some(lineage) = lineage.as_mut() {
-                        lineage.chain = lineage.chain.next(change);
-                    }
-                }
-                Ok(keyplane_shared::table::Applied::AlreadyApplied) => {}
-                Err(_) => {
-                    console_error!(
-                        "key table store: stored batches have a gap; the next pull fills it"
-                    );
-                    return Ok(Stored {
-                        table,
-                        lineage,
-                        generation,
-                    });
-                }
+            if apply_following(&mut table, lineage.as_mut(), change).is_err() {
+                console_error!(
+                    "key table store: stored batches have a gap; the next pull fills it"
+                );
+                return Ok(Stored {
+                    table,
+                    lineage,
+                    generation,
+                });
             }
         }
     }

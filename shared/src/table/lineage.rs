@@ -22,8 +22,8 @@ use core::fmt;
 
 use sha2::{Digest as _, Sha256};
 
-use super::Change;
 use super::codec::encode_changes;
+use super::{Applied, Change, KeyTable, SequenceGap};
 use crate::ids::HistoryId;
 
 const DOMAIN: &[u8] = b"keyplane-feed-chain-v1\n";
@@ -116,6 +116,20 @@ impl Lineage {
     }
 }
 
+/// Applies `change` to `table` and, when it was the next one, moves `lineage`'s chain past it
+/// (a replica whose lineage is unknown only applies).
+pub fn apply_following(
+    table: &mut KeyTable,
+    lineage: Option<&mut Lineage>,
+    change: &Change,
+) -> Result<Applied, SequenceGap> {
+    let applied = table.apply(change)?;
+    if let (Applied::Applied, Some(lineage)) = (applied, lineage) {
+        lineage.chain = lineage.chain.next(change);
+    }
+    Ok(applied)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +170,69 @@ mod tests {
         let decoded = decode_changes(&stored).expect("decodes");
         let start = FeedChain::genesis(HistoryId::from_bytes([4; 16]));
         assert_eq!(start.next_encoded(&stored), start.next(&decoded[0]));
+    }
+
+    #[test]
+    fn upserts_chain_alike_from_their_stored_encoding_and_after_decoding() {
+        use crate::ids::{KeyId, OrgId};
+        use crate::key::Environment;
+        use crate::ratelimit::RateLimit;
+        use crate::scope::ScopeSet;
+        use crate::table::{KeyStatus, TableEntry};
+        use crate::time::Timestamp;
+        let entry = |scopes: &[&str], expires_at, rate_limit| TableEntry {
+            digest: LookupDigest::from_bytes([3; 32]),
+            key_id: KeyId::from_bytes([4; 16]),
+            org_id: OrgId::from_bytes([5; 16]),
+            env: Environment::Live,
+            status: KeyStatus::Active,
+            expires_at,
+            scopes: ScopeSet::parse(scopes).expect("valid scopes"),
+            rate_limit,
+        };
+        let limit = RateLimit::new(30, 7).expect("valid limit");
+        let start = FeedChain::genesis(HistoryId::from_bytes([4; 16]));
+        for (seq, op) in [
+            ChangeOp::Upsert(entry(&[], None, None)),
+            ChangeOp::Upsert(entry(
+                &["contacts:write", "admin:full", "contacts:read"],
+                Some(Timestamp(1_800_000_000_000)),
+                Some(limit),
+            )),
+            ChangeOp::Remove(LookupDigest::from_bytes([3; 32])),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let change = Change {
+                seq: seq as u64 + 1,
+                op,
+            };
+            let stored = encode_changes(std::slice::from_ref(&change));
+            let decoded = decode_changes(&stored).expect("decodes");
+            assert_eq!(start.next_encoded(&stored), start.next(&decoded[0]));
+            assert_eq!(encode_changes(&decoded), stored, "re-encodes byte for byte");
+        }
+    }
+
+    #[test]
+    fn applying_a_change_moves_the_lineage_only_when_it_applied() {
+        let history = HistoryId::from_bytes([8; 16]);
+        let mut table = KeyTable::new();
+        let mut lineage = Lineage::genesis(history);
+        let first = remove(1, 1);
+        assert_eq!(
+            apply_following(&mut table, Some(&mut lineage), &first),
+            Ok(Applied::Applied)
+        );
+        assert_eq!(lineage.chain, FeedChain::genesis(history).next(&first));
+        assert_eq!(
+            apply_following(&mut table, Some(&mut lineage), &first),
+            Ok(Applied::AlreadyApplied)
+        );
+        assert_eq!(lineage.chain, FeedChain::genesis(history).next(&first));
+        assert!(apply_following(&mut table, Some(&mut lineage), &remove(3, 3)).is_err());
+        assert_eq!(table.applied_seq(), 1);
     }
 
     #[test]

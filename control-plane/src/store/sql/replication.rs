@@ -133,33 +133,41 @@ pub(super) async fn register_edge(
         return Ok(Registration::Registered);
     };
     let reported = i64_of(reported)?;
-    let done = sqlx::query(
-        "INSERT INTO edges (name, url, created_at, last_seen_at, reported_seq, acked_seq) \
-         VALUES ($1, $2, $3, $3, $4, $4) \
-         ON CONFLICT (name) DO UPDATE SET last_seen_at = excluded.last_seen_at, \
-         reported_seq = excluded.reported_seq, conflict_url = NULL, conflict_at = NULL \
-         WHERE edges.url = excluded.url",
-    )
-    .bind(name.to_owned())
-    .bind(url.to_owned())
-    .bind(now)
-    .bind(reported)
-    .execute(pool)
-    .await?;
-    if done.rows_affected() > 0 {
-        return Ok(Registration::Registered);
+    // Twice at most: an edge removed between the two statements is registered on the second go.
+    for _ in 0..2 {
+        let done = sqlx::query(
+            "INSERT INTO edges (name, url, created_at, last_seen_at, reported_seq, acked_seq) \
+             VALUES ($1, $2, $3, $3, $4, $4) \
+             ON CONFLICT (name) DO UPDATE SET last_seen_at = excluded.last_seen_at, \
+             reported_seq = excluded.reported_seq, conflict_url = NULL, conflict_at = NULL \
+             WHERE edges.url = excluded.url",
+        )
+        .bind(name.to_owned())
+        .bind(url.to_owned())
+        .bind(now)
+        .bind(reported)
+        .execute(pool)
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(Registration::Registered);
+        }
+        let registered = sqlx::query(
+            "UPDATE edges SET conflict_url = $1, conflict_at = $2 WHERE name = $3 RETURNING url",
+        )
+        .bind(url.to_owned())
+        .bind(now)
+        .bind(name.to_owned())
+        .fetch_optional(pool)
+        .await?;
+        if let Some(row) = registered {
+            return Ok(Registration::UrlConflict {
+                registered_url: row.try_get(0)?,
+            });
+        }
     }
-    let row = sqlx::query(
-        "UPDATE edges SET conflict_url = $1, conflict_at = $2 WHERE name = $3 RETURNING url",
-    )
-    .bind(url.to_owned())
-    .bind(now)
-    .bind(name.to_owned())
-    .fetch_one(pool)
-    .await?;
-    Ok(Registration::UrlConflict {
-        registered_url: row.try_get(0)?,
-    })
+    Err(StoreError::Corrupt(format!(
+        "edge {name} is being registered and removed at once"
+    )))
 }
 
 /// Every registered edge.
