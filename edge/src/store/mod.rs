@@ -514,10 +514,11 @@ fn chain_at(origin: &PushOrigin, changes: &[Change], seq: u64) -> Option<FeedCha
 }
 
 /// A generation for a new snapshot load: random (so one reused after lost storage cannot
-/// match an isolate's), and never the current one.
+/// match an isolate's), and never the current one. 53 bits: it is stored through the
+/// runtime's SQL API as a JS number, exact only up to 2^53.
 fn new_generation(current: u64) -> u64 {
     let mut bytes = [0u8; 8];
-    let drawn = getrandom::fill(&mut bytes).map(|()| u64::from_le_bytes(bytes));
+    let drawn = getrandom::fill(&mut bytes).map(|()| u64::from_le_bytes(bytes) >> 11);
     match drawn {
         Ok(generation) if generation != current => generation,
         // No randomness (or the one value in 2^64): still another generation.

@@ -103,12 +103,12 @@ fn burst_then_recover(mode: &str) -> Result<()> {
     let updated = d.api(
         "PATCH",
         &format!("/v1/keys/{id}"),
-        Some(json!({"rate_limit": {"requests_per_minute": 6000, "burst": 50}})),
+        Some(json!({"rate_limit": {"requests_per_minute": 600, "burst": 50}})),
     )?;
     ensure!(updated.status == 200, "{updated:?}");
     d.wait_for(PROPAGATION, "the new limit reaching the edge", || {
         let reply = d.through_edge(0, "/v1/contacts", Some(&key))?;
-        Ok(reply.header("ratelimit-policy") == Some("\"key\";q=6000;w=60"))
+        Ok(reply.header("ratelimit-policy") == Some("\"key\";q=600;w=60"))
     })?;
     Ok(())
 }
