@@ -4,24 +4,33 @@
 //! policy's default. Patterns are `/`-separated segments: a literal, `*` or `{name}` (exactly one
 //! segment), or a final `**` (any number of remaining segments, including none).
 //!
-//! Origins disagree about what a path means: some decode `%2F` into a separator, treat `\\` as
-//! `/`, drop `;params` (so `..;` is `..`), decode twice, or ignore case. The edge cannot know
-//! which, so a path is read two ways and the request must satisfy both readings:
+//! The edge forwards a request on its canonical path (see `path`: the WHATWG URL standard's
+//! form, which is what the runtime's `new Request(url)` makes of it), and a path is matched
+//! in that form. Origins still disagree about what a path means: some decode `%2F` into a
+//! separator, treat `\\` as `/`, drop `;params` (so `..;` is `..`), decode twice, ignore case,
+//! or drop trailing dots (Windows). The edge cannot know which, so the canonical path is read
+//! two ways and the request must satisfy both readings:
 //!
-//! - **literal**: split on `/` only, no decoding, `.`/`..` resolved, case kept;
-//! - **lenient**: percent-decoded (up to three rounds), split on `/` and `\\`, `;params` dropped,
-//!   `.`/`..` resolved, literals compared without regard to ASCII case.
+//! - **canonical**: the path as forwarded, split on `/`, nothing decoded, case kept (dot
+//!   segments are already resolved, in every encoding, by the URL standard's rules);
+//! - **lenient**: percent-decoded (up to three rounds), split on `/` and `\\`, `;params`
+//!   dropped, full-width ASCII (U+FF01–U+FF5E) folded to ASCII, trailing dots and spaces
+//!   dropped, `.`/`..` resolved, literals compared without regard to ASCII case.
 //!
-//! A route is public only if both readings say so; otherwise the scopes of both are required.
-//! Decoding can therefore only make a request need more, never less: `/admin/..%2Fhealth`,
-//! `/health/..;/admin` and `/ADMIN` all need what `/admin` needs. The price is that a path whose
-//! readings differ (say `/files/a%2Fb`) may need the scopes of two rules.
+//! Both skip empty segments. A route is public only if both readings say so; otherwise the
+//! scopes of both are required. Decoding can therefore only make a request need more, never
+//! less: `/admin/..%2Fhealth`, `/health/..;/admin` and `/ADMIN` all need what `/admin` needs.
+//! The price is that a path whose readings differ (say `/files/a%2Fb`) may need the scopes of
+//! two rules. A path the URL standard reads one way and other readers another (an encoded dot
+//! segment or separator, an empty segment, a control character) is refused by the edge's
+//! strict mode before any of this.
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::path::{CanonicalTarget, DECODE_ROUNDS, percent_decode};
 use crate::scope::{ScopeError, ScopeSet};
 
 /// What a route demands of the caller.
@@ -122,21 +131,20 @@ impl PathPattern {
 /// How a path is read (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathReading {
-    /// Split on `/` only; nothing decoded.
-    Literal,
-    /// Percent-decoded, `\\` as `/`, `;params` dropped.
+    /// The canonical path split on `/`; nothing decoded.
+    Canonical,
+    /// Percent-decoded, `\\` as `/`, `;params` dropped, full-width folded, trailing dots dropped.
     Lenient,
 }
 
-/// How many rounds of percent-decoding the lenient reading applies (`%25252F` → `%252F` →
-/// `%2F` → `/`).
-const DECODE_ROUNDS: usize = 3;
-
-/// Splits a request path into segments as `reading` sees them, with empty and `.` segments
-/// dropped and `..` resolved. Segments the reading leaves unchanged are borrowed from `path`.
-pub fn normalize_path(path: &str, reading: PathReading) -> Vec<Cow<'_, str>> {
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    let mut segments: Vec<Cow<'_, str>> = Vec::new();
+/// Splits a canonical path into segments as `reading` sees them, with empty and `.` segments
+/// dropped and `..` resolved. Segments the reading leaves unchanged are borrowed from it.
+pub fn normalize_path<'a>(
+    target: &'a CanonicalTarget<'_>,
+    reading: PathReading,
+) -> Vec<Cow<'a, str>> {
+    let path = target.path();
+    let mut segments: Vec<Cow<'a, str>> = Vec::new();
     fn push<'a>(segments: &mut Vec<Cow<'a, str>>, segment: Cow<'a, str>) {
         match &*segment {
             "" | "." => {}
@@ -147,14 +155,14 @@ pub fn normalize_path(path: &str, reading: PathReading) -> Vec<Cow<'_, str>> {
         }
     }
     match reading {
-        PathReading::Literal => {
+        PathReading::Canonical => {
             for raw in path.split('/') {
                 push(&mut segments, Cow::Borrowed(raw));
             }
         }
         PathReading::Lenient => {
-            for raw in path.split(['/', '\\']) {
-                if !raw.contains(['%', ';']) {
+            for raw in path.split('/') {
+                if !raw.contains(['%', ';']) && !raw.ends_with('.') {
                     push(&mut segments, Cow::Borrowed(raw));
                     continue;
                 }
@@ -165,9 +173,13 @@ pub fn normalize_path(path: &str, reading: PathReading) -> Vec<Cow<'_, str>> {
                         None => break,
                     }
                 }
-                for piece in decoded.split(['/', '\\']) {
+                let folded = fold_full_width(&decoded);
+                for piece in folded.split(['/', '\\']) {
                     let without_params = piece.split(';').next().unwrap_or_default();
-                    push(&mut segments, Cow::Owned(without_params.to_owned()));
+                    push(
+                        &mut segments,
+                        Cow::Owned(without_trailing_dots(without_params).to_owned()),
+                    );
                 }
             }
         }
@@ -175,39 +187,35 @@ pub fn normalize_path(path: &str, reading: PathReading) -> Vec<Cow<'_, str>> {
     segments
 }
 
-/// Decodes `%XX` escapes (malformed escapes kept literally, invalid UTF-8 replaced), or `None`
-/// when there is nothing to decode.
-fn percent_decode(text: &str) -> Option<String> {
-    fn hex(digit: u8) -> Option<u8> {
-        match digit {
-            b'0'..=b'9' => Some(digit - b'0'),
-            b'a'..=b'f' => Some(digit - b'a' + 10),
-            b'A'..=b'F' => Some(digit - b'A' + 10),
-            _ => None,
-        }
+/// Full-width ASCII (U+FF01–U+FF5E, `／` `．` `ａ` …) as ASCII, as Unicode compatibility
+/// normalization (NFKC) maps it.
+fn fold_full_width(text: &str) -> Cow<'_, str> {
+    const FULL_WIDTH: std::ops::RangeInclusive<char> = '\u{ff01}'..='\u{ff5e}';
+    if !text.chars().any(|c| FULL_WIDTH.contains(&c)) {
+        return Cow::Borrowed(text);
     }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut decoded_any = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = match bytes[i..] {
-            [b'%', high, low, ..] => hex(high).zip(hex(low)).map(|(h, l)| h << 4 | l),
-            _ => None,
-        };
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                decoded_any = true;
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if FULL_WIDTH.contains(&c) {
+                    char::from_u32(u32::from(c) - 0xfee0).unwrap_or(c)
+                } else {
+                    c
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A segment without its trailing dots and spaces (which Windows file names drop), unless
+/// it is only dots (`.`, `..`, `...`).
+fn without_trailing_dots(segment: &str) -> &str {
+    let trimmed = segment.trim_end_matches(['.', ' ']);
+    if trimmed.is_empty() {
+        segment.trim_end_matches(' ')
+    } else {
+        trimmed
     }
-    decoded_any.then(|| String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Why a policy was refused.
@@ -315,14 +323,16 @@ impl RoutePolicy {
     }
 
     /// The requirement for a request: the first matching rule's, else the default, under
-    /// both path readings combined (see the module docs). Borrowed unless the readings meet
+    /// both readings of the canonical path combined (see the module docs); `path` is
+    /// canonicalized first (a query string is ignored). Borrowed unless the readings meet
     /// different scoped rules.
     pub fn requirement(&self, method: &str, path: &str) -> Cow<'_, Requirement> {
         if self.rules.is_empty() {
             return Cow::Borrowed(&self.default);
         }
+        let target = CanonicalTarget::parse(path);
         let first_match = |reading: PathReading| {
-            let segments = normalize_path(path, reading);
+            let segments = normalize_path(&target, reading);
             let ignore_case = reading == PathReading::Lenient;
             self.rules
                 .iter()
@@ -331,9 +341,9 @@ impl RoutePolicy {
                 })
                 .map_or(&self.default, |rule| &rule.requirement)
         };
-        let literal = first_match(PathReading::Literal);
+        let canonical = first_match(PathReading::Canonical);
         let lenient = first_match(PathReading::Lenient);
-        match (literal, lenient) {
+        match (canonical, lenient) {
             (a, b) if a == b => Cow::Borrowed(a),
             (Requirement::Public, stricter) | (stricter, Requirement::Public) => {
                 Cow::Borrowed(stricter)
@@ -472,7 +482,6 @@ mod tests {
             "/admin/..%5Chealth",
             "/admin/%2e%2e%2Fhealth",
             "/admin/..%252Fhealth",
-            "/admin/..\\health",
         ] {
             assert_ne!(*p.requirement("GET", path), Requirement::Public, "{path}");
             assert!(
@@ -480,6 +489,11 @@ mod tests {
                 "{path} must need admin:full"
             );
         }
+        // A raw `\\` is a separator to the forwarding: the origin receives `/health`.
+        assert_eq!(
+            *p.requirement("GET", "/admin/..\\health"),
+            Requirement::Public
+        );
     }
 
     #[test]
@@ -523,17 +537,98 @@ mod tests {
         assert!(matches!(p.requirement("GET", "/health"), Cow::Borrowed(_)));
     }
 
+    fn issue_policy() -> RoutePolicy {
+        let spec: PolicySpec = serde_json::from_str(
+            r#"{
+                "rules": [
+                    {"method": "POST", "path": "/v1/contacts/**", "scopes": ["contacts:write"]},
+                    {"method": "GET", "path": "/v1/docs/private/{id}", "scopes": ["docs:read"]},
+                    {"path": "/v1/docs/**", "public": true}
+                ],
+                "default_scopes": []
+            }"#,
+        )
+        .expect("valid JSON");
+        RoutePolicy::from_spec(&spec).expect("valid policy")
+    }
+
     #[test]
-    fn literal_reading_decodes_nothing() {
+    fn a_dot_dot_that_cancels_an_empty_segment_is_read_as_the_forwarding_reads_it() {
+        let p = issue_policy();
+        for (method, path, needs) in [
+            ("POST", "/v1//%2e%2e/contacts", "contacts:write"),
+            ("POST", "/v1//.%2E/contacts/7", "contacts:write"),
+            ("GET", "/v1/docs/private//%2e%2e/42", "docs:read"),
+            ("GET", "/v1/docs/private//%2E./42", "docs:read"),
+            ("GET", "/v1/docs/x/..\\private/42", "docs:read"),
+        ] {
+            let needed: Scope = needs.parse().expect("valid");
+            let requirement = p.requirement(method, path);
+            assert!(
+                matches!(&*requirement, Requirement::Scopes(s) if s.covers(&needed)),
+                "{method} {path} needs {requirement:?}, not {needs}"
+            );
+        }
+    }
+
+    #[test]
+    fn tabs_and_newlines_are_removed_as_the_forwarding_removes_them() {
+        let p = policy();
+        let admin: Scope = "admin:full".parse().expect("valid");
+        for path in [
+            "/ad\tmin/x",
+            "/adm\nin/x",
+            "/.\t./admin/x",
+            "/health/.\r./admin/x",
+        ] {
+            assert!(
+                matches!(&*p.requirement("GET", path), Requirement::Scopes(s) if s.covers(&admin)),
+                "{path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn windows_and_unicode_spellings_need_what_the_plain_path_needs() {
+        let p = policy();
+        let admin: Scope = "admin:full".parse().expect("valid");
+        for path in [
+            "/admin./x",
+            "/admin../x",
+            "/admin%20/x",
+            "/admin%2e/x",
+            "/\u{ff41}\u{ff44}\u{ff4d}\u{ff49}\u{ff4e}/x",
+            "/health/\u{ff0e}\u{ff0e}/admin/x",
+            "/health\u{ff0f}..\u{ff0f}admin/x",
+        ] {
+            let requirement = p.requirement("GET", path);
+            assert!(
+                matches!(&*requirement, Requirement::Scopes(s) if s.covers(&admin)),
+                "{path:?} needs {requirement:?}"
+            );
+        }
+    }
+
+    fn read(path: &str, reading: PathReading) -> Vec<String> {
+        let target = CanonicalTarget::parse(path);
+        normalize_path(&target, reading)
+            .into_iter()
+            .map(Cow::into_owned)
+            .collect()
+    }
+
+    #[test]
+    fn the_canonical_reading_decodes_nothing() {
         assert_eq!(
-            normalize_path("/a%2Fb\\c/./d/../e", PathReading::Literal),
-            vec!["a%2Fb\\c", "e"]
+            read("/a%2Fb\\c/./d/../e", PathReading::Canonical),
+            vec!["a%2Fb", "c", "e"]
         );
+        assert_eq!(read("/a//b/", PathReading::Canonical), vec!["a", "b"]);
     }
 
     #[test]
     fn lenient_reading_decodes_and_keeps_malformed_escapes() {
-        let lenient = |path| normalize_path(path, PathReading::Lenient);
+        let lenient = |path| read(path, PathReading::Lenient);
         assert_eq!(lenient("/a%2/b%zz/c%"), vec!["a%2", "b%zz", "c%"]);
         assert_eq!(lenient("/a%2Fb"), vec!["a", "b"]);
         assert_eq!(lenient("/a%20b"), vec!["a b"]);
@@ -541,5 +636,19 @@ mod tests {
         assert_eq!(lenient("/%ff%2Fx"), vec!["\u{fffd}", "x"]);
         assert_eq!(lenient("/a;v=1/b;c"), vec!["a", "b"]);
         assert_eq!(lenient("/%25252Fa"), vec!["a"]);
+        assert_eq!(lenient("/a./b.../..."), vec!["a", "b", "..."]);
+        assert_eq!(lenient("/\u{ff21}\u{ff0f}b"), vec!["A", "b"]);
+    }
+
+    #[test]
+    fn canonical_paths_read_the_same_both_ways_borrow_their_segments() {
+        let target = CanonicalTarget::parse("/v1/contacts/7");
+        for reading in [PathReading::Canonical, PathReading::Lenient] {
+            assert!(
+                normalize_path(&target, reading)
+                    .iter()
+                    .all(|segment| matches!(segment, Cow::Borrowed(_)))
+            );
+        }
     }
 }
