@@ -60,21 +60,20 @@ impl<'a> CanonicalTarget<'a> {
     /// dropped) the way the runtime parses the forwarded URL. Borrows `target` when it is
     /// already canonical, the common case.
     pub fn parse(target: &'a str) -> Self {
-        let target = target.find('#').map_or(target, |at| &target[..at]);
-        let raw_path = target.find('?').map_or(target, |at| &target[..at]);
-        let ambiguity = ambiguity(raw_path);
-        if is_canonical(target) {
+        let scan = Scan::of(target);
+        let target = &target[..scan.end];
+        if !scan.rewrite {
             return CanonicalTarget {
-                path_len: raw_path.len(),
                 text: Cow::Borrowed(target),
-                ambiguity,
+                path_len: scan.path_end,
+                ambiguity: scan.ambiguity,
             };
         }
         let (text, path_len) = canonicalize(target);
         CanonicalTarget {
             text: Cow::Owned(text),
             path_len,
-            ambiguity,
+            ambiguity: scan.ambiguity,
         }
     }
 
@@ -104,20 +103,137 @@ impl<'a> CanonicalTarget<'a> {
     }
 }
 
-/// Whether `byte` is percent-encoded in a path: the C0 control percent-encode set (controls
-/// and everything above `~`), space, `"`, `#`, `<`, `>`, `?`, `^`, `` ` ``, `{`, `}`.
+/// Byte classes, from [`CLASSES`].
+const PATH_ENCODED: u8 = 1;
+const QUERY_ENCODED: u8 = 2;
+const CONTROL: u8 = 4;
+/// `/`, `\\`, `%`, `;`, `?`, `#`: bytes the scan looks at.
+const MARK: u8 = 8;
+
+/// Each byte's classes: percent-encoded in a path (the C0 control percent-encode set —
+/// controls and everything above `~` — plus space, `"`, `#`, `<`, `>`, `?`, `^`, `` ` ``, `{`,
+/// `}`), percent-encoded in the query of a special URL (controls, space, `"`, `#`, `<`, `>`,
+/// `'`, above `~`), a control character (U+0000–U+001F, U+007F), a mark.
+static CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        let mut class = 0;
+        if b <= b' ' || b >= 0x7f {
+            class |= PATH_ENCODED | QUERY_ENCODED;
+        }
+        if b < 0x20 || b == 0x7f {
+            class |= CONTROL;
+        }
+        match b {
+            b'"' | b'#' | b'<' | b'>' => class |= PATH_ENCODED | QUERY_ENCODED,
+            b'?' | b'^' | b'`' | b'{' | b'}' => class |= PATH_ENCODED,
+            b'\'' => class |= QUERY_ENCODED,
+            _ => {}
+        }
+        if matches!(b, b'/' | b'\\' | b'%' | b';' | b'?' | b'#') {
+            class |= MARK;
+        }
+        classes[byte] = class;
+        byte += 1;
+    }
+    classes
+};
+
 fn encoded_in_path(byte: u8) -> bool {
-    byte <= b' ' || byte >= 0x7f || b"\"#<>?^`{}".contains(&byte)
+    CLASSES[usize::from(byte)] & PATH_ENCODED != 0
 }
 
-/// Whether `byte` is percent-encoded in the query of a special URL: controls, space, `"`,
-/// `#`, `<`, `>`, `'` and everything above `~`.
 fn encoded_in_query(byte: u8) -> bool {
-    byte <= b' ' || byte >= 0x7f || b"\"#<>'".contains(&byte)
+    CLASSES[usize::from(byte)] & QUERY_ENCODED != 0
 }
 
 fn is_control(byte: u8) -> bool {
-    byte < 0x20 || byte == 0x7f
+    CLASSES[usize::from(byte)] & CONTROL != 0
+}
+
+/// One pass over a raw path and query: where they end, whether the parse would change them,
+/// and what the path does that other readers could take another way.
+struct Scan {
+    /// Where the fragment starts (or the end).
+    end: usize,
+    /// Where the query starts (or the fragment, or the end).
+    path_end: usize,
+    /// Whether the canonical form differs from the input.
+    rewrite: bool,
+    ambiguity: Option<Ambiguity>,
+}
+
+impl Scan {
+    fn of(target: &str) -> Self {
+        let bytes = target.as_bytes();
+        let mut rewrite = bytes.first() != Some(&b'/');
+        let (mut control, mut backslash) = (false, false);
+        let mut in_segments = None;
+        let mut start = usize::from(!rewrite);
+        let mut marked = false;
+        let mut i = start;
+        let mut end_segment =
+            |from: usize, to: usize, last: bool, marked: bool, rewrite: &mut bool| {
+                let segment = &target[from..to];
+                if segment.is_empty() && !last {
+                    in_segments.get_or_insert(Ambiguity::EmptySegment);
+                }
+                if segment.len() <= 6
+                    && matches!(segment.as_bytes().first(), Some(b'.' | b'%'))
+                    && dot_segment(segment).is_some()
+                {
+                    *rewrite = true;
+                }
+                if marked && let Some(found) = segment_ambiguity(segment) {
+                    in_segments.get_or_insert(found);
+                }
+            };
+        while let Some(&byte) = bytes.get(i) {
+            let class = CLASSES[usize::from(byte)];
+            if class & MARK != 0 {
+                match byte {
+                    b'?' | b'#' => break,
+                    b'/' | b'\\' => {
+                        backslash |= byte == b'\\';
+                        rewrite |= byte == b'\\';
+                        end_segment(start, i, false, marked, &mut rewrite);
+                        (start, marked) = (i + 1, false);
+                    }
+                    _ => marked = true,
+                }
+            }
+            rewrite |= class & PATH_ENCODED != 0;
+            control |= class & CONTROL != 0;
+            i += 1;
+        }
+        end_segment(start, i, true, marked, &mut rewrite);
+        let path_end = i;
+        if bytes.get(i) == Some(&b'?') {
+            i += 1;
+            while let Some(&byte) = bytes.get(i) {
+                if byte == b'#' {
+                    break;
+                }
+                rewrite |= encoded_in_query(byte);
+                i += 1;
+            }
+        }
+        let ambiguity = if control {
+            Some(Ambiguity::ControlCharacter)
+        } else if backslash {
+            Some(Ambiguity::Backslash)
+        } else {
+            in_segments
+        };
+        Scan {
+            end: i,
+            path_end,
+            rewrite,
+            ambiguity,
+        }
+    }
 }
 
 /// A single-dot (`.`, `%2e`) or double-dot (`..`, `.%2e`, `%2e.`, `%2e%2e`) segment, any case.
@@ -142,22 +258,6 @@ fn dot_segment(segment: &str) -> Option<Dot> {
         }
         _ => None,
     }
-}
-
-/// Whether the parse would leave `target` as it is: it starts with `/`, no byte is encoded,
-/// no `\` and no dot segment in the path.
-fn is_canonical(target: &str) -> bool {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let Some(body) = path.strip_prefix('/') else {
-        return false;
-    };
-    let plain = |segment: &str| {
-        dot_segment(segment).is_none()
-            && !segment
-                .bytes()
-                .any(|byte| byte == b'\\' || encoded_in_path(byte))
-    };
-    body.split('/').all(plain) && !query.bytes().any(encoded_in_query)
 }
 
 /// The WHATWG parse of a path and query that is not canonical: (text, length of the path).
@@ -222,30 +322,6 @@ fn percent_encode_into(out: &mut String, text: &str, encoded: fn(u8) -> bool) {
             }
         }
     }
-}
-
-/// The first thing the raw `path` (before its query) does that other readers could take
-/// another way.
-fn ambiguity(path: &str) -> Option<Ambiguity> {
-    if path.bytes().any(is_control) {
-        return Some(Ambiguity::ControlCharacter);
-    }
-    if path.contains('\\') {
-        return Some(Ambiguity::Backslash);
-    }
-    let body = path.strip_prefix('/').unwrap_or(path);
-    let mut segments = body.split('/').peekable();
-    while let Some(segment) = segments.next() {
-        if segment.is_empty() && segments.peek().is_some() {
-            return Some(Ambiguity::EmptySegment);
-        }
-        if segment.contains(['%', ';'])
-            && let Some(found) = segment_ambiguity(segment)
-        {
-            return Some(found);
-        }
-    }
-    None
 }
 
 /// What one segment holding `%` or `;` hides: a dot segment, a separator or a control
