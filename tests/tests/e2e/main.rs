@@ -5,6 +5,8 @@
 
 mod control_plane;
 mod edge;
+mod forwarded_headers;
+mod paths;
 mod rate_limits;
 mod replication;
 mod usage;
