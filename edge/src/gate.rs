@@ -1,9 +1,17 @@
 //! The request path: decide with `shared`, then forward to the origin or refuse.
 //!
+//! One path, decided and forwarded: the request's path and query are read once, in their
+//! canonical form (`keyplane_shared::path`: what the runtime's URL parser makes of them); the
+//! decision is made on that form and the origin's URL is built from exactly that form, so the
+//! origin receives the bytes the decision saw. A path other readers could take another way
+//! (an encoded dot segment or separator, a `\`, an empty segment, a control character) is
+//! refused with 400 `ambiguous_path` unless `PATH_NORMALIZATION = "resolve"`.
+//!
 //! Allowed requests reach the origin with the identity headers (`x-keyplane-key-id`,
 //! `-org-id`, `-scopes`, `-env`, `-request-id`). Every `x-keyplane-*` header the caller sent is
-//! dropped first, and so are `x-api-key` and an `Authorization: Bearer` header carrying a
-//! Keyplane key: the origin never sees a key (its own credentials pass through).
+//! dropped first, and so are `x-api-key`, an `Authorization` header carrying a Keyplane key in
+//! any form, and the method-override headers: the origin never sees a key (its own credentials
+//! pass through), nor a method other than the one decided on.
 //!
 //! The common case is synchronous: with the table in memory and the isolate's own rate
 //! limiter, [`handle`] decides, builds the outgoing request and returns a [`Forward`]; the
@@ -20,6 +28,7 @@ use std::rc::Rc;
 use keyplane_shared::Timestamp;
 use keyplane_shared::decision::RequestFacts;
 use keyplane_shared::ids::{KeyId, OrgId, RequestId};
+use keyplane_shared::path::{Ambiguity, CanonicalTarget};
 use keyplane_shared::usage::UsageEvent;
 use worker::js_sys::{self, Promise, futures::JsFuture, futures::future_to_promise};
 use worker::wasm_bindgen::{self, JsCast, JsValue, prelude::wasm_bindgen};
@@ -27,7 +36,7 @@ use worker::{Context, Env, console_error, web_sys};
 
 use crate::headers::{self, Edits};
 use crate::replica::{self, Decided, Freshness, Verdict};
-use crate::settings::{self, RateLimitMode, Settings};
+use crate::settings::{self, PathNormalization, RateLimitMode, Settings};
 use crate::{limiter, reply, usage};
 
 /// Where a request stands after the synchronous part of the gate.
@@ -61,8 +70,10 @@ struct Incoming {
     request_id: Option<RequestId>,
     request_id_text: String,
     method: String,
-    /// The URL's path and query as the runtime serialized them (`/p?q`).
+    /// The URL's path and query in canonical form (`/p?q`): decided on and forwarded.
     path_and_query: String,
+    /// What the raw path did that other readers could take another way.
+    ambiguity: Option<Ambiguity>,
     x_api_key: Option<String>,
     authorization: Option<String>,
     now_ms: f64,
@@ -73,12 +84,16 @@ impl Incoming {
         let headers = request.headers();
         let header = |name: &str| headers.get(name).ok().flatten();
         let request_id = RequestId::generate().ok();
+        let url = request.url();
+        let target = read_target(&url);
         Incoming {
             request_id_text: request_id
                 .map_or_else(|| "req_unavailable".to_owned(), |id| id.to_string()),
             request_id,
             method: request.method(),
-            path_and_query: path_and_query(&request.url()).to_owned(),
+            ambiguity: target.ambiguity(),
+            // One copy, as before: the canonical form borrows the URL when it is canonical.
+            path_and_query: target.into_text().into_owned(),
             x_api_key: header("x-api-key"),
             authorization: header("authorization"),
             now_ms: js_sys::Date::now(),
@@ -96,6 +111,16 @@ impl Incoming {
 
     fn now(&self) -> Timestamp {
         Timestamp(self.now_ms as i64)
+    }
+
+    /// The 400 `ambiguous_path` answer, when the path is ambiguous and the settings refuse
+    /// such paths (recorded as usage like any refusal).
+    fn path_refusal(&self, settings: &Rc<Settings>, ctx: &Context) -> Option<Step> {
+        if !refuses(settings.path_normalization, self.ambiguity) {
+            return None;
+        }
+        self.record_usage(settings, ctx, None, 400, true);
+        Some(failure(400, "ambiguous_path", &self.request_id_text))
     }
 
     /// Records this request's usage event (when reporting is on) and starts the flusher if
@@ -146,6 +171,9 @@ pub fn handle(request: web_sys::Request, env: Env, ctx: Context) -> Step {
             return failure(500, "edge_misconfigured", &incoming.request_id_text);
         }
     };
+    if let Some(refusal) = incoming.path_refusal(&settings, &ctx) {
+        return refusal;
+    }
     let freshness_ms = settings.replica_freshness_ms;
     if replica::freshness(incoming.now_ms, freshness_ms) != Freshness::Fresh {
         // Never loaded, or older than the bound: read what changed from the store first.
@@ -235,9 +263,10 @@ fn conclude(incoming: Incoming, settings: Rc<Settings>, ctx: Context, verdict: V
     }
 }
 
-/// The request for the origin: `new Request(<origin><path and query>, incoming)`, so the
-/// runtime copies method, headers, body and redirect mode (`manual` for incoming requests)
-/// in one call; then the caller's `x-keyplane-*` headers, the consumed credential and `host`
+/// The request for the origin: `new Request(<origin><canonical path and query>, incoming)`,
+/// so the runtime copies method, headers, body and redirect mode (`manual` for incoming
+/// requests) in one call (and its URL parser leaves the canonical form as it is); then the
+/// caller's `x-keyplane-*` headers, the consumed credential, the method overrides and `host`
 /// go, and the identity headers come in.
 fn outgoing_request(
     incoming: &Incoming,
@@ -388,8 +417,19 @@ fn failure(status: u16, code: &str, request_id: &str) -> Step {
     })
 }
 
-/// The path and query of an absolute URL as the runtime serializes it (`https://h/p?q` →
-/// `/p?q`); the fragment, never sent by clients, is left out.
+/// The canonical path and query of the incoming request's URL (`request.url`).
+fn read_target(url: &str) -> CanonicalTarget<'_> {
+    CanonicalTarget::parse(path_and_query(url))
+}
+
+/// Whether a path with `ambiguity` is refused under `mode`.
+fn refuses(mode: PathNormalization, ambiguity: Option<Ambiguity>) -> bool {
+    mode == PathNormalization::Strict && ambiguity.is_some()
+}
+
+/// The path and query of an absolute URL as the runtime gives it (`https://h/p?q` → `/p?q`,
+/// raw: under bare workerd `request.url` keeps `%2e%2e`, `//`, `\` and control characters as
+/// sent); the fragment, never sent by clients, is left out.
 fn path_and_query(url: &str) -> &str {
     let Some(after_scheme) = url.find("://").map(|at| at + 3) else {
         return "/";
@@ -417,5 +457,40 @@ mod tests {
         assert_eq!(path_and_query("https://h.example/p#frag"), "/p");
         assert_eq!(path_and_query("https://h.example/p?q=%2F#f"), "/p?q=%2F");
         assert_eq!(path_and_query("not a url"), "/");
+    }
+
+    /// What the edge decides on and forwards for a URL as the runtime reports it.
+    fn forwarded(url: &str) -> (String, Option<Ambiguity>) {
+        let target = read_target(url);
+        (target.as_str().to_owned(), target.ambiguity())
+    }
+
+    #[test]
+    fn the_forwarded_target_is_the_canonical_form_of_the_incoming_one() {
+        assert_eq!(
+            forwarded("http://127.0.0.1/v1//%2e%2e/contacts?x=1"),
+            ("/v1/contacts?x=1".into(), Some(Ambiguity::EmptySegment))
+        );
+        assert_eq!(
+            forwarded("http://h/v1/docs/private/%2E%2E/42#f"),
+            ("/v1/docs/42".into(), Some(Ambiguity::EncodedDotSegment))
+        );
+        assert_eq!(
+            forwarded("http://h/a\\b\u{1}c"),
+            ("/a/b%01c".into(), Some(Ambiguity::ControlCharacter))
+        );
+        assert_eq!(
+            forwarded("http://h/v1/contacts/7"),
+            ("/v1/contacts/7".into(), None)
+        );
+    }
+
+    #[test]
+    fn only_strict_mode_refuses_and_only_ambiguous_paths() {
+        let ambiguous = Some(Ambiguity::EncodedSeparator);
+        assert!(refuses(PathNormalization::Strict, ambiguous));
+        assert!(!refuses(PathNormalization::Resolve, ambiguous));
+        assert!(!refuses(PathNormalization::Strict, None));
+        assert!(!refuses(PathNormalization::Resolve, None));
     }
 }

@@ -5,8 +5,8 @@
 //! The rules stay in Rust: which of the caller's headers never reach the origin
 //! ([`is_dropped`]), and which are added ([`Edits`]). The JS side only applies the lists.
 
-use keyplane_shared::decision::{RequestFacts, extract_key};
-use keyplane_shared::{ApiKey, KeyPrefix};
+use keyplane_shared::KeyPrefix;
+use keyplane_shared::decision::credential;
 use worker::wasm_bindgen::{self, JsValue, prelude::wasm_bindgen};
 use worker::web_sys;
 
@@ -19,28 +19,33 @@ extern "C" {
     fn edit_headers(headers: &web_sys::Headers, deletes: &str, sets: &str) -> Result<(), JsValue>;
 }
 
+/// Headers that ask an origin to take another method than the request line's. The edge
+/// decides on the request line's method, so they never reach the origin (an origin honouring
+/// one would run, say, a `DELETE` the edge judged as a `POST`).
+pub const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// Whether a header the caller sent stays away from the origin: every `x-keyplane-*` (only
-/// the edge sets those), the consumed credential, and `host` (the origin's URL decides it).
-/// Header names come lower-cased from the runtime.
+/// the edge sets those), the consumed credential, `host` (the origin's URL decides it) and the
+/// [`METHOD_OVERRIDES`]. Header names come lower-cased from the runtime.
 pub fn is_dropped(name: &str, drop_authorization: bool) -> bool {
     name == "x-api-key"
         || (name == "authorization" && drop_authorization)
         || name == "host"
         || name.starts_with("x-keyplane-")
+        || METHOD_OVERRIDES.contains(&name)
 }
 
-/// Whether the caller's `Authorization` header stays away from the origin: when its Bearer
-/// token is a Keyplane key (well formed, checksum right, this deployment's prefix), whether the
-/// key was the credential checked or not, since the origin never sees a key; and only then,
-/// so Basic credentials and the origin's own tokens (on a public route, say) pass through.
+/// Whether the caller's `Authorization` header stays away from the origin: when it carries a
+/// Keyplane key (well formed, checksum right, this deployment's prefix) in any form, whether
+/// the key was the credential checked or not, since the origin never sees a key (the decision
+/// refuses every form but a lone Bearer key anyway); and only then, so Basic credentials and
+/// the origin's own tokens (on a public route, say) pass through.
 pub fn authorization_carries_a_key(authorization: Option<&str>, prefix: &KeyPrefix) -> bool {
-    let facts = RequestFacts {
-        x_api_key: None,
-        authorization,
-        method: "",
-        path: "",
-    };
-    extract_key(&facts).is_some_and(|token| ApiKey::parse(token, prefix).is_ok())
+    authorization.is_some_and(|value| credential::carries_a_key(value, prefix))
 }
 
 /// Headers to delete and to set on one `Headers` object, applied with [`Edits::apply`].
@@ -84,6 +89,7 @@ impl Edits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyplane_shared::ApiKey;
 
     #[test]
     fn identity_headers_and_the_consumed_credential_are_dropped() {
@@ -107,6 +113,25 @@ mod tests {
             Some(&format!("bearer   {} ", key.expose_secret())),
             &prefix
         ));
+        let other = ApiKey::generate(&prefix, keyplane_shared::Environment::Test).expect("CSPRNG");
+        for unusual in [
+            format!("Bearer\t{}", key.expose_secret()),
+            format!("BEARER  {}", key.expose_secret()),
+            format!(
+                "Bearer {}, Bearer {}",
+                key.expose_secret(),
+                other.expose_secret()
+            ),
+            format!("Token {}", key.expose_secret()),
+            format!("Bearer {}.sig", key.expose_secret()),
+            // `Basic base64("<key>:")`.
+            format!("Basic {}", base64_of(&format!("{}:", key.expose_secret()))),
+        ] {
+            assert!(
+                authorization_carries_a_key(Some(&unusual), &prefix),
+                "{unusual:?}"
+            );
+        }
         let truncated = format!("Bearer {}", &key.expose_secret()[..20]);
         for kept in [
             None,
@@ -119,6 +144,23 @@ mod tests {
         }
         let other_prefix = KeyPrefix::new("pk").expect("valid prefix");
         assert!(!authorization_carries_a_key(Some(&bearer), &other_prefix));
+    }
+
+    fn base64_of(text: &str) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(text)
+    }
+
+    #[test]
+    fn method_override_headers_never_reach_the_origin() {
+        for name in [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ] {
+            assert!(is_dropped(name, false), "{name}");
+        }
+        assert!(!is_dropped("x-http-methods", false));
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub fn failure(status: u16, code: &str, request_id: &str) -> Result<Response> {
             "The request is not signed with the edge secret, or the signature is stale or replayed."
         }
         "payload_too_large" => "The request body is too large.",
+        "ambiguous_path" => {
+            "The request path is ambiguous (an encoded dot segment or slash, a backslash, an empty segment or a control character); send it in plain form."
+        }
         "not_found" => "No such edge endpoint.",
         _ => "The request could not be handled.",
     };

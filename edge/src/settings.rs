@@ -39,6 +39,21 @@ pub struct Settings {
     pub rate_limit_mode: RateLimitMode,
     /// Usage reporting to the control plane.
     pub usage: UsageSettings,
+    /// What the edge does with a path other readers could take another way.
+    pub path_normalization: PathNormalization,
+}
+
+/// What the edge does with an ambiguous path (`PATH_NORMALIZATION`): an encoded dot segment,
+/// an encoded `/` or `\`, a raw `\`, an empty segment or a control character (see
+/// `keyplane_shared::path::Ambiguity`). Every path is decided on, and forwarded as, its
+/// canonical form (the URL standard's) either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathNormalization {
+    /// `strict` (default): refuse it with 400 `ambiguous_path`; nothing is forwarded.
+    Strict,
+    /// `resolve`: accept it, decide on and forward its canonical form (for origins that need
+    /// such paths and read them as the URL standard does).
+    Resolve,
 }
 
 /// Where rate-limit counters live (`RATE_LIMIT_MODE`).
@@ -199,6 +214,19 @@ impl Settings {
             buffer_max: number("USAGE_BUFFER_MAX", 10_000)?.max(1) as usize,
             flush_ms: f64::from(number("USAGE_FLUSH_MS", 1_000)?),
         };
+
+        // Path strictness.
+        let path_normalization = match text("PATH_NORMALIZATION").as_deref() {
+            None | Some("strict") => PathNormalization::Strict,
+            Some("resolve") => PathNormalization::Resolve,
+            Some(_) => {
+                return Err(invalid(
+                    "PATH_NORMALIZATION",
+                    "must be `strict` or `resolve`",
+                ));
+            }
+        };
+
         Ok(Settings {
             decision: EdgeConfig {
                 prefix,
@@ -217,6 +245,7 @@ impl Settings {
             pull_interval_ms: i64::from(number("PULL_INTERVAL_SECS", 10)?.max(1)) * 1000,
             rate_limit_mode,
             usage,
+            path_normalization,
         })
     }
 
@@ -393,6 +422,31 @@ mod tests {
             &*settings.decision.policy.requirement("GET", "/health"),
             keyplane_shared::policy::Requirement::Public
         ));
+    }
+
+    #[test]
+    fn path_normalization_is_strict_unless_set_to_resolve() {
+        let with = |value: &'static str| {
+            Settings::from_lookup(move |asked| {
+                if asked == "PATH_NORMALIZATION" {
+                    Some(value.to_owned())
+                } else {
+                    base(asked)
+                }
+            })
+        };
+        let default = Settings::from_lookup(base).expect("valid");
+        assert_eq!(default.path_normalization, PathNormalization::Strict);
+        assert_eq!(
+            with("strict").expect("valid").path_normalization,
+            PathNormalization::Strict
+        );
+        assert_eq!(
+            with(" resolve ").expect("valid").path_normalization,
+            PathNormalization::Resolve
+        );
+        let error = with("lenient").err().expect("an unknown mode is refused");
+        assert_eq!(error.name, "PATH_NORMALIZATION");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use cap::Cap;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use hmac::{Hmac, KeyInit, Mac};
+use keyplane_shared::path::CanonicalTarget;
 use keyplane_shared::table::codec::{decode_snapshot, encode_snapshot};
 use keyplane_shared::{
     AcceptedEnvironments, ApiKey, Change, ChangeOp, EdgeConfig, Environment, KeyId, KeyPrefix,
@@ -128,6 +129,20 @@ fn hot_path(c: &mut Criterion) {
             let mut mac = Hmac::<Sha256>::new_from_slice(&PEPPER).expect("any key length");
             mac.update(texts[next()].as_bytes());
             black_box(mac.finalize().into_bytes())
+        })
+    });
+    // The canonical form of the request's path and query, read once per request: borrowed
+    // when the path is already canonical (the common case), rebuilt when it is not.
+    group.bench_function("canonical_path", |b| {
+        b.iter(|| {
+            let target = CanonicalTarget::parse(black_box("/v1/contacts/42?page=2"));
+            black_box((target.is_borrowed(), target.ambiguity().is_none()))
+        })
+    });
+    group.bench_function("canonical_path_rewritten", |b| {
+        b.iter(|| {
+            let target = CanonicalTarget::parse(black_box("/v1//%2e%2e/contacts/42?q=a'b"));
+            black_box((target.path().len(), target.ambiguity().is_some()))
         })
     });
     group.bench_function("parse_and_checksum", |b| {

@@ -1,6 +1,7 @@
 //! The edge's verdict on one request: allow with an identity, or deny with 401 / 403 / 429.
 //!
-//! Order: route requirement → extract key (`x-api-key`, else `Authorization: Bearer`) → format and
+//! Order: the credential presented ([`credential`]: `x-api-key`, else `Authorization: Bearer`; a
+//! key in any other form of `Authorization` is refused) → route requirement → format and
 //! checksum → digest (each pepper, current first) → table lookup → status, expiry, environment →
 //! scopes → rate limit. No step reads a clock or does I/O: the caller passes `now` and owns the
 //! limiter state.
@@ -10,6 +11,10 @@
 //! caller cannot tell which it was.
 
 use core::fmt;
+
+pub mod credential;
+
+pub use credential::Presented;
 
 use crate::digest::PepperSet;
 use crate::ids::{KeyId, OrgId};
@@ -30,7 +35,8 @@ pub struct RequestFacts<'a> {
     pub authorization: Option<&'a str>,
     /// The HTTP method.
     pub method: &'a str,
-    /// The request path (a query string is ignored).
+    /// The request path (a query string is ignored); the policy reads it in its canonical
+    /// form (see `path`), which is the form the edge forwards.
     pub path: &'a str,
 }
 
@@ -197,15 +203,14 @@ pub enum Decision<'a> {
     Deny(Denial),
 }
 
-/// The credential a request carries: `x-api-key`, else a Bearer token. Empty values count as absent.
+/// The credential a request carries: `x-api-key`, else a Bearer token
+/// ([`credential::bearer_token`]). Empty values count as absent. The edge reads credentials
+/// with [`credential::presented`], which also refuses a key in any other form.
 pub fn extract_key<'a>(facts: &RequestFacts<'a>) -> Option<&'a str> {
     if let Some(key) = facts.x_api_key.map(str::trim).filter(|k| !k.is_empty()) {
         return Some(key);
     }
-    let authorization = facts.authorization?.trim();
-    let (scheme, token) = authorization.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    facts.authorization.and_then(credential::bearer_token)
 }
 
 /// A presented key that passed every check but the rate limit.
@@ -257,8 +262,9 @@ pub enum Authorization<'a> {
     Authorized(Authorized<'a>),
 }
 
-/// Every check but the rate limit: route requirement, key extraction, format and checksum,
-/// lookup, environment, status, expiry, scopes.
+/// Every check but the rate limit: the credential presented (an unreadable one is an invalid
+/// key, on any route), route requirement, format and checksum, lookup, environment, status,
+/// expiry, scopes.
 pub fn authorize<'t>(
     facts: &RequestFacts<'_>,
     now: Timestamp,
@@ -267,12 +273,17 @@ pub fn authorize<'t>(
 ) -> Authorization<'t> {
     let denied =
         |denial: Denial, key: Option<(KeyId, OrgId)>| Authorization::Denied { denial, key };
+    let presented = match credential::presented(facts, &config.prefix) {
+        Presented::Unreadable => return denied(Denial::InvalidKey, None),
+        Presented::Nothing => None,
+        Presented::Key(text) => Some(text),
+    };
     let requirement = config.policy.requirement(facts.method, facts.path);
     let required = match &*requirement {
         Requirement::Public => return Authorization::Public,
         Requirement::Scopes(required) => required,
     };
-    let Some(presented) = extract_key(facts) else {
+    let Some(presented) = presented else {
         return denied(Denial::MissingKey, None);
     };
     let Ok(key) = ApiKey::parse(presented, &config.prefix) else {

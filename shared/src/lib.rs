@@ -9,6 +9,7 @@
 //! - [`ids`]: public ids, `key_…` and `org_…`.
 //! - [`digest`]: the lookup digest HMAC-SHA256(pepper, key) and versioned peppers.
 //! - [`scope`]: scope grammar, matching and the subset rule.
+//! - [`path`]: the canonical form of a request's path and query, as the forwarding reads it.
 //! - [`policy`]: the route policy mapping (method, path) to required scopes.
 //! - [`table`]: the replicated key table, its change log and its binary codecs.
 //! - [`ratelimit`]: GCRA rate limiting with time passed in.
@@ -24,6 +25,7 @@ pub mod decision;
 pub mod digest;
 pub mod ids;
 pub mod key;
+pub mod path;
 pub mod policy;
 pub mod ratelimit;
 pub mod scope;

@@ -4,24 +4,33 @@
 //! policy's default. Patterns are `/`-separated segments: a literal, `*` or `{name}` (exactly one
 //! segment), or a final `**` (any number of remaining segments, including none).
 //!
-//! Origins disagree about what a path means: some decode `%2F` into a separator, treat `\\` as
-//! `/`, drop `;params` (so `..;` is `..`), decode twice, or ignore case. The edge cannot know
-//! which, so a path is read two ways and the request must satisfy both readings:
+//! The edge forwards a request on its canonical path (see `path`: the WHATWG URL standard's
+//! form, which is what the runtime's `new Request(url)` makes of it), and a path is matched
+//! in that form. Origins still disagree about what a path means: some decode `%2F` into a
+//! separator, treat `\\` as `/`, drop `;params` (so `..;` is `..`), decode twice, ignore case,
+//! or drop trailing dots (Windows). The edge cannot know which, so the canonical path is read
+//! two ways and the request must satisfy both readings:
 //!
-//! - **literal**: split on `/` only, no decoding, `.`/`..` resolved, case kept;
-//! - **lenient**: percent-decoded (up to three rounds), split on `/` and `\\`, `;params` dropped,
-//!   `.`/`..` resolved, literals compared without regard to ASCII case.
+//! - **canonical**: the path as forwarded, split on `/`, nothing decoded, case kept (dot
+//!   segments are already resolved, in every encoding, by the URL standard's rules);
+//! - **lenient**: percent-decoded (up to three rounds), split on `/` and `\\`, `;params`
+//!   dropped, full-width ASCII (U+FF01–U+FF5E) folded to ASCII, trailing dots and spaces
+//!   dropped, `.`/`..` resolved, literals compared without regard to ASCII case.
 //!
-//! A route is public only if both readings say so; otherwise the scopes of both are required.
-//! Decoding can therefore only make a request need more, never less: `/admin/..%2Fhealth`,
-//! `/health/..;/admin` and `/ADMIN` all need what `/admin` needs. The price is that a path whose
-//! readings differ (say `/files/a%2Fb`) may need the scopes of two rules.
+//! Both skip empty segments. A route is public only if both readings say so; otherwise the
+//! scopes of both are required. Decoding can therefore only make a request need more, never
+//! less: `/admin/..%2Fhealth`, `/health/..;/admin` and `/ADMIN` all need what `/admin` needs.
+//! The price is that a path whose readings differ (say `/files/a%2Fb`) may need the scopes of
+//! two rules. A path the URL standard reads one way and other readers another (an encoded dot
+//! segment or separator, an empty segment, a control character) is refused by the edge's
+//! strict mode before any of this.
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::path::{CanonicalTarget, DECODE_ROUNDS, percent_decode};
 use crate::scope::{ScopeError, ScopeSet};
 
 /// What a route demands of the caller.
@@ -122,21 +131,20 @@ impl PathPattern {
 /// How a path is read (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathReading {
-    /// Split on `/` only; nothing decoded.
-    Literal,
-    /// Percent-decoded, `\\` as `/`, `;params` dropped.
+    /// The canonical path split on `/`; nothing decoded.
+    Canonical,
+    /// Percent-decoded, `\\` as `/`, `;params` dropped, full-width folded, trailing dots dropped.
     Lenient,
 }
 
-/// How many rounds of percent-decoding the lenient reading applies (`%25252F` → `%252F` →
-/// `%2F` → `/`).
-const DECODE_ROUNDS: usize = 3;
-
-/// Splits a request path into segments as `reading` sees them, with empty and `.` segments
-/// dropped and `..` resolved. Segments the reading leaves unchanged are borrowed from `path`.
-pub fn normalize_path(path: &str, reading: PathReading) -> Vec<Cow<'_, str>> {
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    let mut segments: Vec<Cow<'_, str>> = Vec::new();
+/// Splits a canonical path into segments as `reading` sees them, with empty and `.` segments
+/// dropped and `..` resolved. Segments the reading leaves unchanged are borrowed from it.
+pub fn normalize_path<'a>(
+    target: &'a CanonicalTarget<'_>,
+    reading: PathReading,
+) -> Vec<Cow<'a, str>> {
+    let path = target.path();
+    let mut segments: Vec<Cow<'a, str>> = Vec::new();
     fn push<'a>(segments: &mut Vec<Cow<'a, str>>, segment: Cow<'a, str>) {
         match &*segment {
             "" | "." => {}
@@ -147,14 +155,14 @@ pub fn normalize_path(path: &str, reading: PathReading) -> Vec<Cow<'_, str>> {
         }
     }
     match reading {
-        PathReading::Literal => {
+        PathReading::Canonical => {
             for raw in path.split('/') {
                 push(&mut segments, Cow::Borrowed(raw));
             }
         }
         PathReading::Lenient => {
-            for raw in path.split(['/', '\\']) {
-                if !raw.contains(['%', ';']) {
+            for raw in path.split('/') {
+                if !raw.contains(['%', ';']) && !raw.ends_with('.') {
                     push(&mut segments, Cow::Borrowed(raw));
                     continue;
                 }
@@ -165,9 +173,13 @@ pub fn normalize_path(path: &str, reading: PathReading) -> Vec<Cow<'_, str>> {
                         None => break,
                     }
                 }
-                for piece in decoded.split(['/', '\\']) {
+                let folded = fold_full_width(&decoded);
+                for piece in folded.split(['/', '\\']) {
                     let without_params = piece.split(';').next().unwrap_or_default();
-                    push(&mut segments, Cow::Owned(without_params.to_owned()));
+                    push(
+                        &mut segments,
+                        Cow::Owned(without_trailing_dots(without_params).to_owned()),
+                    );
                 }
             }
         }
@@ -175,39 +187,35 @@ pub fn normalize_path(path: &str, reading: PathReading) -> Vec<Cow<'_, str>> {
     segments
 }
 
-/// Decodes `%XX` escapes (malformed escapes kept literally, invalid UTF-8 replaced), or `None`
-/// when there is nothing to decode.
-fn percent_decode(text: &str) -> Option<String> {
-    fn hex(digit: u8) -> Option<u8> {
-        match digit {
-            b'0'..=b'9' => Some(digit - b'0'),
-            b'a'..=b'f' => Some(digit - b'a' + 10),
-            b'A'..=b'F' => Some(digit - b'A' + 10),
-            _ => None,
-        }
+/// Full-width ASCII (U+FF01–U+FF5E, `／` `．` `ａ` …) as ASCII, as Unicode compatibility
+/// normalization (NFKC) maps it.
+fn fold_full_width(text: &str) -> Cow<'_, str> {
+    const FULL_WIDTH: std::ops::RangeInclusive<char> = '\u{ff01}'..='\u{ff5e}';
+    if !text.chars().any(|c| FULL_WIDTH.contains(&c)) {
+        return Cow::Borrowed(text);
     }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut decoded_any = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = match bytes[i..] {
-            [b'%', high, low, ..] => hex(high).zip(hex(low)).map(|(h, l)| h << 4 | l),
-            _ => None,
-        };
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                decoded_any = true;
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if FULL_WIDTH.contains(&c) {
+                    char::from_u32(u32::from(c) - 0xfee0).unwrap_or(c)
+                } else {
+                    c
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A segment without its trailing dots and spaces (which Windows file names drop), unless
+/// it is only dots (`.`, `..`, `...`).
+fn without_trailing_dots(segment: &str) -> &str {
+    let trimmed = segment.trim_end_matches(['.', ' ']);
+    if trimmed.is_empty() {
+        segment.trim_end_matches(' ')
+    } else {
+        trimmed
     }
-    decoded_any.then(|| String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Why a policy was refused.
@@ -315,14 +323,16 @@ impl RoutePolicy {
     }
 
     /// The requirement for a request: the first matching rule's, else the default, under
-    /// both path readings combined (see the module docs). Borrowed unless the readings meet
+    /// both readings of the canonical path combined (see the module docs); `path` is
+    /// canonicalized first (a query string is ignored). Borrowed unless the readings meet
     /// different scoped rules.
     pub fn requirement(&self, method: &str, path: &str) -> Cow<'_, Requirement> {
         if self.rules.is_empty() {
             return Cow::Borrowed(&self.default);
         }
+        let target = CanonicalTarget::parse(path);
         let first_match = |reading: PathReading| {
-            let segments = normalize_path(path, reading);
+            let segments = normalize_path(&target, reading);
             let ignore_case = reading == PathReading::Lenient;
             self.rules
                 .iter()
@@ -331,9 +341,9 @@ impl RoutePolicy {
                 })
                 .map_or(&self.default, |rule| &rule.requirement)
         };
-        let literal = first_match(PathReading::Literal);
+        let canonical = first_match(PathReading::Canonical);
         let lenient = first_match(PathReading::Lenient);
-        match (literal, lenient) {
+        match (canonical, lenient) {
             (a, b) if a == b => Cow::Borrowed(a),
             (Requirement::Public, stricter) | (stricter, Requirement::Public) => {
                 Cow::Borrowed(stricter)
@@ -346,200 +356,4 @@ impl RoutePolicy {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scope::Scope;
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    fn policy() -> RoutePolicy {
-        let spec: PolicySpec = serde_json::from_str(
-            r#"{
-                "rules": [
-                    {"path": "/health", "public": true},
-                    {"method": "GET", "path": "/v1/contacts/**", "scopes": ["contacts:read"]},
-                    {"method": "POST", "path": "/v1/contacts", "scopes": ["contacts:write"]},
-                    {"method": "DELETE", "path": "/v1/contacts/{id}", "scopes": ["contacts:write", "contacts:delete"]},
-                    {"path": "/admin/**", "scopes": ["admin:full"]}
-                ],
-                "default_scopes": ["api:call"]
-            }"#,
-        )
-        .expect("valid JSON");
-        RoutePolicy::from_spec(&spec).expect("valid policy")
-    }
-
-    fn scopes(texts: &[&str]) -> Requirement {
-        Requirement::Scopes(ScopeSet::parse(texts).expect("valid"))
-    }
-
-    #[test]
-    fn first_matching_rule_wins_and_default_applies_otherwise() {
-        let p = policy();
-        assert_eq!(*p.requirement("GET", "/health"), Requirement::Public);
-        assert_eq!(
-            *p.requirement("GET", "/v1/contacts"),
-            scopes(&["contacts:read"])
-        );
-        assert_eq!(
-            *p.requirement("GET", "/v1/contacts/42/notes"),
-            scopes(&["contacts:read"])
-        );
-        assert_eq!(
-            *p.requirement("HEAD", "/v1/contacts/42"),
-            scopes(&["contacts:read"])
-        );
-        assert_eq!(
-            *p.requirement("POST", "/v1/contacts"),
-            scopes(&["contacts:write"])
-        );
-        assert_eq!(
-            *p.requirement("DELETE", "/v1/contacts/42"),
-            scopes(&["contacts:write", "contacts:delete"])
-        );
-        assert_eq!(
-            *p.requirement("DELETE", "/v1/contacts/42/x"),
-            scopes(&["api:call"])
-        );
-        assert_eq!(*p.requirement("PUT", "/v1/contacts"), scopes(&["api:call"]));
-        assert_eq!(*p.requirement("GET", "/elsewhere"), scopes(&["api:call"]));
-    }
-
-    #[test]
-    fn path_tricks_cannot_dodge_a_rule() {
-        let p = policy();
-        let admin_full: Scope = "admin:full".parse().expect("valid");
-        for path in [
-            "/admin/x",
-            "//admin/x",
-            "/x%2F..%2Fadmin/x",
-            "\\admin\\x",
-            "/x/%2e%2e/admin/x",
-            "/./admin/x",
-            "/v1/../admin/x",
-            "/%61dmin/x",
-            "/admin/x?y=1",
-            "/admin",
-        ] {
-            let requirement = p.requirement("GET", path);
-            let Requirement::Scopes(required) = &*requirement else {
-                panic!("{path} was public");
-            };
-            assert!(required.covers(&admin_full), "{path} needs {required}");
-        }
-    }
-
-    #[test]
-    fn query_strings_do_not_affect_matching() {
-        assert_eq!(
-            *policy().requirement("GET", "/health?probe=1"),
-            Requirement::Public
-        );
-    }
-
-    #[test]
-    fn malformed_policies_are_refused() {
-        let bad_rules = [
-            r#"{"path": "v1"}"#,
-            r#"{"path": "/a/**/b"}"#,
-            r#"{"path": "/a*"}"#,
-            r#"{"path": "/a/../b"}"#,
-            r#"{"method": "GE T", "path": "/a"}"#,
-            r#"{"path": "/a", "scopes": ["nope"]}"#,
-        ];
-        for rule in bad_rules {
-            let spec: PolicySpec =
-                serde_json::from_str(&format!(r#"{{"rules": [{rule}]}}"#)).expect("valid JSON");
-            assert!(RoutePolicy::from_spec(&spec).is_err(), "{rule}");
-        }
-        assert!(serde_json::from_str::<PolicySpec>(r#"{"rulez": []}"#).is_err());
-    }
-
-    #[test]
-    fn default_policy_admits_any_valid_key() {
-        assert_eq!(
-            *RoutePolicy::default().requirement("PATCH", "/x"),
-            Requirement::Scopes(ScopeSet::empty())
-        );
-    }
-
-    #[test]
-    fn decoding_never_makes_a_protected_path_public() {
-        let p = policy();
-        for path in [
-            "/admin/..%2Fhealth",
-            "/admin/..%2fhealth",
-            "/admin/..%5Chealth",
-            "/admin/%2e%2e%2Fhealth",
-            "/admin/..%252Fhealth",
-            "/admin/..\\health",
-        ] {
-            assert_ne!(*p.requirement("GET", path), Requirement::Public, "{path}");
-            assert!(
-                matches!(&*p.requirement("GET", path), Requirement::Scopes(s) if s.covers(&"admin:full".parse().expect("valid"))),
-                "{path} must need admin:full"
-            );
-        }
-    }
-
-    #[test]
-    fn origin_quirks_cannot_reach_a_protected_prefix() {
-        let p = policy();
-        let admin: Scope = "admin:full".parse().expect("valid");
-        for path in [
-            "/health/..;/admin/x",
-            "/health/%2e%2e;/admin/x",
-            "/admin;jsessionid=1/x",
-            "/ADMIN/x",
-            "/Admin/X",
-            "/%2561dmin/x",
-            "/health/..%2Fadmin/x",
-        ] {
-            let requirement = p.requirement("GET", path);
-            let Requirement::Scopes(required) = &*requirement else {
-                panic!("{path} was public");
-            };
-            assert!(required.covers(&admin), "{path} needs {required}");
-        }
-    }
-
-    #[test]
-    fn readings_that_disagree_need_the_scopes_of_both() {
-        // Literally one `{id}` segment (contacts:write + delete); leniently two segments,
-        // which no DELETE rule matches (the default, api:call).
-        assert_eq!(
-            *policy().requirement("DELETE", "/v1/contacts/a%2Fb"),
-            scopes(&["api:call", "contacts:delete", "contacts:write"])
-        );
-    }
-
-    #[test]
-    fn paths_that_read_the_same_both_ways_borrow_the_rule() {
-        let p = policy();
-        assert!(matches!(
-            p.requirement("GET", "/v1/contacts/7"),
-            Cow::Borrowed(_)
-        ));
-        assert!(matches!(p.requirement("GET", "/health"), Cow::Borrowed(_)));
-    }
-
-    #[test]
-    fn literal_reading_decodes_nothing() {
-        assert_eq!(
-            normalize_path("/a%2Fb\\c/./d/../e", PathReading::Literal),
-            vec!["a%2Fb\\c", "e"]
-        );
-    }
-
-    #[test]
-    fn lenient_reading_decodes_and_keeps_malformed_escapes() {
-        let lenient = |path| normalize_path(path, PathReading::Lenient);
-        assert_eq!(lenient("/a%2/b%zz/c%"), vec!["a%2", "b%zz", "c%"]);
-        assert_eq!(lenient("/a%2Fb"), vec!["a", "b"]);
-        assert_eq!(lenient("/a%20b"), vec!["a b"]);
-        assert_eq!(lenient("/a%+1b"), vec!["a%+1b"], "sign is not a hex digit");
-        assert_eq!(lenient("/%ff%2Fx"), vec!["\u{fffd}", "x"]);
-        assert_eq!(lenient("/a;v=1/b;c"), vec!["a", "b"]);
-        assert_eq!(lenient("/%25252Fa"), vec!["a"]);
-    }
-}
+mod tests;

@@ -68,6 +68,8 @@ pub struct EdgeOptions {
     pub pull_interval_secs: u32,
     /// Which worker runs: Keyplane's, or one of the benchmark baselines.
     pub worker: EdgeWorker,
+    /// What runs it: workerd through miniflare, or the bare workerd binary.
+    pub runtime: EdgeRuntime,
     /// Ports of the edge's further isolates (see [`EdgeOptions::with_isolates`]).
     pub isolate_ports: Vec<u16>,
     /// Any other vars (`RATE_LIMIT_MODE`, `USAGE_REPORTING`, `USAGE_FLUSH_MS`, …).
@@ -84,6 +86,19 @@ pub enum EdgeWorker {
     /// The same, plus the header edits Keyplane makes on an allowed request, with fixed
     /// values and no decision (the benchmark's second baseline).
     PassthroughWithEdits,
+}
+
+/// What the edge worker runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EdgeRuntime {
+    /// workerd through miniflare 4 (`harness/edge.mjs`), as `wrangler dev` runs it: miniflare's
+    /// entry worker re-parses every URL before the edge sees it.
+    #[default]
+    Miniflare,
+    /// The pinned workerd binary serving the worker directly (a generated config, no entry
+    /// worker in front), as a self-hosted deployment runs it: the edge sees the request-target
+    /// as the client sent it. One isolate, Keyplane's worker only.
+    BareWorkerd,
 }
 
 impl EdgeWorker {
@@ -111,6 +126,7 @@ impl EdgeOptions {
             rate_limit: (1_000_000, 65_535),
             pull_interval_secs: 10,
             worker: EdgeWorker::Keyplane,
+            runtime: EdgeRuntime::default(),
             isolate_ports: Vec::new(),
             vars: Vec::new(),
         }

@@ -1,5 +1,7 @@
 //! End-to-end harness: starts the real `keyplane` binary and the real edge worker under
-//! workerd (through miniflare 4, `harness/edge.mjs`), and a small HTTP client to talk to them.
+//! workerd (through miniflare 4, `harness/edge.mjs`, or under the bare workerd binary with a
+//! generated config, `src/bare_workerd.rs`), and two small HTTP clients to talk to them ([`send`] for well-formed URLs,
+//! [`raw_request`] for request-targets that must reach the server byte for byte).
 //!
 //! The tests themselves live in `tests/e2e/` and are `#[ignore]`d, so a plain
 //! `cargo test --workspace` does not need the built worker; `cargo xtask test` builds
@@ -10,6 +12,7 @@
 //! |---|---|---|
 //! | `KEYPLANE_NODE` | Node 22 | `.tools/node/node_modules/.bin/node` |
 //! | `KEYPLANE_NODE_MODULES` | the node_modules holding miniflare | `.tools/node/node_modules` |
+//! | `KEYPLANE_WORKERD` | the workerd binary (bare-workerd edges) | `<KEYPLANE_NODE_MODULES>/.bin/workerd` |
 //! | `KEYPLANE_EDGE_BUILD` | worker-build's output | `edge/build` |
 //! | `KEYPLANE_BIN` | the `keyplane` binary | `keyplane` next to this test's `deps/` folder |
 //!
@@ -25,17 +28,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
+mod bare_workerd;
 mod deployment;
 mod feed_proxy;
 mod origin;
 mod ports;
+mod raw_http;
 
 pub use deployment::{
-    ControlPlane, Deployment, DeploymentSecrets, Edge, EdgeOptions, EdgeWorker, signed,
+    ControlPlane, Deployment, DeploymentSecrets, Edge, EdgeOptions, EdgeRuntime, EdgeWorker, signed,
 };
 pub use feed_proxy::{FeedProxy, Tamper};
-pub use origin::Origin;
+pub use origin::{Origin, Received};
 pub use ports::free_port;
+pub use raw_http::raw_request;
 
 /// How long a service may take to print its URL.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,6 +51,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Setup {
     node: PathBuf,
     node_modules: PathBuf,
+    workerd: PathBuf,
     edge_build: PathBuf,
     keyplane_bin: PathBuf,
 }
@@ -54,13 +61,15 @@ impl Setup {
     /// environment does not require end-to-end tests. Panics when it does.
     pub fn from_env() -> Option<Self> {
         let root = workspace_root();
+        let node_modules = path_var("KEYPLANE_NODE_MODULES", || {
+            root.join(".tools/node/node_modules")
+        });
         let setup = Self {
             node: path_var("KEYPLANE_NODE", || {
                 root.join(".tools/node/node_modules/.bin/node")
             }),
-            node_modules: path_var("KEYPLANE_NODE_MODULES", || {
-                root.join(".tools/node/node_modules")
-            }),
+            workerd: path_var("KEYPLANE_WORKERD", || node_modules.join(".bin/workerd")),
+            node_modules,
             edge_build: path_var("KEYPLANE_EDGE_BUILD", || root.join("edge/build")),
             keyplane_bin: path_var("KEYPLANE_BIN", default_keyplane_bin),
         };
@@ -70,6 +79,7 @@ impl Setup {
                 "miniflare (KEYPLANE_NODE_MODULES)",
                 setup.node_modules.join("miniflare"),
             ),
+            ("workerd (KEYPLANE_WORKERD)", setup.workerd.clone()),
             (
                 "the built worker (KEYPLANE_EDGE_BUILD)",
                 setup.edge_build.join("index.js"),
@@ -105,12 +115,16 @@ impl Setup {
         self.start_edge_with(&options, &secrets)
     }
 
-    /// Starts an edge under workerd (miniflare) as `options` say.
+    /// Starts an edge as `options` say: under workerd through miniflare, or under the bare
+    /// workerd binary ([`EdgeOptions::runtime`]).
     pub fn start_edge_with(
         &self,
         options: &EdgeOptions,
         secrets: &DeploymentSecrets,
     ) -> Result<Service> {
+        if options.runtime == EdgeRuntime::BareWorkerd {
+            return bare_workerd::start(self, options, secrets);
+        }
         let script = workspace_root().join("tests/harness/edge.mjs");
         let mut command = Command::new(&self.node);
         command
@@ -244,6 +258,47 @@ impl Service {
         Ok(service)
     }
 
+    /// Starts `command` (a server that prints nothing useful when it is up) and returns once
+    /// `ready` holds, polled every 20 ms; `url` is its base URL.
+    fn start_when_ready(
+        name: &'static str,
+        command: &mut Command,
+        url: String,
+        ready: impl Fn() -> bool,
+    ) -> Result<Self> {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {name}: {command:?}"))?;
+        let stdout = child.stdout.take().context("piped stdout")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                println!("[{name}] {line}");
+            }
+        });
+        let mut service = Self {
+            name,
+            child,
+            url,
+            preamble: Vec::new(),
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !ready() {
+            if let Some(status) = service.child.try_wait()? {
+                bail!("{name} exited before it was ready ({status})");
+            }
+            if Instant::now() >= deadline {
+                bail!("{name} was not ready within {START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(service)
+    }
+
     /// The OS process id (also the process group id).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -328,6 +383,11 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Reply> {
     send("GET", url, headers, None)
 }
 
+/// `GET url` giving up after `timeout`.
+pub fn get_with_timeout(url: &str, timeout: Duration) -> Result<Reply> {
+    request_bytes("GET", url, &[], None, timeout)
+}
+
 /// `method url` with `headers` and an optional JSON body; 4xx/5xx are answers, not errors.
 pub fn send(
     method: &str,
@@ -350,9 +410,19 @@ pub fn send_bytes(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> Result<Reply> {
+    request_bytes(method, url, headers, body, Duration::from_secs(10))
+}
+
+fn request_bytes(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<Reply> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
+        .timeout_global(Some(timeout))
         .build()
         .into();
     let mut request = ureq::http::Request::builder().method(method).uri(url);

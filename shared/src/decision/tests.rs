@@ -7,6 +7,8 @@ use crate::table::{Change, ChangeOp, TableEntry};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
+mod credentials;
+
 const NOW: Timestamp = Timestamp(1_800_000_000_000);
 
 struct World {
@@ -129,43 +131,6 @@ fn a_valid_key_is_allowed_with_its_identity() {
             assert_eq!(identity.rate_limit.remaining, 9);
         }
         other => panic!("expected allow, got {other:?}"),
-    }
-}
-
-#[test]
-fn bearer_tokens_work_and_x_api_key_takes_precedence() {
-    let mut world = World::new();
-    let (key, _) = world.issue(Environment::Live, &[], |_| {});
-    let bearer = format!("Bearer {}", key.expose_secret());
-    assert!(matches!(
-        world.decide("GET", "/x", None, Some(&bearer)),
-        Decision::Allow(_)
-    ));
-    let lower = format!("bearer   {}", key.expose_secret());
-    assert!(matches!(
-        world.decide("GET", "/x", None, Some(&lower)),
-        Decision::Allow(_)
-    ));
-    let denied = world.decide("GET", "/x", Some("sk_live_garbage"), Some(&bearer));
-    assert_eq!(denial(denied), Denial::InvalidKey);
-}
-
-#[test]
-fn no_credentials_get_a_bare_challenge() {
-    let mut world = World::new();
-    for (x_api_key, authorization) in [
-        (None, None),
-        (Some(""), None),
-        (None, Some("Basic dXNlcjpwYXNz")),
-        (None, Some("Bearer ")),
-    ] {
-        let denied = denial(world.decide("GET", "/x", x_api_key, authorization));
-        assert_eq!(denied, Denial::MissingKey);
-        assert_eq!(denied.status(), 401);
-        assert_eq!(
-            denied.www_authenticate("keyplane").as_deref(),
-            Some(r#"Bearer realm="keyplane""#)
-        );
     }
 }
 

@@ -5,8 +5,10 @@
 
 mod control_plane;
 mod edge;
+mod forwarded_headers;
 mod identity;
 mod isolates;
+mod paths;
 mod rate_limits;
 mod replication;
 mod safety_net;
