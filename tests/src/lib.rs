@@ -205,20 +205,30 @@ pub struct Service {
     pub preamble: Vec<String>,
 }
 
+/// Starts `command` leading its own process group, stdin and stdout piped (its stdin closing
+/// tells the edge harness to stop); the child and its stdout.
+fn spawn_in_own_group(
+    name: &str,
+    command: &mut Command,
+) -> Result<(Child, std::process::ChildStdout)> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {name}: {command:?}"))?;
+    let stdout = child.stdout.take().context("piped stdout")?;
+    Ok((child, stdout))
+}
+
 impl Service {
     fn start(
         name: &'static str,
         command: &mut Command,
         url_from_line: impl Fn(&str) -> Option<String> + Send + 'static,
     ) -> Result<Self> {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {name}: {command:?}"))?;
-        let stdout = child.stdout.take().context("piped stdout")?;
+        let (child, stdout) = spawn_in_own_group(name, command)?;
         let (found, url) = mpsc::channel();
         std::thread::spawn(move || {
             let mut found = Some(found);
@@ -266,14 +276,7 @@ impl Service {
         url: String,
         ready: impl Fn() -> bool,
     ) -> Result<Self> {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {name}: {command:?}"))?;
-        let stdout = child.stdout.take().context("piped stdout")?;
+        let (child, stdout) = spawn_in_own_group(name, command)?;
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };

@@ -3,18 +3,15 @@
 //! lineage itself (a history per database, a chain over the whole log, kept over restarts and
 //! made once for a database from before lineages).
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt as _;
+use axum::http::StatusCode;
 use keyplane_control_plane::store::Store as _;
-use keyplane_shared::sync::{self, SignedRequest, SignedResponse};
+use keyplane_shared::sync;
 use keyplane_shared::table::codec::decode_changes;
 use keyplane_shared::{FeedChain, HistoryId};
 use serde_json::json;
-use tower::ServiceExt as _;
 
 use crate::backends;
-use crate::helpers::TestApp;
+use crate::helpers::{FeedAnswer, TestApp};
 
 backends!(
     a_page_of_changes_is_signed_for_its_request_and_names_the_chain_where_it_starts,
@@ -23,87 +20,8 @@ backends!(
     the_history_outlives_a_restart_and_a_database_from_before_lineages_gets_one_chain,
 );
 
-/// A signed feed GET: the request's nonce and the raw answer.
-struct FeedAnswer {
-    nonce: [u8; sync::NONCE_LEN],
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl FeedAnswer {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
-    }
-
-    /// Checks the answer's signature as if it answered the request that carried `nonce`.
-    fn verify_for(
-        &self,
-        app: &TestApp,
-        nonce: &[u8; sync::NONCE_LEN],
-    ) -> Result<(), sync::SyncAuthError> {
-        let signed_body: &[u8] = if self.status == StatusCode::OK {
-            &self.body
-        } else {
-            &[]
-        };
-        sync::verify_response(
-            &app.state.edge_secret,
-            self.headers
-                .get(sync::RESPONSE_SIGNATURE_HEADER)
-                .and_then(|value| value.to_str().ok()),
-            app.state.now().as_millis() / 1000,
-            nonce,
-            &SignedResponse {
-                status: self.status.as_u16(),
-                fields: SignedResponse::fields_from(|name| {
-                    self.headers.get(name).and_then(|value| value.to_str().ok())
-                }),
-                body: signed_body,
-            },
-        )
-    }
-}
-
 async fn feed(app: &TestApp, path: &str) -> FeedAnswer {
-    let header = sync::sign_now(
-        &app.state.edge_secret,
-        app.state.now().as_millis() / 1000,
-        &SignedRequest {
-            method: "GET",
-            path_and_query: path,
-            body: &[],
-        },
-    )
-    .expect("CSPRNG");
-    let nonce = sync::nonce_of(&header).expect("a nonce");
-    let request = Request::builder()
-        .method(Method::GET)
-        .uri(path)
-        .header(sync::SIGNATURE_HEADER, header)
-        .body(Body::empty())
-        .expect("request");
-    let response = keyplane_control_plane::app(app.state.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let (status, headers) = (response.status(), response.headers().clone());
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes()
-        .to_vec();
-    FeedAnswer {
-        nonce,
-        status,
-        headers,
-        body,
-    }
+    app.signed_feed(path).await
 }
 
 /// The feed's chain at `seq`, recomputed from the log the feed serves.

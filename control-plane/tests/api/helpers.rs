@@ -12,6 +12,7 @@ use keyplane_control_plane::state::{AppState, Clock};
 use keyplane_control_plane::store::sql::{Backend, SqlStore};
 use keyplane_control_plane::{Application, Config};
 use keyplane_shared::Timestamp;
+use keyplane_shared::sync;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
@@ -217,7 +218,97 @@ pub async fn spawn_app_with(backend: Backend, configure: fn(&mut Config)) -> Opt
     })
 }
 
+/// A feed answer to a GET signed with the edge secret: the request's nonce and the raw answer.
+pub struct FeedAnswer {
+    /// The nonce the request was signed with (its answer is signed for it).
+    pub nonce: [u8; sync::NONCE_LEN],
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body's bytes.
+    pub body: Vec<u8>,
+}
+
+impl FeedAnswer {
+    /// The value of header `name` (empty when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Checks the answer's signature as if it answered the request that carried `nonce`.
+    pub fn verify_for(
+        &self,
+        app: &TestApp,
+        nonce: &[u8; sync::NONCE_LEN],
+    ) -> Result<(), sync::SyncAuthError> {
+        let signed_body: &[u8] = if self.status == StatusCode::OK {
+            &self.body
+        } else {
+            &[]
+        };
+        sync::verify_response(
+            &app.state.edge_secret,
+            self.headers
+                .get(sync::RESPONSE_SIGNATURE_HEADER)
+                .and_then(|value| value.to_str().ok()),
+            app.state.now().as_millis() / 1000,
+            nonce,
+            &sync::SignedResponse {
+                status: self.status.as_u16(),
+                fields: sync::SignedResponse::fields_from(|name| {
+                    self.headers.get(name).and_then(|value| value.to_str().ok())
+                }),
+                body: signed_body,
+            },
+        )
+    }
+}
+
 impl TestApp {
+    /// `GET path` signed with the edge secret at the test clock's time, as an edge pulls.
+    pub async fn signed_feed(&self, path: &str) -> FeedAnswer {
+        use keyplane_shared::sync::SignedRequest;
+        let header = sync::sign_now(
+            &self.state.edge_secret,
+            self.state.now().as_millis() / 1000,
+            &SignedRequest {
+                method: "GET",
+                path_and_query: path,
+                body: &[],
+            },
+        )
+        .expect("CSPRNG");
+        let nonce = sync::nonce_of(&header).expect("a nonce");
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(sync::SIGNATURE_HEADER, header)
+            .body(Body::empty())
+            .expect("request");
+        let response = keyplane_control_plane::app(self.state.clone())
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        FeedAnswer {
+            nonce,
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// Sends one request through the router.
     pub async fn call(
         &self,

@@ -57,36 +57,8 @@ impl TestApp {
 
     /// The raw bytes of a signed feed answer.
     async fn feed_bytes(&self, path: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
-        let now = self.state.now().as_millis() / 1000;
-        let header = sync::sign_now(
-            &self.state.edge_secret,
-            now,
-            &SignedRequest {
-                method: "GET",
-                path_and_query: path,
-                body: &[],
-            },
-        )
-        .expect("CSPRNG");
-        let request = Request::builder()
-            .uri(path)
-            .header(sync::SIGNATURE_HEADER, header)
-            .body(Body::empty())
-            .expect("request");
-        use http_body_util::BodyExt as _;
-        use tower::ServiceExt as _;
-        let response = keyplane_control_plane::app(self.state.clone())
-            .oneshot(request)
-            .await
-            .expect("infallible");
-        let (status, headers) = (response.status(), response.headers().clone());
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, headers, bytes.to_vec())
+        let answer = self.signed_feed(path).await;
+        (answer.status, answer.headers, answer.body)
     }
 }
 
