@@ -1,13 +1,106 @@
-//! Creating an organization with its first admin key: on a first start with an empty database,
-//! or on demand with `keyplane bootstrap`. The key is returned to be printed once.
+//! Start-up glue: opening the data directory, the secrets and the store into an [`AppState`],
+//! and creating an organization with its first admin key (on a first start with an empty
+//! database, or on demand with `keyplane bootstrap`; the key is returned to be printed once).
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use keyplane_shared::ids::OrgId;
 use keyplane_shared::{ApiKey, Environment, Scope, ScopeSet};
+use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::keys::issue::{KeySettings, issue_key};
-use crate::state::AppState;
-use crate::store::{AuditContext, NewOrg, OrgRecord};
+use crate::secrets::{self, SecretsSource};
+use crate::state::{AppState, Clock, OperatorPolicy};
+use crate::store::audit_chain::AuditSealer;
+use crate::store::sql::SqlStore;
+use crate::store::{AuditContext, NewOrg, OrgRecord, Store};
+
+/// What a first start created: the organization and its admin key, to print once.
+pub struct Bootstrapped {
+    /// The organization.
+    pub org: OrgRecord,
+    /// Its first admin key.
+    pub admin_key: ApiKey,
+}
+
+/// Opens the data directory, secrets and store, and assembles the state.
+pub async fn open_state(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    env: impl Fn(&str) -> Option<SecretString>,
+) -> anyhow::Result<AppState> {
+    let (state, _) = open(config, clock, env).await?;
+    Ok(state)
+}
+
+/// [`open_state`], and where the secrets came from.
+pub(crate) async fn open(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    env: impl Fn(&str) -> Option<SecretString>,
+) -> anyhow::Result<(AppState, SecretsSource)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let (secrets, source) = secrets::load(&config.data_dir, env)?;
+    match &source {
+        SecretsSource::Generated(path) => tracing::warn!(
+            path = %path.display(),
+            "generated a new pepper and signing secret (file mode 0600); back this file up: \
+             without it no stored key can be verified"
+        ),
+        SecretsSource::File(path) => tracing::info!(path = %path.display(), "secrets loaded"),
+        SecretsSource::Environment => tracing::info!("secrets loaded from the environment"),
+    }
+    let sealer = AuditSealer::new(secrets.signing_secret.expose_secret());
+    let store = SqlStore::connect(&config.database_url(), sealer.clone())
+        .await
+        .context("opening the database")?;
+    tracing::info!(backend = ?store.backend(), "database ready");
+    let state = AppState::new(
+        Arc::new(store) as Arc<dyn Store>,
+        secrets.peppers,
+        config.key_prefix.clone(),
+        clock,
+        sealer,
+        secrets.edge_secret,
+        OperatorPolicy {
+            local_dev: config.local_dev,
+            max_rate_limit: config.max_rate_limit,
+        },
+    );
+    Ok((state, source))
+}
+
+/// Warns when the secrets file sits beside the SQLite file (unless `--local-dev`).
+pub(crate) fn warn_if_misplaced(source: &SecretsSource, config: &Config) {
+    if let Some(path) = secrets::misplaced_secrets(source, &config.database_url(), config.local_dev)
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "the secrets file sits beside the SQLite database: one copy of that directory \
+             holds both the key hashes and the pepper that protects them; in production keep \
+             it apart (another directory or volume, or the KEYPLANE_* variables) \
+             (--local-dev silences this)"
+        );
+    }
+}
+
+/// On an empty database, creates the first organization (named `org_name`) and its admin key.
+pub(crate) async fn first_start(
+    state: &AppState,
+    org_name: &str,
+) -> anyhow::Result<Option<Bootstrapped>> {
+    if state.store.org_count().await? > 0 {
+        return Ok(None);
+    }
+    let (org, admin_key) = create_organization(state, org_name)
+        .await
+        .map_err(|error| anyhow::anyhow!("creating the first organization: {error}"))?;
+    Ok(Some(Bootstrapped { org, admin_key }))
+}
 
 /// Creates an organization named `name` and its first key (`admin:full`, live, never expires).
 pub async fn create_organization(

@@ -15,7 +15,9 @@
 //!   whose flush task [`Application::serve`] runs too.
 //! - `/metrics` is on the main listener ([`app`]) unless `--metrics-listen` gives it its own
 //!   ([`metrics_app`]; the main one is then [`app_with`] [`MetricsRoute::Separate`]).
-//! - [`secrets`], [`config`], [`bootstrap`], [`hashing`], [`metrics`], [`state`], [`openapi`].
+//! - [`bootstrap`]: opening the data directory, secrets and store into an [`AppState`], and the
+//!   first start's organization.
+//! - [`secrets`], [`config`], [`hashing`], [`metrics`], [`state`], [`openapi`].
 
 pub mod audit;
 pub mod auth;
@@ -40,25 +42,24 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::HeaderName;
 use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::{Extension, Router};
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
+pub use bootstrap::{Bootstrapped, open_state};
 pub use config::Config;
 use error::ApiError;
 use metrics::RequestLabels;
-use secrets::SecretsSource;
 use state::{AppState, Clock, SystemClock};
 use store::Store;
-use store::sql::SqlStore;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -140,16 +141,7 @@ async fn count_request(State(state): State<AppState>, request: Request, next: Ne
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
-    // Edges' own calls (usage reports) change no key: they do not wake the pusher.
-    let mutation = !matches!(
-        request.method(),
-        &axum::http::Method::GET | &axum::http::Method::HEAD
-    ) && !route.starts_with("/v1/edge/");
     let response = next.run(request).await;
-    if mutation && response.status().is_success() {
-        // A committed key mutation: the pusher sends it to the edges now.
-        state.feed_changed.notify_one();
-    }
     state
         .metrics
         .requests
@@ -168,16 +160,7 @@ pub struct Application {
     /// `--metrics-listen`: `/metrics` is served there only.
     metrics_listener: Option<TcpListener>,
     state: AppState,
-    store: Arc<SqlStore>,
     usage_retention_days: u32,
-}
-
-/// What a first start created: the organization and its admin key, to print once.
-pub struct Bootstrapped {
-    /// The organization.
-    pub org: store::OrgRecord,
-    /// Its first admin key.
-    pub admin_key: keyplane_shared::ApiKey,
 }
 
 impl Application {
@@ -195,26 +178,9 @@ impl Application {
         clock: Arc<dyn Clock>,
         env: impl Fn(&str) -> Option<SecretString>,
     ) -> anyhow::Result<(Self, Option<Bootstrapped>)> {
-        let (state, store, source) = open(config, clock, env).await?;
-        if let Some(path) =
-            secrets::misplaced_secrets(&source, &config.database_url(), config.local_dev)
-        {
-            tracing::warn!(
-                path = %path.display(),
-                "the secrets file sits beside the SQLite database: one copy of that directory \
-                 holds both the key hashes and the pepper that protects them; in production keep \
-                 it apart (another directory or volume, or the KEYPLANE_* variables) \
-                 (--local-dev silences this)"
-            );
-        }
-        let bootstrapped = if store.org_count().await? == 0 {
-            let (org, admin_key) = bootstrap::create_organization(&state, &config.org_name)
-                .await
-                .map_err(|error| anyhow::anyhow!("creating the first organization: {error}"))?;
-            Some(Bootstrapped { org, admin_key })
-        } else {
-            None
-        };
+        let (state, source) = bootstrap::open(config, clock, env).await?;
+        bootstrap::warn_if_misplaced(&source, config);
+        let bootstrapped = bootstrap::first_start(&state, &config.org_name).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -231,7 +197,6 @@ impl Application {
                 listener,
                 metrics_listener,
                 state,
-                store,
                 usage_retention_days: config.usage_retention_days,
             },
             bootstrapped,
@@ -262,9 +227,9 @@ impl Application {
         &self.state
     }
 
-    /// The store, with its database pool (tests inspect the database through it).
-    pub fn store(&self) -> &Arc<SqlStore> {
-        &self.store
+    /// The store (the one the state holds).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.state.store
     }
 
     /// Serves (and pushes changes to the registered edges, deletes usage events past the
@@ -345,7 +310,8 @@ impl Application {
         for edge in edges {
             replication::registry::validate(&edge.name, &edge.url, self.state.policy.local_dev)
                 .with_context(|| format!("--edge {}", edge.name))?;
-            self.store
+            self.state
+                .store
                 .register_edge(&edge.name, &edge.url, None, self.state.now())
                 .await
                 .with_context(|| format!("registering edge {}", edge.name))?;
@@ -359,57 +325,6 @@ impl Application {
 const TASK_STOP: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long the refusal flusher is given to write what it holds at shutdown.
 const REFUSALS_STOP: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Opens the data directory, secrets and store, and assembles the state.
-pub async fn open_state(
-    config: &Config,
-    clock: Arc<dyn Clock>,
-    env: impl Fn(&str) -> Option<SecretString>,
-) -> anyhow::Result<(AppState, Arc<SqlStore>)> {
-    let (state, store, _) = open(config, clock, env).await?;
-    Ok((state, store))
-}
-
-/// [`open_state`], and where the secrets came from.
-async fn open(
-    config: &Config,
-    clock: Arc<dyn Clock>,
-    env: impl Fn(&str) -> Option<SecretString>,
-) -> anyhow::Result<(AppState, Arc<SqlStore>, SecretsSource)> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let (secrets, source) = secrets::load(&config.data_dir, env)?;
-    match &source {
-        SecretsSource::Generated(path) => tracing::warn!(
-            path = %path.display(),
-            "generated a new pepper and signing secret (file mode 0600); back this file up: \
-             without it no stored key can be verified"
-        ),
-        SecretsSource::File(path) => tracing::info!(path = %path.display(), "secrets loaded"),
-        SecretsSource::Environment => tracing::info!("secrets loaded from the environment"),
-    }
-    let sealer = audit::chain::AuditSealer::new(secrets.signing_secret.expose_secret());
-    let url = config.database_url();
-    let store = Arc::new(
-        SqlStore::connect(&url, sealer.clone())
-            .await
-            .context("opening the database")?,
-    );
-    tracing::info!(backend = ?store.backend(), "database ready");
-    let state = AppState::new(
-        store.clone() as Arc<dyn Store>,
-        secrets.peppers,
-        config.key_prefix.clone(),
-        clock,
-        sealer,
-        secrets.edge_secret,
-        state::OperatorPolicy {
-            local_dev: config.local_dev,
-            max_rate_limit: config.max_rate_limit,
-        },
-    );
-    Ok((state, store, source))
-}
 
 /// A future that resolves when the process receives Ctrl-C (SIGINT) or SIGTERM.
 ///
@@ -438,6 +353,3 @@ pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'st
         tracing::info!("shutting down");
     })
 }
-
-/// Status of an unrouted path, for the route-coverage test.
-pub const UNROUTED_STATUS: StatusCode = StatusCode::NOT_FOUND;

@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use keyplane_control_plane::keys::model::rfc3339;
 use keyplane_control_plane::replication::registry::{self, EdgeSpec};
 use keyplane_control_plane::state::SystemClock;
-use keyplane_control_plane::store::Store as _;
 use keyplane_control_plane::{Application, Config, open_state};
 use secrecy::{ExposeSecret as _, SecretString};
 use tracing_subscriber::EnvFilter;
@@ -129,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             application.serve(shutdown).await
         }
         Command::Bootstrap { config, name } => {
-            let (state, _) = open_state(&config, Arc::new(SystemClock), env_secret).await?;
+            let state = open_state(&config, Arc::new(SystemClock), env_secret).await?;
             let (org, key) = keyplane_control_plane::bootstrap::create_organization(&state, &name)
                 .await
                 .map_err(|error| anyhow::anyhow!("{error}"))?;
@@ -140,9 +139,9 @@ async fn main() -> anyhow::Result<()> {
             command: AuditCommand::Verify { config, org },
         } => {
             let org = org.parse().context("--org")?;
-            let (state, store) = open_state(&config, Arc::new(SystemClock), env_secret).await?;
+            let state = open_state(&config, Arc::new(SystemClock), env_secret).await?;
             let report = keyplane_control_plane::audit::api::verify_chain(
-                store.as_ref(),
+                state.store.as_ref(),
                 &state.sealer,
                 org,
             )
@@ -173,7 +172,8 @@ async fn edges(command: EdgesCommand) -> anyhow::Result<()> {
     let (EdgesCommand::Add { config, .. }
     | EdgesCommand::List { config }
     | EdgesCommand::Remove { config, .. }) = &command;
-    let (state, store) = open_state(config, Arc::new(SystemClock), env_secret).await?;
+    let state = open_state(config, Arc::new(SystemClock), env_secret).await?;
+    let store = &state.store;
     match &command {
         EdgesCommand::Add { name, url, .. } => {
             registry::validate(name, url, config.local_dev)?;

@@ -7,13 +7,12 @@ use std::sync::{Arc, Mutex};
 use keyplane_shared::ids::KeyId;
 use keyplane_shared::sync::SyncSecret;
 use keyplane_shared::{KeyPrefix, LookupDigest, PepperSet, Timestamp};
-use tokio::sync::Notify;
 
-use crate::audit::chain::AuditSealer;
 use crate::audit::refusals::RefusalLog;
 use crate::keys::ceiling::RateLimitCeiling;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::store::audit_chain::AuditSealer;
 
 /// Where handlers read the time; tests substitute a clock they move by hand.
 pub trait Clock: Send + Sync + 'static {
@@ -54,8 +53,6 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Signs pushes to edges and verifies their pulls.
     pub edge_secret: SyncSecret,
-    /// Woken after every committed mutation, so the pusher sends it at once.
-    pub feed_changed: Arc<Notify>,
     /// What the operator allows.
     pub policy: OperatorPolicy,
     /// Refused management calls being coalesced before they reach the audit log.
@@ -96,7 +93,6 @@ impl AppState {
             sealer,
             metrics: Metrics::default(),
             edge_secret,
-            feed_changed: Arc::new(Notify::new()),
             policy,
             refusals: RefusalLog::default(),
             verified: Mutex::new(HashMap::new()),

@@ -12,13 +12,13 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::audit::chain::{AuditSealer, ChainVerifier};
 use crate::auth::Manager;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::keys::input;
 use crate::keys::model::rfc3339;
 use crate::state::AppState;
+use crate::store::audit_chain::{AuditSealer, ChainVerifier};
 use crate::store::{AuditAction, AuditFilter, AuditRecord, Store, StoreError};
 
 /// The audit routes.

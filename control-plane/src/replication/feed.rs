@@ -24,7 +24,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse as _, Response};
 use keyplane_shared::sync::{self, SignedRequest, SignedResponse};
 use keyplane_shared::table::codec::{encode_changes, encode_snapshot};
-use keyplane_shared::{FeedChain, KeyTable};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -33,7 +32,7 @@ use utoipa_axum::routes;
 use super::registry;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::Registration;
+use crate::store::{FeedSnapshot, Registration};
 
 /// Default page of changes.
 pub const DEFAULT_LIMIT: u64 = 1_000;
@@ -251,30 +250,11 @@ async fn snapshot(
     let edge = registration(&state, &query.edge, &query.url)?;
     let head = state.store.feed_head().await?;
     register(&state, edge, head).await?;
-    // The table is rebuilt by replaying the whole change log, so this is O(changes), not
-    // O(keys): fine while snapshots are rare (an edge's first start, or one that is ahead).
-    // Compacting the log into a stored table is future work.
-    let mut table = KeyTable::new();
-    while table.applied_seq() < head {
-        let after = table.applied_seq();
-        let page = state
-            .store
-            .changes_after(after, MAX_LIMIT.min(head - after))
-            .await?;
-        if page.is_empty() {
-            return Err(ApiError::internal(anyhow::anyhow!(
-                "the change log ends at {after}, before the feed head {head}"
-            )));
-        }
-        table
-            .apply_all(&page)
-            .map_err(|gap| ApiError::internal(anyhow::anyhow!("change log: {gap}")))?;
-    }
-    let chain: FeedChain = state.store.chain_at(head).await?;
+    let FeedSnapshot { table, seq, chain } = state.store.snapshot_at(head).await?;
     let body = encode_snapshot(&table);
     let (history, seq, chain) = (
         state.store.feed_history().to_string(),
-        head.to_string(),
+        seq.to_string(),
         chain.to_hex(),
     );
     let fields = [history.as_str(), "", seq.as_str(), chain.as_str()];

@@ -1,7 +1,8 @@
 //! The pusher: sends every committed change to every registered edge, at once.
 //!
-//! A manager task wakes on every committed mutation ([`AppState::feed_changed`]) and once a
-//! second (changes made by other control-plane instances, edges registered meanwhile), reloads
+//! A manager task wakes whenever the store commits a change ([`crate::store::Store::feed_heads`]:
+//! whichever way it was made, an API call, the CLI or a background task) and once a second
+//! (changes made by other control-plane instances, edges registered meanwhile), reloads
 //! the edge registry and wakes one worker per edge. A worker sends the changes after what its
 //! edge acknowledged (at most [`BATCH`] per request, KPCB body, signed) to
 //! `<url>/__keyplane/sync` and records the `{"applied_seq": N}` it answers; an edge that answers
@@ -50,7 +51,17 @@ const MAX_ACK_BYTES: usize = 4096;
 /// Starts the pusher; it stops (with every per-edge worker) when `shutdown` turns true or the
 /// returned task is aborted.
 pub fn spawn(state: AppState, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(manage(state, shutdown))
+    spawn_with_tick(state, shutdown, TICK)
+}
+
+/// [`spawn`] with another tick than [`TICK`] (tests: an hour-long tick shows that a change is
+/// pushed because the store announced it, not because the tick came).
+pub fn spawn_with_tick(
+    state: AppState,
+    shutdown: watch::Receiver<bool>,
+    tick: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(manage(state, shutdown, tick))
 }
 
 /// Why a push failed. Never holds a body.
@@ -121,7 +132,7 @@ struct Worker {
     _task: AbortOnDrop,
 }
 
-async fn manage(state: AppState, mut shutdown: watch::Receiver<bool>) {
+async fn manage(state: AppState, mut shutdown: watch::Receiver<bool>, tick: Duration) {
     // rustls needs a process-wide crypto provider; installing twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = match reqwest::Client::builder()
@@ -138,14 +149,17 @@ async fn manage(state: AppState, mut shutdown: watch::Receiver<bool>) {
     };
     // Dropping a worker aborts its task: on shutdown, and when this task is aborted.
     let mut workers: HashMap<String, Worker> = HashMap::new();
+    let mut heads = state.store.feed_heads();
     loop {
+        heads.mark_unchanged();
         match state.store.edges().await {
-            Ok(edges) => reconcile(&state, &client, &mut workers, edges),
+            Ok(edges) => reconcile(&state, &client, &mut workers, edges, tick),
             Err(error) => tracing::warn!(%error, "the pusher could not read the edge registry"),
         }
         tokio::select! {
-            _ = state.feed_changed.notified() => {}
-            _ = tokio::time::sleep(TICK) => {}
+            // A store that stopped announcing leaves the tick.
+            Ok(()) = heads.changed() => {}
+            _ = tokio::time::sleep(tick) => {}
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {
@@ -162,6 +176,7 @@ fn reconcile(
     client: &reqwest::Client,
     workers: &mut HashMap<String, Worker>,
     edges: Vec<EdgeRecord>,
+    tick: Duration,
 ) {
     workers.retain(|name, worker| {
         let keep = edges
@@ -184,6 +199,7 @@ fn reconcile(
                 edge.url.clone(),
                 edge.acked_seq.max(edge.reported_seq),
                 wake.clone(),
+                tick,
             ));
             Worker {
                 url: edge.url.clone(),
@@ -208,6 +224,7 @@ async fn push_to_edge(
     url: String,
     mut acked: u64,
     wake: Arc<Notify>,
+    tick: Duration,
 ) {
     let target = url.trim_end_matches('/').to_owned();
     let mut backoff = FIRST_BACKOFF;
@@ -219,7 +236,7 @@ async fn push_to_edge(
             Ok(head) => head,
             Err(error) => {
                 tracing::warn!(%error, edge = %name, "the pusher could not read the feed head");
-                tokio::time::sleep(TICK).await;
+                tokio::time::sleep(tick).await;
                 continue;
             }
         };
@@ -229,7 +246,7 @@ async fn push_to_edge(
         if acked >= head {
             tokio::select! {
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(tick) => {}
             }
             continue;
         }

@@ -2,7 +2,9 @@
 //!
 //! Every mutation is one call and one database transaction that writes the key rows, the
 //! replication change log entry and the audit record together, so a crash can never leave a key
-//! changed without its audit trail or without the change its edges need. Mutations of one
+//! changed without its audit trail or without the change its edges need. What a mutation may do
+//! to a key is decided by [`lifecycle`], pure rules over the record; the store locks, loads and
+//! saves. After committing a change the store announces the new feed head ([`feed_heads`]). Mutations of one
 //! organization's keys are serialized (they lock the organization's row first), which is what
 //! makes concurrent rotate / revoke / update of one key come out as one consistent history.
 //!
@@ -11,6 +13,9 @@
 //!
 //! [`sql::SqlStore`] implements the trait for SQLite and PostgreSQL.
 
+pub mod audit_chain;
+pub mod feed_heads;
+pub mod lifecycle;
 pub mod records;
 pub mod sql;
 pub mod usage;
@@ -18,8 +23,9 @@ pub mod usage;
 use async_trait::async_trait;
 use keyplane_shared::ids::{HistoryId, KeyId, OrgId};
 use keyplane_shared::usage::UsageBatch;
-use keyplane_shared::{Change, FeedChain, LookupDigest, Timestamp};
+use keyplane_shared::{Change, FeedChain, KeyTable, LookupDigest, Timestamp};
 use thiserror::Error;
+use tokio::sync::watch;
 
 pub use records::{
     AuditAction, AuditContext, AuditFilter, AuditRecord, FailedAuth, KeyChanges, KeyFilter,
@@ -206,8 +212,15 @@ pub trait Store: Send + Sync + 'static {
     /// The replication feed's head: the sequence number of the last committed change.
     async fn feed_head(&self) -> Result<u64, StoreError>;
 
+    /// The feed head as this store commits changes: the receiver wakes after every commit that
+    /// appended a change, with its sequence (see [`feed_heads`]). The pusher waits on it.
+    fn feed_heads(&self) -> watch::Receiver<u64>;
+
     /// Up to `limit` changes after sequence `after`, in order, without holes.
     async fn changes_after(&self, after: u64, limit: u64) -> Result<Vec<Change>, StoreError>;
+
+    /// The table after changes `1..=seq` (`seq` at most the head), with the chain there.
+    async fn snapshot_at(&self, seq: u64) -> Result<FeedSnapshot, StoreError>;
 
     /// The feed's history id, made with the database.
     fn feed_history(&self) -> HistoryId;
@@ -272,6 +285,17 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every usage event older than `cutoff` (in bounded chunks, so no statement holds
     /// the table for long); how many it deleted.
     async fn delete_usage_before(&self, cutoff: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// The whole key table at one sequence of the feed, as an edge loads it.
+#[derive(Debug, Clone)]
+pub struct FeedSnapshot {
+    /// The table after changes `1..=seq`.
+    pub table: KeyTable,
+    /// Its sequence.
+    pub seq: u64,
+    /// The feed chain at `seq`.
+    pub chain: FeedChain,
 }
 
 /// A registered edge and how replication to it is going.

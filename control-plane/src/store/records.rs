@@ -9,7 +9,6 @@ use keyplane_shared::{Environment, LookupDigest, PepperId, RateLimit, ScopeSet, 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::Conflict;
 use crate::keys::ceiling::RateLimitCeiling;
 
 /// An organization.
@@ -168,22 +167,6 @@ impl KeyRecord {
             KeyState::Expired
         } else {
             KeyState::Active
-        }
-    }
-
-    /// Whether the key may still change (be edited in place or rotated) at `now`: not revoked,
-    /// not already rotated (its successor is the key to change), not expired. The store checks
-    /// this under the organization's lock; the rotate handler checks it first as well, so a
-    /// refused rotation never spends an Argon2id hash.
-    pub fn check_changeable(&self, now: Timestamp) -> Result<(), Conflict> {
-        if self.revoked_at.is_some() {
-            Err(Conflict::Revoked)
-        } else if self.state(now) == KeyState::Expired {
-            Err(Conflict::Expired)
-        } else if self.rotated_to.is_some() {
-            Err(Conflict::AlreadyRotated)
-        } else {
-            Ok(())
         }
     }
 

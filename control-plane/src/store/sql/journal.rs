@@ -1,16 +1,63 @@
-//! The two logs every mutation appends to inside its transaction: the organization's audit
-//! chain and the replication change log (each change with the feed chain after it).
+//! A mutation's transaction and the two logs it appends to: the organization's audit chain and
+//! the replication change log (each change with the feed chain after it).
+//!
+//! [`Mutation`] is the only way to append a change, and its [`Mutation::commit`] announces the
+//! new feed head ([`FeedHeads`]) once the transaction is committed: no change can be written
+//! without the pusher hearing of it.
 
-use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::ids::OrgId;
 use keyplane_shared::table::codec::encode_changes;
 use keyplane_shared::{Change, ChangeOp, FeedChain, Timestamp};
-use serde_json::Value;
-use sqlx::{AnyConnection, Row as _};
+use sqlx::{Any, AnyConnection, AnyPool, Row as _, Transaction};
 
 use super::rows::{bytes32, i64_of, u64_of};
-use crate::audit::chain::{AuditSealer, GENESIS};
 use crate::store::StoreError;
-use crate::store::records::{AuditAction, AuditContext, AuditRecord};
+use crate::store::audit_chain::{AuditSealer, GENESIS};
+use crate::store::feed_heads::FeedHeads;
+use crate::store::lifecycle::AuditNote;
+use crate::store::records::{AuditContext, AuditRecord};
+
+/// One mutation's transaction, and the last change it appended to the feed.
+pub(super) struct Mutation {
+    tx: Transaction<'static, Any>,
+    appended: Option<u64>,
+}
+
+impl Mutation {
+    /// Begins a transaction.
+    pub(super) async fn begin(pool: &AnyPool) -> Result<Self, StoreError> {
+        Ok(Mutation {
+            tx: pool.begin().await?,
+            appended: None,
+        })
+    }
+
+    /// The transaction's connection, for reads and for writes other than changes.
+    pub(super) fn connection(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Appends a change for the edges (see [`append_change`]); it is announced at commit.
+    pub(super) async fn append_change(
+        &mut self,
+        org: OrgId,
+        op: ChangeOp,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let seq = append_change(&mut self.tx, org, op, now).await?;
+        self.appended = Some(seq);
+        Ok(seq)
+    }
+
+    /// Commits, then announces the feed head if a change was appended.
+    pub(super) async fn commit(self, heads: &FeedHeads) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        if let Some(seq) = self.appended {
+            heads.publish(seq);
+        }
+        Ok(())
+    }
+}
 
 /// An organization's audit chain head, locked for the rest of the transaction.
 pub(super) struct ChainHead {
@@ -35,33 +82,27 @@ pub(super) async fn lock_org(tx: &mut AnyConnection, org: OrgId) -> Result<Chain
     })
 }
 
-/// What an audit record says, before it is sealed.
-pub(super) struct AuditEntry<'a> {
-    pub(super) action: AuditAction,
-    pub(super) target: Option<KeyId>,
-    pub(super) details: Value,
-    pub(super) context: &'a AuditContext,
-}
-
-/// Appends one sealed record to the chain and moves the organization's head.
+/// Appends one sealed record (what `note` says, with the caller's `context`) to the chain and
+/// moves the organization's head.
 pub(super) async fn append_audit(
     tx: &mut AnyConnection,
     sealer: &AuditSealer,
     head: &mut ChainHead,
-    entry: AuditEntry<'_>,
+    note: AuditNote,
+    context: &AuditContext,
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let mut record = AuditRecord {
         org_id: head.org,
         seq: head.seq + 1,
         at: now,
-        action: entry.action,
-        actor_key_id: entry.context.actor,
-        target_key_id: entry.target,
-        ip: entry.context.ip.clone(),
-        user_agent: entry.context.user_agent.clone(),
-        request_id: entry.context.request_id.clone(),
-        details: entry.details,
+        action: note.action,
+        actor_key_id: context.actor,
+        target_key_id: note.target,
+        ip: context.ip.clone(),
+        user_agent: context.user_agent.clone(),
+        request_id: context.request_id.clone(),
+        details: note.details,
         prev_hash: head.hash,
         hash: GENESIS,
     };
@@ -97,7 +138,7 @@ pub(super) async fn append_audit(
 }
 
 /// Appends a change for the edges to the replication log, with the next sequence number.
-pub(super) async fn append_change(
+async fn append_change(
     tx: &mut AnyConnection,
     org: OrgId,
     op: ChangeOp,

@@ -1,13 +1,14 @@
 //! The replication side of the store: the feed's lineage (history id and chain), reading the
-//! change log, and the edge registry.
+//! change log, the table snapshot edges load, and the edge registry.
 
 use keyplane_shared::ids::HistoryId;
+use keyplane_shared::table::KeyTable;
 use keyplane_shared::table::codec::decode_changes;
 use keyplane_shared::{Change, FeedChain};
 use sqlx::{AnyPool, Row as _};
 
 use super::rows::{bytes16, bytes32, corrupt, i64_of, optional_time, u64_of};
-use crate::store::{EdgeRecord, Registration, StoreError};
+use crate::store::{EdgeRecord, FeedSnapshot, Registration, StoreError};
 
 /// Changes read at a time while the chain is computed over an existing log.
 const BACKFILL_PAGE: i64 = 1_000;
@@ -75,6 +76,34 @@ pub(super) async fn chain_at(
         .try_get::<Option<Vec<u8>>, _>(0)?
         .ok_or_else(|| corrupt("a change without its chain"))?;
     Ok(FeedChain::from_bytes(bytes32(bytes)?))
+}
+
+/// Changes read at a time while a snapshot is built.
+const SNAPSHOT_PAGE: u64 = 10_000;
+
+/// The table after changes `1..=seq`, with the chain there, rebuilt by replaying the change
+/// log: O(changes), not O(keys), which is fine while snapshots are rare (an edge's first start,
+/// or one that is ahead). Compacting the log into a stored table is future work.
+pub(super) async fn snapshot_at(
+    pool: &AnyPool,
+    history: HistoryId,
+    seq: u64,
+) -> Result<FeedSnapshot, StoreError> {
+    let mut table = KeyTable::new();
+    while table.applied_seq() < seq {
+        let after = table.applied_seq();
+        let page = changes_after(pool, after, SNAPSHOT_PAGE.min(seq - after)).await?;
+        if page.is_empty() {
+            return Err(StoreError::Corrupt(format!(
+                "the change log ends at {after}, before sequence {seq}"
+            )));
+        }
+        table
+            .apply_all(&page)
+            .map_err(|gap| StoreError::Corrupt(format!("change log: {gap}")))?;
+    }
+    let chain = chain_at(pool, history, seq).await?;
+    Ok(FeedSnapshot { table, seq, chain })
 }
 
 /// The feed's head: the sequence number of the last committed change.

@@ -9,7 +9,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::store::AuditRecord;
+use super::records::AuditRecord;
 
 /// The hash of "no previous record".
 pub const GENESIS: [u8; 32] = [0; 32];

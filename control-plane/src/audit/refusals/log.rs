@@ -1,0 +1,248 @@
+//! The coalescing itself, in memory and without I/O: the windows of refused calls per key (or
+//! per organization past [`MAX_TRACKED_KEYS`]) and the records they turn into (see the parent
+//! module for the rules). The parent module writes those records to the store.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use keyplane_shared::Timestamp;
+use keyplane_shared::ids::{KeyId, OrgId};
+use serde_json::json;
+
+use crate::store::{AuditContext, FailedAuth};
+
+#[cfg(test)]
+mod tests;
+
+/// Length of a window: refusals of one key for one reason within it make one record.
+pub const WINDOW_MS: i64 = 60_000;
+/// Most keys with an open window; refusals of further keys count per organization.
+pub const MAX_TRACKED_KEYS: usize = 10_000;
+
+/// Who a window counts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Subject {
+    /// One key.
+    Key(KeyId),
+    /// Every key of an organization past [`MAX_TRACKED_KEYS`].
+    Overflow(OrgId),
+}
+
+/// One key's (or one overflow's) refusals for one reason since its first recorded one.
+#[derive(Debug)]
+struct Window {
+    org: OrgId,
+    opened_at: Timestamp,
+    /// Refusals counted but not yet recorded.
+    suppressed: u64,
+    /// When the last of them happened, and from where.
+    last_at: Timestamp,
+    last: AuditContext,
+}
+
+/// The open windows. Behind a std mutex: it is held for a map update, never across `.await`
+/// (the audit writes happen after it is released).
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    windows: Mutex<Windows>,
+}
+
+#[derive(Debug, Default)]
+struct Windows {
+    keys: HashMap<(KeyId, &'static str), Window>,
+    overflow: HashMap<(OrgId, &'static str), Window>,
+}
+
+/// An `auth_failed` record to write into an organization's log.
+#[derive(Debug, Clone)]
+pub struct PendingRecord {
+    /// The organization.
+    pub org: OrgId,
+    /// The record.
+    pub record: FailedAuth,
+}
+
+impl RefusalLog {
+    fn lock(&self) -> MutexGuard<'_, Windows> {
+        // A panic while holding the lock leaves at worst a miscounted window.
+        self.windows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes a refusal of `key` (of `org`) for `reason` at `now`; returns the records to write
+    /// now: this refusal when it opens a window, preceded by the summary of the key's window
+    /// that had closed, if it held any refusals.
+    pub fn note(
+        &self,
+        org: OrgId,
+        key: KeyId,
+        reason: &'static str,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Vec<PendingRecord> {
+        let mut windows = self.lock();
+        let Windows { keys, overflow } = &mut *windows;
+        let tracked = keys.contains_key(&(key, reason)) || keys.len() < MAX_TRACKED_KEYS;
+        let (summary, opened) = if tracked {
+            count(
+                keys,
+                (key, reason),
+                Subject::Key(key),
+                org,
+                reason,
+                context,
+                now,
+            )
+        } else {
+            count(
+                overflow,
+                (org, reason),
+                Subject::Overflow(org),
+                org,
+                reason,
+                context,
+                now,
+            )
+        };
+        let mut records: Vec<PendingRecord> = summary.into_iter().collect();
+        if opened {
+            let mut details = json!({ "reason": reason, "count": 1 });
+            if !tracked {
+                details["overflow"] = json!(true);
+            }
+            records.push(PendingRecord {
+                org,
+                record: FailedAuth {
+                    details,
+                    context: context.clone(),
+                },
+            });
+        }
+        records
+    }
+
+    /// Removes the windows that have closed at `now`; the summaries of those that counted any
+    /// refusal.
+    pub fn take_closed(&self, now: Timestamp) -> Vec<PendingRecord> {
+        let mut windows = self.lock();
+        let mut records = Vec::new();
+        let closed = |window: &Window| now >= window.opened_at.plus_millis(WINDOW_MS);
+        drain(&mut windows.keys, closed, &mut records, |(key, reason)| {
+            (Subject::Key(*key), *reason)
+        });
+        drain(
+            &mut windows.overflow,
+            closed,
+            &mut records,
+            |(org, reason)| (Subject::Overflow(*org), *reason),
+        );
+        records
+    }
+
+    /// Removes every window, closed or not; the summaries of those that counted any refusal.
+    pub fn take_all(&self) -> Vec<PendingRecord> {
+        let mut windows = self.lock();
+        let mut records = Vec::new();
+        drain(
+            &mut windows.keys,
+            |_| true,
+            &mut records,
+            |(key, reason)| (Subject::Key(*key), *reason),
+        );
+        drain(
+            &mut windows.overflow,
+            |_| true,
+            &mut records,
+            |(org, reason)| (Subject::Overflow(*org), *reason),
+        );
+        records
+    }
+
+    /// Keys with an open window (overflow windows not counted).
+    pub fn tracked_keys(&self) -> usize {
+        self.lock().keys.len()
+    }
+}
+
+/// Counts a refusal in `map`: (the closed window's summary, whether a new window opened).
+fn count<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Window>,
+    slot: K,
+    subject: Subject,
+    org: OrgId,
+    reason: &'static str,
+    context: &AuditContext,
+    now: Timestamp,
+) -> (Option<PendingRecord>, bool) {
+    let mut summary = None;
+    if let Some(window) = map.get_mut(&slot) {
+        if now < window.opened_at.plus_millis(WINDOW_MS) {
+            window.suppressed += 1;
+            window.last_at = now;
+            window.last = context.clone();
+            return (None, false);
+        }
+        summary = map
+            .remove(&slot)
+            .and_then(|window| window.summary(subject, reason));
+    }
+    map.insert(
+        slot,
+        Window {
+            org,
+            opened_at: now,
+            suppressed: 0,
+            last_at: now,
+            last: context.clone(),
+        },
+    );
+    (summary, true)
+}
+
+/// Removes the windows `closed` selects, pushing their summaries.
+fn drain<K: Copy + std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Window>,
+    closed: impl Fn(&Window) -> bool,
+    records: &mut Vec<PendingRecord>,
+    name: impl Fn(&K) -> (Subject, &'static str),
+) {
+    let slots: Vec<K> = map
+        .iter()
+        .filter(|(_, window)| closed(window))
+        .map(|(slot, _)| *slot)
+        .collect();
+    for slot in slots {
+        let (subject, reason) = name(&slot);
+        if let Some(summary) = map
+            .remove(&slot)
+            .and_then(|window| window.summary(subject, reason))
+        {
+            records.push(summary);
+        }
+    }
+}
+
+impl Window {
+    /// The record for the refusals counted since the window opened, if any.
+    fn summary(self, subject: Subject, reason: &'static str) -> Option<PendingRecord> {
+        if self.suppressed == 0 {
+            return None;
+        }
+        let mut details = json!({
+            "reason": reason,
+            "count": self.suppressed,
+            "window_start": self.opened_at.as_millis(),
+            "last_at": self.last_at.as_millis(),
+        });
+        let mut context = self.last;
+        context.actor_scopes = Default::default();
+        if let Subject::Overflow(_) = subject {
+            details["overflow"] = json!(true);
+            // Many keys: the record names none of them.
+            context.actor = None;
+        }
+        Some(PendingRecord {
+            org: self.org,
+            record: FailedAuth { details, context },
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! Refused management calls in the audit log, coalesced: a flood of 401s and 403s from one key
+//! must neither serialize key management (every audit write takes the organization's lock) nor
+//! bury the log.
+//!
+//! The first refusal of a key for a reason opens a one-minute window ([`WINDOW_MS`], on the
+//! application's [`Clock`](crate::state::Clock)) and is recorded at once, with `count` 1. Further
+//! refusals of that key for that reason within the window are only counted in memory; when the
+//! window closes they become one record whose `count` says how many it stands for (and
+//! `window_start` / `last_at`, in milliseconds, when they happened; ip, user agent and request id
+//! are the last one's). So the `count`s of a key's `auth_failed` records add up to its refusals.
+//!
+//! Closed windows are written by [`spawn`]'s task every [`FLUSH_INTERVAL`] (started by
+//! [`crate::Application::serve`]), or by the key's next refusal if that comes first; on shutdown
+//! the task writes every window it holds, closed or not ([`flush_all`]).
+//!
+//! Memory is bounded: at most [`MAX_TRACKED_KEYS`] keys have a window. Past that, refusals of
+//! other keys are counted per organization and reason instead (an *overflow* window, recorded
+//! the same way with `"overflow": true` and no key), so nothing goes uncounted and the table
+//! cannot grow with the number of keys an attacker holds.
+
+mod log;
+
+use std::time::Duration;
+
+use keyplane_shared::ids::OrgId;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use self::log::{MAX_TRACKED_KEYS, PendingRecord, RefusalLog, WINDOW_MS};
+use crate::state::AppState;
+use crate::store::FailedAuth;
+
+/// How often the background task writes the windows that have closed.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Writes `records`, one transaction per organization, in order. A failure is logged, not
+/// returned: the refusal the caller gets does not depend on it.
+pub async fn write(state: &AppState, records: Vec<PendingRecord>) -> usize {
+    let mut by_org: Vec<(OrgId, Vec<FailedAuth>)> = Vec::new();
+    for pending in records {
+        match by_org.iter_mut().find(|(org, _)| *org == pending.org) {
+            Some((_, list)) => list.push(pending.record),
+            None => by_org.push((pending.org, vec![pending.record])),
+        }
+    }
+    let mut written = 0;
+    for (org, list) in by_org {
+        match state
+            .store
+            .record_failed_auths(org, &list, state.now())
+            .await
+        {
+            Ok(()) => written += list.len(),
+            Err(error) => tracing::error!(
+                %error,
+                org = %org,
+                records = list.len(),
+                "could not audit refused management calls"
+            ),
+        }
+    }
+    written
+}
+
+/// Writes the summaries of the windows closed at the state's current time; how many.
+pub async fn flush_closed(state: &AppState) -> usize {
+    let records = state.refusals.take_closed(state.now());
+    write(state, records).await
+}
+
+/// Writes the summaries of every window, closed or not (at shutdown); how many.
+pub async fn flush_all(state: &AppState) -> usize {
+    let records = state.refusals.take_all();
+    write(state, records).await
+}
+
+/// Starts the task that writes closed windows every [`FLUSH_INTERVAL`]; when `shutdown` turns
+/// true (or its sender is dropped) it writes every window it still holds and ends.
+pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(FLUSH_INTERVAL) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() || shutdown.has_changed().is_err() {
+                flush_all(&state).await;
+                return;
+            }
+            flush_closed(&state).await;
+        }
+    })
+}
