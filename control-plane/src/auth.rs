@@ -19,9 +19,9 @@ use axum::http::request::Parts;
 use keyplane_shared::decision::{RequestFacts, extract_key};
 use keyplane_shared::{ApiKey, Scope};
 
-use crate::audit::refusals;
 use crate::error::{ApiError, CurrentRequestId};
 use crate::hashing;
+use crate::refusal_log;
 use crate::state::AppState;
 use crate::store::{AuditContext, KeyRecord, KeyState};
 
@@ -126,7 +126,7 @@ async fn refuse(
         state.now(),
     );
     // The caller gets the refusal whatever happens to the audit write (a failure is logged).
-    refusals::write(state, pending).await;
+    refusal_log::write(state.store.as_ref(), state.now(), pending).await;
     refusal
 }
 

@@ -23,10 +23,10 @@ pub struct Config {
     #[arg(
         long,
         env = "KEYPLANE_MAX_RATE_LIMIT",
-        default_value_t = crate::keys::ceiling::RateLimitCeiling::default(),
+        default_value_t = crate::ceiling::RateLimitCeiling::default(),
         value_name = "N/min,burst=B"
     )]
-    pub max_rate_limit: crate::keys::ceiling::RateLimitCeiling,
+    pub max_rate_limit: crate::ceiling::RateLimitCeiling,
 
     /// Directory for local data: the SQLite database and generated secrets.
     #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = ".keyplane")]

@@ -22,6 +22,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod ceiling;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -30,6 +31,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod refusal_log;
 pub mod replication;
 pub mod secrets;
 pub mod state;

@@ -8,9 +8,9 @@ use keyplane_shared::ids::KeyId;
 use keyplane_shared::sync::SyncSecret;
 use keyplane_shared::{KeyPrefix, LookupDigest, PepperSet, Timestamp};
 
-use crate::audit::refusals::RefusalLog;
-use crate::keys::ceiling::RateLimitCeiling;
+use crate::ceiling::RateLimitCeiling;
 use crate::metrics::Metrics;
+use crate::refusal_log::RefusalLog;
 use crate::store::Store;
 use crate::store::audit_chain::AuditSealer;
 

@@ -7,8 +7,8 @@ use keyplane_shared::ids::KeyId;
 use keyplane_shared::{RateLimit, Scope, ScopeSet, Timestamp};
 use serde_json::{Map, Value};
 
-use super::ceiling::RateLimitCeiling;
 use super::model::RateLimitBody;
+use crate::ceiling::RateLimitCeiling;
 use crate::error::ApiError;
 
 /// Longest key name, in characters.

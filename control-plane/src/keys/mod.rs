@@ -6,7 +6,6 @@
 //! keys whose scopes it holds (otherwise rotating an admin key would hand a lesser caller an
 //! admin key).
 
-pub mod ceiling;
 pub mod input;
 pub mod issue;
 pub mod model;

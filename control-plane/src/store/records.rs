@@ -9,7 +9,7 @@ use keyplane_shared::{Environment, LookupDigest, PepperId, RateLimit, ScopeSet, 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::keys::ceiling::RateLimitCeiling;
+use crate::ceiling::RateLimitCeiling;
 
 /// An organization.
 #[derive(Debug, Clone, PartialEq, Eq)]

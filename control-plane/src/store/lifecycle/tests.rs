@@ -5,7 +5,7 @@ use keyplane_shared::{Environment, LookupDigest, PepperId, RateLimit, ScopeSet, 
 use serde_json::{Map, json};
 
 use super::*;
-use crate::keys::ceiling::RateLimitCeiling;
+use crate::ceiling::RateLimitCeiling;
 
 const NOW: Timestamp = Timestamp(1_700_000_000_000);
 const HOUR: i64 = 3_600_000;

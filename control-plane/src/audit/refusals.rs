@@ -18,60 +18,27 @@
 //! the same way with `"overflow": true` and no key), so nothing goes uncounted and the table
 //! cannot grow with the number of keys an attacker holds.
 
-mod log;
-
 use std::time::Duration;
 
-use keyplane_shared::ids::OrgId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use self::log::{MAX_TRACKED_KEYS, PendingRecord, RefusalLog, WINDOW_MS};
+pub use crate::refusal_log::{MAX_TRACKED_KEYS, PendingRecord, RefusalLog, WINDOW_MS, write};
 use crate::state::AppState;
-use crate::store::FailedAuth;
 
 /// How often the background task writes the windows that have closed.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Writes `records`, one transaction per organization, in order. A failure is logged, not
-/// returned: the refusal the caller gets does not depend on it.
-pub async fn write(state: &AppState, records: Vec<PendingRecord>) -> usize {
-    let mut by_org: Vec<(OrgId, Vec<FailedAuth>)> = Vec::new();
-    for pending in records {
-        match by_org.iter_mut().find(|(org, _)| *org == pending.org) {
-            Some((_, list)) => list.push(pending.record),
-            None => by_org.push((pending.org, vec![pending.record])),
-        }
-    }
-    let mut written = 0;
-    for (org, list) in by_org {
-        match state
-            .store
-            .record_failed_auths(org, &list, state.now())
-            .await
-        {
-            Ok(()) => written += list.len(),
-            Err(error) => tracing::error!(
-                %error,
-                org = %org,
-                records = list.len(),
-                "could not audit refused management calls"
-            ),
-        }
-    }
-    written
-}
-
 /// Writes the summaries of the windows closed at the state's current time; how many.
 pub async fn flush_closed(state: &AppState) -> usize {
     let records = state.refusals.take_closed(state.now());
-    write(state, records).await
+    write(state.store.as_ref(), state.now(), records).await
 }
 
 /// Writes the summaries of every window, closed or not (at shutdown); how many.
 pub async fn flush_all(state: &AppState) -> usize {
     let records = state.refusals.take_all();
-    write(state, records).await
+    write(state.store.as_ref(), state.now(), records).await
 }
 
 /// Starts the task that writes closed windows every [`FLUSH_INTERVAL`]; when `shutdown` turns

@@ -1,6 +1,7 @@
-//! The coalescing itself, in memory and without I/O: the windows of refused calls per key (or
-//! per organization past [`MAX_TRACKED_KEYS`]) and the records they turn into (see the parent
-//! module for the rules). The parent module writes those records to the store.
+//! Refused management calls being coalesced: the windows of refusals per key (or per
+//! organization past [`MAX_TRACKED_KEYS`]), held in memory by the shared state, the audit
+//! records they turn into, and [`write`], which stores those records. The rules, and the task
+//! that flushes closed windows, are described in [`crate::audit::refusals`].
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -9,7 +10,7 @@ use keyplane_shared::Timestamp;
 use keyplane_shared::ids::{KeyId, OrgId};
 use serde_json::json;
 
-use crate::store::{AuditContext, FailedAuth};
+use crate::store::{AuditContext, FailedAuth, Store};
 
 #[cfg(test)]
 mod tests;
@@ -245,4 +246,29 @@ impl Window {
             record: FailedAuth { details, context },
         })
     }
+}
+
+/// Writes `records`, one transaction per organization, in order. A failure is logged, not
+/// returned: the refusal the caller gets does not depend on it.
+pub async fn write(store: &dyn Store, now: Timestamp, records: Vec<PendingRecord>) -> usize {
+    let mut by_org: Vec<(OrgId, Vec<FailedAuth>)> = Vec::new();
+    for pending in records {
+        match by_org.iter_mut().find(|(org, _)| *org == pending.org) {
+            Some((_, list)) => list.push(pending.record),
+            None => by_org.push((pending.org, vec![pending.record])),
+        }
+    }
+    let mut written = 0;
+    for (org, list) in by_org {
+        match store.record_failed_auths(org, &list, now).await {
+            Ok(()) => written += list.len(),
+            Err(error) => tracing::error!(
+                %error,
+                org = %org,
+                records = list.len(),
+                "could not audit refused management calls"
+            ),
+        }
+    }
+    written
 }
