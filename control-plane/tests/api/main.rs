@@ -17,6 +17,7 @@ mod limits;
 mod operations;
 mod operator_settings;
 mod out_of_range;
+mod push_wakeup;
 mod refusals;
 mod replication;
 mod secrecy_at_rest;
