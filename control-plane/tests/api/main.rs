@@ -20,4 +20,5 @@ mod out_of_range;
 mod refusals;
 mod replication;
 mod secrecy_at_rest;
-mod usage;
+mod usage_api;
+mod usage_ingest;
