@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use keyplane_control_plane::state::SystemClock;
-use keyplane_control_plane::store::sql::{Backend, SqlStore};
+use keyplane_control_plane::store::sql::Backend;
 use keyplane_control_plane::{Application, Config, hashing};
 use keyplane_shared::ids::KeyId;
 use keyplane_shared::{ApiKey, Environment, KeyPrefix};
@@ -59,9 +59,9 @@ fn summary(mut samples: Vec<Duration>) -> (f64, f64) {
 }
 
 /// Inserts `count` keys of the first organization straight into the database.
-async fn seed(store: &SqlStore, count: usize) -> anyhow::Result<Vec<KeyId>> {
+async fn seed(pool: &sqlx::AnyPool, count: usize) -> anyhow::Result<Vec<KeyId>> {
     let org: Vec<u8> = sqlx::query_scalar("SELECT id FROM orgs")
-        .fetch_one(store.pool())
+        .fetch_one(pool)
         .await?;
     let prefix = KeyPrefix::default();
     // One real hash shared by all seeded keys: they are looked up and revoked, never verified.
@@ -110,10 +110,10 @@ async fn seed(store: &SqlStore, count: usize) -> anyhow::Result<Vec<KeyId>> {
                 .bind(at);
             ids.push(id);
         }
-        query.execute(store.pool()).await?;
+        query.execute(pool).await?;
     }
     // Fresh statistics, as autovacuum (PostgreSQL) would have them on a live table.
-    sqlx::query("ANALYZE").execute(store.pool()).await?;
+    sqlx::query("ANALYZE").execute(pool).await?;
     Ok(ids)
 }
 
@@ -125,10 +125,11 @@ struct Row {
 
 async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
+    let database_url = support::database_url(backend, dir.path(), "keyplane_bench").await?;
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().to_path_buf(),
-        database_url: Some(support::database_url(backend, dir.path(), "keyplane_bench").await?),
+        database_url: Some(database_url.clone()),
         key_prefix: KeyPrefix::default(),
         org_name: "Bench".into(),
         usage_retention_days: 30,
@@ -144,7 +145,8 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
         .expose_secret()
         .to_owned();
     let started = Instant::now();
-    let ids = seed(application.store(), options.keys).await?;
+    let pool = support::raw_pool(&database_url).await?;
+    let ids = seed(&pool, options.keys).await?;
     eprintln!(
         "{backend:?}: seeded {} keys in {:.1} s",
         ids.len(),

@@ -69,12 +69,11 @@ impl Row {
 
 async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
+    let database_url = support::database_url(backend, dir.path(), "keyplane_bench_usage").await?;
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().to_path_buf(),
-        database_url: Some(
-            support::database_url(backend, dir.path(), "keyplane_bench_usage").await?,
-        ),
+        database_url: Some(database_url.clone()),
         key_prefix: KeyPrefix::default(),
         org_name: "Bench".into(),
         usage_retention_days: 0,
@@ -88,7 +87,7 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
     let admin_key = first.admin_key.expose_secret().to_owned();
     let org = first.org.id;
     let state = application.state().clone();
-    let store = application.store().clone();
+    let pool = support::raw_pool(&database_url).await?;
     let addr = application.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(application.serve(async {
@@ -105,11 +104,11 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
     for batch in BATCH_SIZES {
         // Each size starts from an empty table.
         sqlx::query("DELETE FROM usage_events")
-            .execute(store.pool())
+            .execute(&pool)
             .await?;
         if backend == Backend::Postgres {
             sqlx::query("VACUUM ANALYZE usage_events")
-                .execute(store.pool())
+                .execute(&pool)
                 .await?;
         }
         let seconds = options.seconds;
@@ -129,7 +128,7 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
              (SELECT 1 FROM usage_events e WHERE e.key_id = k.id) AND k.last_used_at <> \
              (SELECT MAX(e.at) FROM usage_events e WHERE e.key_id = k.id)",
         )
-        .fetch_one(store.pool())
+        .fetch_one(&pool)
         .await?;
         if wrong != 0 {
             bail!("{wrong} keys' last use is not their newest event");

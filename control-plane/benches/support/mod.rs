@@ -20,6 +20,16 @@ pub fn backends(value: &str) -> anyhow::Result<Vec<Backend>> {
     })
 }
 
+/// A pool of the benchmark's own on `database_url`, for seeding and checking with raw SQL
+/// (the application's store is reached only through its `Store` trait).
+pub async fn raw_pool(database_url: &str) -> anyhow::Result<sqlx::AnyPool> {
+    sqlx::any::install_default_drivers();
+    Ok(sqlx::any::AnyPoolOptions::new()
+        .max_connections(2)
+        .connect(database_url)
+        .await?)
+}
+
 /// A fresh, empty database: a SQLite file in `dir`, or PostgreSQL database `name` at
 /// 127.0.0.1:5432 (dropped first if a previous run left it).
 pub async fn database_url(

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use keyplane_control_plane::audit::api::{VERIFY_PAGE, verify_chain_in_pages};
-use keyplane_control_plane::store::{AuditContext, FailedAuth, Store as _};
+use keyplane_control_plane::store::{AuditContext, FailedAuth};
 use keyplane_shared::ids::OrgId;
 use serde_json::json;
 use sqlx::{Executor as _, Row as _};
@@ -123,7 +123,7 @@ async fn an_intact_chain_verifies_and_tampering_is_detected(app: TestApp) {
 
     // Someone with database access rewrites a record's details, bypassing the append-only
     // trigger; the chain exposes it.
-    let pool = app.store.pool();
+    let pool = app.pool();
     let (disable, enable) = match app.backend {
         Backend::Sqlite => ("DROP TRIGGER audit_log_no_update", None),
         Backend::Postgres => (
@@ -151,7 +151,7 @@ async fn an_intact_chain_verifies_and_tampering_is_detected(app: TestApp) {
 }
 
 async fn the_database_refuses_to_rewrite_the_audit_log(app: TestApp) {
-    let pool = app.store.pool();
+    let pool = app.pool();
     assert!(
         pool.execute("UPDATE audit_log SET action = 'key_created'")
             .await
@@ -165,7 +165,7 @@ async fn the_database_refuses_to_rewrite_the_audit_log(app: TestApp) {
 /// with database access would: SQLite's `sqlite_trigger` (one per statement kind), PostgreSQL's
 /// one trigger for UPDATE and DELETE.
 async fn bypassing_trigger(app: &TestApp, sqlite_trigger: &str, statement: &str) {
-    let pool = app.store.pool();
+    let pool = app.pool();
     match app.backend {
         Backend::Sqlite => {
             pool.execute(sqlx::AssertSqlSafe(format!(
@@ -197,7 +197,7 @@ async fn a_chain_longer_than_one_page_verifies_and_tampering_in_its_second_page_
     app: TestApp,
 ) {
     let org = sqlx::query("SELECT id FROM orgs")
-        .fetch_one(app.store.pool())
+        .fetch_one(app.pool())
         .await
         .expect("the organization")
         .get::<Vec<u8>, _>(0);

@@ -87,7 +87,7 @@ async fn concurrent_rotate_revoke_and_update_of_one_key_leave_one_history(app: T
 
     // The replication log has one change per mutation, numbered without gaps.
     let seqs: Vec<i64> = sqlx::query("SELECT seq FROM changes ORDER BY seq")
-        .fetch_all(app.store.pool())
+        .fetch_all(app.pool())
         .await
         .expect("changes")
         .iter()

@@ -155,7 +155,7 @@ async fn the_history_outlives_a_restart_and_a_database_from_before_lineages_gets
         "UPDATE changes SET chain = NULL",
     ] {
         sqlx::query(statement)
-            .execute(app.store.pool())
+            .execute(app.pool())
             .await
             .expect("clears");
     }

@@ -1,23 +1,50 @@
 //! `TestApp`: a control plane on a fresh database (a temporary SQLite file, or a new PostgreSQL
 //! database), driven through its router without a socket, with a clock the test moves.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use crate::fixed_secrets::secrets_env;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use keyplane_control_plane::state::{AppState, Clock};
+use keyplane_control_plane::store::Store;
 use keyplane_control_plane::store::sql::{Backend, SqlStore};
 use keyplane_control_plane::{Application, Config};
 use keyplane_shared::Timestamp;
 use keyplane_shared::sync;
 use serde_json::Value;
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 use tower::ServiceExt as _;
 
-/// The PostgreSQL server tests use (CI provides it; see DEVELOPERS.md).
+pub mod usage;
+
+/// The PostgreSQL server tests use (trust auth, user `postgres`; CI provides it, see README.md).
 pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// How long [`until`] waits for a condition before failing the test.
+pub const UNTIL_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `check` every 10 ms until it holds; fails the test, naming `what`, if it does not
+/// within [`UNTIL_DEADLINE`]. The one way API tests wait for background work.
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + UNTIL_DEADLINE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {UNTIL_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// The start of every test's clock.
 pub const T0: Timestamp = Timestamp(1_800_000_000_000);
@@ -45,8 +72,13 @@ pub struct TestApp {
     pub backend: Backend,
     /// The router's state.
     pub state: AppState,
-    /// The store (with its pool, to inspect the database).
-    pub store: Arc<SqlStore>,
+    /// The store, through the trait the application uses.
+    pub store: Arc<dyn Store>,
+    /// A pool of the test's own on the same database, to inspect it with raw SQL.
+    pool: AnyPool,
+    /// The application's SQL store itself: only for closing its pool (the readiness test);
+    /// the `Store` trait has no way to do that.
+    pub sql_store: Arc<SqlStore>,
     /// The test's clock.
     pub clock: Arc<ManualClock>,
     /// Its admin key (`admin:full`).
@@ -206,16 +238,31 @@ pub async fn spawn_app_with(backend: Backend, configure: fn(&mut Config)) -> Opt
         .await
         .expect("application builds");
     let first = bootstrapped.expect("an empty database bootstraps an organization");
+    sqlx::any::install_default_drivers();
+    let pool = AnyPoolOptions::new()
+        .max_connections(2)
+        .connect(&database_url)
+        .await
+        .expect("a test pool on the database");
     Some(TestApp {
         backend,
         state: application.state().clone(),
-        store: application.store().clone(),
+        store: application.state().store.clone(),
+        pool,
+        sql_store: application.store().clone(),
         clock,
         admin_key: first.admin_key.expose_secret().to_owned(),
         data_dir,
         database_url,
         application: Some(application),
     })
+}
+
+impl TestApp {
+    /// The test's own pool on the application's database, for raw-SQL inspection.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
 }
 
 /// A feed answer to a GET signed with the edge secret: the request's nonce and the raw answer.

@@ -17,7 +17,7 @@ backends!(
 /// What a refused call must leave untouched: the audit log and the replication change log.
 async fn trail(app: &TestApp) -> (Vec<Value>, i64) {
     let changes = sqlx::query("SELECT COUNT(*) FROM changes")
-        .fetch_one(app.store.pool())
+        .fetch_one(app.pool())
         .await
         .expect("changes")
         .get::<i64, _>(0);

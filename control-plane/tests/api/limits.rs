@@ -76,7 +76,7 @@ async fn a_rotation_lowers_a_kept_limit_above_the_ceiling_to_it(app: TestApp) {
         .expect("key id");
     sqlx::query("UPDATE api_keys SET rate_limit_rpm = 5000, rate_limit_burst = 20 WHERE id = $1")
         .bind(id.to_bytes().to_vec())
-        .execute(app.store.pool())
+        .execute(app.pool())
         .await
         .expect("raise");
     let rotated = app

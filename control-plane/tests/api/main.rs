@@ -21,4 +21,5 @@ mod push_wakeup;
 mod refusals;
 mod replication;
 mod secrecy_at_rest;
-mod usage;
+mod usage_api;
+mod usage_ingest;

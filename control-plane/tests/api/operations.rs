@@ -1,7 +1,6 @@
 //! Health, readiness, metrics, the OpenAPI document, and a real listener.
 
 use axum::http::{Method, StatusCode};
-use keyplane_control_plane::store::Store as _;
 use serde_json::json;
 
 use crate::backends;
@@ -24,7 +23,7 @@ async fn health_and_readiness_answer_and_readiness_follows_the_database(app: Tes
         app.call(Method::GET, "/readyz", None, None).await.status,
         StatusCode::OK
     );
-    app.store.pool().close().await;
+    app.sql_store.pool().close().await;
     let ready = app.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.code(), "unavailable");

@@ -3,14 +3,13 @@
 //! does not hold up key management.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use keyplane_control_plane::audit::refusals::{flush_all, flush_closed};
 use serde_json::{Value, json};
 
 use crate::backends;
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, until};
 
 backends!(
     fifty_refused_calls_are_one_record_at_once_and_one_counting_49_when_the_minute_closes,
@@ -163,14 +162,10 @@ async fn the_flush_task_writes_closed_minutes_and_shutdown_writes_what_it_still_
     assert_eq!(refusals(&app).await.len(), 1);
     app.clock.advance_secs(61);
     // The background task sees the minute closed on its next round.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while refusals(&app).await.len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the flush task wrote the closed minute"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("the flush task writing the closed minute", || async {
+        refusals(&app).await.len() >= 2
+    })
+    .await;
     let records = refusals(&app).await;
     assert_eq!(records[1]["details"]["count"], 9);
 

@@ -8,14 +8,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use keyplane_control_plane::replication::pusher;
-use keyplane_control_plane::store::Store as _;
 use keyplane_shared::sync::{self, SignedRequest};
 use keyplane_shared::table::codec::{decode_changes, decode_snapshot};
 use keyplane_shared::{ChangeOp, KeyStatus};
 use serde_json::json;
 
 use crate::backends;
-use crate::helpers::{Reply, TestApp};
+use crate::helpers::{Reply, TestApp, until};
 
 backends!(
     the_feed_refuses_unsigned_forged_and_stale_requests,
@@ -503,16 +502,6 @@ async fn start_fake_edge(app: &TestApp, behaviour: FakeEdge) -> (String, Shared)
     (url, shared)
 }
 
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{what}: not within 10 s");
-}
-
 async fn the_pusher_delivers_signed_changes_retries_and_resends_after_a_gap(app: TestApp) {
     let (url, shared) = start_fake_edge(
         &app,
@@ -536,7 +525,7 @@ async fn the_pusher_delivers_signed_changes_retries_and_resends_after_a_gap(app:
     let id = record["id"].as_str().expect("id").to_owned();
     let head = app.store.feed_head().await.expect("head");
     until("the fake edge applying everything", || {
-        shared.0.lock().expect("lock").applied == head
+        std::future::ready(shared.0.lock().expect("lock").applied == head)
     })
     .await;
     {
@@ -563,7 +552,7 @@ async fn the_pusher_delivers_signed_changes_retries_and_resends_after_a_gap(app:
     assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
     let head = app.store.feed_head().await.expect("head");
     until("the revoke pushed", || {
-        shared.0.lock().expect("lock").applied == head
+        std::future::ready(shared.0.lock().expect("lock").applied == head)
     })
     .await;
     {
@@ -616,17 +605,13 @@ async fn the_pusher_delivers_signed_changes_retries_and_resends_after_a_gap(app:
 
 /// Waits until the registry shows the edge acknowledged `seq`.
 async fn until_acked(app: &TestApp, name: &str, seq: u64) {
-    for _ in 0..1000 {
+    until(&format!("{name} acknowledging {seq}"), || async {
         let edges = app.store.edges().await.expect("edges");
-        if edges
+        edges
             .iter()
             .any(|edge| edge.name == name && edge.acked_seq == seq)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{name} did not acknowledge {seq} within 10 s");
+    })
+    .await;
 }
 
 async fn an_edge_that_applies_nothing_is_retried_with_backoff(app: TestApp) {
@@ -644,19 +629,19 @@ async fn an_edge_that_applies_nothing_is_retried_with_backoff(app: TestApp) {
         .expect("register");
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     let task = pusher::spawn(app.state.clone(), stopped);
-    let mut last_error = None;
-    for _ in 0..1000 {
-        last_error = app.store.edges().await.expect("edges")[0]
+    until("the stall recorded", || async {
+        app.store.edges().await.expect("edges")[0]
             .last_error
-            .clone();
-        if last_error.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let last_error = last_error.expect("the stall is recorded");
+            .is_some()
+    })
+    .await;
+    let last_error = app.store.edges().await.expect("edges")[0]
+        .last_error
+        .clone()
+        .expect("the stall is recorded");
     assert!(last_error.contains("applies nothing"), "{last_error}");
-    // One immediate resend, then backoff (100 ms, 200 ms, ...): not a tight loop.
+    // One immediate resend, then backoff (100 ms, 200 ms, ...): not a tight loop. The sleep is a
+    // measuring window (how many pushes in half a second), not a wait for a condition.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pushes = shared.0.lock().expect("lock").pushes.len();
     assert!(
@@ -708,7 +693,7 @@ async fn a_stuck_edge_blocks_neither_the_api_nor_other_edges(app: TestApp) {
     let head = app.store.feed_head().await.expect("head");
     until(
         "the healthy edge getting every change while the other hangs",
-        || shared.0.lock().expect("lock").applied == head,
+        || std::future::ready(shared.0.lock().expect("lock").applied == head),
     )
     .await;
     until_acked(&app, "healthy", head).await;
@@ -739,7 +724,7 @@ async fn serving_pushes_and_shutting_down_stops_the_pusher(mut app: TestApp) {
         .await;
     let head = app.store.feed_head().await.expect("head");
     until("`serve` pushing to the registered edge", || {
-        shared.0.lock().expect("lock").applied == head
+        std::future::ready(shared.0.lock().expect("lock").applied == head)
     })
     .await;
     stop.send(()).expect("server running");
@@ -752,6 +737,7 @@ async fn serving_pushes_and_shutting_down_stops_the_pusher(mut app: TestApp) {
     let pushes = shared.0.lock().expect("lock").pushes.len();
     app.create_key(json!({"name": "after", "environment": "live"}))
         .await;
+    // This sleep proves something does NOT happen (no push after shutdown): no condition to poll.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(shared.0.lock().expect("lock").pushes.len(), pushes);
 }

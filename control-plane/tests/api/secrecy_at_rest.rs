@@ -75,7 +75,7 @@ async fn keys_never_reach_the_database_or_the_logs(app: TestApp) {
     match app.backend {
         Backend::Sqlite => {
             sqlx::query("PRAGMA wal_checkpoint(FULL)")
-                .execute(app.store.pool())
+                .execute(app.pool())
                 .await
                 .expect("checkpoint");
             for entry in std::fs::read_dir(app.data_dir.path()).expect("data dir") {
@@ -88,7 +88,7 @@ async fn keys_never_reach_the_database_or_the_logs(app: TestApp) {
             for table in ["orgs", "api_keys", "audit_log", "changes"] {
                 let sql = format!("SELECT t::text FROM {table} t");
                 for row in sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(app.store.pool())
+                    .fetch_all(app.pool())
                     .await
                     .expect("dump")
                 {

@@ -594,29 +594,9 @@ fn unsigned_forged_replayed_or_malformed_pushes_change_nothing() -> Result<()> {
     Ok(())
 }
 
-/// An RFC 3339 time `after` from now.
+/// An RFC 3339 time `after` from now, to whole seconds (`2026-12-02T12:00:00Z`).
 fn time_in(after: Duration) -> Result<String> {
-    let at = std::time::SystemTime::now() + after;
-    let secs = at.duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(i64::try_from(days)?);
-    Ok(format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    ))
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    let at = time::OffsetDateTime::now_utc() + after;
+    let at = at.replace_nanosecond(0)?;
+    Ok(at.format(&time::format_description::well_known::Rfc3339)?)
 }
