@@ -61,7 +61,6 @@ pub use config::Config;
 use error::ApiError;
 use metrics::RequestLabels;
 use state::{AppState, Clock, SystemClock};
-use store::Store;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -227,11 +226,6 @@ impl Application {
     /// The shared state.
     pub fn state(&self) -> &AppState {
         &self.state
-    }
-
-    /// The store (the one the state holds).
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.state.store
     }
 
     /// Serves (and pushes changes to the registered edges, deletes usage events past the

@@ -107,6 +107,10 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Closes the database connections (waiting for those in use); every later call fails as
+    /// [`StoreError::Unavailable`].
+    async fn close(&self);
+
     /// Number of organizations (zero on a fresh database).
     async fn org_count(&self) -> Result<u64, StoreError>;
 

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use keyplane_control_plane::state::{AppState, Clock};
 use keyplane_control_plane::store::Store;
-use keyplane_control_plane::store::sql::{Backend, SqlStore};
+use keyplane_control_plane::store::sql::Backend;
 use keyplane_control_plane::{Application, Config};
 use keyplane_shared::Timestamp;
 use keyplane_shared::sync;
@@ -76,9 +76,6 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     /// A pool of the test's own on the same database, to inspect it with raw SQL.
     pool: AnyPool,
-    /// The application's SQL store itself: only for closing its pool (the readiness test);
-    /// the `Store` trait has no way to do that.
-    pub sql_store: Arc<SqlStore>,
     /// The test's clock.
     pub clock: Arc<ManualClock>,
     /// Its admin key (`admin:full`).
@@ -249,7 +246,6 @@ pub async fn spawn_app_with(backend: Backend, configure: fn(&mut Config)) -> Opt
         state: application.state().clone(),
         store: application.state().store.clone(),
         pool,
-        sql_store: application.store().clone(),
         clock,
         admin_key: first.admin_key.expose_secret().to_owned(),
         data_dir,

@@ -23,7 +23,7 @@ async fn health_and_readiness_answer_and_readiness_follows_the_database(app: Tes
         app.call(Method::GET, "/readyz", None, None).await.status,
         StatusCode::OK
     );
-    app.sql_store.pool().close().await;
+    app.store.close().await;
     let ready = app.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.code(), "unavailable");

@@ -9,13 +9,13 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use keyplane_control_plane::replication::pusher;
-use keyplane_control_plane::store::{AuditContext, Revocation, RevocationReason, Store as _};
+use keyplane_control_plane::store::{AuditContext, Revocation, RevocationReason};
 use keyplane_shared::table::codec::decode_changes;
 use keyplane_shared::{ApiKey, ChangeOp, KeyStatus};
 use serde_json::json;
 
 use crate::backends;
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, until};
 
 backends!(a_change_written_through_the_store_alone_is_pushed_without_the_tick);
 
@@ -45,20 +45,17 @@ async fn start_recording_edge() -> (String, Received) {
     (url, received)
 }
 
-/// Waits (at most 10 s) until the edge has received sequence `seq`.
+/// Waits until the edge has received sequence `seq` (the tick is an hour: only the store's
+/// announcement can have sent it).
 async fn until_received(received: &Received, seq: u64) {
-    for _ in 0..1000 {
-        if received
+    until(&format!("sequence {seq} pushed"), || async {
+        received
             .lock()
             .expect("lock")
             .last()
             .is_some_and(|change| change.seq >= seq)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("sequence {seq} was not pushed within 10 s (the tick is an hour)");
+    })
+    .await;
 }
 
 async fn a_change_written_through_the_store_alone_is_pushed_without_the_tick(app: TestApp) {
@@ -94,12 +91,23 @@ async fn a_change_written_through_the_store_alone_is_pushed_without_the_tick(app
         note: None,
     };
     app.store
-        .revoke_key(record.org_id, record.id, revocation, &context, app.state.now())
+        .revoke_key(
+            record.org_id,
+            record.id,
+            revocation,
+            &context,
+            app.state.now(),
+        )
         .await
         .expect("revoked");
     let head = app.store.feed_head().await.expect("head");
     until_received(&received, head).await;
-    let last = received.lock().expect("lock").last().cloned().expect("a change");
+    let last = received
+        .lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .expect("a change");
     match last.op {
         ChangeOp::Upsert(entry) => {
             assert_eq!(entry.key_id, record.id);

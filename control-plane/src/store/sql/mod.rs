@@ -69,11 +69,6 @@ impl SqlStore {
     pub fn backend(&self) -> Backend {
         self.backend
     }
-
-    /// The connection pool (for tests and benchmarks that inspect the database).
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
 }
 
 #[async_trait]
@@ -81,6 +76,10 @@ impl Store for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 
     async fn org_count(&self) -> Result<u64, StoreError> {
