@@ -21,6 +21,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use tower::ServiceExt as _;
 
+pub mod feed;
 pub mod usage;
 
 /// The PostgreSQL server tests use (trust auth, user `postgres`; CI provides it, see README.md).
