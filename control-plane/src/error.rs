@@ -249,7 +249,7 @@ pub struct ErrorFields<'a> {
 pub async fn respond_with_request_id(mut request: Request, next: Next) -> Response {
     let request_id = RequestId::generate()
         .map(|id| id.to_string())
-        .unwrap_or_else(|_| "req_unavailable".to_owned());
+        .unwrap_or_else(|_| keyplane_shared::ids::UNAVAILABLE_REQUEST_ID.to_owned());
     request
         .extensions_mut()
         .insert(CurrentRequestId(request_id.clone()));

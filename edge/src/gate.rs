@@ -87,8 +87,10 @@ impl Incoming {
         let url = request.url();
         let target = read_target(&url);
         Incoming {
-            request_id_text: request_id
-                .map_or_else(|| "req_unavailable".to_owned(), |id| id.to_string()),
+            request_id_text: request_id.map_or_else(
+                || keyplane_shared::ids::UNAVAILABLE_REQUEST_ID.to_owned(),
+                |id| id.to_string(),
+            ),
             request_id,
             method: request.method(),
             ambiguity: target.ambiguity(),

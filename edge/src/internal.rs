@@ -34,7 +34,7 @@ pub const MAX_PUSH_BYTES: usize = 8 << 20;
 pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
     let request_id = RequestId::generate()
         .map(|id| id.to_string())
-        .unwrap_or_else(|_| "req_unavailable".to_owned());
+        .unwrap_or_else(|_| keyplane_shared::ids::UNAVAILABLE_REQUEST_ID.to_owned());
     let path = req.path();
     if req.method() == Method::Get && path == "/__keyplane/health" {
         return reply::health();

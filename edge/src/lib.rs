@@ -70,8 +70,12 @@ pub fn fetch(request: web_sys::Request, env: Env, ctx: worker::worker_sys::Conte
             Ok(response) => response,
             Err(error) => {
                 console_error!("request failed: {error}");
-                reply::failure(500, "edge_error", "req_unavailable")
-                    .map_err(|error| JsValue::from_str(&error.to_string()))?
+                reply::failure(
+                    500,
+                    "edge_error",
+                    keyplane_shared::ids::UNAVAILABLE_REQUEST_ID,
+                )
+                .map_err(|error| JsValue::from_str(&error.to_string()))?
             }
         };
         Ok(web_sys::Response::from(response).into())

@@ -123,6 +123,11 @@ public_id!(
     "request"
 );
 
+/// The request id written where a fresh [`RequestId`] could not be made (no randomness
+/// available): error bodies and headers still carry an id field, and this one says why it is
+/// not a real one.
+pub const UNAVAILABLE_REQUEST_ID: &str = "req_unavailable";
+
 public_id!(
     /// The identity of one history of the replication feed (`hst_…`), made with the control
     /// plane's database: an edge that meets another history (a re-created database) drops its
