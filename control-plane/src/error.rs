@@ -7,13 +7,14 @@
 
 use axum::Json;
 use axum::extract::Request;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyplane_shared::ids::RequestId;
 use serde::Serialize;
 
+use crate::limits::MAX_BODY_BYTES;
 use crate::store::{Conflict, StoreError};
 
 /// Header carrying the request id on every response.
@@ -153,16 +154,10 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::BytesRejection(ref bytes)
                 if bytes.status() == StatusCode::PAYLOAD_TOO_LARGE =>
             {
-                ApiError::PayloadTooLarge(crate::MAX_BODY_BYTES)
+                ApiError::PayloadTooLarge(MAX_BODY_BYTES)
             }
             other => ApiError::InvalidJson(other.body_text()),
         }
-    }
-}
-
-impl From<PathRejection> for ApiError {
-    fn from(rejection: PathRejection) -> Self {
-        ApiError::InvalidRequest(rejection.body_text())
     }
 }
 

@@ -6,6 +6,7 @@ use axum::http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::limits::MAX_BODY_BYTES;
 
 /// A JSON body (`Content-Type: application/json`, within the body limit).
 #[derive(Debug, FromRequest)]
@@ -16,11 +17,6 @@ pub struct ApiJson<T>(pub T);
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
-
-/// A path parameter.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
-pub struct ApiPath<T>(pub T);
 
 /// A JSON body that may be left out: an empty body reads as `T::default()`.
 #[derive(Debug)]
@@ -48,7 +44,7 @@ where
             .await
             .map_err(|rejection| {
                 if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(crate::MAX_BODY_BYTES)
+                    ApiError::PayloadTooLarge(MAX_BODY_BYTES)
                 } else {
                     ApiError::InvalidJson(rejection.body_text())
                 }

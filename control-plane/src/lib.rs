@@ -27,7 +27,9 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod hashing;
+pub mod input;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
@@ -59,11 +61,9 @@ use utoipa_axum::router::OpenApiRouter;
 pub use bootstrap::{Bootstrapped, open_state};
 pub use config::Config;
 use error::ApiError;
+use limits::MAX_BODY_BYTES;
 use metrics::RequestLabels;
 use state::{AppState, Clock, SystemClock};
-
-/// Largest request body accepted, in bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Every route, with the OpenAPI document built from the same lists.
 pub fn api_router() -> OpenApiRouter<AppState> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use keyplane_control_plane::keys::model::rfc3339;
+use keyplane_control_plane::input::time::rfc3339;
 use keyplane_control_plane::replication::registry::{self, EdgeSpec};
 use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::{Application, Config, open_state};

@@ -15,8 +15,7 @@ use utoipa_axum::routes;
 use crate::auth::Manager;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::keys::input;
-use crate::keys::model::rfc3339;
+use crate::input::time::{rfc3339, timestamp};
 use crate::state::AppState;
 use crate::store::audit_chain::{AuditSealer, ChainVerifier};
 use crate::store::{AuditAction, AuditFilter, AuditRecord, Store, StoreError};
@@ -131,7 +130,7 @@ async fn list_audit(
 ) -> Result<Json<AuditPage>, ApiError> {
     let time = |text: Option<&str>, field: &str| {
         text.map(|text| {
-            input::timestamp(text)
+            timestamp(text)
                 .map_err(|_| ApiError::InvalidRequest(format!("`{field}` must be RFC 3339")))
         })
         .transpose()
@@ -149,7 +148,7 @@ async fn list_audit(
         before_seq: query.cursor.as_deref().map(audit_cursor).transpose()?,
         since: time(query.since.as_deref(), "since")?,
         until: time(query.until.as_deref(), "until")?,
-        limit: input::page_size(query.limit)?,
+        limit: crate::input::page::LISTING.size(query.limit)?,
     };
     let page = state.store.list_audit(manager.key.org_id, &filter).await?;
     let next_cursor = page

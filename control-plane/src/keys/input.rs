@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::model::RateLimitBody;
 use crate::ceiling::RateLimitCeiling;
 use crate::error::ApiError;
+use crate::input::time::timestamp;
 
 /// Longest key name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -85,15 +86,6 @@ pub fn expiry(text: Option<&str>, now: Timestamp) -> Result<Option<Timestamp>, A
     }
 }
 
-/// An RFC 3339 time, to the millisecond.
-pub fn timestamp(text: &str) -> Result<Timestamp, ApiError> {
-    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|error| invalid(format!("`{text}` is not an RFC 3339 time: {error}")))?;
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000)
-        .map(Timestamp)
-        .map_err(|_| invalid(format!("`{text}` is out of range")))
-}
-
 /// A rate-limit override, within the operator's ceiling (`--max-rate-limit`).
 pub fn rate_limit(body: RateLimitBody, ceiling: RateLimitCeiling) -> Result<RateLimit, ApiError> {
     let limit = RateLimit::new(body.requests_per_minute, body.burst)
@@ -149,14 +141,6 @@ pub fn grace(seconds: u64) -> Result<i64, ApiError> {
     }
     // In range: at most 30 days of milliseconds.
     Ok(i64::try_from(seconds).unwrap_or(0) * 1000)
-}
-
-/// A page size: 1 to 200, default 50.
-pub fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
-    match limit.unwrap_or(50) {
-        limit @ 1..=200 => Ok(limit),
-        other => Err(invalid(format!("`limit` must be 1 to 200, got {other}"))),
-    }
 }
 
 /// The opaque cursor after a key: its creation time and id.

@@ -112,7 +112,7 @@ async fn list_keys(
             .last_used_before
             .as_deref()
             .map(|text| {
-                input::timestamp(text).map_err(|_| {
+                crate::input::time::timestamp(text).map_err(|_| {
                     ApiError::InvalidRequest("`last_used_before` must be an RFC 3339 time".into())
                 })
             })
@@ -120,12 +120,12 @@ async fn list_keys(
         last_used_ip: query
             .last_used_ip
             .as_deref()
-            .map(crate::usage::input::ip)
+            .map(crate::input::ip::ip)
             .transpose()?,
         last_used_ip_not: query
             .last_used_ip_not
             .as_deref()
-            .map(crate::usage::input::ip_list)
+            .map(crate::input::ip::ip_list)
             .transpose()?
             .unwrap_or_default(),
         after: query
@@ -133,7 +133,7 @@ async fn list_keys(
             .as_deref()
             .map(input::parse_key_cursor)
             .transpose()?,
-        limit: input::page_size(query.limit)?,
+        limit: crate::input::page::LISTING.size(query.limit)?,
     };
     let page = state
         .store

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::input::time::rfc3339;
 use crate::store::{KeyRecord, KeyState, RevocationReason};
 
 /// live or test.
@@ -259,18 +260,4 @@ pub struct KeyPage {
     pub data: Vec<KeyView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
-}
-
-/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T10:00:00.000Z`.
-pub fn rfc3339(at: Timestamp) -> String {
-    let nanos = i128::from(at.as_millis()) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::macros::format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| at.as_millis().to_string())
 }

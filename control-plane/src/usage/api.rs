@@ -19,7 +19,7 @@ use super::input::{self, UsageCursor};
 use crate::auth::Manager;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::keys::model::rfc3339;
+use crate::input::time::rfc3339;
 use crate::state::AppState;
 use crate::store::{UsageFilter, UsageRecord};
 
@@ -168,7 +168,7 @@ async fn key_usage(
         from: Some(from),
         to,
         status: query.status.as_deref().map(input::status).transpose()?,
-        ip: query.ip.as_deref().map(input::ip).transpose()?,
+        ip: query.ip.as_deref().map(crate::input::ip::ip).transpose()?,
         after: cursor.map(|cursor| (cursor.at, cursor.request_id)),
         limit: input::page_size(query.limit)?,
     };
