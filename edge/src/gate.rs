@@ -26,7 +26,7 @@
 use std::rc::Rc;
 
 use keyplane_shared::Timestamp;
-use keyplane_shared::decision::RequestFacts;
+use keyplane_shared::decision::{Decision, RequestFacts};
 use keyplane_shared::ids::{KeyId, OrgId, RequestId};
 use keyplane_shared::path::{Ambiguity, CanonicalTarget};
 use keyplane_shared::usage::UsageEvent;
@@ -34,8 +34,9 @@ use worker::js_sys::{self, Promise, futures::JsFuture, futures::future_to_promis
 use worker::wasm_bindgen::{self, JsCast, JsValue, prelude::wasm_bindgen};
 use worker::{Context, Env, console_error, web_sys};
 
+use crate::decide::{self, Decided, REQUEST_ID_HEADER};
 use crate::headers::{self, Edits};
-use crate::replica::{self, Decided, Freshness, Verdict};
+use crate::replica::{self, Freshness};
 use crate::settings::{self, PathNormalization, RateLimitMode, Settings};
 use crate::{limiter, reply, usage};
 
@@ -211,27 +212,27 @@ fn proceed(incoming: Incoming, settings: Rc<Settings>, env: Env, ctx: Context) -
         path: incoming.path(),
     };
     let count_here = settings.rate_limit_mode == RateLimitMode::Isolate;
-    match replica::decide_request(&facts, now, &settings.decision, count_here) {
-        Decided::Done(verdict) => conclude(incoming, settings, ctx, verdict),
-        Decided::Uncounted(admitted) => Step::Pending(future_to_promise(async move {
-            let verdict = match limiter::check(&env, admitted.key.0, admitted.limit).await {
-                Ok(outcome) => replica::settle(admitted, outcome),
+    match decide::decide_request(&facts, now, &settings.decision, count_here) {
+        Decided::Done(decision) => conclude(incoming, settings, ctx, decision),
+        Decided::Uncounted(authorized) => Step::Pending(future_to_promise(async move {
+            let decision = match limiter::check(&env, authorized.key_id, authorized.limit).await {
+                Ok(outcome) => authorized.admit(outcome),
                 Err(error) => {
                     console_error!(
                         "global rate limiter unreachable, counting in this isolate: {error}"
                     );
-                    replica::count_locally(admitted, now)
+                    decide::count_locally(authorized, now)
                 }
             };
-            settled(conclude(incoming, settings, ctx, verdict)).await
+            settled(conclude(incoming, settings, ctx, decision)).await
         })),
     }
 }
 
 /// Refuses, or prepares the forward.
-fn conclude(incoming: Incoming, settings: Rc<Settings>, ctx: Context, verdict: Verdict) -> Step {
-    let (key, identity, rate_limit) = match verdict {
-        Verdict::Deny { denial, key } => {
+fn conclude(incoming: Incoming, settings: Rc<Settings>, ctx: Context, decision: Decision) -> Step {
+    let (key, identity, rate_limit) = match decision {
+        Decision::Deny { denial, key } => {
             let answer = reply::denied(&denial, &incoming.request_id_text);
             return match answer {
                 Ok(response) => {
@@ -244,9 +245,11 @@ fn conclude(incoming: Incoming, settings: Rc<Settings>, ctx: Context, verdict: V
                 }
             };
         }
-        Verdict::Public => (None, Vec::new(), Vec::new()),
-        Verdict::Allow(admitted, outcome) => {
-            (Some(admitted.key), admitted.identity, outcome.headers())
+        Decision::AllowPublic => (None, Vec::new(), Vec::new()),
+        Decision::Allow(identity) => {
+            let key = Some((identity.key_id, identity.org_id));
+            let rate_limit = identity.rate_limit.headers();
+            (key, decide::identity_headers(identity), rate_limit)
         }
     };
     match outgoing_request(&incoming, &settings, &identity) {
@@ -292,7 +295,7 @@ fn outgoing_request(
     for (name, value) in identity {
         edits.set(name, value);
     }
-    edits.set("x-keyplane-request-id", &incoming.request_id_text);
+    edits.set(REQUEST_ID_HEADER, &incoming.request_id_text);
     edits.apply(&headers)?;
     Ok(request)
 }
@@ -328,7 +331,7 @@ impl Forward {
         )
         .and_then(|relayed| {
             let mut edits = self.rate_limit_fields();
-            edits.set("x-keyplane-request-id", &self.incoming.request_id_text);
+            edits.set(REQUEST_ID_HEADER, &self.incoming.request_id_text);
             edits.apply(&relayed.headers())?;
             Ok(relayed)
         });

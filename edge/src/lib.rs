@@ -2,8 +2,9 @@
 //! checks every request's key against its replica of the key table.
 //!
 //! Layout:
-//! - [`gate`]: the request path: decision from `keyplane_shared::decision`, then forward to the
-//!   origin with the identity headers, or refuse (401 / 403 / 429) with the JSON error body.
+//! - [`gate`]: the request path: the decision ([`decide`], with `keyplane_shared::decision`),
+//!   then forward to the origin with the identity headers, or refuse (401 / 403 / 429) with the
+//!   JSON error body.
 //! - [`headers`]: the header edits of the request path, applied in one JS call each.
 //! - [`replica`]: the isolate's in-memory table, read synchronously by the decision.
 //! - [`store`]: the Durable Object holding the durable table; pushes land there, it pulls the
@@ -17,6 +18,7 @@
 //! A panic aborts the whole Worker instance, so nothing on the request path may `unwrap`;
 //! errors become 5xx JSON answers with a request id.
 
+pub mod decide;
 pub mod feed;
 pub mod gate;
 pub mod headers;

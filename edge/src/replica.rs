@@ -22,11 +22,8 @@
 
 use std::cell::RefCell;
 
-use keyplane_shared::decision::{Authorization, Denial, EdgeConfig, RequestFacts, authorize};
 use keyplane_shared::table::codec::{decode_changes, decode_snapshot};
-use keyplane_shared::{
-    KeyId, KeyTable, OrgId, RateLimit, RateLimitOutcome, RateLimiter, Timestamp,
-};
+use keyplane_shared::{KeyTable, RateLimiter, Timestamp};
 use worker::{Env, Method, Request, RequestInit, Result, console_error, console_log};
 
 use crate::store::{self, BODY_KIND_HEADER, GENERATION_HEADER};
@@ -62,97 +59,13 @@ thread_local! {
     static REPLICA: RefCell<Replica> = RefCell::new(Replica::default());
 }
 
-/// A key that passed every check but the rate limit, owned (the table is released).
-pub struct Admitted {
-    /// The key and its organization.
-    pub key: (KeyId, OrgId),
-    /// The identity headers for the origin.
-    pub identity: Vec<(&'static str, String)>,
-    /// The limit that applies to it.
-    pub limit: RateLimit,
-}
-
-/// What the gate does with a request, owning everything it needs after the table is released.
-pub enum Verdict {
-    /// A public route: forward without identity.
-    Public,
-    /// Refuse; `key` names the key when the presented string was found in the table.
-    Deny {
-        /// Why.
-        denial: Denial,
-        /// The key, for the usage record.
-        key: Option<(KeyId, OrgId)>,
-    },
-    /// Forward; the rate limiter admitted it with this outcome.
-    Allow(Admitted, RateLimitOutcome),
-}
-
-/// What [`decide_request`] settled.
-pub enum Decided {
-    /// The verdict, rate limit included.
-    Done(Verdict),
-    /// Everything but the rate limit passed; the caller counts it elsewhere (global mode)
-    /// and finishes with [`settle`].
-    Uncounted(Admitted),
-}
-
-/// Decides one request against the in-memory table; counts it in the isolate's limiter when
-/// `count_here`.
-pub fn decide_request(
-    facts: &RequestFacts<'_>,
-    now: Timestamp,
-    config: &EdgeConfig,
-    count_here: bool,
-) -> Decided {
+/// Runs `f` on the isolate's copy of the table and its rate limiter (the decision's inputs).
+pub fn with_table<R>(f: impl FnOnce(&KeyTable, &mut RateLimiter) -> R) -> R {
     REPLICA.with(|replica| {
         let mut replica = replica.borrow_mut();
         let Replica { table, limiter, .. } = &mut *replica;
-        let authorized = match authorize(facts, now, config, table) {
-            Authorization::Public => return Decided::Done(Verdict::Public),
-            Authorization::Denied { denial, key } => {
-                return Decided::Done(Verdict::Deny { denial, key });
-            }
-            Authorization::Authorized(authorized) => authorized,
-        };
-        let admitted = Admitted {
-            key: (authorized.key_id, authorized.org_id),
-            identity: vec![
-                ("x-keyplane-key-id", authorized.key_id.to_string()),
-                ("x-keyplane-org-id", authorized.org_id.to_string()),
-                ("x-keyplane-scopes", authorized.scopes.to_string()),
-                ("x-keyplane-env", authorized.env.as_str().to_owned()),
-            ],
-            limit: authorized.limit,
-        };
-        if !count_here {
-            return Decided::Uncounted(admitted);
-        }
-        let outcome = limiter.check(authorized.key_id, authorized.limit, now);
-        Decided::Done(settle(admitted, outcome))
+        f(table, limiter)
     })
-}
-
-/// Counts `admitted` in the isolate's limiter (the global mode's fallback).
-pub fn count_locally(admitted: Admitted, now: Timestamp) -> Verdict {
-    let outcome = REPLICA.with(|replica| {
-        replica
-            .borrow_mut()
-            .limiter
-            .check(admitted.key.0, admitted.limit, now)
-    });
-    settle(admitted, outcome)
-}
-
-/// The verdict once the rate limiter answered.
-pub fn settle(admitted: Admitted, outcome: RateLimitOutcome) -> Verdict {
-    if outcome.allowed {
-        Verdict::Allow(admitted, outcome)
-    } else {
-        Verdict::Deny {
-            denial: Denial::RateLimited(outcome),
-            key: Some(admitted.key),
-        }
-    }
 }
 
 /// Forgets limiter state of keys that are fully refilled (keeps the map small).

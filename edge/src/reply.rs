@@ -8,6 +8,8 @@ use keyplane_shared::Denial;
 use serde::Serialize;
 use worker::{Headers, Response, Result};
 
+use crate::decide::REQUEST_ID_HEADER;
+
 /// The realm every challenge names.
 pub const REALM: &str = "keyplane";
 
@@ -52,7 +54,7 @@ pub fn failure(status: u16, code: &str, request_id: &str) -> Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
     headers.set("cache-control", "no-store")?;
-    headers.set("x-keyplane-request-id", request_id)?;
+    headers.set(REQUEST_ID_HEADER, request_id)?;
     Ok(Response::from_json(&body)?
         .with_status(status)
         .with_headers(headers))
@@ -85,7 +87,7 @@ pub fn denied(denial: &Denial, request_id: &str) -> Result<Response> {
         }
     }
     headers.set("cache-control", "no-store")?;
-    headers.set("x-keyplane-request-id", request_id)?;
+    headers.set(REQUEST_ID_HEADER, request_id)?;
     Ok(Response::from_json(&body)?
         .with_status(denial.status())
         .with_headers(headers))

@@ -21,7 +21,7 @@ use crate::ids::{KeyId, OrgId};
 use crate::key::{ApiKey, Environment, KeyPrefix};
 use crate::policy::{Requirement, RoutePolicy};
 use crate::ratelimit::{RateLimit, RateLimitOutcome, RateLimiter};
-use crate::scope::{Scope, ScopeSet};
+use crate::scope::Scope;
 use crate::table::{KeyStatus, KeyTable};
 use crate::time::Timestamp;
 
@@ -99,17 +99,18 @@ pub struct EdgeConfig {
     pub default_rate_limit: RateLimit,
 }
 
-/// Who is calling, attached to allowed requests.
+/// Who is calling, attached to allowed requests. Owned: the table it came from may change
+/// while the request goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity<'a> {
+pub struct Identity {
     /// The key's id.
     pub key_id: KeyId,
     /// Its organization.
     pub org_id: OrgId,
     /// Its environment.
     pub env: Environment,
-    /// Its scopes.
-    pub scopes: &'a ScopeSet,
+    /// Its scopes, in their text form (space-separated, as the origin receives them).
+    pub scopes: String,
     /// The rate-limit check that admitted the request.
     pub rate_limit: RateLimitOutcome,
 }
@@ -194,13 +195,19 @@ impl Denial {
 
 /// The verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision<'a> {
+pub enum Decision {
     /// A public route: forward without identity.
     AllowPublic,
     /// Forward with this identity.
-    Allow(Identity<'a>),
+    Allow(Identity),
     /// Answer with this refusal.
-    Deny(Denial),
+    Deny {
+        /// Why.
+        denial: Denial,
+        /// The key, when the presented string was found in the table (for usage records;
+        /// never shown to the caller).
+        key: Option<(KeyId, OrgId)>,
+    },
 }
 
 /// The credential a request carries: `x-api-key`, else a Bearer token
@@ -213,27 +220,31 @@ pub fn extract_key<'a>(facts: &RequestFacts<'a>) -> Option<&'a str> {
     facts.authorization.and_then(credential::bearer_token)
 }
 
-/// A presented key that passed every check but the rate limit.
+/// A presented key that passed every check but the rate limit. Owned, so the rate limit can
+/// be counted after the table is released (in the isolate, or by a shared counter elsewhere).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorized<'a> {
+pub struct Authorized {
     /// The key's id.
     pub key_id: KeyId,
     /// Its organization.
     pub org_id: OrgId,
     /// Its environment.
     pub env: Environment,
-    /// Its scopes.
-    pub scopes: &'a ScopeSet,
+    /// Its scopes, in their text form.
+    pub scopes: String,
     /// The limit that applies: the key's own, else the edge's default.
     pub limit: RateLimit,
 }
 
-impl<'a> Authorized<'a> {
+impl Authorized {
     /// Finishes the decision with the rate limiter's answer for this key (from the isolate's
     /// [`RateLimiter`], or from a shared counter elsewhere).
-    pub fn admit(self, outcome: RateLimitOutcome) -> Decision<'a> {
+    pub fn admit(self, outcome: RateLimitOutcome) -> Decision {
         if !outcome.allowed {
-            return Decision::Deny(Denial::RateLimited(outcome));
+            return Decision::Deny {
+                denial: Denial::RateLimited(outcome),
+                key: Some((self.key_id, self.org_id)),
+            };
         }
         Decision::Allow(Identity {
             key_id: self.key_id,
@@ -247,7 +258,7 @@ impl<'a> Authorized<'a> {
 
 /// The decision up to the rate limit, which the caller applies where its counters live.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Authorization<'a> {
+pub enum Authorization {
     /// A public route: forward without identity, count nothing.
     Public,
     /// Refused before the rate limit.
@@ -259,18 +270,18 @@ pub enum Authorization<'a> {
         key: Option<(KeyId, OrgId)>,
     },
     /// Everything but the rate limit passed.
-    Authorized(Authorized<'a>),
+    Authorized(Authorized),
 }
 
 /// Every check but the rate limit: the credential presented (an unreadable one is an invalid
 /// key, on any route), route requirement, format and checksum, lookup, environment, status,
 /// expiry, scopes.
-pub fn authorize<'t>(
+pub fn authorize(
     facts: &RequestFacts<'_>,
     now: Timestamp,
     config: &EdgeConfig,
-    table: &'t KeyTable,
-) -> Authorization<'t> {
+    table: &KeyTable,
+) -> Authorization {
     let denied =
         |denial: Denial, key: Option<(KeyId, OrgId)>| Authorization::Denied { denial, key };
     let presented = match credential::presented(facts, &config.prefix) {
@@ -316,22 +327,24 @@ pub fn authorize<'t>(
         key_id: entry.key_id(),
         org_id: entry.org_id(),
         env: entry.env(),
-        scopes: entry.scopes(),
+        scopes: entry.scopes().to_string(),
         limit: entry.rate_limit().unwrap_or(config.default_rate_limit),
     })
 }
 
-/// Decides one request, counting it in the isolate's `limiter`.
-pub fn decide<'t>(
+/// Decides one request, counting it in `limiter`: [`authorize`], then [`Authorized::admit`]
+/// with the limiter's answer. The edge decides every request this way when it counts in the
+/// isolate (the global mode counts elsewhere between the two steps).
+pub fn decide(
     facts: &RequestFacts<'_>,
     now: Timestamp,
     config: &EdgeConfig,
-    table: &'t KeyTable,
+    table: &KeyTable,
     limiter: &mut RateLimiter,
-) -> Decision<'t> {
+) -> Decision {
     match authorize(facts, now, config, table) {
         Authorization::Public => Decision::AllowPublic,
-        Authorization::Denied { denial, .. } => Decision::Deny(denial),
+        Authorization::Denied { denial, key } => Decision::Deny { denial, key },
         Authorization::Authorized(authorized) => {
             let outcome = limiter.check(authorized.key_id, authorized.limit, now);
             authorized.admit(outcome)

@@ -3,6 +3,7 @@
 use super::*;
 use crate::digest::{Pepper, PepperId};
 use crate::policy::PolicySpec;
+use crate::scope::ScopeSet;
 use crate::table::{Change, ChangeOp, TableEntry};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -92,7 +93,7 @@ impl World {
         path: &str,
         x_api_key: Option<&str>,
         authorization: Option<&str>,
-    ) -> Decision<'_> {
+    ) -> Decision {
         let facts = RequestFacts {
             x_api_key,
             authorization,
@@ -102,7 +103,7 @@ impl World {
         decide(&facts, NOW, &self.config, &self.table, &mut self.limiter)
     }
 
-    fn with_key(&mut self, method: &str, path: &str, key: &ApiKey) -> Decision<'_> {
+    fn with_key(&mut self, method: &str, path: &str, key: &ApiKey) -> Decision {
         self.decide(method, path, Some(key.expose_secret()), None)
     }
 }
@@ -111,9 +112,9 @@ fn pepper(id: u8) -> Pepper {
     Pepper::new(PepperId(id), &[id; 32]).expect("long enough")
 }
 
-fn denial(decision: Decision<'_>) -> Denial {
+fn denial(decision: Decision) -> Denial {
     match decision {
-        Decision::Deny(denial) => denial,
+        Decision::Deny { denial, .. } => denial,
         other => panic!("expected a denial, got {other:?}"),
     }
 }
@@ -127,7 +128,7 @@ fn a_valid_key_is_allowed_with_its_identity() {
             assert_eq!(identity.key_id, entry.key_id);
             assert_eq!(identity.org_id, entry.org_id);
             assert_eq!(identity.env, Environment::Live);
-            assert_eq!(identity.scopes, &entry.scopes);
+            assert_eq!(identity.scopes, entry.scopes.to_string());
             assert_eq!(identity.rate_limit.remaining, 9);
         }
         other => panic!("expected allow, got {other:?}"),
@@ -319,7 +320,10 @@ fn per_key_rate_limits_override_the_default() {
     ));
     assert!(matches!(
         world.with_key("GET", "/x", &key),
-        Decision::Deny(Denial::RateLimited(_))
+        Decision::Deny {
+            denial: Denial::RateLimited(_),
+            ..
+        }
     ));
 }
 
@@ -376,7 +380,7 @@ fn a_path_trick_cannot_turn_a_protected_route_public() {
 }
 
 impl World {
-    fn authorize_key(&self, method: &str, path: &str, key: Option<&ApiKey>) -> Authorization<'_> {
+    fn authorize_key(&self, method: &str, path: &str, key: Option<&ApiKey>) -> Authorization {
         let facts = RequestFacts {
             x_api_key: key.map(ApiKey::expose_secret),
             authorization: None,
@@ -440,7 +444,7 @@ fn authorization_carries_the_limit_and_admit_applies_the_outcome() {
     let own = RateLimit::new(60, 2).expect("valid");
     let (with_own, _) = world.issue(Environment::Live, &[], |e| e.rate_limit = Some(own));
     let (with_default, _) = world.issue(Environment::Live, &[], |_| {});
-    let authorized = |authorization: Authorization<'_>| match authorization {
+    let authorized = |authorization: Authorization| match authorization {
         Authorization::Authorized(authorized) => authorized.limit,
         other => panic!("expected authorized, got {other:?}"),
     };
@@ -464,8 +468,12 @@ fn authorization_carries_the_limit_and_admit_applies_the_outcome() {
         authorized.clone().admit(admitted),
         Decision::Allow(Identity { rate_limit, .. }) if rate_limit == admitted
     ));
+    let key = Some((authorized.key_id, authorized.org_id));
     assert_eq!(
         authorized.admit(refused),
-        Decision::Deny(Denial::RateLimited(refused))
+        Decision::Deny {
+            denial: Denial::RateLimited(refused),
+            key
+        }
     );
 }
