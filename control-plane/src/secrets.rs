@@ -186,18 +186,7 @@ pub fn load(
 }
 
 fn parse_peppers(text: &str) -> anyhow::Result<PepperSet> {
-    let list = text
-        .split(',')
-        .map(|item| {
-            let (id, secret) = item
-                .trim()
-                .split_once(':')
-                .context("expected `<id>:<base64 secret>`")?;
-            let id: u8 = id.parse().context("pepper id must be 0..=255")?;
-            Ok(Pepper::new(PepperId(id), &decode(secret)?)?)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    pepper_set(list)
+    Ok(text.parse::<PepperSet>()?)
 }
 
 fn pepper_set(list: Vec<Pepper>) -> anyhow::Result<PepperSet> {

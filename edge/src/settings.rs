@@ -9,8 +9,9 @@ use std::rc::Rc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use keyplane_shared::decision::{AcceptedEnvironments, EdgeConfig};
+use keyplane_shared::digest::PepperTextError;
 use keyplane_shared::sync::SyncSecret;
-use keyplane_shared::{KeyPrefix, Pepper, PepperId, PepperSet, PolicySpec, RateLimit, RoutePolicy};
+use keyplane_shared::{KeyPrefix, PepperSet, PolicySpec, RateLimit, RoutePolicy};
 use thiserror::Error;
 use worker::Env;
 
@@ -275,26 +276,11 @@ pub fn load(env: &Env) -> Result<Rc<Settings>, SettingsError> {
     Ok(settings)
 }
 
-/// `KEYPLANE_PEPPERS`: `<id>:<base64 secret>` items, comma-separated, current first (the
-/// control plane's format).
+/// `KEYPLANE_PEPPERS`: `<id>:<base64 secret>` items, comma-separated, current first (read by
+/// shared's one parser, as the control plane reads it).
 pub fn parse_peppers(text: &str) -> Result<PepperSet, String> {
-    let mut peppers = text.split(',').map(|item| {
-        let (id, secret) = item
-            .trim()
-            .split_once(':')
-            .ok_or("expected `<id>:<base64 secret>` items")?;
-        let id = id
-            .trim()
-            .parse::<u8>()
-            .map_err(|_| "a pepper id must be 0..=255")?;
-        let secret = BASE64
-            .decode(secret.trim())
-            .map_err(|_| "a pepper secret is not base64")?;
-        Pepper::new(PepperId(id), &secret).map_err(|error| error.to_string())
-    });
-    let current = peppers.next().ok_or("no pepper given")??;
-    let older = peppers.collect::<Result<Vec<_>, String>>()?;
-    PepperSet::new(current, older).map_err(|error| error.to_string())
+    text.parse()
+        .map_err(|error: PepperTextError| error.to_string())
 }
 
 #[cfg(test)]

@@ -15,6 +15,10 @@ use thiserror::Error;
 
 use crate::key::ApiKey;
 
+mod text;
+
+pub use text::PepperTextError;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Length of a digest in bytes.

@@ -7,6 +7,7 @@
 use axum::Json;
 use axum::extract::State;
 use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::sync::hex;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -247,8 +248,4 @@ pub async fn verify_chain_in_pages(
             error: Some(error.to_string()),
         },
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -8,6 +8,8 @@ use keyplane_control_plane::store::sql::Backend;
 use serde_json::json;
 use sqlx::Row as _;
 
+use keyplane_shared::sync::hex;
+
 use crate::backends;
 use crate::helpers::TestApp;
 
@@ -28,10 +30,6 @@ impl std::io::Write for Captured {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn keys_never_reach_the_database_or_the_logs(app: TestApp) {
