@@ -11,6 +11,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use keyplane_shared::decision::{Denial, REALM};
 use keyplane_shared::ids::RequestId;
 use serde::Serialize;
 
@@ -189,19 +190,22 @@ impl IntoResponse for ApiError {
         if let Some(cause) = cause {
             response.extensions_mut().insert(InternalCause(cause));
         }
-        // RFC 6750: no credentials get a bare challenge, bad credentials an `invalid_token` one.
-        let challenge = match &self {
-            ApiError::MissingKey => Some("Bearer realm=\"keyplane\""),
-            ApiError::InvalidKey | ApiError::RevokedKey | ApiError::ExpiredKey => {
-                Some("Bearer realm=\"keyplane\", error=\"invalid_token\"")
-            }
+        // RFC 6750, built as the edge builds it: no credentials get a bare challenge, bad ones
+        // an `invalid_token` one.
+        let denial = match &self {
+            ApiError::MissingKey => Some(Denial::MissingKey),
+            ApiError::InvalidKey => Some(Denial::InvalidKey),
+            ApiError::RevokedKey => Some(Denial::RevokedKey),
+            ApiError::ExpiredKey => Some(Denial::ExpiredKey),
             _ => None,
         };
+        let challenge = denial
+            .and_then(|denial| denial.www_authenticate(REALM))
+            .and_then(|challenge| HeaderValue::from_str(&challenge).ok());
         if let Some(challenge) = challenge {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, challenge);
         }
         response.extensions_mut().insert(RenderedError {
             code: self.code(),

@@ -5,13 +5,11 @@
 //! `error="invalid_token"` for a bad key (RFC 6750 §3.1).
 
 use keyplane_shared::Denial;
+use keyplane_shared::decision::REALM;
 use serde::Serialize;
 use worker::{Headers, Response, Result};
 
 use crate::decide::REQUEST_ID_HEADER;
-
-/// The realm every challenge names.
-pub const REALM: &str = "keyplane";
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {

@@ -115,6 +115,9 @@ pub struct Identity {
     pub rate_limit: RateLimitOutcome,
 }
 
+/// The realm every Keyplane challenge names (the edge's and the control plane's).
+pub const REALM: &str = "keyplane";
+
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {

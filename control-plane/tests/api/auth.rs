@@ -60,7 +60,8 @@ async fn missing_and_bad_keys_get_401s_that_reveal_nothing(app: TestApp) {
         assert_eq!(reply.code(), "invalid_api_key");
         assert_eq!(
             reply.headers["www-authenticate"],
-            "Bearer realm=\"keyplane\", error=\"invalid_token\""
+            "Bearer realm=\"keyplane\", error=\"invalid_token\", \
+             error_description=\"The API key is not valid\""
         );
         assert_eq!(
             without_request_id(reply.body.clone()),
