@@ -196,11 +196,13 @@ fn proceed(incoming: Incoming, settings: Rc<Settings>, env: Env, ctx: Context) -
     let now = incoming.now();
     // From half the freshness bound on, refresh ahead in the background, so a busy isolate's
     // requests seldom wait for the store.
-    if replica::claim_refresh(incoming.now_ms, settings.replica_freshness_ms / 2.0) {
+    if let Some(claim) =
+        replica::claim_refresh(incoming.now_ms, settings.replica_freshness_ms / 2.0)
+    {
         replica::prune_limiter(now);
         let env = env.clone();
         in_background(&ctx, async move {
-            if let Err(error) = replica::refresh_claimed(&env).await {
+            if let Err(error) = replica::refresh_claimed(claim, &env).await {
                 console_error!("refreshing the key table failed: {error}");
             }
         });

@@ -13,11 +13,13 @@
 //! - [`limiter`]: the global rate-limit mode's Durable Object (one counter per key).
 //! - [`usage`]: usage events, buffered per isolate and shipped to the control plane.
 //! - [`internal`]: `/__keyplane/` endpoints: health, signed push, signed status.
+//! - [`claim`]: one background task at a time (the refresh ahead, the usage flusher).
 //! - [`settings`]: vars and secrets (documented in `wrangler.toml`); [`reply`]: answers.
 //!
 //! A panic aborts the whole Worker instance, so nothing on the request path may `unwrap`;
 //! errors become 5xx JSON answers with a request id.
 
+pub mod claim;
 pub mod decide;
 pub mod feed;
 pub mod gate;

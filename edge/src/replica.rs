@@ -26,13 +26,15 @@ use keyplane_shared::table::codec::{decode_changes, decode_snapshot};
 use keyplane_shared::{KeyTable, RateLimiter, Timestamp};
 use worker::{Env, Method, Request, RequestInit, Result, console_error, console_log};
 
+use crate::claim::{Claim, ClaimSlot, HoldsClaim};
 use crate::store::{self, BODY_KIND_HEADER, GENERATION_HEADER};
 
 /// How long an isolate decides on its copy after a failed read of the store, in ms.
 pub const RETRY_AFTER_FAILURE_MS: f64 = 1_000.0;
 
+/// The isolate's copy of the table (reached through this module's functions).
 #[derive(Default)]
-struct Replica {
+pub struct Replica {
     table: KeyTable,
     loaded: bool,
     /// The store's generation the table comes from (random per snapshot load of the store).
@@ -50,8 +52,8 @@ struct Replica {
     read_at_ms: f64,
     /// Until when a failed read lets decisions use the copy without waiting.
     failed_until_ms: f64,
-    /// When the running background refresh was claimed.
-    refreshing_since: Option<f64>,
+    /// The running background refresh's claim.
+    refresh: ClaimSlot,
     limiter: RateLimiter,
 }
 
@@ -102,22 +104,23 @@ pub fn freshness(now_ms: f64, freshness_ms: f64) -> Freshness {
 /// (its future is never polled again): another may start.
 const STALE_REFRESH_MS: f64 = 60_000.0;
 
+impl HoldsClaim for Replica {
+    fn slot(&mut self) -> &mut ClaimSlot {
+        &mut self.refresh
+    }
+}
+
+/// The right to run the background refresh, from [`claim_refresh`]; released when dropped
+/// (also when the runtime drops the refresh half-way), unless a newer refresh took over.
+pub type RefreshClaim = Claim<Replica>;
+
 /// Claims a background refresh if one is due: the copy is at least `ahead_ms` old and no
 /// refresh is running (or the running one's claim is stale).
-pub fn claim_refresh(now_ms: f64, ahead_ms: f64) -> bool {
-    REPLICA.with(|replica| {
-        let mut replica = replica.borrow_mut();
-        let free = replica
-            .refreshing_since
-            .is_none_or(|since| now_ms - since >= STALE_REFRESH_MS);
-        let due = replica.loaded
-            && free
+pub fn claim_refresh(now_ms: f64, ahead_ms: f64) -> Option<RefreshClaim> {
+    Claim::try_take(&REPLICA, now_ms, STALE_REFRESH_MS, |replica| {
+        replica.loaded
             && now_ms - replica.read_at_ms >= ahead_ms
-            && now_ms >= replica.failed_until_ms;
-        if due {
-            replica.refreshing_since = Some(now_ms);
-        }
-        due
+            && now_ms >= replica.failed_until_ms
     })
 }
 
@@ -175,20 +178,11 @@ pub fn status() -> (u64, usize, u64, Option<String>) {
     })
 }
 
-/// Releases the background refresh's claim, even when its future is dropped half-way (the
-/// runtime cancels `waitUntil` work that outlives its limit).
-struct RefreshClaim;
-
-impl Drop for RefreshClaim {
-    fn drop(&mut self) {
-        REPLICA.with(|replica| replica.borrow_mut().refreshing_since = None);
-    }
-}
-
 /// The background refresh, for the caller that won [`claim_refresh`]; releases the claim.
-pub async fn refresh_claimed(env: &Env) -> Result<()> {
-    let _claim = RefreshClaim;
-    refresh(env).await
+pub async fn refresh_claimed(claim: RefreshClaim, env: &Env) -> Result<()> {
+    let outcome = refresh(env).await;
+    drop(claim);
+    outcome
 }
 
 /// Brings the isolate's table up to the store's. Concurrent refreshes are harmless: each

@@ -40,6 +40,7 @@ use worker::{
     console_error, web_sys,
 };
 
+use crate::claim::{Claim, ClaimSlot, HoldsClaim};
 use crate::settings::Settings;
 
 const FIRST_BACKOFF_MS: f64 = 1_000.0;
@@ -70,15 +71,15 @@ pub struct Stats {
     pub failures: u32,
 }
 
+/// The isolate's buffer of usage events (reached through this module's functions).
 #[derive(Default)]
-struct Buffer {
+pub struct Buffer {
     /// Events with their serial number, oldest first.
     events: VecDeque<(u64, UsageEvent)>,
     next_serial: u64,
     stats: Stats,
-    /// The running flusher's claim: its generation and when it was claimed.
-    claim: Option<(u64, f64)>,
-    claims: u64,
+    /// The running flusher's claim.
+    claim: ClaimSlot,
     last_flush_ms: f64,
     retry_at_ms: f64,
     /// The per-key bound on events of refused requests.
@@ -128,55 +129,21 @@ pub fn record(event: UsageEvent, buffer_max: usize, refusal_limit: Option<RateLi
     });
 }
 
+impl HoldsClaim for Buffer {
+    fn slot(&mut self) -> &mut ClaimSlot {
+        &mut self.claim
+    }
+}
+
 /// The right to run the flusher, from [`claim_flush`]; released when dropped (also when the
-/// runtime drops the flush future half-way).
-#[derive(Debug)]
-pub struct FlushClaim {
-    generation: u64,
-}
-
-impl FlushClaim {
-    /// Whether this is still the running flusher's claim (a stale one may have been superseded).
-    fn is_current(&self) -> bool {
-        BUFFER.with(|buffer| {
-            buffer
-                .borrow()
-                .claim
-                .is_some_and(|(generation, _)| generation == self.generation)
-        })
-    }
-}
-
-impl Drop for FlushClaim {
-    fn drop(&mut self) {
-        BUFFER.with(|buffer| {
-            let mut buffer = buffer.borrow_mut();
-            // A stale claim's flusher must not release a newer one's claim.
-            if buffer
-                .claim
-                .is_some_and(|(generation, _)| generation == self.generation)
-            {
-                buffer.claim = None;
-            }
-        });
-    }
-}
+/// runtime drops the flush future half-way), unless a newer flusher took over meanwhile.
+pub type FlushClaim = Claim<Buffer>;
 
 /// Claims the flusher when there is something to send, no flusher is running (or the running
 /// one's claim is stale) and sends are not backing off after a failure.
 pub fn claim_flush(now_ms: f64) -> Option<FlushClaim> {
-    BUFFER.with(|buffer| {
-        let mut buffer = buffer.borrow_mut();
-        let free = buffer
-            .claim
-            .is_none_or(|(_, claimed_at)| now_ms - claimed_at >= STALE_CLAIM_MS);
-        if !free || buffer.events.is_empty() || now_ms < buffer.retry_at_ms {
-            return None;
-        }
-        buffer.claims += 1;
-        let generation = buffer.claims;
-        buffer.claim = Some((generation, now_ms));
-        Some(FlushClaim { generation })
+    Claim::try_take(&BUFFER, now_ms, STALE_CLAIM_MS, |buffer| {
+        !buffer.events.is_empty() && now_ms >= buffer.retry_at_ms
     })
 }
 

@@ -8,23 +8,24 @@ fn loaded_at(read_at_ms: f64) {
         replica.loaded = true;
         replica.read_at_ms = read_at_ms;
         replica.failed_until_ms = 0.0;
-        replica.refreshing_since = None;
+        replica.refresh = ClaimSlot::default();
     });
 }
 
 #[test]
 fn one_background_refresh_at_a_time_unless_the_running_one_is_stale() {
     REPLICA.with(|replica| *replica.borrow_mut() = Replica::default());
-    assert!(!claim_refresh(5_000.0, 50.0), "nothing loaded yet");
+    assert!(claim_refresh(5_000.0, 50.0).is_none(), "nothing loaded yet");
     loaded_at(4_900.0);
-    assert!(claim_refresh(5_000.0, 50.0));
-    assert!(!claim_refresh(5_010.0, 50.0), "one is running");
-    assert!(
-        claim_refresh(5_000.0 + STALE_REFRESH_MS, 50.0),
-        "a claim the runtime abandoned gives way"
-    );
-    drop(RefreshClaim);
-    assert!(claim_refresh(5_000.0 + STALE_REFRESH_MS, 50.0));
+    let abandoned = claim_refresh(5_000.0, 50.0).expect("due");
+    assert!(claim_refresh(5_010.0, 50.0).is_none(), "one is running");
+    let newer = claim_refresh(5_000.0 + STALE_REFRESH_MS, 50.0)
+        .expect("a claim the runtime abandoned gives way");
+    // The abandoned refresh ending late does not free the newer one's claim.
+    drop(abandoned);
+    assert!(claim_refresh(5_000.0 + STALE_REFRESH_MS, 50.0).is_none());
+    drop(newer);
+    assert!(claim_refresh(5_000.0 + STALE_REFRESH_MS, 50.0).is_some());
 }
 
 #[test]
@@ -34,9 +35,12 @@ fn a_copy_decides_only_within_the_bound_from_when_its_read_was_sent() {
     loaded_at(1_000.0);
     assert_eq!(freshness(1_099.0, 100.0), Freshness::Fresh);
     assert_eq!(freshness(1_100.0, 100.0), Freshness::Stale);
-    assert!(!claim_refresh(1_040.0, 50.0), "not yet half the bound");
     assert!(
-        claim_refresh(1_050.0, 50.0),
+        claim_refresh(1_040.0, 50.0).is_none(),
+        "not yet half the bound"
+    );
+    assert!(
+        claim_refresh(1_050.0, 50.0).is_some(),
         "refreshed ahead from half the bound"
     );
 }
@@ -146,7 +150,7 @@ fn after_a_failed_read_the_copy_is_used_until_the_retry() {
         replica.borrow_mut().failed_until_ms = 2_000.0 + RETRY_AFTER_FAILURE_MS;
     });
     assert_eq!(freshness(2_500.0, 100.0), Freshness::Fresh);
-    assert!(!claim_refresh(2_500.0, 50.0));
+    assert!(claim_refresh(2_500.0, 50.0).is_none());
     assert_eq!(
         freshness(2_000.0 + RETRY_AFTER_FAILURE_MS, 100.0),
         Freshness::Stale
