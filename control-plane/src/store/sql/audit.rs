@@ -8,7 +8,7 @@ use sqlx::Row as _;
 
 use super::SqlStore;
 use super::filtered::{Filtered, Param};
-use super::journal::{Mutation, append_audit, lock_org};
+use super::journal::OrgMutation;
 use super::rows::{AUDIT_COLUMNS, audit_from_row, bytes32, i64_of, u64_of};
 use crate::store::StoreError;
 use crate::store::lifecycle::AuditNote;
@@ -24,23 +24,16 @@ pub(super) async fn record_failed_auths(
     if records.is_empty() {
         return Ok(());
     }
-    let mut mutation = Mutation::begin(&store.pool).await?;
-    let mut head = lock_org(mutation.connection(), org).await?;
+    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
     for record in records {
         let note = AuditNote {
             action: AuditAction::AuthFailed,
             target: record.context.actor,
             details: record.details.clone(),
         };
-        append_audit(
-            mutation.connection(),
-            &store.sealer,
-            &mut head,
-            note,
-            &record.context,
-            now,
-        )
-        .await?;
+        mutation
+            .audit(&store.sealer, note, &record.context, now)
+            .await?;
     }
     mutation.commit(&store.heads).await
 }

@@ -59,15 +59,72 @@ impl Mutation {
     }
 }
 
+/// A mutation of one organization: its transaction, with the organization's row locked and its
+/// audit chain head read (see the module docs of [`super`] for why that serializes).
+pub(super) struct OrgMutation {
+    mutation: Mutation,
+    head: ChainHead,
+}
+
+impl OrgMutation {
+    /// Begins a transaction and locks `org`.
+    pub(super) async fn begin(pool: &AnyPool, org: OrgId) -> Result<Self, StoreError> {
+        Self::lock(Mutation::begin(pool).await?, org).await
+    }
+
+    /// Locks `org` in `mutation` (for a transaction that first created the organization).
+    pub(super) async fn lock(mut mutation: Mutation, org: OrgId) -> Result<Self, StoreError> {
+        let head = lock_org(mutation.connection(), org).await?;
+        Ok(OrgMutation { mutation, head })
+    }
+
+    /// Appends one sealed audit record (what `note` says, with the caller's `context`).
+    pub(super) async fn audit(
+        &mut self,
+        sealer: &AuditSealer,
+        note: AuditNote,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        append_audit(
+            self.mutation.connection(),
+            sealer,
+            &mut self.head,
+            note,
+            context,
+            now,
+        )
+        .await
+    }
+
+    /// Commits, then announces the feed head (see [`Mutation::commit`]).
+    pub(super) async fn commit(self, heads: &FeedHeads) -> Result<(), StoreError> {
+        self.mutation.commit(heads).await
+    }
+}
+
+impl std::ops::Deref for OrgMutation {
+    type Target = Mutation;
+    fn deref(&self) -> &Mutation {
+        &self.mutation
+    }
+}
+
+impl std::ops::DerefMut for OrgMutation {
+    fn deref_mut(&mut self) -> &mut Mutation {
+        &mut self.mutation
+    }
+}
+
 /// An organization's audit chain head, locked for the rest of the transaction.
-pub(super) struct ChainHead {
-    pub(super) org: OrgId,
-    pub(super) seq: u64,
-    pub(super) hash: [u8; 32],
+struct ChainHead {
+    org: OrgId,
+    seq: u64,
+    hash: [u8; 32],
 }
 
 /// Locks `org`'s row (see the module docs) and reads its chain head.
-pub(super) async fn lock_org(tx: &mut AnyConnection, org: OrgId) -> Result<ChainHead, StoreError> {
+async fn lock_org(tx: &mut AnyConnection, org: OrgId) -> Result<ChainHead, StoreError> {
     let row = sqlx::query(
         "UPDATE orgs SET audit_seq = audit_seq WHERE id = $1 RETURNING audit_seq, audit_head",
     )
@@ -84,7 +141,7 @@ pub(super) async fn lock_org(tx: &mut AnyConnection, org: OrgId) -> Result<Chain
 
 /// Appends one sealed record (what `note` says, with the caller's `context`) to the chain and
 /// moves the organization's head.
-pub(super) async fn append_audit(
+async fn append_audit(
     tx: &mut AnyConnection,
     sealer: &AuditSealer,
     head: &mut ChainHead,

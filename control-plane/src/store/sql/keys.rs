@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::AnyConnection;
 
 use super::SqlStore;
-use super::journal::{Mutation, append_audit, lock_org};
+use super::journal::{Mutation, OrgMutation};
 use super::rows::{KEY_COLUMNS, key_from_row};
 use crate::store::StoreError;
 use crate::store::audit_chain::GENESIS;
@@ -148,18 +148,10 @@ pub(super) async fn create_org(
     .bind(GENESIS.to_vec())
     .execute(mutation.connection())
     .await?;
-    let mut head = lock_org(mutation.connection(), org.id).await?;
+    let mut mutation = OrgMutation::lock(mutation, org.id).await?;
     let key = insert_key(&mut mutation, &admin, None, now).await?;
     let note = lifecycle::organization_creation(&org.name, &key);
-    append_audit(
-        mutation.connection(),
-        &store.sealer,
-        &mut head,
-        note,
-        context,
-        now,
-    )
-    .await?;
+    mutation.audit(&store.sealer, note, context, now).await?;
     mutation.commit(&store.heads).await?;
     let record = OrgRecord {
         id: org.id,
@@ -176,19 +168,10 @@ pub(super) async fn create(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<KeyRecord, StoreError> {
-    let mut mutation = Mutation::begin(&store.pool).await?;
-    let mut head = lock_org(mutation.connection(), key.org_id).await?;
+    let mut mutation = OrgMutation::begin(&store.pool, key.org_id).await?;
     let record = insert_key(&mut mutation, &key, None, now).await?;
     let note = lifecycle::creation(&record);
-    append_audit(
-        mutation.connection(),
-        &store.sealer,
-        &mut head,
-        note,
-        context,
-        now,
-    )
-    .await?;
+    mutation.audit(&store.sealer, note, context, now).await?;
     mutation.commit(&store.heads).await?;
     Ok(record)
 }
@@ -202,20 +185,13 @@ pub(super) async fn update(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<KeyRecord, StoreError> {
-    let mut mutation = Mutation::begin(&store.pool).await?;
-    let mut head = lock_org(mutation.connection(), org).await?;
+    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
     let before = lifecycle::reach(load_key(mutation.connection(), org, id).await?, context)?;
     let edit = lifecycle::edit(&before, changes, now).map_err(StoreError::Conflict)?;
     let saved = save_key(&mut mutation, &edit.key, now).await?;
-    append_audit(
-        mutation.connection(),
-        &store.sealer,
-        &mut head,
-        edit.audit,
-        context,
-        now,
-    )
-    .await?;
+    mutation
+        .audit(&store.sealer, edit.audit, context, now)
+        .await?;
     mutation.commit(&store.heads).await?;
     Ok(saved)
 }
@@ -229,22 +205,13 @@ pub(super) async fn rotate(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<(KeyRecord, KeyRecord), StoreError> {
-    let mut mutation = Mutation::begin(&store.pool).await?;
-    let mut head = lock_org(mutation.connection(), org).await?;
+    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
     let old = lifecycle::reach(load_key(mutation.connection(), org, id).await?, context)?;
     let plan = lifecycle::rotate(&old, rotation, now).map_err(StoreError::Conflict)?;
     let new = insert_key(&mut mutation, &plan.successor, Some(old.id), now).await?;
     let old = save_key(&mut mutation, &plan.retired, now).await?;
     let note = lifecycle::rotation_audit(&old, &new, plan.grace_millis);
-    append_audit(
-        mutation.connection(),
-        &store.sealer,
-        &mut head,
-        note,
-        context,
-        now,
-    )
-    .await?;
+    mutation.audit(&store.sealer, note, context, now).await?;
     mutation.commit(&store.heads).await?;
     Ok((old, new))
 }
@@ -258,8 +225,7 @@ pub(super) async fn revoke(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<RevokeOutcome, StoreError> {
-    let mut mutation = Mutation::begin(&store.pool).await?;
-    let mut head = lock_org(mutation.connection(), org).await?;
+    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
     let key = lifecycle::reach(load_key(mutation.connection(), org, id).await?, context)?;
     let (outcome, note) = match lifecycle::revoke(key, revocation, now) {
         RevokePlan::AlreadyRevoked { key, audit } => (RevokeOutcome::AlreadyRevoked(key), audit),
@@ -268,15 +234,7 @@ pub(super) async fn revoke(
             (RevokeOutcome::Revoked(saved), revocation.audit)
         }
     };
-    append_audit(
-        mutation.connection(),
-        &store.sealer,
-        &mut head,
-        note,
-        context,
-        now,
-    )
-    .await?;
+    mutation.audit(&store.sealer, note, context, now).await?;
     mutation.commit(&store.heads).await?;
     Ok(outcome)
 }
@@ -289,20 +247,13 @@ pub(super) async fn delete(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<KeyRecord, StoreError> {
-    let mut mutation = Mutation::begin(&store.pool).await?;
-    let mut head = lock_org(mutation.connection(), org).await?;
+    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
     let key = lifecycle::reach(load_key(mutation.connection(), org, id).await?, context)?;
     let deletion = lifecycle::delete(&key, now).map_err(StoreError::Conflict)?;
     let saved = save_key(&mut mutation, &deletion.key, now).await?;
-    append_audit(
-        mutation.connection(),
-        &store.sealer,
-        &mut head,
-        deletion.audit,
-        context,
-        now,
-    )
-    .await?;
+    mutation
+        .audit(&store.sealer, deletion.audit, context, now)
+        .await?;
     mutation.commit(&store.heads).await?;
     Ok(saved)
 }
