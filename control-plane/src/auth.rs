@@ -13,6 +13,8 @@
 //! attributed to an organization and are counted in `/metrics` instead (every refusal is
 //! counted there). Unknown, malformed and wrong keys get the same 401.
 
+pub mod edge;
+
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;

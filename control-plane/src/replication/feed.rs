@@ -20,9 +20,9 @@
 //! (a re-created or restored database) and reloads a snapshot.
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse as _, Response};
-use keyplane_shared::sync::{self, SignedRequest, SignedResponse};
+use keyplane_shared::sync::{self, SignedResponse};
 use keyplane_shared::table::codec::{encode_changes, encode_snapshot};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -30,6 +30,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::registry;
+use crate::auth::edge::SignedByEdge;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{FeedSnapshot, Registration};
@@ -74,43 +75,6 @@ pub struct SnapshotQuery {
     pub edge: Option<String>,
     /// The edge's base URL (pushes go to `<url>/__keyplane/sync`); with `edge`.
     pub url: Option<String>,
-}
-
-/// Checks a GET's signature over the method, the exact path and query, and the empty body;
-/// the request's nonce, which its answer is signed for.
-fn verify(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Nonce, ApiError> {
-    verify_signed(state, headers, "GET", uri, &[]).map(|verified| Nonce(verified.nonce))
-}
-
-/// The nonce of a verified edge request.
-#[derive(Debug, Clone, Copy)]
-struct Nonce([u8; sync::NONCE_LEN]);
-
-/// Checks an edge request's signature (edge secret, replay window) over `method`, the path and
-/// query exactly as received, and `body`; any problem is one 401 `invalid_signature`.
-pub(crate) fn verify_signed(
-    state: &AppState,
-    headers: &HeaderMap,
-    method: &str,
-    uri: &Uri,
-    body: &[u8],
-) -> Result<sync::Verified, ApiError> {
-    let path_and_query = uri.path_and_query().map_or("", |pq| pq.as_str());
-    let header = headers
-        .get(sync::SIGNATURE_HEADER)
-        .and_then(|value| value.to_str().ok());
-    let now_secs = state.now().as_millis().div_euclid(1000);
-    sync::verify(
-        &state.edge_secret,
-        header,
-        now_secs,
-        &SignedRequest {
-            method,
-            path_and_query,
-            body,
-        },
-    )
-    .map_err(|_| ApiError::InvalidSignature)
 }
 
 /// Parses the query; only called once the signature is checked.
@@ -185,10 +149,9 @@ async fn register(state: &AppState, edge: Option<(&str, &str)>, seq: u64) -> Res
 )]
 async fn changes(
     State(state): State<AppState>,
+    SignedByEdge { nonce }: SignedByEdge,
     uri: Uri,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let nonce = verify(&state, &headers, &uri)?;
     let query: ChangesQuery = query(&uri)?;
     let after = query.after.unwrap_or(0);
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
@@ -242,10 +205,9 @@ async fn changes(
 )]
 async fn snapshot(
     State(state): State<AppState>,
+    SignedByEdge { nonce }: SignedByEdge,
     uri: Uri,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let nonce = verify(&state, &headers, &uri)?;
     let query: SnapshotQuery = query(&uri)?;
     let edge = registration(&state, &query.edge, &query.url)?;
     let head = state.store.feed_head().await?;
@@ -278,7 +240,7 @@ fn binary(body: Vec<u8>) -> Response {
 /// empty for a refusal whose JSON body the error middleware renders).
 fn signed(
     state: &AppState,
-    nonce: Nonce,
+    nonce: [u8; sync::NONCE_LEN],
     mut response: Response,
     fields: [&str; sync::RESPONSE_FIELDS.len()],
     signed_body: &[u8],
@@ -288,7 +250,7 @@ fn signed(
     let signature = sync::sign_response(
         &state.edge_secret,
         now_secs,
-        &nonce.0,
+        &nonce,
         &SignedResponse {
             status: status.as_u16(),
             fields,

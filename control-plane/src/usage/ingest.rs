@@ -31,8 +31,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::edge::verify_edge_request;
 use crate::error::ApiError;
-use crate::replication::feed::verify_signed;
 use crate::replication::registry;
 use crate::state::AppState;
 
@@ -143,7 +143,7 @@ async fn ingest_usage(
             }
         })?
         .to_bytes();
-    verify_signed(&state, &headers, "POST", &uri, &body)?;
+    verify_edge_request(&state, &headers, "POST", &uri, &body)?;
     let received: ReceivedBatch = serde_json::from_slice(&body).map_err(|error| {
         ApiError::InvalidJson(format!("the body is not a usage batch: {error}"))
     })?;
