@@ -215,8 +215,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// An error and its sources, `outer: inner: innermost`.
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its sources, `outer: inner: innermost` (for logs and recorded errors).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -30,6 +30,7 @@ use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::error::error_chain;
 use crate::state::AppState;
 use crate::store::{EdgeRecord, StoreError};
 
@@ -98,14 +99,7 @@ impl PushError {
             return PushError::Transport(format!("no answer within {PUSH_TIMEOUT:?}"));
         }
         // reqwest's own message is generic ("error sending request"); the cause says why.
-        let mut text = error.to_string();
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        PushError::Transport(text)
+        PushError::Transport(error_chain(error))
     }
 
     /// The metric outcome.
