@@ -315,24 +315,8 @@ impl FeedAnswer {
 impl TestApp {
     /// `GET path` signed with the edge secret at the test clock's time, as an edge pulls.
     pub async fn signed_feed(&self, path: &str) -> FeedAnswer {
-        use keyplane_shared::sync::SignedRequest;
-        let header = sync::sign_now(
-            &self.state.edge_secret,
-            self.state.now().as_millis() / 1000,
-            &SignedRequest {
-                method: "GET",
-                path_and_query: path,
-                body: &[],
-            },
-        )
-        .expect("CSPRNG");
-        let nonce = sync::nonce_of(&header).expect("a nonce");
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri(path)
-            .header(sync::SIGNATURE_HEADER, header)
-            .body(Body::empty())
-            .expect("request");
+        let now = self.state.now().as_millis() / 1000;
+        let (request, nonce) = self.signed_get_request(path, path, now);
         let response = keyplane_control_plane::app(self.state.clone())
             .oneshot(request)
             .await

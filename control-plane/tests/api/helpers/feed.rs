@@ -13,7 +13,20 @@ impl TestApp {
         self.signed_get_at(path, path, now).await
     }
 
+    /// `GET path`, sent with the signature of a GET of `signed_path` at `now` (seconds).
     pub async fn signed_get_at(&self, path: &str, signed_path: &str, now: i64) -> Reply {
+        let (request, _) = self.signed_get_request(path, signed_path, now);
+        self.send(request).await
+    }
+
+    /// A `GET path` carrying the signature of a GET of `signed_path` at `now` (seconds), and the
+    /// signature's nonce (the answer is signed for it).
+    pub fn signed_get_request(
+        &self,
+        path: &str,
+        signed_path: &str,
+        now: i64,
+    ) -> (Request<Body>, [u8; sync::NONCE_LEN]) {
         let header = sync::sign_now(
             &self.state.edge_secret,
             now,
@@ -24,13 +37,14 @@ impl TestApp {
             },
         )
         .expect("CSPRNG");
+        let nonce = sync::nonce_of(&header).expect("a nonce");
         let request = Request::builder()
             .method(Method::GET)
             .uri(path)
             .header(sync::SIGNATURE_HEADER, header)
             .body(Body::empty())
             .expect("request");
-        self.send(request).await
+        (request, nonce)
     }
 
     /// The raw bytes of a signed feed answer.
