@@ -1,6 +1,6 @@
 //! Refused management calls being coalesced: the windows of refusals per key (or per
 //! organization past [`MAX_TRACKED_KEYS`]), held in memory by the shared state, the audit
-//! records they turn into, and [`write`], which stores those records. The rules, and the task
+//! records they turn into, and [`write()`], which stores those records. The rules, and the task
 //! that flushes closed windows, are described in [`crate::audit::refusals`].
 
 use std::collections::HashMap;

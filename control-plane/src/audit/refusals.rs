@@ -17,13 +17,16 @@
 //! other keys are counted per organization and reason instead (an *overflow* window, recorded
 //! the same way with `"overflow": true` and no key), so nothing goes uncounted and the table
 //! cannot grow with the number of keys an attacker holds.
+//!
+//! [`WINDOW_MS`]: crate::refusal_log::WINDOW_MS
+//! [`MAX_TRACKED_KEYS`]: crate::refusal_log::MAX_TRACKED_KEYS
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use crate::refusal_log::{MAX_TRACKED_KEYS, PendingRecord, RefusalLog, WINDOW_MS, write};
+use crate::refusal_log::write;
 use crate::state::AppState;
 
 /// How often the background task writes the windows that have closed.

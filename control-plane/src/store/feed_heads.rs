@@ -36,11 +36,6 @@ impl FeedHeads {
         });
     }
 
-    /// The last committed sequence announced so far.
-    pub fn current(&self) -> u64 {
-        *self.sender.borrow()
-    }
-
     /// A receiver that wakes on every newer head (`changed()`), starting from the current one.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.sender.subscribe()
@@ -62,7 +57,11 @@ mod tests {
         heads.publish(5);
         receiver.changed().await.expect("sender alive");
         assert_eq!(*receiver.borrow_and_update(), 5);
-        assert_eq!(heads.current(), 5);
+        assert_eq!(
+            *heads.subscribe().borrow(),
+            5,
+            "a new subscriber starts at the head"
+        );
     }
 
     #[tokio::test]

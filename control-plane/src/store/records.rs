@@ -299,6 +299,17 @@ pub struct Page<T> {
     pub has_more: bool,
 }
 
+impl<T> Page<T> {
+    /// The page of `limit` items from `items` read with one more than `limit` (that one, if
+    /// present, only says more follow).
+    pub fn from_overfetch(mut items: Vec<T>, limit: u32) -> Self {
+        let limit = limit as usize;
+        let has_more = items.len() > limit;
+        items.truncate(limit);
+        Page { items, has_more }
+    }
+}
+
 /// Who is calling and from where: for the audit log, and to keep a caller's reach within its
 /// own scopes.
 #[derive(Debug, Clone, Default)]

@@ -122,12 +122,14 @@ pub fn status(text: &str) -> Result<StatusFilter, ApiError> {
 
 /// A page of usage events: 1 to 1000, default 100.
 pub fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
-    PageBounds {
-        default: DEFAULT_LIMIT,
-        max: MAX_LIMIT,
-    }
-    .size(limit)
+    PAGE.size(limit)
 }
+
+/// The bounds of a usage listing's `limit`.
+const PAGE: PageBounds = PageBounds {
+    default: DEFAULT_LIMIT,
+    max: MAX_LIMIT,
+};
 
 /// The UTC days of a daily query, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

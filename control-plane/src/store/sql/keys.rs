@@ -35,6 +35,16 @@ pub(super) async fn load_key(
         .transpose()
 }
 
+/// The key `context`'s caller may act on, read in the mutation ([`lifecycle::reach`]).
+async fn reachable(
+    mutation: &mut OrgMutation,
+    org: OrgId,
+    id: KeyId,
+    context: &AuditContext,
+) -> Result<KeyRecord, StoreError> {
+    lifecycle::reach(load_key(mutation.connection(), org, id).await?, context)
+}
+
 /// The key with this lookup digest, in any organization and state.
 pub(super) async fn by_digest(
     store: &SqlStore,
@@ -186,7 +196,7 @@ pub(super) async fn update(
     now: Timestamp,
 ) -> Result<KeyRecord, StoreError> {
     let mut mutation = OrgMutation::begin(&store.pool, org).await?;
-    let before = lifecycle::reach(load_key(mutation.connection(), org, id).await?, context)?;
+    let before = reachable(&mut mutation, org, id, context).await?;
     let edit = lifecycle::edit(&before, changes, now).map_err(StoreError::Conflict)?;
     let saved = save_key(&mut mutation, &edit.key, now).await?;
     mutation
@@ -206,7 +216,7 @@ pub(super) async fn rotate(
     now: Timestamp,
 ) -> Result<(KeyRecord, KeyRecord), StoreError> {
     let mut mutation = OrgMutation::begin(&store.pool, org).await?;
-    let old = lifecycle::reach(load_key(mutation.connection(), org, id).await?, context)?;
+    let old = reachable(&mut mutation, org, id, context).await?;
     let plan = lifecycle::rotate(&old, rotation, now).map_err(StoreError::Conflict)?;
     let new = insert_key(&mut mutation, &plan.successor, Some(old.id), now).await?;
     let old = save_key(&mut mutation, &plan.retired, now).await?;
@@ -226,7 +236,7 @@ pub(super) async fn revoke(
     now: Timestamp,
 ) -> Result<RevokeOutcome, StoreError> {
     let mut mutation = OrgMutation::begin(&store.pool, org).await?;
-    let key = lifecycle::reach(load_key(mutation.connection(), org, id).await?, context)?;
+    let key = reachable(&mut mutation, org, id, context).await?;
     let (outcome, note) = match lifecycle::revoke(key, revocation, now) {
         RevokePlan::AlreadyRevoked { key, audit } => (RevokeOutcome::AlreadyRevoked(key), audit),
         RevokePlan::Revoke(revocation) => {
@@ -248,7 +258,7 @@ pub(super) async fn delete(
     now: Timestamp,
 ) -> Result<KeyRecord, StoreError> {
     let mut mutation = OrgMutation::begin(&store.pool, org).await?;
-    let key = lifecycle::reach(load_key(mutation.connection(), org, id).await?, context)?;
+    let key = reachable(&mut mutation, org, id, context).await?;
     let deletion = lifecycle::delete(&key, now).map_err(StoreError::Conflict)?;
     let saved = save_key(&mut mutation, &deletion.key, now).await?;
     mutation

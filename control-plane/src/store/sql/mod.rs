@@ -1,13 +1,13 @@
 //! [`Store`] on SQLite or PostgreSQL, through sqlx's `Any` driver.
 //!
 //! The two backends share every query: both accept `$n` parameters, `RETURNING`, and the types
-//! used here (integers, text, bytes). What differs lives in [`Backend`] ([`connect`]): connection
+//! used here (integers, text, bytes). What differs lives in [`Backend`] (`connect.rs`): connection
 //! set-up and the migrations.
 //!
-//! The SQL is split by concern: [`keys`] (key rows and their mutations), [`key_list`] (the
-//! listing filters), [`audit`] (the audit log), [`replication`] (the feed, snapshots, the edge
-//! registry), [`usage`] (usage events); [`journal`] is the mutation transaction and the two logs
-//! it appends to; [`rows`] and [`filtered`] read rows and build filtered queries.
+//! The SQL is split by concern: `keys.rs` (key rows and their mutations), `key_list.rs` (the
+//! listing filters), `audit.rs` (the audit log), `replication.rs` (the feed, snapshots, the edge
+//! registry), `usage.rs` (usage events); `journal.rs` is the mutation transaction and the two
+//! logs it appends to; `rows.rs` and `filtered.rs` read rows and build filtered queries.
 //!
 //! Serialization: each mutation's first statement updates its organization's row (the audit
 //! chain head). In PostgreSQL that takes the row lock; in SQLite the first write takes the

@@ -282,13 +282,11 @@ pub(super) async fn list(
         query.conditions()
     );
     let rows = query.fetch_all(&sql, pool).await?;
-    let mut items = rows
+    let items = rows
         .iter()
         .map(usage_from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let has_more = items.len() > filter.limit as usize;
-    items.truncate(filter.limit as usize);
-    Ok(Page { items, has_more })
+    Ok(Page::from_overfetch(items, filter.limit))
 }
 
 /// See [`crate::store::Store::daily_usage`].
