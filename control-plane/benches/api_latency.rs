@@ -136,6 +136,7 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
         metrics_listen: None,
         max_rate_limit: Default::default(),
         local_dev: true,
+        people: Default::default(),
     };
     let (application, bootstrapped) =
         Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;

@@ -1,143 +1,168 @@
-//! Management authentication: the [`Manager`] extractor.
+//! Who is calling: the [`Principal`] every management handler receives, whichever of the three
+//! ways the call authenticated.
 //!
-//! A management call presents a Keyplane key (`x-api-key`, else `Authorization: Bearer`) that
-//! holds `api-keys:manage` or `admin:full`; the call is then confined to that key's
-//! organization. The key is found by its lookup digest (each pepper, current first), its
-//! Argon2id hash is checked once per process and key, and its state is read from the database
-//! on every call, so a revoked management key stops working at once.
+//! - A management key (`x-api-key`, or `Authorization: Bearer` with a Keyplane key): see
+//!   [`key`].
+//! - A host product's token (`Authorization: Bearer` with a JWT): see [`host`].
+//! - A session cookie (the dashboard and the embedded portal): see [`session`]; unsafe methods
+//!   also need a matching `Origin` and the session's CSRF token.
 //!
-//! Every refusal of a key that was found goes to its organization's audit log, coalesced: the
-//! first per key, reason and minute at once, the rest of that minute as one record with their
-//! count (see [`crate::audit::refusals`]), so a flood of refused calls neither holds the
-//! organization's lock nor buries the log. Refusals of keys that match nothing cannot be
-//! attributed to an organization and are counted in `/metrics` instead (every refusal is
-//! counted there). Unknown, malformed and wrong keys get the same 401.
+//! A request that presents an `x-api-key` or `Authorization` header is judged by it alone (a
+//! cookie beside it is ignored), so a credential is never silently swapped for another.
+//! Edges' signed requests are a separate thing: [`edge`].
 
 pub mod edge;
+pub mod host;
+pub mod key;
+pub mod session;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use keyplane_shared::decision::{RequestFacts, extract_key};
-use keyplane_shared::{ApiKey, Scope};
+use keyplane_shared::ids::{OrgId, UserId};
 
+use crate::access::{Access, Permission};
 use crate::error::{ApiError, CurrentRequestId};
-use crate::hashing;
-use crate::refusal_log;
+use crate::keys::issue::KeyMaker;
 use crate::state::AppState;
-use crate::store::{AuditContext, KeyRecord, KeyState};
+use crate::store::{AuditContext, KeyRecord, Reach, SessionRecord, UserSummary};
 
-/// The scope that lets a key manage its organization's keys.
-pub const MANAGE_SCOPE: &str = "api-keys:manage";
-
-/// An authenticated management caller.
+/// An authenticated caller: who, in which organization, allowed to do what.
 #[derive(Debug, Clone)]
-pub struct Manager {
-    /// The caller's key (its organization is the one every call is confined to).
-    pub key: KeyRecord,
-    /// Who and where, for the audit log.
+pub struct Principal {
+    /// The organization every call is confined to.
+    pub org: OrgId,
+    /// Who.
+    pub actor: Actor,
+    /// What it may do there.
+    pub access: Access,
+    /// Who and where, for the audit log, with the reach the store enforces.
     pub context: AuditContext,
 }
 
-impl FromRequestParts<AppState> for Manager {
-    type Rejection = ApiError;
+/// Who a principal is.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    /// A management key.
+    Key(Box<KeyRecord>),
+    /// A person.
+    User {
+        /// Who.
+        user: UserSummary,
+        /// How they signed in.
+        via: Via,
+    },
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let mut context = audit_context(parts);
-        let headers = &parts.headers;
-        let facts = RequestFacts {
-            x_api_key: header(headers, "x-api-key"),
-            authorization: header(headers, "authorization"),
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-        };
-        let Some(presented) = extract_key(&facts) else {
-            state.metrics.auth_failed("missing_api_key");
-            return Err(ApiError::MissingKey);
-        };
-        let Ok(key) = ApiKey::parse(presented, &state.prefix) else {
-            state.metrics.auth_failed("invalid_api_key");
-            return Err(ApiError::InvalidKey);
-        };
-        let mut found = None;
-        for pepper in state.peppers.iter() {
-            let digest = pepper.digest(&key);
-            if let Some(record) = state.store.key_by_digest(&digest).await? {
-                found = Some((record, digest));
-                break;
-            }
-        }
-        let Some((record, digest)) = found else {
-            state.metrics.auth_failed("invalid_api_key");
-            return Err(ApiError::InvalidKey);
-        };
-        context.actor = Some(record.id);
-        let now = state.now();
-        let refusal = if record.deleted_at.is_some() {
-            Some(ApiError::InvalidKey)
+/// How a person's call was authenticated.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// A session cookie.
+    Session(Box<SessionRecord>),
+    /// A host product's token from this issuer.
+    HostToken {
+        /// The token's issuer.
+        issuer: String,
+    },
+}
+
+impl Principal {
+    /// Refuses with 403 `forbidden` unless the caller may do `permission`.
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.access.may(permission) {
+            Ok(())
         } else {
-            match record.state(now) {
-                KeyState::Revoked => Some(ApiError::RevokedKey),
-                KeyState::Expired => Some(ApiError::ExpiredKey),
-                KeyState::Active => None,
-            }
-        };
-        if let Some(refusal) = refusal {
-            return Err(refuse(state, &record, &context, refusal).await);
+            let role = self.access.role.as_ref().map_or("this key", |role| role.as_str());
+            Err(ApiError::Forbidden(format!(
+                "the `{role}` role may not do this"
+            )))
         }
-        if !state.is_verified(record.id, &digest) {
-            let matches = hashing::verify_key(&key, &record.secret_hash)
-                .await
-                .map_err(ApiError::internal)?;
-            if !matches {
-                // The digest matched but the at-rest hash did not: the row was tampered with.
-                tracing::error!(key_id = %record.id, "lookup digest matched but Argon2id hash did not");
-                return Err(refuse(state, &record, &context, ApiError::InvalidKey).await);
-            }
-            state.remember_verified(record.id, digest);
+    }
+
+    /// The user acting: the person, or the owner of the management key.
+    pub fn user_id(&self) -> Option<UserId> {
+        match &self.actor {
+            Actor::Key(key) => key.owner_id,
+            Actor::User { user, .. } => Some(user.id),
         }
-        let manage = Scope::parse(MANAGE_SCOPE).map_err(ApiError::internal)?;
-        if !record.scopes.covers(&manage) {
-            let refusal = ApiError::InsufficientScope(format!(
-                "managing keys needs the `{MANAGE_SCOPE}` or `admin:full` scope"
-            ));
-            return Err(refuse(state, &record, &context, refusal).await);
+    }
+
+    /// The person signed in, if the call came from one.
+    pub fn person(&self) -> Option<&UserSummary> {
+        match &self.actor {
+            Actor::User { user, .. } => Some(user),
+            Actor::Key(_) => None,
         }
-        context.actor_scopes = record.scopes.clone();
-        Ok(Manager {
-            key: record,
-            context,
-        })
+    }
+
+    /// Who a key this caller makes names as its maker and owner.
+    pub fn key_maker(&self) -> KeyMaker {
+        match &self.actor {
+            Actor::Key(key) => KeyMaker {
+                key: Some(key.id),
+                user: None,
+                owner: key.owner_id,
+            },
+            Actor::User { user, .. } => KeyMaker {
+                key: None,
+                user: Some(user.id),
+                owner: Some(user.id),
+            },
+        }
+    }
+
+    /// The method in the API's words: `management_key`, `session` or `host_token`.
+    pub fn method(&self) -> &'static str {
+        match &self.actor {
+            Actor::Key(_) => "management_key",
+            Actor::User {
+                via: Via::Session(_),
+                ..
+            } => "session",
+            Actor::User {
+                via: Via::HostToken { .. },
+                ..
+            } => "host_token",
+        }
     }
 }
 
-/// Notes a refusal of a known key for its organization's audit log (written now when it opens a
-/// window, else counted into the window's record), then returns it.
-async fn refuse(
-    state: &AppState,
-    record: &KeyRecord,
-    context: &AuditContext,
-    refusal: ApiError,
-) -> ApiError {
-    state.metrics.auth_failed(refusal.code());
-    let pending = state.refusals.note(
-        record.org_id,
-        record.id,
-        refusal.code(),
-        context,
-        state.now(),
-    );
-    // The caller gets the refusal whatever happens to the audit write (a failure is logged).
-    refusal_log::write(state.store.as_ref(), state.now(), pending).await;
-    refusal
+/// The reach of a person with `access`: keys within the ceiling, and only their own unless
+/// they manage every key.
+pub(crate) fn reach_of(access: &Access, user: UserId) -> Reach {
+    Reach {
+        ceiling: access.ceiling.clone(),
+        owner: (!access.may(Permission::ManageAllKeys)).then_some(user),
+    }
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let context = audit_context(parts);
+        let presents_credentials =
+            parts.headers.contains_key("x-api-key") || parts.headers.contains_key("authorization");
+        if presents_credentials {
+            if let Some(token) = host::bearer_jwt(&parts.headers) {
+                return host::authenticate(token, state, context).await;
+            }
+            return key::authenticate(parts, state, context).await;
+        }
+        if let Some(cookie) = session::presented(&parts.headers) {
+            return session::authenticate(parts, cookie, state, context).await;
+        }
+        state.metrics.auth_failed("missing_api_key");
+        Err(ApiError::MissingKey)
+    }
+}
+
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
 /// Client address, user agent and request id of a request.
-fn audit_context(parts: &Parts) -> AuditContext {
+pub(crate) fn audit_context(parts: &Parts) -> AuditContext {
     let ip = parts
         .extensions
         .get::<ConnectInfo<std::net::SocketAddr>>()
@@ -149,10 +174,30 @@ fn audit_context(parts: &Parts) -> AuditContext {
         .map(|id| id.0.clone())
         .unwrap_or_default();
     AuditContext {
-        actor: None,
-        actor_scopes: Default::default(),
         ip,
         user_agent,
         request_id,
+        ..AuditContext::default()
+    }
+}
+
+/// Where an unauthenticated request (sign-in, accepting an invitation) comes from, for the
+/// throttle and the audit log, with its headers.
+#[derive(Debug, Clone)]
+pub struct Anonymous {
+    /// Address, user agent, request id.
+    pub context: AuditContext,
+    /// The request's headers.
+    pub headers: HeaderMap,
+}
+
+impl FromRequestParts<AppState> for Anonymous {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        Ok(Anonymous {
+            context: audit_context(parts),
+            headers: parts.headers.clone(),
+        })
     }
 }

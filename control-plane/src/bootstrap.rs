@@ -9,21 +9,27 @@ use keyplane_shared::ids::OrgId;
 use keyplane_shared::{ApiKey, Environment, Scope, ScopeSet};
 use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::access::{BuiltinRole, RoleName};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::keys::issue::{KeySettings, issue_key};
+use crate::keys::issue::{KeyMaker, KeySettings, issue_key};
 use crate::secrets::{self, SecretsSource};
-use crate::state::{AppState, Clock, OperatorPolicy};
+use crate::accounts::tokens::CsrfKey;
+use crate::host_token::HostTokens;
+use crate::state::{AppState, Clock, OperatorPolicy, PeopleSettings};
 use crate::store::audit_chain::AuditSealer;
 use crate::store::sql::SqlStore;
-use crate::store::{AuditContext, NewOrg, OrgRecord, Store};
+use crate::store::{AuditContext, NewOrg, OrgRecord, Reach, Store};
 
-/// What a first start created: the organization and its admin key, to print once.
+/// What a first start created: the organization, its admin key and the first owner's setup
+/// link, to print once.
 pub struct Bootstrapped {
     /// The organization.
     pub org: OrgRecord,
     /// Its first admin key.
     pub admin_key: ApiKey,
+    /// The one-time link that makes the first owner (who then owns the admin key).
+    pub setup_link: String,
 }
 
 /// Opens the data directory, secrets and store, and assembles the state.
@@ -55,6 +61,14 @@ pub(crate) async fn open(
         SecretsSource::Environment => tracing::info!("secrets loaded from the environment"),
     }
     let sealer = AuditSealer::new(secrets.signing_secret.expose_secret());
+    let host_tokens = match &config.people.host_tokens {
+        Some(path) => HostTokens::load(path)
+            .with_context(|| format!("reading the host-token configuration {}", path.display()))?,
+        None => HostTokens::none(),
+    };
+    if !host_tokens.is_empty() {
+        tracing::info!(issuers = host_tokens.issuers().len(), "host-product tokens accepted");
+    }
     let store = SqlStore::connect(&config.database_url(), sealer.clone())
         .await
         .context("opening the database")?;
@@ -69,6 +83,11 @@ pub(crate) async fn open(
         OperatorPolicy {
             local_dev: config.local_dev,
             max_rate_limit: config.max_rate_limit,
+        },
+        PeopleSettings {
+            public_url: config.public_url(),
+            host_tokens,
+            csrf: CsrfKey::new(secrets.signing_secret.expose_secret()),
         },
     );
     Ok((state, source))
@@ -99,7 +118,31 @@ pub(crate) async fn first_start(
     let (org, admin_key) = create_organization(state, org_name)
         .await
         .map_err(|error| anyhow::anyhow!("creating the first organization: {error}"))?;
-    Ok(Some(Bootstrapped { org, admin_key }))
+    let setup_link = owner_setup_link(state, org.id, None)
+        .await
+        .map_err(|error| anyhow::anyhow!("making the setup link: {error}"))?;
+    Ok(Some(Bootstrapped {
+        org,
+        admin_key,
+        setup_link,
+    }))
+}
+
+/// A one-time link (valid 7 days) that makes its user an owner of `org`: for the first owner,
+/// or from `keyplane users add`. `email` fixes the account's email (else the person picks it).
+pub async fn owner_setup_link(
+    state: &AppState,
+    org: OrgId,
+    email: Option<String>,
+) -> Result<String, ApiError> {
+    let context = AuditContext {
+        user_agent: Some("keyplane bootstrap".into()),
+        request_id: "bootstrap".into(),
+        ..AuditContext::default()
+    };
+    let owner = RoleName::Builtin(BuiltinRole::Owner);
+    let invited = crate::people::invitations::create(state, org, email, owner, None, &context).await?;
+    Ok(invited.link)
 }
 
 /// Creates an organization named `name` and its first key (`admin:full`, live, never expires).
@@ -117,13 +160,19 @@ pub async fn create_organization(
         scopes: admin.clone(),
         ..KeySettings::default()
     };
-    let (key, new) = issue_key(state, org.id, Environment::Live, None, settings).await?;
+    let (key, new) = issue_key(
+        state,
+        org.id,
+        Environment::Live,
+        KeyMaker::default(),
+        settings,
+    )
+    .await?;
     let context = AuditContext {
-        actor: None,
-        actor_scopes: admin,
-        ip: None,
+        reach: Reach::within(&admin),
         user_agent: Some("keyplane bootstrap".into()),
         request_id: "bootstrap".into(),
+        ..AuditContext::default()
     };
     let (record, _) = state
         .store

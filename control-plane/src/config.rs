@@ -57,9 +57,33 @@ pub struct Config {
     /// private webhook targets); set by cargo xtask dev and the test harness, never by default.
     #[arg(long, env = "KEYPLANE_LOCAL_DEV")]
     pub local_dev: bool,
+    /// How people sign in: host-product tokens and the public URL of links.
+    #[command(flatten)]
+    pub people: PeopleConfig,
+}
+
+/// How people sign in.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PeopleConfig {
+    /// A JSON file naming the host products whose tokens (JWTs) are accepted, and their keys
+    /// (see README.md, "Host-product tokens"); default: none.
+    #[arg(long, env = "KEYPLANE_HOST_TOKENS")]
+    pub host_tokens: Option<PathBuf>,
+    /// The URL people reach this control plane at, for the links it hands out (invitations,
+    /// the first owner's setup link); default: `http://` and the listen address.
+    #[arg(long, env = "KEYPLANE_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl Config {
+    /// The public URL in effect, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.people.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
     /// The database URL in effect.
     pub fn database_url(&self) -> String {
         match &self.database_url {

@@ -54,6 +54,32 @@ pub enum ApiError {
     /// 403 `insufficient_scope`: the caller's key lacks a scope.
     #[error("{0}")]
     InsufficientScope(String),
+    /// 403 `forbidden`: the caller's role does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 403 `not_key_owner`: the caller manages only the keys it owns.
+    #[error("this key belongs to another member; your role manages only your own keys")]
+    NotKeyOwner,
+    /// 401 `invalid_session`: the session cookie is unknown, ended or expired.
+    #[error("the session is not valid (signed out or expired); sign in again")]
+    InvalidSession,
+    /// 403 `csrf_failed`: an unsafe request with a session lacks a matching `Origin` or the
+    /// session's CSRF token.
+    #[error("this request needs the page's Origin and the session's CSRF token (x-csrf-token)")]
+    CsrfFailed,
+    /// 401 `invalid_token`: a host product's token was refused; the text names the check.
+    #[error("the host-product token was refused: {0}")]
+    InvalidHostToken(&'static str),
+    /// 401 `invalid_credentials`: the email and password do not match an account (one answer
+    /// whether or not the email has one).
+    #[error("the email or password is not correct")]
+    InvalidCredentials,
+    /// 429 `too_many_attempts`: sign-in attempts are throttled; retry after the seconds given.
+    #[error("too many sign-in attempts; retry in {0} seconds")]
+    TooManyAttempts(u64),
+    /// 400 `weak_password`: the new password breaks a rule.
+    #[error("{0}")]
+    WeakPassword(String),
     /// 404 `not_found`: no such resource in the caller's organization.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -96,7 +122,15 @@ impl ApiError {
             | ApiError::ExpiredKey
             | ApiError::InvalidSignature => StatusCode::UNAUTHORIZED,
             ApiError::SequenceAhead(_) => StatusCode::CONFLICT,
-            ApiError::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            ApiError::InsufficientScope(_)
+            | ApiError::Forbidden(_)
+            | ApiError::NotKeyOwner
+            | ApiError::CsrfFailed => StatusCode::FORBIDDEN,
+            ApiError::InvalidSession
+            | ApiError::InvalidHostToken(_)
+            | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::WeakPassword(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -117,6 +151,14 @@ impl ApiError {
             ApiError::RevokedKey => "revoked_api_key",
             ApiError::ExpiredKey => "expired_api_key",
             ApiError::InsufficientScope(_) => "insufficient_scope",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotKeyOwner => "not_key_owner",
+            ApiError::InvalidSession => "invalid_session",
+            ApiError::CsrfFailed => "csrf_failed",
+            ApiError::InvalidHostToken(_) => "invalid_token",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::TooManyAttempts(_) => "too_many_attempts",
+            ApiError::WeakPassword(_) => "weak_password",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::InvalidSignature => "invalid_signature",
@@ -141,6 +183,7 @@ impl From<StoreError> for ApiError {
                 "this key holds scopes your key does not; only a key holding them can change it"
                     .into(),
             ),
+            StoreError::NotOwner => ApiError::NotKeyOwner,
             StoreError::Conflict(conflict) => ApiError::Conflict(conflict),
             StoreError::Unavailable(_) => ApiError::Unavailable(error),
             other => ApiError::Internal(other.into()),
@@ -206,6 +249,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(axum::http::header::WWW_AUTHENTICATE, challenge);
+        }
+        if let ApiError::TooManyAttempts(seconds) = &self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(*seconds));
         }
         response.extensions_mut().insert(RenderedError {
             code: self.code(),

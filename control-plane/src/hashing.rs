@@ -1,4 +1,5 @@
-//! Argon2id, the at-rest verifier of every key, run on tokio's blocking pool so the async
+//! Argon2id, the at-rest verifier of every key and every local account's password, run on
+//! tokio's blocking pool so the async
 //! worker threads never stall on it (one hash costs tens of milliseconds of CPU by design).
 //!
 //! Parameters are argon2's defaults, which are OWASP's recommendation for Argon2id:
@@ -38,6 +39,33 @@ pub async fn hash_key(key: &ApiKey) -> Result<String, HashingError> {
 /// compares the computed and stored hashes in constant time.
 pub async fn verify_key(key: &ApiKey, phc: &str) -> Result<bool, HashingError> {
     let secret = Zeroizing::new(key.expose_secret().to_owned());
+    let phc = phc.to_owned();
+    Ok(tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&phc).is_ok_and(|hash| {
+            Argon2::default()
+                .verify_password(secret.as_bytes(), &hash)
+                .is_ok()
+        })
+    })
+    .await?)
+}
+
+/// The Argon2id PHC string of a password.
+pub async fn hash_password(password: &str) -> Result<String, HashingError> {
+    let secret = Zeroizing::new(password.to_owned());
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(secret.as_bytes())
+            .map(|hash| hash.to_string())
+            .map_err(|error| HashingError::Argon2(error.to_string()))
+    })
+    .await?
+}
+
+/// Whether `password` matches a stored PHC string (false for a malformed one), in constant
+/// time for the comparison itself.
+pub async fn verify_password(password: &str, phc: &str) -> Result<bool, HashingError> {
+    let secret = Zeroizing::new(password.to_owned());
     let phc = phc.to_owned();
     Ok(tokio::task::spawn_blocking(move || {
         PasswordHash::new(&phc).is_ok_and(|hash| {

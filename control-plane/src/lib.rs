@@ -19,6 +19,8 @@
 //!   first start's organization.
 //! - [`secrets`], [`config`], [`hashing`], [`metrics`], [`state`], [`openapi`].
 
+pub mod access;
+pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
@@ -27,11 +29,13 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod hashing;
+pub mod host_token;
 pub mod input;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod people;
 pub mod ops;
 pub mod refusal_log;
 pub mod replication;
@@ -87,6 +91,7 @@ fn routes(metrics: MetricsRoute) -> OpenApiRouter<AppState> {
     };
     router
         .merge(keys::router())
+        .merge(people::router())
         .merge(audit::api::router())
         .merge(replication::feed::router())
         .merge(usage::router())

@@ -62,6 +62,27 @@ enum Command {
         #[command(subcommand)]
         command: EdgesCommand,
     },
+    /// People.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Print a one-time link (valid 7 days) that makes someone an owner of an organization
+    /// (default: the first one); they choose their password when they open it.
+    Add {
+        #[command(flatten)]
+        config: Config,
+        /// Their email.
+        #[arg(long)]
+        email: String,
+        /// The organization (`org_…`); default: the first one.
+        #[arg(long)]
+        org: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +142,10 @@ async fn main() -> anyhow::Result<()> {
             application.register_edges(&edges).await?;
             if let Some(first) = bootstrapped {
                 print_admin_key(&first.org, &first.admin_key);
+                println!(
+                    "the first owner's setup link, one use, valid 7 days: {}",
+                    first.setup_link
+                );
             }
             let addr = application.local_addr()?;
             println!("keyplane listening on http://{addr}");
@@ -133,6 +158,26 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .map_err(|error| anyhow::anyhow!("{error}"))?;
             print_admin_key(&org, &key);
+            Ok(())
+        }
+        Command::Users {
+            command: UsersCommand::Add { config, email, org },
+        } => {
+            let state = open_state(&config, Arc::new(SystemClock), env_secret).await?;
+            let org = match org {
+                Some(text) => text.parse().map_err(|error| anyhow::anyhow!("--org: {error}"))?,
+                None => state
+                    .operator_org()
+                    .await
+                    .map_err(|error| anyhow::anyhow!("{error}"))?
+                    .ok_or_else(|| anyhow::anyhow!("no organization yet: run `keyplane serve` once"))?,
+            };
+            let email = keyplane_control_plane::people::email(&email)
+                .map_err(|error| anyhow::anyhow!("--email: {error}"))?;
+            let link = keyplane_control_plane::bootstrap::owner_setup_link(&state, org, Some(email))
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            println!("owner setup link for {org}, one use, valid 7 days: {link}");
             Ok(())
         }
         Command::Audit {

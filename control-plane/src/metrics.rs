@@ -141,6 +141,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts `n` key operations of one kind (a member's keys revoked together).
+    pub fn key_operation_n(&self, operation: &str, n: u64) {
+        self.key_operations
+            .get_or_create(&OutcomeLabels {
+                outcome: operation.to_owned(),
+            })
+            .inc_by(n);
+    }
+
     /// Counts one push to an edge.
     pub fn push(&self, outcome: &str) {
         self.pushes

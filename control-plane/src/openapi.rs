@@ -47,7 +47,8 @@ pub struct ErrorObject {
     request_id: String,
 }
 
-/// The two ways to present a management key, and the edges' request signature.
+/// The ways to present a management key, a host product's token or a session, and the edges'
+/// request signature.
 struct ManagementKeySchemes;
 
 impl Modify for ManagementKeySchemes {
@@ -59,7 +60,23 @@ impl Modify for ManagementKeySchemes {
         );
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A management key, or a host product's token (a JWT signed with a key \
+                         the operator configured: see `/v1/auth/config`)",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::session::DASHBOARD_COOKIE,
+                "A session from `POST /v1/sessions`; unsafe methods also need `Origin` and \
+                 `x-csrf-token`",
+            ))),
         );
         components.add_security_scheme(
             "edge_signature",

@@ -235,7 +235,7 @@ impl Window {
             "last_at": self.last_at.as_millis(),
         });
         let mut context = self.last;
-        context.actor_scopes = Default::default();
+        context.reach = Default::default();
         if let Subject::Overflow(_) = subject {
             details["overflow"] = json!(true);
             // Many keys: the record names none of them.

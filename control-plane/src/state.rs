@@ -2,13 +2,18 @@
 //! API needs, the clock and the metrics.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use keyplane_shared::ids::KeyId;
+use keyplane_shared::ids::{KeyId, OrgId};
 use keyplane_shared::sync::SyncSecret;
 use keyplane_shared::{KeyPrefix, LookupDigest, PepperSet, Timestamp};
 
+use crate::access::{Access, RoleName};
+use crate::accounts::throttle::LoginThrottle;
+use crate::accounts::tokens::CsrfKey;
 use crate::ceiling::RateLimitCeiling;
+use crate::error::ApiError;
+use crate::host_token::HostTokens;
 use crate::metrics::Metrics;
 use crate::refusal_log::RefusalLog;
 use crate::store::Store;
@@ -57,6 +62,16 @@ pub struct Shared {
     pub policy: OperatorPolicy,
     /// Refused management calls being coalesced before they reach the audit log.
     pub refusals: RefusalLog,
+    /// The URL links handed out start with (no trailing slash).
+    pub public_url: String,
+    /// Derives sessions' CSRF tokens.
+    pub csrf: CsrfKey,
+    /// Sign-in attempts per email and address.
+    pub throttle: LoginThrottle,
+    /// The host products whose tokens are accepted.
+    pub host_tokens: HostTokens,
+    /// The first organization (its owners are the operators), once known: it never changes.
+    first_org: OnceLock<OrgId>,
     /// Management keys whose Argon2id hash this process has already checked, by id, with the
     /// digest that was checked. A std mutex: it is held for a map lookup, never across `.await`.
     verified: Mutex<HashMap<KeyId, LookupDigest>>,
@@ -69,6 +84,17 @@ pub struct OperatorPolicy {
     pub local_dev: bool,
     /// The ceiling on per-key rate limits ([`crate::Config::max_rate_limit`]).
     pub max_rate_limit: RateLimitCeiling,
+}
+
+/// How people sign in, from the configuration.
+#[derive(Debug)]
+pub struct PeopleSettings {
+    /// The URL links handed out start with (no trailing slash).
+    pub public_url: String,
+    /// The host products whose tokens are accepted.
+    pub host_tokens: HostTokens,
+    /// Derives sessions' CSRF tokens (from the signing secret).
+    pub csrf: CsrfKey,
 }
 
 /// Bound on [`Shared::verified`]; past it the cache starts over (a miss only costs a hash).
@@ -84,7 +110,13 @@ impl AppState {
         sealer: AuditSealer,
         edge_secret: SyncSecret,
         policy: OperatorPolicy,
+        people: PeopleSettings,
     ) -> Self {
+        let PeopleSettings {
+            public_url,
+            host_tokens,
+            csrf,
+        } = people;
         AppState(Arc::new(Shared {
             store,
             peppers,
@@ -95,6 +127,11 @@ impl AppState {
             edge_secret,
             policy,
             refusals: RefusalLog::default(),
+            public_url,
+            csrf,
+            throttle: LoginThrottle::default(),
+            host_tokens,
+            first_org: OnceLock::new(),
             verified: Mutex::new(HashMap::new()),
         }))
     }
@@ -102,6 +139,33 @@ impl AppState {
     /// The current time.
     pub fn now(&self) -> Timestamp {
         self.0.clock.now()
+    }
+
+    /// The first organization, whose owners are the deployment's operators.
+    pub async fn operator_org(&self) -> Result<Option<OrgId>, ApiError> {
+        if let Some(org) = self.0.first_org.get() {
+            return Ok(Some(*org));
+        }
+        let found = self.0.store.first_org().await?;
+        if let Some(org) = found {
+            let _ = self.0.first_org.set(org);
+        }
+        Ok(found)
+    }
+
+    /// What a member with `role` may do in `org` (404 for a role the organization lacks).
+    pub async fn member_access(&self, org: OrgId, role: RoleName) -> Result<Access, ApiError> {
+        let ceiling = self
+            .0
+            .store
+            .role_ceiling(org, &role)
+            .await
+            .map_err(|error| match error {
+                crate::store::StoreError::NotFound => ApiError::NotFound("role"),
+                other => other.into(),
+            })?;
+        let operator = self.operator_org().await? == Some(org);
+        Ok(Access::of_member(role, ceiling, operator))
     }
 
     /// Whether this key's hash was already verified for exactly this digest.

@@ -116,6 +116,27 @@ public_id!(
 );
 
 public_id!(
+    /// A person's id (`usr_…`): a local account or a host product's user.
+    UserId,
+    "usr",
+    "user"
+);
+public_id!(
+    /// A sign-in session's public id (`ses_…`), as its owner sees it in the list of sessions
+    /// (the cookie carries a separate secret token).
+    SessionId,
+    "ses",
+    "session"
+);
+public_id!(
+    /// An invitation's id (`inv_…`) to join an organization (the link carries a separate
+    /// secret token).
+    InvitationId,
+    "inv",
+    "invitation"
+);
+
+public_id!(
     /// A request's id (`req_…`), in error bodies, response headers, audit records and the
     /// identity the edge forwards, so one request can be followed through every log.
     RequestId,

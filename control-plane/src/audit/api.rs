@@ -13,7 +13,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Manager;
+use crate::access::Permission;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::input::time::{rfc3339, timestamp};
@@ -58,8 +59,15 @@ pub struct AuditView {
     pub action: AuditAction,
     /// The management key that did it.
     pub actor_key_id: Option<String>,
+    /// The user who did it (signed in, by a host product's token, or the management key's
+    /// owner); records from before users existed have none.
+    pub actor_user_id: Option<String>,
     /// The key it concerned.
     pub target_key_id: Option<String>,
+    /// The member it concerned.
+    pub target_user_id: Option<String>,
+    /// The format the record was sealed in (1: before users existed; 2: with the user fields).
+    pub format: u8,
     /// Client address.
     pub ip: Option<String>,
     /// Client user agent.
@@ -82,7 +90,10 @@ impl From<&AuditRecord> for AuditView {
             at: rfc3339(record.at),
             action: record.action,
             actor_key_id: record.actor_key_id.map(|id| id.to_string()),
+            actor_user_id: record.actor_user_id.map(|id| id.to_string()),
             target_key_id: record.target_key_id.map(|id| id.to_string()),
+            target_user_id: record.target_user_id.map(|id| id.to_string()),
+            format: record.format,
             ip: record.ip.clone(),
             user_agent: record.user_agent.clone(),
             request_id: record.request_id.clone(),
@@ -126,9 +137,10 @@ pub struct ChainReport {
 )]
 async fn list_audit(
     State(state): State<AppState>,
-    manager: Manager,
+    principal: Principal,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
+    principal.require(Permission::Read)?;
     let time = |text: Option<&str>, field: &str| {
         text.map(|text| {
             timestamp(text)
@@ -151,7 +163,7 @@ async fn list_audit(
         until: time(query.until.as_deref(), "until")?,
         limit: crate::input::page::LISTING.size(query.limit)?,
     };
-    let page = state.store.list_audit(manager.key.org_id, &filter).await?;
+    let page = state.store.list_audit(principal.org, &filter).await?;
     let next_cursor = page
         .has_more
         .then(|| page.items.last())
@@ -181,9 +193,10 @@ fn audit_cursor(text: &str) -> Result<u64, ApiError> {
 )]
 async fn verify_audit(
     State(state): State<AppState>,
-    manager: Manager,
+    principal: Principal,
 ) -> Result<Json<ChainReport>, ApiError> {
-    let report = verify_chain(state.store.as_ref(), &state.sealer, manager.key.org_id).await?;
+    principal.require(Permission::Read)?;
+    let report = verify_chain(state.store.as_ref(), &state.sealer, principal.org).await?;
     Ok(Json(report))
 }
 

@@ -1,6 +1,8 @@
 //! Validation of what callers send: names, scopes, expiries, metadata, limits and cursors.
 //! Each check answers with an error that says which field is wrong and why.
 
+use crate::access::ScopeCeiling;
+use keyplane_shared::ids::UserId;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
 use keyplane_shared::ids::KeyId;
@@ -46,7 +48,7 @@ pub fn name(text: &str) -> Result<String, ApiError> {
 
 /// Scopes for a key created or changed by a caller holding `granter`: each must parse, and the
 /// caller must hold each one (a key can never hold a scope its creator lacks).
-pub fn scopes(texts: &[String], granter: &ScopeSet) -> Result<ScopeSet, ApiError> {
+pub fn scopes(texts: &[String], ceiling: &ScopeCeiling) -> Result<ScopeSet, ApiError> {
     let mut parsed = Vec::with_capacity(texts.len());
     for text in texts {
         let scope =
@@ -54,12 +56,22 @@ pub fn scopes(texts: &[String], granter: &ScopeSet) -> Result<ScopeSet, ApiError
         parsed.push(scope);
     }
     let set = ScopeSet::new(parsed).map_err(|error| invalid(format!("`scopes`: {error}")))?;
-    if let Some(missing) = granter.first_missing(&set) {
+    if let Some(refused) = ceiling.first_refused(&set) {
         return Err(ApiError::InsufficientScope(format!(
-            "you cannot grant `{missing}`: your key does not hold it"
+            "you cannot grant `{refused}`: it is above what you hold (your key's scopes or your \
+             role's ceiling)"
         )));
     }
     Ok(set)
+}
+
+/// The `owner` listing filter: a user id, or `me` (the caller, or its management key's owner).
+pub fn owner(text: &str, me: Option<UserId>) -> Result<UserId, ApiError> {
+    if text == "me" {
+        return me.ok_or_else(|| invalid("`owner=me`: this management key has no owner yet"));
+    }
+    text.parse()
+        .map_err(|_| invalid(format!("`owner`: `{text}` is not a user id (`usr_…`) or `me`")))
 }
 
 /// An expiry: a preset counted from `now`, `never`, or an RFC 3339 time after `now`.
@@ -196,7 +208,7 @@ mod tests {
 
     #[test]
     fn scopes_must_parse_and_be_held_by_the_granter() {
-        let granter = ScopeSet::parse(["contacts:*", "api-keys:manage"]).expect("valid");
+        let granter = ScopeCeiling::Only(ScopeSet::parse(["contacts:*", "api-keys:manage"]).expect("valid"));
         let ok = scopes(&["contacts:read".into()], &granter).expect("covered");
         assert_eq!(ok.to_string(), "contacts:read");
         assert!(matches!(
@@ -211,8 +223,15 @@ mod tests {
             scopes(&["not a scope".into()], &granter),
             Err(ApiError::InvalidRequest(message)) if message.contains("not a scope")
         ));
-        let admin = ScopeSet::parse(["admin:full"]).expect("valid");
+        let admin = ScopeCeiling::Only(ScopeSet::parse(["admin:full"]).expect("valid"));
         assert!(scopes(&["admin:full".into(), "x:y".into()], &admin).is_ok());
+        // A developer's default ceiling: anything but key management and admin.
+        let developer = ScopeCeiling::developer_default();
+        assert!(scopes(&["billing:read".into()], &developer).is_ok());
+        assert!(matches!(
+            scopes(&["api-keys:*".into()], &developer),
+            Err(ApiError::InsufficientScope(_))
+        ));
     }
 
     #[test]

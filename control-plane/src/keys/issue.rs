@@ -1,7 +1,7 @@
 //! Making a new key: the secret from the OS CSPRNG, its lookup digest under the current pepper,
 //! and its Argon2id hash. The plaintext leaves this module only in the create / rotate response.
 
-use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::ids::{KeyId, OrgId, UserId};
 use keyplane_shared::{ApiKey, Environment, RateLimit, ScopeSet, Timestamp};
 use serde_json::{Map, Value};
 
@@ -33,12 +33,23 @@ impl KeySettings {
     }
 }
 
+/// Who makes a key, and who will own it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyMaker {
+    /// The management key making it.
+    pub key: Option<KeyId>,
+    /// The user making it.
+    pub user: Option<UserId>,
+    /// Its owner: the user, or the management key's owner (none before the first owner).
+    pub owner: Option<UserId>,
+}
+
 /// Generates a key for `org` and the record to store for it.
 pub async fn issue_key(
     state: &AppState,
     org: OrgId,
     environment: Environment,
-    created_by: Option<KeyId>,
+    maker: KeyMaker,
     settings: KeySettings,
 ) -> Result<(ApiKey, NewKey), ApiError> {
     let key = ApiKey::generate(&state.prefix, environment).map_err(ApiError::internal)?;
@@ -58,7 +69,9 @@ pub async fn issue_key(
         rate_limit: settings.rate_limit,
         metadata: settings.metadata,
         expires_at: settings.expires_at,
-        created_by,
+        created_by: maker.key,
+        created_by_user: maker.user,
+        owner_id: maker.owner,
     };
     Ok((key, new))
 }

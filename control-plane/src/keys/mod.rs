@@ -1,14 +1,20 @@
 //! The keys API under `/v1/keys`: create, list, get, update, rotate, revoke, delete.
 //!
-//! Every route needs a management key ([`Manager`]) and works only inside that key's
-//! organization: another organization's key id answers 404, exactly like an id that does not
-//! exist. A caller can only grant scopes it holds, and can only change, rotate, revoke or delete
-//! keys whose scopes it holds (otherwise rotating an admin key would hand a lesser caller an
-//! admin key).
+//! Every route needs an authenticated caller ([`Principal`]: a management key, a host
+//! product's token or a session) and works only inside its organization: another
+//! organization's key id answers 404, exactly like an id that does not exist. A caller can only
+//! grant scopes its ceiling allows (a management key's own scopes, a member's role), and can
+//! only change, rotate, revoke, delete or transfer keys within that ceiling (otherwise rotating
+//! an admin key would hand a lesser caller an admin key); a developer (or a custom role)
+//! changes only the keys they own. Viewers read.
+//!
+//! Every key has an owner: its maker, or the owner of the management key that made it.
 
 pub mod input;
 pub mod issue;
 pub mod model;
+pub mod owners;
+pub mod people_routes;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -19,7 +25,9 @@ use utoipa_axum::routes;
 
 use self::issue::{KeySettings, issue_key};
 use self::model::*;
-use crate::auth::Manager;
+use self::owners::People;
+use crate::access::Permission;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, OptionalJson};
 use crate::state::AppState;
@@ -32,10 +40,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_key, update_key, delete_key))
         .routes(routes!(rotate_key))
         .routes(routes!(revoke_key))
+        .merge(people_routes::router())
 }
 
 /// Reads a key id from the path; a malformed id cannot name a key, so it is a 404 as well.
-fn key_id(text: &str) -> Result<KeyId, ApiError> {
+pub(crate) fn key_id(text: &str) -> Result<KeyId, ApiError> {
     text.parse().map_err(|_| ApiError::NotFound("key"))
 }
 
@@ -53,13 +62,14 @@ fn key_id(text: &str) -> Result<KeyId, ApiError> {
 )]
 async fn create_key(
     State(state): State<AppState>,
-    manager: Manager,
+    principal: Principal,
     ApiJson(body): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    principal.require(Permission::CreateKeys)?;
     let now = state.now();
     let settings = KeySettings {
         name: input::name(&body.name)?,
-        scopes: input::scopes(&body.scopes, &manager.key.scopes)?,
+        scopes: input::scopes(&body.scopes, &principal.access.ceiling)?,
         expires_at: input::expiry(body.expires.as_deref(), now)?,
         rate_limit: body
             .rate_limit
@@ -69,17 +79,18 @@ async fn create_key(
     };
     let (key, new) = issue_key(
         &state,
-        manager.key.org_id,
+        principal.org,
         body.environment.into(),
-        Some(manager.key.id),
+        principal.key_maker(),
         settings,
     )
     .await?;
-    let record = state.store.create_key(new, &manager.context, now).await?;
+    let record = state.store.create_key(new, &principal.context, now).await?;
     state.metrics.key_operation("create");
+    let people = People::load(&state, principal.org, &[&record]).await?;
     let created = CreatedKey {
         key: key.expose_secret().to_owned(),
-        record: KeyView::of(&record, now),
+        record: KeyView::of(&record, now, &people),
     };
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -99,7 +110,7 @@ async fn create_key(
 )]
 async fn list_keys(
     State(state): State<AppState>,
-    manager: Manager,
+    principal: Principal,
     ApiQuery(query): ApiQuery<ListKeysQuery>,
 ) -> Result<Json<KeyPage>, ApiError> {
     let now = state.now();
@@ -128,6 +139,11 @@ async fn list_keys(
             .map(crate::input::ip::ip_list)
             .transpose()?
             .unwrap_or_default(),
+        owner: query
+            .owner
+            .as_deref()
+            .map(|owner| input::owner(owner, principal.user_id()))
+            .transpose()?,
         after: query
             .cursor
             .as_deref()
@@ -135,16 +151,20 @@ async fn list_keys(
             .transpose()?,
         limit: crate::input::page::LISTING.size(query.limit)?,
     };
-    let page = state
-        .store
-        .list_keys(manager.key.org_id, &filter, now)
-        .await?;
+    principal.require(Permission::Read)?;
+    let page = state.store.list_keys(principal.org, &filter, now).await?;
     let next_cursor = page
         .has_more
         .then(|| page.items.last())
         .flatten()
         .map(|last| input::key_cursor(last.created_at, last.id));
-    let data = page.items.iter().map(|key| KeyView::of(key, now)).collect();
+    let keys: Vec<&_> = page.items.iter().collect();
+    let people = People::load(&state, principal.org, &keys).await?;
+    let data = page
+        .items
+        .iter()
+        .map(|key| KeyView::of(key, now, &people))
+        .collect();
     Ok(Json(KeyPage { data, next_cursor }))
 }
 
@@ -160,11 +180,13 @@ async fn list_keys(
 )]
 async fn get_key(
     State(state): State<AppState>,
-    manager: Manager,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<KeyView>, ApiError> {
-    let record = state.store.key(manager.key.org_id, key_id(&id)?).await?;
-    Ok(Json(KeyView::of(&record, state.now())))
+    principal.require(Permission::Read)?;
+    let record = state.store.key(principal.org, key_id(&id)?).await?;
+    let people = People::load(&state, principal.org, &[&record]).await?;
+    Ok(Json(KeyView::of(&record, state.now(), &people)))
 }
 
 /// Change a key's name, scopes, expiry, rate limit or metadata in place.
@@ -183,10 +205,11 @@ async fn get_key(
 )]
 async fn update_key(
     State(state): State<AppState>,
-    manager: Manager,
+    principal: Principal,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateKeyRequest>,
 ) -> Result<Json<KeyView>, ApiError> {
+    principal.require(Permission::ManageOwnKeys)?;
     let id = key_id(&id)?;
     let now = state.now();
     let changes = KeyChanges {
@@ -194,7 +217,7 @@ async fn update_key(
         scopes: body
             .scopes
             .as_deref()
-            .map(|scopes| input::scopes(scopes, &manager.key.scopes))
+            .map(|scopes| input::scopes(scopes, &principal.access.ceiling))
             .transpose()?,
         expires_at: body
             .expires
@@ -219,10 +242,11 @@ async fn update_key(
     }
     let record = state
         .store
-        .update_key(manager.key.org_id, id, changes, &manager.context, now)
+        .update_key(principal.org, id, changes, &principal.context, now)
         .await?;
     state.metrics.key_operation("update");
-    Ok(Json(KeyView::of(&record, now)))
+    let people = People::load(&state, principal.org, &[&record]).await?;
+    Ok(Json(KeyView::of(&record, now, &people)))
 }
 
 /// Replace a key by a new one with the same settings (a rate limit above the operator's current
@@ -243,20 +267,21 @@ async fn update_key(
 )]
 async fn rotate_key(
     State(state): State<AppState>,
-    manager: Manager,
+    principal: Principal,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<RotateKeyRequest>,
 ) -> Result<(StatusCode, Json<RotatedKey>), ApiError> {
+    principal.require(Permission::ManageOwnKeys)?;
     let id = key_id(&id)?;
     let grace_millis = input::grace(body.grace_seconds)?;
     let now = state.now();
-    let org = manager.key.org_id;
+    let org = principal.org;
     // Reachable and still changeable before the Argon2id hash is spent (the store checks again
     // under its lock); the successor's environment comes from here, the store copies the rest.
-    let current = state.store.key(org, id).await?;
-    if !current.scopes.is_covered_by(&manager.key.scopes) {
-        return Err(StoreError::OutOfReach.into());
-    }
+    let current = crate::store::lifecycle::reach(
+        Some(state.store.key(org, id).await?),
+        &principal.context,
+    )?;
     current
         .check_changeable(now)
         .map_err(StoreError::Conflict)?;
@@ -264,7 +289,7 @@ async fn rotate_key(
         &state,
         org,
         current.environment,
-        Some(manager.key.id),
+        principal.key_maker(),
         KeySettings::copied_by_the_store(),
     )
     .await?;
@@ -275,13 +300,14 @@ async fn rotate_key(
     };
     let (previous, record) = state
         .store
-        .rotate_key(org, id, rotation, &manager.context, now)
+        .rotate_key(org, id, rotation, &principal.context, now)
         .await?;
     state.metrics.key_operation("rotate");
+    let people = People::load(&state, org, &[&record, &previous]).await?;
     let rotated = RotatedKey {
         key: key.expose_secret().to_owned(),
-        record: KeyView::of(&record, now),
-        previous: KeyView::of(&previous, now),
+        record: KeyView::of(&record, now, &people),
+        previous: KeyView::of(&previous, now, &people),
     };
     Ok((StatusCode::CREATED, Json(rotated)))
 }
@@ -300,10 +326,11 @@ async fn rotate_key(
 )]
 async fn revoke_key(
     State(state): State<AppState>,
-    manager: Manager,
+    principal: Principal,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RevokeKeyRequest>,
 ) -> Result<Json<RevokedKey>, ApiError> {
+    principal.require(Permission::ManageOwnKeys)?;
     let id = key_id(&id)?;
     let revocation = Revocation {
         reason: body.reason,
@@ -312,7 +339,7 @@ async fn revoke_key(
     let now = state.now();
     let outcome = state
         .store
-        .revoke_key(manager.key.org_id, id, revocation, &manager.context, now)
+        .revoke_key(principal.org, id, revocation, &principal.context, now)
         .await?;
     let (already_revoked, record) = match outcome {
         RevokeOutcome::Revoked(record) => {
@@ -321,9 +348,10 @@ async fn revoke_key(
         }
         RevokeOutcome::AlreadyRevoked(record) => (true, record),
     };
+    let people = People::load(&state, principal.org, &[&record]).await?;
     Ok(Json(RevokedKey {
         already_revoked,
-        record: KeyView::of(&record, now),
+        record: KeyView::of(&record, now, &people),
     }))
 }
 
@@ -340,13 +368,14 @@ async fn revoke_key(
 )]
 async fn delete_key(
     State(state): State<AppState>,
-    manager: Manager,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    principal.require(Permission::ManageOwnKeys)?;
     let id = key_id(&id)?;
     state
         .store
-        .delete_key(manager.key.org_id, id, &manager.context, state.now())
+        .delete_key(principal.org, id, &principal.context, state.now())
         .await?;
     state.metrics.key_operation("delete");
     Ok(StatusCode::NO_CONTENT)

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use super::owners::{People, PersonView};
 use crate::input::time::rfc3339;
 use crate::store::{KeyRecord, KeyState, RevocationReason};
 
@@ -136,6 +137,8 @@ pub struct ListKeysQuery {
     /// The addresses a key is expected to be used from, comma-separated (at most 50): only keys
     /// whose last request came from another one (keys never used left out).
     pub last_used_ip_not: Option<String>,
+    /// Only keys this user owns (`usr_…`, or `me`).
+    pub owner: Option<String>,
     /// Page size, 1 to 200 (default 50).
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
@@ -159,8 +162,15 @@ pub struct KeyView {
     pub status: KeyState,
     /// Creation time.
     pub created_at: String,
-    /// The management key that created it.
-    pub created_by: Option<String>,
+    /// The user who created it (none for a key made with a management key).
+    pub created_by: Option<PersonView>,
+    /// The management key that created it (none for a key made by a signed-in user).
+    pub created_by_key: Option<String>,
+    /// The user who owns it (none only for keys made before the first owner was set up).
+    pub owner: Option<PersonView>,
+    /// True when the key, still active, holds scopes its owner's role no longer allows
+    /// (`POST /v1/keys/reconcile` narrows or revokes such keys).
+    pub exceeds_owner_scopes: bool,
     /// Last change.
     pub updated_at: String,
     /// Expiry (none: never).
@@ -187,8 +197,9 @@ pub struct KeyView {
 }
 
 impl KeyView {
-    /// The view of `key` at `now` (its status depends on the time).
-    pub fn of(key: &KeyRecord, now: Timestamp) -> Self {
+    /// The view of `key` at `now` (its status depends on the time), naming the `people` it
+    /// names.
+    pub fn of(key: &KeyRecord, now: Timestamp, people: &People) -> Self {
         KeyView {
             id: key.id.to_string(),
             name: key.name.clone(),
@@ -205,7 +216,10 @@ impl KeyView {
                 .collect(),
             status: key.state(now),
             created_at: rfc3339(key.created_at),
-            created_by: key.created_by.map(|id| id.to_string()),
+            created_by: people.person(key.created_by_user),
+            created_by_key: key.created_by.map(|id| id.to_string()),
+            owner: people.person(key.owner_id),
+            exceeds_owner_scopes: people.exceeds_owner_scopes(key, now),
             updated_at: rfc3339(key.updated_at),
             expires_at: key.expires_at.map(rfc3339),
             last_used_at: key.last_used_at.map(rfc3339),

@@ -66,13 +66,20 @@ impl AuditSealer {
         AuditSealer { keyed }
     }
 
-    /// The hash of `record` given its `prev_hash` (its own `hash` field is ignored).
+    /// The hash of `record` given its `prev_hash` (its own `hash` field is ignored), in the
+    /// record's format: format 1 (records written before users existed) seals what it always
+    /// did, so those records still verify; format 2 starts with its format tag and also seals
+    /// the acting user and the member concerned.
     pub fn hash(&self, record: &AuditRecord) -> [u8; 32] {
         let mut mac = self.keyed.clone();
         let mut field = |bytes: &[u8]| {
             mac.update(&(bytes.len() as u64).to_le_bytes());
             mac.update(bytes);
         };
+        if record.format >= 2 {
+            field(b"keyplane audit record");
+            field(&[record.format]);
+        }
         field(&record.prev_hash);
         field(&record.org_id.to_bytes());
         field(&record.seq.to_le_bytes());
@@ -97,6 +104,17 @@ impl AuditSealer {
         }
         field(record.request_id.as_bytes());
         field(record.details.to_string().as_bytes());
+        if record.format >= 2 {
+            for user in [record.actor_user_id, record.target_user_id] {
+                match user {
+                    None => field(b"\x00"),
+                    Some(id) => {
+                        field(b"\x01");
+                        field(&id.to_bytes());
+                    }
+                }
+            }
+        }
         mac.finalize().into_bytes().into()
     }
 
@@ -189,7 +207,40 @@ mod tests {
     use super::*;
     use crate::store::AuditAction;
     use keyplane_shared::Timestamp;
-    use keyplane_shared::ids::{KeyId, OrgId};
+    use keyplane_shared::ids::{KeyId, OrgId, UserId};
+
+    #[test]
+    fn a_format_one_record_hashes_as_before_users_existed() {
+        // The hash a format-1 record had when it was written (before the user fields): records
+        // already in a database must still verify.
+        let sealer = AuditSealer::new(b"secret");
+        let mut record = chain(&sealer, 1).remove(0);
+        assert_eq!(record.format, 1);
+        let before = sealer.hash(&record);
+        // The user fields are not part of a format-1 hash...
+        record.actor_user_id = Some(UserId::from_bytes([5; 16]));
+        assert_eq!(sealer.hash(&record), before);
+        // ...but they are of a format-2 one, and a record cannot be re-labelled either way.
+        record.format = 2;
+        let sealed = sealer.hash(&record);
+        assert_ne!(sealed, before);
+        record.actor_user_id = Some(UserId::from_bytes([6; 16]));
+        assert_ne!(sealer.hash(&record), sealed);
+    }
+
+    #[test]
+    fn a_format_one_hash_is_the_one_written_before_this_version() {
+        // Computed by the format-1 code (before users existed) for this record and secret.
+        let sealer = AuditSealer::new(b"secret");
+        let record = chain(&sealer, 1).remove(0);
+        assert_eq!(hex(&sealer.hash(&record)), FORMAT_ONE_HASH);
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    const FORMAT_ONE_HASH: &str = "199dd3ab1dabfb3725f6164f58f03da12b84a7f55f3b92837246cdaa343b66e2";
 
     fn chain(sealer: &AuditSealer, n: u64) -> Vec<AuditRecord> {
         let mut records: Vec<AuditRecord> = Vec::new();
@@ -199,8 +250,12 @@ mod tests {
                 seq,
                 at: Timestamp(1_700_000_000_000 + seq as i64),
                 action: AuditAction::KeyCreated,
+                // Records before users existed (format 1) and after (2) in one chain.
+                format: if seq % 2 == 0 { 2 } else { 1 },
                 actor_key_id: Some(KeyId::from_bytes([2; 16])),
+                actor_user_id: (seq % 2 == 0).then_some(UserId::from_bytes([9; 16])),
                 target_key_id: Some(KeyId::from_bytes([seq as u8; 16])),
+                target_user_id: None,
                 ip: Some("203.0.113.7".into()),
                 user_agent: None,
                 request_id: format!("req_{seq}"),

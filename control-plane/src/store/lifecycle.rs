@@ -14,7 +14,7 @@
 //! - Only a revoked or expired key may be deleted.
 
 use keyplane_shared::Timestamp;
-use keyplane_shared::ids::KeyId;
+use keyplane_shared::ids::{KeyId, UserId};
 use serde_json::{Value, json};
 
 use super::records::{
@@ -33,6 +33,8 @@ pub struct AuditNote {
     pub action: AuditAction,
     /// The key it concerned.
     pub target: Option<KeyId>,
+    /// The member it concerned.
+    pub target_user: Option<UserId>,
     /// The action's facts (a JSON object; never a secret).
     pub details: Value,
 }
@@ -89,12 +91,18 @@ impl KeyRecord {
     }
 }
 
-/// The key the caller may act on: present, not deleted, and holding no scope the caller lacks.
+/// The key the caller may act on: present, not deleted, holding no scope beyond the caller's
+/// ceiling, and, for a caller that manages only its own keys, owned by it.
 pub fn reach(key: Option<KeyRecord>, caller: &AuditContext) -> Result<KeyRecord, StoreError> {
     let key = key
         .filter(|key| key.deleted_at.is_none())
         .ok_or(StoreError::NotFound)?;
-    if !key.scopes.is_covered_by(&caller.actor_scopes) {
+    if let Some(owner) = caller.reach.owner
+        && key.owner_id != Some(owner)
+    {
+        return Err(StoreError::NotOwner);
+    }
+    if !caller.reach.ceiling.allows_all(&key.scopes) {
         return Err(StoreError::OutOfReach);
     }
     Ok(key)
@@ -105,6 +113,7 @@ pub fn creation(key: &KeyRecord) -> AuditNote {
     AuditNote {
         action: AuditAction::KeyCreated,
         target: Some(key.id),
+        target_user: None,
         details: key_summary(key),
     }
 }
@@ -114,6 +123,7 @@ pub fn organization_creation(org_name: &str, admin: &KeyRecord) -> AuditNote {
     AuditNote {
         action: AuditAction::OrgCreated,
         target: Some(admin.id),
+        target_user: None,
         details: json!({ "org_name": org_name, "admin_key": key_summary(admin) }),
     }
 }
@@ -144,6 +154,7 @@ pub fn edit(
     let audit = AuditNote {
         action: AuditAction::KeyUpdated,
         target: Some(before.id),
+        target_user: None,
         details: json!({ "before": key_summary(before), "after": key_summary(&after) }),
     };
     Ok(Transition { key: after, audit })
@@ -164,6 +175,8 @@ pub fn rotate(
             .map(|limit| rotation.max_rate_limit.cap(limit)),
         metadata: old.metadata.clone(),
         expires_at: old.expires_at,
+        // The successor stays with the old key's owner, whoever rotates it.
+        owner_id: old.owner_id,
         ..rotation.successor
     };
     let mut retired = old.clone();
@@ -191,6 +204,7 @@ pub fn rotation_audit(retired: &KeyRecord, successor: &KeyRecord, grace_millis: 
     AuditNote {
         action: AuditAction::KeyRotated,
         target: Some(retired.id),
+        target_user: None,
         details: json!({
             "successor": key_summary(successor),
             "grace_seconds": grace_millis / 1000,
@@ -212,6 +226,7 @@ pub fn revoke(key: KeyRecord, revocation: Revocation, now: Timestamp) -> RevokeP
         let audit = AuditNote {
             action: AuditAction::KeyRevoked,
             target,
+            target_user: None,
             details,
         };
         return RevokePlan::AlreadyRevoked { key, audit };
@@ -229,6 +244,7 @@ pub fn revoke(key: KeyRecord, revocation: Revocation, now: Timestamp) -> RevokeP
         audit: AuditNote {
             action: AuditAction::KeyRevoked,
             target,
+            target_user: None,
             details,
         },
     })
@@ -245,6 +261,7 @@ pub fn delete(key: &KeyRecord, now: Timestamp) -> Result<Transition, Conflict> {
     let audit = AuditNote {
         action: AuditAction::KeyDeleted,
         target: Some(key.id),
+        target_user: None,
         details: json!({ "state": state.as_str(), "name": key.name }),
     };
     Ok(Transition {

@@ -16,6 +16,7 @@
 pub mod audit_chain;
 pub mod feed_heads;
 pub mod lifecycle;
+pub mod people;
 pub mod records;
 pub mod sql;
 pub mod usage;
@@ -29,8 +30,13 @@ use tokio::sync::watch;
 
 pub use records::{
     AuditAction, AuditContext, AuditFilter, AuditRecord, FailedAuth, KeyChanges, KeyFilter,
-    KeyRecord, KeyState, NewKey, NewOrg, OrgRecord, Page, Revocation, RevocationReason,
+    KeyRecord, KeyState, NewKey, NewOrg, OrgRecord, Page, Reach, Revocation, RevocationReason,
     RevokeOutcome, Rotation,
+};
+pub use people::{
+    HostUser, InvitationRecord, Joining, KeysOnRemoval, MemberRecord, Membership, NewInvitation,
+    NewSession, PeopleStore, Reconciliation, RoleRecord, SessionKind, SessionRecord, UserRecord,
+    UserSummary,
 };
 pub use usage::{DailyStatusCount, IngestReport, StatusFilter, UsageFilter, UsageRecord};
 
@@ -44,6 +50,9 @@ pub enum StoreError {
     /// The key holds scopes the caller does not: it is out of the caller's reach.
     #[error("the key holds scopes the caller does not")]
     OutOfReach,
+    /// The caller manages only the keys it owns, and this one is someone else's.
+    #[error("the key belongs to another member")]
+    NotOwner,
     /// The key's state forbids the change.
     #[error("conflict: {0}")]
     Conflict(Conflict),
@@ -75,6 +84,27 @@ pub enum Conflict {
     /// its successor instead.
     #[error("the key was rotated: rotate or change its successor instead")]
     AlreadyRotated,
+    /// The change would leave the organization without an owner.
+    #[error("an organization must keep at least one owner")]
+    LastOwner,
+    /// Members still hold the role.
+    #[error("members still hold this role: give them another role first")]
+    RoleInUse,
+    /// The role exists already.
+    #[error("a role with this name exists")]
+    RoleExists,
+    /// The invitation was used already.
+    #[error("this invitation was already used")]
+    InvitationUsed,
+    /// The invitation has expired.
+    #[error("this invitation has expired: ask for a new one")]
+    InvitationExpired,
+    /// The user is a member already.
+    #[error("this user is already a member of the organization")]
+    AlreadyMember,
+    /// The user named is not a member of the organization.
+    #[error("that user is not a member of this organization")]
+    NotAMember,
 }
 
 impl Conflict {
@@ -85,6 +115,13 @@ impl Conflict {
             Conflict::Expired => "key_expired",
             Conflict::StillActive => "key_active",
             Conflict::AlreadyRotated => "key_rotated",
+            Conflict::LastOwner => "last_owner",
+            Conflict::RoleInUse => "role_in_use",
+            Conflict::RoleExists => "role_exists",
+            Conflict::InvitationUsed => "invitation_used",
+            Conflict::InvitationExpired => "invitation_expired",
+            Conflict::AlreadyMember => "already_member",
+            Conflict::NotAMember => "not_a_member",
         }
     }
 }
@@ -103,7 +140,7 @@ impl From<sqlx::Error> for StoreError {
 
 /// The storage operations of the control plane.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: PeopleStore + Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -3,12 +3,13 @@
 //! Nothing here holds a plaintext key: a stored key is its truncated form, its lookup digest and
 //! its Argon2id hash.
 
-use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::ids::{KeyId, OrgId, UserId};
 use keyplane_shared::table::{KeyStatus, TableEntry};
 use keyplane_shared::{Environment, LookupDigest, PepperId, RateLimit, ScopeSet, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::access::ScopeCeiling;
 use crate::ceiling::RateLimitCeiling;
 
 /// An organization.
@@ -136,8 +137,14 @@ pub struct KeyRecord {
     pub metadata: Map<String, Value>,
     /// When it was created.
     pub created_at: Timestamp,
-    /// The management key that created it (none for an organization's first key).
+    /// The management key that created it (none for an organization's first key, and for keys
+    /// made by a signed-in user).
     pub created_by: Option<KeyId>,
+    /// The user who made it (for a key made with a management key: none).
+    pub created_by_user: Option<UserId>,
+    /// The user who owns it: its maker, or the owner of the management key that made it, or
+    /// whoever it was transferred to (none only before the first owner was set up).
+    pub owner_id: Option<UserId>,
     /// Last change to the record.
     pub updated_at: Timestamp,
     /// When it stops working.
@@ -218,6 +225,10 @@ pub struct NewKey {
     pub expires_at: Option<Timestamp>,
     /// Creating management key.
     pub created_by: Option<KeyId>,
+    /// Creating user.
+    pub created_by_user: Option<UserId>,
+    /// Owner.
+    pub owner_id: Option<UserId>,
 }
 
 /// Fields of an update; `None` leaves a field as it is.
@@ -284,6 +295,8 @@ pub struct KeyFilter {
     pub last_used_ip: Option<String>,
     /// Only keys used, whose last use came from none of these addresses (the expected ones).
     pub last_used_ip_not: Vec<String>,
+    /// Only keys this user owns.
+    pub owner: Option<UserId>,
     /// Continue after this key (created_at, id) of a previous page.
     pub after: Option<(Timestamp, KeyId)>,
     /// Page size.
@@ -310,14 +323,47 @@ impl<T> Page<T> {
     }
 }
 
+/// Which keys a caller may change: those whose scopes its ceiling allows, and, for a caller
+/// that manages only its own keys, those it owns.
+#[derive(Debug, Clone)]
+pub struct Reach {
+    /// The caller's ceiling: the store refuses to change a key that holds more.
+    pub ceiling: ScopeCeiling,
+    /// `Some`: only keys this user owns.
+    pub owner: Option<UserId>,
+}
+
+impl Default for Reach {
+    /// Reaches nothing.
+    fn default() -> Self {
+        Reach {
+            ceiling: ScopeCeiling::nothing(),
+            owner: None,
+        }
+    }
+}
+
+impl Reach {
+    /// Keys holding only scopes covered by `scopes`, whoever owns them.
+    pub fn within(scopes: &ScopeSet) -> Self {
+        Reach {
+            ceiling: ScopeCeiling::Only(scopes.clone()),
+            owner: None,
+        }
+    }
+}
+
 /// Who is calling and from where: for the audit log, and to keep a caller's reach within its
-/// own scopes.
+/// own scopes (and, for some roles, its own keys).
 #[derive(Debug, Clone, Default)]
 pub struct AuditContext {
     /// The management key that made the call.
     pub actor: Option<KeyId>,
-    /// The caller's scopes: the store refuses to change a key that holds more.
-    pub actor_scopes: ScopeSet,
+    /// The user who made the call (signed in, by a host product's token, or the owner of the
+    /// management key).
+    pub actor_user: Option<UserId>,
+    /// The keys the caller may change.
+    pub reach: Reach,
     /// Client address.
     pub ip: Option<String>,
     /// Client `User-Agent`.
@@ -353,6 +399,23 @@ pub enum AuditAction {
     KeyDeleted,
     /// A management request with a known key was refused.
     AuthFailed,
+    /// A key was given to another owner.
+    KeyOwnerChanged,
+    /// Someone was invited to join the organization.
+    MemberInvited,
+    /// A user joined the organization (an invitation accepted, the first owner set up, or a
+    /// host product's user seen for the first time).
+    MemberAdded,
+    /// A member's role changed.
+    MemberRoleChanged,
+    /// A member was removed (what happened to their keys is in the details).
+    MemberRemoved,
+    /// A custom role was created.
+    RoleCreated,
+    /// A role's scopes changed.
+    RoleUpdated,
+    /// A custom role was deleted.
+    RoleDeleted,
 }
 
 impl AuditAction {
@@ -366,6 +429,14 @@ impl AuditAction {
             AuditAction::KeyRevoked => "key_revoked",
             AuditAction::KeyDeleted => "key_deleted",
             AuditAction::AuthFailed => "auth_failed",
+            AuditAction::KeyOwnerChanged => "key_owner_changed",
+            AuditAction::MemberInvited => "member_invited",
+            AuditAction::MemberAdded => "member_added",
+            AuditAction::MemberRoleChanged => "member_role_changed",
+            AuditAction::MemberRemoved => "member_removed",
+            AuditAction::RoleCreated => "role_created",
+            AuditAction::RoleUpdated => "role_updated",
+            AuditAction::RoleDeleted => "role_deleted",
         }
     }
 
@@ -379,6 +450,14 @@ impl AuditAction {
             AuditAction::KeyRevoked,
             AuditAction::KeyDeleted,
             AuditAction::AuthFailed,
+            AuditAction::KeyOwnerChanged,
+            AuditAction::MemberInvited,
+            AuditAction::MemberAdded,
+            AuditAction::MemberRoleChanged,
+            AuditAction::MemberRemoved,
+            AuditAction::RoleCreated,
+            AuditAction::RoleUpdated,
+            AuditAction::RoleDeleted,
         ]
         .into_iter()
         .find(|action| action.as_str() == label)
@@ -396,10 +475,16 @@ pub struct AuditRecord {
     pub at: Timestamp,
     /// What.
     pub action: AuditAction,
+    /// The format the chain sealed it in: 1 before users existed, 2 with the user fields.
+    pub format: u8,
     /// Who (the management key).
     pub actor_key_id: Option<KeyId>,
+    /// Who (the user; format 2).
+    pub actor_user_id: Option<UserId>,
     /// Which key it concerned.
     pub target_key_id: Option<KeyId>,
+    /// Which member it concerned (format 2).
+    pub target_user_id: Option<UserId>,
     /// Client address.
     pub ip: Option<String>,
     /// Client `User-Agent`.

@@ -16,7 +16,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::input::{self, UsageCursor};
-use crate::auth::Manager;
+use crate::access::Permission;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::input::time::rfc3339;
@@ -147,12 +148,13 @@ fn key_id(text: &str) -> Result<KeyId, ApiError> {
 )]
 async fn key_usage(
     State(state): State<AppState>,
-    manager: Manager,
+    principal: Principal,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<Json<UsagePage>, ApiError> {
+    principal.require(Permission::Read)?;
     let id = key_id(&id)?;
-    let org = manager.key.org_id;
+    let org = principal.org;
     let cursor = query
         .cursor
         .as_deref()
@@ -205,12 +207,13 @@ async fn key_usage(
 )]
 async fn daily_usage(
     State(state): State<AppState>,
-    manager: Manager,
+    principal: Principal,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<DailyQuery>,
 ) -> Result<Json<DailyUsage>, ApiError> {
+    principal.require(Permission::Read)?;
     let id = key_id(&id)?;
-    let org = manager.key.org_id;
+    let org = principal.org;
     let range = input::day_range(query.from.as_deref(), query.to.as_deref(), state.now())?;
     state.store.key(org, id).await?;
     let counts = state

@@ -229,6 +229,7 @@ pub async fn spawn_app_with(backend: Backend, configure: fn(&mut Config)) -> Opt
         metrics_listen: None,
         max_rate_limit: Default::default(),
         local_dev: true,
+        people: Default::default(),
     };
     configure(&mut config);
     let clock = Arc::new(ManualClock(AtomicI64::new(T0.as_millis())));

@@ -49,10 +49,14 @@ async fn a_created_key_is_shown_once_and_listed_truncated(app: TestApp) {
     assert_eq!(record["metadata"], json!({"team": "platform"}));
     assert_eq!(record["expires_at"], json!(null));
     assert!(
-        record["created_by"]
+        record["created_by_key"]
             .as_str()
             .is_some_and(|by| by.starts_with("key_"))
     );
+    // Made with a management key that nobody owns yet: no user made it, nobody owns it.
+    assert_eq!(record["created_by"], json!(null));
+    assert_eq!(record["owner"], json!(null));
+    assert_eq!(record["exceeds_owner_scopes"], json!(false));
 
     let got = app.get(&format!("/v1/keys/{id}")).await;
     assert_eq!(got.status, StatusCode::OK);

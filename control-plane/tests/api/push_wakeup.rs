@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use keyplane_control_plane::replication::pusher;
-use keyplane_control_plane::store::{AuditContext, Revocation, RevocationReason};
+use keyplane_control_plane::store::{AuditContext, Reach, Revocation, RevocationReason};
 use keyplane_shared::table::codec::decode_changes;
 use keyplane_shared::{ApiKey, ChangeOp, KeyStatus};
 use serde_json::json;
@@ -80,11 +80,10 @@ async fn a_change_written_through_the_store_alone_is_pushed_without_the_tick(app
         .expect("lookup")
         .expect("the admin key");
     let context = AuditContext {
-        actor: None,
-        actor_scopes: record.scopes.clone(),
-        ip: None,
+        reach: Reach::within(&record.scopes),
         user_agent: Some("push wake-up test".into()),
         request_id: "req_wakeup".into(),
+        ..AuditContext::default()
     };
     let revocation = Revocation {
         reason: RevocationReason::Compromised,

@@ -5,6 +5,7 @@ use keyplane_shared::{Environment, LookupDigest, PepperId, RateLimit, ScopeSet, 
 use serde_json::{Map, json};
 
 use super::*;
+use crate::store::records::Reach;
 use crate::ceiling::RateLimitCeiling;
 
 const NOW: Timestamp = Timestamp(1_700_000_000_000);
@@ -38,12 +39,14 @@ fn key(name: &str) -> KeyRecord {
         deleted_at: None,
         last_used_at: None,
         last_used_ip: None,
+        owner_id: None,
+        created_by_user: None,
     }
 }
 
 fn caller(list: &[&str]) -> AuditContext {
     AuditContext {
-        actor_scopes: scopes(list),
+        reach: Reach::within(&scopes(list)),
         ..AuditContext::default()
     }
 }
@@ -63,6 +66,8 @@ fn successor_of(old: &KeyRecord) -> NewKey {
         metadata: Map::new(),
         expires_at: None,
         created_by: None,
+        created_by_user: None,
+        owner_id: None,
     }
 }
 

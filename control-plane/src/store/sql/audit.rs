@@ -29,6 +29,7 @@ pub(super) async fn record_failed_auths(
         let note = AuditNote {
             action: AuditAction::AuthFailed,
             target: record.context.actor,
+            target_user: None,
             details: record.details.clone(),
         };
         mutation

@@ -116,6 +116,9 @@ impl std::ops::DerefMut for OrgMutation {
     }
 }
 
+/// The format new audit records are sealed in (see [`AuditSealer::hash`]).
+pub(super) const AUDIT_FORMAT: u8 = 2;
+
 /// An organization's audit chain head, locked for the rest of the transaction.
 struct ChainHead {
     org: OrgId,
@@ -154,8 +157,11 @@ async fn append_audit(
         seq: head.seq + 1,
         at: now,
         action: note.action,
+        format: AUDIT_FORMAT,
         actor_key_id: context.actor,
+        actor_user_id: context.actor_user,
         target_key_id: note.target,
+        target_user_id: note.target_user,
         ip: context.ip.clone(),
         user_agent: context.user_agent.clone(),
         request_id: context.request_id.clone(),
@@ -166,8 +172,9 @@ async fn append_audit(
     record.hash = sealer.hash(&record);
     sqlx::query(
         "INSERT INTO audit_log (org_id, seq, at, action, actor_key_id, target_key_id, ip, \
-         user_agent, request_id, details, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         user_agent, request_id, details, prev_hash, hash, format, actor_user_id, \
+         target_user_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(record.org_id.to_bytes().to_vec())
     .bind(i64_of(record.seq)?)
@@ -181,6 +188,9 @@ async fn append_audit(
     .bind(record.details.to_string())
     .bind(record.prev_hash.to_vec())
     .bind(record.hash.to_vec())
+    .bind(i64::from(record.format))
+    .bind(record.actor_user_id.map(|id| id.to_bytes().to_vec()))
+    .bind(record.target_user_id.map(|id| id.to_bytes().to_vec()))
     .execute(&mut *tx)
     .await?;
     sqlx::query("UPDATE orgs SET audit_seq = $1, audit_head = $2 WHERE id = $3")

@@ -69,6 +69,10 @@ pub(super) async fn list(
             expected.join(", ")
         ));
     }
+    if let Some(owner) = filter.owner {
+        let owner = query.bind(Param::Bytes(owner.to_bytes().to_vec()));
+        query.condition(&format!("owner_id = {owner}"));
+    }
     if let Some((at, id)) = filter.after {
         let at = query.bind(Param::Int(at.as_millis()));
         let id = query.bind(Param::Bytes(id.to_bytes().to_vec()));

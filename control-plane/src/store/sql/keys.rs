@@ -70,8 +70,9 @@ async fn insert_key(
     let sql = format!(
         "INSERT INTO api_keys (id, org_id, name, environment, truncated, digest, pepper_id, \
          secret_hash, scopes, rate_limit_rpm, rate_limit_burst, metadata, created_at, created_by, \
-         updated_at, expires_at, rotated_from) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $13, $15, $16) \
+         updated_at, expires_at, rotated_from, owner_id, created_by_user) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $13, $15, $16, \
+         $17, $18) \
          RETURNING {KEY_COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -91,6 +92,8 @@ async fn insert_key(
         .bind(key.created_by.map(|id| id.to_bytes().to_vec()))
         .bind(key.expires_at.map(Timestamp::as_millis))
         .bind(rotated_from.map(|id| id.to_bytes().to_vec()))
+        .bind(key.owner_id.map(|id| id.to_bytes().to_vec()))
+        .bind(key.created_by_user.map(|id| id.to_bytes().to_vec()))
         .fetch_one(mutation.connection())
         .await?;
     let record = key_from_row(&row)?;
@@ -100,7 +103,7 @@ async fn insert_key(
 }
 
 /// Writes every mutable column of `key` back and logs the change for the edges.
-async fn save_key(
+pub(super) async fn save_key(
     mutation: &mut Mutation,
     key: &KeyRecord,
     now: Timestamp,
@@ -109,8 +112,8 @@ async fn save_key(
     let sql = format!(
         "UPDATE api_keys SET name = $1, scopes = $2, rate_limit_rpm = $3, rate_limit_burst = $4, \
          metadata = $5, updated_at = $6, expires_at = $7, revoked_at = $8, \
-         revocation_reason = $9, revocation_note = $10, rotated_to = $11, deleted_at = $12 \
-         WHERE org_id = $13 AND id = $14 RETURNING {KEY_COLUMNS}"
+         revocation_reason = $9, revocation_note = $10, rotated_to = $11, deleted_at = $12, \
+         owner_id = $15 WHERE org_id = $13 AND id = $14 RETURNING {KEY_COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(key.name.clone())
@@ -127,6 +130,7 @@ async fn save_key(
         .bind(key.deleted_at.map(Timestamp::as_millis))
         .bind(key.org_id.to_bytes().to_vec())
         .bind(key.id.to_bytes().to_vec())
+        .bind(key.owner_id.map(|id| id.to_bytes().to_vec()))
         .fetch_one(mutation.connection())
         .await?;
     let saved = key_from_row(&row)?;

@@ -23,12 +23,16 @@ use tokio::sync::watch;
 
 mod audit;
 mod connect;
+mod directory;
 mod filtered;
 mod journal;
 mod key_list;
 mod keys;
+mod members;
+mod people;
 mod replication;
 mod rows;
+mod sessions;
 mod usage;
 
 pub use self::connect::Backend;

@@ -1,6 +1,6 @@
 //! Reading rows back into records, and the conversions between database and domain values.
 
-use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::ids::{KeyId, OrgId, UserId};
 use keyplane_shared::{Environment, LookupDigest, PepperId, RateLimit, ScopeSet, Timestamp};
 use serde_json::Value;
 use sqlx::Row as _;
@@ -13,11 +13,11 @@ use crate::store::records::{AuditAction, AuditRecord, KeyRecord, Revocation, Rev
 pub(super) const KEY_COLUMNS: &str = "id, org_id, name, environment, truncated, digest, \
      pepper_id, secret_hash, scopes, rate_limit_rpm, rate_limit_burst, metadata, created_at, \
      created_by, updated_at, expires_at, revoked_at, revocation_reason, revocation_note, \
-     rotated_from, rotated_to, deleted_at, last_used_at, last_used_ip";
+     rotated_from, rotated_to, deleted_at, last_used_at, last_used_ip, owner_id, created_by_user";
 
 /// The audit columns, as [`audit_from_row`] reads them.
 pub(super) const AUDIT_COLUMNS: &str = "org_id, seq, at, action, actor_key_id, target_key_id, \
-     ip, user_agent, request_id, details, prev_hash, hash";
+     ip, user_agent, request_id, details, prev_hash, hash, format, actor_user_id, target_user_id";
 
 pub(super) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
@@ -44,6 +44,12 @@ pub(super) fn bytes32(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
 pub(super) fn optional_key_id(row: &AnyRow, column: &str) -> Result<Option<KeyId>, StoreError> {
     row.try_get::<Option<Vec<u8>>, _>(column)?
         .map(|bytes| bytes16(bytes).map(KeyId::from_bytes))
+        .transpose()
+}
+
+pub(super) fn optional_user_id(row: &AnyRow, column: &str) -> Result<Option<UserId>, StoreError> {
+    row.try_get::<Option<Vec<u8>>, _>(column)?
+        .map(|bytes| bytes16(bytes).map(UserId::from_bytes))
         .transpose()
 }
 
@@ -107,6 +113,8 @@ pub(super) fn key_from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
         deleted_at: optional_time(row, "deleted_at")?,
         last_used_at: optional_time(row, "last_used_at")?,
         last_used_ip: row.try_get("last_used_ip")?,
+        owner_id: optional_user_id(row, "owner_id")?,
+        created_by_user: optional_user_id(row, "created_by_user")?,
     })
 }
 
@@ -120,8 +128,12 @@ pub(super) fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
         seq: u64_of(row.try_get("seq")?)?,
         at: Timestamp(row.try_get("at")?),
         action,
+        format: u8::try_from(row.try_get::<i64, _>("format")?)
+            .map_err(|_| corrupt("audit format out of range"))?,
         actor_key_id: optional_key_id(row, "actor_key_id")?,
+        actor_user_id: optional_user_id(row, "actor_user_id")?,
         target_key_id: optional_key_id(row, "target_key_id")?,
+        target_user_id: optional_user_id(row, "target_user_id")?,
         ip: row.try_get("ip")?,
         user_agent: row.try_get("user_agent")?,
         request_id: row.try_get("request_id")?,

@@ -57,13 +57,12 @@ impl TestApp {
             metadata: serde_json::Map::new(),
             expires_at: None,
             created_by: None,
+            created_by_user: None,
+            owner_id: None,
         };
         let context = AuditContext {
-            actor: None,
-            actor_scopes: ScopeSet::default(),
-            ip: None,
-            user_agent: None,
             request_id: "req_test".to_owned(),
+            ..AuditContext::default()
         };
         let record = self
             .state

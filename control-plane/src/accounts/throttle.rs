@@ -1,0 +1,107 @@
+//! Login throttling, with the `shared` rate limiter (GCRA): per submitted email (whether or not
+//! an account has it, so the answer says nothing about which exist) and per client address.
+//! Every attempt counts, successful or not. The state is this process's memory: several control
+//! planes each throttle on their own.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use keyplane_shared::ratelimit::GcraState;
+use keyplane_shared::{RateLimit, Timestamp};
+
+/// Attempts per email: 5 at once, then one every 12 seconds.
+pub const PER_EMAIL: (u32, u32) = (5, 5);
+/// Attempts per client address: 20 at once, then one every 2 seconds.
+pub const PER_ADDRESS: (u32, u32) = (30, 20);
+
+/// Bound on the entries of each map; past it idle entries are dropped first, then all.
+const CAPACITY: usize = 100_000;
+
+/// The login throttle.
+#[derive(Debug)]
+pub struct LoginThrottle {
+    per_email: RateLimit,
+    per_address: RateLimit,
+    emails: Mutex<HashMap<String, GcraState>>,
+    addresses: Mutex<HashMap<String, GcraState>>,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        let limit = |(rate, burst): (u32, u32)| {
+            RateLimit::new(rate, burst).unwrap_or_else(|_| unreachable!("valid constant limits"))
+        };
+        LoginThrottle {
+            per_email: limit(PER_EMAIL),
+            per_address: limit(PER_ADDRESS),
+            emails: Mutex::new(HashMap::new()),
+            addresses: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn check(
+    map: &Mutex<HashMap<String, GcraState>>,
+    key: &str,
+    limit: RateLimit,
+    now: Timestamp,
+) -> Result<(), u64> {
+    let Ok(mut map) = map.lock() else {
+        return Ok(());
+    };
+    if map.len() >= CAPACITY {
+        map.retain(|_, state| !state.is_idle(now));
+        if map.len() >= CAPACITY {
+            map.clear();
+        }
+    }
+    let outcome = limit.check(map.entry(key.to_owned()).or_default(), now);
+    if outcome.allowed {
+        Ok(())
+    } else {
+        Err(outcome.retry_after_secs().max(1))
+    }
+}
+
+impl LoginThrottle {
+    /// Counts one attempt for `email` (lowercased) from `address`; `Err(seconds)` to wait when
+    /// either is over its limit.
+    pub fn attempt(&self, email: &str, address: Option<&str>, now: Timestamp) -> Result<(), u64> {
+        if let Some(address) = address {
+            check(&self.addresses, address, self.per_address, now)?;
+        }
+        check(&self.emails, email, self.per_email, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_email_gets_its_burst_then_waits() {
+        let throttle = LoginThrottle::default();
+        let now = Timestamp(1_800_000_000_000);
+        for attempt in 0..PER_EMAIL.1 {
+            assert_eq!(throttle.attempt("a@example.com", Some("10.0.0.1"), now), Ok(()), "{attempt}");
+        }
+        let wait = throttle
+            .attempt("a@example.com", Some("10.0.0.2"), now)
+            .expect_err("throttled");
+        assert!((1..=12).contains(&wait), "{wait}");
+        // Another email is not affected; after the wait one more attempt passes.
+        assert_eq!(throttle.attempt("b@example.com", Some("10.0.0.1"), now), Ok(()));
+        let later = now.plus_millis(i64::try_from(wait).expect("small") * 1000);
+        assert_eq!(throttle.attempt("a@example.com", Some("10.0.0.3"), later), Ok(()));
+    }
+
+    #[test]
+    fn an_address_trying_many_emails_is_throttled() {
+        let throttle = LoginThrottle::default();
+        let now = Timestamp(1_800_000_000_000);
+        for n in 0..PER_ADDRESS.1 {
+            assert_eq!(throttle.attempt(&format!("u{n}@example.com"), Some("10.9.9.9"), now), Ok(()));
+        }
+        assert!(throttle.attempt("fresh@example.com", Some("10.9.9.9"), now).is_err());
+    }
+}

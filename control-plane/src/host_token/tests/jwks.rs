@@ -1,0 +1,249 @@
+//! JWKS issuers against a local server whose document the tests swap: caching, rotation,
+//! refetch limits, a host that is down or serves garbage, and which JWKs are taken.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use jsonwebtoken::jwk::Jwk;
+
+use super::*;
+use crate::host_token::jwks;
+
+fn jwks_issuer(server: &JwksServer) -> Value {
+    json!({
+        "issuer": ISS, "audience": AUD, "algorithm": "RS256",
+        "jwks_url": format!("http://127.0.0.1:{}/jwks.json", server.port),
+    })
+}
+
+/// The public JWK of fixture key pair `n`, named `kid`.
+fn rs_jwk(n: u8, kid: &str) -> Value {
+    let mut jwk = Jwk::from_encoding_key(&rs_key(n), Algorithm::RS256).expect("fixture");
+    jwk.common.key_id = Some(kid.to_owned());
+    serde_json::to_value(jwk).expect("fixture")
+}
+
+/// A JWKS server on 127.0.0.1: the test swaps its document, turns it down, counts requests.
+struct JwksServer {
+    port: u16,
+    shared: Arc<Served>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Served {
+    document: Mutex<Value>,
+    requests: AtomicUsize,
+    down: AtomicBool,
+}
+
+impl JwksServer {
+    async fn start(keys: Vec<Value>) -> Self {
+        let shared = Arc::new(Served {
+            document: Mutex::new(json!({ "keys": keys })),
+            requests: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
+        });
+        let app = Router::new()
+            .route("/jwks.json", get(serve_jwks))
+            .with_state(Arc::clone(&shared));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let port = listener.local_addr().expect("fixture").port();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("verifies");
+        });
+        JwksServer { port, shared, task }
+    }
+
+    fn serve(&self, keys: Vec<Value>) {
+        *self.shared.document.lock().expect("not poisoned") = json!({ "keys": keys });
+    }
+
+    fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_jwks(State(shared): State<Arc<Served>>) -> Response {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    if shared.down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let document = shared.document.lock().expect("not poisoned").clone();
+    axum::Json(document).into_response()
+}
+
+// --- JWKS -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn valid_rs256_from_jwks() {
+    let server = JwksServer::start(vec![rs_jwk(1, "rs1")]).await;
+    let tokens = tokens(json!([jwks_issuer(&server)]));
+    let verified = tokens.verify(&rs256(1, "rs1", &claims()), NOW).await;
+    assert_eq!(verified.expect("verifies").subject, "user_1");
+    assert_eq!(server.requests(), 1);
+    // Cached: a second token fetches nothing.
+    tokens
+        .verify(&rs256(1, "rs1", &claims()), NOW + 5)
+        .await
+        .expect("verifies");
+    assert_eq!(server.requests(), 1);
+}
+
+#[tokio::test]
+async fn jwks_rotation() {
+    let server = JwksServer::start(vec![rs_jwk(1, "old")]).await;
+    let tokens = tokens(json!([jwks_issuer(&server)]));
+    let old = rs256(1, "old", &claims());
+    let new = rs256(2, "new", &claims());
+
+    tokens.verify(&old, NOW).await.expect("verifies");
+    assert_eq!(server.requests(), 1);
+
+    // The host adds its new key; a token with the new kid makes Keyplane refetch at once.
+    server.serve(vec![rs_jwk(1, "old"), rs_jwk(2, "new")]);
+    tokens.verify(&new, NOW + 60).await.expect("verifies");
+    assert_eq!(server.requests(), 2);
+
+    // Another unknown kid within 30 s of that fetch does not fetch again.
+    let random = rs256(2, "random", &claims());
+    assert_eq!(
+        tokens.verify(&random, NOW + 70).await,
+        Err(HostTokenError::UnknownKey)
+    );
+    assert_eq!(server.requests(), 2);
+
+    // The host removes the old key: cached, it still verifies until the next refresh...
+    server.serve(vec![rs_jwk(2, "new")]);
+    tokens.verify(&old, NOW + 80).await.expect("verifies");
+    assert_eq!(server.requests(), 2);
+
+    // ...which comes once the keys are 10 minutes old.
+    assert_eq!(
+        tokens.verify(&old, NOW + 60 + 600).await,
+        Err(HostTokenError::UnknownKey)
+    );
+    assert_eq!(server.requests(), 3);
+    tokens.verify(&new, NOW + 60 + 601).await.expect("verifies");
+    assert_eq!(server.requests(), 3);
+
+    // Unknown kids after the interval do fetch again, once.
+    assert_eq!(
+        tokens.verify(&random, NOW + 60 + 640).await,
+        Err(HostTokenError::UnknownKey)
+    );
+    assert_eq!(
+        tokens.verify(&random, NOW + 60 + 641).await,
+        Err(HostTokenError::UnknownKey)
+    );
+    assert_eq!(server.requests(), 4);
+}
+
+#[tokio::test]
+async fn jwks_server_down_keeps_cached_keys() {
+    let server = JwksServer::start(vec![rs_jwk(1, "rs1")]).await;
+    let tokens = tokens(json!([jwks_issuer(&server)]));
+    let token = rs256(1, "rs1", &claims());
+    tokens.verify(&token, NOW).await.expect("verifies");
+    server.set_down(true);
+    // Stale: a refresh is tried, fails, and the cached key still verifies.
+    tokens.verify(&token, NOW + 700).await.expect("verifies");
+    assert_eq!(server.requests(), 2);
+    // The failed refresh is not retried on every request.
+    tokens.verify(&token, NOW + 710).await.expect("verifies");
+    assert_eq!(server.requests(), 2);
+}
+
+#[tokio::test]
+async fn jwks_garbage_keeps_cached_keys() {
+    let server = JwksServer::start(vec![rs_jwk(1, "rs1")]).await;
+    let tokens = tokens(json!([jwks_issuer(&server)]));
+    let token = rs256(1, "rs1", &claims());
+    tokens.verify(&token, NOW).await.expect("verifies");
+    // A document with no usable key (an EC key and a symmetric one for an RS256 issuer).
+    let mut ec = serde_json::to_value(
+        Jwk::from_encoding_key(&es_key(1), Algorithm::ES256).expect("fixture"),
+    )
+    .expect("fixture");
+    ec["kid"] = json!("rs1");
+    server.serve(vec![
+        ec,
+        json!({"kty": "oct", "kid": "rs1", "k": "c2VjcmV0"}),
+    ]);
+    tokens.verify(&token, NOW + 700).await.expect("verifies");
+    assert_eq!(server.requests(), 2);
+}
+
+#[tokio::test]
+async fn jwks_unreachable_without_keys_is_keys_unavailable() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fixture");
+        listener.local_addr().expect("fixture").port()
+    };
+    let tokens = tokens(json!([{
+        "issuer": ISS, "audience": AUD, "algorithm": "RS256",
+        "jwks_url": format!("http://127.0.0.1:{port}/jwks.json"),
+    }]));
+    assert_eq!(
+        tokens.verify(&rs256(1, "rs1", &claims()), NOW).await,
+        Err(HostTokenError::KeysUnavailable)
+    );
+}
+
+#[test]
+fn jwks_keys_of_other_types_and_uses_ignored() {
+    let mut enc = rs_jwk(1, "enc");
+    enc["use"] = json!("enc");
+    let mut other_alg = rs_jwk(1, "ps");
+    other_alg["alg"] = json!("PS256");
+    let document = json!({"keys": [
+        {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+        enc,
+        other_alg,
+        rs_jwk(2, "sig"),
+        rs_jwk(1, "sig"),
+    ]});
+    let keys = jwks::parse(document.to_string().as_bytes(), HostAlgorithm::Rs256).expect("fixture");
+    let kids: Vec<_> = keys.iter().map(|key| key.kid.as_deref()).collect();
+    assert_eq!(kids, [Some("sig")]);
+    let ec = serde_json::to_value(
+        Jwk::from_encoding_key(&es_key(1), Algorithm::ES256).expect("fixture"),
+    )
+    .expect("fixture");
+    let keys = jwks::parse(
+        json!({"keys": [ec]}).to_string().as_bytes(),
+        HostAlgorithm::Es256,
+    )
+    .expect("fixture");
+    assert_eq!(keys.len(), 1);
+}
+
+#[tokio::test]
+async fn es256_from_jwks() {
+    let mut jwk = serde_json::to_value(
+        Jwk::from_encoding_key(&es_key(1), Algorithm::ES256).expect("fixture"),
+    )
+    .expect("fixture");
+    jwk["kid"] = json!("es1");
+    let server = JwksServer::start(vec![jwk]).await;
+    let mut issuer = jwks_issuer(&server);
+    issuer["algorithm"] = json!("ES256");
+    let tokens = tokens(json!([issuer]));
+    assert!(tokens.verify(&es256(&claims()), NOW).await.is_ok());
+}

@@ -1,0 +1,220 @@
+//! Invitations: an owner or admin invites an email with a role and gets a one-time link,
+//! shown once, valid for [`VALID_DAYS`] days (no email is sent: the inviter hands the link
+//! over). Accepting it makes the account (or, for an email that has one, checks its password),
+//! adds the membership and signs the person in. The first owner's setup link, printed at a
+//! first start and by `keyplane users add`, is an invitation too.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use keyplane_shared::ids::{InvitationId, OrgId, UserId};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::members::role;
+use super::sessions::{check_password, start_session};
+use crate::access::{Permission, RoleName};
+use crate::accounts::{password, tokens};
+use crate::auth::{Anonymous, Principal};
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::hashing;
+use crate::input::time::rfc3339;
+use crate::state::AppState;
+use crate::store::{AuditContext, Joining, NewInvitation, SessionKind};
+
+/// Days an invitation link works.
+pub const VALID_DAYS: i64 = 7;
+
+/// The routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(invite))
+        .routes(routes!(accept))
+}
+
+/// Body of an invitation.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteRequest {
+    /// Whom.
+    pub email: String,
+    /// With which role.
+    pub role: String,
+}
+
+/// A new invitation and its link, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Invited {
+    /// `inv_…`.
+    pub id: String,
+    /// For whom (none: the first owner's setup link).
+    pub email: Option<String>,
+    /// The role.
+    pub role: String,
+    /// When the link stops working.
+    pub expires_at: String,
+    /// The one-time link. Keyplane keeps only its digest: copy it now.
+    pub link: String,
+    /// Whether an email was sent (this deployment sends none: hand the link over).
+    pub email_sent: bool,
+}
+
+/// Makes an invitation into `org` and its link.
+pub async fn create(
+    state: &AppState,
+    org: OrgId,
+    email: Option<String>,
+    role: RoleName,
+    invited_by: Option<UserId>,
+    context: &AuditContext,
+) -> Result<Invited, ApiError> {
+    let token = tokens::generate().map_err(ApiError::internal)?;
+    let now = state.now();
+    let record = state
+        .store
+        .create_invitation(
+            NewInvitation {
+                id: InvitationId::generate().map_err(ApiError::internal)?,
+                org,
+                email,
+                role,
+                token_digest: tokens::digest(token.expose_secret()),
+                invited_by,
+                expires_at: now.plus_millis(VALID_DAYS * 86_400_000),
+            },
+            context,
+            now,
+        )
+        .await?;
+    Ok(Invited {
+        id: record.id.to_string(),
+        email: record.email,
+        role: record.role.as_str().to_owned(),
+        expires_at: rfc3339(record.expires_at),
+        // The token travels in the fragment, which browsers never send to a server.
+        link: format!("{}/invitation#token={}", state.public_url, token.expose_secret()),
+        email_sent: false,
+    })
+}
+
+/// Invite someone to the organization.
+#[utoipa::path(
+    post, path = "/v1/invitations", tag = "members",
+    request_body = InviteRequest,
+    responses(
+        (status = 201, description = "Invited: the link is shown once", body = Invited),
+        (status = 403, description = "The caller may not invite with this role", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "No such role", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Already a member (`already_member`)", body = crate::openapi::ErrorResponse),
+    ),
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
+)]
+async fn invite(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<InviteRequest>,
+) -> Result<(StatusCode, Json<Invited>), ApiError> {
+    principal.require(Permission::ManageMembers)?;
+    let email = super::email(&body.email)?;
+    let role = role(&body.role)?;
+    if !principal.access.may_manage_member_with(&role) {
+        return Err(ApiError::Forbidden("only an owner invites owners".into()));
+    }
+    state
+        .store
+        .role_ceiling(principal.org, &role)
+        .await
+        .map_err(|_| ApiError::NotFound("role"))?;
+    let invited = create(
+        &state,
+        principal.org,
+        Some(email),
+        role,
+        principal.user_id(),
+        &principal.context,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(invited)))
+}
+
+/// Body of an acceptance.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptRequest {
+    /// The token from the link.
+    pub token: String,
+    /// The account's password: a new one for a new account, the existing one otherwise.
+    pub password: String,
+    /// The name to show (new accounts).
+    pub display_name: Option<String>,
+    /// The email (the first owner's setup link only: invitations name theirs).
+    pub email: Option<String>,
+}
+
+/// Accept an invitation; answers like a sign-in (session cookie and CSRF token).
+#[utoipa::path(
+    post, path = "/v1/invitations/accept", tag = "members",
+    request_body = AcceptRequest,
+    responses(
+        (status = 201, description = "Joined and signed in", body = super::sessions::SignedIn),
+        (status = 400, description = "Weak password or missing name", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "The email has an account and the password is not its", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "No such invitation", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Used (`invitation_used`), expired (`invitation_expired`), or already a member", body = crate::openapi::ErrorResponse),
+    ),
+)]
+async fn accept(
+    State(state): State<AppState>,
+    anonymous: Anonymous,
+    ApiJson(body): ApiJson<AcceptRequest>,
+) -> Result<Response, ApiError> {
+    let password_text = SecretString::from(body.password);
+    let invitation = state
+        .store
+        .invitation_by_token(&tokens::digest(body.token.trim()))
+        .await?
+        .ok_or(ApiError::NotFound("invitation"))?;
+    let email = match (&invitation.email, body.email.as_deref()) {
+        (Some(email), _) => email.clone(),
+        (None, Some(email)) => super::email(email)?,
+        (None, None) => {
+            return Err(ApiError::InvalidRequest("`email`: the setup link needs one".into()));
+        }
+    };
+    let joining = match state.store.user_by_email(&email).await? {
+        Some(_) => {
+            let user = check_password(
+                &state,
+                &email,
+                password_text.expose_secret(),
+                anonymous.context.ip.as_deref(),
+            )
+            .await?;
+            Joining::Existing(user.id)
+        }
+        None => {
+            let display_name = super::display_name(body.display_name.as_deref().unwrap_or(""))?;
+            password::check(password_text.expose_secret(), Some(&email))
+                .map_err(|weak| ApiError::WeakPassword(weak.to_string()))?;
+            Joining::New {
+                id: UserId::generate().map_err(ApiError::internal)?,
+                email,
+                display_name,
+                password_hash: hashing::hash_password(password_text.expose_secret())
+                    .await
+                    .map_err(ApiError::internal)?,
+            }
+        }
+    };
+    let (user, org) = state
+        .store
+        .accept_invitation(invitation.id, joining, &anonymous.context, state.now())
+        .await?;
+    start_session(&state, &user, org, SessionKind::Dashboard, &anonymous, StatusCode::CREATED)
+        .await
+}

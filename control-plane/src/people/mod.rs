@@ -1,0 +1,63 @@
+//! The people API: who am I (`/v1/users/me`), signing in and out (`/v1/sessions`), members
+//! (`/v1/members`), roles (`/v1/roles`), invitations (`/v1/invitations`) and which ways of
+//! signing in this deployment accepts (`/v1/auth/config`).
+//!
+//! Cross-organization probes answer 404: a member id, role or session of another organization
+//! is not found, exactly like one that does not exist.
+
+pub mod invitations;
+pub mod me;
+pub mod members;
+pub mod roles;
+pub mod sessions;
+mod views;
+
+use keyplane_shared::ids::UserId;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The people routes, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(me::router())
+        .merge(sessions::router())
+        .merge(members::router())
+        .merge(roles::router())
+        .merge(invitations::router())
+}
+
+/// Reads a user id from the path; a malformed id names nobody, so it is a 404.
+fn user_id(text: &str) -> Result<UserId, ApiError> {
+    text.parse().map_err(|_| ApiError::NotFound("member"))
+}
+
+/// A normalized email: trimmed, lowercased, and shaped like one (`local@domain`, at most 254
+/// characters).
+pub fn email(text: &str) -> Result<String, ApiError> {
+    let email = text.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.'))
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(email)
+    } else {
+        Err(ApiError::InvalidRequest(
+            "`email` must be an email address".into(),
+        ))
+    }
+}
+
+/// A display name: 1 to 100 characters, no control characters.
+pub fn display_name(text: &str) -> Result<String, ApiError> {
+    let name = text.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest(
+            "`display_name` must be 1 to 100 characters without control characters".into(),
+        ));
+    }
+    Ok(name.to_owned())
+}
