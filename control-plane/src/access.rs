@@ -150,9 +150,10 @@ impl ScopeCeiling {
     pub fn allows(&self, scope: &Scope) -> bool {
         match self {
             ScopeCeiling::Everything => true,
-            ScopeCeiling::AllExcept(excluded) => {
-                !excluded.as_slice().iter().any(|denied| scope.covers(denied))
-            }
+            ScopeCeiling::AllExcept(excluded) => !excluded
+                .as_slice()
+                .iter()
+                .any(|denied| scope.covers(denied)),
             ScopeCeiling::Only(allowed) => allowed.covers(scope),
         }
     }
@@ -278,7 +279,13 @@ impl Access {
                 ScopeCeiling::Everything,
             ),
             RoleName::Builtin(BuiltinRole::Admin) => (
-                vec![Read, CreateKeys, ManageAllKeys, ManageOwnKeys, ManageMembers],
+                vec![
+                    Read,
+                    CreateKeys,
+                    ManageAllKeys,
+                    ManageOwnKeys,
+                    ManageMembers,
+                ],
                 ScopeCeiling::Everything,
             ),
             RoleName::Builtin(BuiltinRole::Viewer) => (vec![Read], ScopeCeiling::nothing()),
@@ -318,6 +325,7 @@ impl Access {
 
     /// Whether it may give a member `role`, or change or remove a member who has `role`.
     pub fn may_manage_member_with(&self, role: &RoleName) -> bool {
-        self.may(Permission::ManageMembers) && (!role.is_owner() || self.may(Permission::ManageOwners))
+        self.may(Permission::ManageMembers)
+            && (!role.is_owner() || self.may(Permission::ManageOwners))
     }
 }

@@ -19,13 +19,23 @@ pub mod session;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use keyplane_shared::ids::{OrgId, UserId};
+use keyplane_shared::ids::{KeyId, OrgId, UserId};
 
 use crate::access::{Access, Permission};
 use crate::error::{ApiError, CurrentRequestId};
-use crate::keys::issue::KeyMaker;
 use crate::state::AppState;
 use crate::store::{AuditContext, KeyRecord, Reach, SessionRecord, UserSummary};
+
+/// Who makes a key, and who will own it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyMaker {
+    /// The management key making it.
+    pub key: Option<KeyId>,
+    /// The user making it.
+    pub user: Option<UserId>,
+    /// Its owner: the user, or the management key's owner (none before the first owner).
+    pub owner: Option<UserId>,
+}
 
 /// An authenticated caller: who, in which organization, allowed to do what.
 #[derive(Debug, Clone)]
@@ -72,7 +82,11 @@ impl Principal {
         if self.access.may(permission) {
             Ok(())
         } else {
-            let role = self.access.role.as_ref().map_or("this key", |role| role.as_str());
+            let role = self
+                .access
+                .role
+                .as_ref()
+                .map_or("this key", |role| role.as_str());
             Err(ApiError::Forbidden(format!(
                 "the `{role}` role may not do this"
             )))

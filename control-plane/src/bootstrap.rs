@@ -10,13 +10,14 @@ use keyplane_shared::{ApiKey, Environment, Scope, ScopeSet};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::access::{BuiltinRole, RoleName};
+use crate::accounts::tokens::CsrfKey;
+use crate::auth::KeyMaker;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::keys::issue::{KeyMaker, KeySettings, issue_key};
-use crate::secrets::{self, SecretsSource};
-use crate::accounts::tokens::CsrfKey;
 use crate::host_token::HostTokens;
-use crate::state::{AppState, Clock, OperatorPolicy, PeopleSettings};
+use crate::keys::issue::{KeySettings, issue_key};
+use crate::secrets::{self, SecretsSource};
+use crate::state::{AppState, Clock, OperatorPolicy, PeopleSettings, Settings};
 use crate::store::audit_chain::AuditSealer;
 use crate::store::sql::SqlStore;
 use crate::store::{AuditContext, NewOrg, OrgRecord, Reach, Store};
@@ -67,7 +68,10 @@ pub(crate) async fn open(
         None => HostTokens::none(),
     };
     if !host_tokens.is_empty() {
-        tracing::info!(issuers = host_tokens.issuers().len(), "host-product tokens accepted");
+        tracing::info!(
+            issuers = host_tokens.issuers().len(),
+            "host-product tokens accepted"
+        );
     }
     let store = SqlStore::connect(&config.database_url(), sealer.clone())
         .await
@@ -80,14 +84,16 @@ pub(crate) async fn open(
         clock,
         sealer,
         secrets.edge_secret,
-        OperatorPolicy {
-            local_dev: config.local_dev,
-            max_rate_limit: config.max_rate_limit,
-        },
-        PeopleSettings {
-            public_url: config.public_url(),
-            host_tokens,
-            csrf: CsrfKey::new(secrets.signing_secret.expose_secret()),
+        Settings {
+            policy: OperatorPolicy {
+                local_dev: config.local_dev,
+                max_rate_limit: config.max_rate_limit,
+            },
+            people: PeopleSettings {
+                public_url: config.public_url(),
+                host_tokens,
+                csrf: CsrfKey::new(secrets.signing_secret.expose_secret()),
+            },
         },
     );
     Ok((state, source))
@@ -141,7 +147,8 @@ pub async fn owner_setup_link(
         ..AuditContext::default()
     };
     let owner = RoleName::Builtin(BuiltinRole::Owner);
-    let invited = crate::people::invitations::create(state, org, email, owner, None, &context).await?;
+    let invited =
+        crate::people::invitations::create(state, org, email, owner, None, &context).await?;
     Ok(invited.link)
 }
 

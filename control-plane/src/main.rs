@@ -165,18 +165,23 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let state = open_state(&config, Arc::new(SystemClock), env_secret).await?;
             let org = match org {
-                Some(text) => text.parse().map_err(|error| anyhow::anyhow!("--org: {error}"))?,
+                Some(text) => text
+                    .parse()
+                    .map_err(|error| anyhow::anyhow!("--org: {error}"))?,
                 None => state
                     .operator_org()
                     .await
                     .map_err(|error| anyhow::anyhow!("{error}"))?
-                    .ok_or_else(|| anyhow::anyhow!("no organization yet: run `keyplane serve` once"))?,
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("no organization yet: run `keyplane serve` once")
+                    })?,
             };
             let email = keyplane_control_plane::people::email(&email)
                 .map_err(|error| anyhow::anyhow!("--email: {error}"))?;
-            let link = keyplane_control_plane::bootstrap::owner_setup_link(&state, org, Some(email))
-                .await
-                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            let link =
+                keyplane_control_plane::bootstrap::owner_setup_link(&state, org, Some(email))
+                    .await
+                    .map_err(|error| anyhow::anyhow!("{error}"))?;
             println!("owner setup link for {org}, one use, valid 7 days: {link}");
             Ok(())
         }

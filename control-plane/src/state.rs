@@ -86,6 +86,15 @@ pub struct OperatorPolicy {
     pub max_rate_limit: RateLimitCeiling,
 }
 
+/// What the configuration says beyond the secrets.
+#[derive(Debug)]
+pub struct Settings {
+    /// What the operator allows.
+    pub policy: OperatorPolicy,
+    /// How people sign in.
+    pub people: PeopleSettings,
+}
+
 /// How people sign in, from the configuration.
 #[derive(Debug)]
 pub struct PeopleSettings {
@@ -109,9 +118,9 @@ impl AppState {
         clock: Arc<dyn Clock>,
         sealer: AuditSealer,
         edge_secret: SyncSecret,
-        policy: OperatorPolicy,
-        people: PeopleSettings,
+        settings: Settings,
     ) -> Self {
+        let Settings { policy, people } = settings;
         let PeopleSettings {
             public_url,
             host_tokens,

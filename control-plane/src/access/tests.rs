@@ -40,7 +40,13 @@ fn each_role_has_exactly_its_permissions() {
         ("owner", &all),
         (
             "admin",
-            &[Read, CreateKeys, ManageAllKeys, ManageOwnKeys, ManageMembers],
+            &[
+                Read,
+                CreateKeys,
+                ManageAllKeys,
+                ManageOwnKeys,
+                ManageMembers,
+            ],
         ),
         ("developer", &[Read, CreateKeys, ManageOwnKeys]),
         ("viewer", &[Read]),
@@ -150,10 +156,7 @@ fn management_keys_manage_members_only_with_admin_full() {
 #[test]
 fn role_names_are_validated() {
     for good in ["support-bot", "ci_runner", "a1"] {
-        assert_eq!(
-            RoleName::parse(good),
-            Ok(RoleName::Custom(good.to_owned()))
-        );
+        assert_eq!(RoleName::parse(good), Ok(RoleName::Custom(good.to_owned())));
     }
     for bad in ["", "1abc", "Support", "a b", "x".repeat(41).as_str(), "é"] {
         assert!(RoleName::parse(bad).is_err(), "{bad:?}");

@@ -83,16 +83,26 @@ mod tests {
         let throttle = LoginThrottle::default();
         let now = Timestamp(1_800_000_000_000);
         for attempt in 0..PER_EMAIL.1 {
-            assert_eq!(throttle.attempt("a@example.com", Some("10.0.0.1"), now), Ok(()), "{attempt}");
+            assert_eq!(
+                throttle.attempt("a@example.com", Some("10.0.0.1"), now),
+                Ok(()),
+                "{attempt}"
+            );
         }
         let wait = throttle
             .attempt("a@example.com", Some("10.0.0.2"), now)
             .expect_err("throttled");
         assert!((1..=12).contains(&wait), "{wait}");
         // Another email is not affected; after the wait one more attempt passes.
-        assert_eq!(throttle.attempt("b@example.com", Some("10.0.0.1"), now), Ok(()));
+        assert_eq!(
+            throttle.attempt("b@example.com", Some("10.0.0.1"), now),
+            Ok(())
+        );
         let later = now.plus_millis(i64::try_from(wait).expect("small") * 1000);
-        assert_eq!(throttle.attempt("a@example.com", Some("10.0.0.3"), later), Ok(()));
+        assert_eq!(
+            throttle.attempt("a@example.com", Some("10.0.0.3"), later),
+            Ok(())
+        );
     }
 
     #[test]
@@ -100,8 +110,15 @@ mod tests {
         let throttle = LoginThrottle::default();
         let now = Timestamp(1_800_000_000_000);
         for n in 0..PER_ADDRESS.1 {
-            assert_eq!(throttle.attempt(&format!("u{n}@example.com"), Some("10.9.9.9"), now), Ok(()));
+            assert_eq!(
+                throttle.attempt(&format!("u{n}@example.com"), Some("10.9.9.9"), now),
+                Ok(())
+            );
         }
-        assert!(throttle.attempt("fresh@example.com", Some("10.9.9.9"), now).is_err());
+        assert!(
+            throttle
+                .attempt("fresh@example.com", Some("10.9.9.9"), now)
+                .is_err()
+        );
     }
 }

@@ -69,7 +69,10 @@ mod tests {
         let second = generate().expect("CSPRNG");
         assert_ne!(first.expose_secret(), second.expose_secret());
         assert_eq!(first.expose_secret().len(), 43);
-        assert_ne!(digest(first.expose_secret()), digest(second.expose_secret()));
+        assert_ne!(
+            digest(first.expose_secret()),
+            digest(second.expose_secret())
+        );
     }
 
     #[test]

@@ -84,7 +84,10 @@ pub(super) async fn authenticate(
                 issuer: claims.issuer.clone(),
                 subject: claims.subject.clone(),
                 display_name: claims.display_name.chars().take(200).collect(),
-                email: claims.email.as_ref().map(|email| email.trim().to_lowercase()),
+                email: claims
+                    .email
+                    .as_ref()
+                    .map(|email| email.trim().to_lowercase()),
             },
             now,
         )

@@ -29,79 +29,79 @@ pub(super) async fn authenticate(
     state: &AppState,
     mut context: AuditContext,
 ) -> Result<Principal, ApiError> {
-        let headers = &parts.headers;
-        let facts = RequestFacts {
-            x_api_key: header(headers, "x-api-key"),
-            authorization: header(headers, "authorization"),
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-        };
-        let Some(presented) = extract_key(&facts) else {
-            state.metrics.auth_failed("missing_api_key");
-            return Err(ApiError::MissingKey);
-        };
-        let Ok(key) = ApiKey::parse(presented, &state.prefix) else {
-            state.metrics.auth_failed("invalid_api_key");
-            return Err(ApiError::InvalidKey);
-        };
-        let mut found = None;
-        for pepper in state.peppers.iter() {
-            let digest = pepper.digest(&key);
-            if let Some(record) = state.store.key_by_digest(&digest).await? {
-                found = Some((record, digest));
-                break;
-            }
+    let headers = &parts.headers;
+    let facts = RequestFacts {
+        x_api_key: header(headers, "x-api-key"),
+        authorization: header(headers, "authorization"),
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+    };
+    let Some(presented) = extract_key(&facts) else {
+        state.metrics.auth_failed("missing_api_key");
+        return Err(ApiError::MissingKey);
+    };
+    let Ok(key) = ApiKey::parse(presented, &state.prefix) else {
+        state.metrics.auth_failed("invalid_api_key");
+        return Err(ApiError::InvalidKey);
+    };
+    let mut found = None;
+    for pepper in state.peppers.iter() {
+        let digest = pepper.digest(&key);
+        if let Some(record) = state.store.key_by_digest(&digest).await? {
+            found = Some((record, digest));
+            break;
         }
-        let Some((record, digest)) = found else {
-            state.metrics.auth_failed("invalid_api_key");
-            return Err(ApiError::InvalidKey);
-        };
-        context.actor = Some(record.id);
-        let now = state.now();
-        let refusal = if record.deleted_at.is_some() {
-            Some(ApiError::InvalidKey)
-        } else {
-            match record.state(now) {
-                KeyState::Revoked => Some(ApiError::RevokedKey),
-                KeyState::Expired => Some(ApiError::ExpiredKey),
-                KeyState::Active => None,
-            }
-        };
-        if let Some(refusal) = refusal {
-            return Err(refuse(state, &record, &context, refusal).await);
+    }
+    let Some((record, digest)) = found else {
+        state.metrics.auth_failed("invalid_api_key");
+        return Err(ApiError::InvalidKey);
+    };
+    context.actor = Some(record.id);
+    let now = state.now();
+    let refusal = if record.deleted_at.is_some() {
+        Some(ApiError::InvalidKey)
+    } else {
+        match record.state(now) {
+            KeyState::Revoked => Some(ApiError::RevokedKey),
+            KeyState::Expired => Some(ApiError::ExpiredKey),
+            KeyState::Active => None,
         }
-        if !state.is_verified(record.id, &digest) {
-            let matches = hashing::verify_key(&key, &record.secret_hash)
-                .await
-                .map_err(ApiError::internal)?;
-            if !matches {
-                // The digest matched but the at-rest hash did not: the row was tampered with.
-                tracing::error!(key_id = %record.id, "lookup digest matched but Argon2id hash did not");
-                return Err(refuse(state, &record, &context, ApiError::InvalidKey).await);
-            }
-            state.remember_verified(record.id, digest);
+    };
+    if let Some(refusal) = refusal {
+        return Err(refuse(state, &record, &context, refusal).await);
+    }
+    if !state.is_verified(record.id, &digest) {
+        let matches = hashing::verify_key(&key, &record.secret_hash)
+            .await
+            .map_err(ApiError::internal)?;
+        if !matches {
+            // The digest matched but the at-rest hash did not: the row was tampered with.
+            tracing::error!(key_id = %record.id, "lookup digest matched but Argon2id hash did not");
+            return Err(refuse(state, &record, &context, ApiError::InvalidKey).await);
         }
-        let manage = Scope::parse(crate::access::MANAGE_SCOPE).map_err(ApiError::internal)?;
-        if !record.scopes.covers(&manage) {
-            let refusal = ApiError::InsufficientScope(format!(
-                "managing keys needs the `{}` or `admin:full` scope",
-                crate::access::MANAGE_SCOPE
-            ));
-            return Err(refuse(state, &record, &context, refusal).await);
-        }
-        context.actor_user = record.owner_id;
-        let operator = state.operator_org().await? == Some(record.org_id);
-        let access = Access::of_management_key(&record.scopes, operator);
-        context.reach = Reach {
-            ceiling: access.ceiling.clone(),
-            owner: None,
-        };
-        Ok(Principal {
-            org: record.org_id,
-            actor: Actor::Key(Box::new(record)),
-            access,
-            context,
-        })
+        state.remember_verified(record.id, digest);
+    }
+    let manage = Scope::parse(crate::access::MANAGE_SCOPE).map_err(ApiError::internal)?;
+    if !record.scopes.covers(&manage) {
+        let refusal = ApiError::InsufficientScope(format!(
+            "managing keys needs the `{}` or `admin:full` scope",
+            crate::access::MANAGE_SCOPE
+        ));
+        return Err(refuse(state, &record, &context, refusal).await);
+    }
+    context.actor_user = record.owner_id;
+    let operator = state.operator_org().await? == Some(record.org_id);
+    let access = Access::of_management_key(&record.scopes, operator);
+    context.reach = Reach {
+        ceiling: access.ceiling.clone(),
+        owner: None,
+    };
+    Ok(Principal {
+        org: record.org_id,
+        actor: Actor::Key(Box::new(record)),
+        access,
+        context,
+    })
 }
 
 /// Notes a refusal of a known key for its organization's audit log (written now when it opens a

@@ -13,8 +13,8 @@
 //! - Sessions are for the management API only: the edge accepts API keys and nothing else.
 
 use axum::http::header::{COOKIE, HOST, ORIGIN};
-use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method};
 use cookie::{Cookie, SameSite};
 use secrecy::SecretString;
 
@@ -99,8 +99,10 @@ fn build(kind: SessionKind, value: String) -> Cookie<'static> {
 
 /// Whether the request's `Origin` names the host it was sent to.
 fn same_origin(headers: &HeaderMap) -> bool {
-    let (Some(origin), Some(host)) = (header(headers, ORIGIN.as_str()), header(headers, HOST.as_str()))
-    else {
+    let (Some(origin), Some(host)) = (
+        header(headers, ORIGIN.as_str()),
+        header(headers, HOST.as_str()),
+    ) else {
         return false;
     };
     let authority = origin

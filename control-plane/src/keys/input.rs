@@ -2,10 +2,10 @@
 //! Each check answers with an error that says which field is wrong and why.
 
 use crate::access::ScopeCeiling;
-use keyplane_shared::ids::UserId;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
 use keyplane_shared::ids::KeyId;
+use keyplane_shared::ids::UserId;
 use keyplane_shared::{RateLimit, Scope, ScopeSet, Timestamp};
 use serde_json::{Map, Value};
 
@@ -70,8 +70,11 @@ pub fn owner(text: &str, me: Option<UserId>) -> Result<UserId, ApiError> {
     if text == "me" {
         return me.ok_or_else(|| invalid("`owner=me`: this management key has no owner yet"));
     }
-    text.parse()
-        .map_err(|_| invalid(format!("`owner`: `{text}` is not a user id (`usr_…`) or `me`")))
+    text.parse().map_err(|_| {
+        invalid(format!(
+            "`owner`: `{text}` is not a user id (`usr_…`) or `me`"
+        ))
+    })
 }
 
 /// An expiry: a preset counted from `now`, `never`, or an RFC 3339 time after `now`.
@@ -208,7 +211,8 @@ mod tests {
 
     #[test]
     fn scopes_must_parse_and_be_held_by_the_granter() {
-        let granter = ScopeCeiling::Only(ScopeSet::parse(["contacts:*", "api-keys:manage"]).expect("valid"));
+        let granter =
+            ScopeCeiling::Only(ScopeSet::parse(["contacts:*", "api-keys:manage"]).expect("valid"));
         let ok = scopes(&["contacts:read".into()], &granter).expect("covered");
         assert_eq!(ok.to_string(), "contacts:read");
         assert!(matches!(

@@ -1,10 +1,11 @@
 //! Making a new key: the secret from the OS CSPRNG, its lookup digest under the current pepper,
 //! and its Argon2id hash. The plaintext leaves this module only in the create / rotate response.
 
-use keyplane_shared::ids::{KeyId, OrgId, UserId};
+use keyplane_shared::ids::{KeyId, OrgId};
 use keyplane_shared::{ApiKey, Environment, RateLimit, ScopeSet, Timestamp};
 use serde_json::{Map, Value};
 
+use crate::auth::KeyMaker;
 use crate::error::ApiError;
 use crate::hashing;
 use crate::state::AppState;
@@ -31,17 +32,6 @@ impl KeySettings {
     pub fn copied_by_the_store() -> Self {
         KeySettings::default()
     }
-}
-
-/// Who makes a key, and who will own it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KeyMaker {
-    /// The management key making it.
-    pub key: Option<KeyId>,
-    /// The user making it.
-    pub user: Option<UserId>,
-    /// Its owner: the user, or the management key's owner (none before the first owner).
-    pub owner: Option<UserId>,
 }
 
 /// Generates a key for `org` and the record to store for it.

@@ -278,10 +278,8 @@ async fn rotate_key(
     let org = principal.org;
     // Reachable and still changeable before the Argon2id hash is spent (the store checks again
     // under its lock); the successor's environment comes from here, the store copies the rest.
-    let current = crate::store::lifecycle::reach(
-        Some(state.store.key(org, id).await?),
-        &principal.context,
-    )?;
+    let current =
+        crate::store::lifecycle::reach(Some(state.store.key(org, id).await?), &principal.context)?;
     current
         .check_changeable(now)
         .map_err(StoreError::Conflict)?;

@@ -35,7 +35,10 @@ impl People {
     /// Loads the members of `org` (and anyone else these keys name) with their ceilings.
     pub async fn load(state: &AppState, org: OrgId, keys: &[&KeyRecord]) -> Result<Self, ApiError> {
         let mut people = People::default();
-        if keys.iter().all(|key| key.owner_id.is_none() && key.created_by_user.is_none()) {
+        if keys
+            .iter()
+            .all(|key| key.owner_id.is_none() && key.created_by_user.is_none())
+        {
             return Ok(people);
         }
         let roles = state.store.roles(org).await?;

@@ -97,7 +97,11 @@ pub async fn create(
         role: record.role.as_str().to_owned(),
         expires_at: rfc3339(record.expires_at),
         // The token travels in the fragment, which browsers never send to a server.
-        link: format!("{}/invitation#token={}", state.public_url, token.expose_secret()),
+        link: format!(
+            "{}/invitation#token={}",
+            state.public_url,
+            token.expose_secret()
+        ),
         email_sent: false,
     })
 }
@@ -183,7 +187,9 @@ async fn accept(
         (Some(email), _) => email.clone(),
         (None, Some(email)) => super::email(email)?,
         (None, None) => {
-            return Err(ApiError::InvalidRequest("`email`: the setup link needs one".into()));
+            return Err(ApiError::InvalidRequest(
+                "`email`: the setup link needs one".into(),
+            ));
         }
     };
     let joining = match state.store.user_by_email(&email).await? {
@@ -215,6 +221,13 @@ async fn accept(
         .store
         .accept_invitation(invitation.id, joining, &anonymous.context, state.now())
         .await?;
-    start_session(&state, &user, org, SessionKind::Dashboard, &anonymous, StatusCode::CREATED)
-        .await
+    start_session(
+        &state,
+        &user,
+        org,
+        SessionKind::Dashboard,
+        &anonymous,
+        StatusCode::CREATED,
+    )
+    .await
 }

@@ -94,7 +94,12 @@ async fn me(
     let user = match &principal.actor {
         Actor::User { user, .. } => Some(user.clone()),
         Actor::Key(key) => match key.owner_id {
-            Some(owner) => state.store.user_summaries(&[owner]).await?.into_iter().next(),
+            Some(owner) => state
+                .store
+                .user_summaries(&[owner])
+                .await?
+                .into_iter()
+                .next(),
             None => None,
         },
     };
@@ -127,7 +132,11 @@ async fn me(
         },
         user,
         organization_id: principal.org.to_string(),
-        role: principal.access.role.as_ref().map(|role| role.as_str().to_owned()),
+        role: principal
+            .access
+            .role
+            .as_ref()
+            .map(|role| role.as_str().to_owned()),
         permissions: PERMISSIONS
             .iter()
             .filter(|(permission, _)| principal.access.may(*permission))
@@ -178,7 +187,13 @@ async fn change_password(
     let email = user.email.clone().unwrap_or_default();
     let current = SecretString::from(body.current_password);
     let new = SecretString::from(body.new_password);
-    check_password(&state, &email, current.expose_secret(), principal.context.ip.as_deref()).await?;
+    check_password(
+        &state,
+        &email,
+        current.expose_secret(),
+        principal.context.ip.as_deref(),
+    )
+    .await?;
     password::check(new.expose_secret(), Some(&email))
         .map_err(|weak| ApiError::WeakPassword(weak.to_string()))?;
     let hash = hashing::hash_password(new.expose_secret())

@@ -101,7 +101,9 @@ async fn change_role(
     if !principal.access.may_manage_member_with(&current.role)
         || !principal.access.may_manage_member_with(&new)
     {
-        return Err(ApiError::Forbidden("only an owner makes or changes owners".into()));
+        return Err(ApiError::Forbidden(
+            "only an owner makes or changes owners".into(),
+        ));
     }
     let member = state
         .store
@@ -201,6 +203,10 @@ async fn remove_member(
         .key_operation_n("revoke", removal.revoked.len() as u64);
     Ok(Json(Removed {
         revoked: removal.revoked.iter().map(ToString::to_string).collect(),
-        transferred: removal.transferred.iter().map(ToString::to_string).collect(),
+        transferred: removal
+            .transferred
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     }))
 }

@@ -98,7 +98,13 @@ async fn create_role(
     }
     let record = state
         .store
-        .put_role(principal.org, &name, &scopes, &principal.context, state.now())
+        .put_role(
+            principal.org,
+            &name,
+            &scopes,
+            &principal.context,
+            state.now(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(RoleView::from(&record))))
 }
@@ -142,7 +148,13 @@ async fn update_role(
     let scopes = scopes(&body.scopes)?;
     let record = state
         .store
-        .put_role(principal.org, &name, &scopes, &principal.context, state.now())
+        .put_role(
+            principal.org,
+            &name,
+            &scopes,
+            &principal.context,
+            state.now(),
+        )
         .await?;
     Ok(Json(RoleView::from(&record)))
 }

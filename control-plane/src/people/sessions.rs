@@ -222,7 +222,15 @@ async fn sign_in(
             .map(|membership| membership.org_id)
             .ok_or_else(|| ApiError::Forbidden("this account belongs to no organization".into()))?,
     };
-    start_session(&state, &user, org, SessionKind::Dashboard, &anonymous, StatusCode::CREATED).await
+    start_session(
+        &state,
+        &user,
+        org,
+        SessionKind::Dashboard,
+        &anonymous,
+        StatusCode::CREATED,
+    )
+    .await
 }
 
 fn session_user(principal: &Principal) -> Result<(&UserSummary, Option<&SessionRecord>), ApiError> {
@@ -290,11 +298,21 @@ async fn sign_out_everywhere(
     responses((status = 204, description = "Signed out")),
     security(("session" = []))
 )]
-async fn sign_out(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
+async fn sign_out(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
     let (user, current) = session_user(&principal)?;
     let current = current.ok_or(ApiError::NotFound("session"))?;
-    state.store.end_session(user.id, current.id, state.now()).await?;
-    with_cookie(StatusCode::NO_CONTENT, (), session::clear_cookie(current.kind))
+    state
+        .store
+        .end_session(user.id, current.id, state.now())
+        .await?;
+    with_cookie(
+        StatusCode::NO_CONTENT,
+        (),
+        session::clear_cookie(current.kind),
+    )
 }
 
 /// End one of your sessions (another browser, say).

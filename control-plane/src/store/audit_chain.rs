@@ -240,7 +240,8 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    const FORMAT_ONE_HASH: &str = "199dd3ab1dabfb3725f6164f58f03da12b84a7f55f3b92837246cdaa343b66e2";
+    const FORMAT_ONE_HASH: &str =
+        "199dd3ab1dabfb3725f6164f58f03da12b84a7f55f3b92837246cdaa343b66e2";
 
     fn chain(sealer: &AuditSealer, n: u64) -> Vec<AuditRecord> {
         let mut records: Vec<AuditRecord> = Vec::new();

@@ -28,15 +28,15 @@ use keyplane_shared::{Change, FeedChain, KeyTable, LookupDigest, Timestamp};
 use thiserror::Error;
 use tokio::sync::watch;
 
-pub use records::{
-    AuditAction, AuditContext, AuditFilter, AuditRecord, FailedAuth, KeyChanges, KeyFilter,
-    KeyRecord, KeyState, NewKey, NewOrg, OrgRecord, Page, Reach, Revocation, RevocationReason,
-    RevokeOutcome, Rotation,
-};
 pub use people::{
     HostUser, InvitationRecord, Joining, KeysOnRemoval, MemberRecord, Membership, NewInvitation,
     NewSession, PeopleStore, Reconciliation, RoleRecord, SessionKind, SessionRecord, UserRecord,
     UserSummary,
+};
+pub use records::{
+    AuditAction, AuditContext, AuditFilter, AuditRecord, FailedAuth, KeyChanges, KeyFilter,
+    KeyRecord, KeyState, NewKey, NewOrg, OrgRecord, Page, Reach, Revocation, RevocationReason,
+    RevokeOutcome, Rotation,
 };
 pub use usage::{DailyStatusCount, IngestReport, StatusFilter, UsageFilter, UsageRecord};
 

@@ -7,9 +7,9 @@
 //! member's removal revokes or transfers their keys in that transaction too.
 
 use async_trait::async_trait;
+use keyplane_shared::ScopeSet;
 use keyplane_shared::Timestamp;
 use keyplane_shared::ids::{InvitationId, KeyId, OrgId, SessionId, UserId};
-use keyplane_shared::ScopeSet;
 
 use super::StoreError;
 use super::records::{AuditContext, KeyRecord};
@@ -409,8 +409,11 @@ pub trait PeopleStore: Send + Sync + 'static {
     async fn host_user(&self, user: HostUser, now: Timestamp) -> Result<UserRecord, StoreError>;
 
     /// The Keyplane organization linked to a host product's organization.
-    async fn linked_org(&self, issuer: &str, external_id: &str)
-    -> Result<Option<OrgId>, StoreError>;
+    async fn linked_org(
+        &self,
+        issuer: &str,
+        external_id: &str,
+    ) -> Result<Option<OrgId>, StoreError>;
 
     /// Creates an organization for a host product's organization and links them (for an
     /// issuer with provisioning enabled); an existing link wins a race.

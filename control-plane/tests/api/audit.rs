@@ -55,6 +55,7 @@ async fn every_management_action_is_recorded_with_actor_and_target(app: TestApp)
         actions,
         [
             "org_created",
+            "member_invited",
             "key_created",
             "key_updated",
             "key_rotated",
@@ -63,9 +64,13 @@ async fn every_management_action_is_recorded_with_actor_and_target(app: TestApp)
         ]
     );
     let admin_id = records[0]["target_key_id"].clone();
+    // The setup invitation (record 2) was made at first start, by no key.
+    assert_eq!(records[1]["actor_key_id"], json!(null));
+    assert_eq!(records[1]["details"]["role"], "owner");
     for (i, record) in records.iter().enumerate() {
         assert_eq!(record["seq"], i + 1);
-        if i > 0 {
+        assert_eq!(record["format"], 2);
+        if i > 1 {
             assert_eq!(record["actor_key_id"], admin_id, "who");
             assert!(
                 record["request_id"]
@@ -75,11 +80,11 @@ async fn every_management_action_is_recorded_with_actor_and_target(app: TestApp)
             assert_eq!(record["prev_hash"], records[i - 1]["hash"], "chained");
         }
     }
-    assert_eq!(records[2]["details"]["before"]["name"], "k");
-    assert_eq!(records[2]["details"]["after"]["name"], "k2");
-    assert_eq!(records[3]["target_key_id"], id);
-    assert_eq!(records[3]["details"]["successor"]["id"], successor);
-    assert_eq!(records[4]["details"]["reason"], "unused");
+    assert_eq!(records[3]["details"]["before"]["name"], "k");
+    assert_eq!(records[3]["details"]["after"]["name"], "k2");
+    assert_eq!(records[4]["target_key_id"], id);
+    assert_eq!(records[4]["details"]["successor"]["id"], successor);
+    assert_eq!(records[5]["details"]["reason"], "unused");
     assert!(
         !records.iter().any(|r| r.to_string().contains("argon2")),
         "no hashes in details"
@@ -93,7 +98,9 @@ async fn audit_pages_and_filters(app: TestApp) {
     }
     let first = app.get("/v1/audit?limit=4").await;
     assert_eq!(first.body["data"].as_array().expect("data").len(), 4);
-    assert_eq!(first.body["data"][0]["seq"], 6, "newest first");
+    // Records 1 and 2 are the first start's: the organization and the first owner's setup
+    // invitation.
+    assert_eq!(first.body["data"][0]["seq"], 7, "newest first");
     let cursor = first.body["next_cursor"].as_str().expect("more");
     let second = app.get(&format!("/v1/audit?limit=4&cursor={cursor}")).await;
     let seqs: Vec<u64> = second.body["data"]
@@ -102,7 +109,7 @@ async fn audit_pages_and_filters(app: TestApp) {
         .iter()
         .filter_map(|r| r["seq"].as_u64())
         .collect();
-    assert_eq!(seqs, [2, 1]);
+    assert_eq!(seqs, [3, 2, 1]);
     assert_eq!(second.body["next_cursor"], json!(null));
     let created = app.get("/v1/audit?action=key_created").await;
     assert_eq!(created.body["data"].as_array().expect("data").len(), 5);
@@ -118,7 +125,7 @@ async fn an_intact_chain_verifies_and_tampering_is_detected(app: TestApp) {
     let report = app.get("/v1/audit/verify").await;
     assert_eq!(
         report.body,
-        json!({"valid": true, "records": 4, "error": null})
+        json!({"valid": true, "records": 5, "error": null})
     );
 
     // Someone with database access rewrites a record's details, bypassing the append-only
@@ -202,8 +209,8 @@ async fn a_chain_longer_than_one_page_verifies_and_tampering_in_its_second_page_
         .expect("the organization")
         .get::<Vec<u8>, _>(0);
     let org = OrgId::from_bytes(org.try_into().expect("16 bytes"));
-    // 1,500 records: one and a half pages, written in one transaction to keep the test quick.
-    let filler: Vec<FailedAuth> = (0..1_499)
+    // 1,500 records (the first start wrote two): one and a half pages, written in one transaction to keep the test quick.
+    let filler: Vec<FailedAuth> = (0..1_498)
         .map(|n| FailedAuth {
             details: json!({"reason": "insufficient_scope", "count": 1, "n": n}),
             context: AuditContext {

@@ -22,6 +22,7 @@ use sqlx::any::AnyPoolOptions;
 use tower::ServiceExt as _;
 
 pub mod feed;
+pub mod people;
 pub mod usage;
 
 /// The PostgreSQL server tests use (trust auth, user `postgres`; CI provides it, see README.md).
@@ -81,6 +82,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     /// Its admin key (`admin:full`).
     pub admin_key: String,
+    /// The first owner's one-time setup link.
+    pub setup_link: String,
     /// Keeps the data directory alive.
     pub data_dir: tempfile::TempDir,
     /// The database URL.
@@ -250,6 +253,7 @@ pub async fn spawn_app_with(backend: Backend, configure: fn(&mut Config)) -> Opt
         pool,
         clock,
         admin_key: first.admin_key.expose_secret().to_owned(),
+        setup_link: first.setup_link.clone(),
         data_dir,
         database_url,
         application: Some(application),

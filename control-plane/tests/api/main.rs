@@ -17,6 +17,8 @@ mod limits;
 mod operations;
 mod operator_settings;
 mod out_of_range;
+mod people;
+mod people_roles;
 mod push_wakeup;
 mod refusals;
 mod replication_feed;

@@ -81,23 +81,42 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
     // changes one side of this comparison.
     let expected = [
         "DELETE /v1/keys/{id}",
+        "DELETE /v1/roles/{name}",
+        "DELETE /v1/sessions",
+        "DELETE /v1/sessions/current",
+        "DELETE /v1/sessions/{id}",
         "GET /healthz",
         "GET /metrics",
         "GET /openapi.json",
         "GET /readyz",
         "GET /v1/audit",
         "GET /v1/audit/verify",
+        "GET /v1/auth/config",
         "GET /v1/edge/changes",
         "GET /v1/edge/snapshot",
         "GET /v1/keys",
         "GET /v1/keys/{id}",
         "GET /v1/keys/{id}/usage",
         "GET /v1/keys/{id}/usage/daily",
+        "GET /v1/members",
+        "GET /v1/roles",
+        "GET /v1/sessions",
+        "GET /v1/users/me",
         "PATCH /v1/keys/{id}",
+        "PATCH /v1/members/{user_id}",
         "POST /v1/edge/usage",
+        "POST /v1/invitations",
+        "POST /v1/invitations/accept",
         "POST /v1/keys",
+        "POST /v1/keys/reconcile",
         "POST /v1/keys/{id}/revoke",
         "POST /v1/keys/{id}/rotate",
+        "POST /v1/keys/{id}/transfer",
+        "POST /v1/members/{user_id}/remove",
+        "POST /v1/roles",
+        "POST /v1/sessions",
+        "POST /v1/users/me/password",
+        "PUT /v1/roles/{name}",
     ];
     assert_eq!(documented, expected);
     // The feed and usage reports are for edges: their own tag and the request signature, not a
@@ -122,15 +141,22 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
     // Every documented operation reaches a handler: never the router's own 404 or 405.
     for operation in &documented {
         let (method, path) = operation.split_once(' ').expect("method and path");
-        let path = path.replace("{id}", "key_0000000000000000000000");
+        let path = path
+            .replace("{user_id}", "usr_0000000000000000000000")
+            .replace("{name}", "no-such-role")
+            .replace(
+                "/v1/sessions/{id}",
+                "/v1/sessions/ses_0000000000000000000000",
+            )
+            .replace("{id}", "key_0000000000000000000000");
         let method = Method::from_bytes(method.as_bytes()).expect("method");
         let reply = app
             .call(method, &path, Some(&app.admin_key), Some(json!({})))
             .await;
         assert_ne!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{operation}");
         if reply.status == StatusCode::NOT_FOUND {
-            assert_eq!(
-                reply.body["error"]["message"], "key not found",
+            assert_ne!(
+                reply.body["error"]["message"], "route not found",
                 "{operation} is routed"
             );
         }

@@ -5,8 +5,8 @@ use keyplane_shared::{Environment, LookupDigest, PepperId, RateLimit, ScopeSet, 
 use serde_json::{Map, json};
 
 use super::*;
-use crate::store::records::Reach;
 use crate::ceiling::RateLimitCeiling;
+use crate::store::records::Reach;
 
 const NOW: Timestamp = Timestamp(1_700_000_000_000);
 const HOUR: i64 = 3_600_000;

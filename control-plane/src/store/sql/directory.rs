@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use keyplane_shared::ids::{InvitationId, KeyId, OrgId, SessionId, UserId};
 use keyplane_shared::{ScopeSet, Timestamp};
 
-use super::{SqlStore, members, people, sessions};
+use super::{SqlStore, host_orgs, invitations, members, people, sessions};
 use crate::access::{RoleName, ScopeCeiling};
 use crate::store::StoreError;
 use crate::store::people::*;
@@ -80,14 +80,14 @@ impl PeopleStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<InvitationRecord, StoreError> {
-        members::create_invitation(self, invitation, context, now).await
+        invitations::create_invitation(self, invitation, context, now).await
     }
 
     async fn invitation_by_token(
         &self,
         digest: &[u8; 32],
     ) -> Result<Option<InvitationRecord>, StoreError> {
-        members::invitation_by_token(self, digest).await
+        invitations::invitation_by_token(self, digest).await
     }
 
     async fn accept_invitation(
@@ -97,7 +97,7 @@ impl PeopleStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<(UserRecord, OrgId), StoreError> {
-        members::accept_invitation(self, id, joining, context, now).await
+        invitations::accept_invitation(self, id, joining, context, now).await
     }
 
     async fn change_role(
@@ -214,7 +214,7 @@ impl PeopleStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<OrgId, StoreError> {
-        members::provision_org(self, issuer, external_id, context, now).await
+        host_orgs::provision_org(self, issuer, external_id, context, now).await
     }
 
     async fn sync_member(
@@ -225,6 +225,6 @@ impl PeopleStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        members::sync_member(self, org, user, role, context, now).await
+        host_orgs::sync_member(self, org, user, role, context, now).await
     }
 }

@@ -25,6 +25,8 @@ mod audit;
 mod connect;
 mod directory;
 mod filtered;
+mod host_orgs;
+mod invitations;
 mod journal;
 mod key_list;
 mod keys;

@@ -11,7 +11,9 @@ use super::SqlStore;
 use super::rows::{bytes16, corrupt};
 use crate::access::{BuiltinRole, RoleName, ScopeCeiling};
 use crate::store::StoreError;
-use crate::store::people::{HostUser, MemberRecord, Membership, RoleRecord, UserRecord, UserSummary};
+use crate::store::people::{
+    HostUser, MemberRecord, Membership, RoleRecord, UserRecord, UserSummary,
+};
 
 /// The user columns, as [`user_from_row`] reads them.
 pub(super) const USER_COLUMNS: &str = "id, email, display_name, password_hash, external_issuer, \
@@ -197,8 +199,13 @@ async fn stored_role(
         .bind(name.to_owned())
         .fetch_optional(&mut *connection)
         .await?;
-    row.map(|row| Ok((scopes_of(&row.try_get::<String, _>(0)?)?, Timestamp(row.try_get(1)?))))
-        .transpose()
+    row.map(|row| {
+        Ok((
+            scopes_of(&row.try_get::<String, _>(0)?)?,
+            Timestamp(row.try_get(1)?),
+        ))
+    })
+    .transpose()
 }
 
 /// The ceiling of `role` in `org`, on `connection`.
@@ -297,17 +304,23 @@ pub(super) async fn host_user(
                         .fetch_optional(&store.pool)
                         .await?
                         .is_some();
-                    if taken { found.email.clone() } else { Some(email.clone()) }
+                    if taken {
+                        found.email.clone()
+                    } else {
+                        Some(email.clone())
+                    }
                 }
                 None => None,
             };
-            sqlx::query("UPDATE users SET display_name = $1, email = $2, updated_at = $3 WHERE id = $4")
-                .bind(user.display_name.clone())
-                .bind(email.clone())
-                .bind(now.as_millis())
-                .bind(id_bytes(found.id.to_bytes()))
-                .execute(&store.pool)
-                .await?;
+            sqlx::query(
+                "UPDATE users SET display_name = $1, email = $2, updated_at = $3 WHERE id = $4",
+            )
+            .bind(user.display_name.clone())
+            .bind(email.clone())
+            .bind(now.as_millis())
+            .bind(id_bytes(found.id.to_bytes()))
+            .execute(&store.pool)
+            .await?;
             Ok(UserRecord {
                 display_name: user.display_name,
                 email,

@@ -91,7 +91,11 @@ pub(super) async fn by_token(
         .transpose()
 }
 
-pub(super) async fn touch(store: &SqlStore, id: SessionId, now: Timestamp) -> Result<(), StoreError> {
+pub(super) async fn touch(
+    store: &SqlStore,
+    id: SessionId,
+    now: Timestamp,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $1")
         .bind(now.as_millis())
         .bind(id_bytes(id.to_bytes()))

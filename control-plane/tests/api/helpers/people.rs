@@ -1,0 +1,146 @@
+//! People in API tests: accepting invitations, signing in, and calls made with a session
+//! cookie (with or without the Origin and CSRF token a browser page would send).
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+
+use super::{Reply, TestApp};
+
+/// The host the test router is called as (`Origin` must name it for unsafe requests).
+pub const HOST: &str = "keyplane.test";
+
+/// A signed-in browser: its cookie and the session's CSRF token.
+#[derive(Debug, Clone)]
+pub struct Browser {
+    /// `name=value` of the session cookie.
+    pub cookie: String,
+    /// The CSRF token from the sign-in answer.
+    pub csrf: String,
+    /// The user's id.
+    pub user_id: String,
+}
+
+/// The token in an invitation link.
+pub fn token_of(link: &str) -> &str {
+    link.split_once("#token=").expect("a link with a token").1
+}
+
+/// The `name=value` part of the reply's `Set-Cookie`.
+pub fn cookie_of(reply: &Reply) -> String {
+    let header = reply
+        .headers
+        .get("set-cookie")
+        .and_then(|value| value.to_str().ok())
+        .expect("a Set-Cookie header");
+    header.split(';').next().expect("name=value").to_owned()
+}
+
+impl TestApp {
+    /// Sends `method path` as a browser page of this host would, with `browser`'s cookie, the
+    /// page's Origin and the CSRF token (each can be left out or changed by the caller).
+    pub async fn browse(
+        &self,
+        method: Method,
+        path: &str,
+        cookie: Option<&str>,
+        origin: Option<&str>,
+        csrf: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", HOST);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        let request = match body {
+            Some(body) => request
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .expect("valid request");
+        self.send(request).await
+    }
+
+    /// A call from `browser`'s page: same origin, with its CSRF token.
+    pub async fn as_browser(
+        &self,
+        browser: &Browser,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let origin = format!("https://{HOST}");
+        self.browse(
+            method,
+            path,
+            Some(&browser.cookie),
+            Some(&origin),
+            Some(&browser.csrf),
+            body,
+        )
+        .await
+    }
+
+    /// Accepts an invitation link as a new account; the signed-in browser.
+    pub async fn accept(&self, link: &str, email: &str, name: &str) -> Browser {
+        let reply = self
+            .browse(
+                Method::POST,
+                "/v1/invitations/accept",
+                None,
+                None,
+                None,
+                Some(json!({
+                    "token": token_of(link),
+                    "email": email,
+                    "display_name": name,
+                    "password": PASSWORD,
+                })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        Browser {
+            cookie: cookie_of(&reply),
+            csrf: reply.body["csrf_token"].as_str().expect("csrf").to_owned(),
+            user_id: reply.body["user"]["id"].as_str().expect("user").to_owned(),
+        }
+    }
+
+    /// The first owner, set up through the setup link.
+    pub async fn first_owner(&self) -> Browser {
+        self.accept(
+            &self.setup_link.clone(),
+            "owner@example.com",
+            "Olivia Owner",
+        )
+        .await
+    }
+
+    /// A member invited by `by` with `role` and signed in.
+    pub async fn member(&self, by: &Browser, email: &str, name: &str, role: &str) -> Browser {
+        let invited = self
+            .as_browser(
+                by,
+                Method::POST,
+                "/v1/invitations",
+                Some(json!({"email": email, "role": role})),
+            )
+            .await;
+        assert_eq!(invited.status, StatusCode::CREATED, "{:?}", invited.body);
+        let link = invited.body["link"].as_str().expect("link").to_owned();
+        self.accept(&link, email, name).await
+    }
+}
+
+/// The password every test account uses.
+pub const PASSWORD: &str = "correct horse battery staple";
