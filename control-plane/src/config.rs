@@ -66,7 +66,7 @@ pub struct Config {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct PeopleConfig {
     /// A JSON file naming the host products whose tokens (JWTs) are accepted, and their keys
-    /// (see README.md, "Host-product tokens"); default: none.
+    /// (see README.md, "People: three ways to authenticate"); default: none.
     #[arg(long, env = "KEYPLANE_HOST_TOKENS")]
     pub host_tokens: Option<PathBuf>,
     /// The URL people reach this control plane at, for the links it hands out (invitations,

@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod concurrency;
 mod feed_lineage;
+mod host_tokens;
 mod keys;
 mod lifecycle;
 mod limits;
