@@ -136,14 +136,28 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
         metrics_listen: None,
         max_rate_limit: Default::default(),
         local_dev: true,
-        people: Default::default(),
+        people: keyplane_control_plane::config::PeopleConfig {
+            host_tokens: Some(host_product(dir.path())?),
+            // The bench signs in many times from one address: lift the throttle.
+            login_limit_per_email: "100000/min,burst=10000"
+                .parse()
+                .map_err(anyhow::Error::msg)?,
+            login_limit_per_address: "100000/min,burst=10000"
+                .parse()
+                .map_err(anyhow::Error::msg)?,
+            ..Default::default()
+        },
     };
     let (application, bootstrapped) =
         Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;
-    let admin_key = bootstrapped
-        .context("fresh database")?
-        .admin_key
-        .expose_secret()
+    let first = bootstrapped.context("fresh database")?;
+    let admin_key = first.admin_key.expose_secret().to_owned();
+    let org = first.org.id.to_string();
+    let setup_token = first
+        .setup_link
+        .split_once("#token=")
+        .context("a setup token")?
+        .1
         .to_owned();
     let started = Instant::now();
     let pool = support::raw_pool(&database_url).await?;
@@ -169,8 +183,12 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
     }));
 
     let samples = options.samples;
-    let rows =
-        tokio::task::spawn_blocking(move || drive(addr, &admin_key, &ids, samples)).await??;
+    let people = People {
+        setup_token,
+        host_token: host_token(&org)?,
+    };
+    let rows = tokio::task::spawn_blocking(move || drive(addr, &admin_key, &ids, samples, &people))
+        .await??;
     let _ = stop.send(());
     server.await??;
 
@@ -183,12 +201,54 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
     Ok(rows)
 }
 
+/// The fixtures' ES256 public key as the one trusted host product; the configuration's path.
+fn host_product(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join("host-tokens.json");
+    let file = json!({"issuers": [{
+        "issuer": "https://app.example.com",
+        "audience": "keyplane",
+        "algorithm": "ES256",
+        "public_keys": [{"kid": "k1", "pem_file": fixture("es256-1.pub.pem")}],
+    }]});
+    std::fs::write(&path, file.to_string())?;
+    Ok(path)
+}
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/src/host_token/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A host product's token for an admin of `org`, valid for an hour.
+fn host_token(org: &str) -> anyhow::Result<String> {
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(fixture("es256-1.key.pem"))?)?;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("k1".into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = json!({
+        "iss": "https://app.example.com", "aud": "keyplane", "sub": "bench-user",
+        "name": "Bench", "org": org, "role": "admin", "iat": now, "exp": now + 3600,
+    });
+    Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+}
+
+/// What the people rows need: the first owner's setup token and a host product's token.
+struct People {
+    setup_token: String,
+    host_token: String,
+}
+
 /// The HTTP client side: sequential requests with keep-alive.
 fn drive(
     addr: std::net::SocketAddr,
     admin_key: &str,
     ids: &[KeyId],
     samples: usize,
+    people: &People,
 ) -> anyhow::Result<Vec<Row>> {
     let agent = ureq::Agent::new_with_defaults();
     let base = format!("http://{addr}");
@@ -272,6 +332,57 @@ fn drive(
         200,
         samples,
     )?;
+    // People: the first owner's account, then sign-ins (Argon2id-bound) and a list page read
+    // with a host product's token (signature check, user and membership lookups).
+    let password = "correct horse battery staple";
+    let send = |path: &str, body: Value, bearer: Option<&str>| -> anyhow::Result<u16> {
+        let mut request = agent
+            .post(&format!("{base}{path}"))
+            .header("content-type", "application/json");
+        if let Some(token) = bearer {
+            request = request.header("authorization", &format!("Bearer {token}"));
+        }
+        let response = request
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(body.to_string())?;
+        Ok(response.status().as_u16())
+    };
+    let accepted = send(
+        "/v1/invitations/accept",
+        json!({"token": people.setup_token, "email": "owner@example.com",
+               "display_name": "Owner", "password": password}),
+        None,
+    )?;
+    if accepted != 201 {
+        bail!("accepting the setup link: {accepted}");
+    }
+    let sign_in = timed(
+        &mut |_| {
+            send(
+                "/v1/sessions",
+                json!({"email": "owner@example.com", "password": password}),
+                None,
+            )
+        },
+        201,
+        samples.min(100),
+    )?;
+    let list_with_token = timed(
+        &mut |_| {
+            let response = agent
+                .get(&format!("{base}/v1/keys?limit=50"))
+                .header("authorization", &format!("Bearer {}", people.host_token))
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .call()?;
+            Ok(response.status().as_u16())
+        },
+        200,
+        samples,
+    )?;
     let row = |operation, (median_ms, p99_ms): (f64, f64)| Row {
         operation,
         median_ms,
@@ -282,6 +393,8 @@ fn drive(
         row("get (GET /v1/keys/{id})", get_one),
         row("list page of 50 (GET /v1/keys)", list),
         row("revoke (POST /v1/keys/{id}/revoke)", revoke),
+        row("sign in (POST /v1/sessions)", sign_in),
+        row("list page of 50 with a host token (JWT)", list_with_token),
     ])
 }
 

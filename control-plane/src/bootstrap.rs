@@ -10,6 +10,7 @@ use keyplane_shared::{ApiKey, Environment, Scope, ScopeSet};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::access::{BuiltinRole, RoleName};
+use crate::accounts::throttle::LoginThrottle;
 use crate::accounts::tokens::CsrfKey;
 use crate::auth::KeyMaker;
 use crate::config::Config;
@@ -93,6 +94,10 @@ pub(crate) async fn open(
                 public_url: config.public_url(),
                 host_tokens,
                 csrf: CsrfKey::new(secrets.signing_secret.expose_secret()),
+                throttle: LoginThrottle::new(
+                    config.people.login_limit_per_email.limit(),
+                    config.people.login_limit_per_address.limit(),
+                ),
             },
         },
     );

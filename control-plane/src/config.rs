@@ -63,7 +63,7 @@ pub struct Config {
 }
 
 /// How people sign in.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct PeopleConfig {
     /// A JSON file naming the host products whose tokens (JWTs) are accepted, and their keys
     /// (see README.md, "People: three ways to authenticate"); default: none.
@@ -73,6 +73,33 @@ pub struct PeopleConfig {
     /// the first owner's setup link); default: `http://` and the listen address.
     #[arg(long, env = "KEYPLANE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Sign-in attempts allowed per submitted email, `<n>/min,burst=<b>`.
+    #[arg(
+        long,
+        env = "KEYPLANE_LOGIN_LIMIT_PER_EMAIL",
+        default_value_t = crate::accounts::throttle::per_email_default(),
+        value_name = "N/min,burst=B"
+    )]
+    pub login_limit_per_email: crate::ceiling::RateLimitCeiling,
+    /// Sign-in attempts allowed per client address, `<n>/min,burst=<b>`.
+    #[arg(
+        long,
+        env = "KEYPLANE_LOGIN_LIMIT_PER_ADDRESS",
+        default_value_t = crate::accounts::throttle::per_address_default(),
+        value_name = "N/min,burst=B"
+    )]
+    pub login_limit_per_address: crate::ceiling::RateLimitCeiling,
+}
+
+impl Default for PeopleConfig {
+    fn default() -> Self {
+        PeopleConfig {
+            host_tokens: None,
+            public_url: None,
+            login_limit_per_email: crate::accounts::throttle::per_email_default(),
+            login_limit_per_address: crate::accounts::throttle::per_address_default(),
+        }
+    }
 }
 
 impl Config {

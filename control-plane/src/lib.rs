@@ -51,13 +51,15 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderName;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::{Extension, Router};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -113,10 +115,14 @@ pub fn app_with(state: AppState, metrics: MetricsRoute) -> Router {
         .layer(middleware::from_fn(error::respond_with_request_id))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
-        // Outermost: nothing below, the trace layer included, ever logs a key.
+        // Outermost: nothing below, the trace layer included, ever logs a key, a host
+        // product's token, a session cookie or a CSRF token (nor a new session's cookie).
+        .layer(SetSensitiveResponseHeadersLayer::new([SET_COOKIE]))
         .layer(SetSensitiveRequestHeadersLayer::new([
             AUTHORIZATION,
+            COOKIE,
             HeaderName::from_static("x-api-key"),
+            HeaderName::from_static(auth::session::CSRF_HEADER),
         ]))
         .with_state(state)
 }

@@ -104,6 +104,8 @@ pub struct PeopleSettings {
     pub host_tokens: HostTokens,
     /// Derives sessions' CSRF tokens (from the signing secret).
     pub csrf: CsrfKey,
+    /// Sign-in attempts per email and address.
+    pub throttle: LoginThrottle,
 }
 
 /// Bound on [`Shared::verified`]; past it the cache starts over (a miss only costs a hash).
@@ -125,6 +127,7 @@ impl AppState {
             public_url,
             host_tokens,
             csrf,
+            throttle,
         } = people;
         AppState(Arc::new(Shared {
             store,
@@ -138,7 +141,7 @@ impl AppState {
             refusals: RefusalLog::default(),
             public_url,
             csrf,
-            throttle: LoginThrottle::default(),
+            throttle,
             host_tokens,
             first_org: OnceLock::new(),
             verified: Mutex::new(HashMap::new()),

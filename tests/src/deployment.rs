@@ -233,6 +233,8 @@ pub struct Deployment {
     pub edges: Vec<Edge>,
     /// The bootstrap organization's admin key.
     pub admin_key: String,
+    /// The first owner's one-time setup link, as the first start printed it.
+    pub setup_link: String,
 }
 
 impl Deployment {
@@ -245,6 +247,7 @@ impl Deployment {
         let data_dir = fresh_dir("control-plane")?;
         let service = setup.start_control_plane_with(&secrets, &data_dir, &listen)?;
         let admin_key = admin_key_of(&service)?;
+        let setup_link = setup_link_of(&service)?;
         let control_plane = ControlPlane {
             url: service.url.clone(),
             service: Some(service),
@@ -258,6 +261,7 @@ impl Deployment {
             control_plane,
             edges: Vec::new(),
             admin_key,
+            setup_link,
         };
         for index in 0..edges {
             let mut options = EdgeOptions::new(
@@ -437,6 +441,17 @@ fn admin_key_of(service: &Service) -> Result<String> {
                 .map(|(_, key)| key.trim().to_owned())
         })
         .context("the control plane printed no admin key on its first start")
+}
+
+fn setup_link_of(service: &Service) -> Result<String> {
+    service
+        .preamble
+        .iter()
+        .find_map(|line| {
+            line.rsplit_once("valid 7 days: ")
+                .map(|(_, link)| link.trim().to_owned())
+        })
+        .context("the control plane printed no setup link on its first start")
 }
 
 /// Sends a request signed with the deployment's edge secret.

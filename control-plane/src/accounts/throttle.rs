@@ -9,10 +9,26 @@ use std::sync::Mutex;
 use keyplane_shared::ratelimit::GcraState;
 use keyplane_shared::{RateLimit, Timestamp};
 
-/// Attempts per email: 5 at once, then one every 12 seconds.
+use crate::ceiling::RateLimitCeiling;
+
+/// Attempts per email by default: 5 at once, then one every 12 seconds.
 pub const PER_EMAIL: (u32, u32) = (5, 5);
-/// Attempts per client address: 20 at once, then one every 2 seconds.
+/// Attempts per client address by default: 20 at once, then one every 2 seconds.
 pub const PER_ADDRESS: (u32, u32) = (30, 20);
+
+fn limit((rate, burst): (u32, u32)) -> RateLimit {
+    RateLimit::new(rate, burst).unwrap_or_else(|_| unreachable!("valid constant limits"))
+}
+
+/// [`PER_EMAIL`] as the configuration's default.
+pub fn per_email_default() -> RateLimitCeiling {
+    RateLimitCeiling::new(limit(PER_EMAIL))
+}
+
+/// [`PER_ADDRESS`] as the configuration's default.
+pub fn per_address_default() -> RateLimitCeiling {
+    RateLimitCeiling::new(limit(PER_ADDRESS))
+}
 
 /// Bound on the entries of each map; past it idle entries are dropped first, then all.
 const CAPACITY: usize = 100_000;
@@ -28,15 +44,7 @@ pub struct LoginThrottle {
 
 impl Default for LoginThrottle {
     fn default() -> Self {
-        let limit = |(rate, burst): (u32, u32)| {
-            RateLimit::new(rate, burst).unwrap_or_else(|_| unreachable!("valid constant limits"))
-        };
-        LoginThrottle {
-            per_email: limit(PER_EMAIL),
-            per_address: limit(PER_ADDRESS),
-            emails: Mutex::new(HashMap::new()),
-            addresses: Mutex::new(HashMap::new()),
-        }
+        LoginThrottle::new(limit(PER_EMAIL), limit(PER_ADDRESS))
     }
 }
 
@@ -64,6 +72,16 @@ fn check(
 }
 
 impl LoginThrottle {
+    /// A throttle with these limits per email and per address.
+    pub fn new(per_email: RateLimit, per_address: RateLimit) -> Self {
+        LoginThrottle {
+            per_email,
+            per_address,
+            emails: Mutex::new(HashMap::new()),
+            addresses: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Counts one attempt for `email` (lowercased) from `address`; `Err(seconds)` to wait when
     /// either is over its limit.
     pub fn attempt(&self, email: &str, address: Option<&str>, now: Timestamp) -> Result<(), u64> {

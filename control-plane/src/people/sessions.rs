@@ -35,6 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sign_in, list_sessions, sign_out_everywhere))
         .routes(routes!(sign_out))
         .routes(routes!(end_session))
+        .routes(routes!(portal_session))
 }
 
 /// Body of a sign-in.
@@ -337,4 +338,43 @@ async fn end_session(
     } else {
         Err(ApiError::NotFound("session"))
     }
+}
+
+/// Exchange a host product's token for a portal session: the cookie a page of the host product
+/// embedding Keyplane's portal in a frame uses (`__Host-keyplane_portal`,
+/// `SameSite=None; Secure; Partitioned`: a cross-site frame gets no Strict cookie), with its CSRF
+/// token. The session acts with the member's role as the token set it.
+#[utoipa::path(
+    post, path = "/v1/sessions/portal", tag = "sessions",
+    responses(
+        (status = 201, description = "A portal session", body = SignedIn),
+        (status = 401, description = "The token was refused (`invalid_token`)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "Only a host product's token can be exchanged", body = crate::openapi::ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+async fn portal_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    anonymous: Anonymous,
+) -> Result<Response, ApiError> {
+    let Actor::User {
+        user,
+        via: Via::HostToken { .. },
+    } = &principal.actor
+    else {
+        return Err(ApiError::Forbidden(
+            "a portal session is made from a host product's token".into(),
+        ));
+    };
+    let user = state.store.user(user.id).await?;
+    start_session(
+        &state,
+        &user,
+        principal.org,
+        SessionKind::Portal,
+        &anonymous,
+        StatusCode::CREATED,
+    )
+    .await
 }

@@ -17,6 +17,7 @@ backends!(
     a_host_users_token_acts_for_them_in_a_provisioned_organization,
     a_token_naming_a_known_organization_joins_it_with_its_role,
     refused_tokens_get_invalid_token,
+    a_host_token_becomes_a_partitioned_portal_session,
 );
 
 const ISSUER: &str = "https://app.example.com";
@@ -184,4 +185,55 @@ async fn refused_tokens_get_invalid_token(app: TestApp) {
         .expect("count");
     use sqlx::Row as _;
     assert_eq!(count.get::<i64, _>(0), 1);
+}
+
+async fn a_host_token_becomes_a_partitioned_portal_session(app: TestApp) {
+    let token = token(&claims("acme-corp", "developer"));
+    let reply = with_token(&app, Method::POST, "/v1/sessions/portal", &token, None).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let header = reply.headers["set-cookie"].to_str().expect("ascii");
+    assert!(header.starts_with("__Host-keyplane_portal="), "{header}");
+    for attribute in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=None",
+        "Partitioned",
+        "Path=/",
+    ] {
+        assert!(header.contains(attribute), "{attribute} in {header}");
+    }
+    let cookie = header.split(';').next().expect("name=value").to_owned();
+    let csrf = reply.body["csrf_token"].as_str().expect("csrf").to_owned();
+    let me = app
+        .browse(Method::GET, "/v1/users/me", Some(&cookie), None, None, None)
+        .await;
+    assert_eq!(me.body["method"], "session");
+    assert_eq!(me.body["role"], "developer");
+    // In the frame, unsafe calls rely on the CSRF token (and the frame's own origin).
+    let origin = format!("https://{}", crate::helpers::people::HOST);
+    let without = app
+        .browse(
+            Method::POST,
+            "/v1/keys",
+            Some(&cookie),
+            Some(&origin),
+            None,
+            Some(json!({"name": "portal", "environment": "test"})),
+        )
+        .await;
+    assert_eq!(without.code(), "csrf_failed");
+    let with = app
+        .browse(
+            Method::POST,
+            "/v1/keys",
+            Some(&cookie),
+            Some(&origin),
+            Some(&csrf),
+            Some(json!({"name": "portal", "environment": "test"})),
+        )
+        .await;
+    assert_eq!(with.status, StatusCode::CREATED, "{:?}", with.body);
+    // A management key cannot be exchanged.
+    let by_key = app.post("/v1/sessions/portal", json!({})).await;
+    assert_eq!(by_key.status, StatusCode::FORBIDDEN);
 }

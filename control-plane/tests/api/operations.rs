@@ -115,6 +115,7 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
         "POST /v1/members/{user_id}/remove",
         "POST /v1/roles",
         "POST /v1/sessions",
+        "POST /v1/sessions/portal",
         "POST /v1/users/me/password",
         "PUT /v1/roles/{name}",
     ];

@@ -13,7 +13,10 @@ use keyplane_shared::sync::hex;
 use crate::backends;
 use crate::helpers::TestApp;
 
-backends!(keys_never_reach_the_database_or_the_logs);
+backends!(
+    keys_never_reach_the_database_or_the_logs,
+    passwords_and_session_and_invitation_tokens_never_reach_the_database_or_the_logs,
+);
 
 /// A `tracing` writer into a shared buffer.
 #[derive(Clone, Default)]
@@ -69,32 +72,7 @@ async fn keys_never_reach_the_database_or_the_logs(app: TestApp) {
         .await;
     assert_eq!(revoked.status, 404);
 
-    let mut stored = String::new();
-    match app.backend {
-        Backend::Sqlite => {
-            sqlx::query("PRAGMA wal_checkpoint(FULL)")
-                .execute(app.pool())
-                .await
-                .expect("checkpoint");
-            for entry in std::fs::read_dir(app.data_dir.path()).expect("data dir") {
-                let bytes = std::fs::read(entry.expect("entry").path()).expect("readable");
-                stored.push_str(&String::from_utf8_lossy(&bytes));
-                stored.push_str(&hex(&bytes));
-            }
-        }
-        Backend::Postgres => {
-            for table in ["orgs", "api_keys", "audit_log", "changes"] {
-                let sql = format!("SELECT t::text FROM {table} t");
-                for row in sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(app.pool())
-                    .await
-                    .expect("dump")
-                {
-                    stored.push_str(&row.get::<String, _>(0));
-                }
-            }
-        }
-    }
+    let stored = dump(&app).await;
     assert!(stored.len() > 1000, "the dump is not empty");
     drop(_guard);
     let logs =
@@ -111,4 +89,133 @@ async fn keys_never_reach_the_database_or_the_logs(app: TestApp) {
         }
     }
     let _ = std::io::stderr().flush();
+}
+
+/// Everything the database holds, as text: the SQLite files (raw and hex), or every table's rows.
+async fn dump(app: &TestApp) -> String {
+    let mut stored = String::new();
+    match app.backend {
+        Backend::Sqlite => {
+            sqlx::query("PRAGMA wal_checkpoint(FULL)")
+                .execute(app.pool())
+                .await
+                .expect("checkpoint");
+            for entry in std::fs::read_dir(app.data_dir.path()).expect("data dir") {
+                let bytes = std::fs::read(entry.expect("entry").path()).expect("readable");
+                stored.push_str(&String::from_utf8_lossy(&bytes));
+                stored.push_str(&hex(&bytes));
+            }
+        }
+        Backend::Postgres => {
+            for table in [
+                "orgs",
+                "api_keys",
+                "audit_log",
+                "changes",
+                "users",
+                "sessions",
+                "invitations",
+                "memberships",
+            ] {
+                let sql = format!("SELECT t::text FROM {table} t");
+                for row in sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(app.pool())
+                    .await
+                    .expect("dump")
+                {
+                    stored.push_str(&row.get::<String, _>(0));
+                }
+            }
+        }
+    }
+    stored
+}
+
+fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+async fn passwords_and_session_and_invitation_tokens_never_reach_the_database_or_the_logs(
+    app: TestApp,
+) {
+    use crate::helpers::people::{PASSWORD, token_of};
+    let (captured, guard) = capture();
+    let owner = app.first_owner().await;
+    let invited = app
+        .as_browser(
+            &owner,
+            Method::POST,
+            "/v1/invitations",
+            Some(json!({"email": "dev@example.com", "role": "developer"})),
+        )
+        .await;
+    let link = invited.body["link"].as_str().expect("link").to_owned();
+    let developer = app.accept(&link, "dev@example.com", "Dan Dev").await;
+    let new_password = "an entirely different passphrase";
+    let changed = app
+        .as_browser(
+            &developer,
+            Method::POST,
+            "/v1/users/me/password",
+            Some(json!({"current_password": PASSWORD, "new_password": new_password})),
+        )
+        .await;
+    assert_eq!(changed.status, 204, "{:?}", changed.body);
+    // A wrong password and a forged cookie go through the refusal paths too.
+    app.browse(
+        Method::POST,
+        "/v1/sessions",
+        None,
+        None,
+        None,
+        Some(json!({"email": "dev@example.com", "password": "wrong but long enough"})),
+    )
+    .await;
+    app.browse(
+        Method::GET,
+        "/v1/keys",
+        Some("__Host-keyplane_session=forged-session-token"),
+        None,
+        None,
+        None,
+    )
+    .await;
+    let stored = dump(&app).await;
+    drop(guard);
+    let logs =
+        String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8 logs");
+    assert!(
+        logs.contains("/v1/sessions") || logs.contains("/v1/invitations"),
+        "the capture saw the requests"
+    );
+    let secrets = [
+        PASSWORD.to_owned(),
+        new_password.to_owned(),
+        "wrong but long enough".to_owned(),
+        owner.cookie.split_once('=').expect("value").1.to_owned(),
+        developer
+            .cookie
+            .split_once('=')
+            .expect("value")
+            .1
+            .to_owned(),
+        token_of(&app.setup_link).to_owned(),
+        token_of(&link).to_owned(),
+        owner.csrf.clone(),
+        "forged-session-token".to_owned(),
+    ];
+    for secret in &secrets {
+        for (what, haystack) in [("database", &stored), ("logs", &logs)] {
+            assert!(
+                !haystack.contains(secret.as_str()),
+                "a secret is in the {what}"
+            );
+        }
+    }
 }

@@ -9,6 +9,7 @@ mod forwarded_headers;
 mod identity;
 mod isolates;
 mod paths;
+mod people;
 mod rate_limits;
 mod replication;
 mod safety_net;
