@@ -14,10 +14,13 @@ use tokio::process::Command;
 use crate::backends;
 use crate::helpers::TestApp;
 
-backends!(edges_are_added_listed_and_removed_from_the_command_line);
+backends!(
+    edges_are_added_listed_and_removed_from_the_command_line,
+    users_add_prints_a_one_time_owner_link,
+);
 
 /// Every variable the binary reads, so the caller's environment cannot leak in.
-const VARIABLES: [&str; 13] = [
+const VARIABLES: [&str; 17] = [
     "KEYPLANE_LOCAL_DEV",
     "KEYPLANE_METRICS_LISTEN",
     "KEYPLANE_MAX_RATE_LIMIT",
@@ -31,6 +34,10 @@ const VARIABLES: [&str; 13] = [
     "KEYPLANE_ORG_NAME",
     "DATABASE_URL",
     "RUST_LOG",
+    "KEYPLANE_HOST_TOKENS",
+    "KEYPLANE_PUBLIC_URL",
+    "KEYPLANE_LOGIN_LIMIT_PER_EMAIL",
+    "KEYPLANE_LOGIN_LIMIT_PER_ADDRESS",
 ];
 
 fn keyplane(args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -301,4 +308,83 @@ async fn serve_registers_the_edges_it_is_given() {
         String::from_utf8_lossy(&refused.stderr).contains("NAME=URL"),
         "{refused:?}"
     );
+}
+
+async fn users_add_prints_a_one_time_owner_link(app: TestApp) {
+    use crate::helpers::people::token_of;
+    let dir = app.data_dir.path().join("cli");
+    // The server's own secrets: the audit record the command writes is sealed with them.
+    let secret = |name: &str| {
+        crate::fixed_secrets::secrets_env(name)
+            .expect("a fixed secret")
+            .expose_secret()
+            .to_owned()
+    };
+    let env = [
+        ("KEYPLANE_PEPPERS", secret("KEYPLANE_PEPPERS")),
+        ("KEYPLANE_SIGNING_SECRET", secret("KEYPLANE_SIGNING_SECRET")),
+        ("KEYPLANE_EDGE_SECRET", secret("KEYPLANE_EDGE_SECRET")),
+        (
+            "KEYPLANE_PUBLIC_URL",
+            "https://keys.example.com/".to_owned(),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = run(
+        &[
+            "users",
+            "add",
+            "--email",
+            "not an email",
+            "--data-dir",
+            path(&dir),
+            "--database-url",
+            &app.database_url,
+        ],
+        &env,
+    )
+    .await;
+    assert!(!refused.status.success());
+    let added = run(
+        &[
+            "users",
+            "add",
+            "--email",
+            "Second.Owner@Example.com",
+            "--data-dir",
+            path(&dir),
+            "--database-url",
+            &app.database_url,
+        ],
+        &env,
+    )
+    .await;
+    assert!(added.status.success(), "{added:?}");
+    let printed = stdout(&added);
+    let link = printed
+        .split_whitespace()
+        .find(|word| word.starts_with("https://keys.example.com/invitation#token="))
+        .expect("a link under the public URL")
+        .to_owned();
+    // The command ran on the real clock and the test's clock is months ahead, so the link is
+    // checked in the store rather than accepted: an owner invitation, valid 7 days, for the
+    // normalized email, unused, found by the link's token alone.
+    let digest = keyplane_control_plane::accounts::tokens::digest(token_of(&link));
+    let invitation = app
+        .store
+        .invitation_by_token(&digest)
+        .await
+        .expect("readable")
+        .expect("the link's invitation");
+    assert!(invitation.role.is_owner());
+    assert_eq!(
+        invitation.email.as_deref(),
+        Some("second.owner@example.com")
+    );
+    assert_eq!(
+        invitation.expires_at.as_millis() - invitation.created_at.as_millis(),
+        7 * 86_400_000
+    );
+    assert_eq!(invitation.accepted_at, None);
+    assert_eq!(app.get("/v1/audit/verify").await.body["valid"], true);
 }

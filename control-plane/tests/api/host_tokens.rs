@@ -18,9 +18,12 @@ backends!(
     a_token_naming_a_known_organization_joins_it_with_its_role,
     refused_tokens_get_invalid_token,
     a_host_token_becomes_a_partitioned_portal_session,
+    an_unknown_organization_is_refused_without_provisioning,
 );
 
 const ISSUER: &str = "https://app.example.com";
+/// A second host product, without provisioning.
+const OTHER_ISSUER: &str = "https://other.example.com";
 
 fn fixture(name: &str) -> String {
     format!(
@@ -38,6 +41,11 @@ fn trust_a_host_product(config: &mut Config) {
         "algorithm": "ES256",
         "public_keys": [{"kid": "k1", "pem_file": fixture("es256-1.pub.pem")}],
         "provision_organizations": true,
+    }, {
+        "issuer": OTHER_ISSUER,
+        "audience": "keyplane",
+        "algorithm": "ES256",
+        "public_keys": [{"pem_file": fixture("es256-2.pub.pem")}],
     }]});
     std::fs::write(&path, file.to_string()).expect("config written");
     config.people.host_tokens = Some(path);
@@ -236,4 +244,44 @@ async fn a_host_token_becomes_a_partitioned_portal_session(app: TestApp) {
     // A management key cannot be exchanged.
     let by_key = app.post("/v1/sessions/portal", json!({})).await;
     assert_eq!(by_key.status, StatusCode::FORBIDDEN);
+}
+
+async fn an_unknown_organization_is_refused_without_provisioning(app: TestApp) {
+    let key =
+        EncodingKey::from_ec_pem(&std::fs::read(fixture("es256-2.key.pem")).expect("fixture"))
+            .expect("key");
+    let mut claims = claims("unknown-co", "admin");
+    claims["iss"] = json!(OTHER_ISSUER);
+    let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &key).expect("signs");
+    let reply = with_token(&app, Method::GET, "/v1/keys", &token, None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.code(), "invalid_token");
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("unknown_organization")
+    );
+    // The same issuer may act in an organization that exists.
+    let org = app.get("/v1/users/me").await.body["organization_id"]
+        .as_str()
+        .expect("org")
+        .to_owned();
+    claims["org"] = json!(org);
+    let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &key).expect("signs");
+    assert_eq!(
+        with_token(&app, Method::GET, "/v1/keys", &token, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // A token of one issuer signed with the other's key is refused.
+    claims["iss"] = json!(ISSUER);
+    let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &key).expect("signs");
+    assert_eq!(
+        with_token(&app, Method::GET, "/v1/keys", &token, None)
+            .await
+            .code(),
+        "invalid_token"
+    );
 }
