@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::host_token::HostTokens;
 use crate::keys::issue::{KeySettings, issue_key};
+use crate::mailer::Mailer;
 use crate::secrets::{self, SecretsSource};
 use crate::state::{AppState, Clock, OperatorPolicy, PeopleSettings, Settings};
 use crate::store::audit_chain::AuditSealer;
@@ -68,6 +69,10 @@ pub(crate) async fn open(
             .with_context(|| format!("reading the host-token configuration {}", path.display()))?,
         None => HostTokens::none(),
     };
+    let mailer = Mailer::new(
+        config.people.smtp_url.as_ref(),
+        config.people.smtp_from.as_deref(),
+    )?;
     if !host_tokens.is_empty() {
         tracing::info!(
             issuers = host_tokens.issuers().len(),
@@ -98,6 +103,7 @@ pub(crate) async fn open(
                     config.people.login_limit_per_email.limit(),
                     config.people.login_limit_per_address.limit(),
                 ),
+                mailer,
             },
         },
     );
@@ -153,8 +159,10 @@ pub async fn owner_setup_link(
     };
     let owner = RoleName::Builtin(BuiltinRole::Owner);
     let invited =
-        crate::people::invitations::create(state, org, email, owner, None, &context).await?;
-    Ok(invited.link)
+        crate::people::invitations::create(state, org, email, owner, None, &context, false).await?;
+    invited
+        .link
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a setup link is never emailed")))
 }
 
 /// Creates an organization named `name` and its first key (`admin:full`, live, never expires).

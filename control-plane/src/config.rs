@@ -89,6 +89,14 @@ pub struct PeopleConfig {
         value_name = "N/min,burst=B"
     )]
     pub login_limit_per_address: crate::ceiling::RateLimitCeiling,
+    /// Where invitation emails go out, `smtps://user:password@host:465` (or `smtp://…`); put it
+    /// in the environment, not on the command line, when it holds a password. Default: no
+    /// email, the link is shown to the inviter.
+    #[arg(long, env = "KEYPLANE_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<crate::mailer::SmtpUrl>,
+    /// The sender of invitation emails, `Keyplane <keys@example.com>`.
+    #[arg(long, env = "KEYPLANE_SMTP_FROM")]
+    pub smtp_from: Option<String>,
 }
 
 impl Default for PeopleConfig {
@@ -98,6 +106,8 @@ impl Default for PeopleConfig {
             public_url: None,
             login_limit_per_email: crate::accounts::throttle::per_email_default(),
             login_limit_per_address: crate::accounts::throttle::per_address_default(),
+            smtp_url: None,
+            smtp_from: None,
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod host_token;
 pub mod input;
 pub mod keys;
 pub mod limits;
+pub mod mailer;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;

@@ -14,6 +14,7 @@ use crate::accounts::tokens::CsrfKey;
 use crate::ceiling::RateLimitCeiling;
 use crate::error::ApiError;
 use crate::host_token::HostTokens;
+use crate::mailer::Mailer;
 use crate::metrics::Metrics;
 use crate::refusal_log::RefusalLog;
 use crate::store::Store;
@@ -70,6 +71,8 @@ pub struct Shared {
     pub throttle: LoginThrottle,
     /// The host products whose tokens are accepted.
     pub host_tokens: HostTokens,
+    /// Sends invitation emails, if configured.
+    pub mailer: Mailer,
     /// The first organization (its owners are the operators), once known: it never changes.
     first_org: OnceLock<OrgId>,
     /// Management keys whose Argon2id hash this process has already checked, by id, with the
@@ -106,6 +109,8 @@ pub struct PeopleSettings {
     pub csrf: CsrfKey,
     /// Sign-in attempts per email and address.
     pub throttle: LoginThrottle,
+    /// Sends invitation emails, if configured.
+    pub mailer: Mailer,
 }
 
 /// Bound on [`Shared::verified`]; past it the cache starts over (a miss only costs a hash).
@@ -128,6 +133,7 @@ impl AppState {
             host_tokens,
             csrf,
             throttle,
+            mailer,
         } = people;
         AppState(Arc::new(Shared {
             store,
@@ -143,6 +149,7 @@ impl AppState {
             csrf,
             throttle,
             host_tokens,
+            mailer,
             first_org: OnceLock::new(),
             verified: Mutex::new(HashMap::new()),
         }))

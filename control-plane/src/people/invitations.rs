@@ -1,6 +1,6 @@
-//! Invitations: an owner or admin invites an email with a role and gets a one-time link,
-//! shown once, valid for [`VALID_DAYS`] days (no email is sent: the inviter hands the link
-//! over). Accepting it makes the account (or, for an email that has one, checks its password),
+//! Invitations: an owner or admin invites an email with a role; the one-time link, valid for
+//! [`VALID_DAYS`] days, is emailed to the invitee when SMTP is configured ([`crate::mailer`]),
+//! else (or when sending fails) shown once to the inviter to hand over. Accepting it makes the account (or, for an email that has one, checks its password),
 //! adds the membership and signs the person in. The first owner's setup link, printed at a
 //! first start and by `keyplane users add`, is an invitation too.
 
@@ -58,13 +58,16 @@ pub struct Invited {
     pub role: String,
     /// When the link stops working.
     pub expires_at: String,
-    /// The one-time link. Keyplane keeps only its digest: copy it now.
-    pub link: String,
-    /// Whether an email was sent (this deployment sends none: hand the link over).
+    /// The one-time link, when it was not emailed. Keyplane keeps only its digest: copy it now.
+    pub link: Option<String>,
+    /// Whether the link was emailed to the invitee.
     pub email_sent: bool,
+    /// Why emailing failed, when it was tried and failed.
+    pub email_error: Option<String>,
 }
 
-/// Makes an invitation into `org` and its link.
+/// Makes an invitation into `org` and its link; with `deliver`, emails the link when a mailer
+/// is configured (then the answer holds no link).
 pub async fn create(
     state: &AppState,
     org: OrgId,
@@ -72,6 +75,7 @@ pub async fn create(
     role: RoleName,
     invited_by: Option<UserId>,
     context: &AuditContext,
+    deliver: bool,
 ) -> Result<Invited, ApiError> {
     let token = tokens::generate().map_err(ApiError::internal)?;
     let now = state.now();
@@ -91,18 +95,37 @@ pub async fn create(
             now,
         )
         .await?;
+    // The token travels in the fragment, which browsers never send to a server.
+    let link = format!(
+        "{}/invitation#token={}",
+        state.public_url,
+        token.expose_secret()
+    );
+    let (email_sent, email_error) = match (&record.email, deliver && state.mailer.is_on()) {
+        (Some(to), true) => {
+            let org_name = state.store.org_name(org).await?.unwrap_or_default();
+            match state
+                .mailer
+                .send_invitation(to, &org_name, record.role.as_str(), &link)
+                .await
+            {
+                Ok(()) => (true, None),
+                Err(error) => {
+                    tracing::warn!(invitation = %record.id, %error, "the invitation email was not sent; the link is shown to the inviter");
+                    (false, Some(error.to_string()))
+                }
+            }
+        }
+        _ => (false, None),
+    };
     Ok(Invited {
         id: record.id.to_string(),
         email: record.email,
         role: record.role.as_str().to_owned(),
         expires_at: rfc3339(record.expires_at),
-        // The token travels in the fragment, which browsers never send to a server.
-        link: format!(
-            "{}/invitation#token={}",
-            state.public_url,
-            token.expose_secret()
-        ),
-        email_sent: false,
+        link: (!email_sent).then_some(link),
+        email_sent,
+        email_error,
     })
 }
 
@@ -141,6 +164,7 @@ async fn invite(
         role,
         principal.user_id(),
         &principal.context,
+        true,
     )
     .await?;
     Ok((StatusCode::CREATED, Json(invited)))

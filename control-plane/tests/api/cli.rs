@@ -20,7 +20,7 @@ backends!(
 );
 
 /// Every variable the binary reads, so the caller's environment cannot leak in.
-const VARIABLES: [&str; 17] = [
+const VARIABLES: [&str; 19] = [
     "KEYPLANE_LOCAL_DEV",
     "KEYPLANE_METRICS_LISTEN",
     "KEYPLANE_MAX_RATE_LIMIT",
@@ -38,6 +38,8 @@ const VARIABLES: [&str; 17] = [
     "KEYPLANE_PUBLIC_URL",
     "KEYPLANE_LOGIN_LIMIT_PER_EMAIL",
     "KEYPLANE_LOGIN_LIMIT_PER_ADDRESS",
+    "KEYPLANE_SMTP_URL",
+    "KEYPLANE_SMTP_FROM",
 ];
 
 fn keyplane(args: &[&str], env: &[(&str, &str)]) -> Command {

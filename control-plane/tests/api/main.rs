@@ -19,6 +19,7 @@ mod operations;
 mod operator_settings;
 mod out_of_range;
 mod people;
+mod people_email;
 mod people_roles;
 mod push_wakeup;
 mod refusals;

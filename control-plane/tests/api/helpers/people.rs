@@ -137,7 +137,10 @@ impl TestApp {
             )
             .await;
         assert_eq!(invited.status, StatusCode::CREATED, "{:?}", invited.body);
-        let link = invited.body["link"].as_str().expect("link").to_owned();
+        let link = invited.body["link"]
+            .as_str()
+            .expect("link shown")
+            .to_owned();
         self.accept(&link, email, name).await
     }
 }

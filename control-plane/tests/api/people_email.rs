@@ -1,0 +1,126 @@
+//! Invitation emails through the API: with SMTP configured the link goes to the invitee and is
+//! not shown; when sending fails the invitation still stands and the link is shown instead.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+
+use axum::http::{Method, StatusCode};
+use keyplane_control_plane::Config;
+use serde_json::json;
+
+use crate::backends;
+use crate::helpers::TestApp;
+
+backends!(
+    config = with_a_one_message_smtp_server;
+    an_invitation_is_emailed_and_a_failed_email_falls_back_to_the_link,
+);
+
+/// An SMTP server on a free port that takes one connection, writes what it received to
+/// `mail.txt` in the data directory, and then stops listening.
+fn with_a_one_message_smtp_server(config: &mut Config) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mail = config.data_dir.join("mail.txt");
+    std::thread::spawn(move || {
+        let Ok((socket, _)) = listener.accept() else {
+            return;
+        };
+        drop(listener);
+        let mut write = socket.try_clone().expect("clone");
+        let mut received = String::new();
+        let _ = write.write_all(b"220 test ESMTP\r\n");
+        let mut in_data = false;
+        for line in BufReader::new(socket).lines() {
+            let Ok(line) = line else { break };
+            received.push_str(&line);
+            received.push('\n');
+            let reply: &[u8] = if in_data {
+                if line != "." {
+                    continue;
+                }
+                in_data = false;
+                b"250 queued\r\n"
+            } else if line == "DATA" {
+                in_data = true;
+                b"354 go ahead\r\n"
+            } else if line == "QUIT" {
+                let _ = write.write_all(b"221 bye\r\n");
+                break;
+            } else {
+                b"250 ok\r\n"
+            };
+            let _ = write.write_all(reply);
+        }
+        std::fs::write(mail, received).expect("mail written");
+    });
+    config.people.smtp_url = Some(format!("smtp://127.0.0.1:{port}").parse().expect("url"));
+    config.people.smtp_from = Some("Keyplane <keys@example.com>".into());
+}
+
+async fn an_invitation_is_emailed_and_a_failed_email_falls_back_to_the_link(app: TestApp) {
+    // The setup link is printed, never emailed.
+    assert!(app.setup_link.contains("#token="));
+    let owner = app.first_owner().await;
+    let invite = |email: &'static str| {
+        app.as_browser(
+            &owner,
+            Method::POST,
+            "/v1/invitations",
+            Some(json!({"email": email, "role": "developer"})),
+        )
+    };
+    let emailed = invite("dev@example.com").await;
+    assert_eq!(emailed.status, StatusCode::CREATED, "{:?}", emailed.body);
+    assert_eq!(emailed.body["email_sent"], true, "{:?}", emailed.body);
+    assert_eq!(
+        emailed.body["link"],
+        json!(null),
+        "the inviter does not see the link"
+    );
+    let mail_file = app.data_dir.path().join("mail.txt");
+    crate::helpers::until("the mail server wrote the message", || async {
+        mail_file.exists()
+    })
+    .await;
+    let mail = std::fs::read_to_string(&mail_file).expect("mail");
+    assert!(mail.contains("RCPT TO:<dev@example.com>"), "{mail}");
+    let body = quoted_printable(&mail);
+    let link = body
+        .split_whitespace()
+        .find(|word| word.contains("/invitation#token="))
+        .expect("the link in the message")
+        .to_owned();
+    let developer = app.accept(&link, "dev@example.com", "Dan Dev").await;
+    assert!(!developer.user_id.is_empty());
+    // The server is gone now: the invitation is still made, and its link shown.
+    let fallback = invite("vic@example.com").await;
+    assert_eq!(fallback.status, StatusCode::CREATED);
+    assert_eq!(fallback.body["email_sent"], false);
+    assert!(fallback.body["email_error"].as_str().is_some());
+    let link = fallback.body["link"]
+        .as_str()
+        .expect("the link, shown")
+        .to_owned();
+    app.accept(&link, "vic@example.com", "Vic").await;
+}
+
+/// The text of a quoted-printable body (soft line breaks joined, `=XX` decoded).
+fn quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && i + 2 < bytes.len()
+            && let Ok(byte) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
