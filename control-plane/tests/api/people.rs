@@ -14,6 +14,7 @@ backends!(
     sign_in_always_starts_a_new_session,
     unsafe_requests_need_the_origin_and_the_csrf_token,
     sign_out_ends_the_session_at_once_and_everywhere_ends_all,
+    a_busy_session_still_ends_twelve_hours_after_sign_in,
     sign_in_does_not_tell_which_emails_exist_and_is_throttled,
     weak_passwords_are_refused,
     no_password_session_or_invitation_token_is_stored_in_plaintext,
@@ -360,4 +361,37 @@ async fn no_password_session_or_invitation_token_is_stored_in_plaintext(app: Tes
             "a secret is stored in plaintext"
         );
     }
+}
+
+async fn a_busy_session_still_ends_twelve_hours_after_sign_in(app: TestApp) {
+    let owner = app.first_owner().await;
+    // A request every 20 minutes keeps the idle clock from running out...
+    for _ in 0..35 {
+        app.clock.advance_secs(20 * 60);
+        let reply = app
+            .browse(
+                Method::GET,
+                "/v1/keys",
+                Some(&owner.cookie),
+                None,
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    // ...but not the absolute one: 12 h after sign-in the session is over.
+    app.clock.advance_secs(20 * 60);
+    let reply = app
+        .browse(
+            Method::GET,
+            "/v1/keys",
+            Some(&owner.cookie),
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.code(), "invalid_session");
 }

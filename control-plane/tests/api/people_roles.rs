@@ -151,6 +151,38 @@ async fn each_role_is_allowed_and_refused_what_the_table_says(app: TestApp) {
             }
         }
     }
+    // The owner filter: one person's keys, `me` for the caller's own.
+    let mine = app
+        .as_browser(&team.developer, Method::GET, "/v1/keys?owner=me", None)
+        .await;
+    let names: Vec<&str> = mine.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|key| key["owner"]["id"].as_str())
+        .collect();
+    assert!(!names.is_empty());
+    assert!(names.iter().all(|owner| *owner == team.developer.user_id));
+    let owners = app
+        .as_browser(
+            &team.viewer,
+            Method::GET,
+            &format!("/v1/keys?owner={}", team.owner.user_id),
+            None,
+        )
+        .await;
+    let ids: Vec<&str> = owners.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|key| key["id"].as_str())
+        .collect();
+    assert!(ids.contains(&owners_key.as_str()));
+    assert!(!ids.contains(&devs_key.as_str()));
+    let bad = app
+        .as_browser(&team.viewer, Method::GET, "/v1/keys?owner=someone", None)
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     // A developer may revoke their own key, not the owner's.
     let theirs = app
         .as_browser(
