@@ -25,34 +25,28 @@ pub enum HashingError {
 
 /// The Argon2id PHC string of a key.
 pub async fn hash_key(key: &ApiKey) -> Result<String, HashingError> {
-    let secret = Zeroizing::new(key.expose_secret().to_owned());
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(secret.as_bytes())
-            .map(|hash| hash.to_string())
-            .map_err(|error| HashingError::Argon2(error.to_string()))
-    })
-    .await?
+    hash_secret(key.expose_secret()).await
 }
 
 /// Whether `key` matches a stored PHC string (false for a malformed one). Argon2's verifier
 /// compares the computed and stored hashes in constant time.
 pub async fn verify_key(key: &ApiKey, phc: &str) -> Result<bool, HashingError> {
-    let secret = Zeroizing::new(key.expose_secret().to_owned());
-    let phc = phc.to_owned();
-    Ok(tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&phc).is_ok_and(|hash| {
-            Argon2::default()
-                .verify_password(secret.as_bytes(), &hash)
-                .is_ok()
-        })
-    })
-    .await?)
+    verify_secret(key.expose_secret(), phc).await
 }
 
 /// The Argon2id PHC string of a password.
 pub async fn hash_password(password: &str) -> Result<String, HashingError> {
-    let secret = Zeroizing::new(password.to_owned());
+    hash_secret(password).await
+}
+
+/// Whether `password` matches a stored PHC string (false for a malformed one), in constant
+/// time for the comparison itself.
+pub async fn verify_password(password: &str, phc: &str) -> Result<bool, HashingError> {
+    verify_secret(password, phc).await
+}
+
+async fn hash_secret(secret: &str) -> Result<String, HashingError> {
+    let secret = Zeroizing::new(secret.to_owned());
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(secret.as_bytes())
@@ -62,10 +56,8 @@ pub async fn hash_password(password: &str) -> Result<String, HashingError> {
     .await?
 }
 
-/// Whether `password` matches a stored PHC string (false for a malformed one), in constant
-/// time for the comparison itself.
-pub async fn verify_password(password: &str, phc: &str) -> Result<bool, HashingError> {
-    let secret = Zeroizing::new(password.to_owned());
+async fn verify_secret(secret: &str, phc: &str) -> Result<bool, HashingError> {
+    let secret = Zeroizing::new(secret.to_owned());
     let phc = phc.to_owned();
     Ok(tokio::task::spawn_blocking(move || {
         PasswordHash::new(&phc).is_ok_and(|hash| {

@@ -64,17 +64,7 @@ async fn the_first_owner_sets_up_through_the_link_and_owns_the_admin_key(app: Te
     assert_eq!(record["created_by"], json!(null));
     // The link works once.
     let again = app
-        .browse(
-            Method::POST,
-            "/v1/invitations/accept",
-            None,
-            None,
-            None,
-            Some(
-                json!({"token": token_of(&app.setup_link), "email": "eve@example.com",
-                        "display_name": "Eve", "password": PASSWORD}),
-            ),
-        )
+        .try_accept(&app.setup_link, "eve@example.com", "Eve", PASSWORD)
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.code(), "invitation_used");
@@ -284,17 +274,7 @@ async fn sign_in_does_not_tell_which_emails_exist_and_is_throttled(app: TestApp)
 async fn weak_passwords_are_refused(app: TestApp) {
     for (password, why) in [("short", "12"), ("1qaz2wsx3edc", "common")] {
         let reply = app
-            .browse(
-                Method::POST,
-                "/v1/invitations/accept",
-                None,
-                None,
-                None,
-                Some(
-                    json!({"token": token_of(&app.setup_link), "email": "o@example.com",
-                            "display_name": "O", "password": password}),
-                ),
-            )
+            .try_accept(&app.setup_link, "o@example.com", "O", password)
             .await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{password}");
         assert_eq!(reply.code(), "weak_password");

@@ -36,13 +36,7 @@ impl std::io::Write for Captured {
 }
 
 async fn keys_never_reach_the_database_or_the_logs(app: TestApp) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture();
 
     let mut keys = vec![app.admin_key.clone()];
     for env in ["live", "test"] {

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::SqlStore;
 use super::invitations::insert_membership;
 use super::journal::{Mutation, OrgMutation};
-use super::members::note;
+use super::members::{note, set_role};
 use super::people::{id_bytes, member_on};
 use crate::access::RoleName;
 use crate::store::StoreError;
@@ -83,13 +83,7 @@ pub(super) async fn sync_member(
     let audit = match before {
         Some(before) if before.role == *role => return Ok(false),
         Some(before) => {
-            sqlx::query("UPDATE memberships SET role = $1, updated_at = $2 WHERE org_id = $3 AND user_id = $4")
-                .bind(role.as_str().to_owned())
-                .bind(now.as_millis())
-                .bind(id_bytes(org.to_bytes()))
-                .bind(id_bytes(user.to_bytes()))
-                .execute(mutation.connection())
-                .await?;
+            set_role(mutation.connection(), org, user, role, now).await?;
             (
                 AuditAction::MemberRoleChanged,
                 json!({ "from": before.role.as_str(), "to": role.as_str(), "source": "host_token" }),

@@ -145,6 +145,26 @@ pub(super) async fn change_owner(
     Ok(saved)
 }
 
+/// Sets a member's role, on `connection`.
+pub(super) async fn set_role(
+    connection: &mut AnyConnection,
+    org: OrgId,
+    user: UserId,
+    role: &RoleName,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE memberships SET role = $1, updated_at = $2 WHERE org_id = $3 AND user_id = $4",
+    )
+    .bind(role.as_str().to_owned())
+    .bind(now.as_millis())
+    .bind(id_bytes(org.to_bytes()))
+    .bind(id_bytes(user.to_bytes()))
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn change_role(
     store: &SqlStore,
     org: OrgId,
@@ -164,15 +184,7 @@ pub(super) async fn change_role(
     if before.role.is_owner() && owner_count(mutation.connection(), org).await? <= 1 {
         return Err(StoreError::Conflict(Conflict::LastOwner));
     }
-    sqlx::query(
-        "UPDATE memberships SET role = $1, updated_at = $2 WHERE org_id = $3 AND user_id = $4",
-    )
-    .bind(role.as_str().to_owned())
-    .bind(now.as_millis())
-    .bind(id_bytes(org.to_bytes()))
-    .bind(id_bytes(user.to_bytes()))
-    .execute(mutation.connection())
-    .await?;
+    set_role(mutation.connection(), org, user, role, now).await?;
     let after = member_on(mutation.connection(), org, user)
         .await?
         .ok_or(StoreError::NotFound)?;

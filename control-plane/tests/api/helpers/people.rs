@@ -91,23 +91,27 @@ impl TestApp {
         .await
     }
 
+    /// Tries to accept an invitation link as a new account with `password`.
+    pub async fn try_accept(&self, link: &str, email: &str, name: &str, password: &str) -> Reply {
+        self.browse(
+            Method::POST,
+            "/v1/invitations/accept",
+            None,
+            None,
+            None,
+            Some(json!({
+                "token": token_of(link),
+                "email": email,
+                "display_name": name,
+                "password": password,
+            })),
+        )
+        .await
+    }
+
     /// Accepts an invitation link as a new account; the signed-in browser.
     pub async fn accept(&self, link: &str, email: &str, name: &str) -> Browser {
-        let reply = self
-            .browse(
-                Method::POST,
-                "/v1/invitations/accept",
-                None,
-                None,
-                None,
-                Some(json!({
-                    "token": token_of(link),
-                    "email": email,
-                    "display_name": name,
-                    "password": PASSWORD,
-                })),
-            )
-            .await;
+        let reply = self.try_accept(link, email, name, PASSWORD).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
         Browser {
             cookie: cookie_of(&reply),
