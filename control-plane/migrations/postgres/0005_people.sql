@@ -88,3 +88,12 @@ CREATE INDEX api_keys_owner ON api_keys (org_id, owner_id);
 ALTER TABLE audit_log ADD COLUMN format BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE audit_log ADD COLUMN actor_user_id BYTEA;
 ALTER TABLE audit_log ADD COLUMN target_user_id BYTEA;
+
+-- The organization made at first start: its owners are the deployment's operators. A database
+-- from before this migration takes its oldest organization.
+CREATE TABLE deployment (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    operator_org  BYTEA NOT NULL REFERENCES orgs (id)
+);
+INSERT INTO deployment (id, operator_org)
+    SELECT 1, id FROM orgs ORDER BY created_at, id LIMIT 1;

@@ -1,6 +1,7 @@
 //! The people API: who am I (`/v1/users/me`), signing in and out (`/v1/sessions`), members
-//! (`/v1/members`), roles (`/v1/roles`), invitations (`/v1/invitations`) and which ways of
-//! signing in this deployment accepts (`/v1/auth/config`).
+//! (`/v1/members`), roles (`/v1/roles`), invitations (`/v1/invitations`), which ways of
+//! signing in this deployment accepts (`/v1/auth/config`), and the operators' view of every
+//! organization and edge (`/v1/operator/…`).
 //!
 //! Cross-organization probes answer 404: a member id, role or session of another organization
 //! is not found, exactly like one that does not exist.
@@ -8,6 +9,7 @@
 pub mod invitations;
 pub mod me;
 pub mod members;
+pub mod operator;
 pub mod roles;
 pub mod sessions;
 mod views;
@@ -26,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(members::router())
         .merge(roles::router())
         .merge(invitations::router())
+        .merge(operator::router())
 }
 
 /// Reads a user id from the path; a malformed id names nobody, so it is a 404.

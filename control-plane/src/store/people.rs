@@ -265,7 +265,11 @@ pub trait PeopleStore: Send + Sync + 'static {
     /// An organization's name, if it exists.
     async fn org_name(&self, org: OrgId) -> Result<Option<String>, StoreError>;
 
-    /// The organization created first: its owners are the deployment's operators.
+    /// Every organization, oldest first, with its number of members (for operators).
+    async fn organizations(&self) -> Result<Vec<(super::OrgRecord, u64)>, StoreError>;
+
+    /// The organization created first (with its admin key, at first start): its owners are the
+    /// deployment's operators.
     async fn first_org(&self) -> Result<Option<OrgId>, StoreError>;
 
     /// Every role of `org`: the built-in ones, then its own, by name.

@@ -122,6 +122,25 @@ async fn a_host_users_token_acts_for_them_in_a_provisioned_organization(app: Tes
         app.get(&format!("/v1/keys/{id}")).await.status,
         StatusCode::NOT_FOUND
     );
+    // An owner of a provisioned organization is no operator of the deployment.
+    let owner = self::token(&claims("acme-corp", "owner"));
+    let operator = with_token(
+        &app,
+        Method::GET,
+        "/v1/operator/organizations",
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(operator.status, StatusCode::FORBIDDEN);
+    // The first organization's admin:full key is: it sees both organizations.
+    let all = app.get("/v1/operator/organizations").await;
+    assert_eq!(
+        all.body["data"].as_array().map(Vec::len),
+        Some(2),
+        "{:?}",
+        all.body
+    );
     let members = with_token(&app, Method::GET, "/v1/members", &token, None).await;
     assert_eq!(members.body["data"][0]["role"], "admin");
     // Methods are listed without key material.

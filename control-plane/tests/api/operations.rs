@@ -99,6 +99,8 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
         "GET /v1/keys/{id}/usage",
         "GET /v1/keys/{id}/usage/daily",
         "GET /v1/members",
+        "GET /v1/operator/edges",
+        "GET /v1/operator/organizations",
         "GET /v1/roles",
         "GET /v1/sessions",
         "GET /v1/users/me",

@@ -9,7 +9,7 @@ use super::{SqlStore, host_orgs, invitations, members, people, sessions};
 use crate::access::{RoleName, ScopeCeiling};
 use crate::store::StoreError;
 use crate::store::people::*;
-use crate::store::records::{AuditContext, KeyRecord};
+use crate::store::records::{AuditContext, KeyRecord, OrgRecord};
 
 #[async_trait]
 impl PeopleStore for SqlStore {
@@ -39,6 +39,10 @@ impl PeopleStore for SqlStore {
 
     async fn org_name(&self, org: OrgId) -> Result<Option<String>, StoreError> {
         people::org_name(self, org).await
+    }
+
+    async fn organizations(&self) -> Result<Vec<(OrgRecord, u64)>, StoreError> {
+        people::organizations(self).await
     }
 
     async fn first_org(&self) -> Result<Option<OrgId>, StoreError> {

@@ -162,6 +162,13 @@ pub(super) async fn create_org(
     .bind(GENESIS.to_vec())
     .execute(mutation.connection())
     .await?;
+    // The first organization made this way is the operators' (see `PeopleStore::first_org`).
+    sqlx::query(
+        "INSERT INTO deployment (id, operator_org) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(org.id.to_bytes().to_vec())
+    .execute(mutation.connection())
+    .await?;
     let mut mutation = OrgMutation::lock(mutation, org.id).await?;
     let key = insert_key(&mut mutation, &admin, None, now).await?;
     let note = lifecycle::organization_creation(&org.name, &key);

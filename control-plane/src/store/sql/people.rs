@@ -14,6 +14,7 @@ use crate::store::StoreError;
 use crate::store::people::{
     HostUser, MemberRecord, Membership, RoleRecord, UserRecord, UserSummary,
 };
+use crate::store::records::OrgRecord;
 
 /// The user columns, as [`user_from_row`] reads them.
 pub(super) const USER_COLUMNS: &str = "id, email, display_name, password_hash, external_issuer, \
@@ -180,8 +181,30 @@ pub(super) async fn org_name(store: &SqlStore, org: OrgId) -> Result<Option<Stri
     row.map(|row| Ok(row.try_get(0)?)).transpose()
 }
 
+pub(super) async fn organizations(store: &SqlStore) -> Result<Vec<(OrgRecord, u64)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT o.id, o.name, o.created_at, \
+         (SELECT COUNT(*) FROM memberships m WHERE m.org_id = o.id) \
+         FROM orgs o ORDER BY o.created_at, o.id",
+    )
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                OrgRecord {
+                    id: OrgId::from_bytes(bytes16(row.try_get(0)?)?),
+                    name: row.try_get(1)?,
+                    created_at: Timestamp(row.try_get(2)?),
+                },
+                super::rows::u64_of(row.try_get(3)?)?,
+            ))
+        })
+        .collect()
+}
+
 pub(super) async fn first_org(store: &SqlStore) -> Result<Option<OrgId>, StoreError> {
-    let row = sqlx::query("SELECT id FROM orgs ORDER BY created_at, id LIMIT 1")
+    let row = sqlx::query("SELECT operator_org FROM deployment WHERE id = 1")
         .fetch_optional(&store.pool)
         .await?;
     row.map(|row| Ok(OrgId::from_bytes(bytes16(row.try_get(0)?)?)))
