@@ -97,18 +97,22 @@ fn build(kind: SessionKind, value: String) -> Cookie<'static> {
         .build()
 }
 
-/// Whether the request's `Origin` names the host it was sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let (Some(origin), Some(host)) = (
-        header(headers, ORIGIN.as_str()),
-        header(headers, HOST.as_str()),
-    ) else {
+/// Whether the request's `Origin` names the host it was sent to (its `Host` header, or the
+/// URI's authority for HTTP/2), or the deployment's public URL (behind a proxy that rewrites
+/// `Host`).
+fn same_origin(parts: &Parts, public_url: &str) -> bool {
+    let Some(origin) = header(&parts.headers, ORIGIN.as_str()) else {
         return false;
     };
+    if origin.eq_ignore_ascii_case(public_url) {
+        return true;
+    }
+    let host = header(&parts.headers, HOST.as_str())
+        .or_else(|| parts.uri.authority().map(|authority| authority.as_str()));
     let authority = origin
         .strip_prefix("https://")
         .or_else(|| origin.strip_prefix("http://"));
-    authority.is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+    matches!((authority, host), (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host))
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -141,7 +145,7 @@ pub(super) async fn authenticate(
     if !is_safe(&parts.method) {
         let csrf_ok = header(&parts.headers, CSRF_HEADER)
             .is_some_and(|presented| state.csrf.verify(&cookie.token, presented));
-        if !same_origin(&parts.headers) || !csrf_ok {
+        if !same_origin(parts, &state.public_url) || !csrf_ok {
             state.metrics.auth_failed("csrf_failed");
             return Err(ApiError::CsrfFailed);
         }

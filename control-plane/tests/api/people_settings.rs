@@ -1,5 +1,6 @@
-//! Invitation emails through the API: with SMTP configured the link goes to the invitee and is
-//! not shown; when sending fails the invitation still stands and the link is shown instead.
+//! People with the operator's settings: invitation emails (with SMTP configured the link goes
+//! to the invitee and is not shown; when sending fails the invitation still stands and the link
+//! is shown instead), and a public URL behind a proxy that rewrites `Host`.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 
@@ -13,7 +14,10 @@ use crate::helpers::TestApp;
 backends!(
     config = with_a_one_message_smtp_server;
     an_invitation_is_emailed_and_a_failed_email_falls_back_to_the_link,
+    behind_a_proxy_the_public_url_is_the_pages_origin,
 );
+
+const PUBLIC_URL: &str = "https://keys.example.com";
 
 /// An SMTP server on a free port that takes one connection, writes what it received to
 /// `mail.txt` in the data directory, and then stops listening.
@@ -55,6 +59,38 @@ fn with_a_one_message_smtp_server(config: &mut Config) {
     });
     config.people.smtp_url = Some(format!("smtp://127.0.0.1:{port}").parse().expect("url"));
     config.people.smtp_from = Some("Keyplane <keys@example.com>".into());
+    config.people.public_url = Some(PUBLIC_URL.into());
+}
+
+async fn behind_a_proxy_the_public_url_is_the_pages_origin(app: TestApp) {
+    // The setup link starts with the public URL.
+    assert!(
+        app.setup_link
+            .starts_with("https://keys.example.com/invitation#token=")
+    );
+    let owner = app.first_owner().await;
+    let body = || Some(json!({"name": "k", "environment": "test"}));
+    // The proxy forwards `Host: keyplane.test`; the page's origin is the public URL.
+    for (origin, status) in [
+        (PUBLIC_URL, StatusCode::CREATED),
+        (
+            "https://keys.example.com.evil.example",
+            StatusCode::FORBIDDEN,
+        ),
+        ("https://evil.example", StatusCode::FORBIDDEN),
+    ] {
+        let reply = app
+            .browse(
+                Method::POST,
+                "/v1/keys",
+                Some(&owner.cookie),
+                Some(origin),
+                Some(&owner.csrf),
+                body(),
+            )
+            .await;
+        assert_eq!(reply.status, status, "{origin}: {:?}", reply.body);
+    }
 }
 
 async fn an_invitation_is_emailed_and_a_failed_email_falls_back_to_the_link(app: TestApp) {
