@@ -232,3 +232,25 @@ async fn crit_header_refused() {
         Err(HostTokenError::Malformed)
     );
 }
+
+/// A token minted by PyJWT 2 with the README's example (`jwt.encode(claims, key, algorithm=
+/// "ES256", headers={"kid": …})`, this fixture's key and kid, issued at `NOW`): what a host
+/// product's usual library makes verifies here.
+const PYJWT_ES256: &str = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImVzMSIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJodHRwczovL2FwcC5leGFtcGxlLmNvbSIsImF1ZCI6ImtleXBsYW5lIiwic3ViIjoidXNlci00MiIsIm5hbWUiOiJIYW5hIiwiZW1haWwiOiJoYW5hQGV4YW1wbGUuY29tIiwib3JnIjoiYWNtZS1jb3JwIiwicm9sZSI6ImFkbWluIiwiaWF0IjoxODAwMDAwMDAwLCJleHAiOjE4MDAwMDAzMDB9.UyrW69wLJYz08XUAQYM2S_BjnvLKuzRGCe1f88PRHjR3f1G0haukT4P1-LHcsISFW9uVgG54TmA6orMqvyBcIQ";
+
+#[tokio::test]
+async fn a_token_minted_by_pyjwt_as_in_the_readme_verifies() {
+    let tokens = tokens(json!([es256_issuer()]));
+    let verified = tokens
+        .verify(PYJWT_ES256, NOW + 60)
+        .await
+        .expect("verifies");
+    assert_eq!(verified.subject, "user-42");
+    assert_eq!(verified.display_name, "Hana");
+    assert_eq!(verified.organization, "acme-corp");
+    assert_eq!(verified.role.as_deref(), Some("admin"));
+    assert!(
+        tokens.verify(PYJWT_ES256, NOW + 400).await.is_err(),
+        "expired after 300 s + skew"
+    );
+}
