@@ -17,6 +17,7 @@
 //!   ([`metrics_app`]; the main one is then [`app_with`] [`MetricsRoute::Separate`]).
 //! - [`bootstrap`]: opening the data directory, secrets and store into an [`AppState`], and the
 //!   first start's organization.
+//! - [`dashboard`]: the web pages at `/` (server-rendered, calling the same handlers).
 //! - [`secrets`], [`config`], [`hashing`], [`metrics`], [`state`], [`openapi`].
 
 pub mod access;
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod ceiling;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod hashing;
@@ -109,6 +111,7 @@ pub fn app(state: AppState) -> Router {
 pub fn app_with(state: AppState, metrics: MetricsRoute) -> Router {
     let (router, document) = routes(metrics).split_for_parts();
     router
+        .merge(dashboard::router())
         .fallback(unrouted)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(Arc::new(document)))

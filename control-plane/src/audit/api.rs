@@ -135,7 +135,7 @@ pub struct ChainReport {
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-async fn list_audit(
+pub(crate) async fn list_audit(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<AuditQuery>,
@@ -191,7 +191,7 @@ fn audit_cursor(text: &str) -> Result<u64, ApiError> {
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-async fn verify_audit(
+pub(crate) async fn verify_audit(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<ChainReport>, ApiError> {

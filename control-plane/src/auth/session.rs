@@ -101,14 +101,20 @@ fn build(kind: SessionKind, value: String) -> Cookie<'static> {
 /// URI's authority for HTTP/2), or the deployment's public URL (behind a proxy that rewrites
 /// `Host`).
 fn same_origin(parts: &Parts, public_url: &str) -> bool {
-    let Some(origin) = header(&parts.headers, ORIGIN.as_str()) else {
+    same_origin_of(&parts.headers, &parts.uri, public_url)
+}
+
+/// [`same_origin`] from a request's headers and URI (the dashboard's forms without a session:
+/// sign-in and invitations, against login CSRF).
+pub fn same_origin_of(headers: &HeaderMap, uri: &axum::http::Uri, public_url: &str) -> bool {
+    let Some(origin) = header(headers, ORIGIN.as_str()) else {
         return false;
     };
     if origin.eq_ignore_ascii_case(public_url) {
         return true;
     }
-    let host = header(&parts.headers, HOST.as_str())
-        .or_else(|| parts.uri.authority().map(|authority| authority.as_str()));
+    let host = header(headers, HOST.as_str())
+        .or_else(|| uri.authority().map(|authority| authority.as_str()));
     let authority = origin
         .strip_prefix("https://")
         .or_else(|| origin.strip_prefix("http://"));

@@ -60,7 +60,7 @@ pub(crate) fn key_id(text: &str) -> Result<KeyId, ApiError> {
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-async fn create_key(
+pub(crate) async fn create_key(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(body): ApiJson<CreateKeyRequest>,
@@ -108,7 +108,7 @@ async fn create_key(
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-async fn list_keys(
+pub(crate) async fn list_keys(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<ListKeysQuery>,
@@ -178,7 +178,7 @@ async fn list_keys(
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-async fn get_key(
+pub(crate) async fn get_key(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
@@ -203,7 +203,7 @@ async fn get_key(
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-async fn update_key(
+pub(crate) async fn update_key(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
@@ -265,7 +265,7 @@ async fn update_key(
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-async fn rotate_key(
+pub(crate) async fn rotate_key(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
@@ -322,7 +322,7 @@ async fn rotate_key(
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-async fn revoke_key(
+pub(crate) async fn revoke_key(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
@@ -364,7 +364,7 @@ async fn revoke_key(
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-async fn delete_key(
+pub(crate) async fn delete_key(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,

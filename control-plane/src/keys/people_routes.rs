@@ -46,7 +46,7 @@ pub struct TransferKeyRequest {
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
-async fn transfer_key(
+pub(crate) async fn transfer_key(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
@@ -99,7 +99,7 @@ pub struct ReconcileRequest {
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
-async fn reconcile_keys(
+pub(crate) async fn reconcile_keys(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(body): ApiJson<ReconcileRequest>,

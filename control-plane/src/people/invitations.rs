@@ -141,7 +141,7 @@ pub async fn create(
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
-async fn invite(
+pub(crate) async fn invite(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(body): ApiJson<InviteRequest>,
@@ -196,7 +196,7 @@ pub struct AcceptRequest {
         (status = 409, description = "Used (`invitation_used`), expired (`invitation_expired`), or already a member", body = crate::openapi::ErrorResponse),
     ),
 )]
-async fn accept(
+pub(crate) async fn accept(
     State(state): State<AppState>,
     anonymous: Anonymous,
     ApiJson(body): ApiJson<AcceptRequest>,

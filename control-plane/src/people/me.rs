@@ -86,7 +86,7 @@ const PERMISSIONS: [(Permission, &str); 7] = [
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
-async fn me(
+pub(crate) async fn me(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
@@ -170,7 +170,7 @@ pub struct ChangePassword {
     ),
     security(("session" = []))
 )]
-async fn change_password(
+pub(crate) async fn change_password(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(body): ApiJson<ChangePassword>,
@@ -236,7 +236,7 @@ pub struct SessionRules {
     get, path = "/v1/auth/config", tag = "users",
     responses((status = 200, description = "The accepted methods", body = AuthConfig)),
 )]
-async fn auth_config(State(state): State<AppState>) -> Json<AuthConfig> {
+pub(crate) async fn auth_config(State(state): State<AppState>) -> Json<AuthConfig> {
     use crate::auth::session::{ABSOLUTE_HOURS, CSRF_HEADER, IDLE_MINUTES};
     Json(AuthConfig {
         management_keys: true,

@@ -40,7 +40,7 @@ pub struct MemberList {
     responses((status = 200, description = "The members", body = MemberList)),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
-async fn list_members(
+pub(crate) async fn list_members(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<MemberList>, ApiError> {
@@ -84,7 +84,7 @@ pub struct ChangeRole {
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
-async fn change_role(
+pub(crate) async fn change_role(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
@@ -160,7 +160,7 @@ pub struct Removed {
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
-async fn remove_member(
+pub(crate) async fn remove_member(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,

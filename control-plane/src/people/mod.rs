@@ -12,7 +12,7 @@ pub mod members;
 pub mod operator;
 pub mod roles;
 pub mod sessions;
-mod views;
+pub mod views;
 
 use keyplane_shared::ids::UserId;
 use utoipa_axum::router::OpenApiRouter;

@@ -61,7 +61,7 @@ pub struct OrganizationList {
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
-async fn organizations(
+pub(crate) async fn organizations(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<OrganizationList>, ApiError> {
@@ -98,7 +98,7 @@ pub struct EdgeList {
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
-async fn edges(
+pub(crate) async fn edges(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<EdgeList>, ApiError> {

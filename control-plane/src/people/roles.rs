@@ -39,7 +39,7 @@ pub struct RoleList {
     responses((status = 200, description = "The roles", body = RoleList)),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
-async fn list_roles(
+pub(crate) async fn list_roles(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<RoleList>, ApiError> {
@@ -83,7 +83,7 @@ fn scopes(texts: &[String]) -> Result<keyplane_shared::ScopeSet, ApiError> {
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
-async fn create_role(
+pub(crate) async fn create_role(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(body): ApiJson<CreateRole>,
@@ -122,7 +122,7 @@ async fn create_role(
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
-async fn update_role(
+pub(crate) async fn update_role(
     State(state): State<AppState>,
     principal: Principal,
     Path(name): Path<String>,
@@ -170,7 +170,7 @@ async fn update_role(
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
-async fn delete_role(
+pub(crate) async fn delete_role(
     State(state): State<AppState>,
     principal: Principal,
     Path(name): Path<String>,

@@ -77,7 +77,7 @@ pub struct SignedIn {
 }
 
 /// A PHC string checked when the email has no account, so both answers cost one Argon2id.
-async fn stand_in_hash() -> Result<&'static str, ApiError> {
+pub(crate) async fn stand_in_hash() -> Result<&'static str, ApiError> {
     static HASH: OnceCell<String> = OnceCell::const_new();
     HASH.get_or_try_init(|| hashing::hash_password("keyplane stand-in password"))
         .await
@@ -197,7 +197,7 @@ fn with_cookie(
         (status = 429, description = "Too many attempts for this email or address (`Retry-After`)", body = crate::openapi::ErrorResponse),
     ),
 )]
-async fn sign_in(
+pub(crate) async fn sign_in(
     State(state): State<AppState>,
     anonymous: Anonymous,
     ApiJson(body): ApiJson<SignInRequest>,
@@ -260,7 +260,7 @@ pub struct SessionList {
     responses((status = 200, description = "Your sessions", body = SessionList)),
     security(("session" = []), ("bearer" = []))
 )]
-async fn list_sessions(
+pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<SessionList>, ApiError> {
@@ -283,7 +283,7 @@ async fn list_sessions(
     responses((status = 204, description = "Every session ended")),
     security(("session" = []), ("bearer" = []))
 )]
-async fn sign_out_everywhere(
+pub(crate) async fn sign_out_everywhere(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
@@ -299,7 +299,7 @@ async fn sign_out_everywhere(
     responses((status = 204, description = "Signed out")),
     security(("session" = []))
 )]
-async fn sign_out(
+pub(crate) async fn sign_out(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
@@ -326,7 +326,7 @@ async fn sign_out(
     ),
     security(("session" = []), ("bearer" = []))
 )]
-async fn end_session(
+pub(crate) async fn end_session(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
@@ -353,7 +353,7 @@ async fn end_session(
     ),
     security(("bearer" = []))
 )]
-async fn portal_session(
+pub(crate) async fn portal_session(
     State(state): State<AppState>,
     principal: Principal,
     anonymous: Anonymous,

@@ -146,7 +146,7 @@ fn key_id(text: &str) -> Result<KeyId, ApiError> {
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-async fn key_usage(
+pub(crate) async fn key_usage(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
@@ -205,7 +205,7 @@ async fn key_usage(
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
-async fn daily_usage(
+pub(crate) async fn daily_usage(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,

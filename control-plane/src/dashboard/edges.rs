@@ -1,0 +1,50 @@
+//! `/edges` (the deployment's operators only): every registered edge, the change-feed
+//! sequence it acknowledged, how far behind the head it is, when it last pulled and was
+//! pushed to, and its last error.
+
+use axum::extract::State;
+use axum::response::Response;
+use maud::html;
+
+use super::page::{self, PageError, Section, dash};
+use super::viewer::Viewer;
+use crate::state::AppState;
+
+/// `GET /edges`.
+pub async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Response, PageError> {
+    let axum::Json(edges) =
+        crate::people::operator::edges(State(state.clone()), viewer.principal.clone()).await?;
+    let head = state.store.feed_head().await?;
+    let now = state.now();
+    let when = |at: Option<keyplane_shared::time::Timestamp>| {
+        at.map(|at| super::format::relative(&crate::input::time::rfc3339(at), now))
+    };
+    let content = html! {
+        p { "Change feed head: " strong { (head) } "." }
+        @if edges.data.is_empty() {
+            p.muted { "No edge has registered yet." }
+        } @else {
+            table {
+                caption.visually-hidden { "Edges" }
+                thead { tr {
+                    th scope="col" { "Edge" } th scope="col" { "URL" } th scope="col" { "Acknowledged" }
+                    th scope="col" { "Lag" } th scope="col" { "Last pull" } th scope="col" { "Last push" } th scope="col" { "Last error" }
+                } }
+                tbody {
+                    @for edge in &edges.data {
+                        tr {
+                            td { (edge.name) }
+                            td.mono { (edge.url) }
+                            td { (edge.acked_seq) }
+                            td { (head.saturating_sub(edge.acked_seq)) " changes" }
+                            td { @match when(edge.last_seen_at) { Some(text) => (text), None => (dash()) } }
+                            td { @match when(edge.last_push_at) { Some(text) => (text), None => (dash()) } }
+                            td { @match &edge.last_error { Some(error) => span.badge.bad { (error) }, None => (dash()) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(page::signed_in(&viewer, Section::Edges, "Edges", content))
+}

@@ -1,0 +1,315 @@
+//! The ways in: sign-in, sign-out, and one-time links (the first owner's setup link and
+//! invitations).
+//!
+//! A one-time link carries its token in the URL fragment, which the browser never sends: the
+//! page's script moves it into a form that posts it (step one, `POST /invitation/open`), and the
+//! server answers with the form the invitation needs — email and name for the setup link, name
+//! and password for a new account, the password alone for someone who already has an account.
+//! Forms posted without a session must come from this origin (no login CSRF).
+
+use axum::Form;
+use axum::extract::{OriginalUri, State};
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::html;
+use serde::Deserialize;
+
+use super::page::{self, PageError, problem, see_other};
+use super::viewer::Viewer;
+use crate::accounts::tokens;
+use crate::auth::Anonymous;
+use crate::auth::session::same_origin_of;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::people::{invitations, sessions};
+use crate::state::AppState;
+
+/// `GET /`: the keys when signed in, the sign-in page otherwise.
+pub async fn root(viewer: Result<Viewer, PageError>) -> Response {
+    match viewer {
+        Ok(_) => see_other("/keys"),
+        Err(_) => see_other("/sign-in"),
+    }
+}
+
+fn sign_in_page(status: StatusCode, email: &str, message: Option<&str>) -> Response {
+    page::public(
+        status,
+        "Sign in",
+        html! {
+            (problem(message))
+            form method="post" action="/sign-in" {
+                label for="email" { "Email" }
+                input id="email" name="email" type="email" autocomplete="username" required value=(email);
+                label for="password" { "Password" }
+                input id="password" name="password" type="password" autocomplete="current-password" required;
+                div.actions { button type="submit" { "Sign in" } }
+            }
+        },
+    )
+}
+
+/// `GET /sign-in`.
+pub async fn sign_in_form() -> Response {
+    sign_in_page(StatusCode::OK, "", None)
+}
+
+/// The sign-in form.
+#[derive(Debug, Deserialize)]
+pub struct SignInForm {
+    email: String,
+    password: String,
+}
+
+/// Whether an unauthenticated form post came from one of this deployment's pages.
+fn from_here(state: &AppState, headers: &HeaderMap, uri: &OriginalUri) -> bool {
+    same_origin_of(headers, &uri.0, &state.public_url)
+}
+
+/// `POST /sign-in`: on success the session cookie and a redirect to the keys.
+pub async fn sign_in(
+    State(state): State<AppState>,
+    anonymous: Anonymous,
+    uri: OriginalUri,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    if !from_here(&state, &anonymous.headers, &uri) {
+        return PageError::Api(ApiError::CsrfFailed).into_response();
+    }
+    let body = sessions::SignInRequest {
+        email: form.email.clone(),
+        password: form.password,
+        organization: None,
+    };
+    match sessions::sign_in(State(state), anonymous, ApiJson(body)).await {
+        Ok(signed_in) => redirect_with_cookie(signed_in, "/keys"),
+        Err(error) => {
+            let status = error.status();
+            sign_in_page(status, &form.email, Some(&error.to_string()))
+        }
+    }
+}
+
+/// A 303 to `to` carrying the cookie an API answer set.
+fn redirect_with_cookie(answer: Response, to: &str) -> Response {
+    let mut response = see_other(to);
+    for cookie in answer.headers().get_all(SET_COOKIE) {
+        response.headers_mut().append(SET_COOKIE, cookie.clone());
+    }
+    response
+}
+
+/// `POST /sign-out`: this session ends; back to the sign-in page.
+pub async fn sign_out(
+    State(state): State<AppState>,
+    submitted: super::viewer::Submitted<Empty>,
+) -> Response {
+    match sessions::sign_out(State(state), submitted.viewer.principal).await {
+        Ok(answer) => redirect_with_cookie(answer, "/sign-in"),
+        Err(error) => PageError::from(error).into_response(),
+    }
+}
+
+/// A form with no fields of its own (its CSRF token only).
+#[derive(Debug, Deserialize)]
+pub struct Empty {}
+
+/// `GET /invitation`: step one, the token from the fragment posted by the script.
+pub async fn invitation_link() -> Response {
+    page::public(
+        StatusCode::OK,
+        "Join Keyplane",
+        html! {
+            p id="token-missing" hidden { "This link has no token in it: open the whole link from the message you received." }
+            form method="post" action="/invitation/open" data-autosubmit {
+                label for="token" { "Invitation code" }
+                input id="token" name="token" type="text" autocomplete="off" required data-from-fragment;
+                div.actions { button type="submit" { "Continue" } }
+            }
+        },
+    )
+}
+
+/// Step one's form.
+#[derive(Debug, Deserialize)]
+pub struct OpenForm {
+    token: String,
+}
+
+/// The acceptance form (step two).
+#[derive(Debug, Deserialize)]
+pub struct AcceptForm {
+    token: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    password: String,
+    #[serde(default)]
+    confirm_password: Option<String>,
+}
+
+/// What the acceptance form asks for.
+struct Asking<'a> {
+    token: &'a str,
+    /// The invitation's email, or none for the setup link (then the form asks).
+    email: Option<&'a str>,
+    /// Whether that email already has an account (password only).
+    existing: bool,
+}
+
+fn accept_page(
+    status: StatusCode,
+    asking: &Asking<'_>,
+    values: &AcceptForm,
+    message: Option<&str>,
+) -> Response {
+    let title = if asking.email.is_none() {
+        "Set up your account"
+    } else {
+        "Accept your invitation"
+    };
+    page::public(
+        status,
+        title,
+        html! {
+            (problem(message))
+            form method="post" action="/invitation" {
+                input type="hidden" name="token" value=(asking.token);
+                @match asking.email {
+                    Some(email) => p { "For " strong { (email) } "." },
+                    None => {
+                        label for="email" { "Email" }
+                        input id="email" name="email" type="email" autocomplete="username" required value=(values.email.as_deref().unwrap_or(""));
+                    }
+                }
+                @if asking.existing {
+                    p.hint { "You already have an account: enter its password to join." }
+                    label for="password" { "Password" }
+                    input id="password" name="password" type="password" autocomplete="current-password" required;
+                    div.actions { button type="submit" { "Join" } }
+                } @else {
+                    label for="display_name" { "Your name" }
+                    input id="display_name" name="display_name" type="text" autocomplete="name" required value=(values.display_name.as_deref().unwrap_or(""));
+                    label for="password" { "Password" }
+                    p.hint id="password-hint" { "At least 12 characters; not a common password." }
+                    input id="password" name="password" type="password" autocomplete="new-password" aria-describedby="password-hint" required minlength="12";
+                    label for="confirm_password" { "Confirm password" }
+                    input id="confirm_password" name="confirm_password" type="password" autocomplete="new-password" required;
+                    div.actions { button type="submit" { "Create account" } }
+                }
+            }
+        },
+    )
+}
+
+async fn asking<'a>(
+    state: &AppState,
+    token: &'a str,
+) -> Result<(Asking<'a>, Option<String>), Response> {
+    let gone = |message: &str| {
+        page::public(
+            StatusCode::NOT_FOUND,
+            "This link does not work",
+            html! { p { (message) } p { a href="/sign-in" { "Sign in" } } },
+        )
+    };
+    let invitation = match state
+        .store
+        .invitation_by_token(&tokens::digest(token.trim()))
+        .await
+    {
+        Ok(Some(invitation)) => invitation,
+        Ok(None) => {
+            return Err(gone(
+                "No invitation has this link: check that you opened all of it.",
+            ));
+        }
+        Err(error) => return Err(PageError::from(error).into_response()),
+    };
+    let now = state.now();
+    if invitation.accepted_at.is_some() {
+        return Err(gone("This link has already been used. Sign in instead."));
+    }
+    if now >= invitation.expires_at {
+        return Err(gone("This link has expired: ask for a new invitation."));
+    }
+    let existing = match &invitation.email {
+        Some(email) => matches!(state.store.user_by_email(email).await, Ok(Some(_))),
+        None => false,
+    };
+    Ok((
+        Asking {
+            token,
+            email: None,
+            existing,
+        },
+        invitation.email,
+    ))
+}
+
+/// `POST /invitation/open`: the acceptance form for the token.
+pub async fn open_invitation(
+    State(state): State<AppState>,
+    Form(form): Form<OpenForm>,
+) -> Response {
+    let (asking_for, email) = match asking(&state, &form.token).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let asking_for = Asking {
+        email: email.as_deref(),
+        ..asking_for
+    };
+    let values = AcceptForm {
+        token: String::new(),
+        email: None,
+        display_name: None,
+        password: String::new(),
+        confirm_password: None,
+    };
+    accept_page(StatusCode::OK, &asking_for, &values, None)
+}
+
+/// `POST /invitation`: join (and sign in).
+pub async fn accept(
+    State(state): State<AppState>,
+    anonymous: Anonymous,
+    uri: OriginalUri,
+    Form(form): Form<AcceptForm>,
+) -> Response {
+    if !from_here(&state, &anonymous.headers, &uri) {
+        return PageError::Api(ApiError::CsrfFailed).into_response();
+    }
+    let (asking_for, email) = match asking(&state, &form.token).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let asking_for = Asking {
+        email: email.as_deref(),
+        ..asking_for
+    };
+    if !asking_for.existing && form.confirm_password.as_deref() != Some(form.password.as_str()) {
+        return accept_page(
+            StatusCode::BAD_REQUEST,
+            &asking_for,
+            &form,
+            Some("The two passwords differ."),
+        );
+    }
+    let body = invitations::AcceptRequest {
+        token: form.token.clone(),
+        password: form.password.clone(),
+        display_name: form.display_name.clone(),
+        email: if asking_for.email.is_none() {
+            form.email.clone()
+        } else {
+            None
+        },
+    };
+    match invitations::accept(State(state.clone()), anonymous, ApiJson(body)).await {
+        Ok(answer) => redirect_with_cookie(answer, "/keys"),
+        Err(error) => accept_page(error.status(), &asking_for, &form, Some(&error.to_string())),
+    }
+}
