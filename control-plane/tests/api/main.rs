@@ -10,6 +10,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod dashboard;
 mod feed_lineage;
 mod host_tokens;
 mod keys;
