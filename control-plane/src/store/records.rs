@@ -416,6 +416,10 @@ pub enum AuditAction {
     RoleUpdated,
     /// A custom role was deleted.
     RoleDeleted,
+    /// A one-time portal link was made for a member.
+    PortalLinkCreated,
+    /// The organization's branding changed.
+    BrandingUpdated,
 }
 
 impl AuditAction {
@@ -437,6 +441,8 @@ impl AuditAction {
             AuditAction::RoleCreated => "role_created",
             AuditAction::RoleUpdated => "role_updated",
             AuditAction::RoleDeleted => "role_deleted",
+            AuditAction::PortalLinkCreated => "portal_link_created",
+            AuditAction::BrandingUpdated => "branding_updated",
         }
     }
 
@@ -458,6 +464,8 @@ impl AuditAction {
             AuditAction::RoleCreated,
             AuditAction::RoleUpdated,
             AuditAction::RoleDeleted,
+            AuditAction::PortalLinkCreated,
+            AuditAction::BrandingUpdated,
         ]
         .into_iter()
         .find(|action| action.as_str() == label)
