@@ -27,9 +27,7 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::hashing;
 use crate::state::AppState;
-use crate::store::{
-    MemberRecord, NewSession, SessionKind, SessionRecord, UserRecord, UserSummary,
-};
+use crate::store::{MemberRecord, NewSession, SessionKind, SessionRecord, UserRecord, UserSummary};
 
 /// The routes.
 pub fn router() -> OpenApiRouter<AppState> {

@@ -35,9 +35,10 @@ fn within(inner: &ScopeCeiling, outer: &ScopeCeiling) -> bool {
         (ScopeCeiling::Only(scopes), outer) => outer.allows_all(scopes),
         // A scope `outer` refuses covers one of its exclusions; if `inner` refuses each of
         // those exclusions, it refuses every scope covering one of them too.
-        (ScopeCeiling::AllExcept(_), ScopeCeiling::AllExcept(excluded)) => {
-            excluded.as_slice().iter().all(|denied| !inner.allows(denied))
-        }
+        (ScopeCeiling::AllExcept(_), ScopeCeiling::AllExcept(excluded)) => excluded
+            .as_slice()
+            .iter()
+            .all(|denied| !inner.allows(denied)),
         (ScopeCeiling::Everything, _) | (ScopeCeiling::AllExcept(_), ScopeCeiling::Only(_)) => {
             false
         }
@@ -59,7 +60,10 @@ mod tests {
     }
 
     fn key(scopes: &[&str]) -> Access {
-        Access::of_management_key(&ScopeSet::parse(scopes.iter().copied()).expect("scopes"), false)
+        Access::of_management_key(
+            &ScopeSet::parse(scopes.iter().copied()).expect("scopes"),
+            false,
+        )
     }
 
     fn custom(scopes: &[&str]) -> Access {
@@ -85,7 +89,10 @@ mod tests {
         let admin = member(BuiltinRole::Admin);
         assert!(may_give(&member(BuiltinRole::Admin), &admin));
         assert!(!may_give(&member(BuiltinRole::Developer), &admin));
-        assert!(!may_give(&key(&["api-keys:manage", "contacts:read"]), &admin));
+        assert!(!may_give(
+            &key(&["api-keys:manage", "contacts:read"]),
+            &admin
+        ));
     }
 
     #[test]
@@ -106,7 +113,10 @@ mod tests {
         assert!(!may_give(&member(BuiltinRole::Viewer), &developer));
         let support = custom(&["contacts:read"]);
         assert!(may_give(&key(&["api-keys:manage", "contacts:*"]), &support));
-        assert!(!may_give(&key(&["api-keys:manage", "billing:read"]), &support));
+        assert!(!may_give(
+            &key(&["api-keys:manage", "billing:read"]),
+            &support
+        ));
         assert!(may_give(&member(BuiltinRole::Developer), &support));
         assert!(!may_give(&custom(&["billing:read"]), &support));
         let wide = custom(&["admin:full"]);

@@ -12,13 +12,17 @@ pub const MAX_URL_LEN: usize = 2048;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidUrl {
     /// Not an absolute URL with a host, or too long, or with spaces or credentials.
-    #[error("{0} must be an absolute URL with a host, at most {MAX_URL_LEN} characters, without spaces or credentials")]
+    #[error(
+        "{0} must be an absolute URL with a host, at most {MAX_URL_LEN} characters, without spaces or credentials"
+    )]
     Malformed(&'static str),
     /// An `http://` URL where only `https://` is accepted.
     #[error("{0} must use https:// (http:// only in local development)")]
     Insecure(&'static str),
     /// Not `https://host[:port]`.
-    #[error("{0} must be an origin: https://host or https://host:port, without path, query or wildcard")]
+    #[error(
+        "{0} must be an origin: https://host or https://host:port, without path, query or wildcard"
+    )]
     NotAnOrigin(&'static str),
 }
 
@@ -110,7 +114,14 @@ mod tests {
         ] {
             assert!(web_url(bad, true, "u").is_err(), "{bad}");
         }
-        assert!(web_url(&format!("https://a.com/{}", "x".repeat(MAX_URL_LEN)), true, "u").is_err());
+        assert!(
+            web_url(
+                &format!("https://a.com/{}", "x".repeat(MAX_URL_LEN)),
+                true,
+                "u"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -446,29 +446,10 @@ impl AuditAction {
         }
     }
 
-    /// Reads a stored label.
+    /// Reads a stored label (the names [`AuditAction::as_str`] gives are serde's names too).
     pub fn from_label(label: &str) -> Option<Self> {
-        [
-            AuditAction::OrgCreated,
-            AuditAction::KeyCreated,
-            AuditAction::KeyUpdated,
-            AuditAction::KeyRotated,
-            AuditAction::KeyRevoked,
-            AuditAction::KeyDeleted,
-            AuditAction::AuthFailed,
-            AuditAction::KeyOwnerChanged,
-            AuditAction::MemberInvited,
-            AuditAction::MemberAdded,
-            AuditAction::MemberRoleChanged,
-            AuditAction::MemberRemoved,
-            AuditAction::RoleCreated,
-            AuditAction::RoleUpdated,
-            AuditAction::RoleDeleted,
-            AuditAction::PortalLinkCreated,
-            AuditAction::BrandingUpdated,
-        ]
-        .into_iter()
-        .find(|action| action.as_str() == label)
+        use serde::de::value::{Error, StrDeserializer};
+        Self::deserialize(StrDeserializer::<Error>::new(label)).ok()
     }
 }
 

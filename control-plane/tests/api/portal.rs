@@ -17,6 +17,7 @@ use sqlx::Row as _;
 use crate::backends;
 use crate::helpers::people::{Browser, token_of};
 use crate::helpers::{Reply, T0, TestApp};
+use crate::host_tokens::{ISSUER, fixture};
 
 backends!(
     config = trust_a_host_product;
@@ -30,28 +31,11 @@ backends!(
     a_links_token_is_stored_only_as_its_digest,
 );
 
-const ISSUER: &str = "https://app.example.com";
 const RETURN_URL: &str = "https://app.example.com/settings/api";
 
-fn fixture(name: &str) -> String {
-    format!(
-        "{}/src/host_token/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-/// An ES256 host product whose back end may name new organizations.
+/// The host products of the host-token tests (the first one provisions organizations).
 fn trust_a_host_product(config: &mut Config) {
-    let path = config.data_dir.join("host-tokens.json");
-    let file = json!({"issuers": [{
-        "issuer": ISSUER,
-        "audience": "keyplane",
-        "algorithm": "ES256",
-        "public_keys": [{"kid": "k1", "pem_file": fixture("es256-1.pub.pem")}],
-        "provision_organizations": true,
-    }]});
-    std::fs::write(&path, file.to_string()).expect("config written");
-    config.people.host_tokens = Some(path);
+    crate::host_tokens::trust_a_host_product(config);
 }
 
 /// A token of the host product's back end, with `extra` claims.
@@ -132,7 +116,12 @@ async fn first_org(app: &TestApp) -> String {
 
 async fn a_host_products_back_end_gets_links_for_two_of_its_organizations(app: TestApp) {
     let token = backend_token(json!({}));
-    let acme = ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "developer")).await;
+    let acme = ask_with_token(
+        &app,
+        &token,
+        host_user_link("acme-corp", "u-1", "developer"),
+    )
+    .await;
     let url = url_of(&acme);
     assert!(
         url.starts_with(&format!("{}/portal/enter#token=", app.state.public_url)),
@@ -212,22 +201,41 @@ async fn a_host_products_back_end_gets_links_for_two_of_its_organizations(app: T
 async fn a_token_confined_to_one_organization_gets_links_there_only(app: TestApp) {
     // A token naming an organization, with the role of an admin there.
     let token = backend_token(json!({"org": "acme-corp", "role": "admin"}));
-    let here = ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "developer")).await;
+    let here = ask_with_token(
+        &app,
+        &token,
+        host_user_link("acme-corp", "u-1", "developer"),
+    )
+    .await;
     url_of(&here);
     let mut implied = host_user_link("acme-corp", "u-1", "developer");
     implied["organization"] = Value::Null;
     url_of(&ask_with_token(&app, &token, implied).await);
     let elsewhere = ask_with_token(&app, &token, host_user_link("globex", "u-1", "viewer")).await;
-    assert_eq!(elsewhere.status, StatusCode::FORBIDDEN, "{:?}", elsewhere.body);
+    assert_eq!(
+        elsewhere.status,
+        StatusCode::FORBIDDEN,
+        "{:?}",
+        elsewhere.body
+    );
     // An admin's token cannot make an owner.
     let owner = ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "owner")).await;
     assert_eq!(owner.status, StatusCode::FORBIDDEN, "{:?}", owner.body);
     // A developer's token cannot make an admin, but can make a viewer.
     let developer = backend_token(json!({"org": "acme-corp", "role": "developer"}));
-    let admin = ask_with_token(&app, &developer, host_user_link("acme-corp", "u-3", "admin")).await;
+    let admin = ask_with_token(
+        &app,
+        &developer,
+        host_user_link("acme-corp", "u-3", "admin"),
+    )
+    .await;
     assert_eq!(admin.status, StatusCode::FORBIDDEN, "{:?}", admin.body);
-    let viewer =
-        ask_with_token(&app, &developer, host_user_link("acme-corp", "u-3", "viewer")).await;
+    let viewer = ask_with_token(
+        &app,
+        &developer,
+        host_user_link("acme-corp", "u-3", "viewer"),
+    )
+    .await;
     url_of(&viewer);
 }
 
@@ -274,7 +282,12 @@ async fn a_management_key_gets_links_for_its_own_members_only(app: TestApp) {
             json!({"user": {"id": acme_entry.user.to_string()}, "return_url": RETURN_URL}),
         )
         .await;
-    assert_eq!(stranger.status, StatusCode::NOT_FOUND, "{:?}", stranger.body);
+    assert_eq!(
+        stranger.status,
+        StatusCode::NOT_FOUND,
+        "{:?}",
+        stranger.body
+    );
     // A key without admin rights mints no owner portal, nor a developer one beyond its scopes,
     // nor changes a member's role; a viewer portal for a viewer it may.
     let (limited, _) = app
@@ -284,12 +297,22 @@ async fn a_management_key_gets_links_for_its_own_members_only(app: TestApp) {
         let limited = limited.clone();
         let app = &app;
         async move {
-            app.call(Method::POST, "/v1/portal/sessions", Some(&limited), Some(body))
-                .await
+            app.call(
+                Method::POST,
+                "/v1/portal/sessions",
+                Some(&limited),
+                Some(body),
+            )
+            .await
         }
     };
     let as_owner = ask(json!({"user": {"id": owner.user_id}, "return_url": RETURN_URL})).await;
-    assert_eq!(as_owner.status, StatusCode::FORBIDDEN, "{:?}", as_owner.body);
+    assert_eq!(
+        as_owner.status,
+        StatusCode::FORBIDDEN,
+        "{:?}",
+        as_owner.body
+    );
     let as_developer =
         ask(json!({"user": {"id": developer.user_id}, "return_url": RETURN_URL})).await;
     assert_eq!(as_developer.status, StatusCode::FORBIDDEN);
@@ -315,35 +338,51 @@ async fn a_management_key_gets_links_for_its_own_members_only(app: TestApp) {
 
 async fn a_link_works_once_and_for_five_minutes(app: TestApp) {
     let token = backend_token(json!({}));
-    let url = url_of(&ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "viewer")).await);
+    let url =
+        url_of(&ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "viewer")).await);
     entered(&app, &url).await;
     let again = enter(&app, &url).await.expect_err("used");
     assert!(matches!(again, ApiError::InvalidPortalLink), "{again:?}");
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(again.code(), "invalid_portal_link");
 
-    let late = url_of(&ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "viewer")).await);
-    let in_time = url_of(&ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "viewer")).await);
+    let late =
+        url_of(&ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "viewer")).await);
+    let in_time =
+        url_of(&ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "viewer")).await);
     app.clock.advance_secs(4 * 60 + 59);
     entered(&app, &in_time).await;
     app.clock.advance_secs(1);
     let expired = enter(&app, &late).await.expect_err("expired");
-    assert!(matches!(expired, ApiError::InvalidPortalLink), "{expired:?}");
+    assert!(
+        matches!(expired, ApiError::InvalidPortalLink),
+        "{expired:?}"
+    );
     let unknown = enter(&app, "https://x/portal/enter#token=not-a-token")
         .await
         .expect_err("unknown");
-    assert!(matches!(unknown, ApiError::InvalidPortalLink), "{unknown:?}");
+    assert!(
+        matches!(unknown, ApiError::InvalidPortalLink),
+        "{unknown:?}"
+    );
 }
 
 async fn a_portal_session_is_partitioned_remembers_its_return_url_and_acts_with_its_role_only(
     app: TestApp,
 ) {
     let token = backend_token(json!({}));
-    let url = url_of(&ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "viewer")).await);
+    let url =
+        url_of(&ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "viewer")).await);
     let (viewer, entry) = entered(&app, &url).await;
     let header = entry.set_cookie.to_str().expect("ascii");
     assert!(header.starts_with("__Host-keyplane_portal="), "{header}");
-    for attribute in ["SameSite=None", "Secure", "Partitioned", "HttpOnly", "Path=/"] {
+    for attribute in [
+        "SameSite=None",
+        "Secure",
+        "Partitioned",
+        "HttpOnly",
+        "Path=/",
+    ] {
         assert!(header.contains(attribute), "{attribute} in {header}");
     }
     assert_eq!(entry.return_url, RETURN_URL);
@@ -369,7 +408,14 @@ async fn a_portal_session_is_partitioned_remembers_its_return_url_and_acts_with_
         .await;
     assert_eq!(create.status, StatusCode::FORBIDDEN, "{:?}", create.body);
     // The same user with a developer link does.
-    let url = url_of(&ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "developer")).await);
+    let url = url_of(
+        &ask_with_token(
+            &app,
+            &token,
+            host_user_link("acme-corp", "u-1", "developer"),
+        )
+        .await,
+    );
     let (developer, _) = entered(&app, &url).await;
     let create = app
         .as_browser(
@@ -390,17 +436,45 @@ async fn branding_is_validated_and_round_trips(app: TestApp) {
         json!({"display_name": "Acme", "logo_url": null, "accent_color": null,
                "frame_ancestors": [], "updated_at": null})
     );
-    let put = |body: Value| app.call(Method::PUT, "/v1/organization/branding", Some(&app.admin_key), Some(body));
+    let put = |body: Value| {
+        app.call(
+            Method::PUT,
+            "/v1/organization/branding",
+            Some(&app.admin_key),
+            Some(body),
+        )
+    };
     for (body, field) in [
         (json!({"display_name": ""}), "display_name"),
         (json!({"display_name": "x".repeat(101)}), "display_name"),
-        (json!({"display_name": "Acme", "logo_url": "http://cdn.example.com/a.png"}), "logo_url"),
-        (json!({"display_name": "Acme", "logo_url": "javascript:alert(1)"}), "logo_url"),
-        (json!({"display_name": "Acme", "accent_color": "red"}), "accent_color"),
-        (json!({"display_name": "Acme", "accent_color": "#12345"}), "accent_color"),
-        (json!({"display_name": "Acme", "frame_ancestors": ["https://app.example.com/path"]}), "frame_ancestors"),
-        (json!({"display_name": "Acme", "frame_ancestors": ["*"]}), "frame_ancestors"),
-        (json!({"display_name": "Acme", "frame_ancestors": (0..11).map(|n| format!("https://a{n}.example.com")).collect::<Vec<_>>()}), "frame_ancestors"),
+        (
+            json!({"display_name": "Acme", "logo_url": "http://cdn.example.com/a.png"}),
+            "logo_url",
+        ),
+        (
+            json!({"display_name": "Acme", "logo_url": "javascript:alert(1)"}),
+            "logo_url",
+        ),
+        (
+            json!({"display_name": "Acme", "accent_color": "red"}),
+            "accent_color",
+        ),
+        (
+            json!({"display_name": "Acme", "accent_color": "#12345"}),
+            "accent_color",
+        ),
+        (
+            json!({"display_name": "Acme", "frame_ancestors": ["https://app.example.com/path"]}),
+            "frame_ancestors",
+        ),
+        (
+            json!({"display_name": "Acme", "frame_ancestors": ["*"]}),
+            "frame_ancestors",
+        ),
+        (
+            json!({"display_name": "Acme", "frame_ancestors": (0..11).map(|n| format!("https://a{n}.example.com")).collect::<Vec<_>>()}),
+            "frame_ancestors",
+        ),
     ] {
         let refused = put(body.clone()).await;
         assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}");
@@ -444,7 +518,9 @@ async fn branding_is_validated_and_round_trips(app: TestApp) {
 
 async fn only_owners_and_admins_change_branding(app: TestApp) {
     let owner = app.first_owner().await;
-    let admin = app.member(&owner, "ada@example.com", "Ada Admin", "admin").await;
+    let admin = app
+        .member(&owner, "ada@example.com", "Ada Admin", "admin")
+        .await;
     let developer = app
         .member(&owner, "dev@example.com", "Dan Dev", "developer")
         .await;
@@ -454,7 +530,12 @@ async fn only_owners_and_admins_change_branding(app: TestApp) {
     let body = json!({"display_name": "Acme Portal"});
     for browser in [&developer, &viewer] {
         let refused = app
-            .as_browser(browser, Method::PUT, "/v1/organization/branding", Some(body.clone()))
+            .as_browser(
+                browser,
+                Method::PUT,
+                "/v1/organization/branding",
+                Some(body.clone()),
+            )
             .await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
         let read = app
@@ -463,15 +544,27 @@ async fn only_owners_and_admins_change_branding(app: TestApp) {
         assert_eq!(read.status, StatusCode::OK);
     }
     let (limited, _) = app
-        .create_key(json!({"name": "limited", "environment": "live", "scopes": ["api-keys:manage"]}))
+        .create_key(
+            json!({"name": "limited", "environment": "live", "scopes": ["api-keys:manage"]}),
+        )
         .await;
     let by_key = app
-        .call(Method::PUT, "/v1/organization/branding", Some(&limited), Some(body.clone()))
+        .call(
+            Method::PUT,
+            "/v1/organization/branding",
+            Some(&limited),
+            Some(body.clone()),
+        )
         .await;
     assert_eq!(by_key.status, StatusCode::FORBIDDEN);
     for browser in [&owner, &admin] {
         let changed = app
-            .as_browser(browser, Method::PUT, "/v1/organization/branding", Some(body.clone()))
+            .as_browser(
+                browser,
+                Method::PUT,
+                "/v1/organization/branding",
+                Some(body.clone()),
+            )
             .await;
         assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
     }
@@ -479,7 +572,8 @@ async fn only_owners_and_admins_change_branding(app: TestApp) {
 
 async fn a_links_token_is_stored_only_as_its_digest(app: TestApp) {
     let token = backend_token(json!({}));
-    let url = url_of(&ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "viewer")).await);
+    let url =
+        url_of(&ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "viewer")).await);
     let secret = token_of(&url);
     let rows = sqlx::query("SELECT token_digest, return_url, used_at FROM portal_links")
         .fetch_all(app.pool())

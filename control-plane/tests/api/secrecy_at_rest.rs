@@ -195,9 +195,10 @@ async fn passwords_and_session_and_invitation_tokens_never_reach_the_database_or
         context: Default::default(),
         headers: Default::default(),
     };
-    let entry = keyplane_control_plane::portal::enter(&app.state, token_of(&portal_link), &anonymous)
-        .await
-        .expect("the link works");
+    let entry =
+        keyplane_control_plane::portal::enter(&app.state, token_of(&portal_link), &anonymous)
+            .await
+            .expect("the link works");
     let portal_cookie = entry.set_cookie.to_str().expect("ascii").to_owned();
     let portal_cookie = portal_cookie
         .split(';')

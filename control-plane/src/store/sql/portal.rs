@@ -12,7 +12,6 @@ use super::journal::OrgMutation;
 use super::members::note;
 use super::people::id_bytes;
 use super::rows::bytes16;
-use crate::input::time::rfc3339;
 use crate::store::StoreError;
 use crate::store::portal::{Branding, BrandingUpdate, NewPortalLink, PortalStore, UsedPortalLink};
 use crate::store::records::{AuditAction, AuditContext};
@@ -46,7 +45,7 @@ impl PortalStore for SqlStore {
         let details = json!({
             "role": link.role.as_str(),
             "return_url": link.return_url,
-            "expires_at": rfc3339(link.expires_at),
+            "expires_at": link.expires_at.as_millis(),
         });
         mutation
             .audit(
