@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::store::AuditAction;
 
 /// Every action, for the filter.
-const ACTIONS: [AuditAction; 15] = [
+const ACTIONS: [AuditAction; 17] = [
     AuditAction::OrgCreated,
     AuditAction::KeyCreated,
     AuditAction::KeyUpdated,
@@ -32,6 +32,8 @@ const ACTIONS: [AuditAction; 15] = [
     AuditAction::RoleCreated,
     AuditAction::RoleUpdated,
     AuditAction::RoleDeleted,
+    AuditAction::PortalLinkCreated,
+    AuditAction::BrandingUpdated,
 ];
 
 /// The filters, as the form sends them.

@@ -10,6 +10,7 @@
 //!
 //! - [`entry`]: sign-in, sign-out, the setup link and invitations.
 //! - [`keys`]: the key list, create and the copy-once view, a key's page and its actions.
+//! - [`portal`]: the way in from a host product's one-time link.
 //! - [`audit`], [`members`], [`edges`], [`account`]: the other pages.
 //! - [`page`]: the frame of a signed-in page ([`frame`]: the bare frame, [`failure`]: error
 //!   pages); [`security`]: the headers every answer carries
@@ -26,6 +27,7 @@ pub mod frame;
 pub mod keys;
 pub mod members;
 pub mod page;
+pub mod portal;
 pub mod security;
 pub mod viewer;
 
@@ -84,6 +86,7 @@ pub fn router() -> Router<AppState> {
             "/account/sign-out-everywhere",
             post(account::sign_out_everywhere),
         )
+        .route("/portal/enter", get(portal::entry_page).post(portal::enter))
         .route("/assets/dashboard.css", get(assets::stylesheet))
         .route("/assets/dashboard.js", get(assets::script))
         .route("/brand.css", get(assets::brand))

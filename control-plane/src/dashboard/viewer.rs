@@ -85,21 +85,18 @@ async fn viewer_of(parts: &mut Parts, state: &AppState) -> Result<Viewer, PageEr
     })
 }
 
-fn session_return_url(_session: &crate::store::SessionRecord) -> Option<String> {
-    None
+fn session_return_url(session: &crate::store::SessionRecord) -> Option<String> {
+    session.return_url.clone()
 }
 
-/// The organization's look (its name until branding is set).
+/// The organization's look: its branding (its name until branding is set).
 pub async fn look_of(state: &AppState, principal: &Principal) -> Result<Look, PageError> {
-    let org_name = state
-        .store
-        .org_name(principal.org)
-        .await
-        .map_err(|error| PageError::Api(error.into()))?
-        .unwrap_or_default();
+    let branding = state.store.branding(principal.org).await?;
     Ok(Look {
-        org_name,
-        ..Look::default()
+        org_name: branding.display_name,
+        logo_url: branding.logo_url,
+        accent: branding.accent_color,
+        frame_ancestors: branding.frame_ancestors,
     })
 }
 

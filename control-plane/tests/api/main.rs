@@ -12,6 +12,7 @@ mod cli;
 mod concurrency;
 mod dashboard;
 mod dashboard_keys;
+mod dashboard_portal;
 mod feed_lineage;
 mod host_tokens;
 mod keys;

@@ -1,0 +1,80 @@
+//! The portal's way in: `GET /portal/enter#token=…`, the one-time URL a host product's back end
+//! got from `POST /v1/portal/sessions`, opened in the host's page (often in a frame).
+//!
+//! The token is in the fragment (never sent to a server, never logged): the page's script posts
+//! it to `POST /portal/enter`, which redeems it once ([`crate::portal::enter`]) and answers with
+//! the portal session's cookie (`SameSite=None; Secure; Partitioned`) and a redirect to the API
+//! keys. The entry page holds nothing and does nothing but post its own token, so any origin may
+//! frame it; every page after it may be framed only by the origins the organization allows.
+
+use axum::Form;
+use axum::extract::{OriginalUri, State};
+use axum::http::StatusCode;
+use axum::http::header::SET_COOKIE;
+use axum::response::{IntoResponse, Response};
+use maud::html;
+use serde::Deserialize;
+
+use super::frame::{FrameAncestors, public, see_other};
+use crate::auth::Anonymous;
+use crate::auth::session::same_origin_of;
+use crate::state::AppState;
+
+/// Any origin may frame the entry page (it shows nothing).
+const ANY_ORIGIN: &str = "*";
+
+fn framable(mut response: Response) -> Response {
+    response
+        .extensions_mut()
+        .insert(FrameAncestors(vec![ANY_ORIGIN.to_owned()]));
+    response
+}
+
+/// `GET /portal/enter`.
+pub async fn entry_page() -> Response {
+    framable(public(
+        StatusCode::OK,
+        "Opening API keys",
+        html! {
+            p id="token-missing" hidden { "This link has no token: open the API keys page again from the product you came from." }
+            form method="post" action="/portal/enter" data-autosubmit {
+                label for="token" { "Portal code" }
+                input id="token" name="token" type="text" autocomplete="off" required data-from-fragment;
+                div.actions { button type="submit" { "Continue" } }
+            }
+        },
+    ))
+}
+
+/// The entry form.
+#[derive(Debug, Deserialize)]
+pub struct EntryForm {
+    token: String,
+}
+
+/// `POST /portal/enter`: the session, once per link.
+pub async fn enter(
+    State(state): State<AppState>,
+    anonymous: Anonymous,
+    uri: OriginalUri,
+    Form(form): Form<EntryForm>,
+) -> Response {
+    if !same_origin_of(&anonymous.headers, &uri.0, &state.public_url) {
+        return super::failure::PageError::Api(crate::error::ApiError::CsrfFailed).into_response();
+    }
+    match crate::portal::enter(&state, form.token.trim(), &anonymous).await {
+        Ok(entry) => {
+            let mut response = see_other("/keys");
+            response.headers_mut().insert(SET_COOKIE, entry.set_cookie);
+            response
+        }
+        Err(crate::error::ApiError::InvalidPortalLink) => framable(public(
+            StatusCode::UNAUTHORIZED,
+            "This link no longer works",
+            html! {
+                p { "A portal link works once, for a few minutes. Open the API keys page again from the product you came from." }
+            },
+        )),
+        Err(error) => super::failure::PageError::from(error).into_response(),
+    }
+}

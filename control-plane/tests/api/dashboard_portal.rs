@@ -1,0 +1,183 @@
+//! The portal's pages without a browser: a one-time link from `POST /v1/portal/sessions` opens
+//! the key pages once, in a partitioned cookie, branded, framable by the organization's origins
+//! only, limited to the member's role, and blind to other organizations.
+
+use axum::http::{Method, StatusCode};
+use secrecy::ExposeSecret as _;
+use serde_json::json;
+
+use crate::backends;
+use crate::helpers::TestApp;
+use crate::helpers::pages::{Page, form, origin};
+use crate::helpers::people::Browser;
+
+backends!(a_portal_link_opens_the_key_pages_once_branded_and_framed_only_by_the_host);
+
+const HOST_APP: &str = "https://app.example.com";
+
+async fn enter(app: &TestApp, url: &str) -> Page {
+    let token = url
+        .split_once("#token=")
+        .expect("a token in the fragment")
+        .1;
+    app.page_request(
+        Method::POST,
+        "/portal/enter",
+        None,
+        Some(&origin()),
+        Some(form(&[("token", token)])),
+    )
+    .await
+}
+
+async fn a_portal_link_opens_the_key_pages_once_branded_and_framed_only_by_the_host(app: TestApp) {
+    let owner = app.first_owner().await;
+    let developer = app
+        .member(&owner, "dev@example.com", "Dan Dev", "developer")
+        .await;
+    let branding = app
+        .call(
+            Method::PUT,
+            "/v1/organization/branding",
+            Some(&app.admin_key),
+            Some(json!({"display_name": "Acme Cloud", "accent_color": "#aa3300", "frame_ancestors": [HOST_APP]})),
+        )
+        .await;
+    assert_eq!(branding.status, StatusCode::OK, "{:?}", branding.body);
+    let (_, own) = app
+        .create_key(json!({"name": "someone else's", "environment": "live"}))
+        .await;
+    // Another organization's key, which the portal must never show.
+    let (_, globex_admin) =
+        keyplane_control_plane::bootstrap::create_organization(&app.state, "Globex")
+            .await
+            .expect("second organization");
+    let globex = app
+        .call(
+            Method::POST,
+            "/v1/keys",
+            Some(globex_admin.expose_secret()),
+            Some(json!({"name": "globex secret", "environment": "live"})),
+        )
+        .await;
+    let globex_id = globex.body["record"]["id"].as_str().expect("id").to_owned();
+
+    let link = app
+        .post(
+            "/v1/portal/sessions",
+            json!({"user": {"id": developer.user_id}, "return_url": format!("{HOST_APP}/settings/api")}),
+        )
+        .await;
+    assert_eq!(link.status, StatusCode::CREATED, "{:?}", link.body);
+    let url = link.body["url"].as_str().expect("url").to_owned();
+    assert!(url.contains("/portal/enter#token="), "{url}");
+
+    let entry_page = app
+        .page_request(Method::GET, "/portal/enter", None, None, None)
+        .await;
+    assert_eq!(entry_page.status, StatusCode::OK);
+    assert!(entry_page.html.contains("data-from-fragment"));
+    let entered = enter(&app, &url).await;
+    assert_eq!(entered.status, StatusCode::SEE_OTHER, "{}", entered.html);
+    assert_eq!(entered.location(), "/keys");
+    let cookie = entered.headers["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(cookie.starts_with("__Host-keyplane_portal="), "{cookie}");
+    for attribute in ["SameSite=None", "Secure", "Partitioned", "HttpOnly"] {
+        assert!(cookie.contains(attribute), "{attribute} in {cookie}");
+    }
+    let again = enter(&app, &url).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED, "a link works once");
+    assert!(again.headers.get("set-cookie").is_none());
+
+    let portal = Browser {
+        cookie: cookie.split(';').next().expect("name=value").to_owned(),
+        csrf: String::new(),
+        user_id: developer.user_id.clone(),
+    };
+    let keys = app.open(&portal, "/keys").await;
+    assert_eq!(keys.status, StatusCode::OK, "{}", keys.html);
+    assert!(
+        keys.html.contains("Acme Cloud"),
+        "branded with the organization's name"
+    );
+    assert!(
+        keys.html.contains("Back to Acme Cloud"),
+        "a way back to the host"
+    );
+    assert!(
+        keys.html
+            .contains(&format!("href=\"{HOST_APP}/settings/api\""))
+    );
+    assert!(!keys.html.contains("globex secret"));
+    let policy = keys.headers["content-security-policy"]
+        .to_str()
+        .expect("ascii");
+    assert!(
+        policy.ends_with(&format!("frame-ancestors {HOST_APP}")),
+        "{policy}"
+    );
+    assert!(
+        keys.headers.get("x-frame-options").is_none(),
+        "X-Frame-Options would forbid the host"
+    );
+    assert!(
+        !keys.html.contains("href=\"/members\""),
+        "no deployment or team pages in the portal"
+    );
+    let brand = app.open(&portal, "/brand.css").await;
+    assert!(brand.html.contains("--accent: #aa3300"), "{}", brand.html);
+    // Limited to the developer's role: another member's key cannot be revoked, another
+    // organization's key does not exist.
+    let own_id = own["id"].as_str().expect("id");
+    assert!(
+        !app.open(&portal, &format!("/keys/{own_id}"))
+            .await
+            .html
+            .contains("/revoke")
+    );
+    let refused = app
+        .submit(
+            &portal,
+            "/keys",
+            &format!("/keys/{own_id}/revoke"),
+            &[("reason", "compromised")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.html);
+    assert_eq!(
+        app.open(&portal, &format!("/keys/{globex_id}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // Creating a key of its own works, framed by the host.
+    let created = app
+        .submit(
+            &portal,
+            "/keys/new",
+            "/keys/new",
+            &[
+                ("name", "from the portal"),
+                ("environment", "test"),
+                ("expires", "7d"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.html);
+    assert!(
+        created
+            .text_of("new-key")
+            .is_some_and(|key| key.starts_with("sk_test_"))
+    );
+    // The dashboard's own pages are still never framed.
+    let dashboard = app.open(&owner, "/keys").await;
+    assert!(
+        dashboard.headers["content-security-policy"]
+            .to_str()
+            .expect("ascii")
+            .ends_with("frame-ancestors 'none'")
+    );
+}
