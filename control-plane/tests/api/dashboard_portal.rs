@@ -3,7 +3,6 @@
 //! only, limited to the member's role, and blind to other organizations.
 
 use axum::http::{Method, StatusCode};
-use secrecy::ExposeSecret as _;
 use serde_json::json;
 
 use crate::backends;
