@@ -92,7 +92,8 @@ async function main() {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
-    args: root ? ["--no-sandbox"] : [],
+    // Root cannot use Chromium's sandbox; containers often have a small /dev/shm.
+    args: [...(root ? ["--no-sandbox"] : []), "--disable-dev-shm-usage"],
   });
   try {
     await flow(browser);
