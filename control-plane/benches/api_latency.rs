@@ -7,10 +7,12 @@
 //! The store is seeded directly in SQL (seeding 100k keys through the API would spend an hour
 //! in Argon2id), then a real listener is driven by one sequential HTTP client with keep-alive.
 
+#[path = "support/seeded.rs"]
+mod seeded;
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use keyplane_control_plane::state::SystemClock;
@@ -19,8 +21,6 @@ use keyplane_control_plane::{Application, Config, hashing};
 use keyplane_shared::ids::KeyId;
 use keyplane_shared::{ApiKey, Environment, KeyPrefix};
 use serde_json::{Value, json};
-
-const SEED_BATCH: usize = 500;
 
 struct Options {
     keys: usize,
@@ -46,75 +46,6 @@ fn options() -> anyhow::Result<Options> {
         }
     }
     Ok(options)
-}
-
-/// Median and 99th percentile of a set of durations, in milliseconds.
-fn summary(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let at = |q: f64| {
-        let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples[index].as_secs_f64() * 1000.0
-    };
-    (at(0.5), at(0.99))
-}
-
-/// Inserts `count` keys of the first organization straight into the database.
-async fn seed(pool: &sqlx::AnyPool, count: usize) -> anyhow::Result<Vec<KeyId>> {
-    let org: Vec<u8> = sqlx::query_scalar("SELECT id FROM orgs")
-        .fetch_one(pool)
-        .await?;
-    let prefix = KeyPrefix::default();
-    // One real hash shared by all seeded keys: they are looked up and revoked, never verified.
-    let sample = ApiKey::generate(&prefix, Environment::Live)?;
-    let hash = hashing::hash_key(&sample).await?;
-    let mut ids = Vec::with_capacity(count);
-    let base_time = 1_700_000_000_000_i64;
-    for batch_start in (0..count).step_by(SEED_BATCH) {
-        let batch = SEED_BATCH.min(count - batch_start);
-        let mut sql = String::from(
-            "INSERT INTO api_keys (id, org_id, name, environment, truncated, digest, pepper_id, \
-             secret_hash, scopes, metadata, created_at, updated_at) VALUES ",
-        );
-        for row in 0..batch {
-            let n = row * 8;
-            if row > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, 'live', ${}, ${}, 1, ${}, 'contacts:read', '{{}}', ${}, ${})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6,
-                n + 7,
-                n + 8
-            ));
-        }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for row in 0..batch {
-            let i = batch_start + row;
-            let id = KeyId::generate()?;
-            let mut digest = [0u8; 32];
-            getrandom::fill(&mut digest)?;
-            let at = base_time + i as i64;
-            query = query
-                .bind(id.to_bytes().to_vec())
-                .bind(org.clone())
-                .bind(format!("seeded key {i}"))
-                .bind(format!("sk_live_seed{i:02}...abcd"))
-                .bind(digest.to_vec())
-                .bind(hash.clone())
-                .bind(at)
-                .bind(at);
-            ids.push(id);
-        }
-        query.execute(pool).await?;
-    }
-    // Fresh statistics, as autovacuum (PostgreSQL) would have them on a live table.
-    sqlx::query("ANALYZE").execute(pool).await?;
-    Ok(ids)
 }
 
 struct Row {
@@ -161,7 +92,7 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
         .to_owned();
     let started = Instant::now();
     let pool = support::raw_pool(&database_url).await?;
-    let ids = seed(&pool, options.keys).await?;
+    let ids = seeded::seed(&pool, options.keys).await?;
     eprintln!(
         "{backend:?}: seeded {} keys in {:.1} s",
         ids.len(),
@@ -175,7 +106,7 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
         hashing::hash_key(&key).await?;
         hashes.push(started.elapsed());
     }
-    let argon2 = summary(hashes);
+    let argon2 = seeded::summary(hashes);
     let addr = application.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(application.serve(async {
@@ -262,7 +193,7 @@ fn drive(
                 bail!("expected {expect}, got {status}");
             }
         }
-        Ok::<_, anyhow::Error>(summary(durations))
+        Ok::<_, anyhow::Error>(seeded::summary(durations))
     };
     let get = |path: &str| -> anyhow::Result<(u16, Value)> {
         let mut response = agent

@@ -11,7 +11,8 @@
 //! - [`entry`]: sign-in, sign-out, the setup link and invitations.
 //! - [`keys`]: the key list, create and the copy-once view, a key's page and its actions.
 //! - [`audit`], [`members`], [`edges`], [`account`]: the other pages.
-//! - [`page`]: the frame and error pages; [`security`]: the headers every answer carries
+//! - [`page`]: the frame of a signed-in page ([`frame`]: the bare frame, [`failure`]: error
+//!   pages); [`security`]: the headers every answer carries
 //!   (a strict Content-Security-Policy, framing rules); [`format`]: times in words.
 
 pub mod account;
@@ -19,7 +20,9 @@ pub mod assets;
 pub mod audit;
 pub mod edges;
 pub mod entry;
+pub mod failure;
 pub mod format;
+pub mod frame;
 pub mod keys;
 pub mod members;
 pub mod page;

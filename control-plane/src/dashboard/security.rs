@@ -16,7 +16,7 @@ use axum::http::header::{
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::page::FrameAncestors;
+use super::frame::FrameAncestors;
 
 /// The policy for a response framed by `ancestors` (none: never framed).
 pub fn content_security_policy(ancestors: &[String]) -> String {

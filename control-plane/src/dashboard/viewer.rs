@@ -17,7 +17,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method};
 use serde::de::DeserializeOwned;
 
-use super::page::PageError;
+use super::failure::PageError;
 use crate::auth::session::{self, CSRF_HEADER};
 use crate::auth::{Actor, Principal, Via};
 use crate::state::AppState;

@@ -22,6 +22,7 @@ use sqlx::any::AnyPoolOptions;
 use tower::ServiceExt as _;
 
 pub mod feed;
+pub mod pages;
 pub mod people;
 pub mod usage;
 

@@ -10,6 +10,8 @@ mod auth;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod dashboard;
+mod dashboard_keys;
 mod feed_lineage;
 mod host_tokens;
 mod keys;

@@ -58,7 +58,7 @@ pub struct CreateForm {
     /// The rate limit, empty for none.
     #[serde(default)]
     pub requests_per_minute: String,
-    /// The burst, empty for the per-minute figure.
+    /// The burst, empty for a tenth of the per-minute figure.
     #[serde(default)]
     pub burst: String,
 }
@@ -94,7 +94,8 @@ pub fn expiry_of(expires: &str, date: &str) -> Result<Option<String>, String> {
     }
 }
 
-/// A rate limit from the form's two fields (burst defaults to the per-minute figure).
+/// A rate limit from the form's two fields; the burst defaults to a tenth of the per-minute
+/// figure (at least 1), the proportion of the deployment's own default.
 pub fn rate_limit_of(per_minute: &str, burst: &str) -> Result<Option<RateLimitBody>, String> {
     let per_minute = per_minute.trim();
     if per_minute.is_empty() {
@@ -104,7 +105,7 @@ pub fn rate_limit_of(per_minute: &str, burst: &str) -> Result<Option<RateLimitBo
         .parse()
         .map_err(|_| format!("the rate limit must be a whole number, got `{per_minute}`"))?;
     let burst = match burst.trim() {
-        "" => requests_per_minute,
+        "" => (requests_per_minute / 10).max(1),
         text => text
             .parse()
             .map_err(|_| format!("the burst must be a whole number, got `{text}`"))?,
@@ -196,7 +197,7 @@ fn form_page(
                 label for="requests_per_minute" { "Rate limit (requests per minute)" }
                 input id="requests_per_minute" name="requests_per_minute" type="number" min="1" inputmode="numeric" value=(values.requests_per_minute);
                 label for="burst" { "Burst" }
-                p.hint id="burst-hint" { "Requests allowed at once; defaults to the per-minute figure." }
+                p.hint id="burst-hint" { "Requests allowed at once; defaults to a tenth of the per-minute figure." }
                 input id="burst" name="burst" type="number" min="1" inputmode="numeric" aria-describedby="burst-hint" value=(values.burst);
             }
             div.actions {

@@ -1,0 +1,303 @@
+//! The dashboard's pages as an attacker would try them, without a browser (the browser tests
+//! are end to end, in `tests/`): the security headers on every page, forms that need the page's
+//! CSRF token and origin, sign-in, escaping, and invitations from the members page. The key
+//! pages: `dashboard_keys.rs`.
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use crate::backends;
+use crate::helpers::TestApp;
+use crate::helpers::pages::{form, origin};
+use crate::helpers::people::PASSWORD;
+
+backends!(
+    every_page_carries_a_strict_policy_and_is_never_framed_or_stored,
+    without_a_session_pages_send_to_sign_in_and_posts_change_nothing,
+    a_form_post_needs_the_pages_csrf_token_and_origin,
+    sign_in_checks_the_origin_and_says_nothing_about_accounts,
+    names_are_escaped,
+    invitations_from_the_members_page_show_the_link_once,
+);
+
+pub(crate) async fn key_count(app: &TestApp) -> usize {
+    let reply = app.get("/v1/keys?limit=200").await;
+    reply.body["data"].as_array().map_or(0, Vec::len)
+}
+
+async fn every_page_carries_a_strict_policy_and_is_never_framed_or_stored(app: TestApp) {
+    let owner = app.first_owner().await;
+    let (_, record) = app
+        .create_key(json!({"name": "probe", "environment": "test"}))
+        .await;
+    let id = record["id"].as_str().expect("id");
+    let paths = [
+        "/sign-in".to_owned(),
+        "/invitation".to_owned(),
+        "/keys".to_owned(),
+        "/keys/new".to_owned(),
+        format!("/keys/{id}"),
+        format!("/keys/{id}/edit"),
+        format!("/keys/{id}/regenerate"),
+        format!("/keys/{id}/revoke"),
+        "/audit".to_owned(),
+        "/members".to_owned(),
+        "/edges".to_owned(),
+        "/account".to_owned(),
+    ];
+    for path in &paths {
+        let page = app.open(&owner, path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.html);
+        let policy = page.headers["content-security-policy"]
+            .to_str()
+            .expect("ascii");
+        assert!(policy.contains("script-src 'self';"), "{path}: {policy}");
+        assert!(policy.contains("style-src 'self';"), "{path}: {policy}");
+        assert!(!policy.contains("unsafe"), "{path}: {policy}");
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        assert_eq!(page.headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(page.headers["cache-control"], "no-store", "{path}");
+        assert_eq!(page.headers["x-content-type-options"], "nosniff", "{path}");
+        // Nothing the policy would block: no inline script, style or handler.
+        assert!(!page.html.contains("<script>"), "{path}");
+        assert!(!page.html.contains(" style="), "{path}");
+        assert!(!page.html.contains(" onclick="), "{path}");
+        assert!(
+            page.html.starts_with("<!DOCTYPE html><html lang=\"en\">"),
+            "{path}"
+        );
+    }
+    let script = app.open(&owner, "/assets/dashboard.js").await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert!(
+        script.headers["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/javascript")
+    );
+}
+
+async fn without_a_session_pages_send_to_sign_in_and_posts_change_nothing(app: TestApp) {
+    for path in ["/", "/keys", "/keys/new", "/audit", "/members", "/account"] {
+        let page = app.page_request(Method::GET, path, None, None, None).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(page.location(), "/sign-in", "{path}");
+    }
+    let before = key_count(&app).await;
+    let body = form(&[
+        ("csrf", "x"),
+        ("name", "sneaky"),
+        ("environment", "live"),
+        ("expires", "7d"),
+    ]);
+    let page = app
+        .page_request(
+            Method::POST,
+            "/keys/new",
+            Some("__Host-keyplane_session=forged"),
+            Some(&origin()),
+            Some(body),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(key_count(&app).await, before);
+}
+
+async fn a_form_post_needs_the_pages_csrf_token_and_origin(app: TestApp) {
+    let owner = app.first_owner().await;
+    let before = key_count(&app).await;
+    let csrf = app.open(&owner, "/keys/new").await.csrf();
+    let fields = |token: &str| {
+        form(&[
+            ("csrf", token),
+            ("name", "billing"),
+            ("environment", "live"),
+            ("expires", "7d"),
+        ])
+    };
+    let attempts = [
+        ("no token", fields(""), Some(origin())),
+        (
+            "a wrong token",
+            fields("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            Some(origin()),
+        ),
+        (
+            "another site",
+            fields(&csrf),
+            Some("https://evil.example".to_owned()),
+        ),
+        ("no origin", fields(&csrf), None),
+    ];
+    for (what, body, from) in attempts {
+        let page = app
+            .page_request(
+                Method::POST,
+                "/keys/new",
+                Some(&owner.cookie),
+                from.as_deref(),
+                Some(body),
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{what}: {}", page.html);
+        assert!(page.html.contains("This form has expired"), "{what}");
+    }
+    assert_eq!(key_count(&app).await, before, "no refused post made a key");
+    let page = app
+        .page_request(
+            Method::POST,
+            "/keys/new",
+            Some(&owner.cookie),
+            Some(&origin()),
+            Some(fields(&csrf)),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert_eq!(key_count(&app).await, before + 1);
+}
+
+async fn sign_in_checks_the_origin_and_says_nothing_about_accounts(app: TestApp) {
+    app.first_owner().await;
+    let post = |email: &str, password: &str, from: Option<String>| {
+        let body = form(&[("email", email), ("password", password)]);
+        let app = &app;
+        async move {
+            app.page_request(Method::POST, "/sign-in", None, from.as_deref(), Some(body))
+                .await
+        }
+    };
+    let forged = post(
+        "owner@example.com",
+        PASSWORD,
+        Some("https://evil.example".into()),
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "login CSRF refused");
+    assert!(forged.headers.get("set-cookie").is_none());
+    let wrong = post(
+        "owner@example.com",
+        "not the password at all",
+        Some(origin()),
+    )
+    .await;
+    let unknown = post(
+        "nobody@example.com",
+        "not the password at all",
+        Some(origin()),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    let message = |html: &str| {
+        html.split("role=\"alert\"")
+            .nth(1)
+            .unwrap_or("")
+            .split("</div>")
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(
+        message(&wrong.html),
+        message(&unknown.html),
+        "one answer for both"
+    );
+    assert!(
+        wrong.html.contains("value=\"owner@example.com\""),
+        "the email typed is kept"
+    );
+    assert!(
+        !wrong.html.contains("not the password"),
+        "the password typed is never echoed"
+    );
+    let right = post("owner@example.com", PASSWORD, Some(origin())).await;
+    assert_eq!(right.status, StatusCode::SEE_OTHER);
+    assert_eq!(right.location(), "/keys");
+    let cookie = right.headers["set-cookie"].to_str().expect("ascii");
+    assert!(cookie.starts_with("__Host-keyplane_session="), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Secure"),
+        "{cookie}"
+    );
+}
+
+async fn names_are_escaped(app: TestApp) {
+    let owner = app.first_owner().await;
+    let name = "<img src=x onerror=alert(1)>";
+    app.create_key(json!({"name": name, "environment": "test"}))
+        .await;
+    let list = app.open(&owner, "/keys").await;
+    assert!(
+        !list.html.contains(name),
+        "raw markup from a name reached the page"
+    );
+    assert!(list.html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+}
+
+async fn invitations_from_the_members_page_show_the_link_once(app: TestApp) {
+    let owner = app.first_owner().await;
+    let page = app
+        .submit(
+            &owner,
+            "/members",
+            "/members/invite",
+            &[("email", "dev@example.com"), ("role", "developer")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let link = page
+        .text_of("invitation-link")
+        .expect("the link, as no mailer is set");
+    assert!(link.contains("/invitation#token="), "{link}");
+    assert!(page.html.contains("data-replace-url=\"/members\""));
+    assert!(
+        !app.open(&owner, "/members").await.html.contains(&link),
+        "shown once"
+    );
+    // The link's token opens the acceptance form, which names the invitee.
+    let token = link.split_once("#token=").expect("token").1;
+    let open = app
+        .page_request(
+            Method::POST,
+            "/invitation/open",
+            None,
+            Some(&origin()),
+            Some(form(&[("token", token)])),
+        )
+        .await;
+    assert_eq!(open.status, StatusCode::OK);
+    assert!(open.html.contains("dev@example.com"));
+    assert!(open.html.contains("Create account"));
+    let joined = app
+        .page_request(
+            Method::POST,
+            "/invitation",
+            None,
+            Some(&origin()),
+            Some(form(&[
+                ("token", token),
+                ("display_name", "Dana Dev"),
+                ("password", PASSWORD),
+                ("confirm_password", PASSWORD),
+            ])),
+        )
+        .await;
+    assert_eq!(joined.status, StatusCode::SEE_OTHER, "{}", joined.html);
+    assert_eq!(joined.location(), "/keys");
+    let again = app
+        .page_request(
+            Method::POST,
+            "/invitation/open",
+            None,
+            Some(&origin()),
+            Some(form(&[("token", token)])),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert!(again.html.contains("already been used"));
+}
