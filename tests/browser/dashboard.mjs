@@ -97,8 +97,25 @@ async function main() {
   });
   try {
     await flow(browser);
+  } catch (error) {
+    await screenshotOpenPages(browser);
+    throw error;
   } finally {
     await browser.close();
+  }
+}
+
+/** After a failure: every page still open, as `failure-<n>.png`, to see where it stopped. */
+async function screenshotOpenPages(browser) {
+  const open = browser.contexts().flatMap((context) => context.pages());
+  for (const [index, page] of open.entries()) {
+    const file = `${SHOTS}/failure-${index + 1}.png`;
+    try {
+      await page.screenshot({ path: file, fullPage: true });
+      console.error(`    the page at ${page.url()} when it failed: ${file}`);
+    } catch {
+      // A page that cannot be drawn any more adds nothing to the failure.
+    }
   }
 }
 

@@ -100,7 +100,9 @@ pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
             .arg("KEYPLANE_LOCAL_DEV:true"),
     )?;
 
-    println!("\n    dashboard      {control_plane_url}/ (first start: open the setup link printed above)");
+    println!(
+        "\n    dashboard      {control_plane_url}/ (first start: open the setup link printed above)"
+    );
     println!("    control plane  {control_plane_url}/healthz");
     println!("    edge           {edge_url}/__keyplane/health");
     println!(
