@@ -70,6 +70,10 @@ pub enum ApiError {
     /// 401 `invalid_token`: a host product's token was refused; the text names the check.
     #[error("the host-product token was refused: {0}")]
     InvalidHostToken(&'static str),
+    /// 401 `invalid_portal_link`: a portal link's token is unknown, used already or expired
+    /// (one answer for all three).
+    #[error("this portal link is not valid (used already or expired); ask for a new one")]
+    InvalidPortalLink,
     /// 401 `invalid_credentials`: the email and password do not match an account (one answer
     /// whether or not the email has one).
     #[error("the email or password is not correct")]
@@ -128,6 +132,7 @@ impl ApiError {
             | ApiError::CsrfFailed => StatusCode::FORBIDDEN,
             ApiError::InvalidSession
             | ApiError::InvalidHostToken(_)
+            | ApiError::InvalidPortalLink
             | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::WeakPassword(_) => StatusCode::BAD_REQUEST,
@@ -156,6 +161,7 @@ impl ApiError {
             ApiError::InvalidSession => "invalid_session",
             ApiError::CsrfFailed => "csrf_failed",
             ApiError::InvalidHostToken(_) => "invalid_token",
+            ApiError::InvalidPortalLink => "invalid_portal_link",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::TooManyAttempts(_) => "too_many_attempts",
             ApiError::WeakPassword(_) => "weak_password",

@@ -18,6 +18,7 @@
 //! - [`bootstrap`]: opening the data directory, secrets and store into an [`AppState`], and the
 //!   first start's organization.
 //! - [`dashboard`]: the web pages at `/` (server-rendered, calling the same handlers).
+//! - [`portal`]: one-time portal links for host products, and each organization's branding.
 //! - [`secrets`], [`config`], [`hashing`], [`metrics`], [`state`], [`openapi`].
 
 pub mod access;
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod people;
+pub mod portal;
 pub mod refusal_log;
 pub mod replication;
 pub mod secrets;
@@ -100,6 +102,7 @@ fn routes(metrics: MetricsRoute) -> OpenApiRouter<AppState> {
         .merge(audit::api::router())
         .merge(replication::feed::router())
         .merge(usage::router())
+        .merge(portal::router())
 }
 
 /// The control plane's router, ready to serve (`/metrics` included).

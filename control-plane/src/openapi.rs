@@ -15,6 +15,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
     tags(
         (name = "keys", description = "The key lifecycle"),
         (name = "audit", description = "The append-only, hash-chained audit log"),
+        (name = "portal", description = "One-time links into the embedded portal, and the \
+                                         organization's branding"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
         (name = "usage", description = "A key's requests as the edges reported them, and \
                                         daily counts"),

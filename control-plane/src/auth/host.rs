@@ -32,9 +32,36 @@ pub fn bearer_jwt(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && token.split('.').count() == 3).then_some(token)
 }
 
-fn refused(state: &AppState, code: &'static str) -> ApiError {
+pub(crate) fn refused(state: &AppState, code: &'static str) -> ApiError {
     state.metrics.auth_failed("invalid_token");
     ApiError::InvalidHostToken(code)
+}
+
+/// The Keyplane organization `issuer`'s organization `organization` names (a Keyplane id, or
+/// the host product's own id of a linked organization), provisioned if the issuer allows it.
+pub(crate) async fn resolve_organization(
+    state: &AppState,
+    issuer: &str,
+    organization: &str,
+    pinned: bool,
+    provision: bool,
+    context: &AuditContext,
+) -> Result<OrgId, ApiError> {
+    if let Ok(id) = organization.parse::<OrgId>()
+        && state.store.org_name(id).await?.is_some()
+    {
+        return Ok(id);
+    }
+    if let Some(id) = state.store.linked_org(issuer, organization).await? {
+        return Ok(id);
+    }
+    if provision && !pinned {
+        return Ok(state
+            .store
+            .provision_org(issuer, organization, context, state.now())
+            .await?);
+    }
+    Err(refused(state, "unknown_organization"))
 }
 
 /// The organization the claims name, provisioned if the issuer allows it.
@@ -43,25 +70,15 @@ async fn organization(
     claims: &HostClaims,
     context: &AuditContext,
 ) -> Result<OrgId, ApiError> {
-    if let Ok(id) = claims.organization.parse::<OrgId>()
-        && state.store.org_name(id).await?.is_some()
-    {
-        return Ok(id);
-    }
-    if let Some(id) = state
-        .store
-        .linked_org(&claims.issuer, &claims.organization)
-        .await?
-    {
-        return Ok(id);
-    }
-    if claims.provision_organizations && !claims.pinned_organization {
-        return Ok(state
-            .store
-            .provision_org(&claims.issuer, &claims.organization, context, state.now())
-            .await?);
-    }
-    Err(refused(state, "unknown_organization"))
+    resolve_organization(
+        state,
+        &claims.issuer,
+        &claims.organization,
+        claims.pinned_organization,
+        claims.provision_organizations,
+        context,
+    )
+    .await
 }
 
 /// Authenticates a host product's token.

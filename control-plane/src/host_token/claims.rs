@@ -66,6 +66,33 @@ impl Default for ClaimNames {
     }
 }
 
+/// What a verified token says when it stands for its issuer's back end rather than one user
+/// (`POST /v1/portal/sessions`): the same checks, but the organization claim is optional.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceClaims {
+    /// The issuer (`iss`), one of the configured ones.
+    pub issuer: String,
+    /// The token's subject (`sub`), never empty.
+    pub subject: String,
+    /// The organization the token is confined to, if any: the organization claim, or the
+    /// issuer's pinned organization.
+    pub organization: Option<String>,
+    /// Whether the issuer is pinned to one organization.
+    pub pinned_organization: bool,
+    /// Whether the issuer may have unknown organizations created (`provision_organizations`).
+    pub provision_organizations: bool,
+    /// The role claim, when present.
+    pub role: Option<String>,
+    /// The permissions claim (an array of strings), when present.
+    pub permissions: Option<Vec<String>>,
+    /// The name claim, when present.
+    pub name: Option<String>,
+    /// The email claim, when present.
+    pub email: Option<String>,
+    /// `exp`, in Unix seconds.
+    pub expires_at: i64,
+}
+
 impl Issuer {
     /// The claim checks, once the signature is verified.
     pub(super) fn check_claims(
@@ -73,6 +100,32 @@ impl Issuer {
         claims: &Map<String, Value>,
         now: i64,
     ) -> Result<HostClaims, HostTokenError> {
+        let checked = self.check_service_claims(claims, now, true)?;
+        let organization = checked
+            .organization
+            .ok_or(HostTokenError::MissingClaim("organization"))?;
+        Ok(HostClaims {
+            issuer: checked.issuer,
+            display_name: checked.name.unwrap_or_else(|| checked.subject.clone()),
+            subject: checked.subject,
+            email: checked.email,
+            organization,
+            pinned_organization: checked.pinned_organization,
+            provision_organizations: checked.provision_organizations,
+            role: checked.role,
+            permissions: checked.permissions,
+            expires_at: checked.expires_at,
+        })
+    }
+
+    /// The claim checks, in order; the organization claim is required only when
+    /// `require_organization` (a deployment-wide issuer's user token).
+    pub(super) fn check_service_claims(
+        &self,
+        claims: &Map<String, Value>,
+        now: i64,
+        require_organization: bool,
+    ) -> Result<ServiceClaims, HostTokenError> {
         if claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
             return Err(HostTokenError::UnknownIssuer);
         }
@@ -90,22 +143,23 @@ impl Issuer {
             optional_string(claims, "sub", "sub")?.ok_or(HostTokenError::MissingClaim("sub"))?;
         let named = optional_string(claims, &self.claims.organization, "organization")?;
         let (organization, pinned_organization) = match (&self.organization, named) {
-            (Some(pinned), None) => (pinned.clone(), true),
-            (Some(pinned), Some(named)) if *pinned == named => (named, true),
+            (Some(pinned), None) => (Some(pinned.clone()), true),
+            (Some(pinned), Some(named)) if *pinned == named => (Some(named), true),
             (Some(_), Some(_)) => return Err(HostTokenError::WrongOrganization),
-            (None, Some(named)) => (named, false),
-            (None, None) => return Err(HostTokenError::MissingClaim("organization")),
+            (None, Some(named)) => (Some(named), false),
+            (None, None) if require_organization => {
+                return Err(HostTokenError::MissingClaim("organization"));
+            }
+            (None, None) => (None, false),
         };
-        let display_name =
-            optional_string(claims, &self.claims.name, "name")?.unwrap_or_else(|| subject.clone());
-        Ok(HostClaims {
+        Ok(ServiceClaims {
             issuer: self.issuer.clone(),
             subject,
-            display_name,
-            email: optional_string(claims, &self.claims.email, "email")?,
             organization,
             pinned_organization,
             provision_organizations: self.provision_organizations,
+            name: optional_string(claims, &self.claims.name, "name")?,
+            email: optional_string(claims, &self.claims.email, "email")?,
             role: optional_string(claims, &self.claims.role, "role")?,
             permissions: string_list(claims, &self.claims.permissions, "permissions")?,
             expires_at,

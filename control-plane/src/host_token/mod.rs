@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-pub use claims::{ClaimNames, HostClaims};
+pub use claims::{ClaimNames, HostClaims, ServiceClaims};
 pub use config::HostTokenConfigError;
 
 /// The environment variable naming the host-token configuration file.
@@ -314,6 +314,29 @@ impl HostTokens {
         token: &str,
         now_unix_seconds: i64,
     ) -> Result<HostClaims, HostTokenError> {
+        let (issuer, claims) = self.verified_payload(token, now_unix_seconds).await?;
+        issuer.check_claims(&claims, now_unix_seconds)
+    }
+
+    /// Verifies a token that stands for its issuer's back end (asking for portal links): the
+    /// same checks as [`HostTokens::verify`], but a deployment-wide issuer's token may leave
+    /// the organization claim out, and then acts for any of the issuer's organizations.
+    pub async fn verify_service(
+        &self,
+        token: &str,
+        now_unix_seconds: i64,
+    ) -> Result<ServiceClaims, HostTokenError> {
+        let (issuer, claims) = self.verified_payload(token, now_unix_seconds).await?;
+        issuer.check_service_claims(&claims, now_unix_seconds, false)
+    }
+
+    /// Checks 1 to 5 (size, shape, issuer, algorithm, key, signature): the issuer and the
+    /// payload whose claims are still to be checked.
+    async fn verified_payload(
+        &self,
+        token: &str,
+        now_unix_seconds: i64,
+    ) -> Result<(&Issuer, Map<String, Value>), HostTokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(HostTokenError::TooLarge);
         }
@@ -350,7 +373,7 @@ impl HostTokens {
         if !matches!(verified, Ok(true)) {
             return Err(HostTokenError::BadSignature);
         }
-        issuer.check_claims(&claims, now_unix_seconds)
+        Ok((issuer, claims))
     }
 }
 

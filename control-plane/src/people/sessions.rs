@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::hashing;
 use crate::state::AppState;
-use crate::store::{NewSession, SessionKind, SessionRecord, UserRecord, UserSummary};
+use crate::store::{MemberRecord, NewSession, SessionKind, SessionRecord, UserRecord, UserSummary};
 
 /// The routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -113,15 +113,28 @@ pub(crate) async fn check_password(
     }
 }
 
-/// Starts a session for `user` in `org` and answers with its cookie.
-pub(crate) async fn start_session(
+/// A session just started.
+pub(crate) struct OpenedSession {
+    /// Its record.
+    pub record: SessionRecord,
+    /// The `Set-Cookie` value that carries it.
+    pub set_cookie: HeaderValue,
+    /// Its CSRF token.
+    pub csrf_token: String,
+    /// The user's membership of the session's organization.
+    pub member: MemberRecord,
+}
+
+/// Starts a session for `user` in `org` (ending the one the request came with, if any): its
+/// cookie and CSRF token. A portal session remembers `return_url`.
+pub(crate) async fn open_session(
     state: &AppState,
     user: &UserRecord,
     org: OrgId,
     kind: SessionKind,
     anonymous: &Anonymous,
-    status: StatusCode,
-) -> Result<Response, ApiError> {
+    return_url: Option<String>,
+) -> Result<OpenedSession, ApiError> {
     let now = state.now();
     // Whatever session cookie came with the request is ended: sign-in always starts afresh.
     if let Some(presented) = session::presented(&anonymous.headers) {
@@ -135,7 +148,6 @@ pub(crate) async fn start_session(
         .member(org, user.id)
         .await?
         .ok_or(ApiError::NotFound("organization"))?;
-    let org_name = state.store.org_name(org).await?.unwrap_or_default();
     let token = tokens::generate().map_err(ApiError::internal)?;
     let record = state
         .store
@@ -149,13 +161,35 @@ pub(crate) async fn start_session(
                 expires_at: now.plus_millis(ABSOLUTE_HOURS * 3_600_000),
                 ip: anonymous.context.ip.clone(),
                 user_agent: anonymous.context.user_agent.clone(),
+                return_url,
             },
             now,
         )
         .await?;
-    let body = SignedIn {
-        session: SessionView::of(&record, true),
+    let set_cookie = session::set_cookie(kind, &token)
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("cookie header")))?;
+    Ok(OpenedSession {
+        record,
+        set_cookie,
         csrf_token: state.csrf.token_for(&token),
+        member,
+    })
+}
+
+/// Starts a session for `user` in `org` and answers with its cookie.
+pub(crate) async fn start_session(
+    state: &AppState,
+    user: &UserRecord,
+    org: OrgId,
+    kind: SessionKind,
+    anonymous: &Anonymous,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let opened = open_session(state, user, org, kind, anonymous, None).await?;
+    let org_name = state.store.org_name(org).await?.unwrap_or_default();
+    let body = SignedIn {
+        session: SessionView::of(&opened.record, true),
+        csrf_token: opened.csrf_token,
         user: UserSummary {
             id: user.id,
             display_name: user.display_name.clone(),
@@ -164,11 +198,11 @@ pub(crate) async fn start_session(
         organization: SessionOrganization {
             id: org.to_string(),
             name: org_name,
-            role: member.role.as_str().to_owned(),
+            role: opened.member.role.as_str().to_owned(),
         },
         idle_timeout_minutes: IDLE_MINUTES,
     };
-    with_cookie(status, Json(body), session::set_cookie(kind, &token))
+    with_cookie(status, Json(body), Some(opened.set_cookie))
 }
 
 fn with_cookie(

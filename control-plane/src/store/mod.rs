@@ -17,6 +17,7 @@ pub mod audit_chain;
 pub mod feed_heads;
 pub mod lifecycle;
 pub mod people;
+pub mod portal;
 pub mod records;
 pub mod sql;
 pub mod usage;
@@ -33,6 +34,7 @@ pub use people::{
     NewSession, PeopleStore, Reconciliation, RoleRecord, SessionKind, SessionRecord, UserRecord,
     UserSummary,
 };
+pub use portal::{Branding, BrandingUpdate, NewPortalLink, PortalStore, UsedPortalLink};
 pub use records::{
     AuditAction, AuditContext, AuditFilter, AuditRecord, FailedAuth, KeyChanges, KeyFilter,
     KeyRecord, KeyState, NewKey, NewOrg, OrgRecord, Page, Reach, Revocation, RevocationReason,
@@ -140,7 +142,7 @@ impl From<sqlx::Error> for StoreError {
 
 /// The storage operations of the control plane.
 #[async_trait]
-pub trait Store: PeopleStore + Send + Sync + 'static {
+pub trait Store: PeopleStore + PortalStore + Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -118,6 +118,8 @@ pub struct NewSession {
     pub ip: Option<String>,
     /// Client `User-Agent` at sign-in.
     pub user_agent: Option<String>,
+    /// A portal session's way back to the host product's page.
+    pub return_url: Option<String>,
 }
 
 /// A stored session.
@@ -143,6 +145,8 @@ pub struct SessionRecord {
     pub ip: Option<String>,
     /// Client `User-Agent` at sign-in.
     pub user_agent: Option<String>,
+    /// A portal session's way back to the host product's page ("Back to …").
+    pub return_url: Option<String>,
 }
 
 /// An invitation to store.

@@ -416,6 +416,10 @@ pub enum AuditAction {
     RoleUpdated,
     /// A custom role was deleted.
     RoleDeleted,
+    /// A one-time portal link was made for a member.
+    PortalLinkCreated,
+    /// The organization's branding changed.
+    BrandingUpdated,
 }
 
 impl AuditAction {
@@ -437,30 +441,15 @@ impl AuditAction {
             AuditAction::RoleCreated => "role_created",
             AuditAction::RoleUpdated => "role_updated",
             AuditAction::RoleDeleted => "role_deleted",
+            AuditAction::PortalLinkCreated => "portal_link_created",
+            AuditAction::BrandingUpdated => "branding_updated",
         }
     }
 
-    /// Reads a stored label.
+    /// Reads a stored label (the names [`AuditAction::as_str`] gives are serde's names too).
     pub fn from_label(label: &str) -> Option<Self> {
-        [
-            AuditAction::OrgCreated,
-            AuditAction::KeyCreated,
-            AuditAction::KeyUpdated,
-            AuditAction::KeyRotated,
-            AuditAction::KeyRevoked,
-            AuditAction::KeyDeleted,
-            AuditAction::AuthFailed,
-            AuditAction::KeyOwnerChanged,
-            AuditAction::MemberInvited,
-            AuditAction::MemberAdded,
-            AuditAction::MemberRoleChanged,
-            AuditAction::MemberRemoved,
-            AuditAction::RoleCreated,
-            AuditAction::RoleUpdated,
-            AuditAction::RoleDeleted,
-        ]
-        .into_iter()
-        .find(|action| action.as_str() == label)
+        use serde::de::value::{Error, StrDeserializer};
+        Self::deserialize(StrDeserializer::<Error>::new(label)).ok()
     }
 }
 

@@ -21,11 +21,11 @@ backends!(
     an_unknown_organization_is_refused_without_provisioning,
 );
 
-const ISSUER: &str = "https://app.example.com";
+pub(crate) const ISSUER: &str = "https://app.example.com";
 /// A second host product, without provisioning.
 const OTHER_ISSUER: &str = "https://other.example.com";
 
-fn fixture(name: &str) -> String {
+pub(crate) fn fixture(name: &str) -> String {
     format!(
         "{}/src/host_token/fixtures/{name}",
         env!("CARGO_MANIFEST_DIR")
@@ -33,7 +33,7 @@ fn fixture(name: &str) -> String {
 }
 
 /// An ES256 host product whose tokens may name new organizations.
-fn trust_a_host_product(config: &mut Config) {
+pub(crate) fn trust_a_host_product(config: &mut Config) {
     let path = config.data_dir.join("host-tokens.json");
     let file = json!({"issuers": [{
         "issuer": ISSUER,

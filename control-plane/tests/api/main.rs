@@ -23,6 +23,7 @@ mod out_of_range;
 mod people;
 mod people_roles;
 mod people_settings;
+mod portal;
 mod push_wakeup;
 mod refusals;
 mod replication_feed;

@@ -101,6 +101,7 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
         "GET /v1/members",
         "GET /v1/operator/edges",
         "GET /v1/operator/organizations",
+        "GET /v1/organization/branding",
         "GET /v1/roles",
         "GET /v1/sessions",
         "GET /v1/users/me",
@@ -115,10 +116,12 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
         "POST /v1/keys/{id}/rotate",
         "POST /v1/keys/{id}/transfer",
         "POST /v1/members/{user_id}/remove",
+        "POST /v1/portal/sessions",
         "POST /v1/roles",
         "POST /v1/sessions",
         "POST /v1/sessions/portal",
         "POST /v1/users/me/password",
+        "PUT /v1/organization/branding",
         "PUT /v1/roles/{name}",
     ];
     assert_eq!(documented, expected);

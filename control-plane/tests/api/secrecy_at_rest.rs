@@ -110,6 +110,8 @@ async fn dump(app: &TestApp) -> String {
                 "sessions",
                 "invitations",
                 "memberships",
+                "portal_links",
+                "org_branding",
             ] {
                 let sql = format!("SELECT t::text FROM {table} t");
                 for row in sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -180,6 +182,31 @@ async fn passwords_and_session_and_invitation_tokens_never_reach_the_database_or
         None,
     )
     .await;
+    // A portal link, and the portal session it starts.
+    let portal = app
+        .post(
+            "/v1/portal/sessions",
+            json!({"user": {"id": developer.user_id}, "return_url": "https://app.example.com/"}),
+        )
+        .await;
+    assert_eq!(portal.status, 201, "{:?}", portal.body);
+    let portal_link = portal.body["url"].as_str().expect("url").to_owned();
+    let anonymous = keyplane_control_plane::auth::Anonymous {
+        context: Default::default(),
+        headers: Default::default(),
+    };
+    let entry =
+        keyplane_control_plane::portal::enter(&app.state, token_of(&portal_link), &anonymous)
+            .await
+            .expect("the link works");
+    let portal_cookie = entry.set_cookie.to_str().expect("ascii").to_owned();
+    let portal_cookie = portal_cookie
+        .split(';')
+        .next()
+        .and_then(|pair| pair.split_once('='))
+        .expect("name=value")
+        .1
+        .to_owned();
     let stored = dump(&app).await;
     drop(guard);
     let logs =
@@ -203,6 +230,9 @@ async fn passwords_and_session_and_invitation_tokens_never_reach_the_database_or
         token_of(&link).to_owned(),
         owner.csrf.clone(),
         "forged-session-token".to_owned(),
+        token_of(&portal_link).to_owned(),
+        portal_cookie,
+        entry.csrf_token.clone(),
     ];
     for secret in &secrets {
         for (what, haystack) in [("database", &stored), ("logs", &logs)] {

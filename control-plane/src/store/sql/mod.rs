@@ -32,6 +32,7 @@ mod key_list;
 mod keys;
 mod members;
 mod people;
+mod portal;
 mod replication;
 mod rows;
 mod sessions;

@@ -14,7 +14,7 @@ use crate::store::people::{NewSession, SessionKind, SessionRecord, UserRecord};
 
 const SESSION_COLUMNS: &str = "s.id AS session_id, s.user_id, s.org_id, s.kind, \
      s.created_at AS session_created_at, s.last_seen_at, s.expires_at, s.ended_at, s.ip, \
-     s.user_agent";
+     s.user_agent, s.return_url";
 
 fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
     let kind = match row.try_get::<String, _>("kind")?.as_str() {
@@ -33,6 +33,7 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
         ended_at: row.try_get::<Option<i64>, _>("ended_at")?.map(Timestamp),
         ip: row.try_get("ip")?,
         user_agent: row.try_get("user_agent")?,
+        return_url: row.try_get("return_url")?,
     })
 }
 
@@ -43,7 +44,8 @@ pub(super) async fn create(
 ) -> Result<SessionRecord, StoreError> {
     sqlx::query(
         "INSERT INTO sessions (id, token_digest, user_id, org_id, kind, created_at, last_seen_at, \
-         expires_at, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)",
+         expires_at, ip, user_agent, return_url) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, \
+         $10)",
     )
     .bind(id_bytes(session.id.to_bytes()))
     .bind(session.token_digest.to_vec())
@@ -54,6 +56,7 @@ pub(super) async fn create(
     .bind(session.expires_at.as_millis())
     .bind(session.ip.clone())
     .bind(session.user_agent.clone())
+    .bind(session.return_url.clone())
     .execute(&store.pool)
     .await?;
     Ok(SessionRecord {
@@ -67,6 +70,7 @@ pub(super) async fn create(
         ended_at: None,
         ip: session.ip,
         user_agent: session.user_agent,
+        return_url: session.return_url,
     })
 }
 
