@@ -16,6 +16,9 @@
 //! | `KEYPLANE_EDGE_BUILD` | worker-build's output | `edge/build` |
 //! | `KEYPLANE_BIN` | the `keyplane` binary | `keyplane` next to this test's `deps/` folder |
 //!
+//! The dashboard's browser test also needs Chromium and `tests/browser/node_modules`
+//! ([`BrowserTools`]).
+//!
 //! When something is missing, a test prints why and passes, unless `CI=true` or
 //! `KEYPLANE_E2E_REQUIRED=1`, where it fails with that message.
 
@@ -29,12 +32,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 mod bare_workerd;
+mod browser;
 mod deployment;
 mod feed_proxy;
 mod origin;
 mod ports;
 mod raw_http;
 
+pub use browser::{BrowserTools, ScriptRun};
 pub use deployment::{
     ControlPlane, Deployment, DeploymentSecrets, Edge, EdgeOptions, EdgeRuntime, EdgeWorker, signed,
 };
@@ -144,6 +149,11 @@ impl Setup {
             let value: serde_json::Value = serde_json::from_str(line).ok()?;
             Some(value.get("url")?.as_str()?.trim_end_matches('/').to_owned())
         })
+    }
+
+    /// Node 22, which runs the harness and the browser scripts.
+    pub fn node(&self) -> &Path {
+        &self.node
     }
 
     /// Runs `keyplane <args> <dir>` to completion; its stdout, or an error with its stderr.
@@ -479,7 +489,7 @@ pub fn required() -> bool {
     set("CI", &["true", "1"]) || set("KEYPLANE_E2E_REQUIRED", &["1", "true"])
 }
 
-fn path_var(name: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
+pub(crate) fn path_var(name: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
     match std::env::var_os(name) {
         Some(value) if !value.is_empty() => PathBuf::from(value),
         _ => default(),
@@ -519,7 +529,7 @@ fn group_alive(pgid: u32) -> bool {
 }
 
 /// Sends `signal` to every process of group `pgid`.
-fn signal_group(pgid: u32, signal: &str) {
+pub(crate) fn signal_group(pgid: u32, signal: &str) {
     kill(&["-s", signal, "--", &format!("-{pgid}")]);
 }
 

@@ -4,11 +4,13 @@
 //! - [`tools`]: where the project-local toolchain lives (`.tools/`) and the environment
 //!   (PATH, `WASM_BINDGEN_BIN`, ...) every other command runs under.
 //! - [`setup`]: installs that toolchain idempotently from crates.io and npm.
+//! - [`browser`]: Chromium and `tests/browser`'s npm packages, for the dashboard's browser test.
 //! - [`run`]: running steps and child processes (announcing them, process groups, stopping them).
 //! - [`test`]: the whole check suite that `.ci/run` runs.
 //! - [`dev`]: the control plane and the edge running locally, stopped with Ctrl-C.
 //! - [`extras`]: `fuzz` and `bench`.
 
+mod browser;
 mod dev;
 mod extras;
 mod run;

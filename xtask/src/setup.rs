@@ -1,7 +1,8 @@
 //! `cargo xtask setup`: installs the project-local toolchain, skipping whatever is present.
 //!
 //! Everything comes from a registry (crates.io, npm): downloads from GitHub releases do not
-//! work on the machines this runs on (see TOOLCHAIN.md). Each step checks first, so a second
+//! work on the machines this runs on (see TOOLCHAIN.md), except Chromium for the dashboard's
+//! browser test, which comes from Debian ([`browser`]). Each step checks first, so a second
 //! run only costs a few probes.
 
 use std::fs;
@@ -10,6 +11,7 @@ use std::process::Command;
 use anyhow::{Context as _, Result};
 use sha2::{Digest as _, Sha256};
 
+use crate::browser;
 use crate::run::{self, announce, probe};
 use crate::tools::{self, Tools};
 
@@ -27,6 +29,7 @@ pub fn setup(tools: &Tools) -> Result<()> {
     worker_build(tools)?;
     wasm_bindgen(tools)?;
     node_tools(tools)?;
+    browser::setup(tools)?;
     println!("xtask setup: done");
     Ok(())
 }
@@ -138,6 +141,7 @@ fn node_tools(tools: &Tools) -> Result<()> {
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes` (the stamps' hashes).
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -2,7 +2,8 @@
 //!
 //! fmt → clippy (native, then wasm32 for shared + edge) → native tests → shared's wasm32
 //! tests under node → `worker-build --release` → the `keyplane` binary → end-to-end tests
-//! (ignored in a plain `cargo test`, run here with `--ignored` and the env from [`Tools::env`]).
+//! (ignored in a plain `cargo test`, run here with `--ignored` and the env from [`Tools::env`];
+//! among them the dashboard's browser test, whose Chromium and npm packages setup installs).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -152,7 +153,7 @@ fn steps(tools: &Tools, quick: bool) -> Result<Vec<Step>> {
     // The e2e tests must not silently skip when run from here.
     e2e.env("KEYPLANE_E2E_REQUIRED", "1");
     steps.push(Step {
-        title: "end-to-end (control plane binary + worker under workerd)",
+        title: "end-to-end (control plane binary + worker under workerd, dashboard in Chromium)",
         counts_tests: true,
         command: e2e,
     });

@@ -4,6 +4,7 @@
 //! with `--ignored` (see `keyplane_tests` for the environment they read).
 
 mod control_plane;
+mod dashboard;
 mod edge;
 mod forwarded_headers;
 mod identity;
