@@ -15,6 +15,8 @@
 //   EDGE_PATH       a path the edge forwards for a key holding KEY_SCOPE [/v1/docs/readme]
 //   KEY_SCOPE       the scope ticked on the new key (offered by the form) [docs:read]
 //   OWNER_EMAIL     the first owner's email [owner@example.com]
+//   ADMIN_KEY       the organization's admin key (branding, portal links: the host's back end)
+//   OTHER_ORG_KEY_ID  a key of another organization, which the portal must not show
 //   CHROMIUM        the browser [/usr/bin/chromium]
 //
 // Prints `page weight /keys: N bytes` (the first, uncached load of /keys and what it loads).
@@ -24,6 +26,7 @@ import { createRequire } from "node:module";
 
 import { expectAtEdge, statusAtEdge } from "./lib/edge.mjs";
 import { checkPage, htmlNow, reportBreaches, watch } from "./lib/pages.mjs";
+import { portalSteps } from "./lib/portal.mjs";
 import { check, note, step } from "./lib/steps.mjs";
 
 const require = createRequire(import.meta.url);
@@ -46,6 +49,8 @@ const SHOTS = required("SCREENSHOT_DIR");
 const EDGE_PATH = process.env.EDGE_PATH || "/v1/docs/readme";
 const SCOPE = process.env.KEY_SCOPE || "docs:read";
 const OWNER_EMAIL = process.env.OWNER_EMAIL || "owner@example.com";
+const ADMIN_KEY = required("ADMIN_KEY");
+const OTHER_ORG_KEY_ID = required("OTHER_ORG_KEY_ID");
 const VIEWER_EMAIL = "viewer@example.com";
 const PASSWORD = "correct horse battery staple";
 const KEY_NAME = "Billing sync (browser test)";
@@ -321,6 +326,27 @@ async function flow(browser) {
   }
   reportBreaches();
   await owner.close();
+
+  await portalSteps({
+    browser,
+    api,
+    base: BASE,
+    otherOrgKeyId: OTHER_ORG_KEY_ID,
+    member: OWNER_EMAIL,
+    shots: SHOTS,
+    checkPage,
+  });
+}
+
+/** A call to the control plane's API with the admin key: `{ status, body }`. */
+async function api(method, path, body) {
+  const response = await fetch(url(path), {
+    method,
+    headers: { "x-api-key": ADMIN_KEY, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : null };
 }
 
 /** Posts the create-key form from `page`'s session without the form: the CSRF token copied

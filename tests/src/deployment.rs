@@ -431,6 +431,25 @@ impl Deployment {
     }
 }
 
+impl Deployment {
+    /// Creates another organization with `keyplane bootstrap` beside the running control plane
+    /// (same database and secrets); its admin key.
+    pub fn another_organization(&self, name: &str) -> Result<String> {
+        let data_dir = self.control_plane.data_dir.display().to_string();
+        let printed = self.setup.keyplane_with_secrets(
+            &["bootstrap", "--name", name, "--data-dir", &data_dir],
+            &self.secrets,
+        )?;
+        printed
+            .lines()
+            .find_map(|line| {
+                line.rsplit_once("(store it now): ")
+                    .map(|(_, key)| key.trim().to_owned())
+            })
+            .with_context(|| format!("keyplane bootstrap printed no admin key: {printed}"))
+    }
+}
+
 /// The admin key a control plane printed on its first start.
 fn admin_key_of(service: &Service) -> Result<String> {
     service

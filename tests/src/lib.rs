@@ -175,6 +175,31 @@ impl Setup {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Runs `keyplane <args>` with a deployment's secrets in the environment (operator commands
+    /// that write keys, so their digests use the running control plane's peppers).
+    pub fn keyplane_with_secrets(
+        &self,
+        args: &[&str],
+        secrets: &DeploymentSecrets,
+    ) -> Result<String> {
+        let output = Command::new(&self.keyplane_bin)
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .env("KEYPLANE_LOCAL_DEV", "true")
+            .env("KEYPLANE_PEPPERS", &secrets.peppers)
+            .env("KEYPLANE_SIGNING_SECRET", &secrets.signing_secret)
+            .env("KEYPLANE_EDGE_SECRET", &secrets.edge_secret)
+            .output()
+            .context("running keyplane")?;
+        if !output.status.success() {
+            bail!(
+                "keyplane {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Starts `keyplane serve` on port 0 with a fresh data directory and generated secrets.
     pub fn start_control_plane(&self) -> Result<Service> {
         let secrets = DeploymentSecrets::generate()?;

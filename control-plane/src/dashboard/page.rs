@@ -6,9 +6,8 @@
 //!   invitations, portal entry); [`PageError`] (from [`super::failure`]): a refused or failed
 //!   request as a page.
 //!
-//! Every response carries `Cache-Control: no-store` (pages show keys and audit trails) and, when
-//! the organization allows framing, the [`FrameAncestors`] the security layer turns into
-//! `frame-ancestors`.
+//! Every response carries `Cache-Control: no-store` (pages show keys and audit trails); which
+//! origins may frame a portal page is settled by [`super::security`].
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -104,13 +103,7 @@ pub fn signed_in_with(
             }
         }
     };
-    let mut response = finish(StatusCode::OK, markup);
-    if viewer.portal && !viewer.look.frame_ancestors.is_empty() {
-        response
-            .extensions_mut()
-            .insert(FrameAncestors(viewer.look.frame_ancestors.clone()));
-    }
-    response
+    finish(StatusCode::OK, markup)
 }
 
 fn brand(look: &Look) -> Markup {

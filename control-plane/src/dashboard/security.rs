@@ -3,10 +3,14 @@
 //! - `Content-Security-Policy`: scripts, styles and connections from this origin only, no
 //!   inline script or style, images from here or `https:` (organization logos), forms posting
 //!   here only, no `<base>`, no plugins; `frame-ancestors 'none'` unless the response is a
-//!   portal page of an organization that allows origins to frame it ([`FrameAncestors`]).
+//!   portal page of an organization that allows origins to frame it: the viewer's extractor
+//!   fills the request's [`FramingSlot`] for a portal session (so its error pages may be framed
+//!   too), or a handler attaches [`FrameAncestors`] to its response.
 //! - `X-Frame-Options: DENY` alongside `frame-ancestors 'none'` (older browsers).
 //! - `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`,
 //!   `Cross-Origin-Resource-Policy: same-origin`.
+
+use std::sync::{Arc, Mutex};
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -17,6 +21,25 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::frame::FrameAncestors;
+
+/// Where the viewer's extractor leaves the origins allowed to frame the answer (a request
+/// extension the middleware reads once the handler has answered).
+#[derive(Debug, Clone, Default)]
+pub struct FramingSlot(Arc<Mutex<Vec<String>>>);
+
+impl FramingSlot {
+    /// Allows `origins` to frame the answer to this request.
+    pub fn allow(&self, origins: &[String]) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.clear();
+            slot.extend_from_slice(origins);
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        self.0.lock().map(|mut slot| std::mem::take(&mut *slot)).unwrap_or_default()
+    }
+}
 
 /// The policy for a response framed by `ancestors` (none: never framed).
 pub fn content_security_policy(ancestors: &[String]) -> String {
@@ -33,13 +56,18 @@ pub fn content_security_policy(ancestors: &[String]) -> String {
 }
 
 /// Adds the headers (middleware on the dashboard's routes).
-pub async fn headers(request: Request, next: Next) -> Response {
+pub async fn headers(mut request: Request, next: Next) -> Response {
+    let slot = FramingSlot::default();
+    request.extensions_mut().insert(slot.clone());
     let mut response = next.run(request).await;
-    let ancestors = response
+    let mut ancestors = response
         .extensions_mut()
         .remove::<FrameAncestors>()
         .unwrap_or_default()
         .0;
+    if ancestors.is_empty() {
+        ancestors = slot.take();
+    }
     let headers = response.headers_mut();
     if let Ok(policy) = HeaderValue::from_str(&content_security_policy(&ancestors)) {
         headers.insert(CONTENT_SECURITY_POLICY, policy);

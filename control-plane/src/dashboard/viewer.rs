@@ -18,6 +18,7 @@ use axum::http::{HeaderValue, Method};
 use serde::de::DeserializeOwned;
 
 use super::failure::PageError;
+use super::security::FramingSlot;
 use crate::auth::session::{self, CSRF_HEADER};
 use crate::auth::{Actor, Principal, Via};
 use crate::state::AppState;
@@ -76,6 +77,9 @@ async fn viewer_of(parts: &mut Parts, state: &AppState) -> Result<Viewer, PageEr
         _ => None,
     };
     let look = look_of(state, &principal).await?;
+    if portal && let Some(slot) = parts.extensions.get::<FramingSlot>() {
+        slot.allow(&look.frame_ancestors);
+    }
     Ok(Viewer {
         principal,
         csrf,

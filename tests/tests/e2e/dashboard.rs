@@ -1,7 +1,7 @@
 //! The dashboard in headless Chromium: `tests/browser/dashboard.mjs` drives the real control
 //! plane's pages (setup link, sign-out and sign-in, a key created, copied once, regenerated
-//! and revoked, the audit log, a viewer who may change nothing) and asks the edge after each
-//! change; every page it visits keeps a strict Content-Security-Policy and passes axe. This
+//! and revoked, the audit log, a viewer who may change nothing, the portal framed in a host
+//! product's page) and asks the edge after each change; every page it visits keeps a strict Content-Security-Policy and passes axe. This
 //! side starts the deployment, hands the script its addresses, and reports the page weight.
 
 use std::time::Duration;
@@ -37,6 +37,23 @@ fn a_person_manages_keys_in_the_dashboard_and_the_edge_follows() -> Result<()> {
         "environment": "live",
         "scopes": [SCOPE]
     }))?;
+    // Another organization and one of its keys, which the portal must never show.
+    let globex_admin = d.another_organization("Globex")?;
+    let globex_key = keyplane_tests::send(
+        "POST",
+        &format!("{}/v1/keys", d.control_plane.url),
+        &[("x-api-key", &globex_admin)],
+        Some(&json!({"name": "Globex's own", "environment": "live"})),
+    )?;
+    ensure!(
+        globex_key.status == 201,
+        "Globex's key: {:?}",
+        globex_key.body
+    );
+    let other_org_key_id = globex_key.json()?["record"]["id"]
+        .as_str()
+        .context("Globex's key id")?
+        .to_owned();
     let screenshots = workspace_root()
         .join("target")
         .join("dashboard-screenshots");
@@ -50,6 +67,8 @@ fn a_person_manages_keys_in_the_dashboard_and_the_edge_follows() -> Result<()> {
             ("SCREENSHOT_DIR", screenshots.display().to_string()),
             ("EDGE_PATH", EDGE_PATH.to_owned()),
             ("KEY_SCOPE", SCOPE.to_owned()),
+            ("ADMIN_KEY", d.admin_key.clone()),
+            ("OTHER_ORG_KEY_ID", other_org_key_id),
         ],
         SCRIPT_TIMEOUT,
     )?;
