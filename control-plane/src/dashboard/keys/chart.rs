@@ -100,7 +100,7 @@ pub fn chart(days: &[(String, DayCounts)]) -> Markup {
                 }
             }
             figcaption id="usage-summary" {
-                (total.total()) " requests in these " (days.len()) " days: "
+                (total.total()) @if total.total() == 1 { " request" } @else { " requests" } " in these " (days.len()) " days: "
                 (total.ok) " succeeded (2xx/3xx), " (total.client) " refused (4xx), " (total.server) " failed (5xx). "
                 "The busiest day had " (most) "."
             }
