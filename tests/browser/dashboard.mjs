@@ -274,6 +274,23 @@ async function flow(browser) {
     await checkPage(page, "audit", SHOTS);
   });
 
+  await step("the owner's other pages pass the same checks", async () => {
+    const pages = [
+      ["account", "/account", "Your account"],
+      ["edges", "/edges", "Edges"],
+      ["organizations", "/organizations", "Organizations"],
+      ["key-edit", `/keys/${second.id}/edit`, `Edit \u201c${KEY_NAME}\u201d`],
+      ["key-delete", `/keys/${first.id}/delete`, `Delete \u201c${KEY_NAME}\u201d`],
+      ["audit-filtered", "/audit?action=key_revoked", "Audit log"],
+      ["keys-filtered", "/keys?status=revoked&never_used=true", "API keys"],
+    ];
+    for (const [name, path, heading] of pages) {
+      await page.goto(url(path));
+      await page.getByRole("heading", { name: heading, level: 1 }).waitFor();
+      await checkPage(page, name, SHOTS);
+    }
+  });
+
   const link = await step("the owner invites a viewer", async () => {
     await page.goto(url("/members"));
     await checkPage(page, "members", SHOTS);

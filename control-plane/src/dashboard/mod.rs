@@ -11,7 +11,8 @@
 //! - [`entry`]: sign-in, sign-out, the setup link and invitations.
 //! - [`keys`]: the key list, create and the copy-once view, a key's page and its actions.
 //! - [`portal`]: the way in from a host product's one-time link.
-//! - [`audit`], [`members`], [`edges`], [`account`]: the other pages.
+//! - [`audit`], [`members`], [`account`]: the organization's and the person's other pages;
+//!   [`operator`]: the deployment-wide pages (edges, organizations), for operators only.
 //! - [`page`]: the frame of a signed-in page ([`frame`]: the bare frame, [`failure`]: error
 //!   pages); [`security`]: the headers every answer carries
 //!   (a strict Content-Security-Policy, framing rules); [`format`]: times in words.
@@ -19,13 +20,13 @@
 pub mod account;
 pub mod assets;
 pub mod audit;
-pub mod edges;
 pub mod entry;
 pub mod failure;
 pub mod format;
 pub mod frame;
 pub mod keys;
 pub mod members;
+pub mod operator;
 pub mod page;
 pub mod portal;
 pub mod security;
@@ -78,7 +79,8 @@ pub fn router() -> Router<AppState> {
             "/members/{id}/remove",
             get(members::remove_form).post(members::remove),
         )
-        .route("/edges", get(edges::page))
+        .route("/edges", get(operator::page))
+        .route("/organizations", get(operator::organizations))
         .route("/account", get(account::page))
         .route("/account/password", post(account::change_password))
         .route("/account/sessions/{id}/end", post(account::end_session))

@@ -37,7 +37,10 @@ impl FramingSlot {
     }
 
     fn take(&self) -> Vec<String> {
-        self.0.lock().map(|mut slot| std::mem::take(&mut *slot)).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut slot| std::mem::take(&mut *slot))
+            .unwrap_or_default()
     }
 }
 

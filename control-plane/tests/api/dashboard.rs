@@ -43,6 +43,8 @@ async fn every_page_carries_a_strict_policy_and_is_never_framed_or_stored(app: T
         "/audit".to_owned(),
         "/members".to_owned(),
         "/edges".to_owned(),
+        "/organizations".to_owned(),
+        format!("/keys/{id}/delete"),
         "/account".to_owned(),
     ];
     for path in &paths {

@@ -145,6 +145,31 @@ async fn regenerating_with_grace_keeps_the_old_key_then_revoking_it_records_why(
         )
         .await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    // The revoked key can be deleted; the active successor cannot (the page says why).
+    let successor = old.body["rotated_to"]
+        .as_str()
+        .expect("successor")
+        .to_owned();
+    let refused = app.open(&owner, &format!("/keys/{successor}/delete")).await;
+    assert!(refused.html.contains("Revoke it first"), "{}", refused.html);
+    let deleted = app
+        .submit(
+            &owner,
+            &format!("/keys/{id}/delete"),
+            &format!("/keys/{id}/delete"),
+            &[],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.html);
+    assert_eq!(deleted.location(), "/keys?done=deleted");
+    let list = app.open(&owner, "/keys?status=revoked").await;
+    assert!(!list.html.contains(&id), "a deleted key is listed");
+    assert!(
+        app.open(&owner, "/keys?done=deleted")
+            .await
+            .html
+            .contains("The key was deleted")
+    );
 }
 
 async fn a_viewer_sees_no_controls_and_a_forged_post_is_refused(app: TestApp) {

@@ -391,8 +391,19 @@ pub async fn delete_form(
 ) -> Result<Response, PageError> {
     let key = load(&state, &viewer, &id).await?;
     refuse_unless_changeable(&viewer, &key)?;
+    if key.status == crate::store::KeyState::Active {
+        let content = html! {
+            p { "Only revoked or expired keys can be deleted, and this one still works." }
+            div.actions {
+                a.button.secondary href={"/keys/" (key.id) "/revoke"} { "Revoke it first" }
+                a href={"/keys/" (key.id)} { "Back to the key" }
+            }
+        };
+        let title = format!("Delete {}", quoted(&key.name));
+        return Ok(page::signed_in(&viewer, Section::Keys, &title, content));
+    }
     let content = html! {
-        p { "The key leaves the listings; its audit trail stays. Only revoked or expired keys can be deleted." }
+        p { "The key leaves the listings; its audit trail stays." }
         form method="post" action={"/keys/" (key.id) "/delete"} {
             (csrf_field(&viewer))
             div.actions {

@@ -1,6 +1,7 @@
-//! `/edges` (the deployment's operators only): every registered edge, the change-feed
-//! sequence it acknowledged, how far behind the head it is, when it last pulled and was
-//! pushed to, and its last error.
+//! The deployment-wide pages, for its operators only (owners of the first organization):
+//! `/edges` — every registered edge, the change-feed sequence it acknowledged, how far behind
+//! the head it is, when it last pulled and was pushed to, its last error — and
+//! `/organizations` — every organization with its member count.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -9,6 +10,38 @@ use maud::html;
 use super::page::{self, PageError, Section, dash};
 use super::viewer::Viewer;
 use crate::state::AppState;
+
+/// `GET /organizations`.
+pub async fn organizations(
+    State(state): State<AppState>,
+    viewer: Viewer,
+) -> Result<Response, PageError> {
+    let axum::Json(list) =
+        crate::people::operator::organizations(State(state.clone()), viewer.principal.clone())
+            .await?;
+    let content = html! {
+        table {
+            caption.visually-hidden { "Organizations" }
+            thead { tr { th scope="col" { "Organization" } th scope="col" { "Id" } th scope="col" { "Members" } th scope="col" { "Created" } } }
+            tbody {
+                @for org in &list.data {
+                    tr {
+                        td { (org.name) }
+                        td { code { (org.id) } }
+                        td { (org.members) }
+                        td { (super::format::absolute(&org.created_at)) }
+                    }
+                }
+            }
+        }
+    };
+    Ok(page::signed_in(
+        &viewer,
+        Section::Edges,
+        "Organizations",
+        content,
+    ))
+}
 
 /// `GET /edges`.
 pub async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Response, PageError> {
@@ -20,7 +53,7 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
         at.map(|at| super::format::relative(&crate::input::time::rfc3339(at), now))
     };
     let content = html! {
-        p { "Change feed head: " strong { (head) } "." }
+        p { "Change feed head: " strong { (head) } ". " a href="/organizations" { "Every organization" } }
         @if edges.data.is_empty() {
             p.muted { "No edge has registered yet." }
         } @else {
