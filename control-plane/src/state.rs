@@ -75,6 +75,8 @@ pub struct Shared {
     pub mailer: Mailer,
     /// The first organization (its owners are the operators), once known: it never changes.
     first_org: OnceLock<OrgId>,
+    /// The dashboard's forms already submitted (each shows a key once).
+    pub spent_forms: crate::dashboard::once::SpentForms,
     /// Management keys whose Argon2id hash this process has already checked, by id, with the
     /// digest that was checked. A std mutex: it is held for a map lookup, never across `.await`.
     verified: Mutex<HashMap<KeyId, LookupDigest>>,
@@ -151,6 +153,7 @@ impl AppState {
             host_tokens,
             mailer,
             first_org: OnceLock::new(),
+            spent_forms: Default::default(),
             verified: Mutex::new(HashMap::new()),
         }))
     }

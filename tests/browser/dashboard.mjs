@@ -371,8 +371,11 @@ async function api(method, path, body) {
 async function forgedCreate(page, name) {
   const csrf = await page.locator('form[action="/sign-out"] input[name="csrf"]').inputValue();
   check(csrf, `${page.url()} has no CSRF token in its sign-out form`);
+  // The create form's one-submission token, when this session may open the form at all.
+  const form = await page.request.get(url("/keys/new"));
+  const once = /name="once" value="([^"]+)"/.exec(await form.text())?.[1] || "";
   return page.request.post(url("/keys/new"), {
-    form: { csrf, name, environment: "live", expires: "1h" },
+    form: { csrf, once, name, environment: "live", expires: "1h" },
     headers: { origin: ORIGIN },
     maxRedirects: 0,
   });

@@ -101,7 +101,7 @@ pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
     )?;
 
     println!(
-        "\n    dashboard      {control_plane_url}/ (first start: open the setup link printed above)"
+        "\n    dashboard      {control_plane_url}/ (on a first start, open the setup link keyplane prints)"
     );
     println!("    control plane  {control_plane_url}/healthz");
     println!("    edge           {edge_url}/__keyplane/health");

@@ -111,10 +111,13 @@ async fn without_a_session_pages_send_to_sign_in_and_posts_change_nothing(app: T
 async fn a_form_post_needs_the_pages_csrf_token_and_origin(app: TestApp) {
     let owner = app.first_owner().await;
     let before = key_count(&app).await;
-    let csrf = app.open(&owner, "/keys/new").await.csrf();
+    let page = app.open(&owner, "/keys/new").await;
+    let csrf = page.csrf();
+    let once = page.field("once").expect("a one-submission token");
     let fields = |token: &str| {
         form(&[
             ("csrf", token),
+            ("once", &once),
             ("name", "billing"),
             ("environment", "live"),
             ("expires", "7d"),

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::backends;
 use crate::dashboard::key_count;
 use crate::helpers::TestApp;
-use crate::helpers::pages::origin;
+use crate::helpers::pages::{form, origin};
 
 backends!(
     a_new_key_is_shown_once_and_never_again,
@@ -88,6 +88,38 @@ async fn a_new_key_is_shown_once_and_never_again(app: TestApp) {
             .await
             .html
             .contains(&truncated)
+    );
+    // The same form posted again (a reload without the page's script, a double click) makes no
+    // second key and shows no key.
+    let form_page = app.open(&owner, "/keys/new").await;
+    let body = form(&[
+        ("csrf", form_page.csrf().as_str()),
+        ("once", form_page.field("once").expect("token").as_str()),
+        ("name", "twice"),
+        ("environment", "test"),
+        ("expires", "7d"),
+    ]);
+    let here = origin();
+    let post = || {
+        app.page_request(
+            Method::POST,
+            "/keys/new",
+            Some(&owner.cookie),
+            Some(&here),
+            Some(body.clone()),
+        )
+    };
+    let first = post().await;
+    assert_eq!(first.status, StatusCode::OK);
+    let twice = post().await;
+    assert_eq!(twice.status, StatusCode::SEE_OTHER);
+    assert_eq!(twice.location(), "/keys?done=resubmitted");
+    assert!(!twice.html.contains("sk_test_"));
+    assert_eq!(
+        app.get("/v1/keys?name=twice").await.body["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
     );
 }
 

@@ -13,6 +13,7 @@ use super::create::{
     CreateForm, expiry_fieldset, expiry_of, offered_scopes, rate_limit_of, reveal,
 };
 use super::detail::load;
+use crate::dashboard::once::SpentForms;
 use crate::dashboard::page::{self, PageError, Section, csrf_field, problem, see_other};
 use crate::dashboard::viewer::{Submitted, Viewer};
 use crate::error::ApiError;
@@ -246,6 +247,7 @@ pub async fn regenerate_form(
         p { "A new key with the same name, scopes, limits and expiry replaces " code { (key.truncated_key) } "." }
         form method="post" action={"/keys/" (key.id) "/regenerate"} {
             (csrf_field(&viewer))
+            input type="hidden" name="once" value=(SpentForms::issue());
             fieldset {
                 legend { "Old key keeps working" }
                 @for (seconds, label) in GRACE_CHOICES {
@@ -274,6 +276,8 @@ pub async fn regenerate_form(
 pub struct RegenerateForm {
     #[serde(default)]
     grace_seconds: u64,
+    #[serde(default)]
+    once: String,
 }
 
 /// `POST /keys/{id}/regenerate`: the new key, once.
@@ -289,6 +293,15 @@ pub async fn regenerate(
         return Err(PageError::BadForm(
             "choose one of the grace periods offered".into(),
         ));
+    }
+    // Who may regenerate is settled before the token is looked at.
+    let key = load(&state, &viewer, &id).await?;
+    refuse_unless_changeable(&viewer, &key)?;
+    if !state
+        .spent_forms
+        .spend(&form.once, std::time::Instant::now())
+    {
+        return Ok(see_other("/keys?done=resubmitted"));
     }
     let body = RotateKeyRequest {
         grace_seconds: form.grace_seconds,

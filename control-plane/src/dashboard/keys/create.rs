@@ -15,7 +15,8 @@ use serde::Deserialize;
 
 use crate::access::{Permission, ScopeCeiling};
 use crate::dashboard::format;
-use crate::dashboard::page::{self, PageError, Section, csrf_field, problem};
+use crate::dashboard::once::SpentForms;
+use crate::dashboard::page::{self, PageError, Section, csrf_field, problem, see_other};
 use crate::dashboard::viewer::{Submitted, Viewer};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
@@ -61,6 +62,9 @@ pub struct CreateForm {
     /// The burst, empty for a tenth of the per-minute figure.
     #[serde(default)]
     pub burst: String,
+    /// The form's one-submission token ([`crate::dashboard::once`]).
+    #[serde(default)]
+    pub once: String,
 }
 
 impl CreateForm {
@@ -168,6 +172,7 @@ fn form_page(
         (problem(message))
         form method="post" action="/keys/new" {
             (csrf_field(viewer))
+            input type="hidden" name="once" value=(SpentForms::issue());
             label for="name" { "Name" }
             p.hint id="name-hint" { "What the key is for, e.g. “Billing sync (production)”." }
             input id="name" name="name" type="text" required maxlength="100" aria-describedby="name-hint" value=(values.name);
@@ -239,6 +244,12 @@ pub async fn create(
         Ok(request) => request,
         Err(message) => return Ok(invalid_form(&state, &viewer, &form, &message).await),
     };
+    if !state
+        .spent_forms
+        .spend(&form.once, std::time::Instant::now())
+    {
+        return Ok(see_other("/keys?done=resubmitted"));
+    }
     let answer = crate::keys::create_key(
         State(state.clone()),
         viewer.principal.clone(),

@@ -141,6 +141,9 @@ pub async fn page(
     };
     let done = match filters.done.as_str() {
         "deleted" => Some("The key was deleted. Its audit trail stays."),
+        "resubmitted" => Some(
+            "That form was already submitted: the key it made is in the list, and its secret is not shown again.",
+        ),
         _ => None,
     };
     let content = html! {

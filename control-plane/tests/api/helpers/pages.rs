@@ -31,10 +31,15 @@ impl Page {
 
     /// The value of the first `name="csrf"` field on the page.
     pub fn csrf(&self) -> String {
-        let marker = "name=\"csrf\" value=\"";
-        let start = self.html.find(marker).expect("a form with a CSRF field") + marker.len();
-        let end = self.html[start..].find('"').expect("closing quote") + start;
-        self.html[start..end].to_owned()
+        self.field("csrf").expect("a form with a CSRF field")
+    }
+
+    /// The value of the first hidden field `name` on the page.
+    pub fn field(&self, name: &str) -> Option<String> {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self.html.find(&marker)? + marker.len();
+        let end = self.html[start..].find('"')? + start;
+        Some(self.html[start..end].to_owned())
     }
 
     /// The text of the element with `id` (up to the next `<`).
@@ -109,8 +114,8 @@ impl TestApp {
             .await
     }
 
-    /// Posts `pairs` to `path` as `browser`'s page would: same origin, with the CSRF token of
-    /// the page at `from` added.
+    /// Posts `pairs` to `path` as `browser`'s page would: same origin, with the CSRF token (and
+    /// the one-submission token, when it has one) of the page at `from` added.
     pub async fn submit(
         &self,
         browser: &Browser,
@@ -118,8 +123,10 @@ impl TestApp {
         path: &str,
         pairs: &[(&str, &str)],
     ) -> Page {
-        let csrf = self.open(browser, from).await.csrf();
-        let mut all: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
+        let page = self.open(browser, from).await;
+        let csrf = page.csrf();
+        let once = page.field("once").unwrap_or_default();
+        let mut all: Vec<(&str, &str)> = vec![("csrf", csrf.as_str()), ("once", once.as_str())];
         all.extend_from_slice(pairs);
         self.page_request(
             Method::POST,
