@@ -76,7 +76,7 @@ pub struct Shared {
     /// The first organization (its owners are the operators), once known: it never changes.
     first_org: OnceLock<OrgId>,
     /// The dashboard's forms already submitted (each shows a key once).
-    pub spent_forms: crate::dashboard::once::SpentForms,
+    pub spent_forms: crate::accounts::once::SpentForms,
     /// Management keys whose Argon2id hash this process has already checked, by id, with the
     /// digest that was checked. A std mutex: it is held for a map lookup, never across `.await`.
     verified: Mutex<HashMap<KeyId, LookupDigest>>,

@@ -13,7 +13,6 @@
 //! - [`portal`]: the way in from a host product's one-time link.
 //! - [`audit`], [`members`], [`account`]: the organization's and the person's other pages;
 //!   [`operator`]: the deployment-wide pages (edges, organizations), for operators only.
-//! - [`once`]: one submission per form that shows a key.
 //! - [`page`]: the frame of a signed-in page ([`frame`]: the bare frame, [`failure`]: error
 //!   pages); [`security`]: the headers every answer carries
 //!   (a strict Content-Security-Policy, framing rules); [`format`]: times in words.
@@ -27,7 +26,6 @@ pub mod format;
 pub mod frame;
 pub mod keys;
 pub mod members;
-pub mod once;
 pub mod operator;
 pub mod page;
 pub mod portal;

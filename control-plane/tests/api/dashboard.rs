@@ -18,6 +18,7 @@ backends!(
     sign_in_checks_the_origin_and_says_nothing_about_accounts,
     names_are_escaped,
     invitations_from_the_members_page_show_the_link_once,
+    members_change_role_and_leave_with_their_keys_revoked_or_transferred,
 );
 
 pub(crate) async fn key_count(app: &TestApp) -> usize {
@@ -305,4 +306,95 @@ async fn invitations_from_the_members_page_show_the_link_once(app: TestApp) {
         .await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
     assert!(again.html.contains("already been used"));
+}
+
+async fn members_change_role_and_leave_with_their_keys_revoked_or_transferred(app: TestApp) {
+    let owner = app.first_owner().await;
+    let dev = app
+        .member(&owner, "dev@example.com", "Dana Dev", "developer")
+        .await;
+    let ops = app
+        .member(&owner, "ops@example.com", "Omar Ops", "developer")
+        .await;
+    let make = |browser: &crate::helpers::people::Browser, name: &str| {
+        let body = json!({"name": name, "environment": "live"});
+        let browser = browser.clone();
+        let app = &app;
+        async move {
+            let reply = app
+                .as_browser(&browser, Method::POST, "/v1/keys", Some(body))
+                .await;
+            assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+            reply.body["record"]["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let dev_key = make(&dev, "dana's worker").await;
+    let ops_key = make(&ops, "omar's cron").await;
+    // Change a role from the page.
+    let changed = app
+        .submit(
+            &owner,
+            "/members",
+            &format!("/members/{}/role", dev.user_id),
+            &[("role", "viewer")],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.html);
+    assert_eq!(changed.location(), "/members?done=role");
+    let members = app.get("/v1/members").await;
+    let role_of = |id: &str| {
+        members.body["data"]
+            .as_array()
+            .and_then(|all| all.iter().find(|m| m["user"]["id"] == id))
+            .map(|m| m["role"].as_str().unwrap_or("").to_owned())
+    };
+    assert_eq!(role_of(&dev.user_id).as_deref(), Some("viewer"));
+    // The last owner cannot be demoted: the page says why.
+    let last = app
+        .submit(
+            &owner,
+            "/members",
+            &format!("/members/{}/role", owner.user_id),
+            &[("role", "viewer")],
+        )
+        .await;
+    assert_eq!(last.status, StatusCode::CONFLICT, "{}", last.html);
+    assert!(last.html.contains("role=\"alert\""));
+    // Remove one with their keys transferred, the other with their keys revoked.
+    let page = app
+        .open(&owner, &format!("/members/{}/remove", dev.user_id))
+        .await;
+    assert!(page.html.contains("Revoke their keys") && page.html.contains("Transfer them to"));
+    let transferred = app
+        .submit(
+            &owner,
+            "/members",
+            &format!("/members/{}/remove", dev.user_id),
+            &[("keys", "transfer"), ("transfer_to", &owner.user_id)],
+        )
+        .await;
+    assert_eq!(
+        transferred.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        transferred.html
+    );
+    let moved = app.get(&format!("/v1/keys/{dev_key}")).await;
+    assert_eq!(moved.body["status"], "active");
+    assert_eq!(moved.body["owner"]["id"], owner.user_id.as_str());
+    let revoked = app
+        .submit(
+            &owner,
+            "/members",
+            &format!("/members/{}/remove", ops.user_id),
+            &[("keys", "revoke")],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.html);
+    let gone = app.get(&format!("/v1/keys/{ops_key}")).await;
+    assert_eq!(gone.body["status"], "revoked");
+    assert_eq!(gone.body["revocation_reason"], "employee_departure");
+    let list = app.open(&owner, "/members?done=removed").await.html;
+    assert!(list.contains("Member removed."));
+    assert!(!list.contains("Dana Dev") && !list.contains("Omar Ops"));
 }

@@ -13,7 +13,7 @@ use super::create::{
     CreateForm, expiry_fieldset, expiry_of, offered_scopes, rate_limit_of, reveal,
 };
 use super::detail::load;
-use crate::dashboard::once::SpentForms;
+use crate::accounts::once::SpentForms;
 use crate::dashboard::page::{self, PageError, Section, csrf_field, problem, see_other};
 use crate::dashboard::viewer::{Submitted, Viewer};
 use crate::error::ApiError;

@@ -14,8 +14,8 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::access::{Permission, ScopeCeiling};
+use crate::accounts::once::SpentForms;
 use crate::dashboard::format;
-use crate::dashboard::once::SpentForms;
 use crate::dashboard::page::{self, PageError, Section, csrf_field, problem, see_other};
 use crate::dashboard::viewer::{Submitted, Viewer};
 use crate::error::ApiError;
@@ -62,7 +62,7 @@ pub struct CreateForm {
     /// The burst, empty for a tenth of the per-minute figure.
     #[serde(default)]
     pub burst: String,
-    /// The form's one-submission token ([`crate::dashboard::once`]).
+    /// The form's one-submission token ([`crate::accounts::once`]).
     #[serde(default)]
     pub once: String,
 }

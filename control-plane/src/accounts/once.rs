@@ -1,7 +1,7 @@
-//! One submission per form: the forms that show a key once (create, regenerate) carry a random
-//! token, spent when the form is accepted. Posting the same form again — a reload of the
-//! copy-once view in a browser without its script, a double click — makes nothing and shows no
-//! key: the person is sent to the list, where the key made the first time is.
+//! One submission per form: the dashboard's forms that show a key once (create, regenerate)
+//! carry a random token, spent when the form is accepted. Posting the same form again — a
+//! reload of the copy-once view in a browser without its script, a double click — makes nothing
+//! and shows no key: the person is sent to the list, where the key made the first time is.
 //!
 //! Tokens are kept in this process's memory for [`KEPT_FOR`] (a form older than that is spent
 //! anyway by then) and at most [`MOST`] at once (the oldest go first).
