@@ -22,39 +22,13 @@ use keyplane_shared::ids::KeyId;
 use keyplane_shared::{ApiKey, Environment, KeyPrefix};
 use serde_json::{Value, json};
 
-struct Options {
-    keys: usize,
-    samples: usize,
-    backends: Vec<Backend>,
-}
-
-fn options() -> anyhow::Result<Options> {
-    let mut options = Options {
-        keys: 100_000,
-        samples: 200,
-        backends: vec![Backend::Sqlite, Backend::Postgres],
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--keys" => options.keys = value()?.parse()?,
-            "--samples" => options.samples = value()?.parse()?,
-            "--backend" => options.backends = support::backends(&value()?)?,
-            // cargo bench passes --bench; ignore it and anything else cargo adds.
-            _ => {}
-        }
-    }
-    Ok(options)
-}
-
 struct Row {
     operation: &'static str,
     median_ms: f64,
     p99_ms: f64,
 }
 
-async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<Row>> {
+async fn run_backend(backend: Backend, options: &seeded::Options) -> anyhow::Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
     let database_url = support::database_url(backend, dir.path(), "keyplane_bench").await?;
     let config = Config {
@@ -331,7 +305,7 @@ fn drive(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let options = options()?;
+    let options = seeded::Options::from_args(100_000, 200)?;
     let mut report = String::from(
         "| backend | operation | median | p99 | median ÷ argon2id median |\n|---|---|---:|---:|---:|\n",
     );

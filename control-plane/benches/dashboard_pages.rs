@@ -22,31 +22,6 @@ use keyplane_control_plane::{Application, Config};
 use keyplane_shared::KeyPrefix;
 use keyplane_shared::ids::KeyId;
 
-struct Options {
-    keys: usize,
-    samples: usize,
-    backends: Vec<Backend>,
-}
-
-fn options() -> anyhow::Result<Options> {
-    let mut options = Options {
-        keys: 10_000,
-        samples: 200,
-        backends: vec![Backend::Sqlite, Backend::Postgres],
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--keys" => options.keys = value()?.parse()?,
-            "--samples" => options.samples = value()?.parse()?,
-            "--backend" => options.backends = support::backends(&value()?)?,
-            _ => {}
-        }
-    }
-    Ok(options)
-}
-
 struct Row {
     what: &'static str,
     median_ms: f64,
@@ -58,7 +33,7 @@ struct Measured {
     weight: Vec<(&'static str, usize)>,
 }
 
-async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Measured> {
+async fn run_backend(backend: Backend, options: &seeded::Options) -> anyhow::Result<Measured> {
     let dir = tempfile::tempdir()?;
     let database_url = support::database_url(backend, dir.path(), "keyplane_bench_pages").await?;
     let config = Config {
@@ -220,7 +195,7 @@ fn drive(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let options = options()?;
+    let options = seeded::Options::from_args(10_000, 200)?;
     let mut report = String::from(
         "| backend | page | median | p99 | median ÷ API list median |\n|---|---|---:|---:|---:|\n",
     );

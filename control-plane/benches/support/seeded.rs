@@ -1,13 +1,50 @@
-//! What the latency benchmarks share: keys seeded straight into the database (seeding through
-//! the API would spend an hour in Argon2id) and the median / p99 of a set of samples.
+//! What the latency benchmarks share: their options (`--keys N --samples N --backend
+//! sqlite|postgres|both`), keys seeded straight into the database (seeding through the API would
+//! spend an hour in Argon2id) and the median / p99 of a set of samples.
 
 use std::time::Duration;
+
+use anyhow::Context as _;
+use keyplane_control_plane::store::sql::Backend;
 
 use keyplane_control_plane::hashing;
 use keyplane_shared::ids::KeyId;
 use keyplane_shared::{ApiKey, Environment, KeyPrefix};
 
 const SEED_BATCH: usize = 500;
+
+/// A latency benchmark's options.
+pub struct Options {
+    /// Keys seeded.
+    pub keys: usize,
+    /// Samples per operation.
+    pub samples: usize,
+    /// The databases to run on.
+    pub backends: Vec<Backend>,
+}
+
+impl Options {
+    /// From the command line, with these defaults (both backends unless `--backend` says).
+    pub fn from_args(keys: usize, samples: usize) -> anyhow::Result<Self> {
+        let mut options = Options {
+            keys,
+            samples,
+            backends: vec![Backend::Sqlite, Backend::Postgres],
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--keys" => options.keys = value()?.parse()?,
+                "--samples" => options.samples = value()?.parse()?,
+                "--backend" => options.backends = crate::support::backends(&value()?)?,
+                // cargo bench passes --bench; ignore it and anything else cargo adds.
+                _ => {}
+            }
+        }
+        Ok(options)
+    }
+}
 
 /// Median and 99th percentile of a set of durations, in milliseconds.
 pub fn summary(mut samples: Vec<Duration>) -> (f64, f64) {

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::entry::Empty;
 use super::format;
+use super::frame::see_other_keeping_cookies;
 use super::page::{self, PageError, Section, csrf_field, notice, problem, see_other};
 use super::viewer::{Submitted, Viewer};
 use crate::error::ApiError;
@@ -170,15 +171,7 @@ pub async fn sign_out_everywhere(
     Submitted { viewer, form: _ }: Submitted<Empty>,
 ) -> Response {
     match sessions::sign_out_everywhere(State(state), viewer.principal).await {
-        Ok(answer) => {
-            let mut response = see_other("/sign-in");
-            for cookie in answer.headers().get_all(axum::http::header::SET_COOKIE) {
-                response
-                    .headers_mut()
-                    .append(axum::http::header::SET_COOKIE, cookie.clone());
-            }
-            response
-        }
+        Ok(answer) => see_other_keeping_cookies(&answer, "/sign-in"),
         Err(error) => PageError::from(error).into_response(),
     }
 }

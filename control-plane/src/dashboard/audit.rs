@@ -53,17 +53,15 @@ pub struct Filters {
 
 impl Filters {
     fn link(&self, cursor: &str) -> String {
-        let pairs = [
-            ("action", self.action.as_str()),
-            ("key_id", self.key_id.as_str()),
-            ("since", self.since.as_str()),
-            ("until", self.until.as_str()),
-            ("cursor", cursor),
-        ];
-        let kept: Vec<(&str, &str)> = pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-        format!(
-            "/audit?{}",
-            serde_html_form::to_string(&kept).unwrap_or_default()
+        format::link(
+            "/audit",
+            &[
+                ("action", self.action.as_str()),
+                ("key_id", self.key_id.as_str()),
+                ("since", self.since.as_str()),
+                ("until", self.until.as_str()),
+                ("cursor", cursor),
+            ],
         )
     }
 }

@@ -9,18 +9,17 @@
 
 use axum::Form;
 use axum::extract::{OriginalUri, State};
-use axum::http::header::SET_COOKIE;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
 
+use super::frame::{fragment_token_form, see_other_keeping_cookies};
 use super::page::{self, PageError, problem, see_other};
 use super::viewer::Viewer;
+use super::viewer::posted_from_here;
 use crate::accounts::tokens;
 use crate::auth::Anonymous;
-use crate::auth::session::same_origin_of;
-use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::people::{invitations, sessions};
 use crate::state::AppState;
@@ -62,11 +61,6 @@ pub struct SignInForm {
     password: String,
 }
 
-/// Whether an unauthenticated form post came from one of this deployment's pages.
-fn from_here(state: &AppState, headers: &HeaderMap, uri: &OriginalUri) -> bool {
-    same_origin_of(headers, &uri.0, &state.public_url)
-}
-
 /// `POST /sign-in`: on success the session cookie and a redirect to the keys.
 pub async fn sign_in(
     State(state): State<AppState>,
@@ -74,8 +68,8 @@ pub async fn sign_in(
     uri: OriginalUri,
     Form(form): Form<SignInForm>,
 ) -> Response {
-    if !from_here(&state, &anonymous.headers, &uri) {
-        return PageError::Api(ApiError::CsrfFailed).into_response();
+    if let Err(refused) = posted_from_here(&state, &anonymous, &uri) {
+        return refused.into_response();
     }
     let body = sessions::SignInRequest {
         email: form.email.clone(),
@@ -83,21 +77,12 @@ pub async fn sign_in(
         organization: None,
     };
     match sessions::sign_in(State(state), anonymous, ApiJson(body)).await {
-        Ok(signed_in) => redirect_with_cookie(signed_in, "/keys"),
+        Ok(signed_in) => see_other_keeping_cookies(&signed_in, "/keys"),
         Err(error) => {
             let status = error.status();
             sign_in_page(status, &form.email, Some(&error.to_string()))
         }
     }
-}
-
-/// A 303 to `to` carrying the cookie an API answer set.
-fn redirect_with_cookie(answer: Response, to: &str) -> Response {
-    let mut response = see_other(to);
-    for cookie in answer.headers().get_all(SET_COOKIE) {
-        response.headers_mut().append(SET_COOKIE, cookie.clone());
-    }
-    response
 }
 
 /// `POST /sign-out`: this session ends; back to the sign-in page.
@@ -106,7 +91,7 @@ pub async fn sign_out(
     submitted: super::viewer::Submitted<Empty>,
 ) -> Response {
     match sessions::sign_out(State(state), submitted.viewer.principal).await {
-        Ok(answer) => redirect_with_cookie(answer, "/sign-in"),
+        Ok(answer) => see_other_keeping_cookies(&answer, "/sign-in"),
         Err(error) => PageError::from(error).into_response(),
     }
 }
@@ -120,14 +105,11 @@ pub async fn invitation_link() -> Response {
     page::public(
         StatusCode::OK,
         "Join Keyplane",
-        html! {
-            p id="token-missing" hidden { "This link has no token in it: open the whole link from the message you received." }
-            form method="post" action="/invitation/open" data-autosubmit {
-                label for="token" { "Invitation code" }
-                input id="token" name="token" type="text" autocomplete="off" required data-from-fragment;
-                div.actions { button type="submit" { "Continue" } }
-            }
-        },
+        fragment_token_form(
+            "/invitation/open",
+            "Invitation code",
+            "This link has no token in it: open the whole link from the message you received.",
+        ),
     )
 }
 
@@ -279,8 +261,8 @@ pub async fn accept(
     uri: OriginalUri,
     Form(form): Form<AcceptForm>,
 ) -> Response {
-    if !from_here(&state, &anonymous.headers, &uri) {
-        return PageError::Api(ApiError::CsrfFailed).into_response();
+    if let Err(refused) = posted_from_here(&state, &anonymous, &uri) {
+        return refused.into_response();
     }
     let (asking_for, email) = match asking(&state, &form.token).await {
         Ok(found) => found,
@@ -309,7 +291,7 @@ pub async fn accept(
         },
     };
     match invitations::accept(State(state.clone()), anonymous, ApiJson(body)).await {
-        Ok(answer) => redirect_with_cookie(answer, "/keys"),
+        Ok(answer) => see_other_keeping_cookies(&answer, "/keys"),
         Err(error) => accept_page(error.status(), &asking_for, &form, Some(&error.to_string())),
     }
 }

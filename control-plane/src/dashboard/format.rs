@@ -1,4 +1,5 @@
-//! How times and counts read on a page: "2 hours ago", "in 6 days", "3 Dec 2026 14:05 UTC".
+//! How times and counts read on a page — "2 hours ago", "in 6 days", "3 Dec 2026 14:05 UTC" —
+//! and the links that keep a listing's filters across its pages.
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -79,6 +80,18 @@ pub fn start_of_day(date: &str) -> Option<String> {
     day.midnight().assume_utc().format(&Rfc3339).ok()
 }
 
+/// `path` with the non-empty `pairs` as its query (`path` alone when every one is empty).
+pub fn link(path: &str, pairs: &[(&str, &str)]) -> String {
+    let kept: Vec<&(&str, &str)> = pairs
+        .iter()
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
+    match serde_html_form::to_string(&kept) {
+        Ok(query) if !query.is_empty() => format!("{path}?{query}"),
+        _ => path.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +124,17 @@ mod tests {
         );
         assert_eq!(end_of_day("31/01/2027"), None);
         assert_eq!(absolute("2026-12-03T14:05:09Z"), "2026-12-03 14:05 UTC");
+    }
+
+    #[test]
+    fn links_keep_the_filters_given() {
+        assert_eq!(link("/keys", &[("status", ""), ("cursor", "")]), "/keys");
+        assert_eq!(
+            link(
+                "/keys",
+                &[("name", "a b&c"), ("status", ""), ("cursor", "x")]
+            ),
+            "/keys?name=a+b%26c&cursor=x"
+        );
     }
 }

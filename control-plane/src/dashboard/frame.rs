@@ -1,15 +1,11 @@
 //! The bare frame of every dashboard answer: the document head (stylesheets, the one script),
-//! the page for someone not signed in, redirects, message boxes, and the extension the security
-//! layer reads to allow framing. Every answer is `Cache-Control: no-store`.
+//! the page for someone not signed in, the form one-time links post their fragment's token
+//! with, redirects and message boxes. Every answer is `Cache-Control: no-store`.
 
-use axum::http::header::{CACHE_CONTROL, LOCATION};
+use axum::http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-
-/// Origins allowed to frame a response (the security layer reads it).
-#[derive(Debug, Clone, Default)]
-pub struct FrameAncestors(pub Vec<String>);
 
 /// The document head.
 pub fn head(title: &str) -> Markup {
@@ -63,6 +59,29 @@ pub fn see_other(to: &str) -> Response {
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// A 303 to `to` carrying the cookies an API answer set (sign-in, sign-out, joining).
+pub fn see_other_keeping_cookies(answer: &Response, to: &str) -> Response {
+    let mut response = see_other(to);
+    for cookie in answer.headers().get_all(SET_COOKIE) {
+        response.headers_mut().append(SET_COOKIE, cookie.clone());
+    }
+    response
+}
+
+/// The form a one-time link's page posts its token with: the script moves the token from the
+/// URL fragment (never sent to a server) into the field and submits; without the script, the
+/// token can be pasted. `missing` is shown when the link carries none.
+pub fn fragment_token_form(action: &str, label: &str, missing: &str) -> Markup {
+    html! {
+        p id="token-missing" hidden { (missing) }
+        form method="post" action=(action) data-autosubmit {
+            label for="token" { (label) }
+            input id="token" name="token" type="text" autocomplete="off" required data-from-fragment;
+            div.actions { button type="submit" { "Continue" } }
+        }
+    }
 }
 
 /// An error message box, announced to screen readers.

@@ -210,11 +210,11 @@ pub async fn invite(
         ApiJson(body),
     )
     .await;
-    let (members, roles) = members_and_roles(&state, &viewer).await?;
     match answer {
         Ok((_, axum::Json(invited))) => {
             // The link is shown in the post's answer only (no-store); the script shows `/members`
             // in the address bar, so a reload neither posts again nor shows the link again.
+            let (members, roles) = members_and_roles(&state, &viewer).await?;
             Ok(render(
                 &viewer,
                 &members,
@@ -223,19 +223,7 @@ pub async fn invite(
                 StatusCode::OK,
             ))
         }
-        Err(
-            error @ (ApiError::InvalidRequest(_) | ApiError::Conflict(_) | ApiError::NotFound(_)),
-        ) => {
-            let status = error.status();
-            Ok(render(
-                &viewer,
-                &members,
-                &roles,
-                Extra::Problem(error.to_string()),
-                status,
-            ))
-        }
-        Err(error) => Err(error.into()),
+        Err(error) => refused(&state, &viewer, error).await,
     }
 }
 
@@ -258,22 +246,9 @@ pub async fn change_role(
         ApiJson(ChangeRole { role: form.role }),
     )
     .await;
-    let (members, roles) = members_and_roles(&state, &viewer).await?;
     match answer {
         Ok(_) => Ok(see_other("/members?done=role")),
-        Err(
-            error @ (ApiError::InvalidRequest(_) | ApiError::Conflict(_) | ApiError::NotFound(_)),
-        ) => {
-            let status = error.status();
-            Ok(render(
-                &viewer,
-                &members,
-                &roles,
-                Extra::Problem(error.to_string()),
-                status,
-            ))
-        }
-        Err(error) => Err(error.into()),
+        Err(error) => refused(&state, &viewer, error).await,
     }
 }
 
@@ -360,17 +335,30 @@ pub async fn remove(
     .await;
     match answer {
         Ok(_) => Ok(see_other("/members?done=removed")),
-        Err(error @ (ApiError::InvalidRequest(_) | ApiError::Conflict(_))) => {
-            let (members, roles) = members_and_roles(&state, &viewer).await?;
+        Err(error) => refused(&state, &viewer, error).await,
+    }
+}
+
+/// A change the API refused for a reason the person can act on (bad input, a conflict such as
+/// the last owner, a member gone meanwhile): the page again, with the reason. Anything else is
+/// an error page.
+async fn refused(
+    state: &AppState,
+    viewer: &Viewer,
+    error: ApiError,
+) -> Result<Response, PageError> {
+    match error {
+        ApiError::InvalidRequest(_) | ApiError::Conflict(_) | ApiError::NotFound(_) => {
+            let (members, roles) = members_and_roles(state, viewer).await?;
             let status = error.status();
             Ok(render(
-                &viewer,
+                viewer,
                 &members,
                 &roles,
                 Extra::Problem(error.to_string()),
                 status,
             ))
         }
-        Err(error) => Err(error.into()),
+        other => Err(other.into()),
     }
 }

@@ -14,7 +14,7 @@ use axum::response::Response;
 use maud::{DOCTYPE, Markup, html};
 
 pub use super::failure::PageError;
-pub use super::frame::{FrameAncestors, dash, notice, problem, public, see_other};
+pub use super::frame::{dash, notice, problem, public, see_other};
 use super::frame::{finish, head};
 use super::viewer::{Look, Viewer};
 use crate::access::Permission;

@@ -7,43 +7,35 @@
 //! keys. The entry page holds nothing and does nothing but post its own token, so any origin may
 //! frame it; every page after it may be framed only by the origins the organization allows.
 
-use axum::Form;
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Form};
 use maud::html;
 use serde::Deserialize;
 
-use super::frame::{FrameAncestors, public, see_other};
+use super::frame::{fragment_token_form, public, see_other};
+use super::security::FramingSlot;
+use super::viewer::posted_from_here;
 use crate::auth::Anonymous;
-use crate::auth::session::same_origin_of;
 use crate::state::AppState;
 
-/// Any origin may frame the entry page (it shows nothing).
+/// Any origin may frame the entry page and its refusal (they show nothing).
 const ANY_ORIGIN: &str = "*";
 
-fn framable(mut response: Response) -> Response {
-    response
-        .extensions_mut()
-        .insert(FrameAncestors(vec![ANY_ORIGIN.to_owned()]));
-    response
-}
-
 /// `GET /portal/enter`.
-pub async fn entry_page() -> Response {
-    framable(public(
+pub async fn entry_page(Extension(framing): Extension<FramingSlot>) -> Response {
+    framing.allow(&[ANY_ORIGIN.to_owned()]);
+    public(
         StatusCode::OK,
         "Opening API keys",
-        html! {
-            p id="token-missing" hidden { "This link has no token: open the API keys page again from the product you came from." }
-            form method="post" action="/portal/enter" data-autosubmit {
-                label for="token" { "Portal code" }
-                input id="token" name="token" type="text" autocomplete="off" required data-from-fragment;
-                div.actions { button type="submit" { "Continue" } }
-            }
-        },
-    ))
+        fragment_token_form(
+            "/portal/enter",
+            "Portal code",
+            "This link has no token: open the API keys page again from the product you came from.",
+        ),
+    )
 }
 
 /// The entry form.
@@ -55,12 +47,13 @@ pub struct EntryForm {
 /// `POST /portal/enter`: the session, once per link.
 pub async fn enter(
     State(state): State<AppState>,
+    Extension(framing): Extension<FramingSlot>,
     anonymous: Anonymous,
     uri: OriginalUri,
     Form(form): Form<EntryForm>,
 ) -> Response {
-    if !same_origin_of(&anonymous.headers, &uri.0, &state.public_url) {
-        return super::failure::PageError::Api(crate::error::ApiError::CsrfFailed).into_response();
+    if let Err(refused) = posted_from_here(&state, &anonymous, &uri) {
+        return refused.into_response();
     }
     match crate::portal::enter(&state, form.token.trim(), &anonymous).await {
         Ok(entry) => {
@@ -68,13 +61,16 @@ pub async fn enter(
             response.headers_mut().insert(SET_COOKIE, entry.set_cookie);
             response
         }
-        Err(crate::error::ApiError::InvalidPortalLink) => framable(public(
-            StatusCode::UNAUTHORIZED,
-            "This link no longer works",
-            html! {
-                p { "A portal link works once, for a few minutes. Open the API keys page again from the product you came from." }
-            },
-        )),
+        Err(crate::error::ApiError::InvalidPortalLink) => {
+            framing.allow(&[ANY_ORIGIN.to_owned()]);
+            public(
+                StatusCode::UNAUTHORIZED,
+                "This link no longer works",
+                html! {
+                    p { "A portal link works once, for a few minutes. Open the API keys page again from the product you came from." }
+                },
+            )
+        }
         Err(error) => super::failure::PageError::from(error).into_response(),
     }
 }

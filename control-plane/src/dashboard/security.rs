@@ -5,7 +5,7 @@
 //!   here only, no `<base>`, no plugins; `frame-ancestors 'none'` unless the response is a
 //!   portal page of an organization that allows origins to frame it: the viewer's extractor
 //!   fills the request's [`FramingSlot`] for a portal session (so its error pages may be framed
-//!   too), or a handler attaches [`FrameAncestors`] to its response.
+//!   too), and the portal's entry page fills it for any origin.
 //! - `X-Frame-Options: DENY` alongside `frame-ancestors 'none'` (older browsers).
 //! - `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`,
 //!   `Cross-Origin-Resource-Policy: same-origin`.
@@ -19,8 +19,6 @@ use axum::http::header::{
 };
 use axum::middleware::Next;
 use axum::response::Response;
-
-use super::frame::FrameAncestors;
 
 /// Where the viewer's extractor leaves the origins allowed to frame the answer (a request
 /// extension the middleware reads once the handler has answered).
@@ -63,14 +61,7 @@ pub async fn headers(mut request: Request, next: Next) -> Response {
     let slot = FramingSlot::default();
     request.extensions_mut().insert(slot.clone());
     let mut response = next.run(request).await;
-    let mut ancestors = response
-        .extensions_mut()
-        .remove::<FrameAncestors>()
-        .unwrap_or_default()
-        .0;
-    if ancestors.is_empty() {
-        ancestors = slot.take();
-    }
+    let ancestors = slot.take();
     let headers = response.headers_mut();
     if let Ok(policy) = HeaderValue::from_str(&content_security_policy(&ancestors)) {
         headers.insert(CONTENT_SECURITY_POLICY, policy);

@@ -8,6 +8,8 @@
 //!   extractor decides. A post without a session, with a wrong token or from another origin is
 //!   refused before the handler runs.
 //!
+//! - [`posted_from_here`]: the same origin rule for the forms posted without a session.
+//!
 //! Both carry the [`Principal`] the API handlers take, so every page acts through the same
 //! authorization, validation and audit trail as the REST API.
 
@@ -102,6 +104,20 @@ pub async fn look_of(state: &AppState, principal: &Principal) -> Result<Look, Pa
         accent: branding.accent_color,
         frame_ancestors: branding.frame_ancestors,
     })
+}
+
+/// Refuses (403, as a forged form) an unauthenticated form post — sign-in, joining, entering
+/// the portal — that did not come from one of this deployment's pages (no login CSRF).
+pub fn posted_from_here(
+    state: &AppState,
+    anonymous: &crate::auth::Anonymous,
+    uri: &axum::extract::OriginalUri,
+) -> Result<(), PageError> {
+    if session::same_origin_of(&anonymous.headers, &uri.0, &state.public_url) {
+        Ok(())
+    } else {
+        Err(PageError::Api(crate::error::ApiError::CsrfFailed))
+    }
 }
 
 impl FromRequestParts<AppState> for Viewer {

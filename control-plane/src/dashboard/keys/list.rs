@@ -91,23 +91,19 @@ impl Filters {
 
     /// The query string of these filters at `cursor`.
     fn link(&self, cursor: Option<&str>) -> String {
-        let pairs = [
-            ("status", self.status.as_str()),
-            ("environment", self.environment.as_str()),
-            ("owner", self.owner.as_str()),
-            ("name", self.name.as_str()),
-            ("never_used", self.never_used.as_deref().unwrap_or("")),
-            ("not_used_since", self.not_used_since.as_str()),
-            ("expected_ips", self.expected_ips.as_str()),
-            ("cursor", cursor.unwrap_or("")),
-        ];
-        let kept: Vec<(&str, &str)> = pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-        let query = serde_html_form::to_string(&kept).unwrap_or_default();
-        if query.is_empty() {
-            "/keys".to_owned()
-        } else {
-            format!("/keys?{query}")
-        }
+        format::link(
+            "/keys",
+            &[
+                ("status", self.status.as_str()),
+                ("environment", self.environment.as_str()),
+                ("owner", self.owner.as_str()),
+                ("name", self.name.as_str()),
+                ("never_used", self.never_used.as_deref().unwrap_or("")),
+                ("not_used_since", self.not_used_since.as_str()),
+                ("expected_ips", self.expected_ips.as_str()),
+                ("cursor", cursor.unwrap_or("")),
+            ],
+        )
     }
 }
 

@@ -2,12 +2,12 @@
 //! page's CSRF token) and the HTML it gets back.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
 use super::TestApp;
-use super::people::{Browser, HOST};
+use super::people::{Browser, HOST, browser_request};
 
 /// A page's answer.
 #[derive(Debug)]
@@ -72,16 +72,7 @@ impl TestApp {
         origin: Option<&str>,
         body: Option<String>,
     ) -> Page {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", HOST);
-        if let Some(cookie) = cookie {
-            request = request.header("cookie", cookie);
-        }
-        if let Some(origin) = origin {
-            request = request.header("origin", origin);
-        }
+        let request = browser_request(method, path, cookie, origin);
         let request = match body {
             Some(body) => request
                 .header("content-type", "application/x-www-form-urlencoded")

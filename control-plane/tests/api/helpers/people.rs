@@ -26,6 +26,27 @@ pub fn token_of(link: &str) -> &str {
     link.split_once("#token=").expect("a link with a token").1
 }
 
+/// A request to this host as a browser sends it: the cookie and the page's `Origin`, each
+/// optional.
+pub fn browser_request(
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+) -> axum::http::request::Builder {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", HOST);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request
+}
+
 /// The `name=value` part of the reply's `Set-Cookie`.
 pub fn cookie_of(reply: &Reply) -> String {
     let header = reply
@@ -48,16 +69,7 @@ impl TestApp {
         csrf: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", HOST);
-        if let Some(cookie) = cookie {
-            request = request.header("cookie", cookie);
-        }
-        if let Some(origin) = origin {
-            request = request.header("origin", origin);
-        }
+        let mut request = browser_request(method, path, cookie, origin);
         if let Some(csrf) = csrf {
             request = request.header("x-csrf-token", csrf);
         }
