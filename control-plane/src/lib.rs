@@ -27,6 +27,7 @@ pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod ceiling;
+pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod error;
@@ -119,6 +120,7 @@ pub fn app_with(state: AppState, metrics: MetricsRoute) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(Arc::new(document)))
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
+        .layer(middleware::from_fn_with_state(state.clone(), stamp_date))
         .layer(middleware::from_fn(error::respond_with_request_id))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
@@ -150,6 +152,20 @@ async fn unrouted() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Dates every answer by the application's clock (HTTP would use the system's): a client
+/// measuring ages (`keyplane keys rotate-due`) uses the clock the records were written by.
+async fn stamp_date(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let millis = u64::try_from(state.now().as_millis()).unwrap_or(0);
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&httpdate::fmt_http_date(at)) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::DATE, value);
+    }
+    response
 }
 
 /// Counts every response by method, route pattern and status.

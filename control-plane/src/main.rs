@@ -1,9 +1,18 @@
-//! The `keyplane` binary: `serve` runs the control plane; `bootstrap` creates an organization;
-//! `audit verify` checks an organization's audit chain; `edge-env` and `edges` configure edges.
+//! The `keyplane` binary. Operator commands, local to the data directory and the database:
+//! `serve` runs the control plane; `bootstrap` creates an organization; `users add` prints an
+//! owner's setup link; `edge-env` and `edges` configure edges. Client commands, which talk to a
+//! running control plane over its REST API ([`keyplane_control_plane::cli`]): `keys`, `usage`,
+//! `audit`, `whoami`.
+//!
+//! Exit codes: 0 ok, 1 usage error (clap's own included), and for the client commands 2 not
+//! found, 3 refused, 4 conflict, 5 rate limited, 6 server or network error, 7 a failed check.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use keyplane_control_plane::input::time::rfc3339;
 use keyplane_control_plane::replication::registry::{self, EdgeSpec};
@@ -46,11 +55,6 @@ enum Command {
         #[arg(long)]
         name: String,
     },
-    /// Audit log tools.
-    Audit {
-        #[command(subcommand)]
-        command: AuditCommand,
-    },
     /// Print the two secrets an edge needs (`KEYPLANE_PEPPERS`, `KEYPLANE_EDGE_SECRET`) in
     /// `.dev.vars` form, for `wrangler secret put` or local runs.
     EdgeEnv {
@@ -67,6 +71,8 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    #[command(flatten)]
+    Client(keyplane_control_plane::cli::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,31 +116,53 @@ enum EdgesCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum AuditCommand {
-    /// Recompute an organization's audit hash chain; exits non-zero if it is broken.
-    Verify {
-        #[command(flatten)]
-        config: Config,
-        /// The organization (`org_…`).
-        #[arg(long)]
-        org: String,
-    },
-}
-
 fn env_secret(name: &str) -> Option<SecretString> {
     std::env::var(name).ok().map(SecretString::from)
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            // Help and version are answers; every other parse failure is a usage error (1, where
+            // clap would exit 2, the code of "not found" here).
+            return if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            };
+        }
+    };
+    let client = matches!(cli.command, Command::Client(_));
+    // Client commands keep stderr for their own messages; the server logs at info.
+    let default_filter = if client { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
+        Command::Client(command) => keyplane_control_plane::cli::run(command).await.into(),
+        operator => match operate(operator).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("Error: {error:?}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+/// Runs an operator command.
+async fn operate(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Client(_) => Ok(()),
         Command::Serve { config, edges } => {
             // Before binding: a signal arriving right after start-up must shut down gracefully.
             let shutdown = keyplane_control_plane::shutdown_signal()?;
@@ -183,23 +211,6 @@ async fn main() -> anyhow::Result<()> {
                     .await
                     .map_err(|error| anyhow::anyhow!("{error}"))?;
             println!("owner setup link for {org}, one use, valid 7 days: {link}");
-            Ok(())
-        }
-        Command::Audit {
-            command: AuditCommand::Verify { config, org },
-        } => {
-            let org = org.parse().context("--org")?;
-            let state = open_state(&config, Arc::new(SystemClock), env_secret).await?;
-            let report = keyplane_control_plane::audit::api::verify_chain(
-                state.store.as_ref(),
-                &state.sealer,
-                org,
-            )
-            .await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            if !report.valid {
-                std::process::exit(1);
-            }
             Ok(())
         }
         Command::EdgeEnv { config } => {

@@ -21,6 +21,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use tower::ServiceExt as _;
 
+pub mod client;
 pub mod feed;
 pub mod pages;
 pub mod people;

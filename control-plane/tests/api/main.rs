@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod cli;
+mod cli_keys;
 mod concurrency;
 mod dashboard;
 mod dashboard_keys;

@@ -1,0 +1,331 @@
+//! `keyplane keys rotate-due`: the scheduled-rotation job in one command. It rotates every
+//! active key created (a rotated key's successor is created by the rotation) more than
+//! `--older-than` ago, and with `--expiring-within` every key expiring within that window; it
+//! skips keys already in a grace period (they have a successor) and the caller's own key
+//! (unless `--include-self`), and prints one JSON line per key: its id and the new key.
+//!
+//! Ages are measured on the control plane's clock (the `Date` of its answer), so a client with a
+//! skewed clock picks the same keys. A key that cannot be rotated (changed meanwhile, refused) is
+//! reported on stderr and the others still are; the exit code is then that of the first failure.
+
+use std::time::SystemTime;
+
+use keyplane_shared::Timestamp;
+use keyplane_shared::ids::KeyId;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::connection::Connection;
+use super::failure::{CliError, usage};
+use super::keys;
+use super::output::{ListPrinter, Mode};
+use super::values::{self, Span};
+use crate::input::time::timestamp;
+use crate::keys::model::EnvironmentName;
+
+/// `keys rotate-due`.
+#[derive(Debug, clap::Args)]
+pub struct RotateDueArgs {
+    /// Rotate keys created (or last rotated) more than this long ago (`90d`).
+    #[arg(long, value_parser = values::span)]
+    older_than: Span,
+    /// Also rotate keys expiring within this window (`14d`).
+    #[arg(long, value_parser = values::span)]
+    expiring_within: Option<Span>,
+    /// How long each old key keeps working after its rotation (`7d`; at most 30 days).
+    #[arg(long, value_parser = values::span)]
+    grace: Option<Span>,
+    /// Only live or test keys.
+    #[arg(long, short = 'e', value_parser = values::api_enum::<EnvironmentName>)]
+    environment: Option<EnvironmentName>,
+    /// Print what would be rotated, rotate nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Rotate the key this command runs with too (its successor is printed like the others;
+    /// the old one keeps working for the grace period).
+    #[arg(long)]
+    include_self: bool,
+}
+
+/// What the selection reads of a key.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Candidate {
+    /// `key_…`.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// `active`, `expired`, `revoked`.
+    pub status: String,
+    /// Creation (for a successor: its rotation).
+    pub created_at: String,
+    /// Expiry.
+    pub expires_at: Option<String>,
+    /// Its successor, while in a grace period.
+    pub rotated_to: Option<String>,
+}
+
+/// Why a key is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Older than `--older-than`.
+    Age,
+    /// Expiring within `--expiring-within`.
+    Expiring,
+}
+
+impl Reason {
+    fn name(self) -> &'static str {
+        match self {
+            Reason::Age => "age",
+            Reason::Expiring => "expiring",
+        }
+    }
+}
+
+/// The rule: how old, how near expiry, and which key is the caller's.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The control plane's time.
+    pub now: Timestamp,
+    /// `--older-than`.
+    pub older_than: Span,
+    /// `--expiring-within`.
+    pub expiring_within: Option<Span>,
+    /// The caller's own key, unless `--include-self`.
+    pub own_key: Option<String>,
+}
+
+/// What the rule picked.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Keys to rotate, with why.
+    pub due: Vec<(String, String, Reason)>,
+    /// Due keys left alone: already in a grace period.
+    pub in_grace: usize,
+    /// The caller's own key, left alone.
+    pub own: usize,
+}
+
+/// Applies the rule to active keys (others are ignored).
+pub fn select(keys: &[Candidate], policy: &Policy) -> Result<Selection, CliError> {
+    let parse = |text: &str| {
+        timestamp(text).map_err(|_| CliError::Unexpected(format!("`{text}` is not a time")))
+    };
+    let mut selection = Selection::default();
+    for key in keys.iter().filter(|key| key.status == "active") {
+        let age = policy.now.as_millis() - parse(&key.created_at)?.as_millis();
+        let expiring = match (&key.expires_at, policy.expiring_within) {
+            (Some(at), Some(window)) => {
+                parse(at)?.as_millis() - policy.now.as_millis() <= window.millis()
+            }
+            _ => false,
+        };
+        let reason = if age > policy.older_than.millis() {
+            Reason::Age
+        } else if expiring {
+            Reason::Expiring
+        } else {
+            continue;
+        };
+        if key.rotated_to.is_some() {
+            selection.in_grace += 1;
+        } else if policy.own_key.as_deref() == Some(key.id.as_str()) {
+            selection.own += 1;
+        } else {
+            selection
+                .due
+                .push((key.id.clone(), key.name.clone(), reason));
+        }
+    }
+    Ok(selection)
+}
+
+/// Runs the job.
+pub async fn run(
+    connection: &Connection,
+    mode: &Mode,
+    args: &RotateDueArgs,
+) -> Result<(), CliError> {
+    let me = connection.get("/v1/users/me", &[]).await?;
+    let own_key = match args.include_self {
+        true => None,
+        false => me.body["key_id"].as_str().map(str::to_owned),
+    };
+    let (keys, now) = active_keys(connection, args.environment).await?;
+    let policy = Policy {
+        now,
+        older_than: args.older_than,
+        expiring_within: args.expiring_within,
+        own_key,
+    };
+    let selection = select(&keys, &policy)?;
+    // Lines by default; `--json` gathers them into one document, `--field` picks one field.
+    let mode = match mode {
+        Mode::Table { .. } => Mode::JsonLines,
+        other => other.clone(),
+    };
+    let mut printer = ListPrinter::new(mode, Vec::new(), |_| Vec::new());
+    let mut first_failure = None;
+    let mut rotated = 0;
+    for (id, name, reason) in &selection.due {
+        if args.dry_run {
+            printer.page(&[
+                json!({"id": id, "name": name, "reason": reason.name(), "dry_run": true}),
+            ])?;
+            continue;
+        }
+        let key_id: KeyId = values::key_id(id).map_err(CliError::Unexpected)?;
+        match keys::rotate(connection, key_id, args.grace).await {
+            Ok(answer) => {
+                rotated += 1;
+                printer.page(&[json!({
+                    "id": id,
+                    "name": name,
+                    "reason": reason.name(),
+                    "new_id": answer["record"]["id"],
+                    "key": answer["key"],
+                    "old_expires_at": answer["previous"]["expires_at"],
+                })])?;
+            }
+            Err(error) => {
+                eprintln!("keyplane: {id} ({name}) was not rotated: {error}");
+                first_failure.get_or_insert(error);
+            }
+        }
+    }
+    printer.finish(None)?;
+    eprintln!(
+        "keyplane: {} due; {} rotated{}; skipped {} already in a grace period and {} own key",
+        selection.due.len(),
+        if args.dry_run { 0 } else { rotated },
+        if args.dry_run { " (dry run)" } else { "" },
+        selection.in_grace,
+        selection.own,
+    );
+    match first_failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// Every active key (all pages), and the control plane's time of the first answer.
+async fn active_keys(
+    connection: &Connection,
+    environment: Option<EnvironmentName>,
+) -> Result<(Vec<Candidate>, Timestamp), CliError> {
+    let mut query = vec![("status", "active".to_owned()), ("limit", "200".to_owned())];
+    if let Some(environment) = environment {
+        query.push(("environment", values::api_name(&environment)));
+    }
+    let mut keys = Vec::new();
+    let mut now = None;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut page = query.clone();
+        if let Some(cursor) = &cursor {
+            page.push(("cursor", cursor.clone()));
+        }
+        let answer = connection.get("/v1/keys", &page).await?;
+        now = now.or(answer.date);
+        let data: Vec<Candidate> = serde_json::from_value(answer.body["data"].clone())
+            .map_err(|error| CliError::Unexpected(format!("/v1/keys: {error}")))?;
+        keys.extend(data);
+        match answer.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let now = now.ok_or_else(|| {
+        usage("the control plane's answer had no Date header: cannot tell the keys' ages")
+    })?;
+    let millis = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        });
+    Ok((keys, Timestamp(millis)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+    const NOW: Timestamp = Timestamp(1_800_000_000_000);
+
+    fn at(offset_days: i64) -> String {
+        crate::input::time::rfc3339(Timestamp(NOW.as_millis() + offset_days * DAY))
+    }
+
+    fn key(id: &str, created_days_ago: i64, expires_in_days: Option<i64>) -> Candidate {
+        Candidate {
+            id: id.into(),
+            name: id.into(),
+            status: "active".into(),
+            created_at: at(-created_days_ago),
+            expires_at: expires_in_days.map(at),
+            rotated_to: None,
+        }
+    }
+
+    fn policy(expiring: Option<i64>, own: Option<&str>) -> Policy {
+        Policy {
+            now: NOW,
+            older_than: values::span("90d").expect("span"),
+            expiring_within: expiring
+                .map(|days| Span(std::time::Duration::from_secs(days as u64 * 86_400))),
+            own_key: own.map(str::to_owned),
+        }
+    }
+
+    fn ids(selection: &Selection) -> Vec<(&str, Reason)> {
+        selection
+            .due
+            .iter()
+            .map(|(id, _, reason)| (id.as_str(), *reason))
+            .collect()
+    }
+
+    #[test]
+    fn old_keys_are_due_young_ones_are_not() {
+        let keys = [
+            key("old", 91, None),
+            key("young", 89, None),
+            key("edge", 90, None),
+        ];
+        let selection = select(&keys, &policy(None, None)).expect("select");
+        assert_eq!(ids(&selection), [("old", Reason::Age)]);
+    }
+
+    #[test]
+    fn keys_expiring_within_the_window_are_due_only_with_the_flag() {
+        let keys = [key("soon", 10, Some(13)), key("later", 10, Some(15))];
+        assert!(
+            select(&keys, &policy(None, None))
+                .expect("select")
+                .due
+                .is_empty()
+        );
+        let selection = select(&keys, &policy(Some(14), None)).expect("select");
+        assert_eq!(ids(&selection), [("soon", Reason::Expiring)]);
+    }
+
+    #[test]
+    fn keys_in_grace_the_callers_own_and_inactive_ones_are_skipped() {
+        let mut in_grace = key("in-grace", 200, Some(3));
+        in_grace.rotated_to = Some("key_next".into());
+        let mut revoked = key("revoked", 200, None);
+        revoked.status = "revoked".into();
+        let keys = [
+            in_grace,
+            revoked,
+            key("mine", 200, None),
+            key("other", 200, None),
+        ];
+        let selection = select(&keys, &policy(Some(14), Some("mine"))).expect("select");
+        assert_eq!(ids(&selection), [("other", Reason::Age)]);
+        assert_eq!((selection.in_grace, selection.own), (1, 1));
+        let with_self = select(&keys, &policy(Some(14), None)).expect("select");
+        assert_eq!(with_self.due.len(), 2);
+    }
+}
