@@ -19,6 +19,8 @@
 //!   first start's organization.
 //! - [`dashboard`]: the web pages at `/` (server-rendered, calling the same handlers).
 //! - [`portal`]: one-time portal links for host products, and each organization's branding.
+//! - [`cli`]: the binary's client commands (`keys`, `usage`, `audit`, `whoami`), which talk to
+//!   a running control plane over this REST API, never to the store.
 //! - [`secrets`], [`config`], [`hashing`], [`metrics`], [`state`], [`openapi`].
 
 pub mod access;

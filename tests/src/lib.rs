@@ -151,6 +151,11 @@ impl Setup {
         })
     }
 
+    /// The `keyplane` binary under test.
+    pub fn keyplane_bin(&self) -> &Path {
+        &self.keyplane_bin
+    }
+
     /// Node 22, which runs the harness and the browser scripts.
     pub fn node(&self) -> &Path {
         &self.node

@@ -2,13 +2,19 @@
 //! locally until Ctrl-C. The edge's secrets go to `.dev.vars` (mode 0600, git-ignored), read
 //! from the control plane's data directory by `keyplane edge-env`.
 //!
+//! Once both answer, it says how to start: the admin key the control plane printed on a
+//! first start (read from its stdout, which is passed through), or where to get a key after,
+//! and three lines that try the CLI and the edge.
+//!
 //! Both run in their own process groups ([`Service`]): a Ctrl-C reaches only xtask, which
 //! then stops the edge (wrangler, its node and workerd processes) and the control plane
 //! (graceful shutdown on SIGTERM) as whole groups.
 
+use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
+use std::process::Stdio;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -74,8 +80,12 @@ pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
             .arg("--data-dir")
             .arg(&data_dir)
             // The edge listens on http://127.0.0.1 (and later: webhooks to local receivers).
-            .env("KEYPLANE_LOCAL_DEV", "true"),
+            .env("KEYPLANE_LOCAL_DEV", "true")
+            .stdout(Stdio::piped()),
     )?;
+    let admin_key = control_plane
+        .take_stdout()
+        .map(pass_through_catching_admin_key);
     let inspector_port = match args.inspector_port {
         Some(port) => port,
         None => run::free_port()?,
@@ -100,8 +110,9 @@ pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
             .arg("KEYPLANE_LOCAL_DEV:true"),
     )?;
 
+    let first_key = wait_until_up(&control_plane_url, &edge_url, admin_key.as_ref())?;
     println!(
-        "\n    dashboard      {control_plane_url}/ (on a first start, open the setup link keyplane prints)"
+        "\n    dashboard      {control_plane_url}/ (on a first start, open the setup link keyplane printed)"
     );
     println!("    control plane  {control_plane_url}/healthz");
     println!("    edge           {edge_url}/__keyplane/health");
@@ -109,8 +120,12 @@ pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
         "    demo origin    {} (echoes what the edge forwards)",
         origin.url
     );
-    println!("    try:           curl -H \"x-api-key: <key>\" {edge_url}/hello");
     println!("    inspector      127.0.0.1:{inspector_port}");
+    println!();
+    print!(
+        "{}",
+        how_to_start(&control_plane_url, &edge_url, first_key.as_deref())
+    );
     println!("    Ctrl-C stops both.\n");
 
     let outcome = loop {
@@ -130,6 +145,74 @@ pub fn dev(tools: &Tools, args: &DevArgs) -> Result<()> {
         Ok(()) => Ok(()),
         Err(message) => bail!(message),
     }
+}
+
+/// Echoes the control plane's stdout line by line (on a thread) and sends the admin key it
+/// prints on a first start; the key is kept in memory only.
+fn pass_through_catching_admin_key(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (found, admin_key) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            println!("{line}");
+            if let Some(key) = admin_key_in(&line) {
+                let _ = found.send(key.to_owned());
+            }
+        }
+    });
+    admin_key
+}
+
+/// The key in the control plane's "its admin key, shown once (store it now): KEY" line.
+fn admin_key_in(line: &str) -> Option<&str> {
+    let (_, key) = line.split_once("its admin key, shown once (store it now): ")?;
+    Some(key.trim()).filter(|key| !key.is_empty())
+}
+
+/// Waits (up to two minutes) until the control plane and the edge answer their health checks;
+/// the admin key if the control plane printed one (a first start).
+fn wait_until_up(
+    control_plane_url: &str,
+    edge_url: &str,
+    admin_key: Option<&mpsc::Receiver<String>>,
+) -> Result<Option<String>> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let answers = |url: String| {
+        keyplane_tests::get_with_timeout(&url, Duration::from_secs(2))
+            .is_ok_and(|reply| reply.status == 200)
+    };
+    while !(answers(format!("{control_plane_url}/healthz"))
+        && answers(format!("{edge_url}/__keyplane/health")))
+    {
+        if Instant::now() > deadline {
+            bail!("the control plane and the edge did not both answer within 2 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The key is printed before the control plane listens; a short wait covers the thread.
+    Ok(admin_key.and_then(|key| key.recv_timeout(Duration::from_millis(200)).ok()))
+}
+
+/// The "how to start" lines: the first start's admin key, or where to find a key after, then
+/// the CLI and the edge tried once.
+fn how_to_start(control_plane_url: &str, edge_url: &str, admin_key: Option<&str>) -> String {
+    let (intro, key) = match admin_key {
+        Some(key) => (
+            format!(
+                "    admin key      {key}\n                   (shown this once: store it; it is kept nowhere in plaintext)\n"
+            ),
+            key.to_owned(),
+        ),
+        None => (
+            format!(
+                "    admin key      printed on the first start only. For a new one: dashboard > Keys > New key\n                   with api-keys:manage ({control_plane_url}/), or remove .keyplane to start over\n"
+            ),
+            "<key>".to_owned(),
+        ),
+    };
+    format!(
+        "{intro}    try it:\n      export KEYPLANE_URL={control_plane_url} KEYPLANE_API_KEY={key}\n      NEW=$(target/debug/keyplane keys create --name demo --environment live --field key)\n      curl -H \"x-api-key: $NEW\" {edge_url}/hello\n"
+    )
 }
 
 /// Sets up the tools, then builds the edge worker and the keyplane binary.
@@ -170,4 +253,34 @@ fn first_exited(services: &mut [&mut Service]) -> Result<Option<String>> {
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_admin_key_in_the_first_start_line() {
+        let line = "its admin key, shown once (store it now): kp_live_abc";
+        assert_eq!(admin_key_in(line), Some("kp_live_abc"));
+        assert_eq!(
+            admin_key_in("keyplane listening on http://127.0.0.1:7070"),
+            None
+        );
+    }
+
+    #[test]
+    fn says_how_to_start_with_the_first_key_or_where_to_find_one() {
+        let first = how_to_start("http://cp", "http://edge", Some("kp_live_abc"));
+        assert!(first.contains("admin key      kp_live_abc"), "{first}");
+        assert!(
+            first.contains("KEYPLANE_URL=http://cp KEYPLANE_API_KEY=kp_live_abc"),
+            "{first}"
+        );
+        assert!(first.contains("keys create --name demo"), "{first}");
+        assert!(first.contains("http://edge/hello"), "{first}");
+        let later = how_to_start("http://cp", "http://edge", None);
+        assert!(later.contains("dashboard > Keys > New key"), "{later}");
+        assert!(later.contains("KEYPLANE_API_KEY=<key>"), "{later}");
+    }
 }

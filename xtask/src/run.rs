@@ -143,6 +143,11 @@ impl Service {
         })
     }
 
+    /// The child's stdout, when it was spawned with `Stdio::piped()` (once).
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
     /// The service's name, for messages.
     pub fn name(&self) -> &str {
         &self.name

@@ -266,7 +266,7 @@ pub async fn run(
             print_one(mode, &answer.body, key_details)
         }
         KeysCommand::Rotate { id, grace } => {
-            let answer = rotate(connection, id, grace).await?;
+            let answer = rotate_due::rotate(connection, id, grace).await?;
             print_new_key(mode, &answer)
         }
         KeysCommand::Revoke { id, reason, note } => {
@@ -299,19 +299,6 @@ pub async fn run(
         }
         KeysCommand::RotateDue(args) => rotate_due::run(connection, mode, &args).await,
     }
-}
-
-/// `POST /v1/keys/{id}/rotate` with the grace period; the API's answer.
-pub async fn rotate(
-    connection: &Connection,
-    id: KeyId,
-    grace: Option<Span>,
-) -> Result<Value, CliError> {
-    let body = json!({"grace_seconds": grace.map_or(0, Span::seconds)});
-    let answer = connection
-        .send(Method::POST, &format!("/v1/keys/{id}/rotate"), Some(body))
-        .await?;
-    Ok(answer.body)
 }
 
 fn set(body: &mut Value, name: &str, value: Option<Value>) {

@@ -12,12 +12,12 @@ use std::time::SystemTime;
 
 use keyplane_shared::Timestamp;
 use keyplane_shared::ids::KeyId;
+use reqwest::Method;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::connection::Connection;
 use super::failure::{CliError, usage};
-use super::keys;
 use super::output::{ListPrinter, Mode};
 use super::values::{self, Span};
 use crate::input::time::timestamp;
@@ -175,7 +175,7 @@ pub async fn run(
             continue;
         }
         let key_id: KeyId = values::key_id(id).map_err(CliError::Unexpected)?;
-        match keys::rotate(connection, key_id, args.grace).await {
+        match rotate(connection, key_id, args.grace).await {
             Ok(answer) => {
                 rotated += 1;
                 printer.page(&[json!({
@@ -244,6 +244,19 @@ async fn active_keys(
             i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
         });
     Ok((keys, Timestamp(millis)))
+}
+
+/// `POST /v1/keys/{id}/rotate` with the grace period; the API's answer (`keys rotate` sends it too).
+pub async fn rotate(
+    connection: &Connection,
+    id: KeyId,
+    grace: Option<Span>,
+) -> Result<Value, CliError> {
+    let body = json!({"grace_seconds": grace.map_or(0, Span::seconds)});
+    let answer = connection
+        .send(Method::POST, &format!("/v1/keys/{id}/rotate"), Some(body))
+        .await?;
+    Ok(answer.body)
 }
 
 #[cfg(test)]

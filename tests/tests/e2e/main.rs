@@ -3,6 +3,7 @@
 //! Ignored in a plain `cargo test`; `cargo xtask test` builds everything and runs them
 //! with `--ignored` (see `keyplane_tests` for the environment they read).
 
+mod cli;
 mod control_plane;
 mod dashboard;
 mod edge;

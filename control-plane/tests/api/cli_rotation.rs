@@ -1,0 +1,167 @@
+//! `keyplane keys rotate-due` against a real control plane on SQLite, the test's clock moved
+//! forward: which keys it picks (by age, by expiry), what it leaves alone (keys in a grace
+//! period, its own key), `--dry-run`, and what it prints (one JSON line per key, the new key
+//! on stdout only).
+
+use serde_json::{Value, json};
+
+use crate::helpers::client::serve;
+
+const DAY_SECS: i64 = 86_400;
+
+fn names(lines: &[Value]) -> Vec<&str> {
+    let mut names: Vec<&str> = lines
+        .iter()
+        .map(|line| line["name"].as_str().expect("name"))
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+#[tokio::test]
+async fn rotate_due_rotates_old_and_expiring_keys_and_skips_grace_periods_and_itself() {
+    let served = serve().await;
+    let app = &served.app;
+    let create = |name: &'static str, expires: Option<&'static str>| async move {
+        let mut body = json!({"name": name, "environment": "live"});
+        if let Some(expires) = expires {
+            body["expires"] = json!(expires);
+        }
+        let (_, record) = app.create_key(body).await;
+        record["id"].as_str().expect("id").to_owned()
+    };
+    let old_a = create("old-a", None).await;
+    create("old-b", None).await;
+    let in_grace = create("in-grace", None).await;
+    app.clock.advance_secs(100 * DAY_SECS);
+    let rotated = app
+        .post(
+            &format!("/v1/keys/{in_grace}/rotate"),
+            json!({"grace_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(rotated.status, 201, "{:?}", rotated.body);
+    create("young", None).await;
+    create("expiring", Some("7d")).await;
+
+    // A dry run names what is due and changes nothing.
+    let dry = served
+        .run(&[
+            "keys",
+            "rotate-due",
+            "--older-than",
+            "90d",
+            "--expiring-within",
+            "14d",
+            "--dry-run",
+        ])
+        .await
+        .ok();
+    let planned = dry.json_lines();
+    assert_eq!(names(&planned), ["expiring", "old-a", "old-b"], "{dry:?}");
+    assert!(
+        planned
+            .iter()
+            .all(|line| line["dry_run"] == true && line.get("key").is_none())
+    );
+    let reasons: Vec<&str> = planned
+        .iter()
+        .map(|line| line["reason"].as_str().expect("reason"))
+        .collect();
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|reason| **reason == "expiring")
+            .count(),
+        1
+    );
+    assert!(
+        dry.stderr
+            .contains("skipped 1 already in a grace period and 1 own key"),
+        "{dry:?}"
+    );
+    assert_eq!(
+        app.get(&format!("/v1/keys/{old_a}")).await.body["rotated_to"],
+        Value::Null
+    );
+
+    // The job itself: each old key gets a successor, printed once, and a 7-day grace.
+    let run = served
+        .run(&["keys", "rotate-due", "--older-than", "90d", "--grace", "7d"])
+        .await
+        .ok();
+    let done = run.json_lines();
+    assert_eq!(names(&done), ["old-a", "old-b"], "{run:?}");
+    let now = app.state.now().as_millis();
+    for line in &done {
+        let key = line["key"].as_str().expect("new key");
+        assert!(key.starts_with("sk_live_") && key.len() == 46, "{line}");
+        let old = app
+            .get(&format!("/v1/keys/{}", line["id"].as_str().expect("id")))
+            .await
+            .body;
+        assert_eq!(old["rotated_to"], line["new_id"]);
+        assert_eq!(
+            old["status"], "active",
+            "still working during the grace period"
+        );
+        let ends = keyplane_control_plane::input::time::timestamp(
+            old["expires_at"].as_str().expect("end"),
+        )
+        .expect("time");
+        assert_eq!(ends.as_millis() - now, 7 * DAY_SECS * 1000);
+        assert_eq!(line["old_expires_at"], old["expires_at"]);
+        let new = app
+            .get(&format!(
+                "/v1/keys/{}",
+                line["new_id"].as_str().expect("new id")
+            ))
+            .await
+            .body;
+        assert_eq!(
+            (new["name"].as_str(), new["status"].as_str()),
+            (line["name"].as_str(), Some("active"))
+        );
+    }
+    assert!(!run.stderr.contains("sk_live_"), "{run:?}");
+    assert!(run.stderr.contains("2 due; 2 rotated"), "{run:?}");
+
+    // Run again: the old keys are in their grace period and the successors are young.
+    let again = served
+        .run(&["keys", "rotate-due", "--older-than", "90d"])
+        .await
+        .ok();
+    assert!(again.stdout.is_empty(), "{again:?}");
+
+    // --field for a script, and --include-self for the job's own (old) management key.
+    let own = served
+        .run(&[
+            "keys",
+            "rotate-due",
+            "--older-than",
+            "90d",
+            "--include-self",
+            "--grace",
+            "1h",
+            "--field",
+            "key",
+        ])
+        .await
+        .ok();
+    let keys = own.lines();
+    assert_eq!(keys.len(), 1, "the admin key alone: {own:?}");
+    assert!(keys[0].starts_with("sk_live_"), "{own:?}");
+    let successor = served
+        .run_as(keys[0], &["whoami", "--field", "method"])
+        .await
+        .ok();
+    assert_eq!(
+        successor.stdout, "management_key\n",
+        "the new management key works"
+    );
+    let during_grace = served.run(&["whoami"]).await;
+    assert_eq!(
+        during_grace.code, 0,
+        "the old one too, for the grace period: {during_grace:?}"
+    );
+}
