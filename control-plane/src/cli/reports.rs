@@ -218,7 +218,15 @@ pub async fn whoami(connection: &Connection, mode: &Mode) -> Result<(), CliError
             ("key", raw(&me["key_id"])),
             ("user", user),
             ("organization", raw(&me["organization_id"])),
-            ("role", raw(&me["role"])),
+            // A key nobody owns acts for no member: no role.
+            (
+                "role",
+                if me["role"].is_null() {
+                    "-".to_owned()
+                } else {
+                    raw(&me["role"])
+                },
+            ),
             ("permissions", permissions.join(", ")),
             ("operator", raw(&me["operator"])),
         ]

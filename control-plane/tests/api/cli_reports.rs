@@ -169,4 +169,8 @@ async fn whoami_says_which_key_organization_and_permissions() {
         "organization\t{}",
         me["organization_id"].as_str().expect("org")
     )));
+    // The first start's key belongs to no member: no user, no role, said as such.
+    assert!(me["role"].is_null(), "{me}");
+    assert!(table.stdout.contains("role\t-\n"), "{table:?}");
+    assert!(table.stdout.contains("user\t-\n"), "{table:?}");
 }
