@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::host_token::HostTokens;
 use crate::keys::issue::{KeySettings, issue_key};
 use crate::mailer::Mailer;
+use crate::secrets::webhook_signing::WebhookSecrets;
 use crate::secrets::{self, SecretsSource};
 use crate::state::{AppState, Clock, OperatorPolicy, PeopleSettings, Settings};
 use crate::store::audit_chain::AuditSealer;
@@ -105,6 +106,7 @@ pub(crate) async fn open(
                 ),
                 mailer,
             },
+            webhook_secrets: WebhookSecrets::new(secrets.signing_secret.expose_secret()),
         },
     );
     Ok((state, source))

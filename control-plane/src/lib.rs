@@ -19,6 +19,8 @@
 //!   first start's organization.
 //! - [`dashboard`]: the web pages at `/` (server-rendered, calling the same handlers).
 //! - [`portal`]: one-time portal links for host products, and each organization's branding.
+//! - [`webhooks`]: webhook endpoints, the delivery worker [`Application::serve`] runs, and
+//!   the signing of what it sends (the events themselves are written by [`store`]'s outbox).
 //! - [`cli`]: the binary's client commands (`keys`, `usage`, `audit`, `whoami`), which talk to
 //!   a running control plane over this REST API, never to the store.
 //! - [`secrets`], [`config`], [`hashing`], [`metrics`], [`state`], [`openapi`].
@@ -50,7 +52,9 @@ pub mod replication;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod timestamps;
 pub mod usage;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -106,6 +110,7 @@ fn routes(metrics: MetricsRoute) -> OpenApiRouter<AppState> {
         .merge(replication::feed::router())
         .merge(usage::router())
         .merge(portal::router())
+        .merge(webhooks::router())
 }
 
 /// The control plane's router, ready to serve (`/metrics` included).
@@ -265,7 +270,7 @@ impl Application {
     }
 
     /// Serves (and pushes changes to the registered edges, deletes usage events past the
-    /// retention period, writes coalesced refusals to the audit log, and serves `/metrics` on its
+    /// retention period, writes coalesced refusals to the audit log, delivers webhooks, and serves `/metrics` on its
     /// own listener when it has one) until `shutdown` resolves, then lets in-flight requests
     /// finish and writes the refusals still held.
     pub async fn serve(
@@ -280,6 +285,7 @@ impl Application {
             stopped.clone(),
         );
         let refusals = audit::refusals::spawn(self.state.clone(), stopped.clone());
+        let deliveries = webhooks::delivery::spawn(self.state.clone(), stopped.clone());
         // One shutdown signal for both listeners.
         let (stop_serving, serving_stopped) = tokio::sync::watch::channel(false);
         let signal = tokio::spawn(async move {
@@ -316,8 +322,9 @@ impl Application {
             metrics.abort();
         }
         // The background tasks stop at once (in-flight pushes are dropped, edges pull what they
-        // miss; an interrupted cleanup resumes at the next start).
-        for mut task in std::iter::once(pusher).chain(cleanup) {
+        // miss; an interrupted cleanup resumes at the next start; a delivery cut short is sent
+        // again when its claim's lease ends).
+        for mut task in std::iter::once(pusher).chain(cleanup).chain(deliveries) {
             if tokio::time::timeout(TASK_STOP, &mut task).await.is_err() {
                 task.abort();
             }

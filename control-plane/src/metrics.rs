@@ -51,6 +51,10 @@ pub struct Metrics {
     pub usage_events: Family<OutcomeLabels, Counter>,
     /// Usage events deleted by the retention cleanup.
     pub usage_expired: Counter,
+    /// Webhook deliveries that succeeded (a 2xx answer).
+    pub webhooks_delivered: Counter,
+    /// Webhook attempts that failed (to be retried, or given up).
+    pub webhook_failures: Counter,
     /// Argon2id hashes computed for new keys (create and rotate): the expensive step, which a
     /// refused call never reaches.
     pub key_hashes: Counter,
@@ -108,8 +112,22 @@ impl Default for Metrics {
             "Argon2id hashes computed for new keys (create and rotate)",
             key_hashes.clone(),
         );
+        let webhooks_delivered = Counter::default();
+        registry.register(
+            "webhooks_delivered",
+            "Webhook deliveries answered with a 2xx",
+            webhooks_delivered.clone(),
+        );
+        let webhook_failures = Counter::default();
+        registry.register(
+            "webhook_failures",
+            "Webhook attempts that failed (no answer, or not a 2xx)",
+            webhook_failures.clone(),
+        );
         Metrics {
             registry,
+            webhooks_delivered,
+            webhook_failures,
             requests,
             auth_failures,
             key_operations,

@@ -17,6 +17,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "audit", description = "The append-only, hash-chained audit log"),
         (name = "portal", description = "One-time links into the embedded portal, and the \
                                          organization's branding"),
+        (name = "webhooks", description = "Endpoints that receive signed events (Standard \
+         Webhooks): key created, updated, rotated, revoked; member removed; endpoint disabled"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
         (name = "usage", description = "A key's requests as the edges reported them, and \
                                         daily counts"),

@@ -28,6 +28,7 @@ use secrecy::{ExposeSecret as _, SecretBox, SecretString};
 use serde::{Deserialize, Serialize};
 
 mod placement;
+pub mod webhook_signing;
 pub use placement::misplaced_secrets;
 
 /// Length of generated secrets, in bytes.

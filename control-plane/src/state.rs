@@ -17,6 +17,7 @@ use crate::host_token::HostTokens;
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
 use crate::refusal_log::RefusalLog;
+use crate::secrets::webhook_signing::WebhookSecrets;
 use crate::store::Store;
 use crate::store::audit_chain::AuditSealer;
 
@@ -73,6 +74,8 @@ pub struct Shared {
     pub host_tokens: HostTokens,
     /// Sends invitation emails, if configured.
     pub mailer: Mailer,
+    /// Derives webhook endpoints' signing secrets.
+    pub webhook_secrets: WebhookSecrets,
     /// The first organization (its owners are the operators), once known: it never changes.
     first_org: OnceLock<OrgId>,
     /// The dashboard's forms already submitted (each shows a key once).
@@ -98,6 +101,8 @@ pub struct Settings {
     pub policy: OperatorPolicy,
     /// How people sign in.
     pub people: PeopleSettings,
+    /// Derives webhook endpoints' signing secrets (from the signing secret).
+    pub webhook_secrets: WebhookSecrets,
 }
 
 /// How people sign in, from the configuration.
@@ -129,7 +134,11 @@ impl AppState {
         edge_secret: SyncSecret,
         settings: Settings,
     ) -> Self {
-        let Settings { policy, people } = settings;
+        let Settings {
+            policy,
+            people,
+            webhook_secrets,
+        } = settings;
         let PeopleSettings {
             public_url,
             host_tokens,
@@ -152,6 +161,7 @@ impl AppState {
             throttle,
             host_tokens,
             mailer,
+            webhook_secrets,
             first_org: OnceLock::new(),
             spent_forms: Default::default(),
             verified: Mutex::new(HashMap::new()),

@@ -1,5 +1,6 @@
 //! Public identifiers: `key_…` for keys, `org_…` for organizations, `req_…` for requests,
-//! `hst_…` for the history of a replication feed.
+//! `hst_…` for the history of a replication feed, `whk_…` for webhook endpoints and `evt_…` for
+//! the events sent to them.
 //!
 //! An id is 128 random bits shown as a tag and 22 fixed-width base62 characters. Ids are not
 //! secrets: they appear in URLs, logs, audit records and the edge's identity headers. In memory
@@ -156,6 +157,21 @@ public_id!(
     HistoryId,
     "hst",
     "feed history"
+);
+
+public_id!(
+    /// A webhook endpoint's id (`whk_…`): one URL of an organization that receives events.
+    WebhookId,
+    "whk",
+    "webhook endpoint"
+);
+
+public_id!(
+    /// An event's id (`evt_…`), sent as `webhook-id`: the same for every attempt and every
+    /// endpoint, so a receiver can drop a delivery it has already handled.
+    EventId,
+    "evt",
+    "event"
 );
 
 #[cfg(test)]

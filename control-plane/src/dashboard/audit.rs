@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::store::AuditAction;
 
 /// Every action, for the filter.
-const ACTIONS: [AuditAction; 17] = [
+const ACTIONS: [AuditAction; 22] = [
     AuditAction::OrgCreated,
     AuditAction::KeyCreated,
     AuditAction::KeyUpdated,
@@ -34,6 +34,11 @@ const ACTIONS: [AuditAction; 17] = [
     AuditAction::RoleDeleted,
     AuditAction::PortalLinkCreated,
     AuditAction::BrandingUpdated,
+    AuditAction::WebhookCreated,
+    AuditAction::WebhookUpdated,
+    AuditAction::WebhookSecretRotated,
+    AuditAction::WebhookDeleted,
+    AuditAction::WebhookDisabled,
 ];
 
 /// The filters, as the form sends them.

@@ -14,19 +14,7 @@ pub fn timestamp(text: &str) -> Result<Timestamp, ApiError> {
         .map_err(|_| invalid(format!("`{text}` is out of range")))
 }
 
-/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T10:00:00.000Z`.
-pub fn rfc3339(at: Timestamp) -> String {
-    let nanos = i128::from(at.as_millis()) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::macros::format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| at.as_millis().to_string())
-}
+pub use crate::timestamps::rfc3339;
 
 #[cfg(test)]
 mod tests {

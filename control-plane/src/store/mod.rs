@@ -13,14 +13,17 @@
 //!
 //! [`sql::SqlStore`] implements the trait for SQLite and PostgreSQL.
 
+pub mod audit_action;
 pub mod audit_chain;
 pub mod feed_heads;
 pub mod lifecycle;
+pub mod outbox;
 pub mod people;
 pub mod portal;
 pub mod records;
 pub mod sql;
 pub mod usage;
+pub mod webhooks;
 
 use async_trait::async_trait;
 use keyplane_shared::ids::{HistoryId, KeyId, OrgId};
@@ -41,6 +44,10 @@ pub use records::{
     RevokeOutcome, Rotation,
 };
 pub use usage::{DailyStatusCount, IngestReport, StatusFilter, UsageFilter, UsageRecord};
+pub use webhooks::{
+    Attempt, AttemptRecord, ClaimedDelivery, NewWebhook, NextStep, WebhookChanges, WebhookRecord,
+    WebhookStore,
+};
 
 /// Why a storage call failed.
 #[derive(Debug, Error)]
@@ -107,6 +114,9 @@ pub enum Conflict {
     /// The user named is not a member of the organization.
     #[error("that user is not a member of this organization")]
     NotAMember,
+    /// The organization has as many webhook endpoints as it may.
+    #[error("this organization has the most webhook endpoints allowed: delete one first")]
+    TooManyWebhooks,
 }
 
 impl Conflict {
@@ -124,6 +134,7 @@ impl Conflict {
             Conflict::InvitationExpired => "invitation_expired",
             Conflict::AlreadyMember => "already_member",
             Conflict::NotAMember => "not_a_member",
+            Conflict::TooManyWebhooks => "too_many_webhooks",
         }
     }
 }
@@ -142,7 +153,7 @@ impl From<sqlx::Error> for StoreError {
 
 /// The storage operations of the control plane.
 #[async_trait]
-pub trait Store: PeopleStore + PortalStore + Send + Sync + 'static {
+pub trait Store: PeopleStore + PortalStore + WebhookStore + Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -9,6 +9,7 @@ use keyplane_shared::{Environment, LookupDigest, PepperId, RateLimit, ScopeSet, 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use super::audit_action::AuditAction;
 use crate::access::ScopeCeiling;
 use crate::ceiling::RateLimitCeiling;
 
@@ -379,78 +380,6 @@ pub struct FailedAuth {
     pub details: Value,
     /// The refused key (the record's actor and target) and where the call came from.
     pub context: AuditContext,
-}
-
-/// What an audit record is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AuditAction {
-    /// An organization and its first admin key were created.
-    OrgCreated,
-    /// A key was created.
-    KeyCreated,
-    /// A key was changed in place.
-    KeyUpdated,
-    /// A key was replaced by a new one.
-    KeyRotated,
-    /// A key was revoked (or a revoked key was revoked again).
-    KeyRevoked,
-    /// A key was removed from listings.
-    KeyDeleted,
-    /// A management request with a known key was refused.
-    AuthFailed,
-    /// A key was given to another owner.
-    KeyOwnerChanged,
-    /// Someone was invited to join the organization.
-    MemberInvited,
-    /// A user joined the organization (an invitation accepted, the first owner set up, or a
-    /// host product's user seen for the first time).
-    MemberAdded,
-    /// A member's role changed.
-    MemberRoleChanged,
-    /// A member was removed (what happened to their keys is in the details).
-    MemberRemoved,
-    /// A custom role was created.
-    RoleCreated,
-    /// A role's scopes changed.
-    RoleUpdated,
-    /// A custom role was deleted.
-    RoleDeleted,
-    /// A one-time portal link was made for a member.
-    PortalLinkCreated,
-    /// The organization's branding changed.
-    BrandingUpdated,
-}
-
-impl AuditAction {
-    /// The label used in the API and the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditAction::OrgCreated => "org_created",
-            AuditAction::KeyCreated => "key_created",
-            AuditAction::KeyUpdated => "key_updated",
-            AuditAction::KeyRotated => "key_rotated",
-            AuditAction::KeyRevoked => "key_revoked",
-            AuditAction::KeyDeleted => "key_deleted",
-            AuditAction::AuthFailed => "auth_failed",
-            AuditAction::KeyOwnerChanged => "key_owner_changed",
-            AuditAction::MemberInvited => "member_invited",
-            AuditAction::MemberAdded => "member_added",
-            AuditAction::MemberRoleChanged => "member_role_changed",
-            AuditAction::MemberRemoved => "member_removed",
-            AuditAction::RoleCreated => "role_created",
-            AuditAction::RoleUpdated => "role_updated",
-            AuditAction::RoleDeleted => "role_deleted",
-            AuditAction::PortalLinkCreated => "portal_link_created",
-            AuditAction::BrandingUpdated => "branding_updated",
-        }
-    }
-
-    /// Reads a stored label (the names [`AuditAction::as_str`] gives are serde's names too).
-    pub fn from_label(label: &str) -> Option<Self> {
-        use serde::de::value::{Error, StrDeserializer};
-        Self::deserialize(StrDeserializer::<Error>::new(label)).ok()
-    }
 }
 
 /// One audit record.

@@ -36,3 +36,5 @@ mod replication_push;
 mod secrecy_at_rest;
 mod usage_api;
 mod usage_ingest;
+mod webhooks;
+mod webhooks_delivery;

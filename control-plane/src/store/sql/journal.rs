@@ -1,5 +1,6 @@
 //! A mutation's transaction and the two logs it appends to: the organization's audit chain and
-//! the replication change log (each change with the feed chain after it).
+//! the replication change log (each change with the feed chain after it); with an audit record,
+//! the webhook event it announces goes to the outbox in the same transaction.
 //!
 //! [`Mutation`] is the only way to append a change, and its [`Mutation::commit`] announces the
 //! new feed head ([`FeedHeads`]) once the transaction is committed: no change can be written
@@ -10,11 +11,13 @@ use keyplane_shared::table::codec::encode_changes;
 use keyplane_shared::{Change, ChangeOp, FeedChain, Timestamp};
 use sqlx::{Any, AnyConnection, AnyPool, Row as _, Transaction};
 
+use super::outbox;
 use super::rows::{bytes32, i64_of, u64_of};
 use crate::store::StoreError;
 use crate::store::audit_chain::{AuditSealer, GENESIS};
 use crate::store::feed_heads::FeedHeads;
 use crate::store::lifecycle::AuditNote;
+use crate::store::outbox::event_for;
 use crate::store::records::{AuditContext, AuditRecord};
 
 /// One mutation's transaction, and the last change it appended to the feed.
@@ -78,7 +81,8 @@ impl OrgMutation {
         Ok(OrgMutation { mutation, head })
     }
 
-    /// Appends one sealed audit record (what `note` says, with the caller's `context`).
+    /// Appends one sealed audit record (what `note` says, with the caller's `context`), and
+    /// the webhook event it announces, if any, to the outbox: both commit or neither does.
     pub(super) async fn audit(
         &mut self,
         sealer: &AuditSealer,
@@ -86,6 +90,9 @@ impl OrgMutation {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<(), StoreError> {
+        if let Some(event) = event_for(self.head.org, &note, context, now)? {
+            outbox::enqueue(self.mutation.connection(), &event, now).await?;
+        }
         append_audit(
             self.mutation.connection(),
             sealer,

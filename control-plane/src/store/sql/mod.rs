@@ -6,7 +6,8 @@
 //!
 //! The SQL is split by concern: `keys.rs` (key rows and their mutations), `key_list.rs` (the
 //! listing filters), `audit.rs` (the audit log), `replication.rs` (the feed, snapshots, the edge
-//! registry), `usage.rs` (usage events); `journal.rs` is the mutation transaction and the two
+//! registry), `usage.rs` (usage events), `webhooks.rs` and `outbox.rs` (webhook endpoints, events and
+//! their deliveries); `journal.rs` is the mutation transaction and the two
 //! logs it appends to; `rows.rs` and `filtered.rs` read rows and build filtered queries.
 //!
 //! Serialization: each mutation's first statement updates its organization's row (the audit
@@ -31,12 +32,15 @@ mod journal;
 mod key_list;
 mod keys;
 mod members;
+mod outbox;
 mod people;
 mod portal;
 mod replication;
 mod rows;
 mod sessions;
 mod usage;
+mod webhook_rows;
+mod webhooks;
 
 pub use self::connect::Backend;
 use super::feed_heads::FeedHeads;

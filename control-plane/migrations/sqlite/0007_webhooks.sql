@@ -1,0 +1,72 @@
+-- Webhooks: each organization's endpoints, the events they want, and the outbox. An event is
+-- written in the same transaction as the change that causes it, with one delivery row per
+-- endpoint that wants it; the delivery worker claims due deliveries (a lease in
+-- claimed_until), sends them and records every attempt. Times are milliseconds since the Unix
+-- epoch; ids raw bytes. Signing secrets are not stored: each is derived from the deployment's
+-- signing secret and the endpoint's random salt (see control-plane/src/webhooks/signing.rs).
+
+CREATE TABLE webhook_endpoints (
+    id              BLOB PRIMARY KEY NOT NULL,
+    org_id          BLOB NOT NULL REFERENCES orgs (id),
+    url             TEXT NOT NULL,
+    description     TEXT NOT NULL,
+    -- 1: deliveries are made; 0: disabled by a person or after failing for 5 days.
+    enabled         INTEGER NOT NULL,
+    -- The current secret's salt, and after a rotation the previous one's with its end.
+    secret_salt     BLOB NOT NULL,
+    previous_salt   BLOB,
+    previous_until  INTEGER,
+    -- When deliveries started failing without a success since (none: not failing).
+    failing_since   INTEGER,
+    disabled_at     INTEGER,
+    disabled_reason TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX webhook_endpoints_org ON webhook_endpoints (org_id, created_at);
+
+-- The event types each endpoint wants.
+CREATE TABLE webhook_subscriptions (
+    endpoint_id  BLOB NOT NULL REFERENCES webhook_endpoints (id),
+    event_type   TEXT NOT NULL,
+    PRIMARY KEY (endpoint_id, event_type)
+);
+
+-- The outbox: each event's body exactly as it is signed and sent.
+CREATE TABLE webhook_events (
+    id          BLOB PRIMARY KEY NOT NULL,
+    org_id      BLOB NOT NULL REFERENCES orgs (id),
+    event_type  TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+
+-- One event to one endpoint: pending until delivered, or failed after 24 hours of retries.
+-- No foreign keys: a change's deliveries are written first (one INSERT ... SELECT over the
+-- endpoints that want the event) and its event only if there was one.
+CREATE TABLE webhook_deliveries (
+    endpoint_id      BLOB NOT NULL,
+    event_id         BLOB NOT NULL,
+    state            TEXT NOT NULL,
+    attempts         INTEGER NOT NULL,
+    next_attempt_at  INTEGER NOT NULL,
+    -- A worker holds the delivery until then (0: nobody).
+    claimed_until    INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    PRIMARY KEY (endpoint_id, event_id)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
+
+-- Every attempt: when, how long, the answer's status (none: no answer) and its first bytes.
+CREATE TABLE webhook_attempts (
+    endpoint_id  BLOB NOT NULL,
+    event_id     BLOB NOT NULL,
+    attempt      INTEGER NOT NULL,
+    at           INTEGER NOT NULL,
+    duration_ms  INTEGER NOT NULL,
+    status       INTEGER,
+    outcome      TEXT NOT NULL,
+    response     TEXT NOT NULL,
+    PRIMARY KEY (endpoint_id, event_id, attempt)
+);
+CREATE INDEX webhook_attempts_endpoint ON webhook_attempts (endpoint_id, at);

@@ -1,0 +1,222 @@
+//! The outbox's rows: an event and its deliveries written inside the transaction of the change
+//! that causes it ([`enqueue`], called by the journal), deliveries claimed under a lease
+//! ([`claim`]), attempts recorded ([`record_attempt`]), and one event sent again
+//! ([`redeliver`]). An endpoint failing for too long is disabled in `webhooks.rs`.
+
+use keyplane_shared::Timestamp;
+use keyplane_shared::ids::{EventId, OrgId, WebhookId};
+use sqlx::{AnyConnection, AnyPool, Row as _};
+
+use super::Backend;
+use super::people::id_bytes;
+use super::rows::{bytes16, optional_time};
+use super::webhook_rows::load_endpoint;
+use crate::store::StoreError;
+use crate::store::outbox::{EventType, NewEvent};
+use crate::store::webhooks::{Attempt, ClaimedDelivery, NextStep};
+
+/// Writes `event` with one delivery to each enabled endpoint of its organization that wants it
+/// (a `webhook.disabled` event: to the others than the disabled one), due at once. The event
+/// row is written only when some endpoint wants it; the number of deliveries.
+pub(super) async fn enqueue(
+    connection: &mut AnyConnection,
+    event: &NewEvent,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let excluded = match event.kind {
+        EventType::WebhookDisabled => serde_json::from_str::<serde_json::Value>(&event.body)
+            .ok()
+            .and_then(|body| {
+                body["data"]["webhook_id"]
+                    .as_str()?
+                    .parse::<WebhookId>()
+                    .ok()
+            }),
+        _ => None,
+    };
+    let deliveries = sqlx::query(
+        "INSERT INTO webhook_deliveries (endpoint_id, event_id, state, attempts, \
+         next_attempt_at, claimed_until, created_at) \
+         SELECT e.id, $1, 'pending', 0, $2, 0, $2 FROM webhook_endpoints e \
+         WHERE e.org_id = $3 AND e.enabled = 1 AND e.id <> $4 AND EXISTS ( \
+           SELECT 1 FROM webhook_subscriptions s \
+           WHERE s.endpoint_id = e.id AND s.event_type = $5)",
+    )
+    .bind(id_bytes(event.id.to_bytes()))
+    .bind(now.as_millis())
+    .bind(id_bytes(event.org.to_bytes()))
+    .bind(id_bytes(excluded.map_or([0; 16], WebhookId::to_bytes)))
+    .bind(event.kind.as_str())
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    if deliveries > 0 {
+        sqlx::query(
+            "INSERT INTO webhook_events (id, org_id, event_type, body, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id_bytes(event.id.to_bytes()))
+        .bind(id_bytes(event.org.to_bytes()))
+        .bind(event.kind.as_str())
+        .bind(event.body.clone())
+        .bind(now.as_millis())
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(deliveries)
+}
+
+/// Claims up to `limit` due deliveries of enabled endpoints until `lease_until`, oldest due
+/// first, and reads what sending each needs.
+pub(super) async fn claim(
+    pool: &AnyPool,
+    backend: Backend,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: u32,
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    // PostgreSQL: rows another instance is claiming are skipped, not waited for. SQLite has
+    // one writer at a time, which is the same guarantee.
+    let skip_locked = match backend {
+        Backend::Postgres => "FOR UPDATE OF d SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let mut tx = pool.begin().await?;
+    let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE webhook_deliveries SET claimed_until = $1 \
+         WHERE claimed_until <= $2 AND state = 'pending' AND (endpoint_id, event_id) IN ( \
+           SELECT d.endpoint_id, d.event_id FROM webhook_deliveries d \
+           JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+           WHERE d.state = 'pending' AND d.next_attempt_at <= $2 AND d.claimed_until <= $2 \
+             AND e.enabled = 1 \
+           ORDER BY d.next_attempt_at LIMIT $3 {skip_locked}) \
+         RETURNING endpoint_id, event_id, attempts"
+    )))
+    .bind(lease_until.as_millis())
+    .bind(now.as_millis())
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut deliveries = Vec::with_capacity(claimed.len());
+    for row in claimed {
+        let endpoint_id = WebhookId::from_bytes(bytes16(row.try_get("endpoint_id")?)?);
+        let event_id = EventId::from_bytes(bytes16(row.try_get("event_id")?)?);
+        let endpoint = load_endpoint(&mut tx, None, endpoint_id).await?;
+        let event = sqlx::query("SELECT body, created_at FROM webhook_events WHERE id = $1")
+            .bind(id_bytes(event_id.to_bytes()))
+            .fetch_one(&mut *tx)
+            .await?;
+        deliveries.push(ClaimedDelivery {
+            endpoint,
+            event_id,
+            body: event.try_get("body")?,
+            event_at: Timestamp(event.try_get("created_at")?),
+            attempts: u32::try_from(row.try_get::<i64, _>("attempts")?)
+                .map_err(|_| StoreError::Corrupt("attempt count".into()))?,
+        });
+    }
+    tx.commit().await?;
+    deliveries.sort_by_key(|delivery| delivery.event_at);
+    Ok(deliveries)
+}
+
+/// Records an attempt, moves the delivery on, and keeps the endpoint's failure streak; the
+/// streak's start when the attempt failed.
+pub(super) async fn record_attempt(
+    connection: &mut AnyConnection,
+    delivery: &ClaimedDelivery,
+    attempt: Attempt,
+    next: NextStep,
+) -> Result<Option<Timestamp>, StoreError> {
+    let endpoint = id_bytes(delivery.endpoint.id.to_bytes());
+    let event = id_bytes(delivery.event_id.to_bytes());
+    sqlx::query(
+        "INSERT INTO webhook_attempts (endpoint_id, event_id, attempt, at, duration_ms, status, \
+         outcome, response) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(endpoint.clone())
+    .bind(event.clone())
+    .bind(i64::from(delivery.attempts) + 1)
+    .bind(attempt.at.as_millis())
+    .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX))
+    .bind(attempt.status.map(i64::from))
+    .bind(attempt.outcome.clone())
+    .bind(attempt.response.clone())
+    .execute(&mut *connection)
+    .await?;
+    let (state, next_at) = match next {
+        NextStep::Delivered => ("delivered", attempt.at),
+        NextStep::RetryAt(at) => ("pending", at),
+        NextStep::GiveUp => ("failed", attempt.at),
+    };
+    sqlx::query(
+        "UPDATE webhook_deliveries SET state = $1, attempts = attempts + 1, \
+         next_attempt_at = $2, claimed_until = 0 WHERE endpoint_id = $3 AND event_id = $4",
+    )
+    .bind(state)
+    .bind(next_at.as_millis())
+    .bind(endpoint.clone())
+    .bind(event)
+    .execute(&mut *connection)
+    .await?;
+    if next == NextStep::Delivered {
+        sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1")
+            .bind(endpoint)
+            .execute(&mut *connection)
+            .await?;
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $1) \
+         WHERE id = $2 RETURNING failing_since",
+    )
+    .bind(attempt.at.as_millis())
+    .bind(endpoint)
+    .fetch_optional(&mut *connection)
+    .await?;
+    match row {
+        Some(row) => optional_time(&row, "failing_since"),
+        None => Ok(None),
+    }
+}
+
+/// Makes the event due at once for the endpoint again (a new delivery if it had none).
+pub(super) async fn redeliver(
+    connection: &mut AnyConnection,
+    org: OrgId,
+    endpoint: WebhookId,
+    event: EventId,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    load_endpoint(connection, Some(org), endpoint).await?;
+    let found = sqlx::query("SELECT org_id FROM webhook_events WHERE id = $1")
+        .bind(id_bytes(event.to_bytes()))
+        .fetch_optional(&mut *connection)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    if bytes16(found.try_get("org_id")?)? != org.to_bytes() {
+        return Err(StoreError::NotFound);
+    }
+    let updated = sqlx::query(
+        "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = $1 \
+         WHERE endpoint_id = $2 AND event_id = $3",
+    )
+    .bind(now.as_millis())
+    .bind(id_bytes(endpoint.to_bytes()))
+    .bind(id_bytes(event.to_bytes()))
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (endpoint_id, event_id, state, attempts, \
+             next_attempt_at, claimed_until, created_at) VALUES ($1, $2, 'pending', 0, $3, 0, $3)",
+        )
+        .bind(id_bytes(endpoint.to_bytes()))
+        .bind(id_bytes(event.to_bytes()))
+        .bind(now.as_millis())
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! Webhooks' storage ([`WebhookStore`], a part of [`super::Store`]): each organization's
+//! endpoints, the outbox of events ([`super::outbox`]) and their deliveries and attempts.
+//!
+//! Endpoint changes are audited in the organization's chain, in the same transaction. Signing
+//! secrets are never stored: an endpoint keeps a random salt, from which (with the deployment's
+//! signing secret) the webhooks module derives the secret.
+//!
+//! Deliveries are claimed with a lease (`claimed_until`) by one conditional update per batch
+//! (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so several instances never send one delivery at
+//! the same time, and a claim whose worker died is taken again once its lease ends.
+
+use async_trait::async_trait;
+use keyplane_shared::Timestamp;
+use keyplane_shared::ids::{EventId, OrgId, WebhookId};
+
+use super::StoreError;
+use super::outbox::{EventType, NewEvent};
+use super::records::{AuditContext, Page};
+
+pub use crate::secrets::webhook_signing::SALT_LEN;
+
+/// An endpoint to store (already validated).
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    /// Its id.
+    pub id: WebhookId,
+    /// Its organization.
+    pub org: OrgId,
+    /// Where events are posted.
+    pub url: String,
+    /// What it is for (may be empty).
+    pub description: String,
+    /// The events it wants (at least one).
+    pub events: Vec<EventType>,
+    /// Whether deliveries are made.
+    pub enabled: bool,
+    /// The salt of its signing secret.
+    pub salt: [u8; SALT_LEN],
+}
+
+/// Changes to an endpoint (`None`: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookChanges {
+    /// New URL.
+    pub url: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New events.
+    pub events: Option<Vec<EventType>>,
+    /// Enabled or disabled (enabling clears a failure streak and the reason it was disabled).
+    pub enabled: Option<bool>,
+}
+
+/// A stored endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRecord {
+    /// Its id.
+    pub id: WebhookId,
+    /// Its organization.
+    pub org_id: OrgId,
+    /// Where events are posted.
+    pub url: String,
+    /// What it is for.
+    pub description: String,
+    /// The events it wants.
+    pub events: Vec<EventType>,
+    /// Whether deliveries are made.
+    pub enabled: bool,
+    /// The current secret's salt.
+    pub salt: [u8; SALT_LEN],
+    /// The previous secret's salt and when it stops signing, after a rotation.
+    pub previous: Option<([u8; SALT_LEN], Timestamp)>,
+    /// When deliveries started failing, with no success since.
+    pub failing_since: Option<Timestamp>,
+    /// When and why it was disabled by Keyplane (failing for too long).
+    pub disabled: Option<(Timestamp, String)>,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+/// A delivery claimed by a worker, with what sending it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    /// The endpoint.
+    pub endpoint: WebhookRecord,
+    /// The event.
+    pub event_id: EventId,
+    /// Its body, as signed and sent.
+    pub body: String,
+    /// When the event was made (retries stop 24 hours after).
+    pub event_at: Timestamp,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// How one attempt went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// When it started.
+    pub at: Timestamp,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// The answer's status (none: no answer).
+    pub status: Option<u16>,
+    /// `delivered`, `http_error`, `timeout`, `connect_error`, `refused_address`, ...
+    pub outcome: String,
+    /// The first bytes of the answer (or the error).
+    pub response: String,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// It was delivered.
+    Delivered,
+    /// Try again at this time.
+    RetryAt(Timestamp),
+    /// Retries are over (24 hours since the event).
+    GiveUp,
+}
+
+/// An attempt as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The event.
+    pub event_id: EventId,
+    /// Its type.
+    pub event_type: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// How it went.
+    pub result: Attempt,
+}
+
+/// The storage operations of webhooks.
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
+    /// Stores an endpoint (audited as `webhook_created`); `Conflict(TooManyWebhooks)` past the
+    /// organization's bound.
+    async fn create_webhook(
+        &self,
+        webhook: NewWebhook,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<WebhookRecord, StoreError>;
+
+    /// The organization's endpoints, oldest first.
+    async fn webhooks(&self, org: OrgId) -> Result<Vec<WebhookRecord>, StoreError>;
+
+    /// One endpoint of the organization (`NotFound` for another organization's).
+    async fn webhook(&self, org: OrgId, id: WebhookId) -> Result<WebhookRecord, StoreError>;
+
+    /// Changes an endpoint (audited as `webhook_updated`).
+    async fn update_webhook(
+        &self,
+        org: OrgId,
+        id: WebhookId,
+        changes: WebhookChanges,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<WebhookRecord, StoreError>;
+
+    /// Gives an endpoint a new secret salt; the previous one signs too until `previous_until`
+    /// (audited as `webhook_secret_rotated`).
+    async fn rotate_webhook_secret(
+        &self,
+        org: OrgId,
+        id: WebhookId,
+        salt: [u8; SALT_LEN],
+        previous_until: Timestamp,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<WebhookRecord, StoreError>;
+
+    /// Removes an endpoint with its deliveries and attempts (audited as `webhook_deleted`).
+    async fn delete_webhook(
+        &self,
+        org: OrgId,
+        id: WebhookId,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// The endpoint's attempts, newest first; `before` continues after an earlier page's last
+    /// (its time, event and attempt number).
+    async fn webhook_attempts(
+        &self,
+        org: OrgId,
+        id: WebhookId,
+        before: Option<(Timestamp, EventId, u32)>,
+        limit: u32,
+    ) -> Result<Page<AttemptRecord>, StoreError>;
+
+    /// Sends the event to the endpoint again, now (a new delivery if it never had one);
+    /// `NotFound` for an event or endpoint of another organization.
+    async fn redeliver(
+        &self,
+        org: OrgId,
+        id: WebhookId,
+        event: EventId,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Writes an event no audited change causes, with a delivery to each enabled endpoint of
+    /// its organization that wants it (`webhook.disabled` goes to the others only).
+    async fn enqueue_event(&self, event: NewEvent, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Claims up to `limit` due deliveries of enabled endpoints until `lease_until`.
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+
+    /// Records an attempt and what follows. A failure starts (or continues) the endpoint's
+    /// failure streak; when the streak is older than `disable_after_ms`, the endpoint is
+    /// disabled (audited as `webhook_disabled`) and `true` is returned, for the caller to
+    /// announce it. A success ends the streak.
+    async fn record_attempt(
+        &self,
+        delivery: &ClaimedDelivery,
+        attempt: Attempt,
+        next: NextStep,
+        disable_after_ms: i64,
+    ) -> Result<bool, StoreError>;
+}

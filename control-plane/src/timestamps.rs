@@ -1,0 +1,19 @@
+//! How times are written: RFC 3339 in UTC to the millisecond. Pure, so every layer may use it
+//! (the API's answers, the store's webhook events); reading times is the HTTP boundary's
+//! ([`crate::input::time`]).
+
+use keyplane_shared::Timestamp;
+
+/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T10:00:00.000Z`.
+pub fn rfc3339(at: Timestamp) -> String {
+    let nanos = i128::from(at.as_millis()) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| at.as_millis().to_string())
+}

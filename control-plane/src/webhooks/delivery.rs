@@ -1,0 +1,236 @@
+//! The delivery worker: claims due deliveries from the outbox, posts each signed event to its
+//! endpoint, records the attempt, and schedules the next one ([`super::backoff`]).
+//!
+//! A claim is a lease of [`LEASE`]: an instance that dies mid-delivery leaves its claims to be
+//! taken again when the lease ends, so an event committed before a crash is still delivered
+//! (at least once: a receiver drops repeats by `webhook-id`). Every instance may run this;
+//! the store's claim gives each delivery to one of them at a time.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use keyplane_shared::Timestamp;
+use reqwest::Client;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::address_guard::{GuardedResolver, literal_allowed};
+use super::backoff::{DISABLE_AFTER_MS, after_failure};
+use crate::state::AppState;
+use crate::store::{Attempt, ClaimedDelivery, NextStep, StoreError};
+
+/// How long a claim is held: longer than an attempt can take.
+pub const LEASE: Duration = Duration::from_secs(60);
+/// How long one attempt may take, connecting included.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deliveries claimed (and sent concurrently) per round.
+pub const BATCH: u32 = 32;
+/// How often the outbox is looked at when the last round found nothing.
+pub const POLL: Duration = Duration::from_millis(200);
+/// How much of an answer is kept with the attempt, in bytes.
+pub const RESPONSE_HEAD: usize = 256;
+
+/// The HTTP client deliveries use: names resolved through the address guard, no redirects,
+/// no proxy, bounded time.
+pub fn client(local_dev: bool) -> Result<Client, reqwest::Error> {
+    // rustls needs a process-wide crypto provider; installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder()
+        .dns_resolver(GuardedResolver { local_dev })
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(ATTEMPT_TIMEOUT)
+        .connect_timeout(ATTEMPT_TIMEOUT)
+        .user_agent("Keyplane-Webhooks/1")
+        .build()
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Attempts made.
+    pub attempted: usize,
+    /// Of which delivered.
+    pub delivered: usize,
+    /// Endpoints disabled for failing too long.
+    pub disabled: usize,
+}
+
+/// Claims the due deliveries (one batch), sends them concurrently and records each attempt.
+pub async fn deliver_due(state: &AppState, client: &Client) -> Result<Round, StoreError> {
+    let now = state.now();
+    let lease_until = Timestamp(now.as_millis() + LEASE.as_millis() as i64);
+    let claimed = state
+        .store
+        .claim_deliveries(now, lease_until, BATCH)
+        .await?;
+    let outcomes = join_all(
+        claimed
+            .iter()
+            .map(|delivery| deliver(state, client, delivery)),
+    )
+    .await;
+    let mut round = Round::default();
+    for outcome in outcomes {
+        let (delivered, disabled) = outcome?;
+        round.attempted += 1;
+        round.delivered += usize::from(delivered);
+        round.disabled += usize::from(disabled);
+    }
+    Ok(round)
+}
+
+/// One attempt of one delivery, recorded; whether it was delivered and whether its endpoint
+/// was disabled.
+async fn deliver(
+    state: &AppState,
+    client: &Client,
+    delivery: &ClaimedDelivery,
+) -> Result<(bool, bool), StoreError> {
+    let at = state.now();
+    let attempt = send(state, client, delivery, at).await;
+    let delivered = attempt.outcome == "delivered";
+    let next = if delivered {
+        NextStep::Delivered
+    } else {
+        after_failure(delivery.event_at, delivery.attempts + 1, at)
+    };
+    if delivered {
+        state.metrics.webhooks_delivered.inc();
+    } else {
+        state.metrics.webhook_failures.inc();
+        tracing::info!(
+            endpoint = %delivery.endpoint.id,
+            event = %delivery.event_id,
+            outcome = %attempt.outcome,
+            status = ?attempt.status,
+            "webhook delivery failed"
+        );
+    }
+    let disabled = state
+        .store
+        .record_attempt(delivery, attempt, next, DISABLE_AFTER_MS)
+        .await?;
+    if disabled {
+        tracing::warn!(endpoint = %delivery.endpoint.id, "webhook endpoint disabled after failing for 5 days");
+    }
+    Ok((delivered, disabled))
+}
+
+/// Posts the event; how it went.
+async fn send(
+    state: &AppState,
+    client: &Client,
+    delivery: &ClaimedDelivery,
+    at: Timestamp,
+) -> Attempt {
+    let started = Instant::now();
+    let finish = |status: Option<u16>, outcome: &str, response: String| Attempt {
+        at,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        status,
+        outcome: outcome.to_owned(),
+        response,
+    };
+    let url = match reqwest::Url::parse(&delivery.endpoint.url) {
+        Ok(url) => url,
+        Err(error) => return finish(None, "invalid_url", error.to_string()),
+    };
+    let host = url.host_str().unwrap_or_default();
+    if !literal_allowed(host, state.policy.local_dev) {
+        return finish(
+            None,
+            "refused_address",
+            format!("{host} is not a public address"),
+        );
+    }
+    let id = delivery.event_id.to_string();
+    let timestamp = at.as_millis().div_euclid(1000);
+    let signature = state.webhook_secrets.signature_header(
+        &delivery.endpoint.salt,
+        delivery.endpoint.previous.as_ref(),
+        (&id, timestamp, &delivery.body),
+        at,
+    );
+    let sent = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(delivery.body.clone())
+        .send()
+        .await;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(error) => {
+            let outcome = if error.is_timeout() {
+                "timeout"
+            } else if error.is_connect() {
+                "connect_error"
+            } else {
+                "request_error"
+            };
+            return finish(None, outcome, error_chain(&error));
+        }
+    };
+    let status = response.status();
+    let mut head = Vec::new();
+    while head.len() < RESPONSE_HEAD {
+        match response.chunk().await {
+            Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    head.truncate(RESPONSE_HEAD);
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let outcome = if status.is_success() {
+        "delivered"
+    } else {
+        "http_error"
+    };
+    finish(Some(status.as_u16()), outcome, text)
+}
+
+/// An error with its causes, for the attempt's record (`no public address` and the like).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.chars().take(RESPONSE_HEAD).collect()
+}
+
+/// Runs [`deliver_due`] until shutdown: again at once after a full batch, after [`POLL`]
+/// otherwise (and after a second when the store failed).
+pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+    let client = match client(state.policy.local_dev) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "webhook delivery cannot build its HTTP client; events wait in the outbox");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        loop {
+            let pause = match deliver_due(&state, &client).await {
+                Ok(round) if round.attempted >= BATCH as usize => Duration::ZERO,
+                Ok(_) => POLL,
+                Err(error) => {
+                    tracing::warn!(%error, "webhook delivery could not read the outbox; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() || shutdown.has_changed().is_err() {
+                return;
+            }
+        }
+    }))
+}

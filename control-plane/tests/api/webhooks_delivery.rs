@@ -1,0 +1,541 @@
+//! Webhook delivery: events written with the change that causes them (none for a rolled-back
+//! change), signed deliveries checked by an independent receiver (Python's `hmac`), retries
+//! with backoff and every attempt recorded, an endpoint failing for 5 days disabled and
+//! announced, a claim whose worker died delivered after its lease, redelivery, the previous
+//! secret signing for 24 hours after a rotation, and the address guard at delivery time.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use keyplane_control_plane::Config;
+use keyplane_control_plane::store::sql::Backend;
+use keyplane_control_plane::webhooks::delivery::{self, Round};
+use keyplane_shared::Timestamp;
+use serde_json::{Value, json};
+
+use crate::backends;
+use crate::helpers::TestApp;
+
+/// A receiver that answers with the status it is set to, and keeps what it got.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    answer: Arc<Mutex<u16>>,
+    got: Arc<Mutex<Vec<(axum::http::HeaderMap, Value)>>>,
+}
+
+impl Receiver {
+    async fn start(status: u16) -> Self {
+        let answer = Arc::new(Mutex::new(status));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (answer_in, got_in) = (answer.clone(), got.clone());
+        let app =
+            axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: String| {
+                let (answer, got) = (answer_in.clone(), got_in.clone());
+                async move {
+                    let event = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    got.lock().expect("lock").push((headers, event));
+                    let status = *answer.lock().expect("lock");
+                    (
+                        StatusCode::from_u16(status).expect("status"),
+                        "the receiver says no, at length: ".repeat(20),
+                    )
+                }
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, answer, got }
+    }
+
+    fn set(&self, status: u16) {
+        *self.answer.lock().expect("lock") = status;
+    }
+
+    fn types(&self) -> Vec<String> {
+        self.got
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, event)| event["type"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+async fn endpoint(app: &TestApp, url: &str, events: &[&str]) -> (String, String) {
+    let made = app
+        .post("/v1/webhooks", json!({"url": url, "events": events}))
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    (
+        made.body["webhook"]["id"].as_str().expect("id").to_owned(),
+        made.body["secret"].as_str().expect("secret").to_owned(),
+    )
+}
+
+async fn round(app: &TestApp) -> Round {
+    let client = delivery::client(app.state.policy.local_dev).expect("client");
+    delivery::deliver_due(&app.state, &client)
+        .await
+        .expect("a delivery round")
+}
+
+async fn attempts(app: &TestApp, id: &str) -> Vec<Value> {
+    let page = app.get(&format!("/v1/webhooks/{id}/attempts")).await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+    page.body["items"].as_array().cloned().unwrap_or_default()
+}
+
+backends!(
+    failures_are_retried_with_backoff_and_every_attempt_is_recorded,
+    an_endpoint_failing_for_five_days_is_disabled_audited_and_announced,
+    a_claim_whose_worker_died_is_delivered_once_its_lease_ends,
+    an_event_is_sent_again_on_request_and_attempts_page_through,
+    after_a_rotation_both_secrets_sign_for_24_hours,
+);
+
+async fn failures_are_retried_with_backoff_and_every_attempt_is_recorded(app: TestApp) {
+    let receiver = Receiver::start(500).await;
+    let (id, _) = endpoint(&app, &receiver.url, &["key.created"]).await;
+    app.create_key(json!({"name": "one", "environment": "live"}))
+        .await;
+    assert_eq!(round(&app).await.attempted, 1);
+    let first = attempts(&app, &id).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0]["status"], 500);
+    assert_eq!(first[0]["outcome"], "http_error");
+    assert_eq!(first[0]["attempt"], 1);
+    assert_eq!(
+        first[0]["response"].as_str().map(str::len),
+        Some(256),
+        "the first 256 bytes of the answer are kept"
+    );
+    let shown = app.get(&format!("/v1/webhooks/{id}")).await;
+    assert!(shown.body["failing_since"].is_string(), "{:?}", shown.body);
+
+    // The next attempt is due 10 s later, not before.
+    app.clock.advance_secs(9);
+    assert_eq!(round(&app).await.attempted, 0);
+    app.clock.advance_secs(1);
+    assert_eq!(round(&app).await.attempted, 1);
+    // Then 30 s later; by then the receiver is back.
+    receiver.set(204);
+    app.clock.advance_secs(29);
+    assert_eq!(round(&app).await.attempted, 0);
+    app.clock.advance_secs(1);
+    let delivered = round(&app).await;
+    assert_eq!((delivered.attempted, delivered.delivered), (1, 1));
+    let all = attempts(&app, &id).await;
+    let outcomes: Vec<&str> = all.iter().filter_map(|a| a["outcome"].as_str()).collect();
+    assert_eq!(outcomes, ["delivered", "http_error", "http_error"]);
+    // Every attempt carried the same id: a receiver can drop repeats.
+    let ids: Vec<String> = receiver
+        .got
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(headers, _)| headers["webhook-id"].to_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        ids.iter()
+            .all(|each| each == &ids[0] && each.starts_with("evt_"))
+    );
+    let shown = app.get(&format!("/v1/webhooks/{id}")).await;
+    assert!(
+        shown.body["failing_since"].is_null(),
+        "a success ends the streak"
+    );
+    // Nothing more is sent.
+    app.clock.advance_secs(3600);
+    assert_eq!(round(&app).await.attempted, 0);
+}
+
+async fn an_endpoint_failing_for_five_days_is_disabled_audited_and_announced(app: TestApp) {
+    let broken = Receiver::start(503).await;
+    let watcher = Receiver::start(204).await;
+    let (broken_id, _) = endpoint(&app, &broken.url, &["key.created"]).await;
+    endpoint(&app, &watcher.url, &["webhook.disabled"]).await;
+    app.create_key(json!({"name": "day 0", "environment": "live"}))
+        .await;
+    round(&app).await;
+    // Four days and 23 hours of failures: a new event each day (each given up after 24 hours).
+    for hour in 1..(5 * 24) {
+        app.clock.advance_secs(3600);
+        if hour % 24 == 0 {
+            app.create_key(json!({"name": "daily", "environment": "live"}))
+                .await;
+        }
+        assert_eq!(round(&app).await.disabled, 0, "disabled after {hour} hours");
+    }
+    assert_eq!(
+        app.get(&format!("/v1/webhooks/{broken_id}")).await.body["enabled"],
+        true
+    );
+    app.clock.advance_secs(3600);
+    app.create_key(json!({"name": "day 5", "environment": "live"}))
+        .await;
+    assert_eq!(round(&app).await.disabled, 1);
+    let shown = app.get(&format!("/v1/webhooks/{broken_id}")).await;
+    assert_eq!(shown.body["enabled"], false);
+    assert!(
+        shown.body["disabled_reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("failed since")),
+        "{:?}",
+        shown.body
+    );
+    let audit = app.audit().await;
+    let disabled = audit
+        .iter()
+        .find(|record| record["action"] == "webhook_disabled")
+        .expect("audited");
+    assert_eq!(disabled["details"]["webhook_id"], broken_id);
+    round(&app).await;
+    assert_eq!(watcher.types(), ["webhook.disabled"]);
+    let notice = watcher.got.lock().expect("lock")[0].1.clone();
+    assert_eq!(notice["data"]["webhook_id"], broken_id);
+
+    // Disabled, it gets nothing more; enabled again, it starts afresh.
+    let before = broken.types().len();
+    app.create_key(json!({"name": "after", "environment": "live"}))
+        .await;
+    app.clock.advance_secs(86_400);
+    round(&app).await;
+    assert_eq!(broken.types().len(), before);
+    broken.set(204);
+    let enabled = app
+        .patch(
+            &format!("/v1/webhooks/{broken_id}"),
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(enabled.body["enabled"], true);
+    assert!(enabled.body["disabled_reason"].is_null());
+    assert!(enabled.body["failing_since"].is_null());
+    app.create_key(json!({"name": "back", "environment": "live"}))
+        .await;
+    // What was still pending when it was disabled goes out too, with the new event.
+    assert!(round(&app).await.delivered >= 1);
+    let names: Vec<Value> = broken
+        .got
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, event)| event["data"]["key"]["name"].clone())
+        .collect();
+    assert_eq!(names.last(), Some(&json!("back")), "{names:?}");
+}
+
+async fn a_claim_whose_worker_died_is_delivered_once_its_lease_ends(app: TestApp) {
+    let receiver = Receiver::start(204).await;
+    endpoint(&app, &receiver.url, &["key.created"]).await;
+    app.create_key(json!({"name": "one", "environment": "live"}))
+        .await;
+    // A worker claims the delivery and dies before sending it.
+    let now = app.state.now();
+    let lease = Timestamp(now.as_millis() + delivery::LEASE.as_millis() as i64);
+    let claimed = app
+        .store
+        .claim_deliveries(now, lease, 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    // Nobody else takes it while the lease holds...
+    assert_eq!(round(&app).await.attempted, 0);
+    app.clock.advance_secs(59);
+    assert_eq!(round(&app).await.attempted, 0);
+    // ...and the next worker delivers it once the lease has ended.
+    app.clock.advance_secs(1);
+    assert_eq!(round(&app).await.delivered, 1);
+    assert_eq!(receiver.types(), ["key.created"]);
+}
+
+async fn an_event_is_sent_again_on_request_and_attempts_page_through(app: TestApp) {
+    let receiver = Receiver::start(204).await;
+    let (id, _) = endpoint(&app, &receiver.url, &["key.created", "key.updated"]).await;
+    let (_, key) = app
+        .create_key(json!({"name": "one", "environment": "live"}))
+        .await;
+    let key_id = key["id"].as_str().expect("id");
+    app.patch(&format!("/v1/keys/{key_id}"), json!({"name": "two"}))
+        .await;
+    assert_eq!(round(&app).await.delivered, 2);
+    let event = attempts(&app, &id)
+        .await
+        .iter()
+        .find(|attempt| attempt["event_type"] == "key.created")
+        .and_then(|attempt| attempt["event_id"].as_str().map(str::to_owned))
+        .expect("the creation's attempt");
+    app.clock.advance_secs(1);
+    let again = app
+        .post(
+            &format!("/v1/webhooks/{id}/events/{event}/redeliver"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{:?}", again.body);
+    assert_eq!(round(&app).await.delivered, 1);
+    assert_eq!(
+        receiver.types(),
+        ["key.created", "key.updated", "key.created"]
+    );
+
+    // One attempt a page, newest first, every attempt once.
+    let mut seen = Vec::new();
+    let mut path = format!("/v1/webhooks/{id}/attempts?limit=1");
+    loop {
+        let page = app.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK);
+        seen.extend(page.body["items"].as_array().cloned().unwrap_or_default());
+        match page.body["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/webhooks/{id}/attempts?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[0]["event_id"], event.as_str());
+    assert_eq!(seen[0]["attempt"], 2);
+
+    // Unknown events and forged cursors are refused clearly.
+    let unknown = app
+        .post(
+            &format!("/v1/webhooks/{id}/events/evt_0000000000000000000000/redeliver"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let forged = app
+        .get(&format!("/v1/webhooks/{id}/attempts?cursor=nope"))
+        .await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST);
+}
+
+async fn after_a_rotation_both_secrets_sign_for_24_hours(app: TestApp) {
+    let receiver = Receiver::start(204).await;
+    let (id, old) = endpoint(&app, &receiver.url, &["key.created"]).await;
+    let rotated = app
+        .post(&format!("/v1/webhooks/{id}/rotate-secret"), json!({}))
+        .await;
+    let new = rotated.body["secret"].as_str().expect("secret").to_owned();
+    app.create_key(json!({"name": "during", "environment": "live"}))
+        .await;
+    round(&app).await;
+    app.clock.advance_secs(24 * 3600);
+    app.create_key(json!({"name": "after", "environment": "live"}))
+        .await;
+    round(&app).await;
+    let got = receiver.got.lock().expect("lock").clone();
+    assert_eq!(got.len(), 2);
+    let check = |headers: &axum::http::HeaderMap, event: &Value, secret: &str| {
+        let key =
+            keyplane_control_plane::secrets::webhook_signing::key_of(&secret.to_owned().into())
+                .expect("key");
+        let expected = keyplane_control_plane::secrets::webhook_signing::signature(
+            &key,
+            headers["webhook-id"].to_str().expect("id"),
+            headers["webhook-timestamp"]
+                .to_str()
+                .expect("timestamp")
+                .parse()
+                .expect("seconds"),
+            &event.to_string(),
+        );
+        headers["webhook-signature"]
+            .to_str()
+            .expect("signature")
+            .split(' ')
+            .any(|signature| signature == expected)
+    };
+    let (during, during_event) = &got[0];
+    assert_eq!(
+        during["webhook-signature"]
+            .to_str()
+            .ok()
+            .map(|s| s.split(" ").count()),
+        Some(2)
+    );
+    assert!(check(during, during_event, &new) && check(during, during_event, &old));
+    let (after, after_event) = &got[1];
+    assert!(check(after, after_event, &new));
+    assert!(
+        !check(after, after_event, &old),
+        "the old secret still signs"
+    );
+}
+
+/// Starts the independent receiver, accepting `secrets`.
+fn python_receiver(secrets: &[&str]) -> (Child, BufReader<ChildStdout>, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/scripts/webhook_receiver.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .env("WEBHOOK_SECRETS", secrets.join(" "))
+        .env("WEBHOOK_TOLERANCE", "none")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs the receiver");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    lines.read_line(&mut first).expect("the receiver's port");
+    let port = first
+        .trim()
+        .strip_prefix("listening ")
+        .expect("listening PORT");
+    let url = format!("http://127.0.0.1:{port}/in");
+    (child, lines, url)
+}
+
+#[tokio::test]
+async fn deliveries_are_verified_by_an_independent_receiver() {
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, crate::helpers::default_config)
+        .await
+        .expect("SQLite");
+    // The receiver only learns the secret once the endpoint exists: point the endpoint at a
+    // placeholder first, then at the receiver.
+    let (id, secret) = endpoint(
+        &app,
+        "http://127.0.0.1:9/none",
+        &["key.created", "key.revoked"],
+    )
+    .await;
+    let (mut child, mut lines, url) = python_receiver(&[&secret]);
+    app.patch(&format!("/v1/webhooks/{id}"), json!({"url": url}))
+        .await;
+    let (_, key) = app
+        .create_key(json!({"name": "to revoke", "environment": "live"}))
+        .await;
+    let key_id = key["id"].as_str().expect("id");
+    app.post(
+        &format!("/v1/keys/{key_id}/revoke"),
+        json!({"reason": "compromised", "note": "found in a gist"}),
+    )
+    .await;
+    let delivered = round(&app).await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        lines.read_line(&mut line).expect("a delivery line");
+        seen.push(serde_json::from_str::<Value>(&line).expect("json"));
+    }
+    let _ = child.kill();
+    assert_eq!(delivered.delivered, 2, "{seen:?}");
+    for delivery in &seen {
+        assert_eq!(delivery["verified"], true, "{delivery}");
+        assert_eq!(delivery["content_type"], "application/json");
+    }
+    let types: Vec<&str> = seen
+        .iter()
+        .filter_map(|d| d["event"]["type"].as_str())
+        .collect();
+    assert_eq!(types, ["key.created", "key.revoked"]);
+    let revoked = &seen[1]["event"]["data"];
+    assert_eq!(revoked["key_id"], key_id);
+    assert_eq!(revoked["reason"], "compromised");
+    assert_eq!(revoked["note"], "found in a gist");
+    assert!(seen[0]["event"]["timestamp"].is_string());
+    // A tampered body or a wrong secret is what the receiver refuses: shown by the receiver
+    // itself refusing a delivery signed for another endpoint.
+    let (mut other, mut other_lines, other_url) =
+        python_receiver(&["whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]);
+    endpoint(&app, &other_url, &["key.created"]).await;
+    app.create_key(json!({"name": "unverifiable", "environment": "live"}))
+        .await;
+    let refused = round(&app).await;
+    let mut line = String::new();
+    other_lines.read_line(&mut line).expect("a delivery line");
+    let _ = other.kill();
+    let seen: Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(seen["verified"], false, "{seen}");
+    assert_eq!(refused.delivered, 0, "a 400 is not a delivery");
+}
+
+fn sqlite_public_only(config: &mut Config) {
+    config.local_dev = false;
+}
+
+#[tokio::test]
+async fn a_rolled_back_change_announces_nothing() {
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, crate::helpers::default_config)
+        .await
+        .expect("SQLite");
+    let receiver = Receiver::start(204).await;
+    endpoint(&app, &receiver.url, &["key.created"]).await;
+    // The audit record is the change's last write: make it fail for one key, after the event
+    // and its delivery were written in the same transaction.
+    sqlx::query(
+        "CREATE TRIGGER doom BEFORE INSERT ON audit_log \
+         WHEN NEW.details LIKE '%doomed%' BEGIN SELECT RAISE(ABORT, 'doomed'); END",
+    )
+    .execute(app.pool())
+    .await
+    .expect("trigger");
+    let failed = app
+        .post("/v1/keys", json!({"name": "doomed", "environment": "live"}))
+        .await;
+    assert!(failed.status.is_server_error(), "{:?}", failed.body);
+    for table in ["webhook_events", "webhook_deliveries", "api_keys"] {
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {table} WHERE {}",
+            if table == "api_keys" {
+                "name = 'doomed'"
+            } else {
+                "1 = 1"
+            }
+        )))
+        .fetch_one(app.pool())
+        .await
+        .expect("count");
+        assert_eq!(count, 0, "{table} kept a row of the rolled-back change");
+    }
+    assert_eq!(round(&app).await.attempted, 0);
+    assert!(receiver.types().is_empty());
+    // A committed one is announced.
+    app.create_key(json!({"name": "kept", "environment": "live"}))
+        .await;
+    assert_eq!(round(&app).await.delivered, 1);
+}
+
+#[tokio::test]
+async fn a_name_that_now_resolves_inside_is_refused_at_delivery() {
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, sqlite_public_only)
+        .await
+        .expect("SQLite");
+    let receiver = Receiver::start(204).await;
+    let (id, _) = endpoint(&app, "https://hooks.example.com/in", &["key.created"]).await;
+    // The name's address changes after the check at creation (DNS rebinding): the endpoint
+    // now leads to this machine. Only the check on the connected address stands in the way.
+    let port = receiver.url.rsplit(':').next().expect("port");
+    sqlx::query("UPDATE webhook_endpoints SET url = $1")
+        .bind(format!("http://localhost:{port}"))
+        .execute(app.pool())
+        .await
+        .expect("rebind");
+    app.create_key(json!({"name": "one", "environment": "live"}))
+        .await;
+    let refused = round(&app).await;
+    assert_eq!((refused.attempted, refused.delivered), (1, 0));
+    assert!(receiver.types().is_empty(), "the inside was reached");
+    let attempt = &attempts(&app, &id).await[0];
+    assert_eq!(attempt["outcome"], "connect_error", "{attempt}");
+    assert!(
+        attempt["response"]
+            .as_str()
+            .is_some_and(|text| text.contains("no public address")),
+        "{attempt}"
+    );
+    // An address written in the URL is refused without a connection.
+    sqlx::query("UPDATE webhook_endpoints SET url = $1")
+        .bind(format!("http://127.0.0.1:{port}"))
+        .execute(app.pool())
+        .await
+        .expect("literal");
+    app.clock.advance_secs(10);
+    round(&app).await;
+    assert!(receiver.types().is_empty(), "the inside was reached");
+    assert_eq!(attempts(&app, &id).await[0]["outcome"], "refused_address");
+}
