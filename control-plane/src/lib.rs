@@ -21,6 +21,7 @@
 //! - [`portal`]: one-time portal links for host products, and each organization's branding.
 //! - [`webhooks`]: webhook endpoints, the delivery worker [`Application::serve`] runs, and
 //!   the signing of what it sends (the events themselves are written by [`store`]'s outbox).
+//! - [`leaks`]: reports of leaked keys, which revoke them.
 //! - [`cli`]: the binary's client commands (`keys`, `usage`, `audit`, `whoami`), which talk to
 //!   a running control plane over this REST API, never to the store.
 //! - [`secrets`], [`config`], [`hashing`], [`metrics`], [`state`], [`openapi`].
@@ -40,6 +41,7 @@ pub mod hashing;
 pub mod host_token;
 pub mod input;
 pub mod keys;
+pub mod leaks;
 pub mod limits;
 pub mod mailer;
 pub mod metrics;
@@ -111,6 +113,7 @@ fn routes(metrics: MetricsRoute) -> OpenApiRouter<AppState> {
         .merge(usage::router())
         .merge(portal::router())
         .merge(webhooks::router())
+        .merge(leaks::router())
 }
 
 /// The control plane's router, ready to serve (`/metrics` included).

@@ -76,6 +76,8 @@ pub struct Shared {
     pub mailer: Mailer,
     /// Derives webhook endpoints' signing secrets.
     pub webhook_secrets: WebhookSecrets,
+    /// Reports of leaked keys per client address.
+    pub leak_reports: crate::accounts::throttle::AddressThrottle,
     /// The first organization (its owners are the operators), once known: it never changes.
     first_org: OnceLock<OrgId>,
     /// The dashboard's forms already submitted (each shows a key once).
@@ -162,6 +164,7 @@ impl AppState {
             host_tokens,
             mailer,
             webhook_secrets,
+            leak_reports: Default::default(),
             first_org: OnceLock::new(),
             spent_forms: Default::default(),
             verified: Mutex::new(HashMap::new()),

@@ -92,6 +92,38 @@ impl LoginThrottle {
     }
 }
 
+/// Reports of leaked keys per client address by default: 10 at once, then one every 6 seconds.
+pub const LEAK_REPORTS_PER_ADDRESS: (u32, u32) = (10, 10);
+
+/// A throttle per client address alone (leak reports); a request without a known address
+/// shares one allowance with the others like it.
+#[derive(Debug)]
+pub struct AddressThrottle {
+    limit: RateLimit,
+    addresses: Mutex<HashMap<String, GcraState>>,
+}
+
+impl Default for AddressThrottle {
+    fn default() -> Self {
+        AddressThrottle {
+            limit: limit(LEAK_REPORTS_PER_ADDRESS),
+            addresses: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl AddressThrottle {
+    /// Counts one request from `address`; `Err(seconds)` to wait when it is over its limit.
+    pub fn attempt(&self, address: Option<&str>, now: Timestamp) -> Result<(), u64> {
+        check(
+            &self.addresses,
+            address.unwrap_or("unknown"),
+            self.limit,
+            now,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,8 +45,8 @@ pub use records::{
 };
 pub use usage::{DailyStatusCount, IngestReport, StatusFilter, UsageFilter, UsageRecord};
 pub use webhooks::{
-    Attempt, AttemptRecord, ClaimedDelivery, NewWebhook, NextStep, WebhookChanges, WebhookRecord,
-    WebhookStore,
+    Attempt, AttemptRecord, ClaimedDelivery, LeakedKey, NewWebhook, NextStep, WebhookChanges,
+    WebhookRecord, WebhookStore,
 };
 
 /// Why a storage call failed.
@@ -224,6 +224,18 @@ pub trait Store: PeopleStore + PortalStore + WebhookStore + Send + Sync + 'stati
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Revokes keys reported as leaked, all of one organization, in one transaction: each
+    /// active one with reason `compromised` and a note naming where it was found, audited and
+    /// announced as `key.revoked` and `key.leaked`. Already revoked keys are left as they are
+    /// (a replayed report changes nothing). For each key, whether it was revoked now.
+    async fn revoke_leaked(
+        &self,
+        org: OrgId,
+        leaks: Vec<LeakedKey>,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<Vec<bool>, StoreError>;
 
     /// Hides a revoked or expired key from listings; its audit trail stays.
     async fn delete_key(

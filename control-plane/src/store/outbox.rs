@@ -28,6 +28,8 @@ pub enum EventType {
     KeyRotated,
     /// A key was revoked (with the reason).
     KeyRevoked,
+    /// A key was reported as leaked and revoked (where it was found, who reported it).
+    KeyLeaked,
     /// A member left the organization (their keys revoked or transferred).
     MemberRemoved,
     /// An endpoint was disabled after failing for 5 days (sent to the organization's others).
@@ -36,11 +38,12 @@ pub enum EventType {
 
 impl EventType {
     /// Every type, in the order the API documents them.
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         EventType::KeyCreated,
         EventType::KeyUpdated,
         EventType::KeyRotated,
         EventType::KeyRevoked,
+        EventType::KeyLeaked,
         EventType::MemberRemoved,
         EventType::WebhookDisabled,
     ];
@@ -52,6 +55,7 @@ impl EventType {
             EventType::KeyUpdated => "key.updated",
             EventType::KeyRotated => "key.rotated",
             EventType::KeyRevoked => "key.revoked",
+            EventType::KeyLeaked => "key.leaked",
             EventType::MemberRemoved => "member.removed",
             EventType::WebhookDisabled => "webhook.disabled",
         }

@@ -11,13 +11,24 @@
 
 use async_trait::async_trait;
 use keyplane_shared::Timestamp;
-use keyplane_shared::ids::{EventId, OrgId, WebhookId};
+use keyplane_shared::ids::{EventId, KeyId, OrgId, WebhookId};
 
 use super::StoreError;
 use super::outbox::{EventType, NewEvent};
 use super::records::{AuditContext, Page};
 
 pub use crate::secrets::webhook_signing::SALT_LEN;
+
+/// A key reported as leaked, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeakedKey {
+    /// The key.
+    pub id: KeyId,
+    /// Who reported it (`github`, `report`).
+    pub source: String,
+    /// Where it was found, if the report says.
+    pub url: Option<String>,
+}
 
 /// An endpoint to store (already validated).
 #[derive(Debug, Clone)]

@@ -20,6 +20,7 @@ mod dashboard_portal;
 mod feed_lineage;
 mod host_tokens;
 mod keys;
+mod leaks;
 mod lifecycle;
 mod limits;
 mod operations;

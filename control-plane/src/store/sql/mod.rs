@@ -31,6 +31,7 @@ mod invitations;
 mod journal;
 mod key_list;
 mod keys;
+mod leaks;
 mod members;
 mod outbox;
 mod people;
@@ -171,6 +172,16 @@ impl Store for SqlStore {
         now: Timestamp,
     ) -> Result<RevokeOutcome, StoreError> {
         keys::revoke(self, org, id, revocation, context, now).await
+    }
+
+    async fn revoke_leaked(
+        &self,
+        org: OrgId,
+        leaks: Vec<super::LeakedKey>,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<Vec<bool>, StoreError> {
+        leaks::revoke_leaked(self, org, leaks, context, now).await
     }
 
     async fn delete_key(

@@ -1,0 +1,19 @@
+//! Leaked keys revoke themselves. Whoever finds a Keyplane key posts its full text to
+//! `POST /v1/leaks/report` ([`report`]); possession of the key is the proof of exposure, so a
+//! live key is revoked at once (reason `compromised`, a note naming where it was found),
+//! audited, replicated to the edges like any revoke and announced as `key.leaked`.
+//!
+//! [`patterns`] holds the secret-scanning patterns the README publishes for the key format.
+
+pub mod patterns;
+pub mod report;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::state::AppState;
+
+/// The routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(report::report_leak))
+}

@@ -1,0 +1,109 @@
+//! `POST /v1/leaks/report`: anyone who found a Keyplane key reports it by its full text.
+//!
+//! The answer never says whether the key existed: unknown, already revoked and just revoked
+//! keys get the same status and body, and the lookup and revocation happen after the answer
+//! (on a task of their own), so neither can the time it takes. Only the key's shape is
+//! checked first: a string that is not a key at all is a 400 (which says nothing about any
+//! key). Reports are limited per client address (10 at once, then one every 6 seconds).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use keyplane_shared::ApiKey;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Anonymous;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+use crate::store::{AuditContext, LeakedKey, StoreError};
+
+/// The longest `url` accepted, in characters.
+pub const MAX_URL: usize = 500;
+
+/// Body of `POST /v1/leaks/report`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeakReport {
+    /// The key as found, in full.
+    pub key: String,
+    /// Where it was found (a URL or any text up to 500 characters), for the revocation's note.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// The answer to every well-formed report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeakReceived {
+    /// Always true: the report was taken. Whether the key existed is not said.
+    pub received: bool,
+}
+
+/// Report a leaked key. A live key is revoked within moments; the answer is the same whether
+/// or not the key existed.
+#[utoipa::path(
+    post, path = "/v1/leaks/report", tag = "leaks",
+    request_body = LeakReport,
+    responses(
+        (status = 202, description = "Received (the same for every key)", body = LeakReceived),
+        (status = 400, description = "Not a key of this deployment's format, or a bad url", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Too many reports from this address", body = crate::openapi::ErrorResponse),
+    )
+)]
+pub(crate) async fn report_leak(
+    State(state): State<AppState>,
+    caller: Anonymous,
+    ApiJson(body): ApiJson<LeakReport>,
+) -> Result<(StatusCode, Json<LeakReceived>), ApiError> {
+    state
+        .leak_reports
+        .attempt(caller.context.ip.as_deref(), state.now())
+        .map_err(ApiError::TooManyAttempts)?;
+    let url = match body.url.map(|url| url.trim().to_owned()) {
+        Some(url) if url.chars().count() > MAX_URL || url.chars().any(char::is_control) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "url must be at most {MAX_URL} characters, without control characters"
+            )));
+        }
+        other => other.filter(|url| !url.is_empty()),
+    };
+    let key = ApiKey::parse(body.key.trim(), &state.prefix).map_err(|_| {
+        ApiError::InvalidRequest("key is not a key of this deployment's format".into())
+    })?;
+    let context = caller.context;
+    tokio::spawn(async move {
+        if let Err(error) = revoke_if_known(&state, key, url, &context).await {
+            tracing::error!(%error, request_id = %context.request_id, "a reported leaked key could not be revoked");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(LeakReceived { received: true })))
+}
+
+/// Revokes `key` if it is one of this deployment's and not yet revoked.
+async fn revoke_if_known(
+    state: &AppState,
+    key: ApiKey,
+    url: Option<String>,
+    context: &AuditContext,
+) -> Result<(), StoreError> {
+    for pepper in state.peppers.iter() {
+        let digest = pepper.digest(&key);
+        if let Some(record) = state.store.key_by_digest(&digest).await? {
+            let leak = LeakedKey {
+                id: record.id,
+                source: "report".into(),
+                url,
+            };
+            let revoked = state
+                .store
+                .revoke_leaked(record.org_id, vec![leak], context, state.now())
+                .await?;
+            if revoked.first() == Some(&true) {
+                tracing::warn!(key_id = %record.id, "a key reported as leaked was revoked");
+            }
+            return Ok(());
+        }
+    }
+    Ok(())
+}
