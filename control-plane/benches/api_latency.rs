@@ -52,6 +52,7 @@ async fn run_backend(backend: Backend, options: &seeded::Options) -> anyhow::Res
                 .map_err(anyhow::Error::msg)?,
             ..Default::default()
         },
+        github_scanning_keys: None,
     };
     let (application, bootstrapped) =
         Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;

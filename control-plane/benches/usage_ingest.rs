@@ -81,6 +81,7 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
         max_rate_limit: Default::default(),
         local_dev: true,
         people: Default::default(),
+        github_scanning_keys: None,
     };
     let (application, bootstrapped) =
         Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;

@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::host_token::HostTokens;
 use crate::keys::issue::{KeySettings, issue_key};
 use crate::mailer::Mailer;
+use crate::scanning_keys::ScanningKeys;
 use crate::secrets::webhook_signing::WebhookSecrets;
 use crate::secrets::{self, SecretsSource};
 use crate::state::{AppState, Clock, OperatorPolicy, PeopleSettings, Settings};
@@ -70,6 +71,14 @@ pub(crate) async fn open(
             .with_context(|| format!("reading the host-token configuration {}", path.display()))?,
         None => HostTokens::none(),
     };
+    let github_scanning = match &config.github_scanning_keys {
+        Some(path) => {
+            let keys = ScanningKeys::load(path)?;
+            tracing::info!(keys = keys.len(), "GitHub secret-scanning reports accepted");
+            Some(keys)
+        }
+        None => None,
+    };
     let mailer = Mailer::new(
         config.people.smtp_url.as_ref(),
         config.people.smtp_from.as_deref(),
@@ -107,6 +116,7 @@ pub(crate) async fn open(
                 mailer,
             },
             webhook_secrets: WebhookSecrets::new(secrets.signing_secret.expose_secret()),
+            github_scanning,
         },
     );
     Ok((state, source))

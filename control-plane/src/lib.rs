@@ -21,7 +21,8 @@
 //! - [`portal`]: one-time portal links for host products, and each organization's branding.
 //! - [`webhooks`]: webhook endpoints, the delivery worker [`Application::serve`] runs, and
 //!   the signing of what it sends (the events themselves are written by [`store`]'s outbox).
-//! - [`leaks`]: reports of leaked keys, which revoke them.
+//! - [`leaks`]: reports of leaked keys, which revoke them; [`scanning_keys`]: the keys GitHub
+//!   signs its reports with.
 //! - [`cli`]: the binary's client commands (`keys`, `usage`, `audit`, `whoami`), which talk to
 //!   a running control plane over this REST API, never to the store.
 //! - [`secrets`], [`config`], [`hashing`], [`metrics`], [`state`], [`openapi`].
@@ -51,6 +52,7 @@ pub mod people;
 pub mod portal;
 pub mod refusal_log;
 pub mod replication;
+pub mod scanning_keys;
 pub mod secrets;
 pub mod state;
 pub mod store;

@@ -17,6 +17,7 @@ use crate::host_token::HostTokens;
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
 use crate::refusal_log::RefusalLog;
+use crate::scanning_keys::ScanningKeys;
 use crate::secrets::webhook_signing::WebhookSecrets;
 use crate::store::Store;
 use crate::store::audit_chain::AuditSealer;
@@ -76,6 +77,8 @@ pub struct Shared {
     pub mailer: Mailer,
     /// Derives webhook endpoints' signing secrets.
     pub webhook_secrets: WebhookSecrets,
+    /// GitHub's secret-scanning keys, when its leak reports are accepted.
+    pub github_scanning: Option<ScanningKeys>,
     /// Reports of leaked keys per client address.
     pub leak_reports: crate::accounts::throttle::AddressThrottle,
     /// The first organization (its owners are the operators), once known: it never changes.
@@ -105,6 +108,8 @@ pub struct Settings {
     pub people: PeopleSettings,
     /// Derives webhook endpoints' signing secrets (from the signing secret).
     pub webhook_secrets: WebhookSecrets,
+    /// GitHub's secret-scanning keys, when its leak reports are accepted.
+    pub github_scanning: Option<ScanningKeys>,
 }
 
 /// How people sign in, from the configuration.
@@ -140,6 +145,7 @@ impl AppState {
             policy,
             people,
             webhook_secrets,
+            github_scanning,
         } = settings;
         let PeopleSettings {
             public_url,
@@ -164,6 +170,7 @@ impl AppState {
             host_tokens,
             mailer,
             webhook_secrets,
+            github_scanning,
             leak_reports: Default::default(),
             first_org: OnceLock::new(),
             spent_forms: Default::default(),

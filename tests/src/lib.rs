@@ -228,12 +228,21 @@ impl Setup {
             .env("KEYPLANE_PEPPERS", &secrets.peppers)
             .env("KEYPLANE_SIGNING_SECRET", &secrets.signing_secret)
             .env("KEYPLANE_EDGE_SECRET", &secrets.edge_secret);
+        // A test that trusts a (test) GitHub secret-scanning key puts its list here.
+        let github_keys = data_dir.join(GITHUB_SCANNING_KEYS_FILE);
+        if github_keys.exists() {
+            command.arg("--github-scanning-keys").arg(github_keys);
+        }
         Service::start("control plane", &mut command, |line| {
             line.strip_prefix("keyplane listening on ")
                 .map(str::to_owned)
         })
     }
 }
+
+/// The file in a deployment's data directory that, when present, makes the control plane
+/// accept GitHub secret-scanning reports signed by the keys it lists.
+pub const GITHUB_SCANNING_KEYS_FILE: &str = "github-scanning-keys.json";
 
 /// A started process (leading its own process group) and the base URL it printed.
 pub struct Service {

@@ -3,8 +3,12 @@
 //! live key is revoked at once (reason `compromised`, a note naming where it was found),
 //! audited, replicated to the edges like any revoke and announced as `key.leaked`.
 //!
+//! [`github`] takes GitHub's secret-scanning partner reports (ECDSA-signed) and revokes the
+//! keys in them the same way, answering with GitHub's feedback array.
+//!
 //! [`patterns`] holds the secret-scanning patterns the README publishes for the key format.
 
+pub mod github;
 pub mod patterns;
 pub mod report;
 
@@ -15,5 +19,7 @@ use crate::state::AppState;
 
 /// The routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(report::report_leak))
+    OpenApiRouter::new()
+        .routes(routes!(report::report_leak))
+        .routes(routes!(github::github_report))
 }

@@ -235,6 +235,7 @@ pub async fn spawn_app_with(backend: Backend, configure: fn(&mut Config)) -> Opt
         max_rate_limit: Default::default(),
         local_dev: true,
         people: Default::default(),
+        github_scanning_keys: None,
     };
     configure(&mut config);
     let clock = Arc::new(ManualClock(AtomicI64::new(T0.as_millis())));

@@ -21,6 +21,7 @@ mod feed_lineage;
 mod host_tokens;
 mod keys;
 mod leaks;
+mod leaks_github;
 mod lifecycle;
 mod limits;
 mod operations;

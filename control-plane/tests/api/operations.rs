@@ -120,6 +120,7 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
         "POST /v1/keys/{id}/revoke",
         "POST /v1/keys/{id}/rotate",
         "POST /v1/keys/{id}/transfer",
+        "POST /v1/leaks/github",
         "POST /v1/leaks/report",
         "POST /v1/members/{user_id}/remove",
         "POST /v1/portal/sessions",

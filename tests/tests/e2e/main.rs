@@ -10,6 +10,7 @@ mod edge;
 mod forwarded_headers;
 mod identity;
 mod isolates;
+mod leaks;
 mod paths;
 mod people;
 mod rate_limits;

@@ -1,0 +1,157 @@
+//! `POST /v1/leaks/github`: GitHub's secret-scanning partner reports. GitHub posts a JSON
+//! array of `{token, type, url, source}`, signed with ECDSA P-256 / SHA-256 over the raw body
+//! (`Github-Public-Key-Identifier`, `Github-Public-Key-Signature`: base64 DER). An unsigned or
+//! badly signed report is refused (401) before anything is read from it.
+//!
+//! Each token that is a Keyplane key of this deployment is revoked at once (reason
+//! `compromised`, the note naming the URL), the revokes of one report in one transaction per
+//! organization, each announced as `key.leaked`. The answer is GitHub's feedback array:
+//! `token_hash` (hex SHA-256 of the token), `token_type`, and `label` — `true_positive` for a
+//! token that is one of this deployment's keys (revoked now or before), `false_positive`
+//! otherwise. A replayed report is harmless: it revokes nothing more.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use keyplane_shared::ApiKey;
+use keyplane_shared::ids::OrgId;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use utoipa::ToSchema;
+
+use crate::auth::Anonymous;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::LeakedKey;
+
+/// The most tokens one report may carry.
+pub const MAX_TOKENS: usize = 10_000;
+
+/// One reported token.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReportedToken {
+    /// The text found.
+    pub token: String,
+    /// The token type GitHub matched (the partner's pattern name).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Where it was found.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// What kind of place (`content`, `commit`, `issue`, ...).
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// GitHub's feedback for one token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenFeedback {
+    /// Hex SHA-256 of the token.
+    pub token_hash: String,
+    /// The reported type.
+    pub token_type: String,
+    /// `true_positive` or `false_positive`.
+    pub label: &'static str,
+}
+
+fn header<'a>(caller: &'a Anonymous, name: &str) -> Option<&'a str> {
+    caller
+        .headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+}
+
+/// Receive a GitHub secret-scanning report (signed by GitHub); live Keyplane keys in it are
+/// revoked at once.
+#[utoipa::path(
+    post, path = "/v1/leaks/github", tag = "leaks",
+    request_body(content = Vec<ReportedToken>, description = "GitHub's report, signed over the raw body"),
+    responses(
+        (status = 200, description = "Feedback for each token", body = Vec<TokenFeedback>),
+        (status = 400, description = "Not a report (a JSON array of tokens, at most 10,000)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "Unsigned, or not signed by a configured GitHub key", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "GitHub reports are not configured (`--github-scanning-keys`)", body = crate::openapi::ErrorResponse),
+    )
+)]
+pub(crate) async fn github_report(
+    State(state): State<AppState>,
+    caller: Anonymous,
+    body: Bytes,
+) -> Result<Json<Vec<TokenFeedback>>, ApiError> {
+    let Some(keys) = &state.github_scanning else {
+        return Err(ApiError::NotFound(
+            "GitHub secret-scanning reports (not configured)",
+        ));
+    };
+    let identifier = header(&caller, "github-public-key-identifier").unwrap_or_default();
+    let signature = header(&caller, "github-public-key-signature").unwrap_or_default();
+    if !keys.verify(identifier, signature, &body) {
+        return Err(ApiError::InvalidSignature);
+    }
+    let tokens: Vec<ReportedToken> = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::InvalidJson(format!("not a report: {error}")))?;
+    if tokens.len() > MAX_TOKENS {
+        return Err(ApiError::InvalidRequest(format!(
+            "a report carries at most {MAX_TOKENS} tokens"
+        )));
+    }
+    let mut feedback = Vec::with_capacity(tokens.len());
+    let mut by_org: BTreeMap<OrgId, Vec<LeakedKey>> = BTreeMap::new();
+    for reported in &tokens {
+        let found = match ApiKey::parse(reported.token.trim(), &state.prefix) {
+            Ok(key) => find(&state, &key).await?,
+            Err(_) => None,
+        };
+        if let Some((org, id)) = found {
+            let url = reported
+                .url
+                .as_ref()
+                .map(|url| url.chars().filter(|c| !c.is_control()).take(400).collect());
+            by_org.entry(org).or_default().push(LeakedKey {
+                id,
+                source: "github".into(),
+                url,
+            });
+        }
+        feedback.push(TokenFeedback {
+            token_hash: hex(&Sha256::digest(reported.token.as_bytes())),
+            token_type: reported.kind.clone(),
+            label: if found.is_some() {
+                "true_positive"
+            } else {
+                "false_positive"
+            },
+        });
+    }
+    let now = state.now();
+    for (org, leaks) in by_org {
+        let revoked = state
+            .store
+            .revoke_leaked(org, leaks, &caller.context, now)
+            .await?;
+        let count = revoked.iter().filter(|now_revoked| **now_revoked).count();
+        if count > 0 {
+            tracing::warn!(org = %org, revoked = count, "keys reported by GitHub secret scanning were revoked");
+        }
+    }
+    Ok(Json(feedback))
+}
+
+/// The organization and id of the key `key` is, if it is one of this deployment's.
+async fn find(
+    state: &AppState,
+    key: &ApiKey,
+) -> Result<Option<(OrgId, keyplane_shared::KeyId)>, ApiError> {
+    for pepper in state.peppers.iter() {
+        if let Some(record) = state.store.key_by_digest(&pepper.digest(key)).await? {
+            return Ok(Some((record.org_id, record.id)));
+        }
+    }
+    Ok(None)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
