@@ -291,6 +291,7 @@ impl Application {
         );
         let refusals = audit::refusals::spawn(self.state.clone(), stopped.clone());
         let deliveries = webhooks::delivery::spawn(self.state.clone(), stopped.clone());
+        let expiries = webhooks::expiry::spawn(self.state.clone(), stopped.clone());
         // One shutdown signal for both listeners.
         let (stop_serving, serving_stopped) = tokio::sync::watch::channel(false);
         let signal = tokio::spawn(async move {
@@ -329,7 +330,11 @@ impl Application {
         // The background tasks stop at once (in-flight pushes are dropped, edges pull what they
         // miss; an interrupted cleanup resumes at the next start; a delivery cut short is sent
         // again when its claim's lease ends).
-        for mut task in std::iter::once(pusher).chain(cleanup).chain(deliveries) {
+        for mut task in [pusher, expiries]
+            .into_iter()
+            .chain(cleanup)
+            .chain(deliveries)
+        {
             if tokio::time::timeout(TASK_STOP, &mut task).await.is_err() {
                 task.abort();
             }

@@ -70,3 +70,14 @@ CREATE TABLE webhook_attempts (
     PRIMARY KEY (endpoint_id, event_id, attempt)
 );
 CREATE INDEX webhook_attempts_endpoint ON webhook_attempts (endpoint_id, at);
+
+-- Expiry notices sent (or passed over): one row per key and notice, so each is announced
+-- once, by one instance, however many run the scheduler. `notice` is `expiring:<seconds>`
+-- (that long before the expiry) or `expired`.
+CREATE TABLE key_expiry_notices (
+    key_id   BLOB NOT NULL,
+    notice   TEXT NOT NULL,
+    sent_at  INTEGER NOT NULL,
+    PRIMARY KEY (key_id, notice)
+);
+CREATE INDEX api_keys_expiry ON api_keys (expires_at);

@@ -30,6 +30,10 @@ pub enum EventType {
     KeyRevoked,
     /// A key was reported as leaked and revoked (where it was found, who reported it).
     KeyLeaked,
+    /// A key expires soon (by default 7 days and 1 day before).
+    KeyExpiring,
+    /// A key's expiry passed.
+    KeyExpired,
     /// A member left the organization (their keys revoked or transferred).
     MemberRemoved,
     /// An endpoint was disabled after failing for 5 days (sent to the organization's others).
@@ -38,12 +42,14 @@ pub enum EventType {
 
 impl EventType {
     /// Every type, in the order the API documents them.
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 9] = [
         EventType::KeyCreated,
         EventType::KeyUpdated,
         EventType::KeyRotated,
         EventType::KeyRevoked,
         EventType::KeyLeaked,
+        EventType::KeyExpiring,
+        EventType::KeyExpired,
         EventType::MemberRemoved,
         EventType::WebhookDisabled,
     ];
@@ -56,6 +62,8 @@ impl EventType {
             EventType::KeyRotated => "key.rotated",
             EventType::KeyRevoked => "key.revoked",
             EventType::KeyLeaked => "key.leaked",
+            EventType::KeyExpiring => "key.expiring",
+            EventType::KeyExpired => "key.expired",
             EventType::MemberRemoved => "member.removed",
             EventType::WebhookDisabled => "webhook.disabled",
         }

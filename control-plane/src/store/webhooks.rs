@@ -218,6 +218,16 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// its organization that wants it (`webhook.disabled` goes to the others only).
     async fn enqueue_event(&self, event: NewEvent, now: Timestamp) -> Result<u64, StoreError>;
 
+    /// Announces the expiry notices now due (`key.expiring` at each of `leads_ms` before a
+    /// key's expiry, `key.expired` once it passed), each once however many instances ask, at
+    /// most `limit` keys per kind; how many were announced.
+    async fn announce_expiries(
+        &self,
+        now: Timestamp,
+        leads_ms: &[i64],
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+
     /// Claims up to `limit` due deliveries of enabled endpoints until `lease_until`.
     async fn claim_deliveries(
         &self,

@@ -8,6 +8,7 @@
 //!   [`backoff`]'s retries for 24 hours and an endpoint disabled after 5 days of failures.
 //! - the signing secrets, derived from the deployment's signing secret and never stored, and
 //!   the `webhook-signature` header: [`crate::secrets::webhook_signing`].
+//! - [`expiry`]: the scheduler that announces `key.expiring` and `key.expired`.
 //! - [`address_guard`]: deliveries reach public addresses only (checked on the address
 //!   connected to), unless the local-development switch allows otherwise.
 
@@ -15,6 +16,7 @@ pub mod address_guard;
 pub mod api;
 pub mod backoff;
 pub mod delivery;
+pub mod expiry;
 pub mod views;
 
 use utoipa_axum::router::OpenApiRouter;

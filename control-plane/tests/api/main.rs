@@ -40,3 +40,4 @@ mod usage_api;
 mod usage_ingest;
 mod webhooks;
 mod webhooks_delivery;
+mod webhooks_expiry;

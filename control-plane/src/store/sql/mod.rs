@@ -25,6 +25,7 @@ use tokio::sync::watch;
 mod audit;
 mod connect;
 mod directory;
+mod expiry;
 mod filtered;
 mod host_orgs;
 mod invitations;

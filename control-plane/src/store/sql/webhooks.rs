@@ -317,6 +317,15 @@ impl WebhookStore for SqlStore {
         Ok(deliveries)
     }
 
+    async fn announce_expiries(
+        &self,
+        now: Timestamp,
+        leads_ms: &[i64],
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        super::expiry::announce(self, now, leads_ms, limit).await
+    }
+
     async fn claim_deliveries(
         &self,
         now: Timestamp,

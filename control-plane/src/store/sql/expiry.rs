@@ -1,0 +1,195 @@
+//! Expiry notices: keys whose expiry is near (`key.expiring`, at each lead time) or has just
+//! passed (`key.expired`), each announced once. A notice row and its event are written in one
+//! transaction, the row first with `ON CONFLICT DO NOTHING`: when several instances find the
+//! same key, one inserts the row and announces, the others insert nothing and announce nothing.
+
+use keyplane_shared::Timestamp;
+use keyplane_shared::ids::{KeyId, OrgId};
+use serde_json::json;
+use sqlx::{AnyConnection, Row as _};
+
+use super::SqlStore;
+use super::journal::Mutation;
+use super::outbox;
+use super::people::id_bytes;
+use super::rows::bytes16;
+use crate::store::StoreError;
+use crate::store::outbox::{EventType, NewEvent};
+use crate::timestamps::rfc3339;
+
+/// How far back a passed expiry is still announced: keys that expired earlier (before the
+/// scheduler ran, or while no instance did) are passed over.
+pub const EXPIRED_WINDOW_MS: i64 = 24 * 3_600_000;
+
+/// A key whose notice is due.
+struct Due {
+    id: KeyId,
+    org: OrgId,
+    name: String,
+    environment: String,
+    truncated: String,
+    expires_at: Timestamp,
+}
+
+/// The notice label of a lead time.
+fn expiring_label(lead_ms: i64) -> String {
+    format!("expiring:{}", lead_ms / 1000)
+}
+
+async fn due_keys(
+    connection: &mut AnyConnection,
+    from: Timestamp,
+    until: Timestamp,
+    notice: &str,
+    limit: u32,
+) -> Result<Vec<Due>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT k.id, k.org_id, k.name, k.environment, k.truncated, k.expires_at \
+         FROM api_keys k WHERE k.expires_at > $1 AND k.expires_at <= $2 \
+         AND k.revoked_at IS NULL AND k.deleted_at IS NULL AND NOT EXISTS ( \
+           SELECT 1 FROM key_expiry_notices n WHERE n.key_id = k.id AND n.notice = $3) \
+         ORDER BY k.expires_at LIMIT $4",
+    )
+    .bind(from.as_millis())
+    .bind(until.as_millis())
+    .bind(notice.to_owned())
+    .bind(i64::from(limit))
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut due = Vec::with_capacity(rows.len());
+    for row in rows {
+        due.push(Due {
+            id: KeyId::from_bytes(bytes16(row.try_get("id")?)?),
+            org: OrgId::from_bytes(bytes16(row.try_get("org_id")?)?),
+            name: row.try_get("name")?,
+            environment: row.try_get("environment")?,
+            truncated: row.try_get("truncated")?,
+            expires_at: Timestamp(row.try_get("expires_at")?),
+        });
+    }
+    Ok(due)
+}
+
+/// Inserts the notice row unless it exists; whether this call inserted it.
+async fn claim_notice(
+    connection: &mut AnyConnection,
+    key: KeyId,
+    notice: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO key_expiry_notices (key_id, notice, sent_at) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(id_bytes(key.to_bytes()))
+    .bind(notice.to_owned())
+    .bind(now.as_millis())
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Announces the due notices, at most `limit` keys per kind: the shortest lead first, so a
+/// key already within a day of its expiry gets the one-day notice alone (its longer ones are
+/// marked as passed over). `leads_ms` are the lead times, in milliseconds. How many events.
+pub(super) async fn announce(
+    store: &SqlStore,
+    now: Timestamp,
+    leads_ms: &[i64],
+    limit: u32,
+) -> Result<u64, StoreError> {
+    let mut leads = leads_ms.to_vec();
+    leads.sort_unstable();
+    let mut announced = 0;
+    // Passed: within the window.
+    let mut connection = store.pool.acquire().await?;
+    let expired = due_keys(
+        &mut connection,
+        Timestamp(now.as_millis() - EXPIRED_WINDOW_MS),
+        now,
+        "expired",
+        limit,
+    )
+    .await?;
+    drop(connection);
+    for key in expired {
+        announced += notify(
+            store,
+            &key,
+            "expired",
+            &[],
+            EventType::KeyExpired,
+            None,
+            now,
+        )
+        .await?;
+    }
+    for (index, lead) in leads.iter().enumerate() {
+        let label = expiring_label(*lead);
+        let mut connection = store.pool.acquire().await?;
+        let due = due_keys(
+            &mut connection,
+            now,
+            Timestamp(now.as_millis() + lead),
+            &label,
+            limit,
+        )
+        .await?;
+        drop(connection);
+        let longer: Vec<String> = leads[index + 1..]
+            .iter()
+            .map(|lead| expiring_label(*lead))
+            .collect();
+        for key in due {
+            announced += notify(
+                store,
+                &key,
+                &label,
+                &longer,
+                EventType::KeyExpiring,
+                Some(*lead),
+                now,
+            )
+            .await?;
+        }
+    }
+    Ok(announced)
+}
+
+/// One notice in one transaction: its row (and the passed-over ones), then its event.
+async fn notify(
+    store: &SqlStore,
+    key: &Due,
+    notice: &str,
+    passed_over: &[String],
+    kind: EventType,
+    lead_ms: Option<i64>,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let mut mutation = Mutation::begin(&store.pool).await?;
+    if !claim_notice(mutation.connection(), key.id, notice, now).await? {
+        return Ok(0);
+    }
+    for other in passed_over {
+        claim_notice(mutation.connection(), key.id, other, now).await?;
+    }
+    let mut data = json!({
+        "organization_id": key.org,
+        "key_id": key.id,
+        "key": {
+            "id": key.id,
+            "name": key.name,
+            "environment": key.environment,
+            "truncated": key.truncated,
+        },
+        "expires_at": rfc3339(key.expires_at),
+    });
+    if let Some(lead) = lead_ms {
+        data["notice_seconds_before"] = json!(lead / 1000);
+    }
+    let event = NewEvent::new(key.org, kind, data, now)?;
+    outbox::enqueue(mutation.connection(), &event, now).await?;
+    mutation.commit(&store.heads).await?;
+    Ok(1)
+}

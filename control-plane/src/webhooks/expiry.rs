@@ -1,0 +1,49 @@
+//! The expiry scheduler: every 30 seconds, announces `key.expiring` 7 days and 1 day before a
+//! key's expiry, and `key.expired` once it has passed (within a day), through the outbox like
+//! every event. Safe on every instance: each notice is claimed by one insert (see the store).
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::state::AppState;
+use crate::store::StoreError;
+
+/// How long before an expiry `key.expiring` is sent, in milliseconds: 7 days and 1 day.
+pub const LEADS_MS: [i64; 2] = [7 * 86_400_000, 86_400_000];
+/// How often the scheduler looks.
+pub const INTERVAL: Duration = Duration::from_secs(30);
+/// Keys per kind of notice per look (the rest wait for the next one, at once).
+pub const BATCH: u32 = 500;
+
+/// Announces what is due now; how many notices.
+pub async fn announce_due(state: &AppState) -> Result<u64, StoreError> {
+    state
+        .store
+        .announce_expiries(state.now(), &LEADS_MS, BATCH)
+        .await
+}
+
+/// Runs [`announce_due`] until shutdown.
+pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let pause = match announce_due(&state).await {
+                Ok(count) if count >= u64::from(BATCH) => Duration::ZERO,
+                Ok(_) => INTERVAL,
+                Err(error) => {
+                    tracing::warn!(%error, "the expiry scheduler could not read the keys; retrying");
+                    INTERVAL
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() || shutdown.has_changed().is_err() {
+                return;
+            }
+        }
+    })
+}
