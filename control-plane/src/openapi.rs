@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "portal", description = "One-time links into the embedded portal, and the \
                                          organization's branding"),
         (name = "webhooks", description = "Endpoints that receive signed events (Standard \
-         Webhooks): key created, updated, rotated, revoked, leaked, expiring, expired; member removed; endpoint disabled"),
+         Webhooks): key created, updated, rotated, revoked, leaked, expiring, expired, rate limited; member removed; endpoint disabled"),
         (name = "leaks", description = "Reports of leaked keys: a live key reported is revoked"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
         (name = "usage", description = "A key's requests as the edges reported them, and \

@@ -71,10 +71,10 @@ CREATE TABLE webhook_attempts (
 );
 CREATE INDEX webhook_attempts_endpoint ON webhook_attempts (endpoint_id, at);
 
--- Expiry notices sent (or passed over): one row per key and notice, so each is announced
--- once, by one instance, however many run the scheduler. `notice` is `expiring:<seconds>`
--- (that long before the expiry) or `expired`.
-CREATE TABLE key_expiry_notices (
+-- Notices about a key sent (or passed over): one row per key and notice, so each is announced
+-- once, by one instance, however many look. `notice` is `expiring:<seconds>` (that long before
+-- the expiry), `expired`, or `rate_limited:<hour>` (the first 429 in that hour since the epoch).
+CREATE TABLE key_notices (
     key_id   BYTEA NOT NULL,
     notice   TEXT NOT NULL,
     sent_at  BIGINT NOT NULL,

@@ -327,7 +327,13 @@ pub trait Store: PeopleStore + PortalStore + WebhookStore + Send + Sync + 'stati
     /// name no key, a key that does not exist, or another organization than their key's are
     /// not stored. Each key named by a stored or duplicate event gets the `at` and IP of its
     /// newest event as `last_used_at` / `last_used_ip`, if that is newer than what it holds.
-    async fn ingest_usage(&self, batch: &UsageBatch) -> Result<IngestReport, StoreError>;
+    /// A key's first 429 of an hour is announced as `key.rate_limited`, its deliveries due at
+    /// `now`.
+    async fn ingest_usage(
+        &self,
+        batch: &UsageBatch,
+        now: Timestamp,
+    ) -> Result<IngestReport, StoreError>;
 
     /// A page of one key's usage events, newest first (the key is not checked: call
     /// [`Store::key`] first).

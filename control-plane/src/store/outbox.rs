@@ -34,6 +34,8 @@ pub enum EventType {
     KeyExpiring,
     /// A key's expiry passed.
     KeyExpired,
+    /// A key was refused with 429 for the first time in an hour.
+    KeyRateLimited,
     /// A member left the organization (their keys revoked or transferred).
     MemberRemoved,
     /// An endpoint was disabled after failing for 5 days (sent to the organization's others).
@@ -42,7 +44,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type, in the order the API documents them.
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 10] = [
         EventType::KeyCreated,
         EventType::KeyUpdated,
         EventType::KeyRotated,
@@ -50,6 +52,7 @@ impl EventType {
         EventType::KeyLeaked,
         EventType::KeyExpiring,
         EventType::KeyExpired,
+        EventType::KeyRateLimited,
         EventType::MemberRemoved,
         EventType::WebhookDisabled,
     ];
@@ -64,6 +67,7 @@ impl EventType {
             EventType::KeyLeaked => "key.leaked",
             EventType::KeyExpiring => "key.expiring",
             EventType::KeyExpired => "key.expired",
+            EventType::KeyRateLimited => "key.rate_limited",
             EventType::MemberRemoved => "member.removed",
             EventType::WebhookDisabled => "webhook.disabled",
         }

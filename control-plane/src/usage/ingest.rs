@@ -173,7 +173,7 @@ async fn ingest_usage(
         edge: received.edge,
         events,
     };
-    let report = state.store.ingest_usage(&batch).await?;
+    let report = state.store.ingest_usage(&batch, state.now()).await?;
     let metrics = &state.metrics;
     metrics.count_usage("stored", report.stored);
     metrics.count_usage("duplicate", report.duplicate);

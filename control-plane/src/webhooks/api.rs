@@ -44,7 +44,8 @@ pub struct CreateWebhookRequest {
     /// `https://…` (`http://` under the local-development switch).
     pub url: String,
     /// At least one of `key.created`, `key.updated`, `key.rotated`, `key.revoked`,
-    /// `key.leaked`, `key.expiring`, `key.expired`, `member.removed`, `webhook.disabled`.
+    /// `key.leaked`, `key.expiring`, `key.expired`, `key.rate_limited`, `member.removed`,
+    /// `webhook.disabled`.
     pub events: Vec<String>,
     /// Up to 200 characters.
     #[serde(default)]

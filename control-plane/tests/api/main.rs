@@ -41,3 +41,4 @@ mod usage_ingest;
 mod webhooks;
 mod webhooks_delivery;
 mod webhooks_expiry;
+mod webhooks_rate_limited;

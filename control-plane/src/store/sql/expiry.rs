@@ -47,7 +47,7 @@ async fn due_keys(
         "SELECT k.id, k.org_id, k.name, k.environment, k.truncated, k.expires_at \
          FROM api_keys k WHERE k.expires_at > $1 AND k.expires_at <= $2 \
          AND k.revoked_at IS NULL AND k.deleted_at IS NULL AND NOT EXISTS ( \
-           SELECT 1 FROM key_expiry_notices n WHERE n.key_id = k.id AND n.notice = $3) \
+           SELECT 1 FROM key_notices n WHERE n.key_id = k.id AND n.notice = $3) \
          ORDER BY k.expires_at LIMIT $4",
     )
     .bind(from.as_millis())
@@ -78,7 +78,7 @@ async fn claim_notice(
     now: Timestamp,
 ) -> Result<bool, StoreError> {
     let inserted = sqlx::query(
-        "INSERT INTO key_expiry_notices (key_id, notice, sent_at) VALUES ($1, $2, $3) \
+        "INSERT INTO key_notices (key_id, notice, sent_at) VALUES ($1, $2, $3) \
          ON CONFLICT DO NOTHING",
     )
     .bind(id_bytes(key.to_bytes()))

@@ -277,8 +277,12 @@ impl Store for SqlStore {
         replication::remove_edge(&self.pool, name).await
     }
 
-    async fn ingest_usage(&self, batch: &UsageBatch) -> Result<IngestReport, StoreError> {
-        usage::ingest(&self.pool, self.backend, batch).await
+    async fn ingest_usage(
+        &self,
+        batch: &UsageBatch,
+        now: Timestamp,
+    ) -> Result<IngestReport, StoreError> {
+        usage::ingest(&self.pool, self.backend, batch, now).await
     }
 
     async fn list_usage(

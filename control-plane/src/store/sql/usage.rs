@@ -16,15 +16,19 @@ use std::fmt::Write as _;
 use keyplane_shared::Timestamp;
 use keyplane_shared::ids::{KeyId, OrgId, RequestId};
 use keyplane_shared::usage::{UsageBatch, UsageEvent};
+use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row as _};
 
 use super::Backend;
 use super::filtered::{Filtered, Param};
+use super::outbox;
 use super::rows::{bytes16, corrupt, u64_of};
+use crate::store::outbox::{EventType, NewEvent};
 use crate::store::{
     DailyStatusCount, IngestReport, Page, StatusFilter, StoreError, UsageFilter, UsageRecord,
 };
+use crate::timestamps::rfc3339;
 
 /// Events per INSERT statement (8 parameters each, plus the edge: far below either
 /// database's parameter limit).
@@ -54,6 +58,7 @@ pub(super) async fn ingest(
     pool: &AnyPool,
     backend: Backend,
     batch: &UsageBatch,
+    now: Timestamp,
 ) -> Result<IngestReport, StoreError> {
     let mut report = IngestReport {
         received: batch.events.len(),
@@ -106,6 +111,7 @@ pub(super) async fn ingest(
     for chunk in newest.chunks(TOUCH_CHUNK) {
         touch_keys(&mut tx, backend, chunk).await?;
     }
+    announce_rate_limited(&mut tx, &batch.edge, &attributed, now).await?;
     tx.commit().await?;
     report.stored = stored;
     report.duplicate = attributed_count - stored;
@@ -136,6 +142,51 @@ async fn key_owners(
         }
     }
     Ok(owners)
+}
+
+/// Announces `key.rate_limited` for each key's first 429 of each hour (since the epoch) in the
+/// batch, unless an earlier batch did: a notice row per key and hour, claimed by its insert.
+async fn announce_rate_limited(
+    tx: &mut AnyConnection,
+    edge: &str,
+    events: &[Attributed<'_>],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut first: BTreeMap<(KeyId, i64), &Attributed<'_>> = BTreeMap::new();
+    for entry in events.iter().filter(|entry| entry.event.status == 429) {
+        let hour = entry.event.at.as_millis().div_euclid(3_600_000);
+        let slot = first.entry((entry.key, hour)).or_insert(entry);
+        if entry.event.at < slot.event.at {
+            *slot = entry;
+        }
+    }
+    for ((key, hour), entry) in first {
+        let claimed = sqlx::query(
+            "INSERT INTO key_notices (key_id, notice, sent_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(key.to_bytes().to_vec())
+        .bind(format!("rate_limited:{hour}"))
+        .bind(entry.event.at.as_millis())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            continue;
+        }
+        let data = json!({
+            "organization_id": entry.org,
+            "key_id": key,
+            "at": rfc3339(entry.event.at),
+            "method": entry.event.method,
+            "path": entry.event.path,
+            "ip": entry.event.ip,
+            "edge": edge,
+        });
+        let event = NewEvent::new(entry.org, EventType::KeyRateLimited, data, entry.event.at)?;
+        outbox::enqueue(&mut *tx, &event, now).await?;
+    }
+    Ok(())
 }
 
 /// Inserts events, skipping request ids already stored; how many were inserted.
