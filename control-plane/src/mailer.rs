@@ -1,4 +1,5 @@
-//! Invitation emails. Sending email is optional: with `KEYPLANE_SMTP_URL` (e.g.
+//! Invitation emails, and reminders to a key's owner that it expires soon. Sending email is
+//! optional: with `KEYPLANE_SMTP_URL` (e.g.
 //! `smtps://user:password@smtp.example.com:465`, or `smtp://host:25?tls=required` for
 //! STARTTLS; plain `smtp://` only to a local relay) and `--smtp-from`, an invitation's link goes
 //! to the invitee by email and is not shown to the inviter; without them (or when sending
@@ -99,7 +100,7 @@ impl Mailer {
         role: &str,
         link: &str,
     ) -> Result<(), MailError> {
-        let Mailer::Smtp { transport, from } = self else {
+        let Mailer::Smtp { from, .. } = self else {
             return Err(MailError::Settings("no SMTP server is configured".into()));
         };
         let to: Mailbox = to
@@ -122,6 +123,46 @@ impl Mailer {
             .header(ContentType::TEXT_PLAIN)
             .body(body)
             .map_err(|error| MailError::Send(error.to_string()))?;
+        self.deliver(message).await
+    }
+
+    /// Emails `to` (a key's owner) that the key `name` (`truncated`) expires at `expires_at`.
+    pub async fn send_expiry_reminder(
+        &self,
+        to: &str,
+        name: &str,
+        truncated: &str,
+        expires_at: &str,
+        within: &str,
+    ) -> Result<(), MailError> {
+        let Mailer::Smtp { from, .. } = self else {
+            return Err(MailError::Settings("no SMTP server is configured".into()));
+        };
+        let to: Mailbox = to
+            .parse()
+            .map_err(|_| MailError::Send("the owner's address is not usable".into()))?;
+        let body = [
+            format!("Your API key \"{name}\" ({truncated}) expires in {within}, at {expires_at}."),
+            String::new(),
+            "Rotate it before then so nothing that uses it stops working:".to_owned(),
+            "keyplane keys rotate <key id> --grace 7d, or Rotate on the key's page.".to_owned(),
+            String::new(),
+        ]
+        .join("\r\n");
+        let message = Message::builder()
+            .from(from.clone())
+            .to(to)
+            .subject(format!("Your API key \"{name}\" expires in {within}"))
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|error| MailError::Send(error.to_string()))?;
+        self.deliver(message).await
+    }
+
+    async fn deliver(&self, message: Message) -> Result<(), MailError> {
+        let Mailer::Smtp { transport, .. } = self else {
+            return Err(MailError::Settings("no SMTP server is configured".into()));
+        };
         transport
             .send(message)
             .await

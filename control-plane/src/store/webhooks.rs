@@ -19,6 +19,23 @@ use super::records::{AuditContext, Page};
 
 pub use crate::secrets::webhook_signing::SALT_LEN;
 
+/// An expiry notice just announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryNotice {
+    /// The key.
+    pub key_id: KeyId,
+    /// Its name.
+    pub name: String,
+    /// Its truncated form.
+    pub truncated: String,
+    /// When it expires (or expired).
+    pub expires_at: Timestamp,
+    /// `Some(ms)`: `key.expiring`, that long before; `None`: `key.expired`.
+    pub lead_ms: Option<i64>,
+    /// Its owner's email, if it has an owner with one.
+    pub owner_email: Option<String>,
+}
+
 /// A key reported as leaked, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeakedKey {
@@ -220,13 +237,13 @@ pub trait WebhookStore: Send + Sync + 'static {
 
     /// Announces the expiry notices now due (`key.expiring` at each of `leads_ms` before a
     /// key's expiry, `key.expired` once it passed), each once however many instances ask, at
-    /// most `limit` keys per kind; how many were announced.
+    /// most `limit` keys per kind; the notices this call announced.
     async fn announce_expiries(
         &self,
         now: Timestamp,
         leads_ms: &[i64],
         limit: u32,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<Vec<ExpiryNotice>, StoreError>;
 
     /// Claims up to `limit` due deliveries of enabled endpoints until `lease_until`.
     async fn claim_deliveries(

@@ -23,6 +23,7 @@ use tower::ServiceExt as _;
 
 pub mod client;
 pub mod feed;
+pub mod mail;
 pub mod pages;
 pub mod people;
 pub mod usage;

@@ -2,14 +2,13 @@
 //! to the invitee and is not shown; when sending fails the invitation still stands and the link
 //! is shown instead), and a public URL behind a proxy that rewrites `Host`.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-
 use axum::http::{Method, StatusCode};
 use keyplane_control_plane::Config;
 use serde_json::json;
 
 use crate::backends;
 use crate::helpers::TestApp;
+use crate::helpers::mail::one_message_smtp_server;
 
 backends!(
     config = with_a_one_message_smtp_server;
@@ -19,46 +18,9 @@ backends!(
 
 const PUBLIC_URL: &str = "https://keys.example.com";
 
-/// An SMTP server on a free port that takes one connection, writes what it received to
-/// `mail.txt` in the data directory, and then stops listening.
+/// The one-message SMTP server ([`one_message_smtp_server`]) and the public URL.
 fn with_a_one_message_smtp_server(config: &mut Config) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let mail = config.data_dir.join("mail.txt");
-    std::thread::spawn(move || {
-        let Ok((socket, _)) = listener.accept() else {
-            return;
-        };
-        drop(listener);
-        let mut write = socket.try_clone().expect("clone");
-        let mut received = String::new();
-        let _ = write.write_all(b"220 test ESMTP\r\n");
-        let mut in_data = false;
-        for line in BufReader::new(socket).lines() {
-            let Ok(line) = line else { break };
-            received.push_str(&line);
-            received.push('\n');
-            let reply: &[u8] = if in_data {
-                if line != "." {
-                    continue;
-                }
-                in_data = false;
-                b"250 queued\r\n"
-            } else if line == "DATA" {
-                in_data = true;
-                b"354 go ahead\r\n"
-            } else if line == "QUIT" {
-                let _ = write.write_all(b"221 bye\r\n");
-                break;
-            } else {
-                b"250 ok\r\n"
-            };
-            let _ = write.write_all(reply);
-        }
-        std::fs::write(mail, received).expect("mail written");
-    });
-    config.people.smtp_url = Some(format!("smtp://127.0.0.1:{port}").parse().expect("url"));
-    config.people.smtp_from = Some("Keyplane <keys@example.com>".into());
+    one_message_smtp_server(config);
     config.people.public_url = Some(PUBLIC_URL.into());
 }
 

@@ -2,14 +2,52 @@
 //! within a day gets the one-day notice alone), `key.expired` once it passed, each once however
 //! many instances look at the same time; revoked keys are not announced.
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use keyplane_control_plane::webhooks::expiry;
 use serde_json::{Value, json};
 
 use crate::backends;
 use crate::helpers::TestApp;
+use crate::helpers::mail::one_message_smtp_server;
 
 backends!(expiries_are_announced_once_at_each_notice_and_when_they_pass);
+
+mod by_email {
+    use super::*;
+    backends!(
+        config = one_message_smtp_server;
+        the_owner_of_a_key_expiring_soon_is_reminded_by_email,
+    );
+}
+
+async fn the_owner_of_a_key_expiring_soon_is_reminded_by_email(app: TestApp) {
+    let owner = app.first_owner().await;
+    let made = app
+        .as_browser(
+            &owner,
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "nightly export", "environment": "live", "expires": "1h"})),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    let truncated = made.body["record"]["truncated_key"]
+        .as_str()
+        .expect("truncated")
+        .to_owned();
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 1);
+    let mail_file = app.data_dir.path().join("mail.txt");
+    crate::helpers::until("the reminder is received", || async { mail_file.exists() }).await;
+    let mail = std::fs::read_to_string(&mail_file).expect("mail");
+    assert!(mail.contains("RCPT TO:<owner@example.com>"), "{mail}");
+    assert!(
+        mail.contains("Subject: Your API key \"nightly export\" expires in 1 day"),
+        "{mail}"
+    );
+    assert!(mail.contains(&truncated), "{mail}");
+    // Once: the next look finds nothing to announce or send.
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
+}
 
 async fn announced(app: &TestApp) -> Vec<Value> {
     let now = app.state.now();

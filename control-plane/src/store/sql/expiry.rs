@@ -15,6 +15,7 @@ use super::people::id_bytes;
 use super::rows::bytes16;
 use crate::store::StoreError;
 use crate::store::outbox::{EventType, NewEvent};
+use crate::store::webhooks::ExpiryNotice;
 use crate::timestamps::rfc3339;
 
 /// How far back a passed expiry is still announced: keys that expired earlier (before the
@@ -29,6 +30,7 @@ struct Due {
     environment: String,
     truncated: String,
     expires_at: Timestamp,
+    owner_email: Option<String>,
 }
 
 /// The notice label of a lead time.
@@ -44,8 +46,9 @@ async fn due_keys(
     limit: u32,
 ) -> Result<Vec<Due>, StoreError> {
     let rows = sqlx::query(
-        "SELECT k.id, k.org_id, k.name, k.environment, k.truncated, k.expires_at \
-         FROM api_keys k WHERE k.expires_at > $1 AND k.expires_at <= $2 \
+        "SELECT k.id, k.org_id, k.name, k.environment, k.truncated, k.expires_at, \
+         u.email AS owner_email \
+         FROM api_keys k LEFT JOIN users u ON u.id = k.owner_id WHERE k.expires_at > $1 AND k.expires_at <= $2 \
          AND k.revoked_at IS NULL AND k.deleted_at IS NULL AND NOT EXISTS ( \
            SELECT 1 FROM key_notices n WHERE n.key_id = k.id AND n.notice = $3) \
          ORDER BY k.expires_at LIMIT $4",
@@ -65,6 +68,7 @@ async fn due_keys(
             environment: row.try_get("environment")?,
             truncated: row.try_get("truncated")?,
             expires_at: Timestamp(row.try_get("expires_at")?),
+            owner_email: row.try_get("owner_email")?,
         });
     }
     Ok(due)
@@ -92,16 +96,17 @@ async fn claim_notice(
 
 /// Announces the due notices, at most `limit` keys per kind: the shortest lead first, so a
 /// key already within a day of its expiry gets the one-day notice alone (its longer ones are
-/// marked as passed over). `leads_ms` are the lead times, in milliseconds. How many events.
+/// marked as passed over). `leads_ms` are the lead times, in milliseconds. The notices this
+/// call announced.
 pub(super) async fn announce(
     store: &SqlStore,
     now: Timestamp,
     leads_ms: &[i64],
     limit: u32,
-) -> Result<u64, StoreError> {
+) -> Result<Vec<ExpiryNotice>, StoreError> {
     let mut leads = leads_ms.to_vec();
     leads.sort_unstable();
-    let mut announced = 0;
+    let mut announced = Vec::new();
     // Passed: within the window.
     let mut connection = store.pool.acquire().await?;
     let expired = due_keys(
@@ -114,7 +119,7 @@ pub(super) async fn announce(
     .await?;
     drop(connection);
     for key in expired {
-        announced += notify(
+        if notify(
             store,
             &key,
             "expired",
@@ -123,7 +128,10 @@ pub(super) async fn announce(
             None,
             now,
         )
-        .await?;
+        .await?
+        {
+            announced.push(notice_of(key, None));
+        }
     }
     for (index, lead) in leads.iter().enumerate() {
         let label = expiring_label(*lead);
@@ -142,7 +150,7 @@ pub(super) async fn announce(
             .map(|lead| expiring_label(*lead))
             .collect();
         for key in due {
-            announced += notify(
+            if notify(
                 store,
                 &key,
                 &label,
@@ -151,13 +159,28 @@ pub(super) async fn announce(
                 Some(*lead),
                 now,
             )
-            .await?;
+            .await?
+            {
+                announced.push(notice_of(key, Some(*lead)));
+            }
         }
     }
     Ok(announced)
 }
 
-/// One notice in one transaction: its row (and the passed-over ones), then its event.
+fn notice_of(key: Due, lead_ms: Option<i64>) -> ExpiryNotice {
+    ExpiryNotice {
+        key_id: key.id,
+        name: key.name,
+        truncated: key.truncated,
+        expires_at: key.expires_at,
+        lead_ms,
+        owner_email: key.owner_email,
+    }
+}
+
+/// One notice in one transaction: its row (and the passed-over ones), then its event; whether
+/// this call announced it.
 async fn notify(
     store: &SqlStore,
     key: &Due,
@@ -166,10 +189,10 @@ async fn notify(
     kind: EventType,
     lead_ms: Option<i64>,
     now: Timestamp,
-) -> Result<u64, StoreError> {
+) -> Result<bool, StoreError> {
     let mut mutation = Mutation::begin(&store.pool).await?;
     if !claim_notice(mutation.connection(), key.id, notice, now).await? {
-        return Ok(0);
+        return Ok(false);
     }
     for other in passed_over {
         claim_notice(mutation.connection(), key.id, other, now).await?;
@@ -191,5 +214,5 @@ async fn notify(
     let event = NewEvent::new(key.org, kind, data, now)?;
     outbox::enqueue(mutation.connection(), &event, now).await?;
     mutation.commit(&store.heads).await?;
-    Ok(1)
+    Ok(true)
 }

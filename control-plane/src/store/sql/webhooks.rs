@@ -322,7 +322,7 @@ impl WebhookStore for SqlStore {
         now: Timestamp,
         leads_ms: &[i64],
         limit: u32,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<crate::store::webhooks::ExpiryNotice>, StoreError> {
         super::expiry::announce(self, now, leads_ms, limit).await
     }
 
