@@ -310,6 +310,15 @@ impl Deployment {
         drop(self.control_plane.service.take());
     }
 
+    /// Kills the control plane with SIGKILL, as a crash would: no graceful shutdown, nothing
+    /// written on the way out (its database stays).
+    pub fn kill_control_plane(&mut self) {
+        if let Some(service) = self.control_plane.service.take() {
+            service.signal("KILL");
+            drop(service);
+        }
+    }
+
     /// Starts the control plane again on the same address and database.
     pub fn restart_control_plane(&mut self) -> Result<()> {
         let service = self.setup.start_control_plane_with(

@@ -20,6 +20,8 @@ pub struct Received {
     pub target: Vec<u8>,
     /// Every header line in order, names lower-cased, values trimmed (duplicates kept).
     pub headers: Vec<(String, String)>,
+    /// The body's bytes (by `content-length`).
+    pub body: Vec<u8>,
 }
 
 impl Received {
@@ -129,6 +131,7 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Received>>) {
             method,
             target,
             headers: header_list,
+            body,
         };
         let headers: BTreeMap<&str, &str> = received
             .headers
@@ -140,7 +143,7 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Received>>) {
             "path": received.target_text(),
             "headers": headers,
             "header_list": received.headers,
-            "body": String::from_utf8_lossy(&body),
+            "body": String::from_utf8_lossy(&received.body),
         })
         .to_string();
         log.lock()

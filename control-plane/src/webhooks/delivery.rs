@@ -204,8 +204,9 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text.chars().take(RESPONSE_HEAD).collect()
 }
 
-/// Runs [`deliver_due`] until shutdown: again at once after a full batch, after [`POLL`]
-/// otherwise (and after a second when the store failed).
+/// Runs [`deliver_due`] until shutdown: again at once after a full batch or when a key change
+/// commits (its events are in the outbox), after [`POLL`] otherwise (and after a second when
+/// the store failed).
 pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
     let client = match client(state.policy.local_dev) {
         Ok(client) => client,
@@ -214,6 +215,8 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> Option<Joi
             return None;
         }
     };
+    // A committed key change announces a new feed head; its events are due at once.
+    let mut heads = state.store.feed_heads();
     Some(tokio::spawn(async move {
         loop {
             let pause = match deliver_due(&state, &client).await {
@@ -224,8 +227,14 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> Option<Joi
                     Duration::from_secs(1)
                 }
             };
+            let committed = async {
+                if heads.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
+                _ = committed => {}
                 _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() || shutdown.has_changed().is_err() {

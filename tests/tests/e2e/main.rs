@@ -17,3 +17,4 @@ mod rate_limits;
 mod replication;
 mod safety_net;
 mod usage;
+mod webhooks;
