@@ -96,7 +96,41 @@ backends!(
     a_claim_whose_worker_died_is_delivered_once_its_lease_ends,
     an_event_is_sent_again_on_request_and_attempts_page_through,
     after_a_rotation_both_secrets_sign_for_24_hours,
+    workers_claiming_at_once_never_share_a_delivery,
 );
+
+async fn workers_claiming_at_once_never_share_a_delivery(app: TestApp) {
+    let receiver = Receiver::start(204).await;
+    endpoint(&app, &receiver.url, &["key.created"]).await;
+    for n in 0..12 {
+        app.create_key(json!({"name": format!("k{n}"), "environment": "live"}))
+            .await;
+    }
+    let now = app.state.now();
+    let lease = Timestamp(now.as_millis() + delivery::LEASE.as_millis() as i64);
+    // Four workers (as on four instances) claim at the same moment, 5 at most each.
+    let claims =
+        futures_util::future::join_all((0..4).map(|_| app.store.claim_deliveries(now, lease, 5)))
+            .await;
+    let mut claimed: Vec<String> = Vec::new();
+    for claim in claims {
+        claimed.extend(
+            claim
+                .expect("claim")
+                .iter()
+                .map(|delivery| delivery.event_id.to_string()),
+        );
+    }
+    let mut unique = claimed.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), claimed.len(), "a delivery was claimed twice");
+    assert_eq!(
+        claimed.len(),
+        12,
+        "every due delivery was claimed by someone"
+    );
+}
 
 async fn failures_are_retried_with_backoff_and_every_attempt_is_recorded(app: TestApp) {
     let receiver = Receiver::start(500).await;
