@@ -63,8 +63,9 @@ fn an_event_committed_before_a_crash_is_delivered_after_the_restart() -> Result<
 
     let origin = Origin::start_on(&address)?;
     d.restart_control_plane()?;
-    // The first attempt failed (or never ran): the retry comes within its 10 s backoff.
-    d.wait_for(Duration::from_secs(30), "the event delivered", || {
+    // The first attempt failed (the retry is due 10 s later), never ran (due at once), or was
+    // cut short by the kill while claimed: then the claim's 60 s lease must end first.
+    d.wait_for(Duration::from_secs(90), "the event delivered", || {
         Ok(!webhooks(&origin).is_empty())
     })?;
     let delivered = webhooks(&origin);
