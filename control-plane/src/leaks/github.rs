@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use utoipa::ToSchema;
 
+use super::find_key;
 use crate::auth::Anonymous;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -101,7 +102,9 @@ pub(crate) async fn github_report(
     let mut by_org: BTreeMap<OrgId, Vec<LeakedKey>> = BTreeMap::new();
     for reported in &tokens {
         let found = match ApiKey::parse(reported.token.trim(), &state.prefix) {
-            Ok(key) => find(&state, &key).await?,
+            Ok(key) => find_key(&state, &key)
+                .await?
+                .map(|record| (record.org_id, record.id)),
             Err(_) => None,
         };
         if let Some((org, id)) = found {
@@ -137,19 +140,6 @@ pub(crate) async fn github_report(
         }
     }
     Ok(Json(feedback))
-}
-
-/// The organization and id of the key `key` is, if it is one of this deployment's.
-async fn find(
-    state: &AppState,
-    key: &ApiKey,
-) -> Result<Option<(OrgId, keyplane_shared::KeyId)>, ApiError> {
-    for pepper in state.peppers.iter() {
-        if let Some(record) = state.store.key_by_digest(&pepper.digest(key)).await? {
-            return Ok(Some((record.org_id, record.id)));
-        }
-    }
-    Ok(None)
 }
 
 fn hex(bytes: &[u8]) -> String {

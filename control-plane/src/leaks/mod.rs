@@ -15,7 +15,21 @@ pub mod report;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use keyplane_shared::ApiKey;
+
 use crate::state::AppState;
+use crate::store::{KeyRecord, StoreError};
+
+/// The stored key `key` is, if it is one of this deployment's (under any of its peppers). The
+/// lookup digest is an HMAC of the whole key: a match proves the reporter held it.
+pub async fn find_key(state: &AppState, key: &ApiKey) -> Result<Option<KeyRecord>, StoreError> {
+    for pepper in state.peppers.iter() {
+        if let Some(record) = state.store.key_by_digest(&pepper.digest(key)).await? {
+            return Ok(Some(record));
+        }
+    }
+    Ok(None)
+}
 
 /// The routes.
 pub fn router() -> OpenApiRouter<AppState> {

@@ -13,6 +13,7 @@ use keyplane_shared::ApiKey;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::find_key;
 use crate::auth::Anonymous;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -87,23 +88,20 @@ async fn revoke_if_known(
     url: Option<String>,
     context: &AuditContext,
 ) -> Result<(), StoreError> {
-    for pepper in state.peppers.iter() {
-        let digest = pepper.digest(&key);
-        if let Some(record) = state.store.key_by_digest(&digest).await? {
-            let leak = LeakedKey {
-                id: record.id,
-                source: "report".into(),
-                url,
-            };
-            let revoked = state
-                .store
-                .revoke_leaked(record.org_id, vec![leak], context, state.now())
-                .await?;
-            if revoked.first() == Some(&true) {
-                tracing::warn!(key_id = %record.id, "a key reported as leaked was revoked");
-            }
-            return Ok(());
-        }
+    let Some(record) = find_key(state, &key).await? else {
+        return Ok(());
+    };
+    let leak = LeakedKey {
+        id: record.id,
+        source: "report".into(),
+        url,
+    };
+    let revoked = state
+        .store
+        .revoke_leaked(record.org_id, vec![leak], context, state.now())
+        .await?;
+    if revoked.first() == Some(&true) {
+        tracing::warn!(key_id = %record.id, "a key reported as leaked was revoked");
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use keyplane_shared::Timestamp;
 use keyplane_shared::ids::{EventId, KeyId, OrgId, WebhookId};
 
 use super::StoreError;
-use super::outbox::{EventType, NewEvent};
+use super::outbox::EventType;
 use super::records::{AuditContext, Page};
 
 pub use crate::secrets::webhook_signing::SALT_LEN;
@@ -230,10 +230,6 @@ pub trait WebhookStore: Send + Sync + 'static {
         event: EventId,
         now: Timestamp,
     ) -> Result<(), StoreError>;
-
-    /// Writes an event no audited change causes, with a delivery to each enabled endpoint of
-    /// its organization that wants it (`webhook.disabled` goes to the others only).
-    async fn enqueue_event(&self, event: NewEvent, now: Timestamp) -> Result<u64, StoreError>;
 
     /// Announces the expiry notices now due (`key.expiring` at each of `leads_ms` before a
     /// key's expiry, `key.expired` once it passed), each once however many instances ask, at

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::address_guard::{GuardedResolver, literal_allowed};
 use super::backoff::{DISABLE_AFTER_MS, after_failure};
+use crate::error::error_chain;
 use crate::state::AppState;
 use crate::store::{Attempt, ClaimedDelivery, NextStep, StoreError};
 
@@ -171,7 +172,9 @@ async fn send(
             } else {
                 "request_error"
             };
-            return finish(None, outcome, error_chain(&error));
+            // With its causes (`no public address` and the like), as much as is kept.
+            let text = error_chain(&error).chars().take(RESPONSE_HEAD).collect();
+            return finish(None, outcome, text);
         }
     };
     let status = response.status();
@@ -190,18 +193,6 @@ async fn send(
         "http_error"
     };
     finish(Some(status.as_u16()), outcome, text)
-}
-
-/// An error with its causes, for the attempt's record (`no public address` and the like).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text.chars().take(RESPONSE_HEAD).collect()
 }
 
 /// Runs [`deliver_due`] until shutdown: again at once after a full batch or when a key change

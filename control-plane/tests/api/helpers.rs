@@ -26,6 +26,7 @@ pub mod feed;
 pub mod mail;
 pub mod pages;
 pub mod people;
+pub mod store;
 pub mod usage;
 
 /// The PostgreSQL server tests use (trust auth, user `postgres`; CI provides it, see README.md).

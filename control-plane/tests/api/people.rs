@@ -290,7 +290,6 @@ async fn weak_passwords_are_refused(app: TestApp) {
 }
 
 async fn no_password_session_or_invitation_token_is_stored_in_plaintext(app: TestApp) {
-    use sqlx::Row as _;
     let owner = app.first_owner().await;
     let invited = app
         .as_browser(
@@ -308,29 +307,15 @@ async fn no_password_session_or_invitation_token_is_stored_in_plaintext(app: Tes
         token_of(&link).to_owned(),
         owner.csrf.clone(),
     ];
-    let mut dump = String::new();
-    for table in [
-        "users",
-        "sessions",
-        "invitations",
-        "memberships",
-        "audit_log",
-    ] {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}")))
-            .fetch_all(app.pool())
-            .await
-            .expect("rows");
-        for row in rows {
-            for index in 0..row.len() {
-                if let Ok(Some(text)) = row.try_get::<Option<String>, _>(index) {
-                    dump.push_str(&text);
-                }
-                if let Ok(Some(bytes)) = row.try_get::<Option<Vec<u8>>, _>(index) {
-                    dump.push_str(&String::from_utf8_lossy(&bytes));
-                }
-            }
-        }
-    }
+    let dump = app
+        .stored_text(&[
+            "users",
+            "sessions",
+            "invitations",
+            "memberships",
+            "audit_log",
+        ])
+        .await;
     assert!(
         dump.contains("$argon2id$"),
         "the password is stored as its Argon2id hash"

@@ -192,7 +192,8 @@ async fn failures_are_retried_with_backoff_and_every_attempt_is_recorded(app: Te
 async fn an_endpoint_failing_for_five_days_is_disabled_audited_and_announced(app: TestApp) {
     let broken = Receiver::start(503).await;
     let watcher = Receiver::start(204).await;
-    let (broken_id, _) = endpoint(&app, &broken.url, &["key.created"]).await;
+    // It wants the notice of a disabled endpoint too: never its own.
+    let (broken_id, _) = endpoint(&app, &broken.url, &["key.created", "webhook.disabled"]).await;
     endpoint(&app, &watcher.url, &["webhook.disabled"]).await;
     app.create_key(json!({"name": "day 0", "environment": "live"}))
         .await;
@@ -263,6 +264,10 @@ async fn an_endpoint_failing_for_five_days_is_disabled_audited_and_announced(app
         .map(|(_, event)| event["data"]["key"]["name"].clone())
         .collect();
     assert_eq!(names.last(), Some(&json!("back")), "{names:?}");
+    assert!(
+        !broken.types().contains(&"webhook.disabled".to_owned()),
+        "the disabled endpoint was sent its own notice"
+    );
 }
 
 async fn a_claim_whose_worker_died_is_delivered_once_its_lease_ends(app: TestApp) {

@@ -49,25 +49,6 @@ async fn the_owner_of_a_key_expiring_soon_is_reminded_by_email(app: TestApp) {
     assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
 }
 
-async fn announced(app: &TestApp) -> Vec<Value> {
-    let now = app.state.now();
-    let claimed = app
-        .store
-        .claim_deliveries(now, now, 100)
-        .await
-        .expect("claim");
-    let events: Vec<Value> = claimed
-        .iter()
-        .map(|delivery| serde_json::from_str(&delivery.body).expect("json"))
-        .collect();
-    // Mark them as handled: the next look sees only new ones.
-    sqlx::query("UPDATE webhook_deliveries SET state = 'delivered'")
-        .execute(app.pool())
-        .await
-        .expect("mark");
-    events
-}
-
 fn summary(events: &[Value]) -> Vec<(String, String, Value)> {
     let mut list: Vec<(String, String, Value)> = events
         .iter()
@@ -117,7 +98,7 @@ async fn expiries_are_announced_once_at_each_notice_and_when_they_pass(app: Test
     );
     assert_eq!(one.expect("look") + two.expect("look"), 1);
     assert_eq!(
-        summary(&announced(&app).await),
+        summary(&app.take_due_events().await),
         [("key.expiring".into(), "hour".into(), json!(86_400))]
     );
     assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
@@ -126,7 +107,7 @@ async fn expiries_are_announced_once_at_each_notice_and_when_they_pass(app: Test
     app.clock.advance_secs(3601);
     assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 1);
     assert_eq!(
-        summary(&announced(&app).await),
+        summary(&app.take_due_events().await),
         [("key.expired".into(), "hour".into(), Value::Null)]
     );
 
@@ -137,13 +118,13 @@ async fn expiries_are_announced_once_at_each_notice_and_when_they_pass(app: Test
     assert_eq!(
         summary(&{
             expiry::announce_due(&app.state).await.expect("look");
-            announced(&app).await
+            app.take_due_events().await
         }),
         [("key.expiring".into(), "month".into(), json!(604_800))]
     );
     app.clock.advance_secs(6 * 86_400);
     expiry::announce_due(&app.state).await.expect("look");
-    let day_before = announced(&app).await;
+    let day_before = app.take_due_events().await;
     assert_eq!(
         summary(&day_before),
         [("key.expiring".into(), "month".into(), json!(86_400))]
@@ -152,7 +133,7 @@ async fn expiries_are_announced_once_at_each_notice_and_when_they_pass(app: Test
     app.clock.advance_secs(86_400);
     expiry::announce_due(&app.state).await.expect("look");
     assert_eq!(
-        summary(&announced(&app).await),
+        summary(&app.take_due_events().await),
         [("key.expired".into(), "month".into(), Value::Null)]
     );
     assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);

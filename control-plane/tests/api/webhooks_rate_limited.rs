@@ -2,30 +2,13 @@
 //! announced once (a resent batch, or more 429s that hour, announce nothing more).
 
 use keyplane_shared::usage::UsageBatch;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::backends;
 use crate::helpers::usage::{HOUR, MINUTE, event};
 use crate::helpers::{T0, TestApp};
 
 backends!(the_first_429_of_an_hour_is_announced_once);
-
-async fn rate_limited_events(app: &TestApp) -> Vec<Value> {
-    let now = app.state.now();
-    let claimed = app
-        .store
-        .claim_deliveries(now, now, 100)
-        .await
-        .expect("claim");
-    sqlx::query("UPDATE webhook_deliveries SET state = 'delivered'")
-        .execute(app.pool())
-        .await
-        .expect("mark");
-    claimed
-        .iter()
-        .map(|delivery| serde_json::from_str(&delivery.body).expect("json"))
-        .collect()
-}
 
 async fn the_first_429_of_an_hour_is_announced_once(app: TestApp) {
     app.post(
@@ -51,7 +34,7 @@ async fn the_first_429_of_an_hour_is_announced_once(app: TestApp) {
         .ingest_usage(&first, app.state.now())
         .await
         .expect("ingest");
-    let events = rate_limited_events(&app).await;
+    let events = app.take_due_events().await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["type"], "key.rate_limited");
     assert_eq!(events[0]["data"]["key_id"], key.id.to_string());
@@ -71,7 +54,7 @@ async fn the_first_429_of_an_hour_is_announced_once(app: TestApp) {
         )
         .await
         .expect("ingest");
-    assert!(rate_limited_events(&app).await.is_empty());
+    assert!(app.take_due_events().await.is_empty());
     // The next hour's first 429 is announced.
     app.store
         .ingest_usage(
@@ -80,7 +63,7 @@ async fn the_first_429_of_an_hour_is_announced_once(app: TestApp) {
         )
         .await
         .expect("ingest");
-    let next = rate_limited_events(&app).await;
+    let next = app.take_due_events().await;
     assert_eq!(next.len(), 1);
     assert_eq!(next[0]["data"]["path"], "/v1/contacts/6");
 }

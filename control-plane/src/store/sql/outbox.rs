@@ -12,40 +12,29 @@ use super::people::id_bytes;
 use super::rows::{bytes16, optional_time};
 use super::webhook_rows::load_endpoint;
 use crate::store::StoreError;
-use crate::store::outbox::{EventType, NewEvent};
+use crate::store::outbox::NewEvent;
 use crate::store::webhooks::{Attempt, ClaimedDelivery, NextStep};
 
-/// Writes `event` with one delivery to each enabled endpoint of its organization that wants it
-/// (a `webhook.disabled` event: to the others than the disabled one), due at once. The event
-/// row is written only when some endpoint wants it; the number of deliveries.
+/// Writes `event` with one delivery to each enabled endpoint of its organization that wants it,
+/// due at once (so a `webhook.disabled` event, written after its endpoint was disabled, goes to
+/// the others only). The event row is written only when some endpoint wants it; the number of
+/// deliveries.
 pub(super) async fn enqueue(
     connection: &mut AnyConnection,
     event: &NewEvent,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    let excluded = match event.kind {
-        EventType::WebhookDisabled => serde_json::from_str::<serde_json::Value>(&event.body)
-            .ok()
-            .and_then(|body| {
-                body["data"]["webhook_id"]
-                    .as_str()?
-                    .parse::<WebhookId>()
-                    .ok()
-            }),
-        _ => None,
-    };
     let deliveries = sqlx::query(
         "INSERT INTO webhook_deliveries (endpoint_id, event_id, state, attempts, \
          next_attempt_at, claimed_until, created_at) \
          SELECT e.id, $1, 'pending', 0, $2, 0, $2 FROM webhook_endpoints e \
-         WHERE e.org_id = $3 AND e.enabled = 1 AND e.id <> $4 AND EXISTS ( \
+         WHERE e.org_id = $3 AND e.enabled = 1 AND EXISTS ( \
            SELECT 1 FROM webhook_subscriptions s \
-           WHERE s.endpoint_id = e.id AND s.event_type = $5)",
+           WHERE s.endpoint_id = e.id AND s.event_type = $4)",
     )
     .bind(id_bytes(event.id.to_bytes()))
     .bind(now.as_millis())
     .bind(id_bytes(event.org.to_bytes()))
-    .bind(id_bytes(excluded.map_or([0; 16], WebhookId::to_bytes)))
     .bind(event.kind.as_str())
     .execute(&mut *connection)
     .await?

@@ -310,13 +310,6 @@ impl WebhookStore for SqlStore {
         mutation.commit(&self.heads).await
     }
 
-    async fn enqueue_event(&self, event: NewEvent, now: Timestamp) -> Result<u64, StoreError> {
-        let mut mutation = Mutation::begin(&self.pool).await?;
-        let deliveries = outbox::enqueue(mutation.connection(), &event, now).await?;
-        mutation.commit(&self.heads).await?;
-        Ok(deliveries)
-    }
-
     async fn announce_expiries(
         &self,
         now: Timestamp,
