@@ -129,6 +129,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_address_gets_ten_leak_reports_at_once_then_one_every_six_seconds() {
+        let throttle = AddressThrottle::default();
+        let now = Timestamp(1_800_000_000_000);
+        for report in 0..10 {
+            assert_eq!(throttle.attempt(Some("10.0.0.1"), now), Ok(()), "{report}");
+        }
+        let wait = throttle
+            .attempt(Some("10.0.0.1"), now)
+            .expect_err("throttled");
+        assert!((1..=6).contains(&wait), "{wait}");
+        // Another address, and requests without one, have their own allowance.
+        assert_eq!(throttle.attempt(Some("10.0.0.2"), now), Ok(()));
+        assert_eq!(throttle.attempt(None, now), Ok(()));
+        assert!(
+            throttle
+                .attempt(Some("10.0.0.1"), now.plus_millis(5_000))
+                .is_err()
+        );
+        assert_eq!(
+            throttle.attempt(Some("10.0.0.1"), now.plus_millis(6_000)),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn an_email_gets_its_burst_then_waits() {
         let throttle = LoginThrottle::default();
         let now = Timestamp(1_800_000_000_000);
