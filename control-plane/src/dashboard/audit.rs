@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::store::AuditAction;
 
 /// Every action, for the filter.
-const ACTIONS: [AuditAction; 22] = [
+const ACTIONS: [AuditAction; 23] = [
     AuditAction::OrgCreated,
     AuditAction::KeyCreated,
     AuditAction::KeyUpdated,
@@ -39,6 +39,7 @@ const ACTIONS: [AuditAction; 22] = [
     AuditAction::WebhookSecretRotated,
     AuditAction::WebhookDeleted,
     AuditAction::WebhookDisabled,
+    AuditAction::ExpiryNoticesUpdated,
 ];
 
 /// The filters, as the form sends them.

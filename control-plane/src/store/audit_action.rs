@@ -52,6 +52,8 @@ pub enum AuditAction {
     WebhookDeleted,
     /// Keyplane disabled a webhook endpoint that kept failing.
     WebhookDisabled,
+    /// The organization's expiry notice lead times changed.
+    ExpiryNoticesUpdated,
 }
 
 impl AuditAction {
@@ -80,6 +82,7 @@ impl AuditAction {
             AuditAction::WebhookSecretRotated => "webhook_secret_rotated",
             AuditAction::WebhookDeleted => "webhook_deleted",
             AuditAction::WebhookDisabled => "webhook_disabled",
+            AuditAction::ExpiryNoticesUpdated => "expiry_notices_updated",
         }
     }
 

@@ -36,6 +36,15 @@ pub struct ExpiryNotice {
     pub owner_email: Option<String>,
 }
 
+/// An organization's own expiry notice lead times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryNoticeDays {
+    /// Days before a key's expiry that `key.expiring` is announced, longest first (empty: never).
+    pub days_before: Vec<u32>,
+    /// When they were set.
+    pub updated_at: Timestamp,
+}
+
 /// A key reported as leaked, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeakedKey {
@@ -231,15 +240,29 @@ pub trait WebhookStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<(), StoreError>;
 
-    /// Announces the expiry notices now due (`key.expiring` at each of `leads_ms` before a
-    /// key's expiry, `key.expired` once it passed), each once however many instances ask, at
-    /// most `limit` keys per kind; the notices this call announced.
+    /// Announces the expiry notices now due (`key.expiring` each of the organization's lead
+    /// times before a key's expiry, or `default_days` before where it set none; `key.expired`
+    /// once it passed), each once however many instances ask, at most `limit` keys per kind;
+    /// the notices this call announced.
     async fn announce_expiries(
         &self,
         now: Timestamp,
-        leads_ms: &[i64],
+        default_days: &[u32],
         limit: u32,
     ) -> Result<Vec<ExpiryNotice>, StoreError>;
+
+    /// The organization's own expiry notice lead times; `None` while the defaults apply.
+    async fn expiry_notice_days(&self, org: OrgId) -> Result<Option<ExpiryNoticeDays>, StoreError>;
+
+    /// Sets the organization's expiry notice lead times (already validated: distinct, longest
+    /// first), audited as `expiry_notices_updated`.
+    async fn put_expiry_notice_days(
+        &self,
+        org: OrgId,
+        days_before: &[u32],
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<ExpiryNoticeDays, StoreError>;
 
     /// Claims up to `limit` due deliveries of enabled endpoints until `lease_until`.
     async fn claim_deliveries(

@@ -1,5 +1,5 @@
 //! The expiry scheduler: every 30 seconds, announces `key.expiring` 7 days and 1 day before a
-//! key's expiry, and `key.expired` once it has passed (within a day), through the outbox like
+//! key's expiry (or when its organization chose: [`super::expiry_notices`]), and `key.expired` once it has passed (within a day), through the outbox like
 //! every event, and emails the owner a reminder when SMTP is configured. Safe on every
 //! instance: each notice is claimed by one insert (see the store).
 
@@ -13,8 +13,8 @@ use crate::store::StoreError;
 use crate::store::webhooks::ExpiryNotice;
 use crate::timestamps::rfc3339;
 
-/// How long before an expiry `key.expiring` is sent, in milliseconds: 7 days and 1 day.
-pub const LEADS_MS: [i64; 2] = [7 * 86_400_000, 86_400_000];
+/// How many days before an expiry `key.expiring` is sent where an organization chose nothing.
+pub const DEFAULT_DAYS_BEFORE: [u32; 2] = [7, 1];
 /// How often the scheduler looks.
 pub const INTERVAL: Duration = Duration::from_secs(30);
 /// Keys per kind of notice per look (the rest wait for the next one, at once).
@@ -26,7 +26,7 @@ pub const BATCH: u32 = 500;
 pub async fn announce_due(state: &AppState) -> Result<u64, StoreError> {
     let notices = state
         .store
-        .announce_expiries(state.now(), &LEADS_MS, BATCH)
+        .announce_expiries(state.now(), &DEFAULT_DAYS_BEFORE, BATCH)
         .await?;
     if state.mailer.is_on() {
         for notice in &notices {

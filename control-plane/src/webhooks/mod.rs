@@ -8,7 +8,8 @@
 //!   [`backoff`]'s retries for 24 hours and an endpoint disabled after 5 days of failures.
 //! - the signing secrets, derived from the deployment's signing secret and never stored, and
 //!   the `webhook-signature` header: [`crate::secrets::webhook_signing`].
-//! - [`expiry`]: the scheduler that announces `key.expiring` and `key.expired`.
+//! - [`expiry`]: the scheduler that announces `key.expiring` and `key.expired`;
+//!   [`expiry_notices`]: how many days before an expiry each organization is told.
 //! - [`address_guard`]: deliveries reach public addresses only (checked on the address
 //!   connected to), unless the local-development switch allows otherwise.
 
@@ -17,6 +18,7 @@ pub mod api;
 pub mod backoff;
 pub mod delivery;
 pub mod expiry;
+pub mod expiry_notices;
 pub mod views;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -36,4 +38,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(api::rotate_secret))
         .routes(routes!(api::list_attempts))
         .routes(routes!(api::redeliver))
+        .routes(routes!(
+            expiry_notices::get_expiry_notices,
+            expiry_notices::put_expiry_notices
+        ))
 }

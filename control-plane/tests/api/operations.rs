@@ -103,6 +103,7 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
         "GET /v1/operator/edges",
         "GET /v1/operator/organizations",
         "GET /v1/organization/branding",
+        "GET /v1/organization/expiry-notices",
         "GET /v1/roles",
         "GET /v1/sessions",
         "GET /v1/users/me",
@@ -132,6 +133,7 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
         "POST /v1/webhooks/{id}/events/{event_id}/redeliver",
         "POST /v1/webhooks/{id}/rotate-secret",
         "PUT /v1/organization/branding",
+        "PUT /v1/organization/expiry-notices",
         "PUT /v1/roles/{name}",
     ];
     assert_eq!(documented, expected);

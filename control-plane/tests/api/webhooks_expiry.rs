@@ -1,8 +1,10 @@
 //! The expiry scheduler: `key.expiring` 7 days and 1 day before a key's expiry (a key already
 //! within a day gets the one-day notice alone), `key.expired` once it passed, each once however
-//! many instances look at the same time; revoked keys are not announced.
+//! many instances look at the same time; revoked keys are not announced. An organization may
+//! choose its own lead times (`/v1/organization/expiry-notices`), which apply to its keys alone.
 
 use axum::http::{Method, StatusCode};
+use keyplane_control_plane::bootstrap::create_organization;
 use keyplane_control_plane::webhooks::expiry;
 use serde_json::{Value, json};
 
@@ -10,7 +12,11 @@ use crate::backends;
 use crate::helpers::TestApp;
 use crate::helpers::mail::one_message_smtp_server;
 
-backends!(expiries_are_announced_once_at_each_notice_and_when_they_pass);
+backends!(
+    expiries_are_announced_once_at_each_notice_and_when_they_pass,
+    each_organization_chooses_its_own_lead_times,
+    lead_times_are_checked_and_set_by_whoever_manages_the_organization,
+);
 
 mod by_email {
     use super::*;
@@ -137,4 +143,196 @@ async fn expiries_are_announced_once_at_each_notice_and_when_they_pass(app: Test
         [("key.expired".into(), "month".into(), Value::Null)]
     );
     assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
+}
+
+const DAY: i64 = 86_400;
+
+async fn each_organization_chooses_its_own_lead_times(app: TestApp) {
+    let defaults = app.get("/v1/organization/expiry-notices").await;
+    assert_eq!(defaults.status, StatusCode::OK);
+    assert_eq!(
+        defaults.body,
+        json!({"days_before": [7, 1], "default": true, "updated_at": null})
+    );
+    // Acme wants a month's notice and three days'; Globex keeps the defaults.
+    let chosen = app
+        .call(
+            Method::PUT,
+            "/v1/organization/expiry-notices",
+            Some(&app.admin_key),
+            Some(json!({"days_before": [3, 30, 3]})),
+        )
+        .await;
+    assert_eq!(chosen.status, StatusCode::OK, "{:?}", chosen.body);
+    assert_eq!(chosen.body["days_before"], json!([30, 3]));
+    assert_eq!(chosen.body["default"], json!(false));
+    let read = app.get("/v1/organization/expiry-notices").await;
+    assert_eq!(read.body, chosen.body);
+    let audited = app.audit().await;
+    let last = audited.last().expect("a record");
+    assert_eq!(last["action"], "expiry_notices_updated");
+    assert_eq!(last["details"]["days_before"], json!([30, 3]));
+
+    let (_, globex) = create_organization(&app.state, "Globex")
+        .await
+        .expect("second org");
+    let globex = globex.expose_secret().to_owned();
+    let other = app
+        .call(
+            Method::GET,
+            "/v1/organization/expiry-notices",
+            Some(&globex),
+            None,
+        )
+        .await;
+    assert_eq!(other.body["days_before"], json!([7, 1]), "{:?}", other.body);
+    for key in [&app.admin_key, &globex] {
+        let hook = app
+            .call(
+                Method::POST,
+                "/v1/webhooks",
+                Some(key),
+                Some(json!({"url": "http://127.0.0.1:9/none", "events": ["key.expiring", "key.expired"]})),
+            )
+            .await;
+        assert_eq!(hook.status, StatusCode::CREATED, "{:?}", hook.body);
+    }
+    app.create_key(json!({"name": "acme", "environment": "live", "expires": "90d"}))
+        .await;
+    let globex_key = app
+        .call(
+            Method::POST,
+            "/v1/keys",
+            Some(&globex),
+            Some(json!({"name": "globex", "environment": "live", "expires": "90d"})),
+        )
+        .await;
+    assert_eq!(
+        globex_key.status,
+        StatusCode::CREATED,
+        "{:?}",
+        globex_key.body
+    );
+
+    let look = async |advance_days: i64| {
+        app.clock.advance_secs(advance_days * DAY);
+        expiry::announce_due(&app.state).await.expect("look");
+        summary(&app.take_due_events().await)
+    };
+    let notice = |name: &str, days: i64| {
+        (
+            "key.expiring".to_owned(),
+            name.to_owned(),
+            json!(days * DAY),
+        )
+    };
+    // 30 days before: Acme alone. 7 days before: Globex alone (Acme did not ask for 7).
+    assert_eq!(look(60).await, [notice("acme", 30)]);
+    assert_eq!(look(23).await, [notice("globex", 7)]);
+    // 3 days before: Acme; 1 day before: Globex; then both expire.
+    assert_eq!(look(4).await, [notice("acme", 3)]);
+    assert_eq!(look(2).await, [notice("globex", 1)]);
+    let expired = look(1).await;
+    assert_eq!(
+        expired,
+        [
+            ("key.expired".into(), "acme".into(), Value::Null),
+            ("key.expired".into(), "globex".into(), Value::Null),
+        ]
+    );
+
+    // None at all: no key.expiring, but key.expired still comes.
+    let none = app
+        .call(
+            Method::PUT,
+            "/v1/organization/expiry-notices",
+            Some(&app.admin_key),
+            Some(json!({"days_before": []})),
+        )
+        .await;
+    assert_eq!(none.body["days_before"], json!([]));
+    app.create_key(json!({"name": "quiet", "environment": "live", "expires": "7d"}))
+        .await;
+    assert_eq!(look(6).await, []);
+    assert_eq!(
+        look(1).await,
+        [("key.expired".into(), "quiet".into(), Value::Null)]
+    );
+}
+
+async fn lead_times_are_checked_and_set_by_whoever_manages_the_organization(app: TestApp) {
+    let put = async |key: &str, body: Value| {
+        app.call(
+            Method::PUT,
+            "/v1/organization/expiry-notices",
+            Some(key),
+            Some(body),
+        )
+        .await
+    };
+    for (body, says) in [
+        (json!({"days_before": [0]}), "0 is not a number of days"),
+        (json!({"days_before": [366]}), "366 is not a number of days"),
+        (json!({"days_before": [1, 2, 3, 4, 5, 6]}), "at most 5"),
+    ] {
+        let reply = put(&app.admin_key, body.clone()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.code(), "invalid_request");
+        assert!(
+            reply.body["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains(says)),
+            "{:?}",
+            reply.body
+        );
+    }
+    for body in [
+        json!({"days_before": [1.5]}),
+        json!({"days_before": [-1]}),
+        json!({"days_before": "7"}),
+        json!({"days": [7]}),
+    ] {
+        let reply = put(&app.admin_key, body.clone()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    // A management key without admin:full may read them but not change them.
+    let (reader, _) = app
+        .create_key(json!({"name": "ops", "environment": "live", "scopes": ["api-keys:manage"]}))
+        .await;
+    let read = app
+        .call(
+            Method::GET,
+            "/v1/organization/expiry-notices",
+            Some(&reader),
+            None,
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    let refused = put(&reader, json!({"days_before": [14]})).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
+    // A member (not an owner or admin) neither.
+    let owner = app.first_owner().await;
+    let member = app
+        .member(&owner, "dev@example.com", "Dev", "developer")
+        .await;
+    let refused = app
+        .as_browser(
+            &member,
+            Method::PUT,
+            "/v1/organization/expiry-notices",
+            Some(json!({"days_before": [14]})),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
+    let by_owner = app
+        .as_browser(
+            &owner,
+            Method::PUT,
+            "/v1/organization/expiry-notices",
+            Some(json!({"days_before": [14]})),
+        )
+        .await;
+    assert_eq!(by_owner.status, StatusCode::OK, "{:?}", by_owner.body);
+    let read = app.get("/v1/organization/expiry-notices").await;
+    assert_eq!(read.body["days_before"], json!([14]));
 }

@@ -2,6 +2,7 @@
 //! passed (`key.expired`), each announced once. A notice row and its event are written in one
 //! transaction, the row first with `ON CONFLICT DO NOTHING`: when several instances find the
 //! same key, one inserts the row and announces, the others insert nothing and announce nothing.
+//! Each organization's lead times are its own ([`super::expiry_settings`]) or the defaults.
 
 use keyplane_shared::Timestamp;
 use keyplane_shared::ids::{KeyId, OrgId};
@@ -9,6 +10,7 @@ use serde_json::json;
 use sqlx::{AnyConnection, Row as _};
 
 use super::SqlStore;
+use super::expiry_settings;
 use super::journal::Mutation;
 use super::outbox;
 use super::people::id_bytes;
@@ -20,7 +22,9 @@ use crate::timestamps::rfc3339;
 
 /// How far back a passed expiry is still announced: keys that expired earlier (before the
 /// scheduler ran, or while no instance did) are passed over.
-pub const EXPIRED_WINDOW_MS: i64 = 24 * 3_600_000;
+pub const EXPIRED_WINDOW_MS: i64 = DAY_MS;
+
+const DAY_MS: i64 = 86_400_000;
 
 /// A key whose notice is due.
 struct Due {
@@ -38,27 +42,48 @@ fn expiring_label(lead_ms: i64) -> String {
     format!("expiring:{}", lead_ms / 1000)
 }
 
+/// Which organizations' keys a `key.expiring` lookup is for: those that chose `day`, and, when
+/// `day` is a default, those that chose nothing.
+struct WantedBy {
+    day: u32,
+    by_default: bool,
+}
+
 async fn due_keys(
     connection: &mut AnyConnection,
     from: Timestamp,
     until: Timestamp,
     notice: &str,
+    wanted_by: Option<WantedBy>,
     limit: u32,
 ) -> Result<Vec<Due>, StoreError> {
-    let rows = sqlx::query(
+    let organizations = if wanted_by.is_some() {
+        "AND ((x.days_before IS NULL AND $5 = 1) OR x.days_before LIKE $6) "
+    } else {
+        ""
+    };
+    // Constant fragments only: every value is bound.
+    let sql = format!(
         "SELECT k.id, k.org_id, k.name, k.environment, k.truncated, k.expires_at, \
          u.email AS owner_email \
-         FROM api_keys k LEFT JOIN users u ON u.id = k.owner_id WHERE k.expires_at > $1 AND k.expires_at <= $2 \
+         FROM api_keys k LEFT JOIN users u ON u.id = k.owner_id \
+         LEFT JOIN org_expiry_notices x ON x.org_id = k.org_id \
+         WHERE k.expires_at > $1 AND k.expires_at <= $2 \
          AND k.revoked_at IS NULL AND k.deleted_at IS NULL AND NOT EXISTS ( \
            SELECT 1 FROM key_notices n WHERE n.key_id = k.id AND n.notice = $3) \
-         ORDER BY k.expires_at LIMIT $4",
-    )
-    .bind(from.as_millis())
-    .bind(until.as_millis())
-    .bind(notice.to_owned())
-    .bind(i64::from(limit))
-    .fetch_all(&mut *connection)
-    .await?;
+         {organizations}ORDER BY k.expires_at LIMIT $4"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(from.as_millis())
+        .bind(until.as_millis())
+        .bind(notice.to_owned())
+        .bind(i64::from(limit));
+    if let Some(wanted_by) = wanted_by {
+        query = query
+            .bind(i64::from(wanted_by.by_default))
+            .bind(expiry_settings::pattern(wanted_by.day));
+    }
+    let rows = query.fetch_all(&mut *connection).await?;
     let mut due = Vec::with_capacity(rows.len());
     for row in rows {
         due.push(Due {
@@ -96,16 +121,18 @@ async fn claim_notice(
 
 /// Announces the due notices, at most `limit` keys per kind: the shortest lead first, so a
 /// key already within a day of its expiry gets the one-day notice alone (its longer ones are
-/// marked as passed over). `leads_ms` are the lead times, in milliseconds. The notices this
-/// call announced.
+/// marked as passed over). Each organization's own lead times apply, `default_days` where it
+/// chose none. The notices this call announced.
 pub(super) async fn announce(
     store: &SqlStore,
     now: Timestamp,
-    leads_ms: &[i64],
+    default_days: &[u32],
     limit: u32,
 ) -> Result<Vec<ExpiryNotice>, StoreError> {
-    let mut leads = leads_ms.to_vec();
-    leads.sort_unstable();
+    let days: Vec<u32> = expiry_settings::all_days(&store.pool, default_days)
+        .await?
+        .into_iter()
+        .collect();
     let mut announced = Vec::new();
     // Passed: within the window.
     let mut connection = store.pool.acquire().await?;
@@ -114,6 +141,7 @@ pub(super) async fn announce(
         Timestamp(now.as_millis() - EXPIRED_WINDOW_MS),
         now,
         "expired",
+        None,
         limit,
     )
     .await?;
@@ -133,21 +161,26 @@ pub(super) async fn announce(
             announced.push(notice_of(key, None));
         }
     }
-    for (index, lead) in leads.iter().enumerate() {
-        let label = expiring_label(*lead);
+    for (index, day) in days.iter().enumerate() {
+        let lead = i64::from(*day) * DAY_MS;
+        let label = expiring_label(lead);
         let mut connection = store.pool.acquire().await?;
         let due = due_keys(
             &mut connection,
             now,
             Timestamp(now.as_millis() + lead),
             &label,
+            Some(WantedBy {
+                day: *day,
+                by_default: default_days.contains(day),
+            }),
             limit,
         )
         .await?;
         drop(connection);
-        let longer: Vec<String> = leads[index + 1..]
+        let longer: Vec<String> = days[index + 1..]
             .iter()
-            .map(|lead| expiring_label(*lead))
+            .map(|day| expiring_label(i64::from(*day) * DAY_MS))
             .collect();
         for key in due {
             if notify(
@@ -156,12 +189,12 @@ pub(super) async fn announce(
                 &label,
                 &longer,
                 EventType::KeyExpiring,
-                Some(*lead),
+                Some(lead),
                 now,
             )
             .await?
             {
-                announced.push(notice_of(key, Some(*lead)));
+                announced.push(notice_of(key, Some(lead)));
             }
         }
     }

@@ -26,6 +26,7 @@ mod audit;
 mod connect;
 mod directory;
 mod expiry;
+mod expiry_settings;
 mod filtered;
 mod host_orgs;
 mod invitations;

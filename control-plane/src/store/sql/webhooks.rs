@@ -313,10 +313,27 @@ impl WebhookStore for SqlStore {
     async fn announce_expiries(
         &self,
         now: Timestamp,
-        leads_ms: &[i64],
+        default_days: &[u32],
         limit: u32,
     ) -> Result<Vec<crate::store::webhooks::ExpiryNotice>, StoreError> {
-        super::expiry::announce(self, now, leads_ms, limit).await
+        super::expiry::announce(self, now, default_days, limit).await
+    }
+
+    async fn expiry_notice_days(
+        &self,
+        org: OrgId,
+    ) -> Result<Option<crate::store::webhooks::ExpiryNoticeDays>, StoreError> {
+        super::expiry_settings::get(&self.pool, org).await
+    }
+
+    async fn put_expiry_notice_days(
+        &self,
+        org: OrgId,
+        days_before: &[u32],
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<crate::store::webhooks::ExpiryNoticeDays, StoreError> {
+        super::expiry_settings::put(self, org, days_before, context, now).await
     }
 
     async fn claim_deliveries(
