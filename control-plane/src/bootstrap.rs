@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::host_token::HostTokens;
 use crate::keys::issue::{KeySettings, issue_key};
 use crate::mailer::Mailer;
-use crate::scanning_keys::ScanningKeys;
+use crate::scanning_keys::ScanningKeySource;
 use crate::secrets::webhook_signing::WebhookSecrets;
 use crate::secrets::{self, SecretsSource};
 use crate::state::{AppState, Clock, OperatorPolicy, PeopleSettings, Settings};
@@ -72,10 +72,10 @@ pub(crate) async fn open(
         None => HostTokens::none(),
     };
     let github_scanning = match &config.github_scanning_keys {
-        Some(path) => {
-            let keys = ScanningKeys::load(path)?;
-            tracing::info!(keys = keys.len(), "GitHub secret-scanning reports accepted");
-            Some(keys)
+        Some(setting) => {
+            let source = ScanningKeySource::from_setting(setting, config.local_dev)?;
+            tracing::info!(keys = %source.describe(), "GitHub secret-scanning reports accepted");
+            Some(Arc::new(source))
         }
         None => None,
     };

@@ -60,11 +60,11 @@ pub struct Config {
     /// How people sign in: host-product tokens and the public URL of links.
     #[command(flatten)]
     pub people: PeopleConfig,
-    /// A JSON file of GitHub's secret-scanning public keys (the answer of
-    /// `https://api.github.com/meta/public_keys/secret_scanning`), which enables
-    /// `POST /v1/leaks/github`; default: that route answers 404.
-    #[arg(long, env = "KEYPLANE_GITHUB_SCANNING_KEYS")]
-    pub github_scanning_keys: Option<std::path::PathBuf>,
+    /// GitHub's secret-scanning public keys, which enable `POST /v1/leaks/github`: the URL
+    /// that publishes them (`https://api.github.com/meta/public_keys/secret_scanning`, fetched
+    /// and cached for an hour) or a JSON file of that answer; default: that route answers 404.
+    #[arg(long, env = "KEYPLANE_GITHUB_SCANNING_KEYS", value_name = "URL|FILE")]
+    pub github_scanning_keys: Option<String>,
 }
 
 /// How people sign in.

@@ -106,6 +106,10 @@ pub enum ApiError {
     /// 503 `unavailable`: the database cannot be reached; retry later.
     #[error("the service is temporarily unavailable; retry later")]
     Unavailable(#[source] StoreError),
+    /// 503 `unavailable`: something the answer needs from elsewhere (named) could not be
+    /// fetched, and no earlier copy is held; retry later.
+    #[error("{0} could not be fetched; retry later")]
+    FetchFailed(&'static str),
     /// 500 `internal`: a bug or an unexpected failure (logged, never described to the client).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -139,7 +143,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::FetchFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -170,7 +174,7 @@ impl ApiError {
             ApiError::InvalidSignature => "invalid_signature",
             ApiError::SequenceAhead(_) => "sequence_ahead",
             ApiError::Conflict(conflict) => conflict.code(),
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::FetchFailed(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }

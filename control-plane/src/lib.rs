@@ -38,6 +38,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod fetched_keys;
 pub mod hashing;
 pub mod host_token;
 pub mod input;

@@ -2,11 +2,17 @@
 //! check of a report's signature: ECDSA P-256 with SHA-256 over the raw body, the signature
 //! base64 of its DER form, the key named by its identifier.
 //!
-//! The keys are read from a file in the provider's own format (GitHub's
+//! The keys are in the provider's own format (GitHub's
 //! `https://api.github.com/meta/public_keys/secret_scanning` answer):
-//! `{"public_keys": [{"key_identifier", "key": "-----BEGIN PUBLIC KEY-----…", "is_current"}]}`.
+//! `{"public_keys": [{"key_identifier", "key": "-----BEGIN PUBLIC KEY-----…", "is_current"}]}`,
+//! read from a file once ([`ScanningKeySource::Fixed`]) or fetched from that URL
+//! ([`ScanningKeySource::Fetched`]: cached for [`MAX_AGE_SECONDS`], fetched again at once for a
+//! report naming a key not held — the provider rotated — and the last good set kept when a
+//! fetch fails, by [`crate::fetched_keys`]).
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -15,6 +21,17 @@ use p256::ecdsa::{DerSignature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey as _;
 use serde::Deserialize;
 use thiserror::Error;
+
+use crate::fetched_keys::{FetchedKeys, Refresh, http_client};
+
+/// A fetched set older than this is fetched again (seconds): an hour.
+pub const MAX_AGE_SECONDS: i64 = 3600;
+/// The least time between two fetches (seconds).
+pub const MIN_REFETCH_SECONDS: i64 = 60;
+/// A fetch gives up after this long.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest document read.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Why the keys could not be read.
 #[derive(Debug, Error)]
@@ -30,6 +47,12 @@ pub enum ScanningKeysError {
     /// A key is not a P-256 public key in PEM.
     #[error("the key {0} is not a P-256 public key in PEM")]
     Key(String),
+    /// The URL is not one to fetch keys from.
+    #[error("{0} is not an https:// URL (http:// only with --local-dev)")]
+    Url(String),
+    /// The HTTP client could not be built.
+    #[error("building the HTTP client: {0}")]
+    Client(String),
 }
 
 #[derive(Deserialize)]
@@ -80,6 +103,11 @@ impl ScanningKeys {
         self.keys.is_empty()
     }
 
+    /// Whether a key is named `identifier`.
+    pub fn holds(&self, identifier: &str) -> bool {
+        self.keys.iter().any(|(id, _)| id == identifier)
+    }
+
     /// Whether `signature` (base64 of DER) is the key `identifier`'s signature of `body`.
     pub fn verify(&self, identifier: &str, signature: &str, body: &[u8]) -> bool {
         let Some((_, key)) = self.keys.iter().find(|(id, _)| id == identifier) else {
@@ -92,6 +120,79 @@ impl ScanningKeys {
             return false;
         };
         key.verify(body, &signature).is_ok()
+    }
+}
+
+/// Where the provider's keys come from.
+#[derive(Debug)]
+pub enum ScanningKeySource {
+    /// A file, read once at start.
+    Fixed(ScanningKeys),
+    /// The provider's URL.
+    Fetched(Box<FetchedKeys<ScanningKeys>>),
+}
+
+impl ScanningKeySource {
+    /// The keys named by `setting`: an `https://` URL (`http://` too when `local_dev`), or a
+    /// file's path, read now.
+    pub fn from_setting(setting: &str, local_dev: bool) -> Result<Self, ScanningKeysError> {
+        let is_url = setting.starts_with("https://") || setting.starts_with("http://");
+        if !is_url {
+            return Ok(ScanningKeySource::Fixed(ScanningKeys::load(Path::new(
+                setting,
+            ))?));
+        }
+        let url = reqwest::Url::parse(setting)
+            .ok()
+            .filter(|url| url.scheme() == "https" || local_dev)
+            .ok_or_else(|| ScanningKeysError::Url(setting.to_owned()))?;
+        let client = http_client(FETCH_TIMEOUT).map_err(ScanningKeysError::Client)?;
+        let refresh = Refresh {
+            max_age_seconds: MAX_AGE_SECONDS,
+            min_refetch_seconds: MIN_REFETCH_SECONDS,
+            max_body_bytes: MAX_BODY_BYTES,
+        };
+        let parse = Box::new(|body: &[u8]| -> Result<Arc<ScanningKeys>, String> {
+            let text = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_owned())?;
+            let keys = ScanningKeys::parse(text).map_err(|error| error.to_string())?;
+            if keys.is_empty() {
+                return Err("the document holds no key".into());
+            }
+            Ok(Arc::new(keys))
+        });
+        Ok(ScanningKeySource::Fetched(Box::new(FetchedKeys::new(
+            "GitHub secret-scanning keys".into(),
+            url,
+            client,
+            refresh,
+            parse,
+        ))))
+    }
+
+    /// Whether `signature` is the key `identifier`'s signature of `body` at `now` (Unix
+    /// seconds); `None` when the keys were never fetched (so nothing can be checked).
+    pub async fn verify(
+        &self,
+        identifier: &str,
+        signature: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Option<bool> {
+        match self {
+            ScanningKeySource::Fixed(keys) => Some(keys.verify(identifier, signature, body)),
+            ScanningKeySource::Fetched(fetched) => {
+                let keys = fetched.keys(|keys| !keys.holds(identifier), now).await?;
+                Some(keys.verify(identifier, signature, body))
+            }
+        }
+    }
+
+    /// A line for the start-up log: how many keys were read, or where they will be fetched.
+    pub fn describe(&self) -> String {
+        match self {
+            ScanningKeySource::Fixed(keys) => format!("{} keys from a file", keys.len()),
+            ScanningKeySource::Fetched(fetched) => format!("keys fetched from {}", fetched.url()),
+        }
     }
 }
 
@@ -138,6 +239,105 @@ mod tests {
         assert!(matches!(
             ScanningKeys::parse(bad),
             Err(ScanningKeysError::Key(id)) if id == "k1"
+        ));
+    }
+
+    fn list_of(signing: &SigningKey, identifier: &str) -> serde_json::Value {
+        let pem = signing
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .expect("PEM");
+        serde_json::json!({"public_keys": [{"key_identifier": identifier, "key": pem, "is_current": true}]})
+    }
+
+    fn signature(signing: &SigningKey, body: &[u8]) -> String {
+        let signature: DerSignature = signing.sign(body);
+        STANDARD.encode(signature.as_bytes())
+    }
+
+    const T0: i64 = 1_800_000_000;
+
+    #[tokio::test]
+    async fn fetched_keys_are_cached_for_an_hour_refetched_for_a_new_key_and_kept_when_a_fetch_fails()
+     {
+        use crate::fetched_keys::document_server::DocumentServer;
+        let (a, b) = (
+            SigningKey::from_slice(&[7; 32]).expect("key"),
+            SigningKey::from_slice(&[8; 32]).expect("key"),
+        );
+        let server = DocumentServer::start(list_of(&a, "a")).await;
+        let source =
+            ScanningKeySource::from_setting(&server.url("/keys"), true).expect("a URL source");
+        let body = b"[]";
+        let (by_a, by_b) = (signature(&a, body), signature(&b, body));
+        // Fetched on first use.
+        assert_eq!(source.verify("a", &by_a, body, T0).await, Some(true));
+        assert_eq!(server.requests(), 1);
+        // A key not held: fetched again, but at most once a minute.
+        assert_eq!(source.verify("b", &by_b, body, T0 + 10).await, Some(false));
+        assert_eq!(server.requests(), 1);
+        assert_eq!(source.verify("b", &by_b, body, T0 + 61).await, Some(false));
+        assert_eq!(server.requests(), 2);
+        assert_eq!(source.verify("b", &by_b, body, T0 + 90).await, Some(false));
+        assert_eq!(server.requests(), 2);
+        // Cached for an hour from the last fetch.
+        let fetched = T0 + 61;
+        assert_eq!(
+            source.verify("a", &by_a, body, fetched + 3599).await,
+            Some(true)
+        );
+        assert_eq!(server.requests(), 2);
+        // An hour on, the provider is down: the last good set still verifies.
+        server.set_down(true);
+        let failed = fetched + 3600;
+        assert_eq!(source.verify("a", &by_a, body, failed).await, Some(true));
+        assert_eq!(server.requests(), 3);
+        // It rotates to b: a report signed by b is accepted once a minute has passed since the
+        // last attempt; a is no longer trusted.
+        server.set_down(false);
+        server.serve(list_of(&b, "b"));
+        assert_eq!(
+            source.verify("b", &by_b, body, failed + 30).await,
+            Some(false)
+        );
+        assert_eq!(server.requests(), 3);
+        let rotated = failed + 61;
+        assert_eq!(source.verify("b", &by_b, body, rotated).await, Some(true));
+        assert_eq!(server.requests(), 4);
+        assert_eq!(
+            source.verify("a", &by_a, body, rotated + 1).await,
+            Some(false)
+        );
+        // A document that is not a key list keeps the keys held too.
+        server.serve(serde_json::json!({"public_keys": "nope"}));
+        assert_eq!(
+            source.verify("b", &by_b, body, rotated + 3600).await,
+            Some(true)
+        );
+        assert_eq!(server.requests(), 5);
+    }
+
+    #[tokio::test]
+    async fn keys_never_fetched_verify_nothing_and_a_url_must_be_https_outside_local_development() {
+        use crate::fetched_keys::document_server::DocumentServer;
+        let server = DocumentServer::start(serde_json::json!({})).await;
+        server.set_down(true);
+        let source = ScanningKeySource::from_setting(&server.url("/keys"), true).expect("source");
+        assert_eq!(source.verify("a", "sig", b"[]", T0).await, None);
+        assert!(matches!(
+            ScanningKeySource::from_setting(&server.url("/keys"), false),
+            Err(ScanningKeysError::Url(_))
+        ));
+        assert!(
+            ScanningKeySource::from_setting(
+                "https://api.github.com/meta/public_keys/secret_scanning",
+                false
+            )
+            .is_ok()
+        );
+        assert!(matches!(
+            ScanningKeySource::from_setting("/no/such/file.json", false),
+            Err(ScanningKeysError::Read(..))
         ));
     }
 }

@@ -17,7 +17,7 @@ use crate::host_token::HostTokens;
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
 use crate::refusal_log::RefusalLog;
-use crate::scanning_keys::ScanningKeys;
+use crate::scanning_keys::ScanningKeySource;
 use crate::secrets::webhook_signing::WebhookSecrets;
 use crate::store::Store;
 use crate::store::audit_chain::AuditSealer;
@@ -78,7 +78,7 @@ pub struct Shared {
     /// Derives webhook endpoints' signing secrets.
     pub webhook_secrets: WebhookSecrets,
     /// GitHub's secret-scanning keys, when its leak reports are accepted.
-    pub github_scanning: Option<ScanningKeys>,
+    pub github_scanning: Option<Arc<ScanningKeySource>>,
     /// Reports of leaked keys per client address.
     pub leak_reports: crate::accounts::throttle::AddressThrottle,
     /// The first organization (its owners are the operators), once known: it never changes.
@@ -109,7 +109,7 @@ pub struct Settings {
     /// Derives webhook endpoints' signing secrets (from the signing secret).
     pub webhook_secrets: WebhookSecrets,
     /// GitHub's secret-scanning keys, when its leak reports are accepted.
-    pub github_scanning: Option<ScanningKeys>,
+    pub github_scanning: Option<Arc<ScanningKeySource>>,
 }
 
 /// How people sign in, from the configuration.

@@ -345,7 +345,12 @@ fn build_issuer(
                 Some(client) => client.clone(),
                 None => client.insert(http_client()?).clone(),
             };
-            Keys::Jwks(JwksCache::new(issuer.clone(), url, algorithm, client))
+            Keys::Jwks(Box::new(JwksCache::new(
+                issuer.clone(),
+                url,
+                algorithm,
+                client,
+            )))
         }
         (_, None, None, None) => {
             return Err(HostTokenConfigError::KeySources {
@@ -494,12 +499,5 @@ fn jwks_url(issuer: &str, url: &str) -> Result<reqwest::Url, HostTokenConfigErro
 
 /// The JWKS client, built like the pusher's: rustls with the ring provider, no redirects.
 fn http_client() -> Result<reqwest::Client, HostTokenConfigError> {
-    // rustls needs a process-wide crypto provider; installing twice is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(FETCH_TIMEOUT)
-        .connect_timeout(FETCH_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|error| HostTokenConfigError::HttpClient(error.to_string()))
+    crate::fetched_keys::http_client(FETCH_TIMEOUT).map_err(HostTokenConfigError::HttpClient)
 }

@@ -1,4 +1,5 @@
-//! A host product's JWKS: fetched, parsed, cached, and refreshed without hammering the host.
+//! A host product's JWKS: fetched, parsed, cached, and refreshed without hammering the host
+//! (the cache is [`crate::fetched_keys`]; this module says which JWKs are taken).
 //!
 //! - Keys are fetched on first use, and again when the cache is older than
 //!   [`MAX_AGE_SECONDS`] or a token names a `kid` the cache does not hold.
@@ -22,9 +23,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
 use jsonwebtoken::DecodingKey;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::Mutex;
 
 use super::{HostAlgorithm, HostTokenError, NamedKey, select, usable};
+use crate::fetched_keys::{FetchedKeys, Refresh};
 
 /// Keys older than this are refetched (seconds).
 pub const MAX_AGE_SECONDS: i64 = 10 * 60;
@@ -41,23 +42,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The most keys kept from one document.
 pub const MAX_KEYS: usize = 32;
 
-/// One issuer's JWKS and what is known of it.
+/// One issuer's JWKS.
 pub(crate) struct JwksCache {
-    issuer: String,
-    url: reqwest::Url,
-    algorithm: HostAlgorithm,
-    client: reqwest::Client,
-    /// Held across a fetch: concurrent verifications wait for it rather than fetch too.
-    state: Mutex<CacheState>,
-}
-
-#[derive(Default)]
-struct CacheState {
-    keys: Option<Arc<[NamedKey]>>,
-    /// When `keys` were fetched.
-    fetched_at: Option<i64>,
-    /// When a fetch was last tried, successful or not.
-    attempted_at: Option<i64>,
+    keys: FetchedKeys<[NamedKey]>,
 }
 
 impl JwksCache {
@@ -68,12 +55,26 @@ impl JwksCache {
         algorithm: HostAlgorithm,
         client: reqwest::Client,
     ) -> Self {
+        let refresh = Refresh {
+            max_age_seconds: MAX_AGE_SECONDS,
+            min_refetch_seconds: MIN_REFETCH_SECONDS,
+            max_body_bytes: MAX_BODY_BYTES,
+        };
+        let parse = Box::new(move |body: &[u8]| -> Result<Arc<[NamedKey]>, String> {
+            let keys = parse(body, algorithm)?;
+            if keys.is_empty() {
+                return Err(format!("the document holds no usable {algorithm} key"));
+            }
+            Ok(Arc::from(keys))
+        });
         JwksCache {
-            issuer,
-            url,
-            algorithm,
-            client,
-            state: Mutex::new(CacheState::default()),
+            keys: FetchedKeys::new(
+                format!("host-token JWKS of {issuer}"),
+                url,
+                client,
+                refresh,
+                parse,
+            ),
         }
     }
 
@@ -84,87 +85,11 @@ impl JwksCache {
         kid: Option<&str>,
         now: i64,
     ) -> Result<Arc<[NamedKey]>, HostTokenError> {
-        let mut state = self.state.lock().await;
-        // A clock that moved back counts as time passed: abs_diff, not a subtraction.
-        let stale = state
-            .fetched_at
-            .is_none_or(|at| now.abs_diff(at) >= MAX_AGE_SECONDS.unsigned_abs());
-        let lacks_kid = state
-            .keys
-            .as_deref()
-            .is_none_or(|keys| select(keys, kid).is_none());
-        let may_fetch = state
-            .attempted_at
-            .is_none_or(|at| now.abs_diff(at) >= MIN_REFETCH_SECONDS.unsigned_abs());
-        if (stale || lacks_kid) && may_fetch {
-            state.attempted_at = Some(now);
-            match self.fetch().await {
-                Ok(keys) => {
-                    tracing::debug!(issuer = %self.issuer, keys = keys.len(), "host-token JWKS fetched");
-                    state.keys = Some(Arc::from(keys));
-                    state.fetched_at = Some(now);
-                }
-                Err(reason) => tracing::warn!(
-                    issuer = %self.issuer,
-                    url = %self.url,
-                    %reason,
-                    keys_held = state.keys.as_deref().map_or(0, <[NamedKey]>::len),
-                    "fetching the host-token JWKS failed; keeping the keys held"
-                ),
-            }
-        }
-        state.keys.clone().ok_or(HostTokenError::KeysUnavailable)
-    }
-
-    /// One fetch: the usable keys, or why there are none.
-    async fn fetch(&self) -> Result<Vec<NamedKey>, String> {
-        let mut response = self
-            .client
-            .get(self.url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
+        self.keys
+            .keys(|keys| select(keys, kid).is_none(), now)
             .await
-            .map_err(|error| transport(&error))?;
-        if response.status() != reqwest::StatusCode::OK {
-            return Err(format!("answered {}", response.status()));
-        }
-        if response
-            .content_length()
-            .is_some_and(|length| length > MAX_BODY_BYTES as u64)
-        {
-            return Err(format!("the document is over {MAX_BODY_BYTES} bytes"));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|error| transport(&error))? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(format!("the document is over {MAX_BODY_BYTES} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let keys = parse(&body, self.algorithm)?;
-        if keys.is_empty() {
-            return Err(format!(
-                "the document holds no usable {} key",
-                self.algorithm
-            ));
-        }
-        Ok(keys)
+            .ok_or(HostTokenError::KeysUnavailable)
     }
-}
-
-fn transport(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        return format!("no answer within {FETCH_TIMEOUT:?}");
-    }
-    // reqwest's own message is generic ("error sending request"); the causes say why.
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[derive(Deserialize)]

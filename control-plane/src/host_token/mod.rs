@@ -217,7 +217,7 @@ enum Keys {
     /// The HS256 secret or the configured PEM keys.
     Fixed(Arc<[NamedKey]>),
     /// A JWKS, fetched and cached.
-    Jwks(jwks::JwksCache),
+    Jwks(Box<jwks::JwksCache>),
 }
 
 /// One trusted issuer, checked and ready.

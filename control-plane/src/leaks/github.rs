@@ -74,6 +74,7 @@ fn header<'a>(caller: &'a Anonymous, name: &str) -> Option<&'a str> {
         (status = 400, description = "Not a report (a JSON array of tokens, at most 10,000)", body = crate::openapi::ErrorResponse),
         (status = 401, description = "Unsigned, or not signed by a configured GitHub key", body = crate::openapi::ErrorResponse),
         (status = 404, description = "GitHub reports are not configured (`--github-scanning-keys`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "GitHub's keys could not be fetched yet (`unavailable`); nothing changed", body = crate::openapi::ErrorResponse),
     )
 )]
 pub(crate) async fn github_report(
@@ -88,8 +89,11 @@ pub(crate) async fn github_report(
     };
     let identifier = header(&caller, "github-public-key-identifier").unwrap_or_default();
     let signature = header(&caller, "github-public-key-signature").unwrap_or_default();
-    if !keys.verify(identifier, signature, &body) {
-        return Err(ApiError::InvalidSignature);
+    let now_seconds = state.now().as_millis().div_euclid(1000);
+    match keys.verify(identifier, signature, &body, now_seconds).await {
+        Some(true) => {}
+        Some(false) => return Err(ApiError::InvalidSignature),
+        None => return Err(ApiError::FetchFailed("GitHub's secret-scanning keys")),
     }
     let tokens: Vec<ReportedToken> = serde_json::from_slice(&body)
         .map_err(|error| ApiError::InvalidJson(format!("not a report: {error}")))?;

@@ -33,7 +33,7 @@ fn trust_github(config: &mut Config) {
     let list = json!({"public_keys": [{"key_identifier": KEY_ID, "key": pem, "is_current": true}]});
     let path = config.data_dir.join("github-keys.json");
     std::fs::write(&path, list.to_string()).expect("write the keys");
-    config.github_scanning_keys = Some(path);
+    config.github_scanning_keys = Some(path.display().to_string());
 }
 
 backends!(
@@ -153,4 +153,39 @@ async fn without_configuration_the_route_is_not_there() {
     .expect("SQLite");
     let (status, answer) = send(&app, b"[]", Some(signed(b"[]"))).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+}
+
+/// GitHub's keys URL, where nothing answers (port 9, discard, is closed here).
+fn keys_url_down(config: &mut Config) {
+    config.github_scanning_keys =
+        Some("http://127.0.0.1:9/meta/public_keys/secret_scanning".into());
+}
+
+#[tokio::test]
+async fn when_the_keys_were_never_fetched_a_report_is_answered_503_and_changes_nothing() {
+    let app = spawn_app_with(
+        keyplane_control_plane::store::sql::Backend::Sqlite,
+        keys_url_down,
+    )
+    .await
+    .expect("SQLite");
+    let (live, record) = app
+        .create_key(json!({"name": "committed", "environment": "live"}))
+        .await;
+    let report =
+        json!([{"token": live, "type": "keyplane_api_key", "url": "u", "source": "content"}])
+            .to_string();
+    let (status, answer) = send(&app, report.as_bytes(), Some(signed(report.as_bytes()))).await;
+    // GitHub retries a report that was not answered 2xx.
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"]["code"], "unavailable");
+    assert_eq!(
+        answer["error"]["message"],
+        "GitHub's secret-scanning keys could not be fetched; retry later"
+    );
+    let id = record["id"].as_str().expect("id");
+    assert_eq!(
+        app.get(&format!("/v1/keys/{id}")).await.body["status"],
+        "active"
+    );
 }

@@ -1,17 +1,10 @@
 //! JWKS issuers against a local server whose document the tests swap: caching, rotation,
 //! refetch limits, a host that is down or serves garbage, and which JWKs are taken.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use jsonwebtoken::jwk::Jwk;
 
 use super::*;
+use crate::fetched_keys::document_server::DocumentServer;
 use crate::host_token::jwks;
 
 fn jwks_issuer(server: &JwksServer) -> Value {
@@ -31,62 +24,29 @@ fn rs_jwk(n: u8, kid: &str) -> Value {
 /// A JWKS server on 127.0.0.1: the test swaps its document, turns it down, counts requests.
 struct JwksServer {
     port: u16,
-    shared: Arc<Served>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-struct Served {
-    document: Mutex<Value>,
-    requests: AtomicUsize,
-    down: AtomicBool,
+    server: DocumentServer,
 }
 
 impl JwksServer {
     async fn start(keys: Vec<Value>) -> Self {
-        let shared = Arc::new(Served {
-            document: Mutex::new(json!({ "keys": keys })),
-            requests: AtomicUsize::new(0),
-            down: AtomicBool::new(false),
-        });
-        let app = Router::new()
-            .route("/jwks.json", get(serve_jwks))
-            .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binds");
-        let port = listener.local_addr().expect("fixture").port();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("verifies");
-        });
-        JwksServer { port, shared, task }
+        let server = DocumentServer::start(json!({ "keys": keys })).await;
+        JwksServer {
+            port: server.port,
+            server,
+        }
     }
 
     fn serve(&self, keys: Vec<Value>) {
-        *self.shared.document.lock().expect("not poisoned") = json!({ "keys": keys });
+        self.server.serve(json!({ "keys": keys }));
     }
 
     fn requests(&self) -> usize {
-        self.shared.requests.load(Ordering::SeqCst)
+        self.server.requests()
     }
 
     fn set_down(&self, down: bool) {
-        self.shared.down.store(down, Ordering::SeqCst);
+        self.server.set_down(down);
     }
-}
-
-impl Drop for JwksServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve_jwks(State(shared): State<Arc<Served>>) -> Response {
-    shared.requests.fetch_add(1, Ordering::SeqCst);
-    if shared.down.load(Ordering::SeqCst) {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    let document = shared.document.lock().expect("not poisoned").clone();
-    axum::Json(document).into_response()
 }
 
 // --- JWKS -----------------------------------------------------------------------------------
