@@ -1,8 +1,8 @@
 // The dashboard in headless Chromium, against a real control plane and edge (started by
 // tests/tests/e2e/dashboard.rs): the first owner sets up their account from the setup link,
 // signs out and in, creates a key (copied once, never shown again), regenerates it with a
-// grace period, revokes the old one, reads the audit log, and invites a viewer who can
-// change nothing. The edge is asked after each change. Every page visited is checked for its
+// grace period, revokes the old one, reads the audit log, manages a webhook endpoint
+// (lib/webhooks.mjs), and invites a viewer who can change nothing. The edge is asked after each change. Every page visited is checked for its
 // Content-Security-Policy, requests to other origins and axe findings, and screenshotted.
 //
 // Pages are found the way people find them: by their labels, roles and accessible names.
@@ -17,6 +17,7 @@
 //   OWNER_EMAIL     the first owner's email [owner@example.com]
 //   ADMIN_KEY       the organization's admin key (branding, portal links: the host's back end)
 //   OTHER_ORG_KEY_ID  a key of another organization, which the portal must not show
+//   WEBHOOK_URL     a receiver that answers 200 (the test origin), for the webhook steps
 //   CHROMIUM        the browser [/usr/bin/chromium]
 //
 // Prints `page weight /keys: N bytes` (the first, uncached load of /keys and what it loads).
@@ -28,6 +29,7 @@ import { expectAtEdge, statusAtEdge } from "./lib/edge.mjs";
 import { checkPage, htmlNow, reportBreaches, watch } from "./lib/pages.mjs";
 import { portalSteps } from "./lib/portal.mjs";
 import { check, note, step } from "./lib/steps.mjs";
+import { webhookSteps } from "./lib/webhooks.mjs";
 
 const require = createRequire(import.meta.url);
 const { chromium } = require("playwright-core");
@@ -51,6 +53,7 @@ const SCOPE = process.env.KEY_SCOPE || "docs:read";
 const OWNER_EMAIL = process.env.OWNER_EMAIL || "owner@example.com";
 const ADMIN_KEY = required("ADMIN_KEY");
 const OTHER_ORG_KEY_ID = required("OTHER_ORG_KEY_ID");
+const WEBHOOK_URL = required("WEBHOOK_URL");
 const VIEWER_EMAIL = "viewer@example.com";
 const PASSWORD = "correct horse battery staple";
 const KEY_NAME = "Billing sync (browser test)";
@@ -291,6 +294,8 @@ async function flow(browser) {
     }
   });
 
+  await webhookSteps({ page, base: BASE, api, receiver: WEBHOOK_URL, shots: SHOTS, checkPage });
+
   const link = await step("the owner invites a viewer", async () => {
     await page.goto(url("/members"));
     await checkPage(page, "members", SHOTS);
@@ -321,6 +326,7 @@ async function flow(browser) {
 
     await step("the viewer is offered no way to change keys", async () => {
       check(await vpage.getByRole("link", { name: "Create API key" }).count() === 0, "the viewer is offered \"Create API key\"");
+      check(await vpage.getByRole("link", { name: "Webhooks" }).count() === 0, "the viewer is offered \"Webhooks\"");
       await vpage.goto(url(`/keys/${second.id}`));
       await vpage.getByRole("heading", { name: KEY_NAME, level: 1 }).waitFor();
       for (const action of ["Revoke", "Regenerate"]) {

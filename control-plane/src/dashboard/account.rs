@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::entry::Empty;
 use super::format;
 use super::frame::see_other_keeping_cookies;
-use super::page::{self, PageError, Section, csrf_field, notice, problem, see_other};
+use super::page::{self, Done, PageError, Section, csrf_field, notice, problem, see_other};
 use super::viewer::{Submitted, Viewer};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -18,24 +18,19 @@ use crate::people::me::ChangePassword;
 use crate::people::sessions;
 use crate::state::AppState;
 
-/// The page's confirmation after a change.
-#[derive(Debug, Default, Deserialize)]
-pub struct Done {
-    #[serde(default)]
-    done: String,
-}
-
 /// `GET /account`.
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
     Query(done): Query<Done>,
 ) -> Result<Response, PageError> {
-    let message = match done.done.as_str() {
-        "password" => Some("Password changed. Your other sessions have ended."),
-        "ended" => Some("Session ended."),
-        _ => None,
-    };
+    let message = done.message(&[
+        (
+            "password",
+            "Password changed. Your other sessions have ended.",
+        ),
+        ("ended", "Session ended."),
+    ]);
     render(&state, &viewer, message, None, StatusCode::OK).await
 }
 

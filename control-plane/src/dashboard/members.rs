@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::format;
-use super::page::{self, PageError, Section, csrf_field, notice, problem, see_other};
+use super::page::{self, Done, PageError, Section, csrf_field, notice, problem, see_other};
 use super::viewer::{Submitted, Viewer};
 use crate::access::Permission;
 use crate::error::ApiError;
@@ -32,13 +32,6 @@ async fn members_and_roles(
     Ok((members.data, roles.data))
 }
 
-/// The page's confirmation after a change.
-#[derive(Debug, Default, Deserialize)]
-pub struct Done {
-    #[serde(default)]
-    done: String,
-}
-
 /// `GET /members`.
 pub async fn page(
     State(state): State<AppState>,
@@ -46,11 +39,9 @@ pub async fn page(
     Query(done): Query<Done>,
 ) -> Result<Response, PageError> {
     let (members, roles) = members_and_roles(&state, &viewer).await?;
-    let extra = match done.done.as_str() {
-        "role" => Extra::Done("Role changed."),
-        "removed" => Extra::Done("Member removed."),
-        _ => Extra::None,
-    };
+    let extra = done
+        .message(&[("role", "Role changed."), ("removed", "Member removed.")])
+        .map_or(Extra::None, Extra::Done);
     Ok(render(&viewer, &members, &roles, extra, StatusCode::OK))
 }
 

@@ -11,6 +11,8 @@
 //! - [`entry`]: sign-in, sign-out, the setup link and invitations.
 //! - [`keys`]: the key list, create and the copy-once view, a key's page and its actions.
 //! - [`portal`]: the way in from a host product's one-time link.
+//! - [`webhooks`], [`webhook`]: the organization's webhook endpoints (added, changed, their
+//!   attempts, events sent again) and its expiry reminders.
 //! - [`audit`], [`members`], [`account`]: the organization's and the person's other pages;
 //!   [`operator`]: the deployment-wide pages (edges, organizations), for operators only.
 //! - [`page`]: the frame of a signed-in page ([`frame`]: the bare frame, [`failure`]: error
@@ -31,6 +33,8 @@ pub mod page;
 pub mod portal;
 pub mod security;
 pub mod viewer;
+pub mod webhook;
+pub mod webhooks;
 
 use axum::Router;
 use axum::middleware;
@@ -78,6 +82,22 @@ pub fn router() -> Router<AppState> {
         .route(
             "/members/{id}/remove",
             get(members::remove_form).post(members::remove),
+        )
+        .route("/webhooks", get(webhooks::page).post(webhooks::add))
+        .route(
+            "/webhooks/expiry-notices",
+            post(webhooks::save_expiry_notices),
+        )
+        .route("/webhooks/{id}", get(webhook::page).post(webhook::save))
+        .route("/webhooks/{id}/enabled", post(webhook::set_enabled))
+        .route("/webhooks/{id}/rotate-secret", post(webhook::rotate_secret))
+        .route(
+            "/webhooks/{id}/events/{event_id}/redeliver",
+            post(webhook::redeliver),
+        )
+        .route(
+            "/webhooks/{id}/delete",
+            get(webhook::delete_form).post(webhook::delete),
         )
         .route("/edges", get(operator::page))
         .route("/organizations", get(operator::organizations))

@@ -28,6 +28,8 @@ pub enum Section {
     Audit,
     /// Members and roles.
     Members,
+    /// Webhook endpoints and expiry reminders.
+    Webhooks,
     /// Edges (operators).
     Edges,
     /// The person's own account.
@@ -58,6 +60,12 @@ pub fn signed_in_with(
             access.may(Permission::Read) && !viewer.portal,
         ),
         (Section::Members, "/members", "Members", !viewer.portal),
+        (
+            Section::Webhooks,
+            "/webhooks",
+            "Webhooks",
+            access.may(Permission::ManageMembers) && !viewer.portal,
+        ),
         (
             Section::Edges,
             "/edges",
@@ -114,6 +122,25 @@ fn brand(look: &Look) -> Markup {
             }
             span { (look.org_name) }
         }
+    }
+}
+
+/// A page's query after a change redirected to it: `?done=<what>`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Done {
+    /// What was done.
+    #[serde(default)]
+    pub done: String,
+}
+
+impl Done {
+    /// The confirmation for what was done, from `messages` (`(done, message)`); none for an
+    /// unknown or absent value.
+    pub fn message(&self, messages: &[(&str, &'static str)]) -> Option<&'static str> {
+        messages
+            .iter()
+            .find(|(done, _)| *done == self.done)
+            .map(|(_, message)| *message)
     }
 }
 

@@ -17,6 +17,7 @@ mod concurrency;
 mod dashboard;
 mod dashboard_keys;
 mod dashboard_portal;
+mod dashboard_webhooks;
 mod feed_lineage;
 mod host_tokens;
 mod keys;

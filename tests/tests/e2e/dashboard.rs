@@ -1,6 +1,7 @@
 //! The dashboard in headless Chromium: `tests/browser/dashboard.mjs` drives the real control
 //! plane's pages (setup link, sign-out and sign-in, a key created, copied once, regenerated
-//! and revoked, the audit log, a viewer who may change nothing, the portal framed in a host
+//! and revoked, the audit log, a webhook endpoint added, delivered to, disabled, re-keyed and
+//! deleted, a viewer who may change nothing, the portal framed in a host
 //! product's page) and asks the edge after each change; every page it visits keeps a strict Content-Security-Policy and passes axe. This
 //! side starts the deployment, hands the script its addresses, and reports the page weight.
 
@@ -13,6 +14,8 @@ use serde_json::json;
 /// The scope the browser ticks on the key it creates, and the edge route requiring it.
 const SCOPE: &str = "docs:read";
 const EDGE_PATH: &str = "/v1/docs/readme";
+/// Where the webhook endpoint the browser adds posts, on the test origin.
+const WEBHOOK_PATH: &str = "/hooks/keyplane";
 /// The whole flow takes ~30 s on 2 cores; this is for a loaded machine.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -69,6 +72,7 @@ fn a_person_manages_keys_in_the_dashboard_and_the_edge_follows() -> Result<()> {
             ("KEY_SCOPE", SCOPE.to_owned()),
             ("ADMIN_KEY", d.admin_key.clone()),
             ("OTHER_ORG_KEY_ID", other_org_key_id),
+            ("WEBHOOK_URL", format!("{}{WEBHOOK_PATH}", d.origin.url)),
         ],
         SCRIPT_TIMEOUT,
     )?;
@@ -78,6 +82,28 @@ fn a_person_manages_keys_in_the_dashboard_and_the_edge_follows() -> Result<()> {
         run.status,
         run.output()
     );
+    // The endpoint the browser added was really posted to, signed: the key's creation and the
+    // event sent again.
+    let deliveries: Vec<_> = d
+        .origin
+        .received()
+        .into_iter()
+        .filter(|request| request.target_text() == WEBHOOK_PATH)
+        .collect();
+    ensure!(
+        deliveries.len() >= 2,
+        "{} deliveries reached {WEBHOOK_PATH}, not the 2 the browser saw listed",
+        deliveries.len()
+    );
+    for delivery in &deliveries {
+        ensure!(
+            delivery
+                .header_values("webhook-signature")
+                .any(|value| value.starts_with("v1,")),
+            "a delivery without a v1 signature: {:?}",
+            delivery.headers
+        );
+    }
     let weight: u64 = run
         .lines
         .iter()

@@ -3,14 +3,16 @@
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
-  // The copy-once view: the address bar shows the key's page (so reload and back never
+  // The copy-once views (a key, a webhook signing secret): the address bar shows the key's page (so reload and back never
   // re-post the form or show the key again), and the key leaves the page when it is left.
   const replaceUrl = document.body.dataset.replaceUrl;
   if (replaceUrl) {
     history.replaceState(null, "", replaceUrl);
     window.addEventListener("pagehide", () => {
-      const secret = document.getElementById("new-key");
-      if (secret) secret.textContent = "(hidden: it was shown once)";
+      for (const id of ["new-key", "new-secret"]) {
+        const secret = document.getElementById(id);
+        if (secret) secret.textContent = "(hidden: it was shown once)";
+      }
     });
   }
 
