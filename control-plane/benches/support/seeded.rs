@@ -56,8 +56,24 @@ pub fn summary(mut samples: Vec<Duration>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-/// Inserts `count` keys of the first organization straight into the database.
+/// Inserts `count` keys of the first organization straight into the database (random lookup
+/// digests: no key text leads to them).
 pub async fn seed(pool: &sqlx::AnyPool, count: usize) -> anyhow::Result<Vec<KeyId>> {
+    let mut digests = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut digest = [0u8; 32];
+        getrandom::fill(&mut digest)?;
+        digests.push(digest);
+    }
+    seed_digests(pool, &digests).await
+}
+
+/// Inserts a key of the first organization for each lookup digest, straight into the database.
+pub async fn seed_digests(
+    pool: &sqlx::AnyPool,
+    digests: &[[u8; 32]],
+) -> anyhow::Result<Vec<KeyId>> {
+    let count = digests.len();
     let org: Vec<u8> = sqlx::query_scalar("SELECT id FROM orgs")
         .fetch_one(pool)
         .await?;
@@ -94,8 +110,7 @@ pub async fn seed(pool: &sqlx::AnyPool, count: usize) -> anyhow::Result<Vec<KeyI
         for row in 0..batch {
             let i = batch_start + row;
             let id = KeyId::generate()?;
-            let mut digest = [0u8; 32];
-            getrandom::fill(&mut digest)?;
+            let digest = digests[i];
             let at = base_time + i as i64;
             query = query
                 .bind(id.to_bytes().to_vec())

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use keyplane_shared::ApiKey;
 use keyplane_shared::ids::OrgId;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,10 @@ use crate::store::LeakedKey;
 
 /// The most tokens one report may carry.
 pub const MAX_TOKENS: usize = 10_000;
+
+/// The largest report read, in bytes: room for [`MAX_TOKENS`] tokens with long URLs (the rest
+/// of the API takes [`crate::limits::MAX_BODY_BYTES`]); 413 `payload_too_large` past it.
+pub const MAX_REPORT_BYTES: usize = 4 * 1024 * 1024;
 
 /// One reported token.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -73,6 +78,7 @@ fn header<'a>(caller: &'a Anonymous, name: &str) -> Option<&'a str> {
         (status = 200, description = "Feedback for each token", body = Vec<TokenFeedback>),
         (status = 400, description = "Not a report (a JSON array of tokens, at most 10,000)", body = crate::openapi::ErrorResponse),
         (status = 401, description = "Unsigned, or not signed by a configured GitHub key", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Over 4 MiB", body = crate::openapi::ErrorResponse),
         (status = 404, description = "GitHub reports are not configured (`--github-scanning-keys`)", body = crate::openapi::ErrorResponse),
         (status = 503, description = "GitHub's keys could not be fetched yet (`unavailable`); nothing changed", body = crate::openapi::ErrorResponse),
     )
@@ -80,8 +86,15 @@ fn header<'a>(caller: &'a Anonymous, name: &str) -> Option<&'a str> {
 pub(crate) async fn github_report(
     State(state): State<AppState>,
     caller: Anonymous,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Vec<TokenFeedback>>, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(MAX_REPORT_BYTES)
+        } else {
+            ApiError::InvalidRequest(rejection.body_text())
+        }
+    })?;
     let Some(keys) = &state.github_scanning else {
         return Err(ApiError::NotFound(
             "GitHub secret-scanning reports (not configured)",

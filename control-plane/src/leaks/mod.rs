@@ -12,6 +12,7 @@ pub mod github;
 pub mod patterns;
 pub mod report;
 
+use axum::extract::DefaultBodyLimit;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -33,7 +34,10 @@ pub async fn find_key(state: &AppState, key: &ApiKey) -> Result<Option<KeyRecord
 
 /// The routes.
 pub fn router() -> OpenApiRouter<AppState> {
+    // A GitHub report may be larger than any other request: its own body limit, applied to
+    // its route alone (the layer covers the routes added before it).
     OpenApiRouter::new()
-        .routes(routes!(report::report_leak))
         .routes(routes!(github::github_report))
+        .layer(DefaultBodyLimit::max(github::MAX_REPORT_BYTES))
+        .routes(routes!(report::report_leak))
 }

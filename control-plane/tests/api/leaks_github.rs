@@ -40,6 +40,7 @@ backends!(
     config = trust_github;
     a_signed_report_revokes_its_live_keys_and_answers_feedback,
     an_unsigned_badly_signed_or_tampered_report_changes_nothing,
+    a_report_of_a_thousand_tokens_is_read_and_one_over_4_mib_is_refused,
 );
 
 async fn send(app: &TestApp, body: &[u8], signature: Option<String>) -> (StatusCode, Value) {
@@ -187,5 +188,58 @@ async fn when_the_keys_were_never_fetched_a_report_is_answered_503_and_changes_n
     assert_eq!(
         app.get(&format!("/v1/keys/{id}")).await.body["status"],
         "active"
+    );
+}
+
+async fn a_report_of_a_thousand_tokens_is_read_and_one_over_4_mib_is_refused(app: TestApp) {
+    let (live, _) = app
+        .create_key(json!({"name": "committed", "environment": "live"}))
+        .await;
+    // 1,000 tokens with long URLs: about 200 KB, over the rest of the API's 64 KiB.
+    let mut tokens = vec![live.clone()];
+    for _ in 1..1000 {
+        let key = ApiKey::generate(&KeyPrefix::default(), Environment::Live).expect("CSPRNG");
+        tokens.push(key.expose_secret().to_owned());
+    }
+    let items: Vec<Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(n, token)| json!({"token": token, "type": "keyplane_api_key",
+            "url": format!("https://github.com/acme/app/blob/0123456789abcdef0123456789abcdef01234567/config/file{n}.env"),
+            "source": "content"}))
+        .collect();
+    let report = Value::Array(items).to_string();
+    assert!(report.len() > 150_000, "{}", report.len());
+    let (status, feedback) = send(&app, report.as_bytes(), Some(signed(report.as_bytes()))).await;
+    assert_eq!(status, StatusCode::OK, "{feedback}");
+    let labels: Vec<&str> = feedback
+        .as_array()
+        .expect("feedback")
+        .iter()
+        .filter_map(|item| item["label"].as_str())
+        .collect();
+    assert_eq!(labels.len(), 1000);
+    assert_eq!(
+        labels
+            .iter()
+            .filter(|label| **label == "true_positive")
+            .count(),
+        1
+    );
+
+    // Over 4 MiB: a JSON 413, nothing read.
+    let huge = format!("[{}]", " ".repeat(4 * 1024 * 1024));
+    let (status, answer) = send(&app, huge.as_bytes(), Some(signed(huge.as_bytes()))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(answer["error"]["code"], "payload_too_large");
+    // Other routes keep their 64 KiB.
+    let reply = app
+        .post("/v1/leaks/report", json!({"key": "x".repeat(70 * 1024)}))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{:?}",
+        reply.body
     );
 }
