@@ -43,3 +43,4 @@ mod webhooks;
 mod webhooks_delivery;
 mod webhooks_expiry;
 mod webhooks_rate_limited;
+mod webhooks_transport;

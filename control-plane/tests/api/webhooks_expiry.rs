@@ -16,6 +16,7 @@ backends!(
     expiries_are_announced_once_at_each_notice_and_when_they_pass,
     each_organization_chooses_its_own_lead_times,
     lead_times_are_checked_and_set_by_whoever_manages_the_organization,
+    a_key_that_expired_over_a_day_before_anyone_looked_is_passed_over,
 );
 
 mod by_email {
@@ -24,6 +25,47 @@ mod by_email {
         config = one_message_smtp_server;
         the_owner_of_a_key_expiring_soon_is_reminded_by_email,
     );
+}
+
+/// SMTP configured, to a port where nothing listens.
+fn smtp_nowhere(config: &mut keyplane_control_plane::Config) {
+    config.people.smtp_url = Some("smtp://127.0.0.1:9".parse().expect("url"));
+    config.people.smtp_from = Some("Keyplane <keys@example.com>".into());
+}
+
+mod email_down {
+    use super::*;
+    backends!(
+        config = smtp_nowhere;
+        a_reminder_that_could_not_be_emailed_is_not_tried_again,
+    );
+}
+
+async fn a_reminder_that_could_not_be_emailed_is_not_tried_again(app: TestApp) {
+    let owner = app.first_owner().await;
+    let made = app
+        .as_browser(
+            &owner,
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "nightly export", "environment": "live", "expires": "1h"})),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    app.post(
+        "/v1/webhooks",
+        json!({"url": "http://127.0.0.1:9/none", "events": ["key.expiring"]}),
+    )
+    .await;
+    // The notice is announced (the webhook carries it) although the email fails...
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 1);
+    assert_eq!(summary(&app.take_due_events().await).len(), 1);
+    // ...and the next looks neither announce nor email it again.
+    for _ in 0..2 {
+        app.clock.advance_secs(60);
+        assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
+    }
+    assert!(app.take_due_events().await.is_empty());
 }
 
 async fn the_owner_of_a_key_expiring_soon_is_reminded_by_email(app: TestApp) {
@@ -335,4 +377,25 @@ async fn lead_times_are_checked_and_set_by_whoever_manages_the_organization(app:
     assert_eq!(by_owner.status, StatusCode::OK, "{:?}", by_owner.body);
     let read = app.get("/v1/organization/expiry-notices").await;
     assert_eq!(read.body["days_before"], json!([14]));
+}
+
+async fn a_key_that_expired_over_a_day_before_anyone_looked_is_passed_over(app: TestApp) {
+    app.post(
+        "/v1/webhooks",
+        json!({"url": "http://127.0.0.1:9/none", "events": ["key.expiring", "key.expired"]}),
+    )
+    .await;
+    app.create_key(json!({"name": "missed", "environment": "live", "expires": "1h"}))
+        .await;
+    app.create_key(json!({"name": "caught", "environment": "live", "expires": "7d"}))
+        .await;
+    // No instance looked for 25 hours: "missed" expired 24 hours ago, past the window, and is
+    // never announced; "caught", now within 7 days of its expiry, gets its 7-day notice.
+    app.clock.advance_secs(3600 + DAY + 1);
+    expiry::announce_due(&app.state).await.expect("look");
+    assert_eq!(
+        summary(&app.take_due_events().await),
+        [("key.expiring".into(), "caught".into(), json!(7 * DAY))]
+    );
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
 }
