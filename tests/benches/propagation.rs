@@ -15,6 +15,11 @@
 //! control plane's pusher, woken by the commit) plus the Durable Object's write, then each
 //! isolate's freshness bound (`REPLICA_FRESHNESS_MS`, 100 ms: a copy older than that is
 //! brought up to date before a decision, and busy isolates refresh ahead from half of it).
+//!
+//! After every tenth round comes a leak round: the same, but the key is revoked by posting it
+//! to `POST /v1/leaks/report` (as a person or a scanner who found it would), timed from that
+//! call's answer. Ten of them at most in a run: the route allows ten reports at once per
+//! address, then one every 6 seconds.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +31,17 @@ use serde_json::json;
 const EDGES: usize = 3;
 const ISOLATES: usize = 3;
 const ROLES: [&str; ISOLATES] = ["push", "busy", "idle"];
+/// Leak rounds in a run at most (the report route's allowance per address at once).
+const MAX_LEAK_ROUNDS: usize = 10;
+
+/// How a round's key is revoked.
+#[derive(Clone, Copy)]
+enum Revocation {
+    /// `POST /v1/keys/{id}/revoke` with the admin key.
+    Api,
+    /// `POST /v1/leaks/report` with the key's full text, no credential.
+    LeakReport,
+}
 
 fn status_at(url: &str, key: &str) -> Result<u16> {
     Ok(keyplane_tests::get(&format!("{url}/x"), &[("x-api-key", key)])?.status)
@@ -54,6 +70,7 @@ fn main() -> Result<()> {
     let stop = AtomicBool::new(false);
     let mut slowest = Vec::with_capacity(rounds);
     let mut by_role: [Vec<Duration>; ISOLATES] = Default::default();
+    let mut leaks = Vec::new();
     std::thread::scope(|scope| -> Result<()> {
         for urls in &isolates {
             let (busy, load_key, stop) = (&urls[1], &load_key, &stop);
@@ -65,11 +82,15 @@ fn main() -> Result<()> {
             });
         }
         let outcome = (0..rounds).try_for_each(|round| {
-            let times = one_round(&deployment, &isolates, round)?;
+            let times = one_round(&deployment, &isolates, round, Revocation::Api)?;
             for (index, time) in times.iter().enumerate() {
                 by_role[index % ISOLATES].push(*time);
             }
             slowest.extend(times.iter().max().copied());
+            if round % 10 == 9 && leaks.len() < MAX_LEAK_ROUNDS {
+                let times = one_round(&deployment, &isolates, round, Revocation::LeakReport)?;
+                leaks.extend(times.iter().max().copied());
+            }
             Ok(())
         });
         stop.store(true, Ordering::Relaxed);
@@ -82,11 +103,24 @@ fn main() -> Result<()> {
     for (role, samples) in ROLES.iter().zip(by_role.iter_mut()) {
         report(&format!("{role} isolates answering 401"), samples);
     }
+    if !leaks.is_empty() {
+        report(
+            &format!(
+                "a leak report answered -> every isolate answering 401 (slowest of {EDGES} x {ISOLATES})"
+            ),
+            &mut leaks,
+        );
+    }
     Ok(())
 }
 
 /// One revocation; how long each isolate (edge by edge, in role order) took to refuse it.
-fn one_round(d: &Deployment, isolates: &[Vec<String>], round: usize) -> Result<Vec<Duration>> {
+fn one_round(
+    d: &Deployment,
+    isolates: &[Vec<String>],
+    round: usize,
+    how: Revocation,
+) -> Result<Vec<Duration>> {
     let (id, key) = d.create_key(json!({"name": format!("p{round}"), "environment": "live"}))?;
     for url in isolates.iter().flatten() {
         d.wait_for(Duration::from_secs(10), "key reaching the isolate", || {
@@ -95,14 +129,28 @@ fn one_round(d: &Deployment, isolates: &[Vec<String>], round: usize) -> Result<V
     }
     // Long enough for the idle isolates' copies to be past the freshness bound.
     std::thread::sleep(Duration::from_millis(300));
-    let reply = d.api(
-        "POST",
-        &format!("/v1/keys/{id}/revoke"),
-        Some(json!({"reason": "other"})),
-    )?;
+    let (reply, expected) = match how {
+        Revocation::Api => (
+            d.api(
+                "POST",
+                &format!("/v1/keys/{id}/revoke"),
+                Some(json!({"reason": "other"})),
+            )?,
+            200,
+        ),
+        Revocation::LeakReport => (
+            keyplane_tests::send(
+                "POST",
+                &format!("{}/v1/leaks/report", d.control_plane.url),
+                &[],
+                Some(&json!({"key": key, "url": "https://gist.example.com/bench"})),
+            )?,
+            202,
+        ),
+    };
     let returned = Instant::now();
-    if reply.status != 200 {
-        bail!("revoke failed: {reply:?}");
+    if reply.status != expected {
+        bail!("the revocation failed: {reply:?}");
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> = isolates
