@@ -144,12 +144,19 @@ pub(crate) async fn first_start(
     if state.store.org_count().await? > 0 {
         return Ok(None);
     }
+    // Another instance may be starting on the same database: one at a time from here, and
+    // look again once it is this one's turn.
+    let lock = state.store.first_start_lock().await?;
+    if state.store.org_count().await? > 0 {
+        return Ok(None);
+    }
     let (org, admin_key) = create_organization(state, org_name)
         .await
         .map_err(|error| anyhow::anyhow!("creating the first organization: {error}"))?;
     let setup_link = owner_setup_link(state, org.id, None)
         .await
         .map_err(|error| anyhow::anyhow!("making the setup link: {error}"))?;
+    drop(lock);
     Ok(Some(Bootstrapped {
         org,
         admin_key,

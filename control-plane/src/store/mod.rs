@@ -151,6 +151,9 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Held while an instance makes the first organization ([`Store::first_start_lock`]).
+pub type FirstStartLock = Box<dyn Send>;
+
 /// The storage operations of the control plane.
 #[async_trait]
 pub trait Store: PeopleStore + PortalStore + WebhookStore + Send + Sync + 'static {
@@ -163,6 +166,11 @@ pub trait Store: PeopleStore + PortalStore + WebhookStore + Send + Sync + 'stati
 
     /// Number of organizations (zero on a fresh database).
     async fn org_count(&self) -> Result<u64, StoreError>;
+
+    /// Waits for, then holds, the right to make the first organization: instances starting
+    /// together on one database make it once (on PostgreSQL an advisory lock on a connection
+    /// of its own; SQLite serves one instance per file). Released when the guard is dropped.
+    async fn first_start_lock(&self) -> Result<FirstStartLock, StoreError>;
 
     /// Creates an organization together with its first admin key.
     async fn create_org(

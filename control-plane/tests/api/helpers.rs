@@ -190,7 +190,7 @@ pub async fn drop_test_database(url: &str) {
 }
 
 /// A fresh, empty PostgreSQL database for one test.
-async fn fresh_postgres_database() -> String {
+pub async fn fresh_postgres_database() -> String {
     use sqlx::Executor as _;
     drop_leftover_databases().await;
     let admin = postgres_admin().await;

@@ -37,6 +37,7 @@ mod refusals;
 mod replication_feed;
 mod replication_push;
 mod secrecy_at_rest;
+mod startup;
 mod usage_api;
 mod usage_ingest;
 mod webhooks;

@@ -1,6 +1,8 @@
 //! Opening the database: which backend a URL names, the pool with each backend's connection
 //! settings (SQLite gets WAL, a busy timeout and foreign keys), and the migrations, one folder
-//! per backend under `control-plane/migrations/`, applied at start-up.
+//! per backend under `control-plane/migrations/`, applied at start-up (sqlx holds an advisory
+//! lock while it migrates PostgreSQL, so instances starting together migrate once), and the
+//! lock under which an instance makes the first organization ([`first_start_lock`]).
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -78,4 +80,43 @@ pub(super) async fn open(url: &str) -> Result<(AnyPool, Backend), StoreError> {
         .await
         .map_err(|error| StoreError::Corrupt(format!("applying migrations: {error}")))?;
     Ok((pool, backend))
+}
+
+/// The advisory lock key of the first start ("KEYPLANE" in ASCII, as an `i64`).
+const FIRST_START_LOCK: i64 = 0x4b45_5950_4c41_4e45;
+
+/// Holds PostgreSQL's advisory lock on a connection taken out of the pool: dropping it closes
+/// that connection, which ends the session and so releases the lock, whatever path the first
+/// start took (a pooled connection would keep the lock held).
+struct AdvisoryLock(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            drop(connection.detach());
+        }
+    }
+}
+
+/// Waits for the first-start lock (PostgreSQL); nothing to wait for on SQLite.
+pub(super) async fn first_start_lock(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<crate::store::FirstStartLock, StoreError> {
+    match backend {
+        Backend::Sqlite => Ok(Box::new(())),
+        Backend::Postgres => {
+            // The guard owns the connection before the wait begins: a caller that stops
+            // waiting (a timeout, a shutdown) closes it, and with it the lock request, which
+            // would otherwise be granted later to a pooled connection nobody releases.
+            let mut guard = AdvisoryLock(Some(pool.acquire().await?));
+            if let Some(connection) = guard.0.as_mut() {
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(FIRST_START_LOCK)
+                    .execute(&mut **connection)
+                    .await?;
+            }
+            Ok(Box::new(guard))
+        }
+    }
 }

@@ -96,6 +96,10 @@ impl Store for SqlStore {
         self.pool.close().await;
     }
 
+    async fn first_start_lock(&self) -> Result<crate::store::FirstStartLock, StoreError> {
+        connect::first_start_lock(&self.pool, self.backend).await
+    }
+
     async fn org_count(&self) -> Result<u64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) FROM orgs")
             .fetch_one(&self.pool)
