@@ -293,6 +293,7 @@ impl Application {
         let refusals = audit::refusals::spawn(self.state.clone(), stopped.clone());
         let deliveries = webhooks::delivery::spawn(self.state.clone(), stopped.clone());
         let expiries = webhooks::expiry::spawn(self.state.clone(), stopped.clone());
+        let commits = self.state.store.spawn_commit_listener(stopped.clone());
         // One shutdown signal for both listeners.
         let (stop_serving, serving_stopped) = tokio::sync::watch::channel(false);
         let signal = tokio::spawn(async move {
@@ -335,6 +336,7 @@ impl Application {
             .into_iter()
             .chain(cleanup)
             .chain(deliveries)
+            .chain(commits)
         {
             if tokio::time::timeout(TASK_STOP, &mut task).await.is_err() {
                 task.abort();

@@ -3,8 +3,9 @@
 //!
 //! This is how a change reaches the edges at once whichever way it was made: an API call, the
 //! CLI's own process writing through the same store, or a background task. Changes committed by
-//! *another* process are not seen here; the pusher's tick finds those (and, on PostgreSQL with
-//! several instances, a `LISTEN`/`NOTIFY` listener can publish them into the same [`FeedHeads`]).
+//! *another* process reach it on PostgreSQL through the commit listener (`LISTEN`/`NOTIFY`,
+//! `store/sql/commit_listener.rs`), which publishes them into the same [`FeedHeads`]; on SQLite,
+//! and for a notification lost while that listener reconnects, the pusher's tick finds them.
 
 use std::sync::Arc;
 

@@ -290,6 +290,14 @@ pub trait Store: PeopleStore + PortalStore + WebhookStore + Send + Sync + 'stati
     /// appended a change, with its sequence (see [`feed_heads`]). The pusher waits on it.
     fn feed_heads(&self) -> watch::Receiver<u64>;
 
+    /// On PostgreSQL, a task that hears the commits of other instances on the same database
+    /// and announces them in [`Store::feed_heads`] like this one's own, until `shutdown`;
+    /// `None` where there is nothing to listen to (SQLite: one instance per file).
+    fn spawn_commit_listener(
+        &self,
+        shutdown: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>>;
+
     /// Up to `limit` changes after sequence `after`, in order, without holes.
     async fn changes_after(&self, after: u64, limit: u64) -> Result<Vec<Change>, StoreError>;
 

@@ -37,7 +37,8 @@ mod refusals;
 mod replication_feed;
 mod replication_push;
 mod secrecy_at_rest;
-mod startup;
+mod several_instances;
+
 mod usage_api;
 mod usage_ingest;
 mod webhooks;

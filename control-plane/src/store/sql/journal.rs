@@ -52,8 +52,18 @@ impl Mutation {
         Ok(seq)
     }
 
-    /// Commits, then announces the feed head if a change was appended.
-    pub(super) async fn commit(self, heads: &FeedHeads) -> Result<(), StoreError> {
+    /// Commits, then announces the feed head if a change was appended (on PostgreSQL to the
+    /// other instances too, by a `NOTIFY` sent at commit: see [`super::commit_listener`]).
+    pub(super) async fn commit(mut self, heads: &FeedHeads) -> Result<(), StoreError> {
+        if let Some(seq) = self.appended
+            && self.tx.backend_name() == "PostgreSQL"
+        {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(super::commit_listener::CHANNEL)
+                .bind(seq.to_string())
+                .execute(&mut *self.tx)
+                .await?;
+        }
         self.tx.commit().await?;
         if let Some(seq) = self.appended {
             heads.publish(seq);

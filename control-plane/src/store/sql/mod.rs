@@ -23,6 +23,7 @@ use sqlx::{AnyPool, Row as _};
 use tokio::sync::watch;
 
 mod audit;
+mod commit_listener;
 mod connect;
 mod directory;
 mod expiry;
@@ -62,6 +63,8 @@ pub struct SqlStore {
     sealer: AuditSealer,
     history: HistoryId,
     heads: FeedHeads,
+    /// The database's URL, for the commit listener's own connection (it may hold a password).
+    url: secrecy::SecretString,
 }
 
 impl SqlStore {
@@ -76,6 +79,7 @@ impl SqlStore {
             sealer,
             history,
             heads,
+            url: secrecy::SecretString::from(url.to_owned()),
         })
     }
 
@@ -236,6 +240,14 @@ impl Store for SqlStore {
 
     fn feed_heads(&self) -> watch::Receiver<u64> {
         self.heads.subscribe()
+    }
+
+    fn spawn_commit_listener(
+        &self,
+        shutdown: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        (self.backend == Backend::Postgres)
+            .then(|| commit_listener::spawn(self.url.clone(), self.heads.clone(), shutdown))
     }
 
     async fn changes_after(&self, after: u64, limit: u64) -> Result<Vec<Change>, StoreError> {

@@ -1,7 +1,12 @@
-//! Several instances starting at once on one empty PostgreSQL database (as a new user tries
-//! it: two `keyplane serve` started together): the migrations run once and exactly one of
-//! them creates the first organization and prints its admin key; the others find it. The
-//! first-start lock is released when dropped, whatever became of the start.
+//! Several instances on one PostgreSQL database.
+//!
+//! - Starting at once on an empty database (as a new user tries it: two `keyplane serve`
+//!   started together): the migrations run once and exactly one of them creates the first
+//!   organization and prints its admin key; the others find it. The first-start lock is
+//!   released when dropped, whatever became of the start.
+//! - A change committed through one instance is announced in every other instance's feed
+//!   heads at once (`LISTEN`/`NOTIFY`), so their pushers and delivery workers wake without
+//!   waiting for a tick.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,5 +104,81 @@ async fn instances_starting_together_on_an_empty_database_create_one_organizatio
             .expect("lock");
     }
     drop(applications);
+    drop_test_database(&url).await;
+}
+
+#[tokio::test]
+async fn a_change_committed_through_one_instance_wakes_the_other_at_once() {
+    if !postgres_available().await {
+        return;
+    }
+    let url = fresh_postgres_database().await;
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
+    let (a, first) = Application::build_with(
+        &config(dir_a.path(), &url),
+        Arc::new(SystemClock),
+        secrets_env,
+    )
+    .await
+    .expect("A starts");
+    let admin = first.expect("A made the first organization").admin_key;
+    let (b, _) = Application::build_with(
+        &config(dir_b.path(), &url),
+        Arc::new(SystemClock),
+        secrets_env,
+    )
+    .await
+    .expect("B starts");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let listener = b
+        .state()
+        .store
+        .spawn_commit_listener(stopped)
+        .expect("PostgreSQL has a commit listener");
+    let mut heads = b.state().store.feed_heads();
+    let before = *heads.borrow_and_update();
+    // B's listener is connected once a first announcement gets through: keep committing
+    // through A until B hears one (each create is a change; the first may beat the LISTEN).
+    let app_a = keyplane_control_plane::app(a.state().clone());
+    let mut heard = None;
+    for n in 0..20 {
+        let request = axum::http::Request::post("/v1/keys")
+            .header("x-api-key", admin.expose_secret())
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                serde_json::json!({"name": format!("through A {n}"), "environment": "live"})
+                    .to_string(),
+            ))
+            .expect("request");
+        let answer = tower::ServiceExt::oneshot(app_a.clone(), request)
+            .await
+            .expect("infallible");
+        assert_eq!(answer.status(), axum::http::StatusCode::CREATED);
+        let committed = a.state().store.feed_head().await.expect("head");
+        let started = std::time::Instant::now();
+        if tokio::time::timeout(
+            Duration::from_millis(500),
+            heads.wait_for(|head| *head >= committed),
+        )
+        .await
+        .is_ok()
+        {
+            heard = Some((committed, started.elapsed()));
+            break;
+        }
+    }
+    let (committed, after) = heard.expect("B never heard a commit made through A");
+    assert!(committed > before);
+    // B's own store committed nothing: only the listener can have moved its head.
+    assert!(after < Duration::from_millis(500), "{after:?}");
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(5), listener)
+        .await
+        .expect("the listener stops on shutdown")
+        .expect("joined");
+    drop((a, b));
     drop_test_database(&url).await;
 }
