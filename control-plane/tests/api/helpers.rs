@@ -207,6 +207,24 @@ pub async fn fresh_postgres_database() -> String {
     format!("postgres://postgres@127.0.0.1:5432/{name}")
 }
 
+/// The tests' configuration: any free port, local development, the first organization named
+/// `org_name`.
+pub fn test_config(data_dir: &std::path::Path, database_url: &str, org_name: &str) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        data_dir: data_dir.to_path_buf(),
+        database_url: Some(database_url.to_owned()),
+        key_prefix: Default::default(),
+        org_name: org_name.into(),
+        usage_retention_days: 30,
+        metrics_listen: None,
+        max_rate_limit: Default::default(),
+        local_dev: true,
+        people: Default::default(),
+        github_scanning_keys: None,
+    }
+}
+
 /// Leaves the test configuration as it is.
 pub fn default_config(_: &mut Config) {}
 
@@ -226,19 +244,7 @@ pub async fn spawn_app_with(backend: Backend, configure: fn(&mut Config)) -> Opt
             fresh_postgres_database().await
         }
     };
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: data_dir.path().to_path_buf(),
-        database_url: Some(database_url.clone()),
-        key_prefix: Default::default(),
-        org_name: "Acme".into(),
-        usage_retention_days: 30,
-        metrics_listen: None,
-        max_rate_limit: Default::default(),
-        local_dev: true,
-        people: Default::default(),
-        github_scanning_keys: None,
-    };
+    let mut config = test_config(data_dir.path(), &database_url, "Acme");
     configure(&mut config);
     let clock = Arc::new(ManualClock(AtomicI64::new(T0.as_millis())));
     let (application, bootstrapped) = Application::build_with(&config, clock.clone(), secrets_env)

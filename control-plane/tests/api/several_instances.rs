@@ -15,22 +15,12 @@ use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::{Application, Config};
 
 use crate::fixed_secrets::secrets_env;
-use crate::helpers::{drop_test_database, fresh_postgres_database, postgres_available};
+use crate::helpers::{
+    drop_test_database, fresh_postgres_database, postgres_available, test_config,
+};
 
 fn config(dir: &std::path::Path, database_url: &str) -> Config {
-    Config {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: dir.to_path_buf(),
-        database_url: Some(database_url.to_owned()),
-        key_prefix: Default::default(),
-        org_name: "Default organization".into(),
-        usage_retention_days: 30,
-        metrics_listen: None,
-        max_rate_limit: Default::default(),
-        local_dev: true,
-        people: Default::default(),
-        github_scanning_keys: None,
-    }
+    test_config(dir, database_url, "Default organization")
 }
 
 #[tokio::test]
