@@ -7,9 +7,18 @@
 //! - A change committed through one instance is announced in every other instance's feed
 //!   heads at once (`LISTEN`/`NOTIFY`), so their pushers and delivery workers wake without
 //!   waiting for a tick.
+//! - A management key revoked through one instance is refused by the other at once (its state
+//!   is read on every call; only the Argon2id verification is remembered).
+//! - Twenty creates at once, spread over both, leave the feed gap-free and strictly ordered.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
 
 use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::{Application, Config};
@@ -97,64 +106,111 @@ async fn instances_starting_together_on_an_empty_database_create_one_organizatio
     drop_test_database(&url).await;
 }
 
+/// Two instances, A (which made the first organization) and B, on one fresh database.
+struct Pair {
+    a: Application,
+    b: Application,
+    admin: String,
+    url: String,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl Pair {
+    async fn start() -> Option<Pair> {
+        if !postgres_available().await {
+            return None;
+        }
+        let url = fresh_postgres_database().await;
+        let dirs = [
+            tempfile::tempdir().expect("temp dir"),
+            tempfile::tempdir().expect("temp dir"),
+        ];
+        let start = async |dir: &tempfile::TempDir| {
+            Application::build_with(
+                &config(dir.path(), &url),
+                Arc::new(SystemClock),
+                secrets_env,
+            )
+            .await
+            .expect("starts")
+        };
+        let (a, first) = start(&dirs[0]).await;
+        let (b, _) = start(&dirs[1]).await;
+        let admin = first
+            .expect("A made the first organization")
+            .admin_key
+            .expose_secret()
+            .to_owned();
+        Some(Pair {
+            a,
+            b,
+            admin,
+            url,
+            _dirs: dirs,
+        })
+    }
+
+    async fn finish(self) {
+        let url = self.url.clone();
+        drop(self);
+        drop_test_database(&url).await;
+    }
+}
+
+/// One call through `instance`'s router with `key`: the status and the JSON answer.
+async fn call(
+    instance: &Application,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-api-key", key)
+        .header("content-type", "application/json")
+        .body(body.map_or(Body::empty(), |body| Body::from(body.to_string())))
+        .expect("request");
+    let answer = keyplane_control_plane::app(instance.state().clone())
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    let status = answer.status();
+    let bytes = answer.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
 #[tokio::test]
 async fn a_change_committed_through_one_instance_wakes_the_other_at_once() {
-    if !postgres_available().await {
+    let Some(pair) = Pair::start().await else {
         return;
-    }
-    let url = fresh_postgres_database().await;
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("temp dir"),
-        tempfile::tempdir().expect("temp dir"),
-    );
-    let (a, first) = Application::build_with(
-        &config(dir_a.path(), &url),
-        Arc::new(SystemClock),
-        secrets_env,
-    )
-    .await
-    .expect("A starts");
-    let admin = first.expect("A made the first organization").admin_key;
-    let (b, _) = Application::build_with(
-        &config(dir_b.path(), &url),
-        Arc::new(SystemClock),
-        secrets_env,
-    )
-    .await
-    .expect("B starts");
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let listener = b
+    let listener = pair
+        .b
         .state()
         .store
         .spawn_commit_listener(stopped)
         .expect("PostgreSQL has a commit listener");
-    let mut heads = b.state().store.feed_heads();
+    let mut heads = pair.b.state().store.feed_heads();
     let before = *heads.borrow_and_update();
     // B's listener is connected once a first announcement gets through: keep committing
     // through A until B hears one (each create is a change; the first may beat the LISTEN).
-    let app_a = keyplane_control_plane::app(a.state().clone());
     let mut heard = None;
     for n in 0..20 {
-        let request = axum::http::Request::post("/v1/keys")
-            .header("x-api-key", admin.expose_secret())
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(
-                serde_json::json!({"name": format!("through A {n}"), "environment": "live"})
-                    .to_string(),
-            ))
-            .expect("request");
-        let answer = tower::ServiceExt::oneshot(app_a.clone(), request)
-            .await
-            .expect("infallible");
-        assert_eq!(answer.status(), axum::http::StatusCode::CREATED);
-        let committed = a.state().store.feed_head().await.expect("head");
+        let body = json!({"name": format!("through A {n}"), "environment": "live"});
+        let (status, _) = call(&pair.a, Method::POST, "/v1/keys", &pair.admin, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let committed = pair.a.state().store.feed_head().await.expect("head");
         let started = std::time::Instant::now();
-        if tokio::time::timeout(
-            Duration::from_millis(500),
-            heads.wait_for(|head| *head >= committed),
-        )
-        .await
-        .is_ok()
+        let waited = heads.wait_for(|head| *head >= committed);
+        if tokio::time::timeout(Duration::from_millis(500), waited)
+            .await
+            .is_ok()
         {
             heard = Some((committed, started.elapsed()));
             break;
@@ -169,6 +225,69 @@ async fn a_change_committed_through_one_instance_wakes_the_other_at_once() {
         .await
         .expect("the listener stops on shutdown")
         .expect("joined");
-    drop((a, b));
-    drop_test_database(&url).await;
+    pair.finish().await;
+}
+
+#[tokio::test]
+async fn a_management_key_revoked_through_one_instance_is_refused_by_the_other_at_once() {
+    let Some(pair) = Pair::start().await else {
+        return;
+    };
+    let body = json!({"name": "ops", "environment": "live", "scopes": ["api-keys:manage"]});
+    let (status, made) = call(&pair.a, Method::POST, "/v1/keys", &pair.admin, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let (ops, id) = (
+        made["key"].as_str().expect("key").to_owned(),
+        made["record"]["id"].as_str().expect("id").to_owned(),
+    );
+    // B verifies it (and keeps its Argon2id verification in memory).
+    for _ in 0..2 {
+        let (status, _) = call(&pair.b, Method::GET, "/v1/keys", &ops, None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _) = call(
+        &pair.a,
+        Method::POST,
+        &format!("/v1/keys/{id}/revoke"),
+        &pair.admin,
+        Some(json!({"reason": "compromised"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, answer) = call(&pair.b, Method::GET, "/v1/keys", &ops, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert_eq!(answer["error"]["code"], "revoked_api_key");
+    pair.finish().await;
+}
+
+#[tokio::test]
+async fn concurrent_creates_through_two_instances_leave_the_feed_without_gaps() {
+    let Some(pair) = Pair::start().await else {
+        return;
+    };
+    let head_before = pair.a.state().store.feed_head().await.expect("head");
+    let creates = (0..20).map(|n| {
+        let instance = if n % 2 == 0 { &pair.a } else { &pair.b };
+        let body = json!({"name": format!("concurrent {n}"), "environment": "live"});
+        let admin = pair.admin.clone();
+        async move { call(instance, Method::POST, "/v1/keys", &admin, Some(body)).await }
+    });
+    for (status, answer) in futures_util::future::join_all(creates).await {
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+    }
+    let changes = pair
+        .b
+        .state()
+        .store
+        .changes_after(0, 1000)
+        .await
+        .expect("the feed");
+    let seqs: Vec<u64> = changes.iter().map(|change| change.seq).collect();
+    let expected: Vec<u64> = (1..=head_before + 20).collect();
+    assert_eq!(seqs, expected, "the feed has gaps or repeats");
+    assert_eq!(
+        pair.a.state().store.feed_head().await.expect("head"),
+        pair.b.state().store.feed_head().await.expect("head")
+    );
+    pair.finish().await;
 }
