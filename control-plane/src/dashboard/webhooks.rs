@@ -180,7 +180,7 @@ fn expiry_form(viewer: &Viewer, expiry: &ExpiryNoticesView) -> Markup {
             (csrf_field(viewer))
             label for="expiry-days" { "Days before a key expires" }
             input id="expiry-days" name="days_before" type="text" inputmode="numeric" value=(days.join(", ")) aria-describedby="expiry-days-hint" autocomplete="off";
-            p.hint id="expiry-days-hint" { "Up to 5 numbers from 1 to 365, separated by commas; empty for no reminders." }
+            p.hint id="expiry-days-hint" { "Up to 5 of 1, 3, 7, 14, 30, 60 and 90, separated by commas; empty for no reminders." }
             div.actions { button type="submit" { "Save reminders" } }
         }
     }

@@ -3,9 +3,11 @@
 //! management key with `admin:full`), audited as `expiry_notices_updated`. Until it is set,
 //! `key.expiring` is announced [`super::expiry::DEFAULT_DAYS_BEFORE`] days before.
 //!
-//! A lead time is a whole number of days, 1 to [`MAX_DAYS`]; at most [`MAX_NOTICES`] of them,
-//! stored distinct and longest first; none turns `key.expiring` (and its email) off, while
-//! `key.expired` is still announced. A change applies to the notices not yet sent.
+//! A lead time is one of [`CHOICES`] days (a fixed menu keeps the scheduler's work bounded
+//! however many organizations choose: one look per value in use); at most [`MAX_NOTICES`] of
+//! them, stored distinct and longest first; none turns `key.expiring` (and its email) off,
+//! while `key.expired` is still announced. A change applies to the notices not yet sent (a key
+//! already told of a shorter lead time is not told of a longer one added since).
 
 use axum::Json;
 use axum::extract::State;
@@ -21,8 +23,8 @@ use crate::input::time::rfc3339;
 use crate::state::AppState;
 use crate::store::StoreError;
 
-/// The longest lead time, in days.
-pub const MAX_DAYS: u32 = 365;
+/// The lead times an organization may choose, in days.
+pub const CHOICES: [u32; 7] = [1, 3, 7, 14, 30, 60, 90];
 /// The most lead times.
 pub const MAX_NOTICES: usize = 5;
 
@@ -41,7 +43,7 @@ pub struct ExpiryNoticesView {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpiryNoticesRequest {
-    /// At most 5 whole numbers of days, each 1 to 365 (`[]`: no `key.expiring` at all).
+    /// At most 5 of 1, 3, 7, 14, 30, 60 and 90 days (`[]`: no `key.expiring` at all).
     pub days_before: Vec<u32>,
 }
 
@@ -49,9 +51,11 @@ impl ExpiryNoticesRequest {
     /// Distinct, longest first; the message when a value or the count is out of bounds.
     pub fn parse(self) -> Result<Vec<u32>, String> {
         let mut days = self.days_before;
-        if let Some(bad) = days.iter().find(|day| !(1..=MAX_DAYS).contains(*day)) {
+        if let Some(bad) = days.iter().find(|day| !CHOICES.contains(*day)) {
+            let choices: Vec<String> = CHOICES.iter().map(u32::to_string).collect();
             return Err(format!(
-                "days_before: {bad} is not a number of days from 1 to {MAX_DAYS}"
+                "days_before: {bad} is not one of {} days",
+                choices.join(", ")
             ));
         }
         days.sort_unstable_by(|a, b| b.cmp(a));
@@ -137,13 +141,18 @@ mod tests {
     }
 
     #[test]
-    fn lead_times_are_distinct_longest_first_and_bounded() {
+    fn lead_times_are_distinct_longest_first_and_from_the_menu() {
         assert_eq!(parse(&[1, 30, 7, 30]), Ok(vec![30, 7, 1]));
         assert_eq!(parse(&[]), Ok(vec![]));
-        assert_eq!(parse(&[365, 1]), Ok(vec![365, 1]));
-        assert!(parse(&[0]).is_err_and(|message| message.contains("0 is not")));
-        assert!(parse(&[366]).is_err_and(|message| message.contains("366 is not")));
-        assert_eq!(parse(&[1, 2, 3, 4, 5, 5]), Ok(vec![5, 4, 3, 2, 1]));
-        assert!(parse(&[1, 2, 3, 4, 5, 6]).is_err_and(|message| message.contains("at most 5")));
+        assert_eq!(parse(&[90, 1]), Ok(vec![90, 1]));
+        for bad in [0, 2, 91, 365] {
+            assert!(
+                parse(&[bad])
+                    .is_err_and(|message| message.contains(&format!("{bad} is not one of"))),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse(&[1, 3, 7, 14, 30, 30]), Ok(vec![30, 14, 7, 3, 1]));
+        assert!(parse(&[1, 3, 7, 14, 30, 60]).is_err_and(|message| message.contains("at most 5")));
     }
 }

@@ -17,6 +17,7 @@ backends!(
     each_organization_chooses_its_own_lead_times,
     lead_times_are_checked_and_set_by_whoever_manages_the_organization,
     a_key_that_expired_over_a_day_before_anyone_looked_is_passed_over,
+    a_longer_lead_time_added_later_is_not_announced_after_a_shorter_one,
 );
 
 mod by_email {
@@ -313,9 +314,13 @@ async fn lead_times_are_checked_and_set_by_whoever_manages_the_organization(app:
         .await
     };
     for (body, says) in [
-        (json!({"days_before": [0]}), "0 is not a number of days"),
-        (json!({"days_before": [366]}), "366 is not a number of days"),
-        (json!({"days_before": [1, 2, 3, 4, 5, 6]}), "at most 5"),
+        (
+            json!({"days_before": [0]}),
+            "0 is not one of 1, 3, 7, 14, 30, 60, 90 days",
+        ),
+        (json!({"days_before": [2]}), "2 is not one of"),
+        (json!({"days_before": [365]}), "365 is not one of"),
+        (json!({"days_before": [1, 3, 7, 14, 30, 60]}), "at most 5"),
     ] {
         let reply = put(&app.admin_key, body.clone()).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
@@ -398,4 +403,39 @@ async fn a_key_that_expired_over_a_day_before_anyone_looked_is_passed_over(app: 
         [("key.expiring".into(), "caught".into(), json!(7 * DAY))]
     );
     assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
+}
+
+async fn a_longer_lead_time_added_later_is_not_announced_after_a_shorter_one(app: TestApp) {
+    app.post(
+        "/v1/webhooks",
+        json!({"url": "http://127.0.0.1:9/none", "events": ["key.expiring"]}),
+    )
+    .await;
+    app.create_key(json!({"name": "soon", "environment": "live", "expires": "1h"}))
+        .await;
+    app.create_key(json!({"name": "later", "environment": "live", "expires": "90d"}))
+        .await;
+    expiry::announce_due(&app.state).await.expect("look");
+    assert_eq!(
+        summary(&app.take_due_events().await),
+        [("key.expiring".into(), "soon".into(), json!(DAY))]
+    );
+    // A month's notice, chosen now: "soon" was told it has a day, and is not told it has a
+    // month; "later" gets its month's notice when its time comes.
+    let chosen = app
+        .call(
+            Method::PUT,
+            "/v1/organization/expiry-notices",
+            Some(&app.admin_key),
+            Some(json!({"days_before": [30, 7, 1]})),
+        )
+        .await;
+    assert_eq!(chosen.status, StatusCode::OK, "{:?}", chosen.body);
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
+    app.clock.advance_secs(60 * DAY);
+    expiry::announce_due(&app.state).await.expect("look");
+    assert_eq!(
+        summary(&app.take_due_events().await),
+        [("key.expiring".into(), "later".into(), json!(30 * DAY))]
+    );
 }

@@ -49,18 +49,34 @@ struct WantedBy {
     by_default: bool,
 }
 
+/// Keys expiring in `(from, until]` without the notice `notice`, nor any of `shorter` (a key
+/// told it expires within a day is not told later that it does within a month, when an
+/// organization adds a longer lead time), for the organizations `wanted_by` names.
 async fn due_keys(
     connection: &mut AnyConnection,
     from: Timestamp,
     until: Timestamp,
     notice: &str,
     wanted_by: Option<WantedBy>,
+    shorter: &[String],
     limit: u32,
 ) -> Result<Vec<Due>, StoreError> {
     let organizations = if wanted_by.is_some() {
         "AND ((x.days_before IS NULL AND $5 = 1) OR x.days_before LIKE $6) "
     } else {
         ""
+    };
+    let first = if wanted_by.is_some() { 7 } else { 5 };
+    let placeholders: Vec<String> = (0..shorter.len())
+        .map(|index| format!("${}", first + index))
+        .collect();
+    let sooner = if shorter.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "AND NOT EXISTS (SELECT 1 FROM key_notices s WHERE s.key_id = k.id AND s.notice IN ({})) ",
+            placeholders.join(", ")
+        )
     };
     // Constant fragments only: every value is bound.
     let sql = format!(
@@ -71,7 +87,7 @@ async fn due_keys(
          WHERE k.expires_at > $1 AND k.expires_at <= $2 \
          AND k.revoked_at IS NULL AND k.deleted_at IS NULL AND NOT EXISTS ( \
            SELECT 1 FROM key_notices n WHERE n.key_id = k.id AND n.notice = $3) \
-         {organizations}ORDER BY k.expires_at LIMIT $4"
+         {organizations}{sooner}ORDER BY k.expires_at LIMIT $4"
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(from.as_millis())
@@ -82,6 +98,9 @@ async fn due_keys(
         query = query
             .bind(i64::from(wanted_by.by_default))
             .bind(expiry_settings::pattern(wanted_by.day));
+    }
+    for label in shorter {
+        query = query.bind(label.clone());
     }
     let rows = query.fetch_all(&mut *connection).await?;
     let mut due = Vec::with_capacity(rows.len());
@@ -142,6 +161,7 @@ pub(super) async fn announce(
         now,
         "expired",
         None,
+        &[],
         limit,
     )
     .await?;
@@ -164,6 +184,10 @@ pub(super) async fn announce(
     for (index, day) in days.iter().enumerate() {
         let lead = i64::from(*day) * DAY_MS;
         let label = expiring_label(lead);
+        let shorter: Vec<String> = days[..index]
+            .iter()
+            .map(|day| expiring_label(i64::from(*day) * DAY_MS))
+            .collect();
         let mut connection = store.pool.acquire().await?;
         let due = due_keys(
             &mut connection,
@@ -174,6 +198,7 @@ pub(super) async fn announce(
                 day: *day,
                 by_default: default_days.contains(day),
             }),
+            &shorter,
             limit,
         )
         .await?;
