@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest as _, Request};
 use keyplane_shared::ApiKey;
 use keyplane_shared::ids::OrgId;
 use serde::{Deserialize, Serialize};
@@ -86,22 +86,29 @@ fn header<'a>(caller: &'a Anonymous, name: &str) -> Option<&'a str> {
 pub(crate) async fn github_report(
     State(state): State<AppState>,
     caller: Anonymous,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<Vec<TokenFeedback>>, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(MAX_REPORT_BYTES)
-        } else {
-            ApiError::InvalidRequest(rejection.body_text())
-        }
-    })?;
+    // Nothing is read (up to 4 MiB) before the route is known to be on and signed at all.
     let Some(keys) = &state.github_scanning else {
         return Err(ApiError::NotFound(
             "GitHub secret-scanning reports (not configured)",
         ));
     };
-    let identifier = header(&caller, "github-public-key-identifier").unwrap_or_default();
-    let signature = header(&caller, "github-public-key-signature").unwrap_or_default();
+    let (Some(identifier), Some(signature)) = (
+        header(&caller, "github-public-key-identifier"),
+        header(&caller, "github-public-key-signature"),
+    ) else {
+        return Err(ApiError::InvalidSignature);
+    };
+    let body = Bytes::from_request(request, &state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(MAX_REPORT_BYTES)
+            } else {
+                ApiError::InvalidRequest(rejection.body_text())
+            }
+        })?;
     let now_seconds = state.now().as_millis().div_euclid(1000);
     match keys.verify(identifier, signature, &body, now_seconds).await {
         Some(true) => {}
