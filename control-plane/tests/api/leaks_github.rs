@@ -232,6 +232,10 @@ async fn a_report_of_a_thousand_tokens_is_read_and_one_over_4_mib_is_refused(app
     let (status, answer) = send(&app, huge.as_bytes(), Some(signed(huge.as_bytes()))).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
     assert_eq!(answer["error"]["code"], "payload_too_large");
+    // Unsigned, it is refused before a byte of it is read: 401, not 413.
+    let (status, answer) = send(&app, huge.as_bytes(), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_signature");
     // Other routes keep their 64 KiB.
     let reply = app
         .post("/v1/leaks/report", json!({"key": "x".repeat(70 * 1024)}))
