@@ -272,15 +272,14 @@ pub trait WebhookStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
-    /// Records an attempt and what follows. A failure starts (or continues) the endpoint's
-    /// failure streak; when the streak is older than `disable_after_ms`, the endpoint is
-    /// disabled (audited as `webhook_disabled`) and `true` is returned, for the caller to
-    /// announce it. A success ends the streak.
-    async fn record_attempt(
+    /// Records a round's attempts and what follows each, in one transaction. A failure starts
+    /// (or continues) the endpoint's failure streak; when the streak is older than
+    /// `disable_after_ms`, the endpoint is disabled (audited as `webhook_disabled`, announced as
+    /// `webhook.disabled`). A success ends the streak. For each attempt, in order: whether its
+    /// endpoint was disabled now.
+    async fn record_attempts(
         &self,
-        delivery: &ClaimedDelivery,
-        attempt: Attempt,
-        next: NextStep,
+        attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
         disable_after_ms: i64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Vec<bool>, StoreError>;
 }

@@ -57,7 +57,8 @@ pub struct Round {
     pub disabled: usize,
 }
 
-/// Claims the due deliveries (one batch), sends them concurrently and records each attempt.
+/// Claims the due deliveries (one batch), sends them concurrently and records every attempt
+/// of the round in one transaction.
 pub async fn deliver_due(state: &AppState, client: &Client) -> Result<Round, StoreError> {
     let now = state.now();
     let lease_until = Timestamp(now.as_millis() + LEASE.as_millis() as i64);
@@ -65,31 +66,39 @@ pub async fn deliver_due(state: &AppState, client: &Client) -> Result<Round, Sto
         .store
         .claim_deliveries(now, lease_until, BATCH)
         .await?;
-    let outcomes = join_all(
+    let attempts = join_all(
         claimed
-            .iter()
-            .map(|delivery| deliver(state, client, delivery)),
+            .into_iter()
+            .map(|delivery| attempt(state, client, delivery)),
     )
     .await;
     let mut round = Round::default();
-    for outcome in outcomes {
-        let (delivered, disabled) = outcome?;
+    for (_, _, next) in &attempts {
         round.attempted += 1;
-        round.delivered += usize::from(delivered);
-        round.disabled += usize::from(disabled);
+        round.delivered += usize::from(*next == NextStep::Delivered);
+    }
+    let disabled = state
+        .store
+        .record_attempts(attempts, DISABLE_AFTER_MS)
+        .await?;
+    round.disabled = disabled.iter().filter(|now| **now).count();
+    if round.disabled > 0 {
+        tracing::warn!(
+            endpoints = round.disabled,
+            "webhook endpoints disabled after failing for 5 days"
+        );
     }
     Ok(round)
 }
 
-/// One attempt of one delivery, recorded; whether it was delivered and whether its endpoint
-/// was disabled.
-async fn deliver(
+/// One attempt of one delivery, and what follows it (recorded with the round's others).
+async fn attempt(
     state: &AppState,
     client: &Client,
-    delivery: &ClaimedDelivery,
-) -> Result<(bool, bool), StoreError> {
+    delivery: ClaimedDelivery,
+) -> (ClaimedDelivery, Attempt, NextStep) {
     let at = state.now();
-    let attempt = send(state, client, delivery, at).await;
+    let attempt = send(state, client, &delivery, at).await;
     let delivered = attempt.outcome == "delivered";
     let next = if delivered {
         NextStep::Delivered
@@ -108,14 +117,7 @@ async fn deliver(
             "webhook delivery failed"
         );
     }
-    let disabled = state
-        .store
-        .record_attempt(delivery, attempt, next, DISABLE_AFTER_MS)
-        .await?;
-    if disabled {
-        tracing::warn!(endpoint = %delivery.endpoint.id, "webhook endpoint disabled after failing for 5 days");
-    }
-    Ok((delivered, disabled))
+    (delivery, attempt, next)
 }
 
 /// Posts the event; how it went.

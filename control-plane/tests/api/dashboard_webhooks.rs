@@ -255,7 +255,8 @@ async fn an_owner_manages_webhooks_from_the_dashboard(app: TestApp) {
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(
-        bad.html.contains("400 is not one of 1, 3, 7, 14, 30, 60, 90 days"),
+        bad.html
+            .contains("400 is not one of 1, 3, 7, 14, 30, 60, 90 days"),
         "{}",
         bad.html
     );

@@ -345,24 +345,32 @@ impl WebhookStore for SqlStore {
         outbox::claim(&self.pool, self.backend(), now, lease_until, limit).await
     }
 
-    async fn record_attempt(
+    async fn record_attempts(
         &self,
-        delivery: &ClaimedDelivery,
-        attempt: Attempt,
-        next: NextStep,
+        attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
         disable_after_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let now = attempt.at;
+    ) -> Result<Vec<bool>, StoreError> {
+        // One transaction for the round (a commit per attempt was what bounded the worker).
         let mut mutation = Mutation::begin(&self.pool).await?;
-        let failing_since =
-            outbox::record_attempt(mutation.connection(), delivery, attempt, next).await?;
-        mutation.commit(&self.heads).await?;
-        match failing_since {
-            Some(since) if now.as_millis() - since.as_millis() >= disable_after_ms => {
-                disable(self, &delivery.endpoint, since, now).await
-            }
-            _ => Ok(false),
+        let mut streaks = Vec::with_capacity(attempts.len());
+        for (delivery, attempt, next) in &attempts {
+            let now = attempt.at;
+            let failing_since =
+                outbox::record_attempt(mutation.connection(), delivery, attempt.clone(), *next)
+                    .await?;
+            streaks.push((now, failing_since));
         }
+        mutation.commit(&self.heads).await?;
+        let mut disabled = Vec::with_capacity(attempts.len());
+        for ((delivery, _, _), (now, failing_since)) in attempts.iter().zip(streaks) {
+            disabled.push(match failing_since {
+                Some(since) if now.as_millis() - since.as_millis() >= disable_after_ms => {
+                    disable(self, &delivery.endpoint, since, now).await?
+                }
+                _ => false,
+            });
+        }
+        Ok(disabled)
     }
 }
 
