@@ -32,15 +32,6 @@ async fn run_backend(backend: Backend, options: &seeded::Options) -> anyhow::Res
     let dir = tempfile::tempdir()?;
     let database_url = support::database_url(backend, dir.path(), "keyplane_bench").await?;
     let config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().to_path_buf(),
-        database_url: Some(database_url.clone()),
-        key_prefix: KeyPrefix::default(),
-        org_name: "Bench".into(),
-        usage_retention_days: 30,
-        metrics_listen: None,
-        max_rate_limit: Default::default(),
-        local_dev: true,
         people: keyplane_control_plane::config::PeopleConfig {
             host_tokens: Some(host_product(dir.path())?),
             // The bench signs in many times from one address: lift the throttle.
@@ -52,7 +43,7 @@ async fn run_backend(backend: Backend, options: &seeded::Options) -> anyhow::Res
                 .map_err(anyhow::Error::msg)?,
             ..Default::default()
         },
-        github_scanning_keys: None,
+        ..support::config(dir.path(), &database_url)
     };
     let (application, bootstrapped) =
         Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;

@@ -116,17 +116,8 @@ async fn run_backend(backend: Backend, options: &seeded::Options) -> anyhow::Res
     let dir = tempfile::tempdir()?;
     let database_url = support::database_url(backend, dir.path(), "keyplane_bench_leaks").await?;
     let config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().to_path_buf(),
-        database_url: Some(database_url.clone()),
-        key_prefix: KeyPrefix::default(),
-        org_name: "Bench".into(),
-        usage_retention_days: 30,
-        metrics_listen: None,
-        max_rate_limit: Default::default(),
-        local_dev: true,
-        people: Default::default(),
         github_scanning_keys: Some(trust_github(dir.path())?),
+        ..support::config(dir.path(), &database_url)
     };
     let (application, _) =
         Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;

@@ -18,10 +18,10 @@ use anyhow::{Context as _, bail};
 use keyplane_control_plane::state::{AppState, SystemClock};
 use keyplane_control_plane::store::sql::Backend;
 use keyplane_control_plane::{Application, Config};
+use keyplane_shared::Timestamp;
 use keyplane_shared::ids::{KeyId, OrgId, RequestId};
 use keyplane_shared::sync::{self, SignedRequest};
 use keyplane_shared::usage::{USAGE_PATH, UsageBatch, UsageEvent};
-use keyplane_shared::{KeyPrefix, Timestamp};
 use serde_json::{Value, json};
 
 const BATCH_SIZES: [usize; 3] = [1, 100, 1000];
@@ -71,17 +71,8 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
     let dir = tempfile::tempdir()?;
     let database_url = support::database_url(backend, dir.path(), "keyplane_bench_usage").await?;
     let config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().to_path_buf(),
-        database_url: Some(database_url.clone()),
-        key_prefix: KeyPrefix::default(),
-        org_name: "Bench".into(),
         usage_retention_days: 0,
-        metrics_listen: None,
-        max_rate_limit: Default::default(),
-        local_dev: true,
-        people: Default::default(),
-        github_scanning_keys: None,
+        ..support::config(dir.path(), &database_url)
     };
     let (application, bootstrapped) =
         Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;

@@ -17,11 +17,10 @@ use anyhow::{Context as _, ensure};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use futures_util::future::join_all;
+use keyplane_control_plane::Application;
 use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::store::sql::Backend;
 use keyplane_control_plane::webhooks::delivery;
-use keyplane_control_plane::{Application, Config};
-use keyplane_shared::KeyPrefix;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -92,19 +91,7 @@ struct Figures {
 async fn run_backend(backend: Backend, events: usize) -> anyhow::Result<Figures> {
     let dir = tempfile::tempdir()?;
     let database_url = support::database_url(backend, dir.path(), "keyplane_bench_hooks").await?;
-    let config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().to_path_buf(),
-        database_url: Some(database_url.clone()),
-        key_prefix: KeyPrefix::default(),
-        org_name: "Bench".into(),
-        usage_retention_days: 30,
-        metrics_listen: None,
-        max_rate_limit: Default::default(),
-        local_dev: true,
-        people: Default::default(),
-        github_scanning_keys: None,
-    };
+    let config = support::config(dir.path(), &database_url);
     let (application, bootstrapped) =
         Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;
     let admin = bootstrapped

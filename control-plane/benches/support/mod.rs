@@ -2,6 +2,7 @@
 //! fresh database for each run.
 
 use anyhow::{Context as _, bail};
+use keyplane_control_plane::Config;
 use keyplane_control_plane::store::sql::Backend;
 
 #[path = "../../tests/common/fixed_secrets.rs"]
@@ -9,6 +10,24 @@ mod fixed_secrets;
 pub use fixed_secrets::secrets_env;
 
 const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The benchmarks' configuration: any free port, local development (webhooks to this
+/// machine), the first organization named "Bench", the defaults otherwise.
+pub fn config(data_dir: &std::path::Path, database_url: &str) -> Config {
+    Config {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: data_dir.to_path_buf(),
+        database_url: Some(database_url.to_owned()),
+        key_prefix: Default::default(),
+        org_name: "Bench".into(),
+        usage_retention_days: 30,
+        metrics_listen: None,
+        max_rate_limit: Default::default(),
+        local_dev: true,
+        people: Default::default(),
+        github_scanning_keys: None,
+    }
+}
 
 /// The value of `--backend`: `sqlite`, `postgres` or `both`.
 pub fn backends(value: &str) -> anyhow::Result<Vec<Backend>> {

@@ -28,6 +28,33 @@ mod by_email {
     );
 }
 
+/// `PUT /v1/organization/expiry-notices` with `key`.
+async fn put_notices(app: &TestApp, key: &str, body: Value) -> crate::helpers::Reply {
+    app.call(
+        Method::PUT,
+        "/v1/organization/expiry-notices",
+        Some(key),
+        Some(body),
+    )
+    .await
+}
+
+/// A key "nightly export" of the first owner (owner@example.com), expiring in an hour; the
+/// create's answer.
+async fn owners_key_expiring_in_an_hour(app: &TestApp) -> Value {
+    let owner = app.first_owner().await;
+    let made = app
+        .as_browser(
+            &owner,
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "nightly export", "environment": "live", "expires": "1h"})),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    made.body
+}
+
 /// SMTP configured, to a port where nothing listens.
 fn smtp_nowhere(config: &mut keyplane_control_plane::Config) {
     config.people.smtp_url = Some("smtp://127.0.0.1:9".parse().expect("url"));
@@ -43,16 +70,7 @@ mod email_down {
 }
 
 async fn a_reminder_that_could_not_be_emailed_is_not_tried_again(app: TestApp) {
-    let owner = app.first_owner().await;
-    let made = app
-        .as_browser(
-            &owner,
-            Method::POST,
-            "/v1/keys",
-            Some(json!({"name": "nightly export", "environment": "live", "expires": "1h"})),
-        )
-        .await;
-    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    owners_key_expiring_in_an_hour(&app).await;
     app.post(
         "/v1/webhooks",
         json!({"url": "http://127.0.0.1:9/none", "events": ["key.expiring"]}),
@@ -70,17 +88,8 @@ async fn a_reminder_that_could_not_be_emailed_is_not_tried_again(app: TestApp) {
 }
 
 async fn the_owner_of_a_key_expiring_soon_is_reminded_by_email(app: TestApp) {
-    let owner = app.first_owner().await;
-    let made = app
-        .as_browser(
-            &owner,
-            Method::POST,
-            "/v1/keys",
-            Some(json!({"name": "nightly export", "environment": "live", "expires": "1h"})),
-        )
-        .await;
-    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
-    let truncated = made.body["record"]["truncated_key"]
+    let made = owners_key_expiring_in_an_hour(&app).await;
+    let truncated = made["record"]["truncated_key"]
         .as_str()
         .expect("truncated")
         .to_owned();
@@ -198,14 +207,7 @@ async fn each_organization_chooses_its_own_lead_times(app: TestApp) {
         json!({"days_before": [7, 1], "default": true, "updated_at": null})
     );
     // Acme wants a month's notice and three days'; Globex keeps the defaults.
-    let chosen = app
-        .call(
-            Method::PUT,
-            "/v1/organization/expiry-notices",
-            Some(&app.admin_key),
-            Some(json!({"days_before": [3, 30, 3]})),
-        )
-        .await;
+    let chosen = put_notices(&app, &app.admin_key, json!({"days_before": [3, 30, 3]})).await;
     assert_eq!(chosen.status, StatusCode::OK, "{:?}", chosen.body);
     assert_eq!(chosen.body["days_before"], json!([30, 3]));
     assert_eq!(chosen.body["default"], json!(false));
@@ -285,14 +287,7 @@ async fn each_organization_chooses_its_own_lead_times(app: TestApp) {
     );
 
     // None at all: no key.expiring, but key.expired still comes.
-    let none = app
-        .call(
-            Method::PUT,
-            "/v1/organization/expiry-notices",
-            Some(&app.admin_key),
-            Some(json!({"days_before": []})),
-        )
-        .await;
+    let none = put_notices(&app, &app.admin_key, json!({"days_before": []})).await;
     assert_eq!(none.body["days_before"], json!([]));
     app.create_key(json!({"name": "quiet", "environment": "live", "expires": "7d"}))
         .await;
@@ -304,15 +299,7 @@ async fn each_organization_chooses_its_own_lead_times(app: TestApp) {
 }
 
 async fn lead_times_are_checked_and_set_by_whoever_manages_the_organization(app: TestApp) {
-    let put = async |key: &str, body: Value| {
-        app.call(
-            Method::PUT,
-            "/v1/organization/expiry-notices",
-            Some(key),
-            Some(body),
-        )
-        .await
-    };
+    let put = async |key: &str, body: Value| put_notices(&app, key, body).await;
     for (body, says) in [
         (
             json!({"days_before": [0]}),
@@ -422,14 +409,7 @@ async fn a_longer_lead_time_added_later_is_not_announced_after_a_shorter_one(app
     );
     // A month's notice, chosen now: "soon" was told it has a day, and is not told it has a
     // month; "later" gets its month's notice when its time comes.
-    let chosen = app
-        .call(
-            Method::PUT,
-            "/v1/organization/expiry-notices",
-            Some(&app.admin_key),
-            Some(json!({"days_before": [30, 7, 1]})),
-        )
-        .await;
+    let chosen = put_notices(&app, &app.admin_key, json!({"days_before": [30, 7, 1]})).await;
     assert_eq!(chosen.status, StatusCode::OK, "{:?}", chosen.body);
     assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
     app.clock.advance_secs(60 * DAY);

@@ -181,38 +181,35 @@ pub(super) async fn announce(
             announced.push(notice_of(key, None));
         }
     }
+    // Shortest first: a notice's shorter ones come before it, its longer ones after.
+    let labels: Vec<String> = days
+        .iter()
+        .map(|day| expiring_label(i64::from(*day) * DAY_MS))
+        .collect();
     for (index, day) in days.iter().enumerate() {
         let lead = i64::from(*day) * DAY_MS;
-        let label = expiring_label(lead);
-        let shorter: Vec<String> = days[..index]
-            .iter()
-            .map(|day| expiring_label(i64::from(*day) * DAY_MS))
-            .collect();
+        let (shorter, label, longer) = (&labels[..index], &labels[index], &labels[index + 1..]);
         let mut connection = store.pool.acquire().await?;
         let due = due_keys(
             &mut connection,
             now,
             Timestamp(now.as_millis() + lead),
-            &label,
+            label,
             Some(WantedBy {
                 day: *day,
                 by_default: default_days.contains(day),
             }),
-            &shorter,
+            shorter,
             limit,
         )
         .await?;
         drop(connection);
-        let longer: Vec<String> = days[index + 1..]
-            .iter()
-            .map(|day| expiring_label(i64::from(*day) * DAY_MS))
-            .collect();
         for key in due {
             if notify(
                 store,
                 &key,
-                &label,
-                &longer,
+                label,
+                longer,
                 EventType::KeyExpiring,
                 Some(lead),
                 now,
