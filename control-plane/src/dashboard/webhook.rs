@@ -9,6 +9,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::entry::Empty;
 use super::format::{self, link};
 use super::page::{self, Done, PageError, Section, csrf_field, dash, notice, problem, see_other};
 use super::viewer::{Submitted, Viewer};
@@ -270,15 +271,11 @@ pub async fn set_enabled(
     Ok(see_other(&format!("/webhooks/{id}?done={done}")))
 }
 
-/// A form with nothing but its CSRF token.
-#[derive(Debug, Deserialize)]
-pub struct Bare {}
-
 /// `POST /webhooks/{id}/rotate-secret`: the new secret, once.
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Submitted { viewer, .. }: Submitted<Bare>,
+    Submitted { viewer, .. }: Submitted<Empty>,
 ) -> Result<Response, PageError> {
     let axum::Json(made) = crate::webhooks::api::rotate_secret(
         State(state.clone()),
@@ -293,7 +290,7 @@ pub async fn rotate_secret(
 pub async fn redeliver(
     State(state): State<AppState>,
     Path((id, event)): Path<(String, String)>,
-    Submitted { viewer, .. }: Submitted<Bare>,
+    Submitted { viewer, .. }: Submitted<Empty>,
 ) -> Result<Response, PageError> {
     crate::webhooks::api::redeliver(
         State(state.clone()),
@@ -333,7 +330,7 @@ pub async fn delete_form(
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Submitted { viewer, .. }: Submitted<Bare>,
+    Submitted { viewer, .. }: Submitted<Empty>,
 ) -> Result<Response, PageError> {
     crate::webhooks::api::delete_webhook(State(state.clone()), viewer.principal.clone(), Path(id))
         .await?;

@@ -23,7 +23,7 @@ use sha2::{Digest as _, Sha256};
 use utoipa::ToSchema;
 
 use super::find_key;
-use crate::auth::Anonymous;
+use crate::auth::{Anonymous, header};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::LeakedKey;
@@ -62,13 +62,6 @@ pub struct TokenFeedback {
     pub label: &'static str,
 }
 
-fn header<'a>(caller: &'a Anonymous, name: &str) -> Option<&'a str> {
-    caller
-        .headers
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-}
-
 /// Receive a GitHub secret-scanning report (signed by GitHub); live Keyplane keys in it are
 /// revoked at once.
 #[utoipa::path(
@@ -95,8 +88,8 @@ pub(crate) async fn github_report(
         ));
     };
     let (Some(identifier), Some(signature)) = (
-        header(&caller, "github-public-key-identifier"),
-        header(&caller, "github-public-key-signature"),
+        header(&caller.headers, "github-public-key-identifier"),
+        header(&caller.headers, "github-public-key-signature"),
     ) else {
         return Err(ApiError::InvalidSignature);
     };
