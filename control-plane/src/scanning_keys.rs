@@ -343,4 +343,34 @@ mod tests {
             Err(ScanningKeysError::Read(..))
         ));
     }
+
+    #[tokio::test]
+    async fn a_document_over_64_kib_is_not_taken_and_the_keys_held_stay() {
+        use crate::fetched_keys::document_server::DocumentServer;
+        let (a, b) = (
+            SigningKey::from_slice(&[7; 32]).expect("key"),
+            SigningKey::from_slice(&[8; 32]).expect("key"),
+        );
+        let server = DocumentServer::start(list_of(&a, "a")).await;
+        let source = ScanningKeySource::from_setting(&server.url("/keys"), true).expect("source");
+        let body = b"[]";
+        assert_eq!(
+            source.verify("a", &signature(&a, body), body, T0).await,
+            Some(true)
+        );
+        // A valid list of b, padded past the bound: read, it would replace a.
+        let mut padded = list_of(&b, "b");
+        padded["padding"] = serde_json::json!("x".repeat(MAX_BODY_BYTES));
+        server.serve(padded);
+        let later = T0 + MAX_AGE_SECONDS;
+        assert_eq!(
+            source.verify("b", &signature(&b, body), body, later).await,
+            Some(false)
+        );
+        assert_eq!(server.requests(), 2);
+        assert_eq!(
+            source.verify("a", &signature(&a, body), body, later).await,
+            Some(true)
+        );
+    }
 }
