@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use keyplane_shared::sync::{self, SignedRequest, SyncSecret};
 use serde_json::{Value, json};
 
+use crate::instances::Topology;
 use crate::{Origin, Reply, Service, Setup, free_port, fresh_dir};
 
 /// The secrets of one deployment, generated per test.
@@ -197,13 +198,15 @@ impl EdgeOptions {
     }
 }
 
-/// The running control plane.
+/// One running control-plane instance.
 pub struct ControlPlane {
-    service: Option<Service>,
+    pub(crate) service: Option<Service>,
     /// Base URL.
     pub url: String,
-    listen: String,
-    data_dir: PathBuf,
+    pub(crate) listen: String,
+    pub(crate) data_dir: PathBuf,
+    /// `--database-url`; `None`: the SQLite file in its data directory.
+    pub(crate) database_url: Option<String>,
 }
 
 impl ControlPlane {
@@ -222,13 +225,15 @@ pub struct Edge {
 
 /// Control plane + origin + edges.
 pub struct Deployment {
-    setup: Setup,
+    pub(crate) setup: Setup,
     /// The shared secrets.
     pub secrets: DeploymentSecrets,
     /// The test origin.
     pub origin: Origin,
-    /// The control plane.
+    /// The control plane (its first instance, which made the first organization).
     pub control_plane: ControlPlane,
+    /// Its further instances on the same database ([`Topology::instances`]).
+    pub(crate) more_instances: Vec<ControlPlane>,
     /// The edges.
     pub edges: Vec<Edge>,
     /// The bootstrap organization's admin key.
@@ -241,32 +246,42 @@ impl Deployment {
     /// Starts the control plane, the origin and `edges` edges (each adjusted by `adjust`), and
     /// waits until every edge has loaded the control plane's table.
     pub fn start(setup: &Setup, edges: usize, adjust: impl Fn(&mut EdgeOptions)) -> Result<Self> {
+        Self::start_with(setup, &Topology::sqlite(edges), adjust)
+    }
+
+    /// Starts `topology`: its control-plane instances one after the other (the first makes
+    /// the first organization), the origin, and its edges (each adjusted by `adjust`), edge
+    /// `i` pulling from instance `i % instances`; waits until every edge has loaded the table.
+    pub fn start_with(
+        setup: &Setup,
+        topology: &Topology,
+        adjust: impl Fn(&mut EdgeOptions),
+    ) -> Result<Self> {
         let secrets = DeploymentSecrets::generate()?;
         let origin = Origin::start()?;
-        let listen = format!("127.0.0.1:{}", free_port()?);
-        let data_dir = fresh_dir("control-plane")?;
-        let service = setup.start_control_plane_with(&secrets, &data_dir, &listen)?;
-        let admin_key = admin_key_of(&service)?;
-        let setup_link = setup_link_of(&service)?;
-        let control_plane = ControlPlane {
-            url: service.url.clone(),
-            service: Some(service),
-            listen,
-            data_dir,
-        };
+        let database_url = topology.database_url.as_deref();
+        let control_plane = ControlPlane::launch(setup, &secrets, database_url)?;
+        let first = control_plane.service.as_ref().context("just started")?;
+        let admin_key = admin_key_of(first)?;
+        let setup_link = setup_link_of(first)?;
+        let more_instances = (1..topology.instances.max(1))
+            .map(|_| ControlPlane::launch(setup, &secrets, database_url))
+            .collect::<Result<Vec<_>>>()?;
         let mut deployment = Self {
             setup: setup.clone(),
             secrets,
             origin,
             control_plane,
+            more_instances,
             edges: Vec::new(),
             admin_key,
             setup_link,
         };
-        for index in 0..edges {
+        for index in 0..topology.edges {
+            let pulls_from = deployment.instance_url(index % topology.instances.max(1));
             let mut options = EdgeOptions::new(
                 &format!("edge-{index}"),
-                &deployment.control_plane.url,
+                &pulls_from,
                 &deployment.origin.url,
             );
             options.persist_dir = Some(fresh_dir(&format!("edge-{index}"))?);
@@ -305,45 +320,16 @@ impl Deployment {
         }
     }
 
-    /// Stops the control plane (its database stays).
-    pub fn stop_control_plane(&mut self) {
-        drop(self.control_plane.service.take());
-    }
-
-    /// Kills the control plane with SIGKILL, as a crash would: no graceful shutdown, nothing
-    /// written on the way out (its database stays).
-    pub fn kill_control_plane(&mut self) {
-        if let Some(service) = self.control_plane.service.take() {
+    /// Kills edge `index` with SIGKILL, as a crash would (its storage stays).
+    pub fn kill_edge(&mut self, index: usize) {
+        if let Some(service) = self
+            .edges
+            .get_mut(index)
+            .and_then(|edge| edge.service.take())
+        {
             service.signal("KILL");
             drop(service);
         }
-    }
-
-    /// Starts the control plane again on the same address and database.
-    pub fn restart_control_plane(&mut self) -> Result<()> {
-        let service = self.setup.start_control_plane_with(
-            &self.secrets,
-            &self.control_plane.data_dir,
-            &self.control_plane.listen,
-        )?;
-        self.control_plane.service = Some(service);
-        Ok(())
-    }
-
-    /// Starts the control plane again on the same address and secrets but a new, empty
-    /// database (as after re-creating it): a new feed history, a new first organization,
-    /// whose admin key replaces [`Deployment::admin_key`].
-    pub fn restart_control_plane_on_a_new_database(&mut self) -> Result<()> {
-        self.stop_control_plane();
-        self.control_plane.data_dir = fresh_dir("control-plane")?;
-        let service = self.setup.start_control_plane_with(
-            &self.secrets,
-            &self.control_plane.data_dir,
-            &self.control_plane.listen,
-        )?;
-        self.admin_key = admin_key_of(&service)?;
-        self.control_plane.service = Some(service);
-        Ok(())
     }
 
     /// A management API call with the admin key.
@@ -372,7 +358,7 @@ impl Deployment {
         Ok((id, key))
     }
 
-    /// The control plane's current feed head, read from the key table it serves.
+    /// The base URL of edge `index` (empty when there is none).
     pub fn edge_url(&self, index: usize) -> String {
         self.edges
             .get(index)
@@ -383,6 +369,14 @@ impl Deployment {
     /// The process group of edge `index` while it runs (its node harness and workerd).
     pub fn edge_process_group(&self, index: usize) -> Option<u32> {
         self.edges.get(index)?.service.as_ref().map(Service::pid)
+    }
+
+    /// Sends `signal` to edge `index`'s process group (while it runs); [`Deployment::kill_edge`]
+    /// or [`Deployment::stop_edge`] reaps it.
+    pub fn signal_edge(&self, index: usize, signal: &str) {
+        if let Some(group) = self.edge_process_group(index) {
+            crate::signal_group(group, signal);
+        }
     }
 
     /// `GET <edge><path>` with the key in `x-api-key` (none when `key` is `None`).
@@ -460,7 +454,7 @@ impl Deployment {
 }
 
 /// The admin key a control plane printed on its first start.
-fn admin_key_of(service: &Service) -> Result<String> {
+pub(crate) fn admin_key_of(service: &Service) -> Result<String> {
     service
         .preamble
         .iter()

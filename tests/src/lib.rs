@@ -35,18 +35,24 @@ mod bare_workerd;
 mod browser;
 mod deployment;
 mod feed_proxy;
+mod instances;
 mod origin;
 mod ports;
+mod postgres;
 mod raw_http;
+mod tcp_proxy;
 
 pub use browser::{BrowserTools, ScriptRun};
 pub use deployment::{
     ControlPlane, Deployment, DeploymentSecrets, Edge, EdgeOptions, EdgeRuntime, EdgeWorker, signed,
 };
 pub use feed_proxy::{FeedProxy, Tamper};
+pub use instances::Topology;
 pub use origin::{Origin, Received};
 pub use ports::free_port;
+pub use postgres::TestDatabase;
 pub use raw_http::raw_request;
+pub use tcp_proxy::{Link, TcpProxy};
 
 /// How long a service may take to print its URL.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -218,10 +224,26 @@ impl Setup {
         data_dir: &Path,
         listen: &str,
     ) -> Result<Service> {
+        self.start_control_plane_on(secrets, data_dir, listen, None)
+    }
+
+    /// [`Setup::start_control_plane_with`] on `database_url` (`None`: the SQLite file in
+    /// `data_dir`).
+    pub fn start_control_plane_on(
+        &self,
+        secrets: &DeploymentSecrets,
+        data_dir: &Path,
+        listen: &str,
+        database_url: Option<&str>,
+    ) -> Result<Service> {
         let mut command = Command::new(&self.keyplane_bin);
         command
             .args(["serve", "--listen", listen, "--data-dir"])
-            .arg(data_dir)
+            .arg(data_dir);
+        if let Some(url) = database_url {
+            command.arg("--database-url").arg(url);
+        }
+        command
             .env("RUST_LOG", "warn")
             // Local edges listen on http://127.0.0.1.
             .env("KEYPLANE_LOCAL_DEV", "true")

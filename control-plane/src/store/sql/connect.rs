@@ -34,6 +34,12 @@ impl Backend {
     }
 }
 
+/// How long a call waits for a PostgreSQL connection before it fails as
+/// [`StoreError::Unavailable`] (the API's 503 `unavailable`). While the server cannot be
+/// reached, sqlx retries the refused connects until this deadline, so it is also how long a
+/// request takes to say the database is down (the fault suite cuts it off under load).
+pub const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Connects to `url` and applies pending migrations.
 pub(super) async fn open(url: &str) -> Result<(AnyPool, Backend), StoreError> {
     sqlx::any::install_default_drivers();
@@ -66,7 +72,7 @@ pub(super) async fn open(url: &str) -> Result<(AnyPool, Backend), StoreError> {
         Backend::Postgres => {
             AnyPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await?
         }
