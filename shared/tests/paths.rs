@@ -124,3 +124,13 @@ fn the_url_crate_leaves_a_caret_in_a_path_and_the_runtime_does_not() {
     assert_eq!(url.path(), "/a^b");
     assert_eq!(CanonicalTarget::parse("/a^b").as_str(), "/a%5Eb");
 }
+
+#[test]
+fn the_url_crate_keeps_a_drive_letter_before_dot_dot_and_the_standard_does_not() {
+    // The standard keeps a Windows drive letter against `..` only in `file:` URLs; workerd
+    // (and Node's URL) give `/` here. The fuzz target skips such paths for that reason.
+    let url = url::Url::parse("http://h/H:/..").expect("valid URL");
+    assert_eq!(url.path(), "/H:/");
+    assert_eq!(CanonicalTarget::parse("/H:/..").as_str(), "/");
+    assert_eq!(CanonicalTarget::parse("/a/h|/../x").as_str(), "/a/x");
+}
