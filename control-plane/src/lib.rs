@@ -126,7 +126,21 @@ pub fn app(state: AppState) -> Router {
 
 /// The control plane's router, with or without `/metrics` (its OpenAPI document likewise).
 pub fn app_with(state: AppState, metrics: MetricsRoute) -> Router {
-    let (router, document) = routes(metrics).split_for_parts();
+    let (router, mut document) = routes(metrics).split_for_parts();
+    openapi::complete_responses(&mut document);
+    openapi::require_one_of(
+        &mut document,
+        "UpdateKeyRequest",
+        &keys::model::UpdateKeyRequest::CHANGES,
+    );
+    openapi::for_deployment(
+        &mut document,
+        openapi::Deployment {
+            ceiling: state.policy.max_rate_limit,
+            prefix: &state.prefix,
+            local_dev: state.policy.local_dev,
+        },
+    );
     router
         .merge(dashboard::router())
         .fallback(unrouted)

@@ -1,8 +1,24 @@
 //! The OpenAPI document served at `/openapi.json`, generated from the route annotations
-//! (utoipa): the router and the document are built from the same `routes!` lists.
+//! (utoipa): the router and the document are built from the same `routes!` lists. What every
+//! route of a kind answers alike (the extractors' refusals, authentication's, the database's) is
+//! added to each such operation by [`complete_responses`], so no annotation can forget it. What
+//! depends on the deployment (its rate-limit ceiling, its key prefix, the local-development
+//! policy) is written in by [`for_deployment`] when the served document is built, and a rule
+//! across a body's fields by [`require_one_of`]. The string formats that fields share (scopes,
+//! URLs, origins…) are named schemas: see [`formats`], and [`patterns`] for their expressions.
 
+pub mod formats;
+pub mod patterns;
+
+use keyplane_shared::KeyPrefix;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::ceiling::RateLimitCeiling;
+use crate::limits::MAX_BODY_BYTES;
 
 /// The document's fixed parts; operations are added by the routers.
 #[derive(OpenApi)]
@@ -27,7 +43,24 @@ use utoipa::{Modify, OpenApi, ToSchema};
                                        (machine-to-machine: signed with the edge secret in \
                                        `x-keyplane-signature`, not a management key)"),
     ),
-    components(schemas(ErrorResponse, ErrorObject)),
+    components(schemas(
+        ErrorResponse,
+        ErrorObject,
+        formats::ScopeFormat,
+        formats::RoleNameFormat,
+        formats::EmailFormat,
+        formats::WebUrlFormat,
+        formats::HttpsUrlFormat,
+        formats::WebhookUrlFormat,
+        formats::OriginFormat,
+        formats::ClientAddressFormat,
+        formats::ClientAddressListFormat,
+        formats::DayFormat,
+        formats::ChangeableRoleFormat,
+        formats::AttemptCursorFormat,
+        formats::EventTypeFormat,
+        formats::FullKeyFormat,
+    )),
     modifiers(&ManagementKeySchemes)
 )]
 pub struct ApiDoc;
@@ -92,4 +125,231 @@ impl Modify for ManagementKeySchemes {
             ))),
         );
     }
+}
+
+/// Adds to every operation the answers its kind of route gives whatever the handler does,
+/// where the annotation does not already name them:
+/// - 401 to those that take a management credential (a key, a host product's token or a
+///   session: none, or one that is unknown, revoked or expired);
+/// - 403 to those that take a management key (one without `api-keys:manage` or `admin:full`
+///   is refused before any handler runs), or a session on an unsafe method (no matching
+///   `Origin` or CSRF token);
+/// - 503 to those that take any credential (checking it reads the database);
+/// - 400, 413 and 415 to those that take a JSON body (the body extractor's refusals).
+pub fn complete_responses(document: &mut utoipa::openapi::OpenApi) {
+    for item in document.paths.paths.values_mut() {
+        let operations = [
+            (false, &mut item.get),
+            (true, &mut item.put),
+            (true, &mut item.post),
+            (true, &mut item.delete),
+            (true, &mut item.patch),
+        ];
+        for (unsafe_method, operation) in operations {
+            let Some(operation) = operation else {
+                continue;
+            };
+            let schemes = security_schemes(operation);
+            let takes = |name: &str| schemes.iter().any(|scheme| scheme == name);
+            let management_key = takes("api_key") || takes("bearer");
+            let session = takes("session");
+            if management_key || session {
+                add_response(
+                    operation,
+                    "401",
+                    "Not authenticated: no credential, or one that is unknown, revoked or expired",
+                );
+            }
+            let forbidden = match (management_key, session && unsafe_method) {
+                (true, true) => Some(
+                    "A management key without `api-keys:manage` or `admin:full` \
+                     (`insufficient_scope`), or a session's request without its page's \
+                     `Origin` and CSRF token (`csrf_failed`)",
+                ),
+                (true, false) => Some(
+                    "A management key without `api-keys:manage` or `admin:full` \
+                     (`insufficient_scope`)",
+                ),
+                (false, true) => Some(
+                    "A session's request without its page's `Origin` and CSRF token \
+                     (`csrf_failed`)",
+                ),
+                (false, false) => None,
+            };
+            if let Some(description) = forbidden {
+                add_response(operation, "403", description);
+            }
+            if !schemes.is_empty() {
+                add_response(
+                    operation,
+                    "503",
+                    if takes("bearer") {
+                        "The database, or a host product's signing keys, cannot be reached \
+                         (`unavailable`); retry later"
+                    } else {
+                        "The database cannot be reached (`unavailable`); retry later"
+                    },
+                );
+            }
+            if takes_json(operation) {
+                add_response(
+                    operation,
+                    "400",
+                    "The body is not valid JSON of this shape (`invalid_json`), or a value is \
+                     refused (`invalid_request`)",
+                );
+                add_response(
+                    operation,
+                    "413",
+                    &format!("The body is larger than {MAX_BODY_BYTES} bytes"),
+                );
+                add_response(operation, "415", "The body is not `application/json`");
+            }
+        }
+    }
+}
+
+/// This deployment's own rules, which the document states as they are here.
+#[derive(Debug, Clone, Copy)]
+pub struct Deployment<'a> {
+    /// The rate-limit ceiling (`--max-rate-limit`): the most a key's rate limit may be.
+    pub ceiling: RateLimitCeiling,
+    /// The key prefix, in the format of a full key.
+    pub prefix: &'a KeyPrefix,
+    /// The local-development policy: `http://` URLs and origins, and webhooks to any host.
+    pub local_dev: bool,
+}
+
+/// Writes this deployment's own rules into the document: the rate-limit ceiling as the maximum
+/// of a key's rate limit, the key prefix into the format of a full key, and, under the
+/// local-development policy, the wider URLs and origins it takes.
+pub fn for_deployment(document: &mut utoipa::openapi::OpenApi, deployment: Deployment<'_>) {
+    let Deployment {
+        ceiling,
+        prefix,
+        local_dev,
+    } = deployment;
+    let Some(components) = document.components.as_mut() else {
+        return;
+    };
+    let most = ceiling.limit();
+    if let Some(RefOr::T(Schema::Object(limit))) = components.schemas.get_mut("RateLimitBody") {
+        let bounds = [
+            ("requests_per_minute", most.requests_per_minute()),
+            ("burst", u32::from(most.burst())),
+        ];
+        for (field, maximum) in bounds {
+            if let Some(RefOr::T(Schema::Object(property))) = limit.properties.get_mut(field) {
+                property.maximum = Some(maximum.into());
+                property.description = Some(format!(
+                    "{} At most {maximum} on this deployment (its ceiling, `{ceiling}`).",
+                    property.description.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    let patterns = [
+        (
+            formats::FullKeyFormat::name(),
+            patterns::full_key_pattern(prefix.as_str()),
+        ),
+        (
+            formats::WebUrlFormat::name(),
+            patterns::web_url_pattern(local_dev),
+        ),
+        (
+            formats::WebhookUrlFormat::name(),
+            patterns::webhook_url_pattern(local_dev),
+        ),
+        (
+            formats::OriginFormat::name(),
+            patterns::origin_pattern(local_dev),
+        ),
+    ];
+    for (name, pattern) in patterns {
+        if let Some(RefOr::T(Schema::Object(format))) = components.schemas.get_mut(name.as_ref()) {
+            format.pattern = Some(pattern);
+        }
+    }
+}
+
+/// States a rule across a body's fields that a derived schema cannot carry: the component `name`
+/// requires at least one of `fields`, each present and, where a type is given, of that type (so
+/// not `null`); written as `allOf` the schema and an `anyOf` of the fields.
+pub fn require_one_of(
+    document: &mut utoipa::openapi::OpenApi,
+    name: &str,
+    fields: &[(&str, Option<Type>)],
+) {
+    let Some(components) = document.components.as_mut() else {
+        return;
+    };
+    let Some(schema) = components.schemas.remove(name) else {
+        return;
+    };
+    let mut any = AnyOfBuilder::new();
+    for (field, kind) in fields {
+        let mut one = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .required(*field);
+        if let Some(kind) = kind {
+            one = one.property(*field, ObjectBuilder::new().schema_type(kind.clone()));
+        }
+        any = any.item(one);
+    }
+    let description = match &schema {
+        RefOr::T(Schema::Object(object)) => object.description.clone(),
+        _ => None,
+    };
+    let whole = AllOfBuilder::new()
+        .description(description)
+        .item(schema)
+        .item(any);
+    components.schemas.insert(name.to_owned(), whole.into());
+}
+
+/// The names of the security schemes the operation accepts.
+fn security_schemes(operation: &Operation) -> Vec<String> {
+    let Some(security) = &operation.security else {
+        return Vec::new();
+    };
+    // Serialized, a requirement is an object keyed by scheme name (its map is private).
+    security
+        .iter()
+        .filter_map(|requirement| serde_json::to_value(requirement).ok())
+        .filter_map(|value| {
+            value
+                .as_object()
+                .map(|schemes| schemes.keys().cloned().collect::<Vec<_>>())
+        })
+        .flatten()
+        .collect()
+}
+
+fn takes_json(operation: &Operation) -> bool {
+    operation
+        .request_body
+        .as_ref()
+        .is_some_and(|body| match body {
+            RefOr::T(body) => body.content.contains_key("application/json"),
+            RefOr::Ref(_) => false,
+        })
+}
+
+fn add_response(operation: &mut Operation, status: &str, description: &str) {
+    operation
+        .responses
+        .responses
+        .entry(status.to_owned())
+        .or_insert_with(|| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name("ErrorResponse"))),
+                    )
+                    .build(),
+            )
+        });
 }

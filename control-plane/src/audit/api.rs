@@ -17,6 +17,7 @@ use crate::access::Permission;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
+use crate::input::has_id_shape;
 use crate::input::time::{rfc3339, timestamp};
 use crate::state::AppState;
 use crate::store::audit_chain::{AuditSealer, ChainVerifier};
@@ -36,15 +37,21 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct AuditQuery {
     /// Only this action.
     pub action: Option<AuditAction>,
-    /// Only records about this key (`key_…`).
+    /// Only records about this key (`key_…`; an id's shape that names no key matches
+    /// nothing).
+    #[param(pattern = r"^key_[0-9A-Za-z]{22}$")]
     pub key_id: Option<String>,
     /// Only records at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Only records before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -148,21 +155,30 @@ pub(crate) async fn list_audit(
         })
         .transpose()
     };
+    // `Some(None)`: a key id's shape that names no key.
+    let target = query
+        .key_id
+        .as_deref()
+        .map(|text| match text.parse::<KeyId>() {
+            Ok(id) => Ok(Some(id)),
+            Err(_) if has_id_shape(text, KeyId::TAG) => Ok(None),
+            Err(error) => Err(ApiError::InvalidRequest(format!("`key_id`: {error}"))),
+        })
+        .transpose()?;
     let filter = AuditFilter {
         action: query.action,
-        target: query
-            .key_id
-            .as_deref()
-            .map(|text| {
-                text.parse::<KeyId>()
-                    .map_err(|error| ApiError::InvalidRequest(format!("`key_id`: {error}")))
-            })
-            .transpose()?,
+        target: target.flatten(),
         before_seq: query.cursor.as_deref().map(audit_cursor).transpose()?,
         since: time(query.since.as_deref(), "since")?,
         until: time(query.until.as_deref(), "until")?,
         limit: crate::input::page::LISTING.size(query.limit)?,
     };
+    if target == Some(None) {
+        return Ok(Json(AuditPage {
+            data: Vec::new(),
+            next_cursor: None,
+        }));
+    }
     let page = state.store.list_audit(principal.org, &filter).await?;
     let next_cursor = page
         .has_more

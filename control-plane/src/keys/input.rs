@@ -6,10 +6,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
 use keyplane_shared::ids::KeyId;
 use keyplane_shared::ids::UserId;
+use keyplane_shared::scope::MAX_SCOPES;
 use keyplane_shared::{RateLimit, Scope, ScopeSet, Timestamp};
 use serde_json::{Map, Value};
 
-use super::model::RateLimitBody;
+use super::model::{MAX_METADATA_ENTRIES, RateLimitBody};
 use crate::ceiling::RateLimitCeiling;
 use crate::error::ApiError;
 use crate::input::time::timestamp;
@@ -18,8 +19,6 @@ use crate::input::time::timestamp;
 pub const MAX_NAME_CHARS: usize = 100;
 /// Longest revocation note, in characters.
 pub const MAX_NOTE_CHARS: usize = 500;
-/// Most metadata entries.
-pub const MAX_METADATA_ENTRIES: usize = 32;
 /// Largest metadata, serialized.
 pub const MAX_METADATA_BYTES: usize = 4096;
 /// Longest rotation grace period.
@@ -46,9 +45,25 @@ pub fn name(text: &str) -> Result<String, ApiError> {
     Ok(text.to_owned())
 }
 
+/// The `name` listing filter: the text a key's name contains, none when empty; no control
+/// characters (no key's name has one).
+pub fn name_filter(text: String) -> Result<Option<String>, ApiError> {
+    if text.chars().any(char::is_control) {
+        return Err(invalid("`name` must not contain control characters"));
+    }
+    Ok(Some(text).filter(|text| !text.is_empty()))
+}
+
 /// Scopes for a key created or changed by a caller holding `granter`: each must parse, and the
 /// caller must hold each one (a key can never hold a scope its creator lacks).
 pub fn scopes(texts: &[String], ceiling: &ScopeCeiling) -> Result<ScopeSet, ApiError> {
+    // Counted as sent, repeats included: what the document's `maxItems` says.
+    if texts.len() > MAX_SCOPES {
+        return Err(invalid(format!(
+            "`scopes` lists at most {MAX_SCOPES} scopes, got {}",
+            texts.len()
+        )));
+    }
     let mut parsed = Vec::with_capacity(texts.len());
     for text in texts {
         let scope =
@@ -65,16 +80,39 @@ pub fn scopes(texts: &[String], ceiling: &ScopeCeiling) -> Result<ScopeSet, ApiE
     Ok(set)
 }
 
-/// The `owner` listing filter: a user id, or `me` (the caller, or its management key's owner).
-pub fn owner(text: &str, me: Option<UserId>) -> Result<UserId, ApiError> {
-    if text == "me" {
-        return me.ok_or_else(|| invalid("`owner=me`: this management key has no owner yet"));
+/// Whom the `owner` listing filter names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerFilter {
+    /// This user.
+    User(UserId),
+    /// Nobody, so no key matches: `me` for a management key without an owner (there is none
+    /// before the first owner, and then no key has one), or a user id's shape whose digits fit
+    /// no id.
+    Nobody,
+}
+
+impl OwnerFilter {
+    /// The user named, if any.
+    pub fn user(self) -> Option<UserId> {
+        match self {
+            OwnerFilter::User(user) => Some(user),
+            OwnerFilter::Nobody => None,
+        }
     }
-    text.parse().map_err(|_| {
-        invalid(format!(
+}
+
+/// The `owner` listing filter: a user id, or `me` (the caller, or its management key's owner).
+pub fn owner(text: &str, me: Option<UserId>) -> Result<OwnerFilter, ApiError> {
+    if text == "me" {
+        return Ok(me.map_or(OwnerFilter::Nobody, OwnerFilter::User));
+    }
+    match text.parse() {
+        Ok(user) => Ok(OwnerFilter::User(user)),
+        Err(_) if crate::input::has_id_shape(text, UserId::TAG) => Ok(OwnerFilter::Nobody),
+        Err(_) => Err(invalid(format!(
             "`owner`: `{text}` is not a user id (`usr_…`) or `me`"
-        ))
-    })
+        ))),
+    }
 }
 
 /// An expiry: a preset counted from `now`, `never`, or an RFC 3339 time after `now`.
@@ -183,6 +221,7 @@ pub fn parse_key_cursor(text: &str) -> Result<(Timestamp, KeyId), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::model::EXPIRY_PRESETS;
 
     const NOW: Timestamp = Timestamp(1_800_000_000_000);
 
@@ -227,6 +266,13 @@ mod tests {
             scopes(&["not a scope".into()], &granter),
             Err(ApiError::InvalidRequest(message)) if message.contains("not a scope")
         ));
+        // At most 64 listed, even when repeats would make fewer.
+        let repeated = vec!["contacts:read".to_owned(); 65];
+        assert!(matches!(
+            scopes(&repeated, &granter),
+            Err(ApiError::InvalidRequest(message)) if message.contains("at most 64")
+        ));
+        assert!(scopes(&repeated[..64], &granter).is_ok());
         let admin = ScopeCeiling::Only(ScopeSet::parse(["admin:full"]).expect("valid"));
         assert!(scopes(&["admin:full".into(), "x:y".into()], &admin).is_ok());
         // A developer's default ceiling: anything but key management and admin.
@@ -239,8 +285,33 @@ mod tests {
     }
 
     #[test]
+    fn the_owner_filter_names_a_user_or_nobody() {
+        let user = UserId::from_bytes([4; 16]);
+        assert_eq!(
+            owner("me", Some(user)).expect("me"),
+            OwnerFilter::User(user)
+        );
+        assert_eq!(owner("me", None).expect("no owner"), OwnerFilter::Nobody);
+        assert_eq!(
+            owner(&user.to_string(), None).expect("an id"),
+            OwnerFilter::User(user)
+        );
+        let beyond = format!("usr_{}", "z".repeat(22));
+        assert_eq!(
+            owner(&beyond, None).expect("an id's shape"),
+            OwnerFilter::Nobody
+        );
+        for bad in ["someone", "usr_", "key_0000000000000000000000"] {
+            assert!(owner(bad, Some(user)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn expiry_presets_and_timestamps() {
         assert_eq!(expiry(None, NOW).expect("default"), None);
+        for preset in EXPIRY_PRESETS {
+            assert!(expiry(Some(preset), NOW).is_ok(), "{preset}");
+        }
         assert_eq!(expiry(Some("never"), NOW).expect("never"), None);
         assert_eq!(
             expiry(Some("1h"), NOW).expect("1h"),

@@ -114,10 +114,15 @@ pub(crate) async fn list_keys(
     ApiQuery(query): ApiQuery<ListKeysQuery>,
 ) -> Result<Json<KeyPage>, ApiError> {
     let now = state.now();
+    let owner = query
+        .owner
+        .as_deref()
+        .map(|owner| input::owner(owner, principal.user_id()))
+        .transpose()?;
     let filter = KeyFilter {
         state: query.status,
         environment: query.environment.map(Into::into),
-        name_contains: query.name.filter(|name| !name.is_empty()),
+        name_contains: query.name.map(input::name_filter).transpose()?.flatten(),
         never_used: query.never_used,
         last_used_before: query
             .last_used_before
@@ -139,11 +144,7 @@ pub(crate) async fn list_keys(
             .map(crate::input::ip::ip_list)
             .transpose()?
             .unwrap_or_default(),
-        owner: query
-            .owner
-            .as_deref()
-            .map(|owner| input::owner(owner, principal.user_id()))
-            .transpose()?,
+        owner: owner.and_then(input::OwnerFilter::user),
         after: query
             .cursor
             .as_deref()
@@ -152,6 +153,12 @@ pub(crate) async fn list_keys(
         limit: crate::input::page::LISTING.size(query.limit)?,
     };
     principal.require(Permission::Read)?;
+    if owner == Some(input::OwnerFilter::Nobody) {
+        return Ok(Json(KeyPage {
+            data: Vec::new(),
+            next_cursor: None,
+        }));
+    }
     let page = state.store.list_keys(principal.org, &filter, now).await?;
     let next_cursor = page
         .has_more
@@ -318,6 +325,7 @@ pub(crate) async fn rotate_key(
     responses(
         (status = 200, description = "Revoked (or already revoked: see `already_revoked`)", body = RevokedKey),
         (status = 400, description = "Invalid reason or note", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not change keys, the key is another member's (`not_key_owner`), or it holds a scope the caller does not (`insufficient_scope`)", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []))
@@ -359,6 +367,7 @@ pub(crate) async fn revoke_key(
     params(("id" = String, Path, description = "Key id (`key_…`)")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 403, description = "The caller's role may not change keys, the key is another member's (`not_key_owner`), or it holds a scope the caller does not (`insufficient_scope`)", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
         (status = 409, description = "The key is still active (`key_active`)", body = crate::openapi::ErrorResponse),
     ),

@@ -10,6 +10,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::owners::{People, PersonView};
 use crate::input::time::rfc3339;
+use crate::openapi::formats::{
+    ClientAddressFormat, ClientAddressListFormat, ScopeFormat, format_type,
+};
 use crate::store::{KeyRecord, KeyState, RevocationReason};
 
 /// live or test.
@@ -31,13 +34,61 @@ impl From<EnvironmentName> for keyplane_shared::Environment {
     }
 }
 
+/// The words an expiry ([`super::input::expiry`]) takes besides a time: `never` and the presets
+/// counted from now.
+pub const EXPIRY_PRESETS: [&str; 6] = ["1h", "7d", "30d", "90d", "1y", "never"];
+
+/// Most metadata entries.
+pub const MAX_METADATA_ENTRIES: usize = 32;
+
+format_type!(
+    /// A key's expiry in the document: a preset counted from now, `never`, or a time.
+    ExpiryFormat,
+    "Expiry",
+    utoipa::openapi::OneOfBuilder::new()
+        .description(Some(
+            "`1h`, `7d`, `30d`, `90d`, `1y` (counted from now), `never`, or an RFC 3339 time in \
+             the future",
+        ))
+        .item(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .enum_values(Some(EXPIRY_PRESETS)),
+        )
+        .item(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                    utoipa::openapi::KnownFormat::DateTime,
+                ))),
+        )
+        .into()
+);
+
+format_type!(
+    /// A key's metadata in the document: the caller's own labels.
+    MetadataFormat,
+    "Metadata",
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Object)
+        .description(Some(
+            "Your own labels: a JSON object of at most 32 entries and 4 KiB serialized",
+        ))
+        .max_properties(Some(MAX_METADATA_ENTRIES))
+        .into()
+);
+
 /// A per-key rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitBody {
     /// Sustained requests per minute.
+    #[serde(deserialize_with = "crate::input::whole::number")]
+    #[schema(minimum = 1, maximum = 6_000_000)]
     pub requests_per_minute: u32,
     /// Requests allowed at once after idling.
+    #[serde(deserialize_with = "crate::input::whole::number")]
+    #[schema(minimum = 1, maximum = 65_535)]
     pub burst: u32,
 }
 
@@ -46,20 +97,29 @@ pub struct RateLimitBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// 1 to 100 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     /// live or test.
     pub environment: EnvironmentName,
-    /// Scopes such as `contacts:read`; each must be covered by the caller's own scopes.
+    /// Scopes such as `contacts:read` (at most 64); each must be covered by the caller's own
+    /// scopes.
     #[serde(default)]
+    #[schema(value_type = Vec<ScopeFormat>, max_items = 64)]
     pub scopes: Vec<String>,
     /// `1h`, `7d`, `30d`, `90d`, `1y`, `never` (the default), or an RFC 3339 time in the future.
     #[serde(default)]
+    #[schema(value_type = Option<ExpiryFormat>)]
     pub expires: Option<String>,
     /// Overrides the deployment's default rate limit.
     #[serde(default)]
     pub rate_limit: Option<RateLimitBody>,
     /// Your own labels: a JSON object of at most 32 entries and 4 KiB.
     #[serde(default)]
+    #[schema(value_type = Option<MetadataFormat>)]
     pub metadata: Option<Map<String, Value>>,
 }
 
@@ -67,22 +127,46 @@ pub struct CreateKeyRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKeyRequest {
-    /// New name.
+    /// New name: 1 to 100 characters, no control characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: Option<String>,
-    /// New scopes (replace the old ones).
+    /// New scopes (replace the old ones; at most 64).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<ScopeFormat>>, max_items = 64)]
     pub scopes: Option<Vec<String>>,
-    /// New expiry: a preset counted from now, `never`, or an RFC 3339 time.
+    /// New expiry: a preset counted from now, `never`, or an RFC 3339 time in the future.
     #[serde(default)]
+    #[schema(value_type = Option<ExpiryFormat>)]
     pub expires: Option<String>,
     /// New rate limit; `null` returns the key to the deployment's default.
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable)]
     pub rate_limit: Option<Option<RateLimitBody>>,
-    /// New metadata (replaces the old).
+    /// New metadata (replaces the old): at most 32 entries and 4 KiB.
     #[serde(default)]
+    #[schema(value_type = Option<MetadataFormat>)]
     pub metadata: Option<Map<String, Value>>,
+}
+
+impl UpdateKeyRequest {
+    /// The fields a change names at least one of, each with the type it must have to count
+    /// (`rate_limit` counts whatever it is: `null` returns the key to the default). The
+    /// document states this rule ([`crate::openapi::require_one_of`]).
+    pub const CHANGES: [(&'static str, Option<utoipa::openapi::schema::Type>); 5] = {
+        use utoipa::openapi::schema::Type;
+        [
+            ("name", Some(Type::String)),
+            ("scopes", Some(Type::Array)),
+            ("expires", Some(Type::String)),
+            ("rate_limit", None),
+            ("metadata", Some(Type::Object)),
+        ]
+    };
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -100,7 +184,8 @@ where
 pub struct RotateKeyRequest {
     /// How long the old key keeps working, in seconds (0, the default: it stops at once; at
     /// most 30 days). Never past the old key's own expiry.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::input::whole::number")]
+    #[schema(minimum = 0, maximum = 2_592_000)]
     pub grace_seconds: u64,
 }
 
@@ -110,8 +195,12 @@ pub struct RotateKeyRequest {
 pub struct RevokeKeyRequest {
     /// Why.
     pub reason: RevocationReason,
-    /// Up to 500 characters.
+    /// Up to 500 characters, no control characters but newlines.
     #[serde(default)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0009\u000b-\u001f\u007f-\u009f]*$"
+    )]
     pub note: Option<String>,
 }
 
@@ -124,24 +213,32 @@ pub struct ListKeysQuery {
     pub status: Option<KeyState>,
     /// Only keys of this environment.
     pub environment: Option<EnvironmentName>,
-    /// Only keys whose name contains this text (case-insensitive).
+    /// Only keys whose name contains this text (case-insensitive; no control characters).
+    #[param(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
     /// `true`: only keys no edge has ever reported a request for; `false`: only keys used at
     /// least once.
     pub never_used: Option<bool>,
     /// Only keys not used since this time (RFC 3339), keys never used included (add
     /// `never_used=false` to leave those out).
+    #[param(format = DateTime)]
     pub last_used_before: Option<String>,
     /// Only keys whose last request came from this client address (exact).
+    #[param(value_type = Option<ClientAddressFormat>)]
     pub last_used_ip: Option<String>,
     /// The addresses a key is expected to be used from, comma-separated (at most 50): only keys
     /// whose last request came from another one (keys never used left out).
+    #[param(value_type = Option<ClientAddressListFormat>)]
     pub last_used_ip_not: Option<String>,
-    /// Only keys this user owns (`usr_…`, or `me`).
+    /// Only keys this user owns (`usr_…`), or `me`: the caller, or its management key's owner
+    /// (a key without one, before the first owner, owns none: the page is empty).
+    #[param(pattern = r"^(me|usr_[0-9A-Za-z]{22})$")]
     pub owner: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[A-Za-z0-9_-]{32}$")]
     pub cursor: Option<String>,
 }
 

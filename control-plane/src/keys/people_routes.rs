@@ -96,6 +96,7 @@ pub struct ReconcileRequest {
     responses(
         (status = 200, description = "The keys changed", body = KeyPage),
         (status = 403, description = "Only callers who manage every key may do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "No such member", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]

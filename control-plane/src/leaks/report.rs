@@ -17,6 +17,7 @@ use super::find_key;
 use crate::auth::Anonymous;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::openapi::formats::FullKeyFormat;
 use crate::state::AppState;
 use crate::store::{AuditContext, LeakedKey, StoreError};
 
@@ -28,9 +29,12 @@ pub const MAX_URL: usize = 500;
 #[serde(deny_unknown_fields)]
 pub struct LeakReport {
     /// The key as found, in full.
+    #[schema(value_type = FullKeyFormat)]
     pub key: String,
-    /// Where it was found (a URL or any text up to 500 characters), for the revocation's note.
+    /// Where it was found (a URL or any text up to 500 characters, no control characters), for
+    /// the revocation's note.
     #[serde(default)]
+    #[schema(max_length = 500, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub url: Option<String>,
 }
 

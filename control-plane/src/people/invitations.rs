@@ -24,6 +24,7 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::hashing;
 use crate::input::time::rfc3339;
+use crate::openapi::formats::{EmailFormat, RoleNameFormat};
 use crate::state::AppState;
 use crate::store::{AuditContext, Joining, NewInvitation, SessionKind};
 
@@ -42,8 +43,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct InviteRequest {
     /// Whom.
+    #[schema(value_type = EmailFormat)]
     pub email: String,
-    /// With which role.
+    /// With which role (built in, or one of the organization's own).
+    #[schema(value_type = RoleNameFormat)]
     pub role: String,
 }
 
@@ -194,6 +197,8 @@ pub struct AcceptRequest {
         (status = 401, description = "The email has an account and the password is not its", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such invitation", body = crate::openapi::ErrorResponse),
         (status = 409, description = "Used (`invitation_used`), expired (`invitation_expired`), or already a member", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Too many password attempts for this email or address (`Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "The database cannot be reached (`unavailable`); retry later", body = crate::openapi::ErrorResponse),
     ),
 )]
 pub(crate) async fn accept(

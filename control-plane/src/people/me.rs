@@ -167,6 +167,8 @@ pub struct ChangePassword {
         (status = 204, description = "Changed"),
         (status = 400, description = "The new password breaks a rule (`weak_password`)", body = crate::openapi::ErrorResponse),
         (status = 401, description = "The current password is wrong", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "Not a signed-in local account (a key or a host product's token has no password), or a request without its page's `Origin` and CSRF token (`csrf_failed`)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Too many password attempts for this email or address (`Retry-After`)", body = crate::openapi::ErrorResponse),
     ),
     security(("session" = []))
 )]

@@ -16,6 +16,7 @@ use crate::access::{Permission, RoleName};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::openapi::formats::RoleNameFormat;
 use crate::state::AppState;
 use crate::store::{KeysOnRemoval, StoreError};
 
@@ -67,6 +68,7 @@ fn not_found_as_member(error: StoreError) -> ApiError {
 #[serde(deny_unknown_fields)]
 pub struct ChangeRole {
     /// The new role (built in or custom).
+    #[schema(value_type = RoleNameFormat)]
     pub role: String,
 }
 

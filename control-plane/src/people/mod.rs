@@ -18,6 +18,7 @@ use keyplane_shared::ids::UserId;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
+use crate::limits::MAX_EMAIL_LEN;
 use crate::state::AppState;
 
 /// The people routes, with their OpenAPI operations.
@@ -36,11 +37,11 @@ fn user_id(text: &str) -> Result<UserId, ApiError> {
     text.parse().map_err(|_| ApiError::NotFound("member"))
 }
 
-/// A normalized email: trimmed, lowercased, and shaped like one (`local@domain`, at most 254
-/// characters).
+/// A normalized email: trimmed, lowercased, and shaped like one (`local@domain`, at most
+/// [`MAX_EMAIL_LEN`] bytes).
 pub fn email(text: &str) -> Result<String, ApiError> {
     let email = text.trim().to_lowercase();
-    let valid = email.len() <= 254
+    let valid = email.len() <= MAX_EMAIL_LEN
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
         })
@@ -63,4 +64,22 @@ pub fn display_name(text: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::openapi::patterns::{email_pattern, strings};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn every_email_of_the_documents_pattern_is_taken(text in strings(&email_pattern())) {
+            prop_assume!(text.len() <= MAX_EMAIL_LEN);
+            prop_assert!(email(&text).is_ok(), "{text}");
+        }
+    }
 }

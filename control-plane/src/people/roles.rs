@@ -16,6 +16,7 @@ use crate::access::{BuiltinRole, Permission, RoleName, ScopeCeiling};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::openapi::formats::{ChangeableRoleFormat, RoleNameFormat, ScopeFormat};
 use crate::state::AppState;
 use crate::store::{Conflict, StoreError};
 
@@ -54,9 +55,12 @@ pub(crate) async fn list_roles(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRole {
-    /// Its name: 1 to 40 characters of a-z, 0-9, `-`, `_`, starting with a letter.
+    /// Its name: 1 to 40 characters of a-z, 0-9, `-`, `_`, starting with a letter (a built-in
+    /// role's name is taken).
+    #[schema(value_type = RoleNameFormat)]
     pub name: String,
-    /// Its scopes, in the keys' grammar.
+    /// Its scopes, in the keys' grammar (at most 64).
+    #[schema(value_type = Vec<ScopeFormat>, max_items = 64)]
     pub scopes: Vec<String>,
 }
 
@@ -64,7 +68,8 @@ pub struct CreateRole {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRole {
-    /// The new scopes.
+    /// The new scopes (at most 64).
+    #[schema(value_type = Vec<ScopeFormat>, max_items = 64)]
     pub scopes: Vec<String>,
 }
 
@@ -79,6 +84,7 @@ fn scopes(texts: &[String]) -> Result<keyplane_shared::ScopeSet, ApiError> {
     responses(
         (status = 201, description = "Created", body = RoleView),
         (status = 400, description = "Invalid name or scopes", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "Only owners and `admin:full` keys manage roles", body = crate::openapi::ErrorResponse),
         (status = 409, description = "The name is taken (`role_exists`)", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
@@ -113,11 +119,12 @@ pub(crate) async fn create_role(
 /// those above the new ceiling are marked `exceeds_owner_scopes`.
 #[utoipa::path(
     put, path = "/v1/roles/{name}", tag = "roles",
-    params(("name" = String, Path, description = "The role")),
+    params(("name" = ChangeableRoleFormat, Path, description = "The role: `developer` or a custom role")),
     request_body = UpdateRole,
     responses(
         (status = 200, description = "The role", body = RoleView),
         (status = 400, description = "Owner, admin and viewer are fixed", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "Only owners and `admin:full` keys manage roles", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such role", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
@@ -165,6 +172,7 @@ pub(crate) async fn update_role(
     params(("name" = String, Path, description = "The role")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 403, description = "Only owners and `admin:full` keys manage roles", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such custom role", body = crate::openapi::ErrorResponse),
         (status = 409, description = "Members hold it (`role_in_use`)", body = crate::openapi::ErrorResponse),
     ),

@@ -227,8 +227,10 @@ fn with_cookie(
     responses(
         (status = 201, description = "Signed in", body = SignedIn),
         (status = 401, description = "Wrong email or password (`invalid_credentials`), one answer for both", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The account belongs to no organization", body = crate::openapi::ErrorResponse),
         (status = 404, description = "Not a member of the organization asked for", body = crate::openapi::ErrorResponse),
         (status = 429, description = "Too many attempts for this email or address (`Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "The database cannot be reached (`unavailable`); retry later", body = crate::openapi::ErrorResponse),
     ),
 )]
 pub(crate) async fn sign_in(
@@ -291,7 +293,10 @@ pub struct SessionList {
 /// List your sessions.
 #[utoipa::path(
     get, path = "/v1/sessions", tag = "sessions",
-    responses((status = 200, description = "Your sessions", body = SessionList)),
+    responses(
+        (status = 200, description = "Your sessions", body = SessionList),
+        (status = 403, description = "Not a person's credential: a key has no sessions", body = crate::openapi::ErrorResponse),
+    ),
     security(("session" = []), ("bearer" = []))
 )]
 pub(crate) async fn list_sessions(
@@ -314,7 +319,10 @@ pub(crate) async fn list_sessions(
 /// Sign out everywhere: every session of yours ends, this one included.
 #[utoipa::path(
     delete, path = "/v1/sessions", tag = "sessions",
-    responses((status = 204, description = "Every session ended")),
+    responses(
+        (status = 204, description = "Every session ended"),
+        (status = 403, description = "Not a person's credential: a key has no sessions", body = crate::openapi::ErrorResponse),
+    ),
     security(("session" = []), ("bearer" = []))
 )]
 pub(crate) async fn sign_out_everywhere(
@@ -330,7 +338,11 @@ pub(crate) async fn sign_out_everywhere(
 /// Sign out: this session ends at once.
 #[utoipa::path(
     delete, path = "/v1/sessions/current", tag = "sessions",
-    responses((status = 204, description = "Signed out")),
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 403, description = "Not a person's credential: a key has no sessions", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not signed in with a session", body = crate::openapi::ErrorResponse),
+    ),
     security(("session" = []))
 )]
 pub(crate) async fn sign_out(
@@ -356,6 +368,7 @@ pub(crate) async fn sign_out(
     params(("id" = String, Path, description = "Session id (`ses_…`)")),
     responses(
         (status = 204, description = "Ended"),
+        (status = 403, description = "Not a person's credential: a key has no sessions", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such session of yours", body = crate::openapi::ErrorResponse),
     ),
     security(("session" = []), ("bearer" = []))

@@ -18,6 +18,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::input::time::rfc3339;
+use crate::openapi::formats::{HttpsUrlFormat, OriginFormat};
 use crate::state::AppState;
 use crate::store::{Branding, BrandingUpdate, StoreError};
 
@@ -58,13 +59,22 @@ impl From<Branding> for BrandingView {
 #[serde(deny_unknown_fields)]
 pub struct BrandingRequest {
     /// 1 to 100 characters, no control characters (trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub display_name: String,
     /// An `https://` URL of the logo, or none.
+    #[schema(value_type = Option<HttpsUrlFormat>)]
     pub logo_url: Option<String>,
     /// `#rrggbb`, or none.
+    #[schema(pattern = r"^#[0-9A-Fa-f]{6}$")]
     pub accent_color: Option<String>,
-    /// At most 10 origins (`https://host[:port]`) allowed to embed the portal in a frame.
+    /// At most 10 origins (`https://host[:port]`) allowed to embed the portal in a frame
+    /// (repeats are taken once).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<OriginFormat>>, max_items = 10)]
     pub frame_ancestors: Option<Vec<String>>,
 }
 

@@ -42,6 +42,7 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::host_token::ServiceClaims;
 use crate::input::time::rfc3339;
+use crate::openapi::formats::{RoleNameFormat, WebUrlFormat};
 use crate::people::sessions::open_session;
 use crate::state::AppState;
 use crate::store::{AuditContext, HostUser, NewPortalLink, SessionKind, StoreError};
@@ -78,8 +79,10 @@ pub struct PortalLinkRequest {
     /// The role the portal session acts with: built in (`owner`, `admin`, `developer`,
     /// `viewer`) or one of the organization's own. Required with a host product's token; with
     /// a management key, default the member's current role.
+    #[schema(value_type = Option<RoleNameFormat>)]
     pub role: Option<String>,
     /// Where "Back to …" leads: an `https://` URL (`http://` only in local development).
+    #[schema(value_type = WebUrlFormat)]
     pub return_url: String,
 }
 
@@ -237,6 +240,22 @@ async fn for_host_user(
         .ok_or_else(|| invalid("user.id (the host product's id of the user) is required"))?;
     if subject.len() > MAX_SUBJECT_LEN {
         return Err(invalid("user.id is at most 255 bytes"));
+    }
+    // Stored as they are (and PostgreSQL text cannot hold a NUL): no control characters.
+    let texts = [
+        Some(subject),
+        body.user.email.as_deref(),
+        body.user.name.as_deref(),
+        body.organization.as_deref(),
+    ];
+    if texts
+        .into_iter()
+        .flatten()
+        .any(|text| text.chars().any(char::is_control))
+    {
+        return Err(invalid(
+            "user.id, user.email, user.name and organization must not contain control characters",
+        ));
     }
     let role = role_of(body.role.as_deref())?.ok_or_else(|| invalid("role is required"))?;
     let named = match (&claims.organization, &body.organization) {

@@ -5,8 +5,7 @@
 
 use axum::http::Uri;
 
-/// The longest URL accepted.
-pub const MAX_URL_LEN: usize = 2048;
+pub use crate::limits::MAX_URL_LEN;
 
 /// Why a URL or origin was refused (the message is the API's 400 text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,7 +91,43 @@ pub fn origin(text: &str, allow_http: bool, what: &'static str) -> Result<String
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::openapi::patterns::{ORIGIN_MAX_LEN, origin_pattern, strings, web_url_pattern};
+
+    proptest! {
+        // Strings past the longest length are skipped, hence the rejects allowed.
+        #![proptest_config(ProptestConfig {
+            cases: 2000,
+            max_global_rejects: 100_000,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn every_url_of_the_documents_pattern_is_taken(text in strings(&web_url_pattern(false))) {
+            prop_assume!(text.len() <= MAX_URL_LEN);
+            prop_assert!(web_url(&text, false, "url").is_ok(), "{text}");
+        }
+
+        #[test]
+        fn every_url_of_the_local_pattern_is_taken_in_local_development(
+            text in strings(&web_url_pattern(true))
+        ) {
+            prop_assume!(text.len() <= MAX_URL_LEN);
+            prop_assert!(web_url(&text, true, "url").is_ok(), "{text}");
+        }
+
+        #[test]
+        fn every_origin_of_the_documents_pattern_is_taken(text in strings(&origin_pattern(true))) {
+            prop_assume!(text.len() <= ORIGIN_MAX_LEN);
+            prop_assert!(origin(&text, true, "origin").is_ok(), "{text}");
+            prop_assert!(
+                origin(&text, false, "origin").is_ok() == text.starts_with("https:"),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn web_urls_are_absolute_https_without_credentials() {

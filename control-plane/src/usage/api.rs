@@ -21,6 +21,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::input::time::rfc3339;
+use crate::openapi::formats::{ClientAddressFormat, DayFormat};
 use crate::state::AppState;
 use crate::store::{UsageFilter, UsageRecord};
 
@@ -37,17 +38,23 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// Only requests at or after this time (RFC 3339). Default: 24 hours before `to`, or
-    /// before now when `to` is absent (a `cursor` keeps the first page's start).
+    /// before now when `to` is absent (a `cursor` keeps the first page's start). Before `to`.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Only requests before this time (RFC 3339). Default: no bound.
+    #[param(format = DateTime)]
     pub to: Option<String>,
-    /// Only this status (`429`) or class (`4xx`).
+    /// Only this status (`429`, 100 to 599) or class (`4xx`, `1xx` to `5xx`).
+    #[param(pattern = r"^(?:[1-5][0-9]{2}|[1-5][xX]{2})$")]
     pub status: Option<String>,
     /// Only requests from this client address (exact).
+    #[param(value_type = Option<ClientAddressFormat>)]
     pub ip: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page (pass the same filters).
+    #[param(pattern = r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")]
     pub cursor: Option<String>,
 }
 
@@ -100,8 +107,10 @@ pub struct UsagePage {
 pub struct DailyQuery {
     /// First day (`2026-11-22`, or an RFC 3339 time meaning its UTC day). Default: 29 days
     /// before `to`.
+    #[param(value_type = Option<DayFormat>)]
     pub from: Option<String>,
     /// Last day, included (same forms). Default: today (UTC). At most 366 days from `from`.
+    #[param(value_type = Option<DayFormat>)]
     pub to: Option<String>,
 }
 

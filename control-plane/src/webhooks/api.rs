@@ -26,6 +26,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::input::page::LISTING;
+use crate::openapi::formats::{EventTypeFormat, WebhookUrlFormat};
 use crate::portal::urls::web_url;
 use crate::state::AppState;
 use crate::store::outbox::EventType;
@@ -42,13 +43,16 @@ pub const MAX_DESCRIPTION: usize = 200;
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookRequest {
     /// `https://…` (`http://` under the local-development switch).
+    #[schema(value_type = WebhookUrlFormat)]
     pub url: String,
     /// At least one of `key.created`, `key.updated`, `key.rotated`, `key.revoked`,
     /// `key.leaked`, `key.expiring`, `key.expired`, `key.rate_limited`, `member.removed`,
-    /// `webhook.disabled`.
+    /// `webhook.disabled` (repeats are taken once).
+    #[schema(value_type = Vec<EventTypeFormat>, min_items = 1)]
     pub events: Vec<String>,
-    /// Up to 200 characters.
+    /// Up to 200 characters, no control characters.
     #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub description: Option<String>,
     /// Default true.
     #[serde(default)]
@@ -60,10 +64,13 @@ pub struct CreateWebhookRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhookRequest {
     /// New URL.
+    #[schema(value_type = Option<WebhookUrlFormat>)]
     pub url: Option<String>,
-    /// New event types (replacing the old).
+    /// New event types (replacing the old; at least one).
+    #[schema(value_type = Option<Vec<EventTypeFormat>>, min_items = 1)]
     pub events: Option<Vec<String>>,
-    /// New description.
+    /// New description: up to 200 characters, no control characters.
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub description: Option<String>,
     /// Enable (clears a failure streak) or disable.
     pub enabled: Option<bool>,
@@ -212,6 +219,7 @@ pub(crate) async fn list_webhooks(
     params(("id" = String, Path, description = "Endpoint id (`whk_…`)")),
     responses(
         (status = 200, description = "The endpoint", body = WebhookView),
+        (status = 403, description = "Your role may not manage the organization's webhooks", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such endpoint in this organization", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
@@ -238,6 +246,7 @@ pub(crate) async fn get_webhook(
     responses(
         (status = 200, description = "The endpoint as changed", body = WebhookView),
         (status = 400, description = "A bad URL, an unknown event type or a description too long", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "Your role may not manage the organization's webhooks", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such endpoint in this organization", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
@@ -273,6 +282,7 @@ pub(crate) async fn update_webhook(
     params(("id" = String, Path, description = "Endpoint id (`whk_…`)")),
     responses(
         (status = 204, description = "Removed"),
+        (status = 403, description = "Your role may not manage the organization's webhooks", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such endpoint in this organization", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
@@ -303,6 +313,7 @@ pub(crate) async fn delete_webhook(
     params(("id" = String, Path, description = "Endpoint id (`whk_…`)")),
     responses(
         (status = 200, description = "The endpoint and its new secret (shown once)", body = WebhookWithSecret),
+        (status = 403, description = "Your role may not manage the organization's webhooks", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such endpoint in this organization", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
@@ -341,6 +352,7 @@ pub(crate) async fn rotate_secret(
     responses(
         (status = 200, description = "A page of attempts", body = AttemptPage),
         (status = 400, description = "A bad limit or cursor", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "Your role may not manage the organization's webhooks", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such endpoint in this organization", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
@@ -378,6 +390,7 @@ pub(crate) async fn list_attempts(
     ),
     responses(
         (status = 202, description = "Queued: the delivery worker sends it within a second"),
+        (status = 403, description = "Your role may not manage the organization's webhooks", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such endpoint or event in this organization", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
@@ -404,7 +417,35 @@ pub(crate) async fn redeliver(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::limits::MAX_URL_LEN;
+    use crate::openapi::patterns::{strings, web_url_pattern, webhook_url_pattern};
+
+    proptest! {
+        // Strings past the longest length are skipped, hence the rejects allowed.
+        #![proptest_config(ProptestConfig {
+            cases: 2000,
+            max_global_rejects: 100_000,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn every_url_of_the_documents_pattern_is_taken(text in strings(&webhook_url_pattern(false))) {
+            prop_assume!(text.len() <= MAX_URL_LEN);
+            prop_assert!(endpoint_url(&text, false).is_ok(), "{text}");
+        }
+
+        #[test]
+        fn every_url_of_the_local_pattern_is_taken_in_local_development(
+            text in strings(&web_url_pattern(true))
+        ) {
+            prop_assume!(text.len() <= MAX_URL_LEN);
+            prop_assert_eq!(webhook_url_pattern(true), web_url_pattern(true));
+            prop_assert!(endpoint_url(&text, true).is_ok(), "{text}");
+        }
+    }
 
     #[test]
     fn urls_must_be_https_and_public_unless_local_development_allows_otherwise() {

@@ -39,16 +39,38 @@ pub struct ExpiryNoticesView {
     pub updated_at: Option<String>,
 }
 
+/// The document's schema of `days_before`: at most [`MAX_NOTICES`] of [`CHOICES`] (a field's
+/// schema given this way has no description of its own, so it is given here).
+fn days_before_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .description(Some(
+            "At most 5 of 1, 3, 7, 14, 30, 60 and 90 days, repeats taken once (`[]`: no \
+             `key.expiring` at all)",
+        ))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .enum_values(Some(CHOICES)),
+        )
+        .max_items(Some(MAX_NOTICES))
+        .build()
+}
+
 /// Body of `PUT /v1/organization/expiry-notices`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpiryNoticesRequest {
-    /// At most 5 of 1, 3, 7, 14, 30, 60 and 90 days (`[]`: no `key.expiring` at all).
+    /// At most 5 of 1, 3, 7, 14, 30, 60 and 90 days, repeats taken once (`[]`: no
+    /// `key.expiring` at all).
+    #[serde(deserialize_with = "crate::input::whole::numbers")]
+    #[schema(schema_with = days_before_schema)]
     pub days_before: Vec<u32>,
 }
 
 impl ExpiryNoticesRequest {
-    /// Distinct, longest first; the message when a value or the count is out of bounds.
+    /// Distinct, longest first; the message when a value or the count is out of bounds. The
+    /// count is of the list as sent, repeats included (what a schema's `maxItems` states).
     pub fn parse(self) -> Result<Vec<u32>, String> {
         let mut days = self.days_before;
         if let Some(bad) = days.iter().find(|day| !CHOICES.contains(*day)) {
@@ -58,13 +80,13 @@ impl ExpiryNoticesRequest {
                 choices.join(", ")
             ));
         }
-        days.sort_unstable_by(|a, b| b.cmp(a));
-        days.dedup();
         if days.len() > MAX_NOTICES {
             return Err(format!(
                 "days_before holds at most {MAX_NOTICES} lead times"
             ));
         }
+        days.sort_unstable_by(|a, b| b.cmp(a));
+        days.dedup();
         Ok(days)
     }
 }
@@ -152,7 +174,9 @@ mod tests {
                 "{bad}"
             );
         }
-        assert_eq!(parse(&[1, 3, 7, 14, 30, 30]), Ok(vec![30, 14, 7, 3, 1]));
+        assert_eq!(parse(&[1, 3, 7, 30, 30]), Ok(vec![30, 7, 3, 1]));
         assert!(parse(&[1, 3, 7, 14, 30, 60]).is_err_and(|message| message.contains("at most 5")));
+        // Six entries are too many even when a repeat makes them five lead times.
+        assert!(parse(&[1, 3, 7, 14, 30, 30]).is_err_and(|message| message.contains("at most 5")));
     }
 }

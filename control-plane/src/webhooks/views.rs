@@ -110,10 +110,13 @@ pub struct AttemptPage {
 /// Query of the attempts listing.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AttemptQuery {
     /// 1 to 200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// A `next_cursor`.
+    #[param(value_type = Option<crate::openapi::formats::AttemptCursorFormat>)]
     pub cursor: Option<String>,
 }
 
@@ -162,7 +165,17 @@ pub fn parse_cursor(text: &str) -> Result<(Timestamp, EventId, u32), ApiError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::openapi::patterns::{attempt_cursor_pattern, strings};
+
+    proptest! {
+        #[test]
+        fn every_cursor_of_the_documents_pattern_is_read(text in strings(&attempt_cursor_pattern())) {
+            prop_assert!(parse_cursor(&text).is_ok(), "{text}");
+        }
+    }
 
     #[test]
     fn a_cursor_round_trips_and_a_forged_one_is_refused() {

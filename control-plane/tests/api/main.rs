@@ -25,6 +25,7 @@ mod leaks;
 mod leaks_github;
 mod lifecycle;
 mod limits;
+mod openapi_document;
 mod operations;
 mod operator_settings;
 mod out_of_range;

@@ -59,6 +59,11 @@ pub(super) async fn user_by_email(
     store: &SqlStore,
     email: &str,
 ) -> Result<Option<UserRecord>, StoreError> {
+    // No stored email has a NUL (emails are checked when stored, and PostgreSQL text cannot
+    // hold one, so PostgreSQL would refuse the question): such an email is nobody's.
+    if email.contains('\0') {
+        return Ok(None);
+    }
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(email.to_owned())
