@@ -5,6 +5,7 @@
 //!   (PATH, `WASM_BINDGEN_BIN`, ...) every other command runs under.
 //! - [`setup`]: installs that toolchain idempotently from crates.io and npm.
 //! - [`browser`]: Chromium and `tests/browser`'s npm packages, for the dashboard's browser test.
+//! - [`python`]: schemathesis in a virtual environment, for the API's conformance run.
 //! - [`run`]: running steps and child processes (announcing them, process groups, stopping them).
 //! - [`test`]: the whole check suite that `.ci/run` runs.
 //! - [`dev`]: the control plane and the edge running locally, stopped with Ctrl-C.
@@ -13,6 +14,7 @@
 mod browser;
 mod dev;
 mod extras;
+mod python;
 mod run;
 mod setup;
 mod test;
@@ -44,7 +46,7 @@ enum Command {
     Fuzz(extras::FuzzArgs),
     /// Run the hot-path criterion benchmark of keyplane-shared.
     Bench(extras::BenchArgs),
-    /// Run the edge benchmarks: table scale in wasm, propagation (3 edges), edge overhead.
+    /// Run the edge benchmarks: table scale in wasm, propagation (3 edges; 1 and 2 control planes), edge overhead, sustained load.
     BenchEdge,
 }
 

@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: installs the project-local toolchain, skipping whatever is present.
 //!
-//! Everything comes from a registry (crates.io, npm): downloads from GitHub releases do not
+//! Everything comes from a registry (crates.io, npm, PyPI): downloads from GitHub releases do not
 //! work on the machines this runs on (see TOOLCHAIN.md), except Chromium for the dashboard's
 //! browser test, which comes from Debian ([`browser`]). Each step checks first, so a second
 //! run only costs a few probes.
@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result};
 use sha2::{Digest as _, Sha256};
 
 use crate::browser;
+use crate::python;
 use crate::run::{self, announce, probe};
 use crate::tools::{self, Tools};
 
@@ -30,6 +31,7 @@ pub fn setup(tools: &Tools) -> Result<()> {
     wasm_bindgen(tools)?;
     node_tools(tools)?;
     browser::setup(tools)?;
+    python::setup(tools)?;
     println!("xtask setup: done");
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! Everything lives under `.tools/` at the repository root (or `$KEYPLANE_TOOLS_DIR`):
 //! - `cargo/bin/`: worker-build, wasm-bindgen (+ its test runner), cargo-fuzz (`cargo install --root`);
 //! - `node/`: a copy of `xtask/node/package.json` + lock, and its `node_modules` (Node 22, wrangler,
-//!   miniflare, binaryen's wasm-opt, esbuild).
+//!   miniflare, binaryen's wasm-opt, esbuild);
+//! - `python/`: a virtual environment holding schemathesis (`xtask/python/requirements.txt`).
 //!
 //! [`Tools::command`] gives a [`Command`] with Node 22 and those tools first on `PATH`, plus
 //! `WASM_BINDGEN_BIN`, `WASM_OPT_BIN` and `ESBUILD_BIN` so worker-build never tries to download
@@ -82,6 +83,16 @@ impl Tools {
         self.root.join("xtask").join("node")
     }
 
+    /// The Python virtual environment schemathesis is installed in.
+    pub fn python_dir(&self) -> PathBuf {
+        self.dir.join("python")
+    }
+
+    /// schemathesis's command line, `st`.
+    pub fn schemathesis_bin(&self) -> PathBuf {
+        self.python_dir().join("bin").join("st")
+    }
+
     /// Cargo's target directory: `$CARGO_TARGET_DIR` if set, else `<root>/target`.
     pub fn target_dir(&self) -> PathBuf {
         match std::env::var_os("CARGO_TARGET_DIR") {
@@ -132,6 +143,10 @@ impl Tools {
                 self.edge_build_dir().into_os_string(),
             ),
             ("KEYPLANE_BIN", self.keyplane_bin().into_os_string()),
+            (
+                "KEYPLANE_SCHEMATHESIS",
+                self.schemathesis_bin().into_os_string(),
+            ),
         ])
     }
 

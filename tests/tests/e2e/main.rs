@@ -13,6 +13,7 @@ mod identity;
 mod isolates;
 mod leaks;
 mod load;
+mod openapi_conformance;
 mod paths;
 mod people;
 mod rate_limits;
