@@ -10,6 +10,9 @@
 //! - A management key revoked through one instance is refused by the other at once (its state
 //!   is read on every call; only the Argon2id verification is remembered).
 //! - Twenty creates at once, spread over both, leave the feed gap-free and strictly ordered.
+//! - Usage ingestion and the retention sweep run on every instance: the same batches ingested
+//!   through both at once are stored once, and both sweeping at once delete each old event
+//!   once, without an error on either.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,11 +25,15 @@ use tower::ServiceExt as _;
 
 use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::{Application, Config};
+use keyplane_shared::ids::{KeyId, RequestId};
+use keyplane_shared::usage::{UsageBatch, UsageEvent};
 
 use crate::fixed_secrets::secrets_env;
 use crate::helpers::{
     drop_test_database, fresh_postgres_database, postgres_available, test_config,
 };
+
+const DAY_MS: i64 = 86_400_000;
 
 fn config(dir: &std::path::Path, database_url: &str) -> Config {
     test_config(dir, database_url, "Default organization")
@@ -289,5 +296,81 @@ async fn concurrent_creates_through_two_instances_leave_the_feed_without_gaps() 
         pair.a.state().store.feed_head().await.expect("head"),
         pair.b.state().store.feed_head().await.expect("head")
     );
+    pair.finish().await;
+}
+
+#[tokio::test]
+async fn both_instances_ingesting_and_sweeping_usage_at_once_keep_each_event_once() {
+    let Some(pair) = Pair::start().await else {
+        return;
+    };
+    let body = json!({"name": "reported", "environment": "live"});
+    let (status, made) = call(&pair.a, Method::POST, "/v1/keys", &pair.admin, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let key: KeyId = made["record"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("a key id");
+    let org = pair
+        .a
+        .state()
+        .operator_org()
+        .await
+        .expect("read")
+        .expect("the first organization");
+    let now = pair.a.state().now();
+    let cutoff = now.plus_millis(-30 * DAY_MS);
+    // 400 events in 4 batches, half of them older than the cutoff; every batch is sent
+    // through both instances at once, as an edge retrying against a second instance would.
+    let batches: Vec<UsageBatch> = (0..4u32)
+        .map(|batch| UsageBatch {
+            edge: "fra".into(),
+            events: (0..100u32)
+                .map(|n| {
+                    let number = batch * 100 + n;
+                    let at = if number % 2 == 0 {
+                        cutoff.plus_millis(-DAY_MS)
+                    } else {
+                        now.plus_millis(-DAY_MS)
+                    };
+                    let mut id = [0u8; 16];
+                    id[12..].copy_from_slice(&number.to_be_bytes());
+                    UsageEvent::new(
+                        RequestId::from_bytes(id),
+                        Some((key, org)),
+                        at,
+                        "GET",
+                        "/v1/contacts",
+                        200,
+                        None,
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    let ingests = batches.iter().flat_map(|batch| {
+        [&pair.a, &pair.b]
+            .map(|instance| async move { instance.state().store.ingest_usage(batch, now).await })
+    });
+    for report in futures_util::future::join_all(ingests).await {
+        report.expect("each instance ingests without an error");
+    }
+    let pool = sqlx::PgPool::connect(&pair.url).await.expect("connect");
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM usage_events")
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+    };
+    assert_eq!(stored().await, 400, "each event stored once");
+    let (a, b) = tokio::join!(
+        pair.a.state().store.delete_usage_before(cutoff),
+        pair.b.state().store.delete_usage_before(cutoff)
+    );
+    let (a, b) = (a.expect("A sweeps"), b.expect("B sweeps"));
+    assert_eq!(a + b, 200, "each old event deleted once (A {a}, B {b})");
+    assert_eq!(stored().await, 200);
+    pool.close().await;
     pair.finish().await;
 }
