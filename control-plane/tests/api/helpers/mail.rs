@@ -5,8 +5,8 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use keyplane_control_plane::Config;
 
 /// An SMTP server on a free port that takes one connection, writes what it received to
-/// `mail.txt` in the data directory, and then stops listening; the configuration sends mail
-/// through it.
+/// `mail.txt` in the data directory (whole, at once), and then stops listening; the
+/// configuration sends mail through it.
 pub fn one_message_smtp_server(config: &mut Config) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -41,7 +41,10 @@ pub fn one_message_smtp_server(config: &mut Config) {
             };
             let _ = write.write_all(reply);
         }
-        std::fs::write(mail, received).expect("mail written");
+        // Written aside, then renamed: a test polling for `mail.txt` never reads it half-written.
+        let partial = mail.with_extension("partial");
+        std::fs::write(&partial, received).expect("mail written");
+        std::fs::rename(&partial, &mail).expect("mail in place");
     });
     config.people.smtp_url = Some(format!("smtp://127.0.0.1:{port}").parse().expect("url"));
     config.people.smtp_from = Some("Keyplane <keys@example.com>".into());
