@@ -89,9 +89,25 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
                 "generation": generation,
                 "history": history,
                 "usage": usage::stats(),
+                "wasm_memory_bytes": wasm_memory_bytes(),
             }))
         }
         _ => reply::failure(404, "not_found", &request_id),
+    }
+}
+
+/// The isolate's WebAssembly linear memory, in bytes. Everything the worker's Rust side holds
+/// (the key table, the rate limiter, buffered usage events) lives there, and linear memory
+/// never shrinks: over a long run, its size shows whether the worker keeps what it should let
+/// go, apart from what the JavaScript runtime around it does.
+fn wasm_memory_bytes() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::memory_size(0) * 65_536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
     }
 }
 

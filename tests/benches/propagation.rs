@@ -3,7 +3,14 @@
 //! answering 401 for that key, over N revocations.
 //!
 //! Run: `cargo xtask bench-edge` (or, after `cargo xtask build`:
-//! `cargo bench -p keyplane-tests --bench propagation -- [revocations]`).
+//! `cargo bench -p keyplane-tests --bench propagation -- [revocations] [--instances N] [--postgres]`).
+//!
+//! By default one control plane on its SQLite file. `--instances N` runs N `keyplane serve` on
+//! one PostgreSQL database (a fresh one at 127.0.0.1:5432), edge `i` pulling from instance
+//! `i % N`; each round's key is made through one instance and revoked through the next, so the
+//! revocation reaches the edges through the other instances' `LISTEN` as often as through the
+//! instance that committed it. `--postgres` alone runs one instance on PostgreSQL: the same
+//! database with one instance, the figure to set the several-instance one beside.
 //!
 //! Each edge's isolates play three parts: the first takes the control plane's pushes (`push`),
 //! the second serves another key's traffic all along (`busy`: a request every ~2 ms), the
@@ -25,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use keyplane_tests::{Deployment, Setup};
+use keyplane_tests::{Deployment, Setup, TestDatabase, Topology};
 use serde_json::json;
 
 const EDGES: usize = 3;
@@ -47,17 +54,67 @@ fn status_at(url: &str, key: &str) -> Result<u16> {
     Ok(keyplane_tests::get(&format!("{url}/x"), &[("x-api-key", key)])?.status)
 }
 
+/// The command line: revocations, instances, and whether the database is PostgreSQL.
+struct Options {
+    rounds: usize,
+    instances: usize,
+    postgres: bool,
+}
+
+impl Options {
+    fn from_args() -> Result<Self> {
+        let mut options = Options {
+            rounds: 100,
+            instances: 1,
+            postgres: false,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--instances" => {
+                    options.instances = args
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|&n| n >= 1)
+                        .context("--instances takes a number of at least 1")?;
+                }
+                "--postgres" => options.postgres = true,
+                other => {
+                    if let Ok(rounds) = other.parse() {
+                        options.rounds = rounds;
+                    }
+                }
+            }
+        }
+        options.postgres |= options.instances > 1;
+        Ok(options)
+    }
+}
+
 fn main() -> Result<()> {
-    let rounds: usize = std::env::args()
-        .skip(1)
-        .find_map(|arg| arg.parse().ok())
-        .unwrap_or(100);
+    let Options {
+        rounds,
+        instances,
+        postgres,
+    } = Options::from_args()?;
     let setup = Setup::from_env().context("run `cargo xtask build` first")?;
-    let deployment = Deployment::start(&setup, EDGES, |options| {
+    let database = match postgres {
+        true => Some(TestDatabase::create()?.context("PostgreSQL at 127.0.0.1:5432")?),
+        false => None,
+    };
+    let topology = match &database {
+        Some(database) => Topology::postgres(instances, &database.url(), EDGES),
+        None => Topology::sqlite(EDGES),
+    };
+    let deployment = Deployment::start_with(&setup, &topology, |options| {
         if let Err(error) = options.with_isolates(ISOLATES) {
             eprintln!("isolates: {error:#}");
         }
     })?;
+    println!(
+        "{instances} control-plane instance(s) on {}, {EDGES} edges x {ISOLATES} isolates",
+        if postgres { "PostgreSQL" } else { "SQLite" }
+    );
     let isolates: Vec<Vec<String>> = deployment
         .edges
         .iter()
@@ -121,7 +178,13 @@ fn one_round(
     round: usize,
     how: Revocation,
 ) -> Result<Vec<Duration>> {
-    let (id, key) = d.create_key(json!({"name": format!("p{round}"), "environment": "live"}))?;
+    // Made through one instance, revoked through the next (the same one when there is one).
+    let instances = d.instances();
+    let (made_by, revoked_by) = (round % instances, (round + 1) % instances);
+    let (id, key) = d.create_key_via(
+        made_by,
+        json!({"name": format!("p{round}"), "environment": "live"}),
+    )?;
     for url in isolates.iter().flatten() {
         d.wait_for(Duration::from_secs(10), "key reaching the isolate", || {
             Ok(status_at(url, &key)? == 200)
@@ -131,7 +194,8 @@ fn one_round(
     std::thread::sleep(Duration::from_millis(300));
     let (reply, expected) = match how {
         Revocation::Api => (
-            d.api(
+            d.api_via(
+                revoked_by,
                 "POST",
                 &format!("/v1/keys/{id}/revoke"),
                 Some(json!({"reason": "other"})),
@@ -141,7 +205,7 @@ fn one_round(
         Revocation::LeakReport => (
             keyplane_tests::send(
                 "POST",
-                &format!("{}/v1/leaks/report", d.control_plane.url),
+                &format!("{}/v1/leaks/report", d.instance_url(revoked_by)),
                 &[],
                 Some(&json!({"key": key, "url": "https://gist.example.com/bench"})),
             )?,

@@ -371,6 +371,11 @@ impl Deployment {
         self.edges.get(index)?.service.as_ref().map(Service::pid)
     }
 
+    /// The first control plane's process id while it runs (it leads its own process group).
+    pub fn control_plane_pid(&self) -> Option<u32> {
+        self.control_plane.service.as_ref().map(Service::pid)
+    }
+
     /// Sends `signal` to edge `index`'s process group (while it runs); [`Deployment::kill_edge`]
     /// or [`Deployment::stop_edge`] reaps it.
     pub fn signal_edge(&self, index: usize, signal: &str) {

@@ -94,9 +94,10 @@ pub fn bench(tools: &Tools, args: &BenchArgs) -> Result<()> {
 
 /// The benchmark that every hot-path figure is divided by: one bare HMAC-SHA256 of a key.
 /// The edge benchmarks, each printing its own figures: the key table in wasm32 under node
-/// (100k and 1M keys), revocation propagation to 3 edges under workerd, throughput through
-/// the Keyplane worker (usage reporting off and on) against a pass-through worker, and
-/// rate-limit accuracy over 3 edges.
+/// (100k and 1M keys), revocation propagation to 3 edges under workerd (one control plane on
+/// SQLite, then two on PostgreSQL), throughput through the Keyplane worker (usage reporting
+/// off and on) against a pass-through worker, rate-limit accuracy over 3 edges, and a 60 s
+/// sustained load with revocations during it.
 pub fn bench_edge(tools: &Tools) -> Result<()> {
     crate::dev::build(tools)?;
     announce("table scale in wasm32 (node)");
@@ -129,6 +130,18 @@ pub fn bench_edge(tools: &Tools) -> Result<()> {
         "--",
         "100",
     ]))?;
+    announce("propagation: the same with two control-plane instances on PostgreSQL");
+    run::run(tools.cargo()?.args([
+        "bench",
+        "-p",
+        "keyplane-tests",
+        "--bench",
+        "propagation",
+        "--",
+        "100",
+        "--instances",
+        "2",
+    ]))?;
     announce("edge overhead: keyplane worker vs pass-through worker");
     run::run(tools.cargo()?.args([
         "bench",
@@ -148,6 +161,18 @@ pub fn bench_edge(tools: &Tools) -> Result<()> {
         "keyplane-tests",
         "--bench",
         "rate_limit_accuracy",
+    ]))?;
+    announce("sustained load: 60 s at full rate with revocations, vs a pass-through worker");
+    run::run(tools.cargo()?.args([
+        "bench",
+        "-p",
+        "keyplane-tests",
+        "--bench",
+        "sustained_load",
+        "--",
+        "60",
+        "8",
+        "100",
     ]))
 }
 
