@@ -6,7 +6,7 @@
 use std::fs;
 use std::process::Command;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use sha2::{Digest as _, Sha256};
 
 use crate::run::{self, announce, probe};
@@ -30,6 +30,11 @@ pub fn setup(tools: &Tools) -> Result<()> {
         return Ok(());
     }
     let _ = fs::remove_file(&stamp_path);
+    let version = probe(Command::new("python3").arg("--version"))
+        .context("python3 is not on PATH: install Python 3.11 or later (with its venv module)")?;
+    if !at_least_3_11(&version) {
+        bail!("schemathesis needs Python 3.11 or later; python3 is {version}");
+    }
     run::run(
         Command::new("python3")
             .args(["-m", "venv", "--clear"])
@@ -51,4 +56,31 @@ pub fn setup(tools: &Tools) -> Result<()> {
     println!("    {version}");
     fs::write(&stamp_path, format!("{stamp}\n")).context("writing the python tools stamp")?;
     Ok(())
+}
+
+/// Whether `python3 --version`'s answer (`Python 3.11.7`) is 3.11 or later.
+fn at_least_3_11(version: &str) -> bool {
+    let mut numbers = version
+        .trim()
+        .trim_start_matches("Python ")
+        .split('.')
+        .map(|part| part.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (3, 11),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::at_least_3_11;
+
+    #[test]
+    fn reads_python_versions() {
+        assert!(at_least_3_11("Python 3.11.7"));
+        assert!(at_least_3_11("Python 3.13.0\n"));
+        assert!(!at_least_3_11("Python 3.9.18"));
+        assert!(!at_least_3_11("Python 2.7.18"));
+        assert!(!at_least_3_11("not python"));
+    }
 }
