@@ -13,6 +13,8 @@
 //! - Usage ingestion and the retention sweep run on every instance: the same batches ingested
 //!   through both at once are stored once, and both sweeping at once delete each old event
 //!   once, without an error on either.
+//! - Refused calls are counted by the instance that refused them: the counts of both add up
+//!   to every refusal, in one audit chain that verifies.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
+use keyplane_control_plane::audit::refusals::flush_all;
 use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::{Application, Config};
 use keyplane_shared::ids::{KeyId, RequestId};
@@ -372,5 +375,54 @@ async fn both_instances_ingesting_and_sweeping_usage_at_once_keep_each_event_onc
     assert_eq!(a + b, 200, "each old event deleted once (A {a}, B {b})");
     assert_eq!(stored().await, 200);
     pool.close().await;
+    pair.finish().await;
+}
+
+#[tokio::test]
+async fn refusals_counted_by_both_instances_add_up_in_one_verified_chain() {
+    let Some(pair) = Pair::start().await else {
+        return;
+    };
+    // A key without the management scope: every management call with it is refused (403),
+    // and each refusal is noted by the instance that refused it.
+    let body = json!({"name": "reader", "environment": "live", "scopes": ["contacts:read"]});
+    let (status, made) = call(&pair.a, Method::POST, "/v1/keys", &pair.admin, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let reader = made["key"].as_str().expect("key").to_owned();
+    let refused = (0..30).map(|n| {
+        let instance = if n % 2 == 0 { &pair.a } else { &pair.b };
+        let reader = reader.clone();
+        async move { call(instance, Method::GET, "/v1/keys", &reader, None).await }
+    });
+    for (status, answer) in futures_util::future::join_all(refused).await {
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    }
+    // Each instance writes the windows it holds, as it does on shutdown.
+    flush_all(pair.a.state()).await;
+    flush_all(pair.b.state()).await;
+    let (status, audit) = call(
+        &pair.a,
+        Method::GET,
+        "/v1/audit?action=auth_failed&limit=200",
+        &pair.admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let records = audit["data"].as_array().expect("records");
+    let counted: u64 = records
+        .iter()
+        .filter_map(|record| record["details"]["count"].as_u64())
+        .sum();
+    assert_eq!(
+        counted, 30,
+        "the counts add up to the refusals: {records:?}"
+    );
+    // Each instance opened its own window, at most two records each.
+    assert!((2..=4).contains(&records.len()), "{records:?}");
+    let (status, verified) =
+        call(&pair.b, Method::GET, "/v1/audit/verify", &pair.admin, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(verified["valid"], true, "{verified}");
     pair.finish().await;
 }
