@@ -305,6 +305,7 @@ impl Application {
             stopped.clone(),
         );
         let refusals = audit::refusals::spawn(self.state.clone(), stopped.clone());
+        let sign_ins = people::cleanup::spawn(self.state.clone(), stopped.clone());
         let deliveries = webhooks::delivery::spawn(self.state.clone(), stopped.clone());
         let expiries = webhooks::expiry::spawn(self.state.clone(), stopped.clone());
         let commits = self.state.store.spawn_commit_listener(stopped.clone());
@@ -346,7 +347,7 @@ impl Application {
         // The background tasks stop at once (in-flight pushes are dropped, edges pull what they
         // miss; an interrupted cleanup resumes at the next start; a delivery cut short is sent
         // again when its claim's lease ends).
-        for mut task in [pusher, expiries]
+        for mut task in [pusher, expiries, sign_ins]
             .into_iter()
             .chain(cleanup)
             .chain(deliveries)

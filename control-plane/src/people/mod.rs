@@ -1,11 +1,13 @@
 //! The people API: who am I (`/v1/users/me`), signing in and out (`/v1/sessions`), members
 //! (`/v1/members`), roles (`/v1/roles`), invitations (`/v1/invitations`), which ways of
 //! signing in this deployment accepts (`/v1/auth/config`), and the operators' view of every
-//! organization and edge (`/v1/operator/…`).
+//! organization and edge (`/v1/operator/…`); and the hourly cleanup of spent sessions and
+//! portal links ([`cleanup`]).
 //!
 //! Cross-organization probes answer 404: a member id, role or session of another organization
 //! is not found, exactly like one that does not exist.
 
+pub mod cleanup;
 pub mod invitations;
 pub mod me;
 pub mod members;

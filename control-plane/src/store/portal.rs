@@ -89,6 +89,10 @@ pub trait PortalStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Option<UsedPortalLink>, StoreError>;
 
+    /// Deletes every portal link that expired before `before` (used or not: past its expiry a
+    /// link opens nothing); how many.
+    async fn delete_spent_portal_links(&self, before: Timestamp) -> Result<u64, StoreError>;
+
     /// The organization's branding, or its defaults (the organization's name, nothing else)
     /// when never set; `NotFound` for an unknown organization. One indexed read.
     async fn branding(&self, org: OrgId) -> Result<Branding, StoreError>;

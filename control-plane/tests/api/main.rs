@@ -39,6 +39,7 @@ mod replication_feed;
 mod replication_push;
 mod secrecy_at_rest;
 mod several_instances;
+mod sign_in_cleanup;
 
 mod usage_api;
 mod usage_ingest;

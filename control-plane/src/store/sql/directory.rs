@@ -189,6 +189,10 @@ impl PeopleStore for SqlStore {
         sessions::of_user(self, user).await
     }
 
+    async fn delete_spent_sessions(&self, before: Timestamp) -> Result<u64, StoreError> {
+        sessions::delete_spent(self, before).await
+    }
+
     async fn set_password(
         &self,
         user: UserId,

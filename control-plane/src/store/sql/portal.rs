@@ -82,6 +82,14 @@ impl PortalStore for SqlStore {
         .transpose()
     }
 
+    async fn delete_spent_portal_links(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM portal_links WHERE expires_at < $1")
+            .bind(before.as_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected())
+    }
+
     async fn branding(&self, org: OrgId) -> Result<Branding, StoreError> {
         let row = sqlx::query(
             "SELECT o.name, b.display_name, b.logo_url, b.accent_color, b.frame_ancestors, \

@@ -1,5 +1,6 @@
 //! Session rows: sign-in, lookup by token digest, the idle clock, sign-out (one, all but the
-//! current, every one) and password changes, which end the other sessions.
+//! current, every one), password changes, which end the other sessions, and the deletion of
+//! spent ones.
 
 use keyplane_shared::Timestamp;
 use keyplane_shared::ids::{OrgId, SessionId, UserId};
@@ -156,6 +157,14 @@ pub(super) async fn of_user(
         .fetch_all(&store.pool)
         .await?;
     rows.iter().map(session_from_row).collect()
+}
+
+pub(super) async fn delete_spent(store: &SqlStore, before: Timestamp) -> Result<u64, StoreError> {
+    let deleted = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+        .bind(before.as_millis())
+        .execute(&store.pool)
+        .await?;
+    Ok(deleted.rows_affected())
 }
 
 pub(super) async fn set_password(
