@@ -358,6 +358,17 @@ pub(crate) fn strings(pattern: &str) -> proptest::string::RegexGeneratorStrategy
     proptest::string::string_regex(inner).expect("a pattern the generator reads")
 }
 
+/// The property tests' settings: 2,000 cases each, and room for the strings past a format's
+/// longest length, which the tests skip.
+#[cfg(test)]
+pub(crate) fn property_config() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: 2000,
+        max_global_rejects: 100_000,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use keyplane_shared::Scope;
@@ -372,12 +383,7 @@ mod tests {
     }
 
     proptest! {
-        // Strings past a format's longest length are skipped, hence the rejects allowed.
-        #![proptest_config(ProptestConfig {
-            cases: 2000,
-            max_global_rejects: 100_000,
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(property_config())]
 
         #[test]
         fn every_scope_of_the_pattern_parses(text in strings(&scope_pattern())) {

@@ -94,15 +94,12 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::openapi::patterns::{ORIGIN_MAX_LEN, origin_pattern, strings, web_url_pattern};
+    use crate::openapi::patterns::{
+        ORIGIN_MAX_LEN, origin_pattern, property_config, strings, web_url_pattern,
+    };
 
     proptest! {
-        // Strings past the longest length are skipped, hence the rejects allowed.
-        #![proptest_config(ProptestConfig {
-            cases: 2000,
-            max_global_rejects: 100_000,
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(property_config())]
 
         #[test]
         fn every_url_of_the_documents_pattern_is_taken(text in strings(&web_url_pattern(false))) {

@@ -421,15 +421,12 @@ mod tests {
 
     use super::*;
     use crate::limits::MAX_URL_LEN;
-    use crate::openapi::patterns::{strings, web_url_pattern, webhook_url_pattern};
+    use crate::openapi::patterns::{
+        property_config, strings, web_url_pattern, webhook_url_pattern,
+    };
 
     proptest! {
-        // Strings past the longest length are skipped, hence the rejects allowed.
-        #![proptest_config(ProptestConfig {
-            cases: 2000,
-            max_global_rejects: 100_000,
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(property_config())]
 
         #[test]
         fn every_url_of_the_documents_pattern_is_taken(text in strings(&webhook_url_pattern(false))) {
