@@ -45,7 +45,7 @@ format_type!(
     /// A key's expiry in the document: a preset counted from now, `never`, or a time.
     ExpiryFormat,
     "Expiry",
-    utoipa::openapi::OneOfBuilder::new()
+    utoipa::openapi::schema::AnyOfBuilder::new()
         .description(Some(
             "`1h`, `7d`, `30d`, `90d`, `1y` (counted from now), `never`, or an RFC 3339 time in \
              the future",

@@ -5,8 +5,9 @@
 //! `#[param(value_type = …)]`. A resource's own formats are declared with `format_type!` in its
 //! module.
 
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::AnyOfBuilder;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
-use utoipa::openapi::{OneOfBuilder, RefOr};
 
 use super::patterns::*;
 use crate::limits::{MAX_EMAIL_LEN, MAX_URL_LEN};
@@ -164,7 +165,7 @@ format_type!(
     /// A day: a date, or a time meaning its UTC day.
     DayFormat,
     "Day",
-    OneOfBuilder::new()
+    AnyOfBuilder::new()
         .description(Some("A date (`2026-11-22`), or an RFC 3339 time meaning its UTC day"))
         .item(
             ObjectBuilder::new()
