@@ -6,7 +6,8 @@
 //! m = 19 MiB, t = 2, p = 1. The PHC string stores them, so a later change of defaults keeps
 //! old hashes verifiable.
 //!
-//! Memory is bounded: at most one computation per core runs at once ([`HashingPermits`]), each
+//! Memory is bounded: at most one computation per core (8 at most) runs at once
+//! ([`HashingPermits`]), each
 //! in a 19 MiB work area of its own that is allocated once and reused ([`phc`]). Unbounded, the
 //! blocking pool would start up to 512 computations at once, and even bounded, a fresh 19 MiB
 //! allocation per hash left a freed copy in each allocator arena of every blocking thread that

@@ -1,6 +1,10 @@
-//! How many Argon2id computations run at once (one per core), each in a work area of its own
-//! that outlives it: the areas are kept and handed to the next computation, so hashing holds
-//! at most `permits × 19 MiB` however long the process runs and whichever threads run it.
+//! How many Argon2id computations run at once (one per core, at most [`MAX_PERMITS`]), each
+//! in a work area of its own that outlives it: the areas are kept and handed to the next
+//! computation, so hashing holds at most `permits × 19 MiB` (152 MiB on the largest machine)
+//! however long the process runs and whichever threads run it. A stored hash whose parameters
+//! need more memory than an area (none that Keyplane makes) is computed in memory of its own.
+//! Callers wait their turn in arrival order: a burst of key creates delays a sign-in that comes
+//! after it by its length (1,000 creates: about 10 s on 2 cores), never forever.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -10,6 +14,9 @@ use tokio::sync::Semaphore;
 
 use super::HashingError;
 use super::phc::work_area;
+
+/// The most computations at once, whatever the core count: each holds 19 MiB for good.
+pub const MAX_PERMITS: usize = 8;
 
 /// The permits, the work areas waiting for the next computation, and how many ran at once at
 /// most.
@@ -34,11 +41,12 @@ impl HashingPermits {
         }
     }
 
-    /// The process's permits: one per core.
+    /// The process's permits: one per core, at most [`MAX_PERMITS`].
     pub fn global() -> &'static Self {
         static GLOBAL: OnceLock<HashingPermits> = OnceLock::new();
         GLOBAL.get_or_init(|| {
-            Self::new(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            Self::new(cores.min(MAX_PERMITS))
         })
     }
 
@@ -66,10 +74,9 @@ impl HashingPermits {
             .map_err(|_| HashingError::Closed)?;
         Ok(tokio::task::spawn_blocking(move || {
             let mut area = self.take_area();
-            let now = self.running.fetch_add(1, Ordering::Relaxed) + 1;
-            self.most_running.fetch_max(now, Ordering::Relaxed);
+            let running = Running::start(self);
             let output = work(&mut area);
-            self.running.fetch_sub(1, Ordering::Relaxed);
+            drop(running);
             self.put_area(area);
             drop(permit);
             output
@@ -94,6 +101,23 @@ impl HashingPermits {
     }
 }
 
+/// One computation counted as running until dropped (so a panicking one is uncounted too).
+struct Running<'a>(&'a HashingPermits);
+
+impl<'a> Running<'a> {
+    fn start(permits: &'a HashingPermits) -> Self {
+        let now = permits.running.fetch_add(1, Ordering::Relaxed) + 1;
+        permits.most_running.fetch_max(now, Ordering::Relaxed);
+        Running(permits)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,11 +126,14 @@ mod tests {
     async fn a_burst_runs_at_most_the_limit_at_once_in_as_many_areas() {
         // Leaked so the permits are 'static, like the process's own.
         let permits: &'static HashingPermits = Box::leak(Box::new(HashingPermits::new(2)));
+        // Each computation waits for a second one to be running beside it, so two always run
+        // together (however the machine schedules threads); unbounded, all 16 would.
+        let pair = Arc::new(std::sync::Barrier::new(2));
         let burst: Vec<_> = (0..16)
             .map(|n| {
+                let pair = Arc::clone(&pair);
                 tokio::spawn(permits.run(move |area| {
-                    // Long enough that, unbounded, the blocking pool would run all 16 at once.
-                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    pair.wait();
                     area.len() + n
                 }))
             })
@@ -130,9 +157,11 @@ mod tests {
     async fn a_cancelled_caller_keeps_its_permit_until_the_work_ends() {
         let permits: &'static HashingPermits = Box::leak(Box::new(HashingPermits::new(1)));
         let (started, started_rx) = std::sync::mpsc::channel();
+        let (finish, finish_rx) = std::sync::mpsc::channel::<()>();
         let first = tokio::spawn(permits.run(move |_| {
             let _ = started.send(());
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            // Runs until the test lets it end.
+            let _ = finish_rx.recv();
         }));
         tokio::task::spawn_blocking(move || started_rx.recv())
             .await
@@ -140,10 +169,32 @@ mod tests {
             .expect("the first work started");
         // The caller gives up while its work still runs: the permit must stay taken.
         first.abort();
-        let second = permits.run(|_| ());
-        tokio::time::timeout(std::time::Duration::from_millis(50), second)
+        let second = tokio::spawn(permits.run(|_| ()));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !second.is_finished(),
+            "the second waits while the first's work runs"
+        );
+        finish.send(()).expect("the first work is waiting");
+        tokio::time::timeout(std::time::Duration::from_secs(10), second)
             .await
-            .expect_err("the second waits while the first's work runs");
+            .expect("the second runs once the first's work ends")
+            .expect("joined")
+            .expect("ran");
         assert_eq!(permits.most_running(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_computation_that_panics_is_no_longer_counted_as_running() {
+        let permits: &'static HashingPermits = Box::leak(Box::new(HashingPermits::new(1)));
+        let panicked = permits.run(|_| panic!("a computation failed")).await;
+        assert!(matches!(panicked, Err(HashingError::Task(_))));
+        assert_eq!(permits.running.load(Ordering::Relaxed), 0);
+        // The permit came back and a new area is made for the one the panic took.
+        assert_eq!(
+            permits.run(|area| area.len()).await.expect("ran"),
+            work_area().len()
+        );
+        assert_eq!(permits.areas_made(), 2);
     }
 }
