@@ -7,11 +7,11 @@
 //! old hashes verifiable.
 //!
 //! Memory is bounded: at most one computation per core (8 at most) runs at once
-//! ([`HashingPermits`]), each
-//! in a 19 MiB work area of its own that is allocated once and reused ([`phc`]). Unbounded, the
-//! blocking pool would start up to 512 computations at once, and even bounded, a fresh 19 MiB
-//! allocation per hash left a freed copy in each allocator arena of every blocking thread that
-//! ever ran one (300 creates at once left a control plane at 479 MiB resident).
+//! ([`HashingPermits`]), each in a 19 MiB work area of its own that is allocated once and
+//! reused ([`phc`]). Unbounded, the blocking pool would start up to 512 computations at once,
+//! and even bounded, a fresh 19 MiB allocation per hash left a freed copy in each allocator
+//! arena of every blocking thread that ever ran one (300 creates at once left a control plane
+//! at 479 MiB resident).
 
 mod permits;
 pub mod phc;
