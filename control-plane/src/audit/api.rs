@@ -17,8 +17,8 @@ use crate::access::Permission;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::input::has_id_shape;
 use crate::input::time::{rfc3339, timestamp};
+use crate::input::{digits, has_id_shape};
 use crate::state::AppState;
 use crate::store::audit_chain::{AuditSealer, ChainVerifier};
 use crate::store::{AuditAction, AuditFilter, AuditRecord, Store, StoreError};
@@ -189,12 +189,10 @@ pub(crate) async fn list_audit(
     Ok(Json(AuditPage { data, next_cursor }))
 }
 
-/// Reads an audit cursor: a sequence number as this API issues them, which the database stores
-/// as a signed 64-bit integer (so one past `i64::MAX` is refused here, not by the database).
+/// Reads an audit cursor: a sequence number as this API issues them, 1 to 18 digits (as the
+/// document's pattern says; the database's signed 64-bit sequence never gets past that).
 fn audit_cursor(text: &str) -> Result<u64, ApiError> {
-    text.parse::<i64>()
-        .ok()
-        .and_then(|seq| u64::try_from(seq).ok())
+    digits(text, 18)
         .ok_or_else(|| ApiError::InvalidRequest("`cursor` is not one this API issued".into()))
 }
 

@@ -21,6 +21,14 @@ pub fn has_id_shape(text: &str, tag: &str) -> bool {
         })
 }
 
+/// The number written by 1 to `most` ASCII digits, and nothing else (no sign, no space): how
+/// cursors are read, exactly as the document's patterns state them.
+pub fn digits(text: &str, most: usize) -> Option<u64> {
+    let plain =
+        (1..=most.min(19)).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit());
+    plain.then(|| text.parse().ok()).flatten()
+}
+
 /// A 400 `invalid_request` with `message`.
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::InvalidRequest(message.into())
@@ -31,6 +39,16 @@ mod tests {
     use keyplane_shared::ids::KeyId;
 
     use super::*;
+
+    #[test]
+    fn digits_are_ascii_digits_only_within_their_count() {
+        assert_eq!(digits("0", 18), Some(0));
+        assert_eq!(digits("000123", 18), Some(123));
+        assert_eq!(digits(&"9".repeat(18), 18), Some(999_999_999_999_999_999));
+        for refused in ["", "+5", "-5", " 5", "5 ", "1e3", "٣", &"9".repeat(19)] {
+            assert_eq!(digits(refused, 18), None, "{refused:?}");
+        }
+    }
 
     #[test]
     fn an_id_shape_is_the_tag_and_22_base62_characters_whatever_their_value() {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
+use crate::input::digits;
 use crate::store::{AttemptRecord, WebhookRecord};
 use crate::timestamps::rfc3339;
 
@@ -147,10 +148,16 @@ pub fn cursor_of(record: &AttemptRecord) -> String {
 /// The position a `next_cursor` stands for; a clear error for any other text.
 pub fn parse_cursor(text: &str) -> Result<(Timestamp, EventId, u32), ApiError> {
     let bad = || ApiError::InvalidRequest("`cursor` is not one this listing gave".into());
+    // Read exactly as the document's pattern states it: `-?` and 1 to 18 digits, the event's
+    // id, 1 to 9 digits.
     let mut parts = text.splitn(3, '.');
     let at = parts
         .next()
-        .and_then(|part| part.parse().ok())
+        .and_then(|part| {
+            let (sign, magnitude) = part.strip_prefix('-').map_or((1, part), |rest| (-1, rest));
+            let magnitude = i64::try_from(digits(magnitude, 18)?).ok()?;
+            Some(sign * magnitude)
+        })
         .ok_or_else(bad)?;
     let event = parts
         .next()
@@ -158,7 +165,8 @@ pub fn parse_cursor(text: &str) -> Result<(Timestamp, EventId, u32), ApiError> {
         .ok_or_else(bad)?;
     let attempt = parts
         .next()
-        .and_then(|part| part.parse().ok())
+        .and_then(|part| digits(part, 9))
+        .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(bad)?;
     Ok((Timestamp(at), event, attempt))
 }
@@ -187,5 +195,18 @@ mod tests {
             parse_cursor(&text).expect("parses"),
             (Timestamp(1700), event, 2)
         );
+        assert_eq!(
+            parse_cursor(&format!("-5.{event}.0")).expect("parses"),
+            (Timestamp(-5), event, 0)
+        );
+        // Only what the document's pattern names: no sign but a leading minus, no spaces.
+        for forged in [
+            format!("+1700.{event}.2"),
+            format!("1700.{event}.+2"),
+            format!(" 1700.{event}.2"),
+            format!("1700.{event}.{}", "9".repeat(10)),
+        ] {
+            assert!(parse_cursor(&forged).is_err(), "{forged}");
+        }
     }
 }
