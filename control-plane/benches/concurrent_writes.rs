@@ -2,7 +2,7 @@
 //! PostgreSQL: each call's latency (median, p90, p99, max), the burst's wall time, and the
 //! process's peak memory. Beside them, measured in the same run: what one Argon2id hash costs
 //! when hashes queue (40 sent at once, their wall time divided by 40; a create hashes the new
-//! key, so a burst of creates cannot end before `creates × that`: the creates' floor) and one
+//! key, so a burst of creates takes about `creates × that` at best: the creates' floor) and one
 //! revoke sent alone (the revokes' baseline).
 //!
 //! `cargo bench -p keyplane-control-plane --bench concurrent_writes [-- --calls N --backend sqlite|postgres|both]`
@@ -119,7 +119,7 @@ fn median_ms(mut samples: Vec<Duration>) -> f64 {
 
 /// What one Argon2id hash costs the machine when hashes queue: `samples` hashes sent at once
 /// (through the same permits as the server's, one per core), their wall time divided by
-/// `samples`, in ms. A burst of creates cannot beat this per create.
+/// `samples`, in ms. A burst of creates cannot do much better per create.
 async fn hash_ms(samples: usize) -> anyhow::Result<f64> {
     let started = Instant::now();
     let hashes: Vec<_> = (0..samples)

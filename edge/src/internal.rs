@@ -100,10 +100,11 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
 /// (the key table, the rate limiter, buffered usage events) lives there, and linear memory
 /// never shrinks: over a long run, its size shows whether the worker keeps what it should let
 /// go, apart from what the JavaScript runtime around it does.
-fn wasm_memory_bytes() -> usize {
+fn wasm_memory_bytes() -> u64 {
     #[cfg(target_arch = "wasm32")]
     {
-        core::arch::wasm32::memory_size(0) * 65_536
+        // Pages of 64 KiB; a u64, since 4 GiB of them overflow wasm32's usize.
+        core::arch::wasm32::memory_size(0) as u64 * 65_536
     }
     #[cfg(not(target_arch = "wasm32"))]
     {

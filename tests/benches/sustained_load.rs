@@ -1,7 +1,8 @@
 //! Sustained load on the edge with revocations made during it: for `seconds` (default 60) a
 //! closed-loop generator sends requests as fast as this machine lets it, over `connections`
-//! keep-alive connections (default 8), spread over `keys` live keys (default 100), while every
-//! few seconds one of them is revoked through the control plane's API. The edge reports usage
+//! keep-alive connections (default 8), spread over `keys` live keys (default 100), while one of
+//! them is revoked through the control plane's API every 2.4 s (one per 3 s of the run, spread
+//! over its first 80 %). The edge reports usage
 //! to the control plane all along, as a real deployment does.
 //!
 //! Run: `cargo bench -p keyplane-tests --bench sustained_load -- [seconds] [connections] [keys]`
@@ -104,7 +105,9 @@ fn main() -> Result<()> {
     })?;
     drop(passthrough);
 
-    // The sustained run, with a revocation every `seconds / (revocations + 1)`.
+    // The sustained run. Revocations are spread over its first 80 %, each at a fixed moment
+    // from the start (API time does not push the later ones back), so the load has time to
+    // see each one refused before it ends.
     let revocations = (seconds / 3).clamp(1, key_count as u64 / 2) as usize;
     let edge_url = format!("{}{path}", deployment.edge_url(0));
     let key_texts: Vec<String> = keys.iter().map(|(_, key)| key.clone()).collect();
@@ -112,9 +115,11 @@ fn main() -> Result<()> {
     let keyplane = Sampled::run(duration, edge_group, Some(&deployment), |stop| {
         std::thread::scope(|scope| -> Result<Tally> {
             let revoker = scope.spawn(|| -> Result<()> {
-                let gap = duration / (revocations as u32 + 1);
+                let started = Instant::now();
+                let gap = duration.mul_f64(0.8) / revocations as u32;
                 for (index, (id, _)) in keys.iter().enumerate().take(revocations) {
-                    std::thread::sleep(gap);
+                    let due = gap * (index as u32 + 1);
+                    std::thread::sleep(due.saturating_sub(started.elapsed()));
                     let reply = deployment.api(
                         "POST",
                         &format!("/v1/keys/{id}/revoke"),

@@ -215,9 +215,9 @@ fn how_to_start(control_plane_url: &str, edge_url: &str, admin_key: Option<&str>
     )
 }
 
-/// Sets up the tools, then builds the edge worker and the keyplane binary.
+/// Sets up the toolchain, then builds the edge worker and the keyplane binary.
 pub fn build(tools: &Tools) -> Result<()> {
-    setup::setup(tools)?;
+    setup::toolchain(tools)?;
     announce("edge worker build");
     run::run(&mut edge_build(tools)?)?;
     announce("keyplane binary");

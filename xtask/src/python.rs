@@ -1,7 +1,7 @@
 //! schemathesis, which runs the API against its own OpenAPI document in the end-to-end step:
 //! a Python virtual environment in `.tools/python/`, installed from the pinned
 //! `xtask/python/requirements.txt` (every package and version, so a fresh machine gets the
-//! same set), skipped while the stamp matches that file's hash.
+//! same set), skipped while the stamp matches that file's hash and the Python version.
 
 use std::fs;
 use std::process::Command;
@@ -20,7 +20,16 @@ pub fn setup(tools: &Tools) -> Result<()> {
     announce("python tools (schemathesis) in a virtual environment");
     let requirements = tools.root.join("xtask/python/requirements.txt");
     let pinned = fs::read(&requirements).context("reading xtask/python/requirements.txt")?;
-    let stamp = hex(&Sha256::digest(&pinned));
+    let version = probe(Command::new("python3").arg("--version"))
+        .context("python3 is not on PATH: install Python 3.11 or later (with its venv module)")?;
+    if !at_least_3_11(&version) {
+        bail!("schemathesis needs Python 3.11 or later; python3 is {version}");
+    }
+    // The Python it was made with is part of the stamp: another one makes it again.
+    let stamp = hex(&Sha256::new()
+        .chain_update(&pinned)
+        .chain_update(version.as_bytes())
+        .finalize());
     let venv = tools.python_dir();
     let stamp_path = venv.join(STAMP);
     let up_to_date = fs::read_to_string(&stamp_path).is_ok_and(|found| found.trim() == stamp)
@@ -30,11 +39,6 @@ pub fn setup(tools: &Tools) -> Result<()> {
         return Ok(());
     }
     let _ = fs::remove_file(&stamp_path);
-    let version = probe(Command::new("python3").arg("--version"))
-        .context("python3 is not on PATH: install Python 3.11 or later (with its venv module)")?;
-    if !at_least_3_11(&version) {
-        bail!("schemathesis needs Python 3.11 or later; python3 is {version}");
-    }
     run::run(
         Command::new("python3")
             .args(["-m", "venv", "--clear"])

@@ -24,16 +24,22 @@ const NODE_STAMP: &str = ".keyplane-stamp";
 
 /// Installs everything the tests and the dev loop need.
 pub fn setup(tools: &Tools) -> Result<()> {
+    toolchain(tools)?;
+    python::setup(tools)?;
+    println!("xtask setup: done");
+    Ok(())
+}
+
+/// Installs what building and running Keyplane need (`cargo xtask build`, `dev`, the
+/// benchmarks): all but the Python tools, which only the tests use.
+pub fn toolchain(tools: &Tools) -> Result<()> {
     println!("xtask setup: toolchain in {}", tools.dir.display());
     fs::create_dir_all(&tools.dir).with_context(|| format!("creating {}", tools.dir.display()))?;
     wasm_target()?;
     worker_build(tools)?;
     wasm_bindgen(tools)?;
     node_tools(tools)?;
-    browser::setup(tools)?;
-    python::setup(tools)?;
-    println!("xtask setup: done");
-    Ok(())
+    browser::setup(tools)
 }
 
 fn wasm_target() -> Result<()> {

@@ -404,7 +404,7 @@ pub trait PeopleStore: Send + Sync + 'static {
     async fn sessions_of(&self, user: UserId) -> Result<Vec<SessionRecord>, StoreError>;
 
     /// Deletes every session whose absolute expiry is before `before`, ended or not (past it
-    /// its cookie is refused either way; a session lives a day at most); how many.
+    /// its cookie is refused either way; a session lives 12 hours at most); how many.
     async fn delete_spent_sessions(&self, before: Timestamp) -> Result<u64, StoreError>;
 
     /// Sets a local account's password, ending its other sessions.

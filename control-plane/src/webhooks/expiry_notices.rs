@@ -45,8 +45,8 @@ fn days_before_schema() -> utoipa::openapi::schema::Array {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
     ArrayBuilder::new()
         .description(Some(
-            "At most 5 of 1, 3, 7, 14, 30, 60 and 90 days, repeats taken once (`[]`: no \
-             `key.expiring` at all)",
+            "Up to 5 entries (counted as sent), each one of 1, 3, 7, 14, 30, 60 and 90 \
+             days; a repeat counts but is kept once (`[]`: no `key.expiring` at all)",
         ))
         .items(
             ObjectBuilder::new()
@@ -61,8 +61,8 @@ fn days_before_schema() -> utoipa::openapi::schema::Array {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpiryNoticesRequest {
-    /// At most 5 of 1, 3, 7, 14, 30, 60 and 90 days, repeats taken once (`[]`: no
-    /// `key.expiring` at all).
+    /// Up to 5 entries (counted as sent), each one of 1, 3, 7, 14, 30, 60 and 90 days; a
+    /// repeat counts but is kept once (`[]`: no `key.expiring` at all).
     #[serde(deserialize_with = "crate::input::whole::numbers")]
     #[schema(schema_with = days_before_schema)]
     pub days_before: Vec<u32>,

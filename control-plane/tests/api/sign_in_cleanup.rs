@@ -53,16 +53,21 @@ async fn spent_sessions_and_portal_links_are_deleted_a_day_after_their_expiry(ap
     assert_eq!(sweep(&app.state).await.expect("swept"), Swept::default());
     let later = sign_in(&app).await;
 
-    // A day on, both are deleted; the later session (it expired 12 hours ago) is kept.
-    app.clock.advance_secs(24 * HOUR);
-    let swept = sweep(&app.state).await.expect("swept");
-    assert_eq!(
-        swept,
-        Swept {
-            sessions: 1,
-            portal_links: 1
-        }
-    );
+    // A minute before a day past the session's expiry: only the link (a day and a half past
+    // its own) goes.
+    app.clock.advance_secs(24 * HOUR - 120);
+    let links_only = Swept {
+        sessions: 0,
+        portal_links: 1,
+    };
+    assert_eq!(sweep(&app.state).await.expect("swept"), links_only);
+    // A minute after: the session goes too; the later one (it expired 12 hours ago) stays.
+    app.clock.advance_secs(120);
+    let session_only = Swept {
+        sessions: 1,
+        portal_links: 0,
+    };
+    assert_eq!(sweep(&app.state).await.expect("swept"), session_only);
     assert_eq!(
         (
             rows(&app, "sessions").await,

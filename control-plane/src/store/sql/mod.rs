@@ -42,6 +42,7 @@ mod portal;
 mod replication;
 mod rows;
 mod sessions;
+mod sweep;
 mod usage;
 mod webhook_rows;
 mod webhooks;

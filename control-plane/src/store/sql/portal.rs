@@ -12,6 +12,7 @@ use super::journal::OrgMutation;
 use super::members::note;
 use super::people::id_bytes;
 use super::rows::bytes16;
+use super::sweep::{self, Expiring};
 use crate::store::StoreError;
 use crate::store::portal::{Branding, BrandingUpdate, NewPortalLink, PortalStore, UsedPortalLink};
 use crate::store::records::{AuditAction, AuditContext};
@@ -83,11 +84,12 @@ impl PortalStore for SqlStore {
     }
 
     async fn delete_spent_portal_links(&self, before: Timestamp) -> Result<u64, StoreError> {
-        let deleted = sqlx::query("DELETE FROM portal_links WHERE expires_at < $1")
-            .bind(before.as_millis())
-            .execute(&self.pool)
-            .await?;
-        Ok(deleted.rows_affected())
+        let links = Expiring {
+            table: "portal_links",
+            id: "token_digest",
+            time: "expires_at",
+        };
+        sweep::delete_before(&self.pool, &links, before).await
     }
 
     async fn branding(&self, org: OrgId) -> Result<Branding, StoreError> {

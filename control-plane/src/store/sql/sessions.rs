@@ -10,6 +10,7 @@ use sqlx::any::AnyRow;
 use super::SqlStore;
 use super::people::{USER_COLUMNS, id_bytes, user_from_row};
 use super::rows::{bytes16, corrupt};
+use super::sweep::{self, Expiring};
 use crate::store::StoreError;
 use crate::store::people::{NewSession, SessionKind, SessionRecord, UserRecord};
 
@@ -160,11 +161,12 @@ pub(super) async fn of_user(
 }
 
 pub(super) async fn delete_spent(store: &SqlStore, before: Timestamp) -> Result<u64, StoreError> {
-    let deleted = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
-        .bind(before.as_millis())
-        .execute(&store.pool)
-        .await?;
-    Ok(deleted.rows_affected())
+    let sessions = Expiring {
+        table: "sessions",
+        id: "id",
+        time: "expires_at",
+    };
+    sweep::delete_before(&store.pool, &sessions, before).await
 }
 
 pub(super) async fn set_password(

@@ -24,6 +24,7 @@ use super::Backend;
 use super::filtered::{Filtered, Param};
 use super::outbox;
 use super::rows::{bytes16, corrupt, u64_of};
+use super::sweep::{self, Expiring};
 use crate::store::outbox::{EventType, NewEvent};
 use crate::store::{
     DailyStatusCount, IngestReport, Page, StatusFilter, StoreError, UsageFilter, UsageRecord,
@@ -37,8 +38,6 @@ const INSERT_CHUNK: usize = 200;
 const LOOKUP_CHUNK: usize = 500;
 /// Keys per last-use UPDATE (3 parameters each).
 const TOUCH_CHUNK: usize = 300;
-/// Events per DELETE statement of the retention cleanup.
-const DELETE_CHUNK: i64 = 10_000;
 /// Milliseconds in a day.
 const DAY_MS: i64 = 86_400_000;
 
@@ -375,21 +374,12 @@ pub(super) async fn daily(
 
 /// See [`crate::store::Store::delete_usage_before`].
 pub(super) async fn delete_before(pool: &AnyPool, cutoff: Timestamp) -> Result<u64, StoreError> {
-    let mut deleted = 0;
-    loop {
-        let done = sqlx::query(
-            "DELETE FROM usage_events WHERE request_id IN \
-             (SELECT request_id FROM usage_events WHERE at < $1 LIMIT $2)",
-        )
-        .bind(cutoff.as_millis())
-        .bind(DELETE_CHUNK)
-        .execute(pool)
-        .await?;
-        deleted += done.rows_affected();
-        if done.rows_affected() < DELETE_CHUNK.unsigned_abs() {
-            return Ok(deleted);
-        }
-    }
+    let events = Expiring {
+        table: "usage_events",
+        id: "request_id",
+        time: "at",
+    };
+    sweep::delete_before(pool, &events, cutoff).await
 }
 
 fn status_of(value: i64) -> Result<u16, StoreError> {
