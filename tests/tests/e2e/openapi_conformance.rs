@@ -11,7 +11,7 @@
 //! thousands of generated calls, most of them refused, leave nothing half-written.
 //!
 //! The examples are bounded (`KEYPLANE_ST_EXAMPLES`, default 40 per operation) and the seed is
-//! fixed (`KEYPLANE_ST_SEED` to try another), so CI repeats the same run, in about 35 s.
+//! fixed (`KEYPLANE_ST_SEED` to try another), so CI repeats the same run, in about 50 s.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -97,7 +97,11 @@ fn the_api_answers_as_its_openapi_document_says() -> Result<()> {
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--max-examples", &examples])
         .args(["--seed", &seed])
-        .args(["--workers", "2"])
+        // One worker: with two threads, CPython 3.11's `ast.parse` (which hypothesis calls to
+        // describe its strategies) shares one recursion counter between them and now and then
+        // fails the run with `SystemError: AST constructor recursion depth mismatch`
+        // (python/cpython#106905), a crash of the tool, not a finding.
+        .args(["--workers", "1"])
         .args(["--request-timeout", "10"])
         .env("KEYPLANE_ST_ADMIN_KEY", &d.admin_key)
         .env("KEYPLANE_ST_TARGET_KEY_ID", &target_key)
