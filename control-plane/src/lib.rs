@@ -31,6 +31,7 @@ pub mod access;
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod background;
 pub mod bootstrap;
 pub mod ceiling;
 pub mod cli;

@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::background::stopped_after;
 use crate::refusal_log::write;
 use crate::state::AppState;
 
@@ -49,11 +50,7 @@ pub async fn flush_all(state: &AppState) -> usize {
 pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(FLUSH_INTERVAL) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() || shutdown.has_changed().is_err() {
+            if stopped_after(FLUSH_INTERVAL, &mut shutdown).await {
                 flush_all(&state).await;
                 return;
             }

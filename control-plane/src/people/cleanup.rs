@@ -12,6 +12,7 @@ use keyplane_shared::Timestamp;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::background::stopped_after;
 use crate::state::AppState;
 use crate::store::StoreError;
 
@@ -39,11 +40,7 @@ async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         if let Err(error) = sweep(&state).await {
             tracing::warn!(%error, "the sign-in cleanup failed; retrying next hour");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(INTERVAL) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() || shutdown.has_changed().is_err() {
+        if stopped_after(INTERVAL, &mut shutdown).await {
             return;
         }
     }

@@ -10,6 +10,7 @@ use keyplane_shared::Timestamp;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::background::stopped_after;
 use crate::state::AppState;
 use crate::store::StoreError;
 
@@ -40,11 +41,7 @@ async fn run(state: AppState, days: u32, mut shutdown: watch::Receiver<bool>) {
         if let Err(error) = sweep(&state, days).await {
             tracing::warn!(%error, "the usage retention cleanup failed; retrying next hour");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(INTERVAL) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() || shutdown.has_changed().is_err() {
+        if stopped_after(INTERVAL, &mut shutdown).await {
             return;
         }
     }

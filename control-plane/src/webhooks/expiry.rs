@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::background::stopped_after;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::webhooks::ExpiryNotice;
@@ -71,11 +72,7 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
                     INTERVAL
                 }
             };
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() || shutdown.has_changed().is_err() {
+            if stopped_after(pause, &mut shutdown).await {
                 return;
             }
         }
