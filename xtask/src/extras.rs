@@ -92,7 +92,6 @@ pub fn bench(tools: &Tools, args: &BenchArgs) -> Result<()> {
     print_ratios(tools)
 }
 
-/// The benchmark that every hot-path figure is divided by: one bare HMAC-SHA256 of a key.
 /// The edge benchmarks, each printing its own figures: the key table in wasm32 under node
 /// (100k and 1M keys), revocation propagation to 3 edges under workerd (one control plane on
 /// SQLite, then two on PostgreSQL), throughput through the Keyplane worker (usage reporting
@@ -120,62 +119,46 @@ pub fn bench_edge(tools: &Tools) -> Result<()> {
         tools.cargo_bin("wasm-bindgen-test-runner"),
     );
     run::run(&mut wasm)?;
-    announce("propagation: revoke -> 401 at 3 edges, 100 revocations");
-    run::run(tools.cargo()?.args([
-        "bench",
-        "-p",
-        "keyplane-tests",
-        "--bench",
-        "propagation",
-        "--",
-        "100",
-    ]))?;
-    announce("propagation: the same with two control-plane instances on PostgreSQL");
-    run::run(tools.cargo()?.args([
-        "bench",
-        "-p",
-        "keyplane-tests",
-        "--bench",
-        "propagation",
-        "--",
-        "100",
-        "--instances",
-        "2",
-    ]))?;
-    announce("edge overhead: keyplane worker vs pass-through worker");
-    run::run(tools.cargo()?.args([
-        "bench",
-        "-p",
-        "keyplane-tests",
-        "--bench",
-        "edge_overhead",
-        "--",
-        "10",
-        "3",
-        "8",
-    ]))?;
-    announce("rate-limit accuracy: a burst over 3 edges, isolate and global mode");
-    run::run(tools.cargo()?.args([
-        "bench",
-        "-p",
-        "keyplane-tests",
-        "--bench",
-        "rate_limit_accuracy",
-    ]))?;
-    announce("sustained load: 60 s at full rate with revocations, vs a pass-through worker");
-    run::run(tools.cargo()?.args([
-        "bench",
-        "-p",
-        "keyplane-tests",
-        "--bench",
-        "sustained_load",
-        "--",
-        "60",
-        "8",
-        "100",
-    ]))
+    // (what it measures, the benchmark in keyplane-tests, its arguments)
+    let benches: [(&str, &str, &[&str]); 5] = [
+        (
+            "propagation: revoke -> 401 at 3 edges, 100 revocations",
+            "propagation",
+            &["100"],
+        ),
+        (
+            "propagation: the same with two control-plane instances on PostgreSQL",
+            "propagation",
+            &["100", "--instances", "2"],
+        ),
+        (
+            "edge overhead: keyplane worker vs pass-through worker",
+            "edge_overhead",
+            &["10", "3", "8"],
+        ),
+        (
+            "rate-limit accuracy: a burst over 3 edges, isolate and global mode",
+            "rate_limit_accuracy",
+            &[],
+        ),
+        (
+            "sustained load: 60 s at full rate with revocations, vs a pass-through worker",
+            "sustained_load",
+            &["60", "8", "100"],
+        ),
+    ];
+    for (title, bench, args) in benches {
+        announce(title);
+        let mut command = tools.cargo()?;
+        command
+            .args(["bench", "-p", "keyplane-tests", "--bench", bench, "--"])
+            .args(args);
+        run::run(&mut command)?;
+    }
+    Ok(())
 }
 
+/// The benchmark that every hot-path figure is divided by: one bare HMAC-SHA256 of a key.
 const FLOOR: &str = "floor_hmac_sha256";
 
 /// Prints each hot-path median next to its ratio to the floor measured in the same run.
