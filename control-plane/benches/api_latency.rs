@@ -11,13 +11,11 @@
 mod seeded;
 mod support;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::store::sql::Backend;
-use keyplane_control_plane::{Application, Config, hashing};
+use keyplane_control_plane::{Config, hashing};
 use keyplane_shared::ids::KeyId;
 use keyplane_shared::{ApiKey, Environment, KeyPrefix};
 use serde_json::{Value, json};
@@ -45,9 +43,7 @@ async fn run_backend(backend: Backend, options: &seeded::Options) -> anyhow::Res
         },
         ..support::config(dir.path(), &database_url)
     };
-    let (application, bootstrapped) =
-        Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;
-    let first = bootstrapped.context("fresh database")?;
+    let (application, first) = support::first_start(&config).await?;
     let admin_key = first.admin_key.expose_secret().to_owned();
     let org = first.org.id.to_string();
     let setup_token = first

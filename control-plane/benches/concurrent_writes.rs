@@ -13,13 +13,11 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use keyplane_control_plane::state::SystemClock;
+use keyplane_control_plane::hashing;
 use keyplane_control_plane::store::sql::Backend;
-use keyplane_control_plane::{Application, hashing};
 use keyplane_shared::{ApiKey, Environment, KeyPrefix};
 use serde_json::{Value, json};
 
@@ -154,13 +152,8 @@ async fn run_backend(backend: Backend, calls: usize) -> anyhow::Result<Figures> 
     let dir = tempfile::tempdir()?;
     let database_url = support::database_url(backend, dir.path(), "keyplane_bench_writes").await?;
     let config = support::config(dir.path(), &database_url);
-    let (application, bootstrapped) =
-        Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;
-    let admin_key = bootstrapped
-        .context("a fresh database")?
-        .admin_key
-        .expose_secret()
-        .to_owned();
+    let (application, first) = support::first_start(&config).await?;
+    let admin_key = first.admin_key.expose_secret().to_owned();
     let pool = support::raw_pool(&database_url).await?;
     let addr = application.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -12,12 +12,9 @@
 mod seeded;
 mod support;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use keyplane_control_plane::Application;
-use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::store::sql::Backend;
 use keyplane_shared::ids::KeyId;
 
@@ -36,9 +33,7 @@ async fn run_backend(backend: Backend, options: &seeded::Options) -> anyhow::Res
     let dir = tempfile::tempdir()?;
     let database_url = support::database_url(backend, dir.path(), "keyplane_bench_pages").await?;
     let config = support::config(dir.path(), &database_url);
-    let (application, bootstrapped) =
-        Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;
-    let first = bootstrapped.context("fresh database")?;
+    let (application, first) = support::first_start(&config).await?;
     let setup_token = first
         .setup_link
         .split_once("#token=")

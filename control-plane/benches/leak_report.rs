@@ -12,12 +12,10 @@
 mod seeded;
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use base64::Engine as _;
-use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::store::sql::Backend;
 use keyplane_control_plane::{Application, Config};
 use keyplane_shared::{ApiKey, Environment, KeyPrefix};
@@ -119,8 +117,7 @@ async fn run_backend(backend: Backend, options: &seeded::Options) -> anyhow::Res
         github_scanning_keys: Some(trust_github(dir.path())?),
         ..support::config(dir.path(), &database_url)
     };
-    let (application, _) =
-        Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;
+    let (application, _) = support::first_start(&config).await?;
     let pool = support::raw_pool(&database_url).await?;
     let started = Instant::now();
     seeded::seed(&pool, options.keys).await?;

@@ -11,13 +11,12 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use keyplane_control_plane::state::{AppState, SystemClock};
+use keyplane_control_plane::Config;
+use keyplane_control_plane::state::AppState;
 use keyplane_control_plane::store::sql::Backend;
-use keyplane_control_plane::{Application, Config};
 use keyplane_shared::Timestamp;
 use keyplane_shared::ids::{KeyId, OrgId, RequestId};
 use keyplane_shared::sync::{self, SignedRequest};
@@ -74,9 +73,7 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
         usage_retention_days: 0,
         ..support::config(dir.path(), &database_url)
     };
-    let (application, bootstrapped) =
-        Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;
-    let first = bootstrapped.context("fresh database")?;
+    let (application, first) = support::first_start(&config).await?;
     let admin_key = first.admin_key.expose_secret().to_owned();
     let org = first.org.id;
     let state = application.state().clone();

@@ -17,8 +17,6 @@ use anyhow::{Context as _, ensure};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use futures_util::future::join_all;
-use keyplane_control_plane::Application;
-use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::store::sql::Backend;
 use keyplane_control_plane::webhooks::delivery;
 use serde_json::{Value, json};
@@ -92,13 +90,8 @@ async fn run_backend(backend: Backend, events: usize) -> anyhow::Result<Figures>
     let dir = tempfile::tempdir()?;
     let database_url = support::database_url(backend, dir.path(), "keyplane_bench_hooks").await?;
     let config = support::config(dir.path(), &database_url);
-    let (application, bootstrapped) =
-        Application::build_with(&config, Arc::new(SystemClock), support::secrets_env).await?;
-    let admin = bootstrapped
-        .context("a fresh database")?
-        .admin_key
-        .expose_secret()
-        .to_owned();
+    let (application, first) = support::first_start(&config).await?;
+    let admin = first.admin_key.expose_secret().to_owned();
     let state = application.state().clone();
     let app = keyplane_control_plane::app(state.clone());
     let received = Arc::new(AtomicUsize::new(0));

@@ -1,9 +1,12 @@
-//! What the control plane's benchmarks share: the `--backend` option, fixed secrets, and a
-//! fresh database for each run.
+//! What the control plane's benchmarks share: the `--backend` option, fixed secrets, a fresh
+//! database for each run, and the first start on it.
+
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use keyplane_control_plane::Config;
+use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::store::sql::Backend;
+use keyplane_control_plane::{Application, Bootstrapped, Config};
 
 #[path = "../../tests/common/fixed_secrets.rs"]
 mod fixed_secrets;
@@ -27,6 +30,14 @@ pub fn config(data_dir: &std::path::Path, database_url: &str) -> Config {
         people: Default::default(),
         github_scanning_keys: None,
     }
+}
+
+/// The application on `config`'s fresh database, and what its first start made (the first
+/// organization, its admin key, the first owner's setup link).
+pub async fn first_start(config: &Config) -> anyhow::Result<(Application, Bootstrapped)> {
+    let (application, bootstrapped) =
+        Application::build_with(config, Arc::new(SystemClock), secrets_env).await?;
+    Ok((application, bootstrapped.context("a fresh database")?))
 }
 
 /// The value of `--backend`: `sqlite`, `postgres` or `both`.
