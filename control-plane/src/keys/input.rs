@@ -14,9 +14,8 @@ use super::model::{MAX_METADATA_ENTRIES, RateLimitBody};
 use crate::ceiling::RateLimitCeiling;
 use crate::error::ApiError;
 use crate::input::time::timestamp;
+use crate::limits::MAX_NAME_CHARS;
 
-/// Longest key name, in characters.
-pub const MAX_NAME_CHARS: usize = 100;
 /// Longest revocation note, in characters.
 pub const MAX_NOTE_CHARS: usize = 500;
 /// Largest metadata, serialized.
@@ -220,10 +219,23 @@ pub fn parse_key_cursor(text: &str) -> Result<(Timestamp, KeyId), ApiError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::keys::model::EXPIRY_PRESETS;
+    use crate::openapi::patterns::{name_pattern, property_config, strings};
 
     const NOW: Timestamp = Timestamp(1_800_000_000_000);
+
+    proptest! {
+        #![proptest_config(property_config())]
+
+        #[test]
+        fn every_name_of_the_documents_pattern_is_taken(text in strings(&name_pattern())) {
+            prop_assume!(text.chars().count() <= MAX_NAME_CHARS);
+            prop_assert!(name(&text).is_ok(), "{text:?}");
+        }
+    }
 
     #[test]
     fn names_are_bounded_and_free_of_control_characters() {

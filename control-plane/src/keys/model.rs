@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::owners::{People, PersonView};
 use crate::input::time::rfc3339;
 use crate::openapi::formats::{
-    ClientAddressFormat, ClientAddressListFormat, ScopeFormat, format_type,
+    ClientAddressFormat, ClientAddressListFormat, NameFormat, ScopeFormat, format_type,
 };
 use crate::store::{KeyRecord, KeyState, RevocationReason};
 
@@ -97,11 +97,7 @@ pub struct RateLimitBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// 1 to 100 characters, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
+    #[schema(value_type = NameFormat)]
     pub name: String,
     /// live or test.
     pub environment: EnvironmentName,
@@ -129,11 +125,7 @@ pub struct CreateKeyRequest {
 pub struct UpdateKeyRequest {
     /// New name: 1 to 100 characters, no control characters.
     #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
+    #[schema(value_type = Option<NameFormat>)]
     pub name: Option<String>,
     /// New scopes (replace the old ones; at most 64).
     #[serde(default)]

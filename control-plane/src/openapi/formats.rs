@@ -10,7 +10,7 @@ use utoipa::openapi::schema::AnyOfBuilder;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 
 use super::patterns::*;
-use crate::limits::{MAX_EMAIL_LEN, MAX_URL_LEN};
+use crate::limits::{MAX_EMAIL_LEN, MAX_NAME_CHARS, MAX_URL_LEN};
 
 /// A string schema with a description, a pattern and a longest length.
 pub(crate) fn pattern_string(
@@ -46,6 +46,21 @@ macro_rules! format_type {
     };
 }
 pub(crate) use format_type;
+
+format_type!(
+    /// A name a person gives: a key's, an organization's display name.
+    NameFormat,
+    "Name",
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "1 to 100 characters, not only white space, no control characters",
+        ))
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME_CHARS))
+        .pattern(Some(name_pattern()))
+        .into()
+);
 
 format_type!(
     /// A scope (`resource:action`, `resource:*`, `admin:full`).

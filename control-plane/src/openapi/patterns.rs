@@ -14,6 +14,14 @@ use crate::access::MAX_ROLE_NAME_LEN;
 /// (after `https://`, 252: a little short of what the server takes, never beyond).
 pub const ORIGIN_MAX_LEN: usize = "http://".len() + 253;
 
+/// A name a person gives ([`crate::keys::input::name`], a display name): no control
+/// character (Unicode's `Cc`: U+0000–U+001F, U+007F–U+009F), and one character at least that
+/// is not white space. Its length is the format's `minLength` / `maxLength`.
+pub fn name_pattern() -> String {
+    r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        .to_owned()
+}
+
 /// A set of ASCII characters, written as a regular-expression class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Class([bool; 128]);

@@ -18,12 +18,12 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::input::time::rfc3339;
-use crate::openapi::formats::{HttpsUrlFormat, OriginFormat};
+use crate::openapi::formats::{HttpsUrlFormat, NameFormat, OriginFormat};
 use crate::state::AppState;
 use crate::store::{Branding, BrandingUpdate, StoreError};
 
 /// The longest display name, in characters.
-pub const MAX_DISPLAY_NAME: usize = 100;
+pub const MAX_DISPLAY_NAME: usize = crate::limits::MAX_NAME_CHARS;
 /// The most origins allowed to frame the portal.
 pub const MAX_FRAME_ANCESTORS: usize = 10;
 
@@ -59,11 +59,7 @@ impl From<Branding> for BrandingView {
 #[serde(deny_unknown_fields)]
 pub struct BrandingRequest {
     /// 1 to 100 characters, no control characters (trimmed).
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
+    #[schema(value_type = NameFormat)]
     pub display_name: String,
     /// An `https://` URL of the logo, or none.
     #[schema(value_type = Option<HttpsUrlFormat>)]
@@ -188,7 +184,22 @@ pub(crate) async fn put_branding(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::openapi::patterns::{name_pattern, property_config, strings};
+
+    proptest! {
+        #![proptest_config(property_config())]
+
+        #[test]
+        fn every_display_name_of_the_documents_pattern_is_taken(
+            text in strings(&name_pattern())
+        ) {
+            prop_assume!(text.chars().count() <= MAX_DISPLAY_NAME);
+            prop_assert!(request(&text).parse(false).is_ok(), "{text:?}");
+        }
+    }
 
     fn request(display_name: &str) -> BrandingRequest {
         BrandingRequest {
