@@ -46,7 +46,7 @@ impl HashingPermits {
         static GLOBAL: OnceLock<HashingPermits> = OnceLock::new();
         GLOBAL.get_or_init(|| {
             let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            Self::new(cores.min(MAX_PERMITS))
+            Self::new(limit_for(cores))
         })
     }
 
@@ -101,6 +101,12 @@ impl HashingPermits {
     }
 }
 
+/// How many computations at once on a machine of `cores` cores: one per core, at least one,
+/// at most [`MAX_PERMITS`].
+fn limit_for(cores: usize) -> usize {
+    cores.clamp(1, MAX_PERMITS)
+}
+
 /// One computation counted as running until dropped (so a panicking one is uncounted too).
 struct Running<'a>(&'a HashingPermits);
 
@@ -121,6 +127,14 @@ impl Drop for Running<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_permit_per_core_at_most_eight() {
+        assert_eq!(limit_for(0), 1);
+        assert_eq!(limit_for(2), 2);
+        assert_eq!(limit_for(8), 8);
+        assert_eq!(limit_for(64), 8, "a large host keeps 8 × 19 MiB, not 64 ×");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_burst_runs_at_most_the_limit_at_once_in_as_many_areas() {
