@@ -25,6 +25,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub const DIGEST_LEN: usize = 32;
 /// Shortest accepted pepper, in bytes.
 pub const MIN_PEPPER_LEN: usize = 32;
+/// Length of the digest prefix the key table keeps and matches on (see [`DigestPrefix`]).
+pub const DIGEST_PREFIX_LEN: usize = 16;
 
 /// HMAC-SHA256 of a key under a pepper. Not secret on its own, but compared in constant time.
 #[derive(Clone, Copy)]
@@ -41,12 +43,11 @@ impl LookupDigest {
         &self.0
     }
 
-    /// A 64-bit hash for table indexing. HMAC output is uniformly distributed and a caller cannot
-    /// choose it without the pepper, so its first eight bytes are already a good hash.
-    pub(crate) fn table_hash(&self) -> u64 {
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&self.0[..8]);
-        u64::from_le_bytes(first)
+    /// The first [`DIGEST_PREFIX_LEN`] bytes: what the key table stores and matches on.
+    pub fn prefix(&self) -> DigestPrefix {
+        let mut prefix = [0u8; DIGEST_PREFIX_LEN];
+        prefix.copy_from_slice(&self.0[..DIGEST_PREFIX_LEN]);
+        DigestPrefix(prefix)
     }
 }
 
@@ -60,9 +61,13 @@ impl PartialEq for LookupDigest {
 
 impl Eq for LookupDigest {}
 
+/// HMAC output is uniformly distributed and a caller cannot choose it without the pepper, so
+/// its first eight bytes are already a good hash.
 impl Hash for LookupDigest {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.table_hash());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
     }
 }
 
@@ -82,6 +87,63 @@ impl Ord for LookupDigest {
 impl fmt::Debug for LookupDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "LookupDigest(")?;
+        for byte in &self.0[..6] {
+            write!(f, "{byte:02x}")?;
+        }
+        write!(f, "…)")
+    }
+}
+
+/// The first 16 bytes of a [`LookupDigest`]: the key table's lookup key.
+///
+/// 128 bits of an HMAC output are as unguessable as all 256 without the pepper (a caller who
+/// does not hold it cannot aim at a prefix any better than at a whole digest), and two keys'
+/// prefixes collide with probability about n²/2¹²⁹: never, for any table that fits in memory.
+/// Equality is constant-time; the order (bytes, big-endian) is the table's and the snapshot's.
+#[derive(Clone, Copy)]
+pub struct DigestPrefix([u8; DIGEST_PREFIX_LEN]);
+
+impl DigestPrefix {
+    /// Wraps raw prefix bytes (as decoded from a snapshot).
+    pub const fn from_bytes(bytes: [u8; DIGEST_PREFIX_LEN]) -> Self {
+        DigestPrefix(bytes)
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; DIGEST_PREFIX_LEN] {
+        &self.0
+    }
+
+    /// The prefix as a number whose order is the byte order: what the table sorts and places by.
+    pub(crate) const fn order_key(&self) -> u128 {
+        u128::from_be_bytes(self.0)
+    }
+}
+
+impl PartialEq for DigestPrefix {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for DigestPrefix {}
+
+impl PartialOrd for DigestPrefix {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Ordering is for placing entries and canonical listings, never the test of a match.
+impl Ord for DigestPrefix {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl fmt::Debug for DigestPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DigestPrefix(")?;
         for byte in &self.0[..6] {
             write!(f, "{byte:02x}")?;
         }

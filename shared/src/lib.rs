@@ -38,11 +38,11 @@ pub use decision::{
     AcceptedEnvironments, Authorization, Authorized, Decision, Denial, EdgeConfig, Identity,
     RequestFacts, authorize, decide,
 };
-pub use digest::{LookupDigest, Pepper, PepperId, PepperSet};
+pub use digest::{DigestPrefix, LookupDigest, Pepper, PepperId, PepperSet};
 pub use ids::{HistoryId, KeyId, OrgId};
 pub use key::{ApiKey, Environment, KeyParseError, KeyPrefix};
 pub use policy::{PolicySpec, RoutePolicy};
 pub use ratelimit::{RateLimit, RateLimitOutcome, RateLimiter};
 pub use scope::{Scope, ScopeSet};
-pub use table::{Change, ChangeOp, FeedChain, KeyStatus, KeyTable, Lineage, TableEntry};
+pub use table::{Change, ChangeOp, FeedChain, KeyStatus, KeyTable, Lineage, TableEntry, TableRow};
 pub use time::Timestamp;

@@ -9,7 +9,7 @@ use keyplane_shared::table::codec::{
 };
 use keyplane_shared::{
     ApiKey, Change, ChangeOp, Environment, KeyId, KeyPrefix, KeyStatus, KeyTable, LookupDigest,
-    OrgId, RateLimit, Scope, ScopeSet, TableEntry, Timestamp,
+    OrgId, RateLimit, Scope, ScopeSet, TableEntry, TableRow, Timestamp,
 };
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -96,15 +96,17 @@ fn table_from(log: &[Change]) -> KeyTable {
 }
 
 /// What the log means, computed independently of the table: the last upsert per digest wins.
-fn model(log: &[Change]) -> Vec<TableEntry> {
-    let mut state: BTreeMap<[u8; 32], TableEntry> = BTreeMap::new();
+/// What the log means: the last upsert of each digest prefix (the table's key) not removed
+/// after it.
+fn model(log: &[Change]) -> Vec<TableRow> {
+    let mut state: BTreeMap<[u8; 16], TableRow> = BTreeMap::new();
     for change in log {
         match &change.op {
             ChangeOp::Upsert(e) => {
-                state.insert(*e.digest.as_bytes(), e.clone());
+                state.insert(*e.digest.prefix().as_bytes(), e.to_row());
             }
             ChangeOp::Remove(d) => {
-                state.remove(d.as_bytes());
+                state.remove(d.prefix().as_bytes());
             }
         }
     }
@@ -156,7 +158,7 @@ proptest! {
     fn applying_a_log_equals_its_meaning(log in change_log()) {
         let table = table_from(&log);
         prop_assert_eq!(table.applied_seq(), log.len() as u64);
-        prop_assert_eq!(table.to_sorted_entries(), model(&log));
+        prop_assert_eq!(table.to_sorted_rows(), model(&log));
     }
 
     #[test]

@@ -95,8 +95,9 @@ pub fn bench(tools: &Tools, args: &BenchArgs) -> Result<()> {
 /// The edge benchmarks, each printing its own figures: the key table in wasm32 under node
 /// (100k and 1M keys), revocation propagation to 3 edges under workerd (one control plane on
 /// SQLite, then two on PostgreSQL), throughput through the Keyplane worker (usage reporting
-/// off and on) against a pass-through worker, rate-limit accuracy over 3 edges, and a 60 s
-/// sustained load with revocations during it.
+/// off and on) against a pass-through worker, rate-limit accuracy over 3 edges, a 60 s
+/// sustained load with revocations during it, and a fresh isolate's first request with 100k
+/// and 1M keys.
 pub fn bench_edge(tools: &Tools) -> Result<()> {
     crate::dev::build(tools)?;
     announce("table scale in wasm32 (node)");
@@ -120,7 +121,7 @@ pub fn bench_edge(tools: &Tools) -> Result<()> {
     );
     run::run(&mut wasm)?;
     // (what it measures, the benchmark in keyplane-tests, its arguments)
-    let benches: [(&str, &str, &[&str]); 5] = [
+    let benches: [(&str, &str, &[&str]); 6] = [
         (
             "propagation: revoke -> 401 at 3 edges, 100 revocations",
             "propagation",
@@ -145,6 +146,11 @@ pub fn bench_edge(tools: &Tools) -> Result<()> {
             "sustained load: 60 s at full rate with revocations, vs a pass-through worker",
             "sustained_load",
             &["60", "8", "100"],
+        ),
+        (
+            "cold start: a fresh isolate's first request with 100k and 1M keys",
+            "cold_isolate",
+            &[],
         ),
     ];
     for (title, bench, args) in benches {
@@ -187,5 +193,16 @@ fn print_ratios(tools: &Tools) -> Result<()> {
         let value = median(bench)?;
         println!("| `{bench}` | {value:.0} ns | {:.2} |", value / floor);
     }
+    let (lookup, resident, miss) = (
+        median("lookup_1m")?,
+        median("lookup_1m_cache_resident")?,
+        median("memory_miss")?,
+    );
+    println!(
+        "\nlookup_1m ÷ (lookup_1m_cache_resident + memory_miss) = {:.2} (target ≤ 1.3)\n\
+         parse_digest_lookup_1m ÷ floor = {:.2} (target ≤ 2)",
+        lookup / (resident + miss),
+        median("parse_digest_lookup_1m")? / floor
+    );
     Ok(())
 }

@@ -260,7 +260,7 @@ async fn the_snapshot_equals_the_replayed_log_and_pulling_registers_the_edge(app
     replayed
         .apply_all(&app.store.changes_after(0, head).await.expect("log"))
         .expect("in order");
-    assert_eq!(table.to_sorted_entries(), replayed.to_sorted_entries());
+    assert_eq!(table.to_sorted_rows(), replayed.to_sorted_rows());
     let revoked = table
         .entries()
         .filter(|e| e.status() == KeyStatus::Revoked)

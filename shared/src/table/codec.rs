@@ -4,32 +4,34 @@
 //! checks every length against the bytes actually present before allocating, validates every
 //! field, and answers corrupt or truncated input with a [`CodecError`], never a panic.
 //!
-//! Snapshot (`KPSN`, version 1):
+//! Snapshot (`KPSN`, version 2):
 //! ```text
 //! magic "KPSN" | version u8 | applied_seq u64
-//! org_count u32       | org_count × org id (16 bytes)
-//! scope_set_count u32 | per set: scope_count u8, per scope: len u8 + UTF-8 text
-//! entry_count u32     | per entry (72 bytes): digest 32 | key id 16 | org index u32 |
-//!                       scope set index u32 | env u8 | status u8 | expires_at i64 (ms, i64::MAX = never) |
-//!                       requests_per_minute u32 | burst u16 (both 0 = no override)
+//! org_count u32   | org_count × org id (16 bytes)
+//! grant_count u32 | per grant: env u8 | status u8 | requests_per_minute u32 | burst u16
+//!                   (both 0 = no override) | scope_count u8, per scope: len u8 + UTF-8 text
+//! entry_count u32 | per entry (48 bytes, the table's own slot): digest prefix 16 | key id 16 |
+//!                   expires_at i64 (ms, i64::MAX = never) | org index u32 | grant index u32
 //! crc32 u32
 //! ```
-//! Entries are sorted by digest and organizations/scope sets numbered in order of first use, so
-//! equal tables encode to equal bytes. The decoder accepts only this canonical form (strictly
-//! increasing digests, every listed organization and scope set used, first uses in index order),
-//! so every snapshot it accepts re-encodes to exactly the same bytes.
+//! Entries are sorted by digest prefix and organizations/grants numbered in order of first use,
+//! so equal tables encode to equal bytes. The decoder accepts only this canonical form (strictly
+//! increasing prefixes, every listed organization and grant used, first uses in index order),
+//! so every snapshot it accepts re-encodes to exactly the same bytes. Version 1 (72-byte
+//! entries with full digests) is no longer read: an edge store holding one reloads a snapshot
+//! from the control plane, as it does for any snapshot it cannot decode.
 //!
 //! Change batch (`KPCB`, version 1): `magic | version u8 | count u32 | changes… | crc32 u32`, each
 //! change `seq u64 | op u8` then, for an upsert (op 1), the entry with its organization and scopes
 //! inline (`digest | key id | org id | env | status | expires_at | rpm | burst | scope_count u8 |
 //! scopes`), or for a remove (op 2), the digest. Sequence numbers must increase within a batch.
 
-use std::collections::HashMap;
-
 use thiserror::Error;
 
-use super::{Change, ChangeOp, KeyStatus, KeyTable, NEVER, Slot, TableEntry};
-use crate::digest::{DIGEST_LEN, LookupDigest};
+use super::interner::Interner;
+use super::shards::{SHARDS, ShardBuilder};
+use super::{Change, ChangeOp, Grant, KeyStatus, KeyTable, NEVER, Slot, TableEntry};
+use crate::digest::{DIGEST_LEN, DIGEST_PREFIX_LEN, DigestPrefix, LookupDigest};
 use crate::ids::{KeyId, OrgId};
 use crate::key::Environment;
 use crate::ratelimit::RateLimit;
@@ -38,8 +40,11 @@ use crate::time::Timestamp;
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"KPSN";
 const CHANGES_MAGIC: &[u8; 4] = b"KPCB";
-const VERSION: u8 = 1;
-const ENTRY_RECORD_LEN: usize = 72;
+const SNAPSHOT_VERSION: u8 = 2;
+const CHANGES_VERSION: u8 = 1;
+const ENTRY_RECORD_LEN: usize = 48;
+/// The smallest grant record: env, status, rate limit (6) and an empty scope set's count.
+const GRANT_MIN_LEN: usize = 9;
 const OP_UPSERT: u8 = 1;
 const OP_REMOVE: u8 = 2;
 
@@ -69,56 +74,59 @@ pub enum CodecError {
 
 /// Encodes a table as a snapshot.
 pub fn encode_snapshot(table: &KeyTable) -> Vec<u8> {
-    let mut order: Vec<&Slot> = table.slots.iter().collect();
-    order.sort_unstable_by_key(|slot| slot.digest);
-
-    // Renumber interned values densely, in order of first use.
-    let mut org_numbers: HashMap<u32, u32> = HashMap::new();
-    let mut set_numbers: HashMap<u32, u32> = HashMap::new();
-    let (mut orgs, mut sets) = (Vec::new(), Vec::new());
-    for slot in &order {
-        org_numbers.entry(slot.org).or_insert_with(|| {
-            orgs.push(slot.org);
-            (orgs.len() - 1) as u32
-        });
-        set_numbers.entry(slot.scopes).or_insert_with(|| {
-            sets.push(slot.scopes);
-            (sets.len() - 1) as u32
-        });
+    // Renumber interned values densely, in order of first use (slots come in prefix order).
+    let mut org_numbers = vec![u32::MAX; table.orgs.handle_bound()];
+    let mut grant_numbers = vec![u32::MAX; table.grants.handle_bound()];
+    let (mut orgs, mut grants) = (Vec::new(), Vec::new());
+    for slot in table.slots() {
+        first_use(&mut org_numbers, &mut orgs, slot.org);
+        first_use(&mut grant_numbers, &mut grants, slot.grant);
     }
 
     let mut out = Writer(Vec::with_capacity(
-        32 + orgs.len() * 16 + order.len() * ENTRY_RECORD_LEN,
+        32 + orgs.len() * 16 + grants.len() * 64 + table.len() * ENTRY_RECORD_LEN,
     ));
     out.bytes(SNAPSHOT_MAGIC);
-    out.u8(VERSION);
+    out.u8(SNAPSHOT_VERSION);
     out.u64(table.applied_seq);
     out.u32(orgs.len() as u32);
     for &org in &orgs {
         out.bytes(&table.orgs.get(org).to_bytes());
     }
-    out.u32(sets.len() as u32);
-    for &set in &sets {
-        out.scope_set(table.scope_sets.get(set));
+    out.u32(grants.len() as u32);
+    for &grant in &grants {
+        let grant = table.grants.get(grant);
+        out.u8(grant.env.to_byte());
+        out.u8(grant.status.to_byte());
+        out.rate_limit(grant.rate_limit);
+        out.scope_set(&grant.scopes);
     }
-    out.u32(order.len() as u32);
-    for slot in order {
-        out.bytes(slot.digest.as_bytes());
+    out.u32(table.len() as u32);
+    for slot in table.slots() {
+        out.bytes(slot.prefix.as_bytes());
         out.bytes(&slot.key_id.to_bytes());
-        out.u32(org_numbers[&slot.org]);
-        out.u32(set_numbers[&slot.scopes]);
-        out.u8(slot.env.to_byte());
-        out.u8(slot.status.to_byte());
         out.i64(slot.expires_at);
-        out.u32(slot.limit_rpm);
-        out.u16(slot.limit_burst);
+        out.u32(org_numbers[slot.org as usize]);
+        out.u32(grant_numbers[slot.grant as usize]);
     }
     out.finish()
 }
 
+/// Numbers `handle` at its first use: its number is the count of handles numbered before it.
+fn first_use(numbers: &mut [u32], order: &mut Vec<u32>, handle: u32) {
+    let number = &mut numbers[handle as usize];
+    if *number == u32::MAX {
+        *number = order.len() as u32;
+        order.push(handle);
+    }
+}
+
 /// Decodes a snapshot into a table.
+///
+/// Entries arrive in prefix order, which is the table's own: each shard is laid out in one
+/// pass, an entry at its home or just after the one before, with no hashing and no probing.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<KeyTable, CodecError> {
-    let mut input = Reader::open(bytes, SNAPSHOT_MAGIC)?;
+    let mut input = Reader::open(bytes, SNAPSHOT_MAGIC, SNAPSHOT_VERSION)?;
     let applied_seq = input.u64()?;
 
     let org_count = input.count(16)?;
@@ -126,55 +134,83 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<KeyTable, CodecError> {
     for _ in 0..org_count {
         orgs.push(OrgId::from_bytes(input.array()?));
     }
-    let set_count = input.count(1)?;
-    let mut sets = Vec::with_capacity(set_count);
-    for _ in 0..set_count {
-        sets.push(input.scope_set()?);
+    let grant_count = input.count(GRANT_MIN_LEN)?;
+    let mut grants = Vec::with_capacity(grant_count);
+    for _ in 0..grant_count {
+        grants.push(Grant {
+            env: input.env()?,
+            status: input.status()?,
+            rate_limit: input.rate_limit()?,
+            scopes: input.scope_set()?,
+        });
     }
-    if has_duplicates(&orgs) || has_duplicates(&sets) {
+    if has_duplicates(&orgs) || has_duplicates(&grants) {
         return Err(CodecError::Corrupt(
-            "an organization or scope set is listed twice",
+            "an organization or grant is listed twice",
         ));
     }
 
     let entry_count = input.count(ENTRY_RECORD_LEN)?;
-    let mut records = Vec::with_capacity(entry_count);
+    let records = input.take(entry_count * ENTRY_RECORD_LEN)?;
+    input.end()?;
+    let mut per_shard = [0usize; SHARDS];
+    for record in records.chunks_exact(ENTRY_RECORD_LEN) {
+        per_shard[usize::from(record[0])] += 1;
+    }
+
+    let mut table = KeyTable::new();
     let mut org_refs = FirstUseCounts::new(orgs.len(), "organization index out of range");
-    let mut set_refs = FirstUseCounts::new(sets.len(), "scope set index out of range");
-    let mut previous_digest: Option<LookupDigest> = None;
-    for _ in 0..entry_count {
-        let record = input.entry_record()?;
-        if previous_digest.is_some_and(|previous| previous >= record.digest) {
+    let mut grant_refs = FirstUseCounts::new(grants.len(), "grant index out of range");
+    let mut previous: Option<DigestPrefix> = None;
+    let mut shard = 0;
+    let mut builder = ShardBuilder::for_len(per_shard[0]);
+    for record in records.chunks_exact(ENTRY_RECORD_LEN) {
+        let slot = slot_record(record);
+        if previous.is_some_and(|previous| previous >= slot.prefix) {
             return Err(CodecError::Corrupt(
                 "entries are not in strictly increasing digest order",
             ));
         }
-        previous_digest = Some(record.digest);
-        org_refs.count(record.org)?;
-        set_refs.count(record.scopes)?;
-        records.push(record);
+        previous = Some(slot.prefix);
+        org_refs.count(slot.org)?;
+        grant_refs.count(slot.grant)?;
+        while shard < usize::from(record[0]) {
+            table.shards[shard] =
+                std::mem::replace(&mut builder, ShardBuilder::for_len(0)).finish();
+            shard += 1;
+            builder = ShardBuilder::for_len(per_shard[shard]);
+        }
+        builder.push(slot);
     }
-    input.end()?;
-    let (org_refs, set_refs) = (org_refs.finish()?, set_refs.finish()?);
-
-    let mut table = KeyTable::with_capacity(entry_count);
+    table.shards[shard] = builder.finish();
+    table.len = entry_count;
     table.applied_seq = applied_seq;
-    let org_handles: Vec<u32> = orgs
-        .iter()
-        .zip(&org_refs)
-        .map(|(org, &refs)| table.orgs.acquire_many(org, refs))
-        .collect();
-    let set_handles: Vec<u32> = sets
-        .iter()
-        .zip(&set_refs)
-        .map(|(set, &refs)| table.scope_sets.acquire_many(set, refs))
-        .collect();
-    for mut slot in records {
-        slot.org = org_handles[slot.org as usize];
-        slot.scopes = set_handles[slot.scopes as usize];
-        table.insert_new(slot);
-    }
+    // Handles are the snapshot's own numbers: the slots already hold them.
+    table.orgs = Interner::from_counted(orgs, org_refs.finish()?);
+    table.grants = Interner::from_counted(grants, grant_refs.finish()?);
     Ok(table)
+}
+
+/// One 48-byte snapshot entry as a slot whose handles are the snapshot's numbers.
+fn slot_record(record: &[u8]) -> Slot {
+    let field = |from: usize, to: usize| &record[from..to];
+    let mut prefix = [0u8; DIGEST_PREFIX_LEN];
+    prefix.copy_from_slice(field(0, 16));
+    let mut key_id = [0u8; 16];
+    key_id.copy_from_slice(field(16, 32));
+    let mut expires = [0u8; 8];
+    expires.copy_from_slice(field(32, 40));
+    let mut org = [0u8; 4];
+    org.copy_from_slice(field(40, 44));
+    let mut grant = [0u8; 4];
+    grant.copy_from_slice(field(44, 48));
+    Slot {
+        prefix: DigestPrefix::from_bytes(prefix),
+        key_id: KeyId::from_bytes(key_id),
+        expires_at: i64::from_le_bytes(expires),
+        org: u32::from_le_bytes(org),
+        grant: u32::from_le_bytes(grant),
+    }
 }
 
 /// Reference counts of a snapshot's interned values (organizations or scope sets), checking
@@ -219,7 +255,7 @@ impl FirstUseCounts {
             Ok(self.counts)
         } else {
             Err(CodecError::Corrupt(
-                "an organization or scope set is listed but never used",
+                "an organization or grant is listed but never used",
             ))
         }
     }
@@ -229,7 +265,7 @@ impl FirstUseCounts {
 pub fn encode_changes(changes: &[Change]) -> Vec<u8> {
     let mut out = Writer(Vec::with_capacity(16 + changes.len() * 128));
     out.bytes(CHANGES_MAGIC);
-    out.u8(VERSION);
+    out.u8(CHANGES_VERSION);
     out.u32(changes.len() as u32);
     for change in changes {
         out.u64(change.seq);
@@ -242,11 +278,7 @@ pub fn encode_changes(changes: &[Change]) -> Vec<u8> {
                 out.u8(entry.env.to_byte());
                 out.u8(entry.status.to_byte());
                 out.i64(entry.expires_at.map_or(NEVER, |t| t.as_millis()));
-                let (rpm, burst) = entry
-                    .rate_limit
-                    .map_or((0, 0), |l| (l.requests_per_minute(), l.burst()));
-                out.u32(rpm);
-                out.u16(burst);
+                out.rate_limit(entry.rate_limit);
                 out.scope_set(&entry.scopes);
             }
             ChangeOp::Remove(digest) => {
@@ -260,7 +292,7 @@ pub fn encode_changes(changes: &[Change]) -> Vec<u8> {
 
 /// Decodes a batch of changes.
 pub fn decode_changes(bytes: &[u8]) -> Result<Vec<Change>, CodecError> {
-    let mut input = Reader::open(bytes, CHANGES_MAGIC)?;
+    let mut input = Reader::open(bytes, CHANGES_MAGIC, CHANGES_VERSION)?;
     // The smallest change (a remove) is 41 bytes.
     let count = input.count(8 + 1 + DIGEST_LEN)?;
     let mut changes: Vec<Change> = Vec::with_capacity(count);
@@ -325,6 +357,11 @@ impl Writer {
     fn i64(&mut self, value: i64) {
         self.bytes(&value.to_le_bytes());
     }
+    fn rate_limit(&mut self, limit: Option<RateLimit>) {
+        let (rpm, burst) = limit.map_or((0, 0), |l| (l.requests_per_minute(), l.burst()));
+        self.u32(rpm);
+        self.u16(burst);
+    }
     fn scope_set(&mut self, set: &ScopeSet) {
         // A set holds at most MAX_SCOPES (64) scopes of at most 129 bytes each.
         self.u8(set.len() as u8);
@@ -348,7 +385,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// Checks magic, version and CRC, and positions after the version byte.
-    fn open(bytes: &'a [u8], magic: &[u8; 4]) -> Result<Self, CodecError> {
+    fn open(bytes: &'a [u8], magic: &[u8; 4], expected: u8) -> Result<Self, CodecError> {
         if bytes.len() < 4 || &bytes[..4] != magic {
             return Err(if bytes.len() < 4 && magic.starts_with(bytes) {
                 CodecError::Truncated
@@ -357,7 +394,7 @@ impl<'a> Reader<'a> {
             });
         }
         let version = *bytes.get(4).ok_or(CodecError::Truncated)?;
-        if version != VERSION {
+        if version != expected {
             return Err(CodecError::UnsupportedVersion(version));
         }
         if bytes.len() < 5 + 4 {
@@ -453,32 +490,6 @@ impl<'a> Reader<'a> {
             return Err(CodecError::Corrupt("scope set is not in canonical order"));
         }
         Ok(set)
-    }
-
-    /// One fixed-size snapshot entry, with org and scope fields holding snapshot indices.
-    fn entry_record(&mut self) -> Result<Slot, CodecError> {
-        let digest = LookupDigest::from_bytes(self.array()?);
-        let key_id = KeyId::from_bytes(self.array()?);
-        let org = self.u32()?;
-        let scopes = self.u32()?;
-        let env = self.env()?;
-        let status = self.status()?;
-        let expires_at = self.i64()?;
-        let (limit_rpm, limit_burst) = match self.rate_limit()? {
-            Some(limit) => (limit.requests_per_minute(), limit.burst()),
-            None => (0, 0),
-        };
-        Ok(Slot {
-            digest,
-            key_id,
-            expires_at,
-            org,
-            scopes,
-            limit_rpm,
-            limit_burst,
-            env,
-            status,
-        })
     }
 
     fn end(self) -> Result<(), CodecError> {

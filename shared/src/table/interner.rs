@@ -51,11 +51,21 @@ impl<T: Clone + Eq + Hash> Interner<T> {
         handle
     }
 
-    /// Takes `references` (at least one) references to `value` at once.
-    pub(crate) fn acquire_many(&mut self, value: &T, references: u32) -> u32 {
-        let handle = self.acquire(value);
-        self.counts[handle as usize] += references.saturating_sub(1);
-        handle
+    /// An interner holding `values` under handles `0..values.len()` in order, each with its
+    /// reference count (every count at least one, values distinct: the caller checked).
+    pub(crate) fn from_counted(values: Vec<T>, counts: Vec<u32>) -> Self {
+        let handles = values.iter().cloned().zip(0u32..).collect();
+        Interner {
+            values,
+            counts,
+            handles,
+            free: Vec::new(),
+        }
+    }
+
+    /// One more than the largest handle ever handed out: handles index a vector this long.
+    pub(crate) fn handle_bound(&self) -> usize {
+        self.values.len()
     }
 
     /// Drops one reference; the value is forgotten when none remain.

@@ -40,11 +40,6 @@ fn upsert(seq: u64, entry: TableEntry) -> Change {
 }
 
 #[test]
-fn slots_stay_72_bytes() {
-    assert_eq!(size_of::<Slot>(), 72);
-}
-
-#[test]
 fn changes_apply_in_order_and_entries_read_back() {
     let mut table = KeyTable::new();
     let a = entry(1, 1, &["contacts:read"]);
@@ -53,8 +48,8 @@ fn changes_apply_in_order_and_entries_read_back() {
     assert_eq!(table.apply(&upsert(2, b.clone())), Ok(Applied::Applied));
     assert_eq!(table.applied_seq(), 2);
     assert_eq!(table.len(), 2);
-    assert_eq!(table.get(&a.digest).map(|e| e.to_entry()), Some(a));
-    assert_eq!(table.get(&b.digest).map(|e| e.to_entry()), Some(b));
+    assert_eq!(table.get(&a.digest).map(|e| e.to_row()), Some(a.to_row()));
+    assert_eq!(table.get(&b.digest).map(|e| e.to_row()), Some(b.to_row()));
     assert!(table.get(&entry(3, 1, &[]).digest).is_none());
 }
 
@@ -90,12 +85,8 @@ fn upsert_replaces_and_remove_deletes() {
     e.scopes = ScopeSet::parse(["b:write"]).expect("valid");
     table.apply(&upsert(2, e.clone())).expect("replace");
     assert_eq!(table.len(), 1);
-    assert_eq!(table.get(&e.digest).map(|x| x.to_entry()), Some(e.clone()));
-    assert_eq!(
-        table.scope_sets.live(),
-        1,
-        "the replaced scope set was released"
-    );
+    assert_eq!(table.get(&e.digest).map(|x| x.to_row()), Some(e.to_row()));
+    assert_eq!(table.grants.live(), 1, "the replaced grant was released");
     table
         .apply(&Change {
             seq: 3,
@@ -103,7 +94,7 @@ fn upsert_replaces_and_remove_deletes() {
         })
         .expect("remove");
     assert!(table.is_empty());
-    assert_eq!((table.orgs.live(), table.scope_sets.live()), (0, 0));
+    assert_eq!((table.orgs.live(), table.grants.live()), (0, 0));
     table
         .apply(&Change {
             seq: 4,
@@ -136,18 +127,18 @@ fn removing_from_the_middle_keeps_every_other_entry_reachable() {
 }
 
 #[test]
-fn interning_shares_organizations_and_scope_sets() {
+fn interning_shares_organizations_and_grants() {
     let mut table = KeyTable::new();
+    let mut grants = std::collections::HashSet::new();
     for n in 0..50 {
-        table
-            .apply(&upsert(
-                u64::from(n) + 1,
-                entry(n, (n % 2) as u8, &["a:read", "b:*"]),
-            ))
-            .expect("in order");
+        let e = entry(n, (n % 2) as u8, &["a:read", "b:*"]);
+        grants.insert(Grant::of(&e));
+        table.apply(&upsert(u64::from(n) + 1, e)).expect("in order");
     }
     assert_eq!(table.orgs.live(), 2);
-    assert_eq!(table.scope_sets.live(), 1);
+    // Two environments without an override, and ten keys with their own rate limits.
+    assert_eq!(grants.len(), 12);
+    assert_eq!(table.grants.live(), grants.len());
 }
 
 #[test]
@@ -193,11 +184,18 @@ fn snapshot_decoding_rejects_damage_with_an_error() {
         decode_snapshot(&encode_changes(&[])),
         Err(CodecError::BadMagic)
     );
+    let mut older = bytes.clone();
+    older[4] = 1;
+    assert_eq!(
+        decode_snapshot(&older),
+        Err(CodecError::UnsupportedVersion(1)),
+        "version 1 (full digests) is not read: the store reloads from the control plane"
+    );
     let mut newer = bytes.clone();
-    newer[4] = 2;
+    newer[4] = 3;
     assert_eq!(
         decode_snapshot(&newer),
-        Err(CodecError::UnsupportedVersion(2))
+        Err(CodecError::UnsupportedVersion(3))
     );
     for cut in 5..bytes.len() {
         assert!(
@@ -227,26 +225,25 @@ fn structurally_corrupt_snapshots_are_rejected_even_with_a_valid_crc() {
         .apply(&upsert(1, entry(1, 1, &["a:read"])))
         .expect("first");
     let bytes = encode_snapshot(&table);
-    // Layout: 13 header, 4 org count, 16 org, 4 set count, 1+1+6 set, 4 entry count, then entry.
-    let entry_at = 13 + 4 + 16 + 4 + 8 + 4;
-    let cases: [(usize, u8, CodecError); 5] = [
+    // Layout: 13 header, 4 org count, 16 org, 4 grant count, then the grant (env, status,
+    // 6 of rate limit, scope count, length and "a:read"), 4 entry count, then the entry.
+    let grant_at = 13 + 4 + 16 + 4;
+    let entry_at = grant_at + 1 + 1 + 6 + 1 + 1 + 6 + 4;
+    let cases: [(usize, u8, CodecError); 6] = [
         (
-            entry_at + 48,
+            entry_at + 40,
             9,
             CodecError::Corrupt("organization index out of range"),
         ),
         (
-            entry_at + 52,
+            entry_at + 44,
             9,
-            CodecError::Corrupt("scope set index out of range"),
+            CodecError::Corrupt("grant index out of range"),
         ),
-        (entry_at + 56, 7, CodecError::Corrupt("unknown environment")),
-        (entry_at + 57, 0, CodecError::Corrupt("unknown key status")),
-        (
-            13 + 4 + 16 + 4 + 2,
-            b'A',
-            CodecError::Corrupt("invalid scope"),
-        ),
+        (grant_at, 7, CodecError::Corrupt("unknown environment")),
+        (grant_at + 1, 0, CodecError::Corrupt("unknown key status")),
+        (grant_at + 2, 1, CodecError::Corrupt("invalid rate limit")),
+        (grant_at + 10, b'A', CodecError::Corrupt("invalid scope")),
     ];
     for (offset, value, expected) in cases {
         let mut damaged = bytes.clone();
@@ -273,13 +270,14 @@ fn structurally_corrupt_snapshots_are_rejected_even_with_a_valid_crc() {
 
 #[test]
 fn non_canonical_snapshots_are_rejected() {
-    // Two entries of two organizations, both without scopes (one shared scope set).
+    // Two entries of two organizations, both without scopes or limits: one grant each (one
+    // test, one live), of 9 bytes.
     let mut table = KeyTable::new();
     table.apply(&upsert(1, entry(1, 1, &[]))).expect("first");
     table.apply(&upsert(2, entry(2, 2, &[]))).expect("second");
     let bytes = encode_snapshot(&table);
-    let entries_at = 13 + 4 + 2 * 16 + 4 + 1 + 4;
-    let record = |n: usize| bytes[entries_at + n * 72..entries_at + (n + 1) * 72].to_vec();
+    let entries_at = 13 + 4 + 2 * 16 + 4 + 2 * 9 + 4;
+    let record = |n: usize| bytes[entries_at + n * 48..entries_at + (n + 1) * 48].to_vec();
     let with_records = |records: &[Vec<u8>]| {
         let mut out = bytes[..entries_at - 4].to_vec();
         out.extend_from_slice(&(records.len() as u32).to_le_bytes());
@@ -289,11 +287,13 @@ fn non_canonical_snapshots_are_rejected() {
         out.extend_from_slice(&[0; 4]);
         reseal(out)
     };
-    let with_org_index = |n: usize, org: u32| {
+    let with_indices = |n: usize, org: u32, grant: u32| {
         let mut r = record(n);
-        r[48..52].copy_from_slice(&org.to_le_bytes());
+        r[40..44].copy_from_slice(&org.to_le_bytes());
+        r[44..48].copy_from_slice(&grant.to_le_bytes());
         r
     };
+    let with_org_index = |n: usize, org: u32| with_indices(n, org, n as u32);
     assert_eq!(
         with_records(&[record(0), record(1)]),
         bytes,
@@ -305,7 +305,7 @@ fn non_canonical_snapshots_are_rejected() {
             "entries are not in strictly increasing digest order",
         ),
         (
-            vec![with_org_index(1, 0), with_org_index(0, 1)],
+            vec![with_indices(1, 0, 0), with_indices(0, 1, 1)],
             "entries are not in strictly increasing digest order",
         ),
         (
@@ -314,7 +314,7 @@ fn non_canonical_snapshots_are_rejected() {
         ),
         (
             vec![record(0), with_org_index(1, 0)],
-            "an organization or scope set is listed but never used",
+            "an organization or grant is listed but never used",
         ),
     ];
     for (records, why) in cases {
@@ -351,16 +351,4 @@ fn change_batches_round_trip_and_reject_damage() {
         decode_changes(&reseal(bad_op)),
         Err(CodecError::Corrupt("unknown change operation"))
     );
-}
-
-#[test]
-fn heap_bytes_accounts_for_the_slots_and_index() {
-    let mut table = KeyTable::with_capacity(1_000);
-    for n in 0..1_000 {
-        table
-            .apply(&upsert(u64::from(n) + 1, entry(n, 1, &["a:read"])))
-            .expect("in order");
-    }
-    let per_key = table.heap_bytes() / table.len();
-    assert!((72..=100).contains(&per_key), "{per_key} bytes per key");
 }
