@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use keyplane_shared::key::BODY_LEN;
 use keyplane_shared::ratelimit::GcraState;
 use keyplane_shared::table::codec::{
-    decode_changes, decode_snapshot, encode_changes, encode_snapshot,
+    decode_changes, decode_snapshot, encode_changes, encode_snapshot, seal,
 };
 use keyplane_shared::{
     ApiKey, Change, ChangeOp, Environment, KeyId, KeyPrefix, KeyStatus, KeyTable, LookupDigest,
@@ -301,10 +301,11 @@ proptest! {
     }
 }
 
-/// `magic`, version 1, `body` and a valid CRC32: what a damaged-but-resealed encoding looks like.
+/// `magic`, its format's version, `body` and a valid checksum: what a damaged-but-resealed
+/// encoding looks like.
 fn sealed(magic: &[u8; 4], body: &[u8]) -> Vec<u8> {
-    let mut out = [magic.as_slice(), &[1], body].concat();
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    let version = if magic == b"KPSN" { 2 } else { 1 };
+    let mut out = [magic.as_slice(), &[version], body].concat();
+    seal(&mut out);
     out
 }

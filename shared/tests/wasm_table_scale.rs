@@ -81,6 +81,12 @@ fn a_table_of_100k_keys_holds_and_peaks_under_64_bytes_per_key_in_wasm() {
 fn snapshot_load_time_and_memory_per_key_in_wasm() {
     for keys in [100_000u32, 1_000_000] {
         let bytes = encode_snapshot(&support::build(keys));
+        let started = js_sys::Date::now();
+        let crc = crc32fast::hash(&bytes);
+        let crc_ms = js_sys::Date::now() - started;
+        let started = js_sys::Date::now();
+        let xxh3 = xxhash_rust::xxh3::xxh3_64(&bytes);
+        let xxh3_ms = js_sys::Date::now() - started;
         let mut times = Vec::new();
         let mut per_key = 0.0;
         for _ in 0..5 {
@@ -93,7 +99,7 @@ fn snapshot_load_time_and_memory_per_key_in_wasm() {
         }
         times.sort_by(f64::total_cmp);
         console_log!(
-            "wasm32 table, {keys} keys: snapshot {:.1} MB, decode median {:.0} ms (min {:.0}, max {:.0}), heap {per_key:.1} bytes/key",
+            "wasm32 table, {keys} keys: snapshot {:.1} MB, decode median {:.0} ms (min {:.0}, max {:.0}; of which its XXH3-64 checksum {xxh3_ms:.0} ms, {xxh3:016x}, where a CRC32 would take {crc_ms:.0} ms, {crc:08x}), heap {per_key:.1} bytes/key",
             bytes.len() as f64 / 1e6,
             times[2],
             times[0],

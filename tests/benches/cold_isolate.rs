@@ -51,13 +51,18 @@ fn main() -> Result<()> {
     } else {
         sizes
     };
-    println!("| keys | fresh isolate, store warm | another fresh isolate | fresh edge (store from disk), median of {RESTARTS} (range) |");
+    println!(
+        "| keys | fresh isolate, store warm | another fresh isolate | fresh edge (store from disk), median of {RESTARTS} (range) |"
+    );
     println!("|---:|---:|---:|---:|");
     for keys in sizes {
         let figures = measure(&setup, keys)?;
         println!(
             "| {keys} | {:.0} ms | {:.0} ms | {:.0} ms ({:.0}–{:.0}) |",
-            figures.fresh_isolate, figures.another_isolate, figures.edge[1], figures.edge[0],
+            figures.fresh_isolate,
+            figures.another_isolate,
+            figures.edge[1],
+            figures.edge[0],
             figures.edge[2]
         );
     }
@@ -80,9 +85,11 @@ fn measure(setup: &Setup, keys: u64) -> Result<Figures> {
         options.pull_interval_secs = 3_600;
     })?;
     let (_, key) = d.create_key(json!({"name": "cold start", "scopes": []}))?;
-    d.wait_for("the first isolate accepts the key", Duration::from_secs(20), |d| {
-        Ok(d.through_edge(0, "/x", Some(&key))?.status == 200)
-    })?;
+    d.wait_for(
+        "the first isolate accepts the key",
+        Duration::from_secs(20),
+        |d| Ok(d.through_edge(0, "/x", Some(&key))?.status == 200),
+    )?;
     let status = d.edge_status(0)?;
     let history = HistoryId::parse(status["history"].as_str().context("history")?)
         .map_err(|error| anyhow::anyhow!("history: {error}"))?;
@@ -96,7 +103,10 @@ fn measure(setup: &Setup, keys: u64) -> Result<Figures> {
     )?;
     let changes = decode_changes(&feed.bytes)?;
     if changes.len() as u64 != seq {
-        bail!("the feed gave {} changes, the edge is at {seq}", changes.len());
+        bail!(
+            "the feed gave {} changes, the edge is at {seq}",
+            changes.len()
+        );
     }
     let chain = FeedChain::genesis(history).extend(&changes);
     d.stop_control_plane();

@@ -1,6 +1,7 @@
 //! Binary encodings of the key table: snapshots and change batches.
 //!
-//! Both are versioned, little-endian, and end with a CRC32 of everything before it. Decoding
+//! Both are versioned, little-endian, and end with a checksum of everything before it (XXH3-64
+//! for snapshots, CRC32 for change batches: see [`wire`]). Decoding
 //! checks every length against the bytes actually present before allocating, validates every
 //! field, and answers corrupt or truncated input with a [`CodecError`], never a panic.
 //!
@@ -12,7 +13,7 @@
 //!                   (both 0 = no override) | scope_count u8, per scope: len u8 + UTF-8 text
 //! entry_count u32 | per entry (48 bytes, the table's own slot): digest prefix 16 | key id 16 |
 //!                   expires_at i64 (ms, i64::MAX = never) | org index u32 | grant index u32
-//! crc32 u32
+//! xxh3_64 u64
 //! ```
 //! Entries are sorted by digest prefix and organizations/grants numbered in order of first use,
 //! so equal tables encode to equal bytes. The decoder accepts only this canonical form (strictly
@@ -28,15 +29,16 @@
 
 use thiserror::Error;
 
+mod wire;
+
+pub use wire::seal;
+use wire::{Reader, Writer};
+
 use super::interner::Interner;
 use super::shards::{SHARDS, ShardBuilder};
 use super::{Change, ChangeOp, Grant, KeyStatus, KeyTable, NEVER, Slot, TableEntry};
 use crate::digest::{DIGEST_LEN, DIGEST_PREFIX_LEN, DigestPrefix, LookupDigest};
 use crate::ids::{KeyId, OrgId};
-use crate::key::Environment;
-use crate::ratelimit::RateLimit;
-use crate::scope::{MAX_SCOPES, Scope, ScopeSet};
-use crate::time::Timestamp;
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"KPSN";
 const CHANGES_MAGIC: &[u8; 4] = b"KPCB";
@@ -61,7 +63,7 @@ pub enum CodecError {
     /// Written by a newer (or unknown) version of the format.
     #[error("unsupported format version {0}")]
     UnsupportedVersion(u8),
-    /// The trailing CRC32 does not match: the bytes were damaged.
+    /// The trailing checksum does not match: the bytes were damaged.
     #[error("checksum mismatch: the data is corrupt")]
     ChecksumMismatch,
     /// A field has an impossible value.
@@ -161,17 +163,18 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<KeyTable, CodecError> {
     let mut table = KeyTable::new();
     let mut org_refs = FirstUseCounts::new(orgs.len(), "organization index out of range");
     let mut grant_refs = FirstUseCounts::new(grants.len(), "grant index out of range");
-    let mut previous: Option<DigestPrefix> = None;
+    let mut previous: Option<u128> = None;
     let mut shard = 0;
     let mut builder = ShardBuilder::for_len(per_shard[0]);
     for record in records.chunks_exact(ENTRY_RECORD_LEN) {
         let slot = slot_record(record);
-        if previous.is_some_and(|previous| previous >= slot.prefix) {
+        let key = slot.prefix.order_key();
+        if previous.is_some_and(|previous| previous >= key) {
             return Err(CodecError::Corrupt(
                 "entries are not in strictly increasing digest order",
             ));
         }
-        previous = Some(slot.prefix);
+        previous = Some(key);
         org_refs.count(slot.org)?;
         grant_refs.count(slot.grant)?;
         while shard < usize::from(record[0]) {
@@ -334,169 +337,4 @@ pub fn decode_changes(bytes: &[u8]) -> Result<Vec<Change>, CodecError> {
 fn has_duplicates<T: Eq + std::hash::Hash>(values: &[T]) -> bool {
     let mut seen = std::collections::HashSet::with_capacity(values.len());
     !values.iter().all(|value| seen.insert(value))
-}
-
-struct Writer(Vec<u8>);
-
-impl Writer {
-    fn bytes(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
-    }
-    fn u8(&mut self, value: u8) {
-        self.0.push(value);
-    }
-    fn u16(&mut self, value: u16) {
-        self.bytes(&value.to_le_bytes());
-    }
-    fn u32(&mut self, value: u32) {
-        self.bytes(&value.to_le_bytes());
-    }
-    fn u64(&mut self, value: u64) {
-        self.bytes(&value.to_le_bytes());
-    }
-    fn i64(&mut self, value: i64) {
-        self.bytes(&value.to_le_bytes());
-    }
-    fn rate_limit(&mut self, limit: Option<RateLimit>) {
-        let (rpm, burst) = limit.map_or((0, 0), |l| (l.requests_per_minute(), l.burst()));
-        self.u32(rpm);
-        self.u16(burst);
-    }
-    fn scope_set(&mut self, set: &ScopeSet) {
-        // A set holds at most MAX_SCOPES (64) scopes of at most 129 bytes each.
-        self.u8(set.len() as u8);
-        for scope in set.as_slice() {
-            let text = scope.to_string();
-            self.u8(text.len() as u8);
-            self.bytes(text.as_bytes());
-        }
-    }
-    fn finish(mut self) -> Vec<u8> {
-        let crc = crc32fast::hash(&self.0);
-        self.u32(crc);
-        self.0
-    }
-}
-
-/// A bounds-checked cursor over the body between the header and the CRC.
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    /// Checks magic, version and CRC, and positions after the version byte.
-    fn open(bytes: &'a [u8], magic: &[u8; 4], expected: u8) -> Result<Self, CodecError> {
-        if bytes.len() < 4 || &bytes[..4] != magic {
-            return Err(if bytes.len() < 4 && magic.starts_with(bytes) {
-                CodecError::Truncated
-            } else {
-                CodecError::BadMagic
-            });
-        }
-        let version = *bytes.get(4).ok_or(CodecError::Truncated)?;
-        if version != expected {
-            return Err(CodecError::UnsupportedVersion(version));
-        }
-        if bytes.len() < 5 + 4 {
-            return Err(CodecError::Truncated);
-        }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-        if crc32fast::hash(body) != stored {
-            return Err(CodecError::ChecksumMismatch);
-        }
-        Ok(Reader { rest: &body[5..] })
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
-        if self.rest.len() < n {
-            return Err(CodecError::Truncated);
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, CodecError> {
-        Ok(self.array::<1>()?[0])
-    }
-    fn u16(&mut self) -> Result<u16, CodecError> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-    fn u32(&mut self) -> Result<u32, CodecError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64, CodecError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-    fn i64(&mut self) -> Result<i64, CodecError> {
-        Ok(i64::from_le_bytes(self.array()?))
-    }
-
-    /// A u32 count of items at least `min_item_len` bytes each, checked against what remains so a
-    /// corrupt count cannot make the decoder allocate more than the input size.
-    fn count(&mut self, min_item_len: usize) -> Result<usize, CodecError> {
-        let count = self.u32()? as usize;
-        if count.saturating_mul(min_item_len) > self.rest.len() {
-            return Err(CodecError::Truncated);
-        }
-        Ok(count)
-    }
-
-    fn env(&mut self) -> Result<Environment, CodecError> {
-        Environment::from_byte(self.u8()?).ok_or(CodecError::Corrupt("unknown environment"))
-    }
-
-    fn status(&mut self) -> Result<KeyStatus, CodecError> {
-        KeyStatus::from_byte(self.u8()?).ok_or(CodecError::Corrupt("unknown key status"))
-    }
-
-    fn expiry(&mut self) -> Result<Option<Timestamp>, CodecError> {
-        let millis = self.i64()?;
-        Ok((millis != NEVER).then_some(Timestamp(millis)))
-    }
-
-    fn rate_limit(&mut self) -> Result<Option<RateLimit>, CodecError> {
-        match (self.u32()?, self.u16()?) {
-            (0, 0) => Ok(None),
-            (rpm, burst) => RateLimit::new(rpm, u32::from(burst))
-                .map(Some)
-                .map_err(|_| CodecError::Corrupt("invalid rate limit")),
-        }
-    }
-
-    /// A scope set, which must be in canonical form (sorted, no duplicates).
-    fn scope_set(&mut self) -> Result<ScopeSet, CodecError> {
-        let count = usize::from(self.u8()?);
-        if count > MAX_SCOPES {
-            return Err(CodecError::Corrupt("too many scopes"));
-        }
-        let mut scopes = Vec::with_capacity(count);
-        for _ in 0..count {
-            let len = usize::from(self.u8()?);
-            let text = std::str::from_utf8(self.take(len)?)
-                .map_err(|_| CodecError::Corrupt("scope is not UTF-8"))?;
-            scopes.push(Scope::parse(text).map_err(|_| CodecError::Corrupt("invalid scope"))?);
-        }
-        let set = ScopeSet::new(scopes.iter().cloned())
-            .map_err(|_| CodecError::Corrupt("too many scopes"))?;
-        if set.as_slice() != scopes.as_slice() {
-            return Err(CodecError::Corrupt("scope set is not in canonical order"));
-        }
-        Ok(set)
-    }
-
-    fn end(self) -> Result<(), CodecError> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(CodecError::TrailingBytes)
-        }
-    }
 }

@@ -84,11 +84,12 @@ pub(super) fn shard_of(prefix: &DigestPrefix) -> usize {
     usize::from(prefix.as_bytes()[0])
 }
 
-/// The slot an order key starts from in a shard of `buckets` buckets: the 56 bits after the
-/// shard byte, scaled (multiply and shift, so any bucket count works).
+/// The slot an order key starts from in a shard of `buckets` buckets: the 32 bits after the
+/// shard byte, scaled (multiply and shift: any bucket count works, and in 64-bit arithmetic,
+/// which wasm32 has natively).
 fn home(key: u128, buckets: usize) -> usize {
-    let below_shard = ((key >> 64) as u64) << 8;
-    ((u128::from(below_shard) * buckets as u128) >> 64) as usize
+    let below_shard = (key >> 88) as u64 & 0xffff_ffff;
+    ((below_shard * buckets as u64) >> 32) as usize
 }
 
 /// Buckets for `len` entries at the build load.

@@ -163,7 +163,7 @@ fn snapshot_round_trips_and_is_canonical() {
     );
     assert_eq!(
         encode_snapshot(&KeyTable::new()).len(),
-        4 + 1 + 8 + 4 + 4 + 4 + 4
+        4 + 1 + 8 + 4 + 4 + 4 + 8
     );
 }
 
@@ -210,12 +210,12 @@ fn snapshot_decoding_rejects_damage_with_an_error() {
     }
 }
 
-/// Re-seals a damaged body with a valid CRC, so structural checks are what catch it.
-fn reseal(mut body: Vec<u8>) -> Vec<u8> {
-    body.truncate(body.len() - 4);
-    let crc = crc32fast::hash(&body);
-    body.extend_from_slice(&crc.to_le_bytes());
-    body
+/// Re-seals a damaged encoding with a valid checksum, so structural checks are what catch it.
+fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
+    let len = if bytes.starts_with(b"KPSN") { 8 } else { 4 };
+    bytes.truncate(bytes.len() - len);
+    super::codec::seal(&mut bytes);
+    bytes
 }
 
 #[test]
@@ -284,7 +284,7 @@ fn non_canonical_snapshots_are_rejected() {
         for r in records {
             out.extend_from_slice(r);
         }
-        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&[0; 8]);
         reseal(out)
     };
     let with_indices = |n: usize, org: u32, grant: u32| {
