@@ -284,3 +284,19 @@ impl ShardBuilder {
 #[cfg(test)]
 #[path = "shards/tests.rs"]
 mod tests;
+
+#[cfg(test)]
+impl Shard {
+    pub(super) fn displacement_stats(&self) -> (usize, usize, usize, usize) {
+        let mut total = 0;
+        let mut max = 0;
+        for (at, slot) in self.slots.iter().enumerate() {
+            if slot.is_occupied() {
+                let d = at - home(slot.order_key(), self.buckets);
+                total += d;
+                max = max.max(d);
+            }
+        }
+        (self.len, self.buckets, total, max)
+    }
+}
