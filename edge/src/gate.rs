@@ -37,7 +37,7 @@ use worker::{Context, Env, console_error, web_sys};
 use crate::decide::{self, Decided, REQUEST_ID_HEADER};
 use crate::headers::{self, Edits};
 use crate::replica::{self, Freshness};
-use crate::settings::{self, PathNormalization, RateLimitMode, Settings};
+use crate::settings::{self, PathNormalization, RateLimitHeaders, RateLimitMode, Settings};
 use crate::{limiter, reply, usage};
 
 /// Where a request stands after the synchronous part of the gate.
@@ -250,7 +250,10 @@ fn conclude(incoming: Incoming, settings: Rc<Settings>, ctx: Context, decision: 
         Decision::AllowPublic => (None, Vec::new(), Vec::new()),
         Decision::Allow(identity) => {
             let key = Some((identity.key_id, identity.org_id));
-            let rate_limit = identity.rate_limit.headers();
+            let rate_limit = match settings.rate_limit_headers {
+                RateLimitHeaders::Always => identity.rate_limit.headers(),
+                RateLimitHeaders::On429 => Vec::new(),
+            };
             (key, decide::identity_headers(identity), rate_limit)
         }
     };
@@ -361,7 +364,8 @@ impl Forward {
         self.answer_failure(502, "origin_unavailable")
     }
 
-    /// The rate-limit fields of this request's outcome, as edits for an answer.
+    /// The rate-limit fields of this request's outcome, as edits for an answer (none under
+    /// `RATE_LIMIT_HEADERS = "on_429"`).
     fn rate_limit_fields(&self) -> Edits {
         let mut edits = Edits::default();
         for (name, value) in &self.rate_limit {
