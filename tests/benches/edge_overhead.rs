@@ -64,20 +64,33 @@ struct Target {
 /// The JS workers measured beside Keyplane (`harness/edge.mjs`), by name: the pass-through,
 /// Keyplane's edits made the usual way (the reference), and the same edits made other ways or
 /// in part, to find what each costs and the cheapest way workerd offers.
-const JS_WORKERS: [(&str, EdgeWorker); 6] = [
+const JS_WORKERS: [(&str, EdgeWorker); 8] = [
     ("pass-through worker", EdgeWorker::Passthrough),
+    // `new Request(target, request)`, then its headers edited; `new Response(body, answer)`
+    // and the six fields set.
     ("JS, Keyplane's edits", EdgeWorker::PassthroughWithEdits),
-    // Request edits, the answer rebuilt with the request id only (what `on_429` leaves).
+    // The same request edits, the answer rebuilt with the request id only (what `on_429`
+    // leaves on an admitted request).
     (
         "JS, request id only",
         EdgeWorker::JsAlternative("js-copy-id"),
     ),
-    // Request edits, the origin's answer untouched: the floor for the answer's edits.
+    // The same request edits, the origin's answer untouched: the floor for the answer's edits.
     (
         "JS, answer untouched",
         EdgeWorker::JsAlternative("js-copy-none"),
     ),
-    // The outgoing request built on a new Headers instead of a copy of the incoming one.
+    // The request from an init dictionary (method, the incoming headers, body stream,
+    // redirect) instead of the incoming request as init, then edited; the answer as above.
+    (
+        "JS, init-dict request",
+        EdgeWorker::JsAlternative("js-dict-all"),
+    ),
+    (
+        "JS, init-dict, id only",
+        EdgeWorker::JsAlternative("js-dict-id"),
+    ),
+    // The request on a new Headers of the kept fields plus the identity.
     (
         "JS, fresh headers",
         EdgeWorker::JsAlternative("js-fresh-all"),
@@ -110,16 +123,26 @@ const KEYPLANE_EDGES: [(&str, &[(&str, &str)]); 5] = [
 ];
 
 /// The ratios printed beyond each target's against the pass-through: (what, a, b) for a ÷ b.
-const PAIRS: [(&str, &str, &str); 7] = [
+const PAIRS: [(&str, &str, &str); 9] = [
     (
         "keyplane (usage off) / JS with Keyplane's edits",
         "keyplane, usage off",
         "JS, Keyplane's edits",
     ),
     (
+        "keyplane (usage off) / JS init-dict request",
+        "keyplane, usage off",
+        "JS, init-dict request",
+    ),
+    (
         "keyplane on_429 / JS request id only",
         "keyplane, off, on_429",
         "JS, request id only",
+    ),
+    (
+        "keyplane on_429 / JS init-dict, id only",
+        "keyplane, off, on_429",
+        "JS, init-dict, id only",
     ),
     (
         "keyplane on_429 / keyplane always",

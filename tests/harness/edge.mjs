@@ -98,9 +98,6 @@ const requestSteps = {
     const headers = outgoing.headers;
     for (const name of [...headers.keys()]) if (dropped(name)) headers.delete(name);
     for (const [name, value] of IDENTITY) headers.set(name, value);`,
-  // The pass-through's copy, no edits (with "none": the pass-through, \`outgoing\` named).
-  plain: `
-    const outgoing = new Request(target, request);`,
   // A new Headers of the kept fields plus the identity, and a request built from it and the
   // incoming body stream (the headers are not copied twice).
   fresh: `
@@ -155,8 +152,6 @@ const jsWorkers = {
   "js-copy-init": jsWorker("copy", "init"),
   "js-dict-all": jsWorker("dict", "all"),
   "js-dict-id": jsWorker("dict", "id"),
-  "js-plain-all": jsWorker("plain", "all"),
-  "js-plain-id": jsWorker("plain", "id"),
 };
 
 const root = resolve(buildDir);
