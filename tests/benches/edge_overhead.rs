@@ -215,7 +215,7 @@ fn main() -> Result<()> {
     }
     for (index, (name, _)) in KEYPLANE_EDGES.iter().take(edges).enumerate() {
         targets.push(Target {
-            name: *name,
+            name,
             url: format!("{}{path}", deployment.edge_url(index)),
             key: Some(key.clone()),
             process_group: deployment
