@@ -27,3 +27,39 @@ export function editHeaders(headers, deletes, sets) {
     headers.set(parts[i], parts[i + 1]);
   }
 }
+
+/**
+ * The request for the origin: `target` with `incoming`'s method, headers (copied by the
+ * runtime), body stream (moved, not copied) and redirect mode, then the edits applied.
+ *
+ * Built from an init dictionary rather than `new Request(target, incoming)`, which also
+ * deep-clones `incoming.cf` and carries the incoming signal (ignored for subrequests under the
+ * compatibility flags in use): neither changes what reaches the origin. A GET or HEAD with a
+ * body (legal HTTP, refused in an init dictionary by the runtime) takes that copy, which
+ * keeps the body.
+ */
+export function outgoingRequest(target, incoming, deletes, sets) {
+  const method = incoming.method;
+  const body = incoming.body;
+  const request =
+    body !== null && (method === "GET" || method === "HEAD")
+      ? new Request(target, incoming)
+      : new Request(target, {
+          method,
+          headers: incoming.headers,
+          body,
+          redirect: incoming.redirect,
+        });
+  editHeaders(request.headers, deletes, sets);
+  return request;
+}
+
+/**
+ * The origin's answer with the fields of `sets` added: a new Response over the same body
+ * stream (status and headers copied by the runtime; the origin's own headers are immutable).
+ */
+export function relayedAnswer(origin, sets) {
+  const relayed = new Response(origin.body, origin);
+  editHeaders(relayed.headers, "", sets);
+  return relayed;
+}

@@ -37,7 +37,7 @@ use worker::{Context, Env, console_error, web_sys};
 use crate::decide::{self, Decided, REQUEST_ID_HEADER};
 use crate::headers::{self, Edits};
 use crate::replica::{self, Freshness};
-use crate::settings::{self, PathNormalization, RateLimitMode, Settings};
+use crate::settings::{self, PathNormalization, RateLimitHeaders, RateLimitMode, Settings};
 use crate::{limiter, reply, usage};
 
 /// Where a request stands after the synchronous part of the gate.
@@ -68,6 +68,7 @@ impl From<Step> for JsValue {
 /// The parts of the incoming request the gate reads, read once.
 struct Incoming {
     request: web_sys::Request,
+    headers: web_sys::Headers,
     request_id: Option<RequestId>,
     request_id_text: String,
     method: String,
@@ -101,6 +102,7 @@ impl Incoming {
             authorization: header("authorization"),
             now_ms: js_sys::Date::now(),
             request,
+            headers,
         }
     }
 
@@ -139,12 +141,7 @@ impl Incoming {
         let Some(request_id) = self.request_id.filter(|_| settings.usage.enabled) else {
             return;
         };
-        let client_ip = self
-            .request
-            .headers()
-            .get("cf-connecting-ip")
-            .ok()
-            .flatten();
+        let client_ip = self.headers.get("cf-connecting-ip").ok().flatten();
         let event = UsageEvent::new(
             request_id,
             key,
@@ -250,7 +247,10 @@ fn conclude(incoming: Incoming, settings: Rc<Settings>, ctx: Context, decision: 
         Decision::AllowPublic => (None, Vec::new(), Vec::new()),
         Decision::Allow(identity) => {
             let key = Some((identity.key_id, identity.org_id));
-            let rate_limit = identity.rate_limit.headers();
+            let rate_limit = match settings.rate_limit_headers {
+                RateLimitHeaders::Always => identity.rate_limit.headers(),
+                RateLimitHeaders::On429 => Vec::new(),
+            };
             (key, decide::identity_headers(identity), rate_limit)
         }
     };
@@ -270,36 +270,31 @@ fn conclude(incoming: Incoming, settings: Rc<Settings>, ctx: Context, decision: 
     }
 }
 
-/// The request for the origin: `new Request(<origin><canonical path and query>, incoming)`,
-/// so the runtime copies method, headers, body and redirect mode (`manual` for incoming
-/// requests) in one call (and its URL parser leaves the canonical form as it is); then the
+/// The request for the origin: `<origin><canonical path and query>` (the runtime's URL parser
+/// leaves the canonical form as it is) with the incoming method, headers, body stream and
+/// redirect mode (`manual` for incoming requests), built by the runtime in one call; the
 /// caller's `x-keyplane-*` headers, the consumed credential, the method overrides and `host`
-/// go, and the identity headers come in.
+/// go, and the identity headers come in (see [`Edits::request_for`]).
 fn outgoing_request(
     incoming: &Incoming,
     settings: &Settings,
     identity: &[(&'static str, String)],
 ) -> Result<web_sys::Request, JsValue> {
     let target = format!("{}{}", settings.origin_url, incoming.path_and_query);
-    let request = web_sys::Request::new_with_str_and_init(
-        &target,
-        incoming.request.unchecked_ref::<web_sys::RequestInit>(),
-    )?;
     let drop_authorization = headers::authorization_carries_a_key(
         incoming.authorization.as_deref(),
         &settings.decision.prefix,
     );
-    let headers = request.headers();
+    // The outgoing headers start as a copy of the incoming ones: the same names.
     let mut edits = Edits::default();
-    edits.delete_where(&headers::header_names(&headers), |name| {
+    edits.delete_where(&headers::header_names(&incoming.headers), |name| {
         headers::is_dropped(name, drop_authorization)
     });
     for (name, value) in identity {
         edits.set(name, value);
     }
     edits.set(REQUEST_ID_HEADER, &incoming.request_id_text);
-    edits.apply(&headers)?;
-    Ok(request)
+    edits.request_for(&target, &incoming.request)
 }
 
 /// A request on its way to the origin: the entry module fetches [`Forward::request`] and
@@ -324,19 +319,11 @@ impl Forward {
     }
 
     /// The origin's answer with the rate-limit fields and the request id added: a new
-    /// response over the same body (`new Response(body, origin)`: status and headers copied
-    /// by the runtime; the origin's own headers are immutable).
+    /// response over the same body stream (see [`Edits::relay`]).
     pub fn relay(self, origin: web_sys::Response) -> web_sys::Response {
-        let relayed = web_sys::Response::new_with_opt_readable_stream_and_init(
-            origin.body().as_ref(),
-            origin.unchecked_ref::<web_sys::ResponseInit>(),
-        )
-        .and_then(|relayed| {
-            let mut edits = self.rate_limit_fields();
-            edits.set(REQUEST_ID_HEADER, &self.incoming.request_id_text);
-            edits.apply(&relayed.headers())?;
-            Ok(relayed)
-        });
+        let mut edits = self.rate_limit_fields();
+        edits.set(REQUEST_ID_HEADER, &self.incoming.request_id_text);
+        let relayed = edits.relay(&origin);
         match relayed {
             Ok(relayed) => {
                 self.incoming.record_usage(
@@ -361,7 +348,8 @@ impl Forward {
         self.answer_failure(502, "origin_unavailable")
     }
 
-    /// The rate-limit fields of this request's outcome, as edits for an answer.
+    /// The rate-limit fields of this request's outcome, as edits for an answer (none under
+    /// `RATE_LIMIT_HEADERS = "on_429"`).
     fn rate_limit_fields(&self) -> Edits {
         let mut edits = Edits::default();
         for (name, value) in &self.rate_limit {

@@ -1,6 +1,7 @@
 //! Header edits on the request path, decided here and applied by `edge/js/headers.js` in one
-//! call per message (through wasm-bindgen's bindings every name and value would cross the
-//! wasm boundary on its own, a cost the edge overhead benchmark shows).
+//! call per message, which also builds the outgoing request or the relayed answer (through
+//! wasm-bindgen's bindings every name and value would cross the wasm boundary on its own, a
+//! cost the edge overhead benchmark shows).
 //!
 //! The rules stay in Rust: which of the caller's headers never reach the origin
 //! ([`is_dropped`]), and which are added ([`Edits`]). The JS side only applies the lists.
@@ -17,6 +18,16 @@ extern "C" {
     pub fn header_names(headers: &web_sys::Headers) -> String;
     #[wasm_bindgen(js_name = editHeaders, catch)]
     fn edit_headers(headers: &web_sys::Headers, deletes: &str, sets: &str) -> Result<(), JsValue>;
+    #[wasm_bindgen(js_name = outgoingRequest, catch)]
+    fn outgoing_request(
+        target: &str,
+        incoming: &web_sys::Request,
+        deletes: &str,
+        sets: &str,
+    ) -> Result<web_sys::Request, JsValue>;
+    #[wasm_bindgen(js_name = relayedAnswer, catch)]
+    fn relayed_answer(origin: &web_sys::Response, sets: &str)
+    -> Result<web_sys::Response, JsValue>;
 }
 
 /// Headers that ask an origin to take another method than the request line's. The edge
@@ -83,6 +94,24 @@ impl Edits {
     /// Applies the edits to `headers`.
     pub fn apply(&self, headers: &web_sys::Headers) -> Result<(), JsValue> {
         edit_headers(headers, &self.deletes, &self.sets)
+    }
+
+    /// The request for the origin: `target` with `incoming`'s method, headers, body stream and
+    /// redirect mode, the edits applied to its headers (one JS call: `outgoingRequest` in
+    /// `edge/js/headers.js`, which says why an init dictionary rather than a copy).
+    pub fn request_for(
+        &self,
+        target: &str,
+        incoming: &web_sys::Request,
+    ) -> Result<web_sys::Request, JsValue> {
+        outgoing_request(target, incoming, &self.deletes, &self.sets)
+    }
+
+    /// The origin's answer with the edits' fields set: a new response over the same body
+    /// stream (one JS call; deletions do not apply).
+    pub fn relay(&self, origin: &web_sys::Response) -> Result<web_sys::Response, JsValue> {
+        debug_assert!(self.deletes.is_empty());
+        relayed_answer(origin, &self.sets)
     }
 }
 

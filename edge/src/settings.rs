@@ -38,6 +38,8 @@ pub struct Settings {
     pub pull_interval_ms: i64,
     /// Where rate-limit counters live.
     pub rate_limit_mode: RateLimitMode,
+    /// Which answers carry the rate-limit fields.
+    pub rate_limit_headers: RateLimitHeaders,
     /// Usage reporting to the control plane.
     pub usage: UsageSettings,
     /// What the edge does with a path other readers could take another way.
@@ -66,6 +68,18 @@ pub enum RateLimitMode {
     /// `global`: one Durable Object per key counts every request of that key, wherever it
     /// lands; exact, at the cost of a round trip to the object per request.
     Global,
+}
+
+/// Which answers carry the rate-limit header fields (`RATE_LIMIT_HEADERS`). The request id
+/// is on every answer either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitHeaders {
+    /// `always` (default): every answer to a key that passed the other checks (the origin's,
+    /// relayed, the edge's 502 for it, and the 429).
+    Always,
+    /// `on_429`: only the 429 refusal; an admitted request's answer goes without them (the
+    /// relay then adds the request id alone: for deployments that want the last few percent).
+    On429,
 }
 
 /// Usage reporting settings.
@@ -205,6 +219,16 @@ impl Settings {
             Some("global") => RateLimitMode::Global,
             Some(_) => return Err(invalid("RATE_LIMIT_MODE", "must be `isolate` or `global`")),
         };
+        let rate_limit_headers = match text("RATE_LIMIT_HEADERS").as_deref() {
+            None | Some("always") => RateLimitHeaders::Always,
+            Some("on_429") => RateLimitHeaders::On429,
+            Some(_) => {
+                return Err(invalid(
+                    "RATE_LIMIT_HEADERS",
+                    "must be `always` or `on_429`",
+                ));
+            }
+        };
         let enabled = match text("USAGE_REPORTING").as_deref() {
             None | Some("on") => true,
             Some("off") => false,
@@ -245,6 +269,7 @@ impl Settings {
             local_dev,
             pull_interval_ms: i64::from(number("PULL_INTERVAL_SECS", 10)?.max(1)) * 1000,
             rate_limit_mode,
+            rate_limit_headers,
             usage,
             path_normalization,
         })
@@ -310,6 +335,7 @@ mod tests {
         assert_eq!(settings.replica_freshness_ms, 100.0);
         assert!(!settings.local_dev);
         assert_eq!(settings.rate_limit_mode, RateLimitMode::Isolate);
+        assert_eq!(settings.rate_limit_headers, RateLimitHeaders::Always);
         assert_eq!(
             settings.usage,
             UsageSettings {
@@ -322,7 +348,7 @@ mod tests {
 
     #[test]
     fn each_invalid_setting_is_named_without_its_value() {
-        let cases: [(&str, &str); 14] = [
+        let cases: [(&str, &str); 15] = [
             ("CONTROL_PLANE_URL", "http://127.0.0.1:7070"),
             ("KEYPLANE_LOCAL_DEV", "yes"),
             ("REPLICA_FRESHNESS_MS", "0"),
@@ -338,6 +364,7 @@ mod tests {
             ("RATE_LIMIT_BURST", "0"),
             ("EDGE_NAME", "a b"),
             ("RATE_LIMIT_MODE", "cluster"),
+            ("RATE_LIMIT_HEADERS", "never"),
             ("USAGE_REPORTING", "yes"),
             ("USAGE_BUFFER_MAX", "-1"),
         ];
@@ -433,6 +460,35 @@ mod tests {
         );
         let error = with("lenient").err().expect("an unknown mode is refused");
         assert_eq!(error.name, "PATH_NORMALIZATION");
+    }
+
+    #[test]
+    fn rate_limit_fields_go_on_every_answer_unless_set_to_429s_only() {
+        let with = |value: &'static str| {
+            Settings::from_lookup(move |asked| {
+                if asked == "RATE_LIMIT_HEADERS" {
+                    Some(value.to_owned())
+                } else {
+                    base(asked)
+                }
+            })
+        };
+        assert_eq!(
+            with("always").expect("valid").rate_limit_headers,
+            RateLimitHeaders::Always
+        );
+        assert_eq!(
+            with(" on_429 ").expect("valid").rate_limit_headers,
+            RateLimitHeaders::On429
+        );
+        for wrong in ["on429", "429", "ALWAYS", "never"] {
+            let error = with(wrong).err().expect("an unknown value is refused");
+            assert_eq!(error.name, "RATE_LIMIT_HEADERS");
+            assert_eq!(
+                error.to_string(),
+                "edge setting RATE_LIMIT_HEADERS: must be `always` or `on_429`"
+            );
+        }
     }
 
     #[test]

@@ -2,11 +2,17 @@
 //! worker (valid key, decision, forward with identity headers, rate-limit fields on the
 //! answer), with usage reporting off and on, vs a plain pass-through worker, all under the
 //! same workerd (miniflare) in front of the same origin, driven by the same closed-loop load
-//! generator (N keep-alive connections, one thread each). A second baseline, a JS worker making
-//! the same header edits with fixed values and no decision, separates what the edits cost by
-//! themselves from what the Keyplane worker adds to them. A third Keyplane edge runs with
-//! its freshness bound at 60 s (`REPLICA_FRESHNESS_MS`), so a copy of the table is almost never
-//! refreshed: beside the default 100 ms, it shows what keeping every isolate's copy fresh costs.
+//! generator (N keep-alive connections, one thread each).
+//!
+//! Beside them run JS workers making the same header edits with fixed values and no decision
+//! ([`JS_WORKERS`]): the usual way (a copy of the request edited, the answer rebuilt over the
+//! origin's body stream), which separates what the edits cost by themselves from what Keyplane
+//! adds to them, and other ways or in part (a fresh `Headers` for the request, the answer
+//! built from a copy of the origin's headers, the request id alone, the answer untouched),
+//! which show what each part costs. The Keyplane edges ([`KEYPLANE_EDGES`]) add one whose
+//! freshness bound is 60 s (`REPLICA_FRESHNESS_MS`: what keeping every isolate's copy fresh
+//! costs), one with `RATE_LIMIT_HEADERS = "on_429"`, and, with `KEYPLANE_EDGE_BUILD_BEFORE`
+//! naming a copy of an earlier `edge/build`, that build (a change against what it replaces).
 //!
 //! Run: `cargo xtask bench-edge` (or, after `cargo xtask build`:
 //! `cargo bench -p keyplane-tests --bench edge_overhead -- [rounds] [seconds] [connections]`,
@@ -55,6 +61,116 @@ struct Target {
     runs: Vec<Run>,
 }
 
+/// The JS workers measured beside Keyplane (`harness/edge.mjs`), by name: the pass-through,
+/// Keyplane's edits made the usual way (the reference), and the same edits made other ways or
+/// in part, to find what each costs and the cheapest way workerd offers.
+const JS_WORKERS: [(&str, EdgeWorker); 8] = [
+    ("pass-through worker", EdgeWorker::Passthrough),
+    // `new Request(target, request)`, then its headers edited; `new Response(body, answer)`
+    // and the six fields set.
+    ("JS, Keyplane's edits", EdgeWorker::PassthroughWithEdits),
+    // The same request edits, the answer rebuilt with the request id only (what `on_429`
+    // leaves on an admitted request).
+    (
+        "JS, request id only",
+        EdgeWorker::JsAlternative("js-copy-id"),
+    ),
+    // The same request edits, the origin's answer untouched: the floor for the answer's edits.
+    (
+        "JS, answer untouched",
+        EdgeWorker::JsAlternative("js-copy-none"),
+    ),
+    // The request from an init dictionary (method, the incoming headers, body stream,
+    // redirect) instead of the incoming request as init, then edited; the answer as above.
+    (
+        "JS, init-dict request",
+        EdgeWorker::JsAlternative("js-dict-all"),
+    ),
+    (
+        "JS, init-dict, id only",
+        EdgeWorker::JsAlternative("js-dict-id"),
+    ),
+    // The request on a new Headers of the kept fields plus the identity.
+    (
+        "JS, fresh headers",
+        EdgeWorker::JsAlternative("js-fresh-all"),
+    ),
+    // The answer built on a copy of the origin's headers passed in its init.
+    (
+        "JS, answer from init",
+        EdgeWorker::JsAlternative("js-copy-init"),
+    ),
+];
+
+/// The Keyplane edges, by name, as `Deployment` numbers them (usage reporting is on unless
+/// set off). With `KEYPLANE_EDGE_BUILD_BEFORE` set to another worker-build output, one more
+/// edge runs that build, so a change is measured against what it replaces in the same run.
+const KEYPLANE_EDGES: [(&str, &[(&str, &str)]); 5] = [
+    ("keyplane, usage on", &[]),
+    ("keyplane, usage off", &[("USAGE_REPORTING", "off")]),
+    (
+        "keyplane, off, 60 s fresh",
+        &[
+            ("USAGE_REPORTING", "off"),
+            ("REPLICA_FRESHNESS_MS", "60000"),
+        ],
+    ),
+    (
+        "keyplane, off, on_429",
+        &[("USAGE_REPORTING", "off"), ("RATE_LIMIT_HEADERS", "on_429")],
+    ),
+    ("keyplane, off, before", &[("USAGE_REPORTING", "off")]),
+];
+
+/// The ratios printed beyond each target's against the pass-through: (what, a, b) for a ÷ b.
+const PAIRS: [(&str, &str, &str); 9] = [
+    (
+        "keyplane (usage off) / JS with Keyplane's edits",
+        "keyplane, usage off",
+        "JS, Keyplane's edits",
+    ),
+    (
+        "keyplane (usage off) / JS init-dict request",
+        "keyplane, usage off",
+        "JS, init-dict request",
+    ),
+    (
+        "keyplane on_429 / JS request id only",
+        "keyplane, off, on_429",
+        "JS, request id only",
+    ),
+    (
+        "keyplane on_429 / JS init-dict, id only",
+        "keyplane, off, on_429",
+        "JS, init-dict, id only",
+    ),
+    (
+        "keyplane on_429 / keyplane always",
+        "keyplane, off, on_429",
+        "keyplane, usage off",
+    ),
+    (
+        "usage on / usage off",
+        "keyplane, usage on",
+        "keyplane, usage off",
+    ),
+    (
+        "keyplane (usage off) / the same with 60 s freshness",
+        "keyplane, usage off",
+        "keyplane, off, 60 s fresh",
+    ),
+    (
+        "keyplane (usage off) / the build before",
+        "keyplane, usage off",
+        "keyplane, off, before",
+    ),
+    (
+        "JS request id only / JS answer untouched",
+        "JS, request id only",
+        "JS, answer untouched",
+    ),
+];
+
 fn main() -> Result<()> {
     let numbers: Vec<u64> = std::env::args()
         .skip(1)
@@ -64,73 +180,50 @@ fn main() -> Result<()> {
     let seconds = numbers.get(1).copied().unwrap_or(3).max(1);
     let connections = numbers.get(2).copied().unwrap_or(8).max(1) as usize;
     let setup = Setup::from_env().context("run `cargo xtask build` first")?;
-    // edge-0 reports usage (the default), edge-1 and edge-2 do not; edge-2 refreshes its copy
-    // of the table only every 60 s instead of keeping it within 100 ms.
-    let deployment = Deployment::start(&setup, 3, |options| {
-        if options.name != "edge-0" {
-            options.var("USAGE_REPORTING", "off");
+    let before = std::env::var_os("KEYPLANE_EDGE_BUILD_BEFORE").map(std::path::PathBuf::from);
+    let edges = if before.is_some() { 5 } else { 4 };
+    let deployment = Deployment::start(&setup, edges, |options| {
+        let index = options.name["edge-".len()..].parse().unwrap_or(0);
+        for (name, value) in KEYPLANE_EDGES[index].1 {
+            options.var(name, value);
         }
-        if options.name == "edge-2" {
-            options.var("REPLICA_FRESHNESS_MS", "60000");
+        if index == 4 {
+            options.edge_build = before.clone();
         }
     })?;
     let (_, key) = deployment.create_key(json!({"name": "bench", "environment": "live"}))?;
-    for edge in 0..3 {
+    for edge in 0..edges {
         deployment.wait_for(Duration::from_secs(10), "key reaching the edge", || {
             Ok(deployment.through_edge(edge, "/x", Some(&key))?.status == 200)
         })?;
     }
-    let baseline = |name: &str, worker: EdgeWorker| {
+    let path = "/v1/contacts/42?expand=owner";
+    let mut baselines = Vec::new();
+    let mut targets = Vec::new();
+    for (name, worker) in JS_WORKERS {
         let mut options = EdgeOptions::new(name, "http://127.0.0.1:9", &deployment.origin.url);
         options.worker = worker;
-        setup.start_edge_with(&options, &deployment.secrets)
-    };
-    let passthrough = baseline("passthrough", EdgeWorker::Passthrough)?;
-    let with_edits = baseline("passthrough-edits", EdgeWorker::PassthroughWithEdits)?;
-
-    let path = "/v1/contacts/42?expand=owner";
-    let group = |index: usize| {
-        deployment
-            .edge_process_group(index)
-            .context("the edge is not running")
-    };
-    let mut targets = [
-        Target {
-            name: "pass-through worker",
-            url: format!("{}{path}", passthrough.url),
-            key: None,
-            process_group: passthrough.pid(),
+        let service = setup.start_edge_with(&options, &deployment.secrets)?;
+        targets.push(Target {
+            name,
+            url: format!("{}{path}", service.url),
+            key: (worker != EdgeWorker::Passthrough).then(|| key.clone()),
+            process_group: service.pid(),
             runs: Vec::new(),
-        },
-        Target {
-            name: "JS, Keyplane's edits",
-            url: format!("{}{path}", with_edits.url),
+        });
+        baselines.push(service);
+    }
+    for (index, (name, _)) in KEYPLANE_EDGES.iter().take(edges).enumerate() {
+        targets.push(Target {
+            name,
+            url: format!("{}{path}", deployment.edge_url(index)),
             key: Some(key.clone()),
-            process_group: with_edits.pid(),
+            process_group: deployment
+                .edge_process_group(index)
+                .context("the edge is not running")?,
             runs: Vec::new(),
-        },
-        Target {
-            name: "keyplane, usage off",
-            url: format!("{}{path}", deployment.edge_url(1)),
-            key: Some(key.clone()),
-            process_group: group(1)?,
-            runs: Vec::new(),
-        },
-        Target {
-            name: "keyplane, usage on",
-            url: format!("{}{path}", deployment.edge_url(0)),
-            key: Some(key.clone()),
-            process_group: group(0)?,
-            runs: Vec::new(),
-        },
-        Target {
-            name: "keyplane, off, 60 s fresh",
-            url: format!("{}{path}", deployment.edge_url(2)),
-            key: Some(key.clone()),
-            process_group: group(2)?,
-            runs: Vec::new(),
-        },
-    ];
+        });
+    }
     let duration = Duration::from_secs(seconds);
     // Warm each (JIT, connection pools) before measuring.
     for target in &targets {
@@ -145,20 +238,25 @@ fn main() -> Result<()> {
     }
 
     println!(
-        "edge overhead, {connections} connections, {rounds} rounds of {seconds} s per target:"
+        "edge overhead, {connections} connections, {rounds} rounds of {seconds} s per target \
+         (ratios: median of the rounds', lowest–highest):"
     );
-    for target in &mut targets {
-        let runs = &mut target.runs;
+    let base = &targets[0];
+    for target in &targets {
+        let runs = &target.runs;
         let requests: u64 = runs.iter().map(|run| run.requests).sum();
         let elapsed: f64 = runs.iter().map(|run| run.elapsed.as_secs_f64()).sum();
         let cpu: f64 = runs.iter().map(|run| run.cpu_secs).sum();
         let mut latencies: Vec<Duration> = runs
-            .iter_mut()
-            .flat_map(|run| run.latencies.drain(..))
+            .iter()
+            .flat_map(|run| run.latencies.iter().copied())
             .collect();
         latencies.sort();
+        let (rps, rps_low, rps_high) = spread(per_round(target, base, Run::rps));
+        let (cpu_ratio, _, _) = spread(per_round(target, base, Run::cpu_us_per_request));
         println!(
-            "  {:<22} {:>7.0} req/s, p50 {:.2} ms, p99 {:.2} ms, edge CPU {:.0} µs/request",
+            "  {:<26} {:>6.0} req/s, p50 {:.2} ms, p99 {:.2} ms, CPU {:>4.0} µs/req; \
+             ÷ pass-through: throughput {rps:.3} ({rps_low:.3}–{rps_high:.3}), CPU {cpu_ratio:.3}",
             target.name,
             requests as f64 / elapsed,
             quantile_ms(&latencies, 0.5),
@@ -166,63 +264,31 @@ fn main() -> Result<()> {
             cpu * 1e6 / requests.max(1) as f64
         );
     }
-    let [base, edits, off, on, lax] = &targets;
-    let per_round = |a: &Target, b: &Target, figure: fn(&Run) -> f64| -> Vec<f64> {
-        a.runs
-            .iter()
-            .zip(&b.runs)
-            .map(|(a, b)| figure(a) / figure(b))
-            .collect()
-    };
-    for (what, values) in [
-        (
-            "throughput, JS with Keyplane's edits / pass-through",
-            per_round(edits, base, Run::rps),
-        ),
-        (
-            "throughput, keyplane (usage off) / pass-through",
-            per_round(off, base, Run::rps),
-        ),
-        (
-            "throughput, keyplane (usage off) / JS with Keyplane's edits",
-            per_round(off, edits, Run::rps),
-        ),
-        (
-            "throughput, keyplane (usage on) / pass-through ",
-            per_round(on, base, Run::rps),
-        ),
-        (
-            "throughput, usage on / usage off               ",
-            per_round(on, off, Run::rps),
-        ),
-        (
-            "throughput, keyplane (usage off) / the same with 60 s freshness",
-            per_round(off, lax, Run::rps),
-        ),
-        (
-            "edge CPU per request, JS with Keyplane's edits / pass-through",
-            per_round(edits, base, Run::cpu_us_per_request),
-        ),
-        (
-            "edge CPU per request, keyplane (usage off) / pass-through",
-            per_round(off, base, Run::cpu_us_per_request),
-        ),
-        (
-            "edge CPU per request, keyplane (usage on) / pass-through ",
-            per_round(on, base, Run::cpu_us_per_request),
-        ),
-        (
-            "edge CPU per request, keyplane (usage off) / 60 s freshness",
-            per_round(off, lax, Run::cpu_us_per_request),
-        ),
-    ] {
-        let (median, low, high) = spread(values);
-        println!("  ratio {what}: median {median:.3} (rounds {low:.3}–{high:.3})");
+    let find = |name: &str| targets.iter().find(|target| target.name == name);
+    for (what, a, b) in PAIRS {
+        let (Some(a), Some(b)) = (find(a), find(b)) else {
+            continue;
+        };
+        let (median, low, high) = spread(per_round(a, b, Run::rps));
+        let (cpu, cpu_low, cpu_high) = spread(per_round(a, b, Run::cpu_us_per_request));
+        println!(
+            "  {what}: throughput {median:.3} ({low:.3}–{high:.3}), \
+             CPU per request {cpu:.3} ({cpu_low:.3}–{cpu_high:.3})"
+        );
     }
     let status = deployment.edge_status(0)?;
     println!("  edge-0 usage reporting: {}", status["usage"]);
-    drop((passthrough, with_edits));
+    drop(baselines);
     Ok(())
+}
+
+/// `figure(a) / figure(b)` for each round.
+fn per_round(a: &Target, b: &Target, figure: fn(&Run) -> f64) -> Vec<f64> {
+    a.runs
+        .iter()
+        .zip(&b.runs)
+        .map(|(a, b)| figure(a) / figure(b))
+        .collect()
 }
 
 fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {

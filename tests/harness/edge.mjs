@@ -8,7 +8,9 @@
 //                                (absent: in memory, lost when the process ends)
 //   env KEYPLANE_EDGE_MODE       "keyplane" (default), "passthrough": a plain JS worker that
 //                                forwards every request to ORIGIN_URL (the benchmark's baseline),
-//                                or "passthrough-edits": the same with Keyplane's header edits
+//                                "passthrough-edits": the same with Keyplane's header edits, or
+//                                one of the other JS workers of `jsWorkers` below (the same
+//                                edits made other ways, for the edge overhead benchmark)
 //
 // With several ports (Keyplane mode only), the edge runs as that many workers, each its own
 // isolate listening on its own port, sharing one Durable Object namespace per class (the
@@ -58,33 +60,99 @@ export default {
 // The same forward with the header edits a Keyplane worker makes on an allowed request (the
 // caller's x-keyplane-* and credential dropped, five identity headers in, five rate-limit
 // fields and the request id on the answer), with fixed values and no decision: the benchmark's
-// second baseline, showing what those edits cost by themselves in plain JS.
-const passthroughWithEdits = `
+// baselines, showing what those edits cost by themselves in plain JS, each way workerd offers
+// to make them. A JS worker is one request step and one answer step:
+const decided = `
+const IDENTITY = [
+  ["x-keyplane-key-id", "key_4fJ0m0Vn0CMTZ7RXXOQnLr"],
+  ["x-keyplane-org-id", "org_1SUvzdMWfHvM2Cb5SYnvGH"],
+  ["x-keyplane-scopes", ""],
+  ["x-keyplane-env", "live"],
+  ["x-keyplane-request-id", "req_5hMbTnd4GwDZ0jS8cXb1qL"],
+];
+const RATE_LIMIT = [
+  ["ratelimit-policy", '"key";q=100;w=60'],
+  ["ratelimit", '"key";r=9;t=1'],
+  ["x-ratelimit-limit", "100"],
+  ["x-ratelimit-remaining", "9"],
+  ["x-ratelimit-reset", "1"],
+];
+const REQUEST_ID = ["x-keyplane-request-id", "req_5hMbTnd4GwDZ0jS8cXb1qL"];
+const dropped = (name) => name === "x-api-key" || name === "host" || name.startsWith("x-keyplane-");
+`;
+const requestSteps = {
+  // A copy of the request (method, headers, body stream, redirect), then its headers edited.
+  copy: `
+    const outgoing = new Request(target, request);
+    const headers = outgoing.headers;
+    for (const name of [...headers.keys()]) if (dropped(name)) headers.delete(name);
+    for (const [name, value] of IDENTITY) headers.set(name, value);`,
+  // A request from an init dictionary naming the incoming one's method, headers (copied by the
+  // runtime), body stream and redirect mode, then its headers edited: unlike \`new Request(url,
+  // request)\`, the runtime neither deep-clones \`request.cf\` nor takes the incoming signal.
+  dict: `
+    const outgoing = new Request(target, {
+      method: request.method, headers: request.headers, body: request.body,
+      redirect: request.redirect,
+    });
+    const headers = outgoing.headers;
+    for (const name of [...headers.keys()]) if (dropped(name)) headers.delete(name);
+    for (const [name, value] of IDENTITY) headers.set(name, value);`,
+  // A new Headers of the kept fields plus the identity, and a request built from it and the
+  // incoming body stream (the headers are not copied twice).
+  fresh: `
+    const headers = new Headers();
+    for (const [name, value] of request.headers) if (!dropped(name)) headers.append(name, value);
+    for (const [name, value] of IDENTITY) headers.set(name, value);
+    const outgoing = new Request(target, {
+      method: request.method, headers, body: request.body, redirect: "manual",
+    });`,
+};
+const answerSteps = {
+  // A new Response over the origin's body stream (status and headers copied), then the five
+  // rate-limit fields and the request id set.
+  all: `
+    const relayed = new Response(answer.body, answer);
+    const fields = relayed.headers;
+    for (const [name, value] of RATE_LIMIT) fields.set(name, value);
+    fields.set(...REQUEST_ID);
+    return relayed;`,
+  // The same with the request id alone (RATE_LIMIT_HEADERS = "on_429" on an admitted request).
+  id: `
+    const relayed = new Response(answer.body, answer);
+    relayed.headers.set(...REQUEST_ID);
+    return relayed;`,
+  // A new Headers copied from the origin's and edited, handed to the Response's init.
+  init: `
+    const fields = new Headers(answer.headers);
+    for (const [name, value] of RATE_LIMIT) fields.set(name, value);
+    fields.set(...REQUEST_ID);
+    return new Response(answer.body, {
+      status: answer.status, statusText: answer.statusText, headers: fields,
+    });`,
+  // The origin's answer as it came (not the product: a floor for the answer's edits).
+  none: `
+    return answer;`,
+};
+const jsWorker = (requestStep, answerStep) => `${decided}
 export default {
   async fetch(request, env) {
     const url = new URL(request.url);
-    const outgoing = new Request(env.ORIGIN_URL + url.pathname + url.search, request);
-    const headers = outgoing.headers;
-    for (const name of [...headers.keys()]) {
-      if (name === "x-api-key" || name === "host" || name.startsWith("x-keyplane-")) headers.delete(name);
-    }
-    headers.set("x-keyplane-key-id", "key_4fJ0m0Vn0CMTZ7RXXOQnLr");
-    headers.set("x-keyplane-org-id", "org_1SUvzdMWfHvM2Cb5SYnvGH");
-    headers.set("x-keyplane-scopes", "");
-    headers.set("x-keyplane-env", "live");
-    headers.set("x-keyplane-request-id", "req_5hMbTnd4GwDZ0jS8cXb1qL");
-    const answer = await fetch(outgoing);
-    const relayed = new Response(answer.body, answer);
-    const fields = relayed.headers;
-    fields.set("ratelimit-policy", '"key";q=100;w=60');
-    fields.set("ratelimit", '"key";r=9;t=1');
-    fields.set("x-ratelimit-limit", "100");
-    fields.set("x-ratelimit-remaining", "9");
-    fields.set("x-ratelimit-reset", "1");
-    fields.set("x-keyplane-request-id", "req_5hMbTnd4GwDZ0jS8cXb1qL");
-    return relayed;
+    const target = env.ORIGIN_URL + url.pathname + url.search;${requestSteps[requestStep]}
+    const answer = await fetch(outgoing);${answerSteps[answerStep]}
   },
 };`;
+// The JS workers by mode: "passthrough-edits" is the product's edits made the usual way (the
+// reference); the others are the alternatives the edge overhead benchmark measures beside it.
+const jsWorkers = {
+  "passthrough-edits": jsWorker("copy", "all"),
+  "js-copy-id": jsWorker("copy", "id"),
+  "js-copy-none": jsWorker("copy", "none"),
+  "js-fresh-all": jsWorker("fresh", "all"),
+  "js-copy-init": jsWorker("copy", "init"),
+  "js-dict-all": jsWorker("dict", "all"),
+  "js-dict-id": jsWorker("dict", "id"),
+};
 
 const root = resolve(buildDir);
 const mode = process.env.KEYPLANE_EDGE_MODE ?? "keyplane";
@@ -105,8 +173,8 @@ const keyplaneWorker = (owner) => ({
 });
 const persistence = persist ? { durableObjectsPersist: persist } : {};
 let options;
-if (mode === "passthrough" || mode === "passthrough-edits") {
-  options = { ...common, modules: true, script: mode === "passthrough" ? passthrough : passthroughWithEdits };
+if (mode === "passthrough" || mode in jsWorkers) {
+  options = { ...common, modules: true, script: mode === "passthrough" ? passthrough : jsWorkers[mode] };
 } else if (ports.length === 1) {
   options = { ...common, ...keyplaneWorker(undefined), ...persistence };
 } else {

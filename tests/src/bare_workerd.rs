@@ -45,7 +45,7 @@ pub(crate) fn start(
     // `--experimental`: local-disk Durable Object storage is still marked experimental.
     command
         .args(["serve", "--experimental", "--import-path"])
-        .arg(&setup.edge_build)
+        .arg(options.edge_build.as_ref().unwrap_or(&setup.edge_build))
         .arg(&config_path);
     let url = options.url();
     let health = format!("{url}/__keyplane/health");

@@ -69,6 +69,9 @@ pub struct EdgeOptions {
     pub pull_interval_secs: u32,
     /// Which worker runs: Keyplane's, or one of the benchmark baselines.
     pub worker: EdgeWorker,
+    /// Another build of Keyplane's worker to run (a worker-build output directory); `None`:
+    /// the setup's (`KEYPLANE_EDGE_BUILD`). Lets a benchmark run two builds side by side.
+    pub edge_build: Option<PathBuf>,
     /// What runs it: workerd through miniflare, or the bare workerd binary.
     pub runtime: EdgeRuntime,
     /// Ports of the edge's further isolates (see [`EdgeOptions::with_isolates`]).
@@ -87,6 +90,9 @@ pub enum EdgeWorker {
     /// The same, plus the header edits Keyplane makes on an allowed request, with fixed
     /// values and no decision (the benchmark's second baseline).
     PassthroughWithEdits,
+    /// Another JS worker of `harness/edge.mjs` (its `jsWorkers`, by mode name): the same edits
+    /// made another way, or fewer of them, for the edge overhead benchmark.
+    JsAlternative(&'static str),
 }
 
 /// What the edge worker runs under.
@@ -109,6 +115,7 @@ impl EdgeWorker {
             EdgeWorker::Keyplane => "keyplane",
             EdgeWorker::Passthrough => "passthrough",
             EdgeWorker::PassthroughWithEdits => "passthrough-edits",
+            EdgeWorker::JsAlternative(mode) => mode,
         }
     }
 }
@@ -127,6 +134,7 @@ impl EdgeOptions {
             rate_limit: (1_000_000, 65_535),
             pull_interval_secs: 10,
             worker: EdgeWorker::Keyplane,
+            edge_build: None,
             runtime: EdgeRuntime::default(),
             isolate_ports: Vec::new(),
             vars: Vec::new(),

@@ -140,7 +140,7 @@ impl Setup {
         let mut command = Command::new(&self.node);
         command
             .arg(script)
-            .arg(&self.edge_build)
+            .arg(options.edge_build.as_ref().unwrap_or(&self.edge_build))
             .arg(options.ports_argument())
             .env("KEYPLANE_NODE_MODULES", &self.node_modules)
             .env(

@@ -1,6 +1,7 @@
 //! Rate limits at the edge, end to end: a per-key override set through the API reaches the
 //! edge, the eleventh request of a burst gets 429 with `Retry-After` and the rate-limit header
-//! fields, allowed answers carry them too, and the key recovers once the interval has passed.
+//! fields, allowed answers carry them too (unless `RATE_LIMIT_HEADERS = "on_429"`), and the key
+//! recovers once the interval has passed.
 //! Run in both modes: `isolate` (the isolate's own counters) and `global` (a Durable Object
 //! per key).
 
@@ -111,6 +112,72 @@ fn burst_then_recover(mode: &str) -> Result<()> {
         Ok(reply.header("ratelimit-policy") == Some("\"key\";q=600;w=60"))
     })?;
     Ok(())
+}
+
+/// The rate-limit fields an answer can carry (`retry-after` aside: 429 only).
+const RATE_LIMIT_FIELDS: [&str; 5] = [
+    "ratelimit-policy",
+    "ratelimit",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+];
+
+/// A burst of a key limited to bursts of 10, then its 429, on an edge with
+/// `RATE_LIMIT_HEADERS` set to `setting` (`None`: unset): the admitted answers carry the
+/// rate-limit fields unless the setting is `on_429`, the 429 always does, and every answer
+/// carries the request id.
+fn rate_limit_fields_under(setting: Option<&str>) -> Result<()> {
+    let Some(setup) = Setup::from_env() else {
+        return Ok(());
+    };
+    let d = Deployment::start(&setup, 1, |options| {
+        options.rate_limit = (100, 10);
+        if let Some(value) = setting {
+            options.var("RATE_LIMIT_HEADERS", value);
+        }
+    })?;
+    let (_, key) = limited_key(&d)?;
+    let on_admitted = setting != Some("on_429");
+    for _ in 0..10 {
+        let reply = d.through_edge(0, "/v1/contacts", Some(&key))?;
+        ensure!(reply.status == 200, "{setting:?}: {reply:?}");
+        ensure!(header(&reply, "x-keyplane-request-id")?.starts_with("req_"));
+        for name in RATE_LIMIT_FIELDS {
+            ensure!(
+                reply.header(name).is_some() == on_admitted,
+                "{setting:?}: {name} on an admitted answer: {reply:?}"
+            );
+        }
+        ensure!(reply.header("retry-after").is_none(), "{reply:?}");
+    }
+    let refused = d.through_edge(0, "/v1/contacts", Some(&key))?;
+    ensure!(
+        refused.status == 429,
+        "{setting:?}: 11th request: {refused:?}"
+    );
+    ensure!(header(&refused, "x-keyplane-request-id")?.starts_with("req_"));
+    for name in RATE_LIMIT_FIELDS.iter().chain(&["retry-after"]) {
+        ensure!(
+            refused.header(name).is_some(),
+            "{setting:?}: no {name} on the 429: {refused:?}"
+        );
+    }
+    ensure!(header(&refused, "x-ratelimit-remaining")? == "0");
+    Ok(())
+}
+
+#[test]
+#[ignore = "end-to-end: needs the built worker and keyplane binary (cargo xtask test)"]
+fn by_default_admitted_answers_and_429s_both_carry_the_rate_limit_fields() -> Result<()> {
+    rate_limit_fields_under(None)?;
+    rate_limit_fields_under(Some("always"))
+}
+
+#[test]
+#[ignore = "end-to-end: needs the built worker and keyplane binary (cargo xtask test)"]
+fn with_rate_limit_headers_on_429_only_the_429_carries_the_rate_limit_fields() -> Result<()> {
+    rate_limit_fields_under(Some("on_429"))
 }
 
 #[test]
