@@ -3,11 +3,13 @@
 //! PostgreSQL. The batch of 1 is the baseline: the table gives each size's throughput as a
 //! multiple of it, measured in the same run.
 //!
-//! `cargo bench -p keyplane-control-plane --bench usage_ingest [-- --seconds S --keys N --backend sqlite|postgres|both]`
+//! `cargo bench -p keyplane-control-plane --bench usage_ingest [-- --seconds S --keys N --backend sqlite|postgres|both --ids ordered|random]`
 //!
 //! One sequential client with keep-alive sends batches for `S` seconds per size (at least five
 //! batches), each event new (a fresh request id) and attributed to one of `N` keys; every
 //! answer is checked to have stored the whole batch. The table starts empty for each size.
+//! Request ids are time-ordered, as the edge makes them (`RequestId::generate_ordered`), or
+//! with `--ids random` 128 random bits, as edges made them before.
 
 mod support;
 
@@ -30,6 +32,7 @@ struct Options {
     seconds: f64,
     keys: usize,
     backends: Vec<Backend>,
+    random_ids: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -37,6 +40,7 @@ fn options() -> anyhow::Result<Options> {
         seconds: 10.0,
         keys: 20,
         backends: vec![Backend::Sqlite, Backend::Postgres],
+        random_ids: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -45,6 +49,13 @@ fn options() -> anyhow::Result<Options> {
             "--seconds" => options.seconds = value()?.parse()?,
             "--keys" => options.keys = value()?.parse()?,
             "--backend" => options.backends = support::backends(&value()?)?,
+            "--ids" => {
+                options.random_ids = match value()?.as_str() {
+                    "random" => true,
+                    "ordered" => false,
+                    other => bail!("unknown --ids {other}"),
+                }
+            }
             // cargo bench passes --bench; ignore it and anything else cargo adds.
             _ => {}
         }
@@ -104,9 +115,11 @@ async fn run_backend(backend: Backend, options: &Options) -> anyhow::Result<Vec<
         let seconds = options.seconds;
         let state = state.clone();
         let keys = keys.clone();
-        let row =
-            tokio::task::spawn_blocking(move || drive(addr, &state, org, &keys, batch, seconds))
-                .await??;
+        let random_ids = options.random_ids;
+        let row = tokio::task::spawn_blocking(move || {
+            drive(addr, &state, org, &keys, (batch, random_ids), seconds)
+        })
+        .await??;
         eprintln!(
             "{backend:?}: batch {batch}: {} events in {:.1} s",
             row.events,
@@ -151,13 +164,14 @@ fn create_keys(
         .collect()
 }
 
-/// Sends signed batches of `batch` events for `seconds` (and at least [`MIN_BATCHES`]).
+/// Sends signed batches of `batch` events for `seconds` (and at least [`MIN_BATCHES`]), with
+/// random request ids if `random_ids`.
 fn drive(
     addr: std::net::SocketAddr,
     state: &AppState,
     org: OrgId,
     keys: &[KeyId],
-    batch: usize,
+    (batch, random_ids): (usize, bool),
     seconds: f64,
 ) -> anyhow::Result<Row> {
     let agent = ureq::Agent::new_with_defaults();
@@ -170,8 +184,13 @@ fn drive(
             .map(|_| {
                 serial += 1;
                 let key = keys[serial % keys.len()];
+                let request_id = if random_ids {
+                    RequestId::generate()?
+                } else {
+                    RequestId::generate_ordered(now)?
+                };
                 Ok(UsageEvent::new(
-                    RequestId::generate()?,
+                    request_id,
                     Some((key, org)),
                     Timestamp(now.as_millis()),
                     "GET",
@@ -270,8 +289,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "\n{:.0} s per batch size, one sequential client, {} keys\n\n{report}",
-        options.seconds, options.keys
+        "\n{:.0} s per batch size, one sequential client, {} keys, {} request ids\n\n{report}",
+        options.seconds,
+        options.keys,
+        if options.random_ids {
+            "random"
+        } else {
+            "time-ordered"
+        }
     );
     Ok(())
 }

@@ -85,7 +85,10 @@ impl Incoming {
     fn read(request: web_sys::Request) -> Self {
         let headers = request.headers();
         let header = |name: &str| headers.get(name).ok().flatten();
-        let request_id = RequestId::generate().ok();
+        let now_ms = js_sys::Date::now();
+        // Time-ordered, so the control plane's usage table appends instead of writing all
+        // over its request-id index (see `RequestId::generate_ordered`).
+        let request_id = RequestId::generate_ordered(Timestamp(now_ms as i64)).ok();
         let url = request.url();
         let target = read_target(&url);
         Incoming {
@@ -100,7 +103,7 @@ impl Incoming {
             path_and_query: target.into_text().into_owned(),
             x_api_key: header("x-api-key"),
             authorization: header("authorization"),
-            now_ms: js_sys::Date::now(),
+            now_ms,
             request,
             headers,
         }

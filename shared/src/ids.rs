@@ -2,7 +2,9 @@
 //! `hst_…` for the history of a replication feed, `whk_…` for webhook endpoints and `evt_…` for
 //! the events sent to them.
 //!
-//! An id is 128 random bits shown as a tag and 22 fixed-width base62 characters. Ids are not
+//! An id is 128 random bits shown as a tag and 22 fixed-width base62 characters (a request id
+//! the edge makes is time-ordered instead: 48 bits of its time, then 80 random bits, see
+//! [`RequestId::generate_ordered`]; any 128 bits still parse as one). Ids are not
 //! secrets: they appear in URLs, logs, audit records and the edge's identity headers. In memory
 //! they are 16 bytes, which keeps the edge's key table small.
 
@@ -13,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use crate::base62;
+use crate::time::Timestamp;
 
 const ID_DIGITS: usize = 22;
 
@@ -145,6 +148,23 @@ public_id!(
     "request"
 );
 
+impl RequestId {
+    /// A fresh request id that sorts by time: the first 6 bytes are `at` in milliseconds since
+    /// the epoch (big-endian, clamped to 0..2^48, which lasts until the year 10889), the other 10
+    /// random from the OS CSPRNG. Ids made this way land next to each other in the usage
+    /// table's request-id index instead of on a random page of it, so a batch writes fewer
+    /// pages; 80 random bits keep two ids of the same millisecond apart. Nothing
+    /// reads the time back: an id is still only compared for equality, and the
+    /// control plane accepts ids of any form (older edges send 128 random bits).
+    pub fn generate_ordered(at: Timestamp) -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes[6..])?;
+        let millis = at.as_millis().clamp(0, (1 << 48) - 1).cast_unsigned();
+        bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+        Ok(RequestId(bytes))
+    }
+}
+
 /// The request id written where a fresh [`RequestId`] could not be made (no randomness
 /// available): error bodies and headers still carry an id field, and this one says why it is
 /// not a real one.
@@ -200,6 +220,28 @@ mod tests {
             let id = OrgId::from_bytes(bytes);
             assert_eq!(OrgId::parse(&id.to_string()), Ok(id));
         }
+    }
+
+    #[test]
+    fn ordered_request_ids_sort_by_time_and_round_trip() {
+        let early = RequestId::generate_ordered(Timestamp(1_765_000_000_000)).expect("CSPRNG");
+        let same = RequestId::generate_ordered(Timestamp(1_765_000_000_000)).expect("CSPRNG");
+        let later = RequestId::generate_ordered(Timestamp(1_765_000_000_001)).expect("CSPRNG");
+        assert!(early < later && same < later);
+        assert_ne!(
+            early, same,
+            "80 random bits tell one millisecond's ids apart"
+        );
+        assert_eq!(
+            early.to_bytes()[..6],
+            1_765_000_000_000u64.to_be_bytes()[2..]
+        );
+        assert_eq!(RequestId::parse(&later.to_string()), Ok(later));
+        // Times outside 48 bits are clamped, never wrapped.
+        let before = RequestId::generate_ordered(Timestamp(-5)).expect("CSPRNG");
+        assert_eq!(before.to_bytes()[..6], [0; 6]);
+        let after = RequestId::generate_ordered(Timestamp(i64::MAX)).expect("CSPRNG");
+        assert_eq!(after.to_bytes()[..6], [0xff; 6]);
     }
 
     #[test]

@@ -43,6 +43,7 @@ mod sign_in_cleanup;
 
 mod usage_api;
 mod usage_ingest;
+mod usage_request_ids;
 mod webhooks;
 mod webhooks_delivery;
 mod webhooks_expiry;
