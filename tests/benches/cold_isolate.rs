@@ -84,11 +84,12 @@ fn measure(setup: &Setup, keys: u64) -> Result<Figures> {
         // No pull during the run: the control plane is stopped once the keys are pushed.
         options.pull_interval_secs = 3_600;
     })?;
-    let (_, key) = d.create_key(json!({"name": "cold start", "scopes": []}))?;
+    let (_, key) =
+        d.create_key(json!({"name": "cold start", "environment": "live", "scopes": []}))?;
     d.wait_for(
-        "the first isolate accepts the key",
         Duration::from_secs(20),
-        |d| Ok(d.through_edge(0, "/x", Some(&key))?.status == 200),
+        "the first isolate accepts the key",
+        || Ok(d.through_edge(0, "/x", Some(&key))?.status == 200),
     )?;
     let status = d.edge_status(0)?;
     let history = HistoryId::parse(status["history"].as_str().context("history")?)

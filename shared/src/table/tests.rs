@@ -352,26 +352,3 @@ fn change_batches_round_trip_and_reject_damage() {
         Err(CodecError::Corrupt("unknown change operation"))
     );
 }
-
-#[test]
-#[ignore]
-fn scratch_displacement() {
-    let mut table = KeyTable::new();
-    for n in 0..1_000_000u32 {
-        let mut digest = [0u8; 32];
-        let mut z = u64::from(n).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        digest[..8].copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-        digest[8..16].copy_from_slice(&(z.rotate_left(17)).to_le_bytes());
-        let mut e = entry(n, 1, &["a:read"]);
-        e.digest = LookupDigest::from_bytes(digest);
-        table.apply(&upsert(u64::from(n) + 1, e)).unwrap();
-    }
-    let (mut len, mut buckets, mut total, mut max) = (0, 0, 0, 0);
-    for shard in &table.shards {
-        let (l, b, t, m) = shard.displacement_stats();
-        len += l; buckets += b; total += t; max = max.max(m);
-    }
-    eprintln!("len {len} buckets {buckets} load {:.3} mean displacement {:.2} max {max}", len as f64 / buckets as f64, total as f64 / len as f64);
-}
