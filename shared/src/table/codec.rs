@@ -29,15 +29,15 @@
 
 use thiserror::Error;
 
+mod stream;
 mod wire;
 
+pub use stream::{SnapshotDecoder, encode_snapshot_in_pieces};
 pub use wire::seal;
 use wire::{Reader, Writer};
 
-use super::interner::Interner;
-use super::shards::{SHARDS, ShardBuilder};
-use super::{Change, ChangeOp, Grant, KeyStatus, KeyTable, NEVER, Slot, TableEntry};
-use crate::digest::{DIGEST_LEN, DIGEST_PREFIX_LEN, DigestPrefix, LookupDigest};
+use super::{Change, ChangeOp, KeyStatus, KeyTable, NEVER, TableEntry};
+use crate::digest::{DIGEST_LEN, LookupDigest};
 use crate::ids::{KeyId, OrgId};
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"KPSN";
@@ -74,193 +74,25 @@ pub enum CodecError {
     TrailingBytes,
 }
 
-/// Encodes a table as a snapshot.
+/// Encodes a table as a snapshot (see [`encode_snapshot_in_pieces`] to hold less at once).
 pub fn encode_snapshot(table: &KeyTable) -> Vec<u8> {
-    // Renumber interned values densely, in order of first use (slots come in prefix order).
-    let mut org_numbers = vec![u32::MAX; table.orgs.handle_bound()];
-    let mut grant_numbers = vec![u32::MAX; table.grants.handle_bound()];
-    let (mut orgs, mut grants) = (Vec::new(), Vec::new());
-    for slot in table.slots() {
-        first_use(&mut org_numbers, &mut orgs, slot.org);
-        first_use(&mut grant_numbers, &mut grants, slot.grant);
-    }
-
-    let mut out = Writer(Vec::with_capacity(
-        32 + orgs.len() * 16 + grants.len() * 64 + table.len() * ENTRY_RECORD_LEN,
-    ));
-    out.bytes(SNAPSHOT_MAGIC);
-    out.u8(SNAPSHOT_VERSION);
-    out.u64(table.applied_seq);
-    out.u32(orgs.len() as u32);
-    for &org in &orgs {
-        out.bytes(&table.orgs.get(org).to_bytes());
-    }
-    out.u32(grants.len() as u32);
-    for &grant in &grants {
-        let grant = table.grants.get(grant);
-        out.u8(grant.env.to_byte());
-        out.u8(grant.status.to_byte());
-        out.rate_limit(grant.rate_limit);
-        out.scope_set(&grant.scopes);
-    }
-    out.u32(table.len() as u32);
-    for slot in table.slots() {
-        out.bytes(slot.prefix.as_bytes());
-        out.bytes(&slot.key_id.to_bytes());
-        out.i64(slot.expires_at);
-        out.u32(org_numbers[slot.org as usize]);
-        out.u32(grant_numbers[slot.grant as usize]);
-    }
-    out.finish()
+    stream::encode_whole(table)
 }
 
-/// Numbers `handle` at its first use: its number is the count of handles numbered before it.
-fn first_use(numbers: &mut [u32], order: &mut Vec<u32>, handle: u32) {
-    let number = &mut numbers[handle as usize];
-    if *number == u32::MAX {
-        *number = order.len() as u32;
-        order.push(handle);
-    }
-}
-
-/// Decodes a snapshot into a table.
+/// Decodes a snapshot into a table (see [`SnapshotDecoder`] for one arriving in pieces).
 ///
 /// Entries arrive in prefix order, which is the table's own: each shard is laid out in one
 /// pass, an entry at its home or just after the one before, with no hashing and no probing.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<KeyTable, CodecError> {
-    let mut input = Reader::open(bytes, SNAPSHOT_MAGIC, SNAPSHOT_VERSION)?;
-    let applied_seq = input.u64()?;
-
-    let org_count = input.count(16)?;
-    let mut orgs = Vec::with_capacity(org_count);
-    for _ in 0..org_count {
-        orgs.push(OrgId::from_bytes(input.array()?));
-    }
-    let grant_count = input.count(GRANT_MIN_LEN)?;
-    let mut grants = Vec::with_capacity(grant_count);
-    for _ in 0..grant_count {
-        grants.push(Grant {
-            env: input.env()?,
-            status: input.status()?,
-            rate_limit: input.rate_limit()?,
-            scopes: input.scope_set()?,
-        });
-    }
-    if has_duplicates(&orgs) || has_duplicates(&grants) {
-        return Err(CodecError::Corrupt(
-            "an organization or grant is listed twice",
-        ));
-    }
-
-    let entry_count = input.count(ENTRY_RECORD_LEN)?;
-    let records = input.take(entry_count * ENTRY_RECORD_LEN)?;
-    input.end()?;
-    let mut per_shard = [0usize; SHARDS];
-    for record in records.chunks_exact(ENTRY_RECORD_LEN) {
-        per_shard[usize::from(record[0])] += 1;
-    }
-
-    let mut table = KeyTable::new();
-    let mut org_refs = FirstUseCounts::new(orgs.len(), "organization index out of range");
-    let mut grant_refs = FirstUseCounts::new(grants.len(), "grant index out of range");
-    let mut previous: Option<u128> = None;
-    let mut shard = 0;
-    let mut builder = ShardBuilder::for_len(per_shard[0]);
-    for record in records.chunks_exact(ENTRY_RECORD_LEN) {
-        let slot = slot_record(record);
-        let key = slot.prefix.order_key();
-        if previous.is_some_and(|previous| previous >= key) {
-            return Err(CodecError::Corrupt(
-                "entries are not in strictly increasing digest order",
-            ));
-        }
-        previous = Some(key);
-        org_refs.count(slot.org)?;
-        grant_refs.count(slot.grant)?;
-        while shard < usize::from(record[0]) {
-            table.shards[shard] =
-                std::mem::replace(&mut builder, ShardBuilder::for_len(0)).finish();
-            shard += 1;
-            builder = ShardBuilder::for_len(per_shard[shard]);
-        }
-        builder.push(slot);
-    }
-    table.shards[shard] = builder.finish();
-    table.len = entry_count;
-    table.applied_seq = applied_seq;
-    // Handles are the snapshot's own numbers: the slots already hold them.
-    table.orgs = Interner::from_counted(orgs, org_refs.finish()?);
-    table.grants = Interner::from_counted(grants, grant_refs.finish()?);
-    Ok(table)
-}
-
-/// One 48-byte snapshot entry as a slot whose handles are the snapshot's numbers.
-fn slot_record(record: &[u8]) -> Slot {
-    let field = |from: usize, to: usize| &record[from..to];
-    let mut prefix = [0u8; DIGEST_PREFIX_LEN];
-    prefix.copy_from_slice(field(0, 16));
-    let mut key_id = [0u8; 16];
-    key_id.copy_from_slice(field(16, 32));
-    let mut expires = [0u8; 8];
-    expires.copy_from_slice(field(32, 40));
-    let mut org = [0u8; 4];
-    org.copy_from_slice(field(40, 44));
-    let mut grant = [0u8; 4];
-    grant.copy_from_slice(field(44, 48));
-    Slot {
-        prefix: DigestPrefix::from_bytes(prefix),
-        key_id: KeyId::from_bytes(key_id),
-        expires_at: i64::from_le_bytes(expires),
-        org: u32::from_le_bytes(org),
-        grant: u32::from_le_bytes(grant),
-    }
-}
-
-/// Reference counts of a snapshot's interned values (organizations or scope sets), checking
-/// they are numbered in order of first use: the values used so far are always a prefix.
-struct FirstUseCounts {
-    counts: Vec<u32>,
-    used: usize,
-    out_of_range: &'static str,
-}
-
-impl FirstUseCounts {
-    /// Counts for `listed` values (already read from the input, so bounded by its length).
-    fn new(listed: usize, out_of_range: &'static str) -> Self {
-        FirstUseCounts {
-            counts: vec![0; listed],
-            used: 0,
-            out_of_range,
-        }
-    }
-
-    /// Counts one use of value `index`: one already used, or the next unused one.
-    fn count(&mut self, index: u32) -> Result<(), CodecError> {
-        let index = index as usize;
-        if index >= self.counts.len() {
-            return Err(CodecError::Corrupt(self.out_of_range));
-        }
-        if index > self.used {
-            return Err(CodecError::Corrupt(
-                "interned values are not numbered in order of first use",
-            ));
-        }
-        if index == self.used {
-            self.used += 1;
-        }
-        self.counts[index] += 1;
-        Ok(())
-    }
-
-    /// The counts, if every listed value was used.
-    fn finish(self) -> Result<Vec<u32>, CodecError> {
-        if self.used == self.counts.len() {
-            Ok(self.counts)
-        } else {
-            Err(CodecError::Corrupt(
-                "an organization or grant is listed but never used",
-            ))
-        }
+    // The checksum first, over the whole input: damage is reported as such.
+    Reader::open(bytes, SNAPSHOT_MAGIC, SNAPSHOT_VERSION)?;
+    let mut decoder = SnapshotDecoder::checked();
+    decoder.push(&bytes[..bytes.len() - 8])?;
+    let (table, rest) = decoder.finish()?;
+    if rest.is_empty() {
+        Ok(table)
+    } else {
+        Err(CodecError::TrailingBytes)
     }
 }
 

@@ -75,6 +75,23 @@ impl Writer {
     }
 }
 
+/// Checks that `bytes` start with `magic` and the `expected` version byte;
+/// [`CodecError::Truncated`] when they are a beginning of those.
+pub(super) fn check_header(bytes: &[u8], magic: &[u8; 4], expected: u8) -> Result<(), CodecError> {
+    if bytes.len() < 4 || &bytes[..4] != magic {
+        return Err(if bytes.len() < 4 && magic.starts_with(bytes) {
+            CodecError::Truncated
+        } else {
+            CodecError::BadMagic
+        });
+    }
+    let version = *bytes.get(4).ok_or(CodecError::Truncated)?;
+    if version != expected {
+        return Err(CodecError::UnsupportedVersion(version));
+    }
+    Ok(())
+}
+
 /// A bounds-checked cursor over the body between the header and the checksum.
 pub(super) struct Reader<'a> {
     rest: &'a [u8],
@@ -83,17 +100,7 @@ pub(super) struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Checks magic, version and checksum, and positions after the version byte.
     pub(super) fn open(bytes: &'a [u8], magic: &[u8; 4], expected: u8) -> Result<Self, CodecError> {
-        if bytes.len() < 4 || &bytes[..4] != magic {
-            return Err(if bytes.len() < 4 && magic.starts_with(bytes) {
-                CodecError::Truncated
-            } else {
-                CodecError::BadMagic
-            });
-        }
-        let version = *bytes.get(4).ok_or(CodecError::Truncated)?;
-        if version != expected {
-            return Err(CodecError::UnsupportedVersion(version));
-        }
+        check_header(bytes, magic, expected)?;
         let sum_len = checksum_len(magic);
         if bytes.len() < 5 + sum_len {
             return Err(CodecError::Truncated);
@@ -103,6 +110,17 @@ impl<'a> Reader<'a> {
             return Err(CodecError::ChecksumMismatch);
         }
         Ok(Reader { rest: &body[5..] })
+    }
+
+    /// A reader over bytes whose header and checksum are not its business (a snapshot's
+    /// prelude, read as it arrives).
+    pub(super) fn unchecked(bytes: &'a [u8]) -> Self {
+        Reader { rest: bytes }
+    }
+
+    /// Bytes not read yet.
+    pub(super) fn remaining(&self) -> usize {
+        self.rest.len()
     }
 
     pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
