@@ -22,7 +22,8 @@
 
 use std::cell::RefCell;
 
-use keyplane_shared::table::codec::{decode_changes, decode_snapshot};
+use futures_util::StreamExt;
+use keyplane_shared::table::codec::{CodecError, SnapshotDecoder, decode_changes};
 use keyplane_shared::{KeyTable, RateLimiter, Timestamp};
 use worker::{Env, Method, Request, RequestInit, Result, console_error, console_log};
 
@@ -128,16 +129,21 @@ pub fn claim_refresh(now_ms: f64, ahead_ms: f64) -> Option<RefreshClaim> {
 /// store unless it already is (twice at most: an answer overtaken by another read's is
 /// dropped). A failed read is logged and the copy is used (see the module header).
 pub async fn until_fresh(env: &Env, freshness_ms: f64) {
-    for _ in 0..2 {
+    for attempt in 0..2 {
         let now_ms = worker::Date::now().as_millis() as f64;
-        if freshness(now_ms, freshness_ms) == Freshness::Fresh {
+        let before = freshness(now_ms, freshness_ms);
+        if before == Freshness::Fresh {
             return;
         }
         match refresh(env).await {
             Ok(()) => report_slow_store(now_ms, freshness_ms),
             Err(error) => {
                 console_error!("refreshing the key table before a decision failed: {error}");
-                return;
+                // An isolate with no copy at all tries once more (a snapshot being sent can
+                // be cut short by the store writing a new one); one with a copy decides on it.
+                if before != Freshness::Unloaded || attempt > 0 {
+                    return;
+                }
             }
         }
     }
@@ -306,8 +312,7 @@ async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
         .and_then(|value| value.parse::<u64>().ok())
         .unwrap_or(0);
     let history = header(keyplane_shared::sync::HISTORY_HEADER);
-    let body = response.bytes().await?;
-    let corrupt = |error: keyplane_shared::table::codec::CodecError| {
+    let corrupt = |error: CodecError| {
         worker::Error::RustError(format!(
             "key table store sent an undecodable {kind}: {error}"
         ))
@@ -315,12 +320,12 @@ async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
     let answer = if kind == "snapshot" {
         StoreAnswer::Snapshot {
             generation,
-            table: Box::new(decode_snapshot(&body).map_err(corrupt)?),
+            table: Box::new(receive_snapshot(&mut response).await?),
         }
     } else {
         StoreAnswer::Changes {
             generation,
-            changes: decode_changes(&body).map_err(corrupt)?,
+            changes: decode_changes(&response.bytes().await?).map_err(corrupt)?,
         }
     };
     REPLICA.with(|replica| {
@@ -330,6 +335,28 @@ async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// Builds the table from the store's snapshot answer as its pieces arrive (so the whole
+/// encoding, 48 MB at 1M keys, is never held beside the table), then applies the change batch
+/// that follows the snapshot.
+async fn receive_snapshot(response: &mut worker::Response) -> Result<KeyTable> {
+    let corrupt = |error: CodecError| {
+        worker::Error::RustError(format!("key table store sent an undecodable snapshot: {error}"))
+    };
+    let mut decoder = SnapshotDecoder::new();
+    let mut pieces = response.stream()?;
+    while let Some(piece) = pieces.next().await {
+        decoder.push(&piece?).map_err(corrupt)?;
+    }
+    let (mut table, after) = decoder.finish().map_err(corrupt)?;
+    let changes = decode_changes(&after).map_err(corrupt)?;
+    table.apply_all(&changes).map_err(|gap| {
+        worker::Error::RustError(format!(
+            "key table store sent changes that do not follow its snapshot: {gap}"
+        ))
+    })?;
+    Ok(table)
 }
 
 #[cfg(test)]

@@ -15,8 +15,11 @@
 //!
 //! Internal interface (reachable only through the binding, never from the internet):
 //! - `GET /table?after=N&generation=G`: the changes after `N` when it still holds them in
-//!   memory and `G` is its generation, else a snapshot; header [`BODY_KIND_HEADER`] says
-//!   which, [`GENERATION_HEADER`] and `x-keyplane-history` say what it holds.
+//!   memory and `G` is its generation, else a snapshot followed by one change batch (storage's
+//!   own copy, streamed a 1 MiB chunk at a time as it is read, then the changes stored after
+//!   it; the table encoded afresh only while storage is behind it); header
+//!   [`BODY_KIND_HEADER`] says which, [`GENERATION_HEADER`] and `x-keyplane-history` say what
+//!   it holds.
 //! - `POST /sync` with a change batch, the push's nonce and its lineage ([`PUSH_HISTORY_HEADER`],
 //!   [`PUSH_AFTER_HEADER`], [`PUSH_CHAIN_HEADER`]): refuses a nonce seen before (409
 //!   `replayed_request`), a push of another history (409 `history_diverged`, and pulls at
@@ -31,6 +34,7 @@ pub use push::PushOrigin;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
@@ -96,6 +100,11 @@ pub struct KeyTableStore {
     catch_up_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// An alarm is scheduled (set by this instance, not yet fired).
     alarm_armed: Cell<bool>,
+    /// Whether storage holds exactly the table (false after a failed write, until a snapshot
+    /// is written): only then are isolates sent storage's copy.
+    matches_storage: Cell<bool>,
+    /// Moves on every snapshot write: a copy of storage being sent stops if it moves.
+    stored_epoch: Rc<Cell<u64>>,
 }
 
 /// Marks the start-up catch-up as running; when it ends (or its future is dropped), wakes
@@ -143,6 +152,8 @@ impl DurableObject for KeyTableStore {
             catching_up: Cell::new(false),
             catch_up_waiters: RefCell::new(Vec::new()),
             alarm_armed: Cell::new(false),
+            matches_storage: Cell::new(false),
+            stored_epoch: Rc::new(Cell::new(0)),
         }
     }
 
@@ -215,6 +226,7 @@ impl KeyTableStore {
         }
         let stored = storage::read(&self.sql());
         *self.table.borrow_mut() = Some(stored.table);
+        self.matches_storage.set(stored.matches_storage);
         self.lineage.set(stored.lineage);
         self.generation.set(stored.generation);
         // Catch up on start: an edge that was down during a revocation must not serve its
@@ -270,15 +282,18 @@ impl KeyTableStore {
                 || (after < seq
                     && recent.front().is_some_and(|first| first.seq <= after + 1)
                     && recent.back().is_some_and(|last| last.seq == seq)));
-        let (kind, body) = if covered {
+        let (kind, mut response) = if covered {
             let changes: Vec<Change> = recent.iter().filter(|c| c.seq > after).cloned().collect();
-            ("changes", encode_changes(&changes))
+            ("changes", Response::from_bytes(encode_changes(&changes))?)
+        } else if self.matches_storage.get() {
+            ("snapshot", self.send_stored()?)
         } else {
+            // Storage is behind (a write failed): the table itself, encoded here.
             let table = self.table.borrow();
-            let bytes = table.as_ref().map(encode_snapshot).unwrap_or_default();
-            ("snapshot", bytes)
+            let mut body = table.as_ref().map(encode_snapshot).unwrap_or_default();
+            body.extend_from_slice(&encode_changes(&[]));
+            ("snapshot", Response::from_bytes(body)?)
         };
-        let mut response = Response::from_bytes(body)?;
         let headers = response.headers_mut();
         headers.set(BODY_KIND_HEADER, kind)?;
         headers.set(GENERATION_HEADER, &self.generation.get().to_string())?;
@@ -289,6 +304,39 @@ impl KeyTableStore {
             )?;
         }
         Ok(response)
+    }
+
+    /// The table as storage holds it, streamed a chunk at a time as it is read: the stored
+    /// snapshot's chunks, then one change batch of the changes stored after it. Nothing is
+    /// encoded and the store never holds the whole snapshot. A snapshot written while this is
+    /// under way ends the stream with an error (the isolate reads again).
+    fn send_stored(&self) -> Result<Response> {
+        let sql = self.sql();
+        let chunks = storage::snapshot_chunk_count(&sql)?;
+        let snapshot_pieces = chunks.max(1);
+        let epoch = Rc::clone(&self.stored_epoch);
+        let sent_epoch = epoch.get();
+        let pieces = futures_util::stream::unfold(Some(0i64), move |next| {
+            let (sql, epoch) = (sql.clone(), Rc::clone(&epoch));
+            async move {
+                let index = next?;
+                let piece = if epoch.get() != sent_epoch {
+                    Err(worker::Error::RustError(
+                        "the stored snapshot was replaced while it was being sent".into(),
+                    ))
+                } else if index == snapshot_pieces {
+                    storage::stored_changes(&sql).map(|changes| encode_changes(&changes))
+                } else if chunks == 0 {
+                    // No snapshot stored yet: the stored changes start from an empty table.
+                    Ok(encode_snapshot(&KeyTable::new()))
+                } else {
+                    storage::snapshot_chunk(&sql, index)
+                };
+                let last = piece.is_err() || index == snapshot_pieces;
+                Some((piece, (!last).then_some(index + 1)))
+            }
+        });
+        Response::from_stream(pieces)
     }
 
     /// Applies what is next in sequence (advancing the lineage's chain), keeps it for isolate
@@ -324,7 +372,8 @@ impl KeyTableStore {
                 recent.pop_front();
             }
         }
-        let batches = storage::append_batch(&self.sql(), &fresh)?;
+        let batches = storage::append_batch(&self.sql(), &fresh)
+            .inspect_err(|_| self.matches_storage.set(false))?;
         if batches > COMPACT_AFTER_BATCHES {
             self.write_snapshot()?;
         }
@@ -348,12 +397,15 @@ impl KeyTableStore {
     fn write_snapshot(&self) -> Result<()> {
         let table = self.table.borrow();
         let empty = KeyTable::new();
-        storage::write_snapshot(
+        self.stored_epoch.set(self.stored_epoch.get() + 1);
+        let written = storage::write_snapshot(
             &self.sql(),
             table.as_ref().unwrap_or(&empty),
             self.lineage.get(),
             self.generation.get(),
-        )
+        );
+        self.matches_storage.set(written.is_ok());
+        written
     }
 
     /// Pulls the control plane's feed until it has nothing newer (a snapshot first when the

@@ -1,6 +1,7 @@
 //! The key table store's durable state, in its Durable Object's SQLite storage.
 //!
-//! - `snapshot_chunks`: the table at some sequence, KPSN-encoded, in 1 MiB chunks;
+//! - `snapshot_chunks`: the table at some sequence, KPSN-encoded, in 1 MiB chunks (written and
+//!   read a chunk at a time, and sent to isolates as they are: see `KeyTableStore`);
 //! - `change_batches`: the change batches applied since, KPCB-encoded, by last sequence;
 //! - `lineage`: one row: the feed history the table comes from, the feed chain at the stored
 //!   snapshot's sequence (the chain at the table's own sequence follows by replaying the
@@ -13,7 +14,7 @@
 
 use keyplane_shared::ids::HistoryId;
 use keyplane_shared::table::codec::{
-    decode_changes, decode_snapshot, encode_changes, encode_snapshot,
+    CodecError, SnapshotDecoder, decode_changes, encode_changes, encode_snapshot_in_pieces,
 };
 use keyplane_shared::table::lineage::apply_following;
 use keyplane_shared::{Change, FeedChain, KeyTable, Lineage};
@@ -29,6 +30,9 @@ pub struct Stored {
     pub lineage: Option<Lineage>,
     /// The store's generation.
     pub generation: u64,
+    /// Whether the table is exactly what storage holds (it is not when storage did not
+    /// decode, or its batches have a gap): only then can isolates be sent storage's copy.
+    pub matches_storage: bool,
 }
 
 /// Creates the tables on an object's first start (a no-op afterwards).
@@ -61,26 +65,32 @@ pub fn read(sql: &SqlStorage) -> Stored {
                 table: KeyTable::new(),
                 lineage: None,
                 generation: 0,
+                matches_storage: false,
             }
         }
     }
 }
 
 fn try_read(sql: &SqlStorage) -> Result<Stored> {
-    let mut bytes = Vec::new();
+    // A chunk at a time: the encoded snapshot is never held whole beside the table.
+    let mut decoder: Option<SnapshotDecoder> = None;
     for row in sql
         .exec("SELECT bytes FROM snapshot_chunks ORDER BY idx", None)?
         .raw()
     {
         if let Some(SqlStorageValue::Blob(chunk)) = row?.into_iter().next() {
-            bytes.extend_from_slice(&chunk);
+            decoder
+                .get_or_insert_with(SnapshotDecoder::new)
+                .push(&chunk)
+                .map_err(stored_snapshot_error)?;
         }
     }
-    let mut table = if bytes.is_empty() {
-        KeyTable::new()
-    } else {
-        decode_snapshot(&bytes)
-            .map_err(|error| worker::Error::RustError(format!("stored snapshot: {error}")))?
+    let mut table = match decoder {
+        None => KeyTable::new(),
+        Some(decoder) => match decoder.finish().map_err(stored_snapshot_error)? {
+            (table, rest) if rest.is_empty() => table,
+            _ => return Err(stored_snapshot_error(CodecError::TrailingBytes)),
+        },
     };
     let (mut lineage, generation) = read_lineage(sql)?;
     for row in sql
@@ -101,6 +111,7 @@ fn try_read(sql: &SqlStorage) -> Result<Stored> {
                     table,
                     lineage,
                     generation,
+                    matches_storage: false,
                 });
             }
         }
@@ -109,6 +120,7 @@ fn try_read(sql: &SqlStorage) -> Result<Stored> {
         table,
         lineage,
         generation,
+        matches_storage: true,
     })
 }
 
@@ -146,6 +158,59 @@ fn read_lineage(sql: &SqlStorage) -> Result<(Option<Lineage>, u64)> {
     Ok((lineage, generation))
 }
 
+fn stored_snapshot_error(error: CodecError) -> worker::Error {
+    worker::Error::RustError(format!("stored snapshot: {error}"))
+}
+
+/// How many chunks the stored snapshot has (0: none was ever written).
+pub fn snapshot_chunk_count(sql: &SqlStorage) -> Result<i64> {
+    let count = sql
+        .exec("SELECT COUNT(*) FROM snapshot_chunks", None)?
+        .raw()
+        .next()
+        .transpose()?
+        .and_then(|row| match row.first() {
+            Some(SqlStorageValue::Integer(count)) => Some(*count),
+            _ => None,
+        });
+    Ok(count.unwrap_or(0))
+}
+
+/// The stored snapshot's chunk `index` (counting from 0).
+pub fn snapshot_chunk(sql: &SqlStorage, index: i64) -> Result<Vec<u8>> {
+    let row = sql
+        .exec(
+            "SELECT bytes FROM snapshot_chunks WHERE idx = ?",
+            vec![index.into()],
+        )?
+        .raw()
+        .next()
+        .transpose()?;
+    match row.and_then(|row| row.into_iter().next()) {
+        Some(SqlStorageValue::Blob(bytes)) => Ok(bytes),
+        _ => Err(worker::Error::RustError(format!(
+            "stored snapshot: chunk {index} is missing"
+        ))),
+    }
+}
+
+/// Every change stored after the stored snapshot, in order.
+pub fn stored_changes(sql: &SqlStorage) -> Result<Vec<Change>> {
+    let mut changes = Vec::new();
+    for row in sql
+        .exec("SELECT body FROM change_batches ORDER BY last_seq", None)?
+        .raw()
+    {
+        if let Some(SqlStorageValue::Blob(body)) = row?.into_iter().next() {
+            changes.extend(
+                decode_changes(&body)
+                    .map_err(|error| worker::Error::RustError(format!("stored changes: {error}")))?,
+            );
+        }
+    }
+    Ok(changes)
+}
+
 /// Writes `table` as the stored snapshot with its lineage and the generation, and drops the
 /// stored batches; all in one synchronous run, which the runtime commits atomically.
 pub fn write_snapshot(
@@ -154,15 +219,18 @@ pub fn write_snapshot(
     lineage: Option<Lineage>,
     generation: u64,
 ) -> Result<()> {
-    let bytes = encode_snapshot(table);
     sql.exec("DELETE FROM snapshot_chunks", None)?;
     sql.exec("DELETE FROM change_batches", None)?;
-    for (index, chunk) in bytes.chunks(CHUNK_BYTES).enumerate() {
+    // A chunk at a time, as it is encoded: the snapshot is never held whole beside the table.
+    let mut index = 0i64;
+    encode_snapshot_in_pieces(table, CHUNK_BYTES, |chunk| {
         sql.exec(
             "INSERT INTO snapshot_chunks (idx, bytes) VALUES (?, ?)",
-            vec![(index as i64).into(), chunk.to_vec().into()],
+            vec![index.into(), chunk.to_vec().into()],
         )?;
-    }
+        index += 1;
+        Ok::<(), worker::Error>(())
+    })?;
     write_lineage(sql, lineage, generation)
 }
 
