@@ -28,6 +28,7 @@ pub mod internal;
 // `#[durable_object]` generates undocumented JS glue in this module too.
 #[allow(missing_docs)]
 pub mod limiter;
+pub mod pieces;
 pub mod replica;
 pub mod reply;
 pub mod settings;

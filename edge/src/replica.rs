@@ -22,12 +22,12 @@
 
 use std::cell::RefCell;
 
-use futures_util::StreamExt;
 use keyplane_shared::table::codec::{CodecError, SnapshotDecoder, decode_changes};
 use keyplane_shared::{KeyTable, RateLimiter, Timestamp};
 use worker::{Env, Method, Request, RequestInit, Result, console_error, console_log};
 
 use crate::claim::{Claim, ClaimSlot, HoldsClaim};
+use crate::pieces::Pieces;
 use crate::store::{self, BODY_KIND_HEADER, GENERATION_HEADER};
 
 /// How long an isolate decides on its copy after a failed read of the store, in ms.
@@ -342,12 +342,14 @@ async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
 /// that follows the snapshot.
 async fn receive_snapshot(response: &mut worker::Response) -> Result<KeyTable> {
     let corrupt = |error: CodecError| {
-        worker::Error::RustError(format!("key table store sent an undecodable snapshot: {error}"))
+        worker::Error::RustError(format!(
+            "key table store sent an undecodable snapshot: {error}"
+        ))
     };
     let mut decoder = SnapshotDecoder::new();
-    let mut pieces = response.stream()?;
-    while let Some(piece) = pieces.next().await {
-        decoder.push(&piece?).map_err(corrupt)?;
+    let mut pieces = Pieces::of(response)?;
+    while let Some(piece) = pieces.next().await? {
+        decoder.push(piece).map_err(corrupt)?;
     }
     let (mut table, after) = decoder.finish().map_err(corrupt)?;
     let changes = decode_changes(&after).map_err(corrupt)?;

@@ -39,6 +39,7 @@ mod instances;
 mod origin;
 mod ports;
 mod postgres;
+mod pushes;
 mod raw_http;
 mod tcp_proxy;
 
@@ -51,6 +52,7 @@ pub use instances::Topology;
 pub use origin::{Origin, Received};
 pub use ports::free_port;
 pub use postgres::TestDatabase;
+pub use pushes::EdgeFeed;
 pub use raw_http::raw_request;
 pub use tcp_proxy::{Link, TcpProxy};
 

@@ -29,6 +29,7 @@
 
 mod push;
 mod storage;
+mod stored;
 
 pub use push::PushOrigin;
 
@@ -286,7 +287,7 @@ impl KeyTableStore {
             let changes: Vec<Change> = recent.iter().filter(|c| c.seq > after).cloned().collect();
             ("changes", Response::from_bytes(encode_changes(&changes))?)
         } else if self.matches_storage.get() {
-            ("snapshot", self.send_stored()?)
+            ("snapshot", stored::send(self.sql(), &self.stored_epoch)?)
         } else {
             // Storage is behind (a write failed): the table itself, encoded here.
             let table = self.table.borrow();
@@ -304,39 +305,6 @@ impl KeyTableStore {
             )?;
         }
         Ok(response)
-    }
-
-    /// The table as storage holds it, streamed a chunk at a time as it is read: the stored
-    /// snapshot's chunks, then one change batch of the changes stored after it. Nothing is
-    /// encoded and the store never holds the whole snapshot. A snapshot written while this is
-    /// under way ends the stream with an error (the isolate reads again).
-    fn send_stored(&self) -> Result<Response> {
-        let sql = self.sql();
-        let chunks = storage::snapshot_chunk_count(&sql)?;
-        let snapshot_pieces = chunks.max(1);
-        let epoch = Rc::clone(&self.stored_epoch);
-        let sent_epoch = epoch.get();
-        let pieces = futures_util::stream::unfold(Some(0i64), move |next| {
-            let (sql, epoch) = (sql.clone(), Rc::clone(&epoch));
-            async move {
-                let index = next?;
-                let piece = if epoch.get() != sent_epoch {
-                    Err(worker::Error::RustError(
-                        "the stored snapshot was replaced while it was being sent".into(),
-                    ))
-                } else if index == snapshot_pieces {
-                    storage::stored_changes(&sql).map(|changes| encode_changes(&changes))
-                } else if chunks == 0 {
-                    // No snapshot stored yet: the stored changes start from an empty table.
-                    Ok(encode_snapshot(&KeyTable::new()))
-                } else {
-                    storage::snapshot_chunk(&sql, index)
-                };
-                let last = piece.is_err() || index == snapshot_pieces;
-                Some((piece, (!last).then_some(index + 1)))
-            }
-        });
-        Response::from_stream(pieces)
     }
 
     /// Applies what is next in sequence (advancing the lineage's chain), keeps it for isolate

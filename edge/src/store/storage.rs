@@ -203,8 +203,9 @@ pub fn stored_changes(sql: &SqlStorage) -> Result<Vec<Change>> {
     {
         if let Some(SqlStorageValue::Blob(body)) = row?.into_iter().next() {
             changes.extend(
-                decode_changes(&body)
-                    .map_err(|error| worker::Error::RustError(format!("stored changes: {error}")))?,
+                decode_changes(&body).map_err(|error| {
+                    worker::Error::RustError(format!("stored changes: {error}"))
+                })?,
             );
         }
     }

@@ -20,5 +20,6 @@ mod rate_limits;
 mod replication;
 mod safety_net;
 mod several_instances;
+mod stored_snapshot;
 mod usage;
 mod webhooks;
