@@ -27,7 +27,7 @@ use anyhow::{Context as _, Result, bail};
 use keyplane_shared::{
     Change, ChangeOp, Environment, KeyId, KeyStatus, LookupDigest, OrgId, ScopeSet, TableEntry,
 };
-use keyplane_tests::{Deployment, EdgeFeed, Setup};
+use keyplane_tests::{Deployment, EdgeFeed, Setup, signed};
 use serde_json::json;
 
 /// Batches the synthetic keys arrive in: the store's `COMPACT_AFTER_BATCHES`, so the last one
@@ -56,24 +56,28 @@ fn main() -> Result<()> {
         sizes
     };
     println!(
-        "| keys | fresh isolate, store warm: median of {FRESH_ISOLATES} (range) | fresh edge (store from disk): median of {RESTARTS} (range) |"
+        "| keys | fresh isolate, store warm: median of {FRESH_ISOLATES} (range) | fresh edge (store from disk): median of {RESTARTS} (range) | isolate's wasm memory after its first request, largest |"
     );
-    println!("|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|");
     for keys in sizes {
         let figures = measure(&setup, keys)?;
         println!(
-            "| {keys} | {} | {} |",
+            "| {keys} | {} | {} | {:.1} MB ({:.1} bytes per key) |",
             median_and_range(&figures.isolates),
-            median_and_range(&figures.edge)
+            median_and_range(&figures.edge),
+            figures.wasm_memory as f64 / 1e6,
+            figures.wasm_memory as f64 / keys as f64
         );
     }
     Ok(())
 }
 
-/// Times in ms, each sorted.
+/// Times in ms, each sorted; the largest wasm linear memory of a fresh isolate (it never
+/// shrinks, so it is that isolate's peak).
 struct Figures {
     isolates: Vec<f64>,
     edge: Vec<f64>,
+    wasm_memory: u64,
 }
 
 fn median_and_range(sorted: &[f64]) -> String {
@@ -123,6 +127,14 @@ fn measure(setup: &Setup, keys: u64) -> Result<Figures> {
         })
         .collect::<Result<Vec<f64>>>()?;
     isolates.sort_by(f64::total_cmp);
+    let mut wasm_memory = 0;
+    for url in &d.edges[0].options.isolate_urls()[1..] {
+        let status = signed(&d.secrets, "GET", url, "/__keyplane/status", Vec::new())?.json()?;
+        let bytes = status["wasm_memory_bytes"]
+            .as_u64()
+            .context("wasm_memory_bytes")?;
+        wasm_memory = wasm_memory.max(bytes);
+    }
     let mut edge = Vec::new();
     for _ in 0..RESTARTS {
         d.stop_edge(0);
@@ -130,7 +142,11 @@ fn measure(setup: &Setup, keys: u64) -> Result<Figures> {
         edge.push(first_answer_ms(&d, 0, &key)?);
     }
     edge.sort_by(f64::total_cmp);
-    Ok(Figures { isolates, edge })
+    Ok(Figures {
+        isolates,
+        edge,
+        wasm_memory,
+    })
 }
 
 /// Keys the feed's changes leave in the table (upserts of distinct digests, none removed).
