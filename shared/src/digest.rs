@@ -13,7 +13,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 
-use crate::key::ApiKey;
+use crate::key::{ApiKey, KeyText};
 
 mod text;
 
@@ -195,7 +195,17 @@ impl Pepper {
 
     /// The lookup digest of a parsed key.
     pub fn digest(&self, key: &ApiKey) -> LookupDigest {
+        self.digest_text(&key.as_text())
+    }
+
+    /// The lookup digest of a checked key's text (the same as of the parsed key).
+    pub fn digest_text(&self, key: &KeyText<'_>) -> LookupDigest {
         self.digest_bytes(key.expose_secret().as_bytes())
+    }
+
+    /// The lookup digest of text not yet checked as a key (the edge starts on it early).
+    pub(crate) fn digest_str(&self, text: &str) -> LookupDigest {
+        self.digest_bytes(text.as_bytes())
     }
 
     fn digest_bytes(&self, bytes: &[u8]) -> LookupDigest {

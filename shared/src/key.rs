@@ -202,37 +202,20 @@ impl ApiKey {
     ///
     /// Work is bounded by [`MAX_KEY_LEN`] whatever the input size.
     pub fn parse(input: &str, prefix: &KeyPrefix) -> Result<Self, KeyParseError> {
-        if input.len() > MAX_KEY_LEN {
-            return Err(KeyParseError::TooLong { found: input.len() });
-        }
-        let wrong_prefix = || KeyParseError::WrongPrefix {
-            expected: prefix.as_str().to_owned(),
-        };
-        let rest = input
-            .strip_prefix(prefix.as_str())
-            .and_then(|rest| rest.strip_prefix('_'))
-            .ok_or_else(wrong_prefix)?;
-        let (env_label, body) = rest
-            .split_once('_')
-            .ok_or(KeyParseError::UnknownEnvironment)?;
-        let env = Environment::from_label(env_label).ok_or(KeyParseError::UnknownEnvironment)?;
-        if body.len() != BODY_LEN {
-            return Err(KeyParseError::WrongLength { found: body.len() });
-        }
-        if let Some(position) = body.bytes().position(|c| base62::digit_value(c).is_none()) {
-            return Err(KeyParseError::InvalidCharacter { position });
-        }
-        let body_start = input.len() - BODY_LEN;
-        let (signed, checksum) = input.as_bytes().split_at(input.len() - CHECKSUM_LEN);
-        let expected = u128::from(crc32fast::hash(signed));
-        if base62::decode(checksum) != Some(expected) {
-            return Err(KeyParseError::ChecksumMismatch);
-        }
+        let checked = KeyText::check(input, prefix)?;
         Ok(ApiKey {
             text: Zeroizing::new(input.to_owned()),
-            env,
-            body_start,
+            env: checked.env,
+            body_start: input.len() - BODY_LEN,
         })
+    }
+
+    /// The key as checked text, borrowed.
+    pub fn as_text(&self) -> KeyText<'_> {
+        KeyText {
+            text: &self.text,
+            env: self.env,
+        }
     }
 
     /// The key's environment.
@@ -262,6 +245,103 @@ impl fmt::Debug for ApiKey {
         f.debug_struct("ApiKey")
             .field("truncated", &self.truncated())
             .finish()
+    }
+}
+
+/// A key's text that passed [`KeyText::check`]: the shape and checksum of a key, borrowed from
+/// where it was read (the edge checks the header's own text, copying and keeping nothing).
+#[derive(Clone, Copy)]
+pub struct KeyText<'a> {
+    text: &'a str,
+    env: Environment,
+}
+
+/// A key's text of the right shape (prefix, environment, length, alphabet) whose checksum is
+/// not checked yet: [`KeyShape::verify`] checks it.
+#[derive(Clone, Copy)]
+pub struct KeyShape<'a> {
+    text: &'a str,
+    env: Environment,
+}
+
+impl<'a> KeyShape<'a> {
+    /// Checks everything about `input` but its checksum.
+    ///
+    /// Work is bounded by [`MAX_KEY_LEN`] whatever the input size.
+    pub fn read(input: &'a str, prefix: &KeyPrefix) -> Result<Self, KeyParseError> {
+        if input.len() > MAX_KEY_LEN {
+            return Err(KeyParseError::TooLong { found: input.len() });
+        }
+        let wrong_prefix = || KeyParseError::WrongPrefix {
+            expected: prefix.as_str().to_owned(),
+        };
+        let rest = input
+            .strip_prefix(prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('_'))
+            .ok_or_else(wrong_prefix)?;
+        let (env_label, body) = rest
+            .split_once('_')
+            .ok_or(KeyParseError::UnknownEnvironment)?;
+        let env = Environment::from_label(env_label).ok_or(KeyParseError::UnknownEnvironment)?;
+        if body.len() != BODY_LEN {
+            return Err(KeyParseError::WrongLength { found: body.len() });
+        }
+        if let Some(position) = body.bytes().position(|c| base62::digit_value(c).is_none()) {
+            return Err(KeyParseError::InvalidCharacter { position });
+        }
+        Ok(KeyShape { text: input, env })
+    }
+
+    /// Checks the checksum: the key's text, or [`KeyParseError::ChecksumMismatch`].
+    pub fn verify(self) -> Result<KeyText<'a>, KeyParseError> {
+        let (signed, checksum) = self
+            .text
+            .as_bytes()
+            .split_at(self.text.len() - CHECKSUM_LEN);
+        let expected = u128::from(crc32fast::hash(signed));
+        if base62::decode(checksum) != Some(expected) {
+            return Err(KeyParseError::ChecksumMismatch);
+        }
+        Ok(KeyText {
+            text: self.text,
+            env: self.env,
+        })
+    }
+
+    /// The text before its checksum is checked: for work that may start early (the edge
+    /// digests it to bring the table's memory in while the checksum is checked), never to
+    /// decide on.
+    pub fn unverified_text(&self) -> &'a str {
+        self.text
+    }
+}
+
+impl<'a> KeyText<'a> {
+    /// Checks `input` strictly against the deployment's prefix, as [`ApiKey::parse`] does,
+    /// without copying it.
+    ///
+    /// Work is bounded by [`MAX_KEY_LEN`] whatever the input size.
+    pub fn check(input: &'a str, prefix: &KeyPrefix) -> Result<Self, KeyParseError> {
+        KeyShape::read(input, prefix)?.verify()
+    }
+
+    /// The key's environment.
+    pub fn environment(&self) -> Environment {
+        self.env
+    }
+
+    /// The full secret: only to digest it.
+    pub fn expose_secret(&self) -> &'a str {
+        self.text
+    }
+}
+
+/// Prints nothing of the secret (the text is a live key).
+impl fmt::Debug for KeyText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyText")
+            .field("env", &self.env)
+            .finish_non_exhaustive()
     }
 }
 

@@ -8,7 +8,7 @@
 //! password), a decorated token (`Bearer <key>.sig`) — is [`Presented::Unreadable`]: the edge
 //! refuses the request rather than guess which credential counts, and never forwards the key.
 
-use crate::key::{ApiKey, BODY_LEN, KeyPrefix};
+use crate::key::{BODY_LEN, KeyPrefix, KeyText};
 
 use super::RequestFacts;
 
@@ -27,7 +27,7 @@ pub enum Presented<'a> {
 /// The credential `facts` present, for keys with `prefix`.
 pub fn presented<'a>(facts: &RequestFacts<'a>, prefix: &KeyPrefix) -> Presented<'a> {
     let bearer = facts.authorization.and_then(bearer_token);
-    let bearer_is_a_key = bearer.is_some_and(|token| ApiKey::parse(token, prefix).is_ok());
+    let bearer_is_a_key = bearer.is_some_and(|token| KeyText::check(token, prefix).is_ok());
     let unreadable = !bearer_is_a_key
         && facts
             .authorization
@@ -78,7 +78,7 @@ fn contains_a_key(text: &[u8], prefix: &KeyPrefix) -> bool {
         window.starts_with(start_of_key)
             && window[start_of_key.len()] == b'_'
             && std::str::from_utf8(window)
-                .is_ok_and(|candidate| ApiKey::parse(candidate, prefix).is_ok())
+                .is_ok_and(|candidate| KeyText::check(candidate, prefix).is_ok())
     })
 }
 

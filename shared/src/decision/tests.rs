@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::digest::{Pepper, PepperId};
+use crate::key::{ApiKey, KeyParseError};
 use crate::policy::PolicySpec;
 use crate::scope::ScopeSet;
 use crate::table::{Change, ChangeOp, TableEntry};
@@ -476,4 +477,37 @@ fn authorization_carries_the_limit_and_admit_applies_the_outcome() {
             key
         }
     );
+}
+
+#[test]
+fn a_text_whose_checksum_fails_is_refused_even_when_its_digest_is_in_the_table() {
+    // The decision digests a key's text (and touches the table there) before it checks the
+    // checksum. Were the check skipped, a table entry for a mistyped text would admit it.
+    let mut world = World::new();
+    let (key, mut entry) = world.issue(Environment::Live, &[], |_| {});
+    let text = key.expose_secret();
+    let typo = format!(
+        "{}{}",
+        &text[..text.len() - 1],
+        if text.ends_with('A') { 'B' } else { 'A' }
+    );
+    assert_eq!(
+        KeyShape::read(&typo, &world.config.prefix)
+            .map(|shape| shape.verify().err())
+            .ok()
+            .flatten(),
+        Some(KeyParseError::ChecksumMismatch),
+        "the typo has a key's shape and a wrong checksum"
+    );
+    entry.digest = world.config.peppers.current().digest_str(&typo);
+    entry.key_id = KeyId::generate().expect("CSPRNG");
+    world.upsert(entry);
+    assert_eq!(
+        denial(world.decide("GET", "/x", Some(&typo), None)),
+        Denial::InvalidKey
+    );
+    assert!(matches!(
+        world.with_key("GET", "/x", &key),
+        Decision::Allow(_)
+    ));
 }

@@ -1,7 +1,7 @@
 //! Unit tests of the credential reading.
 
 use super::*;
-use crate::key::Environment;
+use crate::key::{ApiKey, Environment};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
