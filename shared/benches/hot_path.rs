@@ -195,8 +195,21 @@ fn hot_path(c: &mut Criterion) {
             black_box(at)
         })
     });
-    // What the decision does with a presented key (`decision::look_up`): read its shape,
-    // digest it, touch the table there, check the checksum, then look up.
+    // The parts of `parse_digest_lookup_1m` two at a time, to show where its time goes.
+    group.bench_function("parse_digest", |b| {
+        b.iter(|| {
+            let key = KeyText::check(&texts[next()], &prefix).expect("valid key");
+            black_box(f.pepper.digest_text(&key))
+        })
+    });
+    group.bench_function("digest_lookup_1m", |b| {
+        b.iter(|| {
+            let key = f.keys[next()].as_text();
+            black_box(f.table.get(&f.pepper.digest_text(&key)).map(|e| e.key_id()))
+        })
+    });
+    // What the decision does with a presented key (`decision::look_up`): check it where it
+    // lies, digest it, look it up.
     let peppers = PepperSet::single(f.pepper.clone());
     group.bench_function("parse_digest_lookup_1m", |b| {
         b.iter(|| {

@@ -18,7 +18,7 @@ pub use credential::Presented;
 
 use crate::digest::PepperSet;
 use crate::ids::{KeyId, OrgId};
-use crate::key::{Environment, KeyPrefix, KeyShape};
+use crate::key::{Environment, KeyPrefix, KeyText};
 use crate::policy::{Requirement, RoutePolicy};
 use crate::ratelimit::{RateLimit, RateLimitOutcome, RateLimiter};
 use crate::scope::Scope;
@@ -280,28 +280,17 @@ pub enum Authorization {
 /// text is not a well-formed key with a valid checksum, or no pepper's digest of it is in the
 /// table. What the `parse_digest_lookup_1m` benchmark measures.
 ///
-/// The text is read where it lies in the request (the secret is not copied). The digest under
-/// the current pepper is taken before the checksum is checked, and the table's memory for it
-/// touched, so the lookup's memory latency passes while the checksum is checked; a text whose
-/// checksum fails is refused before any lookup all the same.
+/// The text is checked where it lies in the request: the secret is not copied.
 pub fn look_up<'t>(
     presented: &str,
     prefix: &KeyPrefix,
     peppers: &PepperSet,
     table: &'t KeyTable,
 ) -> Option<(EntryRef<'t>, Environment)> {
-    let shape = KeyShape::read(presented, prefix).ok()?;
-    let mut peppers = peppers.iter();
-    let current = peppers
-        .next()
-        .map(|pepper| pepper.digest_str(shape.unverified_text()));
-    if let Some(digest) = &current {
-        table.touch(digest);
-    }
-    let key = shape.verify().ok()?;
-    let entry = current
-        .and_then(|digest| table.get(&digest))
-        .or_else(|| peppers.find_map(|pepper| table.get(&pepper.digest_text(&key))))?;
+    let key = KeyText::check(presented, prefix).ok()?;
+    let entry = peppers
+        .iter()
+        .find_map(|pepper| table.get(&pepper.digest_text(&key)))?;
     Some((entry, key.environment()))
 }
 

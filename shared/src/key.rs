@@ -256,19 +256,12 @@ pub struct KeyText<'a> {
     env: Environment,
 }
 
-/// A key's text of the right shape (prefix, environment, length, alphabet) whose checksum is
-/// not checked yet: [`KeyShape::verify`] checks it.
-#[derive(Clone, Copy)]
-pub struct KeyShape<'a> {
-    text: &'a str,
-    env: Environment,
-}
-
-impl<'a> KeyShape<'a> {
-    /// Checks everything about `input` but its checksum.
+impl<'a> KeyText<'a> {
+    /// Checks `input` strictly against the deployment's prefix, as [`ApiKey::parse`] does,
+    /// without copying it.
     ///
     /// Work is bounded by [`MAX_KEY_LEN`] whatever the input size.
-    pub fn read(input: &'a str, prefix: &KeyPrefix) -> Result<Self, KeyParseError> {
+    pub fn check(input: &'a str, prefix: &KeyPrefix) -> Result<Self, KeyParseError> {
         if input.len() > MAX_KEY_LEN {
             return Err(KeyParseError::TooLong { found: input.len() });
         }
@@ -289,40 +282,12 @@ impl<'a> KeyShape<'a> {
         if let Some(position) = body.bytes().position(|c| base62::digit_value(c).is_none()) {
             return Err(KeyParseError::InvalidCharacter { position });
         }
-        Ok(KeyShape { text: input, env })
-    }
-
-    /// Checks the checksum: the key's text, or [`KeyParseError::ChecksumMismatch`].
-    pub fn verify(self) -> Result<KeyText<'a>, KeyParseError> {
-        let (signed, checksum) = self
-            .text
-            .as_bytes()
-            .split_at(self.text.len() - CHECKSUM_LEN);
+        let (signed, checksum) = input.as_bytes().split_at(input.len() - CHECKSUM_LEN);
         let expected = u128::from(crc32fast::hash(signed));
         if base62::decode(checksum) != Some(expected) {
             return Err(KeyParseError::ChecksumMismatch);
         }
-        Ok(KeyText {
-            text: self.text,
-            env: self.env,
-        })
-    }
-
-    /// The text before its checksum is checked: for work that may start early (the edge
-    /// digests it to bring the table's memory in while the checksum is checked), never to
-    /// decide on.
-    pub fn unverified_text(&self) -> &'a str {
-        self.text
-    }
-}
-
-impl<'a> KeyText<'a> {
-    /// Checks `input` strictly against the deployment's prefix, as [`ApiKey::parse`] does,
-    /// without copying it.
-    ///
-    /// Work is bounded by [`MAX_KEY_LEN`] whatever the input size.
-    pub fn check(input: &'a str, prefix: &KeyPrefix) -> Result<Self, KeyParseError> {
-        KeyShape::read(input, prefix)?.verify()
+        Ok(KeyText { text: input, env })
     }
 
     /// The key's environment.

@@ -40,7 +40,7 @@ pub use decision::{
 };
 pub use digest::{DigestPrefix, LookupDigest, Pepper, PepperId, PepperSet};
 pub use ids::{HistoryId, KeyId, OrgId};
-pub use key::{ApiKey, Environment, KeyParseError, KeyPrefix, KeyShape, KeyText};
+pub use key::{ApiKey, Environment, KeyParseError, KeyPrefix, KeyText};
 pub use policy::{PolicySpec, RoutePolicy};
 pub use ratelimit::{RateLimit, RateLimitOutcome, RateLimiter};
 pub use scope::{Scope, ScopeSet};

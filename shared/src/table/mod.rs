@@ -275,16 +275,6 @@ impl KeyTable {
             .map(|slot| EntryRef { slot, table: self })
     }
 
-    /// Starts bringing into cache what a lookup of `digest` reads, without waiting for it: a
-    /// caller with other work before the lookup (the edge checks the key's checksum) overlaps
-    /// the memory latency with that work.
-    pub fn touch(&self, digest: &LookupDigest) {
-        let prefix = digest.prefix();
-        if let Some(shard) = self.shards.get(shards::shard_of(&prefix)) {
-            std::hint::black_box(shard.touch(&prefix));
-        }
-    }
-
     /// Every entry, in increasing digest order.
     pub fn entries(&self) -> impl Iterator<Item = EntryRef<'_>> {
         self.slots().map(move |slot| EntryRef { slot, table: self })

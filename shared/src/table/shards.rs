@@ -143,17 +143,6 @@ impl Shard {
         }
     }
 
-    /// Loads the group a lookup of `prefix` reads first and returns something of it: nothing
-    /// waits for those loads, so their cache misses proceed while the caller does other work.
-    pub(super) fn touch(&self, prefix: &DigestPrefix) -> u8 {
-        let at = home(prefix.order_key(), self.buckets);
-        self.slots.get(at..at + GROUP).map_or(0, |group| {
-            group
-                .iter()
-                .fold(0, |seen, slot| seen ^ slot.prefix.as_bytes()[0])
-        })
-    }
-
     /// Where `key` is or belongs: the first slot from its home whose prefix is not smaller.
     fn position(&self, key: u128) -> usize {
         let mut at = home(key, self.buckets);
