@@ -32,8 +32,16 @@ use crate::store::{
 use crate::timestamps::rfc3339;
 
 /// Events per INSERT statement (8 parameters each, plus the edge: far below either
-/// database's parameter limit).
-const INSERT_CHUNK: usize = 200;
+/// database's parameter limit). On SQLite, smaller statements measured faster
+/// (`usage_ingest`, batches of 1,000 time-ordered events: 20 or 50 rows a statement 92,000
+/// events/s, 100 rows 77,000, 200 rows 51,000, 1,000 rows 15,000); PostgreSQL keeps 200, which
+/// saves it round trips.
+fn insert_chunk(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 50,
+        Backend::Postgres => 200,
+    }
+}
 /// Key ids per lookup statement.
 const LOOKUP_CHUNK: usize = 500;
 /// Keys per last-use UPDATE (3 parameters each).
@@ -103,7 +111,7 @@ pub(super) async fn ingest(
 
     let mut tx = pool.begin().await?;
     let mut stored = 0;
-    for chunk in attributed.chunks(INSERT_CHUNK) {
+    for chunk in attributed.chunks(insert_chunk(backend)) {
         stored += insert_events(&mut tx, &batch.edge, chunk).await?;
     }
     let newest: Vec<(KeyId, &UsageEvent)> = newest.into_iter().collect();
