@@ -12,11 +12,12 @@
 
 use keyplane_shared::ids::HistoryId;
 use keyplane_shared::sync::{self, SignedRequest, SignedResponse};
-use keyplane_shared::table::codec::{decode_changes, decode_snapshot};
+use keyplane_shared::table::codec::{CodecError, SnapshotDecoder, decode_changes};
 use keyplane_shared::{Change, FeedChain, KeyTable};
 use thiserror::Error;
 use worker::{AbortSignal, Fetch, Headers, Method, Request, RequestInit, web_sys};
 
+use crate::pieces::Pieces;
 use crate::settings::Settings;
 
 /// Most changes asked for in one request.
@@ -24,7 +25,7 @@ pub const PAGE: u64 = 10_000;
 /// Longest a page of changes may take, body included, before the pull counts as failed (a
 /// hanging control plane must not hold the store's one pull, and the requests waiting on it).
 const CHANGES_TIMEOUT_MS: u32 = 10_000;
-/// The same for a snapshot (a million keys are some 80 MB).
+/// The same for a snapshot (a million keys are some 48 MB).
 const SNAPSHOT_TIMEOUT_MS: u32 = 60_000;
 
 /// A page of changes, as the feed answered it.
@@ -102,20 +103,54 @@ pub async fn changes_after(settings: &Settings, after: u64) -> Result<FeedReply,
     }
 }
 
-/// The whole table.
+/// The whole table. Its body, 48 MB at 1M keys, is never held whole: each piece goes to the
+/// signature check and to the snapshot decoder as it arrives, and the table is used only once
+/// the check passed over the whole body.
 pub async fn snapshot(settings: &Settings) -> Result<Snapshot, FeedError> {
     let path = format!(
         "/v1/edge/snapshot?{}",
         registration(settings).trim_start_matches('&')
     );
-    let answer = signed_get(settings, &path, SNAPSHOT_TIMEOUT_MS).await?;
-    if answer.status != 200 {
+    let (response, nonce) = send_signed_get(settings, &path, SNAPSHOT_TIMEOUT_MS).await?;
+    let status = response.status_code();
+    if status != 200 {
         return Err(FeedError::Unavailable(format!(
-            "snapshot answered {}",
-            answer.status
+            "snapshot answered {status}"
         )));
     }
-    let table = decode_snapshot(&answer.body)?;
+    let answer = Answer {
+        status,
+        fields: signed_fields(&response),
+        body: Vec::new(),
+    };
+    let signature = response.headers().get(sync::RESPONSE_SIGNATURE_HEADER)?;
+    let mut check = sync::ResponseCheck::start(
+        &settings.sync_secret,
+        signature.as_deref(),
+        crate::unix_secs(),
+        &nonce,
+        &answer.signed(),
+    )
+    .map_err(FeedError::Unauthentic)?;
+    let mut decoder = SnapshotDecoder::new();
+    // A body that stops decoding is still read to its end: an answer that is not the
+    // control plane's is reported as that, whatever its bytes.
+    let mut undecodable = None;
+    let mut pieces = Pieces::of(&response)?;
+    while let Some(piece) = pieces.next().await? {
+        check.body(piece);
+        if undecodable.is_none() {
+            undecodable = decoder.push(piece).err();
+        }
+    }
+    check.finish().map_err(FeedError::Unauthentic)?;
+    if let Some(error) = undecodable {
+        return Err(error.into());
+    }
+    let (table, rest) = decoder.finish()?;
+    if !rest.is_empty() {
+        return Err(CodecError::TrailingBytes.into());
+    }
     let seq = answer.field(sync::SNAPSHOT_SEQ_HEADER);
     if seq.parse::<u64>().ok() != Some(table.applied_seq()) {
         return Err(FeedError::Corrupt(format!(
@@ -150,6 +185,15 @@ struct Answer {
 }
 
 impl Answer {
+    /// What the signature covers, but for the body (empty here).
+    fn signed(&self) -> SignedResponse<'_> {
+        SignedResponse {
+            status: self.status,
+            fields: self.fields.each_ref().map(String::as_str),
+            body: &[],
+        }
+    }
+
     fn field(&self, name: &str) -> &str {
         sync::RESPONSE_FIELDS
             .iter()
@@ -171,6 +215,39 @@ impl Answer {
 /// A signed GET of `path`; the answer, verified when its status is 200 or 409 (a refusal that
 /// changes nothing, such as a 401 or a 5xx, is returned as it is).
 async fn signed_get(settings: &Settings, path: &str, timeout_ms: u32) -> Result<Answer, FeedError> {
+    let (mut response, nonce) = send_signed_get(settings, path, timeout_ms).await?;
+    let status = response.status_code();
+    let body = response.bytes().await?;
+    let answer = Answer {
+        status,
+        fields: signed_fields(&response),
+        body,
+    };
+    if matches!(status, 200 | 409) {
+        let signature = response.headers().get(sync::RESPONSE_SIGNATURE_HEADER)?;
+        let mut signed = answer.signed();
+        if status == 200 {
+            signed.body = &answer.body;
+        }
+        sync::verify_response(
+            &settings.sync_secret,
+            signature.as_deref(),
+            crate::unix_secs(),
+            &nonce,
+            &signed,
+        )
+        .map_err(FeedError::Unauthentic)?;
+    }
+    Ok(answer)
+}
+
+/// Sends a signed GET of `path`: the answer, its body unread, and the request's nonce (which
+/// the answer's signature is bound to).
+async fn send_signed_get(
+    settings: &Settings,
+    path: &str,
+    timeout_ms: u32,
+) -> Result<(worker::Response, [u8; sync::NONCE_LEN]), FeedError> {
     let now_secs = crate::unix_secs();
     let signature = sync::sign_now(
         &settings.sync_secret,
@@ -190,34 +267,14 @@ async fn signed_get(settings: &Settings, path: &str, timeout_ms: u32) -> Result<
     init.with_method(Method::Get).with_headers(headers);
     let request = Request::new_with_init(&format!("{}{path}", settings.control_plane_url), &init)?;
     let timeout = AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(timeout_ms));
-    let mut response = Fetch::Request(request).send_with_signal(&timeout).await?;
-    let status = response.status_code();
-    let body = response.bytes().await?;
+    let response = Fetch::Request(request).send_with_signal(&timeout).await?;
+    Ok((response, nonce))
+}
+
+/// The signed header fields of an answer ("" for an absent one).
+fn signed_fields(response: &worker::Response) -> [String; sync::RESPONSE_FIELDS.len()] {
     let received = response.headers();
-    let read = |name: &str| received.get(name).ok().flatten().unwrap_or_default();
-    let fields = sync::RESPONSE_FIELDS.map(read);
-    if matches!(status, 200 | 409) {
-        let signature = received.get(sync::RESPONSE_SIGNATURE_HEADER)?;
-        let signed_body: &[u8] = if status == 200 { &body } else { &[] };
-        let now_secs = crate::unix_secs();
-        sync::verify_response(
-            &settings.sync_secret,
-            signature.as_deref(),
-            now_secs,
-            &nonce,
-            &SignedResponse {
-                status,
-                fields: fields.each_ref().map(String::as_str),
-                body: signed_body,
-            },
-        )
-        .map_err(FeedError::Unauthentic)?;
-    }
-    Ok(Answer {
-        status,
-        fields,
-        body,
-    })
+    sync::RESPONSE_FIELDS.map(|name| received.get(name).ok().flatten().unwrap_or_default())
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).

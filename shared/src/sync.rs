@@ -246,18 +246,65 @@ pub fn verify_response(
     request_nonce: &[u8; NONCE_LEN],
     response: &SignedResponse<'_>,
 ) -> Result<(), SyncAuthError> {
-    let header = header.ok_or(SyncAuthError::Missing)?;
-    let (t, v1) = header
-        .trim()
-        .strip_prefix("t=")
-        .and_then(|rest| rest.split_once(",v1="))
-        .ok_or(SyncAuthError::Malformed)?;
-    let timestamp = parse_timestamp(t)?;
-    let mac: [u8; 32] = unhex(v1)?;
-    within_window(timestamp, now)?;
-    compute_response(secret, timestamp, request_nonce, response)
-        .verify_slice(&mac)
-        .map_err(|_| SyncAuthError::BadSignature)
+    let mut check = ResponseCheck::start(
+        secret,
+        header,
+        now,
+        request_nonce,
+        &SignedResponse {
+            body: &[],
+            ..*response
+        },
+    )?;
+    check.body(response.body);
+    check.finish()
+}
+
+/// [`verify_response`] for an answer whose body arrives in pieces (a snapshot of a large
+/// table): the header and fields are checked at [`start`](Self::start), each piece of the body
+/// goes through [`body`](Self::body), and [`finish`](Self::finish) says whether the whole
+/// answer is the one signed. Nothing read from the body may be used before it says so.
+pub struct ResponseCheck {
+    mac: Hmac<Sha256>,
+    expected: [u8; 32],
+}
+
+impl ResponseCheck {
+    /// Checks the signature header's shape and age; `response.body` must be empty (the body
+    /// comes through [`body`](Self::body)).
+    pub fn start(
+        secret: &SyncSecret,
+        header: Option<&str>,
+        now: i64,
+        request_nonce: &[u8; NONCE_LEN],
+        response: &SignedResponse<'_>,
+    ) -> Result<Self, SyncAuthError> {
+        let header = header.ok_or(SyncAuthError::Missing)?;
+        let (t, v1) = header
+            .trim()
+            .strip_prefix("t=")
+            .and_then(|rest| rest.split_once(",v1="))
+            .ok_or(SyncAuthError::Malformed)?;
+        let timestamp = parse_timestamp(t)?;
+        let expected: [u8; 32] = unhex(v1)?;
+        within_window(timestamp, now)?;
+        Ok(ResponseCheck {
+            mac: compute_response(secret, timestamp, request_nonce, response),
+            expected,
+        })
+    }
+
+    /// The next piece of the body.
+    pub fn body(&mut self, piece: &[u8]) {
+        self.mac.update(piece);
+    }
+
+    /// Whether the answer, all of its body included, is the one signed (constant-time).
+    pub fn finish(self) -> Result<(), SyncAuthError> {
+        self.mac
+            .verify_slice(&self.expected)
+            .map_err(|_| SyncAuthError::BadSignature)
+    }
 }
 
 /// The nonce of a request's signature header, for signing the answer (`None` when the header

@@ -227,3 +227,43 @@ fn fresh_nonces_differ() {
     let b = sign_now(&secret(1), NOW, &push(b"")).expect("CSPRNG");
     assert_ne!(a, b);
 }
+
+#[test]
+fn an_answer_checked_in_pieces_passes_only_whole_and_unaltered() {
+    let nonce = [7u8; NONCE_LEN];
+    let body: Vec<u8> = (0..5_000u32).map(|n| (n % 251) as u8).collect();
+    let header = sign_response(&secret(1), NOW, &nonce, &answer(200, "5", &body));
+    let check = |pieces: &[&[u8]]| {
+        let mut check = ResponseCheck::start(
+            &secret(1),
+            Some(&header),
+            NOW,
+            &nonce,
+            &answer(200, "5", &[]),
+        )?;
+        for piece in pieces {
+            check.body(piece);
+        }
+        check.finish()
+    };
+    assert_eq!(check(&[&body]), Ok(()));
+    assert_eq!(
+        check(&[&body[..1], &body[1..4_000], &body[4_000..]]),
+        Ok(())
+    );
+    assert_eq!(
+        check(&[&body[..4_999]]),
+        Err(SyncAuthError::BadSignature),
+        "a body cut short"
+    );
+    let mut altered = body.clone();
+    altered[4_321] ^= 1;
+    assert_eq!(
+        check(&[&altered[..2_000], &altered[2_000..]]),
+        Err(SyncAuthError::BadSignature)
+    );
+    assert_eq!(
+        ResponseCheck::start(&secret(1), None, NOW, &nonce, &answer(200, "5", &[])).err(),
+        Some(SyncAuthError::Missing)
+    );
+}

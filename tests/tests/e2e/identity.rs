@@ -8,7 +8,11 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use keyplane_shared::table::codec::{decode_changes, encode_changes};
+use keyplane_shared::table::codec::{decode_changes, encode_changes, encode_snapshot};
+use keyplane_shared::{
+    ApiKey, Change, ChangeOp, Environment, KeyId, KeyPrefix, KeyStatus, KeyTable, OrgId, PepperSet,
+    ScopeSet, TableEntry,
+};
 use keyplane_tests::{Deployment, FeedProxy, Setup, Tamper, signed};
 use serde_json::{Value, json};
 
@@ -181,6 +185,75 @@ fn a_tampered_or_replayed_feed_answer_changes_nothing() -> Result<()> {
     proxy.set_tampers(Vec::new());
     let (_, fresh) = live_key(&d, "after")?;
     until_status(&d, 0, &fresh, 200)?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
+fn a_forged_snapshot_is_not_loaded_whatever_its_bytes() -> Result<()> {
+    let Some(setup) = Setup::from_env() else {
+        return Ok(());
+    };
+    let (mut d, proxy) = tampered_deployment(&setup)?;
+    let (_, real) = live_key(&d, "real")?;
+    until_status(&d, 0, &real, 200)?;
+    let seq = d.edge_status(0)?["applied_seq"]
+        .as_u64()
+        .context("applied_seq")?;
+    // A well-formed snapshot at the right sequence holding a key of the forger's own, sent
+    // under the control plane's real signature (which covers another body). The edge streams
+    // a snapshot's body into its decoder as it arrives: nothing of it may be used unless the
+    // signature holds over the whole of it.
+    let peppers: PepperSet = d
+        .secrets
+        .peppers
+        .parse()
+        .map_err(|error| anyhow::anyhow!("peppers: {error}"))?;
+    let forged = ApiKey::generate(&KeyPrefix::default(), Environment::Live)?;
+    let mut table = KeyTable::new();
+    for n in 1..=seq {
+        table
+            .apply(&Change {
+                seq: n,
+                op: ChangeOp::Upsert(TableEntry {
+                    digest: peppers.current().digest(&forged),
+                    key_id: KeyId::generate()?,
+                    org_id: OrgId::from_bytes([9; 16]),
+                    env: Environment::Live,
+                    status: KeyStatus::Active,
+                    expires_at: None,
+                    scopes: ScopeSet::empty(),
+                    rate_limit: None,
+                }),
+            })
+            .map_err(|gap| anyhow::anyhow!("{gap}"))?;
+    }
+    proxy.set_tampers(vec![Tamper::ReplaceBody {
+        prefix: "/v1/edge/snapshot".into(),
+        body: encode_snapshot(&table),
+    }]);
+    // The edge starts again on empty storage, so its first pull asks for a snapshot.
+    d.stop_edge(0);
+    d.edges[0].options.persist_dir = Some(keyplane_tests::fresh_dir("edge-0-again")?);
+    let tampered_before = proxy.tampered();
+    d.launch_edge(0)?;
+    // Its first request starts the store, whose first pull is sent the forgery; the next
+    // pulls too, until it stops.
+    ensure!(
+        status(&d, 0, forged.expose_secret())? != 200,
+        "the forged key was admitted"
+    );
+    d.wait_for(PROPAGATION, "two forged snapshots", || {
+        Ok(proxy.tampered() >= tampered_before + 2)
+    })?;
+    ensure!(
+        status(&d, 0, forged.expose_secret())? != 200,
+        "the forged key was admitted after another pull"
+    );
+    // Untampered, the next pull loads the real snapshot.
+    proxy.set_tampers(Vec::new());
+    until_status(&d, 0, &real, 200)?;
+    ensure!(status(&d, 0, forged.expose_secret())? == 401);
     Ok(())
 }
 
