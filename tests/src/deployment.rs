@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use keyplane_shared::PepperSet;
 use keyplane_shared::sync::{self, SignedRequest, SyncSecret};
 use serde_json::{Value, json};
 
@@ -43,6 +44,13 @@ impl DeploymentSecrets {
     /// The edge secret, for signing requests to an edge.
     pub fn sync_secret(&self) -> Result<SyncSecret> {
         Ok(SyncSecret::new(BASE64.decode(&self.edge_secret)?)?)
+    }
+
+    /// The peppers, parsed (to digest keys a test makes itself).
+    pub fn pepper_set(&self) -> Result<PepperSet> {
+        self.peppers
+            .parse()
+            .map_err(|error| anyhow::anyhow!("peppers: {error}"))
     }
 }
 

@@ -93,6 +93,30 @@ fn try_read(sql: &SqlStorage) -> Result<Stored> {
         },
     };
     let (mut lineage, generation) = read_lineage(sql)?;
+    let mut gap = false;
+    for_each_stored_batch(sql, |changes| {
+        gap = changes
+            .iter()
+            .any(|change| apply_following(&mut table, lineage.as_mut(), change).is_err());
+        !gap
+    })?;
+    if gap {
+        console_error!("key table store: stored batches have a gap; the next pull fills it");
+    }
+    Ok(Stored {
+        table,
+        lineage,
+        generation,
+        matches_storage: !gap,
+    })
+}
+
+/// Decodes the stored change batches in order, one at a time, handing each to `take` until it
+/// answers `false`.
+fn for_each_stored_batch(
+    sql: &SqlStorage,
+    mut take: impl FnMut(Vec<Change>) -> bool,
+) -> Result<()> {
     for row in sql
         .exec("SELECT body FROM change_batches ORDER BY last_seq", None)?
         .raw()
@@ -102,26 +126,11 @@ fn try_read(sql: &SqlStorage) -> Result<Stored> {
         };
         let changes = decode_changes(&body)
             .map_err(|error| worker::Error::RustError(format!("stored changes: {error}")))?;
-        for change in &changes {
-            if apply_following(&mut table, lineage.as_mut(), change).is_err() {
-                console_error!(
-                    "key table store: stored batches have a gap; the next pull fills it"
-                );
-                return Ok(Stored {
-                    table,
-                    lineage,
-                    generation,
-                    matches_storage: false,
-                });
-            }
+        if !take(changes) {
+            break;
         }
     }
-    Ok(Stored {
-        table,
-        lineage,
-        generation,
-        matches_storage: true,
-    })
+    Ok(())
 }
 
 /// The lineage row: the lineage at the stored snapshot's sequence, and the generation.
@@ -196,20 +205,12 @@ pub fn snapshot_chunk(sql: &SqlStorage, index: i64) -> Result<Vec<u8>> {
 
 /// Every change stored after the stored snapshot, in order.
 pub fn stored_changes(sql: &SqlStorage) -> Result<Vec<Change>> {
-    let mut changes = Vec::new();
-    for row in sql
-        .exec("SELECT body FROM change_batches ORDER BY last_seq", None)?
-        .raw()
-    {
-        if let Some(SqlStorageValue::Blob(body)) = row?.into_iter().next() {
-            changes.extend(
-                decode_changes(&body).map_err(|error| {
-                    worker::Error::RustError(format!("stored changes: {error}"))
-                })?,
-            );
-        }
-    }
-    Ok(changes)
+    let mut all = Vec::new();
+    for_each_stored_batch(sql, |changes| {
+        all.extend(changes);
+        true
+    })?;
+    Ok(all)
 }
 
 /// Writes `table` as the stored snapshot with its lineage and the generation, and drops the

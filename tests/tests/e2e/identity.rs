@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use keyplane_shared::table::codec::{decode_changes, encode_changes, encode_snapshot};
 use keyplane_shared::{
-    ApiKey, Change, ChangeOp, Environment, KeyId, KeyPrefix, KeyStatus, KeyTable, OrgId, PepperSet,
-    ScopeSet, TableEntry,
+    ApiKey, Change, ChangeOp, Environment, KeyId, KeyPrefix, KeyStatus, KeyTable, OrgId, ScopeSet,
+    TableEntry,
 };
 use keyplane_tests::{Deployment, FeedProxy, Setup, Tamper, signed};
 use serde_json::{Value, json};
@@ -204,11 +204,7 @@ fn a_forged_snapshot_is_not_loaded_whatever_its_bytes() -> Result<()> {
     // under the control plane's real signature (which covers another body). The edge streams
     // a snapshot's body into its decoder as it arrives: nothing of it may be used unless the
     // signature holds over the whole of it.
-    let peppers: PepperSet = d
-        .secrets
-        .peppers
-        .parse()
-        .map_err(|error| anyhow::anyhow!("peppers: {error}"))?;
+    let peppers = d.secrets.pepper_set()?;
     let forged = ApiKey::generate(&KeyPrefix::default(), Environment::Live)?;
     let mut table = KeyTable::new();
     for n in 1..=seq {

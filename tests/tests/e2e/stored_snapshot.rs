@@ -6,8 +6,7 @@
 
 use anyhow::{Result, ensure};
 use keyplane_shared::{
-    ApiKey, Change, ChangeOp, Environment, KeyId, KeyPrefix, KeyStatus, OrgId, PepperSet, ScopeSet,
-    TableEntry,
+    ApiKey, Change, ChangeOp, Environment, KeyId, KeyPrefix, KeyStatus, OrgId, ScopeSet, TableEntry,
 };
 use keyplane_tests::{Deployment, EdgeFeed, Setup};
 use serde_json::json;
@@ -44,11 +43,7 @@ fn fresh_isolates_and_a_restarted_edge_load_the_stored_snapshot_and_the_changes_
     d.stop_control_plane();
 
     // One key per batch; the last batch removes the first key (which is in the snapshot).
-    let peppers: PepperSet = d
-        .secrets
-        .peppers
-        .parse()
-        .map_err(|error| anyhow::anyhow!("peppers: {error}"))?;
+    let peppers = d.secrets.pepper_set()?;
     let keys: Vec<ApiKey> = (0..BATCHES)
         .map(|_| ApiKey::generate(&KeyPrefix::default(), Environment::Live))
         .collect::<Result<_, _>>()?;
