@@ -7,13 +7,26 @@
 pub(crate) const ALPHABET: &[u8; 62] =
     b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
+/// Marks a byte outside the alphabet in [`DIGIT_VALUES`].
+const NOT_A_DIGIT: u8 = u8::MAX;
+
+/// The value of every byte as a base62 digit, [`NOT_A_DIGIT`] outside the alphabet: one load
+/// per character instead of three range tests.
+const DIGIT_VALUES: [u8; 256] = {
+    let mut values = [NOT_A_DIGIT; 256];
+    let mut digit = 0;
+    while digit < ALPHABET.len() {
+        values[ALPHABET[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    values
+};
+
 /// The value of one base62 character, or `None` outside the alphabet.
 pub(crate) const fn digit_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'A'..=b'Z' => Some(c - b'A' + 10),
-        b'a'..=b'z' => Some(c - b'a' + 36),
-        _ => None,
+    match DIGIT_VALUES[c as usize] {
+        NOT_A_DIGIT => None,
+        value => Some(value),
     }
 }
 
@@ -42,6 +55,32 @@ pub(crate) fn encode_fixed(mut value: u128, out: &mut [u8]) {
         value += u128::from(part) * CHUNK_BASE;
     }
     debug_assert_eq!(value, 0, "base62 width too small for value");
+}
+
+/// Whether every byte of `text` is in the alphabet.
+///
+/// Branch-free over the whole text (no early exit on the first bad byte), so the compiler can
+/// check it many bytes at a time; [`digit_value`] finds the position on the rare error path.
+pub(crate) fn all_digits(text: &[u8]) -> bool {
+    text.iter().fold(true, |all, &c| {
+        all & ((c.wrapping_sub(b'0') < 10)
+            | (c.wrapping_sub(b'A') < 26)
+            | (c.wrapping_sub(b'a') < 26))
+    })
+}
+
+/// Decodes six base62 digits (a checksum) in 64-bit arithmetic: 62^6 < 2^36, so nothing can
+/// overflow. `None` on a character outside the alphabet.
+pub(crate) fn decode_six(digits: &[u8; 6]) -> Option<u64> {
+    let values = digits.map(|c| DIGIT_VALUES[usize::from(c)]);
+    if values.contains(&NOT_A_DIGIT) {
+        return None;
+    }
+    Some(
+        values
+            .iter()
+            .fold(0u64, |acc, &value| acc * 62 + u64::from(value)),
+    )
 }
 
 /// Decodes base62 digits into a `u128`; `None` on a character outside the alphabet or overflow.
@@ -114,6 +153,39 @@ mod tests {
     fn characters_outside_the_alphabet_are_rejected() {
         assert_eq!(decode(b"ab_c"), None);
         assert_eq!(decode(b"\xff"), None);
+    }
+
+    #[test]
+    fn digit_values_follow_the_alphabet() {
+        for (value, &c) in ALPHABET.iter().enumerate() {
+            assert_eq!(digit_value(c), Some(value as u8));
+        }
+        let outside = (0..=u8::MAX).filter(|c| digit_value(*c).is_none()).count();
+        assert_eq!(outside, 256 - 62);
+    }
+
+    #[test]
+    fn the_branch_free_alphabet_check_agrees_with_digit_value_on_every_byte() {
+        for c in 0..=u8::MAX {
+            assert_eq!(all_digits(&[c]), digit_value(c).is_some(), "{c}");
+            assert_eq!(
+                all_digits(&[b'a', c, b'Z']),
+                digit_value(c).is_some(),
+                "{c}"
+            );
+        }
+        assert!(all_digits(b""));
+    }
+
+    #[test]
+    fn six_digits_decode_as_the_general_decoder_does() {
+        for value in [0u128, 1, 61, 62, u128::from(u32::MAX), 62u128.pow(6) - 1] {
+            let mut buf = [0u8; 6];
+            encode_fixed(value, &mut buf);
+            assert_eq!(decode_six(&buf).map(u128::from), decode(&buf), "{value}");
+        }
+        assert_eq!(decode_six(b"zzzzzz"), Some(62u64.pow(6) - 1));
+        assert_eq!(decode_six(b"abc-ef"), None);
     }
 
     #[test]

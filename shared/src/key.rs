@@ -15,6 +15,9 @@ use zeroize::Zeroizing;
 
 use crate::base62;
 
+mod text;
+pub use text::KeyText;
+
 /// Number of random base62 characters in a key body.
 pub const RANDOM_LEN: usize = 32;
 /// Number of checksum characters at the end of a key body.
@@ -205,17 +208,14 @@ impl ApiKey {
         let checked = KeyText::check(input, prefix)?;
         Ok(ApiKey {
             text: Zeroizing::new(input.to_owned()),
-            env: checked.env,
+            env: checked.environment(),
             body_start: input.len() - BODY_LEN,
         })
     }
 
     /// The key as checked text, borrowed.
     pub fn as_text(&self) -> KeyText<'_> {
-        KeyText {
-            text: &self.text,
-            env: self.env,
-        }
+        KeyText::checked(&self.text, self.env)
     }
 
     /// The key's environment.
@@ -245,68 +245,6 @@ impl fmt::Debug for ApiKey {
         f.debug_struct("ApiKey")
             .field("truncated", &self.truncated())
             .finish()
-    }
-}
-
-/// A key's text that passed [`KeyText::check`]: the shape and checksum of a key, borrowed from
-/// where it was read (the edge checks the header's own text, copying and keeping nothing).
-#[derive(Clone, Copy)]
-pub struct KeyText<'a> {
-    text: &'a str,
-    env: Environment,
-}
-
-impl<'a> KeyText<'a> {
-    /// Checks `input` strictly against the deployment's prefix, as [`ApiKey::parse`] does,
-    /// without copying it.
-    ///
-    /// Work is bounded by [`MAX_KEY_LEN`] whatever the input size.
-    pub fn check(input: &'a str, prefix: &KeyPrefix) -> Result<Self, KeyParseError> {
-        if input.len() > MAX_KEY_LEN {
-            return Err(KeyParseError::TooLong { found: input.len() });
-        }
-        let wrong_prefix = || KeyParseError::WrongPrefix {
-            expected: prefix.as_str().to_owned(),
-        };
-        let rest = input
-            .strip_prefix(prefix.as_str())
-            .and_then(|rest| rest.strip_prefix('_'))
-            .ok_or_else(wrong_prefix)?;
-        let (env_label, body) = rest
-            .split_once('_')
-            .ok_or(KeyParseError::UnknownEnvironment)?;
-        let env = Environment::from_label(env_label).ok_or(KeyParseError::UnknownEnvironment)?;
-        if body.len() != BODY_LEN {
-            return Err(KeyParseError::WrongLength { found: body.len() });
-        }
-        if let Some(position) = body.bytes().position(|c| base62::digit_value(c).is_none()) {
-            return Err(KeyParseError::InvalidCharacter { position });
-        }
-        let (signed, checksum) = input.as_bytes().split_at(input.len() - CHECKSUM_LEN);
-        let expected = u128::from(crc32fast::hash(signed));
-        if base62::decode(checksum) != Some(expected) {
-            return Err(KeyParseError::ChecksumMismatch);
-        }
-        Ok(KeyText { text: input, env })
-    }
-
-    /// The key's environment.
-    pub fn environment(&self) -> Environment {
-        self.env
-    }
-
-    /// The full secret: only to digest it.
-    pub fn expose_secret(&self) -> &'a str {
-        self.text
-    }
-}
-
-/// Prints nothing of the secret (the text is a live key).
-impl fmt::Debug for KeyText<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyText")
-            .field("env", &self.env)
-            .finish_non_exhaustive()
     }
 }
 

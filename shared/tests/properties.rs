@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use keyplane_shared::key::BODY_LEN;
+use keyplane_shared::key::{BODY_LEN, CHECKSUM_LEN, KeyParseError, MAX_KEY_LEN};
 use keyplane_shared::ratelimit::GcraState;
 use keyplane_shared::table::codec::{
     decode_changes, decode_snapshot, encode_changes, encode_snapshot, seal,
 };
 use keyplane_shared::{
-    ApiKey, Change, ChangeOp, Environment, KeyId, KeyPrefix, KeyStatus, KeyTable, LookupDigest,
-    OrgId, RateLimit, Scope, ScopeSet, TableEntry, TableRow, Timestamp,
+    ApiKey, Change, ChangeOp, Environment, KeyId, KeyPrefix, KeyStatus, KeyTable, KeyText,
+    LookupDigest, OrgId, RateLimit, Scope, ScopeSet, TableEntry, TableRow, Timestamp,
 };
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -147,6 +147,28 @@ proptest! {
             altered.insert(position, c);
         }
         prop_assert!(ApiKey::parse(&altered, &prefix).is_err());
+    }
+
+    #[test]
+    fn the_key_check_says_what_a_plain_reading_says(
+        env in env(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..4, prop::sample::select(b"_aZ9-lt.\xc3".to_vec())), 0..3),
+    ) {
+        let prefix = KeyPrefix::default();
+        let key = ApiKey::generate(&prefix, env).expect("CSPRNG");
+        let mut bytes = key.expose_secret().as_bytes().to_vec();
+        for (at, kind, byte) in edits {
+            let at = at.index(bytes.len() + 1);
+            match kind {
+                0 if at < bytes.len() => bytes[at] = byte,
+                1 if at < bytes.len() => { bytes.remove(at); }
+                2 => bytes.insert(at, byte),
+                _ => bytes.truncate(at),
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let checked = KeyText::check(&text, &prefix).map(|key| key.environment());
+        prop_assert_eq!(checked, plain_check(&text, &prefix), "{}", text);
     }
 
     #[test]
@@ -303,6 +325,41 @@ proptest! {
 
 /// `magic`, its format's version, `body` and a valid checksum: what a damaged-but-resealed
 /// encoding looks like.
+/// The key check written as plainly as it reads: search for each separator, test each
+/// character against the alphabet's ranges, decode the checksum in wide arithmetic. The edge's
+/// check (`KeyText::check`) takes shortcuts; it must answer every input as this does.
+fn plain_check(input: &str, prefix: &KeyPrefix) -> Result<Environment, KeyParseError> {
+    const ALPHABET: &str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    if input.len() > MAX_KEY_LEN {
+        return Err(KeyParseError::TooLong { found: input.len() });
+    }
+    let rest = input
+        .strip_prefix(prefix.as_str())
+        .and_then(|rest| rest.strip_prefix('_'))
+        .ok_or(KeyParseError::WrongPrefix {
+            expected: prefix.as_str().to_owned(),
+        })?;
+    let (label, body) = rest
+        .split_once('_')
+        .ok_or(KeyParseError::UnknownEnvironment)?;
+    let env = Environment::from_label(label).ok_or(KeyParseError::UnknownEnvironment)?;
+    if body.len() != BODY_LEN {
+        return Err(KeyParseError::WrongLength { found: body.len() });
+    }
+    let digit = |c: u8| ALPHABET.bytes().position(|a| a == c).map(|d| d as u128);
+    if let Some(position) = body.bytes().position(|c| digit(c).is_none()) {
+        return Err(KeyParseError::InvalidCharacter { position });
+    }
+    let (signed, checksum) = input.as_bytes().split_at(input.len() - CHECKSUM_LEN);
+    let decoded = checksum
+        .iter()
+        .try_fold(0u128, |acc, &c| Some(acc * 62 + digit(c)?));
+    if decoded != Some(u128::from(crc32fast::hash(signed))) {
+        return Err(KeyParseError::ChecksumMismatch);
+    }
+    Ok(env)
+}
+
 fn sealed(magic: &[u8; 4], body: &[u8]) -> Vec<u8> {
     let version = if magic == b"KPSN" { 2 } else { 1 };
     let mut out = [magic.as_slice(), &[version], body].concat();
