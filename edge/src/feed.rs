@@ -124,7 +124,7 @@ pub async fn snapshot(settings: &Settings) -> Result<Snapshot, FeedError> {
         body: Vec::new(),
     };
     let signature = response.headers().get(sync::RESPONSE_SIGNATURE_HEADER)?;
-    let mut check = sync::ResponseCheck::start(
+    let check = sync::ResponseCheck::start(
         &settings.sync_secret,
         signature.as_deref(),
         crate::unix_secs(),
@@ -132,25 +132,12 @@ pub async fn snapshot(settings: &Settings) -> Result<Snapshot, FeedError> {
         &answer.signed(),
     )
     .map_err(FeedError::Unauthentic)?;
-    let mut decoder = SnapshotDecoder::new();
-    // A body that stops decoding is still read to its end: an answer that is not the
-    // control plane's is reported as that, whatever its bytes.
-    let mut undecodable = None;
+    let mut body = SignedSnapshotBody::new(check);
     let mut pieces = Pieces::of(&response)?;
     while let Some(piece) = pieces.next().await? {
-        check.body(piece);
-        if undecodable.is_none() {
-            undecodable = decoder.push(piece).err();
-        }
+        body.push(piece);
     }
-    check.finish().map_err(FeedError::Unauthentic)?;
-    if let Some(error) = undecodable {
-        return Err(error.into());
-    }
-    let (table, rest) = decoder.finish()?;
-    if !rest.is_empty() {
-        return Err(CodecError::TrailingBytes.into());
-    }
+    let table = body.finish()?;
     let seq = answer.field(sync::SNAPSHOT_SEQ_HEADER);
     if seq.parse::<u64>().ok() != Some(table.applied_seq()) {
         return Err(FeedError::Corrupt(format!(
@@ -163,6 +150,49 @@ pub async fn snapshot(settings: &Settings) -> Result<Snapshot, FeedError> {
         chain: answer.chain()?,
         table,
     })
+}
+
+/// A snapshot's body read piece by piece under its signature: each piece goes to the
+/// signature check and to the decoder, and the table is given out only once the signature
+/// holds over the whole body.
+struct SignedSnapshotBody {
+    check: sync::ResponseCheck,
+    decoder: SnapshotDecoder,
+    /// The decoder's first error. The body is still read to its end after it, so an answer
+    /// that is not the control plane's is reported as that ([`FeedError::Unauthentic`]),
+    /// whatever its bytes, and only a signed one as [`FeedError::Corrupt`].
+    undecodable: Option<CodecError>,
+}
+
+impl SignedSnapshotBody {
+    fn new(check: sync::ResponseCheck) -> Self {
+        SignedSnapshotBody {
+            check,
+            decoder: SnapshotDecoder::new(),
+            undecodable: None,
+        }
+    }
+
+    /// The next piece of the body.
+    fn push(&mut self, piece: &[u8]) {
+        self.check.body(piece);
+        if self.undecodable.is_none() {
+            self.undecodable = self.decoder.push(piece).err();
+        }
+    }
+
+    /// The table, when the whole body is the one signed and a whole snapshot.
+    fn finish(self) -> Result<KeyTable, FeedError> {
+        self.check.finish().map_err(FeedError::Unauthentic)?;
+        if let Some(error) = self.undecodable {
+            return Err(error.into());
+        }
+        let (table, rest) = self.decoder.finish()?;
+        if !rest.is_empty() {
+            return Err(CodecError::TrailingBytes.into());
+        }
+        Ok(table)
+    }
 }
 
 /// `&edge=<name>&url=<push url>` when the edge has a push URL, else nothing.
@@ -292,7 +322,111 @@ fn percent_encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::percent_encode;
+    use super::*;
+    use keyplane_shared::table::codec::encode_snapshot;
+    use keyplane_shared::{
+        ChangeOp, Environment, KeyId, KeyStatus, LookupDigest, OrgId, ScopeSet, TableEntry,
+    };
+
+    const NOW: i64 = 1_800_000_000;
+    const NONCE: [u8; sync::NONCE_LEN] = [7; sync::NONCE_LEN];
+
+    fn secret(byte: u8) -> sync::SyncSecret {
+        sync::SyncSecret::new(vec![byte; 32]).expect("32 bytes")
+    }
+
+    fn response(body: &[u8]) -> SignedResponse<'_> {
+        SignedResponse {
+            status: 200,
+            fields: [""; sync::RESPONSE_FIELDS.len()],
+            body,
+        }
+    }
+
+    /// `body` read in pieces of `piece` bytes under the signature `signer` made of `signed`.
+    fn read(
+        signer: &sync::SyncSecret,
+        signed: &[u8],
+        body: &[u8],
+        piece: usize,
+    ) -> Result<KeyTable, FeedError> {
+        let header = sync::sign_response(signer, NOW, &NONCE, &response(signed));
+        let check =
+            sync::ResponseCheck::start(&secret(1), Some(&header), NOW, &NONCE, &response(&[]))
+                .expect("a well-formed, fresh header");
+        let mut reader = SignedSnapshotBody::new(check);
+        for chunk in body.chunks(piece) {
+            reader.push(chunk);
+        }
+        reader.finish()
+    }
+
+    fn snapshot_of_one_key() -> Vec<u8> {
+        let mut table = KeyTable::new();
+        table
+            .apply(&Change {
+                seq: 1,
+                op: ChangeOp::Upsert(TableEntry {
+                    digest: LookupDigest::from_bytes([3; 32]),
+                    key_id: KeyId::from_bytes([1; 16]),
+                    org_id: OrgId::from_bytes([2; 16]),
+                    env: Environment::Live,
+                    status: KeyStatus::Active,
+                    expires_at: None,
+                    scopes: ScopeSet::empty(),
+                    rate_limit: None,
+                }),
+            })
+            .expect("in order");
+        encode_snapshot(&table)
+    }
+
+    #[test]
+    fn a_signed_snapshot_read_in_any_pieces_gives_its_table() {
+        let body = snapshot_of_one_key();
+        for piece in [1, 7, body.len()] {
+            let table = read(&secret(1), &body, &body, piece).expect("signed and whole");
+            assert_eq!((table.len(), table.applied_seq()), (1, 1));
+        }
+    }
+
+    #[test]
+    fn an_unsigned_body_is_unauthentic_whether_or_not_it_decodes() {
+        let real = snapshot_of_one_key();
+        let mut garbage = real.clone();
+        garbage[0] ^= 0xff;
+        // Signed by someone else, and signed by the control plane for another body.
+        for (signer, signed) in [
+            (secret(2), real.as_slice()),
+            (secret(1), b"other".as_slice()),
+        ] {
+            for body in [&real, &garbage] {
+                let outcome = read(&signer, signed, body, 5);
+                assert!(
+                    matches!(outcome, Err(FeedError::Unauthentic(_))),
+                    "{:?}",
+                    outcome.err()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_signed_body_that_does_not_decode_is_corrupt() {
+        let real = snapshot_of_one_key();
+        let mut damaged = real.clone();
+        damaged[0] ^= 0xff;
+        let mut trailing = real.clone();
+        trailing.push(0);
+        for body in [&damaged, &trailing, &real[..real.len() - 1].to_vec()] {
+            let outcome = read(&secret(1), body, body, 5);
+            assert!(
+                matches!(outcome, Err(FeedError::Corrupt(_))),
+                "{:?}",
+                outcome.err()
+            );
+        }
+    }
 
     #[test]
     fn urls_are_encoded_for_a_query_string() {
