@@ -82,6 +82,10 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
                 console_error!("refreshing the key table failed: {error}");
             }
             let (applied_seq, keys, generation, history) = replica::status();
+            let stored = stored_in_store(&env).await.unwrap_or_else(|error| {
+                console_error!("reading the store's storage figures failed: {error}");
+                serde_json::Value::Null
+            });
             Response::from_json(&json!({
                 "edge": settings.edge_name,
                 "applied_seq": applied_seq,
@@ -90,10 +94,22 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
                 "history": history,
                 "usage": usage::stats(),
                 "wasm_memory_bytes": wasm_memory_bytes(),
+                "store": stored,
             }))
         }
         _ => reply::failure(404, "not_found", &request_id),
     }
+}
+
+/// What the key table store's storage holds (its `GET /stored`).
+async fn stored_in_store(env: &Env) -> Result<serde_json::Value> {
+    let stub = env
+        .durable_object(store::BINDING)?
+        .get_by_name(store::STORE_NAME)?;
+    stub.fetch_with_str("https://store/stored")
+        .await?
+        .json()
+        .await
 }
 
 /// The isolate's WebAssembly linear memory, in bytes. Everything the worker's Rust side holds

@@ -5,7 +5,8 @@
 //! worker checked their signature and that they are meant for this edge), its alarm pulls
 //! the control plane's feed every `PULL_INTERVAL_SECS` as a safety net, and isolates copy the
 //! table from it into memory for the request path. Storage survives restarts ([`storage`]);
-//! after [`COMPACT_AFTER_BATCHES`] batches they are folded into a new snapshot.
+//! after [`COMPACT_AFTER_BATCHES`] batches, or [`COMPACT_AFTER_BYTES`] of them, they are
+//! folded into a new snapshot.
 //!
 //! The table has a lineage (`keyplane_shared::table::lineage`): the feed history it comes
 //! from and the feed chain at its sequence. Changes are taken only from a feed answer or a
@@ -26,6 +27,8 @@
 //!   once), applies what is next in sequence, answers `{"applied_seq": N}`. A push that does
 //!   not reach this store's sequence (a gap) is answered with the sequence it has, so the
 //!   pusher resends from there.
+//! - `GET /stored`: what storage holds, `{"snapshot_chunks": N, "after_snapshot": {"batches":
+//!   N, "bytes": N}}` (shown in the edge's signed status).
 
 mod push;
 mod storage;
@@ -75,6 +78,12 @@ pub const PUSH_CHAIN_HEADER: &str = "x-keyplane-push-chain";
 
 /// Change batches kept before they are folded into a new snapshot.
 pub const COMPACT_AFTER_BATCHES: i64 = 256;
+/// Encoded bytes of stored change batches kept before they are folded into a new snapshot:
+/// the stored changes reach an isolate that loads the whole table as one batch, decoded whole
+/// beside the table, so they are bounded by size as well as by count (a pull after a bulk
+/// import, say, stores pages of 10,000 changes, some 600 KB each: 256 of them would be some
+/// 150 MB).
+pub const COMPACT_AFTER_BYTES: i64 = 4 << 20;
 /// Changes kept in memory to refresh isolates without a snapshot.
 const RECENT_CHANGES: usize = 10_000;
 /// Pull rounds in one pull: enough for a million changes, and a bound if pushes keep moving
@@ -190,6 +199,10 @@ impl DurableObject for KeyTableStore {
                     None => error_response(400, "malformed_push"),
                 }
             }
+            (Method::Get, "/stored") => Response::from_json(&json!({
+                "snapshot_chunks": storage::snapshot_chunk_count(&self.sql())?,
+                "after_snapshot": storage::stored_batches(&self.sql())?,
+            })),
             _ => Response::error("not found", 404),
         }
     }
@@ -340,9 +353,9 @@ impl KeyTableStore {
                 recent.pop_front();
             }
         }
-        let batches = storage::append_batch(&self.sql(), &fresh)
+        let stored = storage::append_batch(&self.sql(), &fresh)
             .inspect_err(|_| self.matches_storage.set(false))?;
-        if batches > COMPACT_AFTER_BATCHES {
+        if stored.batches > COMPACT_AFTER_BATCHES || stored.bytes > COMPACT_AFTER_BYTES {
             self.write_snapshot()?;
         }
         Ok(gap)

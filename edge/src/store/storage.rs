@@ -252,26 +252,47 @@ pub fn write_lineage(sql: &SqlStorage, lineage: Option<Lineage>, generation: u64
     Ok(())
 }
 
-/// Appends a batch of applied changes; how many batches are stored now.
-pub fn append_batch(sql: &SqlStorage, changes: &[Change]) -> Result<i64> {
+/// The change batches stored after the stored snapshot: what the last piece of a snapshot
+/// answer to an isolate gathers into one batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoredBatches {
+    /// How many batches.
+    pub batches: i64,
+    /// Their encoded bytes, together.
+    pub bytes: i64,
+}
+
+/// Appends a batch of applied changes; what is stored after the snapshot now.
+pub fn append_batch(sql: &SqlStorage, changes: &[Change]) -> Result<StoredBatches> {
     let Some(last) = changes.last() else {
-        return Ok(0);
+        return stored_batches(sql);
     };
     sql.exec(
         "INSERT OR REPLACE INTO change_batches (last_seq, body) VALUES (?, ?)",
         vec![seq_value(last.seq), encode_changes(changes).into()],
     )?;
-    let count = sql
-        .exec("SELECT COUNT(*) FROM change_batches", None)?
+    stored_batches(sql)
+}
+
+/// The change batches stored after the stored snapshot.
+pub fn stored_batches(sql: &SqlStorage) -> Result<StoredBatches> {
+    let row = sql
+        .exec(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM change_batches",
+            None,
+        )?
         .raw()
         .next()
-        .and_then(|row| row.ok())
-        .and_then(|row| match row.first() {
-            Some(SqlStorageValue::Integer(count)) => Some(*count),
-            _ => None,
-        })
-        .unwrap_or(0);
-    Ok(count)
+        .transpose()?
+        .unwrap_or_default();
+    let integer = |index: usize| match row.get(index) {
+        Some(SqlStorageValue::Integer(value)) => *value,
+        _ => 0,
+    };
+    Ok(StoredBatches {
+        batches: integer(0),
+        bytes: integer(1),
+    })
 }
 
 /// Records a push's nonce, forgetting the expired ones first; `false` if it was seen before.

@@ -2,11 +2,14 @@
 //! store folded its batches into (after 256 of them), read from storage a chunk at a time,
 //! then the changes stored after it. A fresh isolate, and an edge restarted on its storage,
 //! must end with exactly the store's table: keys from the snapshot and from the later batches
-//! admitted, a key removed in a later batch refused.
+//! admitted, a key removed in a later batch refused. The store folds its batches by size as
+//! well (past 4 MiB): a few large batches are folded as many small ones are.
 
 use anyhow::{Result, ensure};
+use keyplane_shared::table::codec::encode_changes;
 use keyplane_shared::{
-    ApiKey, Change, ChangeOp, Environment, KeyId, KeyPrefix, KeyStatus, OrgId, ScopeSet, TableEntry,
+    ApiKey, Change, ChangeOp, Environment, KeyId, KeyPrefix, KeyStatus, LookupDigest, OrgId,
+    ScopeSet, TableEntry,
 };
 use keyplane_tests::{Deployment, EdgeFeed, Setup};
 use serde_json::json;
@@ -92,6 +95,134 @@ fn fresh_isolates_and_a_restarted_edge_load_the_stored_snapshot_and_the_changes_
         for (key, expected, what) in expectations {
             let status = status_at(url, key)?;
             ensure!(status == expected, "{who}: {what} answered {status}");
+        }
+        Ok(())
+    };
+    check(&d.edges[0].options.isolate_urls()[1], "a fresh isolate")?;
+    d.stop_edge(0);
+    d.launch_edge(0)?;
+    check(&d.edges[0].options.isolate_urls()[0], "a restarted edge")?;
+    Ok(())
+}
+
+/// The stored change batches' size past which the store folds them into a snapshot
+/// (`COMPACT_AFTER_BYTES` in `edge/src/store/mod.rs`).
+const COMPACT_AFTER_BYTES: usize = 4 << 20;
+
+/// What edge 0's store holds in storage, from its signed status: (snapshot chunks, batches
+/// after the snapshot, their bytes).
+fn stored(d: &Deployment) -> Result<(i64, i64, usize)> {
+    let status = d.edge_status(0)?;
+    let store = &status["store"];
+    let number = |value: &serde_json::Value| {
+        value
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("no store figures in the edge's status: {status}"))
+    };
+    Ok((
+        number(&store["snapshot_chunks"])?,
+        number(&store["after_snapshot"]["batches"])?,
+        usize::try_from(number(&store["after_snapshot"]["bytes"])?)?,
+    ))
+}
+
+fn upsert(seq: u64, digest: LookupDigest, n: u64) -> Change {
+    Change {
+        seq,
+        op: ChangeOp::Upsert(TableEntry {
+            digest,
+            key_id: KeyId::from_bytes((u128::from(n) + 1).to_be_bytes()),
+            org_id: OrgId::from_bytes([7; 16]),
+            env: Environment::Live,
+            status: KeyStatus::Active,
+            expires_at: None,
+            scopes: ScopeSet::empty(),
+            rate_limit: None,
+        }),
+    }
+}
+
+#[test]
+#[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
+fn a_few_large_batches_are_folded_into_a_snapshot_past_four_mebibytes() -> Result<()> {
+    let Some(setup) = Setup::from_env() else {
+        return Ok(());
+    };
+    let mut d = Deployment::start(&setup, 1, |options| {
+        if let Err(error) = options.with_isolates(2) {
+            eprintln!("isolates: {error:#}");
+        }
+        options.pull_interval_secs = 3_600;
+    })?;
+    let (_, real) = d.create_key(json!({"name": "real", "environment": "live"}))?;
+    d.wait_for(
+        Duration::from_secs(20),
+        "the first isolate admits the key",
+        || Ok(status_at(&d.edges[0].options.isolate_urls()[0], &real)? == 200),
+    )?;
+    let (mut feed, _) = EdgeFeed::of_first_edge(&d)?;
+    d.stop_control_plane();
+    let (chunks_before, batches_before, bytes_before) = stored(&d)?;
+
+    // Batches of about 0.4 × the bound each: two stay under it, the third passes it, while
+    // three batches are far from the 256 the store also folds at.
+    let sample: Vec<Change> = (0..100)
+        .map(|n| upsert(n + 1, LookupDigest::from_bytes([n as u8; 32]), n))
+        .collect();
+    let per_change = encode_changes(&sample).len() / sample.len();
+    let changes_per_batch = (COMPACT_AFTER_BYTES * 2 / 5 / per_change) as u64;
+    let peppers = d.secrets.pepper_set()?;
+    let late = ApiKey::generate(&KeyPrefix::default(), Environment::Live)?;
+    let mut pushed = bytes_before;
+    for round in 1..=3u64 {
+        let first = feed.next_seq();
+        let mut batch: Vec<Change> = (0..changes_per_batch)
+            .map(|i| {
+                let n = round * 1_000_000 + i;
+                let mut digest = [0u8; 32];
+                digest[..8].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+                digest[8..16].copy_from_slice(&n.to_be_bytes());
+                upsert(first + i, LookupDigest::from_bytes(digest), n)
+            })
+            .collect();
+        if round == 3 {
+            let last = batch.len() - 1;
+            batch[last] = upsert(first + last as u64, peppers.current().digest(&late), 42);
+        }
+        pushed += encode_changes(&batch).len();
+        feed.push(&d, &batch)?;
+        let (chunks, batches, bytes) = stored(&d)?;
+        if round < 3 {
+            ensure!(
+                pushed <= COMPACT_AFTER_BYTES,
+                "the test's batches are too large: {pushed} bytes after {round}"
+            );
+            ensure!(
+                (chunks, batches, bytes) == (chunks_before, batches_before + round as i64, pushed),
+                "after {round} large batches the store holds {chunks} chunks and {batches} \
+                 batches of {bytes} bytes (expected {chunks_before}, {} and {pushed})",
+                batches_before + round as i64
+            );
+        } else {
+            ensure!(
+                pushed > COMPACT_AFTER_BYTES,
+                "the test's batches are too small: {pushed} bytes"
+            );
+            ensure!(
+                batches == 0 && bytes == 0 && chunks > chunks_before,
+                "{pushed} bytes of batches were not folded into a snapshot: the store holds \
+                 {chunks} chunks and {batches} batches of {bytes} bytes"
+            );
+        }
+    }
+    // What was folded is what an isolate that needs the whole table, or a restarted edge, gets.
+    let check = |url: &str, who: &str| -> Result<()> {
+        for (key, what) in [
+            (real.as_str(), "the control plane's key"),
+            (late.expose_secret(), "a key of the last large batch"),
+        ] {
+            let status = status_at(url, key)?;
+            ensure!(status == 200, "{who}: {what} answered {status}");
         }
         Ok(())
     };
