@@ -1,6 +1,6 @@
 //! The isolate's in-memory copy of the key table: what the request path reads.
 //!
-//! Filled from the [`store`](crate::store) Durable Object on an isolate's first request, and
+//! Filled from the [`store`] Durable Object on an isolate's first request, and
 //! kept no older than `REPLICA_FRESHNESS_MS` (default 100 ms) for every decision:
 //!
 //! - a copy's age is measured from when the read that brought it was *sent* to the store, so

@@ -3,7 +3,7 @@
 //!
 //! The request path only appends to the buffer ([`record`]) and, when no flusher is running,
 //! starts one under `waitUntil` ([`claim_flush`], [`flush`]). The flusher sends what is
-//! buffered, then each further batch when it is due ([`due_in`]: a full batch at once, a
+//! buffered, then each further batch when it is due (`due_in`: a full batch at once, a
 //! partial one `USAGE_FLUSH_MS` after the previous send), so no event waits for another
 //! request to be shipped; it stops when the buffer is empty or after [`FLUSH_BUDGET_MS`]
 //! (under the platform's limit for work after the response; a retry due later is made at the
@@ -263,7 +263,7 @@ fn settle(outcome: &Result<(), SendError>, last_serial: u64, now_ms: f64) {
     });
 }
 
-/// The flusher: sends each batch when it is due ([`due_in`]) until the buffer is empty, its
+/// The flusher: sends each batch when it is due (`due_in`) until the buffer is empty, its
 /// budget is spent (or the next wait would outlast it), or its claim was given to a newer
 /// flusher (this one was taken for cancelled).
 pub async fn flush(claim: FlushClaim, settings: &Settings) {

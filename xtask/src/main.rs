@@ -7,7 +7,7 @@
 //! - [`browser`]: Chromium and `tests/browser`'s npm packages, for the dashboard's browser test.
 //! - [`python`]: schemathesis in a virtual environment, for the API's conformance run.
 //! - [`run`]: running steps and child processes (announcing them, process groups, stopping them).
-//! - [`test`]: the whole check suite that `.ci/run` runs.
+//! - [`mod@test`]: the whole check suite that `.ci/run` runs.
 //! - [`dev`]: the control plane and the edge running locally, stopped with Ctrl-C.
 //! - [`extras`]: `fuzz` and `bench`.
 
@@ -36,7 +36,7 @@ struct Cli {
 enum Command {
     /// Install everything the tests and dev loop need into `.tools/` (or $KEYPLANE_TOOLS_DIR).
     Setup,
-    /// Run every check: fmt, clippy (native + wasm32), tests (native + wasm32), edge build, end-to-end.
+    /// Run every check: fmt, clippy (native + wasm32), docs, tests (native + wasm32), edge build, end-to-end.
     Test(test::TestArgs),
     /// Build the edge worker (worker-build --release) and the keyplane binary.
     Build,

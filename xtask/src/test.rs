@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the whole check suite, in order, stopping at the first failure.
 //!
-//! fmt → clippy (native, then wasm32 for shared + edge) → native tests → shared's wasm32
-//! tests under node → `worker-build --release` → the `keyplane` binary → end-to-end tests
+//! fmt → clippy (native) → docs (every intra-doc link resolves) → clippy (wasm32, shared +
+//! edge) → native tests → shared's wasm32 tests under node → `worker-build --release` → the
+//! `keyplane` binary → end-to-end tests
 //! (ignored in a plain `cargo test`, run here with `--ignored` and the env from [`Tools::env`];
 //! among them the dashboard's browser test, whose Chromium and npm packages setup installs).
 
@@ -97,6 +98,14 @@ fn steps(tools: &Tools, quick: bool) -> Result<Vec<Step>> {
             ])?,
         },
     ];
+    // Every intra-doc link must resolve: a module header's link to a moved item fails here.
+    let mut docs = cargo(&["doc", "--workspace", "--no-deps"])?;
+    docs.env("RUSTDOCFLAGS", "-D warnings");
+    steps.push(Step {
+        title: "docs (cargo doc, warnings denied)",
+        counts_tests: false,
+        command: docs,
+    });
     if !quick {
         steps.push(Step {
             title: "clippy, wasm32 (shared + edge)",

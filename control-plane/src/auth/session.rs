@@ -104,7 +104,7 @@ fn same_origin(parts: &Parts, public_url: &str) -> bool {
     same_origin_of(&parts.headers, &parts.uri, public_url)
 }
 
-/// [`same_origin`] from a request's headers and URI (the dashboard's forms without a session:
+/// `same_origin` from a request's headers and URI (the dashboard's forms without a session:
 /// sign-in and invitations, against login CSRF).
 pub fn same_origin_of(headers: &HeaderMap, uri: &axum::http::Uri, public_url: &str) -> bool {
     let Some(origin) = header(headers, ORIGIN.as_str()) else {

@@ -17,7 +17,7 @@
 //!   [`operator`]: the deployment-wide pages (edges, organizations), for operators only.
 //! - [`page`]: the frame of a signed-in page ([`frame`]: the bare frame, [`failure`]: error
 //!   pages); [`security`]: the headers every answer carries
-//!   (a strict Content-Security-Policy, framing rules); [`format`]: times in words.
+//!   (a strict Content-Security-Policy, framing rules); [`mod@format`]: times in words.
 
 pub mod account;
 pub mod assets;

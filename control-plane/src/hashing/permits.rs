@@ -41,7 +41,7 @@ impl HashingPermits {
         }
     }
 
-    /// The process's permits: one per core, at most [`MAX_PERMITS`].
+    /// The process's permits: one per core, at most `MAX_PERMITS`.
     pub fn global() -> &'static Self {
         static GLOBAL: OnceLock<HashingPermits> = OnceLock::new();
         GLOBAL.get_or_init(|| {

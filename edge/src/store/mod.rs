@@ -4,7 +4,7 @@
 //! It is the edge's source of truth. Pushes from the control plane land here (after the
 //! worker checked their signature and that they are meant for this edge), its alarm pulls
 //! the control plane's feed every `PULL_INTERVAL_SECS` as a safety net, and isolates copy the
-//! table from it into memory for the request path. Storage survives restarts ([`storage`]);
+//! table from it into memory for the request path. Storage survives restarts (`storage`);
 //! after [`COMPACT_AFTER_BATCHES`] batches, or [`COMPACT_AFTER_BYTES`] of them, they are
 //! folded into a new snapshot.
 //!

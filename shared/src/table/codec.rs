@@ -1,7 +1,7 @@
 //! Binary encodings of the key table: snapshots and change batches.
 //!
 //! Both are versioned, little-endian, and end with a checksum of everything before it (XXH3-64
-//! for snapshots, CRC32 for change batches: see [`wire`]). Decoding
+//! for snapshots, CRC32 for change batches: see `wire`). Decoding
 //! checks every length against the bytes actually present before allocating, validates every
 //! field, and answers corrupt or truncated input with a [`CodecError`], never a panic.
 //!

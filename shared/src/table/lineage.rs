@@ -8,7 +8,7 @@
 //! - a [`HistoryId`], random, made with the database: a re-created database has another one;
 //! - a [`FeedChain`]: a hash chain over the change log, `chain(0) = H(domain, history)` and
 //!   `chain(n) = H(domain, chain(n-1), encoding of change n)`, where the encoding is the
-//!   canonical one-change batch of [`encode_changes`](super::codec::encode_changes) (the form
+//!   canonical one-change batch of [`encode_changes`] (the form
 //!   the control plane stores). A database restored from a backup keeps its history id, but
 //!   the changes it makes after the restore differ from the ones the edge saw, and so does
 //!   the chain from there on.

@@ -2,7 +2,7 @@
 //!
 //! Nothing secret is in it: each entry holds the digest's first 16 bytes, key id, organization,
 //! environment, status, expiry, scopes and rate-limit override. Entries are 48-byte slots held
-//! inline in 256 shards of ordered linear probing ([`shards`]), so a lookup reads one run of
+//! inline in 256 shards of ordered linear probing (`shards`), so a lookup reads one run of
 //! adjacent memory; organizations and *grants* (environment, status, scopes and rate limit),
 //! which many keys share, are interned. `tests/table_memory.rs` holds it under 64 bytes per key
 //! at 1M keys; the hot-path benchmark measures a lookup against one memory latency.
