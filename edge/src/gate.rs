@@ -82,14 +82,13 @@ struct Incoming {
 }
 
 impl Incoming {
-    fn read(request: web_sys::Request) -> Self {
+    fn read(request: web_sys::Request, url: String) -> Self {
         let headers = request.headers();
         let header = |name: &str| headers.get(name).ok().flatten();
         let now_ms = js_sys::Date::now();
         // Time-ordered, so the control plane's usage table appends instead of writing all
         // over its request-id index (see `RequestId::generate_ordered`).
         let request_id = RequestId::generate_ordered(Timestamp(now_ms as i64)).ok();
-        let url = request.url();
         let target = read_target(&url);
         Incoming {
             request_id_text: request_id.map_or_else(
@@ -164,9 +163,10 @@ impl Incoming {
     }
 }
 
-/// Handles one request from the internet (see the module header for what it returns).
-pub fn handle(request: web_sys::Request, env: Env, ctx: Context) -> Step {
-    let incoming = Incoming::read(request);
+/// Handles one request from the internet, `url` its URL as the runtime gives it (see the
+/// module header for what it returns).
+pub fn handle(request: web_sys::Request, url: String, env: Env, ctx: Context) -> Step {
+    let incoming = Incoming::read(request, url);
     let settings = match settings::load(&env) {
         Ok(settings) => settings,
         Err(error) => {

@@ -59,8 +59,8 @@ pub(crate) fn query_param(url: &Url, name: &str) -> Option<String> {
 #[wasm_bindgen]
 pub fn fetch(request: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
     let ctx = Context::new(ctx);
-    let internal_path = request
-        .url()
+    let url = request.url();
+    let internal_path = url
         .split_once("://")
         .and_then(|(_, rest)| {
             rest.find('/')
@@ -68,7 +68,7 @@ pub fn fetch(request: web_sys::Request, env: Env, ctx: worker::worker_sys::Conte
         })
         .unwrap_or(false);
     if !internal_path {
-        return gate::handle(request, env, ctx).into();
+        return gate::handle(request, url, env, ctx).into();
     }
     worker::js_sys::futures::future_to_promise(async move {
         let response = match internal::handle(Request::from(request), env).await {
