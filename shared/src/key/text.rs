@@ -18,8 +18,8 @@ pub struct KeyText<'a> {
 }
 
 impl<'a> KeyText<'a> {
-    /// Checks `input` strictly against the deployment's prefix, as [`ApiKey::parse`](super::ApiKey::parse) does,
-    /// without copying it.
+    /// Checks `input` strictly against the deployment's prefix, as
+    /// [`ApiKey::parse`](super::ApiKey::parse) does, without copying it.
     ///
     /// Work is bounded by [`MAX_KEY_LEN`] whatever the input size.
     pub fn check(input: &'a str, prefix: &KeyPrefix) -> Result<Self, KeyParseError> {
@@ -51,7 +51,7 @@ impl<'a> KeyText<'a> {
         Ok(KeyText { text: input, env })
     }
 
-    /// A text known to be a key of `env`: an [`ApiKey`]'s own, checked when it was parsed or
+    /// A text known to be a key of `env`: an [`ApiKey`](super::ApiKey)'s own, checked when it was parsed or
     /// generated.
     pub(super) fn checked(text: &'a str, env: Environment) -> Self {
         KeyText { text, env }
