@@ -135,14 +135,11 @@ fn for_each_stored_batch(
 
 /// The lineage row: the lineage at the stored snapshot's sequence, and the generation.
 fn read_lineage(sql: &SqlStorage) -> Result<(Option<Lineage>, u64)> {
-    let row = sql
-        .exec(
-            "SELECT history, snapshot_chain, generation FROM lineage WHERE id = 1",
-            None,
-        )?
-        .raw()
-        .next()
-        .transpose()?;
+    let row = first_row(
+        sql,
+        "SELECT history, snapshot_chain, generation FROM lineage WHERE id = 1",
+        None,
+    )?;
     let Some(row) = row else {
         return Ok((None, 0));
     };
@@ -157,10 +154,7 @@ fn read_lineage(sql: &SqlStorage) -> Result<(Option<Lineage>, u64)> {
     let chain = blob(values.next())
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
         .map(FeedChain::from_bytes);
-    let generation = match values.next() {
-        Some(SqlStorageValue::Integer(value)) => u64::try_from(value).unwrap_or(0),
-        _ => 0,
-    };
+    let generation = u64::try_from(integer(values.next().as_ref())).unwrap_or(0);
     let lineage = history
         .zip(chain)
         .map(|(history, chain)| Lineage { history, chain });
@@ -171,30 +165,36 @@ fn stored_snapshot_error(error: CodecError) -> worker::Error {
     worker::Error::RustError(format!("stored snapshot: {error}"))
 }
 
+/// The first row `query` gives, if any.
+fn first_row(
+    sql: &SqlStorage,
+    query: &str,
+    bindings: impl Into<Option<Vec<SqlStorageValue>>>,
+) -> Result<Option<Vec<SqlStorageValue>>> {
+    sql.exec(query, bindings)?.raw().next().transpose()
+}
+
+/// An integer column's value; 0 for anything else (there is no row, or the column is NULL).
+fn integer(value: Option<&SqlStorageValue>) -> i64 {
+    match value {
+        Some(SqlStorageValue::Integer(value)) => *value,
+        _ => 0,
+    }
+}
+
 /// How many chunks the stored snapshot has (0: none was ever written).
 pub fn snapshot_chunk_count(sql: &SqlStorage) -> Result<i64> {
-    let count = sql
-        .exec("SELECT COUNT(*) FROM snapshot_chunks", None)?
-        .raw()
-        .next()
-        .transpose()?
-        .and_then(|row| match row.first() {
-            Some(SqlStorageValue::Integer(count)) => Some(*count),
-            _ => None,
-        });
-    Ok(count.unwrap_or(0))
+    let row = first_row(sql, "SELECT COUNT(*) FROM snapshot_chunks", None)?;
+    Ok(integer(row.as_ref().and_then(|row| row.first())))
 }
 
 /// The stored snapshot's chunk `index` (counting from 0).
 pub fn snapshot_chunk(sql: &SqlStorage, index: i64) -> Result<Vec<u8>> {
-    let row = sql
-        .exec(
-            "SELECT bytes FROM snapshot_chunks WHERE idx = ?",
-            vec![index.into()],
-        )?
-        .raw()
-        .next()
-        .transpose()?;
+    let row = first_row(
+        sql,
+        "SELECT bytes FROM snapshot_chunks WHERE idx = ?",
+        vec![index.into()],
+    )?;
     match row.and_then(|row| row.into_iter().next()) {
         Some(SqlStorageValue::Blob(bytes)) => Ok(bytes),
         _ => Err(worker::Error::RustError(format!(
@@ -276,22 +276,15 @@ pub fn append_batch(sql: &SqlStorage, changes: &[Change]) -> Result<StoredBatche
 
 /// The change batches stored after the stored snapshot.
 pub fn stored_batches(sql: &SqlStorage) -> Result<StoredBatches> {
-    let row = sql
-        .exec(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM change_batches",
-            None,
-        )?
-        .raw()
-        .next()
-        .transpose()?
-        .unwrap_or_default();
-    let integer = |index: usize| match row.get(index) {
-        Some(SqlStorageValue::Integer(value)) => *value,
-        _ => 0,
-    };
+    let row = first_row(
+        sql,
+        "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM change_batches",
+        None,
+    )?
+    .unwrap_or_default();
     Ok(StoredBatches {
-        batches: integer(0),
-        bytes: integer(1),
+        batches: integer(row.first()),
+        bytes: integer(row.get(1)),
     })
 }
 
