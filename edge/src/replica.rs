@@ -320,7 +320,7 @@ async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
     let answer = if kind == "snapshot" {
         StoreAnswer::Snapshot {
             generation,
-            table: Box::new(receive_snapshot(&mut response).await?),
+            table: Box::new(receive_snapshot(&mut response, corrupt).await?),
         }
     } else {
         StoreAnswer::Changes {
@@ -339,13 +339,11 @@ async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
 
 /// Builds the table from the store's snapshot answer as its pieces arrive (so the whole
 /// encoding, 48 MB at 1M keys, is never held beside the table), then applies the change batch
-/// that follows the snapshot.
-async fn receive_snapshot(response: &mut worker::Response) -> Result<KeyTable> {
-    let corrupt = |error: CodecError| {
-        worker::Error::RustError(format!(
-            "key table store sent an undecodable snapshot: {error}"
-        ))
-    };
+/// that follows the snapshot (`corrupt` says what an undecodable piece is).
+async fn receive_snapshot(
+    response: &mut worker::Response,
+    corrupt: impl Fn(CodecError) -> worker::Error + Copy,
+) -> Result<KeyTable> {
     let mut decoder = SnapshotDecoder::new();
     let mut pieces = Pieces::of(response)?;
     while let Some(piece) = pieces.next().await? {
