@@ -23,14 +23,11 @@ fn status_at(url: &str, key: &str) -> Result<u16> {
     Ok(keyplane_tests::get(&format!("{url}/x"), &[("x-api-key", key)])?.status)
 }
 
-#[test]
-#[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
-fn fresh_isolates_and_a_restarted_edge_load_the_stored_snapshot_and_the_changes_after_it()
--> Result<()> {
-    let Some(setup) = Setup::from_env() else {
-        return Ok(());
-    };
-    let mut d = Deployment::start(&setup, 1, |options| {
+/// A deployment whose edge runs two isolates and pulls only hourly: the control plane's key
+/// (returned) is created and admitted by the first isolate, then the control plane stops, so
+/// from here on only the test's pushes (the returned feed) change the edge's table.
+fn deployment_fed_by_the_test(setup: &Setup) -> Result<(Deployment, String, EdgeFeed)> {
+    let mut d = Deployment::start(setup, 1, |options| {
         if let Err(error) = options.with_isolates(2) {
             eprintln!("isolates: {error:#}");
         }
@@ -42,8 +39,56 @@ fn fresh_isolates_and_a_restarted_edge_load_the_stored_snapshot_and_the_changes_
         "the first isolate admits the key",
         || Ok(status_at(&d.edges[0].options.isolate_urls()[0], &real)? == 200),
     )?;
-    let (mut feed, _) = EdgeFeed::of_first_edge(&d)?;
+    let (feed, _) = EdgeFeed::of_first_edge(&d)?;
     d.stop_control_plane();
+    Ok((d, real, feed))
+}
+
+/// An active live key of an organization of the test's, `n` naming its key id.
+fn upsert(seq: u64, digest: LookupDigest, n: u64) -> Change {
+    Change {
+        seq,
+        op: ChangeOp::Upsert(TableEntry {
+            digest,
+            key_id: KeyId::from_bytes((u128::from(n) + 1).to_be_bytes()),
+            org_id: OrgId::from_bytes([7; 16]),
+            env: Environment::Live,
+            status: KeyStatus::Active,
+            expires_at: None,
+            scopes: ScopeSet::empty(),
+            rate_limit: None,
+        }),
+    }
+}
+
+/// Each `(key, expected status, what it is)` as answered by an isolate that loads the whole
+/// table (the second, never asked before), then by the first after the edge restarted on its
+/// storage.
+fn fresh_isolate_and_restarted_edge_answer(
+    d: &mut Deployment,
+    expectations: &[(&str, u16, &str)],
+) -> Result<()> {
+    let check = |url: &str, who: &str| -> Result<()> {
+        for &(key, expected, what) in expectations {
+            let status = status_at(url, key)?;
+            ensure!(status == expected, "{who}: {what} answered {status}");
+        }
+        Ok(())
+    };
+    check(&d.edges[0].options.isolate_urls()[1], "a fresh isolate")?;
+    d.stop_edge(0);
+    d.launch_edge(0)?;
+    check(&d.edges[0].options.isolate_urls()[0], "a restarted edge")
+}
+
+#[test]
+#[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
+fn fresh_isolates_and_a_restarted_edge_load_the_stored_snapshot_and_the_changes_after_it()
+-> Result<()> {
+    let Some(setup) = Setup::from_env() else {
+        return Ok(());
+    };
+    let (mut d, real, mut feed) = deployment_fed_by_the_test(&setup)?;
 
     // One key per batch; the last batch removes the first key (which is in the snapshot).
     let peppers = d.secrets.pepper_set()?;
@@ -51,19 +96,11 @@ fn fresh_isolates_and_a_restarted_edge_load_the_stored_snapshot_and_the_changes_
         .map(|_| ApiKey::generate(&KeyPrefix::default(), Environment::Live))
         .collect::<Result<_, _>>()?;
     for (n, key) in keys.iter().enumerate() {
-        let mut batch = vec![Change {
-            seq: feed.next_seq(),
-            op: ChangeOp::Upsert(TableEntry {
-                digest: peppers.current().digest(key),
-                key_id: KeyId::from_bytes((n as u128 + 1).to_be_bytes()),
-                org_id: OrgId::from_bytes([7; 16]),
-                env: Environment::Live,
-                status: KeyStatus::Active,
-                expires_at: None,
-                scopes: ScopeSet::empty(),
-                rate_limit: None,
-            }),
-        }];
+        let mut batch = vec![upsert(
+            feed.next_seq(),
+            peppers.current().digest(key),
+            n as u64,
+        )];
         if n + 1 == BATCHES {
             batch.push(Change {
                 seq: feed.next_seq() + 1,
@@ -91,18 +128,7 @@ fn fresh_isolates_and_a_restarted_edge_load_the_stored_snapshot_and_the_changes_
             "a key removed after the snapshot",
         ),
     ];
-    let check = |url: &str, who: &str| -> Result<()> {
-        for (key, expected, what) in expectations {
-            let status = status_at(url, key)?;
-            ensure!(status == expected, "{who}: {what} answered {status}");
-        }
-        Ok(())
-    };
-    check(&d.edges[0].options.isolate_urls()[1], "a fresh isolate")?;
-    d.stop_edge(0);
-    d.launch_edge(0)?;
-    check(&d.edges[0].options.isolate_urls()[0], "a restarted edge")?;
-    Ok(())
+    fresh_isolate_and_restarted_edge_answer(&mut d, &expectations)
 }
 
 /// The stored change batches' size past which the store folds them into a snapshot
@@ -126,42 +152,13 @@ fn stored(d: &Deployment) -> Result<(i64, i64, usize)> {
     ))
 }
 
-fn upsert(seq: u64, digest: LookupDigest, n: u64) -> Change {
-    Change {
-        seq,
-        op: ChangeOp::Upsert(TableEntry {
-            digest,
-            key_id: KeyId::from_bytes((u128::from(n) + 1).to_be_bytes()),
-            org_id: OrgId::from_bytes([7; 16]),
-            env: Environment::Live,
-            status: KeyStatus::Active,
-            expires_at: None,
-            scopes: ScopeSet::empty(),
-            rate_limit: None,
-        }),
-    }
-}
-
 #[test]
 #[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
 fn a_few_large_batches_are_folded_into_a_snapshot_past_four_mebibytes() -> Result<()> {
     let Some(setup) = Setup::from_env() else {
         return Ok(());
     };
-    let mut d = Deployment::start(&setup, 1, |options| {
-        if let Err(error) = options.with_isolates(2) {
-            eprintln!("isolates: {error:#}");
-        }
-        options.pull_interval_secs = 3_600;
-    })?;
-    let (_, real) = d.create_key(json!({"name": "real", "environment": "live"}))?;
-    d.wait_for(
-        Duration::from_secs(20),
-        "the first isolate admits the key",
-        || Ok(status_at(&d.edges[0].options.isolate_urls()[0], &real)? == 200),
-    )?;
-    let (mut feed, _) = EdgeFeed::of_first_edge(&d)?;
-    d.stop_control_plane();
+    let (mut d, real, mut feed) = deployment_fed_by_the_test(&setup)?;
     let (chunks_before, batches_before, bytes_before) = stored(&d)?;
 
     // Batches of about 0.4 × the bound each: two stay under it, the third passes it, while
@@ -216,19 +213,11 @@ fn a_few_large_batches_are_folded_into_a_snapshot_past_four_mebibytes() -> Resul
         }
     }
     // What was folded is what an isolate that needs the whole table, or a restarted edge, gets.
-    let check = |url: &str, who: &str| -> Result<()> {
-        for (key, what) in [
-            (real.as_str(), "the control plane's key"),
-            (late.expose_secret(), "a key of the last large batch"),
-        ] {
-            let status = status_at(url, key)?;
-            ensure!(status == 200, "{who}: {what} answered {status}");
-        }
-        Ok(())
-    };
-    check(&d.edges[0].options.isolate_urls()[1], "a fresh isolate")?;
-    d.stop_edge(0);
-    d.launch_edge(0)?;
-    check(&d.edges[0].options.isolate_urls()[0], "a restarted edge")?;
-    Ok(())
+    fresh_isolate_and_restarted_edge_answer(
+        &mut d,
+        &[
+            (real.as_str(), 200, "the control plane's key"),
+            (late.expose_secret(), 200, "a key of the last large batch"),
+        ],
+    )
 }
