@@ -3,6 +3,11 @@
 //! Run with `cargo xtask bench` (or `cargo bench -p keyplane-shared --bench hot_path`). Every
 //! figure is reported as a ratio to `floor/hmac_sha256` measured in the same run.
 
+// The property tests' synthetic tables; the bench takes only their digests.
+#[allow(dead_code)]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::alloc::System;
 use std::hint::black_box;
 
@@ -29,18 +34,6 @@ const TABLE_KEYS: u32 = 1_000_000;
 /// lines (4 MiB), beyond this machine's 2 MiB of L2 per core.
 const REAL_KEYS: usize = 65_536;
 const PEPPER: [u8; 32] = [0x5a; 32];
-
-/// SplitMix64 over the index: digests spread like HMAC output.
-fn synthetic_digest(n: u32) -> LookupDigest {
-    let mut bytes = [0u8; 32];
-    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
-        let mut z = (u64::from(n) << 2 | i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    LookupDigest::from_bytes(bytes)
-}
 
 /// A buffer of `lines` cache lines whose first words form one random cycle through them all
 /// (Sattolo's shuffle): following it from any line visits every line once, in an order no
@@ -80,7 +73,7 @@ fn fixture() -> Fixture {
     let digests = keys
         .iter()
         .map(|k| pepper.digest(k))
-        .chain((REAL_KEYS as u32..TABLE_KEYS).map(synthetic_digest));
+        .chain((REAL_KEYS as u32..TABLE_KEYS).map(support::pseudo_random_digest));
     for (n, digest) in (0u32..).zip(digests) {
         let entry = TableEntry {
             digest,

@@ -1,5 +1,7 @@
 //! Property tests of the shared core; they run natively and on wasm32 (wasm-bindgen-test-runner).
 
+mod runner_config;
+
 use std::collections::BTreeMap;
 
 use keyplane_shared::key::{BODY_LEN, CHECKSUM_LEN, KeyParseError, MAX_KEY_LEN};
@@ -12,18 +14,9 @@ use keyplane_shared::{
     LookupDigest, OrgId, RateLimit, Scope, ScopeSet, TableEntry, TableRow, Timestamp,
 };
 use proptest::prelude::*;
-use proptest::test_runner::Config;
+use runner_config::config;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
-
-/// Fewer cases on wasm32, where the runner is slower; no failure files (no filesystem there).
-fn config(cases: u32) -> Config {
-    Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
 
 fn prefix() -> impl Strategy<Value = KeyPrefix> {
     "[a-z0-9]{1,16}".prop_map(|p| KeyPrefix::new(&p).expect("strategy yields valid prefixes"))

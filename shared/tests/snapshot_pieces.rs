@@ -2,6 +2,8 @@
 //! forms for any table and any way of cutting the bytes, keep what follows a snapshot, and
 //! refuse every damaged snapshot the whole decoder refuses. Native and wasm32.
 
+mod runner_config;
+
 use keyplane_shared::table::codec::{
     CodecError, SnapshotDecoder, decode_snapshot, encode_changes, encode_snapshot,
     encode_snapshot_in_pieces,
@@ -11,17 +13,9 @@ use keyplane_shared::{
     TableEntry,
 };
 use proptest::prelude::*;
-use proptest::test_runner::Config;
+use runner_config::config;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
-
-fn config(cases: u32) -> Config {
-    Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
 
 /// A table of `keys` entries over a few organizations and grants, some removed again.
 fn table(keys: u32, removed_every: u32) -> KeyTable {
