@@ -25,10 +25,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use keyplane_shared::{
-    Change, ChangeOp, Environment, KeyId, KeyStatus, LookupDigest, OrgId, ScopeSet, TableEntry,
+    Change, ChangeOp, Environment, KeyId, KeyStatus, OrgId, ScopeSet, TableEntry,
 };
 use keyplane_tests::{Deployment, EdgeFeed, Setup, signed};
 use serde_json::json;
+
+// The synthetic digests of shared's tests and hot-path benchmark (SplitMix64 over the index).
+#[allow(dead_code)]
+#[path = "../../shared/tests/support/mod.rs"]
+mod support;
 
 /// Batches the synthetic keys arrive in: the store's `COMPACT_AFTER_BATCHES`, so the last one
 /// folds them into a stored snapshot.
@@ -179,15 +184,16 @@ fn first_answer_ms(d: &Deployment, isolate: usize, key: &str) -> Result<f64> {
 /// Pushes `keys` synthetic keys in [`BATCHES`] batches, as the control plane's pusher would.
 fn push_synthetic_keys(d: &Deployment, feed: &mut EdgeFeed, keys: u64) -> Result<()> {
     let scopes = ScopeSet::parse(["contacts:read"]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let per_batch = keys.div_ceil(BATCHES);
-    let mut next = 0u64;
+    let keys = u32::try_from(keys).context("at most 2^32 synthetic keys")?;
+    let per_batch = keys.div_ceil(BATCHES as u32);
+    let mut next = 0u32;
     while next < keys {
         let batch: Vec<Change> = (next..keys.min(next + per_batch))
             .zip(feed.next_seq()..)
             .map(|(n, seq)| Change {
                 seq,
                 op: ChangeOp::Upsert(TableEntry {
-                    digest: synthetic_digest(n),
+                    digest: support::pseudo_random_digest(n),
                     key_id: KeyId::from_bytes(u128::from(n + 1).to_be_bytes()),
                     org_id: OrgId::from_bytes([(n % 997) as u8; 16]),
                     env: Environment::Live,
@@ -199,19 +205,7 @@ fn push_synthetic_keys(d: &Deployment, feed: &mut EdgeFeed, keys: u64) -> Result
             })
             .collect();
         feed.push(d, &batch)?;
-        next += batch.len() as u64;
+        next += per_batch;
     }
     Ok(())
-}
-
-/// SplitMix64 over the index: digests spread like HMAC output.
-fn synthetic_digest(n: u64) -> LookupDigest {
-    let mut bytes = [0u8; 32];
-    for (i, chunk) in (0u64..).zip(bytes.chunks_mut(8)) {
-        let mut z = (n << 2 | i).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    LookupDigest::from_bytes(bytes)
 }

@@ -64,7 +64,7 @@ struct Target {
 /// The JS workers measured beside Keyplane (`harness/edge.mjs`), by name: the pass-through,
 /// Keyplane's edits made the usual way (the reference), and the same edits made other ways or
 /// in part, to find what each costs and the cheapest way workerd offers.
-const JS_WORKERS: [(&str, EdgeWorker); 8] = [
+const JS_WORKERS: [(&str, EdgeWorker); 9] = [
     ("pass-through worker", EdgeWorker::Passthrough),
     // `new Request(target, request)`, then its headers edited; `new Response(body, answer)`
     // and the six fields set.
@@ -89,6 +89,12 @@ const JS_WORKERS: [(&str, EdgeWorker); 8] = [
     (
         "JS, init-dict, id only",
         EdgeWorker::JsAlternative("js-dict-id"),
+    ),
+    // The answer with the draft's two rate-limit fields and the request id, without the legacy
+    // `X-RateLimit-*` trio: what leaving the trio off admitted answers would save.
+    (
+        "JS, init-dict, draft pair",
+        EdgeWorker::JsAlternative("js-dict-draft"),
     ),
     // The request on a new Headers of the kept fields plus the identity.
     (
@@ -123,7 +129,7 @@ const KEYPLANE_EDGES: [(&str, &[(&str, &str)]); 5] = [
 ];
 
 /// The ratios printed beyond each target's against the pass-through: (what, a, b) for a ÷ b.
-const PAIRS: [(&str, &str, &str); 9] = [
+const PAIRS: [(&str, &str, &str); 10] = [
     (
         "keyplane (usage off) / JS with Keyplane's edits",
         "keyplane, usage off",
@@ -163,6 +169,11 @@ const PAIRS: [(&str, &str, &str); 9] = [
         "keyplane (usage off) / the build before",
         "keyplane, usage off",
         "keyplane, off, before",
+    ),
+    (
+        "JS init-dict: draft pair / all fields",
+        "JS, init-dict, draft pair",
+        "JS, init-dict request",
     ),
     (
         "JS request id only / JS answer untouched",

@@ -77,6 +77,8 @@ const RATE_LIMIT = [
   ["x-ratelimit-remaining", "9"],
   ["x-ratelimit-reset", "1"],
 ];
+// The draft's two fields alone, without the legacy X-RateLimit-* trio.
+const RATE_LIMIT_DRAFT = RATE_LIMIT.slice(0, 2);
 const REQUEST_ID = ["x-keyplane-request-id", "req_5hMbTnd4GwDZ0jS8cXb1qL"];
 const dropped = (name) => name === "x-api-key" || name === "host" || name.startsWith("x-keyplane-");
 `;
@@ -108,15 +110,19 @@ const requestSteps = {
       method: request.method, headers, body: request.body, redirect: "manual",
     });`,
 };
-const answerSteps = {
-  // A new Response over the origin's body stream (status and headers copied), then the five
-  // rate-limit fields and the request id set.
-  all: `
+// A new Response over the origin's body stream (status and headers copied), then the fields of
+// the list named `list` and the request id set.
+const relayWith = (list) => `
     const relayed = new Response(answer.body, answer);
     const fields = relayed.headers;
-    for (const [name, value] of RATE_LIMIT) fields.set(name, value);
+    for (const [name, value] of ${list}) fields.set(name, value);
     fields.set(...REQUEST_ID);
-    return relayed;`,
+    return relayed;`;
+const answerSteps = {
+  // The five rate-limit fields and the request id.
+  all: relayWith("RATE_LIMIT"),
+  // The draft's two fields and the request id (the legacy trio left to 429s).
+  draft: relayWith("RATE_LIMIT_DRAFT"),
   // The same with the request id alone (RATE_LIMIT_HEADERS = "on_429" on an admitted request).
   id: `
     const relayed = new Response(answer.body, answer);
@@ -152,6 +158,7 @@ const jsWorkers = {
   "js-copy-init": jsWorker("copy", "init"),
   "js-dict-all": jsWorker("dict", "all"),
   "js-dict-id": jsWorker("dict", "id"),
+  "js-dict-draft": jsWorker("dict", "draft"),
 };
 
 const root = resolve(buildDir);

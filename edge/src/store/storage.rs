@@ -262,16 +262,33 @@ pub struct StoredBatches {
     pub bytes: i64,
 }
 
-/// Appends a batch of applied changes; what is stored after the snapshot now.
+/// Appends a batch of applied changes; what is stored after the snapshot now. A batch whose
+/// encoding passes [`CHUNK_BYTES`] is stored as several, each under the 2 MB a storage row
+/// holds (a feed page of 10,000 keys with many scopes can pass it).
 pub fn append_batch(sql: &SqlStorage, changes: &[Change]) -> Result<StoredBatches> {
-    let Some(last) = changes.last() else {
-        return stored_batches(sql);
-    };
-    sql.exec(
-        "INSERT OR REPLACE INTO change_batches (last_seq, body) VALUES (?, ?)",
-        vec![seq_value(last.seq), encode_changes(changes).into()],
-    )?;
+    for (last_seq, body) in encoded_pieces(changes, CHUNK_BYTES) {
+        sql.exec(
+            "INSERT OR REPLACE INTO change_batches (last_seq, body) VALUES (?, ?)",
+            vec![seq_value(last_seq), body.into()],
+        )?;
+    }
     stored_batches(sql)
+}
+
+/// `changes` encoded as consecutive batches of at most `limit` bytes each (a single change
+/// over it stays whole), each with the sequence of its last change.
+fn encoded_pieces(changes: &[Change], limit: usize) -> Vec<(u64, Vec<u8>)> {
+    let Some(last) = changes.last() else {
+        return Vec::new();
+    };
+    let body = encode_changes(changes);
+    if body.len() <= limit || changes.len() == 1 {
+        return vec![(last.seq, body)];
+    }
+    let (front, back) = changes.split_at(changes.len() / 2);
+    let mut pieces = encoded_pieces(front, limit);
+    pieces.extend(encoded_pieces(back, limit));
+    pieces
 }
 
 /// The change batches stored after the stored snapshot.
@@ -314,4 +331,61 @@ pub fn remember_nonce(sql: &SqlStorage, nonce: &str, expires_at: i64, now: i64) 
 
 fn seq_value(seq: u64) -> SqlStorageValue {
     SqlStorageValue::Integer(i64::try_from(seq).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyplane_shared::{
+        ChangeOp, Environment, KeyId, KeyStatus, LookupDigest, OrgId, ScopeSet, TableEntry,
+    };
+
+    fn upsert(seq: u64) -> Change {
+        let mut digest = [0u8; 32];
+        digest[..8].copy_from_slice(&seq.to_le_bytes());
+        Change {
+            seq,
+            op: ChangeOp::Upsert(TableEntry {
+                digest: LookupDigest::from_bytes(digest),
+                key_id: KeyId::from_bytes(u128::from(seq).to_be_bytes()),
+                org_id: OrgId::from_bytes([3; 16]),
+                env: Environment::Live,
+                status: KeyStatus::Active,
+                expires_at: None,
+                scopes: ScopeSet::empty(),
+                rate_limit: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_batch_past_the_limit_is_stored_as_consecutive_pieces_under_it() {
+        let changes: Vec<Change> = (1..=3_000).map(upsert).collect();
+        let whole = encode_changes(&changes).len();
+        let limit = whole / 5;
+        let pieces = encoded_pieces(&changes, limit);
+        assert!(pieces.len() >= 5, "{} pieces", pieces.len());
+        let mut decoded = Vec::new();
+        for (last_seq, body) in &pieces {
+            assert!(body.len() <= limit, "{} bytes over {limit}", body.len());
+            let piece = decode_changes(body).expect("decodes");
+            assert_eq!(piece.last().map(|change| change.seq), Some(*last_seq));
+            decoded.extend(piece);
+        }
+        assert_eq!(decoded, changes, "the pieces hold the batch, in order");
+    }
+
+    #[test]
+    fn a_batch_under_the_limit_is_one_piece_and_a_lone_change_is_never_split() {
+        let changes: Vec<Change> = (1..=10).map(upsert).collect();
+        let body = encode_changes(&changes);
+        assert_eq!(encoded_pieces(&changes, body.len()), vec![(10, body)]);
+        let lone = [upsert(7)];
+        assert_eq!(
+            encoded_pieces(&lone, 1),
+            vec![(7, encode_changes(&lone))],
+            "a change over the limit stays whole"
+        );
+        assert!(encoded_pieces(&[], 1).is_empty());
+    }
 }
