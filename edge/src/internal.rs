@@ -4,7 +4,8 @@
 //! - `POST /__keyplane/sync?edge=<name>&history=<hst_…>&after=<N>&chain=<hex>`: a change batch
 //!   pushed by the control plane, signed over all of that (see `keyplane_shared::sync`). The
 //!   signature header is checked for shape and age before the body is read, and the body is
-//!   read only up to [`MAX_PUSH_BYTES`] (a declared length or a chunked stream past it: 413).
+//!   read only up to [`sync::MAX_PUSH_BYTES`] (a declared length or a chunked stream past it:
+//!   413).
 //!   Unsigned, badly signed, stale, replayed (nonce seen before) or malformed pushes are
 //!   refused and change nothing; so is a push named for another edge (421
 //!   `misdirected_push`: two edges given one URL, or a push captured at another edge) and one
@@ -27,8 +28,6 @@ use crate::usage;
 
 /// Prefix of every internal path.
 pub const PREFIX: &str = "/__keyplane/";
-/// Largest accepted push body (10,000 changes are ~1.3 MB).
-pub const MAX_PUSH_BYTES: usize = 8 << 20;
 
 /// Routes an internal request.
 pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
@@ -55,7 +54,7 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
                 // forged header of the right shape gets as far as the bounded read below).
                 return reply::failure(401, "invalid_signature", &request_id);
             }
-            let Some(body) = read_bounded(&mut req, MAX_PUSH_BYTES).await? else {
+            let Some(body) = read_bounded(&mut req, sync::MAX_PUSH_BYTES).await? else {
                 return reply::failure(413, "payload_too_large", &request_id);
             };
             let Some(verified) = check_signature(&req, &settings, "POST", &body)? else {

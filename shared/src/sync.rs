@@ -38,6 +38,9 @@ pub const SIGNATURE_HEADER: &str = "x-keyplane-signature";
 
 /// How far a signature's time may be from the verifier's clock, either way.
 pub const REPLAY_WINDOW_SECS: i64 = 300;
+/// Largest push body an edge accepts (`POST /__keyplane/sync`: 413 past it). The control
+/// plane's pusher keeps its bodies far under it.
+pub const MAX_PUSH_BYTES: usize = 8 << 20;
 
 /// Length of the nonce in bytes.
 pub const NONCE_LEN: usize = 16;

@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use keyplane_control_plane::replication::pusher;
+use keyplane_shared::scope::MAX_SCOPES;
 use keyplane_shared::sync::{self, SignedRequest};
 use keyplane_shared::table::codec::decode_changes;
 use keyplane_shared::{ChangeOp, KeyStatus};
@@ -21,6 +22,7 @@ backends!(
     an_edge_that_applies_nothing_is_retried_with_backoff,
     a_stuck_edge_blocks_neither_the_api_nor_other_edges,
     serving_pushes_and_shutting_down_stops_the_pusher,
+    changes_of_keys_with_many_long_scopes_are_pushed_in_bodies_under_the_bound,
 );
 
 /// What a fake edge saw and how it behaves.
@@ -42,6 +44,8 @@ struct FakeEdge {
     bad_signatures: usize,
     /// The path and query of every push received.
     paths: Vec<String>,
+    /// The body length of every push received.
+    body_lengths: Vec<usize>,
 }
 
 type Shared = Arc<(
@@ -72,6 +76,7 @@ async fn fake_sync(
     );
     let mut edge = edge.lock().expect("lock");
     edge.paths.push(path_and_query.to_owned());
+    edge.body_lengths.push(body.len());
     if verified.is_err() {
         edge.bad_signatures += 1;
         return (StatusCode::UNAUTHORIZED, String::new());
@@ -220,6 +225,55 @@ async fn the_pusher_delivers_signed_changes_retries_and_resends_after_a_gap(app:
         text.contains("keyplane_edge_lag_changes{edge=\"fake\"}"),
         "{text}"
     );
+    task.abort();
+}
+
+async fn changes_of_keys_with_many_long_scopes_are_pushed_in_bodies_under_the_bound(app: TestApp) {
+    // Keys with the most scopes, each as long as allowed: some 8.4 KB per change, so the 150
+    // changes (well under the 1,000 a push holds) are about 1.2 MiB.
+    let scopes: Vec<String> = (0..MAX_SCOPES)
+        .map(|n| format!("{}{n:03}:{}", "r".repeat(61), "a".repeat(64)))
+        .collect();
+    for n in 0..150 {
+        app.create_key(json!({"name": format!("k{n}"), "environment": "live", "scopes": scopes}))
+            .await;
+    }
+    let head = app.store.feed_head().await.expect("head");
+    // Registered after the keys, so the whole backlog is one push's worth of changes.
+    let (url, shared) = start_fake_edge(&app, FakeEdge::default()).await;
+    app.store
+        .register_edge("fake", &url, None, app.state.now())
+        .await
+        .expect("register");
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let task = pusher::spawn(app.state.clone(), stopped);
+    until("the fake edge applying everything", || {
+        std::future::ready(shared.0.lock().expect("lock").applied == head)
+    })
+    .await;
+    {
+        let edge = shared.0.lock().expect("lock");
+        assert!(
+            edge.pushes.len() >= 2,
+            "one push for all: {:?}",
+            edge.body_lengths
+        );
+        assert!(
+            edge.body_lengths
+                .iter()
+                .all(|&length| length <= pusher::MAX_BODY_BYTES),
+            "a push body over {} bytes: {:?}",
+            pusher::MAX_BODY_BYTES,
+            edge.body_lengths
+        );
+        let received: Vec<u64> = edge.received.iter().map(|change| change.seq).collect();
+        assert_eq!(
+            received,
+            (1..=head).collect::<Vec<_>>(),
+            "every change, once, in order"
+        );
+    }
+    until_acked(&app, "fake", head).await;
     task.abort();
 }
 

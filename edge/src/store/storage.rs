@@ -14,7 +14,7 @@
 
 use keyplane_shared::ids::HistoryId;
 use keyplane_shared::table::codec::{
-    CodecError, SnapshotDecoder, decode_changes, encode_changes, encode_snapshot_in_pieces,
+    CodecError, SnapshotDecoder, decode_changes, encode_changes_within, encode_snapshot_in_pieces,
 };
 use keyplane_shared::table::lineage::apply_following;
 use keyplane_shared::{Change, FeedChain, KeyTable, Lineage};
@@ -277,17 +277,16 @@ pub fn append_batch(sql: &SqlStorage, changes: &[Change]) -> Result<StoredBatche
 
 /// `changes` encoded as consecutive batches of at most `limit` bytes each (a single change
 /// over it stays whole), each with the sequence of its last change.
-fn encoded_pieces(changes: &[Change], limit: usize) -> Vec<(u64, Vec<u8>)> {
-    let Some(last) = changes.last() else {
-        return Vec::new();
-    };
-    let body = encode_changes(changes);
-    if body.len() <= limit || changes.len() == 1 {
-        return vec![(last.seq, body)];
+fn encoded_pieces(mut changes: &[Change], limit: usize) -> Vec<(u64, Vec<u8>)> {
+    let mut pieces = Vec::new();
+    while !changes.is_empty() {
+        let (taken, body) = encode_changes_within(changes, limit);
+        let (piece, rest) = changes.split_at(taken);
+        if let Some(last) = piece.last() {
+            pieces.push((last.seq, body));
+        }
+        changes = rest;
     }
-    let (front, back) = changes.split_at(changes.len() / 2);
-    let mut pieces = encoded_pieces(front, limit);
-    pieces.extend(encoded_pieces(back, limit));
     pieces
 }
 
@@ -336,6 +335,7 @@ fn seq_value(seq: u64) -> SqlStorageValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyplane_shared::table::codec::encode_changes;
     use keyplane_shared::{
         ChangeOp, Environment, KeyId, KeyStatus, LookupDigest, OrgId, ScopeSet, TableEntry,
     };

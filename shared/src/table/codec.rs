@@ -125,6 +125,21 @@ pub fn encode_changes(changes: &[Change]) -> Vec<u8> {
     out.finish()
 }
 
+/// A leading part of `changes` encoded in at most `limit` bytes (one change, whatever its size,
+/// when even one is over it), and how many changes it holds; `(0, _)` only when `changes` is
+/// empty. The part is the whole batch halved until it fits, so it holds at least half of what
+/// would fit: a producer sends a long batch in a few bodies under a receiver's bound.
+pub fn encode_changes_within(changes: &[Change], limit: usize) -> (usize, Vec<u8>) {
+    let mut taken = changes.len();
+    loop {
+        let body = encode_changes(&changes[..taken]);
+        if body.len() <= limit || taken <= 1 {
+            return (taken, body);
+        }
+        taken = taken.div_ceil(2);
+    }
+}
+
 /// Decodes a batch of changes.
 pub fn decode_changes(bytes: &[u8]) -> Result<Vec<Change>, CodecError> {
     let mut input = Reader::open(bytes, CHANGES_MAGIC, CHANGES_VERSION)?;

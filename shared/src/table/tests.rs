@@ -1,6 +1,9 @@
 //! Unit tests of the key table, its change log and codecs.
 
-use super::codec::{CodecError, decode_changes, decode_snapshot, encode_changes, encode_snapshot};
+use super::codec::{
+    CodecError, decode_changes, decode_snapshot, encode_changes, encode_changes_within,
+    encode_snapshot,
+};
 use super::*;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -351,4 +354,34 @@ fn change_batches_round_trip_and_reject_damage() {
         decode_changes(&reseal(bad_op)),
         Err(CodecError::Corrupt("unknown change operation"))
     );
+}
+
+#[test]
+fn a_batch_is_encoded_within_a_bound_from_its_start() {
+    let changes: Vec<Change> = (1..=100u32)
+        .map(|n| upsert(n.into(), entry(n, 1, &["contacts:read"])))
+        .collect();
+    let whole = encode_changes(&changes);
+    assert_eq!(
+        encode_changes_within(&changes, whole.len()),
+        (100, whole.clone()),
+        "a batch that fits is taken whole"
+    );
+    for limit in [whole.len() - 1, whole.len() / 3, 200] {
+        let (taken, body) = encode_changes_within(&changes, limit);
+        assert!(body.len() <= limit, "{} bytes over {limit}", body.len());
+        assert_eq!(body, encode_changes(&changes[..taken]), "a leading part");
+        let twice = encode_changes(&changes[..(taken * 2).min(100)]).len();
+        assert!(
+            twice > limit,
+            "{taken} changes taken under {limit} bytes, where twice as many fit: {twice} bytes"
+        );
+    }
+    let lone = &changes[..1];
+    assert_eq!(
+        encode_changes_within(lone, 1),
+        (1, encode_changes(lone)),
+        "one change over the bound is still sent"
+    );
+    assert_eq!(encode_changes_within(&[], 1).0, 0);
 }
