@@ -36,6 +36,17 @@ pub struct ChangesPage {
     pub chain_after: FeedChain,
     /// The changes after it (possibly none).
     pub changes: Vec<Change>,
+    /// The feed's head when the page was read.
+    pub head: u64,
+}
+
+impl ChangesPage {
+    /// Whether the feed holds more after this page, asked from `after`: the page ends before
+    /// the head. (A page can be short of the [`PAGE`] asked for and still not the last: the
+    /// control plane also bounds a page by its bytes.)
+    pub fn more_follow(&self, after: u64) -> bool {
+        self.changes.last().map_or(after, |change| change.seq) < self.head
+    }
 }
 
 /// What the feed answered to "changes after N".
@@ -95,6 +106,9 @@ pub async fn changes_after(settings: &Settings, after: u64) -> Result<FeedReply,
             history: answer.history()?,
             chain_after: answer.chain()?,
             changes: decode_changes(&answer.body)?,
+            head: answer.field(sync::HEAD_SEQ_HEADER).parse().map_err(|_| {
+                FeedError::Corrupt("the feed's head is not a sequence number".into())
+            })?,
         })),
         409 => Ok(FeedReply::Ahead),
         other => Err(FeedError::Unavailable(format!(
@@ -435,5 +449,30 @@ mod tests {
             "http%3A%2F%2F127.0.0.1%3A8787%2Fx%3Fa%3Db%26c"
         );
         assert_eq!(percent_encode("edge-1_a"), "edge-1_a");
+    }
+
+    #[test]
+    fn more_follow_a_page_that_ends_before_the_head_however_short_it_is() {
+        let page = |seqs: &[u64], head: u64| ChangesPage {
+            history: HistoryId::from_bytes([1; 16]),
+            chain_after: FeedChain::from_bytes([2; 32]),
+            changes: seqs
+                .iter()
+                .map(|&seq| Change {
+                    seq,
+                    op: ChangeOp::Remove(LookupDigest::from_bytes([seq as u8; 32])),
+                })
+                .collect(),
+            head,
+        };
+        assert!(
+            page(&[11, 12], 20).more_follow(10),
+            "two changes, short of the page asked for, but not the head"
+        );
+        assert!(
+            !page(&[11, 12], 12).more_follow(10),
+            "the page reaches the head"
+        );
+        assert!(!page(&[], 10).more_follow(10), "nothing after the head");
     }
 }

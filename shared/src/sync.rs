@@ -39,8 +39,14 @@ pub const SIGNATURE_HEADER: &str = "x-keyplane-signature";
 /// How far a signature's time may be from the verifier's clock, either way.
 pub const REPLAY_WINDOW_SECS: i64 = 300;
 /// Largest push body an edge accepts (`POST /__keyplane/sync`: 413 past it). The control
-/// plane's pusher keeps its bodies far under it.
+/// plane keeps its bodies far under it ([`MAX_CHANGES_BYTES`]).
 pub const MAX_PUSH_BYTES: usize = 8 << 20;
+/// Largest body of changes the control plane sends an edge at once, a push or a page of the
+/// feed: a thousand ordinary changes are some 60 KB, but keys with the most and longest
+/// scopes take some 8.4 KB each, so fewer changes are sent then (ten thousand of them, a full
+/// page, would be 84 MB, more than an edge's store could hold in its 128 MB).
+pub const MAX_CHANGES_BYTES: usize = 1 << 20;
+const _: () = assert!(MAX_CHANGES_BYTES <= MAX_PUSH_BYTES);
 
 /// Length of the nonce in bytes.
 pub const NONCE_LEN: usize = 16;

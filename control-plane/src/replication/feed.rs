@@ -1,9 +1,10 @@
 //! The change feed as edges read it. Machine-to-machine: requests are signed with the edge
 //! secret (not a management key); any signature problem is one 401 `invalid_signature`.
 //!
-//! - `GET /v1/edge/changes?after=N[&limit=L]`: the KPCB-encoded changes in `(N, min(N+L, head)]`
-//!   (`limit` 1..=10000, default 1000), header `x-keyplane-head-seq`; `after > head` is 409
-//!   `sequence_ahead` (the edge then loads a snapshot).
+//! - `GET /v1/edge/changes?after=N[&limit=L]`: the KPCB-encoded changes after `N`, up to the
+//!   head: at most `L` (1..=10000, default 1000) and [`sync::MAX_CHANGES_BYTES`] (fewer when
+//!   the keys carry many long scopes), header `x-keyplane-head-seq` (more follow while the page ends
+//!   before it); `after > head` is 409 `sequence_ahead` (the edge then loads a snapshot).
 //! - `GET /v1/edge/snapshot`: the KPSN-encoded table at the head, header `x-keyplane-seq`.
 //!
 //! Both accept `edge=<name>&url=<push URL>`, which registers the edge: an edge that pulls once
@@ -23,7 +24,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse as _, Response};
 use keyplane_shared::sync::{self, SignedResponse};
-use keyplane_shared::table::codec::{encode_changes, encode_snapshot};
+use keyplane_shared::table::codec::{encode_changes_within, encode_snapshot};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -129,8 +130,9 @@ async fn register(state: &AppState, edge: Option<(&str, &str)>, seq: u64) -> Res
     get, path = "/v1/edge/changes", tag = "edge",
     params(ChangesQuery),
     responses(
-        (status = 200, description = "The changes in (after, min(after + limit, head)], in order \
-                                      (a KPCB batch; empty when the edge is up to date)",
+        (status = 200, description = "The changes after `after`, in order, up to the head: at most \
+                                      `limit` and 1 MiB (a KPCB batch; empty when the edge is up to \
+                                      date; more follow while it ends before the head)",
          body = Vec<u8>, content_type = "application/octet-stream",
          headers(
              ("x-keyplane-head-seq" = u64, description = "The feed's head"),
@@ -178,7 +180,7 @@ async fn changes(
         state.store.changes_after(after, count).await?
     };
     let chain = state.store.chain_at(after).await?.to_hex();
-    let body = encode_changes(&changes);
+    let (_, body) = encode_changes_within(&changes, sync::MAX_CHANGES_BYTES);
     let fields = [history.as_str(), head_text.as_str(), "", chain.as_str()];
     Ok(signed(&state, nonce, binary(body.clone()), fields, &body))
 }

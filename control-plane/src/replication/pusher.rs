@@ -4,8 +4,8 @@
 //! whichever way it was made, an API call, the CLI or a background task) and once a second
 //! (changes made by other control-plane instances, edges registered meanwhile), reloads
 //! the edge registry and wakes one worker per edge. A worker sends the changes after what its
-//! edge acknowledged (at most [`BATCH`] per request and [`MAX_BODY_BYTES`] of KPCB body,
-//! signed) to
+//! edge acknowledged (at most [`BATCH`] per request and [`sync::MAX_CHANGES_BYTES`] of KPCB
+//! body, signed) to
 //! `<url>/__keyplane/sync` and records the `{"applied_seq": N}` it answers; an edge that answers
 //! a lower sequence than it was sent (a gap) is sent the rest from there at once (and with
 //! backoff if it then still applies nothing). Failures are retried with exponential backoff
@@ -37,11 +37,6 @@ use crate::store::{EdgeRecord, StoreError};
 
 /// Most changes sent in one push.
 pub const BATCH: u64 = 1_000;
-/// Largest push body: [`BATCH`] changes of keys with many long scopes (up to ~8.4 KB each)
-/// would pass the edge's [`sync::MAX_PUSH_BYTES`], so fewer are sent then (a thousand
-/// ordinary changes are some 60 KB).
-pub const MAX_BODY_BYTES: usize = 1 << 20;
-const _: () = assert!(MAX_BODY_BYTES <= sync::MAX_PUSH_BYTES);
 /// How long a push may take, connection included.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The path pushes are sent to, under the edge's URL (and the path they are signed over).
@@ -321,8 +316,9 @@ async fn push_to_edge(
     }
 }
 
-/// Sends the changes after `after` (up to `head`, at most [`BATCH`] and [`MAX_BODY_BYTES`]) to
-/// edge `name` at `base_url`; the edge's applied sequence and the last sequence sent.
+/// Sends the changes after `after` (up to `head`, at most [`BATCH`] and
+/// [`sync::MAX_CHANGES_BYTES`]) to edge `name` at `base_url`; the edge's applied sequence and
+/// the last sequence sent.
 async fn push_once(
     state: &AppState,
     client: &reqwest::Client,
@@ -337,7 +333,7 @@ async fn push_once(
         .await
         .map_err(PushError::Log)?;
     let chain = state.store.chain_at(after).await.map_err(PushError::Log)?;
-    let (taken, body) = encode_changes_within(&changes, MAX_BODY_BYTES);
+    let (taken, body) = encode_changes_within(&changes, sync::MAX_CHANGES_BYTES);
     let sent_to = taken
         .checked_sub(1)
         .and_then(|last| changes.get(last))

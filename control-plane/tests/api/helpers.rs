@@ -16,7 +16,7 @@ use keyplane_control_plane::store::sql::Backend;
 use keyplane_control_plane::{Application, Config};
 use keyplane_shared::Timestamp;
 use keyplane_shared::sync;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use tower::ServiceExt as _;
@@ -426,6 +426,20 @@ impl TestApp {
         assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
         let key = reply.body["key"].as_str().expect("full key").to_owned();
         (key, reply.body["record"].clone())
+    }
+
+    /// Creates `count` keys with the most scopes, each as long as allowed: their changes take
+    /// some 8.4 KB each (an ordinary key's some 60 bytes).
+    pub async fn create_keys_with_the_most_scopes(&self, count: usize) {
+        let scopes: Vec<String> = (0..keyplane_shared::scope::MAX_SCOPES)
+            .map(|n| format!("{}{n:03}:{}", "r".repeat(61), "a".repeat(64)))
+            .collect();
+        for n in 0..count {
+            self.create_key(
+                json!({"name": format!("k{n}"), "environment": "live", "scopes": scopes}),
+            )
+            .await;
+        }
     }
 
     /// The organization's audit records, oldest first.

@@ -16,7 +16,41 @@ backends!(
     changes_follow_every_mutation_in_order,
     the_snapshot_equals_the_replayed_log_and_pulling_registers_the_edge,
     pulling_registers_and_updates_the_edge,
+    a_page_of_large_changes_is_bounded_by_its_bytes,
 );
+
+async fn a_page_of_large_changes_is_bounded_by_its_bytes(app: TestApp) {
+    // About 1.2 MiB of changes, well under the 10,000 a page may hold.
+    app.create_keys_with_the_most_scopes(150).await;
+    let head = app.store.feed_head().await.expect("head");
+    let mut after = 0;
+    let mut pages = Vec::new();
+    while after < head {
+        let (status, headers, body) = app
+            .feed_bytes(&format!("/v1/edge/changes?after={after}&limit=10000"))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-keyplane-head-seq"], head.to_string().as_str());
+        assert!(
+            body.len() <= sync::MAX_CHANGES_BYTES,
+            "a page of {} bytes after {after}",
+            body.len()
+        );
+        let seqs: Vec<u64> = decode_changes(&body)
+            .expect("decodes")
+            .iter()
+            .map(|change| change.seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            (after + 1..=after + seqs.len() as u64).collect::<Vec<_>>(),
+            "a page goes on from where the last ended"
+        );
+        after = *seqs.last().expect("a page before the head is never empty");
+        pages.push(seqs.len());
+    }
+    assert!(pages.len() >= 2, "one page for all: {pages:?}");
+}
 
 async fn the_feed_refuses_unsigned_forged_and_stale_requests(app: TestApp) {
     let path = "/v1/edge/changes?after=0&edge=e1&url=http%3A%2F%2F127.0.0.1%3A1";

@@ -8,7 +8,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use keyplane_control_plane::replication::pusher;
-use keyplane_shared::scope::MAX_SCOPES;
 use keyplane_shared::sync::{self, SignedRequest};
 use keyplane_shared::table::codec::decode_changes;
 use keyplane_shared::{ChangeOp, KeyStatus};
@@ -229,15 +228,8 @@ async fn the_pusher_delivers_signed_changes_retries_and_resends_after_a_gap(app:
 }
 
 async fn changes_of_keys_with_many_long_scopes_are_pushed_in_bodies_under_the_bound(app: TestApp) {
-    // Keys with the most scopes, each as long as allowed: some 8.4 KB per change, so the 150
-    // changes (well under the 1,000 a push holds) are about 1.2 MiB.
-    let scopes: Vec<String> = (0..MAX_SCOPES)
-        .map(|n| format!("{}{n:03}:{}", "r".repeat(61), "a".repeat(64)))
-        .collect();
-    for n in 0..150 {
-        app.create_key(json!({"name": format!("k{n}"), "environment": "live", "scopes": scopes}))
-            .await;
-    }
+    // 150 changes (well under the 1,000 a push holds) of about 1.2 MiB.
+    app.create_keys_with_the_most_scopes(150).await;
     let head = app.store.feed_head().await.expect("head");
     // Registered after the keys, so the whole backlog is one push's worth of changes.
     let (url, shared) = start_fake_edge(&app, FakeEdge::default()).await;
@@ -261,9 +253,9 @@ async fn changes_of_keys_with_many_long_scopes_are_pushed_in_bodies_under_the_bo
         assert!(
             edge.body_lengths
                 .iter()
-                .all(|&length| length <= pusher::MAX_BODY_BYTES),
+                .all(|&length| length <= sync::MAX_CHANGES_BYTES),
             "a push body over {} bytes: {:?}",
-            pusher::MAX_BODY_BYTES,
+            sync::MAX_CHANGES_BYTES,
             edge.body_lengths
         );
         let received: Vec<u64> = edge.received.iter().map(|change| change.seq).collect();

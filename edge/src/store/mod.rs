@@ -445,9 +445,9 @@ impl KeyTableStore {
                         self.replace(feed::snapshot(&settings).await.map_err(unavailable)?)?;
                         continue;
                     }
-                    let full_page = page.changes.len() as u64 >= feed::PAGE;
+                    let more = page.more_follow(after);
                     let gap = self.apply(page.changes)?;
-                    if !full_page || gap {
+                    if !more || gap {
                         return Ok(());
                     }
                 }
