@@ -264,7 +264,8 @@ pub struct StoredBatches {
 
 /// Appends a batch of applied changes; what is stored after the snapshot now. A batch whose
 /// encoding passes [`CHUNK_BYTES`] is stored as several, each under the 2 MB a storage row
-/// holds (a feed page of 10,000 keys with many scopes can pass it).
+/// holds: the control plane sends at most 1 MiB at once, but a push may be up to 8 MiB
+/// (`sync::MAX_PUSH_BYTES`).
 pub fn append_batch(sql: &SqlStorage, changes: &[Change]) -> Result<StoredBatches> {
     for (last_seq, body) in encoded_pieces(changes, CHUNK_BYTES) {
         sql.exec(
