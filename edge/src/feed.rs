@@ -41,11 +41,14 @@ pub struct ChangesPage {
 }
 
 impl ChangesPage {
-    /// Whether the feed holds more after this page, asked from `after`: the page ends before
-    /// the head. (A page can be short of the [`PAGE`] asked for and still not the last: the
-    /// control plane also bounds a page by its bytes.)
-    pub fn more_follow(&self, after: u64) -> bool {
-        self.changes.last().map_or(after, |change| change.seq) < self.head
+    /// Whether the feed holds more after this page: it ends before the head. (A page can be
+    /// short of the [`PAGE`] asked for and still not the last: the control plane also bounds
+    /// a page by its bytes.) An empty page ends a pull whatever the head says, so a feed that
+    /// sends nothing is not asked again and again.
+    pub fn more_follow(&self) -> bool {
+        self.changes
+            .last()
+            .is_some_and(|change| change.seq < self.head)
     }
 }
 
@@ -452,7 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn more_follow_a_page_that_ends_before_the_head_however_short_it_is() {
+    fn more_follow_a_page_that_ends_before_the_head_however_short_it_is_unless_empty() {
         let page = |seqs: &[u64], head: u64| ChangesPage {
             history: HistoryId::from_bytes([1; 16]),
             chain_after: FeedChain::from_bytes([2; 32]),
@@ -466,13 +469,17 @@ mod tests {
             head,
         };
         assert!(
-            page(&[11, 12], 20).more_follow(10),
+            page(&[11, 12], 20).more_follow(),
             "two changes, short of the page asked for, but not the head"
         );
         assert!(
-            !page(&[11, 12], 12).more_follow(10),
+            !page(&[11, 12], 12).more_follow(),
             "the page reaches the head"
         );
-        assert!(!page(&[], 10).more_follow(10), "nothing after the head");
+        assert!(!page(&[], 10).more_follow(), "nothing after the head");
+        assert!(
+            !page(&[], 20).more_follow(),
+            "an empty page ends the pull, whatever the head"
+        );
     }
 }

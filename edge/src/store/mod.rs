@@ -445,7 +445,7 @@ impl KeyTableStore {
                         self.replace(feed::snapshot(&settings).await.map_err(unavailable)?)?;
                         continue;
                     }
-                    let more = page.more_follow(after);
+                    let more = page.more_follow();
                     let gap = self.apply(page.changes)?;
                     if !more || gap {
                         return Ok(());
