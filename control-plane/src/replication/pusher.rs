@@ -333,11 +333,8 @@ async fn push_once(
         .await
         .map_err(PushError::Log)?;
     let chain = state.store.chain_at(after).await.map_err(PushError::Log)?;
-    let (taken, body) = encode_changes_within(&changes, sync::MAX_CHANGES_BYTES);
-    let sent_to = taken
-        .checked_sub(1)
-        .and_then(|last| changes.get(last))
-        .map_or(after, |change| change.seq);
+    let (sent, body) = encode_changes_within(&changes, sync::MAX_CHANGES_BYTES);
+    let sent_to = sent.last().map_or(after, |change| change.seq);
     let path = push_path(
         name,
         &state.store.feed_history().to_string(),

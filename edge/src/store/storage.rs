@@ -280,13 +280,10 @@ pub fn append_batch(sql: &SqlStorage, changes: &[Change]) -> Result<StoredBatche
 /// over it stays whole), each with the sequence of its last change.
 fn encoded_pieces(mut changes: &[Change], limit: usize) -> Vec<(u64, Vec<u8>)> {
     let mut pieces = Vec::new();
-    while !changes.is_empty() {
-        let (taken, body) = encode_changes_within(changes, limit);
-        let (piece, rest) = changes.split_at(taken);
-        if let Some(last) = piece.last() {
-            pieces.push((last.seq, body));
-        }
-        changes = rest;
+    // Ends at the empty part that `changes` gives once every change is taken.
+    while let (piece @ [.., last], body) = encode_changes_within(changes, limit) {
+        pieces.push((last.seq, body));
+        changes = &changes[piece.len()..];
     }
     pieces
 }

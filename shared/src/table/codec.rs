@@ -125,18 +125,18 @@ pub fn encode_changes(changes: &[Change]) -> Vec<u8> {
     out.finish()
 }
 
-/// A leading part of `changes` encoded in at most `limit` bytes (one change, whatever its size,
-/// when even one is over it), and how many changes it holds; `(0, _)` only when `changes` is
-/// empty. The part is the whole batch halved until it fits, so it holds at least half of what
-/// would fit: a producer sends a long batch in a few bodies under a receiver's bound.
-pub fn encode_changes_within(changes: &[Change], limit: usize) -> (usize, Vec<u8>) {
-    let mut taken = changes.len();
+/// A leading part of `changes` that encodes in at most `limit` bytes (one change, whatever its
+/// size, when even one is over it), and its encoding; the part is empty only when `changes`
+/// is. It is the whole batch halved until it fits, so it holds at least half of what would
+/// fit: a producer sends a long batch in a few bodies under a receiver's bound.
+pub fn encode_changes_within(changes: &[Change], limit: usize) -> (&[Change], Vec<u8>) {
+    let mut part = changes;
     loop {
-        let body = encode_changes(&changes[..taken]);
-        if body.len() <= limit || taken <= 1 {
-            return (taken, body);
+        let body = encode_changes(part);
+        if body.len() <= limit || part.len() <= 1 {
+            return (part, body);
         }
-        taken = taken.div_ceil(2);
+        part = &part[..part.len().div_ceil(2)];
     }
 }
 
