@@ -126,6 +126,34 @@ async fn start_fake_edge(app: &TestApp, behaviour: FakeEdge) -> (String, Shared)
     (url, shared)
 }
 
+/// Registers the fake edge at `url` as `name`.
+async fn register(app: &TestApp, name: &str, url: &str) {
+    app.store
+        .register_edge(name, url, None, app.state.now())
+        .await
+        .expect("register");
+}
+
+/// Starts the pusher; it runs until the returned task is aborted (or the sender, which the
+/// caller keeps, says stop).
+fn start_pusher(
+    app: &TestApp,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    (stop, pusher::spawn(app.state.clone(), stopped))
+}
+
+/// Waits until the fake edge has applied every change up to `seq`.
+async fn until_applied(shared: &Shared, seq: u64, what: &str) {
+    until(what, || {
+        std::future::ready(shared.0.lock().expect("lock").applied == seq)
+    })
+    .await;
+}
+
 async fn the_pusher_delivers_signed_changes_retries_and_resends_after_a_gap(app: TestApp) {
     let (url, shared) = start_fake_edge(
         &app,
@@ -136,22 +164,15 @@ async fn the_pusher_delivers_signed_changes_retries_and_resends_after_a_gap(app:
         },
     )
     .await;
-    app.store
-        .register_edge("fake", &url, None, app.state.now())
-        .await
-        .expect("register");
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let task = pusher::spawn(app.state.clone(), stopped);
+    register(&app, "fake", &url).await;
+    let (_stop, task) = start_pusher(&app);
 
     let (_, record) = app
         .create_key(json!({"name": "k", "environment": "live"}))
         .await;
     let id = record["id"].as_str().expect("id").to_owned();
     let head = app.store.feed_head().await.expect("head");
-    until("the fake edge applying everything", || {
-        std::future::ready(shared.0.lock().expect("lock").applied == head)
-    })
-    .await;
+    until_applied(&shared, head, "the fake edge applying everything").await;
     {
         let edge = shared.0.lock().expect("lock");
         assert_eq!(edge.bad_signatures, 0);
@@ -175,10 +196,7 @@ async fn the_pusher_delivers_signed_changes_retries_and_resends_after_a_gap(app:
         .await;
     assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
     let head = app.store.feed_head().await.expect("head");
-    until("the revoke pushed", || {
-        std::future::ready(shared.0.lock().expect("lock").applied == head)
-    })
-    .await;
+    until_applied(&shared, head, "the revoke pushed").await;
     {
         let edge = shared.0.lock().expect("lock");
         let last = edge.received.last().expect("a change");
@@ -233,16 +251,9 @@ async fn changes_of_keys_with_many_long_scopes_are_pushed_in_bodies_under_the_bo
     let head = app.store.feed_head().await.expect("head");
     // Registered after the keys, so the whole backlog is one push's worth of changes.
     let (url, shared) = start_fake_edge(&app, FakeEdge::default()).await;
-    app.store
-        .register_edge("fake", &url, None, app.state.now())
-        .await
-        .expect("register");
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let task = pusher::spawn(app.state.clone(), stopped);
-    until("the fake edge applying everything", || {
-        std::future::ready(shared.0.lock().expect("lock").applied == head)
-    })
-    .await;
+    register(&app, "fake", &url).await;
+    let (_stop, task) = start_pusher(&app);
+    until_applied(&shared, head, "the fake edge applying everything").await;
     {
         let edge = shared.0.lock().expect("lock");
         assert!(
@@ -289,12 +300,8 @@ async fn an_edge_that_applies_nothing_is_retried_with_backoff(app: TestApp) {
         },
     )
     .await;
-    app.store
-        .register_edge("broken", &url, None, app.state.now())
-        .await
-        .expect("register");
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let task = pusher::spawn(app.state.clone(), stopped);
+    register(&app, "broken", &url).await;
+    let (_stop, task) = start_pusher(&app);
     until("the stall recorded", || async {
         app.store.edges().await.expect("edges")[0]
             .last_error
@@ -330,16 +337,9 @@ async fn a_stuck_edge_blocks_neither_the_api_nor_other_edges(app: TestApp) {
         }
     });
     let (url, shared) = start_fake_edge(&app, FakeEdge::default()).await;
-    app.store
-        .register_edge("stuck", &stuck_url, None, app.state.now())
-        .await
-        .expect("register");
-    app.store
-        .register_edge("healthy", &url, None, app.state.now())
-        .await
-        .expect("register");
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let task = pusher::spawn(app.state.clone(), stopped);
+    register(&app, "stuck", &stuck_url).await;
+    register(&app, "healthy", &url).await;
+    let (_stop, task) = start_pusher(&app);
 
     // The stuck edge has the admin key's change to receive: its push is in flight from now on.
     for n in 0..3 {
@@ -357,9 +357,10 @@ async fn a_stuck_edge_blocks_neither_the_api_nor_other_edges(app: TestApp) {
         assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
     }
     let head = app.store.feed_head().await.expect("head");
-    until(
+    until_applied(
+        &shared,
+        head,
         "the healthy edge getting every change while the other hangs",
-        || std::future::ready(shared.0.lock().expect("lock").applied == head),
     )
     .await;
     until_acked(&app, "healthy", head).await;
@@ -377,10 +378,7 @@ async fn a_stuck_edge_blocks_neither_the_api_nor_other_edges(app: TestApp) {
 
 async fn serving_pushes_and_shutting_down_stops_the_pusher(mut app: TestApp) {
     let (url, shared) = start_fake_edge(&app, FakeEdge::default()).await;
-    app.store
-        .register_edge("served", &url, None, app.state.now())
-        .await
-        .expect("register");
+    register(&app, "served", &url).await;
     let application = app.application.take().expect("not yet serving");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(application.serve(async {
@@ -389,10 +387,7 @@ async fn serving_pushes_and_shutting_down_stops_the_pusher(mut app: TestApp) {
     app.create_key(json!({"name": "k", "environment": "live"}))
         .await;
     let head = app.store.feed_head().await.expect("head");
-    until("`serve` pushing to the registered edge", || {
-        std::future::ready(shared.0.lock().expect("lock").applied == head)
-    })
-    .await;
+    until_applied(&shared, head, "`serve` pushing to the registered edge").await;
     stop.send(()).expect("server running");
     tokio::time::timeout(Duration::from_secs(10), server)
         .await
