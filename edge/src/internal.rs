@@ -9,7 +9,8 @@
 //!   Unsigned, badly signed, stale, replayed (nonce seen before) or malformed pushes are
 //!   refused and change nothing; so is a push named for another edge (421
 //!   `misdirected_push`: two edges given one URL, or a push captured at another edge) and one
-//!   of another feed history (409 `history_diverged`). Answers `{"applied_seq": N}`.
+//!   of another feed history (409 `history_diverged`); one that arrives while the store
+//!   replaces its table is answered 503 `table_reloading`. Answers `{"applied_seq": N}`.
 //! - `GET /__keyplane/status`: signed like a push; this isolate's applied sequence, key count,
 //!   store generation, feed history and usage-reporting figures.
 
@@ -115,7 +116,7 @@ async fn stored_in_store(env: &Env) -> Result<serde_json::Value> {
 /// (the key table, the rate limiter, buffered usage events) lives there, and linear memory
 /// never shrinks: over a long run, its size shows whether the worker keeps what it should let
 /// go, apart from what the JavaScript runtime around it does.
-fn wasm_memory_bytes() -> u64 {
+pub(crate) fn wasm_memory_bytes() -> u64 {
     #[cfg(target_arch = "wasm32")]
     {
         // Pages of 64 KiB; a u64, since 4 GiB of them overflow wasm32's usize.

@@ -40,6 +40,7 @@ pub fn failure(status: u16, code: &str, request_id: &str) -> Result<Response> {
             "The request path is ambiguous (an encoded dot segment or slash, a backslash, an empty segment or a control character); send it in plain form."
         }
         "not_found" => "No such edge endpoint.",
+        "table_reloading" => "The edge is replacing its key table; retry shortly.",
         _ => "The request could not be handled.",
     };
     let body = ErrorBody {

@@ -411,16 +411,16 @@ impl Deployment {
 
     /// The edge's signed status: `{"edge", "applied_seq", "keys"}`.
     pub fn edge_status(&self, index: usize) -> Result<Value> {
+        self.status_at(&self.edge_url(index))
+    }
+
+    /// The signed status of the edge isolate at `isolate_url` (its own copy of the table; the
+    /// store's figures are the edge's).
+    pub fn status_at(&self, isolate_url: &str) -> Result<Value> {
         let path = "/__keyplane/status";
-        let reply = signed(
-            &self.secrets,
-            "GET",
-            &self.edge_url(index),
-            path,
-            Vec::new(),
-        )?;
+        let reply = signed(&self.secrets, "GET", isolate_url, path, Vec::new())?;
         if reply.status != 200 {
-            bail!("edge {index} status: {reply:?}");
+            bail!("{isolate_url} status: {reply:?}");
         }
         reply.json()
     }

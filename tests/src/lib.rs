@@ -52,7 +52,7 @@ pub use instances::Topology;
 pub use origin::{Origin, Received};
 pub use ports::free_port;
 pub use postgres::TestDatabase;
-pub use pushes::EdgeFeed;
+pub use pushes::{EdgeFeed, synthetic_key, synthetic_keys};
 pub use raw_http::raw_request;
 pub use tcp_proxy::{Link, TcpProxy};
 

@@ -16,8 +16,9 @@
 //! names the edge, the feed's history, the sequence it sends from and the feed chain there
 //! (`/__keyplane/sync?edge=…&history=…&after=…&chain=…`). An edge refuses a push named for
 //! another edge (421 `misdirected_push`: two edges given one URL), and one whose chain at that
-//! sequence is not its own (409 `history_diverged`: it reloads a snapshot by itself); either
-//! shows as this edge's push error in the registry.
+//! sequence is not its own (409 `history_diverged`: it reloads a snapshot by itself), and
+//! answers 503 `table_reloading` while it replaces its table; each shows as this edge's push
+//! error in the registry, and the push is retried with backoff.
 //!
 //! Nothing here logs a request or response body.
 

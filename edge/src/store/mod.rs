@@ -24,11 +24,12 @@
 //! - `POST /sync` with a change batch, the push's nonce and its lineage ([`PUSH_HISTORY_HEADER`],
 //!   [`PUSH_AFTER_HEADER`], [`PUSH_CHAIN_HEADER`]): refuses a nonce seen before (409
 //!   `replayed_request`), a push of another history (409 `history_diverged`, and pulls at
-//!   once), applies what is next in sequence, answers `{"applied_seq": N}`. A push that does
+//!   once) and any push while the table is set aside (503 `table_reloading`), applies what is
+//!   next in sequence, answers `{"applied_seq": N}`. A push that does
 //!   not reach this store's sequence (a gap) is answered with the sequence it has, so the
 //!   pusher resends from there.
 //! - `GET /stored`: what storage holds, `{"snapshot_chunks": N, "after_snapshot": {"batches":
-//!   N, "bytes": N}}` (shown in the edge's signed status).
+//!   N, "bytes": N}}`, and `isolate_memory_bytes` (shown in the edge's signed status).
 
 mod push;
 mod storage;
@@ -115,6 +116,39 @@ pub struct KeyTableStore {
     matches_storage: Cell<bool>,
     /// Moves on every snapshot write: a copy of storage being sent stops if it moves.
     stored_epoch: Rc<Cell<u64>>,
+    /// The table's sequence while it is set aside for a replacement ([`SetAside`]); `table`
+    /// is `None` then, and storage holds it.
+    set_aside: Cell<Option<u64>>,
+}
+
+/// Sets the table aside while a replacement snapshot is fetched and decoded, when storage
+/// holds exactly the table (else it stays: it is the only copy). When the guard is dropped
+/// without a replacement (the fetch failed, or its future was dropped), the table is read
+/// back from storage.
+struct SetAside<'a>(&'a KeyTableStore);
+
+impl<'a> SetAside<'a> {
+    fn start(store: &'a KeyTableStore) -> Self {
+        if store.matches_storage.get() && store.set_aside.get().is_none() {
+            let seq = store.applied_seq();
+            if store.table.borrow_mut().take().is_some() {
+                store.set_aside.set(Some(seq));
+            }
+        }
+        Self(store)
+    }
+}
+
+impl Drop for SetAside<'_> {
+    fn drop(&mut self) {
+        let store = self.0;
+        if store.set_aside.take().is_some() && store.table.borrow().is_none() {
+            console_log!(
+                "key table store: no replacement came; reading the table back from storage"
+            );
+            store.load_stored();
+        }
+    }
 }
 
 /// Marks the start-up catch-up as running; when it ends (or its future is dropped), wakes
@@ -164,6 +198,7 @@ impl DurableObject for KeyTableStore {
             alarm_armed: Cell::new(false),
             matches_storage: Cell::new(false),
             stored_epoch: Rc::new(Cell::new(0)),
+            set_aside: Cell::new(None),
         }
     }
 
@@ -202,6 +237,10 @@ impl DurableObject for KeyTableStore {
             (Method::Get, "/stored") => Response::from_json(&json!({
                 "snapshot_chunks": storage::snapshot_chunk_count(&self.sql())?,
                 "after_snapshot": storage::stored_batches(&self.sql())?,
+                // The WebAssembly memory of the isolate the store runs in: the most it ever
+                // held at once, the store's table and that isolate's own copy (when it serves
+                // requests) included.
+                "isolate_memory_bytes": crate::internal::wasm_memory_bytes(),
             })),
             _ => Response::error("not found", 404),
         }
@@ -229,7 +268,7 @@ impl KeyTableStore {
     /// arrive during that catch-up wait for it: an isolate must not copy the stored table
     /// while the pull that may revoke keys in it is under way.
     async fn ensure_loaded(&self) {
-        if self.table.borrow().is_some() {
+        if self.table.borrow().is_some() || self.set_aside.get().is_some() {
             if self.catching_up.get() {
                 let (done, wait) = oneshot::channel::<()>();
                 self.catch_up_waiters.borrow_mut().push(done);
@@ -238,11 +277,7 @@ impl KeyTableStore {
             }
             return;
         }
-        let stored = storage::read(&self.sql());
-        *self.table.borrow_mut() = Some(stored.table);
-        self.matches_storage.set(stored.matches_storage);
-        self.lineage.set(stored.lineage);
-        self.generation.set(stored.generation);
+        self.load_stored();
         // Catch up on start: an edge that was down during a revocation must not serve its
         // stored table a moment longer than needed. With the control plane down, the stored
         // table is served as it is.
@@ -252,6 +287,15 @@ impl KeyTableStore {
                 "key table store: catching up on start failed, serving the stored table: {error}"
             );
         }
+    }
+
+    /// Reads the table (its lineage and generation) from storage.
+    fn load_stored(&self) {
+        let stored = storage::read(&self.sql());
+        *self.table.borrow_mut() = Some(stored.table);
+        self.matches_storage.set(stored.matches_storage);
+        self.lineage.set(stored.lineage);
+        self.generation.set(stored.generation);
     }
 
     /// Schedules the safety-net pull `PULL_INTERVAL_SECS` from now, unless one is scheduled.
@@ -283,7 +327,7 @@ impl KeyTableStore {
         self.table
             .borrow()
             .as_ref()
-            .map_or(0, KeyTable::applied_seq)
+            .map_or_else(|| self.set_aside.get().unwrap_or(0), KeyTable::applied_seq)
     }
 
     fn table_after(&self, after: u64, generation: Option<u64>) -> Result<Response> {
@@ -409,17 +453,29 @@ impl KeyTableStore {
         Ok(())
     }
 
+    /// Replaces the table with the control plane's snapshot, the old one set aside meanwhile
+    /// ([`SetAside`]).
+    async fn reload(&self, settings: &settings::Settings) -> Result<()> {
+        let lineage_before = self.lineage.get();
+        let _set_aside = SetAside::start(self);
+        let snapshot = feed::snapshot(settings)
+            .await
+            .map_err(|error| worker::Error::RustError(error.to_string()))?;
+        // A store that had no lineage may have been given one by a push that starts at the
+        // beginning while the snapshot was on its way (possible only when its table was not
+        // set aside): then it is ahead of the snapshot, and keeps its table.
+        if lineage_before.is_none() && self.lineage.get().is_some() {
+            return Ok(());
+        }
+        self.replace(snapshot)
+    }
+
     async fn pull_inner(&self) -> Result<()> {
         let settings = settings::load(&self.env)
             .map_err(|error| worker::Error::RustError(error.to_string()))?;
         let unavailable = |error: feed::FeedError| worker::Error::RustError(error.to_string());
         if self.lineage.get().is_none() {
-            let snapshot = feed::snapshot(&settings).await.map_err(unavailable)?;
-            // A push that starts at the beginning may have given the store its lineage while
-            // the snapshot was on its way: then the store is ahead of it, and keeps its table.
-            if self.lineage.get().is_none() {
-                self.replace(snapshot)?;
-            }
+            self.reload(&settings).await?;
         }
         for _ in 0..MAX_PULL_ROUNDS {
             let after = self.applied_seq();
@@ -442,7 +498,7 @@ impl KeyTableStore {
                              ({}) than this table's; reloading its snapshot",
                             page.history
                         );
-                        self.replace(feed::snapshot(&settings).await.map_err(unavailable)?)?;
+                        self.reload(&settings).await?;
                         continue;
                     }
                     let more = page.more_follow();
@@ -455,7 +511,7 @@ impl KeyTableStore {
                     console_log!(
                         "key table store: the control plane is behind this edge; reloading its snapshot"
                     );
-                    self.replace(feed::snapshot(&settings).await.map_err(unavailable)?)?;
+                    self.reload(&settings).await?;
                 }
             }
         }

@@ -34,6 +34,10 @@ impl KeyTableStore {
         if nonce.is_empty() {
             return error_response(400, "missing_nonce");
         }
+        if self.set_aside.get().is_some() {
+            // The table is being replaced (another history): the pusher tries again later.
+            return error_response(503, "table_reloading");
+        }
         let changes = match decode_changes(body) {
             Ok(changes) => changes,
             Err(_) => return error_response(400, "malformed_changes"),

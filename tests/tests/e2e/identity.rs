@@ -97,14 +97,10 @@ fn a_push_meant_for_another_edge_is_refused_and_that_edge_shows_failing() -> Res
 fn tampered_deployment(setup: &Setup) -> Result<(Deployment, FeedProxy)> {
     let proxy = RefCell::new(None);
     let d = Deployment::start(setup, 1, |options| {
-        match FeedProxy::start(&options.control_plane_url) {
-            Ok(started) => {
-                options.control_plane_url = started.url.clone();
-                *proxy.borrow_mut() = Some(started);
-            }
+        match FeedProxy::in_front_of(options) {
+            Ok(started) => *proxy.borrow_mut() = Some(started),
             Err(error) => eprintln!("feed proxy: {error:#}"),
         }
-        options.var("EDGE_URL", "http://127.0.0.1:9/");
         options.pull_interval_secs = PULL_INTERVAL_SECS;
     })?;
     let proxy = proxy.into_inner().context("the feed proxy started")?;

@@ -21,5 +21,6 @@ mod replication;
 mod safety_net;
 mod several_instances;
 mod stored_snapshot;
+mod table_replacement;
 mod usage;
 mod webhooks;

@@ -8,11 +8,8 @@
 
 use anyhow::{Result, ensure};
 use keyplane_shared::table::codec::encode_changes;
-use keyplane_shared::{
-    ApiKey, Change, ChangeOp, Environment, KeyId, KeyPrefix, KeyStatus, LookupDigest, OrgId,
-    ScopeSet, TableEntry,
-};
-use keyplane_tests::{Deployment, EdgeFeed, Setup};
+use keyplane_shared::{ApiKey, Change, ChangeOp, Environment, KeyPrefix};
+use keyplane_tests::{Deployment, EdgeFeed, Setup, synthetic_key, synthetic_keys};
 use serde_json::json;
 use std::time::Duration;
 
@@ -45,40 +42,9 @@ fn deployment_fed_by_the_test(setup: &Setup) -> Result<(Deployment, String, Edge
     Ok((d, real, feed))
 }
 
-/// An active live key of an organization of the test's, `n` naming its key id.
-fn upsert(seq: u64, digest: LookupDigest, n: u64) -> Change {
-    Change {
-        seq,
-        op: ChangeOp::Upsert(TableEntry {
-            digest,
-            key_id: KeyId::from_bytes((u128::from(n) + 1).to_be_bytes()),
-            org_id: OrgId::from_bytes([7; 16]),
-            env: Environment::Live,
-            status: KeyStatus::Active,
-            expires_at: None,
-            scopes: ScopeSet::empty(),
-            rate_limit: None,
-        }),
-    }
-}
-
-/// `count` synthetic keys from sequence `first` on, `round` keeping their digests apart from
-/// another call's.
-fn filler(first: u64, count: u64, round: u64) -> Vec<Change> {
-    (0..count)
-        .map(|i| {
-            let n = round * 1_000_000 + i;
-            let mut digest = [0u8; 32];
-            digest[..8].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-            digest[8..16].copy_from_slice(&n.to_be_bytes());
-            upsert(first + i, LookupDigest::from_bytes(digest), n)
-        })
-        .collect()
-}
-
 /// The encoded bytes of one synthetic key's change, on average.
 fn bytes_per_change() -> usize {
-    let sample = filler(1, 100, 0);
+    let sample = synthetic_keys(1, 100, 0);
     encode_changes(&sample).len() / sample.len()
 }
 
@@ -117,7 +83,7 @@ fn fresh_isolates_and_a_restarted_edge_load_the_stored_snapshot_and_the_changes_
         .map(|_| ApiKey::generate(&KeyPrefix::default(), Environment::Live))
         .collect::<Result<_, _>>()?;
     for (n, key) in keys.iter().enumerate() {
-        let mut batch = vec![upsert(
+        let mut batch = vec![synthetic_key(
             feed.next_seq(),
             peppers.current().digest(key),
             n as u64,
@@ -194,10 +160,10 @@ fn a_few_large_batches_are_folded_into_a_snapshot_past_four_mebibytes() -> Resul
     let mut pushed = bytes_before;
     for round in 1..=ROUNDS {
         let first = feed.next_seq();
-        let mut batch = filler(first, changes_per_batch, round);
+        let mut batch = synthetic_keys(first, changes_per_batch, round);
         if round == ROUNDS {
             let last = batch.len() - 1;
-            batch[last] = upsert(first + last as u64, peppers.current().digest(&late), 42);
+            batch[last] = synthetic_key(first + last as u64, peppers.current().digest(&late), 42);
         }
         pushed += encode_changes(&batch).len();
         feed.push(&d, &batch)?;
@@ -256,12 +222,12 @@ fn a_batch_larger_than_a_storage_row_is_stored_in_pieces() -> Result<()> {
     let late = ApiKey::generate(&KeyPrefix::default(), Environment::Live)?;
     let first = feed.next_seq();
     let count = (STORAGE_ROW_LIMIT * 3 / 2 / bytes_per_change()) as u64;
-    let mut batch = filler(first, count, 1);
+    let mut batch = synthetic_keys(first, count, 1);
     batch.push(Change {
         seq: first + count,
         op: ChangeOp::Remove(real_digest),
     });
-    batch.push(upsert(
+    batch.push(synthetic_key(
         first + count + 1,
         peppers.current().digest(&late),
         42,
