@@ -177,7 +177,10 @@ async fn changes(
     let changes = if count == 0 {
         Vec::new()
     } else {
-        state.store.changes_after(after, count).await?
+        state
+            .store
+            .changes_within(after, count, sync::MAX_CHANGES_BYTES)
+            .await?
     };
     let chain = state.store.chain_at(after).await?.to_hex();
     let (_, body) = encode_changes_within(&changes, sync::MAX_CHANGES_BYTES);

@@ -330,7 +330,7 @@ async fn push_once(
 ) -> Result<(u64, u64), PushError> {
     let changes = state
         .store
-        .changes_after(after, BATCH.min(head - after))
+        .changes_within(after, BATCH.min(head - after), sync::MAX_CHANGES_BYTES)
         .await
         .map_err(PushError::Log)?;
     let chain = state.store.chain_at(after).await.map_err(PushError::Log)?;

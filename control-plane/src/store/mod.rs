@@ -301,6 +301,16 @@ pub trait Store: PeopleStore + PortalStore + WebhookStore + Send + Sync + 'stati
     /// Up to `limit` changes after sequence `after`, in order, without holes.
     async fn changes_after(&self, after: u64, limit: u64) -> Result<Vec<Change>, StoreError>;
 
+    /// [`changes_after`](Self::changes_after), and only as many as fit in `max_bytes` encoded
+    /// together (at least one): the log is read in growing steps until the bound is reached,
+    /// not `limit` rows at once.
+    async fn changes_within(
+        &self,
+        after: u64,
+        limit: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Change>, StoreError>;
+
     /// The table after changes `1..=seq` (`seq` at most the head), with the chain there.
     async fn snapshot_at(&self, seq: u64) -> Result<FeedSnapshot, StoreError>;
 

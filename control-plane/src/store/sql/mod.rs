@@ -23,6 +23,7 @@ use sqlx::{AnyPool, Row as _};
 use tokio::sync::watch;
 
 mod audit;
+mod bounded_reads;
 mod commit_listener;
 mod connect;
 mod directory;
@@ -253,6 +254,18 @@ impl Store for SqlStore {
 
     async fn changes_after(&self, after: u64, limit: u64) -> Result<Vec<Change>, StoreError> {
         replication::changes_after(&self.pool, after, limit).await
+    }
+
+    async fn changes_within(
+        &self,
+        after: u64,
+        limit: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        bounded_reads::changes_within(after, limit, max_bytes, |from, count| {
+            replication::stored_changes_after(&self.pool, from, count)
+        })
+        .await
     }
 
     async fn snapshot_at(&self, seq: u64) -> Result<FeedSnapshot, StoreError> {

@@ -121,19 +121,30 @@ pub(super) async fn changes_after(
     after: u64,
     limit: u64,
 ) -> Result<Vec<Change>, StoreError> {
-    let rows = sqlx::query("SELECT body FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
-        .bind(i64_of(after)?)
-        .bind(i64_of(limit)?)
-        .fetch_all(pool)
-        .await?;
-    let mut changes = Vec::with_capacity(rows.len());
-    for row in rows {
-        let body: Vec<u8> = row.try_get(0)?;
+    let bodies = stored_changes_after(pool, after, limit).await?;
+    let mut changes = Vec::with_capacity(bodies.len());
+    for body in bodies {
         let decoded = decode_changes(&body)
             .map_err(|error| StoreError::Corrupt(format!("stored change: {error}")))?;
         changes.extend(decoded);
     }
     Ok(changes)
+}
+
+/// The stored encodings of up to `limit` changes after `after`, in order.
+pub(super) async fn stored_changes_after(
+    pool: &AnyPool,
+    after: u64,
+    limit: u64,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let rows = sqlx::query("SELECT body FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+        .bind(i64_of(after)?)
+        .bind(i64_of(limit)?)
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter()
+        .map(|row| Ok(row.try_get::<Vec<u8>, _>(0)?))
+        .collect()
 }
 
 /// Creates or updates an edge's registration. From an operator (`reported_seq` is `None`) the
