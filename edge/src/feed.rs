@@ -122,8 +122,13 @@ pub async fn changes_after(settings: &Settings, after: u64) -> Result<FeedReply,
 
 /// The whole table. Its body, 48 MB at 1M keys, is never held whole: each piece goes to the
 /// signature check and to the snapshot decoder as it arrives, and the table is used only once
-/// the check passed over the whole body.
-pub async fn snapshot(settings: &Settings) -> Result<Snapshot, FeedError> {
+/// the check passed over the whole body. `before_body` runs once the answer is a 200 with a
+/// well-formed, current signature header, before the body is read (the store frees its old
+/// table there): an answer refused before that costs the caller nothing.
+pub async fn snapshot(
+    settings: &Settings,
+    before_body: impl FnOnce(),
+) -> Result<Snapshot, FeedError> {
     let path = format!(
         "/v1/edge/snapshot?{}",
         registration(settings).trim_start_matches('&')
@@ -149,6 +154,7 @@ pub async fn snapshot(settings: &Settings) -> Result<Snapshot, FeedError> {
         &answer.signed(),
     )
     .map_err(FeedError::Unauthentic)?;
+    before_body();
     let mut body = SignedSnapshotBody::new(check);
     let mut pieces = Pieces::of(&response)?;
     while let Some(piece) = pieces.next().await? {

@@ -47,6 +47,9 @@ pub enum Tamper {
         fields: Vec<(String, String)>,
         /// Body.
         body: Vec<u8>,
+        /// How long to wait between the answer's head with the first half of its body and
+        /// the rest of the body (an answer arriving slowly).
+        hold: Duration,
     },
 }
 
@@ -216,8 +219,16 @@ fn forward(
             secret,
             fields,
             body,
+            hold,
             ..
-        }) => signed_answer(secret, &signature, fields, body),
+        }) => {
+            let answer = signed_answer(secret, &signature, fields, body);
+            let (first, rest) = answer.split_at(answer.len() - body.len() / 2);
+            client.write_all(first)?;
+            client.flush()?;
+            std::thread::sleep(*hold);
+            rest.to_vec()
+        }
         Some(Tamper::Answer {
             status,
             headers,

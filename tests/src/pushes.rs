@@ -80,9 +80,14 @@ impl EdgeFeed {
         if reply.status != 200 {
             bail!("push after {}: {reply:?}", self.after);
         }
+        self.moved_past(batch);
+        Ok(())
+    }
+
+    /// Moves on past `batch`, pushed and applied (see [`send_via`](Self::send_via)).
+    pub fn moved_past(&mut self, batch: &[Change]) {
         self.chain = self.chain.extend(batch);
         self.after += batch.len() as u64;
-        Ok(())
     }
 
     /// Sends `batch` as a signed push through `isolate_url` and returns the answer, whatever

@@ -12,7 +12,13 @@
 //! from and the feed chain at its sequence. Changes are taken only from a feed answer or a
 //! push whose chain at this store's sequence is the store's own; a store that meets another
 //! history (a re-created or restored control-plane database) drops its table and loads a
-//! snapshot, and takes a new generation, so every isolate drops its copy too.
+//! snapshot, and takes a new generation, so every isolate drops its copy too. While such a
+//! snapshot's body is decoded the old table is set aside when storage holds it exactly
+//! (`SetAside`), so the store does not hold two tables at once (an isolate has 128 MB, and
+//! a table of 1.5M keys takes some 90 MB): isolates are sent storage's copy meanwhile, pushes
+//! are answered 503 `table_reloading`, and a body refused half-way makes it read the table
+//! back from storage. After a failed storage write (storage behind the table) the old table
+//! is kept instead.
 //!
 //! Internal interface (reachable only through the binding, never from the internet):
 //! - `GET /table?after=N&generation=G`: the changes after `N` when it still holds them in
@@ -121,10 +127,12 @@ pub struct KeyTableStore {
     set_aside: Cell<Option<u64>>,
 }
 
-/// Sets the table aside while a replacement snapshot is fetched and decoded, when storage
-/// holds exactly the table (else it stays: it is the only copy). When the guard is dropped
-/// without a replacement (the fetch failed, or its future was dropped), the table is read
-/// back from storage.
+/// Sets the table aside while a replacement snapshot is decoded, when storage holds exactly
+/// the table (else it stays: it is the only copy, and both are held for the time of the
+/// load). When the guard is dropped without a replacement (the answer was refused half-way,
+/// or the pull's future was dropped), the table is read back from storage; if even that
+/// fails it stays set aside (isolates keep deciding on their copies, pushes wait) until a
+/// later reload brings a table.
 struct SetAside<'a>(&'a KeyTableStore);
 
 impl<'a> SetAside<'a> {
@@ -142,11 +150,20 @@ impl<'a> SetAside<'a> {
 impl Drop for SetAside<'_> {
     fn drop(&mut self) {
         let store = self.0;
-        if store.set_aside.take().is_some() && store.table.borrow().is_none() {
-            console_log!(
-                "key table store: no replacement came; reading the table back from storage"
-            );
-            store.load_stored();
+        if store.set_aside.get().is_none() || store.table.borrow().is_some() {
+            store.set_aside.set(None);
+            return;
+        }
+        console_log!("key table store: no replacement came; reading the table back from storage");
+        match storage::try_read(&store.sql()) {
+            Ok(stored) => {
+                store.install(stored);
+                store.set_aside.set(None);
+            }
+            Err(error) => console_error!(
+                "key table store: reading the table back failed ({error}); it stays set aside \
+                 until a snapshot loads"
+            ),
         }
     }
 }
@@ -291,7 +308,11 @@ impl KeyTableStore {
 
     /// Reads the table (its lineage and generation) from storage.
     fn load_stored(&self) {
-        let stored = storage::read(&self.sql());
+        self.install(storage::read(&self.sql()));
+    }
+
+    /// Takes `stored` as the table, with its lineage and generation.
+    fn install(&self, stored: storage::Stored) {
         *self.table.borrow_mut() = Some(stored.table);
         self.matches_storage.set(stored.matches_storage);
         self.lineage.set(stored.lineage);
@@ -453,17 +474,16 @@ impl KeyTableStore {
         Ok(())
     }
 
-    /// Replaces the table with the control plane's snapshot, the old one set aside meanwhile
-    /// ([`SetAside`]).
+    /// Replaces the table with the control plane's snapshot, the old one set aside while the
+    /// snapshot's body is decoded ([`SetAside`]).
     async fn reload(&self, settings: &settings::Settings) -> Result<()> {
         let lineage_before = self.lineage.get();
-        let _set_aside = SetAside::start(self);
-        let snapshot = feed::snapshot(settings)
-            .await
-            .map_err(|error| worker::Error::RustError(error.to_string()))?;
+        let mut set_aside = None;
+        let snapshot = feed::snapshot(settings, || set_aside = Some(SetAside::start(self))).await;
+        let snapshot = snapshot.map_err(|error| worker::Error::RustError(error.to_string()))?;
         // A store that had no lineage may have been given one by a push that starts at the
-        // beginning while the snapshot was on its way (possible only when its table was not
-        // set aside): then it is ahead of the snapshot, and keeps its table.
+        // beginning while the snapshot was on its way (before its table was set aside, or when
+        // it was not): then it is ahead of the snapshot, and keeps its table.
         if lineage_before.is_none() && self.lineage.get().is_some() {
             return Ok(());
         }

@@ -71,7 +71,8 @@ pub fn read(sql: &SqlStorage) -> Stored {
     }
 }
 
-fn try_read(sql: &SqlStorage) -> Result<Stored> {
+/// [`read`], with what fails to read or decode as an error.
+pub fn try_read(sql: &SqlStorage) -> Result<Stored> {
     // A chunk at a time: the encoded snapshot is never held whole beside the table.
     let mut decoder: Option<SnapshotDecoder> = None;
     for row in sql

@@ -1,9 +1,9 @@
 //! A store that meets another feed history (a control plane on a re-created or restored
 //! database) replaces its table with that feed's snapshot, and never holds the old table and
-//! the new one at once: the old one is set aside while the new one is fetched and decoded
+//! the new one at once: the old one is set aside while the new one is decoded
 //! (storage holds it). Meanwhile a fresh isolate is sent storage's copy and pushes are
-//! answered 503 `table_reloading`; a reload whose snapshot does not come reads the table
-//! back from storage and loses nothing.
+//! answered 503 `table_reloading`; a reload whose snapshot is refused half-way reads the
+//! table back from storage and loses nothing.
 //!
 //! The control plane is stopped once the edge has its first key; the feed proxy between them
 //! then answers for it, with a feed of another history and a snapshot of the test's own,
@@ -24,9 +24,9 @@ use serde_json::json;
 const PULL_INTERVAL_SECS: u32 = 2;
 /// The bound for the edge to follow the feed on a loaded machine.
 const PROPAGATION: Duration = Duration::from_secs(20);
-/// Keys in the table replaced in the memory test: enough for their table (some 13 MB) to
+/// Keys in the table replaced in the memory test: enough for their table (some 20 MB) to
 /// stand out of the isolate's other memory.
-const KEYS: u64 = 200_000;
+const KEYS: u64 = 300_000;
 
 /// An edge of `isolates` isolates fed through a feed proxy, whose control plane created one
 /// key (returned, admitted at the second isolate) and then stopped; the edge's feed position.
@@ -89,13 +89,15 @@ fn table_of(count: u64, round: u64) -> Result<KeyTable> {
     Ok(table)
 }
 
-/// What a control plane on another database, of feed `history`, answers: `table` as its
-/// snapshot (left to the control plane when `None`), and an empty page of changes after
-/// `at` (the table's sequence) from then on. Its feed position at `at` comes back too.
+/// What a control plane on another database, of feed `history`, answers: `snapshot` as the
+/// body of its snapshot answer (left to the control plane when `None`), the second half of it
+/// held for `hold`, and an empty page of changes after `at` (its head and its snapshot's
+/// sequence) from then on. Its feed position at `at` comes back too.
 fn another_history(
     d: &Deployment,
     history: HistoryId,
-    table: Option<&KeyTable>,
+    snapshot: Option<Vec<u8>>,
+    hold: Duration,
     at: u64,
 ) -> Result<(Vec<Tamper>, EdgeFeed)> {
     let secret = d.secrets.sync_secret()?;
@@ -110,8 +112,9 @@ fn another_history(
             field(sync::CHAIN_HEADER, chain.to_hex()),
         ],
         body: encode_changes(&[]),
+        hold: Duration::ZERO,
     }];
-    if let Some(table) = table {
+    if let Some(body) = snapshot {
         tampers.push(Tamper::Signed {
             prefix: "/v1/edge/snapshot".into(),
             secret,
@@ -120,7 +123,8 @@ fn another_history(
                 field(sync::SNAPSHOT_SEQ_HEADER, at.to_string()),
                 field(sync::CHAIN_HEADER, chain.to_hex()),
             ],
-            body: encode_snapshot(table),
+            body,
+            hold,
         });
     }
     let feed = EdgeFeed {
@@ -142,7 +146,8 @@ fn load_another_history(
 ) -> Result<()> {
     let generation = d.status_at(via)?["generation"].clone();
     let at = table.applied_seq();
-    let (tampers, _) = another_history(d, history, Some(table), at)?;
+    let snapshot = Some(encode_snapshot(table));
+    let (tampers, _) = another_history(d, history, snapshot, Duration::ZERO, at)?;
     proxy.set_tampers(tampers);
     d.wait_for(PROPAGATION, "the other history's table", || {
         let status = d.status_at(via)?;
@@ -204,28 +209,33 @@ fn while_a_new_table_is_on_its_way_isolates_get_the_stored_one_and_pushes_wait()
     let Some(setup) = Setup::from_env() else {
         return Ok(());
     };
-    let (d, proxy, real, old_feed) = deployment_behind_a_proxy(&setup, 3)?;
+    let (d, proxy, real, mut old_feed) = deployment_behind_a_proxy(&setup, 3)?;
     let urls = d.edges[0].options.isolate_urls();
     let (via, fresh) = (&urls[1], &urls[2]);
-    // Every answer from the feed held 6 s: the store's table stays set aside that long.
-    proxy.set_delay(Duration::from_secs(6));
-    let asked = proxy.received("/v1/edge/snapshot");
+    // The snapshot of a second history arrives slowly: its second half 10 s after the rest.
     let at = old_feed.after + 5;
-    let (tampers, mut second_feed) = another_history(
-        &d,
-        HistoryId::from_bytes([0x5b; 16]),
-        Some(&table_of(at, 2)?),
-        at,
-    )?;
+    let snapshot = Some(encode_snapshot(&table_of(at, 2)?));
+    let second = HistoryId::from_bytes([0x5b; 16]);
+    let hold = Duration::from_secs(10);
+    let (tampers, mut second_feed) = another_history(&d, second, snapshot, hold, at)?;
     proxy.set_tampers(tampers);
-    d.wait_for(PROPAGATION, "the store asks for the snapshot", || {
-        Ok(proxy.received("/v1/edge/snapshot") > asked)
+    // Pushes of the old history are applied until the store starts decoding the snapshot and
+    // sets its table aside; from then on they wait.
+    let mut round = 3;
+    d.wait_for(PROPAGATION, "a push answered 503 table_reloading", || {
+        round += 1;
+        let batch = synthetic_keys(old_feed.next_seq(), 1, round);
+        let push = old_feed.send_via(&d, via, &batch)?;
+        match push.status {
+            200 => old_feed.moved_past(&batch),
+            503 => ensure!(
+                push.json()?["error"]["code"] == "table_reloading",
+                "{push:?}"
+            ),
+            _ => anyhow::bail!("a push while the table is replaced: {push:?}"),
+        }
+        Ok(push.status == 503)
     })?;
-    let push = old_feed.send_via(&d, via, &synthetic_keys(old_feed.next_seq(), 1, 3))?;
-    ensure!(
-        push.status == 503 && push.json()?["error"]["code"] == "table_reloading",
-        "a push while the table is replaced: {push:?}"
-    );
     ensure!(
         status_at(fresh, &real)? == 200,
         "a fresh isolate is sent the stored table while the new one is on its way"
@@ -235,17 +245,19 @@ fn while_a_new_table_is_on_its_way_isolates_get_the_stored_one_and_pushes_wait()
     })?;
     let generation = d.status_at(via)?["generation"].clone();
 
-    // The feed moves to a third history whose snapshot never comes (the control plane is
-    // down): each reload fails, and the store reads its table back from storage.
-    proxy.set_delay(Duration::ZERO);
+    // The feed moves to a third history whose snapshot is refused half-way (it does not
+    // decode): each reload fails after the store set its table aside, and it reads the table
+    // back from storage.
     let asked = proxy.received("/v1/edge/snapshot");
-    let (tampers, _) = another_history(&d, HistoryId::from_bytes([0x5c; 16]), None, at + 1)?;
+    let third = HistoryId::from_bytes([0x5c; 16]);
+    let garbage = Some(vec![0x42; 64 << 10]);
+    let (tampers, _) = another_history(&d, third, garbage, Duration::ZERO, at + 1)?;
     proxy.set_tampers(tampers);
     d.wait_for(PROPAGATION, "two reloads that failed", || {
         Ok(proxy.received("/v1/edge/snapshot") >= asked + 2)
     })?;
     d.wait_for(PROPAGATION, "a push of the second history applied", || {
-        second_feed.push_via(&d, via, &synthetic_keys(second_feed.next_seq(), 1, 4))?;
+        second_feed.push_via(&d, via, &synthetic_keys(second_feed.next_seq(), 1, 99))?;
         Ok(true)
     })?;
     let status = d.status_at(via)?;

@@ -2,10 +2,12 @@
 //! `sync::MAX_CHANGES_BYTES`, and a change can take from about a hundred bytes (a key with no
 //! scopes) to some 8 KB (64 long scopes). Reading a page's full count of rows and cutting it
 //! to the bound afterwards would read up to 84 MB to send 1 MiB. Here a first read of
-//! [`FIRST_STEP`] rows measures how large the changes are, each next read asks for about as
-//! many rows as the bytes left hold at that size (never fewer than [`FIRST_STEP`]), and
-//! reading stops at the bound: a page takes two reads or a few, and with changes of one size
-//! reads at most [`FIRST_STEP`] rows more than it sends.
+//! [`FIRST_STEP`] rows measures how large the changes are, and each next read asks for about
+//! as many rows as the bytes left hold at the size seen so far, never fewer than
+//! [`FIRST_STEP`] and never more than [`GROWTH`] times the last read (small changes followed
+//! by large ones would otherwise make the estimate far too high). Reading stops at the bound:
+//! a page takes a few reads, and reads at most one read's worth of rows more than it sends
+//! (some 2 MB of the largest changes).
 
 use std::future::Future;
 
@@ -16,6 +18,8 @@ use crate::store::StoreError;
 
 /// Rows asked for by the first read of a page.
 pub(super) const FIRST_STEP: u64 = 64;
+/// How many times the last read's rows the next read may ask for.
+pub(super) const GROWTH: u64 = 4;
 
 /// The changes after `after`, in order, without holes: at most `limit` of them, and only as
 /// many as fit in `max_bytes` of their stored encodings (at least one, however large). A
@@ -24,7 +28,9 @@ pub(super) const FIRST_STEP: u64 = 64;
 ///
 /// `read(from, count)` gives the stored encodings of up to `count` changes after `from`, in
 /// order; `count` is [`FIRST_STEP`] at first, then what the bytes left hold at the size read
-/// so far (never fewer than [`FIRST_STEP`]), within `limit`.
+/// so far (within [`FIRST_STEP`] and [`GROWTH`] times the last read), within `limit`. A
+/// stored change that decodes to nothing is refused as corrupt (reading on from it would
+/// read it again and again).
 pub(super) async fn changes_within<R, F>(
     after: u64,
     limit: u64,
@@ -50,19 +56,24 @@ where
             if !changes.is_empty() && bytes.saturating_add(body.len()) > max_bytes {
                 return Ok(changes);
             }
-            bytes += body.len();
-            changes.extend(
-                decode_changes(&body)
-                    .map_err(|error| StoreError::Corrupt(format!("stored change: {error}")))?,
-            );
+            bytes = bytes.saturating_add(body.len());
+            let decoded = decode_changes(&body)
+                .map_err(|error| StoreError::Corrupt(format!("stored change: {error}")))?;
+            if decoded.is_empty() {
+                return Err(StoreError::Corrupt(format!(
+                    "a stored change after {from} holds no change"
+                )));
+            }
+            changes.extend(decoded);
         }
         if log_ended {
             return Ok(changes);
         }
         from = changes.last().map_or(from, |change| change.seq);
         let average = (bytes / changes.len().max(1)).max(1);
-        let rows_left = (max_bytes - bytes) / average + 1;
-        step = u64::try_from(rows_left).map_or(u64::MAX, |rows| rows.max(FIRST_STEP));
+        let rows_left = max_bytes.saturating_sub(bytes) / average + 1;
+        let estimate = u64::try_from(rows_left).unwrap_or(u64::MAX);
+        step = estimate.clamp(FIRST_STEP, wanted.saturating_mul(GROWTH).max(FIRST_STEP));
     }
 }
 
@@ -165,8 +176,9 @@ mod tests {
         let bound = stored_bytes(&log[..1_000]);
         let (changes, rows_read) = read(&log, 0, 10_000, bound).await;
         assert_eq!(seqs(&changes), (1..=1_000).collect::<Vec<_>>());
-        assert!(rows_read <= 1_000 + FIRST_STEP, "{rows_read} rows read");
-        // The other way round: the estimate is too low, and reading stops at the bound.
+        assert!(rows_read <= 1_000 + 256, "{rows_read} rows read");
+        // The other way round: the estimate is far too high, and the next read is held to
+        // four times the first: 64 small changes, then 256 rows of which 136 fit.
         let log: Vec<Change> = (1..=10_000)
             .map(|seq| {
                 if seq <= 64 {
@@ -179,7 +191,7 @@ mod tests {
         let bound = stored_bytes(&log[..200]);
         let (changes, rows_read) = read(&log, 0, 10_000, bound).await;
         assert_eq!(seqs(&changes), (1..=200).collect::<Vec<_>>());
-        assert!(rows_read < 2_000, "{rows_read} rows read");
+        assert_eq!(rows_read, 64 + 256);
     }
 
     #[tokio::test]
@@ -198,7 +210,19 @@ mod tests {
     #[tokio::test]
     async fn one_change_larger_than_the_bound_still_goes_alone() {
         let log: Vec<Change> = (1..=10).map(addition).collect();
-        let (changes, _) = read(&log, 3, 10, 1).await;
-        assert_eq!(seqs(&changes), vec![4]);
+        for limit in [1, 10] {
+            let (changes, _) = read(&log, 3, limit, 1).await;
+            assert_eq!(seqs(&changes), vec![4], "limit {limit}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stored_change_that_holds_nothing_is_refused_rather_than_read_again() {
+        let reader = |from: u64, count: u64| {
+            let rows: Vec<Vec<u8>> = (from..from + count).map(|_| encode_changes(&[])).collect();
+            async move { Ok(rows) }
+        };
+        let read = changes_within(0, 1_000, usize::MAX, reader).await;
+        assert!(matches!(read, Err(StoreError::Corrupt(_))), "{read:?}");
     }
 }
