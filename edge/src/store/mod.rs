@@ -14,7 +14,7 @@
 //! history (a re-created or restored control-plane database) drops its table and loads a
 //! snapshot, and takes a new generation, so every isolate drops its copy too. While such a
 //! snapshot's body is decoded the old table is set aside when storage holds it exactly
-//! (`SetAside`), so the store does not hold two tables at once (an isolate has 128 MB, and
+//! (`replacement`), so the store does not hold two tables at once (an isolate has 128 MB, and
 //! a table of 1.5M keys takes some 90 MB): isolates are sent storage's copy meanwhile, pushes
 //! are answered 503 `table_reloading`, and a body refused half-way makes it read the table
 //! back from storage. After a failed storage write (storage behind the table) the old table
@@ -38,6 +38,7 @@
 //!   N, "bytes": N}}`, and `isolate_memory_bytes` (shown in the edge's signed status).
 
 mod push;
+mod replacement;
 mod storage;
 mod stored;
 
@@ -125,47 +126,6 @@ pub struct KeyTableStore {
     /// The table's sequence while it is set aside for a replacement ([`SetAside`]); `table`
     /// is `None` then, and storage holds it.
     set_aside: Cell<Option<u64>>,
-}
-
-/// Sets the table aside while a replacement snapshot is decoded, when storage holds exactly
-/// the table (else it stays: it is the only copy, and both are held for the time of the
-/// load). When the guard is dropped without a replacement (the answer was refused half-way,
-/// or the pull's future was dropped), the table is read back from storage; if even that
-/// fails it stays set aside (isolates keep deciding on their copies, pushes wait) until a
-/// later reload brings a table.
-struct SetAside<'a>(&'a KeyTableStore);
-
-impl<'a> SetAside<'a> {
-    fn start(store: &'a KeyTableStore) -> Self {
-        if store.matches_storage.get() && store.set_aside.get().is_none() {
-            let seq = store.applied_seq();
-            if store.table.borrow_mut().take().is_some() {
-                store.set_aside.set(Some(seq));
-            }
-        }
-        Self(store)
-    }
-}
-
-impl Drop for SetAside<'_> {
-    fn drop(&mut self) {
-        let store = self.0;
-        if store.set_aside.get().is_none() || store.table.borrow().is_some() {
-            store.set_aside.set(None);
-            return;
-        }
-        console_log!("key table store: no replacement came; reading the table back from storage");
-        match storage::try_read(&store.sql()) {
-            Ok(stored) => {
-                store.install(stored);
-                store.set_aside.set(None);
-            }
-            Err(error) => console_error!(
-                "key table store: reading the table back failed ({error}); it stays set aside \
-                 until a snapshot loads"
-            ),
-        }
-    }
 }
 
 /// Marks the start-up catch-up as running; when it ends (or its future is dropped), wakes
@@ -388,6 +348,13 @@ impl KeyTableStore {
     /// Applies what is next in sequence (advancing the lineage's chain), keeps it for isolate
     /// refreshes and persists it. Returns whether a gap stopped it.
     fn apply(&self, changes: Vec<Change>) -> Result<bool> {
+        if self.set_aside.get().is_some() {
+            // Never reached (pushes wait and pulls reload meanwhile): changes are not applied
+            // to a table that is not here.
+            return Err(worker::Error::RustError(
+                "the key table is set aside for a replacement".into(),
+            ));
+        }
         let mut fresh = Vec::new();
         let mut gap = false;
         let mut lineage = self.lineage.get();
@@ -426,19 +393,6 @@ impl KeyTableStore {
         Ok(gap)
     }
 
-    /// Replaces the table, whatever it held, with a snapshot from the feed: a new lineage and
-    /// a new generation, persisted.
-    fn replace(&self, snapshot: feed::Snapshot) -> Result<()> {
-        *self.table.borrow_mut() = Some(snapshot.table);
-        self.lineage.set(Some(Lineage {
-            history: snapshot.history,
-            chain: snapshot.chain,
-        }));
-        self.generation.set(new_generation(self.generation.get()));
-        self.recent.borrow_mut().clear();
-        self.write_snapshot()
-    }
-
     /// Writes the current table as the stored snapshot (with its lineage and generation).
     fn write_snapshot(&self) -> Result<()> {
         let table = self.table.borrow();
@@ -474,27 +428,13 @@ impl KeyTableStore {
         Ok(())
     }
 
-    /// Replaces the table with the control plane's snapshot, the old one set aside while the
-    /// snapshot's body is decoded ([`SetAside`]).
-    async fn reload(&self, settings: &settings::Settings) -> Result<()> {
-        let lineage_before = self.lineage.get();
-        let mut set_aside = None;
-        let snapshot = feed::snapshot(settings, || set_aside = Some(SetAside::start(self))).await;
-        let snapshot = snapshot.map_err(|error| worker::Error::RustError(error.to_string()))?;
-        // A store that had no lineage may have been given one by a push that starts at the
-        // beginning while the snapshot was on its way (before its table was set aside, or when
-        // it was not): then it is ahead of the snapshot, and keeps its table.
-        if lineage_before.is_none() && self.lineage.get().is_some() {
-            return Ok(());
-        }
-        self.replace(snapshot)
-    }
-
     async fn pull_inner(&self) -> Result<()> {
         let settings = settings::load(&self.env)
             .map_err(|error| worker::Error::RustError(error.to_string()))?;
         let unavailable = |error: feed::FeedError| worker::Error::RustError(error.to_string());
-        if self.lineage.get().is_none() {
+        // No lineage, or a table still set aside (reading it back failed): only a snapshot
+        // gives the store a table to follow the feed from.
+        if self.lineage.get().is_none() || self.set_aside.get().is_some() {
             self.reload(&settings).await?;
         }
         for _ in 0..MAX_PULL_ROUNDS {
