@@ -11,7 +11,9 @@
 //!   request's, so requests cannot share one read;
 //! - a busy isolate rarely waits: from half the bound on, a request starts that read in the
 //!   background (`waitUntil`) and is decided at once ([`claim_refresh`]);
-//! - a push passing through this isolate refreshes it at once.
+//! - a push passing through this isolate refreshes it at once;
+//! - a whole table (a snapshot answer) is built by one request at a time (`replica::one_build`): the
+//!   others wait for that build rather than build their own beside it.
 //!
 //! So a revocation the store holds is enforced by every isolate within the bound, busy or
 //! idle. If the store cannot be read, the isolate decides on its copy, logs it, and tries
@@ -125,23 +127,36 @@ pub fn claim_refresh(now_ms: f64, ahead_ms: f64) -> Option<RefreshClaim> {
     })
 }
 
+/// How often a request waiting for another request's snapshot build looks at the copy, in ms.
+const BUILD_POLL_MS: u64 = 5;
+
 /// Brings the copy within `freshness_ms` before a decision: reads what changed from the
 /// store unless it already is (twice at most: an answer overtaken by another read's is
-/// dropped). A failed read is logged and the copy is used (see the module header).
+/// dropped), and waits while another request builds the table from a snapshot
+/// (`replica::one_build`). A failed read is logged and the copy is used (see the module header).
 pub async fn until_fresh(env: &Env, freshness_ms: f64) {
-    for attempt in 0..2 {
+    let mut reads = 0;
+    loop {
         let now_ms = worker::Date::now().as_millis() as f64;
         let before = freshness(now_ms, freshness_ms);
         if before == Freshness::Fresh {
             return;
         }
+        if one_build::in_flight(now_ms) {
+            worker::Delay::from(std::time::Duration::from_millis(BUILD_POLL_MS)).await;
+            continue;
+        }
+        if reads == 2 {
+            return;
+        }
+        reads += 1;
         match refresh(env).await {
             Ok(()) => report_slow_store(now_ms, freshness_ms),
             Err(error) => {
                 console_error!("refreshing the key table before a decision failed: {error}");
                 // An isolate with no copy at all tries once more (a snapshot being sent can
                 // be cut short by the store writing a new one); one with a copy decides on it.
-                if before != Freshness::Unloaded || attempt > 0 {
+                if before != Freshness::Unloaded || reads > 1 {
                     return;
                 }
             }
@@ -317,7 +332,15 @@ async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
             "key table store sent an undecodable {kind}: {error}"
         ))
     };
+    // Held until the table is taken in: one build at a time in an isolate.
+    let mut _build = None;
     let answer = if kind == "snapshot" {
+        match one_build::try_claim(worker::Date::now().as_millis() as f64) {
+            Some(claim) => _build = Some(claim),
+            // Another request builds the table: this one drops its answer and waits for that
+            // build (`until_fresh`).
+            None => return Ok(()),
+        }
         StoreAnswer::Snapshot {
             generation,
             table: Box::new(receive_snapshot(&mut response, corrupt).await?),
@@ -359,5 +382,6 @@ async fn receive_snapshot(
     Ok(table)
 }
 
+mod one_build;
 #[cfg(test)]
 mod tests;
