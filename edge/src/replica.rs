@@ -332,24 +332,24 @@ async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
             "key table store sent an undecodable {kind}: {error}"
         ))
     };
-    // Held until the table is taken in: one build at a time in an isolate.
-    let mut _build = None;
-    let answer = if kind == "snapshot" {
-        match one_build::try_claim(worker::Date::now().as_millis() as f64) {
-            Some(claim) => _build = Some(claim),
+    // The build claim is held until the table is taken in: one build at a time in an isolate.
+    let (answer, _build) = if kind == "snapshot" {
+        let Some(build) = one_build::try_claim(worker::Date::now().as_millis() as f64) else {
             // Another request builds the table: this one drops its answer and waits for that
             // build (`until_fresh`).
-            None => return Ok(()),
-        }
-        StoreAnswer::Snapshot {
-            generation,
-            table: Box::new(receive_snapshot(&mut response, corrupt).await?),
-        }
+            return Ok(());
+        };
+        let table = Box::new(receive_snapshot(&mut response, corrupt).await?);
+        (StoreAnswer::Snapshot { generation, table }, Some(build))
     } else {
-        StoreAnswer::Changes {
-            generation,
-            changes: decode_changes(&response.bytes().await?).map_err(corrupt)?,
-        }
+        let changes = decode_changes(&response.bytes().await?).map_err(corrupt)?;
+        (
+            StoreAnswer::Changes {
+                generation,
+                changes,
+            },
+            None,
+        )
     };
     REPLICA.with(|replica| {
         let mut replica = replica.borrow_mut();

@@ -123,8 +123,8 @@ pub struct KeyTableStore {
     matches_storage: Cell<bool>,
     /// Moves on every snapshot write: a copy of storage being sent stops if it moves.
     stored_epoch: Rc<Cell<u64>>,
-    /// The table's sequence while it is set aside for a replacement ([`SetAside`]); `table`
-    /// is `None` then, and storage holds it.
+    /// The table's sequence while it is set aside for a replacement (`replacement::SetAside`);
+    /// `table` is `None` then, and storage holds it.
     set_aside: Cell<Option<u64>>,
 }
 

@@ -12,8 +12,8 @@
 use std::future::Future;
 
 use keyplane_shared::Change;
-use keyplane_shared::table::codec::decode_changes;
 
+use super::replication::decode_stored;
 use crate::store::StoreError;
 
 /// Rows asked for by the first read of a page.
@@ -57,8 +57,7 @@ where
                 return Ok(changes);
             }
             bytes = bytes.saturating_add(body.len());
-            let decoded = decode_changes(&body)
-                .map_err(|error| StoreError::Corrupt(format!("stored change: {error}")))?;
+            let decoded = decode_stored(&body)?;
             if decoded.is_empty() {
                 return Err(StoreError::Corrupt(format!(
                     "a stored change after {from} holds no change"
@@ -134,6 +133,13 @@ mod tests {
         (changes, rows_read.get())
     }
 
+    /// A log of 10,000 changes: the first 64 made by `first`, the others by `rest`.
+    fn log_of(first: fn(u64) -> Change, rest: fn(u64) -> Change) -> Vec<Change> {
+        (1..=10_000)
+            .map(|seq| if seq <= 64 { first(seq) } else { rest(seq) })
+            .collect()
+    }
+
     fn seqs(changes: &[Change]) -> Vec<u64> {
         changes.iter().map(|change| change.seq).collect()
     }
@@ -164,30 +170,14 @@ mod tests {
     async fn changes_smaller_than_the_first_ones_take_a_few_more_reads_and_fill_the_bound() {
         // Large changes first, then small ones: the first read's size is too high an estimate
         // for what follows, and later reads make up for it.
-        let log: Vec<Change> = (1..=10_000)
-            .map(|seq| {
-                if seq <= 64 {
-                    addition(seq)
-                } else {
-                    removal(seq)
-                }
-            })
-            .collect();
+        let log = log_of(addition, removal);
         let bound = stored_bytes(&log[..1_000]);
         let (changes, rows_read) = read(&log, 0, 10_000, bound).await;
         assert_eq!(seqs(&changes), (1..=1_000).collect::<Vec<_>>());
         assert!(rows_read <= 1_000 + 256, "{rows_read} rows read");
         // The other way round: the estimate is far too high, and the next read is held to
         // four times the first: 64 small changes, then 256 rows of which 136 fit.
-        let log: Vec<Change> = (1..=10_000)
-            .map(|seq| {
-                if seq <= 64 {
-                    removal(seq)
-                } else {
-                    addition(seq)
-                }
-            })
-            .collect();
+        let log = log_of(removal, addition);
         let bound = stored_bytes(&log[..200]);
         let (changes, rows_read) = read(&log, 0, 10_000, bound).await;
         assert_eq!(seqs(&changes), (1..=200).collect::<Vec<_>>());

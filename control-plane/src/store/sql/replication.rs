@@ -124,11 +124,14 @@ pub(super) async fn changes_after(
     let bodies = stored_changes_after(pool, after, limit).await?;
     let mut changes = Vec::with_capacity(bodies.len());
     for body in bodies {
-        let decoded = decode_changes(&body)
-            .map_err(|error| StoreError::Corrupt(format!("stored change: {error}")))?;
-        changes.extend(decoded);
+        changes.extend(decode_stored(&body)?);
     }
     Ok(changes)
+}
+
+/// The change(s) a row of the change log stores.
+pub(super) fn decode_stored(body: &[u8]) -> Result<Vec<Change>, StoreError> {
+    decode_changes(body).map_err(|error| StoreError::Corrupt(format!("stored change: {error}")))
 }
 
 /// The stored encodings of up to `limit` changes after `after`, in order.
