@@ -127,14 +127,29 @@ async fn dump(app: &TestApp) -> String {
     stored
 }
 
+/// Captures what this thread logs until the guard is dropped.
+///
+/// `tracing` caches each callsite's interest for the whole process, computed on whichever
+/// thread reaches it first: a sibling test's thread with no subscriber would cache "never" and
+/// hide that event from this capture too (the test then failed now and then under the parallel
+/// run, "the capture saw the requests"). So a global subscriber that takes every event and
+/// keeps none is installed once: every thread then answers "always", and the cache is rebuilt
+/// once this capture is in place.
 fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+    static EVERY_THREAD_INTERESTED: std::sync::Once = std::sync::Once::new();
+    EVERY_THREAD_INTERESTED.call_once(|| {
+        // Another global subscriber already there answers for every thread as well.
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
         .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
+    let guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+    (captured, guard)
 }
 
 async fn passwords_and_session_and_invitation_tokens_never_reach_the_database_or_the_logs(
