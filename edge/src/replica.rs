@@ -13,7 +13,11 @@
 //!   background (`waitUntil`) and is decided at once ([`claim_refresh`]);
 //! - a push passing through this isolate refreshes it at once;
 //! - a whole table (a snapshot answer) is built by one request at a time (`replica::one_build`): the
-//!   others wait for that build rather than build their own beside it.
+//!   others wait for that build rather than build their own beside it;
+//! - a copy larger than `REPLICA_KEEP_WHILE_REBUILDING_MB` (default 32) is dropped before a whole
+//!   table is built to replace it (a new generation, a copy too far behind), so an isolate never
+//!   holds two large tables: requests wait for the build (some 150 ms at 1M keys) as a cold
+//!   isolate's do. A smaller copy keeps deciding while the new table is built beside it.
 //!
 //! So a revocation the store holds is enforced by every isolate within the bound, busy or
 //! idle. If the store cannot be read, the isolate decides on its copy, logs it, and tries
@@ -30,6 +34,7 @@ use worker::{Env, Method, Request, RequestInit, Result, console_error, console_l
 
 use crate::claim::{Claim, ClaimSlot, HoldsClaim};
 use crate::pieces::Pieces;
+use crate::settings;
 use crate::store::{self, BODY_KIND_HEADER, GENERATION_HEADER};
 
 /// How long an isolate decides on its copy after a failed read of the store, in ms.
@@ -264,6 +269,26 @@ impl Replica {
     /// fresh as the store was then. An answer is dropped when another read replaced the copy
     /// meanwhile (its table may be of a generation the store has left), and a page of changes
     /// that does not follow the copy asks the next read for a snapshot.
+    /// Before a whole table is built from a snapshot answer to a read sent against `sent`:
+    /// drops a loaded copy whose table takes more than `keep_bytes`, so the isolate never
+    /// holds it beside the new one (its requests wait for the build, `until_fresh`). Returns
+    /// what the read now counts as sent against: an empty copy, whose freshness is the new
+    /// table's own and to which no page of changes sent before applies.
+    fn make_room(&mut self, sent: Sent, keep_bytes: usize) -> Sent {
+        if !self.loaded || self.table.heap_bytes() <= keep_bytes {
+            return sent;
+        }
+        self.table = KeyTable::default();
+        self.loaded = false;
+        self.epoch += 1;
+        self.read_at_ms = 0.0;
+        self.failed_until_ms = 0.0;
+        Sent {
+            epoch: self.epoch,
+            generation: None,
+        }
+    }
+
     fn absorb(&mut self, sent: Sent, answer: StoreAnswer, sent_at: f64) -> bool {
         if self.loaded && sent.epoch != self.epoch {
             return false;
@@ -302,7 +327,7 @@ impl Replica {
 }
 
 async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
-    let (sent, after) = REPLICA.with(|replica| replica.borrow().send());
+    let (mut sent, after) = REPLICA.with(|replica| replica.borrow().send());
     let stub = env
         .durable_object(store::BINDING)?
         .get_by_name(store::STORE_NAME)?;
@@ -339,6 +364,10 @@ async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
             // build (`until_fresh`).
             return Ok(());
         };
+        let keep_bytes = settings::load(env)
+            .map(|settings| settings.replica_keep_while_rebuilding_bytes)
+            .unwrap_or(settings::DEFAULT_KEEP_WHILE_REBUILDING_BYTES);
+        sent = REPLICA.with(|replica| replica.borrow_mut().make_room(sent, keep_bytes));
         let table = Box::new(receive_snapshot(&mut response, corrupt).await?);
         (StoreAnswer::Snapshot { generation, table }, Some(build))
     } else {

@@ -156,3 +156,52 @@ fn after_a_failed_read_the_copy_is_used_until_the_retry() {
         Freshness::Stale
     );
 }
+
+#[test]
+fn a_copy_over_the_bound_is_dropped_before_a_build_and_no_earlier_read_lands_on_it() {
+    let mut replica = Replica::default();
+    let big = table_at(40);
+    let bytes = big.heap_bytes();
+    replica.absorb(
+        replica.send().0,
+        StoreAnswer::Snapshot {
+            generation: 1,
+            table: Box::new(big),
+        },
+        1_000.0,
+    );
+    // A read of the changes after 40 leaves; a later one is answered with a snapshot, while a
+    // third read has brought the copy's freshness to 1,030.
+    let changes_read = replica.send().0;
+    let snapshot_read = replica.send().0;
+    replica.read_at_ms = 1_030.0;
+    // A copy within the bound stays, and keeps deciding while the new table is built.
+    assert_eq!(replica.make_room(snapshot_read, bytes), snapshot_read);
+    assert!(replica.loaded && replica.table.applied_seq() == 40);
+    // A larger one goes before the build.
+    let rebuilt = replica.make_room(snapshot_read, bytes - 1);
+    assert_eq!(rebuilt.generation, None);
+    assert_ne!(rebuilt.epoch, snapshot_read.epoch);
+    assert!(!replica.loaded);
+    assert_eq!((replica.table.len(), replica.table.applied_seq()), (0, 0));
+    // The changes read against the dropped copy never load the empty one (they do not follow
+    // its sequence, 0).
+    let late = || StoreAnswer::Changes {
+        generation: 1,
+        changes: vec![remove(41)],
+    };
+    assert!(!replica.absorb(changes_read, late(), 1_010.0));
+    assert!(!replica.loaded);
+    // The snapshot's read was sent at 1,020: the new copy is as fresh as that read, not as the
+    // dropped copy was (a revocation between 1,020 and 1,030 is not in it).
+    let snapshot = StoreAnswer::Snapshot {
+        generation: 1,
+        table: Box::new(table_at(42)),
+    };
+    assert!(replica.absorb(rebuilt, snapshot, 1_020.0));
+    assert_eq!(replica.read_at_ms, 1_020.0);
+    assert_eq!(replica.table.applied_seq(), 42);
+    // Nor do those changes land on the new table later.
+    assert!(!replica.absorb(changes_read, late(), 1_040.0));
+    assert_eq!(replica.table.applied_seq(), 42);
+}
