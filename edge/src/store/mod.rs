@@ -20,6 +20,13 @@
 //! back from storage. After a failed storage write (storage behind the table) the old table
 //! is kept instead.
 //!
+//! A change whose write fails is still applied and sent to isolates (it is enforced), and the
+//! push is refused; from then on, until a write succeeds, every push or pull page writes the
+//! whole table, so storage catches up before anything is acknowledged again (a change applied
+//! before the failure would otherwise be missing from storage, and a restart with the control
+//! plane unreachable would undo it). Tested by `tests/tests/e2e/faults/storage.rs`, which
+//! makes every write fail by holding the SQLite file's lock from another process.
+//!
 //! Internal interface (reachable only through the binding, never from the internet):
 //! - `GET /table?after=N&generation=G`: the changes after `N` when it still holds them in
 //!   memory and `G` is its generation, else a snapshot followed by one change batch (storage's
@@ -373,17 +380,24 @@ impl KeyTableStore {
             }
         }
         self.lineage.set(lineage);
-        if fresh.is_empty() {
-            return Ok(gap);
-        }
         // Kept for isolates before the write: if the write fails, what isolates are sent still
-        // matches the table they are told about (the next pull or restart repairs storage).
+        // matches the table they are told about, and the change is enforced.
         {
             let mut recent = self.recent.borrow_mut();
             recent.extend(fresh.iter().cloned());
             while recent.len() > RECENT_CHANGES {
                 recent.pop_front();
             }
+        }
+        if !self.matches_storage.get() {
+            // Storage is behind the table (a write failed): a change it lacks would be lost on
+            // a restart (a revocation undone while the control plane is unreachable), and a
+            // push resent after the failure finds it already applied. So the whole table is
+            // written, even with nothing new, and nothing is acknowledged until it is.
+            return self.write_snapshot().map(|()| gap);
+        }
+        if fresh.is_empty() {
+            return Ok(gap);
         }
         let stored = storage::append_batch(&self.sql(), &fresh)
             .inspect_err(|_| self.matches_storage.set(false))?;

@@ -5,3 +5,4 @@
 
 mod control_plane;
 mod edges;
+mod storage;

@@ -1,0 +1,82 @@
+//! The edge's own storage failing: another process holds the write lock of the Durable
+//! Object's SQLite file ([`StorageLock`]), so every write the store makes fails while keys are
+//! revoked and created. The store still enforces what it pulled (it keeps the change in memory
+//! and sends it to isolates), and once storage takes writes again it writes its whole table:
+//! an edge restarted from storage with the control plane down still refuses the revoked key.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use keyplane_tests::{Deployment, Setup, StorageLock};
+use serde_json::json;
+
+/// The edge's pull interval here: the pulls bring the changes the refused pushes did not.
+const PULL_INTERVAL_SECS: u32 = 1;
+/// A bound for a change to reach the edge on a loaded machine (the pusher backs off while the
+/// edge refuses its pushes).
+const PROPAGATION: Duration = Duration::from_secs(20);
+
+fn status(d: &Deployment, key: &str) -> Result<u16> {
+    Ok(d.through_edge(0, "/x", Some(key))?.status)
+}
+
+fn until_status(d: &Deployment, key: &str, wanted: u16, what: &str) -> Result<()> {
+    d.wait_for(PROPAGATION, what, || Ok(status(d, key)? == wanted))?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
+fn changes_pulled_while_the_edges_storage_refuses_writes_are_enforced_and_then_stored() -> Result<()>
+{
+    let Some(setup) = Setup::from_env() else {
+        return Ok(());
+    };
+    let mut d = Deployment::start(&setup, 1, |options| {
+        options.pull_interval_secs = PULL_INTERVAL_SECS;
+    })?;
+    let live = json!({"name": "revoked", "environment": "live"});
+    let (revoked_id, revoked) = d.create_key(live)?;
+    let (_, kept) = d.create_key(json!({"name": "kept", "environment": "live"}))?;
+    until_status(&d, &kept, 200, "the edge has the first keys")?;
+    let stored_before = d.edge_status(0)?["store"]["after_snapshot"].clone();
+    let persisted = d.edges[0].options.persist_dir.clone();
+    let lock = StorageLock::hold(&persisted.context("the edge persists its storage")?)?;
+
+    let path = format!("/v1/keys/{revoked_id}/revoke");
+    let reply = d.api("POST", &path, Some(json!({"reason": "compromised"})))?;
+    ensure!(reply.status == 200, "revoking: {reply:?}");
+    let (_, created) = d.create_key(json!({"name": "created", "environment": "live"}))?;
+    until_status(
+        &d,
+        &revoked,
+        401,
+        "the revocation, while storage refuses writes",
+    )?;
+    until_status(
+        &d,
+        &created,
+        200,
+        "the new key, while storage refuses writes",
+    )?;
+    let stored = d.edge_status(0)?["store"]["after_snapshot"].clone();
+    ensure!(
+        stored == stored_before,
+        "nothing is stored while the lock is held: {stored_before} then {stored}"
+    );
+
+    drop(lock);
+    // Storage takes writes again: the store writes its whole table, the next time it applies
+    // a push or a pull's page (within a pull interval), and folds the stored batches into it.
+    d.wait_for(PROPAGATION, "the table written to storage", || {
+        Ok(d.edge_status(0)?["store"]["after_snapshot"]["batches"] == json!(0))
+    })?;
+    // Restarted from storage alone (the control plane down, so no catch-up pull).
+    d.stop_control_plane();
+    d.stop_edge(0);
+    d.start_edge(0)?;
+    ensure!(status(&d, &revoked)? == 401, "the revocation was lost");
+    ensure!(status(&d, &created)? == 200, "the new key was lost");
+    ensure!(status(&d, &kept)? == 200, "the kept key");
+    Ok(())
+}
