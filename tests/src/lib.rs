@@ -41,7 +41,7 @@ mod ports;
 mod postgres;
 mod pushes;
 mod raw_http;
-mod storage_lock;
+mod store_faults;
 mod tcp_proxy;
 
 pub use browser::{BrowserTools, ScriptRun};
@@ -55,7 +55,7 @@ pub use ports::free_port;
 pub use postgres::TestDatabase;
 pub use pushes::{EdgeFeed, synthetic_key, synthetic_keys};
 pub use raw_http::raw_request;
-pub use storage_lock::StorageLock;
+pub use store_faults::{StorageLock, corrupt_stored_snapshot};
 pub use tcp_proxy::{Link, TcpProxy};
 
 /// How long a service may take to print its URL.

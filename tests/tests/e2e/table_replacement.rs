@@ -22,7 +22,9 @@ use keyplane_shared::ids::HistoryId;
 use keyplane_shared::sync;
 use keyplane_shared::table::codec::{encode_changes, encode_snapshot};
 use keyplane_shared::{FeedChain, KeyTable};
-use keyplane_tests::{Deployment, EdgeFeed, FeedProxy, Setup, Tamper, synthetic_keys};
+use keyplane_tests::{
+    Deployment, EdgeFeed, FeedProxy, Setup, Tamper, corrupt_stored_snapshot, synthetic_keys,
+};
 use serde_json::json;
 
 /// The edge's pull interval in these tests.
@@ -358,6 +360,66 @@ fn a_burst_of_first_requests_at_a_fresh_isolate_builds_its_table_once() -> Resul
     ensure!(
         burst < built_once + built_once / 2,
         "eight first requests took {burst} bytes, one build {built_once}: each built its own table"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
+fn a_table_set_aside_that_storage_cannot_give_back_waits_for_the_next_snapshot() -> Result<()> {
+    let Some(setup) = Setup::from_env() else {
+        return Ok(());
+    };
+    let (d, proxy, real, mut old_feed) = deployment_behind_a_proxy(&setup, 3, &[])?;
+    let urls = d.edges[0].options.isolate_urls();
+    let (via, fresh) = (&urls[1], &urls[2]);
+    // Storage no longer reads back (the store's table, in memory, is untouched).
+    let persisted = d.edges[0].options.persist_dir.clone();
+    corrupt_stored_snapshot(&persisted.context("the edge persists its storage")?)?;
+    // The feed moves to another history whose snapshot is refused half-way: the store sets its
+    // table aside, and reading it back fails. Pushes wait from then on.
+    let asked = proxy.received("/v1/edge/snapshot");
+    let second = HistoryId::from_bytes([0x5e; 16]);
+    let at = old_feed.after + 3;
+    let garbage = Some(vec![0x42; 64 << 10]);
+    proxy.set_tampers(another_history(&d, second, garbage, Duration::ZERO, at)?.0);
+    let mut round = 10;
+    d.wait_for(PROPAGATION, "a push answered 503 table_reloading", || {
+        round += 1;
+        let batch = synthetic_keys(old_feed.next_seq(), 1, round);
+        let push = old_feed.send_via(&d, via, &batch)?;
+        if push.status == 200 {
+            old_feed.moved_past(&batch);
+        }
+        Ok(push.status == 503 && push.json()?["error"]["code"] == "table_reloading")
+    })?;
+    // Later reloads fail the same way: the table stays set aside.
+    d.wait_for(PROPAGATION, "two more reloads", || {
+        Ok(proxy.received("/v1/edge/snapshot") >= asked + 3)
+    })?;
+    let push = old_feed.send_via(&d, via, &synthetic_keys(old_feed.next_seq(), 1, 99))?;
+    ensure!(
+        push.status == 503,
+        "a push while the table is set aside: {push:?}"
+    );
+    // The isolate that has a copy keeps deciding on it; a fresh one has nothing to decide on.
+    ensure!(status_at(via, &real)? == 200, "the isolate's copy");
+    ensure!(
+        status_at(fresh, &real)? == 503,
+        "a fresh isolate, from corrupt storage"
+    );
+
+    // The next snapshot that decodes gives the store a table again, and storage with it.
+    let snapshot = Some(encode_snapshot(&table_of(at, 3)?));
+    let (tampers, mut second_feed) = another_history(&d, second, snapshot, Duration::ZERO, at)?;
+    proxy.set_tampers(tampers);
+    d.wait_for(PROPAGATION, "the new table in every isolate", || {
+        Ok(status_at(via, &real)? == 401 && status_at(fresh, &real)? == 401)
+    })?;
+    second_feed.push_via(&d, via, &synthetic_keys(second_feed.next_seq(), 1, 100))?;
+    ensure!(
+        d.status_at(via)?["applied_seq"] == json!(at + 1),
+        "the push after the reload"
     );
     Ok(())
 }

@@ -3,11 +3,13 @@
 //! revoked and created. The store still enforces what it pulled (it keeps the change in memory
 //! and sends it to isolates), and once storage takes writes again it writes its whole table:
 //! an edge restarted from storage with the control plane down still refuses the revoked key.
+//! And an edge whose stored table does not decode starts with none (it refuses every key
+//! rather than guess) and loads the control plane's snapshot by its next pull.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use keyplane_tests::{Deployment, Setup, StorageLock};
+use keyplane_tests::{Deployment, Setup, StorageLock, corrupt_stored_snapshot};
 use serde_json::json;
 
 /// The edge's pull interval here: the pulls bring the changes the refused pushes did not.
@@ -78,5 +80,38 @@ fn changes_pulled_while_the_edges_storage_refuses_writes_are_enforced_and_then_s
     ensure!(status(&d, &revoked)? == 401, "the revocation was lost");
     ensure!(status(&d, &created)? == 200, "the new key was lost");
     ensure!(status(&d, &kept)? == 200, "the kept key");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
+fn an_edge_whose_stored_table_does_not_decode_refuses_every_key_until_it_loads_a_snapshot()
+-> Result<()> {
+    let Some(setup) = Setup::from_env() else {
+        return Ok(());
+    };
+    let mut d = Deployment::start(&setup, 1, |options| {
+        options.pull_interval_secs = PULL_INTERVAL_SECS;
+    })?;
+    let (_, key) = d.create_key(json!({"name": "stored", "environment": "live"}))?;
+    until_status(&d, &key, 200, "the edge has the key")?;
+    d.stop_edge(0);
+    let persisted = d.edges[0].options.persist_dir.clone();
+    corrupt_stored_snapshot(&persisted.context("the edge persists its storage")?)?;
+    // The control plane down: nothing but the corrupt storage to start from.
+    d.stop_control_plane();
+    d.start_edge(0)?;
+    let reply = d.through_edge(0, "/x", Some(&key))?;
+    ensure!(
+        reply.status == 401,
+        "a key, with storage that does not decode: {reply:?}"
+    );
+    d.restart_control_plane()?;
+    until_status(&d, &key, 200, "the key, from the control plane's snapshot")?;
+    // The snapshot was written to storage: a restart with the control plane down has it.
+    d.stop_control_plane();
+    d.stop_edge(0);
+    d.start_edge(0)?;
+    ensure!(status(&d, &key)? == 200, "the key, from repaired storage");
     Ok(())
 }

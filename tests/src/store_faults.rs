@@ -1,0 +1,95 @@
+//! Faults of the edge's Durable Object storage, made from outside the runtime on the object's
+//! SQLite file (in the edge's persist directory), by a `python3` child (its standard library
+//! has SQLite; the file is in WAL mode, so the runtime sees what another process commits):
+//!
+//! - [`StorageLock`]: another process holds the file's write lock, so every write the store
+//!   makes fails with `SQLITE_BUSY` while reads go on; released when dropped or killed, as the
+//!   lock of a process that exits is;
+//! - [`corrupt_stored_snapshot`]: the stored snapshot's bytes zeroed, so reading it fails.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Opens the store's database (not the runtime's `metadata.sqlite`) as `db`, waiting up to
+/// 5 s for the runtime's own writes.
+const OPEN_STORE: &str = r#"
+import glob, sqlite3, sys
+found = [f for f in glob.glob(sys.argv[1] + "/*KeyTableStore/*.sqlite")
+         if not f.endswith("/metadata.sqlite")]
+if len(found) != 1:
+    sys.exit("expected one key table store database, found %r" % found)
+db = sqlite3.connect(found[0], timeout=5, isolation_level=None)
+"#;
+
+/// Takes the write lock and holds it until stdin closes.
+const HOLD_LOCK: &str = r#"
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.read()
+"#;
+
+/// Zeroes every stored snapshot chunk (same length: only the content goes).
+const CORRUPT_SNAPSHOT: &str = r#"
+zeroed = db.execute("UPDATE snapshot_chunks SET bytes = zeroblob(length(bytes))").rowcount
+print("zeroed %d" % zeroed, flush=True)
+"#;
+
+/// The write lock of an edge's key table store, held until dropped.
+pub struct StorageLock {
+    child: Child,
+}
+
+impl StorageLock {
+    /// Takes the lock of the store persisted under `persist_dir`.
+    pub fn hold(persist_dir: &Path) -> Result<Self> {
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(format!("{OPEN_STORE}{HOLD_LOCK}"))
+            .arg(persist_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting python3 to hold the store's lock")?;
+        let stdout = child.stdout.take().context("the lock holder's stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let lock = Self { child };
+        if line.trim() != "locked" {
+            bail!("the store's lock was not taken (the holder said {line:?})");
+        }
+        Ok(lock)
+    }
+}
+
+impl Drop for StorageLock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Zeroes the snapshot stored under `persist_dir` (the edge may be running); fails unless at
+/// least one chunk was stored.
+pub fn corrupt_stored_snapshot(persist_dir: &Path) -> Result<()> {
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(format!("{OPEN_STORE}{CORRUPT_SNAPSHOT}"))
+        .arg(persist_dir)
+        .output()
+        .context("starting python3 to corrupt the stored snapshot")?;
+    let said = String::from_utf8_lossy(&output.stdout);
+    let zeroed = said
+        .trim()
+        .strip_prefix("zeroed ")
+        .and_then(|count| count.parse::<u64>().ok());
+    if !output.status.success() || !zeroed.is_some_and(|count| count > 0) {
+        bail!(
+            "corrupting the stored snapshot: {said} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
