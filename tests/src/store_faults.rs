@@ -85,7 +85,7 @@ pub fn corrupt_stored_snapshot(persist_dir: &Path) -> Result<()> {
         .trim()
         .strip_prefix("zeroed ")
         .and_then(|count| count.parse::<u64>().ok());
-    if !output.status.success() || !zeroed.is_some_and(|count| count > 0) {
+    if !output.status.success() || zeroed.is_none_or(|count| count == 0) {
         bail!(
             "corrupting the stored snapshot: {said} {}",
             String::from_utf8_lossy(&output.stderr)
