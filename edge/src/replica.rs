@@ -143,8 +143,7 @@ pub async fn until_fresh(env: &Env, freshness_ms: f64) {
     let mut reads = 0;
     loop {
         let now_ms = worker::Date::now().as_millis() as f64;
-        let before = freshness(now_ms, freshness_ms);
-        if before == Freshness::Fresh {
+        if freshness(now_ms, freshness_ms) == Freshness::Fresh {
             return;
         }
         if one_build::in_flight(now_ms) {
@@ -159,9 +158,10 @@ pub async fn until_fresh(env: &Env, freshness_ms: f64) {
             Ok(()) => report_slow_store(now_ms, freshness_ms),
             Err(error) => {
                 console_error!("refreshing the key table before a decision failed: {error}");
-                // An isolate with no copy at all tries once more (a snapshot being sent can
-                // be cut short by the store writing a new one); one with a copy decides on it.
-                if before != Freshness::Unloaded || reads > 1 {
+                // An isolate with no copy (never loaded, or dropped for the build that failed)
+                // tries once more: a snapshot being sent can be cut short by the store writing
+                // a new one. One with a copy decides on it.
+                if freshness(now_ms, freshness_ms) != Freshness::Unloaded || reads > 1 {
                     return;
                 }
             }
