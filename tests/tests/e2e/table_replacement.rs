@@ -167,6 +167,28 @@ fn load_another_history(
     Ok(())
 }
 
+/// Pushes one key at a time of `feed`'s history through `via` (the keys numbered from
+/// `round`) until a push is answered 503 `table_reloading`: the store has set its table aside.
+/// A push answered 200 before that moves `feed` on.
+fn until_pushes_wait(d: &Deployment, feed: &mut EdgeFeed, via: &str, round: u64) -> Result<()> {
+    let mut round = round;
+    d.wait_for(PROPAGATION, "a push answered 503 table_reloading", || {
+        round += 1;
+        let batch = synthetic_keys(feed.next_seq(), 1, round);
+        let push = feed.send_via(d, via, &batch)?;
+        match push.status {
+            200 => feed.moved_past(&batch),
+            503 => ensure!(
+                push.json()?["error"]["code"] == "table_reloading",
+                "{push:?}"
+            ),
+            _ => anyhow::bail!("a push while the table is replaced: {push:?}"),
+        }
+        Ok(push.status == 503)
+    })?;
+    Ok(())
+}
+
 #[test]
 #[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
 fn neither_the_store_nor_an_isolate_replacing_a_large_table_holds_the_old_and_the_new_one()
@@ -276,21 +298,7 @@ fn while_a_new_table_is_on_its_way_isolates_get_the_stored_one_and_pushes_wait()
     proxy.set_tampers(tampers);
     // Pushes of the old history are applied until the store starts decoding the snapshot and
     // sets its table aside; from then on they wait.
-    let mut round = 3;
-    d.wait_for(PROPAGATION, "a push answered 503 table_reloading", || {
-        round += 1;
-        let batch = synthetic_keys(old_feed.next_seq(), 1, round);
-        let push = old_feed.send_via(&d, via, &batch)?;
-        match push.status {
-            200 => old_feed.moved_past(&batch),
-            503 => ensure!(
-                push.json()?["error"]["code"] == "table_reloading",
-                "{push:?}"
-            ),
-            _ => anyhow::bail!("a push while the table is replaced: {push:?}"),
-        }
-        Ok(push.status == 503)
-    })?;
+    until_pushes_wait(&d, &mut old_feed, via, 3)?;
     ensure!(
         status_at(fresh, &real)? == 200,
         "a fresh isolate is sent the stored table while the new one is on its way"
@@ -383,16 +391,7 @@ fn a_table_set_aside_that_storage_cannot_give_back_waits_for_the_next_snapshot()
     let at = old_feed.after + 3;
     let garbage = Some(vec![0x42; 64 << 10]);
     proxy.set_tampers(another_history(&d, second, garbage, Duration::ZERO, at)?.0);
-    let mut round = 10;
-    d.wait_for(PROPAGATION, "a push answered 503 table_reloading", || {
-        round += 1;
-        let batch = synthetic_keys(old_feed.next_seq(), 1, round);
-        let push = old_feed.send_via(&d, via, &batch)?;
-        if push.status == 200 {
-            old_feed.moved_past(&batch);
-        }
-        Ok(push.status == 503 && push.json()?["error"]["code"] == "table_reloading")
-    })?;
+    until_pushes_wait(&d, &mut old_feed, via, 10)?;
     // Later reloads fail the same way: the table stays set aside.
     d.wait_for(PROPAGATION, "two more reloads", || {
         Ok(proxy.received("/v1/edge/snapshot") >= asked + 3)
