@@ -17,7 +17,8 @@
 //! - a copy larger than `REPLICA_KEEP_WHILE_REBUILDING_MB` (default 32) is dropped before a whole
 //!   table is built to replace it (a new generation, a copy too far behind), so an isolate never
 //!   holds two large tables: requests wait for the build (some 150 ms at 1M keys) as a cold
-//!   isolate's do. A smaller copy keeps deciding while the new table is built beside it.
+//!   isolate's do. A smaller copy is kept beside the build: it decides while it is within the
+//!   bound (later requests wait for the build too), and after a failed build.
 //!
 //! So a revocation the store holds is enforced by every isolate within the bound, busy or
 //! idle. If the store cannot be read, the isolate decides on its copy, logs it, and tries
@@ -265,10 +266,13 @@ impl Replica {
         )
     }
 
-    /// Takes an answer to a read sent at `sent_at` against `sent`; whether the copy is now as
-    /// fresh as the store was then. An answer is dropped when another read replaced the copy
-    /// meanwhile (its table may be of a generation the store has left), and a page of changes
-    /// that does not follow the copy asks the next read for a snapshot.
+    /// Whether the copy was replaced or dropped since a read was sent against `sent`: its
+    /// answer is then dropped (not built, if it is a snapshot), since its table may be older
+    /// than the copy's, or of a generation the store has left.
+    fn overtaken(&self, sent: Sent) -> bool {
+        sent.epoch != self.epoch
+    }
+
     /// Before a whole table is built from a snapshot answer to a read sent against `sent`:
     /// drops a loaded copy whose table takes more than `keep_bytes`, so the isolate never
     /// holds it beside the new one (its requests wait for the build, `until_fresh`). Returns
@@ -289,8 +293,12 @@ impl Replica {
         }
     }
 
+    /// Takes an answer to a read sent at `sent_at` against `sent`; whether the copy is now as
+    /// fresh as the store was then. An overtaken answer is dropped (even an empty page of
+    /// changes must not make a dropped copy count as loaded), and a page of changes that does
+    /// not follow the copy asks the next read for a snapshot.
     fn absorb(&mut self, sent: Sent, answer: StoreAnswer, sent_at: f64) -> bool {
-        if self.loaded && sent.epoch != self.epoch {
+        if self.overtaken(sent) {
             return false;
         }
         match answer {
@@ -364,6 +372,11 @@ async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
             // build (`until_fresh`).
             return Ok(());
         };
+        if REPLICA.with(|replica| replica.borrow().overtaken(sent)) {
+            // A read sent before the copy was replaced or dropped: building its older table
+            // would drop the newer one.
+            return Ok(());
+        }
         let keep_bytes = settings::load(env)
             .map(|settings| settings.replica_keep_while_rebuilding_bytes)
             .unwrap_or(settings::DEFAULT_KEEP_WHILE_REBUILDING_BYTES);

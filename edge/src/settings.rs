@@ -33,8 +33,9 @@ pub struct Settings {
     /// finds its isolate's copy older first reads what changed from the Durable Object.
     pub replica_freshness_ms: f64,
     /// `REPLICA_KEEP_WHILE_REBUILDING_MB`, in bytes: an isolate's copy of the table at most
-    /// this large keeps deciding while a whole new table is built beside it; a larger one is
-    /// dropped first (requests wait for the build), so an isolate never holds two.
+    /// this large is kept while a whole new table is built beside it (it decides while fresh,
+    /// and after a failed build); a larger one is dropped first (requests wait for the build),
+    /// so an isolate never holds two large tables.
     pub replica_keep_while_rebuilding_bytes: usize,
     /// `KEYPLANE_LOCAL_DEV`: local development, where `http://` control-plane URLs are allowed.
     pub local_dev: bool,

@@ -192,6 +192,15 @@ fn a_copy_over_the_bound_is_dropped_before_a_build_and_no_earlier_read_lands_on_
     };
     assert!(!replica.absorb(changes_read, late(), 1_010.0));
     assert!(!replica.loaded);
+    // Not even an empty page of them, which follows any sequence.
+    let empty = StoreAnswer::Changes {
+        generation: 1,
+        changes: Vec::new(),
+    };
+    assert!(!replica.absorb(changes_read, empty, 1_010.0));
+    assert!(!replica.loaded, "an empty page loaded the dropped copy");
+    // A snapshot read sent before the drop is overtaken: its table is not built.
+    assert!(replica.overtaken(snapshot_read) && !replica.overtaken(rebuilt));
     // The snapshot's read was sent at 1,020: the new copy is as fresh as that read, not as the
     // dropped copy was (a revocation between 1,020 and 1,030 is not in it).
     let snapshot = StoreAnswer::Snapshot {

@@ -20,12 +20,8 @@
 //! back from storage. After a failed storage write (storage behind the table) the old table
 //! is kept instead.
 //!
-//! A change whose write fails is still applied and sent to isolates (it is enforced), and the
-//! push is refused; from then on, until a write succeeds, every push or pull page writes the
-//! whole table, so storage catches up before anything is acknowledged again (a change applied
-//! before the failure would otherwise be missing from storage, and a restart with the control
-//! plane unreachable would undo it). Tested by `tests/tests/e2e/faults/storage.rs`, which
-//! makes every write fail by holding the SQLite file's lock from another process.
+//! A change whose write fails is still applied and sent to isolates (it is enforced); storage
+//! then catches up with the whole table before anything is acknowledged again (`repair`).
 //!
 //! Internal interface (reachable only through the binding, never from the internet):
 //! - `GET /table?after=N&generation=G`: the changes after `N` when it still holds them in
@@ -45,6 +41,7 @@
 //!   N, "bytes": N}}`, and `isolate_memory_bytes` (shown in the edge's signed status).
 
 mod push;
+mod repair;
 mod replacement;
 mod storage;
 mod stored;
@@ -238,6 +235,7 @@ impl DurableObject for KeyTableStore {
         if let Err(error) = self.pull().await {
             console_error!("key table store: pulling the control plane's feed failed: {error}");
         }
+        self.repair_storage();
         self.arm_alarm().await;
         Response::ok("pulled")
     }
@@ -390,10 +388,8 @@ impl KeyTableStore {
             }
         }
         if !self.matches_storage.get() {
-            // Storage is behind the table (a write failed): a change it lacks would be lost on
-            // a restart (a revocation undone while the control plane is unreachable), and a
-            // push resent after the failure finds it already applied. So the whole table is
-            // written, even with nothing new, and nothing is acknowledged until it is.
+            // Storage is behind the table: the whole table is written, even with nothing new,
+            // before the push or page is acknowledged (`repair`).
             return self.write_snapshot().map(|()| gap);
         }
         if fresh.is_empty() {

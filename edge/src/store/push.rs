@@ -56,6 +56,8 @@ impl KeyTableStore {
             if last < seq {
                 self.schedule_pull(Duration::ZERO).await;
             }
+            // The sequence is acknowledged as held: storage must hold it too.
+            self.catch_up_storage()?;
             return ack(seq);
         };
         let ours = self.lineage.get().or_else(|| {

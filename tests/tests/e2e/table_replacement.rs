@@ -21,9 +21,10 @@ use anyhow::{Context as _, Result, ensure};
 use keyplane_shared::ids::HistoryId;
 use keyplane_shared::sync;
 use keyplane_shared::table::codec::{encode_changes, encode_snapshot};
-use keyplane_shared::{FeedChain, KeyTable};
+use keyplane_shared::{ApiKey, Environment, FeedChain, KeyPrefix, KeyTable, LookupDigest};
 use keyplane_tests::{
-    Deployment, EdgeFeed, FeedProxy, Setup, Tamper, corrupt_stored_snapshot, synthetic_keys,
+    Deployment, EdgeFeed, FeedProxy, Setup, Tamper, corrupt_stored_snapshot, synthetic_key,
+    synthetic_keys,
 };
 use serde_json::json;
 
@@ -97,6 +98,12 @@ fn table_of(count: u64, round: u64) -> Result<KeyTable> {
     for change in synthetic_keys(1, count, round) {
         table.apply(&change)?;
     }
+    Ok(table)
+}
+
+/// `table` with one more key, whose lookup digest is `digest`, at the next sequence.
+fn with_key(mut table: KeyTable, digest: LookupDigest) -> Result<KeyTable> {
+    table.apply(&synthetic_key(table.applied_seq() + 1, digest, 77))?;
     Ok(table)
 }
 
@@ -205,17 +212,18 @@ fn neither_the_store_nor_an_isolate_replacing_a_large_table_holds_the_old_and_th
             .as_u64()
             .context("wasm_memory_bytes")
     };
+    // A key in both large tables: admitted all along, whichever table decides.
+    let both = ApiKey::generate(&KeyPrefix::default(), Environment::Live)?;
+    let digest = d.secrets.pepper_set()?.current().digest(&both);
+    let both = both.expose_secret().to_owned();
+    let first = with_key(table_of(KEYS, 0)?, digest)?;
+    let second = with_key(table_of(KEYS + 10, 1)?, digest)?;
     let before = store_memory(&d, &via)?;
     let isolate_before = isolate_memory()?;
     // A large table, loaded as every replacement is: from a snapshot of another history.
-    load_another_history(
-        &d,
-        &proxy,
-        &via,
-        HistoryId::from_bytes([0x5a; 16]),
-        &table_of(KEYS, 0)?,
-    )?;
+    load_another_history(&d, &proxy, &via, HistoryId::from_bytes([0x5a; 16]), &first)?;
     ensure!(status_at(&via, &real)? == 401, "the first table's key");
+    ensure!(status_at(&via, &both)? == 200, "the key in both tables");
     let loaded = store_memory(&d, &via)?;
     let isolate_loaded = isolate_memory()?;
     let grown = loaded.saturating_sub(before);
@@ -226,26 +234,22 @@ fn neither_the_store_nor_an_isolate_replacing_a_large_table_holds_the_old_and_th
          serving one by {isolate_grown}"
     );
     // As many keys again (a few more, other ones), from a third history, while requests keep
-    // coming to the isolate: it drops its copy and they wait for its new table.
+    // coming to the isolate: it drops its copy and they wait for its new table (none may be
+    // decided on the dropped, empty copy).
     let asking = std::sync::atomic::AtomicBool::new(true);
     let answers = std::thread::scope(|scope| -> Result<Vec<u16>> {
         let requests = scope.spawn(|| {
             let (mut answers, mut slowest) = (Vec::new(), Duration::ZERO);
             while asking.load(std::sync::atomic::Ordering::Relaxed) {
                 let sent = std::time::Instant::now();
-                answers.push(status_at(&via, &real).unwrap_or(0));
+                answers.push(status_at(&via, &both).unwrap_or(0));
                 slowest = slowest.max(sent.elapsed());
             }
             eprintln!("the slowest request while the table was replaced: {slowest:?}");
             answers
         });
-        let loading = load_another_history(
-            &d,
-            &proxy,
-            &via,
-            HistoryId::from_bytes([0x5b; 16]),
-            &table_of(KEYS + 10, 1)?,
-        );
+        let third = HistoryId::from_bytes([0x5b; 16]);
+        let loading = load_another_history(&d, &proxy, &via, third, &second);
         asking.store(false, std::sync::atomic::Ordering::Relaxed);
         let answers = requests
             .join()
@@ -274,8 +278,12 @@ fn neither_the_store_nor_an_isolate_replacing_a_large_table_holds_the_old_and_th
          for the first: it held its copy beside the new one"
     );
     ensure!(
-        !answers.is_empty() && answers.iter().all(|&status| status == 401),
-        "requests while the isolate replaced its table (the key is in neither): {answers:?}"
+        !answers.is_empty() && answers.iter().all(|&status| status == 200),
+        "requests while the isolate replaced its table (the key is in both): {answers:?}"
+    );
+    ensure!(
+        status_at(&via, &real)? == 401,
+        "the first table's key, after"
     );
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The edge's own storage failing: another process holds the write lock of the Durable
 //! Object's SQLite file ([`StorageLock`]), so every write the store makes fails while keys are
 //! revoked and created. The store still enforces what it pulled (it keeps the change in memory
-//! and sends it to isolates), and once storage takes writes again it writes its whole table:
-//! an edge restarted from storage with the control plane down still refuses the revoked key.
+//! and sends it to isolates), and once storage takes writes again it writes its whole table,
+//! even with the control plane down (its alarm does): an edge restarted from storage then
+//! still refuses the revoked key.
 //! And an edge whose stored table does not decode starts with none (it refuses every key
 //! rather than guess) and loads the control plane's snapshot by its next pull.
 
@@ -29,26 +30,30 @@ fn until_status(d: &Deployment, key: &str, wanted: u16, what: &str) -> Result<()
 
 #[test]
 #[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
-fn changes_pulled_while_the_edges_storage_refuses_writes_are_enforced_and_then_stored() -> Result<()>
-{
+fn changes_that_reach_an_edge_whose_storage_refuses_writes_are_enforced_and_then_stored()
+-> Result<()> {
     let Some(setup) = Setup::from_env() else {
         return Ok(());
     };
     let mut d = Deployment::start(&setup, 1, |options| {
         options.pull_interval_secs = PULL_INTERVAL_SECS;
     })?;
-    let live = json!({"name": "revoked", "environment": "live"});
-    let (revoked_id, revoked) = d.create_key(live)?;
+    let (revoked_id, revoked) = d.create_key(json!({"name": "revoked", "environment": "live"}))?;
     let (_, kept) = d.create_key(json!({"name": "kept", "environment": "live"}))?;
+    until_status(&d, &revoked, 200, "the edge has the first keys")?;
     until_status(&d, &kept, 200, "the edge has the first keys")?;
     let stored_before = d.edge_status(0)?["store"]["after_snapshot"].clone();
-    let persisted = d.edges[0].options.persist_dir.clone();
-    let lock = StorageLock::hold(&persisted.context("the edge persists its storage")?)?;
 
+    // A key revoked and one created while the edge is stopped: it learns both by its catch-up
+    // pull when it starts, with storage refusing every write.
+    d.stop_edge(0);
     let path = format!("/v1/keys/{revoked_id}/revoke");
     let reply = d.api("POST", &path, Some(json!({"reason": "compromised"})))?;
     ensure!(reply.status == 200, "revoking: {reply:?}");
     let (_, created) = d.create_key(json!({"name": "created", "environment": "live"}))?;
+    let persisted = d.edges[0].options.persist_dir.clone();
+    let lock = StorageLock::hold(&persisted.context("the edge persists its storage")?)?;
+    d.start_edge(0)?;
     until_status(
         &d,
         &revoked,
@@ -67,14 +72,14 @@ fn changes_pulled_while_the_edges_storage_refuses_writes_are_enforced_and_then_s
         "nothing is stored while the lock is held: {stored_before} then {stored}"
     );
 
+    // Storage takes writes again, with the control plane down: no push and no feed page come,
+    // and the store's alarm writes its whole table (folding the stored batches into it).
+    d.stop_control_plane();
     drop(lock);
-    // Storage takes writes again: the store writes its whole table, the next time it applies
-    // a push or a pull's page (within a pull interval), and folds the stored batches into it.
     d.wait_for(PROPAGATION, "the table written to storage", || {
         Ok(d.edge_status(0)?["store"]["after_snapshot"]["batches"] == json!(0))
     })?;
-    // Restarted from storage alone (the control plane down, so no catch-up pull).
-    d.stop_control_plane();
+    // Restarted from storage alone.
     d.stop_edge(0);
     d.start_edge(0)?;
     ensure!(status(&d, &revoked)? == 401, "the revocation was lost");
