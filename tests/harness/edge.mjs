@@ -11,6 +11,8 @@
 //                                "passthrough-edits": the same with Keyplane's header edits, or
 //                                one of the other JS workers of `jsWorkers` below (the same
 //                                edits made other ways, for the edge overhead benchmark)
+//   env KEYPLANE_EDGE_INSPECTOR_PORT  a port for workerd's V8 inspector (Chrome DevTools
+//                                protocol), for `profile.mjs` beside this file
 //
 // With several ports (Keyplane mode only), the edge runs as that many workers, each its own
 // isolate listening on its own port, sharing one Durable Object namespace per class (the
@@ -47,6 +49,9 @@ const common = {
   cf: false,
   host: "127.0.0.1",
   port: ports[0],
+  ...(process.env.KEYPLANE_EDGE_INSPECTOR_PORT
+    ? { inspectorPort: Number(process.env.KEYPLANE_EDGE_INSPECTOR_PORT) }
+    : {}),
 };
 
 const passthrough = `
