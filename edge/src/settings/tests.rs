@@ -13,6 +13,17 @@ fn base(name: &str) -> Option<String> {
     Some(value)
 }
 
+/// The settings of [`base`] with `name` set to `value`.
+fn with_var(name: &str, value: &str) -> Result<Settings, SettingsError> {
+    Settings::from_lookup(|asked| {
+        if asked == name {
+            Some(value.to_owned())
+        } else {
+            base(asked)
+        }
+    })
+}
+
 #[test]
 fn a_minimal_configuration_gets_the_documented_defaults() {
     let settings = Settings::from_lookup(base).expect("valid");
@@ -61,15 +72,9 @@ fn each_invalid_setting_is_named_without_its_value() {
         ("USAGE_BUFFER_MAX", "-1"),
     ];
     for (name, value) in cases {
-        let error = Settings::from_lookup(|asked| {
-            if asked == name {
-                Some(value.to_owned())
-            } else {
-                base(asked)
-            }
-        })
-        .err()
-        .unwrap_or_else(|| panic!("{name}={value} accepted"));
+        let error = with_var(name, value)
+            .err()
+            .unwrap_or_else(|| panic!("{name}={value} accepted"));
         assert!(error.name.contains(name), "{error}");
         if name.starts_with("KEYPLANE_") {
             // Secrets: the message never repeats the value.
@@ -129,15 +134,7 @@ fn environments_and_policy_are_parsed() {
 
 #[test]
 fn path_normalization_is_strict_unless_set_to_resolve() {
-    let with = |value: &'static str| {
-        Settings::from_lookup(move |asked| {
-            if asked == "PATH_NORMALIZATION" {
-                Some(value.to_owned())
-            } else {
-                base(asked)
-            }
-        })
-    };
+    let with = |value| with_var("PATH_NORMALIZATION", value);
     let default = Settings::from_lookup(base).expect("valid");
     assert_eq!(default.path_normalization, PathNormalization::Strict);
     assert_eq!(
@@ -154,15 +151,7 @@ fn path_normalization_is_strict_unless_set_to_resolve() {
 
 #[test]
 fn rate_limit_fields_go_on_every_answer_unless_set_to_429s_only() {
-    let with = |value: &'static str| {
-        Settings::from_lookup(move |asked| {
-            if asked == "RATE_LIMIT_HEADERS" {
-                Some(value.to_owned())
-            } else {
-                base(asked)
-            }
-        })
-    };
+    let with = |value| with_var("RATE_LIMIT_HEADERS", value);
     assert_eq!(
         with("always").expect("valid").rate_limit_headers,
         RateLimitHeaders::Always
