@@ -13,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::Deployment;
+
 /// Opens the store's database (not the runtime's `metadata.sqlite`) as `db`, waiting up to
 /// 5 s for the runtime's own writes.
 const OPEN_STORE: &str = r#"
@@ -43,8 +45,9 @@ pub struct StorageLock {
 }
 
 impl StorageLock {
-    /// Takes the lock of the store persisted under `persist_dir`.
-    pub fn hold(persist_dir: &Path) -> Result<Self> {
+    /// Takes the lock of the store of `d`'s edge `edge`.
+    pub fn hold(d: &Deployment, edge: usize) -> Result<Self> {
+        let persist_dir = persisted(d, edge)?;
         let mut child = Command::new("python3")
             .arg("-c")
             .arg(format!("{OPEN_STORE}{HOLD_LOCK}"))
@@ -71,9 +74,10 @@ impl Drop for StorageLock {
     }
 }
 
-/// Zeroes the snapshot stored under `persist_dir` (the edge may be running); fails unless at
+/// Zeroes the snapshot stored by `d`'s edge `edge` (it may be running); fails unless at
 /// least one chunk was stored.
-pub fn corrupt_stored_snapshot(persist_dir: &Path) -> Result<()> {
+pub fn corrupt_stored_snapshot(d: &Deployment, edge: usize) -> Result<()> {
+    let persist_dir = persisted(d, edge)?;
     let output = Command::new("python3")
         .arg("-c")
         .arg(format!("{OPEN_STORE}{CORRUPT_SNAPSHOT}"))
@@ -92,4 +96,12 @@ pub fn corrupt_stored_snapshot(persist_dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where `d`'s edge `edge` keeps its storage.
+fn persisted(d: &Deployment, edge: usize) -> Result<&Path> {
+    d.edges
+        .get(edge)
+        .and_then(|edge| edge.options.persist_dir.as_deref())
+        .context("the edge persists its storage")
 }

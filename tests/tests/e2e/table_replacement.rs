@@ -390,8 +390,7 @@ fn a_table_set_aside_that_storage_cannot_give_back_waits_for_the_next_snapshot()
     let urls = d.edges[0].options.isolate_urls();
     let (via, fresh) = (&urls[1], &urls[2]);
     // Storage no longer reads back (the store's table, in memory, is untouched).
-    let persisted = d.edges[0].options.persist_dir.clone();
-    corrupt_stored_snapshot(&persisted.context("the edge persists its storage")?)?;
+    corrupt_stored_snapshot(&d, 0)?;
     // The feed moves to another history whose snapshot is refused half-way: the store sets its
     // table aside, and reading it back fails. Pushes wait from then on.
     let asked = proxy.received("/v1/edge/snapshot");

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Result, ensure};
 use keyplane_tests::{Deployment, Setup, StorageLock, corrupt_stored_snapshot};
 use serde_json::json;
 
@@ -28,6 +28,28 @@ fn until_status(d: &Deployment, key: &str, wanted: u16, what: &str) -> Result<()
     Ok(())
 }
 
+/// A deployment of one edge that pulls every [`PULL_INTERVAL_SECS`], with a live key named
+/// after each of `names` (its id and key, in order), admitted by the edge.
+fn edge_with_keys<const N: usize>(
+    setup: &Setup,
+    names: [&str; N],
+) -> Result<(Deployment, [(String, String); N])> {
+    let d = Deployment::start(setup, 1, |options| {
+        options.pull_interval_secs = PULL_INTERVAL_SECS;
+    })?;
+    let keys: Vec<_> = names
+        .iter()
+        .map(|name| d.create_key(json!({"name": name, "environment": "live"})))
+        .collect::<Result<_>>()?;
+    for (_, key) in &keys {
+        until_status(&d, key, 200, "the edge has the first keys")?;
+    }
+    let keys = keys
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("a key for each name"))?;
+    Ok((d, keys))
+}
+
 #[test]
 #[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
 fn changes_that_reach_an_edge_whose_storage_refuses_writes_are_enforced_and_then_stored()
@@ -35,13 +57,7 @@ fn changes_that_reach_an_edge_whose_storage_refuses_writes_are_enforced_and_then
     let Some(setup) = Setup::from_env() else {
         return Ok(());
     };
-    let mut d = Deployment::start(&setup, 1, |options| {
-        options.pull_interval_secs = PULL_INTERVAL_SECS;
-    })?;
-    let (revoked_id, revoked) = d.create_key(json!({"name": "revoked", "environment": "live"}))?;
-    let (_, kept) = d.create_key(json!({"name": "kept", "environment": "live"}))?;
-    until_status(&d, &revoked, 200, "the edge has the first keys")?;
-    until_status(&d, &kept, 200, "the edge has the first keys")?;
+    let (mut d, [(revoked_id, revoked), (_, kept)]) = edge_with_keys(&setup, ["revoked", "kept"])?;
     let stored_before = d.edge_status(0)?["store"]["after_snapshot"].clone();
 
     // A key revoked and one created while the edge is stopped: it learns both by its catch-up
@@ -51,8 +67,7 @@ fn changes_that_reach_an_edge_whose_storage_refuses_writes_are_enforced_and_then
     let reply = d.api("POST", &path, Some(json!({"reason": "compromised"})))?;
     ensure!(reply.status == 200, "revoking: {reply:?}");
     let (_, created) = d.create_key(json!({"name": "created", "environment": "live"}))?;
-    let persisted = d.edges[0].options.persist_dir.clone();
-    let lock = StorageLock::hold(&persisted.context("the edge persists its storage")?)?;
+    let lock = StorageLock::hold(&d, 0)?;
     d.start_edge(0)?;
     until_status(
         &d,
@@ -95,14 +110,9 @@ fn an_edge_whose_stored_table_does_not_decode_refuses_every_key_until_it_loads_a
     let Some(setup) = Setup::from_env() else {
         return Ok(());
     };
-    let mut d = Deployment::start(&setup, 1, |options| {
-        options.pull_interval_secs = PULL_INTERVAL_SECS;
-    })?;
-    let (_, key) = d.create_key(json!({"name": "stored", "environment": "live"}))?;
-    until_status(&d, &key, 200, "the edge has the key")?;
+    let (mut d, [(_, key)]) = edge_with_keys(&setup, ["stored"])?;
     d.stop_edge(0);
-    let persisted = d.edges[0].options.persist_dir.clone();
-    corrupt_stored_snapshot(&persisted.context("the edge persists its storage")?)?;
+    corrupt_stored_snapshot(&d, 0)?;
     // The control plane down: nothing but the corrupt storage to start from.
     d.stop_control_plane();
     d.start_edge(0)?;
