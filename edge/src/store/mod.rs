@@ -388,9 +388,9 @@ impl KeyTableStore {
             }
         }
         if !self.matches_storage.get() {
-            // Storage is behind the table: the whole table is written, even with nothing new,
-            // before the push or page is acknowledged (`repair`).
-            return self.write_snapshot().map(|()| gap);
+            // Storage is behind the table: it catches up, even with nothing new, before the
+            // push or page is acknowledged (`repair`).
+            return self.catch_up_storage().map(|()| gap);
         }
         if fresh.is_empty() {
             return Ok(gap);
