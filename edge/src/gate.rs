@@ -14,11 +14,10 @@
 //! pass through), nor a method other than the one decided on.
 //!
 //! The common case is synchronous: with the table in memory and the isolate's own rate
-//! limiter, [`handle`] decides, builds the outgoing request and returns a [`Forward`]; the
-//! entry module (`edge/js/shim.mjs`) fetches it and hands the origin's answer to
-//! [`Forward::relay`] (or the failure to [`Forward::fail`]). No Rust future, executor or
-//! closure runs per request, which is most of what entering wasm costs (README, edge
-//! overhead). A request that finds its isolate's copy of the table missing (the isolate's
+//! limiter, [`handle`] decides, builds the outgoing request and returns a `Forward`; the
+//! entry module (`edge/js/shim.mjs`) fetches it and relays the origin's answer with the fields
+//! the Forward lists (see `crate::forward`). No Rust future, executor or closure runs per
+//! request, which is most of what entering wasm costs (README, edge overhead). A request that finds its isolate's copy of the table missing (the isolate's
 //! first) or older than `REPLICA_FRESHNESS_MS` (it first reads what changed from the store),
 //! and the global rate-limit mode (a Durable Object round trip), take the same steps
 //! asynchronously: the answer is then a `Promise`.
@@ -31,35 +30,32 @@ use keyplane_shared::ids::{KeyId, OrgId, RequestId};
 use keyplane_shared::path::{Ambiguity, CanonicalTarget};
 use keyplane_shared::usage::UsageEvent;
 use worker::js_sys::{self, Promise, futures::JsFuture, futures::future_to_promise};
-use worker::wasm_bindgen::{self, JsCast, JsValue, prelude::wasm_bindgen};
+use worker::wasm_bindgen::JsValue;
 use worker::{Context, Env, console_error, web_sys};
 
 use crate::decide::{self, Decided, REQUEST_ID_HEADER};
 use crate::headers::{self, Edits};
 use crate::replica::{self, Freshness};
 use crate::settings::{self, PathNormalization, RateLimitHeaders, RateLimitMode, Settings};
-use crate::{limiter, reply, usage};
+use crate::{forward, limiter, reply, usage};
 
 /// Where a request stands after the synchronous part of the gate.
-// A `Step` lives for one call and is moved once, into a `JsValue` (which boxes a `Forward`
-// anyway): boxing the large variant here would only add an allocation per request.
-#[allow(clippy::large_enum_variant)]
 pub enum Step {
     /// The edge answered.
     Answer(web_sys::Response),
-    /// The origin is to be fetched.
-    Forward(Forward),
+    /// The origin is to be fetched: the entry module's `Forward` (see `crate::forward`).
+    Forward(JsValue),
     /// The asynchronous path: a `Promise` of the `Response`.
     Pending(Promise),
 }
 
 impl From<Step> for JsValue {
-    /// What the entry module gets: a `Response`, a [`Forward`] (fetch its request, then call
-    /// `relay` or `fail`), or a `Promise` of a `Response`.
+    /// What the entry module gets: a `Response`, a `Forward` (fetch its request, relay the
+    /// answer, report its status), or a `Promise` of a `Response`.
     fn from(step: Step) -> JsValue {
         match step {
             Step::Answer(response) => response.into(),
-            Step::Forward(forward) => forward.into(),
+            Step::Forward(forward) => forward,
             Step::Pending(promise) => promise.into(),
         }
     }
@@ -87,8 +83,11 @@ impl Incoming {
         let header = |name: &str| headers.get(name).ok().flatten();
         let now_ms = js_sys::Date::now();
         // Time-ordered, so the control plane's usage table appends instead of writing all
-        // over its request-id index (see `RequestId::generate_ordered`).
-        let request_id = RequestId::generate_ordered(Timestamp(now_ms as i64)).ok();
+        // over its request-id index (see `RequestId::generate_ordered`); the random part comes
+        // from the isolate's pool (`entropy`).
+        let request_id = crate::entropy::random()
+            .map(|random| RequestId::ordered(Timestamp(now_ms as i64), random))
+            .ok();
         let target = read_target(&url);
         Incoming {
             request_id_text: request_id.map_or_else(
@@ -140,11 +139,22 @@ impl Incoming {
         status: u16,
         refused: bool,
     ) {
-        let Some(request_id) = self.request_id.filter(|_| settings.usage.enabled) else {
-            return;
-        };
+        if let Some(event) = self.usage_event(settings, key, status) {
+            record_event(event, settings, ctx, refused);
+        }
+    }
+
+    /// This request's usage event with `status`; `None` when reporting is off (or the request
+    /// has no id).
+    fn usage_event(
+        &self,
+        settings: &Settings,
+        key: Option<(KeyId, OrgId)>,
+        status: u16,
+    ) -> Option<UsageEvent> {
+        let request_id = self.request_id.filter(|_| settings.usage.enabled)?;
         let client_ip = self.headers.get("cf-connecting-ip").ok().flatten();
-        let event = UsageEvent::new(
+        Some(UsageEvent::new(
             request_id,
             key,
             self.now(),
@@ -152,14 +162,24 @@ impl Incoming {
             self.path(),
             status,
             client_ip.as_deref(),
-        );
-        // Refusals are bounded per key at the edge's default limit (see `usage`).
-        let refusal_limit = refused.then_some(settings.decision.default_rate_limit);
-        usage::record(event, settings.usage.buffer_max, refusal_limit);
-        if let Some(claim) = usage::claim_flush(self.now_ms) {
-            let settings = settings.clone();
-            in_background(ctx, async move { usage::flush(claim, &settings).await });
-        }
+        ))
+    }
+}
+
+/// Records `event` in the isolate's usage buffer and starts the flusher if none is running.
+pub(crate) fn record_event(
+    event: UsageEvent,
+    settings: &Rc<Settings>,
+    ctx: &Context,
+    refused: bool,
+) {
+    // Refusals are bounded per key at the edge's default limit (see `usage`).
+    let refusal_limit = refused.then_some(settings.decision.default_rate_limit);
+    let at_ms = event.at.as_millis() as f64;
+    usage::record(event, settings.usage.buffer_max, refusal_limit);
+    if let Some(claim) = usage::claim_flush(at_ms) {
+        let settings = settings.clone();
+        in_background(ctx, async move { usage::flush(claim, &settings).await });
     }
 }
 
@@ -257,15 +277,18 @@ fn conclude(incoming: Incoming, settings: Rc<Settings>, ctx: Context, decision: 
             (key, decide::identity_headers(identity), rate_limit)
         }
     };
-    match outgoing_request(&incoming, &settings, &identity) {
-        Ok(request) => Step::Forward(Forward {
-            request,
-            incoming,
-            settings,
-            ctx,
-            key,
-            rate_limit,
-        }),
+    let (target, request_edits) = outgoing_request(&incoming, &settings, &identity);
+    let mut answer = Edits::default();
+    for (name, value) in &rate_limit {
+        answer.set(name, value);
+    }
+    answer.set(REQUEST_ID_HEADER, &incoming.request_id_text);
+    // The status is the origin's: the event waits for it (`forward`).
+    let usage = incoming
+        .usage_event(&settings, key, 0)
+        .map(|event| (event, settings, ctx));
+    match forward::prepare(&incoming.request, &target, &request_edits, &answer, usage) {
+        Ok(forward) => Step::Forward(forward),
         Err(error) => {
             console_error!("building the origin request failed: {error:?}");
             failure(500, "edge_error", &incoming.request_id_text)
@@ -273,17 +296,20 @@ fn conclude(incoming: Incoming, settings: Rc<Settings>, ctx: Context, decision: 
     }
 }
 
-/// The request for the origin: `<origin><canonical path and query>` (the runtime's URL parser
-/// leaves the canonical form as it is) with the incoming method, headers, body stream and
-/// redirect mode (`manual` for incoming requests), built by the runtime in one call; the
-/// caller's `x-keyplane-*` headers, the consumed credential, the method overrides and `host`
-/// go, and the identity headers come in (see [`Edits::request_for`]).
+/// The request for the origin: its URL, `<origin><canonical path and query>` (the runtime's URL
+/// parser leaves the canonical form as it is), and the edits to a copy of the incoming headers
+/// (the runtime builds it with the incoming method, body stream and redirect mode, `manual` for
+/// incoming requests; see `forward::prepare`): the caller's `x-keyplane-*` headers, the
+/// consumed credential, the method overrides and `host` go, and the identity headers come in.
 fn outgoing_request(
     incoming: &Incoming,
     settings: &Settings,
     identity: &[(&'static str, String)],
-) -> Result<web_sys::Request, JsValue> {
-    let target = format!("{}{}", settings.origin_url, incoming.path_and_query);
+) -> (String, Edits) {
+    let mut target =
+        String::with_capacity(settings.origin_url.len() + incoming.path_and_query.len());
+    target.push_str(&settings.origin_url);
+    target.push_str(&incoming.path_and_query);
     let drop_authorization = headers::authorization_carries_a_key(
         incoming.authorization.as_deref(),
         &settings.decision.prefix,
@@ -297,107 +323,22 @@ fn outgoing_request(
         edits.set(name, value);
     }
     edits.set(REQUEST_ID_HEADER, &incoming.request_id_text);
-    edits.request_for(&target, &incoming.request)
+    (target, edits)
 }
 
-/// A request on its way to the origin: the entry module fetches [`Forward::request`] and
-/// passes the outcome to [`Forward::relay`] or [`Forward::fail`] (each consumes it).
-#[wasm_bindgen]
-pub struct Forward {
-    request: web_sys::Request,
-    incoming: Incoming,
-    settings: Rc<Settings>,
-    ctx: Context,
-    key: Option<(KeyId, OrgId)>,
-    rate_limit: Vec<(&'static str, String)>,
-}
-
-#[wasm_bindgen]
-impl Forward {
-    /// The request to fetch.
-    #[wasm_bindgen(getter)]
-    pub fn request(&self) -> web_sys::Request {
-        // The handle, not JS `Request.clone()` (which would copy the request and tee its body).
-        Clone::clone(&self.request)
-    }
-
-    /// The origin's answer with the rate-limit fields and the request id added: a new
-    /// response over the same body stream (see [`Edits::relay`]).
-    pub fn relay(self, origin: web_sys::Response) -> web_sys::Response {
-        let mut edits = self.rate_limit_fields();
-        edits.set(REQUEST_ID_HEADER, &self.incoming.request_id_text);
-        let relayed = edits.relay(&origin);
-        match relayed {
-            Ok(relayed) => {
-                self.incoming.record_usage(
-                    &self.settings,
-                    &self.ctx,
-                    self.key,
-                    relayed.status(),
-                    false,
-                );
-                relayed
-            }
-            Err(error) => {
-                console_error!("relaying the origin's answer failed: {error:?}");
-                self.answer_failure(500, "edge_error")
-            }
-        }
-    }
-
-    /// The origin could not be reached: 502 `origin_unavailable`.
-    pub fn fail(self, error: JsValue) -> web_sys::Response {
-        console_error!("forwarding to the origin failed: {error:?}");
-        self.answer_failure(502, "origin_unavailable")
-    }
-
-    /// The rate-limit fields of this request's outcome, as edits for an answer (none under
-    /// `RATE_LIMIT_HEADERS = "on_429"`).
-    fn rate_limit_fields(&self) -> Edits {
-        let mut edits = Edits::default();
-        for (name, value) in &self.rate_limit {
-            edits.set(name, value);
-        }
-        edits
-    }
-
-    /// The edge's failure answer for an admitted request: it counted against the key's
-    /// limit, so it carries the rate-limit fields like any admitted answer.
-    fn answer_failure(&self, status: u16, code: &str) -> web_sys::Response {
-        self.incoming
-            .record_usage(&self.settings, &self.ctx, self.key, status, false);
-        let response: web_sys::Response =
-            match reply::failure(status, code, &self.incoming.request_id_text) {
-                Ok(response) => response.into(),
-                Err(_) => return web_sys::Response::error(),
-            };
-        if let Err(error) = self.rate_limit_fields().apply(&response.headers()) {
-            console_error!("adding the rate-limit fields to a failure failed: {error:?}");
-        }
-        response
-    }
-}
-
-/// Awaits a [`Step`] to its response (the asynchronous path's end).
+/// Awaits a [`Step`] to what the entry module takes: a `Response` or a `Forward` (the
+/// asynchronous path's end; the entry module fetches a Forward either way).
 async fn settled(step: Step) -> Result<JsValue, JsValue> {
-    let forward = match step {
-        Step::Answer(response) => return Ok(response.into()),
-        Step::Pending(promise) => return JsFuture::from(promise).await,
-        Step::Forward(forward) => forward,
-    };
-    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let fetched = JsFuture::from(scope.fetch_with_request(&forward.request)).await;
-    let response = match fetched.and_then(|response| response.dyn_into::<web_sys::Response>()) {
-        Ok(response) => forward.relay(response),
-        Err(error) => forward.fail(error),
-    };
-    Ok(response.into())
+    match step {
+        Step::Pending(promise) => JsFuture::from(promise).await,
+        step => Ok(step.into()),
+    }
 }
 
 /// Runs `work` after the answer, under `waitUntil`. A runtime refusing it is logged: the
 /// `worker` crate's own `Context::wait_until` unwraps that error, and a panic would abort the
 /// instance.
-fn in_background(ctx: &Context, work: impl Future<Output = ()> + 'static) {
+pub(crate) fn in_background(ctx: &Context, work: impl Future<Output = ()> + 'static) {
     let promise = future_to_promise(async move {
         work.await;
         Ok(JsValue::UNDEFINED)

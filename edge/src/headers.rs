@@ -1,10 +1,11 @@
 //! Header edits on the request path, decided here and applied by `edge/js/headers.js` in one
-//! call per message, which also builds the outgoing request or the relayed answer (through
-//! wasm-bindgen's bindings every name and value would cross the wasm boundary on its own, a
-//! cost the edge overhead benchmark shows).
+//! call per message, which also builds the outgoing request and the `Forward` that relays the
+//! answer (through wasm-bindgen's bindings every name and value would cross the wasm boundary
+//! on its own, a cost the edge overhead benchmark shows).
 //!
 //! The rules stay in Rust: which of the caller's headers never reach the origin
-//! ([`is_dropped`]), and which are added ([`Edits`]). The JS side only applies the lists.
+//! ([`is_dropped`]), and which are added ([`Edits`]). The JS side only applies the lists, and
+//! holds the entry module's `Forward` (see `crate::forward`).
 
 use keyplane_shared::KeyPrefix;
 use keyplane_shared::decision::credential;
@@ -18,16 +19,16 @@ extern "C" {
     pub fn header_names(headers: &web_sys::Headers) -> String;
     #[wasm_bindgen(js_name = editHeaders, catch)]
     fn edit_headers(headers: &web_sys::Headers, deletes: &str, sets: &str) -> Result<(), JsValue>;
-    #[wasm_bindgen(js_name = outgoingRequest, catch)]
-    fn outgoing_request(
-        target: &str,
+    /// The entry module's `Forward` (see `crate::forward::prepare`): `plan` lists the origin's
+    /// URL, `deletes` names, `sets` pairs for the request, then the answer's pairs.
+    #[wasm_bindgen(js_name = forwardStep, catch)]
+    pub fn forward_step(
         incoming: &web_sys::Request,
-        deletes: &str,
-        sets: &str,
-    ) -> Result<web_sys::Request, JsValue>;
-    #[wasm_bindgen(js_name = relayedAnswer, catch)]
-    fn relayed_answer(origin: &web_sys::Response, sets: &str)
-    -> Result<web_sys::Response, JsValue>;
+        plan: &str,
+        deletes: usize,
+        sets: usize,
+        usage: u32,
+    ) -> Result<JsValue, JsValue>;
 }
 
 /// Headers that ask an origin to take another method than the request line's. The edge
@@ -64,6 +65,10 @@ pub fn authorization_carries_a_key(authorization: Option<&str>, prefix: &KeyPref
 pub struct Edits {
     deletes: String,
     sets: String,
+    /// Names in `deletes`.
+    delete_count: usize,
+    /// Pairs in `sets`.
+    set_count: usize,
 }
 
 impl Edits {
@@ -76,6 +81,7 @@ impl Edits {
         {
             self.deletes.push_str(name);
             self.deletes.push('\n');
+            self.delete_count += 1;
         }
         self
     }
@@ -88,30 +94,54 @@ impl Edits {
             self.sets.push_str(part);
             self.sets.push('\n');
         }
+        self.set_count += 1;
         self
+    }
+
+    /// The edits of a `sets` list as [`Edits::sets`] gave it (no deletions).
+    pub fn from_sets(sets: String) -> Self {
+        Edits {
+            set_count: sets.matches('\n').count() / 2,
+            deletes: String::new(),
+            sets,
+            delete_count: 0,
+        }
+    }
+
+    /// The names to delete, listed `name\n…`.
+    pub fn deletes(&self) -> &str {
+        &self.deletes
+    }
+
+    /// How many names [`Edits::deletes`] lists.
+    pub fn delete_count(&self) -> usize {
+        self.delete_count
+    }
+
+    /// The pairs to set, listed `name\nvalue\n…`.
+    pub fn sets(&self) -> &str {
+        &self.sets
+    }
+
+    /// How many pairs [`Edits::sets`] lists.
+    pub fn set_count(&self) -> usize {
+        self.set_count
+    }
+
+    /// The value `name` is set to, if it is.
+    pub fn value_of(&self, name: &str) -> Option<&str> {
+        let mut parts = self.sets.split('\n');
+        while let (Some(set), Some(value)) = (parts.next(), parts.next()) {
+            if set == name {
+                return Some(value);
+            }
+        }
+        None
     }
 
     /// Applies the edits to `headers`.
     pub fn apply(&self, headers: &web_sys::Headers) -> Result<(), JsValue> {
         edit_headers(headers, &self.deletes, &self.sets)
-    }
-
-    /// The request for the origin: `target` with `incoming`'s method, headers, body stream and
-    /// redirect mode, the edits applied to its headers (one JS call: `outgoingRequest` in
-    /// `edge/js/headers.js`, which says why an init dictionary rather than a copy).
-    pub fn request_for(
-        &self,
-        target: &str,
-        incoming: &web_sys::Request,
-    ) -> Result<web_sys::Request, JsValue> {
-        outgoing_request(target, incoming, &self.deletes, &self.sets)
-    }
-
-    /// The origin's answer with the edits' fields set: a new response over the same body
-    /// stream (one JS call; deletions do not apply).
-    pub fn relay(&self, origin: &web_sys::Response) -> Result<web_sys::Response, JsValue> {
-        debug_assert!(self.deletes.is_empty());
-        relayed_answer(origin, &self.sets)
     }
 }
 
@@ -202,9 +232,25 @@ mod tests {
             .set("x-keyplane-key-id", "key_1")
             .set("x-keyplane-scopes", "a:read b:write");
         assert_eq!(edits.deletes, "host\nx-api-key\nx-keyplane-env\n");
+        assert_eq!((edits.delete_count(), edits.set_count()), (3, 2));
         assert_eq!(
             edits.sets,
             "x-keyplane-key-id\nkey_1\nx-keyplane-scopes\na:read b:write\n"
         );
+    }
+
+    #[test]
+    fn a_sets_list_read_back_gives_each_value_and_only_names_in_name_position() {
+        let mut edits = Edits::default();
+        edits
+            .set("ratelimit", "\"key\";r=9;t=6")
+            .set("x-keyplane-request-id", "req_1");
+        let back = Edits::from_sets(edits.sets().to_owned());
+        assert_eq!(back.value_of("x-keyplane-request-id"), Some("req_1"));
+        assert_eq!(back.set_count(), 2);
+        assert_eq!(back.value_of("ratelimit"), Some("\"key\";r=9;t=6"));
+        // A value equal to a name is not taken for one.
+        assert_eq!(back.value_of("req_1"), None);
+        assert_eq!(Edits::from_sets(String::new()).value_of("ratelimit"), None);
     }
 }

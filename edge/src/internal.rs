@@ -12,7 +12,8 @@
 //!   of another feed history (409 `history_diverged`); one that arrives while the store
 //!   replaces its table is answered 503 `table_reloading`. Answers `{"applied_seq": N}`.
 //! - `GET /__keyplane/status`: signed like a push; this isolate's applied sequence, key count,
-//!   store generation, feed history and usage-reporting figures.
+//!   store generation, feed history and usage-reporting figures (and the usage events still
+//!   waiting for their origin's answer).
 
 use futures_util::StreamExt as _;
 use keyplane_shared::FeedChain;
@@ -93,6 +94,9 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
                 "generation": generation,
                 "history": history,
                 "usage": usage::stats(),
+                // Usage events of requests still at the origin (`forward`): back to 0 once
+                // every answer has come.
+                "usage_awaiting_answers": crate::forward::waiting(),
                 "wasm_memory_bytes": wasm_memory_bytes(),
                 "store": stored,
             }))

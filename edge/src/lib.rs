@@ -6,6 +6,8 @@
 //!   then forward to the origin with the identity headers, or refuse (401 / 403 / 429) with the
 //!   JSON error body.
 //! - [`headers`]: the header edits of the request path, applied in one JS call each.
+//! - [`forward`]: a request on its way to the origin, as the entry module gets it, and what
+//!   its answer gets (fields, usage event).
 //! - [`replica`]: the isolate's in-memory table, read synchronously by the decision.
 //! - [`store`]: the Durable Object holding the durable table; pushes land there, it pulls the
 //!   control plane's feed as a safety net, isolates copy from it.
@@ -14,6 +16,7 @@
 //! - [`usage`]: usage events, buffered per isolate and shipped to the control plane.
 //! - [`internal`]: `/__keyplane/` endpoints: health, signed push, signed status.
 //! - [`claim`]: one background task at a time (the refresh ahead, the usage flusher).
+//! - [`entropy`]: the pool of CSPRNG output request ids are drawn from.
 //! - [`settings`]: vars and secrets (documented in `wrangler.toml`); [`reply`]: answers.
 //!
 //! A panic aborts the whole Worker instance, so nothing on the request path may `unwrap`;
@@ -21,7 +24,9 @@
 
 pub mod claim;
 pub mod decide;
+pub mod entropy;
 pub mod feed;
+pub mod forward;
 pub mod gate;
 pub mod headers;
 pub mod internal;
@@ -60,9 +65,12 @@ pub(crate) fn query_param(url: &Url, name: &str) -> Option<String> {
 pub fn fetch(request: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
     let ctx = Context::new(ctx);
     let url = request.url();
+    // The path starts at the first `/` after the scheme's `://` (a byte search: this runs
+    // on every request).
     let internal_path = url
-        .split_once("://")
-        .and_then(|(_, rest)| {
+        .find(':')
+        .and_then(|colon| url.get(colon + 3..))
+        .and_then(|rest| {
             rest.find('/')
                 .map(|at| rest[at..].starts_with(internal::PREFIX))
         })

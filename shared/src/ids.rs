@@ -157,11 +157,20 @@ impl RequestId {
     /// reads the time back: an id is still only compared for equality, and the
     /// control plane accepts ids of any form (older edges send 128 random bits).
     pub fn generate_ordered(at: Timestamp) -> Result<Self, getrandom::Error> {
+        let mut random = [0u8; 10];
+        getrandom::fill(&mut random)?;
+        Ok(Self::ordered(at, random))
+    }
+
+    /// The time-ordered id of [`generate_ordered`](Self::generate_ordered) for `random`
+    /// drawn by the caller (80 bits from a CSPRNG: the edge draws them from a pool it fills
+    /// from the OS CSPRNG, one call for many requests).
+    pub fn ordered(at: Timestamp, random: [u8; 10]) -> Self {
         let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes[6..])?;
         let millis = at.as_millis().clamp(0, (1 << 48) - 1).cast_unsigned();
         bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-        Ok(RequestId(bytes))
+        bytes[6..].copy_from_slice(&random);
+        RequestId(bytes)
     }
 }
 

@@ -276,7 +276,7 @@ fn an_admitted_request_the_origin_cannot_take_gets_502_with_the_rate_limit_field
         options.rate_limit = (100, 10);
         options.origin_url = closed.clone();
     })?;
-    let (_, key) = d.create_key(json!({"name": "no origin", "environment": "live"}))?;
+    let (id, key) = d.create_key(json!({"name": "no origin", "environment": "live"}))?;
     d.wait_for(PROPAGATION, "the key reaching the edge", || {
         Ok(d.through_edge(0, "/x", Some(&key))?.status == 502)
     })?;
@@ -300,5 +300,18 @@ fn an_admitted_request_the_origin_cannot_take_gets_502_with_the_rate_limit_field
         "{reply:?}"
     );
     ensure!(reply.header("www-authenticate").is_none(), "{reply:?}");
+    // Its usage event is recorded with the 502 the caller got, and none waits on.
+    d.wait_for(PROPAGATION, "the 502 in the key's usage", || {
+        let usage = d
+            .api("GET", &format!("/v1/keys/{id}/usage"), None)?
+            .json()?;
+        Ok(usage["data"].as_array().is_some_and(|events| {
+            events
+                .iter()
+                .any(|event| event["request_id"] == request_id && event["status"] == 502)
+        }))
+    })?;
+    let status = d.edge_status(0)?;
+    ensure!(status["usage_awaiting_answers"] == 0, "{status}");
     Ok(())
 }

@@ -75,6 +75,9 @@ fn requests_through_the_edge_appear_in_the_usage_api_with_their_fields() -> Resu
     )?;
     ensure!(refused.status == 403, "{refused:?}");
     let (allowed_id, refused_id) = (request_id(&allowed)?, request_id(&refused)?);
+    // The admitted request's event waited for the origin's status, and waits no more.
+    let status = d.edge_status(0)?;
+    ensure!(status["usage_awaiting_answers"] == 0, "{status}");
 
     let mut records = Vec::new();
     d.wait_for(DELIVERY, "both events in the usage API", || {
