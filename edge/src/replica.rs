@@ -53,6 +53,9 @@ pub struct Replica {
     epoch: u64,
     /// The last read met a gap: the next one asks for a snapshot.
     needs_snapshot: bool,
+    /// The last snapshot the store sent did not decode: the next read says so, and the store
+    /// builds its own table from storage to find out why (`store::unloaded`).
+    snapshot_failed: bool,
     /// When the store's round trip was last reported as longer than the bound.
     slow_reported_ms: f64,
     /// The feed history the store named (for the status endpoint).
@@ -335,16 +338,23 @@ impl Replica {
 }
 
 async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
-    let (mut sent, after) = REPLICA.with(|replica| replica.borrow().send());
+    let (mut sent, after, failed) = REPLICA.with(|replica| {
+        let mut replica = replica.borrow_mut();
+        let (sent, after) = replica.send();
+        (sent, after, std::mem::take(&mut replica.snapshot_failed))
+    });
     let stub = env
         .durable_object(store::BINDING)?
         .get_by_name(store::STORE_NAME)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Get);
-    let url = match sent.generation {
+    let mut url = match sent.generation {
         Some(generation) => format!("https://store/table?after={after}&generation={generation}"),
         None => "https://store/table?after=0".to_owned(),
     };
+    if failed {
+        url.push_str(&format!("&{}=1", store::FAILED_SNAPSHOT_PARAM));
+    }
     let mut response = stub
         .fetch_with_request(Request::new_with_init(&url, &init)?)
         .await?;
@@ -381,7 +391,13 @@ async fn read_store(env: &Env, sent_at: f64) -> Result<()> {
             .map(|settings| settings.replica_keep_while_rebuilding_bytes)
             .unwrap_or(settings::DEFAULT_KEEP_WHILE_REBUILDING_BYTES);
         sent = REPLICA.with(|replica| replica.borrow_mut().make_room(sent, keep_bytes));
-        let table = Box::new(receive_snapshot(&mut response, corrupt).await?);
+        let table = match receive_snapshot(&mut response, corrupt).await {
+            Ok(table) => Box::new(table),
+            Err(error) => {
+                REPLICA.with(|replica| replica.borrow_mut().snapshot_failed = true);
+                return Err(error);
+            }
+        };
         (StoreAnswer::Snapshot { generation, table }, Some(build))
     } else {
         let changes = decode_changes(&response.bytes().await?).map_err(corrupt)?;

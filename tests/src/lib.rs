@@ -55,7 +55,7 @@ pub use ports::free_port;
 pub use postgres::TestDatabase;
 pub use pushes::{EdgeFeed, synthetic_key, synthetic_keys};
 pub use raw_http::raw_request;
-pub use store_faults::{StorageLock, corrupt_stored_snapshot};
+pub use store_faults::{Damage, StorageLock, corrupt_stored_snapshot, forget_batches_head};
 pub use tcp_proxy::{Link, TcpProxy};
 
 /// How long a service may take to print its URL.

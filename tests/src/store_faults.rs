@@ -5,7 +5,9 @@
 //! - [`StorageLock`]: another process holds the file's write lock, so every write the store
 //!   makes fails with `SQLITE_BUSY` while reads go on; released when dropped or killed, as the
 //!   lock of a process that exits is;
-//! - [`corrupt_stored_snapshot`]: the stored snapshot's bytes zeroed, so reading it fails.
+//! - [`corrupt_stored_snapshot`]: the stored snapshot's bytes zeroed (all, or all but its
+//!   header), so decoding it fails;
+//! - [`forget_batches_head`]: storage as written before the `batches_head` row existed.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -33,11 +35,28 @@ print("locked", flush=True)
 sys.stdin.read()
 "#;
 
-/// Zeroes every stored snapshot chunk (same length: only the content goes).
+/// Zeroes every stored snapshot chunk (same length: only the content goes), after the first
+/// `keep` bytes of the first chunk (`keep` is the script's second argument).
 const CORRUPT_SNAPSHOT: &str = r#"
-zeroed = db.execute("UPDATE snapshot_chunks SET bytes = zeroblob(length(bytes))").rowcount
+keep = int(sys.argv[2])
+zeroed = 0
+for idx, data in db.execute("SELECT idx, bytes FROM snapshot_chunks").fetchall():
+    kept = bytes(data[:keep]) if idx == 0 else b""
+    db.execute("UPDATE snapshot_chunks SET bytes = ? WHERE idx = ?",
+               (kept + bytes(len(data) - len(kept)), idx))
+    zeroed += 1
 print("zeroed %d" % zeroed, flush=True)
 "#;
+
+/// What [`corrupt_stored_snapshot`] leaves of the stored snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// Every byte zeroed: not even a snapshot's header.
+    Whole,
+    /// Every byte zeroed but the header (magic, version, sequence: 13 bytes), so the store
+    /// takes it for a snapshot and only decoding it finds the damage.
+    AfterHeader,
+}
 
 /// The write lock of an edge's key table store, held until dropped.
 pub struct StorageLock {
@@ -74,14 +93,19 @@ impl Drop for StorageLock {
     }
 }
 
-/// Zeroes the snapshot stored by `d`'s edge `edge` (it may be running); fails unless at
-/// least one chunk was stored.
-pub fn corrupt_stored_snapshot(d: &Deployment, edge: usize) -> Result<()> {
+/// Zeroes the snapshot stored by `d`'s edge `edge` (it may be running) as `damage` says;
+/// fails unless at least one chunk was stored.
+pub fn corrupt_stored_snapshot(d: &Deployment, edge: usize, damage: Damage) -> Result<()> {
     let persist_dir = persisted(d, edge)?;
+    let keep = match damage {
+        Damage::Whole => 0,
+        Damage::AfterHeader => 13,
+    };
     let output = Command::new("python3")
         .arg("-c")
         .arg(format!("{OPEN_STORE}{CORRUPT_SNAPSHOT}"))
         .arg(persist_dir)
+        .arg(keep.to_string())
         .output()
         .context("starting python3 to corrupt the stored snapshot")?;
     let said = String::from_utf8_lossy(&output.stdout);
@@ -92,6 +116,27 @@ pub fn corrupt_stored_snapshot(d: &Deployment, edge: usize) -> Result<()> {
     if !output.status.success() || zeroed.is_none_or(|count| count == 0) {
         bail!(
             "corrupting the stored snapshot: {said} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Deletes the `batches_head` row of `d`'s stopped edge `edge`, as storage written before the
+/// row existed lacks it: the store then replays its stored batches to learn where it stands.
+pub fn forget_batches_head(d: &Deployment, edge: usize) -> Result<()> {
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "{OPEN_STORE}print(db.execute(\"DELETE FROM batches_head\").rowcount)"
+        ))
+        .arg(persisted(d, edge)?)
+        .output()
+        .context("starting python3 to delete the batches' head")?;
+    let said = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() || said.trim() != "1" {
+        bail!(
+            "deleting the batches' head: {said} {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }

@@ -23,8 +23,12 @@
 //! A change whose write fails is still applied and sent to isolates (it is enforced); storage
 //! then catches up with the whole table before anything is acknowledged again (`repair`).
 //!
+//! On start the table is left in storage when storage checks (`unloaded`): isolates are sent
+//! storage's copy, and the store builds its own only when it must change or write it, so a
+//! restarted edge's first request waits for one table build, not two.
+//!
 //! Internal interface (reachable only through the binding, never from the internet):
-//! - `GET /table?after=N&generation=G`: the changes after `N` when it still holds them in
+//! - `GET /table?after=N&generation=G[&failed=1]`: the changes after `N` when it still holds them in
 //!   memory and `G` is its generation, else a snapshot followed by one change batch (storage's
 //!   own copy, streamed a 1 MiB chunk at a time as it is read, then the changes stored after
 //!   it; the table encoded afresh only while storage is behind it); header
@@ -38,14 +42,18 @@
 //!   not reach this store's sequence (a gap) is answered with the sequence it has, so the
 //!   pusher resends from there.
 //! - `GET /stored`: what storage holds, `{"snapshot_chunks": N, "after_snapshot": {"batches":
-//!   N, "bytes": N}}`, and `isolate_memory_bytes` (shown in the edge's signed status).
+//!   N, "bytes": N}}`, where the table is (`"table"`: `memory`, `storage` or `set aside`), and
+//!   `isolate_memory_bytes` (shown in the edge's signed status).
 
+mod guards;
 mod push;
 mod repair;
 mod replacement;
 mod storage;
 mod stored;
+mod unloaded;
 
+use guards::{CatchUp, ClearOnDrop};
 pub use push::PushOrigin;
 
 use std::cell::{Cell, RefCell};
@@ -75,6 +83,8 @@ pub const BINDING: &str = "KEYPLANE_TABLE";
 pub const STORE_NAME: &str = "key-table";
 /// Header telling whether `/table` sent `changes` or a `snapshot`.
 pub const BODY_KIND_HEADER: &str = "x-keyplane-body";
+/// Query parameter of `/table`: the isolate could not decode the last snapshot it was sent.
+pub const FAILED_SNAPSHOT_PARAM: &str = "failed";
 /// Header of `/table`: the store's generation (it moves on every snapshot load).
 pub const GENERATION_HEADER: &str = "x-keyplane-generation";
 /// Header carrying a push's nonce (hex) from the worker to the store.
@@ -130,36 +140,9 @@ pub struct KeyTableStore {
     /// The table's sequence while it is set aside for a replacement (`replacement::SetAside`);
     /// `table` is `None` then, and storage holds it.
     set_aside: Cell<Option<u64>>,
-}
-
-/// Marks the start-up catch-up as running; when it ends (or its future is dropped), wakes
-/// every request that waited for it.
-struct CatchUp<'a>(&'a KeyTableStore);
-
-impl<'a> CatchUp<'a> {
-    fn start(store: &'a KeyTableStore) -> Self {
-        store.catching_up.set(true);
-        Self(store)
-    }
-}
-
-impl Drop for CatchUp<'_> {
-    fn drop(&mut self) {
-        self.0.catching_up.set(false);
-        for waiter in self.0.catch_up_waiters.take() {
-            let _ = waiter.send(());
-        }
-    }
-}
-
-/// Clears a flag when dropped: a pull whose future is dropped half-way must not leave the
-/// store believing one is still running (every later pull would then do nothing).
-struct ClearOnDrop<'a>(&'a Cell<bool>);
-
-impl Drop for ClearOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.set(false);
-    }
+    /// The table's sequence while it is left in storage, not yet built (`unloaded`); `table`
+    /// is `None` then, and storage holds it.
+    unloaded: Cell<Option<u64>>,
 }
 
 impl DurableObject for KeyTableStore {
@@ -180,6 +163,7 @@ impl DurableObject for KeyTableStore {
             matches_storage: Cell::new(false),
             stored_epoch: Rc::new(Cell::new(0)),
             set_aside: Cell::new(None),
+            unloaded: Cell::new(None),
         }
     }
 
@@ -192,6 +176,10 @@ impl DurableObject for KeyTableStore {
             (Method::Get, "/table") => {
                 let after = query("after").and_then(|value| value.parse::<u64>().ok());
                 let generation = query("generation").and_then(|value| value.parse::<u64>().ok());
+                if query(FAILED_SNAPSHOT_PARAM).is_some() {
+                    // An isolate could not decode the snapshot it was sent (`unloaded`).
+                    self.build_unloaded();
+                }
                 self.table_after(after.unwrap_or(0), generation)
             }
             (Method::Post, "/sync") => {
@@ -218,6 +206,7 @@ impl DurableObject for KeyTableStore {
             (Method::Get, "/stored") => Response::from_json(&json!({
                 "snapshot_chunks": storage::snapshot_chunk_count(&self.sql())?,
                 "after_snapshot": storage::stored_batches(&self.sql())?,
+                "table": self.table_place(),
                 // The WebAssembly memory of the isolate the store runs in: the most it ever
                 // held at once, the store's table and that isolate's own copy (when it serves
                 // requests) included.
@@ -250,7 +239,10 @@ impl KeyTableStore {
     /// arrive during that catch-up wait for it: an isolate must not copy the stored table
     /// while the pull that may revoke keys in it is under way.
     async fn ensure_loaded(&self) {
-        if self.table.borrow().is_some() || self.set_aside.get().is_some() {
+        if self.table.borrow().is_some()
+            || self.set_aside.get().is_some()
+            || self.unloaded.get().is_some()
+        {
             if self.catching_up.get() {
                 let (done, wait) = oneshot::channel::<()>();
                 self.catch_up_waiters.borrow_mut().push(done);
@@ -259,7 +251,7 @@ impl KeyTableStore {
             }
             return;
         }
-        self.load_stored();
+        self.open_stored();
         // Catch up on start: an edge that was down during a revocation must not serve its
         // stored table a moment longer than needed. With the control plane down, the stored
         // table is served as it is.
@@ -279,6 +271,7 @@ impl KeyTableStore {
     /// Takes `stored` as the table, with its lineage and generation.
     fn install(&self, stored: storage::Stored) {
         *self.table.borrow_mut() = Some(stored.table);
+        self.unloaded.set(None);
         self.matches_storage.set(stored.matches_storage);
         self.lineage.set(stored.lineage);
         self.generation.set(stored.generation);
@@ -310,10 +303,10 @@ impl KeyTableStore {
     }
 
     fn applied_seq(&self) -> u64 {
-        self.table
-            .borrow()
-            .as_ref()
-            .map_or_else(|| self.set_aside.get().unwrap_or(0), KeyTable::applied_seq)
+        self.table.borrow().as_ref().map_or_else(
+            || self.set_aside.get().or(self.unloaded.get()).unwrap_or(0),
+            KeyTable::applied_seq,
+        )
     }
 
     fn table_after(&self, after: u64, generation: Option<u64>) -> Result<Response> {
@@ -333,6 +326,7 @@ impl KeyTableStore {
             ("snapshot", stored::send(self.sql(), &self.stored_epoch)?)
         } else {
             // Storage is behind (a write failed): the table itself, encoded here.
+            self.build_unloaded();
             let table = self.table.borrow();
             let mut body = table.as_ref().map(encode_snapshot).unwrap_or_default();
             body.extend_from_slice(&encode_changes(&[]));
@@ -360,6 +354,11 @@ impl KeyTableStore {
                 "the key table is set aside for a replacement".into(),
             ));
         }
+        if changes.is_empty() && self.matches_storage.get() {
+            // Nothing to apply or to catch up: a table left in storage stays there.
+            return Ok(false);
+        }
+        self.build_unloaded();
         let mut fresh = Vec::new();
         let mut gap = false;
         let mut lineage = self.lineage.get();
@@ -395,7 +394,8 @@ impl KeyTableStore {
         if fresh.is_empty() {
             return Ok(gap);
         }
-        let stored = storage::append_batch(&self.sql(), &fresh)
+        let chain_after = self.lineage.get().map(|lineage| lineage.chain);
+        let stored = storage::append_batch(&self.sql(), &fresh, chain_after)
             .inspect_err(|_| self.matches_storage.set(false))?;
         if stored.batches > COMPACT_AFTER_BATCHES || stored.bytes > COMPACT_AFTER_BYTES {
             self.write_snapshot()?;
@@ -405,6 +405,7 @@ impl KeyTableStore {
 
     /// Writes the current table as the stored snapshot (with its lineage and generation).
     fn write_snapshot(&self) -> Result<()> {
+        self.build_unloaded();
         let table = self.table.borrow();
         let empty = KeyTable::new();
         self.stored_epoch.set(self.stored_epoch.get() + 1);

@@ -23,7 +23,9 @@ impl<'a> SetAside<'a> {
     fn start(store: &'a KeyTableStore) -> Self {
         if store.matches_storage.get() && store.set_aside.get().is_none() {
             let seq = store.applied_seq();
-            if store.table.borrow_mut().take().is_some() {
+            // A table still left in storage (`unloaded`) is set aside as it is.
+            let held = store.table.borrow_mut().take().is_some();
+            if held || store.unloaded.take().is_some() {
                 store.set_aside.set(Some(seq));
             }
         }
@@ -73,6 +75,7 @@ impl KeyTableStore {
     /// a new generation, persisted.
     fn replace(&self, snapshot: feed::Snapshot) -> Result<()> {
         *self.table.borrow_mut() = Some(snapshot.table);
+        self.unloaded.set(None);
         self.lineage.set(Some(Lineage {
             history: snapshot.history,
             chain: snapshot.chain,

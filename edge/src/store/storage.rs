@@ -7,6 +7,9 @@
 //!   snapshot's sequence (the chain at the table's own sequence follows by replaying the
 //!   batches), and the store's generation (random, new on every snapshot load, so isolates
 //!   know to drop their copy);
+//! - `batches_head`: one row: the feed chain after the last stored batch and its sequence, so a
+//!   restarted store knows where storage stands without replaying the batches (trusted only
+//!   when its sequence is the last batch's);
 //! - `push_nonces`: nonces of accepted pushes until their signature's window has passed.
 //!
 //! A storage written before lineages existed has no `lineage` row: its table is then of an
@@ -15,6 +18,7 @@
 use keyplane_shared::ids::HistoryId;
 use keyplane_shared::table::codec::{
     CodecError, SnapshotDecoder, decode_changes, encode_changes_within, encode_snapshot_in_pieces,
+    snapshot_sequence,
 };
 use keyplane_shared::table::lineage::apply_following;
 use keyplane_shared::{Change, FeedChain, KeyTable, Lineage};
@@ -43,6 +47,8 @@ pub fn create_tables(sql: &SqlStorage) {
         "CREATE TABLE IF NOT EXISTS push_nonces (nonce TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)",
         "CREATE TABLE IF NOT EXISTS lineage (id INTEGER PRIMARY KEY CHECK (id = 1), \
          history BLOB NOT NULL, snapshot_chain BLOB NOT NULL, generation INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS batches_head (id INTEGER PRIMARY KEY CHECK (id = 1), \
+         last_seq INTEGER NOT NULL, chain BLOB NOT NULL)",
     ] {
         if let Err(error) = sql.exec(statement, None) {
             console_error!("key table store: creating its tables failed: {error}");
@@ -110,6 +116,81 @@ pub fn try_read(sql: &SqlStorage) -> Result<Stored> {
         generation,
         matches_storage: !gap,
     })
+}
+
+/// Where the stored table stands, read without building it (see `unloaded`).
+pub struct Head {
+    /// The sequence of its last stored change.
+    pub seq: u64,
+    /// Its lineage at that sequence.
+    pub lineage: Lineage,
+    /// Its generation.
+    pub generation: u64,
+}
+
+/// Where the stored table stands, without building it: the stored snapshot's sequence (from
+/// its header) and lineage, moved to the last stored batch by the `batches_head` row when it
+/// names that batch, else carried through the batches, each change following the one before. `None` when the table must be read whole ([`read`]): no
+/// snapshot or no lineage stored, a first chunk that is not a snapshot's, or a gap in the
+/// stored changes. The rest of the snapshot is not read here: isolates decode (and check) it
+/// as they receive it, and one that cannot makes the store build its table (`unloaded`).
+pub fn read_head(sql: &SqlStorage) -> Result<Option<Head>> {
+    if snapshot_chunk_count(sql)? == 0 {
+        return Ok(None);
+    }
+    let Ok(mut seq) = snapshot_sequence(&snapshot_chunk(sql, 0)?) else {
+        return Ok(None);
+    };
+    let (Some(mut lineage), generation) = read_lineage(sql)? else {
+        return Ok(None);
+    };
+    let last_batch = first_row(sql, "SELECT MAX(last_seq) FROM change_batches", None)?;
+    let last_batch =
+        u64::try_from(integer(last_batch.as_ref().and_then(|row| row.first()))).unwrap_or(0);
+    if last_batch == 0 {
+        return Ok(Some(Head {
+            seq,
+            lineage,
+            generation,
+        }));
+    }
+    if let Some((head_seq, chain)) = read_batches_head(sql)?
+        && head_seq == last_batch
+        && head_seq > seq
+    {
+        return Ok(Some(Head {
+            seq: head_seq,
+            lineage: Lineage {
+                history: lineage.history,
+                chain,
+            },
+            generation,
+        }));
+    }
+    // No head row for these batches (written before it existed, or its write failed): the
+    // chain is carried through them.
+    let mut gap = false;
+    // As `apply_following` moves a table and its lineage: a change at or below the sequence
+    // is already applied, the next one moves the chain, any later one is a gap.
+    for_each_stored_batch(sql, |changes| {
+        for change in &changes {
+            if change.seq <= seq {
+                continue;
+            }
+            if change.seq != seq + 1 {
+                gap = true;
+                return false;
+            }
+            lineage.chain = lineage.chain.next(change);
+            seq = change.seq;
+        }
+        true
+    })?;
+    Ok((!gap).then_some(Head {
+        seq,
+        lineage,
+        generation,
+    }))
 }
 
 /// Decodes the stored change batches in order, one at a time, handing each to `take` until it
@@ -224,6 +305,7 @@ pub fn write_snapshot(
 ) -> Result<()> {
     sql.exec("DELETE FROM snapshot_chunks", None)?;
     sql.exec("DELETE FROM change_batches", None)?;
+    sql.exec("DELETE FROM batches_head", None)?;
     // A chunk at a time, as it is encoded: the snapshot is never held whole beside the table.
     let mut index = 0i64;
     encode_snapshot_in_pieces(table, CHUNK_BYTES, |chunk| {
@@ -267,14 +349,47 @@ pub struct StoredBatches {
 /// encoding passes [`CHUNK_BYTES`] is stored as several, each under the 2 MB a storage row
 /// holds: the control plane sends at most 1 MiB at once, but a push may be up to 8 MiB
 /// (`sync::MAX_PUSH_BYTES`).
-pub fn append_batch(sql: &SqlStorage, changes: &[Change]) -> Result<StoredBatches> {
+///
+/// `chain_after` (the feed chain after the last change, when the lineage is known) goes in the
+/// `batches_head` row, written after the batch: a restarted store reads where storage stands
+/// from it ([`read_head`]).
+pub fn append_batch(
+    sql: &SqlStorage,
+    changes: &[Change],
+    chain_after: Option<FeedChain>,
+) -> Result<StoredBatches> {
     for (last_seq, body) in encoded_pieces(changes, CHUNK_BYTES) {
         sql.exec(
             "INSERT OR REPLACE INTO change_batches (last_seq, body) VALUES (?, ?)",
             vec![seq_value(last_seq), body.into()],
         )?;
     }
+    if let (Some(chain), Some(last)) = (chain_after, changes.last()) {
+        sql.exec(
+            "INSERT OR REPLACE INTO batches_head (id, last_seq, chain) VALUES (1, ?, ?)",
+            vec![seq_value(last.seq), chain.to_bytes().to_vec().into()],
+        )?;
+    }
     stored_batches(sql)
+}
+
+/// The `batches_head` row: the sequence of the last batch written with it, and the chain
+/// after it.
+fn read_batches_head(sql: &SqlStorage) -> Result<Option<(u64, FeedChain)>> {
+    let Some(row) = first_row(
+        sql,
+        "SELECT last_seq, chain FROM batches_head WHERE id = 1",
+        None,
+    )?
+    else {
+        return Ok(None);
+    };
+    let seq = u64::try_from(integer(row.first())).unwrap_or(0);
+    let chain = match row.get(1) {
+        Some(SqlStorageValue::Blob(bytes)) => <[u8; 32]>::try_from(bytes.as_slice()).ok(),
+        _ => None,
+    };
+    Ok(chain.map(|chain| (seq, FeedChain::from_bytes(chain))))
 }
 
 /// `changes` encoded as consecutive batches of at most `limit` bytes each (a single change

@@ -79,6 +79,17 @@ pub fn encode_snapshot(table: &KeyTable) -> Vec<u8> {
     stream::encode_whole(table)
 }
 
+/// The sequence a snapshot starts with (its `applied_seq`), read from its first bytes (at
+/// least 13) without checking the rest: what the edge's store reads of the snapshot it stored
+/// before it serves it (every isolate's decoder checks the whole).
+pub fn snapshot_sequence(start: &[u8]) -> Result<u64, CodecError> {
+    wire::check_header(start, SNAPSHOT_MAGIC, SNAPSHOT_VERSION)?;
+    let seq = start.get(5..13).ok_or(CodecError::Truncated)?;
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(seq);
+    Ok(u64::from_le_bytes(bytes))
+}
+
 /// Decodes a snapshot into a table (see [`SnapshotDecoder`] for one arriving in pieces).
 ///
 /// Entries arrive in prefix order, which is the table's own: each shard is laid out in one

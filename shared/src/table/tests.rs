@@ -2,7 +2,7 @@
 
 use super::codec::{
     CodecError, decode_changes, decode_snapshot, encode_changes, encode_changes_within,
-    encode_snapshot,
+    encode_snapshot, snapshot_sequence,
 };
 use super::*;
 #[cfg(target_arch = "wasm32")]
@@ -386,4 +386,27 @@ fn a_batch_is_encoded_within_a_bound_from_its_start() {
         "one change over the bound is still sent"
     );
     assert!(encode_changes_within(&[], 1).0.is_empty());
+}
+
+#[test]
+fn a_snapshots_sequence_reads_from_its_first_bytes_and_nothing_else_passes() {
+    let mut table = KeyTable::new();
+    for n in 0..3 {
+        table
+            .apply(&upsert(u64::from(n) + 1, entry(n, 1, &["a:read"])))
+            .expect("in order");
+    }
+    let bytes = encode_snapshot(&table);
+    assert_eq!(snapshot_sequence(&bytes), Ok(3));
+    assert_eq!(snapshot_sequence(&bytes[..13]), Ok(3));
+    assert_eq!(snapshot_sequence(&bytes[..12]), Err(CodecError::Truncated));
+    assert_eq!(snapshot_sequence(&[0; 64]), Err(CodecError::BadMagic));
+    let changes = encode_changes(&[upsert(1, entry(1, 1, &[]))]);
+    assert_eq!(snapshot_sequence(&changes), Err(CodecError::BadMagic));
+    let mut other_version = bytes.clone();
+    other_version[4] = 1;
+    assert_eq!(
+        snapshot_sequence(&other_version),
+        Err(CodecError::UnsupportedVersion(1))
+    );
 }

@@ -23,7 +23,7 @@ use keyplane_shared::sync;
 use keyplane_shared::table::codec::{encode_changes, encode_snapshot};
 use keyplane_shared::{ApiKey, Environment, FeedChain, KeyPrefix, KeyTable, LookupDigest};
 use keyplane_tests::{
-    Deployment, EdgeFeed, FeedProxy, Setup, Tamper, corrupt_stored_snapshot, synthetic_key,
+    Damage, Deployment, EdgeFeed, FeedProxy, Setup, Tamper, corrupt_stored_snapshot, synthetic_key,
     synthetic_keys,
 };
 use serde_json::json;
@@ -390,7 +390,7 @@ fn a_table_set_aside_that_storage_cannot_give_back_waits_for_the_next_snapshot()
     let urls = d.edges[0].options.isolate_urls();
     let (via, fresh) = (&urls[1], &urls[2]);
     // Storage no longer reads back (the store's table, in memory, is untouched).
-    corrupt_stored_snapshot(&d, 0)?;
+    corrupt_stored_snapshot(&d, 0, Damage::Whole)?;
     // The feed moves to another history whose snapshot is refused half-way: the store sets its
     // table aside, and reading it back fails. Pushes wait from then on.
     let asked = proxy.received("/v1/edge/snapshot");

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use keyplane_tests::{Deployment, Setup, StorageLock, corrupt_stored_snapshot};
+use keyplane_tests::{Damage, Deployment, Setup, StorageLock, corrupt_stored_snapshot};
 use serde_json::json;
 
 /// The edge's pull interval here: the pulls bring the changes the refused pushes did not.
@@ -107,12 +107,29 @@ fn changes_that_reach_an_edge_whose_storage_refuses_writes_are_enforced_and_then
 #[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
 fn an_edge_whose_stored_table_does_not_decode_refuses_every_key_until_it_loads_a_snapshot()
 -> Result<()> {
+    refuses_every_key_until_it_loads_a_snapshot(Damage::Whole)
+}
+
+/// The store takes a snapshot whose header holds for one without decoding it on start
+/// (`edge/src/store/unloaded.rs`): the isolate that cannot decode it says so, and the store
+/// then finds the damage itself.
+#[test]
+#[ignore = "needs the built worker and node 22: run `cargo xtask test`"]
+fn an_edge_whose_stored_snapshot_is_damaged_past_its_header_refuses_every_key_until_it_loads_one()
+-> Result<()> {
+    refuses_every_key_until_it_loads_a_snapshot(Damage::AfterHeader)
+}
+
+/// An edge restarted on storage whose snapshot is damaged as `damage` says, with the control
+/// plane down: every key refused (no 5xx); then the control plane's snapshot restores it, and
+/// a later restart from storage has it.
+fn refuses_every_key_until_it_loads_a_snapshot(damage: Damage) -> Result<()> {
     let Some(setup) = Setup::from_env() else {
         return Ok(());
     };
     let (mut d, [(_, key)]) = edge_with_keys(&setup, ["stored"])?;
     d.stop_edge(0);
-    corrupt_stored_snapshot(&d, 0)?;
+    corrupt_stored_snapshot(&d, 0, damage)?;
     // The control plane down: nothing but the corrupt storage to start from.
     d.stop_control_plane();
     d.start_edge(0)?;
