@@ -17,9 +17,10 @@
 //!   receives the stored snapshot a chunk at a time, builds its table as the chunks arrive,
 //!   applies the changes stored after it, and decides.
 //! - *fresh edge*: the edge is stopped and started again on its storage, and the first
-//!   isolate's first request is timed: the store reads its stored snapshot (SQLite, 1 MiB
-//!   chunks), decodes it, tries its catch-up pull (the control plane is down: refused at
-//!   once), and the isolate copies the table as above. Three restarts; the median and range.
+//!   isolate's first request is timed: the store reads where storage stands (the snapshot's
+//!   header, its lineage, the batches' head row) without building its table, tries its
+//!   catch-up pull (the control plane is down: refused at once), and the isolate copies the
+//!   table as above. Three restarts; the median and range.
 
 use std::time::{Duration, Instant};
 
