@@ -98,8 +98,9 @@ async fn fifty_refused_calls_are_one_record_at_once_and_one_counting_49_when_the
     assert_eq!(records[2]["details"]["count"], 1);
 }
 
-/// Refused calls sent at once by the flood test.
-const FLOOD: u64 = 100;
+/// Refused calls in the flood test, and the clients sending them (each one call after another).
+const FLOOD: u64 = 200;
+const FLOOD_CLIENTS: u64 = 8;
 
 async fn key_management_goes_on_and_the_log_stays_short_while_refused_calls_flood_in(app: TestApp) {
     let (key, _) = reader(&app).await;
@@ -108,15 +109,21 @@ async fn key_management_goes_on_and_the_log_stays_short_while_refused_calls_floo
         .await;
     let target = target["id"].as_str().expect("id").to_owned();
     let app = Arc::new(app);
+    // Eight clients, not 200 calls at once: this test's application runs on the test's one
+    // thread, in a debug build, and on a loaded CI machine 100 or 200 calls in flight at once
+    // kept that thread so busy that calls waited up to 5 s for a database connection while
+    // the pool held idle ones (queries took under 1 ms), and sqlx's acquire timeout answered
+    // 503. Measured with `yes` on both cores: 59–63 of 100 such calls failed so, in every run.
     let mut flood = Vec::new();
-    // 100 at once: with 200, one call in a burst on PostgreSQL under a loaded 2-core CI run
-    // was answered 503 (twice in three runs, cause not found); what is tested holds either way.
-    for _ in 0..FLOOD {
+    for _ in 0..FLOOD_CLIENTS {
         let (app, key) = (app.clone(), key.clone());
         flood.push(tokio::spawn(async move {
-            app.call(Method::GET, "/v1/keys", Some(&key), None)
-                .await
-                .status
+            let mut statuses = Vec::new();
+            for _ in 0..FLOOD / FLOOD_CLIENTS {
+                let reply = app.call(Method::GET, "/v1/keys", Some(&key), None).await;
+                statuses.push(reply.status);
+            }
+            statuses
         }));
     }
     let mut management = Vec::new();
@@ -134,8 +141,15 @@ async fn key_management_goes_on_and_the_log_stays_short_while_refused_calls_floo
         let reply = task.await.expect("task");
         assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     }
-    for task in flood {
-        assert_eq!(task.await.expect("task"), StatusCode::FORBIDDEN);
+    for client in flood {
+        let statuses = client.await.expect("client");
+        assert_eq!(statuses.len() as u64, FLOOD / FLOOD_CLIENTS);
+        assert!(
+            statuses
+                .iter()
+                .all(|status| *status == StatusCode::FORBIDDEN),
+            "{statuses:?}"
+        );
     }
     let audit = app.audit().await;
     let count = |action: &str| audit.iter().filter(|r| r["action"] == action).count();
