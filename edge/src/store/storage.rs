@@ -20,7 +20,7 @@ use keyplane_shared::table::codec::{
     CodecError, SnapshotDecoder, decode_changes, encode_changes_within, encode_snapshot_in_pieces,
     snapshot_sequence,
 };
-use keyplane_shared::table::lineage::apply_following;
+use keyplane_shared::table::lineage::{apply_following, follow};
 use keyplane_shared::{Change, FeedChain, KeyTable, Lineage};
 use worker::{Result, SqlStorage, SqlStorageValue, console_error};
 
@@ -129,16 +129,18 @@ pub struct Head {
 }
 
 /// Where the stored table stands, without building it: the stored snapshot's sequence (from
-/// its header) and lineage, moved to the last stored batch by the `batches_head` row when it
-/// names that batch, else carried through the batches, each change following the one before. `None` when the table must be read whole ([`read`]): no
-/// snapshot or no lineage stored, a first chunk that is not a snapshot's, or a gap in the
-/// stored changes. The rest of the snapshot is not read here: isolates decode (and check) it
+/// its first chunk's header) and lineage, moved to the last stored batch by the `batches_head`
+/// row when it names that batch, else carried through the batches by [`follow`], the rule a
+/// table applying them follows. `None` when the table must be read whole ([`read`]): no first
+/// chunk or no lineage stored, a first chunk that is not a snapshot's, or a gap in the stored
+/// changes. The rest of the snapshot is not read here: isolates decode (and check) it
 /// as they receive it, and one that cannot makes the store build its table (`unloaded`).
 pub fn read_head(sql: &SqlStorage) -> Result<Option<Head>> {
-    if snapshot_chunk_count(sql)? == 0 {
+    let first = first_row(sql, "SELECT bytes FROM snapshot_chunks WHERE idx = 0", None)?;
+    let Some(SqlStorageValue::Blob(first)) = first.and_then(|row| row.into_iter().next()) else {
         return Ok(None);
-    }
-    let Ok(mut seq) = snapshot_sequence(&snapshot_chunk(sql, 0)?) else {
+    };
+    let Ok(mut seq) = snapshot_sequence(&first) else {
         return Ok(None);
     };
     let (Some(mut lineage), generation) = read_lineage(sql)? else {
@@ -170,21 +172,11 @@ pub fn read_head(sql: &SqlStorage) -> Result<Option<Head>> {
     // No head row for these batches (written before it existed, or its write failed): the
     // chain is carried through them.
     let mut gap = false;
-    // As `apply_following` moves a table and its lineage: a change at or below the sequence
-    // is already applied, the next one moves the chain, any later one is a gap.
     for_each_stored_batch(sql, |changes| {
-        for change in &changes {
-            if change.seq <= seq {
-                continue;
-            }
-            if change.seq != seq + 1 {
-                gap = true;
-                return false;
-            }
-            lineage.chain = lineage.chain.next(change);
-            seq = change.seq;
-        }
-        true
+        gap = changes
+            .iter()
+            .any(|change| follow(&mut seq, &mut lineage, change).is_err());
+        !gap
     })?;
     Ok((!gap).then_some(Head {
         seq,

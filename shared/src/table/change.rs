@@ -55,18 +55,26 @@ pub struct BatchOutcome {
     pub already_applied: usize,
 }
 
+/// Where change `seq` stands for a replica at `applied_seq`: `true` when it is the next one (to
+/// apply), `false` when the replica already reflects it, a [`SequenceGap`] when changes before
+/// it are missing. The one rule every replica follows, with a table ([`KeyTable::apply`]) or
+/// without one (a position carried through stored batches: [`super::lineage::follow`]).
+pub fn is_next(applied_seq: u64, seq: u64) -> Result<bool, SequenceGap> {
+    let expected = applied_seq + 1;
+    if seq > expected {
+        return Err(SequenceGap {
+            expected,
+            received: seq,
+        });
+    }
+    Ok(seq == expected)
+}
+
 impl KeyTable {
     /// Applies one change if it is the next in sequence.
     pub fn apply(&mut self, change: &Change) -> Result<Applied, SequenceGap> {
-        let expected = self.applied_seq + 1;
-        if change.seq < expected {
+        if !is_next(self.applied_seq, change.seq)? {
             return Ok(Applied::AlreadyApplied);
-        }
-        if change.seq > expected {
-            return Err(SequenceGap {
-                expected,
-                received: change.seq,
-            });
         }
         match &change.op {
             ChangeOp::Upsert(entry) => self.upsert(entry),

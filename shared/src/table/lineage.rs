@@ -22,6 +22,7 @@ use core::fmt;
 
 use sha2::{Digest as _, Sha256};
 
+use super::change::is_next;
 use super::codec::encode_changes;
 use super::{Applied, Change, KeyTable, SequenceGap};
 use crate::ids::HistoryId;
@@ -130,6 +131,23 @@ pub fn apply_following(
     Ok(applied)
 }
 
+/// Moves a replica's position, its sequence `seq` and `lineage`, past `change` without a table
+/// to apply it to (a store reading where its storage stands), by the rule [`KeyTable::apply`]
+/// follows: the next change moves both, one already reflected moves nothing, a later one is a
+/// gap and moves nothing.
+pub fn follow(
+    seq: &mut u64,
+    lineage: &mut Lineage,
+    change: &Change,
+) -> Result<Applied, SequenceGap> {
+    if !is_next(*seq, change.seq)? {
+        return Ok(Applied::AlreadyApplied);
+    }
+    lineage.chain = lineage.chain.next(change);
+    *seq = change.seq;
+    Ok(Applied::Applied)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +251,33 @@ mod tests {
         assert_eq!(lineage.chain, FeedChain::genesis(history).next(&first));
         assert!(apply_following(&mut table, Some(&mut lineage), &remove(3, 3)).is_err());
         assert_eq!(table.applied_seq(), 1);
+    }
+
+    #[test]
+    fn following_without_a_table_lands_where_applying_to_one_does() {
+        let history = HistoryId::from_bytes([9; 16]);
+        // Replayed, next, duplicate, next, then past a gap (5 after 3), then what follows it.
+        let changes = [1, 1, 2, 2, 3, 5, 4].map(|seq| remove(seq, seq as u8));
+        let mut table = KeyTable::new();
+        let mut applied_lineage = Lineage::genesis(history);
+        let mut seq = 0;
+        let mut followed_lineage = Lineage::genesis(history);
+        for change in &changes {
+            let applied = apply_following(&mut table, Some(&mut applied_lineage), change);
+            let followed = follow(&mut seq, &mut followed_lineage, change);
+            assert_eq!(followed, applied, "change {}", change.seq);
+            assert_eq!(seq, table.applied_seq());
+            assert_eq!(followed_lineage, applied_lineage);
+        }
+        assert_eq!(seq, 4, "the gap moved nothing; the change after 3 did");
+        assert_eq!(
+            follow(&mut seq, &mut followed_lineage, &remove(6, 6)),
+            Err(SequenceGap {
+                expected: 5,
+                received: 6
+            }),
+            "5 was refused as a gap, so 6 is one too"
+        );
     }
 
     #[test]
