@@ -14,6 +14,7 @@ mod isolates;
 mod leaks;
 mod load;
 mod openapi_conformance;
+mod origin_answers;
 mod paths;
 mod people;
 mod rate_limits;
