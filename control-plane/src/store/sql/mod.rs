@@ -36,6 +36,7 @@ mod journal;
 mod key_list;
 mod keys;
 mod leaks;
+mod markers;
 mod members;
 mod outbox;
 mod people;

@@ -11,7 +11,6 @@
 //! locks the organization, then the key; ingestion only ever holds key rows).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Write as _;
 
 use keyplane_shared::Timestamp;
 use keyplane_shared::ids::{KeyId, OrgId, RequestId};
@@ -22,6 +21,7 @@ use sqlx::{AnyConnection, AnyPool, Row as _};
 
 use super::Backend;
 use super::filtered::{Filtered, Param};
+use super::markers::{Markers, cached};
 use super::outbox;
 use super::rows::{bytes16, corrupt, u64_of};
 use super::sweep::{self, Expiring};
@@ -31,14 +31,16 @@ use crate::store::{
 };
 use crate::timestamps::rfc3339;
 
-/// Events per INSERT statement (8 parameters each, plus the edge: far below either
-/// database's parameter limit). On SQLite, smaller statements measured faster
-/// (`usage_ingest`, batches of 1,000 time-ordered events: 20 or 50 rows a statement 92,000
-/// events/s, 100 rows 77,000, 200 rows 51,000, 1,000 rows 15,000); PostgreSQL keeps 200, which
-/// saves it round trips.
+/// Events per INSERT statement (9 parameters each: 4,500, far below either database's limit of
+/// 32,766 and 65,535). Measured with `usage_ingest` (SQLite, batches of 1,000 time-ordered
+/// events, 2026-12-06): with `$n` markers, whose binding costs grow with the square of the
+/// statement's parameters (`markers`), 50 rows a statement was fastest (51,000 events/s on that
+/// host); with `?` markers, 50 rows gave 66,000–73,000, 200 rows 78,000–79,000, 500 rows
+/// 98,000–114,000 and 1,000 rows 103,000–124,000 (each statement the cache keeps is larger, so
+/// 500). PostgreSQL keeps 200, which saves it round trips.
 fn insert_chunk(backend: Backend) -> usize {
     match backend {
-        Backend::Sqlite => 50,
+        Backend::Sqlite => 500,
         Backend::Postgres => 200,
     }
 }
@@ -74,7 +76,7 @@ pub(super) async fn ingest(
     // Read outside the transaction: a key row is never removed and never changes organization,
     // so what this finds still holds at commit. (In SQLite this also lets the transaction
     // begin with a write, which takes the write lock at once instead of failing to upgrade.)
-    let owners = key_owners(pool, &batch.events).await?;
+    let owners = key_owners(pool, backend, &batch.events).await?;
     let mut attributed = Vec::with_capacity(batch.events.len());
     for event in &batch.events {
         let Some(key) = event.key_id else {
@@ -112,7 +114,7 @@ pub(super) async fn ingest(
     let mut tx = pool.begin().await?;
     let mut stored = 0;
     for chunk in attributed.chunks(insert_chunk(backend)) {
-        stored += insert_events(&mut tx, &batch.edge, chunk).await?;
+        stored += insert_events(&mut tx, backend, &batch.edge, chunk).await?;
     }
     let newest: Vec<(KeyId, &UsageEvent)> = newest.into_iter().collect();
     for chunk in newest.chunks(TOUCH_CHUNK) {
@@ -128,6 +130,7 @@ pub(super) async fn ingest(
 /// The organization of every key the events name that exists.
 async fn key_owners(
     pool: &AnyPool,
+    backend: Backend,
     events: &[UsageEvent],
 ) -> Result<HashMap<KeyId, OrgId>, StoreError> {
     let mut ids: Vec<KeyId> = events.iter().filter_map(|event| event.key_id).collect();
@@ -135,9 +138,10 @@ async fn key_owners(
     ids.dedup();
     let mut owners = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(LOOKUP_CHUNK) {
-        let placeholders = placeholders(chunk.len());
-        let sql = format!("SELECT id, org_id FROM api_keys WHERE id IN ({placeholders})");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let markers = Markers::list(backend, chunk.len());
+        let sql = format!("SELECT id, org_id FROM api_keys WHERE id IN ({markers})");
+        let full = chunk.len() == LOOKUP_CHUNK;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(cached(backend, full));
         for id in chunk {
             query = query.bind(id.to_bytes().to_vec());
         }
@@ -199,6 +203,7 @@ async fn announce_rate_limited(
 /// Inserts events, skipping request ids already stored; how many were inserted.
 async fn insert_events(
     tx: &mut AnyConnection,
+    backend: Backend,
     edge: &str,
     events: &[Attributed<'_>],
 ) -> Result<usize, StoreError> {
@@ -206,28 +211,18 @@ async fn insert_events(
         "INSERT INTO usage_events (request_id, key_id, org_id, at, method, path, status, ip, \
          edge) VALUES ",
     );
+    let mut markers = Markers::new(backend);
     for row in 0..events.len() {
-        // $1 is the edge, shared by every row.
-        let n = 1 + row * 8;
         if row > 0 {
             sql.push_str(", ");
         }
-        // Writing into a String cannot fail.
-        let _ = write!(
-            sql,
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, $1)",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4,
-            n + 5,
-            n + 6,
-            n + 7,
-            n + 8
-        );
+        sql.push('(');
+        markers.push(&mut sql, 9);
+        sql.push(')');
     }
     sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(edge.to_owned());
+    let full = events.len() == insert_chunk(backend);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(cached(backend, full));
     for Attributed { key, org, event } in events {
         query = query
             .bind(event.request_id.to_bytes().to_vec())
@@ -237,7 +232,8 @@ async fn insert_events(
             .bind(event.method.clone())
             .bind(event.path.clone())
             .bind(i64::from(event.status))
-            .bind(event.ip.clone());
+            .bind(event.ip.clone())
+            .bind(edge.to_owned());
     }
     let done = query.execute(&mut *tx).await?;
     usize::try_from(done.rows_affected()).map_err(|_| corrupt("row count out of range"))
@@ -250,11 +246,11 @@ async fn touch_keys(
     backend: Backend,
     keys: &[(KeyId, &UsageEvent)],
 ) -> Result<(), StoreError> {
+    let full = keys.len() == TOUCH_CHUNK;
     if backend == Backend::Postgres {
-        let placeholders = placeholders(keys.len());
-        let sql =
-            format!("SELECT id FROM api_keys WHERE id IN ({placeholders}) ORDER BY id FOR UPDATE");
-        let mut lock = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let markers = Markers::list(backend, keys.len());
+        let sql = format!("SELECT id FROM api_keys WHERE id IN ({markers}) ORDER BY id FOR UPDATE");
+        let mut lock = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(cached(backend, full));
         for (key, _) in keys {
             lock = lock.bind(key.to_bytes().to_vec());
         }
@@ -263,17 +259,20 @@ async fn touch_keys(
     let mut sql = String::from(
         "UPDATE api_keys SET last_used_at = v.column2, last_used_ip = v.column3 FROM (VALUES ",
     );
+    let mut markers = Markers::new(backend);
     for row in 0..keys.len() {
-        let first = 3 * row + 1;
-        let separator = if row == 0 { "" } else { ", " };
-        // Writing to a String cannot fail.
-        let _ = write!(sql, "{separator}(${first}, ${}, ${})", first + 1, first + 2);
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        markers.push(&mut sql, 3);
+        sql.push(')');
     }
     sql.push_str(
         ") AS v WHERE api_keys.id = v.column1 \
          AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < v.column2)",
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(cached(backend, full));
     for (key, event) in keys {
         query = query
             .bind(key.to_bytes().to_vec())
@@ -282,14 +281,6 @@ async fn touch_keys(
     }
     query.execute(&mut *tx).await?;
     Ok(())
-}
-
-/// `$1, $2, …, $count`: the parameters of an `IN (…)` list.
-fn placeholders(count: usize) -> String {
-    (1..=count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// See [`crate::store::Store::list_usage`].
