@@ -2,7 +2,9 @@
 //!
 //! The two backends share every query: both accept `$n` parameters, `RETURNING`, and the types
 //! used here (integers, text, bytes). What differs lives in [`Backend`] (`connect.rs`): connection
-//! set-up and the migrations.
+//! set-up and the migrations; and statements generated with many parameters (usage batches)
+//! take their markers from `markers.rs`, `?` on SQLite, where binding `$n` costs the square of
+//! their count.
 //!
 //! The SQL is split by concern: `keys.rs` (key rows and their mutations), `key_list.rs` (the
 //! listing filters), `audit.rs` (the audit log), `replication.rs` (the feed, snapshots, the edge
