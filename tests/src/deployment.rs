@@ -414,6 +414,31 @@ impl Deployment {
         self.status_at(&self.edge_url(index))
     }
 
+    /// Waits until key `key_id`'s usage holds request `request_id`'s event with `status` (the
+    /// status its caller got), then checks that edge 0 holds no usage event still waiting for
+    /// its request's answer.
+    pub fn wait_for_usage_event(&self, key_id: &str, request_id: &str, status: u16) -> Result<()> {
+        self.wait_for(
+            Duration::from_secs(15),
+            &format!("the {status} in the key's usage"),
+            || {
+                let usage = self
+                    .api("GET", &format!("/v1/keys/{key_id}/usage"), None)?
+                    .json()?;
+                Ok(usage["data"].as_array().is_some_and(|events| {
+                    events
+                        .iter()
+                        .any(|event| event["request_id"] == request_id && event["status"] == status)
+                }))
+            },
+        )?;
+        let edge = self.edge_status(0)?;
+        if edge["usage_awaiting_answers"] != 0 {
+            bail!("usage events still waiting for their answers: {edge}");
+        }
+        Ok(())
+    }
+
     /// The signed status of the edge isolate at `isolate_url` (its own copy of the table; the
     /// store's figures are the edge's).
     pub fn status_at(&self, isolate_url: &str) -> Result<Value> {

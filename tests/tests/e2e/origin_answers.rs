@@ -74,17 +74,6 @@ fn an_origin_answer_that_cannot_be_relayed_gets_500_with_the_rate_limit_fields()
         reply.header("ratelimit-policy") == Some("\"key\";q=100;w=60"),
         "{reply:?}"
     );
-    d.wait_for(PROPAGATION, "the 500 in the key's usage", || {
-        let usage = d
-            .api("GET", &format!("/v1/keys/{id}/usage"), None)?
-            .json()?;
-        Ok(usage["data"].as_array().is_some_and(|events| {
-            events
-                .iter()
-                .any(|event| event["request_id"] == request_id && event["status"] == 500)
-        }))
-    })?;
-    let status = d.edge_status(0)?;
-    ensure!(status["usage_awaiting_answers"] == 0, "{status}");
+    d.wait_for_usage_event(&id, request_id, 500)?;
     Ok(())
 }

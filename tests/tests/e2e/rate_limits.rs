@@ -301,17 +301,6 @@ fn an_admitted_request_the_origin_cannot_take_gets_502_with_the_rate_limit_field
     );
     ensure!(reply.header("www-authenticate").is_none(), "{reply:?}");
     // Its usage event is recorded with the 502 the caller got, and none waits on.
-    d.wait_for(PROPAGATION, "the 502 in the key's usage", || {
-        let usage = d
-            .api("GET", &format!("/v1/keys/{id}/usage"), None)?
-            .json()?;
-        Ok(usage["data"].as_array().is_some_and(|events| {
-            events
-                .iter()
-                .any(|event| event["request_id"] == request_id && event["status"] == 502)
-        }))
-    })?;
-    let status = d.edge_status(0)?;
-    ensure!(status["usage_awaiting_answers"] == 0, "{status}");
+    d.wait_for_usage_event(&id, request_id, 502)?;
     Ok(())
 }
