@@ -211,15 +211,7 @@ async fn insert_events(
         "INSERT INTO usage_events (request_id, key_id, org_id, at, method, path, status, ip, \
          edge) VALUES ",
     );
-    let mut markers = Markers::new(backend);
-    for row in 0..events.len() {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        markers.push(&mut sql, 9);
-        sql.push(')');
-    }
+    Markers::new(backend).push_rows(&mut sql, events.len(), 9);
     sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
     let full = events.len() == insert_chunk(backend);
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(cached(backend, full));
@@ -259,15 +251,7 @@ async fn touch_keys(
     let mut sql = String::from(
         "UPDATE api_keys SET last_used_at = v.column2, last_used_ip = v.column3 FROM (VALUES ",
     );
-    let mut markers = Markers::new(backend);
-    for row in 0..keys.len() {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        markers.push(&mut sql, 3);
-        sql.push(')');
-    }
+    Markers::new(backend).push_rows(&mut sql, keys.len(), 3);
     sql.push_str(
         ") AS v WHERE api_keys.id = v.column1 \
          AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < v.column2)",
