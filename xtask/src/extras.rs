@@ -198,10 +198,17 @@ fn print_ratios(tools: &Tools) -> Result<()> {
         median("lookup_1m_cache_resident")?,
         median("memory_miss")?,
     );
+    let (chained, resident_chained) = (
+        median("lookup_1m_chained")?,
+        median("lookup_1m_cache_resident_chained")?,
+    );
     println!(
         "\nlookup_1m ÷ (lookup_1m_cache_resident + memory_miss) = {:.2} (target ≤ 1.3)\n\
+         lookup_1m_chained ÷ (lookup_1m_cache_resident_chained + memory_miss) = {:.2} \
+         (target ≤ 1.3; a lookup's latency)\n\
          parse_digest_lookup_1m ÷ floor = {:.2} (target ≤ 2)",
         lookup / (resident + miss),
+        chained / (resident_chained + miss),
         median("parse_digest_lookup_1m")? / floor
     );
     Ok(())
