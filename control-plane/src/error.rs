@@ -195,7 +195,7 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::NotOwner => ApiError::NotKeyOwner,
             StoreError::Conflict(conflict) => ApiError::Conflict(conflict),
-            StoreError::Unavailable(_) => ApiError::Unavailable(error),
+            StoreError::Unavailable(_) | StoreError::Busy => ApiError::Unavailable(error),
             other => ApiError::Internal(other.into()),
         }
     }

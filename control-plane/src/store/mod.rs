@@ -68,6 +68,10 @@ pub enum StoreError {
     /// The database could not be reached or did not answer in time.
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// Other changes to the same organization held this one back longer than a connection
+    /// would have been waited for (see `sql::org_turns`).
+    #[error("other changes to this organization are taking too long")]
+    Busy,
     /// The database refused a statement.
     #[error("database error")]
     Database(#[source] sqlx::Error),

@@ -28,6 +28,7 @@ mod limits;
 mod openapi_document;
 mod operations;
 mod operator_settings;
+mod org_writers;
 mod out_of_range;
 mod people;
 mod people_roles;

@@ -24,7 +24,7 @@ pub(super) async fn record_failed_auths(
     if records.is_empty() {
         return Ok(());
     }
-    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
+    let mut mutation = OrgMutation::begin(store, org).await?;
     for record in records {
         let note = AuditNote {
             action: AuditAction::AuthFailed,

@@ -32,7 +32,19 @@ impl Backend {
             None
         }
     }
+
+    /// How long a call waits for a connection (and a writer for its organization's turn)
+    /// before it fails as unavailable.
+    pub fn acquire_timeout(self) -> Duration {
+        match self {
+            Backend::Sqlite => SQLITE_ACQUIRE_TIMEOUT,
+            Backend::Postgres => POSTGRES_ACQUIRE_TIMEOUT,
+        }
+    }
 }
+
+/// How long a call waits for a SQLite connection (as long as SQLite's `busy_timeout`).
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a call waits for a PostgreSQL connection before it fails as
 /// [`StoreError::Unavailable`] (the API's 503 `unavailable`). While the server cannot be
@@ -54,7 +66,7 @@ pub(super) async fn open(url: &str) -> Result<(AnyPool, Backend), StoreError> {
         Backend::Sqlite => {
             AnyPoolOptions::new()
                 .max_connections(8)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(Backend::Sqlite.acquire_timeout())
                 .after_connect(|connection, _| {
                     Box::pin(async move {
                         connection
@@ -72,7 +84,7 @@ pub(super) async fn open(url: &str) -> Result<(AnyPool, Backend), StoreError> {
         Backend::Postgres => {
             AnyPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
+                .acquire_timeout(Backend::Postgres.acquire_timeout())
                 .connect_with(options)
                 .await?
         }

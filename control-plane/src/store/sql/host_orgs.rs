@@ -51,7 +51,7 @@ pub(super) async fn provision_org(
             .await?
             .ok_or(StoreError::NotFound);
     }
-    let mut mutation = OrgMutation::lock(mutation, id).await?;
+    let mut mutation = OrgMutation::lock_new(store, mutation, id).await?;
     let details = json!({ "org_name": name, "issuer": issuer, "external_id": external_id });
     mutation
         .audit(
@@ -78,7 +78,7 @@ pub(super) async fn sync_member(
     {
         return Ok(false);
     }
-    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
+    let mut mutation = OrgMutation::begin(store, org).await?;
     let before = member_on(mutation.connection(), org, user).await?;
     let audit = match before {
         Some(before) if before.role == *role => return Ok(false),

@@ -37,7 +37,7 @@ pub(super) async fn create_invitation(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<InvitationRecord, StoreError> {
-    let mut mutation = OrgMutation::begin(&store.pool, invitation.org).await?;
+    let mut mutation = OrgMutation::begin(store, invitation.org).await?;
     if let Some(email) = &invitation.email {
         let member = sqlx::query(
             "SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id \
@@ -130,7 +130,7 @@ pub(super) async fn accept_invitation(
         .await?
         .ok_or(StoreError::NotFound)?;
     let org = OrgId::from_bytes(bytes16(row.try_get(0)?)?);
-    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
+    let mut mutation = OrgMutation::begin(store, org).await?;
     let sql = format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE id = $1");
     let invitation = invitation_from_row(
         &sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -11,6 +11,8 @@ use keyplane_shared::table::codec::encode_changes;
 use keyplane_shared::{Change, ChangeOp, FeedChain, Timestamp};
 use sqlx::{Any, AnyConnection, AnyPool, Row as _, Transaction};
 
+use super::SqlStore;
+use super::org_turns::OrgTurn;
 use super::outbox;
 use super::rows::{bytes32, i64_of, u64_of};
 use crate::store::StoreError;
@@ -73,22 +75,44 @@ impl Mutation {
 }
 
 /// A mutation of one organization: its transaction, with the organization's row locked and its
-/// audit chain head read (see the module docs of [`super`] for why that serializes).
+/// audit chain head read (see the module docs of [`super`] for why that serializes), begun in
+/// the organization's turn in this process (see [`super::org_turns`]), which it holds until it
+/// is committed or dropped.
 pub(super) struct OrgMutation {
     mutation: Mutation,
     head: ChainHead,
+    /// Declared last: dropped after the transaction ends.
+    _turn: OrgTurn,
 }
 
 impl OrgMutation {
-    /// Begins a transaction and locks `org`.
-    pub(super) async fn begin(pool: &AnyPool, org: OrgId) -> Result<Self, StoreError> {
-        Self::lock(Mutation::begin(pool).await?, org).await
+    /// Waits for `org`'s turn, then begins a transaction and locks `org`.
+    pub(super) async fn begin(store: &SqlStore, org: OrgId) -> Result<Self, StoreError> {
+        let turn = store.turns.take(org).await?;
+        let mut mutation = Mutation::begin(&store.pool).await?;
+        let head = lock_org(mutation.connection(), org).await?;
+        Ok(OrgMutation {
+            mutation,
+            head,
+            _turn: turn,
+        })
     }
 
-    /// Locks `org` in `mutation` (for a transaction that first created the organization).
-    pub(super) async fn lock(mut mutation: Mutation, org: OrgId) -> Result<Self, StoreError> {
+    /// Locks `org` in `mutation`, a transaction that has just created the organization (no
+    /// other writer can know it yet, so its turn is free: the transaction waits for nothing
+    /// while it holds its connection).
+    pub(super) async fn lock_new(
+        store: &SqlStore,
+        mut mutation: Mutation,
+        org: OrgId,
+    ) -> Result<Self, StoreError> {
+        let turn = store.turns.take(org).await?;
         let head = lock_org(mutation.connection(), org).await?;
-        Ok(OrgMutation { mutation, head })
+        Ok(OrgMutation {
+            mutation,
+            head,
+            _turn: turn,
+        })
     }
 
     /// Appends one sealed audit record (what `note` says, with the caller's `context`), and

@@ -169,7 +169,7 @@ pub(super) async fn create_org(
     .bind(org.id.to_bytes().to_vec())
     .execute(mutation.connection())
     .await?;
-    let mut mutation = OrgMutation::lock(mutation, org.id).await?;
+    let mut mutation = OrgMutation::lock_new(store, mutation, org.id).await?;
     let key = insert_key(&mut mutation, &admin, None, now).await?;
     let note = lifecycle::organization_creation(&org.name, &key);
     mutation.audit(&store.sealer, note, context, now).await?;
@@ -189,7 +189,7 @@ pub(super) async fn create(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<KeyRecord, StoreError> {
-    let mut mutation = OrgMutation::begin(&store.pool, key.org_id).await?;
+    let mut mutation = OrgMutation::begin(store, key.org_id).await?;
     let record = insert_key(&mut mutation, &key, None, now).await?;
     let note = lifecycle::creation(&record);
     mutation.audit(&store.sealer, note, context, now).await?;
@@ -206,7 +206,7 @@ pub(super) async fn update(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<KeyRecord, StoreError> {
-    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
+    let mut mutation = OrgMutation::begin(store, org).await?;
     let before = reachable(&mut mutation, org, id, context).await?;
     let edit = lifecycle::edit(&before, changes, now).map_err(StoreError::Conflict)?;
     let saved = save_key(&mut mutation, &edit.key, now).await?;
@@ -226,7 +226,7 @@ pub(super) async fn rotate(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<(KeyRecord, KeyRecord), StoreError> {
-    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
+    let mut mutation = OrgMutation::begin(store, org).await?;
     let old = reachable(&mut mutation, org, id, context).await?;
     let plan = lifecycle::rotate(&old, rotation, now).map_err(StoreError::Conflict)?;
     let new = insert_key(&mut mutation, &plan.successor, Some(old.id), now).await?;
@@ -246,7 +246,7 @@ pub(super) async fn revoke(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<RevokeOutcome, StoreError> {
-    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
+    let mut mutation = OrgMutation::begin(store, org).await?;
     let key = reachable(&mut mutation, org, id, context).await?;
     let (outcome, note) = match lifecycle::revoke(key, revocation, now) {
         RevokePlan::AlreadyRevoked { key, audit } => (RevokeOutcome::AlreadyRevoked(key), audit),
@@ -268,7 +268,7 @@ pub(super) async fn delete(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<KeyRecord, StoreError> {
-    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
+    let mut mutation = OrgMutation::begin(store, org).await?;
     let key = reachable(&mut mutation, org, id, context).await?;
     let deletion = lifecycle::delete(&key, now).map_err(StoreError::Conflict)?;
     let saved = save_key(&mut mutation, &deletion.key, now).await?;

@@ -31,7 +31,7 @@ pub(super) async fn revoke_leaked(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<Vec<bool>, StoreError> {
-    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
+    let mut mutation = OrgMutation::begin(store, org).await?;
     let mut revoked = Vec::with_capacity(leaks.len());
     for leak in &leaks {
         let Some(key) = load_key(mutation.connection(), org, leak.id).await? else {

@@ -15,7 +15,9 @@
 //! Serialization: each mutation's first statement updates its organization's row (the audit
 //! chain head). In PostgreSQL that takes the row lock; in SQLite the first write takes the
 //! database's write lock. Either way, mutations of one organization run one at a time, and
-//! each sees the effects of the one before it.
+//! each sees the effects of the one before it. Within one instance they also wait for the
+//! organization's turn before taking a connection (`org_turns.rs`), so the ones waiting hold
+//! none.
 
 use async_trait::async_trait;
 use keyplane_shared::ids::{HistoryId, KeyId, OrgId};
@@ -40,6 +42,7 @@ mod keys;
 mod leaks;
 mod markers;
 mod members;
+mod org_turns;
 mod outbox;
 mod people;
 mod portal;
@@ -68,6 +71,8 @@ pub struct SqlStore {
     sealer: AuditSealer,
     history: HistoryId,
     heads: FeedHeads,
+    /// One writer per organization at a time takes a connection (see `org_turns.rs`).
+    turns: org_turns::OrgTurns,
     /// The database's URL, for the commit listener's own connection (it may hold a password).
     url: secrecy::SecretString,
 }
@@ -84,6 +89,7 @@ impl SqlStore {
             sealer,
             history,
             heads,
+            turns: org_turns::OrgTurns::new(backend.acquire_timeout()),
             url: secrecy::SecretString::from(url.to_owned()),
         })
     }

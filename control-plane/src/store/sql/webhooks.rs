@@ -68,7 +68,7 @@ impl WebhookStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<WebhookRecord, StoreError> {
-        let mut mutation = OrgMutation::begin(&self.pool, webhook.org).await?;
+        let mut mutation = OrgMutation::begin(self, webhook.org).await?;
         let count: i64 = sqlx::query("SELECT COUNT(*) FROM webhook_endpoints WHERE org_id = $1")
             .bind(id_bytes(webhook.org.to_bytes()))
             .fetch_one(mutation.connection())
@@ -136,7 +136,7 @@ impl WebhookStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<WebhookRecord, StoreError> {
-        let mut mutation = OrgMutation::begin(&self.pool, org).await?;
+        let mut mutation = OrgMutation::begin(self, org).await?;
         let before = load_endpoint(mutation.connection(), Some(org), id).await?;
         let enabling = changes.enabled == Some(true) && !before.enabled;
         sqlx::query(
@@ -186,7 +186,7 @@ impl WebhookStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<WebhookRecord, StoreError> {
-        let mut mutation = OrgMutation::begin(&self.pool, org).await?;
+        let mut mutation = OrgMutation::begin(self, org).await?;
         load_endpoint(mutation.connection(), Some(org), id).await?;
         sqlx::query(
             "UPDATE webhook_endpoints SET previous_salt = secret_salt, previous_until = $1, \
@@ -219,7 +219,7 @@ impl WebhookStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut mutation = OrgMutation::begin(&self.pool, org).await?;
+        let mut mutation = OrgMutation::begin(self, org).await?;
         let record = load_endpoint(mutation.connection(), Some(org), id).await?;
         for table in [
             "webhook_attempts",
@@ -384,7 +384,7 @@ async fn disable(
     now: Timestamp,
 ) -> Result<bool, StoreError> {
     let org = endpoint.org_id;
-    let mut mutation = OrgMutation::begin(&store.pool, org).await?;
+    let mut mutation = OrgMutation::begin(store, org).await?;
     let reason = format!("every delivery failed since {}", rfc3339(since));
     let disabled = sqlx::query(
         "UPDATE webhook_endpoints SET enabled = 0, disabled_at = $1, disabled_reason = $2, \

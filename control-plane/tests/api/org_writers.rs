@@ -1,0 +1,91 @@
+//! One organization's writers queue inside the instance, not in its connection pool: while
+//! another connection holds the organization's row (as another instance in the middle of a
+//! change does), twenty changes to it wait with one connection between them, and the
+//! instance's other calls go on. PostgreSQL only: there a row lock held elsewhere is what
+//! makes writers wait (SQLite serves one instance per file).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use keyplane_control_plane::store::sql::Backend;
+use serde_json::json;
+use sqlx::Row as _;
+
+use crate::helpers::{TestApp, default_config, drop_test_database, spawn_app_with, until};
+
+/// Writers sent at once: more than the pool's 16 connections.
+const WRITERS: usize = 20;
+
+/// Connections of the application's database waiting for a lock.
+async fn lock_waiters(app: &TestApp) -> i64 {
+    sqlx::query(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .expect("pg_stat_activity")
+    .get::<i64, _>(0)
+}
+
+#[tokio::test]
+async fn writers_of_one_organization_wait_for_its_row_without_taking_the_pool() {
+    let Some(app) = spawn_app_with(Backend::Postgres, default_config).await else {
+        return;
+    };
+    let url = app.database_url.clone();
+    let (_, record) = app
+        .create_key(json!({"name": "contested", "environment": "live"}))
+        .await;
+    let id = record["id"].as_str().expect("id").to_owned();
+
+    // Another connection holds every organization's row, as an instance in the middle of a
+    // change holds its organization's.
+    let mut holder = app.pool().begin().await.expect("a transaction");
+    sqlx::query("UPDATE orgs SET audit_seq = audit_seq")
+        .execute(&mut *holder)
+        .await
+        .expect("the rows locked");
+
+    let app = Arc::new(app);
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|n| {
+            let app = app.clone();
+            let path = format!("/v1/keys/{id}");
+            tokio::spawn(async move { app.patch(&path, json!({"name": format!("n{n}")})).await })
+        })
+        .collect();
+    until("a writer waits for the organization's row", || async {
+        lock_waiters(&app).await >= 1
+    })
+    .await;
+    // Time for the other writers to come as far as they can.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        lock_waiters(&app).await,
+        1,
+        "one connection waits for the row; the other writers wait for their turn"
+    );
+    assert!(writers.iter().all(|writer| !writer.is_finished()));
+
+    // A read goes on meanwhile. Had every writer taken a connection to wait for the row, the
+    // pool's 16 would all be waiting, and this read would fail after the acquire timeout.
+    let read = app.get("/v1/keys").await;
+    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+
+    holder.commit().await.expect("the rows released");
+    for writer in writers {
+        let reply = writer.await.expect("writer task");
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+    let updates = app
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r["action"] == "key_updated" && r["target_key_id"] == id.as_str())
+        .count();
+    assert_eq!(updates, WRITERS, "every change made and audited once");
+    drop(app);
+    drop_test_database(&url).await;
+}
