@@ -1,7 +1,8 @@
 //! One organization's writers queue inside the instance, not in its connection pool: while
 //! another connection holds the organization's row (as another instance in the middle of a
 //! change does), twenty changes to it wait with one connection between them, and the
-//! instance's other calls go on. PostgreSQL only: there a row lock held elsewhere is what
+//! instance's other calls go on; one kept waiting longer than it would wait for a connection
+//! is answered 503 `unavailable`, and changes nothing. PostgreSQL only: there a row lock held elsewhere is what
 //! makes writers wait (SQLite serves one instance per file).
 
 use std::sync::Arc;
@@ -29,6 +30,17 @@ async fn lock_waiters(app: &TestApp) -> i64 {
     .get::<i64, _>(0)
 }
 
+/// Holds every organization's row from the test's own connection, as an instance in the
+/// middle of a change holds its organization's; released when the transaction is.
+async fn hold_rows(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Any> {
+    let mut holder = app.pool().begin().await.expect("a transaction");
+    sqlx::query("UPDATE orgs SET audit_seq = audit_seq")
+        .execute(&mut *holder)
+        .await
+        .expect("the rows locked");
+    holder
+}
+
 #[tokio::test]
 async fn writers_of_one_organization_wait_for_its_row_without_taking_the_pool() {
     let Some(app) = spawn_app_with(Backend::Postgres, default_config).await else {
@@ -40,13 +52,7 @@ async fn writers_of_one_organization_wait_for_its_row_without_taking_the_pool() 
         .await;
     let id = record["id"].as_str().expect("id").to_owned();
 
-    // Another connection holds every organization's row, as an instance in the middle of a
-    // change holds its organization's.
-    let mut holder = app.pool().begin().await.expect("a transaction");
-    sqlx::query("UPDATE orgs SET audit_seq = audit_seq")
-        .execute(&mut *holder)
-        .await
-        .expect("the rows locked");
+    let holder = hold_rows(&app).await;
 
     let app = Arc::new(app);
     let writers: Vec<_> = (0..WRITERS)
@@ -86,6 +92,56 @@ async fn writers_of_one_organization_wait_for_its_row_without_taking_the_pool() 
         .filter(|r| r["action"] == "key_updated" && r["target_key_id"] == id.as_str())
         .count();
     assert_eq!(updates, WRITERS, "every change made and audited once");
+    drop(app);
+    drop_test_database(&url).await;
+}
+
+#[tokio::test]
+async fn a_writer_kept_waiting_for_its_turn_past_the_acquire_timeout_is_told_to_retry() {
+    let Some(app) = spawn_app_with(Backend::Postgres, default_config).await else {
+        return;
+    };
+    let url = app.database_url.clone();
+    let (_, record) = app
+        .create_key(json!({"name": "contested", "environment": "live"}))
+        .await;
+    let path = format!("/v1/keys/{}", record["id"].as_str().expect("id"));
+    let holder = hold_rows(&app).await;
+    let app = Arc::new(app);
+    let first = tokio::spawn({
+        let (app, path) = (app.clone(), path.clone());
+        async move { app.patch(&path, json!({"name": "first"})).await }
+    });
+    until("the first writer waits for the row", || async {
+        lock_waiters(&app).await == 1
+    })
+    .await;
+    let started = std::time::Instant::now();
+    // Without the turn it would wait for the row as long as the row is held (this test's
+    // whole life): bounded here so that shows as a failure, not a hang.
+    let second = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.patch(&path, json!({"name": "second"})),
+    )
+    .await
+    .expect("answered while the row is still held");
+    assert_eq!(
+        second.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        second.body
+    );
+    assert_eq!(second.code(), "unavailable");
+    assert!(
+        started.elapsed() >= Backend::Postgres.acquire_timeout(),
+        "waited {:?}",
+        started.elapsed()
+    );
+    holder.commit().await.expect("the rows released");
+    let first = first.await.expect("writer task");
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    let key = app.get(&path).await;
+    assert_eq!(key.body["name"], "first", "the refused change made nothing");
     drop(app);
     drop_test_database(&url).await;
 }
