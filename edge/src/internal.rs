@@ -13,7 +13,8 @@
 //!   replaces its table is answered 503 `table_reloading`. Answers `{"applied_seq": N}`.
 //! - `GET /__keyplane/status`: signed like a push; this isolate's applied sequence, key count,
 //!   store generation, feed history and usage-reporting figures (and the usage events still
-//!   waiting for their origin's answer).
+//!   waiting for their origin's answer), and the reads of the store that kept its copy fresh
+//!   (`store_reads`: in the background, and the ones requests waited for).
 
 use futures_util::StreamExt as _;
 use keyplane_shared::FeedChain;
@@ -94,6 +95,8 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
                 "generation": generation,
                 "history": history,
                 "usage": usage::stats(),
+                // Reads of the store that kept this isolate's copy fresh.
+                "store_reads": replica::reads(),
                 // Usage events of requests still at the origin (`forward`): back to 0 once
                 // every answer has come.
                 "usage_awaiting_answers": crate::forward::waiting(),

@@ -67,6 +67,22 @@ pub struct Replica {
     /// The running background refresh's claim.
     refresh: ClaimSlot,
     limiter: RateLimiter,
+    reads: StoreReads,
+}
+
+/// Reads of the store this isolate made to keep its copy fresh, by who waited for them (for
+/// the status endpoint: what the freshness bound costs under the isolate's traffic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreReads {
+    /// Started ahead of the bound, in the background: no request waited.
+    pub background: u64,
+    /// Made by a request that found the copy past the bound (or none), decided after it.
+    pub waiting: u64,
+}
+
+/// This isolate's reads of the store so far.
+pub fn reads() -> StoreReads {
+    REPLICA.with(|replica| replica.borrow().reads)
 }
 
 thread_local! {
@@ -158,6 +174,7 @@ pub async fn until_fresh(env: &Env, freshness_ms: f64) {
             return;
         }
         reads += 1;
+        REPLICA.with(|replica| replica.borrow_mut().reads.waiting += 1);
         match refresh(env).await {
             Ok(()) => report_slow_store(now_ms, freshness_ms),
             Err(error) => {
@@ -210,6 +227,7 @@ pub fn status() -> (u64, usize, u64, Option<String>) {
 
 /// The background refresh, for the caller that won [`claim_refresh`]; releases the claim.
 pub async fn refresh_claimed(claim: RefreshClaim, env: &Env) -> Result<()> {
+    REPLICA.with(|replica| replica.borrow_mut().reads.background += 1);
     let outcome = refresh(env).await;
     drop(claim);
     outcome

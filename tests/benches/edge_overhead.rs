@@ -289,6 +289,12 @@ fn main() -> Result<()> {
     }
     let status = deployment.edge_status(0)?;
     println!("  edge-0 usage reporting: {}", status["usage"]);
+    // What keeping each isolate's copy fresh took: reads ahead of the bound, in the
+    // background, and reads requests waited for.
+    for (index, (name, _)) in KEYPLANE_EDGES.iter().enumerate().take(edges) {
+        let status = deployment.edge_status(index)?;
+        println!("  {name}: store reads {}", status["store_reads"]);
+    }
     drop(baselines);
     Ok(())
 }

@@ -25,6 +25,22 @@ fn status_at(url: &str, key: &str) -> Result<u16> {
     Ok(keyplane_tests::get(&format!("{url}/x"), &[("x-api-key", key)])?.status)
 }
 
+/// The isolate's reads of the store, as its status counts them (`background`, `waiting`).
+fn store_reads(d: &Deployment, url: &str) -> Result<(u64, u64)> {
+    let reads = d.status_at(url)?["store_reads"].clone();
+    let count = |what: &str| {
+        reads[what]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("{url}: no store_reads.{what} in its status"))
+    };
+    Ok((count("background")?, count("waiting")?))
+}
+
+/// The reads of the store requests at the isolate waited for.
+fn waiting_reads(d: &Deployment, url: &str) -> Result<u64> {
+    Ok(store_reads(d, url)?.1)
+}
+
 /// Creates a key, waits until every isolate admits it, revokes it and waits until the
 /// isolate the push lands on (the first) refuses it; the key, and when that refusal came.
 fn revoked_at_the_first_isolate(
@@ -61,14 +77,19 @@ fn an_idle_isolate_refuses_a_revoked_key_on_its_very_first_request() -> Result<(
     let urls = d.edges[0].options.isolate_urls();
     ensure!(urls.len() == ISOLATES, "{urls:?}");
     // Idle well past the freshness bound (and past the old one-second background refresh).
+    let mut waited_before = Vec::new();
     let (key, _) = revoked_at_the_first_isolate(&d, &urls, || {
+        waited_before = urls[1..].iter().map(|url| waiting_reads(&d, url)).collect();
         std::thread::sleep(Duration::from_millis(1_500));
     })?;
-    for url in &urls[1..] {
+    for (url, before) in urls[1..].iter().zip(waited_before) {
         ensure!(
             status_at(url, &key)? == 401,
             "{url}, idle, decided on an old copy of the table"
         );
+        // That request waited for a read of the store, and the isolate's status counts it.
+        let (before, after) = (before?, waiting_reads(&d, url)?);
+        ensure!(after > before, "{url}: reads waited for {before} → {after}");
     }
     Ok(())
 }
@@ -107,6 +128,14 @@ fn a_busy_isolate_refuses_a_revoked_key_within_the_freshness_bound() -> Result<(
         });
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = load.join();
-        outcome
+        outcome?;
+        // Its copy was kept fresh by reads started ahead of the bound, in the background.
+        let (background, waiting) = store_reads(&d, &busy)?;
+        ensure!(
+            background > 0,
+            "the busy isolate read the store in the background {background} times ({waiting} \
+             reads waited for)"
+        );
+        Ok(())
     })
 }
