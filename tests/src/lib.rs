@@ -14,7 +14,7 @@
 //! | `KEYPLANE_NODE_MODULES` | the node_modules holding miniflare | `.tools/node/node_modules` |
 //! | `KEYPLANE_WORKERD` | the workerd binary (bare-workerd edges) | `<KEYPLANE_NODE_MODULES>/.bin/workerd` |
 //! | `KEYPLANE_EDGE_BUILD` | worker-build's output | `edge/build` |
-//! | `KEYPLANE_BIN` | the `keyplane` binary | `keyplane` next to this test's `deps/` folder |
+//! | `KEYPLANE_BIN` | the `keyplane` binary | `<target>/debug/keyplane` (what `cargo xtask build` makes), for benchmarks too |
 //!
 //! The dashboard's browser test also needs Chromium and `tests/browser/node_modules`
 //! ([`BrowserTools`]).
@@ -567,11 +567,13 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// `<target>/debug/keyplane` for a test binary in `<target>/debug/deps/`.
+/// `<target>/debug/keyplane`, the binary `cargo xtask build` makes, for a test or benchmark
+/// binary in `<target>/<profile>/deps/`: a benchmark (in `release/deps/`) takes the same one,
+/// not a `release/keyplane` that nothing it runs keeps up to date.
 fn default_keyplane_bin() -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("keyplane")))
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("debug/keyplane")))
         .unwrap_or_else(|| workspace_root().join("target/debug/keyplane"))
 }
 
