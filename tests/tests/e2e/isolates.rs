@@ -1,6 +1,8 @@
 //! Every isolate of an edge decides on a current table: a revocation the edge's store holds is
 //! enforced by every isolate within `REPLICA_FRESHNESS_MS` (100 ms by default), whether it
-//! was idle or busy, and not only by the isolate the push passed through.
+//! was idle or busy, and not only by the isolate the push passed through. Each isolate's status
+//! counts the reads of the store that kept it so (`store_reads`): the idle one's first request
+//! waited for one, the busy one read ahead in the background.
 
 use std::time::{Duration, Instant};
 
