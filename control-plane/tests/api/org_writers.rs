@@ -41,16 +41,23 @@ async fn hold_rows(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Any> {
     holder
 }
 
-#[tokio::test]
-async fn writers_of_one_organization_wait_for_its_row_without_taking_the_pool() {
-    let Some(app) = spawn_app_with(Backend::Postgres, default_config).await else {
-        return;
-    };
+/// A control plane on a fresh PostgreSQL database, its database URL (to drop it after), and
+/// the id of a key to change; `None` when PostgreSQL is unavailable outside CI.
+async fn app_with_a_key() -> Option<(TestApp, String, String)> {
+    let app = spawn_app_with(Backend::Postgres, default_config).await?;
     let url = app.database_url.clone();
     let (_, record) = app
         .create_key(json!({"name": "contested", "environment": "live"}))
         .await;
     let id = record["id"].as_str().expect("id").to_owned();
+    Some((app, url, id))
+}
+
+#[tokio::test]
+async fn writers_of_one_organization_wait_for_its_row_without_taking_the_pool() {
+    let Some((app, url, id)) = app_with_a_key().await else {
+        return;
+    };
 
     let holder = hold_rows(&app).await;
 
@@ -98,14 +105,10 @@ async fn writers_of_one_organization_wait_for_its_row_without_taking_the_pool() 
 
 #[tokio::test]
 async fn a_writer_kept_waiting_for_its_turn_past_the_acquire_timeout_is_told_to_retry() {
-    let Some(app) = spawn_app_with(Backend::Postgres, default_config).await else {
+    let Some((app, url, id)) = app_with_a_key().await else {
         return;
     };
-    let url = app.database_url.clone();
-    let (_, record) = app
-        .create_key(json!({"name": "contested", "environment": "live"}))
-        .await;
-    let path = format!("/v1/keys/{}", record["id"].as_str().expect("id"));
+    let path = format!("/v1/keys/{id}");
     let holder = hold_rows(&app).await;
     let app = Arc::new(app);
     let first = tokio::spawn({
