@@ -57,6 +57,8 @@ fn pointer_chase(lines: usize) -> Vec<u64> {
 struct Fixture {
     pepper: Pepper,
     keys: Vec<ApiKey>,
+    /// Every entry's digest, in the order they were added: the keys' first, then the others'.
+    digests: Vec<LookupDigest>,
     table: KeyTable,
     /// Heap bytes the allocator saw the table keep.
     table_bytes: usize,
@@ -68,13 +70,14 @@ fn fixture() -> Fixture {
         .map(|_| ApiKey::generate(&KeyPrefix::default(), Environment::Live).expect("CSPRNG"))
         .collect();
     let scopes = ScopeSet::parse(["contacts:read", "triggers:*"]).expect("valid");
-    let before = ALLOCATOR.allocated();
-    let mut table = KeyTable::with_capacity(TABLE_KEYS as usize);
-    let digests = keys
+    let digests: Vec<LookupDigest> = keys
         .iter()
         .map(|k| pepper.digest(k))
-        .chain((REAL_KEYS as u32..TABLE_KEYS).map(support::pseudo_random_digest));
-    for (n, digest) in (0u32..).zip(digests) {
+        .chain((REAL_KEYS as u32..TABLE_KEYS).map(support::pseudo_random_digest))
+        .collect();
+    let before = ALLOCATOR.allocated();
+    let mut table = KeyTable::with_capacity(TABLE_KEYS as usize);
+    for (n, &digest) in (0u32..).zip(&digests) {
         let entry = TableEntry {
             digest,
             key_id: KeyId::from_bytes((u128::from(n) + 1).to_be_bytes()),
@@ -97,6 +100,7 @@ fn fixture() -> Fixture {
     Fixture {
         pepper,
         keys,
+        digests,
         table,
         table_bytes,
     }
@@ -169,12 +173,7 @@ fn hot_path(c: &mut Criterion) {
     });
     // Every entry's digest, in the order they were added (random places in the table): the
     // lookups range over the whole table, as a busy edge's do.
-    let digests: Vec<LookupDigest> = f
-        .keys
-        .iter()
-        .map(|k| f.pepper.digest(k))
-        .chain((REAL_KEYS as u32..TABLE_KEYS).map(support::pseudo_random_digest))
-        .collect();
+    let digests = &f.digests;
     let mut n = 0usize;
     let mut next_entry = |span: usize| {
         n = (n + 1) % span;
