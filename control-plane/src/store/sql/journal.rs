@@ -89,13 +89,8 @@ impl OrgMutation {
     /// Waits for `org`'s turn, then begins a transaction and locks `org`.
     pub(super) async fn begin(store: &SqlStore, org: OrgId) -> Result<Self, StoreError> {
         let turn = store.turns.take(org).await?;
-        let mut mutation = Mutation::begin(&store.pool).await?;
-        let head = lock_org(mutation.connection(), org).await?;
-        Ok(OrgMutation {
-            mutation,
-            head,
-            _turn: turn,
-        })
+        let mutation = Mutation::begin(&store.pool).await?;
+        Self::lock_in_turn(mutation, org, turn).await
     }
 
     /// Locks `org` in `mutation`, a transaction that has just created the organization (no
@@ -103,10 +98,19 @@ impl OrgMutation {
     /// while it holds its connection).
     pub(super) async fn lock_new(
         store: &SqlStore,
-        mut mutation: Mutation,
+        mutation: Mutation,
         org: OrgId,
     ) -> Result<Self, StoreError> {
         let turn = store.turns.take(org).await?;
+        Self::lock_in_turn(mutation, org, turn).await
+    }
+
+    /// Locks `org` in `mutation`, begun in `org`'s `turn`.
+    async fn lock_in_turn(
+        mut mutation: Mutation,
+        org: OrgId,
+        turn: OrgTurn,
+    ) -> Result<Self, StoreError> {
         let head = lock_org(mutation.connection(), org).await?;
         Ok(OrgMutation {
             mutation,
