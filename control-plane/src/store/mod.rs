@@ -150,9 +150,39 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+            sqlx::Error::Database(ref refusal) if is_momentary(refusal.as_ref()) => {
+                StoreError::Unavailable(error)
+            }
             other => StoreError::Database(other),
         }
     }
+}
+
+/// Whether the database refused a statement for a moment rather than for what it says: a lock
+/// held elsewhere for longer than the connection waits (SQLite's busy timeout; PostgreSQL's
+/// lock timeout, a deadlock), or a PostgreSQL server shutting down or full. Trying again later
+/// can succeed, so the call is [`StoreError::Unavailable`] (503 `unavailable`), not a fault.
+fn is_momentary(refusal: &dyn sqlx::error::DatabaseError) -> bool {
+    if let Some(refusal) = refusal.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        // serialization_failure, deadlock_detected, lock_not_available, too_many_connections,
+        // admin_shutdown, crash_shutdown, cannot_connect_now.
+        return matches!(
+            refusal.code(),
+            "40001" | "40P01" | "55P03" | "53300" | "57P01" | "57P02" | "57P03"
+        );
+    }
+    if refusal
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        // The extended result code; its low byte is the primary one: SQLITE_BUSY (5) or
+        // SQLITE_LOCKED (6), whatever the extension.
+        return refusal
+            .code()
+            .and_then(|code| code.parse::<u32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6));
+    }
+    false
 }
 
 /// Held while an instance makes the first organization ([`Store::first_start_lock`]).

@@ -18,6 +18,7 @@ mod dashboard;
 mod dashboard_keys;
 mod dashboard_portal;
 mod dashboard_webhooks;
+mod database_locked;
 mod feed_lineage;
 mod host_tokens;
 mod keys;

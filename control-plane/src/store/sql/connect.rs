@@ -5,6 +5,7 @@
 //! lock under which an instance makes the first organization ([`first_start_lock`]).
 
 use std::str::FromStr as _;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -43,8 +44,19 @@ impl Backend {
     }
 }
 
-/// How long a call waits for a SQLite connection (as long as SQLite's `busy_timeout`).
+/// How long a call waits for a SQLite connection, and a statement for the file's write lock
+/// (SQLite's `busy_timeout`, set on every connection) before it fails as
+/// [`StoreError::Unavailable`].
 const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every SQLite connection is set to on opening.
+static SQLITE_PRAGMAS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {}; \
+         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+        SQLITE_ACQUIRE_TIMEOUT.as_millis()
+    )
+});
 
 /// How long a call waits for a PostgreSQL connection before it fails as
 /// [`StoreError::Unavailable`] (the API's 503 `unavailable`). While the server cannot be
@@ -69,12 +81,7 @@ pub(super) async fn open(url: &str) -> Result<(AnyPool, Backend), StoreError> {
                 .acquire_timeout(Backend::Sqlite.acquire_timeout())
                 .after_connect(|connection, _| {
                     Box::pin(async move {
-                        connection
-                            .execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                                 PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
-                            )
-                            .await?;
+                        connection.execute(SQLITE_PRAGMAS.as_str()).await?;
                         Ok(())
                     })
                 })

@@ -1,0 +1,111 @@
+//! A SQLite file another program holds for writing (a `sqlite3` shell in the middle of a
+//! transaction, a backup tool): a change waits for it as long as SQLite's busy timeout, then is
+//! answered 503 `unavailable`, a retry being the right thing to do, and changes nothing; a
+//! second writer of the same organization, waiting for its turn meanwhile, is answered the
+//! same; reads go on. On PostgreSQL a lock wait the server gives up on (a `lock_timeout` an
+//! operator set, a deadlock) is the same retryable refusal; writers queuing behind a row held
+//! elsewhere are `org_writers`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use keyplane_control_plane::store::StoreError;
+use keyplane_control_plane::store::sql::Backend;
+use serde_json::json;
+use sqlx::Executor as _;
+
+use crate::helpers::{default_config, drop_test_database, spawn_app_with};
+
+#[tokio::test]
+async fn writers_of_a_sqlite_file_held_elsewhere_are_told_to_retry_and_change_nothing() {
+    let app = spawn_app_with(Backend::Sqlite, default_config)
+        .await
+        .expect("SQLite is always available");
+    let (_, record) = app
+        .create_key(json!({"name": "contested", "environment": "live"}))
+        .await;
+    let path = format!("/v1/keys/{}", record["id"].as_str().expect("id"));
+
+    // The test's own connection takes the file's write lock and keeps it.
+    let mut holder = app.pool().acquire().await.expect("a connection");
+    holder
+        .execute("BEGIN IMMEDIATE")
+        .await
+        .expect("the write lock");
+
+    let app = Arc::new(app);
+    let started = Instant::now();
+    let writers: Vec<_> = ["first", "second"]
+        .into_iter()
+        .map(|name| {
+            let (app, path) = (app.clone(), path.clone());
+            tokio::spawn(async move { app.patch(&path, json!({"name": name})).await })
+        })
+        .collect();
+    let read = app.get(&path).await;
+    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+    for writer in writers {
+        let reply = tokio::time::timeout(Duration::from_secs(40), writer)
+            .await
+            .expect("answered while the file is still held")
+            .expect("writer task");
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{:?}",
+            reply.body
+        );
+        assert_eq!(reply.code(), "unavailable");
+    }
+    assert!(
+        started.elapsed() >= Backend::Sqlite.acquire_timeout(),
+        "answered after {:?}, before the busy timeout",
+        started.elapsed()
+    );
+
+    holder.execute("ROLLBACK").await.expect("the lock released");
+    let key = app.get(&path).await;
+    assert_eq!(
+        key.body["name"], "contested",
+        "the refused changes made nothing"
+    );
+    let refused_audited = app
+        .audit()
+        .await
+        .into_iter()
+        .any(|record| record["action"] == "key_updated");
+    assert!(!refused_audited, "no audit record of a refused change");
+    let retried = app.patch(&path, json!({"name": "retried"})).await;
+    assert_eq!(retried.status, StatusCode::OK, "{:?}", retried.body);
+    assert_eq!(app.get(&path).await.body["name"], "retried");
+}
+
+#[tokio::test]
+async fn a_lock_wait_postgresql_gives_up_on_is_unavailable_not_a_fault() {
+    let Some(app) = spawn_app_with(Backend::Postgres, default_config).await else {
+        return;
+    };
+    let url = app.database_url.clone();
+    let mut holder = app.pool().begin().await.expect("a transaction");
+    sqlx::query("UPDATE orgs SET audit_seq = audit_seq")
+        .execute(&mut *holder)
+        .await
+        .expect("the rows locked");
+    // A session whose lock waits end after 50 ms, as a role with `lock_timeout` set has.
+    let mut waiter = app.pool().acquire().await.expect("a connection");
+    waiter
+        .execute("SET lock_timeout = '50ms'")
+        .await
+        .expect("lock_timeout set");
+    let refusal = sqlx::query("UPDATE orgs SET audit_seq = audit_seq")
+        .execute(&mut *waiter)
+        .await
+        .expect_err("the lock wait gives up");
+    let refusal = StoreError::from(refusal);
+    assert!(matches!(refusal, StoreError::Unavailable(_)), "{refusal:?}");
+    holder.rollback().await.expect("released");
+    drop(waiter);
+    drop(app);
+    drop_test_database(&url).await;
+}
