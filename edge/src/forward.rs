@@ -33,29 +33,23 @@ use crate::reply;
 use crate::settings::Settings;
 use waiting::Waiting;
 
-/// Why a forward could not be prepared.
-#[derive(Debug)]
-pub enum PrepareError {
-    /// The origin's URL holds a newline (it cannot be listed): a misconfigured origin.
-    UnlistableTarget,
-    /// The runtime refused to build the request.
-    Runtime(JsValue),
-}
-
 /// The entry module's `Forward` for `incoming`, made in one JS call: the request for `target`
 /// with `request_edits` applied to a copy of the incoming headers, and `answer` (the fields the
 /// origin's answer gets). `usage` is the request's usage event (status still unknown) when
-/// reporting is on: it waits here for the answer's status.
+/// reporting is on: it waits here for the answer's status. Fails with the runtime's refusal to
+/// build the request.
+///
+/// `target` is listed as it is: it never holds a newline, being the origin's URL in the URL
+/// parser's serialization (`settings::base_url`) followed by a canonical path and query, where
+/// a control character is percent-encoded (`keyplane_shared::path`).
 pub fn prepare(
     incoming: &web_sys::Request,
     target: &str,
     request_edits: &Edits,
     answer: &Edits,
     usage: Option<(UsageEvent, Rc<Settings>, Context)>,
-) -> Result<JsValue, PrepareError> {
-    if target.contains('\n') {
-        return Err(PrepareError::UnlistableTarget);
-    }
+) -> Result<JsValue, JsValue> {
+    debug_assert!(!target.contains('\n'), "an unlistable target: {target:?}");
     let mut plan = String::with_capacity(
         target.len()
             + 1
@@ -76,11 +70,10 @@ pub fn prepare(
         request_edits.set_count(),
         handle,
     )
-    .map_err(|error| {
+    .inspect_err(|_| {
         // No forward, so no answer will report a status: the event goes (the caller answers
         // 500, as for any request the edge fails before the origin).
         release(handle);
-        PrepareError::Runtime(error)
     })
 }
 

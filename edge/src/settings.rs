@@ -173,13 +173,8 @@ impl Settings {
             number("RATE_LIMIT_BURST", u32::from(RateLimit::DEFAULT.burst()))?,
         )
         .map_err(|error| invalid("RATE_LIMIT_PER_MINUTE / RATE_LIMIT_BURST", error))?;
-        let url = |name: &'static str, value: String| -> Result<String, SettingsError> {
-            let trimmed = value.trim_end_matches('/').to_owned();
-            if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
-                Ok(trimmed)
-            } else {
-                Err(invalid(name, "must be an http:// or https:// URL"))
-            }
+        let url = |name: &'static str, value: String| {
+            base_url(&value).map_err(|problem| invalid(name, problem))
         };
         let local_dev = match text("KEYPLANE_LOCAL_DEV").as_deref() {
             None | Some("false") => false,
@@ -318,6 +313,21 @@ pub fn load(env: &Env) -> Result<Rc<Settings>, SettingsError> {
     let settings = Rc::new(Settings::from_env(env)?);
     CACHED.with(|cached| *cached.borrow_mut() = Some(settings.clone()));
     Ok(settings)
+}
+
+/// A base URL setting (`ORIGIN_URL`, `CONTROL_PLANE_URL`, `EDGE_URL`) as the edge uses it: an
+/// http:// or https:// URL with a host and neither query nor fragment (paths are appended to
+/// it), in the URL parser's serialization (so it holds no whitespace or control character), its
+/// trailing `/` left off.
+fn base_url(value: &str) -> Result<String, &'static str> {
+    let url = worker::Url::parse(value).map_err(|_| "must be an http:// or https:// URL")?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must be an http:// or https:// URL");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or a fragment (request paths are appended to it)");
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// `KEYPLANE_PEPPERS`: `<id>:<base64 secret>` items, comma-separated, current first (read by

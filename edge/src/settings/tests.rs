@@ -50,7 +50,7 @@ fn a_minimal_configuration_gets_the_documented_defaults() {
 
 #[test]
 fn each_invalid_setting_is_named_without_its_value() {
-    let cases: [(&str, &str); 16] = [
+    let cases: [(&str, &str); 20] = [
         ("CONTROL_PLANE_URL", "http://127.0.0.1:7070"),
         ("REPLICA_KEEP_WHILE_REBUILDING_MB", "2048"),
         ("KEYPLANE_LOCAL_DEV", "yes"),
@@ -64,6 +64,10 @@ fn each_invalid_setting_is_named_without_its_value() {
             "{\"rules\":[{\"path\":\"/x\",\"scopes\":[\"BAD\"]}]}",
         ),
         ("ORIGIN_URL", "ftp://x"),
+        ("ORIGIN_URL", "https://api.example.com/v1?tenant=7"),
+        ("ORIGIN_URL", "https://api.example.com/#top"),
+        ("ORIGIN_URL", "https://"),
+        ("EDGE_URL", "edge.example.com"),
         ("RATE_LIMIT_BURST", "0"),
         ("EDGE_NAME", "a b"),
         ("RATE_LIMIT_MODE", "cluster"),
@@ -87,6 +91,32 @@ fn each_invalid_setting_is_named_without_its_value() {
             .flatten()
     });
     assert_eq!(missing.err().map(|e| e.name), Some("KEYPLANE_EDGE_SECRET"));
+}
+
+#[test]
+fn base_urls_are_taken_in_the_url_parsers_form_without_a_trailing_slash() {
+    let origin = |value: &str| with_var("ORIGIN_URL", value).map(|settings| settings.origin_url);
+    for (given, taken) in [
+        ("http://127.0.0.1:9/", "http://127.0.0.1:9"),
+        ("https://API.example.com", "https://api.example.com"),
+        (
+            "https://api.example.com/base/",
+            "https://api.example.com/base",
+        ),
+        (
+            "https://api.example.com/a b",
+            "https://api.example.com/a%20b",
+        ),
+        // A value pasted with its line end, or broken over two lines: the parser drops
+        // newlines and tabs, so the edge's forward plan (newline-separated) stays whole.
+        ("https://api.example.com\n", "https://api.example.com"),
+        (
+            "https://api.exam\nple.com/v\t1",
+            "https://api.example.com/v1",
+        ),
+    ] {
+        assert_eq!(origin(given).as_deref().ok(), Some(taken), "{given:?}");
+    }
 }
 
 #[test]

@@ -231,6 +231,8 @@ mod properties {
                 Just("'"),
                 Just("\u{e9}"),
                 Just("\u{1}"),
+                Just("\n"),
+                Just("\u{7f}"),
                 Just("%2f"),
                 Just(";"),
                 Just("%25"),
@@ -280,6 +282,14 @@ mod properties {
             if !Scan::of(&raw).rewrite {
                 prop_assert_eq!(canonicalize(&raw), (raw.clone(), raw.find('?').unwrap_or(raw.len())));
             }
+        }
+
+        /// The canonical form is printable ASCII with no space: the edge lists it in its
+        /// newline-separated forward plan and forwards it as it is (`edge/src/forward.rs`).
+        #[test]
+        fn the_canonical_form_holds_no_control_character_or_space(raw in target()) {
+            let target = CanonicalTarget::parse(&raw);
+            prop_assert!(target.as_str().bytes().all(|byte| byte.is_ascii_graphic()), "{:?}", target.as_str());
         }
 
         /// The one-pass scan names what a plain segment-by-segment reading names.
