@@ -22,44 +22,42 @@
 //! When something is missing, a test prints why and passes, unless `CI=true` or
 //! `KEYPLANE_E2E_REQUIRED=1`, where it fails with that message.
 
-use std::io::{BufRead as _, BufReader};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
 mod bare_workerd;
 mod browser;
 mod deployment;
+mod edge_options;
 mod feed_proxy;
+mod http;
 mod instances;
 mod origin;
 mod ports;
 mod postgres;
 mod pushes;
 mod raw_http;
+mod service;
 mod store_faults;
 mod tcp_proxy;
 
 pub use browser::{BrowserTools, ScriptRun};
-pub use deployment::{
-    ControlPlane, Deployment, DeploymentSecrets, Edge, EdgeOptions, EdgeRuntime, EdgeWorker, signed,
-};
+pub use deployment::{ControlPlane, Deployment, DeploymentSecrets, Edge, signed};
+pub use edge_options::{EdgeOptions, EdgeRuntime, EdgeWorker};
 pub use feed_proxy::{FeedProxy, Tamper};
+pub use http::{Reply, get, get_with_timeout, send, send_bytes};
 pub use instances::Topology;
 pub use origin::{Origin, Received};
 pub use ports::free_port;
 pub use postgres::TestDatabase;
 pub use pushes::{EdgeFeed, synthetic_key, synthetic_keys};
 pub use raw_http::raw_request;
+pub use service::Service;
+pub(crate) use service::signal_group;
 pub use store_faults::{Damage, StorageLock, corrupt_stored_snapshot, forget_batches_head};
 pub use tcp_proxy::{Link, TcpProxy};
-
-/// How long a service may take to print its URL.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the things under test are, resolved from the environment.
 #[derive(Debug, Clone)]
@@ -270,282 +268,6 @@ impl Setup {
 /// accept GitHub secret-scanning reports signed by the keys it lists.
 pub const GITHUB_SCANNING_KEYS_FILE: &str = "github-scanning-keys.json";
 
-/// A started process (leading its own process group) and the base URL it printed.
-pub struct Service {
-    name: &'static str,
-    child: Child,
-    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:40123`.
-    pub url: String,
-    /// The lines it printed on stdout before the URL.
-    pub preamble: Vec<String>,
-}
-
-/// Starts `command` leading its own process group, stdin and stdout piped (its stdin closing
-/// tells the edge harness to stop); the child and its stdout.
-fn spawn_in_own_group(
-    name: &str,
-    command: &mut Command,
-) -> Result<(Child, std::process::ChildStdout)> {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {name}: {command:?}"))?;
-    let stdout = child.stdout.take().context("piped stdout")?;
-    Ok((child, stdout))
-}
-
-impl Service {
-    fn start(
-        name: &'static str,
-        command: &mut Command,
-        url_from_line: impl Fn(&str) -> Option<String> + Send + 'static,
-    ) -> Result<Self> {
-        let (child, stdout) = spawn_in_own_group(name, command)?;
-        let (found, url) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut found = Some(found);
-            let mut preamble = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                match found.as_ref().and_then(|_| url_from_line(&line)) {
-                    Some(url) => {
-                        if let Some(found) = found.take() {
-                            let _ = found.send((url, std::mem::take(&mut preamble)));
-                        }
-                    }
-                    None if found.is_some() => preamble.push(line),
-                    None => println!("[{name}] {line}"),
-                }
-            }
-        });
-        let mut service = Self {
-            name,
-            child,
-            url: String::new(),
-            preamble: Vec::new(),
-        };
-        match url.recv_timeout(START_TIMEOUT) {
-            Ok((url, preamble)) => {
-                service.url = url;
-                service.preamble = preamble;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                bail!("{name} did not print its URL within {START_TIMEOUT:?}")
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = service.wait_timeout(Duration::from_secs(5));
-                bail!("{name} closed its output before printing its URL (exit: {status:?})")
-            }
-        }
-        Ok(service)
-    }
-
-    /// Starts `command` (a server that prints nothing useful when it is up) and returns once
-    /// `ready` holds, polled every 20 ms; `url` is its base URL.
-    fn start_when_ready(
-        name: &'static str,
-        command: &mut Command,
-        url: String,
-        ready: impl Fn() -> bool,
-    ) -> Result<Self> {
-        let (child, stdout) = spawn_in_own_group(name, command)?;
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                println!("[{name}] {line}");
-            }
-        });
-        let mut service = Self {
-            name,
-            child,
-            url,
-            preamble: Vec::new(),
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !ready() {
-            if let Some(status) = service.child.try_wait()? {
-                bail!("{name} exited before it was ready ({status})");
-            }
-            if Instant::now() >= deadline {
-                bail!("{name} was not ready within {START_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(service)
-    }
-
-    /// The OS process id (also the process group id).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends `signal` (e.g. `TERM`) to the service's process group.
-    pub fn signal(&self, signal: &str) {
-        signal_group(self.pid(), signal);
-    }
-
-    /// Waits for the process to exit, up to `timeout`.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                bail!("{} still running after {timeout:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Service {
-    /// Closes stdin (the edge harness disposes of workerd on that), asks politely with
-    /// SIGTERM, and kills the whole group if it is not gone within a few seconds.
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.signal("TERM");
-            if self.wait_timeout(Duration::from_secs(5)).is_err() {
-                eprintln!("{} ignored SIGTERM; killing its process group", self.name);
-            }
-        }
-        signal_group(self.pid(), "KILL");
-        let _ = self.child.wait();
-        // The leader is reaped, but workerd (its child) may still hold the port and the
-        // storage files a restart on the same port is about to need.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while group_alive(self.pid()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// A plain-HTTP answer: status, headers and body.
-#[derive(Debug)]
-pub struct Reply {
-    /// HTTP status code.
-    pub status: u16,
-    headers: Vec<(String, String)>,
-    /// The body as text (lossy for binary bodies).
-    pub body: String,
-    /// The body's bytes.
-    pub bytes: Vec<u8>,
-}
-
-impl Reply {
-    /// Every header, as received.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
-    }
-
-    /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
-
-    /// The body parsed as JSON.
-    pub fn json(&self) -> Result<serde_json::Value> {
-        serde_json::from_str(&self.body).with_context(|| format!("body is not JSON: {}", self.body))
-    }
-}
-
-/// `GET url` with `headers`; 4xx/5xx are answers, not errors.
-pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Reply> {
-    send("GET", url, headers, None)
-}
-
-/// `GET url` giving up after `timeout`.
-pub fn get_with_timeout(url: &str, timeout: Duration) -> Result<Reply> {
-    request_bytes("GET", url, &[], None, timeout)
-}
-
-/// `method url` with `headers` and an optional JSON body; 4xx/5xx are answers, not errors.
-pub fn send(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    json: Option<&serde_json::Value>,
-) -> Result<Reply> {
-    send_bytes(
-        method,
-        url,
-        headers,
-        json.map(|value| value.to_string().into_bytes()),
-    )
-}
-
-/// `method url` with `headers` and optional body bytes.
-pub fn send_bytes(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
-) -> Result<Reply> {
-    request_bytes(method, url, headers, body, Duration::from_secs(10))
-}
-
-fn request_bytes(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
-    timeout: Duration,
-) -> Result<Reply> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into();
-    let mut request = ureq::http::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    if body.is_some()
-        && !headers
-            .iter()
-            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-    {
-        request = request.header("content-type", "application/json");
-    }
-    let sent = match body {
-        Some(body) => request.body(body).map(|request| agent.run(request)),
-        None => request.body(()).map(|request| agent.run(request)),
-    };
-    let mut response = sent
-        .with_context(|| format!("building {method} {url}"))?
-        .with_context(|| format!("{method} {url}"))?;
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let bytes = response
-        .body_mut()
-        .with_config()
-        .limit(256 << 20)
-        .read_to_vec()
-        .context("reading the body")?;
-    let body = String::from_utf8_lossy(&bytes).into_owned();
-    Ok(Reply {
-        status: response.status().as_u16(),
-        headers,
-        body,
-        bytes,
-    })
-}
-
 /// Whether the environment requires end-to-end tests to run (CI).
 pub fn required() -> bool {
     let set = |name: &str, wanted: &[&str]| {
@@ -588,24 +310,4 @@ pub fn fresh_dir(purpose: &str) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
-}
-
-/// Whether any process of group `pgid` is left (`kill -0` succeeds).
-fn group_alive(pgid: u32) -> bool {
-    kill(&["-0", "--", &format!("-{pgid}")])
-}
-
-/// Sends `signal` to every process of group `pgid`.
-pub(crate) fn signal_group(pgid: u32, signal: &str) {
-    kill(&["-s", signal, "--", &format!("-{pgid}")]);
-}
-
-/// Runs kill(1) with `args`, keeping this crate free of `unsafe`; whether it succeeded.
-fn kill(args: &[&str]) -> bool {
-    Command::new("kill")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
 }
