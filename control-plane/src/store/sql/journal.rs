@@ -22,6 +22,10 @@ use crate::store::lifecycle::AuditNote;
 use crate::store::outbox::event_for;
 use crate::store::records::{AuditContext, AuditRecord};
 
+/// How long a mutation's statement waits for a lock on PostgreSQL: as long as a writer waits
+/// for a connection or its turn.
+pub(super) const LOCK_TIMEOUT: std::time::Duration = super::connect::POSTGRES_ACQUIRE_TIMEOUT;
+
 /// One mutation's transaction, and the last change it appended to the feed.
 pub(super) struct Mutation {
     tx: Transaction<'static, Any>,
@@ -29,12 +33,21 @@ pub(super) struct Mutation {
 }
 
 impl Mutation {
-    /// Begins a transaction.
+    /// Begins a transaction. On PostgreSQL its lock waits (an organization's row, the feed
+    /// row) end after [`LOCK_TIMEOUT`] with `lock_not_available`, which the store reports as
+    /// [`StoreError::Unavailable`]: a row another instance keeps locked (one stuck in the
+    /// middle of a change) makes a change fail with 503 `unavailable` instead of hanging for as
+    /// long as it is held. SQLite's busy timeout bounds its writers the same way.
     pub(super) async fn begin(pool: &AnyPool) -> Result<Self, StoreError> {
-        Ok(Mutation {
-            tx: pool.begin().await?,
-            appended: None,
-        })
+        let mut tx = pool.begin().await?;
+        if tx.backend_name() == "PostgreSQL" {
+            // Local (`true`): this transaction only, not the pooled connection's later ones.
+            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                .bind(format!("{}ms", LOCK_TIMEOUT.as_millis()))
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(Mutation { tx, appended: None })
     }
 
     /// The transaction's connection, for reads and for writes other than changes.
