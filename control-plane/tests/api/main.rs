@@ -35,6 +35,7 @@ mod people;
 mod people_roles;
 mod people_settings;
 mod portal;
+mod portal_branding;
 mod push_wakeup;
 mod refusals;
 mod replication_feed;
