@@ -45,8 +45,15 @@ pub fn name(text: &str) -> Result<String, ApiError> {
 }
 
 /// The `name` listing filter: the text a key's name contains, none when empty; no control
-/// characters (no key's name has one).
+/// characters (no key's name has one), and no longer than a name (which also keeps the search
+/// pattern under SQLite's 50,000-byte `LIKE` limit).
 pub fn name_filter(text: String) -> Result<Option<String>, ApiError> {
+    let chars = text.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(invalid(format!(
+            "the `name` filter must be at most {MAX_NAME_CHARS} characters, as names are (got {chars})"
+        )));
+    }
     if text.chars().any(char::is_control) {
         return Err(invalid("`name` must not contain control characters"));
     }

@@ -205,8 +205,9 @@ pub struct ListKeysQuery {
     pub status: Option<KeyState>,
     /// Only keys of this environment.
     pub environment: Option<EnvironmentName>,
-    /// Only keys whose name contains this text (case-insensitive; no control characters).
-    #[param(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+    /// Only keys whose name contains this text (case-insensitive; no control characters; at
+    /// most as long as a name).
+    #[param(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$", max_length = 100)]
     pub name: Option<String>,
     /// `true`: only keys no edge has ever reported a request for; `false`: only keys used at
     /// least once.
