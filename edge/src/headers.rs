@@ -42,13 +42,33 @@ pub const METHOD_OVERRIDES: [&str; 3] = [
 
 /// Whether a header the caller sent stays away from the origin: every `x-keyplane-*` (only
 /// the edge sets those), the consumed credential, `host` (the origin's URL decides it) and the
-/// [`METHOD_OVERRIDES`]. Header names come lower-cased from the runtime.
+/// [`METHOD_OVERRIDES`]. Header names come lower-cased from the runtime. Each name is matched
+/// with `_` read as `-`: servers that hand headers to applications as CGI-style variables
+/// (WSGI, Rack, PHP) turn both into `_`, so `x_keyplane_org_id` would reach such an
+/// application as the edge's `x-keyplane-org-id`, and `x_http_method_override` as the
+/// override Rack honours.
 pub fn is_dropped(name: &str, drop_authorization: bool) -> bool {
-    name == "x-api-key"
+    reads_as(name, "x-api-key")
         || (name == "authorization" && drop_authorization)
         || name == "host"
-        || name.starts_with("x-keyplane-")
-        || METHOD_OVERRIDES.contains(&name)
+        || starts_as(name, "x-keyplane-")
+        || METHOD_OVERRIDES
+            .iter()
+            .any(|dropped| reads_as(name, dropped))
+}
+
+/// Whether `name` is `wanted` (lower case) with any of its `-` written `_`.
+fn reads_as(name: &str, wanted: &str) -> bool {
+    name.len() == wanted.len() && starts_as(name, wanted)
+}
+
+/// Whether `name` starts with `prefix` (lower case), any of its `-` written `_`.
+fn starts_as(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(byte, wanted)| byte == wanted || (byte == b'_' && wanted == b'-'))
 }
 
 /// Whether the caller's `Authorization` header stays away from the origin: when it carries a
@@ -160,6 +180,19 @@ mod tests {
         assert!(!is_dropped("authorization", false));
         assert!(!is_dropped("accept", true));
         assert!(!is_dropped("x-keyplane", true));
+        // What CGI-style servers read as the same names.
+        for spelled in [
+            "x_keyplane_org_id",
+            "x_keyplane-key-id",
+            "x-keyplane_scopes",
+            "x_api_key",
+            "x-api_key",
+        ] {
+            assert!(is_dropped(spelled, false), "{spelled}");
+        }
+        assert!(!is_dropped("x_keyplane", false));
+        assert!(!is_dropped("x_api_keys", false));
+        assert!(!is_dropped("my_header", false));
     }
 
     #[test]
@@ -218,8 +251,13 @@ mod tests {
             "x-method-override",
         ] {
             assert!(is_dropped(name, false), "{name}");
+            assert!(
+                is_dropped(&name.replace('-', "_"), false),
+                "{name} with `_`"
+            );
         }
         assert!(!is_dropped("x-http-methods", false));
+        assert!(!is_dropped("x_http_methods", false));
     }
 
     #[test]

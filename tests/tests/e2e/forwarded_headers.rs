@@ -182,6 +182,8 @@ fn method_override_headers_never_reach_the_origin() -> Result<()> {
             "X-HTTP-Method-Override",
             "X-HTTP-Method",
             "X-Method-Override",
+            // Rack reads this one as X-HTTP-Method-Override.
+            "X_HTTP_Method_Override",
         ] {
             n += 1;
             let headers = [("x-api-key", key.as_str()), (name, "DELETE")];

@@ -95,7 +95,12 @@ fn a_valid_key_reaches_the_origin_with_identity_and_without_spoofed_headers() ->
         ("x-keyplane-env", "test"),
         ("x-keyplane-request-id", "req_spoofed"),
         ("x-keyplane-anything", "spoofed"),
+        // What CGI-style servers (WSGI, Rack, PHP) read as the same names.
+        ("x_keyplane_org_id", "org_spoofed"),
+        ("x_keyplane_scopes", "admin:full"),
+        ("x_api_key", key.as_str()),
         ("x-custom", "kept"),
+        ("x_custom_underscored", "kept"),
     ];
     let reply = keyplane_tests::get(&url, &spoofed)?;
     ensure!(reply.status == 200, "{reply:?}");
@@ -124,6 +129,13 @@ fn a_valid_key_reaches_the_origin_with_identity_and_without_spoofed_headers() ->
     );
     assert_eq!(reply.header("x-keyplane-request-id"), Some(request_id));
     assert!(headers.get("x-keyplane-anything").is_none(), "{seen}");
+    for spelled in ["x_keyplane_org_id", "x_keyplane_scopes", "x_api_key"] {
+        assert!(
+            headers.get(spelled).is_none(),
+            "{spelled} reached the origin: {seen}"
+        );
+    }
+    assert_eq!(headers["x_custom_underscored"], "kept");
     assert!(
         headers.get("x-api-key").is_none(),
         "the origin saw the key: {seen}"
