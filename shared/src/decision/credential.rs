@@ -5,8 +5,9 @@
 //! carries a Keyplane key (well formed, checksum right, this deployment's prefix) anywhere
 //! else — two credentials (`Bearer <a>, Bearer <b>`, which is also what two `Authorization`
 //! headers become), another scheme (`Token <key>`, `Basic` with the key in the user or the
-//! password), a decorated token (`Bearer <key>.sig`) — is [`Presented::Unreadable`]: the edge
-//! refuses the request rather than guess which credential counts, and never forwards the key.
+//! password, or any base64 token of the value), a decorated token (`Bearer <key>.sig`) — is
+//! [`Presented::Unreadable`]: the edge refuses the request rather than guess which credential
+//! counts, and never forwards the key.
 
 use crate::key::{BODY_LEN, KeyPrefix, KeyText};
 
@@ -51,25 +52,31 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
 }
 
 /// Whether a header value carries a Keyplane key with `prefix` anywhere: in its text, or in
-/// the base64 credentials of a `Basic` value.
+/// any of its tokens read as base64 (a `Basic` credential, another scheme's token, a JWT's
+/// segment), however many credentials the value joins: `Basic <a>, Basic <b>` is what two
+/// `Authorization` headers become, and a decoder given all of it would fail on the comma.
 pub fn carries_a_key(value: &str, prefix: &KeyPrefix) -> bool {
     if contains_a_key(value.as_bytes(), prefix) {
         return true;
     }
-    let value = value.trim_matches([' ', '\t']);
-    let Some((scheme, credentials)) = value.split_once([' ', '\t']) else {
-        return false;
-    };
-    scheme.eq_ignore_ascii_case("basic")
-        && decode_base64(credentials.trim_matches([' ', '\t']))
-            .is_some_and(|decoded| contains_a_key(&decoded, prefix))
+    // A token shorter than this decodes to fewer bytes than a key has.
+    let shortest = (key_len(prefix) * 4).div_ceil(3);
+    value
+        .split([',', ' ', '\t', '.'])
+        .filter(|token| token.len() >= shortest)
+        .any(|token| decode_base64(token).is_some_and(|decoded| contains_a_key(&decoded, prefix)))
+}
+
+/// The length of a key with `prefix`: `<prefix>_live_` (or `_test_`) and the body.
+fn key_len(prefix: &KeyPrefix) -> usize {
+    prefix.as_str().len() + "_live_".len() + BODY_LEN
 }
 
 /// Whether `text` holds a whole key of `prefix` (`<prefix>_live_` or `<prefix>_test_` and the
 /// body), wherever it starts and whatever surrounds it.
 fn contains_a_key(text: &[u8], prefix: &KeyPrefix) -> bool {
     let start_of_key = prefix.as_str().as_bytes();
-    let key_len = start_of_key.len() + "_live_".len() + BODY_LEN;
+    let key_len = key_len(prefix);
     if text.len() < key_len {
         return false;
     }

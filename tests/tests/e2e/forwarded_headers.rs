@@ -92,7 +92,22 @@ fn a_keyplane_key_in_any_authorization_form_is_the_credential_or_refused_never_f
         (as_bearer(format!("Bearer {key}, Bearer {other}")), 401, 401),
         (as_bearer(format!("Bearer {key}.sig")), 401, 401),
         (as_bearer(format!("Token {key}")), 401, 401),
-        (as_bearer(basic), 401, 401),
+        (as_bearer(basic.clone()), 401, 401),
+        // Two Basic headers, the key in the first: joined, the value is no one base64 text.
+        (
+            vec![
+                ("authorization".into(), basic),
+                ("authorization".into(), "Basic dXNlcjpwYXNz".into()),
+            ],
+            401,
+            401,
+        ),
+        // The key base64-encoded as a Bearer token.
+        (
+            as_bearer(format!("Bearer {}", BASE64.encode(&key))),
+            401,
+            401,
+        ),
         // Two Authorization headers: the runtime joins them with ", ".
         (
             vec![

@@ -66,6 +66,21 @@ fn a_key_in_any_other_form_is_unreadable() {
             base64(format!("user:{key}").as_bytes()).trim_end_matches('=')
         ),
         format!("Digest username=\"u\", response=\"{key}\""),
+        // Two Authorization headers, joined by the runtime: the key in either.
+        format!(
+            "Basic {}, Basic dXNlcjpwYXNz",
+            base64(format!("{key}:").as_bytes())
+        ),
+        format!(
+            "Basic dXNlcjpwYXNz, Basic {}",
+            base64(format!("user:{key}").as_bytes())
+        ),
+        // Base64 under another scheme, or in a JWT's claims.
+        format!("Bearer {}", base64(key.as_bytes())),
+        format!(
+            "Bearer eyJhbGciOiJIUzI1NiJ9.{}.sig",
+            base64(format!("{{\"key\":\"{key}\"}}").as_bytes()).trim_end_matches('=')
+        ),
     ] {
         assert_eq!(read(None, Some(&value)), Presented::Unreadable, "{value:?}");
         assert_eq!(
