@@ -159,7 +159,7 @@ pub(crate) async fn invite(
         .store
         .role_ceiling(principal.org, &role)
         .await
-        .map_err(|_| ApiError::NotFound("role"))?;
+        .map_err(super::roles::role_lookup_failed)?;
     let invited = create(
         &state,
         principal.org,
@@ -196,7 +196,7 @@ pub struct AcceptRequest {
         (status = 400, description = "Weak password or missing name", body = crate::openapi::ErrorResponse),
         (status = 401, description = "The email has an account and the password is not its", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such invitation", body = crate::openapi::ErrorResponse),
-        (status = 409, description = "Used (`invitation_used`), expired (`invitation_expired`), or already a member", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Used (`invitation_used`), expired (`invitation_expired`), its role deleted since (`invitation_role_deleted`), or already a member", body = crate::openapi::ErrorResponse),
         (status = 429, description = "Too many password attempts for this email or address (`Retry-After`)", body = crate::openapi::ErrorResponse),
         (status = 503, description = "The database cannot be reached (`unavailable`); retry later", body = crate::openapi::ErrorResponse),
     ),

@@ -73,6 +73,15 @@ pub struct UpdateRole {
     pub scopes: Vec<String>,
 }
 
+/// A role lookup's failure: a role the organization does not have is 404 `not_found`; anything
+/// else (a database that is down: 503) is what it is, not a missing role.
+pub(super) fn role_lookup_failed(error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound => ApiError::NotFound("role"),
+        other => other.into(),
+    }
+}
+
 fn scopes(texts: &[String]) -> Result<keyplane_shared::ScopeSet, ApiError> {
     crate::keys::input::scopes(texts, &ScopeCeiling::Everything)
 }
@@ -97,9 +106,13 @@ pub(crate) async fn create_role(
     principal.require(Permission::ManageRoles)?;
     let name = role(&body.name)?;
     let scopes = scopes(&body.scopes)?;
-    if matches!(name, RoleName::Builtin(_))
-        || state.store.role_ceiling(principal.org, &name).await.is_ok()
-    {
+    let exists = matches!(name, RoleName::Builtin(_))
+        || match state.store.role_ceiling(principal.org, &name).await {
+            Ok(_) => true,
+            Err(StoreError::NotFound) => false,
+            Err(other) => return Err(other.into()),
+        };
+    if exists {
         return Err(StoreError::Conflict(Conflict::RoleExists).into());
     }
     let record = state
@@ -149,7 +162,7 @@ pub(crate) async fn update_role(
                 .store
                 .role_ceiling(principal.org, &name)
                 .await
-                .map_err(|_| ApiError::NotFound("role"))?;
+                .map_err(role_lookup_failed)?;
         }
     }
     let scopes = scopes(&body.scopes)?;

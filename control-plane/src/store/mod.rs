@@ -112,6 +112,9 @@ pub enum Conflict {
     /// The invitation has expired.
     #[error("this invitation has expired: ask for a new one")]
     InvitationExpired,
+    /// The custom role the invitation names was deleted after it was sent.
+    #[error("the role this invitation gives was deleted: ask for a new invitation")]
+    InvitationRoleDeleted,
     /// The user is a member already.
     #[error("this user is already a member of the organization")]
     AlreadyMember,
@@ -136,6 +139,7 @@ impl Conflict {
             Conflict::RoleExists => "role_exists",
             Conflict::InvitationUsed => "invitation_used",
             Conflict::InvitationExpired => "invitation_expired",
+            Conflict::InvitationRoleDeleted => "invitation_role_deleted",
             Conflict::AlreadyMember => "already_member",
             Conflict::NotAMember => "not_a_member",
             Conflict::TooManyWebhooks => "too_many_webhooks",

@@ -6,13 +6,14 @@ use serde_json::{Value, json};
 
 use crate::backends;
 use crate::helpers::TestApp;
-use crate::helpers::people::Browser;
+use crate::helpers::people::{Browser, PASSWORD};
 
 backends!(
     each_role_is_allowed_and_refused_what_the_table_says,
     a_member_cannot_make_or_widen_a_key_beyond_their_role,
     removing_a_member_revokes_their_keys_or_transfers_them,
     the_last_owner_stays_and_admins_cannot_touch_owners,
+    an_invitation_whose_role_was_deleted_since_is_refused_on_acceptance,
 );
 
 struct Team {
@@ -287,6 +288,64 @@ async fn a_member_cannot_make_or_widen_a_key_beyond_their_role(app: TestApp) {
         .as_browser(&team.owner, Method::DELETE, "/v1/roles/support", None)
         .await;
     assert_eq!(delete.code(), "role_in_use");
+}
+
+async fn an_invitation_whose_role_was_deleted_since_is_refused_on_acceptance(app: TestApp) {
+    let owner = app.first_owner().await;
+    let made = app
+        .as_browser(
+            &owner,
+            Method::POST,
+            "/v1/roles",
+            Some(json!({"name": "auditor", "scopes": ["billing:read"]})),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    let invited = app
+        .as_browser(
+            &owner,
+            Method::POST,
+            "/v1/invitations",
+            Some(json!({"email": "aud@example.com", "role": "auditor"})),
+        )
+        .await;
+    assert_eq!(invited.status, StatusCode::CREATED, "{:?}", invited.body);
+    let link = invited.body["link"].as_str().expect("link").to_owned();
+    // Nobody holds the role yet: it can go.
+    let deleted = app
+        .as_browser(&owner, Method::DELETE, "/v1/roles/auditor", None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:?}", deleted.body);
+    let accepted = app
+        .try_accept(&link, "aud@example.com", "Aud", PASSWORD)
+        .await;
+    assert_eq!(
+        (accepted.status, accepted.code()),
+        (StatusCode::CONFLICT, "invitation_role_deleted"),
+        "{:?}",
+        accepted.body
+    );
+    let members = app
+        .as_browser(&owner, Method::GET, "/v1/members", None)
+        .await;
+    assert!(
+        !members.body.to_string().contains("aud@example.com"),
+        "no member made: {:?}",
+        members.body
+    );
+    // Inviting to a role that does not exist is a 404, not a database failure.
+    let unknown = app
+        .as_browser(
+            &owner,
+            Method::POST,
+            "/v1/invitations",
+            Some(json!({"email": "x@example.com", "role": "auditor"})),
+        )
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
 }
 
 async fn removing_a_member_revokes_their_keys_or_transfers_them(app: TestApp) {

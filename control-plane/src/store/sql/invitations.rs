@@ -144,6 +144,13 @@ pub(super) async fn accept_invitation(
     if now >= invitation.expires_at {
         return Err(StoreError::Conflict(Conflict::InvitationExpired));
     }
+    // A custom role deleted since the invitation was sent: a member of it could do nothing.
+    match super::people::role_ceiling_on(mutation.connection(), org, &invitation.role).await {
+        Err(StoreError::NotFound) => {
+            return Err(StoreError::Conflict(Conflict::InvitationRoleDeleted));
+        }
+        other => other.map(drop)?,
+    }
     let user_id = match joining {
         Joining::Existing(user) => user,
         Joining::New {
