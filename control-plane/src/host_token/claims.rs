@@ -219,9 +219,23 @@ fn optional_string(
     match claims.get(claim) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(value)) if value.is_empty() => Ok(None),
-        Some(Value::String(value)) => Ok(Some(value.clone())),
+        Some(Value::String(value)) => storable(value, label).map(|value| Some(value.to_owned())),
         Some(_) => Err(HostTokenError::InvalidClaim(label)),
     }
+}
+
+/// The longest text claim taken, in bytes: the subject is stored and indexed as the host
+/// product's user id (the portal's links take as long), and no name, email, organization or
+/// role is longer.
+pub const MAX_CLAIM_BYTES: usize = 255;
+
+/// `value` as a text claim may be kept: at most [`MAX_CLAIM_BYTES`], no control characters
+/// (they are stored as they are, and PostgreSQL's text cannot hold a NUL).
+fn storable<'a>(value: &'a str, label: &'static str) -> Result<&'a str, HostTokenError> {
+    if value.len() > MAX_CLAIM_BYTES || value.chars().any(char::is_control) {
+        return Err(HostTokenError::InvalidClaim(label));
+    }
+    Ok(value)
 }
 
 /// An array-of-strings claim; absent or null is `None`.
@@ -237,8 +251,9 @@ fn string_list(
             .map(|value| {
                 value
                     .as_str()
-                    .map(str::to_owned)
                     .ok_or(HostTokenError::InvalidClaim(label))
+                    .and_then(|value| storable(value, label))
+                    .map(str::to_owned)
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-pub use claims::{ClaimNames, HostClaims, ServiceClaims};
+pub use claims::{ClaimNames, HostClaims, MAX_CLAIM_BYTES, ServiceClaims};
 pub use config::HostTokenConfigError;
 
 /// The environment variable naming the host-token configuration file.

@@ -195,7 +195,15 @@ async fn refused_tokens_get_invalid_token(app: TestApp) {
         header.kid = Some("k1".into());
         jsonwebtoken::encode(&header, &claims("acme-corp", "owner"), &key).expect("signs")
     };
+    // Text the database could not store (PostgreSQL text holds no NUL): refused as a claim,
+    // before anything is looked up or provisioned, rather than failing there with a 500.
+    let mut nul_name = claims("acme-corp", "admin");
+    nul_name["name"] = json!("Ann\u{0}");
+    let mut nul_org = claims("acme\u{0}corp", "admin");
+    nul_org["sub"] = json!("user-7");
     for (what, token) in [
+        ("a NUL in the name", token(&nul_name)),
+        ("a NUL in the organization", token(&nul_org)),
         ("expired", token(&expired)),
         ("wrong audience", token(&audience)),
         ("alg none", unsigned),

@@ -247,6 +247,38 @@ async fn wrongly_typed_claims_refused() {
     }
 }
 
+#[tokio::test]
+async fn text_claims_with_control_characters_or_past_255_bytes_are_refused() {
+    let tokens = tokens(json!([hs256_issuer()]));
+    let long = "a".repeat(MAX_CLAIM_BYTES + 1);
+    for (name, value, label) in [
+        ("sub", json!("user\u{0}1"), "sub"),
+        ("sub", json!(long), "sub"),
+        ("org", json!("org\n1"), "organization"),
+        ("name", json!("Ann\u{0}"), "name"),
+        ("email", json!("a\u{7f}@example.com"), "email"),
+        (
+            "permissions",
+            json!(["keys:read", "keys:\u{0}"]),
+            "permissions",
+        ),
+    ] {
+        assert_eq!(
+            tokens
+                .verify(&hs256(&with(claims(), name, value.clone())), NOW)
+                .await,
+            Err(HostTokenError::InvalidClaim(label)),
+            "{name}: {value}"
+        );
+    }
+    let longest = "a".repeat(MAX_CLAIM_BYTES);
+    let taken = tokens
+        .verify(&hs256(&with(claims(), "sub", json!(longest))), NOW)
+        .await
+        .expect("255 bytes are taken");
+    assert_eq!(taken.subject.len(), MAX_CLAIM_BYTES);
+}
+
 // --- Errors ---------------------------------------------------------------------------------
 
 #[tokio::test]
