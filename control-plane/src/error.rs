@@ -7,7 +7,7 @@
 
 use axum::Json;
 use axum::extract::Request;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -211,6 +211,17 @@ impl From<JsonRejection> for ApiError {
                 ApiError::PayloadTooLarge(MAX_BODY_BYTES)
             }
             other => ApiError::InvalidJson(other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    /// A path parameter that does not decode (a `%FF`, not UTF-8) names no resource: 404, as a
+    /// malformed id does.
+    fn from(rejection: PathRejection) -> Self {
+        match rejection {
+            PathRejection::FailedToDeserializePathParams(_) => ApiError::NotFound("resource"),
+            other => ApiError::InvalidRequest(other.body_text()),
         }
     }
 }

@@ -18,6 +18,11 @@ pub struct ApiJson<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
+/// The path's parameters (a segment that is not UTF-8 once decoded names nothing: 404).
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
 /// A JSON body that may be left out: an empty body reads as `T::default()`.
 #[derive(Debug)]
 pub struct OptionalJson<T>(pub T);

@@ -156,7 +156,12 @@ pub async fn end_session(
     Path(id): Path<String>,
     Submitted { viewer, form: _ }: Submitted<Empty>,
 ) -> Result<Response, PageError> {
-    sessions::end_session(State(state.clone()), viewer.principal.clone(), Path(id)).await?;
+    sessions::end_session(
+        State(state.clone()),
+        viewer.principal.clone(),
+        crate::extract::ApiPath(id),
+    )
+    .await?;
     Ok(see_other("/account?done=ended"))
 }
 

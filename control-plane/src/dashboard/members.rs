@@ -233,7 +233,7 @@ pub async fn change_role(
     let answer = crate::people::members::change_role(
         State(state.clone()),
         viewer.principal.clone(),
-        Path(id),
+        crate::extract::ApiPath(id),
         ApiJson(ChangeRole { role: form.role }),
     )
     .await;
@@ -320,7 +320,7 @@ pub async fn remove(
     let answer = crate::people::members::remove_member(
         State(state.clone()),
         viewer.principal.clone(),
-        Path(id),
+        crate::extract::ApiPath(id),
         ApiJson(body),
     )
     .await;

@@ -17,7 +17,7 @@ pub mod owners;
 pub mod people_routes;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use keyplane_shared::ids::KeyId;
 use utoipa_axum::router::OpenApiRouter;
@@ -29,7 +29,7 @@ use self::owners::People;
 use crate::access::Permission;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, OptionalJson};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use crate::state::AppState;
 use crate::store::{KeyChanges, KeyFilter, Revocation, RevokeOutcome, Rotation, StoreError};
 
@@ -188,7 +188,7 @@ pub(crate) async fn list_keys(
 pub(crate) async fn get_key(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<KeyView>, ApiError> {
     principal.require(Permission::Read)?;
     let record = state.store.key(principal.org, key_id(&id)?).await?;
@@ -213,7 +213,7 @@ pub(crate) async fn get_key(
 pub(crate) async fn update_key(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateKeyRequest>,
 ) -> Result<Json<KeyView>, ApiError> {
     principal.require(Permission::ManageOwnKeys)?;
@@ -275,7 +275,7 @@ pub(crate) async fn update_key(
 pub(crate) async fn rotate_key(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     OptionalJson(body): OptionalJson<RotateKeyRequest>,
 ) -> Result<(StatusCode, Json<RotatedKey>), ApiError> {
     principal.require(Permission::ManageOwnKeys)?;
@@ -333,7 +333,7 @@ pub(crate) async fn rotate_key(
 pub(crate) async fn revoke_key(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RevokeKeyRequest>,
 ) -> Result<Json<RevokedKey>, ApiError> {
     principal.require(Permission::ManageOwnKeys)?;
@@ -376,7 +376,7 @@ pub(crate) async fn revoke_key(
 pub(crate) async fn delete_key(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Permission::ManageOwnKeys)?;
     let id = key_id(&id)?;

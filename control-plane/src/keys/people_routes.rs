@@ -2,7 +2,7 @@
 //! with their owners' ceilings after a role shrank (narrow or revoke, in one call).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,7 +14,7 @@ use super::owners::People;
 use crate::access::Permission;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 use crate::store::{Conflict, Reconciliation, StoreError};
 
@@ -49,7 +49,7 @@ pub struct TransferKeyRequest {
 pub(crate) async fn transfer_key(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<TransferKeyRequest>,
 ) -> Result<Json<KeyView>, ApiError> {
     principal.require(Permission::ManageOwnKeys)?;

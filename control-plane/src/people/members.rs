@@ -4,7 +4,7 @@
 //! an owner.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -15,7 +15,7 @@ use super::views::MemberView;
 use crate::access::{Permission, RoleName};
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::openapi::formats::RoleNameFormat;
 use crate::state::AppState;
 use crate::store::{KeysOnRemoval, StoreError};
@@ -89,7 +89,7 @@ pub struct ChangeRole {
 pub(crate) async fn change_role(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ChangeRole>,
 ) -> Result<Json<MemberView>, ApiError> {
     principal.require(Permission::ManageMembers)?;
@@ -165,7 +165,7 @@ pub struct Removed {
 pub(crate) async fn remove_member(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RemoveMember>,
 ) -> Result<Json<Removed>, ApiError> {
     principal.require(Permission::ManageMembers)?;

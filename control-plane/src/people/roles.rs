@@ -3,7 +3,7 @@
 //! a custom role's or the developer role's scopes, and delete custom roles nobody holds.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -15,7 +15,7 @@ use super::views::RoleView;
 use crate::access::{BuiltinRole, Permission, RoleName, ScopeCeiling};
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::openapi::formats::{ChangeableRoleFormat, RoleNameFormat, ScopeFormat};
 use crate::state::AppState;
 use crate::store::{Conflict, StoreError};
@@ -145,7 +145,7 @@ pub(crate) async fn create_role(
 pub(crate) async fn update_role(
     State(state): State<AppState>,
     principal: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateRole>,
 ) -> Result<Json<RoleView>, ApiError> {
     principal.require(Permission::ManageRoles)?;
@@ -194,7 +194,7 @@ pub(crate) async fn update_role(
 pub(crate) async fn delete_role(
     State(state): State<AppState>,
     principal: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Permission::ManageRoles)?;
     let name = match RoleName::parse(&name) {

@@ -7,7 +7,7 @@
 //! both are throttled alike (see [`crate::accounts::throttle`]).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, SET_COOKIE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,7 +24,7 @@ use crate::accounts::tokens;
 use crate::auth::session::{self, ABSOLUTE_HOURS, IDLE_MINUTES};
 use crate::auth::{Actor, Anonymous, Principal, Via};
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::hashing;
 use crate::state::AppState;
 use crate::store::{MemberRecord, NewSession, SessionKind, SessionRecord, UserRecord, UserSummary};
@@ -376,7 +376,7 @@ pub(crate) async fn sign_out(
 pub(crate) async fn end_session(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let (user, _) = session_user(&principal)?;
     let id: SessionId = id.parse().map_err(|_| ApiError::NotFound("session"))?;

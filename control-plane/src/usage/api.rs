@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use keyplane_shared::ids::KeyId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -19,7 +19,7 @@ use super::input::{self, UsageCursor};
 use crate::access::Permission;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::input::time::rfc3339;
 use crate::openapi::formats::{ClientAddressFormat, DayFormat};
 use crate::state::AppState;
@@ -158,7 +158,7 @@ fn key_id(text: &str) -> Result<KeyId, ApiError> {
 pub(crate) async fn key_usage(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<Json<UsagePage>, ApiError> {
     principal.require(Permission::Read)?;
@@ -217,7 +217,7 @@ pub(crate) async fn key_usage(
 pub(crate) async fn daily_usage(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<DailyQuery>,
 ) -> Result<Json<DailyUsage>, ApiError> {
     principal.require(Permission::Read)?;

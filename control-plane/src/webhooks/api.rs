@@ -8,7 +8,7 @@
 //! address actually connected to ([`super::address_guard`]).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use keyplane_shared::Timestamp;
 use keyplane_shared::ids::{EventId, WebhookId};
@@ -24,7 +24,7 @@ use super::views::{
 use crate::access::Permission;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::input::page::LISTING;
 use crate::openapi::formats::{EventTypeFormat, WebhookUrlFormat};
 use crate::portal::urls::web_url;
@@ -227,7 +227,7 @@ pub(crate) async fn list_webhooks(
 pub(crate) async fn get_webhook(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WebhookView>, ApiError> {
     principal.require(Permission::ManageMembers)?;
     let record = state
@@ -254,7 +254,7 @@ pub(crate) async fn get_webhook(
 pub(crate) async fn update_webhook(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateWebhookRequest>,
 ) -> Result<Json<WebhookView>, ApiError> {
     principal.require(Permission::ManageMembers)?;
@@ -290,7 +290,7 @@ pub(crate) async fn update_webhook(
 pub(crate) async fn delete_webhook(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Permission::ManageMembers)?;
     state
@@ -321,7 +321,7 @@ pub(crate) async fn delete_webhook(
 pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WebhookWithSecret>, ApiError> {
     principal.require(Permission::ManageMembers)?;
     let now = state.now();
@@ -360,7 +360,7 @@ pub(crate) async fn rotate_secret(
 pub(crate) async fn list_attempts(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<AttemptQuery>,
 ) -> Result<Json<AttemptPage>, ApiError> {
     principal.require(Permission::ManageMembers)?;
@@ -398,7 +398,7 @@ pub(crate) async fn list_attempts(
 pub(crate) async fn redeliver(
     State(state): State<AppState>,
     principal: Principal,
-    Path((id, event)): Path<(String, String)>,
+    ApiPath((id, event)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Permission::ManageMembers)?;
     let event: EventId = event

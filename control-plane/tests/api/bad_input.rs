@@ -168,6 +168,11 @@ async fn bad_paths_and_queries_are_clear_errors(app: TestApp) {
             "invalid_request",
         ),
         ("/v1/nothing-here", StatusCode::NOT_FOUND, "not_found"),
+        // A path parameter that is not UTF-8 once decoded names nothing (before: axum's own
+        // plain-text 400).
+        ("/v1/keys/%FF", StatusCode::NOT_FOUND, "not_found"),
+        ("/v1/keys/%FF/usage", StatusCode::NOT_FOUND, "not_found"),
+        ("/v1/webhooks/%C3%28", StatusCode::NOT_FOUND, "not_found"),
     ] {
         let reply = app.get(path).await;
         assert_eq!(

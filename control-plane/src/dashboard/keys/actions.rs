@@ -166,7 +166,7 @@ pub async fn edit(
     let answer = crate::keys::update_key(
         State(state.clone()),
         viewer.principal.clone(),
-        Path(id.clone()),
+        crate::extract::ApiPath(id.clone()),
         ApiJson(request),
     )
     .await;
@@ -309,7 +309,7 @@ pub async fn regenerate(
     let (_, axum::Json(rotated)) = crate::keys::rotate_key(
         State(state.clone()),
         viewer.principal.clone(),
-        Path(id),
+        crate::extract::ApiPath(id),
         OptionalJson(body),
     )
     .await?;
@@ -384,7 +384,7 @@ pub async fn revoke(
     let axum::Json(revoked) = crate::keys::revoke_key(
         State(state.clone()),
         viewer.principal.clone(),
-        Path(id),
+        crate::extract::ApiPath(id),
         ApiJson(body),
     )
     .await?;
@@ -439,6 +439,11 @@ pub async fn delete(
     Path(id): Path<String>,
     Submitted { viewer, form: _ }: Submitted<crate::dashboard::entry::Empty>,
 ) -> Result<Response, PageError> {
-    crate::keys::delete_key(State(state.clone()), viewer.principal.clone(), Path(id)).await?;
+    crate::keys::delete_key(
+        State(state.clone()),
+        viewer.principal.clone(),
+        crate::extract::ApiPath(id),
+    )
+    .await?;
     Ok(see_other("/keys?done=deleted"))
 }

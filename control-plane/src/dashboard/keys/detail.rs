@@ -47,7 +47,7 @@ pub async fn load(state: &AppState, viewer: &Viewer, id: &str) -> Result<KeyView
     let axum::Json(key) = crate::keys::get_key(
         State(state.clone()),
         viewer.principal.clone(),
-        Path(id.to_owned()),
+        crate::extract::ApiPath(id.to_owned()),
     )
     .await?;
     Ok(key)
@@ -65,7 +65,7 @@ pub async fn page(
     let axum::Json(daily) = crate::usage::api::daily_usage(
         State(state.clone()),
         viewer.principal.clone(),
-        Path(id.clone()),
+        crate::extract::ApiPath(id.clone()),
         ApiQuery(DailyQuery::default()),
     )
     .await?;
@@ -78,7 +78,7 @@ pub async fn page(
     let (requests, usage_problem) = match crate::usage::api::key_usage(
         State(state.clone()),
         viewer.principal.clone(),
-        Path(id.clone()),
+        crate::extract::ApiPath(id.clone()),
         ApiQuery(usage_query),
     )
     .await
