@@ -8,8 +8,8 @@
 //! that is not a batch is 400. The edge drops a batch refused with 400 or 413 and retries on
 //! anything else, so only a batch that can never succeed gets those.
 //!
-//! Events are read one by one: an event that is not one (a bad id, a missing field) is
-//! counted as `malformed` and skipped, an event dated more than the signature window ahead of
+//! Events are read one by one: an event that is not one (a bad id, a missing field, a control
+//! character in its text) is counted as `malformed` and skipped, an event dated more than the signature window ahead of
 //! the control plane's clock or with a status outside 100-599 as `out_of_range` (a future
 //! time would hold the key's `last_used_at` there for good), and neither sinks the rest of the
 //! batch. Unknown fields are ignored, so a newer edge can add some.
@@ -161,6 +161,10 @@ async fn ingest_usage(
     let mut events = Vec::with_capacity(total);
     for text in received.events {
         match serde_json::from_str::<UsageEvent>(text.get()) {
+            // Text no edge sends (its method, canonical path and client address hold no control
+            // character) and PostgreSQL could not store (a NUL): the whole batch would fail,
+            // and the edge would send it again for ever.
+            Ok(event) if holds_a_control_character(&event) => malformed += 1,
             Err(_) => malformed += 1,
             Ok(event) if !(100..=599).contains(&event.status) || event.at.as_millis() > latest => {
                 out_of_range += 1;
@@ -199,4 +203,12 @@ async fn ingest_usage(
         received: total,
         stored: report.stored,
     }))
+}
+
+/// Whether any of `event`'s text fields holds a control character.
+fn holds_a_control_character(event: &UsageEvent) -> bool {
+    [Some(&event.method), Some(&event.path), event.ip.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|text| text.chars().any(char::is_control))
 }

@@ -347,6 +347,10 @@ async fn events_that_cannot_be_stored_are_skipped_without_sinking_the_batch(app:
         .as_object_mut()
         .expect("object")
         .remove("path");
+    // A NUL no edge sends, which PostgreSQL's text cannot hold: skipped, not a failed batch
+    // the edge would send again for ever.
+    let mut nul_path = value(9, t, 200, "192.0.2.9");
+    nul_path["path"] = json!("/v1/a\u{0}b");
     let mut unknown_field = value(2, t - MINUTE, 200, "192.0.2.2");
     unknown_field["added_by_a_newer_edge"] = json!(true);
     let ten_years = 10 * 365 * DAY;
@@ -359,6 +363,7 @@ async fn events_that_cannot_be_stored_are_skipped_without_sinking_the_batch(app:
         value(6, t, 42, "192.0.2.6"),
         value(7, t, 600, "192.0.2.7"),
         json!("not an event"),
+        nul_path,
         // Within the signature's window of clock difference: stored.
         value(8, t + 299_000, 204, "192.0.2.8"),
     ];
@@ -367,7 +372,7 @@ async fn events_that_cannot_be_stored_are_skipped_without_sinking_the_batch(app:
         .into_bytes();
     let reply = app.post_usage_bytes(body).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    assert_eq!(reply.body, json!({"received": 9, "stored": 3}));
+    assert_eq!(reply.body, json!({"received": 10, "stored": 3}));
     let mut stored = app
         .usage_ids(key, "?from=2027-01-14T00:00:00Z&to=2027-01-16T00:00:00Z")
         .await;
@@ -380,7 +385,7 @@ async fn events_that_cannot_be_stored_are_skipped_without_sinking_the_batch(app:
     let record = app.get(&format!("/v1/keys/{}", key.id)).await.body;
     assert_eq!(record["last_used_at"], "2027-01-15T08:04:59.000Z");
     assert_eq!(record["last_used_ip"], "192.0.2.8");
-    for (outcome, count) in [("stored", 3.0), ("malformed", 3.0), ("out_of_range", 3.0)] {
+    for (outcome, count) in [("stored", 3.0), ("malformed", 4.0), ("out_of_range", 3.0)] {
         assert_eq!(
             app.metric(&format!(
                 "keyplane_usage_events_total{{outcome=\"{outcome}\"}}"
