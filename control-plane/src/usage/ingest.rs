@@ -9,10 +9,10 @@
 //! anything else, so only a batch that can never succeed gets those.
 //!
 //! Events are read one by one: an event that is not one (a bad id, a missing field, a control
-//! character in its text) is counted as `malformed` and skipped, an event dated more than the signature window ahead of
-//! the control plane's clock or with a status outside 100-599 as `out_of_range` (a future
-//! time would hold the key's `last_used_at` there for good), and neither sinks the rest of the
-//! batch. Unknown fields are ignored, so a newer edge can add some.
+//! character in its text) is counted as `malformed` and skipped, an event dated more than the
+//! signature window ahead of the control plane's clock or with a status outside 100-599 as
+//! `out_of_range` (a future time would hold the key's `last_used_at` there for good), and
+//! neither sinks the rest of the batch. Unknown fields are ignored, so a newer edge can add some.
 //!
 //! The answer is `{"received": n, "stored": k}`: a batch sent twice stores each event once
 //! (`stored` is 0 the second time). Events that name no key, a key that does not exist, or an
