@@ -15,7 +15,7 @@ use keyplane_control_plane::store::sql::Backend;
 use serde_json::json;
 use sqlx::Executor as _;
 
-use crate::helpers::{default_config, drop_test_database, spawn_app_with};
+use crate::helpers::{default_config, drop_test_database, spawn_app_with, told_to_retry};
 
 #[tokio::test]
 async fn writers_of_a_sqlite_file_held_elsewhere_are_told_to_retry_and_change_nothing() {
@@ -46,17 +46,7 @@ async fn writers_of_a_sqlite_file_held_elsewhere_are_told_to_retry_and_change_no
     let read = app.get(&path).await;
     assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
     for writer in writers {
-        let reply = tokio::time::timeout(Duration::from_secs(40), writer)
-            .await
-            .expect("answered while the file is still held")
-            .expect("writer task");
-        assert_eq!(
-            reply.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{:?}",
-            reply.body
-        );
-        assert_eq!(reply.code(), "unavailable");
+        told_to_retry(writer, Duration::from_secs(40)).await;
     }
     assert!(
         started.elapsed() >= Backend::Sqlite.acquire_timeout(),

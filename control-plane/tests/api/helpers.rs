@@ -35,6 +35,22 @@ pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// How long [`until`] waits for a condition before failing the test.
 pub const UNTIL_DEADLINE: Duration = Duration::from_secs(20);
 
+/// Awaits a change sent while the database was held, giving up after `bound` (without it a
+/// writer could wait as long as the hold, which shows as a hang, not a failure), and checks
+/// it was told to retry: 503 `unavailable`.
+pub async fn told_to_retry(writer: tokio::task::JoinHandle<Reply>, bound: Duration) {
+    let reply = tokio::time::timeout(bound, writer)
+        .await
+        .expect("answered while the database is still held")
+        .expect("writer task");
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        "{:?}",
+        reply.body
+    );
+}
+
 /// Polls `check` every 10 ms until it holds; fails the test, naming `what`, if it does not
 /// within [`UNTIL_DEADLINE`]. The one way API tests wait for background work.
 pub async fn until<F, Fut>(what: &str, mut check: F)
