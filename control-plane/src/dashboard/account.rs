@@ -13,7 +13,7 @@ use super::frame::see_other_keeping_cookies;
 use super::page::{self, Done, PageError, Section, csrf_field, notice, problem, see_other};
 use super::viewer::{Submitted, Viewer};
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::people::me::ChangePassword;
 use crate::people::sessions;
 use crate::state::AppState;
@@ -156,12 +156,7 @@ pub async fn end_session(
     Path(id): Path<String>,
     Submitted { viewer, form: _ }: Submitted<Empty>,
 ) -> Result<Response, PageError> {
-    sessions::end_session(
-        State(state.clone()),
-        viewer.principal.clone(),
-        crate::extract::ApiPath(id),
-    )
-    .await?;
+    sessions::end_session(State(state.clone()), viewer.principal.clone(), ApiPath(id)).await?;
     Ok(see_other("/account?done=ended"))
 }
 

@@ -14,7 +14,7 @@ use super::page::{self, Done, PageError, Section, csrf_field, notice, problem, s
 use super::viewer::{Submitted, Viewer};
 use crate::access::Permission;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::people::invitations::{InviteRequest, Invited};
 use crate::people::members::{ChangeRole, KeysDecision, RemoveMember};
 use crate::people::views::{MemberView, RoleView};
@@ -233,7 +233,7 @@ pub async fn change_role(
     let answer = crate::people::members::change_role(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath(id),
+        ApiPath(id),
         ApiJson(ChangeRole { role: form.role }),
     )
     .await;
@@ -320,7 +320,7 @@ pub async fn remove(
     let answer = crate::people::members::remove_member(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath(id),
+        ApiPath(id),
         ApiJson(body),
     )
     .await;

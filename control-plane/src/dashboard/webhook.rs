@@ -15,7 +15,7 @@ use super::page::{self, Done, PageError, Section, csrf_field, dash, notice, prob
 use super::viewer::{Submitted, Viewer};
 use super::webhooks::{event_boxes, reveal, state_words};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 use crate::webhooks::api::UpdateWebhookRequest;
 use crate::webhooks::views::{AttemptPage, AttemptQuery, AttemptView, WebhookView};
@@ -36,7 +36,7 @@ async fn endpoint(state: &AppState, viewer: &Viewer, id: &str) -> Result<Webhook
     let axum::Json(view) = crate::webhooks::api::get_webhook(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath(id.to_owned()),
+        ApiPath(id.to_owned()),
     )
     .await?;
     Ok(view)
@@ -55,7 +55,7 @@ async fn attempts(
     let axum::Json(page) = crate::webhooks::api::list_attempts(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath(id.to_owned()),
+        ApiPath(id.to_owned()),
         ApiQuery(query),
     )
     .await?;
@@ -211,7 +211,7 @@ async fn update(
     crate::webhooks::api::update_webhook(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath(id.to_owned()),
+        ApiPath(id.to_owned()),
         ApiJson(changes),
     )
     .await
@@ -280,7 +280,7 @@ pub async fn rotate_secret(
     let axum::Json(made) = crate::webhooks::api::rotate_secret(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath(id),
+        ApiPath(id),
     )
     .await?;
     Ok(reveal(&viewer, &made, "New signing secret"))
@@ -295,7 +295,7 @@ pub async fn redeliver(
     crate::webhooks::api::redeliver(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath((id.clone(), event)),
+        ApiPath((id.clone(), event)),
     )
     .await?;
     Ok(see_other(&format!("/webhooks/{id}?done=redelivered")))
@@ -335,7 +335,7 @@ pub async fn delete(
     crate::webhooks::api::delete_webhook(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath(id),
+        ApiPath(id),
     )
     .await?;
     Ok(see_other("/webhooks?done=deleted"))

@@ -16,32 +16,6 @@ backends!(
     an_invitation_whose_role_was_deleted_since_is_refused_on_acceptance,
 );
 
-struct Team {
-    owner: Browser,
-    admin: Browser,
-    developer: Browser,
-    viewer: Browser,
-}
-
-async fn team(app: &TestApp) -> Team {
-    let owner = app.first_owner().await;
-    let admin = app
-        .member(&owner, "ada@example.com", "Ada Admin", "admin")
-        .await;
-    let developer = app
-        .member(&owner, "dev@example.com", "Dan Dev", "developer")
-        .await;
-    let viewer = app
-        .member(&owner, "vic@example.com", "Vic Viewer", "viewer")
-        .await;
-    Team {
-        owner,
-        admin,
-        developer,
-        viewer,
-    }
-}
-
 fn key_body(name: &str, scopes: &[&str]) -> Option<Value> {
     Some(json!({"name": name, "environment": "test", "scopes": scopes}))
 }
@@ -54,7 +28,7 @@ async fn create(app: &TestApp, who: &Browser, name: &str, scopes: &[&str]) -> (S
 }
 
 async fn each_role_is_allowed_and_refused_what_the_table_says(app: TestApp) {
-    let team = team(&app).await;
+    let team = app.team().await;
     let (_, owners) = create(&app, &team.owner, "owner's", &["billing:read"]).await;
     let owners_key = owners["record"]["id"].as_str().expect("id").to_owned();
     let (_, devs) = create(&app, &team.developer, "dev's", &["billing:read"]).await;
@@ -216,7 +190,7 @@ async fn each_role_is_allowed_and_refused_what_the_table_says(app: TestApp) {
 }
 
 async fn a_member_cannot_make_or_widen_a_key_beyond_their_role(app: TestApp) {
-    let team = team(&app).await;
+    let team = app.team().await;
     for scopes in [&["admin:full"][..], &["api-keys:manage"], &["api-keys:*"]] {
         let (status, body) = create(&app, &team.developer, "too much", scopes).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{scopes:?}");
@@ -349,7 +323,7 @@ async fn an_invitation_whose_role_was_deleted_since_is_refused_on_acceptance(app
 }
 
 async fn removing_a_member_revokes_their_keys_or_transfers_them(app: TestApp) {
-    let team = team(&app).await;
+    let team = app.team().await;
     let mut devs_keys = Vec::new();
     for name in ["dev one", "dev two"] {
         let (_, made) = create(&app, &team.developer, name, &["billing:read"]).await;
@@ -422,7 +396,7 @@ async fn removing_a_member_revokes_their_keys_or_transfers_them(app: TestApp) {
 }
 
 async fn the_last_owner_stays_and_admins_cannot_touch_owners(app: TestApp) {
-    let team = team(&app).await;
+    let team = app.team().await;
     let path = format!("/v1/members/{}", team.owner.user_id);
     let demote = app
         .as_browser(

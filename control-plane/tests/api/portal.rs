@@ -105,13 +105,6 @@ fn url_of(reply: &Reply) -> String {
     reply.body["url"].as_str().expect("url").to_owned()
 }
 
-async fn first_org(app: &TestApp) -> String {
-    app.get("/v1/users/me").await.body["organization_id"]
-        .as_str()
-        .expect("org")
-        .to_owned()
-}
-
 async fn a_host_products_back_end_gets_links_for_two_of_its_organizations(app: TestApp) {
     let token = backend_token(json!({}));
     let acme = ask_with_token(
@@ -134,7 +127,7 @@ async fn a_host_products_back_end_gets_links_for_two_of_its_organizations(app: T
     let (globex_session, globex_entry) = entered(&app, &other_url).await;
     assert_ne!(acme_entry.org, globex_entry.org, "two organizations");
     assert_eq!(acme_entry.user, globex_entry.user, "one host user");
-    assert_ne!(acme_entry.org.to_string(), first_org(&app).await);
+    assert_ne!(acme_entry.org.to_string(), app.first_org().await);
     for (browser, entry, role) in [
         (&acme_session, &acme_entry, "developer"),
         (&globex_session, &globex_entry, "viewer"),
@@ -242,7 +235,7 @@ async fn a_management_key_gets_links_for_its_own_members_only(app: TestApp) {
     let developer = app
         .member(&owner, "dev@example.com", "Dan Dev", "developer")
         .await;
-    let org = first_org(&app).await;
+    let org = app.first_org().await;
     // By id, in its own organization (named or not), and by email.
     let by_id = app
         .post(

@@ -6,18 +6,12 @@ use serde_json::{Value, json};
 
 use crate::backends;
 use crate::helpers::TestApp;
+use crate::helpers::people::Team;
 
 backends!(
     branding_is_validated_and_round_trips,
     only_owners_and_admins_change_branding,
 );
-
-async fn first_org(app: &TestApp) -> String {
-    app.get("/v1/users/me").await.body["organization_id"]
-        .as_str()
-        .expect("org")
-        .to_owned()
-}
 
 async fn branding_is_validated_and_round_trips(app: TestApp) {
     let defaults = app.get("/v1/organization/branding").await;
@@ -93,7 +87,7 @@ async fn branding_is_validated_and_round_trips(app: TestApp) {
     });
     assert_eq!(stored.body, expected);
     assert_eq!(app.get("/v1/organization/branding").await.body, expected);
-    let org = first_org(&app).await.parse().expect("org id");
+    let org = app.first_org().await.parse().expect("org id");
     let branding = app.store.branding(org).await.expect("branding");
     assert_eq!(branding.display_name, "Acme Portal");
     assert_eq!(branding.frame_ancestors.len(), 2);
@@ -108,16 +102,12 @@ async fn branding_is_validated_and_round_trips(app: TestApp) {
 }
 
 async fn only_owners_and_admins_change_branding(app: TestApp) {
-    let owner = app.first_owner().await;
-    let admin = app
-        .member(&owner, "ada@example.com", "Ada Admin", "admin")
-        .await;
-    let developer = app
-        .member(&owner, "dev@example.com", "Dan Dev", "developer")
-        .await;
-    let viewer = app
-        .member(&owner, "vic@example.com", "Vic Viewer", "viewer")
-        .await;
+    let Team {
+        owner,
+        admin,
+        developer,
+        viewer,
+    } = app.team().await;
     let body = json!({"display_name": "Acme Portal"});
     for browser in [&developer, &viewer] {
         let refused = app

@@ -17,7 +17,7 @@ use crate::accounts::once::SpentForms;
 use crate::dashboard::page::{self, PageError, Section, csrf_field, problem, see_other};
 use crate::dashboard::viewer::{Submitted, Viewer};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, OptionalJson};
+use crate::extract::{ApiJson, ApiPath, OptionalJson};
 use crate::keys::model::{KeyView, RevokeKeyRequest, RotateKeyRequest, UpdateKeyRequest};
 use crate::state::AppState;
 use crate::store::RevocationReason;
@@ -166,7 +166,7 @@ pub async fn edit(
     let answer = crate::keys::update_key(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath(id.clone()),
+        ApiPath(id.clone()),
         ApiJson(request),
     )
     .await;
@@ -309,7 +309,7 @@ pub async fn regenerate(
     let (_, axum::Json(rotated)) = crate::keys::rotate_key(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath(id),
+        ApiPath(id),
         OptionalJson(body),
     )
     .await?;
@@ -384,7 +384,7 @@ pub async fn revoke(
     let axum::Json(revoked) = crate::keys::revoke_key(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath(id),
+        ApiPath(id),
         ApiJson(body),
     )
     .await?;
@@ -439,11 +439,6 @@ pub async fn delete(
     Path(id): Path<String>,
     Submitted { viewer, form: _ }: Submitted<crate::dashboard::entry::Empty>,
 ) -> Result<Response, PageError> {
-    crate::keys::delete_key(
-        State(state.clone()),
-        viewer.principal.clone(),
-        crate::extract::ApiPath(id),
-    )
-    .await?;
+    crate::keys::delete_key(State(state.clone()), viewer.principal.clone(), ApiPath(id)).await?;
     Ok(see_other("/keys?done=deleted"))
 }

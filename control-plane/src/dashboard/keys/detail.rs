@@ -14,7 +14,7 @@ use crate::dashboard::format;
 use crate::dashboard::page::{self, PageError, Section, dash, notice, problem};
 use crate::dashboard::viewer::Viewer;
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::keys::model::KeyView;
 use crate::state::AppState;
 use crate::store::KeyState;
@@ -47,7 +47,7 @@ pub async fn load(state: &AppState, viewer: &Viewer, id: &str) -> Result<KeyView
     let axum::Json(key) = crate::keys::get_key(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath(id.to_owned()),
+        ApiPath(id.to_owned()),
     )
     .await?;
     Ok(key)
@@ -65,7 +65,7 @@ pub async fn page(
     let axum::Json(daily) = crate::usage::api::daily_usage(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath(id.clone()),
+        ApiPath(id.clone()),
         ApiQuery(DailyQuery::default()),
     )
     .await?;
@@ -78,7 +78,7 @@ pub async fn page(
     let (requests, usage_problem) = match crate::usage::api::key_usage(
         State(state.clone()),
         viewer.principal.clone(),
-        crate::extract::ApiPath(id.clone()),
+        ApiPath(id.clone()),
         ApiQuery(usage_query),
     )
     .await

@@ -146,10 +146,11 @@ pub(super) async fn accept_invitation(
     }
     // A custom role deleted since the invitation was sent: a member of it could do nothing.
     match super::people::role_ceiling_on(mutation.connection(), org, &invitation.role).await {
+        Ok(_) => {}
         Err(StoreError::NotFound) => {
             return Err(StoreError::Conflict(Conflict::InvitationRoleDeleted));
         }
-        other => other.map(drop)?,
+        Err(other) => return Err(other),
     }
     let user_id = match joining {
         Joining::Existing(user) => user,

@@ -142,6 +142,34 @@ impl TestApp {
         .await
     }
 
+    /// The organization the first owner signed up (`org_…`), as `/v1/users/me` names it.
+    pub async fn first_org(&self) -> String {
+        self.get("/v1/users/me").await.body["organization_id"]
+            .as_str()
+            .expect("org")
+            .to_owned()
+    }
+
+    /// The first owner and a member of each other built-in role, each signed in.
+    pub async fn team(&self) -> Team {
+        let owner = self.first_owner().await;
+        let admin = self
+            .member(&owner, "ada@example.com", "Ada Admin", "admin")
+            .await;
+        let developer = self
+            .member(&owner, "dev@example.com", "Dan Dev", "developer")
+            .await;
+        let viewer = self
+            .member(&owner, "vic@example.com", "Vic Viewer", "viewer")
+            .await;
+        Team {
+            owner,
+            admin,
+            developer,
+            viewer,
+        }
+    }
+
     /// A member invited by `by` with `role` and signed in.
     pub async fn member(&self, by: &Browser, email: &str, name: &str, role: &str) -> Browser {
         let invited = self
@@ -159,6 +187,14 @@ impl TestApp {
             .to_owned();
         self.accept(&link, email, name).await
     }
+}
+
+/// One signed-in member of each built-in role ([`TestApp::team`]).
+pub struct Team {
+    pub owner: Browser,
+    pub admin: Browser,
+    pub developer: Browser,
+    pub viewer: Browser,
 }
 
 /// The password every test account uses.
