@@ -2,8 +2,10 @@
 // tests/tests/e2e/dashboard.rs): the first owner sets up their account from the setup link,
 // signs out and in, creates a key (copied once, never shown again), regenerates it with a
 // grace period, revokes the old one, reads the audit log, manages a webhook endpoint
-// (lib/webhooks.mjs), and invites a viewer who can change nothing. The edge is asked after each change. Every page visited is checked for its
-// Content-Security-Policy, requests to other origins and axe findings, and screenshotted.
+// (lib/webhooks.mjs), invites a viewer who can change nothing and revokes an invitation sent
+// by mistake (lib/invitations.mjs). The edge is asked after each change. Every page visited is
+// checked for its Content-Security-Policy, requests to other origins and axe findings, and
+// screenshotted.
 //
 // Pages are found the way people find them: by their labels, roles and accessible names.
 //
@@ -27,6 +29,7 @@ import { createRequire } from "node:module";
 
 import { expectAtEdge, statusAtEdge } from "./lib/edge.mjs";
 import { checkPage, htmlNow, reportBreaches, watch } from "./lib/pages.mjs";
+import { invitationSteps } from "./lib/invitations.mjs";
 import { portalSteps } from "./lib/portal.mjs";
 import { check, note, step } from "./lib/steps.mjs";
 import { webhookSteps } from "./lib/webhooks.mjs";
@@ -306,6 +309,15 @@ async function flow(browser) {
     check(/\/invitation#token=/.test(shown), `#invitation-link holds "${shown}"`);
     await checkPage(page, "members-invited", SHOTS);
     return shown;
+  });
+
+  await invitationSteps({
+    page,
+    base: BASE,
+    wanted: VIEWER_EMAIL,
+    shots: SHOTS,
+    checkPage,
+    newContext: (label) => newContext(browser, label),
   });
 
   const viewer = await newContext(browser, "viewer");

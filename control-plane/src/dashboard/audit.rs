@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::store::AuditAction;
 
 /// Every action, for the filter.
-const ACTIONS: [AuditAction; 23] = [
+const ACTIONS: [AuditAction; 24] = [
     AuditAction::OrgCreated,
     AuditAction::KeyCreated,
     AuditAction::KeyUpdated,
@@ -26,6 +26,7 @@ const ACTIONS: [AuditAction; 23] = [
     AuditAction::AuthFailed,
     AuditAction::KeyOwnerChanged,
     AuditAction::MemberInvited,
+    AuditAction::InvitationRevoked,
     AuditAction::MemberAdded,
     AuditAction::MemberRoleChanged,
     AuditAction::MemberRemoved,

@@ -214,6 +214,11 @@ async fn asking<'a>(
     if invitation.accepted_at.is_some() {
         return Err(gone("This link has already been used. Sign in instead."));
     }
+    if invitation.revoked_at.is_some() {
+        return Err(gone(
+            "This invitation was revoked: ask whoever invited you for a new one.",
+        ));
+    }
     if now >= invitation.expires_at {
         return Err(gone("This link has expired: ask for a new invitation."));
     }

@@ -1,7 +1,7 @@
 //! `/members`: who belongs to the organization and with which role, the roles and their
-//! scope ceilings, and — for those who manage members — inviting someone, changing a role, and
-//! removing a member with what happens to their keys (revoked at once, or given to another
-//! member).
+//! scope ceilings, and — for those who manage members — inviting someone, the pending
+//! invitations (each can be revoked), changing a role, and removing a member with what happens
+//! to their keys (revoked at once, or given to another member).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -9,6 +9,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::entry::Empty;
 use super::format;
 use super::page::{self, Done, PageError, Section, csrf_field, notice, problem, see_other};
 use super::viewer::{Submitted, Viewer};
@@ -17,19 +18,36 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::people::invitations::{InviteRequest, Invited};
 use crate::people::members::{ChangeRole, KeysDecision, RemoveMember};
-use crate::people::views::{MemberView, RoleView};
+use crate::people::views::{InvitationView, MemberView, RoleView};
 use crate::state::AppState;
 
-async fn members_and_roles(
-    state: &AppState,
-    viewer: &Viewer,
-) -> Result<(Vec<MemberView>, Vec<RoleView>), PageError> {
+/// What the page lists.
+struct Lists {
+    members: Vec<MemberView>,
+    roles: Vec<RoleView>,
+    /// The pending invitations, for those who manage members (empty for others).
+    pending: Vec<InvitationView>,
+}
+
+async fn lists(state: &AppState, viewer: &Viewer) -> Result<Lists, PageError> {
+    let principal = &viewer.principal;
     let axum::Json(members) =
-        crate::people::members::list_members(State(state.clone()), viewer.principal.clone())
-            .await?;
+        crate::people::members::list_members(State(state.clone()), principal.clone()).await?;
     let axum::Json(roles) =
-        crate::people::roles::list_roles(State(state.clone()), viewer.principal.clone()).await?;
-    Ok((members.data, roles.data))
+        crate::people::roles::list_roles(State(state.clone()), principal.clone()).await?;
+    let pending = if principal.access.may(Permission::ManageMembers) {
+        let axum::Json(pending) =
+            crate::people::invitations::list_invitations(State(state.clone()), principal.clone())
+                .await?;
+        pending.data
+    } else {
+        Vec::new()
+    };
+    Ok(Lists {
+        members: members.data,
+        roles: roles.data,
+        pending,
+    })
 }
 
 /// `GET /members`.
@@ -38,11 +56,18 @@ pub async fn page(
     viewer: Viewer,
     Query(done): Query<Done>,
 ) -> Result<Response, PageError> {
-    let (members, roles) = members_and_roles(&state, &viewer).await?;
+    let lists = lists(&state, &viewer).await?;
     let extra = done
-        .message(&[("role", "Role changed."), ("removed", "Member removed.")])
+        .message(&[
+            ("role", "Role changed."),
+            ("removed", "Member removed."),
+            (
+                "invitation_revoked",
+                "Invitation revoked: its link no longer works.",
+            ),
+        ])
         .map_or(Extra::None, Extra::Done);
-    Ok(render(&viewer, &members, &roles, extra, StatusCode::OK))
+    Ok(render(&viewer, &lists, extra, StatusCode::OK))
 }
 
 /// What the page shows besides the lists.
@@ -53,13 +78,12 @@ enum Extra<'a> {
     Done(&'static str),
 }
 
-fn render(
-    viewer: &Viewer,
-    members: &[MemberView],
-    roles: &[RoleView],
-    extra: Extra<'_>,
-    status: StatusCode,
-) -> Response {
+fn render(viewer: &Viewer, lists: &Lists, extra: Extra<'_>, status: StatusCode) -> Response {
+    let Lists {
+        members,
+        roles,
+        pending,
+    } = lists;
     let manages = viewer.principal.access.may(Permission::ManageMembers);
     let me = viewer.principal.user_id().map(|id| id.to_string());
     let content = html! {
@@ -79,6 +103,8 @@ fn render(
                 (role_select("invite-role", roles, "developer"))
                 div.actions { button type="submit" { "Send invitation" } }
             }
+            h2 { "Pending invitations" }
+            (pending_invitations(viewer, pending))
         }
         h2 { "Members" }
         table {
@@ -158,6 +184,40 @@ fn role_select(id: &str, roles: &[RoleView], current: &str) -> Markup {
     }
 }
 
+/// The pending invitations, each with its revoke button.
+fn pending_invitations(viewer: &Viewer, pending: &[InvitationView]) -> Markup {
+    html! {
+        @if pending.is_empty() {
+            p { "No invitation is waiting to be accepted." }
+        } @else {
+            table {
+                caption.visually-hidden { "Pending invitations" }
+                thead { tr {
+                    th scope="col" { "Email" } th scope="col" { "Role" } th scope="col" { "Sent" }
+                    th scope="col" { "Link works until" } th scope="col" { "Actions" }
+                } }
+                tbody {
+                    @for invitation in pending {
+                        @let whom = invitation.email.as_deref().unwrap_or("the setup link");
+                        tr {
+                            td { (whom) }
+                            td { (invitation.role) }
+                            td { (format::absolute(&invitation.created_at)) }
+                            td { (format::absolute(&invitation.expires_at)) }
+                            td {
+                                form.filters method="post" action={"/members/invitations/" (invitation.id) "/revoke"} {
+                                    (csrf_field(viewer))
+                                    button.secondary type="submit" { "Revoke" span.visually-hidden { " the invitation of " (whom) } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn invitation(invited: &Invited) -> Markup {
     html! {
         div.secret role="status" {
@@ -205,15 +265,32 @@ pub async fn invite(
         Ok((_, axum::Json(invited))) => {
             // The link is shown in the post's answer only (no-store); the script shows `/members`
             // in the address bar, so a reload neither posts again nor shows the link again.
-            let (members, roles) = members_and_roles(&state, &viewer).await?;
+            let lists = lists(&state, &viewer).await?;
             Ok(render(
                 &viewer,
-                &members,
-                &roles,
+                &lists,
                 Extra::Invited(&invited),
                 StatusCode::OK,
             ))
         }
+        Err(error) => refused(&state, &viewer, error).await,
+    }
+}
+
+/// `POST /members/invitations/{id}/revoke`.
+pub async fn revoke_invitation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Submitted { viewer, form: _ }: Submitted<Empty>,
+) -> Result<Response, PageError> {
+    let answer = crate::people::invitations::revoke_invitation(
+        State(state.clone()),
+        viewer.principal.clone(),
+        ApiPath(id),
+    )
+    .await;
+    match answer {
+        Ok(_) => Ok(see_other("/members?done=invitation_revoked")),
         Err(error) => refused(&state, &viewer, error).await,
     }
 }
@@ -250,7 +327,7 @@ pub async fn remove_form(
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     viewer.principal.require(Permission::ManageMembers)?;
-    let (members, _) = members_and_roles(&state, &viewer).await?;
+    let Lists { members, .. } = lists(&state, &viewer).await?;
     let member = members
         .iter()
         .find(|member| member.user.id.to_string() == id)
@@ -340,12 +417,11 @@ async fn refused(
 ) -> Result<Response, PageError> {
     match error {
         ApiError::InvalidRequest(_) | ApiError::Conflict(_) | ApiError::NotFound(_) => {
-            let (members, roles) = members_and_roles(state, viewer).await?;
+            let lists = lists(state, viewer).await?;
             let status = error.status();
             Ok(render(
                 viewer,
-                &members,
-                &roles,
+                &lists,
                 Extra::Problem(error.to_string()),
                 status,
             ))

@@ -80,6 +80,10 @@ pub fn router() -> Router<AppState> {
         .route("/members/invite", post(members::invite))
         .route("/members/{id}/role", post(members::change_role))
         .route(
+            "/members/invitations/{id}/revoke",
+            post(members::revoke_invitation),
+        )
+        .route(
             "/members/{id}/remove",
             get(members::remove_form).post(members::remove),
         )

@@ -1,8 +1,13 @@
 //! Invitations: an owner or admin invites an email with a role; the one-time link, valid for
 //! [`VALID_DAYS`] days, is emailed to the invitee when SMTP is configured ([`crate::mailer`]),
-//! else (or when sending fails) shown once to the inviter to hand over. Accepting it makes the account (or, for an email that has one, checks its password),
-//! adds the membership and signs the person in. The first owner's setup link, printed at a
-//! first start and by `keyplane users add`, is an invitation too.
+//! else (or when sending fails) shown once to the inviter to hand over. Accepting it makes the
+//! account (or, for an email that has one, checks its password), adds the membership and signs
+//! the person in. The first owner's setup link, printed at a first start and by
+//! `keyplane users add`, is an invitation too.
+//!
+//! Until it is used, an invitation is *pending*: those who manage members list the pending
+//! ones and revoke any they could have sent (a link mailed to the wrong address, someone who
+//! left before joining); a revoked link answers 409 `invitation_revoked`.
 
 use axum::Json;
 use axum::extract::State;
@@ -21,12 +26,14 @@ use crate::access::{Permission, RoleName};
 use crate::accounts::{password, tokens};
 use crate::auth::{Anonymous, Principal};
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::hashing;
 use crate::input::time::rfc3339;
 use crate::openapi::formats::{EmailFormat, RoleNameFormat};
 use crate::state::AppState;
-use crate::store::{AuditContext, Joining, NewInvitation, SessionKind};
+use crate::store::{AuditContext, Joining, NewInvitation, SessionKind, StoreError};
+
+use super::views::InvitationView;
 
 /// Days an invitation link works.
 pub const VALID_DAYS: i64 = 7;
@@ -34,7 +41,8 @@ pub const VALID_DAYS: i64 = 7;
 /// The routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(invite))
+        .routes(routes!(list_invitations, invite))
+        .routes(routes!(revoke_invitation))
         .routes(routes!(accept))
 }
 
@@ -173,6 +181,78 @@ pub(crate) async fn invite(
     Ok((StatusCode::CREATED, Json(invited)))
 }
 
+/// The organization's pending invitations.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationList {
+    /// Oldest first.
+    pub data: Vec<InvitationView>,
+}
+
+/// List the pending invitations: neither used, revoked nor expired.
+#[utoipa::path(
+    get, path = "/v1/invitations", tag = "members",
+    responses(
+        (status = 200, description = "The pending invitations", body = InvitationList),
+        (status = 403, description = "Your role may not manage members", body = crate::openapi::ErrorResponse),
+    ),
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
+)]
+pub(crate) async fn list_invitations(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<InvitationList>, ApiError> {
+    principal.require(Permission::ManageMembers)?;
+    let pending = state
+        .store
+        .pending_invitations(principal.org, state.now())
+        .await?;
+    Ok(Json(InvitationList {
+        data: pending.iter().map(InvitationView::from).collect(),
+    }))
+}
+
+/// Revoke an invitation before it is used: its link stops working. Only an owner revokes an
+/// invitation to become an owner, as only an owner sends one.
+#[utoipa::path(
+    delete, path = "/v1/invitations/{id}", tag = "members",
+    params(("id" = String, Path, description = "Invitation id (`inv_…`)")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 403, description = "Your role may not manage members, or not this invitation's role", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "No such invitation in this organization", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Used already (`invitation_used`) or revoked already (`invitation_revoked`)", body = crate::openapi::ErrorResponse),
+    ),
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
+)]
+pub(crate) async fn revoke_invitation(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(Permission::ManageMembers)?;
+    let not_found = || ApiError::NotFound("invitation");
+    let id: InvitationId = id.parse().map_err(|_| not_found())?;
+    let invitation = state
+        .store
+        .invitation(principal.org, id)
+        .await?
+        .ok_or_else(not_found)?;
+    if !principal.access.may_manage_member_with(&invitation.role) {
+        return Err(ApiError::Forbidden(
+            "only an owner revokes an invitation to become an owner".into(),
+        ));
+    }
+    state
+        .store
+        .revoke_invitation(principal.org, id, &principal.context, state.now())
+        .await
+        .map_err(|error| match error {
+            StoreError::NotFound => not_found(),
+            other => other.into(),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Body of an acceptance.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -196,7 +276,7 @@ pub struct AcceptRequest {
         (status = 400, description = "Weak password or missing name", body = crate::openapi::ErrorResponse),
         (status = 401, description = "The email has an account and the password is not its", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such invitation", body = crate::openapi::ErrorResponse),
-        (status = 409, description = "Used (`invitation_used`), expired (`invitation_expired`), its role deleted since (`invitation_role_deleted`), or already a member", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Used (`invitation_used`), revoked (`invitation_revoked`), expired (`invitation_expired`), its role deleted since (`invitation_role_deleted`), or already a member", body = crate::openapi::ErrorResponse),
         (status = 429, description = "Too many password attempts for this email or address (`Retry-After`)", body = crate::openapi::ErrorResponse),
         (status = 503, description = "The database cannot be reached (`unavailable`); retry later", body = crate::openapi::ErrorResponse),
     ),

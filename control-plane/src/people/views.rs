@@ -5,7 +5,9 @@ use utoipa::ToSchema;
 
 use crate::access::CeilingView;
 use crate::input::time::rfc3339;
-use crate::store::{MemberRecord, RoleRecord, SessionKind, SessionRecord, UserSummary};
+use crate::store::{
+    InvitationRecord, MemberRecord, RoleRecord, SessionKind, SessionRecord, UserSummary,
+};
 
 /// A member of the organization.
 #[derive(Debug, Serialize, ToSchema)]
@@ -85,6 +87,37 @@ impl SessionView {
             ip: session.ip.clone(),
             user_agent: session.user_agent.clone(),
             current,
+        }
+    }
+}
+
+/// A pending invitation, as the organization's managers see it (never its link: Keyplane
+/// keeps only the link's digest).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationView {
+    /// `inv_…`.
+    pub id: String,
+    /// For whom (none: a first owner's setup link).
+    pub email: Option<String>,
+    /// The role accepting it gives.
+    pub role: String,
+    /// Who invited (`usr_…`; none: the first start or the CLI).
+    pub invited_by: Option<String>,
+    /// When it was sent (RFC 3339).
+    pub created_at: String,
+    /// When its link stops working (RFC 3339).
+    pub expires_at: String,
+}
+
+impl From<&InvitationRecord> for InvitationView {
+    fn from(invitation: &InvitationRecord) -> Self {
+        InvitationView {
+            id: invitation.id.to_string(),
+            email: invitation.email.clone(),
+            role: invitation.role.as_str().to_owned(),
+            invited_by: invitation.invited_by.map(|user| user.to_string()),
+            created_at: rfc3339(invitation.created_at),
+            expires_at: rfc3339(invitation.expires_at),
         }
     }
 }

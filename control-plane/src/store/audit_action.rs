@@ -25,6 +25,8 @@ pub enum AuditAction {
     KeyOwnerChanged,
     /// Someone was invited to join the organization.
     MemberInvited,
+    /// An invitation was revoked before it was used.
+    InvitationRevoked,
     /// A user joined the organization (an invitation accepted, the first owner set up, or a
     /// host product's user seen for the first time).
     MemberAdded,
@@ -69,6 +71,7 @@ impl AuditAction {
             AuditAction::AuthFailed => "auth_failed",
             AuditAction::KeyOwnerChanged => "key_owner_changed",
             AuditAction::MemberInvited => "member_invited",
+            AuditAction::InvitationRevoked => "invitation_revoked",
             AuditAction::MemberAdded => "member_added",
             AuditAction::MemberRoleChanged => "member_role_changed",
             AuditAction::MemberRemoved => "member_removed",

@@ -112,6 +112,9 @@ pub enum Conflict {
     /// The invitation has expired.
     #[error("this invitation has expired: ask for a new one")]
     InvitationExpired,
+    /// The invitation was revoked.
+    #[error("this invitation was revoked: ask for a new one")]
+    InvitationRevoked,
     /// The custom role the invitation names was deleted after it was sent.
     #[error("the role this invitation gives was deleted: ask for a new invitation")]
     InvitationRoleDeleted,
@@ -139,6 +142,7 @@ impl Conflict {
             Conflict::RoleExists => "role_exists",
             Conflict::InvitationUsed => "invitation_used",
             Conflict::InvitationExpired => "invitation_expired",
+            Conflict::InvitationRevoked => "invitation_revoked",
             Conflict::InvitationRoleDeleted => "invitation_role_deleted",
             Conflict::AlreadyMember => "already_member",
             Conflict::NotAMember => "not_a_member",

@@ -185,6 +185,10 @@ pub struct InvitationRecord {
     pub expires_at: Timestamp,
     /// When it was used.
     pub accepted_at: Option<Timestamp>,
+    /// Who invited (none: the first start or the CLI).
+    pub invited_by: Option<UserId>,
+    /// When it was revoked.
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// Who accepts an invitation.
@@ -315,9 +319,37 @@ pub trait PeopleStore: Send + Sync + 'static {
         digest: &[u8; 32],
     ) -> Result<Option<InvitationRecord>, StoreError>;
 
+    /// The organization's pending invitations: neither used nor revoked, and not expired at
+    /// `now`; oldest first.
+    async fn pending_invitations(
+        &self,
+        org: OrgId,
+        now: Timestamp,
+    ) -> Result<Vec<InvitationRecord>, StoreError>;
+
+    /// The organization's invitation `id`, in whatever state; `None` when it has none with
+    /// this id (another organization's is not found either).
+    async fn invitation(
+        &self,
+        org: OrgId,
+        id: InvitationId,
+    ) -> Result<Option<InvitationRecord>, StoreError>;
+
+    /// Revokes an unused invitation, so its link stops working (audited as
+    /// `invitation_revoked`). Refused when it was used (`Conflict::InvitationUsed`) or revoked
+    /// already (`Conflict::InvitationRevoked`); `NotFound` when the organization has none with
+    /// this id. An expired one may be revoked.
+    async fn revoke_invitation(
+        &self,
+        org: OrgId,
+        id: InvitationId,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<InvitationRecord, StoreError>;
+
     /// Uses an invitation: makes the account if new, adds the membership (audited as
     /// `member_added`); the first owner of an organization also takes its keys that have no
-    /// owner yet. Refused when used or expired (checked again under the lock).
+    /// owner yet. Refused when used, revoked or expired (checked again under the lock).
     async fn accept_invitation(
         &self,
         id: InvitationId,

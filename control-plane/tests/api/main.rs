@@ -32,6 +32,7 @@ mod operator_settings;
 mod org_writers;
 mod out_of_range;
 mod people;
+mod people_invitations;
 mod people_roles;
 mod people_settings;
 mod portal;

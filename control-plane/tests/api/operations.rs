@@ -80,6 +80,7 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
     // The API surface the issue asks for; a route added without documentation (or the reverse)
     // changes one side of this comparison.
     let expected = [
+        "DELETE /v1/invitations/{id}",
         "DELETE /v1/keys/{id}",
         "DELETE /v1/roles/{name}",
         "DELETE /v1/sessions",
@@ -95,6 +96,7 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented(app:
         "GET /v1/auth/config",
         "GET /v1/edge/changes",
         "GET /v1/edge/snapshot",
+        "GET /v1/invitations",
         "GET /v1/keys",
         "GET /v1/keys/{id}",
         "GET /v1/keys/{id}/usage",

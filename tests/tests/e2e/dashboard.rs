@@ -1,9 +1,10 @@
 //! The dashboard in headless Chromium: `tests/browser/dashboard.mjs` drives the real control
 //! plane's pages (setup link, sign-out and sign-in, a key created, copied once, regenerated
 //! and revoked, the audit log, a webhook endpoint added, delivered to, disabled, re-keyed and
-//! deleted, a viewer who may change nothing, the portal framed in a host
-//! product's page) and asks the edge after each change; every page it visits keeps a strict Content-Security-Policy and passes axe. This
-//! side starts the deployment, hands the script its addresses, and reports the page weight.
+//! deleted, an invitation sent by mistake revoked, a viewer who may change nothing, the portal
+//! framed in a host product's page) and asks the edge after each change; every page it visits
+//! keeps a strict Content-Security-Policy and passes axe. This side starts the deployment,
+//! hands the script its addresses, and reports the page weight.
 
 use std::time::Duration;
 

@@ -94,6 +94,32 @@ impl PeopleStore for SqlStore {
         invitations::invitation_by_token(self, digest).await
     }
 
+    async fn pending_invitations(
+        &self,
+        org: OrgId,
+        now: Timestamp,
+    ) -> Result<Vec<InvitationRecord>, StoreError> {
+        invitations::pending_invitations(self, org, now).await
+    }
+
+    async fn invitation(
+        &self,
+        org: OrgId,
+        id: InvitationId,
+    ) -> Result<Option<InvitationRecord>, StoreError> {
+        invitations::invitation(self, org, id).await
+    }
+
+    async fn revoke_invitation(
+        &self,
+        org: OrgId,
+        id: InvitationId,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<InvitationRecord, StoreError> {
+        invitations::revoke_invitation(self, org, id, context, now).await
+    }
+
     async fn accept_invitation(
         &self,
         id: InvitationId,

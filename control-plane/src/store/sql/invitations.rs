@@ -1,4 +1,5 @@
 //! Invitations: storing one (audited as `member_invited`), finding one by its token's digest,
+//! listing an organization's pending ones, revoking one (audited as `invitation_revoked`),
 //! and accepting one (the account made if new, the membership added, and for an
 //! organization's first owner the keys nobody owned yet taken), in one transaction.
 
@@ -17,7 +18,8 @@ use crate::store::people::{InvitationRecord, Joining, NewInvitation, UserRecord}
 use crate::store::records::{AuditAction, AuditContext};
 use crate::store::{Conflict, StoreError};
 
-const INVITATION_COLUMNS: &str = "id, org_id, email, role, created_at, expires_at, accepted_at";
+const INVITATION_COLUMNS: &str =
+    "id, org_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at";
 
 fn invitation_from_row(row: &sqlx::any::AnyRow) -> Result<InvitationRecord, StoreError> {
     Ok(InvitationRecord {
@@ -28,6 +30,11 @@ fn invitation_from_row(row: &sqlx::any::AnyRow) -> Result<InvitationRecord, Stor
         created_at: Timestamp(row.try_get("created_at")?),
         expires_at: Timestamp(row.try_get("expires_at")?),
         accepted_at: row.try_get::<Option<i64>, _>("accepted_at")?.map(Timestamp),
+        invited_by: row
+            .try_get::<Option<Vec<u8>>, _>("invited_by")?
+            .map(|bytes| bytes16(bytes).map(UserId::from_bytes))
+            .transpose()?,
+        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
     })
 }
 
@@ -98,6 +105,93 @@ pub(super) async fn invitation_by_token(
         .transpose()
 }
 
+pub(super) async fn pending_invitations(
+    store: &SqlStore,
+    org: OrgId,
+    now: Timestamp,
+) -> Result<Vec<InvitationRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {INVITATION_COLUMNS} FROM invitations WHERE org_id = $1 AND accepted_at IS NULL \
+         AND revoked_at IS NULL AND expires_at > $2 ORDER BY created_at, id"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id_bytes(org.to_bytes()))
+        .bind(now.as_millis())
+        .fetch_all(&store.pool)
+        .await?
+        .iter()
+        .map(invitation_from_row)
+        .collect()
+}
+
+pub(super) async fn invitation(
+    store: &SqlStore,
+    org: OrgId,
+    id: InvitationId,
+) -> Result<Option<InvitationRecord>, StoreError> {
+    invitation_on(&store.pool, org, id).await
+}
+
+/// The organization's invitation `id`, read with `executor` (the pool, or a mutation's
+/// connection to read it under the organization's lock).
+async fn invitation_on<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    org: OrgId,
+    id: InvitationId,
+) -> Result<Option<InvitationRecord>, StoreError> {
+    let sql = format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE id = $1 AND org_id = $2");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id_bytes(id.to_bytes()))
+        .bind(id_bytes(org.to_bytes()))
+        .fetch_optional(executor)
+        .await?
+        .map(|row| invitation_from_row(&row))
+        .transpose()
+}
+
+pub(super) async fn revoke_invitation(
+    store: &SqlStore,
+    org: OrgId,
+    id: InvitationId,
+    context: &AuditContext,
+    now: Timestamp,
+) -> Result<InvitationRecord, StoreError> {
+    let mut mutation = OrgMutation::begin(store, org).await?;
+    let invitation = invitation_on(mutation.connection(), org, id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    if invitation.accepted_at.is_some() {
+        return Err(StoreError::Conflict(Conflict::InvitationUsed));
+    }
+    if invitation.revoked_at.is_some() {
+        return Err(StoreError::Conflict(Conflict::InvitationRevoked));
+    }
+    sqlx::query("UPDATE invitations SET revoked_at = $1, revoked_by = $2 WHERE id = $3")
+        .bind(now.as_millis())
+        .bind(context.actor_user.map(|user| id_bytes(user.to_bytes())))
+        .bind(id_bytes(id.to_bytes()))
+        .execute(mutation.connection())
+        .await?;
+    let details = json!({
+        "invitation_id": invitation.id,
+        "email": invitation.email,
+        "role": invitation.role.as_str(),
+    });
+    mutation
+        .audit(
+            &store.sealer,
+            note(AuditAction::InvitationRevoked, None, details),
+            context,
+            now,
+        )
+        .await?;
+    mutation.commit(&store.heads).await?;
+    Ok(InvitationRecord {
+        revoked_at: Some(now),
+        ..invitation
+    })
+}
+
 pub(super) async fn insert_membership(
     connection: &mut AnyConnection,
     org: OrgId,
@@ -140,6 +234,9 @@ pub(super) async fn accept_invitation(
     )?;
     if invitation.accepted_at.is_some() {
         return Err(StoreError::Conflict(Conflict::InvitationUsed));
+    }
+    if invitation.revoked_at.is_some() {
+        return Err(StoreError::Conflict(Conflict::InvitationRevoked));
     }
     if now >= invitation.expires_at {
         return Err(StoreError::Conflict(Conflict::InvitationExpired));

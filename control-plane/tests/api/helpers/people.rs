@@ -132,6 +132,26 @@ impl TestApp {
         }
     }
 
+    /// A new session of the account `email` (password [`PASSWORD`]).
+    pub async fn sign_in_as(&self, email: &str) -> Browser {
+        let reply = self
+            .browse(
+                Method::POST,
+                "/v1/sessions",
+                None,
+                None,
+                None,
+                Some(json!({"email": email, "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        Browser {
+            cookie: cookie_of(&reply),
+            csrf: reply.body["csrf_token"].as_str().expect("csrf").to_owned(),
+            user_id: reply.body["user"]["id"].as_str().expect("user").to_owned(),
+        }
+    }
+
     /// The first owner, set up through the setup link.
     pub async fn first_owner(&self) -> Browser {
         self.accept(
@@ -170,8 +190,8 @@ impl TestApp {
         }
     }
 
-    /// A member invited by `by` with `role` and signed in.
-    pub async fn member(&self, by: &Browser, email: &str, name: &str, role: &str) -> Browser {
+    /// An invitation of `email` with `role`, sent by `by`: its id and its link.
+    pub async fn invite(&self, by: &Browser, email: &str, role: &str) -> (String, String) {
         let invited = self
             .as_browser(
                 by,
@@ -181,10 +201,13 @@ impl TestApp {
             )
             .await;
         assert_eq!(invited.status, StatusCode::CREATED, "{:?}", invited.body);
-        let link = invited.body["link"]
-            .as_str()
-            .expect("link shown")
-            .to_owned();
+        let field = |name: &str| invited.body[name].as_str().expect(name).to_owned();
+        (field("id"), field("link"))
+    }
+
+    /// A member invited by `by` with `role` and signed in.
+    pub async fn member(&self, by: &Browser, email: &str, name: &str, role: &str) -> Browser {
+        let (_, link) = self.invite(by, email, role).await;
         self.accept(&link, email, name).await
     }
 }
