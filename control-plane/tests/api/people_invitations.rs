@@ -5,7 +5,7 @@
 
 use axum::http::{Method, StatusCode};
 use keyplane_control_plane::bootstrap::create_organization;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::backends;
 use crate::helpers::TestApp;
