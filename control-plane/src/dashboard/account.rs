@@ -1,13 +1,14 @@
 //! `/account`: the signed-in person's password and sessions — change the password (the other
 //! sessions end), end one session, or sign out everywhere.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
 
 use super::entry::Empty;
+use super::failure::{PagePath, PageQuery};
 use super::format;
 use super::frame::see_other_keeping_cookies;
 use super::page::{self, Done, PageError, Section, csrf_field, notice, problem, see_other};
@@ -22,7 +23,7 @@ use crate::state::AppState;
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Query(done): Query<Done>,
+    PageQuery(done): PageQuery<Done>,
 ) -> Result<Response, PageError> {
     let message = done.message(&[
         (
@@ -153,7 +154,7 @@ pub async fn change_password(
 /// `POST /account/sessions/{id}/end`.
 pub async fn end_session(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     Submitted { viewer, form: _ }: Submitted<Empty>,
 ) -> Result<Response, PageError> {
     sessions::end_session(State(state.clone()), viewer.principal.clone(), ApiPath(id)).await?;

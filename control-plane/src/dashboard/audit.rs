@@ -1,11 +1,12 @@
 //! `/audit`: the organization's audit log, newest first, filtered by action, key and time,
 //! paged, with the result of verifying the whole hash chain.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use maud::html;
 use serde::Deserialize;
 
+use super::failure::PageQuery;
 use super::format;
 use super::page::{self, PageError, Section, problem};
 use super::viewer::Viewer;
@@ -77,7 +78,7 @@ impl Filters {
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Query(filters): Query<Filters>,
+    PageQuery(filters): PageQuery<Filters>,
 ) -> Result<Response, PageError> {
     let now = state.now();
     let action = ACTIONS

@@ -7,7 +7,7 @@
 //! and password for a new account, the password alone for someone who already has an account.
 //! Forms posted without a session must come from this origin (no login CSRF).
 
-use axum::Form;
+use super::failure::PageForm;
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -66,7 +66,7 @@ pub async fn sign_in(
     State(state): State<AppState>,
     anonymous: Anonymous,
     uri: OriginalUri,
-    Form(form): Form<SignInForm>,
+    PageForm(form): PageForm<SignInForm>,
 ) -> Response {
     if let Err(refused) = posted_from_here(&state, &anonymous, &uri) {
         return refused.into_response();
@@ -239,7 +239,7 @@ async fn asking<'a>(
 /// `POST /invitation/open`: the acceptance form for the token.
 pub async fn open_invitation(
     State(state): State<AppState>,
-    Form(form): Form<OpenForm>,
+    PageForm(form): PageForm<OpenForm>,
 ) -> Response {
     let (asking_for, email) = match asking(&state, &form.token).await {
         Ok(found) => found,
@@ -264,7 +264,7 @@ pub async fn accept(
     State(state): State<AppState>,
     anonymous: Anonymous,
     uri: OriginalUri,
-    Form(form): Form<AcceptForm>,
+    PageForm(form): PageForm<AcceptForm>,
 ) -> Response {
     if let Err(refused) = posted_from_here(&state, &anonymous, &uri) {
         return refused.into_response();

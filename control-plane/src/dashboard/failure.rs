@@ -1,6 +1,10 @@
-//! Why a dashboard page could not be shown, as the page to show instead: never the API's JSON,
-//! and a redirect to sign-in when there is no valid session.
+//! Why a dashboard page could not be shown, as the page to show instead: never the API's JSON
+//! nor the framework's plain text, and a redirect to sign-in when there is no valid session;
+//! and the extractors of a page's path, query and public forms ([`PagePath`], [`PageQuery`],
+//! [`PageForm`]), whose refusals are such pages.
 
+use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::html;
@@ -40,6 +44,44 @@ impl From<ApiError> for PageError {
         }
     }
 }
+
+impl From<PathRejection> for PageError {
+    /// As the API answers it: a segment that is not UTF-8 once decoded names nothing (404).
+    fn from(rejection: PathRejection) -> Self {
+        PageError::Api(rejection.into())
+    }
+}
+
+/// A page's path parameters; a malformed one gets the dashboard's "Not found" page, not the
+/// framework's plain-text 400.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(PageError))]
+pub struct PagePath<T>(pub T);
+
+impl From<QueryRejection> for PageError {
+    /// As the API answers it: 400, naming what could not be read.
+    fn from(rejection: QueryRejection) -> Self {
+        PageError::Api(rejection.into())
+    }
+}
+
+/// A page's query string; one that cannot be read (a field given twice, say) gets the
+/// dashboard's error page, not the framework's plain-text 400.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(PageError))]
+pub struct PageQuery<T>(pub T);
+
+impl From<FormRejection> for PageError {
+    fn from(rejection: FormRejection) -> Self {
+        PageError::BadForm(rejection.body_text())
+    }
+}
+
+/// The fields of a form posted without a session (sign-in, an invitation, a portal link); one
+/// that cannot be read gets the dashboard's "That form could not be read" page.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Form), rejection(PageError))]
+pub struct PageForm<T>(pub T);
 
 impl From<crate::store::StoreError> for PageError {
     fn from(error: crate::store::StoreError) -> Self {

@@ -3,13 +3,14 @@
 //! invitations (each can be revoked), changing a role, and removing a member with what happens
 //! to their keys (revoked at once, or given to another member).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::entry::Empty;
+use super::failure::{PagePath, PageQuery};
 use super::format;
 use super::page::{self, Done, PageError, Section, csrf_field, notice, problem, see_other};
 use super::viewer::{Submitted, Viewer};
@@ -54,7 +55,7 @@ async fn lists(state: &AppState, viewer: &Viewer) -> Result<Lists, PageError> {
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Query(done): Query<Done>,
+    PageQuery(done): PageQuery<Done>,
 ) -> Result<Response, PageError> {
     let lists = lists(&state, &viewer).await?;
     let extra = done
@@ -280,7 +281,7 @@ pub async fn invite(
 /// `POST /members/invitations/{id}/revoke`.
 pub async fn revoke_invitation(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     Submitted { viewer, form: _ }: Submitted<Empty>,
 ) -> Result<Response, PageError> {
     let answer = crate::people::invitations::revoke_invitation(
@@ -304,7 +305,7 @@ pub struct RoleForm {
 /// `POST /members/{id}/role`.
 pub async fn change_role(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     Submitted { viewer, form }: Submitted<RoleForm>,
 ) -> Result<Response, PageError> {
     let answer = crate::people::members::change_role(
@@ -324,7 +325,7 @@ pub async fn change_role(
 pub async fn remove_form(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
 ) -> Result<Response, PageError> {
     viewer.principal.require(Permission::ManageMembers)?;
     let Lists { members, .. } = lists(&state, &viewer).await?;
@@ -376,7 +377,7 @@ pub struct RemoveForm {
 /// `POST /members/{id}/remove`.
 pub async fn remove(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     Submitted { viewer, form }: Submitted<RemoveForm>,
 ) -> Result<Response, PageError> {
     let body = match form.keys.as_str() {

@@ -7,14 +7,15 @@
 //! keys. The entry page holds nothing and does nothing but post its own token, so any origin may
 //! frame it; every page after it may be framed only by the origins the organization allows.
 
+use axum::Extension;
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Form};
 use maud::html;
 use serde::Deserialize;
 
+use super::failure::PageForm;
 use super::frame::{fragment_token_form, public, see_other};
 use super::security::FramingSlot;
 use super::viewer::posted_from_here;
@@ -50,7 +51,7 @@ pub async fn enter(
     Extension(framing): Extension<FramingSlot>,
     anonymous: Anonymous,
     uri: OriginalUri,
-    Form(form): Form<EntryForm>,
+    PageForm(form): PageForm<EntryForm>,
 ) -> Response {
     if let Err(refused) = posted_from_here(&state, &anonymous, &uri) {
         return refused.into_response();

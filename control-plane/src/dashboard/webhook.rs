@@ -3,13 +3,14 @@
 //! and on, a new signing secret (shown once; the old one signs for 24 hours more), and
 //! deleting it after a confirmation.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::entry::Empty;
+use super::failure::{PagePath, PageQuery};
 use super::format::{self, link};
 use super::page::{self, Done, PageError, Section, csrf_field, dash, notice, problem, see_other};
 use super::viewer::{Submitted, Viewer};
@@ -66,8 +67,8 @@ async fn attempts(
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(id): Path<String>,
-    Query(query): Query<EndpointQuery>,
+    PagePath(id): PagePath<String>,
+    PageQuery(query): PageQuery<EndpointQuery>,
 ) -> Result<Response, PageError> {
     let done = Done { done: query.done }.message(&[
         ("saved", "Changes saved."),
@@ -221,7 +222,7 @@ async fn update(
 /// `POST /webhooks/{id}`: new settings.
 pub async fn save(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     Submitted { viewer, form }: Submitted<SettingsForm>,
 ) -> Result<Response, PageError> {
     let changes = UpdateWebhookRequest {
@@ -259,7 +260,7 @@ pub struct EnabledForm {
 /// `POST /webhooks/{id}/enabled`.
 pub async fn set_enabled(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     Submitted { viewer, form }: Submitted<EnabledForm>,
 ) -> Result<Response, PageError> {
     let changes = UpdateWebhookRequest {
@@ -274,7 +275,7 @@ pub async fn set_enabled(
 /// `POST /webhooks/{id}/rotate-secret`: the new secret, once.
 pub async fn rotate_secret(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     Submitted { viewer, .. }: Submitted<Empty>,
 ) -> Result<Response, PageError> {
     let axum::Json(made) = crate::webhooks::api::rotate_secret(
@@ -289,7 +290,7 @@ pub async fn rotate_secret(
 /// `POST /webhooks/{id}/events/{event_id}/redeliver`.
 pub async fn redeliver(
     State(state): State<AppState>,
-    Path((id, event)): Path<(String, String)>,
+    PagePath((id, event)): PagePath<(String, String)>,
     Submitted { viewer, .. }: Submitted<Empty>,
 ) -> Result<Response, PageError> {
     crate::webhooks::api::redeliver(
@@ -305,7 +306,7 @@ pub async fn redeliver(
 pub async fn delete_form(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
 ) -> Result<Response, PageError> {
     let view = endpoint(&state, &viewer, &id).await?;
     let content = html! {
@@ -329,7 +330,7 @@ pub async fn delete_form(
 /// `POST /webhooks/{id}/delete`.
 pub async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     Submitted { viewer, .. }: Submitted<Empty>,
 ) -> Result<Response, PageError> {
     crate::webhooks::api::delete_webhook(

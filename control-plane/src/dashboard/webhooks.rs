@@ -3,12 +3,13 @@
 //! signing secret shown once, like a new key), and how many days before a key's expiry
 //! `key.expiring` is sent. One endpoint's page, attempts and actions: [`super::webhook`].
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::failure::PageQuery;
 use super::format;
 use super::page::{self, Done, PageError, Section, csrf_field, notice, problem, see_other};
 use super::viewer::{Submitted, Viewer};
@@ -57,7 +58,7 @@ pub fn event_boxes(chosen: &[String]) -> Markup {
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Query(done): Query<Done>,
+    PageQuery(done): PageQuery<Done>,
 ) -> Result<Response, PageError> {
     let done = done.message(&[
         ("deleted", "Endpoint deleted."),

@@ -19,6 +19,7 @@ backends!(
     names_are_escaped,
     invitations_from_the_members_page_show_the_link_once,
     members_change_role_and_leave_with_their_keys_revoked_or_transferred,
+    odd_addresses_and_unreadable_forms_get_the_dashboards_own_pages,
 );
 
 pub(crate) async fn key_count(app: &TestApp) -> usize {
@@ -397,4 +398,84 @@ async fn members_change_role_and_leave_with_their_keys_revoked_or_transferred(ap
     let list = app.open(&owner, "/members?done=removed").await.html;
     assert!(list.contains("Member removed."));
     assert!(!list.contains("Dana Dev") && !list.contains("Omar Ops"));
+}
+
+async fn odd_addresses_and_unreadable_forms_get_the_dashboards_own_pages(app: TestApp) {
+    let owner = app.first_owner().await;
+    let cookie = Some(owner.cookie.as_str());
+    let page_origin = origin();
+    // (method, path, form body, expected status, what the page says): a path segment that is
+    // not UTF-8 once decoded names nothing; a query field given twice and a form that is no
+    // form cannot be read.
+    let cases = [
+        (
+            Method::GET,
+            "/keys/%FF",
+            None,
+            StatusCode::NOT_FOUND,
+            "Not found",
+        ),
+        (
+            Method::GET,
+            "/webhooks/%FF",
+            None,
+            StatusCode::NOT_FOUND,
+            "Not found",
+        ),
+        (
+            Method::POST,
+            "/members/%FF/remove",
+            Some(""),
+            StatusCode::NOT_FOUND,
+            "Not found",
+        ),
+        (
+            Method::GET,
+            "/keys?status=active&status=revoked",
+            None,
+            StatusCode::BAD_REQUEST,
+            "duplicate field",
+        ),
+        (
+            Method::GET,
+            "/audit?action=a&action=b",
+            None,
+            StatusCode::BAD_REQUEST,
+            "duplicate field",
+        ),
+        (
+            Method::POST,
+            "/sign-in",
+            None,
+            StatusCode::BAD_REQUEST,
+            "That form could not be read",
+        ),
+    ];
+    for (method, path, body, status, says) in cases {
+        let page = app
+            .page_request(
+                method.clone(),
+                path,
+                cookie,
+                Some(&page_origin),
+                body.map(str::to_owned),
+            )
+            .await;
+        assert_eq!(page.status, status, "{method} {path}: {}", page.html);
+        assert!(
+            page.headers["content-type"]
+                .to_str()
+                .is_ok_and(|value| value.starts_with("text/html")),
+            "{method} {path}: {:?}",
+            page.headers["content-type"]
+        );
+        assert!(
+            page.headers["content-security-policy"]
+                .to_str()
+                .is_ok_and(|policy| policy.contains("script-src 'self';")),
+            "{method} {path}"
+        );
+        assert!(page.html.starts_with("<!DOCTYPE html>"), "{method} {path}");
+        assert!(page.html.contains(says), "{method} {path}: {}", page.html);
+    }
 }

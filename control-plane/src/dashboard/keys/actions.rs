@@ -3,7 +3,7 @@
 //! past its expiry) ending on the copy-once view, revoke (a reason, an optional note, and a
 //! button naming the key), and delete (revoked or expired keys only).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::html;
@@ -14,6 +14,7 @@ use super::create::{
 };
 use super::detail::load;
 use crate::accounts::once::SpentForms;
+use crate::dashboard::failure::PagePath;
 use crate::dashboard::page::{self, PageError, Section, csrf_field, problem, see_other};
 use crate::dashboard::viewer::{Submitted, Viewer};
 use crate::error::ApiError;
@@ -122,7 +123,7 @@ fn current_values(key: &KeyView) -> CreateForm {
 pub async fn edit_form(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
 ) -> Result<Response, PageError> {
     let key = load(&state, &viewer, &id).await?;
     refuse_unless_changeable(&viewer, &key)?;
@@ -154,7 +155,7 @@ fn refuse_unless_changeable(viewer: &Viewer, key: &KeyView) -> Result<(), PageEr
 /// `POST /keys/{id}/edit`: only what changed is sent.
 pub async fn edit(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     Submitted { viewer, form }: Submitted<CreateForm>,
 ) -> Result<Response, PageError> {
     let key = load(&state, &viewer, &id).await?;
@@ -239,7 +240,7 @@ fn update_of(key: &KeyView, form: &CreateForm) -> Result<Option<UpdateKeyRequest
 pub async fn regenerate_form(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
 ) -> Result<Response, PageError> {
     let key = load(&state, &viewer, &id).await?;
     refuse_unless_changeable(&viewer, &key)?;
@@ -283,7 +284,7 @@ pub struct RegenerateForm {
 /// `POST /keys/{id}/regenerate`: the new key, once.
 pub async fn regenerate(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     Submitted { viewer, form }: Submitted<RegenerateForm>,
 ) -> Result<Response, PageError> {
     if !GRACE_CHOICES
@@ -327,7 +328,7 @@ pub async fn regenerate(
 pub async fn revoke_form(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
 ) -> Result<Response, PageError> {
     let key = load(&state, &viewer, &id).await?;
     refuse_unless_changeable(&viewer, &key)?;
@@ -369,7 +370,7 @@ pub struct RevokeForm {
 /// `POST /keys/{id}/revoke`.
 pub async fn revoke(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     Submitted { viewer, form }: Submitted<RevokeForm>,
 ) -> Result<Response, PageError> {
     let reason = REASONS
@@ -400,7 +401,7 @@ pub async fn revoke(
 pub async fn delete_form(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
 ) -> Result<Response, PageError> {
     let key = load(&state, &viewer, &id).await?;
     refuse_unless_changeable(&viewer, &key)?;
@@ -436,7 +437,7 @@ pub async fn delete_form(
 /// `POST /keys/{id}/delete`.
 pub async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     Submitted { viewer, form: _ }: Submitted<crate::dashboard::entry::Empty>,
 ) -> Result<Response, PageError> {
     crate::keys::delete_key(State(state.clone()), viewer.principal.clone(), ApiPath(id)).await?;

@@ -2,7 +2,7 @@
 //! days), its recent requests (filtered by status and address), its audit trail, and the
 //! actions the viewer may take on it.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::{chart, environment, hygiene_badges, status_badge};
 use crate::access::Permission;
 use crate::audit::api::AuditQuery;
+use crate::dashboard::failure::{PagePath, PageQuery};
 use crate::dashboard::format;
 use crate::dashboard::page::{self, PageError, Section, dash, notice, problem};
 use crate::dashboard::viewer::Viewer;
@@ -57,8 +58,8 @@ pub async fn load(state: &AppState, viewer: &Viewer, id: &str) -> Result<KeyView
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(id): Path<String>,
-    Query(query): Query<DetailQuery>,
+    PagePath(id): PagePath<String>,
+    PageQuery(query): PageQuery<DetailQuery>,
 ) -> Result<Response, PageError> {
     let key = load(&state, &viewer, &id).await?;
     let now = state.now();

@@ -4,13 +4,14 @@
 //!
 //! The filters are a plain GET form, so a filtered list is a URL one can bookmark or share.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::{environment, hygiene_badges, status_badge};
 use crate::access::Permission;
+use crate::dashboard::failure::PageQuery;
 use crate::dashboard::format;
 use crate::dashboard::page::{self, PageError, Section, dash, notice, problem};
 use crate::dashboard::viewer::Viewer;
@@ -111,7 +112,7 @@ impl Filters {
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
-    Query(filters): Query<Filters>,
+    PageQuery(filters): PageQuery<Filters>,
 ) -> Result<Response, PageError> {
     let now = state.now();
     let members = if viewer.principal.access.may(Permission::ManageAllKeys) {
