@@ -3,8 +3,9 @@
 //! answered 503 `unavailable`, a retry being the right thing to do, and changes nothing; a
 //! second writer of the same organization, waiting for its turn meanwhile, is answered the
 //! same; reads go on. On PostgreSQL a lock wait the server gives up on (a `lock_timeout` an
-//! operator set, a deadlock) is the same retryable refusal; writers queuing behind a row held
-//! elsewhere are `org_writers`.
+//! operator set, a deadlock), a serialization failure and a session an administrator ended
+//! are the same retryable refusal, each produced here on a real server, and a constraint
+//! violation is not; writers queuing behind a row held elsewhere are `org_writers`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,6 +97,109 @@ async fn a_lock_wait_postgresql_gives_up_on_is_unavailable_not_a_fault() {
     assert!(matches!(refusal, StoreError::Unavailable(_)), "{refusal:?}");
     holder.rollback().await.expect("released");
     drop(waiter);
+    drop(app);
+    drop_test_database(&url).await;
+}
+
+/// The refusals `is_momentary` names, each produced on a real server: a deadlock, a
+/// serialization failure and a connection an administrator ended are 503 material; a
+/// constraint violation is not (it is what the statement asked for, and would be again).
+#[tokio::test]
+async fn postgresqls_momentary_refusals_are_unavailable_and_a_real_fault_is_not() {
+    let Some(app) = spawn_app_with(Backend::Postgres, default_config).await else {
+        return;
+    };
+    let url = app.database_url.clone();
+    let pool = app.pool().clone();
+    pool.execute("CREATE TABLE refusal_probe (id INT PRIMARY KEY, n INT NOT NULL)")
+        .await
+        .expect("probe table");
+    pool.execute("INSERT INTO refusal_probe VALUES (1, 0), (2, 0)")
+        .await
+        .expect("probe rows");
+    let momentary = |error: sqlx::Error| {
+        let code = error
+            .as_database_error()
+            .and_then(|refusal| refusal.code().map(|code| code.into_owned()));
+        let mapped = StoreError::from(error);
+        assert!(matches!(mapped, StoreError::Unavailable(_)), "{mapped:?}");
+        code
+    };
+
+    // 40P01: each transaction holds the row the other one wants.
+    let mut first = pool.begin().await.expect("first");
+    let mut second = pool.begin().await.expect("second");
+    const LOCK_1: &str = "UPDATE refusal_probe SET n = n + 1 WHERE id = 1";
+    const LOCK_2: &str = "UPDATE refusal_probe SET n = n + 1 WHERE id = 2";
+    first.execute(LOCK_1).await.expect("row 1");
+    second.execute(LOCK_2).await.expect("row 2");
+    let (a, b) = tokio::join!(first.execute(LOCK_2), second.execute(LOCK_1));
+    let deadlock = a.err().or(b.err()).expect("the server breaks the deadlock");
+    assert_eq!(momentary(deadlock).as_deref(), Some("40P01"));
+    drop((first, second));
+
+    // 40001: two serializable transactions that each read what the other writes.
+    let serializable = || async {
+        let mut tx = pool.begin().await.expect("tx");
+        tx.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+            .await
+            .expect("serializable");
+        tx.execute("SELECT sum(n) FROM refusal_probe")
+            .await
+            .expect("read");
+        tx
+    };
+    let (mut first, mut second) = (serializable().await, serializable().await);
+    first
+        .execute("UPDATE refusal_probe SET n = n + 1 WHERE id = 1")
+        .await
+        .expect("first write");
+    let written = second
+        .execute("UPDATE refusal_probe SET n = n + 1 WHERE id = 2")
+        .await;
+    first.commit().await.expect("first commits");
+    let refusal = match written {
+        Err(error) => error,
+        Ok(_) => second.commit().await.expect_err("the second cannot commit"),
+    };
+    assert_eq!(momentary(refusal).as_deref(), Some("40001"));
+
+    // 57P01 (or the closed connection it leaves): an administrator ends the session.
+    let mut ended = pool.acquire().await.expect("a connection");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *ended)
+        .await
+        .expect("pid");
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&pool)
+        .await
+        .expect("terminated");
+    let after = ended
+        .execute("SELECT 1")
+        .await
+        .expect_err("the session has ended");
+    let code = momentary(after);
+    assert!(
+        code.is_none() || code.as_deref() == Some("57P01"),
+        "{code:?}"
+    );
+    ended.detach();
+
+    // 23505 is what the statement asked for: a fault of the caller, not a moment.
+    let duplicate = pool
+        .execute("INSERT INTO refusal_probe VALUES (1, 0)")
+        .await
+        .expect_err("a duplicate key");
+    assert!(matches!(
+        StoreError::from(duplicate),
+        StoreError::Database(_)
+    ));
+
+    pool.execute("DROP TABLE refusal_probe")
+        .await
+        .expect("dropped");
+    drop(pool);
     drop(app);
     drop_test_database(&url).await;
 }
