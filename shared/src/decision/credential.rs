@@ -90,6 +90,11 @@ fn contains_a_key(text: &[u8], prefix: &KeyPrefix) -> bool {
 }
 
 /// Standard or URL-safe base64, padding optional; `None` when `text` is not base64.
+///
+/// Written here rather than taken from the `base64` crate because it must be as lenient as the
+/// most lenient decoder an origin may run: either alphabet's characters in one token (Node's
+/// decoder reads `+` and `-` alike) and non-zero trailing bits are accepted, where a strict
+/// decoder would refuse the token and so miss a key the origin would read.
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
     fn value(byte: u8) -> Option<u32> {
         let value = match byte {

@@ -92,6 +92,44 @@ fn a_key_in_any_other_form_is_unreadable() {
     }
 }
 
+/// Encodings a strict decoder refuses but lenient ones (an origin's) read: both alphabets in
+/// one token, and bits past the last byte that are not zero.
+#[test]
+fn a_key_in_leniently_read_base64_is_found() {
+    let key = key();
+    // Three bytes that encode as `+/+/`, then `user:<key>`.
+    let mut bytes = vec![0xfb, 0xff, 0xbf];
+    bytes.extend_from_slice(format!("user:{key}").as_bytes());
+    let standard = base64(&bytes);
+    assert!(standard.starts_with("+/+/"), "{standard}");
+    let mixed = standard.replacen('+', "-", 1).replacen('/', "_", 1);
+    assert!(mixed.contains('-') && mixed.contains('+'), "{mixed}");
+
+    // A length that leaves spare bits in the last character, which is then changed in them.
+    let mut text = format!("{key}:").into_bytes();
+    while text.len() % 3 != 1 {
+        text.push(b'x');
+    }
+    let unpadded = base64(&text).trim_end_matches('=').to_owned();
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let last = unpadded.bytes().last().expect("a character");
+    let value = ALPHABET
+        .iter()
+        .position(|&c| c == last)
+        .expect("in the alphabet");
+    let spare_bits_set = format!(
+        "{}{}",
+        &unpadded[..unpadded.len() - 1],
+        char::from(ALPHABET[value | 0b1111])
+    );
+    assert_ne!(spare_bits_set, unpadded);
+
+    for value in [format!("Basic {mixed}"), format!("Basic {spare_bits_set}")] {
+        assert!(carries_a_key(&value, &KeyPrefix::default()), "{value:?}");
+        assert_eq!(read(None, Some(&value)), Presented::Unreadable, "{value:?}");
+    }
+}
+
 #[test]
 fn other_credentials_are_not_keyplane_keys() {
     let key = key();
