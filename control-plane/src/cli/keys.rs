@@ -47,6 +47,10 @@ pub enum KeysCommand {
         /// stops at once.
         #[arg(long, value_parser = values::span)]
         grace: Option<Span>,
+        /// When the new key expires: 1h, 7d, 30d, 90d, 1y, never or an RFC 3339 time.
+        /// Default: as long from now as the old key lived (never, if it never expired).
+        #[arg(long)]
+        expires: Option<String>,
     },
     /// Revoke a key: every edge refuses it within seconds.
     Revoke {
@@ -265,8 +269,8 @@ pub async fn run(
                 .await?;
             print_one(mode, &answer.body, key_details)
         }
-        KeysCommand::Rotate { id, grace } => {
-            let answer = rotate_due::rotate(connection, id, grace).await?;
+        KeysCommand::Rotate { id, grace, expires } => {
+            let answer = rotate_due::rotate(connection, id, grace, expires).await?;
             print_new_key(mode, &answer)
         }
         KeysCommand::Revoke { id, reason, note } => {

@@ -175,7 +175,7 @@ pub async fn run(
             continue;
         }
         let key_id: KeyId = values::key_id(id).map_err(CliError::Unexpected)?;
-        match rotate(connection, key_id, args.grace).await {
+        match rotate(connection, key_id, args.grace, None).await {
             Ok(answer) => {
                 rotated += 1;
                 printer.page(&[json!({
@@ -246,13 +246,18 @@ async fn active_keys(
     Ok((keys, Timestamp(millis)))
 }
 
-/// `POST /v1/keys/{id}/rotate` with the grace period; the API's answer (`keys rotate` sends it too).
+/// `POST /v1/keys/{id}/rotate` with the grace period and, when given, the new key's expiry (the
+/// API's default otherwise: the old key's lifetime); the API's answer (`keys rotate` sends it too).
 pub async fn rotate(
     connection: &Connection,
     id: KeyId,
     grace: Option<Span>,
+    expires: Option<String>,
 ) -> Result<Value, CliError> {
-    let body = json!({"grace_seconds": grace.map_or(0, Span::seconds)});
+    let mut body = json!({"grace_seconds": grace.map_or(0, Span::seconds)});
+    if let Some(expires) = expires {
+        body["expires"] = Value::String(expires);
+    }
     let answer = connection
         .send(Method::POST, &format!("/v1/keys/{id}/rotate"), Some(body))
         .await?;

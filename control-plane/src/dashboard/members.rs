@@ -206,9 +206,13 @@ fn pending_invitations(viewer: &Viewer, pending: &[InvitationView]) -> Markup {
                             td { (format::absolute(&invitation.created_at)) }
                             td { (format::absolute(&invitation.expires_at)) }
                             td {
-                                form.filters method="post" action={"/members/invitations/" (invitation.id) "/revoke"} {
-                                    (csrf_field(viewer))
-                                    button.secondary type="submit" { "Revoke" span.visually-hidden { " the invitation of " (whom) } }
+                                @if revocable(viewer, invitation) {
+                                    form.filters method="post" action={"/members/invitations/" (invitation.id) "/revoke"} {
+                                        (csrf_field(viewer))
+                                        button.secondary type="submit" { "Revoke" span.visually-hidden { " the invitation of " (whom) } }
+                                    }
+                                } @else {
+                                    "Only an owner revokes it"
                                 }
                             }
                         }
@@ -217,6 +221,12 @@ fn pending_invitations(viewer: &Viewer, pending: &[InvitationView]) -> Markup {
             }
         }
     }
+}
+
+/// Whether `viewer` may revoke `invitation`: as for sending it, only an owner for an owner's.
+fn revocable(viewer: &Viewer, invitation: &InvitationView) -> bool {
+    let access = &viewer.principal.access;
+    invitation.role != "owner" || access.may(Permission::ManageOwners)
 }
 
 fn invitation(invited: &Invited) -> Markup {

@@ -31,7 +31,9 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use crate::state::AppState;
-use crate::store::{KeyChanges, KeyFilter, Revocation, RevokeOutcome, Rotation, StoreError};
+use crate::store::{
+    KeyChanges, KeyFilter, Revocation, RevokeOutcome, Rotation, StoreError, SuccessorExpiry,
+};
 
 /// The keys routes, with their OpenAPI operations.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -282,6 +284,10 @@ pub(crate) async fn rotate_key(
     let id = key_id(&id)?;
     let grace_millis = input::grace(body.grace_seconds)?;
     let now = state.now();
+    let expiry = match body.expires.as_deref() {
+        None => SuccessorExpiry::SameLifetime,
+        given => SuccessorExpiry::At(input::expiry(given, now)?),
+    };
     let org = principal.org;
     // Reachable and still changeable before the Argon2id hash is spent (the store checks again
     // under its lock); the successor's environment comes from here, the store copies the rest.
@@ -300,6 +306,7 @@ pub(crate) async fn rotate_key(
     .await?;
     let rotation = Rotation {
         successor,
+        expiry,
         grace_millis,
         max_rate_limit: state.policy.max_rate_limit,
     };

@@ -179,6 +179,12 @@ pub struct RotateKeyRequest {
     #[serde(default, deserialize_with = "crate::input::whole::number")]
     #[schema(minimum = 0, maximum = 2_592_000)]
     pub grace_seconds: u64,
+    /// When the new key expires: a preset counted from now, `never`, or an RFC 3339 time in
+    /// the future. By default it has the old key's lifetime (its expiry less its creation)
+    /// from now, or never expires if the old key never did.
+    #[serde(default)]
+    #[schema(value_type = Option<ExpiryFormat>)]
+    pub expires: Option<String>,
 }
 
 /// `POST /v1/keys/{id}/revoke`.

@@ -215,7 +215,7 @@ pub(crate) async fn list_invitations(
 /// invitation to become an owner, as only an owner sends one.
 #[utoipa::path(
     delete, path = "/v1/invitations/{id}", tag = "members",
-    params(("id" = String, Path, description = "Invitation id (`inv_…`)")),
+    params(("id" = String, Path, description = "Invitation id (`inv_…`)", pattern = "^inv_[0-9A-Za-z]{22}$")),
     responses(
         (status = 204, description = "Revoked"),
         (status = 403, description = "Your role may not manage members, or not this invitation's role", body = crate::openapi::ErrorResponse),

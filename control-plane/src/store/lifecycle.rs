@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::records::{
     AuditAction, AuditContext, KeyChanges, KeyRecord, KeyState, NewKey, Revocation,
-    RevocationReason, Rotation,
+    RevocationReason, Rotation, SuccessorExpiry,
 };
 use super::{Conflict, StoreError};
 
@@ -167,6 +167,16 @@ pub fn rotate(
     now: Timestamp,
 ) -> Result<RotationPlan, Conflict> {
     old.check_changeable(now)?;
+    let expires_at = match rotation.expiry {
+        SuccessorExpiry::SameLifetime => old.expires_at.map(|expiry| {
+            now.plus_millis(
+                expiry
+                    .as_millis()
+                    .saturating_sub(old.created_at.as_millis()),
+            )
+        }),
+        SuccessorExpiry::At(at) => at,
+    };
     let successor = NewKey {
         name: old.name.clone(),
         scopes: old.scopes.clone(),
@@ -174,7 +184,7 @@ pub fn rotate(
             .rate_limit
             .map(|limit| rotation.max_rate_limit.cap(limit)),
         metadata: old.metadata.clone(),
-        expires_at: old.expires_at,
+        expires_at,
         // The successor stays with the old key's owner, whoever rotates it.
         owner_id: old.owner_id,
         ..rotation.successor

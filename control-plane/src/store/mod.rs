@@ -41,7 +41,7 @@ pub use portal::{Branding, BrandingUpdate, NewPortalLink, PortalStore, UsedPorta
 pub use records::{
     AuditAction, AuditContext, AuditFilter, AuditRecord, FailedAuth, KeyChanges, KeyFilter,
     KeyRecord, KeyState, NewKey, NewOrg, OrgRecord, Page, Reach, Revocation, RevocationReason,
-    RevokeOutcome, Rotation,
+    RevokeOutcome, Rotation, SuccessorExpiry,
 };
 pub use usage::{DailyStatusCount, IngestReport, StatusFilter, UsageFilter, UsageRecord};
 pub use webhooks::{

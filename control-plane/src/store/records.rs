@@ -261,13 +261,27 @@ impl KeyChanges {
 /// A rotation: the successor, and how long the old key keeps working.
 #[derive(Debug, Clone)]
 pub struct Rotation {
-    /// The successor. Its name, scopes, limit, metadata and expiry are copied from the old key
-    /// by the store; the fields given here for them are ignored.
+    /// The successor. Its name, scopes, limit and metadata are copied from the old key by the
+    /// store, its expiry set by [`Rotation::expiry`]; the fields given here for them are
+    /// ignored.
     pub successor: NewKey,
+    /// When the successor expires.
+    pub expiry: SuccessorExpiry,
     /// Grace period in milliseconds (0: the old key stops at once).
     pub grace_millis: i64,
     /// The operator's ceiling: the copied rate limit is lowered to it where it exceeds it.
     pub max_rate_limit: RateLimitCeiling,
+}
+
+/// When a rotation's successor expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuccessorExpiry {
+    /// The old key's lifetime (its expiry less its creation), counted from the rotation; never
+    /// for a key that never expires. So rotating a key that is about to expire gives a key
+    /// with as long to live as the old one had, not one that expires with it.
+    SameLifetime,
+    /// As given (`None`: never).
+    At(Option<Timestamp>),
 }
 
 /// What a revoke call did.

@@ -374,9 +374,19 @@ async fn update_rotate_revoke_transfer_and_delete_change_what_the_api_says() {
         (&json!(null), &json!([]), &json!({}))
     );
 
-    // Rotate with a grace period: the new key, once; the old one expires when the grace ends.
+    // Rotate with a grace period: the new key, once; the old one expires when the grace ends,
+    // and the new one when `--expires` says.
     let rotated = served
-        .run(&["keys", "rotate", &id, "--grace", "1h", "--json"])
+        .run(&[
+            "keys",
+            "rotate",
+            &id,
+            "--grace",
+            "1h",
+            "--expires",
+            "7d",
+            "--json",
+        ])
         .await
         .ok()
         .json();
@@ -391,6 +401,11 @@ async fn update_rotate_revoke_transfer_and_delete_change_what_the_api_says() {
     )
     .expect("time");
     assert_eq!(expires.as_millis() - now, 3_600_000);
+    let new_expires = keyplane_control_plane::input::time::timestamp(
+        rotated["record"]["expires_at"].as_str().expect("expiry"),
+    )
+    .expect("time");
+    assert_eq!(new_expires.as_millis() - now, 7 * 86_400_000);
     let again = served.run(&["keys", "rotate", &id]).await;
     assert_eq!(
         again.code, 4,

@@ -1,7 +1,7 @@
 //! `keyplane keys rotate-due` against a real control plane on SQLite, the test's clock moved
 //! forward: which keys it picks (by age, by expiry), what it leaves alone (keys in a grace
-//! period, its own key), `--dry-run`, and what it prints (one JSON line per key, the new key
-//! on stdout only).
+//! period, its own key), `--dry-run`, what it prints (one JSON line per key, the new key on
+//! stdout only), and that a key rotated for its expiry is not due again the next night.
 
 use serde_json::{Value, json};
 
@@ -164,4 +164,49 @@ async fn rotate_due_rotates_old_and_expiring_keys_and_skips_grace_periods_and_it
         during_grace.code, 0,
         "the old one too, for the grace period: {during_grace:?}"
     );
+}
+
+/// A nightly `--expiring-within` job: the key it rotates for its expiry gets a successor with
+/// the key's whole lifetime again, so the next night finds nothing due (a successor that kept
+/// the old expiry would be rotated again every night until it expired).
+#[tokio::test]
+async fn a_key_rotated_for_its_expiry_is_not_due_again_the_next_night() {
+    let served = serve().await;
+    let app = &served.app;
+    let (_, record) = app
+        .create_key(json!({"name": "monthly", "environment": "live", "expires": "30d"}))
+        .await;
+    let nightly = [
+        "keys",
+        "rotate-due",
+        "--older-than",
+        "365d",
+        "--expiring-within",
+        "14d",
+        "--grace",
+        "1d",
+    ];
+    app.clock.advance_secs(20 * DAY_SECS);
+    let first = served.run(&nightly).await.ok();
+    let done = first.json_lines();
+    assert_eq!(names(&done), ["monthly"], "{first:?}");
+    assert_eq!(done[0]["id"], record["id"]);
+    let successor = app
+        .get(&format!(
+            "/v1/keys/{}",
+            done[0]["new_id"].as_str().expect("new id")
+        ))
+        .await
+        .body;
+    let expires = keyplane_control_plane::input::time::timestamp(
+        successor["expires_at"].as_str().expect("an expiry"),
+    )
+    .expect("time");
+    assert_eq!(
+        expires.as_millis() - app.state.now().as_millis(),
+        30 * DAY_SECS * 1000
+    );
+    app.clock.advance_secs(DAY_SECS);
+    let next_night = served.run(&nightly).await.ok();
+    assert!(next_night.stdout.is_empty(), "{next_night:?}");
 }

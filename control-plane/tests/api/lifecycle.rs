@@ -1,5 +1,6 @@
-//! Lifecycle rules: a rotated or expired key cannot be edited back to life, and a rotation that
-//! cannot happen is refused before it spends an Argon2id hash.
+//! Lifecycle rules: a rotated or expired key cannot be edited back to life, a rotation that
+//! cannot happen is refused before it spends an Argon2id hash, and a rotation's successor lives
+//! as long as its predecessor did (from the rotation) unless the call says otherwise.
 
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -12,6 +13,7 @@ backends!(
     a_rotated_key_in_its_grace_period_cannot_be_edited_and_nothing_is_recorded,
     an_expired_key_cannot_be_edited_back_to_life,
     a_rotation_that_cannot_happen_is_refused_before_any_hash_is_computed,
+    a_successor_lives_as_long_as_its_predecessor_did_unless_told_otherwise,
 );
 
 /// What a refused call must leave untouched: the audit log and the replication change log.
@@ -219,4 +221,60 @@ async fn a_rotation_that_cannot_happen_is_refused_before_any_hash_is_computed(ap
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
     assert_eq!(hashes(), computed + 1);
+}
+
+async fn a_successor_lives_as_long_as_its_predecessor_did_unless_told_otherwise(app: TestApp) {
+    const DAY_MS: i64 = 86_400_000;
+    let time = |value: &Value| {
+        keyplane_control_plane::input::time::timestamp(value.as_str().expect("a time"))
+            .expect("RFC 3339")
+            .as_millis()
+    };
+    let rotate = |id: String, body: Value| {
+        let app = &app;
+        async move { app.post(&format!("/v1/keys/{id}/rotate"), body).await }
+    };
+    let (_, monthly) = app
+        .create_key(json!({"name": "monthly", "environment": "live", "expires": "30d"}))
+        .await;
+    let (_, forever) = app
+        .create_key(json!({"name": "forever", "environment": "live"}))
+        .await;
+    let (_, chosen) = app
+        .create_key(json!({"name": "chosen", "environment": "live", "expires": "30d"}))
+        .await;
+    let id = |record: &Value| record["id"].as_str().expect("id").to_owned();
+    // Three weeks on, the monthly key has nine days left; its successor gets thirty again.
+    app.clock.advance_secs(21 * 86_400);
+    let now = app.state.now().as_millis();
+    let renewed = rotate(id(&monthly), json!({})).await;
+    assert_eq!(renewed.status, StatusCode::CREATED, "{:?}", renewed.body);
+    assert_eq!(
+        time(&renewed.body["record"]["expires_at"]) - now,
+        30 * DAY_MS
+    );
+    assert_eq!(
+        time(&renewed.body["previous"]["expires_at"]) - now,
+        9 * DAY_MS
+    );
+    // A key that never expires has a successor that never does.
+    let still = rotate(id(&forever), json!({})).await;
+    assert_eq!(still.body["record"]["expires_at"], Value::Null);
+    // Or as asked: a preset, never, a time; a time past is refused and nothing happens.
+    let refused = rotate(id(&chosen), json!({"expires": "2001-01-01T00:00:00Z"})).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(
+        app.get(&format!("/v1/keys/{}", id(&chosen))).await.body["rotated_to"],
+        Value::Null
+    );
+    let weekly = rotate(id(&chosen), json!({"expires": "7d"})).await;
+    assert_eq!(weekly.status, StatusCode::CREATED, "{:?}", weekly.body);
+    assert_eq!(time(&weekly.body["record"]["expires_at"]) - now, 7 * DAY_MS);
+    let unbounded = rotate(id(&weekly.body["record"]), json!({"expires": "never"})).await;
+    assert_eq!(unbounded.body["record"]["expires_at"], Value::Null);
 }

@@ -306,6 +306,7 @@ pub async fn regenerate(
     }
     let body = RotateKeyRequest {
         grace_seconds: form.grace_seconds,
+        expires: None,
     };
     let (_, axum::Json(rotated)) = crate::keys::rotate_key(
         State(state.clone()),

@@ -74,6 +74,7 @@ fn successor_of(old: &KeyRecord) -> NewKey {
 fn rotation(old: &KeyRecord, grace_millis: i64, ceiling: RateLimitCeiling) -> Rotation {
     Rotation {
         successor: successor_of(old),
+        expiry: SuccessorExpiry::SameLifetime,
         grace_millis,
         max_rate_limit: ceiling,
     }
@@ -181,7 +182,8 @@ fn a_rotation_without_grace_revokes_the_old_key_and_copies_its_settings() {
     assert_eq!(plan.successor.name, "billing");
     assert_eq!(plan.successor.scopes, old.scopes);
     assert_eq!(plan.successor.metadata, old.metadata);
-    assert_eq!(plan.successor.expires_at, old.expires_at);
+    // The old key's lifetime (made an hour ago, expiring in a day: 25 hours) from now.
+    assert_eq!(plan.successor.expires_at, Some(NOW.plus_millis(25 * HOUR)));
     assert_eq!(plan.successor.rate_limit, old.rate_limit);
     assert_eq!(plan.retired.rotated_to, Some(plan.successor.id));
     assert_eq!(plan.retired.revoked_at, Some(NOW));

@@ -166,12 +166,15 @@ pub(super) async fn revoke_invitation(
     if invitation.revoked_at.is_some() {
         return Err(StoreError::Conflict(Conflict::InvitationRevoked));
     }
-    sqlx::query("UPDATE invitations SET revoked_at = $1, revoked_by = $2 WHERE id = $3")
-        .bind(now.as_millis())
-        .bind(context.actor_user.map(|user| id_bytes(user.to_bytes())))
-        .bind(id_bytes(id.to_bytes()))
-        .execute(mutation.connection())
-        .await?;
+    sqlx::query(
+        "UPDATE invitations SET revoked_at = $1, revoked_by = $2 WHERE id = $3 AND org_id = $4",
+    )
+    .bind(now.as_millis())
+    .bind(context.actor_user.map(|user| id_bytes(user.to_bytes())))
+    .bind(id_bytes(id.to_bytes()))
+    .bind(id_bytes(org.to_bytes()))
+    .execute(mutation.connection())
+    .await?;
     let details = json!({
         "invitation_id": invitation.id,
         "email": invitation.email,
