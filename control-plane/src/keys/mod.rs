@@ -259,8 +259,9 @@ pub(crate) async fn update_key(
 }
 
 /// Replace a key by a new one with the same settings (a rate limit above the operator's current
-/// ceiling is lowered to it). The old key stops at once, or at the end of the grace period
-/// (never later than its own expiry).
+/// ceiling is lowered to it), living as long as the old one did unless `expires` says otherwise.
+/// The old key stops at once, or at the end of the grace period (never later than its own
+/// expiry).
 #[utoipa::path(
     post, path = "/v1/keys/{id}/rotate", tag = "keys",
     params(("id" = String, Path, description = "Key id (`key_…`)")),

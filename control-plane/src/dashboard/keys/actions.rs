@@ -245,7 +245,14 @@ pub async fn regenerate_form(
     let key = load(&state, &viewer, &id).await?;
     refuse_unless_changeable(&viewer, &key)?;
     let content = html! {
-        p { "A new key with the same name, scopes, limits and expiry replaces " code { (key.truncated_key) } "." }
+        p {
+            "A new key with the same name, scopes and limits replaces " code { (key.truncated_key) } ". "
+            @if key.expires_at.is_some() {
+                "It gets as long to live as this one had when it was made, counted from now."
+            } @else {
+                "Like this one, it never expires."
+            }
+        }
         form method="post" action={"/keys/" (key.id) "/regenerate"} {
             (csrf_field(&viewer))
             input type="hidden" name="once" value=(SpentForms::issue());
