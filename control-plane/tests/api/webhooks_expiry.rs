@@ -1,7 +1,8 @@
 //! The expiry scheduler: `key.expiring` 7 days and 1 day before a key's expiry (a key already
 //! within a day gets the one-day notice alone), `key.expired` once it passed, each once however
-//! many instances look at the same time; revoked keys are not announced. An organization may
-//! choose its own lead times (`/v1/organization/expiry-notices`), which apply to its keys alone.
+//! many instances look at the same time; revoked keys are not announced; a key given a new
+//! expiry is reminded before that one too. An organization may choose its own lead times
+//! (`/v1/organization/expiry-notices`), which apply to its keys alone.
 
 use axum::http::{Method, StatusCode};
 use keyplane_control_plane::bootstrap::create_organization;
@@ -18,6 +19,7 @@ backends!(
     lead_times_are_checked_and_set_by_whoever_manages_the_organization,
     a_key_that_expired_over_a_day_before_anyone_looked_is_passed_over,
     a_longer_lead_time_added_later_is_not_announced_after_a_shorter_one,
+    a_key_given_a_new_expiry_is_reminded_before_it_again,
 );
 
 mod by_email {
@@ -418,4 +420,40 @@ async fn a_longer_lead_time_added_later_is_not_announced_after_a_shorter_one(app
         summary(&app.take_due_events().await),
         [("key.expiring".into(), "later".into(), json!(30 * DAY))]
     );
+}
+
+async fn a_key_given_a_new_expiry_is_reminded_before_it_again(app: TestApp) {
+    app.post(
+        "/v1/webhooks",
+        json!({"url": "http://127.0.0.1:9/none", "events": ["key.expiring"]}),
+    )
+    .await;
+    let (_, key) = app
+        .create_key(json!({"name": "extended", "environment": "live", "expires": "1h"}))
+        .await;
+    let id = key["id"].as_str().expect("id");
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 1);
+    app.take_due_events().await;
+    // Reminded a day ahead, the owner extends it by a month: it is reminded a week and a day
+    // before the new expiry, as any key is.
+    let extended = app
+        .patch(&format!("/v1/keys/{id}"), json!({"expires": "30d"}))
+        .await;
+    assert_eq!(extended.status, StatusCode::OK, "{:?}", extended.body);
+    app.clock.advance_secs(23 * 86_400 + 60);
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 1);
+    assert_eq!(
+        summary(&app.take_due_events().await),
+        [("key.expiring".into(), "extended".into(), json!(604_800))]
+    );
+    app.clock.advance_secs(6 * 86_400);
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 1);
+    assert_eq!(
+        summary(&app.take_due_events().await),
+        [("key.expiring".into(), "extended".into(), json!(86_400))]
+    );
+    // A change that leaves the expiry as it was forgets nothing.
+    app.patch(&format!("/v1/keys/{id}"), json!({"name": "renamed"}))
+        .await;
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
 }

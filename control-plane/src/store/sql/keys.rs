@@ -210,6 +210,10 @@ pub(super) async fn update(
     let before = reachable(&mut mutation, org, id, context).await?;
     let edit = lifecycle::edit(&before, changes, now).map_err(StoreError::Conflict)?;
     let saved = save_key(&mut mutation, &edit.key, now).await?;
+    if saved.expires_at != before.expires_at {
+        // A new expiry gets its own reminders: those sent for the old one are forgotten.
+        super::expiry::forget_expiring_notices(mutation.connection(), id).await?;
+    }
     mutation
         .audit(&store.sealer, edit.audit, context, now)
         .await?;
