@@ -10,6 +10,7 @@
 //! | 5 | rate limited (429) |
 //! | 6 | server or network error (5xx, no answer, an answer that is not the API's) |
 //! | 7 | a check failed: `audit verify` found the chain broken |
+//! | 8 | a key was made or rotated but its new key could not be printed (stdout closed, or a write failed): stderr names it |
 
 use std::fmt;
 
@@ -33,6 +34,8 @@ pub enum Exit {
     Unavailable = 6,
     /// `audit verify` found the chain broken.
     CheckFailed = 7,
+    /// A new key was made but could not be printed.
+    KeyNotShown = 8,
 }
 
 impl Exit {
@@ -105,6 +108,17 @@ pub enum CliError {
     /// Writing the output failed (other than a closed pipe).
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
+    /// A key was made or rotated, but printing its new key failed: the key is not shown again.
+    #[error(
+        "{made} was made, but its key could not be printed ({cause}) and is not shown again: \
+         revoke it, or rotate it to get another"
+    )]
+    KeyNotShown {
+        /// The new key's id (`key_…`).
+        made: String,
+        /// Why printing failed.
+        cause: Box<CliError>,
+    },
 }
 
 impl CliError {
@@ -117,6 +131,7 @@ impl CliError {
                 Exit::Unavailable
             }
             CliError::CheckFailed(_) => Exit::CheckFailed,
+            CliError::KeyNotShown { .. } => Exit::KeyNotShown,
         }
     }
 }

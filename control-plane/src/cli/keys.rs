@@ -349,6 +349,9 @@ fn update_body(args: &UpdateArgs) -> Result<Value, CliError> {
 
 /// Prints a create or rotate answer (`{key, record, …}`), warning on a terminal that the key
 /// is shown this once.
+/// Prints a create's or rotate's answer, whose key is shown this once. A `--field` the answer
+/// lacks prints the whole answer instead (then fails as a usage error), so a typo never loses
+/// the key; output that cannot be written fails as [`CliError::KeyNotShown`], naming the key.
 fn print_new_key(mode: &Mode, answer: &Value) -> Result<(), CliError> {
     if std::io::stdout().is_terminal() {
         eprintln!(
@@ -356,6 +359,23 @@ fn print_new_key(mode: &Mode, answer: &Value) -> Result<(), CliError> {
              only a hash of it)"
         );
     }
+    let not_shown = |cause: CliError| CliError::KeyNotShown {
+        made: text(&answer["record"]["id"]),
+        cause: Box::new(cause),
+    };
+    match print_new_key_as(mode, answer) {
+        Ok(()) => Ok(()),
+        Err(CliError::Usage(missing)) if matches!(mode, Mode::Field(_)) => {
+            print_new_key_as(&Mode::Json, answer).map_err(not_shown)?;
+            Err(usage(format!(
+                "{missing}; the whole answer, with the new key, was printed instead"
+            )))
+        }
+        Err(error) => Err(not_shown(error)),
+    }
+}
+
+fn print_new_key_as(mode: &Mode, answer: &Value) -> Result<(), CliError> {
     print_one(mode, answer, |answer| {
         let mut lines = vec![("key", text(&answer["key"]))];
         lines.extend(key_details(&answer["record"]));

@@ -39,6 +39,11 @@ impl FieldPath {
         Ok(FieldPath(parts))
     }
 
+    /// Its first name (`record` of `record.id`).
+    pub fn first(&self) -> &str {
+        self.0.first().map_or("", String::as_str)
+    }
+
     /// The field in `value`, or a usage error naming the fields there are.
     pub fn pick<'a>(&self, value: &'a Value) -> Result<&'a Value, CliError> {
         let mut here = value;

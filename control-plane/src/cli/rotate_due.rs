@@ -140,12 +140,33 @@ pub fn select(keys: &[Candidate], policy: &Policy) -> Result<Selection, CliError
     Ok(selection)
 }
 
+/// The fields of each line the job prints (`--field` picks one).
+const LINE_FIELDS: [&str; 7] = [
+    "id",
+    "name",
+    "reason",
+    "new_id",
+    "key",
+    "old_expires_at",
+    "dry_run",
+];
+
 /// Runs the job.
 pub async fn run(
     connection: &Connection,
     mode: &Mode,
     args: &RotateDueArgs,
 ) -> Result<(), CliError> {
+    // A `--field` the lines lack is refused before anything is rotated, not after.
+    if let Mode::Field(path) = mode
+        && !LINE_FIELDS.contains(&path.first())
+    {
+        return Err(usage(format!(
+            "--field: the lines have no `{}` (fields: {})",
+            path.first(),
+            LINE_FIELDS.join(", ")
+        )));
+    }
     let me = connection.get("/v1/users/me", &[]).await?;
     let own_key = match args.include_self {
         true => None,
@@ -178,14 +199,22 @@ pub async fn run(
         match rotate(connection, key_id, args.grace, None).await {
             Ok(answer) => {
                 rotated += 1;
-                printer.page(&[json!({
+                let line = json!({
                     "id": id,
                     "name": name,
                     "reason": reason.name(),
                     "new_id": answer["record"]["id"],
                     "key": answer["key"],
                     "old_expires_at": answer["previous"]["expires_at"],
-                })])?;
+                });
+                if let Err(cause) = printer.page(&[line]) {
+                    // Its new key is lost: say which, and rotate no more into output that
+                    // cannot be written.
+                    return Err(CliError::KeyNotShown {
+                        made: answer["record"]["id"].as_str().unwrap_or("?").to_owned(),
+                        cause: Box::new(cause),
+                    });
+                }
             }
             Err(error) => {
                 eprintln!("keyplane: {id} ({name}) was not rotated: {error}");

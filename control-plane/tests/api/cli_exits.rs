@@ -1,7 +1,8 @@
 //! What a script can rely on from the `keyplane` client: the documented exit codes (from a
 //! real control plane, and from a stub answering the statuses a healthy one rarely gives), the
-//! API's error code and request id in each message, reads retried on network errors only, and
-//! the credential kept out of the process list, stderr and a terminal's warning.
+//! API's error code and request id in each message, reads retried on network errors only, the
+//! credential kept out of the process list, stderr and a terminal's warning, and a new key
+//! never lost to a `--field` typo or silently to a closed stdout.
 
 use std::time::Duration;
 
@@ -236,4 +237,75 @@ async fn on_a_terminal_the_key_is_on_stdout_and_a_warning_on_stderr() {
         terminal.contains("name         tty"),
         "aligned on a terminal: {terminal}"
     );
+}
+
+/// `--field` a rotation's answer lacks: the whole answer (new key included) is printed instead
+/// and the exit is 1; `rotate-due` refuses such a field before it rotates anything; and a
+/// rotation whose stdout is closed exits 8, naming the new key on stderr.
+#[tokio::test]
+async fn a_new_key_is_never_lost_to_a_field_typo_nor_silently_to_a_closed_pipe() {
+    let served = serve().await;
+    let make = |name: &'static str| {
+        let app = &served.app;
+        async move {
+            let (_, record) = app
+                .create_key(serde_json::json!({"name": name, "environment": "live"}))
+                .await;
+            record["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let typo = make("typo").await;
+    let run = served
+        .run(&["keys", "rotate", &typo, "--field", "new_key"])
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("printed instead"), "{run:?}");
+    let answer: serde_json::Value = serde_json::from_str(&run.stdout).expect("the whole answer");
+    let key = answer["key"].as_str().expect("the new key");
+    assert!(key.starts_with("sk_live_") && key.len() == 46, "{answer}");
+    assert_eq!(answer["previous"]["id"], typo.as_str());
+
+    // Nothing rotated by a job whose --field its lines lack.
+    let before = served.app.get("/v1/keys?limit=200").await.body;
+    let job = served
+        .run(&[
+            "keys",
+            "rotate-due",
+            "--older-than",
+            "0d",
+            "--field",
+            "new_key",
+        ])
+        .await;
+    assert_eq!(job.code, 1, "{job:?}");
+    assert!(
+        job.stderr.contains("the lines have no `new_key`"),
+        "{job:?}"
+    );
+    assert!(job.stdout.is_empty(), "{job:?}");
+    assert_eq!(served.app.get("/v1/keys?limit=200").await.body, before);
+
+    // stdout closed before the answer comes: exit 8, and stderr says which key was made.
+    let closed = make("closed").await;
+    let piped = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} keys rotate {closed} --grace 1h --field key | (exec <&-; sleep 2); \
+             exit \"${{PIPESTATUS[0]}}\"",
+            env!("CARGO_BIN_EXE_keyplane")
+        ))
+        .env("KEYPLANE_URL", &served.url)
+        .env("KEYPLANE_API_KEY", &served.app.admin_key)
+        .output()
+        .await
+        .expect("bash");
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert_eq!(piped.status.code(), Some(8), "{stderr}");
+    let old = served.app.get(&format!("/v1/keys/{closed}")).await.body;
+    let successor = old["rotated_to"].as_str().expect("rotated");
+    assert!(
+        stderr.contains(successor) && stderr.contains("could not be printed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sk_live_"), "{stderr}");
 }
