@@ -168,9 +168,10 @@ pub async fn run(
         )));
     }
     let me = connection.get("/v1/users/me", &[]).await?;
+    let caller = me.body["key_id"].as_str().map(str::to_owned);
     let own_key = match args.include_self {
         true => None,
-        false => me.body["key_id"].as_str().map(str::to_owned),
+        false => caller.clone(),
     };
     let (keys, now) = active_keys(connection, args.environment).await?;
     let policy = Policy {
@@ -179,7 +180,12 @@ pub async fn run(
         expiring_within: args.expiring_within,
         own_key,
     };
-    let selection = select(&keys, &policy)?;
+    let mut selection = select(&keys, &policy)?;
+    // The job's own key (`--include-self`) goes last: rotated without a grace period it stops
+    // at once, and every rotation after it would be refused.
+    selection
+        .due
+        .sort_by_key(|(id, _, _)| caller.as_deref() == Some(id.as_str()));
     // Lines by default; `--json` gathers them into one document, `--field` picks one field.
     let mode = match mode {
         Mode::Table { .. } => Mode::JsonLines,

@@ -1,7 +1,8 @@
 //! `keyplane keys rotate-due` against a real control plane on SQLite, the test's clock moved
 //! forward: which keys it picks (by age, by expiry), what it leaves alone (keys in a grace
 //! period, its own key), `--dry-run`, what it prints (one JSON line per key, the new key on
-//! stdout only), and that a key rotated for its expiry is not due again the next night.
+//! stdout only), that a key rotated for its expiry is not due again the next night, and that
+//! the job's own key, rotated without a grace period, goes last.
 
 use serde_json::{Value, json};
 
@@ -209,4 +210,41 @@ async fn a_key_rotated_for_its_expiry_is_not_due_again_the_next_night() {
     app.clock.advance_secs(DAY_SECS);
     let next_night = served.run(&nightly).await.ok();
     assert!(next_night.stdout.is_empty(), "{next_night:?}");
+}
+
+/// `--include-self` without `--grace`: the job's own key stops the moment it is rotated, so it
+/// is rotated last and every other due key still is.
+#[tokio::test]
+async fn the_jobs_own_key_is_rotated_last() {
+    let served = serve().await;
+    let app = &served.app;
+    for name in ["older-a", "older-b"] {
+        app.create_key(json!({"name": name, "environment": "live"}))
+            .await;
+    }
+    // The job's key is the newest, so the listing (newest first) names it first.
+    let (job_key, job) = app
+        .create_key(json!({"name": "job", "environment": "live", "scopes": ["admin:full"]}))
+        .await;
+    app.clock.advance_secs(100 * DAY_SECS);
+    let run = served
+        .run_as(
+            &job_key,
+            &[
+                "keys",
+                "rotate-due",
+                "--older-than",
+                "90d",
+                "--include-self",
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let done = run.json_lines();
+    assert_eq!(
+        done.len(),
+        4,
+        "the admin key, older-a, older-b and job: {run:?}"
+    );
+    assert_eq!(done.last().expect("a line")["id"], job["id"]);
 }
