@@ -278,7 +278,8 @@ pub trait Store: PeopleStore + PortalStore + WebhookStore + Send + Sync + 'stati
     /// Revokes keys reported as leaked, all of one organization, in one transaction: each
     /// active one with reason `compromised` and a note naming where it was found, audited and
     /// announced as `key.revoked` and `key.leaked`. Already revoked keys are left as they are
-    /// (a replayed report changes nothing). For each key, whether it was revoked now.
+    /// (a replayed report changes nothing), and so are deleted ones. For each key, whether it
+    /// was revoked now.
     async fn revoke_leaked(
         &self,
         org: OrgId,

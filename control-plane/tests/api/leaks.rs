@@ -1,7 +1,7 @@
 //! `POST /v1/leaks/report` as an attacker and as a finder would use it: a live key reported is
 //! revoked (reason `compromised`, the note naming where it was found), audited, replicated and
 //! announced as `key.leaked`; the answer is the same for unknown, revoked and just-revoked keys;
-//! a replay changes nothing; reports are limited per address.
+//! a replay changes nothing; a deleted key is left alone; reports are limited per address.
 
 use axum::http::{Method, StatusCode};
 use keyplane_shared::{ApiKey, Environment, KeyPrefix};
@@ -13,6 +13,7 @@ use crate::helpers::{TestApp, until};
 backends!(
     a_reported_live_key_is_revoked_audited_and_announced,
     the_answer_never_says_whether_the_key_existed,
+    a_deleted_key_reported_is_left_as_it_is,
 );
 
 async fn report(app: &TestApp, body: Value) -> (StatusCode, Value) {
@@ -162,4 +163,41 @@ async fn the_answer_never_says_whether_the_key_existed(app: TestApp) {
     let (n, answer) = limited.expect("reports are limited per address");
     assert!(n < 10, "{n} reports passed");
     assert_eq!(answer["error"]["code"], "too_many_attempts");
+}
+
+async fn a_deleted_key_reported_is_left_as_it_is(app: TestApp) {
+    let (_, record) = app
+        .create_key(json!({"name": "old and gone", "environment": "live", "expires": "1h"}))
+        .await;
+    let id: keyplane_shared::ids::KeyId = record["id"].as_str().expect("id").parse().expect("id");
+    app.clock.advance_secs(7200);
+    let deleted = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/keys/{id}"),
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:?}", deleted.body);
+    let org: keyplane_shared::ids::OrgId = app.get("/v1/users/me").await.body["organization_id"]
+        .as_str()
+        .expect("org")
+        .parse()
+        .expect("org id");
+    let audit_before = app.audit().await.len();
+    // What a report (or GitHub's) of it leads to: nothing revoked, audited or announced.
+    let leak = keyplane_control_plane::store::LeakedKey {
+        id,
+        source: "report".into(),
+        url: None,
+    };
+    let revoked = app
+        .store
+        .revoke_leaked(org, vec![leak], &Default::default(), app.state.now())
+        .await
+        .expect("looked at");
+    assert_eq!(revoked, [false]);
+    assert_eq!(app.audit().await.len(), audit_before);
+    assert!(app.take_due_events().await.is_empty());
 }

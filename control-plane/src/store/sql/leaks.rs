@@ -34,7 +34,12 @@ pub(super) async fn revoke_leaked(
     let mut mutation = OrgMutation::begin(store, org).await?;
     let mut revoked = Vec::with_capacity(leaks.len());
     for leak in &leaks {
-        let Some(key) = load_key(mutation.connection(), org, leak.id).await? else {
+        // A deleted key (revoked or expired before it was) is gone: nothing to revoke or
+        // announce.
+        let Some(key) = load_key(mutation.connection(), org, leak.id)
+            .await?
+            .filter(|key| key.deleted_at.is_none())
+        else {
             revoked.push(false);
             continue;
         };
