@@ -132,7 +132,7 @@ async fn render(
             a href={(base) "/delete"} { "Delete endpoint" }
         }
         h2 { "Delivery attempts" }
-        (attempt_table(viewer, &base, &attempts.items))
+        (attempt_table(viewer, &base, &attempts.items, view.enabled))
         @if let Some(next) = &attempts.next_cursor {
             p { a href=(link(&base, &[("cursor", next)])) { "Older attempts" } }
         }
@@ -155,7 +155,8 @@ async fn render(
     Ok(response)
 }
 
-fn attempt_table(viewer: &Viewer, base: &str, items: &[AttemptView]) -> Markup {
+/// The attempts, each with "Send again" while the endpoint is enabled (`resendable`).
+fn attempt_table(viewer: &Viewer, base: &str, items: &[AttemptView], resendable: bool) -> Markup {
     html! {
         @if items.is_empty() {
             p { "Nothing was sent yet." }
@@ -179,9 +180,13 @@ fn attempt_table(viewer: &Viewer, base: &str, items: &[AttemptView]) -> Markup {
                             }
                             td.answer { @if item.response.is_empty() { (dash()) } @else { code { (item.response) } } }
                             td {
-                                form method="post" action={(base) "/events/" (item.event_id) "/redeliver"} {
-                                    (csrf_field(viewer))
-                                    button.secondary type="submit" { "Send again" span.visually-hidden { " " (item.event_type) " " (item.event_id) } }
+                                @if resendable {
+                                    form method="post" action={(base) "/events/" (item.event_id) "/redeliver"} {
+                                        (csrf_field(viewer))
+                                        button.secondary type="submit" { "Send again" span.visually-hidden { " " (item.event_type) " " (item.event_id) } }
+                                    }
+                                } @else {
+                                    "Enable the endpoint to send again"
                                 }
                             }
                         }

@@ -127,6 +127,9 @@ pub enum Conflict {
     /// The organization has as many webhook endpoints as it may.
     #[error("this organization has the most webhook endpoints allowed: delete one first")]
     TooManyWebhooks,
+    /// The webhook endpoint is disabled: nothing is sent to it.
+    #[error("this endpoint is disabled: enable it, then send the event again")]
+    WebhookDisabled,
 }
 
 impl Conflict {
@@ -147,6 +150,7 @@ impl Conflict {
             Conflict::AlreadyMember => "already_member",
             Conflict::NotAMember => "not_a_member",
             Conflict::TooManyWebhooks => "too_many_webhooks",
+            Conflict::WebhookDisabled => "webhook_disabled",
         }
     }
 }

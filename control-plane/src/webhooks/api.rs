@@ -392,6 +392,7 @@ pub(crate) async fn list_attempts(
         (status = 202, description = "Queued: the delivery worker sends it within a second"),
         (status = 403, description = "Your role may not manage the organization's webhooks", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such endpoint or event in this organization", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "The endpoint is disabled (`webhook_disabled`): enable it first", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]

@@ -347,6 +347,22 @@ async fn an_event_is_sent_again_on_request_and_attempts_page_through(app: TestAp
         )
         .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    // A disabled endpoint is sent nothing: asking is a conflict, and nothing waits for it.
+    let off = app
+        .patch(&format!("/v1/webhooks/{id}"), json!({"enabled": false}))
+        .await;
+    assert_eq!(off.status, StatusCode::OK, "{:?}", off.body);
+    let refused = app
+        .post(
+            &format!("/v1/webhooks/{id}/events/{event}/redeliver"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{:?}", refused.body);
+    assert_eq!(refused.code(), "webhook_disabled");
+    app.patch(&format!("/v1/webhooks/{id}"), json!({"enabled": true}))
+        .await;
+    assert_eq!(round(&app).await.delivered, 0);
     let forged = app
         .get(&format!("/v1/webhooks/{id}/attempts?cursor=nope"))
         .await;

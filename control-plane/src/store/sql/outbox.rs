@@ -11,9 +11,9 @@ use super::Backend;
 use super::people::id_bytes;
 use super::rows::{bytes16, optional_time};
 use super::webhook_rows::load_endpoint;
-use crate::store::StoreError;
 use crate::store::outbox::NewEvent;
 use crate::store::webhooks::{Attempt, ClaimedDelivery, NextStep};
+use crate::store::{Conflict, StoreError};
 
 /// Writes `event` with one delivery to each enabled endpoint of its organization that wants it,
 /// due at once (so a `webhook.disabled` event, written after its endpoint was disabled, goes to
@@ -177,7 +177,13 @@ pub(super) async fn redeliver(
     event: EventId,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    load_endpoint(connection, Some(org), endpoint).await?;
+    if !load_endpoint(connection, Some(org), endpoint)
+        .await?
+        .enabled
+    {
+        // Only enabled endpoints are sent to: queued here, it would wait unsent.
+        return Err(StoreError::Conflict(Conflict::WebhookDisabled));
+    }
     let found = sqlx::query("SELECT org_id FROM webhook_events WHERE id = $1")
         .bind(id_bytes(event.to_bytes()))
         .fetch_optional(&mut *connection)
