@@ -38,13 +38,11 @@ pub async fn announce_due(state: &AppState) -> Result<u64, StoreError> {
 }
 
 async fn remind(state: &AppState, notice: &ExpiryNotice) {
-    let (Some(lead), Some(to)) = (notice.lead_ms, notice.owner_email.as_deref()) else {
+    // `key.expiring` notices have a lead time; `key.expired` ones are not emailed.
+    let (Some(_), Some(to)) = (notice.lead_ms, notice.owner_email.as_deref()) else {
         return;
     };
-    let within = match lead / 86_400_000 {
-        1 => "1 day".to_owned(),
-        days => format!("{days} days"),
-    };
+    let within = time_left(notice.expires_at.as_millis() - state.now().as_millis());
     if let Err(error) = state
         .mailer
         .send_expiry_reminder(
@@ -57,6 +55,25 @@ async fn remind(state: &AppState, notice: &ExpiryNotice) {
         .await
     {
         tracing::warn!(%error, key_id = %notice.key_id, "an expiry reminder could not be emailed");
+    }
+}
+
+/// The time from now to an expiry `left_ms` away, as the reminder says it: in days from a day
+/// on, else in hours from an hour on, else in minutes, each rounded to the nearest (a notice
+/// sent a few seconds after its 7-day mark says 7 days, not 6; a key made an hour before its
+/// expiry is told 1 hour, not its organization's 1-day lead time).
+fn time_left(left_ms: i64) -> String {
+    const MINUTE: i64 = 60_000;
+    const HOUR: i64 = 60 * MINUTE;
+    const DAY: i64 = 24 * HOUR;
+    let (count, unit) = match left_ms {
+        ms if ms >= DAY - HOUR / 2 => ((ms + DAY / 2) / DAY, "day"),
+        ms if ms >= HOUR - MINUTE / 2 => ((ms + HOUR / 2) / HOUR, "hour"),
+        ms => (((ms + MINUTE / 2) / MINUTE).max(1), "minute"),
+    };
+    match count {
+        1 => format!("1 {unit}"),
+        _ => format!("{count} {unit}s"),
     }
 }
 
@@ -77,4 +94,30 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_left;
+
+    #[test]
+    fn the_time_left_is_said_in_the_largest_unit_rounded() {
+        const MINUTE: i64 = 60_000;
+        const HOUR: i64 = 60 * MINUTE;
+        const DAY: i64 = 24 * HOUR;
+        for (left, said) in [
+            (7 * DAY - 30_000, "7 days"),
+            (7 * DAY, "7 days"),
+            (DAY + 3 * HOUR, "1 day"),
+            (DAY - 10 * MINUTE, "1 day"),
+            (23 * HOUR, "23 hours"),
+            (HOUR, "1 hour"),
+            (HOUR - 20_000, "1 hour"),
+            (45 * MINUTE, "45 minutes"),
+            (MINUTE, "1 minute"),
+            (5_000, "1 minute"),
+        ] {
+            assert_eq!(time_left(left), said, "{left} ms");
+        }
+    }
 }

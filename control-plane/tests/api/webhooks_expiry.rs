@@ -101,7 +101,7 @@ async fn the_owner_of_a_key_expiring_soon_is_reminded_by_email(app: TestApp) {
     let mail = std::fs::read_to_string(&mail_file).expect("mail");
     assert!(mail.contains("RCPT TO:<owner@example.com>"), "{mail}");
     assert!(
-        mail.contains("Subject: Your API key \"nightly export\" expires in 1 day"),
+        mail.contains("Subject: Your API key \"nightly export\" expires in 1 hour"),
         "{mail}"
     );
     assert!(mail.contains(&truncated), "{mail}");
