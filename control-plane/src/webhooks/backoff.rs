@@ -1,6 +1,7 @@
 //! When a failed delivery is tried again (pure): exponential backoff from 10 seconds, tripling
 //! each time and capped at 6 hours, for up to 24 hours after the event; an endpoint whose
-//! deliveries have all failed for 5 days is disabled.
+//! deliveries have all failed for 5 days is disabled (counted from the first failure after a
+//! day without any attempt: the store's `record_attempt`).
 //!
 //! Attempts come 10 s, 30 s, 1.5 min, 4.5 min, 13.5 min, 40.5 min, 2 h, 6 h, 6 h, 6 h ... after
 //! the one before, while they stay within the 24 hours: 11 attempts in all for an endpoint that

@@ -1,7 +1,7 @@
 //! Webhook delivery: events written with the change that causes them (none for a rolled-back
 //! change), signed deliveries checked by an independent receiver (Python's `hmac`), retries
 //! with backoff and every attempt recorded, an endpoint failing for 5 days disabled and
-//! announced, a claim whose worker died delivered after its lease, redelivery, the previous
+//! announced (but not one that failed once long ago and then was sent nothing), a claim whose worker died delivered after its lease, redelivery, the previous
 //! secret signing for 24 hours after a rotation, and the address guard at delivery time (the
 //! checks from outside the worker: `verified`).
 
@@ -92,6 +92,7 @@ async fn attempts(app: &TestApp, id: &str) -> Vec<Value> {
 backends!(
     failures_are_retried_with_backoff_and_every_attempt_is_recorded,
     an_endpoint_failing_for_five_days_is_disabled_audited_and_announced,
+    an_endpoint_sent_nothing_for_a_while_starts_a_new_failing_streak,
     a_claim_whose_worker_died_is_delivered_once_its_lease_ends,
     an_event_is_sent_again_on_request_and_attempts_page_through,
     after_a_rotation_both_secrets_sign_for_24_hours,
@@ -419,5 +420,29 @@ async fn after_a_rotation_both_secrets_sign_for_24_hours(app: TestApp) {
     assert!(
         !check(after, after_event, &old),
         "the old secret still signs"
+    );
+}
+
+async fn an_endpoint_sent_nothing_for_a_while_starts_a_new_failing_streak(app: TestApp) {
+    let broken = Receiver::start(503).await;
+    let (id, _) = endpoint(&app, &broken.url, &["key.created"]).await;
+    app.create_key(json!({"name": "once", "environment": "live"}))
+        .await;
+    // Tried for a day and given up; then nothing to send for a month.
+    for _ in 0..26 {
+        round(&app).await;
+        app.clock.advance_secs(3600);
+    }
+    app.clock.advance_secs(30 * 86_400);
+    app.create_key(json!({"name": "a month later", "environment": "live"}))
+        .await;
+    // One failure a month after the last is not a month of failing: not disabled, and the
+    // streak starts now.
+    assert_eq!(round(&app).await.disabled, 0);
+    let shown = app.get(&format!("/v1/webhooks/{id}")).await.body;
+    assert_eq!(shown["enabled"], true, "{shown}");
+    assert_eq!(
+        shown["failing_since"],
+        keyplane_control_plane::input::time::rfc3339(app.state.now())
     );
 }

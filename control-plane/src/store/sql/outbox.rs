@@ -14,6 +14,7 @@ use super::webhook_rows::load_endpoint;
 use crate::store::outbox::NewEvent;
 use crate::store::webhooks::{Attempt, ClaimedDelivery, NextStep};
 use crate::store::{Conflict, StoreError};
+use crate::webhooks::backoff::RETRY_WINDOW_MS;
 
 /// Writes `event` with one delivery to each enabled endpoint of its organization that wants it,
 /// due at once (so a `webhook.disabled` event, written after its endpoint was disabled, goes to
@@ -155,12 +156,19 @@ pub(super) async fn record_attempt(
             .await?;
         return Ok(None);
     }
+    // A failing streak starts with this failure unless another attempt (a failure, as a
+    // success would have ended it) came within the retry window before it: an endpoint that
+    // failed once a month ago and was sent nothing since is not "failing for a month".
     let row = sqlx::query(
-        "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $1) \
+        "UPDATE webhook_endpoints SET failing_since = CASE \
+           WHEN failing_since IS NOT NULL AND EXISTS (SELECT 1 FROM webhook_attempts a \
+             WHERE a.endpoint_id = $2 AND a.at < $1 AND a.at >= $3) THEN failing_since \
+           ELSE $1 END \
          WHERE id = $2 RETURNING failing_since",
     )
     .bind(attempt.at.as_millis())
     .bind(endpoint)
+    .bind(attempt.at.as_millis() - RETRY_WINDOW_MS)
     .fetch_optional(&mut *connection)
     .await?;
     match row {
