@@ -1,7 +1,8 @@
 //! Webhook delivery: events written with the change that causes them (none for a rolled-back
 //! change), signed deliveries checked by an independent receiver (Python's `hmac`), retries
 //! with backoff and every attempt recorded, an endpoint failing for 5 days disabled and
-//! announced (but not one that failed once long ago and then was sent nothing), a claim whose worker died delivered after its lease, redelivery, the previous
+//! announced (but not one that failed once long ago and then was sent nothing), a deleted
+//! endpoint's pending retries never sent, a claim whose worker died delivered after its lease, redelivery, the previous
 //! secret signing for 24 hours after a rotation, and the address guard at delivery time (the
 //! checks from outside the worker: `verified`).
 
@@ -93,6 +94,7 @@ backends!(
     failures_are_retried_with_backoff_and_every_attempt_is_recorded,
     an_endpoint_failing_for_five_days_is_disabled_audited_and_announced,
     an_endpoint_sent_nothing_for_a_while_starts_a_new_failing_streak,
+    a_deleted_endpoints_pending_deliveries_are_never_sent,
     a_claim_whose_worker_died_is_delivered_once_its_lease_ends,
     an_event_is_sent_again_on_request_and_attempts_page_through,
     after_a_rotation_both_secrets_sign_for_24_hours,
@@ -444,5 +446,34 @@ async fn an_endpoint_sent_nothing_for_a_while_starts_a_new_failing_streak(app: T
     assert_eq!(
         shown["failing_since"],
         keyplane_control_plane::input::time::rfc3339(app.state.now())
+    );
+}
+
+async fn a_deleted_endpoints_pending_deliveries_are_never_sent(app: TestApp) {
+    let receiver = Receiver::start(503).await;
+    let (id, _) = endpoint(&app, &receiver.url, &["key.created"]).await;
+    app.create_key(json!({"name": "pending", "environment": "live"}))
+        .await;
+    round(&app).await;
+    assert_eq!(receiver.types().len(), 1, "the first attempt");
+    // Its retry is due in seconds; the endpoint goes first, and comes back healthy too late.
+    let gone = app
+        .call(
+            axum::http::Method::DELETE,
+            &format!("/v1/webhooks/{id}"),
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    receiver.set(204);
+    for _ in 0..3 {
+        app.clock.advance_secs(3600);
+        assert_eq!(round(&app).await.delivered, 0);
+    }
+    assert_eq!(
+        receiver.types().len(),
+        1,
+        "a deleted endpoint was sent a retry"
     );
 }
