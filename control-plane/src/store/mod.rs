@@ -45,8 +45,8 @@ pub use records::{
 };
 pub use usage::{DailyStatusCount, IngestReport, StatusFilter, UsageFilter, UsageRecord};
 pub use webhooks::{
-    Attempt, AttemptRecord, ClaimedDelivery, LeakedKey, NewWebhook, NextStep, WebhookChanges,
-    WebhookRecord, WebhookStore,
+    Attempt, AttemptRecord, ClaimedDelivery, FailureStreak, LeakedKey, NewWebhook, NextStep,
+    WebhookChanges, WebhookRecord, WebhookStore,
 };
 
 /// Why a storage call failed.

@@ -273,13 +273,23 @@ pub trait WebhookStore: Send + Sync + 'static {
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
     /// Records a round's attempts and what follows each, in one transaction. A failure starts
-    /// (or continues) the endpoint's failure streak; when the streak is older than
-    /// `disable_after_ms`, the endpoint is disabled (audited as `webhook_disabled`, announced as
-    /// `webhook.disabled`). A success ends the streak. For each attempt, in order: whether its
-    /// endpoint was disabled now.
+    /// (or continues) the endpoint's failure streak, as `streak` says; when the streak is older
+    /// than its `disable_after_ms`, the endpoint is disabled (audited as `webhook_disabled`,
+    /// announced as `webhook.disabled`). A success ends the streak. For each attempt, in order:
+    /// whether its endpoint was disabled now.
     async fn record_attempts(
         &self,
         attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
-        disable_after_ms: i64,
+        streak: FailureStreak,
     ) -> Result<Vec<bool>, StoreError>;
+}
+
+/// When an endpoint's failed attempts make one streak, and how long a streak disables it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureStreak {
+    /// A streak this old (no success since its first failure) disables the endpoint.
+    pub disable_after_ms: i64,
+    /// A failure with no attempt this long before it starts a new streak: an endpoint that
+    /// failed once a month ago and was sent nothing since is not failing for a month.
+    pub idle_gap_ms: i64,
 }

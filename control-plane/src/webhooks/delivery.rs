@@ -15,10 +15,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::address_guard::{GuardedResolver, literal_allowed};
-use super::backoff::{DISABLE_AFTER_MS, after_failure};
+use super::backoff::{DISABLE_AFTER_MS, RETRY_WINDOW_MS, after_failure};
 use crate::error::error_chain;
 use crate::state::AppState;
-use crate::store::{Attempt, ClaimedDelivery, NextStep, StoreError};
+use crate::store::{Attempt, ClaimedDelivery, FailureStreak, NextStep, StoreError};
 
 /// How long a claim is held: longer than an attempt can take.
 pub const LEASE: Duration = Duration::from_secs(60);
@@ -79,7 +79,15 @@ pub async fn deliver_due(state: &AppState, client: &Client) -> Result<Round, Sto
     }
     let disabled = state
         .store
-        .record_attempts(attempts, DISABLE_AFTER_MS)
+        .record_attempts(
+            attempts,
+            FailureStreak {
+                disable_after_ms: DISABLE_AFTER_MS,
+                // Retries of one event come at most 6 hours apart within its 24 hours: a day
+                // without any attempt means the endpoint was idle, not failing.
+                idle_gap_ms: RETRY_WINDOW_MS,
+            },
+        )
         .await?;
     round.disabled = disabled.iter().filter(|now| **now).count();
     if round.disabled > 0 {

@@ -118,20 +118,6 @@ async fn due_keys(
     Ok(due)
 }
 
-/// Forgets which `key.expiring` notices `key` was sent, so that a changed expiry is announced
-/// at each lead time again (a key extended after its one-day reminder gets reminders before
-/// its new expiry too).
-pub(super) async fn forget_expiring_notices(
-    connection: &mut AnyConnection,
-    key: KeyId,
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM key_notices WHERE key_id = $1 AND notice LIKE 'expiring:%'")
-        .bind(id_bytes(key.to_bytes()))
-        .execute(&mut *connection)
-        .await?;
-    Ok(())
-}
-
 /// Inserts the notice row unless it exists; whether this call inserted it.
 async fn claim_notice(
     connection: &mut AnyConnection,

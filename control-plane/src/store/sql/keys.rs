@@ -212,13 +212,24 @@ pub(super) async fn update(
     let saved = save_key(&mut mutation, &edit.key, now).await?;
     if saved.expires_at != before.expires_at {
         // A new expiry gets its own reminders: those sent for the old one are forgotten.
-        super::expiry::forget_expiring_notices(mutation.connection(), id).await?;
+        forget_expiring_notices(&mut mutation, id).await?;
     }
     mutation
         .audit(&store.sealer, edit.audit, context, now)
         .await?;
     mutation.commit(&store.heads).await?;
     Ok(saved)
+}
+
+/// Forgets which `key.expiring` notices (`store::sql::expiry`) `key` was sent, so that a changed
+/// expiry is announced at each lead time again (a key extended after its one-day reminder gets
+/// reminders before its new expiry too).
+async fn forget_expiring_notices(mutation: &mut OrgMutation, key: KeyId) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM key_notices WHERE key_id = $1 AND notice LIKE 'expiring:%'")
+        .bind(key.to_bytes().to_vec())
+        .execute(mutation.connection())
+        .await?;
+    Ok(())
 }
 
 /// Replaces a key by a new one with the same settings; returns (old, new).

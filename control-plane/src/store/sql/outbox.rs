@@ -14,7 +14,6 @@ use super::webhook_rows::load_endpoint;
 use crate::store::outbox::NewEvent;
 use crate::store::webhooks::{Attempt, ClaimedDelivery, NextStep};
 use crate::store::{Conflict, StoreError};
-use crate::webhooks::backoff::RETRY_WINDOW_MS;
 
 /// Writes `event` with one delivery to each enabled endpoint of its organization that wants it,
 /// due at once (so a `webhook.disabled` event, written after its endpoint was disabled, goes to
@@ -110,13 +109,14 @@ pub(super) async fn claim(
     Ok(deliveries)
 }
 
-/// Records an attempt, moves the delivery on, and keeps the endpoint's failure streak; the
-/// streak's start when the attempt failed.
+/// Records an attempt, moves the delivery on, and keeps the endpoint's failure streak (a new
+/// one after `idle_gap_ms` without attempts); the streak's start when the attempt failed.
 pub(super) async fn record_attempt(
     connection: &mut AnyConnection,
     delivery: &ClaimedDelivery,
     attempt: Attempt,
     next: NextStep,
+    idle_gap_ms: i64,
 ) -> Result<Option<Timestamp>, StoreError> {
     let endpoint = id_bytes(delivery.endpoint.id.to_bytes());
     let event = id_bytes(delivery.event_id.to_bytes());
@@ -157,8 +157,7 @@ pub(super) async fn record_attempt(
         return Ok(None);
     }
     // A failing streak starts with this failure unless another attempt (a failure, as a
-    // success would have ended it) came within the retry window before it: an endpoint that
-    // failed once a month ago and was sent nothing since is not "failing for a month".
+    // success would have ended it) came within `idle_gap_ms` before it.
     let row = sqlx::query(
         "UPDATE webhook_endpoints SET failing_since = CASE \
            WHEN failing_since IS NOT NULL AND EXISTS (SELECT 1 FROM webhook_attempts a \
@@ -168,7 +167,7 @@ pub(super) async fn record_attempt(
     )
     .bind(attempt.at.as_millis())
     .bind(endpoint)
-    .bind(attempt.at.as_millis() - RETRY_WINDOW_MS)
+    .bind(attempt.at.as_millis() - idle_gap_ms)
     .fetch_optional(&mut *connection)
     .await?;
     match row {

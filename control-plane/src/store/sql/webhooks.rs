@@ -18,8 +18,8 @@ use super::webhook_rows::{ENDPOINT_COLUMNS, endpoint_from_row, load_endpoint, su
 use crate::store::outbox::{EventType, NewEvent, disabled_data};
 use crate::store::records::{AuditAction, AuditContext, Page};
 use crate::store::webhooks::{
-    Attempt, AttemptRecord, ClaimedDelivery, NewWebhook, NextStep, WebhookChanges, WebhookRecord,
-    WebhookStore,
+    Attempt, AttemptRecord, ClaimedDelivery, FailureStreak, NewWebhook, NextStep, WebhookChanges,
+    WebhookRecord, WebhookStore,
 };
 use crate::store::{Conflict, StoreError};
 use crate::timestamps::rfc3339;
@@ -348,23 +348,28 @@ impl WebhookStore for SqlStore {
     async fn record_attempts(
         &self,
         attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
-        disable_after_ms: i64,
+        streak: FailureStreak,
     ) -> Result<Vec<bool>, StoreError> {
         // One transaction for the round (a commit per attempt was what bounded the worker).
         let mut mutation = Mutation::begin(&self.pool).await?;
         let mut streaks = Vec::with_capacity(attempts.len());
         for (delivery, attempt, next) in &attempts {
             let now = attempt.at;
-            let failing_since =
-                outbox::record_attempt(mutation.connection(), delivery, attempt.clone(), *next)
-                    .await?;
+            let failing_since = outbox::record_attempt(
+                mutation.connection(),
+                delivery,
+                attempt.clone(),
+                *next,
+                streak.idle_gap_ms,
+            )
+            .await?;
             streaks.push((now, failing_since));
         }
         mutation.commit(&self.heads).await?;
         let mut disabled = Vec::with_capacity(attempts.len());
         for ((delivery, _, _), (now, failing_since)) in attempts.iter().zip(streaks) {
             disabled.push(match failing_since {
-                Some(since) if now.as_millis() - since.as_millis() >= disable_after_ms => {
+                Some(since) if now.as_millis() - since.as_millis() >= streak.disable_after_ms => {
                     disable(self, &delivery.endpoint, since, now).await?
                 }
                 _ => false,
