@@ -168,6 +168,34 @@ async fn bad_urls_event_types_and_callers_are_refused_with_a_clear_error(app: Te
             "private, loopback or link-local",
         ),
         (
+            json!({"url": "https://100.64.0.1/", "events": ["key.created"]}),
+            "private, loopback or link-local",
+        ),
+        (
+            json!({"url": "https://10.1.2.3/", "events": ["key.created"]}),
+            "private, loopback or link-local",
+        ),
+        (
+            json!({"url": "https://[fd00::1]/", "events": ["key.created"]}),
+            "private, loopback or link-local",
+        ),
+        (
+            json!({"url": "https://[fe80::1]/", "events": ["key.created"]}),
+            "private, loopback or link-local",
+        ),
+        (
+            json!({"url": "https://[::ffff:127.0.0.1]/", "events": ["key.created"]}),
+            "private, loopback or link-local",
+        ),
+        (
+            json!({"url": "https://[64:ff9b::a00:1]/", "events": ["key.created"]}),
+            "private, loopback or link-local",
+        ),
+        (
+            json!({"url": "https://0.0.0.0/", "events": ["key.created"]}),
+            "private, loopback or link-local",
+        ),
+        (
             json!({"url": "https://hooks.example.com/", "events": ["key.deleted"]}),
             "unknown event type `key.deleted`",
         ),
