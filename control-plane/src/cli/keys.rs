@@ -347,11 +347,10 @@ fn update_body(args: &UpdateArgs) -> Result<Value, CliError> {
     Ok(body)
 }
 
-/// Prints a create or rotate answer (`{key, record, …}`), warning on a terminal that the key
-/// is shown this once.
-/// Prints a create's or rotate's answer, whose key is shown this once. A `--field` the answer
-/// lacks prints the whole answer instead (then fails as a usage error), so a typo never loses
-/// the key; output that cannot be written fails as [`CliError::KeyNotShown`], naming the key.
+/// Prints a create's or rotate's answer (`{key, record, …}`), warning on a terminal that the
+/// key is shown this once. A `--field` the answer lacks prints the whole answer instead (then
+/// fails as a usage error), so a typo never loses the key; output that cannot be written fails
+/// as [`CliError::KeyNotShown`], naming the key.
 fn print_new_key(mode: &Mode, answer: &Value) -> Result<(), CliError> {
     if std::io::stdout().is_terminal() {
         eprintln!(
@@ -375,6 +374,7 @@ fn print_new_key(mode: &Mode, answer: &Value) -> Result<(), CliError> {
     }
 }
 
+/// The answer in `mode` (its table: the key, the record's details, the old key's end).
 fn print_new_key_as(mode: &Mode, answer: &Value) -> Result<(), CliError> {
     print_one(mode, answer, |answer| {
         let mut lines = vec![("key", text(&answer["key"]))];
