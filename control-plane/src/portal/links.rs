@@ -35,7 +35,7 @@ use utoipa::ToSchema;
 
 use super::reach::may_give;
 use super::urls;
-use crate::access::{Access, BuiltinRole, RoleName, ScopeCeiling};
+use crate::access::{Access, BuiltinRole, Permission, RoleName, ScopeCeiling};
 use crate::accounts::tokens;
 use crate::auth::{Actor, Anonymous, Principal, audit_context, host};
 use crate::error::ApiError;
@@ -241,6 +241,7 @@ async fn for_host_user(
     if subject.len() > MAX_SUBJECT_LEN {
         return Err(invalid("user.id is at most 255 bytes"));
     }
+
     // Stored as they are (and PostgreSQL text cannot hold a NUL): no control characters.
     let texts = [
         Some(subject),
@@ -283,6 +284,16 @@ async fn for_host_user(
     if !may_give(&caller, &given) {
         return Err(beyond_reach(&role));
     }
+    // Another person's link acts as them and sets their role: only a token that manages
+    // members asks for one (a developer's or viewer's own token asks for its own link only).
+    let for_someone_else = subject != claims.subject;
+    if for_someone_else && !caller.may(Permission::ManageMembers) {
+        return Err(ApiError::Forbidden(
+            "this token may ask for its own portal link only (user.id must be its subject): \
+             its role does not manage members"
+                .into(),
+        ));
+    }
     let now = state.now();
     let user = state
         .store
@@ -310,6 +321,14 @@ async fn for_host_user(
             now,
         )
         .await?;
+    // Nor does it change the role of a member it could not manage (an admin's token, an
+    // owner's).
+    if for_someone_else
+        && let Some(member) = state.store.member(org, user.id).await?
+        && !caller.may_manage_member_with(&member.role)
+    {
+        return Err(beyond_reach(&member.role));
+    }
     // Unlike a user's own token, a conflict (the last owner asked to become something else)
     // is refused: the session must not act with more than the role asked for.
     state

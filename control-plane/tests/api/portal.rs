@@ -212,7 +212,9 @@ async fn a_token_confined_to_one_organization_gets_links_there_only(app: TestApp
     // An admin's token cannot make an owner.
     let owner = ask_with_token(&app, &token, host_user_link("acme-corp", "u-1", "owner")).await;
     assert_eq!(owner.status, StatusCode::FORBIDDEN, "{:?}", owner.body);
-    // A developer's token cannot make an admin, but can make a viewer.
+    // A developer's token cannot make an admin; and since a developer does not manage
+    // members, it asks for its own link only: another person's would act as them (their
+    // keys) and set their role.
     let developer = backend_token(json!({"org": "acme-corp", "role": "developer"}));
     let admin = ask_with_token(
         &app,
@@ -221,13 +223,50 @@ async fn a_token_confined_to_one_organization_gets_links_there_only(app: TestApp
     )
     .await;
     assert_eq!(admin.status, StatusCode::FORBIDDEN, "{:?}", admin.body);
-    let viewer = ask_with_token(
+    let someone_else = ask_with_token(
         &app,
         &developer,
         host_user_link("acme-corp", "u-3", "viewer"),
     )
     .await;
-    url_of(&viewer);
+    assert_eq!(
+        someone_else.status,
+        StatusCode::FORBIDDEN,
+        "{:?}",
+        someone_else.body
+    );
+    // Its subject is `backend`: its own link, with a role within its reach.
+    let own = ask_with_token(
+        &app,
+        &developer,
+        host_user_link("acme-corp", "backend", "viewer"),
+    )
+    .await;
+    url_of(&own);
+    // An admin's token manages members, but not owners: it cannot take an owner's link (nor
+    // so demote them), and the owner stays an owner.
+    let issuer_back_end = backend_token(json!({"org": "acme-corp"}));
+    let (_, boss) = entered(
+        &app,
+        &url_of(
+            &ask_with_token(
+                &app,
+                &issuer_back_end,
+                host_user_link("acme-corp", "boss", "owner"),
+            )
+            .await,
+        ),
+    )
+    .await;
+    let demoted = ask_with_token(&app, &token, host_user_link("acme-corp", "boss", "viewer")).await;
+    assert_eq!(demoted.status, StatusCode::FORBIDDEN, "{:?}", demoted.body);
+    let still = app
+        .store
+        .member(boss.org, boss.user)
+        .await
+        .expect("read")
+        .expect("a member");
+    assert_eq!(still.role.as_str(), "owner");
 }
 
 async fn a_management_key_gets_links_for_its_own_members_only(app: TestApp) {
