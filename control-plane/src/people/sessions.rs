@@ -390,13 +390,15 @@ pub(crate) async fn end_session(
 /// Exchange a host product's token for a portal session: the cookie a page of the host product
 /// embedding Keyplane's portal in a frame uses (`__Host-keyplane_portal`,
 /// `SameSite=None; Secure; Partitioned`: a cross-site frame gets no Strict cookie), with its CSRF
-/// token. The session acts with the member's role as the token set it.
+/// token. The session acts with the member's role as the token set it, so a token whose own
+/// access differs from that role (a permissions claim; a role the last owner could not be given)
+/// is refused: the session would act with more than the token.
 #[utoipa::path(
     post, path = "/v1/sessions/portal", tag = "sessions",
     responses(
         (status = 201, description = "A portal session", body = SignedIn),
         (status = 401, description = "The token was refused (`invalid_token`)", body = crate::openapi::ErrorResponse),
-        (status = 403, description = "Only a host product's token can be exchanged", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "Only a host product's token can be exchanged, and only one whose access is its member's role", body = crate::openapi::ErrorResponse),
     ),
     security(("bearer" = []))
 )]
@@ -414,6 +416,21 @@ pub(crate) async fn portal_session(
             "a portal session is made from a host product's token".into(),
         ));
     };
+    // The session will act with the member's stored role: refused unless that is exactly what
+    // the token itself may do (a permissions claim narrower than the role, or an owner the
+    // token could not demote, would be widened by the exchange).
+    let member = state
+        .store
+        .member(principal.org, user.id)
+        .await?
+        .ok_or(ApiError::Forbidden("not a member".into()))?;
+    if state.member_access(principal.org, member.role).await? != principal.access {
+        return Err(ApiError::Forbidden(
+            "this token's access differs from its member's role (a permissions claim, or a role \
+             the member could not be given): use the token itself, not a session"
+                .into(),
+        ));
+    }
     let user = state.store.user(user.id).await?;
     start_session(
         &state,

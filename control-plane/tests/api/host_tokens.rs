@@ -271,6 +271,16 @@ async fn a_host_token_becomes_a_partitioned_portal_session(app: TestApp) {
     // A management key cannot be exchanged.
     let by_key = app.post("/v1/sessions/portal", json!({})).await;
     assert_eq!(by_key.status, StatusCode::FORBIDDEN);
+    // Nor a token whose own access is narrower than the member's role, which the session
+    // would act with: a permissions claim, which syncs its member as a developer.
+    let mut narrow = claims("acme-corp", "developer");
+    narrow["role"] = Value::Null;
+    narrow["permissions"] = json!(["contacts:read"]);
+    let narrow = self::token(&narrow);
+    let direct = with_token(&app, Method::GET, "/v1/keys", &narrow, None).await;
+    assert_eq!(direct.status, StatusCode::OK, "the token itself works");
+    let widened = with_token(&app, Method::POST, "/v1/sessions/portal", &narrow, None).await;
+    assert_eq!(widened.status, StatusCode::FORBIDDEN, "{:?}", widened.body);
 }
 
 async fn an_unknown_organization_is_refused_without_provisioning(app: TestApp) {
