@@ -70,6 +70,11 @@ async fn viewer_of(parts: &mut Parts, state: &AppState) -> Result<Viewer, PageEr
     let principal = Principal::from_request_parts(parts, state)
         .await
         .map_err(|error| PageError::from_auth(error, portal))?;
+    if portal && !is_portal_page(parts.uri.path()) {
+        // The portal is the key pages: the team's and the deployment's pages are not there,
+        // whatever the member's role (their links are not shown, nor are the pages served).
+        return Err(PageError::Api(crate::error::ApiError::NotFound("page")));
+    }
     let csrf = session::csrf_token_of(&parts.headers, state).unwrap_or_default();
     let return_url = match &principal.actor {
         Actor::User {
@@ -89,6 +94,11 @@ async fn viewer_of(parts: &mut Parts, state: &AppState) -> Result<Viewer, PageEr
         portal,
         return_url,
     })
+}
+
+/// Whether a portal session may open `path`: the key pages (`/keys`, `/keys/…`) only.
+fn is_portal_page(path: &str) -> bool {
+    path == "/keys" || path.starts_with("/keys/")
 }
 
 fn session_return_url(session: &crate::store::SessionRecord) -> Option<String> {

@@ -126,6 +126,11 @@ async fn a_portal_link_opens_the_key_pages_once_branded_and_framed_only_by_the_h
         !keys.html.contains("href=\"/members\""),
         "no deployment or team pages in the portal"
     );
+    // Nor are they served to it, whatever its role: not found, as the page says.
+    for path in ["/members", "/webhooks", "/audit", "/account", "/edges"] {
+        let page = app.open(&portal, path).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}");
+    }
     let brand = app.open(&portal, "/brand.css").await;
     assert!(brand.html.contains("--accent: #aa3300"), "{}", brand.html);
     // Limited to the developer's role: another member's key cannot be revoked, another
