@@ -14,7 +14,7 @@ use super::failure::{PagePath, PageQuery};
 use super::format;
 use super::page::{self, Done, PageError, Section, csrf_field, notice, problem, see_other};
 use super::viewer::{Submitted, Viewer};
-use crate::access::Permission;
+use crate::access::{Permission, RoleName};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::people::invitations::{InviteRequest, Invited};
@@ -223,10 +223,11 @@ fn pending_invitations(viewer: &Viewer, pending: &[InvitationView]) -> Markup {
     }
 }
 
-/// Whether `viewer` may revoke `invitation`: as for sending it, only an owner for an owner's.
+/// Whether `viewer` may revoke `invitation`: the API's rule (as for sending it, only an owner
+/// for an owner's).
 fn revocable(viewer: &Viewer, invitation: &InvitationView) -> bool {
-    let access = &viewer.principal.access;
-    invitation.role != "owner" || access.may(Permission::ManageOwners)
+    RoleName::parse(&invitation.role)
+        .is_ok_and(|role| viewer.principal.access.may_manage_member_with(&role))
 }
 
 fn invitation(invited: &Invited) -> Markup {
