@@ -20,18 +20,6 @@ backends!(
     no_password_session_or_invitation_token_is_stored_in_plaintext,
 );
 
-async fn sign_in(app: &TestApp, email: &str, password: &str) -> crate::helpers::Reply {
-    app.browse(
-        Method::POST,
-        "/v1/sessions",
-        None,
-        None,
-        None,
-        Some(json!({"email": email, "password": password})),
-    )
-    .await
-}
-
 async fn the_first_owner_sets_up_through_the_link_and_owns_the_admin_key(app: TestApp) {
     let owner = app.first_owner().await;
     let me = app
@@ -81,7 +69,7 @@ async fn the_first_owner_sets_up_through_the_link_and_owns_the_admin_key(app: Te
 
 async fn the_session_cookie_is_host_only_http_only_secure_and_strict(app: TestApp) {
     app.first_owner().await;
-    let reply = sign_in(&app, "owner@example.com", PASSWORD).await;
+    let reply = app.try_sign_in("owner@example.com", PASSWORD).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
     let header = reply.headers["set-cookie"].to_str().expect("ascii");
     assert!(header.starts_with("__Host-keyplane_session="), "{header}");
@@ -188,7 +176,7 @@ async fn unsafe_requests_need_the_origin_and_the_csrf_token(app: TestApp) {
 
 async fn sign_out_ends_the_session_at_once_and_everywhere_ends_all(app: TestApp) {
     let owner = app.first_owner().await;
-    let second = sign_in(&app, "owner@example.com", PASSWORD).await;
+    let second = app.try_sign_in("owner@example.com", PASSWORD).await;
     let second = Browser {
         cookie: cookie_of(&second),
         csrf: second.body["csrf_token"].as_str().expect("csrf").to_owned(),
@@ -217,7 +205,7 @@ async fn sign_out_ends_the_session_at_once_and_everywhere_ends_all(app: TestApp)
         StatusCode::OK
     );
     // Sign out everywhere.
-    let third = sign_in(&app, "owner@example.com", PASSWORD).await;
+    let third = app.try_sign_in("owner@example.com", PASSWORD).await;
     let third_cookie = cookie_of(&third);
     let all = app
         .as_browser(&second, Method::DELETE, "/v1/sessions", None)
@@ -230,7 +218,7 @@ async fn sign_out_ends_the_session_at_once_and_everywhere_ends_all(app: TestApp)
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     }
     // Idle expiry: a new session unused for 31 minutes is over.
-    let idle = cookie_of(&sign_in(&app, "owner@example.com", PASSWORD).await);
+    let idle = cookie_of(&app.try_sign_in("owner@example.com", PASSWORD).await);
     app.clock.advance_secs(31 * 60);
     let reply = app
         .browse(Method::GET, "/v1/keys", Some(&idle), None, None, None)
@@ -240,8 +228,12 @@ async fn sign_out_ends_the_session_at_once_and_everywhere_ends_all(app: TestApp)
 
 async fn sign_in_does_not_tell_which_emails_exist_and_is_throttled(app: TestApp) {
     app.first_owner().await;
-    let wrong = sign_in(&app, "owner@example.com", "not the password at all").await;
-    let unknown = sign_in(&app, "nobody@example.com", "not the password at all").await;
+    let wrong = app
+        .try_sign_in("owner@example.com", "not the password at all")
+        .await;
+    let unknown = app
+        .try_sign_in("nobody@example.com", "not the password at all")
+        .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong.body["error"]["code"], unknown.body["error"]["code"]);
@@ -252,9 +244,9 @@ async fn sign_in_does_not_tell_which_emails_exist_and_is_throttled(app: TestApp)
     // Five attempts per email at once; the sixth waits, account or not.
     for email in ["owner@example.com", "nobody@example.com"] {
         for _ in 0..4 {
-            sign_in(&app, email, "not the password at all").await;
+            app.try_sign_in(email, "not the password at all").await;
         }
-        let throttled = sign_in(&app, email, PASSWORD).await;
+        let throttled = app.try_sign_in(email, PASSWORD).await;
         assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS, "{email}");
         assert_eq!(throttled.code(), "too_many_attempts");
         let wait: u64 = throttled.headers["retry-after"]
@@ -266,7 +258,7 @@ async fn sign_in_does_not_tell_which_emails_exist_and_is_throttled(app: TestApp)
     }
     app.clock.advance_secs(60);
     assert_eq!(
-        sign_in(&app, "owner@example.com", PASSWORD).await.status,
+        app.try_sign_in("owner@example.com", PASSWORD).await.status,
         StatusCode::CREATED
     );
 }

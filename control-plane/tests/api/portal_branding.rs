@@ -109,15 +109,20 @@ async fn only_owners_and_admins_change_branding(app: TestApp) {
         viewer,
     } = app.team().await;
     let body = json!({"display_name": "Acme Portal"});
-    for browser in [&developer, &viewer] {
-        let refused = app
-            .as_browser(
+    let put_by = |browser| {
+        let (app, body) = (&app, body.clone());
+        async move {
+            app.as_browser(
                 browser,
                 Method::PUT,
                 "/v1/organization/branding",
-                Some(body.clone()),
+                Some(body),
             )
-            .await;
+            .await
+        }
+    };
+    for browser in [&developer, &viewer] {
+        let refused = put_by(browser).await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
         let read = app
             .as_browser(browser, Method::GET, "/v1/organization/branding", None)
@@ -139,14 +144,7 @@ async fn only_owners_and_admins_change_branding(app: TestApp) {
         .await;
     assert_eq!(by_key.status, StatusCode::FORBIDDEN);
     for browser in [&owner, &admin] {
-        let changed = app
-            .as_browser(
-                browser,
-                Method::PUT,
-                "/v1/organization/branding",
-                Some(body.clone()),
-            )
-            .await;
+        let changed = put_by(browser).await;
         assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
     }
 }

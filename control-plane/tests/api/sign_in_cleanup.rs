@@ -2,13 +2,12 @@
 //! never before (so a session that can still be used is never touched); two sweeps at once
 //! delete each row once.
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use keyplane_control_plane::people::cleanup::{Swept, sweep};
 use serde_json::json;
 
 use crate::backends;
 use crate::helpers::TestApp;
-use crate::helpers::people::PASSWORD;
 
 backends!(spent_sessions_and_portal_links_are_deleted_a_day_after_their_expiry);
 
@@ -22,12 +21,7 @@ async fn rows(app: &TestApp, table: &str) -> i64 {
 }
 
 async fn sign_in(app: &TestApp) -> String {
-    let body = json!({"email": "owner@example.com", "password": PASSWORD});
-    let reply = app
-        .browse(Method::POST, "/v1/sessions", None, None, None, Some(body))
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
-    crate::helpers::people::cookie_of(&reply)
+    app.sign_in_as("owner@example.com").await.cookie
 }
 
 async fn spent_sessions_and_portal_links_are_deleted_a_day_after_their_expiry(app: TestApp) {

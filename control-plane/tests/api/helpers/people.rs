@@ -47,6 +47,16 @@ pub fn browser_request(
     request
 }
 
+/// The browser a sign-in or an acceptance answered 201 to.
+fn signed_in(reply: &Reply) -> Browser {
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    Browser {
+        cookie: cookie_of(reply),
+        csrf: reply.body["csrf_token"].as_str().expect("csrf").to_owned(),
+        user_id: reply.body["user"]["id"].as_str().expect("user").to_owned(),
+    }
+}
+
 /// The `name=value` part of the reply's `Set-Cookie`.
 pub fn cookie_of(reply: &Reply) -> String {
     let header = reply
@@ -123,33 +133,25 @@ impl TestApp {
 
     /// Accepts an invitation link as a new account; the signed-in browser.
     pub async fn accept(&self, link: &str, email: &str, name: &str) -> Browser {
-        let reply = self.try_accept(link, email, name, PASSWORD).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
-        Browser {
-            cookie: cookie_of(&reply),
-            csrf: reply.body["csrf_token"].as_str().expect("csrf").to_owned(),
-            user_id: reply.body["user"]["id"].as_str().expect("user").to_owned(),
-        }
+        signed_in(&self.try_accept(link, email, name, PASSWORD).await)
+    }
+
+    /// Tries to sign in as `email` with `password` (`POST /v1/sessions`, no cookie).
+    pub async fn try_sign_in(&self, email: &str, password: &str) -> Reply {
+        self.browse(
+            Method::POST,
+            "/v1/sessions",
+            None,
+            None,
+            None,
+            Some(json!({"email": email, "password": password})),
+        )
+        .await
     }
 
     /// A new session of the account `email` (password [`PASSWORD`]).
     pub async fn sign_in_as(&self, email: &str) -> Browser {
-        let reply = self
-            .browse(
-                Method::POST,
-                "/v1/sessions",
-                None,
-                None,
-                None,
-                Some(json!({"email": email, "password": PASSWORD})),
-            )
-            .await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
-        Browser {
-            cookie: cookie_of(&reply),
-            csrf: reply.body["csrf_token"].as_str().expect("csrf").to_owned(),
-            user_id: reply.body["user"]["id"].as_str().expect("user").to_owned(),
-        }
+        signed_in(&self.try_sign_in(email, PASSWORD).await)
     }
 
     /// The first owner, set up through the setup link.
