@@ -154,7 +154,7 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let context = audit_context(parts);
+        let context = audit_context(parts, state);
         let presents_credentials =
             parts.headers.contains_key("x-api-key") || parts.headers.contains_key("authorization");
         if presents_credentials {
@@ -175,12 +175,17 @@ pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
-/// Client address, user agent and request id of a request.
-pub(crate) fn audit_context(parts: &Parts) -> AuditContext {
-    let ip = parts
+/// Client address (through the trusted proxies, [`crate::client_address`]), user agent and
+/// request id of a request.
+pub(crate) fn audit_context(parts: &Parts, state: &AppState) -> AuditContext {
+    let peer = parts
         .extensions
         .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string());
+        .map(|ConnectInfo(addr)| addr.ip());
+    let ip = state
+        .trusted_proxies
+        .client(peer, &parts.headers)
+        .map(|address| address.to_string());
     let user_agent = header(&parts.headers, "user-agent").map(|ua| ua.chars().take(512).collect());
     let request_id = parts
         .extensions
@@ -208,9 +213,9 @@ pub struct Anonymous {
 impl FromRequestParts<AppState> for Anonymous {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         Ok(Anonymous {
-            context: audit_context(parts),
+            context: audit_context(parts, state),
             headers: parts.headers.clone(),
         })
     }

@@ -117,6 +117,7 @@ pub(crate) async fn open(
             },
             webhook_secrets: WebhookSecrets::new(secrets.signing_secret.expose_secret()),
             github_scanning,
+            trusted_proxies: config.trusted_proxies.clone(),
         },
     );
     Ok((state, source))

@@ -27,6 +27,17 @@ pub struct Config {
         value_name = "N/min,burst=B"
     )]
     pub max_rate_limit: crate::ceiling::RateLimitCeiling,
+    /// Reverse proxies in front of Keyplane, comma-separated addresses and networks
+    /// (`127.0.0.1,10.0.0.0/8`): a request from one of them is counted, throttled and audited
+    /// as coming from the client its `X-Forwarded-For` names. Default: none (the connection's
+    /// peer is the client, and `X-Forwarded-For` is ignored).
+    #[arg(
+        long,
+        env = "KEYPLANE_TRUSTED_PROXIES",
+        default_value_t = crate::client_address::TrustedProxies::default(),
+        value_name = "ADDRESS|NETWORK,…"
+    )]
+    pub trusted_proxies: crate::client_address::TrustedProxies,
 
     /// Directory for local data: the SQLite database and generated secrets.
     #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = ".keyplane")]

@@ -35,6 +35,7 @@ pub mod background;
 pub mod bootstrap;
 pub mod ceiling;
 pub mod cli;
+pub mod client_address;
 pub mod config;
 pub mod dashboard;
 pub mod error;

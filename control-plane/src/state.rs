@@ -12,6 +12,7 @@ use crate::access::{Access, RoleName};
 use crate::accounts::throttle::LoginThrottle;
 use crate::accounts::tokens::CsrfKey;
 use crate::ceiling::RateLimitCeiling;
+use crate::client_address::TrustedProxies;
 use crate::error::ApiError;
 use crate::host_token::HostTokens;
 use crate::mailer::Mailer;
@@ -81,6 +82,8 @@ pub struct Shared {
     pub github_scanning: Option<Arc<ScanningKeySource>>,
     /// Reports of leaked keys per client address.
     pub leak_reports: crate::accounts::throttle::AddressThrottle,
+    /// The reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     /// The first organization (its owners are the operators), once known: it never changes.
     first_org: OnceLock<OrgId>,
     /// The dashboard's forms already submitted (each shows a key once).
@@ -110,6 +113,8 @@ pub struct Settings {
     pub webhook_secrets: WebhookSecrets,
     /// GitHub's secret-scanning keys, when its leak reports are accepted.
     pub github_scanning: Option<Arc<ScanningKeySource>>,
+    /// The reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// How people sign in, from the configuration.
@@ -146,6 +151,7 @@ impl AppState {
             people,
             webhook_secrets,
             github_scanning,
+            trusted_proxies,
         } = settings;
         let PeopleSettings {
             public_url,
@@ -172,6 +178,7 @@ impl AppState {
             webhook_secrets,
             github_scanning,
             leak_reports: Default::default(),
+            trusted_proxies,
             first_org: OnceLock::new(),
             spent_forms: Default::default(),
             verified: Mutex::new(HashMap::new()),

@@ -169,6 +169,13 @@ impl GcraState {
         self.tat_nanos <= nanos_since_epoch(now)
     }
 
+    /// When this state is idle again (from then on [`GcraState::is_idle`] holds), in
+    /// nanoseconds since the epoch: the later, the more the key is held back. A bounded map of
+    /// states that must drop some keeps the latest.
+    pub fn idle_from_nanos(&self) -> u128 {
+        self.tat_nanos
+    }
+
     /// The state as text, for a counter that must outlive its process (the edge's global
     /// mode keeps it in Durable Object storage): the theoretical arrival time in ns.
     pub fn to_stored(&self) -> String {

@@ -2,8 +2,15 @@
 //! an account has it, so the answer says nothing about which exist) and per client address.
 //! Every attempt counts, successful or not. The state is this process's memory: several control
 //! planes each throttle on their own.
+//!
+//! An IPv6 client is counted by its /64 network ([`address_key`]): one subscriber commonly
+//! holds a whole /64, and would otherwise take a fresh allowance per address. Each map is
+//! bounded; when it is full of keys still held back, it forgets the half nearest a fresh
+//! allowance ([`make_room`]), so flooding it with new emails or addresses cannot reset the
+//! keys an attack is held back on.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 
 use keyplane_shared::ratelimit::GcraState;
@@ -30,7 +37,7 @@ pub fn per_address_default() -> RateLimitCeiling {
     RateLimitCeiling::new(limit(PER_ADDRESS))
 }
 
-/// Bound on the entries of each map; past it idle entries are dropped first, then all.
+/// Bound on the entries of each map (see [`make_room`]).
 const CAPACITY: usize = 100_000;
 
 /// The login throttle.
@@ -57,17 +64,45 @@ fn check(
     let Ok(mut map) = map.lock() else {
         return Ok(());
     };
-    if map.len() >= CAPACITY {
-        map.retain(|_, state| !state.is_idle(now));
-        if map.len() >= CAPACITY {
-            map.clear();
-        }
-    }
+    make_room(&mut map, now);
     let outcome = limit.check(map.entry(key.to_owned()).or_default(), now);
     if outcome.allowed {
         Ok(())
     } else {
         Err(outcome.retry_after_secs().max(1))
+    }
+}
+
+/// Keeps `map` under [`CAPACITY`]: idle entries go first (forgetting them changes nothing);
+/// if every entry is still held back, the half that would be idle soonest goes too, and the
+/// half held back longest (where a key under attack is) stays.
+fn make_room(map: &mut HashMap<String, GcraState>, now: Timestamp) {
+    if map.len() < CAPACITY {
+        return;
+    }
+    map.retain(|_, state| !state.is_idle(now));
+    if map.len() < CAPACITY {
+        return;
+    }
+    let mut idle_from: Vec<u128> = map.values().map(GcraState::idle_from_nanos).collect();
+    let middle = idle_from.len() / 2;
+    let (_, &mut median, _) = idle_from.select_nth_unstable(middle);
+    map.retain(|_, state| state.idle_from_nanos() > median);
+}
+
+/// The key an address is counted under: an IPv4 address as it is (an IPv4-mapped IPv6 one as
+/// its IPv4 address), an IPv6 address as its /64 network; text that is no address, as it is.
+fn address_key(address: &str) -> String {
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let [a, b, c, d, ..] = v6.segments();
+                format!("{}/64", Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+            }
+        },
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => address.to_owned(),
     }
 }
 
@@ -86,7 +121,12 @@ impl LoginThrottle {
     /// either is over its limit.
     pub fn attempt(&self, email: &str, address: Option<&str>, now: Timestamp) -> Result<(), u64> {
         if let Some(address) = address {
-            check(&self.addresses, address, self.per_address, now)?;
+            check(
+                &self.addresses,
+                &address_key(address),
+                self.per_address,
+                now,
+            )?;
         }
         check(&self.emails, email, self.per_email, now)
     }
@@ -115,12 +155,8 @@ impl Default for AddressThrottle {
 impl AddressThrottle {
     /// Counts one request from `address`; `Err(seconds)` to wait when it is over its limit.
     pub fn attempt(&self, address: Option<&str>, now: Timestamp) -> Result<(), u64> {
-        check(
-            &self.addresses,
-            address.unwrap_or("unknown"),
-            self.limit,
-            now,
-        )
+        let key = address.map_or_else(|| "unknown".to_owned(), address_key);
+        check(&self.addresses, &key, self.limit, now)
     }
 }
 
@@ -177,6 +213,54 @@ mod tests {
         assert_eq!(
             throttle.attempt("a@example.com", Some("10.0.0.3"), later),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64_network() {
+        let throttle = LoginThrottle::default();
+        let now = Timestamp(1_800_000_000_000);
+        // Every attempt from a new address of one /64, each for a new email.
+        for n in 0..PER_ADDRESS.1 {
+            let address = format!("2001:db8:1:2::{:x}", n + 1);
+            let email = format!("u{n}@example.com");
+            assert_eq!(throttle.attempt(&email, Some(&address), now), Ok(()));
+        }
+        let next = throttle.attempt("next@example.com", Some("2001:db8:1:2:ffff::9"), now);
+        assert!(next.is_err(), "the /64 has used its allowance");
+        assert_eq!(
+            throttle.attempt("next@example.com", Some("2001:db8:1:3::1"), now),
+            Ok(()),
+            "the next /64 has its own"
+        );
+        // An IPv4-mapped address is its IPv4 address.
+        for n in 0..PER_ADDRESS.1 {
+            let email = format!("v{n}@example.com");
+            assert_eq!(throttle.attempt(&email, Some("192.0.2.7"), now), Ok(()));
+        }
+        let mapped = throttle.attempt("w@example.com", Some("::ffff:192.0.2.7"), now);
+        assert!(mapped.is_err());
+    }
+
+    #[test]
+    fn a_full_map_keeps_the_email_under_attack_held_back() {
+        let throttle = LoginThrottle::default();
+        let now = Timestamp(1_800_000_000_000);
+        for _ in 0..PER_EMAIL.1 {
+            assert_eq!(throttle.attempt("victim@example.com", None, now), Ok(()));
+        }
+        assert!(throttle.attempt("victim@example.com", None, now).is_err());
+        // The map filled with other emails, one attempt each, none idle yet.
+        let later = now.plus_millis(1_000);
+        for n in 0..CAPACITY {
+            let email = format!("junk{n}@example.com");
+            assert_eq!(throttle.attempt(&email, None, later), Ok(()));
+        }
+        let held = throttle.emails.lock().expect("not poisoned").len();
+        assert!(held <= CAPACITY, "{held} entries");
+        assert!(
+            throttle.attempt("victim@example.com", None, later).is_err(),
+            "still held back after the map made room"
         );
     }
 

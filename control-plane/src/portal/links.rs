@@ -121,7 +121,7 @@ impl FromRequestParts<AppState> for PortalCaller {
                 .map_err(|error| host::refused(state, error.code()))?;
             return Ok(PortalCaller::HostProduct {
                 claims: Box::new(claims),
-                context: audit_context(parts),
+                context: audit_context(parts, state),
             });
         }
         let principal = Principal::from_request_parts(parts, state).await?;

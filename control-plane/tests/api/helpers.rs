@@ -235,6 +235,7 @@ pub fn test_config(data_dir: &std::path::Path, database_url: &str, org_name: &st
         usage_retention_days: 30,
         metrics_listen: None,
         max_rate_limit: Default::default(),
+        trusted_proxies: Default::default(),
         local_dev: true,
         people: Default::default(),
         github_scanning_keys: None,

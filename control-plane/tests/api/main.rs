@@ -33,6 +33,7 @@ mod org_writers;
 mod out_of_range;
 mod people;
 mod people_invitations;
+mod people_proxies;
 mod people_roles;
 mod people_settings;
 mod portal;
