@@ -190,6 +190,14 @@ impl ScanningKeySource {
         }
     }
 
+    /// Once no fetch is under way.
+    #[cfg(test)]
+    pub(crate) async fn settled(&self) {
+        if let ScanningKeySource::Fetched(fetched) = self {
+            fetched.settled().await;
+        }
+    }
+
     /// A line for the start-up log: how many keys were read, or where they will be fetched.
     pub fn describe(&self) -> String {
         match self {
@@ -294,6 +302,7 @@ mod tests {
         server.set_down(true);
         let failed = fetched + 3600;
         assert_eq!(source.verify("a", &by_a, body, failed).await, Some(true));
+        source.settled().await;
         assert_eq!(server.requests(), 3);
         // It rotates to b: a report signed by b is accepted once ten minutes have passed since
         // the last attempt; a is no longer trusted.
@@ -317,6 +326,7 @@ mod tests {
             source.verify("b", &by_b, body, rotated + 3600).await,
             Some(true)
         );
+        source.settled().await;
         assert_eq!(server.requests(), 5);
     }
 

@@ -1,7 +1,7 @@
 //! For tests: a local server publishing one JSON document that the test swaps, turns down
 //! (503) and counts the requests of.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -22,6 +22,8 @@ struct Served {
     document: Mutex<Value>,
     requests: AtomicUsize,
     down: AtomicBool,
+    /// Milliseconds each answer waits.
+    delay_ms: AtomicU64,
 }
 
 impl DocumentServer {
@@ -31,6 +33,7 @@ impl DocumentServer {
             document: Mutex::new(document),
             requests: AtomicUsize::new(0),
             down: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
         });
         let app = Router::new()
             .fallback(get(serve))
@@ -66,6 +69,14 @@ impl DocumentServer {
     }
 }
 
+impl DocumentServer {
+    /// Answers everything after `delay` from now on (the document as it is then).
+    pub(crate) fn set_delay(&self, delay: std::time::Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(millis, Ordering::SeqCst);
+    }
+}
+
 impl Drop for DocumentServer {
     fn drop(&mut self) {
         self.task.abort();
@@ -74,6 +85,8 @@ impl Drop for DocumentServer {
 
 async fn serve(State(shared): State<Arc<Served>>) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
+    let delay = shared.delay_ms.load(Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     if shared.down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }

@@ -2,7 +2,8 @@
 //! (the cache is [`crate::fetched_keys`]; this module says which JWKs are taken).
 //!
 //! - Keys are fetched on first use, and again when the cache is older than
-//!   [`MAX_AGE_SECONDS`] or a token names a `kid` the cache does not hold.
+//!   [`MAX_AGE_SECONDS`] (behind the token that finds it so, which is checked against the
+//!   keys held) or a token names a `kid` the cache does not hold (that token waits).
 //! - Fetches of one issuer's JWKS are at least [`MIN_REFETCH_SECONDS`] apart whatever their
 //!   reason, so tokens with random `kid`s (or a host that is down) cause at most one request
 //!   per interval.
@@ -89,6 +90,14 @@ impl JwksCache {
             .keys(|keys| select(keys, kid).is_none(), now)
             .await
             .ok_or(HostTokenError::KeysUnavailable)
+    }
+}
+
+#[cfg(test)]
+impl JwksCache {
+    /// Once no fetch is under way.
+    pub(crate) async fn settled(&self) {
+        self.keys.settled().await;
     }
 }
 

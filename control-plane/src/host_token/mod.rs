@@ -240,6 +240,18 @@ pub struct HostTokens {
     by_name: HashMap<String, usize>,
 }
 
+#[cfg(test)]
+impl HostTokens {
+    /// Once no issuer's JWKS fetch is under way (a refresh started behind a token has ended).
+    pub(crate) async fn settled(&self) {
+        for issuer in &self.issuers {
+            if let Keys::Jwks(cache) = &issuer.keys {
+                cache.settled().await;
+            }
+        }
+    }
+}
+
 impl fmt::Debug for HostTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The summaries hold no key material; secrets and keys are never printed.

@@ -47,6 +47,10 @@ impl JwksServer {
     fn set_down(&self, down: bool) {
         self.server.set_down(down);
     }
+
+    fn set_delay(&self, delay: std::time::Duration) {
+        self.server.set_delay(delay);
+    }
 }
 
 // --- JWKS -----------------------------------------------------------------------------------
@@ -94,12 +98,18 @@ async fn jwks_rotation() {
     tokens.verify(&old, NOW + 80).await.expect("verifies");
     assert_eq!(server.requests(), 2);
 
-    // ...which comes once the keys are 10 minutes old.
+    // ...which comes once the keys are 10 minutes old: the token that finds them stale is
+    // checked against the copy held while the refresh runs behind it; the next one is not.
+    tokens
+        .verify(&old, NOW + 60 + 600)
+        .await
+        .expect("verifies against the copy held");
+    tokens.settled().await;
+    assert_eq!(server.requests(), 3);
     assert_eq!(
-        tokens.verify(&old, NOW + 60 + 600).await,
+        tokens.verify(&old, NOW + 60 + 601).await,
         Err(HostTokenError::UnknownKey)
     );
-    assert_eq!(server.requests(), 3);
     tokens.verify(&new, NOW + 60 + 601).await.expect("verifies");
     assert_eq!(server.requests(), 3);
 
@@ -116,6 +126,31 @@ async fn jwks_rotation() {
 }
 
 #[tokio::test]
+async fn a_slow_host_holds_up_only_tokens_the_copy_held_cannot_verify() {
+    let server = JwksServer::start(vec![rs_jwk(1, "rs1")]).await;
+    let tokens = tokens(json!([jwks_issuer(&server)]));
+    let token = rs256(1, "rs1", &claims());
+    tokens.verify(&token, NOW).await.expect("verifies");
+    // The host now takes 3 s to answer, with a second key in its document.
+    server.set_delay(std::time::Duration::from_secs(3));
+    server.serve(vec![rs_jwk(1, "rs1"), rs_jwk(2, "rs2")]);
+    // The copy is stale: tokens it verifies are answered at once while it is refreshed.
+    let started = std::time::Instant::now();
+    for n in 0..5 {
+        tokens
+            .verify(&token, NOW + 700 + n)
+            .await
+            .expect("verifies");
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    // A token naming a key the copy lacks waits for that refresh, which brings it.
+    let second = rs256(2, "rs2", &claims());
+    tokens.verify(&second, NOW + 706).await.expect("verifies");
+    assert_eq!(server.requests(), 2);
+}
+
+#[tokio::test]
 async fn jwks_server_down_keeps_cached_keys() {
     let server = JwksServer::start(vec![rs_jwk(1, "rs1")]).await;
     let tokens = tokens(json!([jwks_issuer(&server)]));
@@ -124,6 +159,7 @@ async fn jwks_server_down_keeps_cached_keys() {
     server.set_down(true);
     // Stale: a refresh is tried, fails, and the cached key still verifies.
     tokens.verify(&token, NOW + 700).await.expect("verifies");
+    tokens.settled().await;
     assert_eq!(server.requests(), 2);
     // The failed refresh is not retried on every request.
     tokens.verify(&token, NOW + 710).await.expect("verifies");
@@ -147,7 +183,9 @@ async fn jwks_garbage_keeps_cached_keys() {
         json!({"kty": "oct", "kid": "rs1", "k": "c2VjcmV0"}),
     ]);
     tokens.verify(&token, NOW + 700).await.expect("verifies");
+    tokens.settled().await;
     assert_eq!(server.requests(), 2);
+    tokens.verify(&token, NOW + 701).await.expect("verifies");
 }
 
 #[tokio::test]
