@@ -47,26 +47,36 @@ pub struct PresentedCookie {
     pub token: SecretString,
 }
 
-/// The session cookie of a request, if it carries one (the dashboard's first).
+/// The session cookie of a request, if it carries one. A browser holding both (Keyplane and
+/// the host product on one site) sends both everywhere: a request made in a frame
+/// (`Sec-Fetch-Dest: iframe`) is the portal's, since the dashboard is never framed, and any
+/// other is the dashboard's; each falls back to the other cookie when it lacks its own.
 pub fn presented(headers: &HeaderMap) -> Option<PresentedCookie> {
-    let mut found: Option<PresentedCookie> = None;
-    for value in headers.get_all(COOKIE) {
-        let Ok(text) = value.to_str() else { continue };
-        for cookie in Cookie::split_parse(text).flatten() {
-            let kind = match cookie.name() {
-                DASHBOARD_COOKIE => SessionKind::Dashboard,
-                PORTAL_COOKIE => SessionKind::Portal,
-                _ => continue,
-            };
-            if found.as_ref().is_none_or(|f| f.kind == SessionKind::Portal) {
-                found = Some(PresentedCookie {
-                    kind,
-                    token: SecretString::from(cookie.value().to_owned()),
-                });
-            }
-        }
-    }
-    found
+    let framed = header(headers, "sec-fetch-dest") == Some("iframe");
+    let (first, second) = if framed {
+        (SessionKind::Portal, SessionKind::Dashboard)
+    } else {
+        (SessionKind::Dashboard, SessionKind::Portal)
+    };
+    presented_of(headers, first).or_else(|| presented_of(headers, second))
+}
+
+/// The request's session cookie of `kind`, if it carries one.
+pub fn presented_of(headers: &HeaderMap, kind: SessionKind) -> Option<PresentedCookie> {
+    let name = match kind {
+        SessionKind::Dashboard => DASHBOARD_COOKIE,
+        SessionKind::Portal => PORTAL_COOKIE,
+    };
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| Cookie::split_parse(text).flatten())
+        .find(|cookie| cookie.name() == name)
+        .map(|cookie| PresentedCookie {
+            kind,
+            token: SecretString::from(cookie.value().to_owned()),
+        })
 }
 
 /// The `Set-Cookie` value that starts a session of `kind` with `token`.

@@ -125,8 +125,9 @@ pub(crate) struct OpenedSession {
     pub member: MemberRecord,
 }
 
-/// Starts a session for `user` in `org` (ending the one the request came with, if any): its
-/// cookie and CSRF token. A portal session remembers `return_url`.
+/// Starts a session for `user` in `org` (ending the one of the same kind the request came
+/// with, if any: a portal entry leaves the browser's dashboard session alone, and the other
+/// way round): its cookie and CSRF token. A portal session remembers `return_url`.
 pub(crate) async fn open_session(
     state: &AppState,
     user: &UserRecord,
@@ -136,8 +137,8 @@ pub(crate) async fn open_session(
     return_url: Option<String>,
 ) -> Result<OpenedSession, ApiError> {
     let now = state.now();
-    // Whatever session cookie came with the request is ended: sign-in always starts afresh.
-    if let Some(presented) = session::presented(&anonymous.headers) {
+    // The session of this kind that came with the request is ended: sign-in starts afresh.
+    if let Some(presented) = session::presented_of(&anonymous.headers, kind) {
         let digest = tokens::digest(presented.token.expose_secret());
         if let Some((old, _)) = state.store.session_by_token(&digest).await? {
             state.store.end_session(old.user_id, old.id, now).await?;

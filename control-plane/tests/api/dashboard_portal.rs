@@ -2,15 +2,19 @@
 //! the key pages once, in a partitioned cookie, branded, framable by the organization's origins
 //! only, limited to the member's role, and blind to other organizations.
 
+use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use serde_json::json;
 
 use crate::backends;
 use crate::helpers::TestApp;
 use crate::helpers::pages::{Page, form, origin};
-use crate::helpers::people::Browser;
+use crate::helpers::people::{Browser, browser_request};
 
-backends!(a_portal_link_opens_the_key_pages_once_branded_and_framed_only_by_the_host);
+backends!(
+    a_portal_link_opens_the_key_pages_once_branded_and_framed_only_by_the_host,
+    one_browser_keeps_its_dashboard_session_beside_a_portal_session,
+);
 
 const HOST_APP: &str = "https://app.example.com";
 
@@ -184,4 +188,68 @@ async fn a_portal_link_opens_the_key_pages_once_branded_and_framed_only_by_the_h
             .expect("ascii")
             .ends_with("frame-ancestors 'none'")
     );
+}
+
+/// Who a request carrying `cookies` acts as: in a frame (`framed`), or at the top level.
+async fn who(app: &TestApp, cookies: &str, framed: bool) -> serde_json::Value {
+    let mut request = browser_request(Method::GET, "/v1/users/me", Some(cookies), None);
+    if framed {
+        request = request.header("sec-fetch-dest", "iframe");
+    }
+    let reply = app.send(request.body(Body::empty()).expect("valid")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    reply.body["user"]["display_name"].clone()
+}
+
+/// Keyplane and the host product on one site (`keys.example.com`, `app.example.com`): the
+/// browser of an owner signed in to the dashboard sends both cookies to the framed portal and
+/// to the dashboard alike.
+async fn one_browser_keeps_its_dashboard_session_beside_a_portal_session(app: TestApp) {
+    let owner = app.first_owner().await;
+    let developer = app
+        .member(&owner, "dev@example.com", "Dan Dev", "developer")
+        .await;
+    let link = app
+        .post(
+            "/v1/portal/sessions",
+            json!({"user": {"id": developer.user_id}, "return_url": format!("{HOST_APP}/keys")}),
+        )
+        .await;
+    let url = link.body["url"].as_str().expect("url");
+    let token = url.split_once("#token=").expect("token").1;
+    // The portal is entered in the frame, the dashboard's cookie coming along.
+    let entry = browser_request(
+        Method::POST,
+        "/portal/enter",
+        Some(&owner.cookie),
+        Some(&origin()),
+    )
+    .header("sec-fetch-dest", "iframe")
+    .header("content-type", "application/x-www-form-urlencoded")
+    .body(Body::from(form(&[("token", token)])))
+    .expect("valid");
+    let entered = app.send(entry).await;
+    assert_eq!(entered.status, StatusCode::SEE_OTHER, "{:?}", entered.body);
+    let portal_cookie = entered.headers["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_owned();
+    // Both sessions live on; each context is served its own, in either cookie order.
+    for cookies in [
+        format!("{}; {portal_cookie}", owner.cookie),
+        format!("{portal_cookie}; {}", owner.cookie),
+    ] {
+        assert_eq!(
+            who(&app, &cookies, false).await,
+            "Olivia Owner",
+            "{cookies}"
+        );
+        assert_eq!(who(&app, &cookies, true).await, "Dan Dev", "{cookies}");
+    }
+    // Each alone is used wherever it is sent.
+    assert_eq!(who(&app, &owner.cookie, true).await, "Olivia Owner");
+    assert_eq!(who(&app, &portal_cookie, false).await, "Dan Dev");
 }
