@@ -19,6 +19,9 @@ mod tests;
 pub const WINDOW_MS: i64 = 60_000;
 /// Most keys with an open window; refusals of further keys count per organization.
 pub const MAX_TRACKED_KEYS: usize = 10_000;
+/// Most records kept for another try after their write failed (the database refusing); past
+/// it the oldest are dropped, and an error says how many refusals they stood for.
+pub const MAX_UNWRITTEN: usize = 10_000;
 
 /// Who a window counts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +55,8 @@ pub struct RefusalLog {
 struct Windows {
     keys: HashMap<(KeyId, &'static str), Window>,
     overflow: HashMap<(OrgId, &'static str), Window>,
+    /// Records whose write failed, oldest first: written with the next flush.
+    unwritten: Vec<PendingRecord>,
 }
 
 /// An `auth_failed` record to write into an organization's log.
@@ -81,7 +86,7 @@ impl RefusalLog {
         now: Timestamp,
     ) -> Vec<PendingRecord> {
         let mut windows = self.lock();
-        let Windows { keys, overflow } = &mut *windows;
+        let Windows { keys, overflow, .. } = &mut *windows;
         let tracked = keys.contains_key(&(key, reason)) || keys.len() < MAX_TRACKED_KEYS;
         let (summary, opened) = if tracked {
             count(
@@ -121,11 +126,31 @@ impl RefusalLog {
         records
     }
 
-    /// Removes the windows that have closed at `now`; the summaries of those that counted any
-    /// refusal.
+    /// Keeps `records`, whose write failed, for the next flush (at most [`MAX_UNWRITTEN`]).
+    pub fn keep_unwritten(&self, records: Vec<PendingRecord>) {
+        let mut windows = self.lock();
+        windows.unwritten.extend(records);
+        let excess = windows.unwritten.len().saturating_sub(MAX_UNWRITTEN);
+        if excess > 0 {
+            let refusals: u64 = windows
+                .unwritten
+                .drain(..excess)
+                .map(|pending| pending.record.details["count"].as_u64().unwrap_or(1))
+                .sum();
+            tracing::error!(
+                records = excess,
+                refusals,
+                "audit records of refused management calls dropped: the database refused them \
+                 for too long"
+            );
+        }
+    }
+
+    /// Removes the windows that have closed at `now`; the records whose write failed, then the
+    /// summaries of those windows that counted any refusal.
     pub fn take_closed(&self, now: Timestamp) -> Vec<PendingRecord> {
         let mut windows = self.lock();
-        let mut records = Vec::new();
+        let mut records = std::mem::take(&mut windows.unwritten);
         let closed = |window: &Window| now >= window.opened_at.plus_millis(WINDOW_MS);
         drain(&mut windows.keys, closed, &mut records, |(key, reason)| {
             (Subject::Key(*key), *reason)
@@ -139,10 +164,11 @@ impl RefusalLog {
         records
     }
 
-    /// Removes every window, closed or not; the summaries of those that counted any refusal.
+    /// Removes every window, closed or not; the records whose write failed, then the
+    /// summaries of the windows that counted any refusal.
     pub fn take_all(&self) -> Vec<PendingRecord> {
         let mut windows = self.lock();
-        let mut records = Vec::new();
+        let mut records = std::mem::take(&mut windows.unwritten);
         drain(
             &mut windows.keys,
             |_| true,
@@ -249,8 +275,14 @@ impl Window {
 }
 
 /// Writes `records`, one transaction per organization, in order. A failure is logged, not
-/// returned: the refusal the caller gets does not depend on it.
-pub async fn write(store: &dyn Store, now: Timestamp, records: Vec<PendingRecord>) -> usize {
+/// returned (the refusal the caller gets does not depend on it), and the organization's
+/// records are kept in `log` for the next flush.
+pub async fn write(
+    store: &dyn Store,
+    log: &RefusalLog,
+    now: Timestamp,
+    records: Vec<PendingRecord>,
+) -> usize {
     let mut by_org: Vec<(OrgId, Vec<FailedAuth>)> = Vec::new();
     for pending in records {
         match by_org.iter_mut().find(|(org, _)| *org == pending.org) {
@@ -262,12 +294,16 @@ pub async fn write(store: &dyn Store, now: Timestamp, records: Vec<PendingRecord
     for (org, list) in by_org {
         match store.record_failed_auths(org, &list, now).await {
             Ok(()) => written += list.len(),
-            Err(error) => tracing::error!(
-                %error,
-                org = %org,
-                records = list.len(),
-                "could not audit refused management calls"
-            ),
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    org = %org,
+                    records = list.len(),
+                    "could not audit refused management calls; kept for the next try"
+                );
+                let kept = list.into_iter().map(|record| PendingRecord { org, record });
+                log.keep_unwritten(kept.collect());
+            }
         }
     }
     written

@@ -11,7 +11,10 @@
 //!
 //! Closed windows are written by [`spawn`]'s task every [`FLUSH_INTERVAL`] (started by
 //! [`crate::Application::serve`]), or by the key's next refusal if that comes first; on shutdown
-//! the task writes every window it holds, closed or not ([`flush_all`]).
+//! the task writes every window it holds, closed or not ([`flush_all`]). A record whose write
+//! fails (the database refusing) is kept and written with the next flush, so the counts still
+//! add up once the database is back (at most
+//! [`MAX_UNWRITTEN`](crate::refusal_log::MAX_UNWRITTEN) are kept).
 //!
 //! Memory is bounded: at most [`MAX_TRACKED_KEYS`] keys have a window. Past that, refusals of
 //! other keys are counted per organization and reason instead (an *overflow* window, recorded
@@ -36,13 +39,13 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Writes the summaries of the windows closed at the state's current time; how many.
 pub async fn flush_closed(state: &AppState) -> usize {
     let records = state.refusals.take_closed(state.now());
-    write(state.store.as_ref(), state.now(), records).await
+    write(state.store.as_ref(), &state.refusals, state.now(), records).await
 }
 
 /// Writes the summaries of every window, closed or not (at shutdown); how many.
 pub async fn flush_all(state: &AppState) -> usize {
     let records = state.refusals.take_all();
-    write(state.store.as_ref(), state.now(), records).await
+    write(state.store.as_ref(), &state.refusals, state.now(), records).await
 }
 
 /// Starts the task that writes closed windows every [`FLUSH_INTERVAL`]; when `shutdown` turns

@@ -121,6 +121,6 @@ async fn refuse(
         state.now(),
     );
     // The caller gets the refusal whatever happens to the audit write (a failure is logged).
-    refusal_log::write(state.store.as_ref(), state.now(), pending).await;
+    refusal_log::write(state.store.as_ref(), &state.refusals, state.now(), pending).await;
     refusal
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use keyplane_control_plane::audit::refusals::{flush_all, flush_closed};
+use keyplane_control_plane::store::sql::Backend;
 use serde_json::{Value, json};
+use sqlx::Executor as _;
 
 use crate::backends;
 use crate::helpers::{TestApp, until};
@@ -15,6 +17,7 @@ backends!(
     fifty_refused_calls_are_one_record_at_once_and_one_counting_49_when_the_minute_closes,
     key_management_goes_on_and_the_log_stays_short_while_refused_calls_flood_in,
     the_flush_task_writes_closed_minutes_and_shutdown_writes_what_it_still_holds,
+    refusals_the_database_would_not_record_are_recorded_when_it_is_back,
 );
 
 /// The organization's `auth_failed` records, oldest first.
@@ -201,5 +204,52 @@ async fn the_flush_task_writes_closed_minutes_and_shutdown_writes_what_it_still_
     let records = refusals(&app).await;
     assert_eq!(records.len(), 4, "{records:?}");
     assert_eq!(records[3]["details"]["count"], 4);
+    assert_eq!(app.get("/v1/audit/verify").await.body["valid"], true);
+}
+
+/// Makes the database refuse every audit record (`refusing`), or stops it.
+async fn audit_log_refusing(app: &TestApp, refusing: bool) {
+    let statements: &[&str] = match (app.backend, refusing) {
+        (Backend::Sqlite, true) => &["CREATE TRIGGER audit_log_down BEFORE INSERT ON audit_log \
+              BEGIN SELECT RAISE(ABORT, 'the audit log is down'); END"],
+        (Backend::Sqlite, false) => &["DROP TRIGGER audit_log_down"],
+        (Backend::Postgres, true) => &[
+            "CREATE FUNCTION audit_log_down() RETURNS trigger AS $$ \
+             BEGIN RAISE EXCEPTION 'the audit log is down'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER audit_log_down BEFORE INSERT ON audit_log \
+             FOR EACH ROW EXECUTE FUNCTION audit_log_down()",
+        ],
+        (Backend::Postgres, false) => &["DROP TRIGGER audit_log_down ON audit_log"],
+    };
+    for statement in statements {
+        app.pool().execute(*statement).await.expect("trigger");
+    }
+}
+
+async fn refusals_the_database_would_not_record_are_recorded_when_it_is_back(app: TestApp) {
+    let (key, _) = reader(&app).await;
+    audit_log_refusing(&app, true).await;
+    // The first refusal's record (written at once) and the rest of its minute are refused by
+    // the database; the callers are refused all the same.
+    for _ in 0..3 {
+        refused(&app, &key).await;
+    }
+    app.clock.advance_secs(61);
+    assert_eq!(flush_closed(&app.state).await, 0, "the database is down");
+    audit_log_refusing(&app, false).await;
+    assert_eq!(refusals(&app).await.len(), 0);
+    // Back: the next flush writes both, and the counts add up to the three refusals.
+    assert_eq!(flush_closed(&app.state).await, 2);
+    let counted: u64 = refusals(&app)
+        .await
+        .iter()
+        .filter_map(|record| record["details"]["count"].as_u64())
+        .sum();
+    assert_eq!(counted, 3);
+    assert_eq!(
+        flush_closed(&app.state).await,
+        0,
+        "nothing is written twice"
+    );
     assert_eq!(app.get("/v1/audit/verify").await.body["valid"], true);
 }
