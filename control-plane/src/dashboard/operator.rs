@@ -49,9 +49,7 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
         crate::people::operator::edges(State(state.clone()), viewer.principal.clone()).await?;
     let head = state.store.feed_head().await?;
     let now = state.now();
-    let when = |at: Option<keyplane_shared::time::Timestamp>| {
-        at.map(|at| super::format::relative(&crate::input::time::rfc3339(at), now))
-    };
+    let when = |at: &Option<String>| at.as_deref().map(|at| super::format::relative(at, now));
     let content = html! {
         p { "Change feed head: " strong { (head) } ". " a href="/organizations" { "Every organization" } }
         @if edges.data.is_empty() {
@@ -70,8 +68,8 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
                             td.mono { (edge.url) }
                             td { (edge.acked_seq) }
                             td { (head.saturating_sub(edge.acked_seq)) " changes" }
-                            td { @match when(edge.last_seen_at) { Some(text) => (text), None => (dash()) } }
-                            td { @match when(edge.last_push_at) { Some(text) => (text), None => (dash()) } }
+                            td { @match when(&edge.last_seen_at) { Some(text) => (text), None => (dash()) } }
+                            td { @match when(&edge.last_push_at) { Some(text) => (text), None => (dash()) } }
                             td { @match &edge.last_error { Some(error) => span.badge.bad { (error) }, None => (dash()) } }
                         }
                     }

@@ -81,12 +81,51 @@ pub(crate) async fn organizations(
     Ok(Json(OrganizationList { data }))
 }
 
+/// One registered edge and how replication to it is going, as operators see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EdgeView {
+    /// Its name (`EDGE_NAME`).
+    pub name: String,
+    /// Where pushes go (`<url>/__keyplane/sync`).
+    pub url: String,
+    /// When it last pulled the feed (RFC 3339); `null` if never.
+    pub last_seen_at: Option<String>,
+    /// The sequence it reported when it last pulled.
+    pub reported_seq: u64,
+    /// The highest sequence it acknowledged to a push.
+    pub acked_seq: u64,
+    /// When a push to it was last attempted (RFC 3339); `null` if never.
+    pub last_push_at: Option<String>,
+    /// The last push's error, if it failed.
+    pub last_error: Option<String>,
+    /// The URL of a refused pull that named this edge from elsewhere, until it pulls from its
+    /// own URL again or an operator moves it.
+    pub conflict_url: Option<String>,
+    /// When that pull came (RFC 3339).
+    pub conflict_at: Option<String>,
+}
+
+impl From<EdgeRecord> for EdgeView {
+    fn from(edge: EdgeRecord) -> Self {
+        EdgeView {
+            name: edge.name,
+            url: edge.url,
+            last_seen_at: edge.last_seen_at.map(rfc3339),
+            reported_seq: edge.reported_seq,
+            acked_seq: edge.acked_seq,
+            last_push_at: edge.last_push_at.map(rfc3339),
+            last_error: edge.last_error,
+            conflict_url: edge.conflict_url,
+            conflict_at: edge.conflict_at.map(rfc3339),
+        }
+    }
+}
+
 /// The registered edges.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EdgeList {
     /// By name.
-    #[schema(value_type = Vec<Object>)]
-    pub data: Vec<EdgeRecord>,
+    pub data: Vec<EdgeView>,
 }
 
 /// The registered edges and how replication to each is going (operators only).
@@ -103,7 +142,8 @@ pub(crate) async fn edges(
     principal: Principal,
 ) -> Result<Json<EdgeList>, ApiError> {
     require_operator(&principal)?;
+    let edges = state.store.edges().await?;
     Ok(Json(EdgeList {
-        data: state.store.edges().await?,
+        data: edges.into_iter().map(EdgeView::from).collect(),
     }))
 }

@@ -366,6 +366,15 @@ async fn pulling_registers_and_updates_the_edge(app: TestApp) {
         Some("https://paris.example.com")
     );
     assert_eq!(edges[0].conflict_at, Some(app.state.now()));
+    // Operators read the same through the API, times in RFC 3339 as everywhere in it.
+    let listed = app.get("/v1/operator/edges").await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    let edge = &listed.body["data"][0];
+    assert_eq!(edge["name"], "paris_1");
+    assert_eq!(edge["conflict_url"], "https://paris.example.com");
+    assert_eq!(edge["conflict_at"], "2027-01-15T08:01:00.000Z");
+    assert_eq!(edge["last_seen_at"], "2027-01-15T08:00:00.000Z");
+    assert_eq!(edge["last_push_at"], serde_json::Value::Null);
 
     // The edge itself, pulling at another sequence: its row updated, the note cleared.
     app.clock.advance_secs(60);
