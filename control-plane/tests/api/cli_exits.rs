@@ -309,3 +309,47 @@ async fn a_new_key_is_never_lost_to_a_field_typo_nor_silently_to_a_closed_pipe()
     );
     assert!(!stderr.contains("sk_live_"), "{stderr}");
 }
+
+#[tokio::test]
+async fn rotate_due_stops_at_the_first_key_it_could_not_print() {
+    let served = serve().await;
+    let mut ids = Vec::new();
+    for name in ["first", "second", "third"] {
+        let (_, record) = served
+            .app
+            .create_key(serde_json::json!({"name": name, "environment": "live"}))
+            .await;
+        ids.push(record["id"].as_str().expect("id").to_owned());
+    }
+    served.app.clock.advance_secs(2 * 86_400);
+    // stdout closed before the first line: that key's successor was made but not shown, so
+    // the job stops there (exit 8) rather than rotate keys nobody can read the successors of.
+    let piped = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} keys rotate-due --older-than 0d --grace 1h | (exec <&-; sleep 2); \
+             exit \"${{PIPESTATUS[0]}}\"",
+            env!("CARGO_BIN_EXE_keyplane")
+        ))
+        .env("KEYPLANE_URL", &served.url)
+        .env("KEYPLANE_API_KEY", &served.app.admin_key)
+        .output()
+        .await
+        .expect("bash");
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert_eq!(piped.status.code(), Some(8), "{stderr}");
+    let mut rotated = Vec::new();
+    for id in &ids {
+        let key = served.app.get(&format!("/v1/keys/{id}")).await.body;
+        if let Some(successor) = key["rotated_to"].as_str() {
+            rotated.push(successor.to_owned());
+        }
+    }
+    assert_eq!(
+        rotated.len(),
+        1,
+        "one key rotated, then the job stopped: {stderr}"
+    );
+    assert!(stderr.contains(&rotated[0]), "{stderr}");
+    assert!(!stderr.contains("sk_live_"), "{stderr}");
+}
