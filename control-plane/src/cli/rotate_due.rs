@@ -140,7 +140,25 @@ pub fn select(keys: &[Candidate], policy: &Policy) -> Result<Selection, CliError
     Ok(selection)
 }
 
-/// The fields of each line the job prints (`--field` picks one).
+/// The line printed for a key rotated (`answer`: the rotation's answer).
+fn rotated_line(id: &str, name: &str, reason: Reason, answer: &Value) -> Value {
+    json!({
+        "id": id,
+        "name": name,
+        "reason": reason.name(),
+        "new_id": answer["record"]["id"],
+        "key": answer["key"],
+        "old_expires_at": answer["previous"]["expires_at"],
+    })
+}
+
+/// The line printed for a key `--dry-run` would rotate.
+fn dry_run_line(id: &str, name: &str, reason: Reason) -> Value {
+    json!({"id": id, "name": name, "reason": reason.name(), "dry_run": true})
+}
+
+/// The fields of the lines the job prints (`--field` picks one; a unit test holds this to
+/// [`rotated_line`] and [`dry_run_line`]).
 const LINE_FIELDS: [&str; 7] = [
     "id",
     "name",
@@ -196,24 +214,14 @@ pub async fn run(
     let mut rotated = 0;
     for (id, name, reason) in &selection.due {
         if args.dry_run {
-            printer.page(&[
-                json!({"id": id, "name": name, "reason": reason.name(), "dry_run": true}),
-            ])?;
+            printer.page(&[dry_run_line(id, name, *reason)])?;
             continue;
         }
         let key_id: KeyId = values::key_id(id).map_err(CliError::Unexpected)?;
         match rotate(connection, key_id, args.grace, None).await {
             Ok(answer) => {
                 rotated += 1;
-                let line = json!({
-                    "id": id,
-                    "name": name,
-                    "reason": reason.name(),
-                    "new_id": answer["record"]["id"],
-                    "key": answer["key"],
-                    "old_expires_at": answer["previous"]["expires_at"],
-                });
-                if let Err(cause) = printer.page(&[line]) {
+                if let Err(cause) = printer.page(&[rotated_line(id, name, *reason, &answer)]) {
                     // Its new key is lost: say which, and rotate no more into output that
                     // cannot be written.
                     return Err(CliError::KeyNotShown {
@@ -380,5 +388,22 @@ mod tests {
         assert_eq!((selection.in_grace, selection.own), (1, 1));
         let with_self = select(&keys, &policy(Some(14), None)).expect("select");
         assert_eq!(with_self.due.len(), 2);
+    }
+
+    #[test]
+    fn line_fields_are_the_fields_of_the_lines() {
+        let answer = json!({"record": {"id": "key_new"}, "key": "sk_live_x", "previous": {}});
+        let mut printed: Vec<String> = [
+            rotated_line("key_a", "a", Reason::Age, &answer),
+            dry_run_line("key_a", "a", Reason::Expiring),
+        ]
+        .iter()
+        .flat_map(|line| line.as_object().expect("an object").keys().cloned())
+        .collect();
+        printed.sort();
+        printed.dedup();
+        let mut listed: Vec<String> = LINE_FIELDS.iter().map(|f| f.to_string()).collect();
+        listed.sort();
+        assert_eq!(printed, listed);
     }
 }

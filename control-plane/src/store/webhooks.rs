@@ -19,6 +19,10 @@ use super::records::{AuditContext, Page};
 
 pub use crate::secrets::webhook_signing::SALT_LEN;
 
+/// How the `key_notices` rows of a key's `key.expiring` notices begin (`expiring:<lead
+/// seconds>`): a change of the key's expiry forgets them, so the new expiry is announced again.
+pub const EXPIRING_NOTICE_PREFIX: &str = "expiring:";
+
 /// An expiry notice just announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiryNotice {

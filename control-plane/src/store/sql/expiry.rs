@@ -17,7 +17,7 @@ use super::people::id_bytes;
 use super::rows::bytes16;
 use crate::store::StoreError;
 use crate::store::outbox::{EventType, NewEvent};
-use crate::store::webhooks::ExpiryNotice;
+use crate::store::webhooks::{EXPIRING_NOTICE_PREFIX, ExpiryNotice};
 use crate::timestamps::rfc3339;
 
 /// How far back a passed expiry is still announced: keys that expired earlier (before the
@@ -39,7 +39,7 @@ struct Due {
 
 /// The notice label of a lead time.
 fn expiring_label(lead_ms: i64) -> String {
-    format!("expiring:{}", lead_ms / 1000)
+    format!("{EXPIRING_NOTICE_PREFIX}{}", lead_ms / 1000)
 }
 
 /// Which organizations' keys a `key.expiring` lookup is for: those that chose `day`, and, when

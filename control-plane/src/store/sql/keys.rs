@@ -18,6 +18,7 @@ use crate::store::records::{
     AuditContext, KeyChanges, KeyRecord, NewKey, NewOrg, OrgRecord, Revocation, RevokeOutcome,
     Rotation,
 };
+use crate::store::webhooks::EXPIRING_NOTICE_PREFIX;
 
 /// Reads one key of `org`, deleted or not.
 pub(super) async fn load_key(
@@ -221,12 +222,14 @@ pub(super) async fn update(
     Ok(saved)
 }
 
-/// Forgets which `key.expiring` notices (`store::sql::expiry`) `key` was sent, so that a changed
+/// Forgets which `key.expiring` notices (`store::sql::expiry`, rows named
+/// [`EXPIRING_NOTICE_PREFIX`]`<lead>`) `key` was sent, so that a changed
 /// expiry is announced at each lead time again (a key extended after its one-day reminder gets
 /// reminders before its new expiry too).
 async fn forget_expiring_notices(mutation: &mut OrgMutation, key: KeyId) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM key_notices WHERE key_id = $1 AND notice LIKE 'expiring:%'")
+    sqlx::query("DELETE FROM key_notices WHERE key_id = $1 AND notice LIKE $2")
         .bind(key.to_bytes().to_vec())
+        .bind(format!("{EXPIRING_NOTICE_PREFIX}%"))
         .execute(mutation.connection())
         .await?;
     Ok(())
