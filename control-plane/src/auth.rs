@@ -164,7 +164,15 @@ impl FromRequestParts<AppState> for Principal {
             return key::authenticate(parts, state, context).await;
         }
         if let Some(cookie) = session::presented(&parts.headers) {
-            return session::authenticate(parts, cookie, state, context).await;
+            let kind = cookie.kind;
+            let first = session::authenticate(parts, cookie, state, context.clone()).await;
+            // A browser holding both cookies: a stale one does not hide a live session.
+            if matches!(first, Err(ApiError::InvalidSession))
+                && let Some(other) = session::presented_besides(&parts.headers, kind)
+            {
+                return session::authenticate(parts, other, state, context).await;
+            }
+            return first;
         }
         state.metrics.auth_failed("missing_api_key");
         Err(ApiError::MissingKey)

@@ -14,7 +14,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
 /// The reverse proxies whose `X-Forwarded-For` is believed: addresses and networks.
@@ -66,19 +66,26 @@ impl TrustedProxies {
     /// The client's address: `peer`, unless `peer` is trusted and `headers` name a client
     /// behind it (see the module header).
     pub fn client(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-        let mut client = peer?;
+        let mut client = canonical(peer?);
         if !self.trusts(client) {
             return Some(client);
         }
-        let forwarded: Vec<&str> = headers
+        // From the right, entry by entry, each decoded on its own: bytes a client wrote into
+        // its own entry (on the line a proxy appended to) do not hide the proxy's entry.
+        let lines: Vec<&[u8]> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
+            .map(HeaderValue::as_bytes)
             .collect();
-        for entry in forwarded.iter().rev() {
-            let Some(address) = forwarded_address(entry) else {
+        let entries = lines
+            .iter()
+            .rev()
+            .flat_map(|line| line.rsplit(|byte| *byte == b','));
+        for entry in entries {
+            let address = std::str::from_utf8(entry)
+                .ok()
+                .and_then(|text| forwarded_address(text.trim()));
+            let Some(address) = address else {
                 break;
             };
             client = address;
@@ -182,5 +189,16 @@ mod tests {
         // An entry that is no address stops the walk at the last trusted hop.
         let garbled = headers(&["198.51.100.7, unknown, 10.3.3.3"]);
         assert_eq!(trusted.client(peer, &garbled), ip("10.3.3.3"));
+        // Bytes that are no text in the client's own entry, on the line the proxy appended
+        // to, do not hide the proxy's entry.
+        let mut undecodable = HeaderMap::new();
+        let line = HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.7").expect("header bytes");
+        undecodable.append("x-forwarded-for", line);
+        assert_eq!(trusted.client(peer, &undecodable), ip("198.51.100.7"));
+        // An untrusted IPv4-mapped peer is its IPv4 address, as the throttle counts it.
+        assert_eq!(
+            trusted.client(ip("::ffff:203.0.113.9"), &undecodable),
+            ip("203.0.113.9")
+        );
     }
 }

@@ -63,19 +63,22 @@ struct CacheState<T: ?Sized> {
     fetched_at: Option<i64>,
     /// When a fetch was last started, successful or not.
     attempted_at: Option<i64>,
+    /// Whether a fetch is under way (it holds the fetch lock).
+    in_flight: bool,
 }
 
-/// What a caller does with the keys held.
-enum Next<T: ?Sized> {
-    /// Takes them: they serve, and are fresh or may not be fetched again yet.
-    Take(Option<Arc<T>>),
-    /// Takes them, and a refresh starts behind it (they serve, but are stale).
-    TakeAndRefresh(Arc<T>),
-    /// Waits until no fetch is under way, then asks again: none are held, or not the one it
-    /// needs (the fetch under way may bring it).
-    Wait,
-    /// Fetches (it waited, and still lacks what it needs).
-    Fetch,
+/// What a caller finds.
+struct Look<T: ?Sized> {
+    /// The keys held, if they hold what the caller needs.
+    serving: Option<Arc<T>>,
+    /// Whatever is held.
+    held: Option<Arc<T>>,
+    /// Whether they are past their age.
+    stale: bool,
+    /// Whether a fetch may start (the last one is old enough, and none is under way).
+    may_fetch: bool,
+    /// Whether a fetch is under way.
+    in_flight: bool,
 }
 
 impl<T: ?Sized> std::fmt::Debug for FetchedKeys<T> {
@@ -108,6 +111,7 @@ impl<T: ?Sized + Send + Sync + 'static> FetchedKeys<T> {
                     keys: None,
                     fetched_at: None,
                     attempted_at: None,
+                    in_flight: false,
                 }),
                 fetching: Arc::new(tokio::sync::Mutex::new(())),
             }),
@@ -126,36 +130,40 @@ impl<T: ?Sized + Send + Sync + 'static> FetchedKeys<T> {
     /// the copy serves but is stale, the caller takes it at once and a refresh starts behind
     /// it, so a slow or unreachable publisher holds up only callers that have nothing to use.
     pub async fn keys(&self, lacks: impl Fn(&T) -> bool, now: i64) -> Option<Arc<T>> {
-        let next = match self.shared.next(&lacks, now, false) {
-            Next::Wait => {
-                // After the fetch under way, if any: it may have brought what is needed.
-                let _fetching = self.shared.fetching.lock().await;
-                match self.shared.next(&lacks, now, true) {
-                    Next::Fetch => {
-                        self.shared.fetch_and_keep(now).await;
-                        return self.shared.held();
-                    }
-                    other => other,
-                }
-            }
-            other => other,
-        };
-        match next {
-            Next::TakeAndRefresh(keys) => {
-                // The refresh holds the fetch lock from here (a fetch already under way is the
-                // refresh): callers that lack keys wait for it, as they would for their own.
-                if let Ok(fetching) = Arc::clone(&self.shared.fetching).try_lock_owned() {
+        let look = self.shared.look(&lacks, now);
+        if let Some(keys) = look.serving {
+            if look.stale && look.may_fetch {
+                // Behind the caller; only the one that takes the fetch lock, which the refresh
+                // then holds, so callers that lack keys wait for it.
+                if let Ok(fetching) = Arc::clone(&self.shared.fetching).try_lock_owned()
+                    && self.shared.claim(now)
+                {
                     let shared = Arc::clone(&self.shared);
                     tokio::spawn(async move {
                         shared.fetch_and_keep(now).await;
                         drop(fetching);
                     });
                 }
-                Some(keys)
             }
-            Next::Take(keys) => keys,
-            Next::Wait | Next::Fetch => self.shared.held(),
+            return Some(keys);
         }
+        if !look.may_fetch && !look.in_flight {
+            return look.held;
+        }
+        // Wait for the fetch under way, which may bring what is needed, or make one. It runs
+        // in its own task, so a caller that goes away does not cancel it half-way.
+        let fetching = Arc::clone(&self.shared.fetching).lock_owned().await;
+        let look = self.shared.look(&lacks, now);
+        if look.serving.is_some() || !self.shared.claim(now) {
+            return look.serving.or(look.held);
+        }
+        let shared = Arc::clone(&self.shared);
+        let fetch = tokio::spawn(async move {
+            shared.fetch_and_keep(now).await;
+            drop(fetching);
+        });
+        let _ = fetch.await;
+        self.shared.held()
     }
 }
 
@@ -178,38 +186,50 @@ impl<T: ?Sized> Shared<T> {
         self.lock().keys.clone()
     }
 
-    /// What a caller needing what `lacks` says does at `now` (`waited`: it holds the fetch
-    /// lock); a fetch it is to make, now or behind it, is counted as started.
-    fn next(&self, lacks: &impl Fn(&T) -> bool, now: i64, waited: bool) -> Next<T> {
-        let mut state = self.lock();
-        // A clock that moved back counts as time passed: abs_diff, not a subtraction.
-        let older_than = |at: Option<i64>, seconds: i64| {
-            at.is_none_or(|at| now.abs_diff(at) >= seconds.unsigned_abs())
-        };
-        let stale = older_than(state.fetched_at, self.refresh.max_age_seconds);
-        let may_fetch = older_than(state.attempted_at, self.refresh.min_refetch_seconds);
-        let serving = state.keys.clone().filter(|keys| !lacks(keys));
-        match serving {
-            Some(keys) if stale && may_fetch => {
-                state.attempted_at = Some(now);
-                Next::TakeAndRefresh(keys)
-            }
-            Some(keys) => Next::Take(Some(keys)),
-            None if !waited => Next::Wait,
-            None if may_fetch => {
-                state.attempted_at = Some(now);
-                Next::Fetch
-            }
-            None => Next::Take(state.keys.clone()),
+    /// What a caller needing what `lacks` says finds at `now`.
+    fn look(&self, lacks: &impl Fn(&T) -> bool, now: i64) -> Look<T> {
+        let state = self.lock();
+        Look {
+            serving: state.keys.clone().filter(|keys| !lacks(keys)),
+            held: state.keys.clone(),
+            stale: older_than(now, state.fetched_at, self.refresh.max_age_seconds),
+            may_fetch: !state.in_flight && self.may_fetch(&state, now),
+            in_flight: state.in_flight,
         }
+    }
+
+    /// Whether the last fetch started long enough before `now` for another.
+    fn may_fetch(&self, state: &CacheState<T>, now: i64) -> bool {
+        older_than(now, state.attempted_at, self.refresh.min_refetch_seconds)
+    }
+
+    /// Counts a fetch as started at `now` by a caller holding the fetch lock, if one may
+    /// start; whether it did.
+    fn claim(&self, now: i64) -> bool {
+        let mut state = self.lock();
+        if state.in_flight || !self.may_fetch(&state, now) {
+            return false;
+        }
+        state.attempted_at = Some(now);
+        state.in_flight = true;
+        true
     }
 
     /// Fetches, and keeps the keys fetched (or, on a failure, those held).
     async fn fetch_and_keep(&self, now: i64) {
-        match self.fetch().await {
+        // However the fetch ends (a panic included), it is no longer under way.
+        struct Landed<'a, T: ?Sized>(&'a Shared<T>);
+        impl<T: ?Sized> Drop for Landed<'_, T> {
+            fn drop(&mut self) {
+                self.0.lock().in_flight = false;
+            }
+        }
+        let _landed = Landed(self);
+        let fetched = self.fetch().await;
+        let mut state = self.lock();
+        match fetched {
             Ok(keys) => {
                 tracing::debug!(what = %self.what, "keys fetched");
-                let mut state = self.lock();
                 state.keys = Some(keys);
                 state.fetched_at = Some(now);
             }
@@ -217,7 +237,7 @@ impl<T: ?Sized> Shared<T> {
                 what = %self.what,
                 url = %self.url,
                 %reason,
-                keys_held = self.lock().keys.is_some(),
+                keys_held = state.keys.is_some(),
                 "fetching keys failed; keeping the keys held"
             ),
         }
@@ -253,6 +273,12 @@ impl<T: ?Sized> Shared<T> {
     }
 }
 
+/// Whether `at` is at least `seconds` before `now`, or never was. A clock that moved back
+/// counts as time passed: `abs_diff`, not a subtraction.
+fn older_than(now: i64, at: Option<i64>, seconds: i64) -> bool {
+    at.is_none_or(|at| now.abs_diff(at) >= seconds.unsigned_abs())
+}
+
 /// An HTTP client for fetching keys: rustls with the ring provider, no redirects, `timeout`
 /// for the connection and for the whole request.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
@@ -272,4 +298,56 @@ fn transport(error: &reqwest::Error) -> String {
     }
     // reqwest's own message is generic ("error sending request"); the causes say why.
     error_chain(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::fetched_keys::document_server::DocumentServer;
+
+    const T0: i64 = 1_800_000_000;
+    const REFRESH: Refresh = Refresh {
+        max_age_seconds: 600,
+        min_refetch_seconds: 30,
+        max_body_bytes: 1024,
+    };
+
+    /// A list of names published by `server`.
+    fn names(server: &DocumentServer) -> FetchedKeys<Vec<String>> {
+        let parse: Parse<Vec<String>> = Box::new(|body: &[u8]| {
+            serde_json::from_slice(body)
+                .map(Arc::new)
+                .map_err(|error| error.to_string())
+        });
+        let url = server.url("/names").parse().expect("URL");
+        let client = http_client(std::time::Duration::from_secs(5)).expect("client");
+        FetchedKeys::new("names".into(), url, client, REFRESH, parse)
+    }
+
+    fn lacking(name: &'static str) -> impl Fn(&Vec<String>) -> bool {
+        move |names| !names.iter().any(|held| held == name)
+    }
+
+    #[tokio::test]
+    async fn a_stale_caller_that_cannot_take_the_fetch_lock_does_not_use_up_the_next_fetch() {
+        let server = DocumentServer::start(json!(["a"])).await;
+        let cache = names(&server);
+        assert!(cache.keys(lacking("a"), T0).await.is_some());
+        server.serve(json!(["a", "b"]));
+        // Someone holds the fetch lock (a caller that lacks a name, before it has decided).
+        let holder = Arc::clone(&cache.shared.fetching).lock_owned().await;
+        let stale = T0 + REFRESH.max_age_seconds;
+        let served = cache
+            .keys(lacking("a"), stale)
+            .await
+            .expect("the copy held");
+        assert_eq!(*served, vec!["a".to_owned()]);
+        drop(holder);
+        // The next caller that lacks a name may fetch at once, and gets it.
+        let fetched = cache.keys(lacking("b"), stale + 1).await.expect("fetched");
+        assert!(fetched.contains(&"b".to_owned()), "{fetched:?}");
+        assert_eq!(server.requests(), 2);
+    }
 }

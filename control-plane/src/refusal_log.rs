@@ -57,6 +57,9 @@ struct Windows {
     overflow: HashMap<(OrgId, &'static str), Window>,
     /// Records whose write failed, oldest first: written with the next flush.
     unwritten: Vec<PendingRecord>,
+    /// Records dropped past [`MAX_UNWRITTEN`] since the last flush, and the refusals they
+    /// stood for (logged once per flush).
+    dropped: (usize, u64),
 }
 
 /// An `auth_failed` record to write into an organization's log.
@@ -64,6 +67,8 @@ struct Windows {
 pub struct PendingRecord {
     /// The organization.
     pub org: OrgId,
+    /// When the (last) refusal it stands for happened.
+    pub at: Timestamp,
     /// The record.
     pub record: FailedAuth,
 }
@@ -117,6 +122,7 @@ impl RefusalLog {
             }
             records.push(PendingRecord {
                 org,
+                at: now,
                 record: FailedAuth {
                     details,
                     context: context.clone(),
@@ -126,10 +132,19 @@ impl RefusalLog {
         records
     }
 
-    /// Keeps `records`, whose write failed, for the next flush (at most [`MAX_UNWRITTEN`]).
+    /// Keeps `records`, whose write failed, for the next flush: at most [`MAX_UNWRITTEN`], the
+    /// newest by the time of their refusals. Written later than they happened, each says when
+    /// (`last_at`, in milliseconds, as a summary does).
     pub fn keep_unwritten(&self, records: Vec<PendingRecord>) {
         let mut windows = self.lock();
-        windows.unwritten.extend(records);
+        for mut pending in records {
+            let details = &mut pending.record.details;
+            if details.get("last_at").is_none() {
+                details["last_at"] = json!(pending.at.as_millis());
+            }
+            windows.unwritten.push(pending);
+        }
+        windows.unwritten.sort_by_key(|pending| pending.at);
         let excess = windows.unwritten.len().saturating_sub(MAX_UNWRITTEN);
         if excess > 0 {
             let refusals: u64 = windows
@@ -137,20 +152,30 @@ impl RefusalLog {
                 .drain(..excess)
                 .map(|pending| pending.record.details["count"].as_u64().unwrap_or(1))
                 .sum();
+            windows.dropped.0 += excess;
+            windows.dropped.1 += refusals;
+        }
+    }
+
+    /// The records kept after a failed write, taken; logs the ones dropped since last time.
+    fn take_unwritten(windows: &mut Windows) -> Vec<PendingRecord> {
+        let (records, refusals) = std::mem::take(&mut windows.dropped);
+        if records > 0 {
             tracing::error!(
-                records = excess,
+                records,
                 refusals,
                 "audit records of refused management calls dropped: the database refused them \
                  for too long"
             );
         }
+        std::mem::take(&mut windows.unwritten)
     }
 
     /// Removes the windows that have closed at `now`; the records whose write failed, then the
     /// summaries of those windows that counted any refusal.
     pub fn take_closed(&self, now: Timestamp) -> Vec<PendingRecord> {
         let mut windows = self.lock();
-        let mut records = std::mem::take(&mut windows.unwritten);
+        let mut records = RefusalLog::take_unwritten(&mut windows);
         let closed = |window: &Window| now >= window.opened_at.plus_millis(WINDOW_MS);
         drain(&mut windows.keys, closed, &mut records, |(key, reason)| {
             (Subject::Key(*key), *reason)
@@ -168,7 +193,7 @@ impl RefusalLog {
     /// summaries of the windows that counted any refusal.
     pub fn take_all(&self) -> Vec<PendingRecord> {
         let mut windows = self.lock();
-        let mut records = std::mem::take(&mut windows.unwritten);
+        let mut records = RefusalLog::take_unwritten(&mut windows);
         drain(
             &mut windows.keys,
             |_| true,
@@ -269,6 +294,7 @@ impl Window {
         }
         Some(PendingRecord {
             org: self.org,
+            at: self.last_at,
             record: FailedAuth { details, context },
         })
     }
@@ -283,16 +309,17 @@ pub async fn write(
     now: Timestamp,
     records: Vec<PendingRecord>,
 ) -> usize {
-    let mut by_org: Vec<(OrgId, Vec<FailedAuth>)> = Vec::new();
+    let mut by_org: Vec<(OrgId, Vec<PendingRecord>)> = Vec::new();
     for pending in records {
         match by_org.iter_mut().find(|(org, _)| *org == pending.org) {
-            Some((_, list)) => list.push(pending.record),
-            None => by_org.push((pending.org, vec![pending.record])),
+            Some((_, list)) => list.push(pending),
+            None => by_org.push((pending.org, vec![pending])),
         }
     }
     let mut written = 0;
     for (org, list) in by_org {
-        match store.record_failed_auths(org, &list, now).await {
+        let records: Vec<FailedAuth> = list.iter().map(|pending| pending.record.clone()).collect();
+        match store.record_failed_auths(org, &records, now).await {
             Ok(()) => written += list.len(),
             Err(error) => {
                 tracing::error!(
@@ -301,8 +328,7 @@ pub async fn write(
                     records = list.len(),
                     "could not audit refused management calls; kept for the next try"
                 );
-                let kept = list.into_iter().map(|record| PendingRecord { org, record });
-                log.keep_unwritten(kept.collect());
+                log.keep_unwritten(list);
             }
         }
     }

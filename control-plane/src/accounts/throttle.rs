@@ -3,11 +3,11 @@
 //! Every attempt counts, successful or not. The state is this process's memory: several control
 //! planes each throttle on their own.
 //!
-//! An IPv6 client is counted by its /64 network ([`address_key`]): one subscriber commonly
+//! An IPv6 client is counted by its /64 network (`address_key`): one subscriber commonly
 //! holds a whole /64, and would otherwise take a fresh allowance per address. Each map is
-//! bounded; when it is full of keys still held back, it forgets the half nearest a fresh
-//! allowance ([`make_room`]), so flooding it with new emails or addresses cannot reset the
-//! keys an attack is held back on.
+//! bounded; when it is full of keys still held back, it forgets those nearest a fresh
+//! allowance, at least half (`make_room`), so flooding it with new emails or addresses cannot
+//! reset the keys an attack is held back on.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -74,14 +74,15 @@ fn check(
 }
 
 /// Keeps `map` under [`CAPACITY`]: idle entries go first (forgetting them changes nothing);
-/// if every entry is still held back, the half that would be idle soonest goes too, and the
-/// half held back longest (where a key under attack is) stays.
+/// if that leaves more than three quarters, the half that would be idle soonest goes too, and
+/// the half held back longest (where a key under attack is) stays. Either way a quarter of
+/// the capacity is free afterwards, so the sweep runs at most once per that many new entries.
 fn make_room(map: &mut HashMap<String, GcraState>, now: Timestamp) {
     if map.len() < CAPACITY {
         return;
     }
     map.retain(|_, state| !state.is_idle(now));
-    if map.len() < CAPACITY {
+    if map.len() <= CAPACITY / 4 * 3 {
         return;
     }
     let mut idle_from: Vec<u128> = map.values().map(GcraState::idle_from_nanos).collect();
@@ -257,7 +258,10 @@ mod tests {
             assert_eq!(throttle.attempt(&email, None, later), Ok(()));
         }
         let held = throttle.emails.lock().expect("not poisoned").len();
-        assert!(held <= CAPACITY, "{held} entries");
+        assert!(
+            held < CAPACITY / 4 * 3,
+            "{held} entries: a quarter of the room is free"
+        );
         assert!(
             throttle.attempt("victim@example.com", None, later).is_err(),
             "still held back after the map made room"

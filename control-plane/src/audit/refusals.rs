@@ -14,7 +14,9 @@
 //! the task writes every window it holds, closed or not ([`flush_all`]). A record whose write
 //! fails (the database refusing) is kept and written with the next flush, so the counts still
 //! add up once the database is back (at most
-//! [`MAX_UNWRITTEN`](crate::refusal_log::MAX_UNWRITTEN) are kept).
+//! [`MAX_UNWRITTEN`](crate::refusal_log::MAX_UNWRITTEN) are kept). A commit whose answer is
+//! lost (the connection cut after the database committed) is taken for a failure, so its
+//! records would be written twice: the one case where counts can add up to more.
 //!
 //! Memory is bounded: at most [`MAX_TRACKED_KEYS`] keys have a window. Past that, refusals of
 //! other keys are counted per organization and reason instead (an *overflow* window, recorded
@@ -42,10 +44,24 @@ pub async fn flush_closed(state: &AppState) -> usize {
     write(state.store.as_ref(), &state.refusals, state.now(), records).await
 }
 
-/// Writes the summaries of every window, closed or not (at shutdown); how many.
+/// Writes the summaries of every window, closed or not (at shutdown); how many. What the
+/// database still refuses is lost, and logged as such.
 pub async fn flush_all(state: &AppState) -> usize {
     let records = state.refusals.take_all();
-    write(state.store.as_ref(), &state.refusals, state.now(), records).await
+    let written = write(state.store.as_ref(), &state.refusals, state.now(), records).await;
+    let lost = state.refusals.take_all();
+    if !lost.is_empty() {
+        let refusals: u64 = lost
+            .iter()
+            .map(|pending| pending.record.details["count"].as_u64().unwrap_or(1))
+            .sum();
+        tracing::error!(
+            records = lost.len(),
+            refusals,
+            "audit records of refused management calls lost at shutdown: the database refused them"
+        );
+    }
+    written
 }
 
 /// Starts the task that writes closed windows every [`FLUSH_INTERVAL`]; when `shutdown` turns

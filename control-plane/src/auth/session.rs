@@ -61,6 +61,16 @@ pub fn presented(headers: &HeaderMap) -> Option<PresentedCookie> {
     presented_of(headers, first).or_else(|| presented_of(headers, second))
 }
 
+/// The request's session cookie of the kind other than `chosen`, if it carries both: tried
+/// when the chosen one's session is over, so a stale cookie does not hide a live session.
+pub fn presented_besides(headers: &HeaderMap, chosen: SessionKind) -> Option<PresentedCookie> {
+    let other = match chosen {
+        SessionKind::Dashboard => SessionKind::Portal,
+        SessionKind::Portal => SessionKind::Dashboard,
+    };
+    presented_of(headers, other)
+}
+
 /// The request's session cookie of `kind`, if it carries one.
 pub fn presented_of(headers: &HeaderMap, kind: SessionKind) -> Option<PresentedCookie> {
     let name = match kind {
@@ -191,8 +201,8 @@ pub(super) async fn authenticate(
     })
 }
 
-/// The CSRF token of the request's session cookie (for `/v1/users/me`, so a reloaded page can
-/// find it again).
-pub fn csrf_token_of(headers: &HeaderMap, state: &AppState) -> Option<String> {
-    presented(headers).map(|cookie| state.csrf.token_for(&cookie.token))
+/// The CSRF token of the request's session cookie of `kind` (for `/v1/users/me` and the
+/// dashboard's forms, so a reloaded page can find it again).
+pub fn csrf_token_of(headers: &HeaderMap, kind: SessionKind, state: &AppState) -> Option<String> {
+    presented_of(headers, kind).map(|cookie| state.csrf.token_for(&cookie.token))
 }

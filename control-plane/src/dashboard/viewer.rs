@@ -66,16 +66,24 @@ async fn viewer_of(parts: &mut Parts, state: &AppState) -> Result<Viewer, PageEr
     let Some(cookie) = session::presented(&parts.headers) else {
         return Err(PageError::SignIn);
     };
-    let portal = cookie.kind == SessionKind::Portal;
     let principal = Principal::from_request_parts(parts, state)
         .await
-        .map_err(|error| PageError::from_auth(error, portal))?;
+        .map_err(|error| PageError::from_auth(error, cookie.kind == SessionKind::Portal))?;
+    // The session that signed the request in (the other cookie's, when the first was over).
+    let kind = match &principal.actor {
+        Actor::User {
+            via: Via::Session(session),
+            ..
+        } => session.kind,
+        _ => cookie.kind,
+    };
+    let portal = kind == SessionKind::Portal;
     if portal && !is_portal_page(parts.uri.path()) {
         // The portal is the key pages: the team's and the deployment's pages are not there,
         // whatever the member's role (their links are not shown, nor are the pages served).
         return Err(PageError::Api(crate::error::ApiError::NotFound("page")));
     }
-    let csrf = session::csrf_token_of(&parts.headers, state).unwrap_or_default();
+    let csrf = session::csrf_token_of(&parts.headers, kind, state).unwrap_or_default();
     let return_url = match &principal.actor {
         Actor::User {
             via: Via::Session(session),

@@ -79,8 +79,9 @@ impl JwksCache {
         }
     }
 
-    /// The keys to look `kid` up in at `now`, fetching first when the cache is stale or lacks
-    /// `kid`, and the last fetch is at least [`MIN_REFETCH_SECONDS`] old.
+    /// The keys to look `kid` up in at `now`: fetched first when the cache lacks `kid` (and
+    /// the last fetch is at least [`MIN_REFETCH_SECONDS`] old, or one is under way); refreshed
+    /// behind the caller when it is only stale.
     pub(crate) async fn keys(
         &self,
         kid: Option<&str>,

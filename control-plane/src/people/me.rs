@@ -119,9 +119,9 @@ pub(crate) async fn me(
     };
     let csrf_token = match &principal.actor {
         Actor::User {
-            via: Via::Session(_),
+            via: Via::Session(session),
             ..
-        } => csrf_token_of(&headers, &state),
+        } => csrf_token_of(&headers, session.kind, &state),
         _ => None,
     };
     Ok(Json(Me {

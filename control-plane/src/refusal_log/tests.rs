@@ -109,20 +109,27 @@ fn past_the_bound_refusals_count_per_organization_and_memory_stays_bounded() {
 #[test]
 fn records_kept_after_a_failed_write_are_bounded_and_the_oldest_go_first() {
     let log = RefusalLog::default();
+    // Kept in the order of their refusals, whatever the order they failed in.
     let pending = |n: u32| PendingRecord {
         org: ORG,
+        at: T0.plus_millis(i64::from(n)),
         record: FailedAuth {
             details: json!({"reason": "insufficient_scope", "count": 2}),
             context: context(key(n), n),
         },
     };
     let total = u32::try_from(MAX_UNWRITTEN).expect("small") + 5;
-    log.keep_unwritten((0..total).map(pending).collect());
+    log.keep_unwritten((100..total).map(pending).collect());
+    log.keep_unwritten((0..100).map(pending).collect());
     let kept = log.take_closed(T0);
     assert_eq!(kept.len(), MAX_UNWRITTEN);
     assert_eq!(
         kept[0].record.context.request_id, "req_5",
         "the oldest five dropped"
+    );
+    assert_eq!(
+        kept[0].record.details["last_at"],
+        T0.plus_millis(5).as_millis()
     );
     assert!(log.take_all().is_empty(), "taken once");
 }

@@ -190,15 +190,20 @@ async fn a_portal_link_opens_the_key_pages_once_branded_and_framed_only_by_the_h
     );
 }
 
-/// Who a request carrying `cookies` acts as: in a frame (`framed`), or at the top level.
-async fn who(app: &TestApp, cookies: &str, framed: bool) -> serde_json::Value {
+/// `/v1/users/me` for a request carrying `cookies`: in a frame (`framed`), or at the top level.
+async fn me(app: &TestApp, cookies: &str, framed: bool) -> serde_json::Value {
     let mut request = browser_request(Method::GET, "/v1/users/me", Some(cookies), None);
     if framed {
         request = request.header("sec-fetch-dest", "iframe");
     }
     let reply = app.send(request.body(Body::empty()).expect("valid")).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    reply.body["user"]["display_name"].clone()
+    reply.body
+}
+
+/// Who a request carrying `cookies` acts as.
+async fn who(app: &TestApp, cookies: &str, framed: bool) -> serde_json::Value {
+    me(app, cookies, framed).await["user"]["display_name"].clone()
 }
 
 /// Keyplane and the host product on one site (`keys.example.com`, `app.example.com`): the
@@ -252,4 +257,36 @@ async fn one_browser_keeps_its_dashboard_session_beside_a_portal_session(app: Te
     // Each alone is used wherever it is sent.
     assert_eq!(who(&app, &owner.cookie, true).await, "Olivia Owner");
     assert_eq!(who(&app, &portal_cookie, false).await, "Dan Dev");
+    // A change made in the frame, with the portal session's CSRF token, is the developer's.
+    let both = format!("{}; {portal_cookie}", owner.cookie);
+    let csrf = me(&app, &both, true).await["csrf_token"]
+        .as_str()
+        .expect("csrf")
+        .to_owned();
+    let create = browser_request(Method::POST, "/v1/keys", Some(&both), Some(&origin()))
+        .header("sec-fetch-dest", "iframe")
+        .header("x-csrf-token", csrf)
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"name": "framed", "environment": "test"}).to_string(),
+        ))
+        .expect("valid");
+    let created = app.send(create).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(
+        created.body["record"]["owner"]["id"],
+        developer.user_id.as_str()
+    );
+    // Signed out of the dashboard, its stale cookie no longer hides the portal session at the
+    // top level (a portal link opened in a tab), and the CSRF token is the portal session's.
+    let signed_out = app
+        .as_browser(&owner, Method::DELETE, "/v1/sessions/current", None)
+        .await;
+    assert_eq!(signed_out.status, StatusCode::NO_CONTENT);
+    let top = me(&app, &both, false).await;
+    assert_eq!(top["user"]["display_name"], "Dan Dev");
+    assert_eq!(
+        top["csrf_token"],
+        me(&app, &portal_cookie, false).await["csrf_token"]
+    );
 }
