@@ -24,7 +24,7 @@ use keyplane_shared::ids::{KeyId, OrgId, UserId};
 use crate::access::{Access, Permission};
 use crate::error::{ApiError, CurrentRequestId};
 use crate::state::AppState;
-use crate::store::{AuditContext, KeyRecord, Reach, SessionRecord, UserSummary};
+use crate::store::{AuditContext, KeyRecord, Reach, SessionKind, SessionRecord, UserSummary};
 
 /// Who makes a key, and who will own it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -166,8 +166,12 @@ impl FromRequestParts<AppState> for Principal {
         if let Some(cookie) = session::presented(&parts.headers) {
             let kind = cookie.kind;
             let first = session::authenticate(parts, cookie, state, context.clone()).await;
-            // A browser holding both cookies: a stale one does not hide a live session.
-            if matches!(first, Err(ApiError::InvalidSession))
+            // A browser holding both cookies: a stale dashboard cookie does not hide a live
+            // portal session (a portal opened in a tab). The other way round it would: a frame
+            // whose portal session is over is told so, not served a dashboard page it cannot
+            // show.
+            if kind == SessionKind::Dashboard
+                && matches!(first, Err(ApiError::InvalidSession))
                 && let Some(other) = session::presented_besides(&parts.headers, kind)
             {
                 return session::authenticate(parts, other, state, context).await;

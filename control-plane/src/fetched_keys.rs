@@ -136,11 +136,11 @@ impl<T: ?Sized + Send + Sync + 'static> FetchedKeys<T> {
                 // Behind the caller; only the one that takes the fetch lock, which the refresh
                 // then holds, so callers that lack keys wait for it.
                 if let Ok(fetching) = Arc::clone(&self.shared.fetching).try_lock_owned()
-                    && self.shared.claim(now)
+                    && let Some(flight) = Shared::claim(&self.shared, now)
                 {
-                    let shared = Arc::clone(&self.shared);
                     tokio::spawn(async move {
-                        shared.fetch_and_keep(now).await;
+                        flight.0.fetch_and_keep(now).await;
+                        drop(flight);
                         drop(fetching);
                     });
                 }
@@ -154,12 +154,16 @@ impl<T: ?Sized + Send + Sync + 'static> FetchedKeys<T> {
         // in its own task, so a caller that goes away does not cancel it half-way.
         let fetching = Arc::clone(&self.shared.fetching).lock_owned().await;
         let look = self.shared.look(&lacks, now);
-        if look.serving.is_some() || !self.shared.claim(now) {
+        let flight = match look.serving {
+            Some(_) => None,
+            None => Shared::claim(&self.shared, now),
+        };
+        let Some(flight) = flight else {
             return look.serving.or(look.held);
-        }
-        let shared = Arc::clone(&self.shared);
+        };
         let fetch = tokio::spawn(async move {
-            shared.fetch_and_keep(now).await;
+            flight.0.fetch_and_keep(now).await;
+            drop(flight);
             drop(fetching);
         });
         let _ = fetch.await;
@@ -204,27 +208,21 @@ impl<T: ?Sized> Shared<T> {
     }
 
     /// Counts a fetch as started at `now` by a caller holding the fetch lock, if one may
-    /// start; whether it did.
-    fn claim(&self, now: i64) -> bool {
-        let mut state = self.lock();
-        if state.in_flight || !self.may_fetch(&state, now) {
-            return false;
+    /// start: the fetch's [`InFlight`], which says it is over when dropped, however it ends
+    /// (a panic, or a task dropped before it ran, included). `now` is read before the caller
+    /// waited for the lock; that wait is shorter than any refetch interval (a fetch's timeout).
+    fn claim(shared: &Arc<Shared<T>>, now: i64) -> Option<InFlight<T>> {
+        let mut state = shared.lock();
+        if state.in_flight || !shared.may_fetch(&state, now) {
+            return None;
         }
         state.attempted_at = Some(now);
         state.in_flight = true;
-        true
+        Some(InFlight(Arc::clone(shared)))
     }
 
     /// Fetches, and keeps the keys fetched (or, on a failure, those held).
     async fn fetch_and_keep(&self, now: i64) {
-        // However the fetch ends (a panic included), it is no longer under way.
-        struct Landed<'a, T: ?Sized>(&'a Shared<T>);
-        impl<T: ?Sized> Drop for Landed<'_, T> {
-            fn drop(&mut self) {
-                self.0.lock().in_flight = false;
-            }
-        }
-        let _landed = Landed(self);
         let fetched = self.fetch().await;
         let mut state = self.lock();
         match fetched {
@@ -270,6 +268,15 @@ impl<T: ?Sized> Shared<T> {
             body.extend_from_slice(&chunk);
         }
         (self.parse)(&body)
+    }
+}
+
+/// A claimed fetch: while it lives, no other starts.
+struct InFlight<T: ?Sized>(Arc<Shared<T>>);
+
+impl<T: ?Sized> Drop for InFlight<T> {
+    fn drop(&mut self) {
+        self.0.lock().in_flight = false;
     }
 }
 

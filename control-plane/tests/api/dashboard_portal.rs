@@ -289,4 +289,26 @@ async fn one_browser_keeps_its_dashboard_session_beside_a_portal_session(app: Te
         top["csrf_token"],
         me(&app, &portal_cookie, false).await["csrf_token"]
     );
+    // The other way round, a frame whose portal session is over is told so: it is not served
+    // the dashboard session (whose pages no frame may show).
+    let owner_again = app.sign_in_as("owner@example.com").await;
+    let portal_csrf = top["csrf_token"].as_str().expect("csrf").to_owned();
+    let end_portal = browser_request(
+        Method::DELETE,
+        "/v1/sessions/current",
+        Some(&portal_cookie),
+        Some(&origin()),
+    )
+    .header("sec-fetch-dest", "iframe")
+    .header("x-csrf-token", portal_csrf)
+    .body(Body::empty())
+    .expect("valid");
+    assert_eq!(app.send(end_portal).await.status, StatusCode::NO_CONTENT);
+    let both = format!("{}; {portal_cookie}", owner_again.cookie);
+    let framed = browser_request(Method::GET, "/v1/users/me", Some(&both), None)
+        .header("sec-fetch-dest", "iframe")
+        .body(Body::empty())
+        .expect("valid");
+    assert_eq!(app.send(framed).await.code(), "invalid_session");
+    assert_eq!(who(&app, &both, false).await, "Olivia Owner");
 }
