@@ -170,13 +170,19 @@ impl FromRequestParts<AppState> for Principal {
             // portal session (a portal opened in a tab). The other way round it would: a frame
             // whose portal session is over is told so, not served a dashboard page it cannot
             // show.
-            if kind == SessionKind::Dashboard
-                && matches!(first, Err(ApiError::InvalidSession))
-                && let Some(other) = session::presented_besides(&parts.headers, kind)
-            {
-                return session::authenticate(parts, other, state, context).await;
+            let result = match session::presented_besides(&parts.headers, kind) {
+                Some(other)
+                    if kind == SessionKind::Dashboard
+                        && matches!(first, Err(ApiError::InvalidSession)) =>
+                {
+                    session::authenticate(parts, other, state, context).await
+                }
+                _ => first,
+            };
+            if matches!(result, Err(ApiError::InvalidSession)) {
+                state.metrics.auth_failed("invalid_session");
             }
-            return first;
+            return result;
         }
         state.metrics.auth_failed("missing_api_key");
         Err(ApiError::MissingKey)

@@ -145,7 +145,8 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Authenticates a session cookie.
+/// Authenticates a session cookie. An `InvalidSession` is counted by the caller, which may
+/// still sign the request in with the browser's other cookie.
 pub(super) async fn authenticate(
     parts: &Parts,
     cookie: PresentedCookie,
@@ -156,7 +157,6 @@ pub(super) async fn authenticate(
     let now = state.now();
     let digest = tokens::digest(cookie.token.expose_secret());
     let Some((session, user)) = state.store.session_by_token(&digest).await? else {
-        state.metrics.auth_failed("invalid_session");
         return Err(ApiError::InvalidSession);
     };
     let idle_deadline = session.last_seen_at.plus_millis(IDLE_MINUTES * 60_000);
@@ -165,7 +165,6 @@ pub(super) async fn authenticate(
         || now >= session.expires_at
         || now >= idle_deadline
     {
-        state.metrics.auth_failed("invalid_session");
         return Err(ApiError::InvalidSession);
     }
     if !is_safe(&parts.method) {
@@ -177,7 +176,6 @@ pub(super) async fn authenticate(
         }
     }
     let Some(member) = state.store.member(session.org_id, user.id).await? else {
-        state.metrics.auth_failed("invalid_session");
         return Err(ApiError::InvalidSession);
     };
     if now.as_millis() - session.last_seen_at.as_millis() >= TOUCH_EVERY_MILLIS {

@@ -201,6 +201,16 @@ async fn me(app: &TestApp, cookies: &str, framed: bool) -> serde_json::Value {
     reply.body
 }
 
+/// `keyplane_management_auth_failures_total{outcome="invalid_session"}` in `/metrics`.
+async fn invalid_sessions_counted(app: &TestApp) -> u64 {
+    let metrics = app.call(Method::GET, "/metrics", None, None).await;
+    let text = metrics.body.as_str().expect("text");
+    let prefix = "keyplane_management_auth_failures_total{outcome=\"invalid_session\"} ";
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .map_or(0, |count| count.parse().expect("a count"))
+}
+
 /// Who a request carrying `cookies` acts as.
 async fn who(app: &TestApp, cookies: &str, framed: bool) -> serde_json::Value {
     me(app, cookies, framed).await["user"]["display_name"].clone()
@@ -285,6 +295,8 @@ async fn one_browser_keeps_its_dashboard_session_beside_a_portal_session(app: Te
     assert_eq!(signed_out.status, StatusCode::NO_CONTENT);
     let top = me(&app, &both, false).await;
     assert_eq!(top["user"]["display_name"], "Dan Dev");
+    // Signed in after all: no authentication failure is counted for the stale cookie.
+    assert_eq!(invalid_sessions_counted(&app).await, 0);
     assert_eq!(
         top["csrf_token"],
         me(&app, &portal_cookie, false).await["csrf_token"]
@@ -310,5 +322,6 @@ async fn one_browser_keeps_its_dashboard_session_beside_a_portal_session(app: Te
         .body(Body::empty())
         .expect("valid");
     assert_eq!(app.send(framed).await.code(), "invalid_session");
+    assert_eq!(invalid_sessions_counted(&app).await, 1);
     assert_eq!(who(&app, &both, false).await, "Olivia Owner");
 }
