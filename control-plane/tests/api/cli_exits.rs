@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::client::{keyplane_command, run_with, serve};
+use crate::helpers::client::{Served, keyplane_command, run_with, serve};
 
 /// A server answering every request with `status` and the API's error body.
 async fn stub(status: u16, code: &str) -> String {
@@ -242,6 +242,25 @@ async fn on_a_terminal_the_key_is_on_stdout_and_a_warning_on_stderr() {
 /// `--field` a rotation's answer lacks: the whole answer (new key included) is printed instead
 /// and the exit is 1; `rotate-due` refuses such a field before it rotates anything; and a
 /// rotation whose stdout is closed exits 8, naming the new key on stderr.
+/// Runs `keyplane <args>` as the served admin into a reader that closes its end at once;
+/// requires exit 8 (a key made but not shown) and returns stderr.
+async fn into_a_closed_pipe(served: &Served, args: &str) -> String {
+    let piped = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} {args} | (exec <&-; sleep 2); exit \"${{PIPESTATUS[0]}}\"",
+            env!("CARGO_BIN_EXE_keyplane")
+        ))
+        .env("KEYPLANE_URL", &served.url)
+        .env("KEYPLANE_API_KEY", &served.app.admin_key)
+        .output()
+        .await
+        .expect("bash");
+    let stderr = String::from_utf8_lossy(&piped.stderr).into_owned();
+    assert_eq!(piped.status.code(), Some(8), "{stderr}");
+    stderr
+}
+
 #[tokio::test]
 async fn a_new_key_is_never_lost_to_a_field_typo_nor_silently_to_a_closed_pipe() {
     let served = serve().await;
@@ -287,20 +306,11 @@ async fn a_new_key_is_never_lost_to_a_field_typo_nor_silently_to_a_closed_pipe()
 
     // stdout closed before the answer comes: exit 8, and stderr says which key was made.
     let closed = make("closed").await;
-    let piped = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "{} keys rotate {closed} --grace 1h --field key | (exec <&-; sleep 2); \
-             exit \"${{PIPESTATUS[0]}}\"",
-            env!("CARGO_BIN_EXE_keyplane")
-        ))
-        .env("KEYPLANE_URL", &served.url)
-        .env("KEYPLANE_API_KEY", &served.app.admin_key)
-        .output()
-        .await
-        .expect("bash");
-    let stderr = String::from_utf8_lossy(&piped.stderr);
-    assert_eq!(piped.status.code(), Some(8), "{stderr}");
+    let stderr = into_a_closed_pipe(
+        &served,
+        &format!("keys rotate {closed} --grace 1h --field key"),
+    )
+    .await;
     let old = served.app.get(&format!("/v1/keys/{closed}")).await.body;
     let successor = old["rotated_to"].as_str().expect("rotated");
     assert!(
@@ -324,20 +334,7 @@ async fn rotate_due_stops_at_the_first_key_it_could_not_print() {
     served.app.clock.advance_secs(2 * 86_400);
     // stdout closed before the first line: that key's successor was made but not shown, so
     // the job stops there (exit 8) rather than rotate keys nobody can read the successors of.
-    let piped = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "{} keys rotate-due --older-than 0d --grace 1h | (exec <&-; sleep 2); \
-             exit \"${{PIPESTATUS[0]}}\"",
-            env!("CARGO_BIN_EXE_keyplane")
-        ))
-        .env("KEYPLANE_URL", &served.url)
-        .env("KEYPLANE_API_KEY", &served.app.admin_key)
-        .output()
-        .await
-        .expect("bash");
-    let stderr = String::from_utf8_lossy(&piped.stderr);
-    assert_eq!(piped.status.code(), Some(8), "{stderr}");
+    let stderr = into_a_closed_pipe(&served, "keys rotate-due --older-than 0d --grace 1h").await;
     let mut rotated = Vec::new();
     for id in &ids {
         let key = served.app.get(&format!("/v1/keys/{id}")).await.body;
