@@ -99,7 +99,7 @@ impl TrustedProxies {
 
 /// An IPv4-mapped IPv6 address as its IPv4 address (a dual-stack listener reports IPv4 peers
 /// that way); any other address as it is.
-fn canonical(address: IpAddr) -> IpAddr {
+pub fn canonical(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
         IpAddr::V4(_) => address,

@@ -73,6 +73,13 @@ pub struct PendingRecord {
     pub record: FailedAuth,
 }
 
+impl PendingRecord {
+    /// How many refusals the record stands for (its `count`).
+    pub fn refusals(&self) -> u64 {
+        self.record.details["count"].as_u64().unwrap_or(1)
+    }
+}
+
 impl RefusalLog {
     fn lock(&self) -> MutexGuard<'_, Windows> {
         // A panic while holding the lock leaves at worst a miscounted window.
@@ -150,7 +157,7 @@ impl RefusalLog {
             let refusals: u64 = windows
                 .unwritten
                 .drain(..excess)
-                .map(|pending| pending.record.details["count"].as_u64().unwrap_or(1))
+                .map(|pending| pending.refusals())
                 .sum();
             windows.dropped.0 += excess;
             windows.dropped.1 += refusals;

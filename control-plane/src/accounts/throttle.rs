@@ -17,6 +17,7 @@ use keyplane_shared::ratelimit::GcraState;
 use keyplane_shared::{RateLimit, Timestamp};
 
 use crate::ceiling::RateLimitCeiling;
+use crate::client_address::canonical;
 
 /// Attempts per email by default: 5 at once, then one every 12 seconds.
 pub const PER_EMAIL: (u32, u32) = (5, 5);
@@ -94,14 +95,11 @@ fn make_room(map: &mut HashMap<String, GcraState>, now: Timestamp) {
 /// The key an address is counted under: an IPv4 address as it is (an IPv4-mapped IPv6 one as
 /// its IPv4 address), an IPv6 address as its /64 network; text that is no address, as it is.
 fn address_key(address: &str) -> String {
-    match address.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let [a, b, c, d, ..] = v6.segments();
-                format!("{}/64", Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
-            }
-        },
+    match address.parse().map(canonical) {
+        Ok(IpAddr::V6(v6)) => {
+            let [a, b, c, d, ..] = v6.segments();
+            format!("{}/64", Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+        }
         Ok(IpAddr::V4(v4)) => v4.to_string(),
         Err(_) => address.to_owned(),
     }

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::background::stopped_after;
-use crate::refusal_log::write;
+use crate::refusal_log::{PendingRecord, write};
 use crate::state::AppState;
 
 /// How often the background task writes the windows that have closed.
@@ -51,10 +51,7 @@ pub async fn flush_all(state: &AppState) -> usize {
     let written = write(state.store.as_ref(), &state.refusals, state.now(), records).await;
     let lost = state.refusals.take_all();
     if !lost.is_empty() {
-        let refusals: u64 = lost
-            .iter()
-            .map(|pending| pending.record.details["count"].as_u64().unwrap_or(1))
-            .sum();
+        let refusals: u64 = lost.iter().map(PendingRecord::refusals).sum();
         tracing::error!(
             records = lost.len(),
             refusals,

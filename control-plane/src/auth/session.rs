@@ -52,13 +52,12 @@ pub struct PresentedCookie {
 /// (`Sec-Fetch-Dest: iframe`) is the portal's, since the dashboard is never framed, and any
 /// other is the dashboard's; each falls back to the other cookie when it lacks its own.
 pub fn presented(headers: &HeaderMap) -> Option<PresentedCookie> {
-    let framed = header(headers, "sec-fetch-dest") == Some("iframe");
-    let (first, second) = if framed {
-        (SessionKind::Portal, SessionKind::Dashboard)
+    let first = if header(headers, "sec-fetch-dest") == Some("iframe") {
+        SessionKind::Portal
     } else {
-        (SessionKind::Dashboard, SessionKind::Portal)
+        SessionKind::Dashboard
     };
-    presented_of(headers, first).or_else(|| presented_of(headers, second))
+    presented_of(headers, first).or_else(|| presented_besides(headers, first))
 }
 
 /// The request's session cookie of the kind other than `chosen`, if it carries both: tried
@@ -71,12 +70,17 @@ pub fn presented_besides(headers: &HeaderMap, chosen: SessionKind) -> Option<Pre
     presented_of(headers, other)
 }
 
-/// The request's session cookie of `kind`, if it carries one.
-pub fn presented_of(headers: &HeaderMap, kind: SessionKind) -> Option<PresentedCookie> {
-    let name = match kind {
+/// The name of the cookie of `kind`.
+fn cookie_name(kind: SessionKind) -> &'static str {
+    match kind {
         SessionKind::Dashboard => DASHBOARD_COOKIE,
         SessionKind::Portal => PORTAL_COOKIE,
-    };
+    }
+}
+
+/// The request's session cookie of `kind`, if it carries one.
+pub fn presented_of(headers: &HeaderMap, kind: SessionKind) -> Option<PresentedCookie> {
+    let name = cookie_name(kind);
     headers
         .get_all(COOKIE)
         .iter()
@@ -104,11 +108,11 @@ pub fn clear_cookie(kind: SessionKind) -> Option<HeaderValue> {
 }
 
 fn build(kind: SessionKind, value: String) -> Cookie<'static> {
-    let (name, same_site) = match kind {
-        SessionKind::Dashboard => (DASHBOARD_COOKIE, SameSite::Strict),
-        SessionKind::Portal => (PORTAL_COOKIE, SameSite::None),
+    let same_site = match kind {
+        SessionKind::Dashboard => SameSite::Strict,
+        SessionKind::Portal => SameSite::None,
     };
-    Cookie::build((name, value))
+    Cookie::build((cookie_name(kind), value))
         .path("/")
         .secure(true)
         .http_only(true)

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::backends;
 use crate::helpers::TestApp;
 use crate::helpers::pages::{Page, form, origin};
-use crate::helpers::people::{Browser, browser_request};
+use crate::helpers::people::{Browser, browser_request, cookie_of};
 
 backends!(
     a_portal_link_opens_the_key_pages_once_branded_and_framed_only_by_the_host,
@@ -245,13 +245,7 @@ async fn one_browser_keeps_its_dashboard_session_beside_a_portal_session(app: Te
     .expect("valid");
     let entered = app.send(entry).await;
     assert_eq!(entered.status, StatusCode::SEE_OTHER, "{:?}", entered.body);
-    let portal_cookie = entered.headers["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("name=value")
-        .to_owned();
+    let portal_cookie = cookie_of(&entered);
     // Both sessions live on; each context is served its own, in either cookie order.
     for cookies in [
         format!("{}; {portal_cookie}", owner.cookie),
