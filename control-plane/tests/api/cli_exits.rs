@@ -245,17 +245,11 @@ async fn on_a_terminal_the_key_is_on_stdout_and_a_warning_on_stderr() {
 /// Runs `keyplane <args>` as the served admin into a reader that closes its end at once;
 /// requires exit 8 (a key made but not shown) and returns stderr.
 async fn into_a_closed_pipe(served: &Served, args: &str) -> String {
-    let piped = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "{} {args} | (exec <&-; sleep 2); exit \"${{PIPESTATUS[0]}}\"",
-            env!("CARGO_BIN_EXE_keyplane")
+    let piped = served
+        .pipeline(&format!(
+            "\"$KEYPLANE\" {args} | (exec <&-; sleep 2); exit \"${{PIPESTATUS[0]}}\""
         ))
-        .env("KEYPLANE_URL", &served.url)
-        .env("KEYPLANE_API_KEY", &served.app.admin_key)
-        .output()
-        .await
-        .expect("bash");
+        .await;
     let stderr = String::from_utf8_lossy(&piped.stderr).into_owned();
     assert_eq!(piped.status.code(), Some(8), "{stderr}");
     stderr

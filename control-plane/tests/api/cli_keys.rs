@@ -306,17 +306,9 @@ async fn list_filters_pages_and_walks_every_page_with_all() {
     assert_eq!((row[1], row[2], row[3]), ("svc-4", "live", "active"));
 
     // A reader that stops early is not an error.
-    let piped = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "{} keys list --all --limit 1 --field id | head -1",
-            env!("CARGO_BIN_EXE_keyplane")
-        ))
-        .env("KEYPLANE_URL", &served.url)
-        .env("KEYPLANE_API_KEY", &served.app.admin_key)
-        .output()
-        .await
-        .expect("sh");
+    let piped = served
+        .pipeline("\"$KEYPLANE\" keys list --all --limit 1 --field id | head -1")
+        .await;
     assert!(piped.status.success(), "{piped:?}");
     let first = String::from_utf8_lossy(&piped.stdout);
     assert!(

@@ -128,4 +128,18 @@ impl Served {
     pub async fn run(&self, args: &[&str]) -> Run {
         self.run_as(&self.app.admin_key.clone(), args).await
     }
+
+    /// Runs `script` in `bash`, with the admin key, `$KEYPLANE` naming the binary: for a
+    /// command whose output goes into a pipe.
+    pub async fn pipeline(&self, script: &str) -> std::process::Output {
+        tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .env("KEYPLANE", env!("CARGO_BIN_EXE_keyplane"))
+            .env("KEYPLANE_URL", &self.url)
+            .env("KEYPLANE_API_KEY", &self.app.admin_key)
+            .output()
+            .await
+            .expect("bash")
+    }
 }
