@@ -357,4 +357,17 @@ mod tests {
         assert!(fetched.contains(&"b".to_owned()), "{fetched:?}");
         assert_eq!(server.requests(), 2);
     }
+
+    #[tokio::test]
+    async fn a_claimed_fetch_that_never_ran_does_not_block_the_next() {
+        let server = DocumentServer::start(json!(["a"])).await;
+        let cache = names(&server);
+        // A fetch claimed, then dropped before it ran (its task dropped at shutdown, say).
+        let claimed = Shared::claim(&cache.shared, T0).expect("may fetch");
+        drop(claimed);
+        let later = T0 + REFRESH.min_refetch_seconds;
+        let fetched = cache.keys(lacking("a"), later).await;
+        assert!(fetched.is_some(), "a later caller fetches");
+        assert_eq!(server.requests(), 1);
+    }
 }
