@@ -16,7 +16,9 @@
 //!
 //! Run: `cargo xtask bench-edge` (or, after `cargo xtask build`:
 //! `cargo bench -p keyplane-tests --bench edge_overhead -- [rounds] [seconds] [connections]`,
-//! defaults 10, 3, 8).
+//! defaults 10, 3, 8). `KEYPLANE_EDGE_BENCH_ONLY`, a list of target names separated by `;`,
+//! measures those alone beside the pass-through: more rounds of a few targets in the same
+//! time, for a change whose effect is smaller than the spread of a round.
 //!
 //! This 2-core machine is shared by the generator, workerd and the origin, and its speed drifts
 //! by ±10 % from one run to the next, so the targets are measured in rounds: each round runs
@@ -233,6 +235,21 @@ fn main() -> Result<()> {
                 .edge_process_group(index)
                 .context("the edge is not running")?,
             runs: Vec::new(),
+        });
+    }
+    if let Some(only) = std::env::var_os("KEYPLANE_EDGE_BENCH_ONLY") {
+        let only = only.to_string_lossy().into_owned();
+        let names: Vec<&str> = only.split(';').map(str::trim).collect();
+        if let Some(unknown) = names
+            .iter()
+            .find(|name| !targets.iter().any(|target| target.name == **name))
+        {
+            bail!("KEYPLANE_EDGE_BENCH_ONLY names no target {unknown:?}");
+        }
+        let mut index = 0;
+        targets.retain(|target| {
+            index += 1;
+            index == 1 || names.contains(&target.name)
         });
     }
     let duration = Duration::from_secs(seconds);

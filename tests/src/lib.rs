@@ -53,7 +53,7 @@ pub use origin::{Origin, Received};
 pub use ports::free_port;
 pub use postgres::TestDatabase;
 pub use pushes::{EdgeFeed, synthetic_key, synthetic_keys};
-pub use raw_http::raw_request;
+pub use raw_http::{raw_request, raw_request_with_body};
 pub use service::Service;
 pub(crate) use service::signal_group;
 pub use store_faults::{Damage, StorageLock, corrupt_stored_snapshot, forget_batches_head};

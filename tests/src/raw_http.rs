@@ -25,6 +25,18 @@ pub fn raw_request(
     target: &[u8],
     headers: &[(&str, &str)],
 ) -> Result<Reply> {
+    raw_request_with_body(base_url, method, target, headers, &[])
+}
+
+/// As [`raw_request`], with `body` (its `content-length` sent), whatever the method: a GET or
+/// HEAD with a body is legal HTTP.
+pub fn raw_request_with_body(
+    base_url: &str,
+    method: &str,
+    target: &[u8],
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply> {
     let authority = base_url
         .strip_prefix("http://")
         .context("raw requests are plain http://")?
@@ -33,7 +45,7 @@ pub fn raw_request(
         TcpStream::connect(authority).with_context(|| format!("connecting to {authority}"))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
-    let mut request = Vec::with_capacity(256 + target.len());
+    let mut request = Vec::with_capacity(256 + target.len() + body.len());
     request.extend_from_slice(method.as_bytes());
     request.push(b' ');
     request.extend_from_slice(target);
@@ -43,7 +55,14 @@ pub fn raw_request(
     for (name, value) in headers {
         request.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
-    request.extend_from_slice(b"content-length: 0\r\nconnection: close\r\n\r\n");
+    request.extend_from_slice(
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    request.extend_from_slice(body);
     stream.write_all(&request).context("sending the request")?;
     let mut answer = Vec::new();
     let mut buffer = [0u8; 16 * 1024];
