@@ -44,21 +44,36 @@ pub async fn flush_closed(state: &AppState) -> usize {
     write(state.store.as_ref(), &state.refusals, state.now(), records).await
 }
 
-/// Writes the summaries of every window, closed or not (at shutdown); how many. What the
-/// database still refuses is lost, and logged as such.
-pub async fn flush_all(state: &AppState) -> usize {
+/// What the last flush at shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinalFlush {
+    /// Records written.
+    pub written: usize,
+    /// Records the database still refused, so lost (and logged as such).
+    pub lost_records: usize,
+    /// How many refused calls those lost records stood for.
+    pub lost_refusals: u64,
+}
+
+/// Writes the summaries of every window, closed or not (at shutdown). What the database still
+/// refuses is lost, and logged as such: nothing is left held.
+pub async fn flush_all(state: &AppState) -> FinalFlush {
     let records = state.refusals.take_all();
     let written = write(state.store.as_ref(), &state.refusals, state.now(), records).await;
     let lost = state.refusals.take_all();
+    let lost_refusals: u64 = lost.iter().map(PendingRecord::refusals).sum();
     if !lost.is_empty() {
-        let refusals: u64 = lost.iter().map(PendingRecord::refusals).sum();
         tracing::error!(
             records = lost.len(),
-            refusals,
+            refusals = lost_refusals,
             "audit records of refused management calls lost at shutdown: the database refused them"
         );
     }
-    written
+    FinalFlush {
+        written,
+        lost_records: lost.len(),
+        lost_refusals,
+    }
 }
 
 /// Starts the task that writes closed windows every [`FLUSH_INTERVAL`]; when `shutdown` turns

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
-use keyplane_control_plane::audit::refusals::{flush_all, flush_closed};
+use keyplane_control_plane::audit::refusals::{FinalFlush, flush_all, flush_closed};
 use keyplane_control_plane::store::sql::Backend;
 use serde_json::{Value, json};
 use sqlx::Executor as _;
@@ -18,6 +18,7 @@ backends!(
     key_management_goes_on_and_the_log_stays_short_while_refused_calls_flood_in,
     the_flush_task_writes_closed_minutes_and_shutdown_writes_what_it_still_holds,
     refusals_the_database_would_not_record_are_recorded_when_it_is_back,
+    refusals_the_database_still_refuses_at_shutdown_are_reported_lost,
 );
 
 /// The organization's `auth_failed` records, oldest first.
@@ -159,7 +160,7 @@ async fn key_management_goes_on_and_the_log_stays_short_while_refused_calls_floo
     assert_eq!(count("key_updated"), 20, "every update went through");
     assert_eq!(count("auth_failed"), 1, "the flood is one record so far");
 
-    assert_eq!(flush_all(&app.state).await, 1);
+    assert_eq!(flush_all(&app.state).await.written, 1);
     let counted: u64 = refusals(&app)
         .await
         .iter()
@@ -252,4 +253,27 @@ async fn refusals_the_database_would_not_record_are_recorded_when_it_is_back(app
         "nothing is written twice"
     );
     assert_eq!(app.get("/v1/audit/verify").await.body["valid"], true);
+}
+
+async fn refusals_the_database_still_refuses_at_shutdown_are_reported_lost(app: TestApp) {
+    let (key, _) = reader(&app).await;
+    audit_log_refusing(&app, true).await;
+    for _ in 0..3 {
+        refused(&app, &key).await;
+    }
+    // Shutdown while the database still refuses: the first refusal's record (kept after its
+    // refused write) and the window's count of the other two are lost, and said to be.
+    assert_eq!(
+        flush_all(&app.state).await,
+        FinalFlush {
+            written: 0,
+            lost_records: 2,
+            lost_refusals: 3,
+        }
+    );
+    // Nothing is left held to be written later.
+    audit_log_refusing(&app, false).await;
+    app.clock.advance_secs(61);
+    assert_eq!(flush_closed(&app.state).await, 0);
+    assert_eq!(refusals(&app).await.len(), 0);
 }
