@@ -16,7 +16,7 @@ use keyplane_shared::ids::RequestId;
 use serde::Serialize;
 
 use crate::limits::MAX_BODY_BYTES;
-use crate::store::{Conflict, StoreError};
+use crate::store::{CallerEnded, Conflict, StoreError};
 
 /// Header carrying the request id on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -196,6 +196,8 @@ impl From<StoreError> for ApiError {
             StoreError::NotOwner => ApiError::NotKeyOwner,
             StoreError::Conflict(conflict) => ApiError::Conflict(conflict),
             StoreError::Unavailable(_) | StoreError::Busy => ApiError::Unavailable(error),
+            StoreError::CallerEnded(CallerEnded::Revoked) => ApiError::RevokedKey,
+            StoreError::CallerEnded(CallerEnded::Expired) => ApiError::ExpiredKey,
             other => ApiError::Internal(other.into()),
         }
     }

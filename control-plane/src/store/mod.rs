@@ -78,6 +78,22 @@ pub enum StoreError {
     /// A stored row could not be read back into a record.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The management key that made the call was revoked or expired while the call was on
+    /// its way (checked under the organization's lock, so the change and the key's end are
+    /// ordered: a key revoked first makes nothing afterwards).
+    #[error("the caller's key ended during the call: {0}")]
+    CallerEnded(CallerEnded),
+}
+
+/// How a calling management key ended while its call was on its way ([`StoreError::CallerEnded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum CallerEnded {
+    /// Revoked (or deleted).
+    #[error("revoked")]
+    Revoked,
+    /// Expired.
+    #[error("expired")]
+    Expired,
 }
 
 /// A change refused because of the key's state. Each has its own API error code

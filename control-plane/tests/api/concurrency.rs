@@ -1,15 +1,22 @@
-//! Concurrent rotate + revoke + update of one key: one consistent outcome, a complete trail.
+//! Concurrent rotate + revoke + update of one key: one consistent outcome, a complete trail;
+//! and a management key revoked while its own calls are on their way makes nothing after.
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
+use keyplane_control_plane::store::{AuditContext, CallerEnded, KeyChanges, StoreError};
+use keyplane_shared::ids::{KeyId, OrgId};
 use serde_json::json;
 use sqlx::Row as _;
 
 use crate::backends;
 use crate::helpers::TestApp;
 
-backends!(concurrent_rotate_revoke_and_update_of_one_key_leave_one_history);
+backends!(
+    concurrent_rotate_revoke_and_update_of_one_key_leave_one_history,
+    a_management_key_revoked_while_its_creates_wait_makes_no_key_after,
+    a_caller_key_revoked_before_its_change_reaches_the_store_changes_nothing,
+);
 
 async fn concurrent_rotate_revoke_and_update_of_one_key_leave_one_history(app: TestApp) {
     let (_, record) = app
@@ -96,4 +103,146 @@ async fn concurrent_rotate_revoke_and_update_of_one_key_leave_one_history(app: T
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
     // admin + contested, each update, and a rotation writes two (successor, old) or a revoke one.
     assert_eq!(seqs.len(), 2 + updated + 2 * rotated + revoked);
+}
+
+/// A leaked management key floods `POST /v1/keys`; the owner revokes it as soon as the first
+/// create answers. The creates still waiting (for their hashing) must make nothing after the
+/// revocation: they commit before it or are refused with 401 `revoked_api_key`.
+async fn a_management_key_revoked_while_its_creates_wait_makes_no_key_after(app: TestApp) {
+    let (leaked, record) = app
+        .create_key(json!({"name": "leaked", "environment": "live", "scopes": ["api-keys:manage"]}))
+        .await;
+    let leaked_id = record["id"].as_str().expect("id").to_owned();
+    let app = Arc::new(app);
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let first_tx = Arc::new(std::sync::Mutex::new(Some(first_tx)));
+    let creates: Vec<_> = (0..24)
+        .map(|n| {
+            let app = app.clone();
+            let leaked = leaked.clone();
+            let first_tx = first_tx.clone();
+            tokio::spawn(async move {
+                let body = json!({"name": format!("made {n}"), "environment": "live"});
+                let reply = app
+                    .call(Method::POST, "/v1/keys", Some(&leaked), Some(body))
+                    .await;
+                if reply.status == StatusCode::CREATED
+                    && let Some(tx) = first_tx.lock().expect("lock").take()
+                {
+                    let _ = tx.send(());
+                }
+                reply
+            })
+        })
+        .collect();
+    first_rx.await.expect("a first create answered 201");
+    let revoked = app
+        .post(
+            &format!("/v1/keys/{leaked_id}/revoke"),
+            json!({"reason": "compromised"}),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{:?}", revoked.body);
+    let (mut made, mut refused) = (0, 0);
+    for create in creates {
+        let reply = create.await.expect("task");
+        match reply.status {
+            StatusCode::CREATED => made += 1,
+            StatusCode::UNAUTHORIZED => {
+                assert_eq!(reply.code(), "revoked_api_key", "{:?}", reply.body);
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {:?}", reply.body),
+        }
+    }
+    assert_eq!(made + refused, 24);
+    assert!(made >= 1);
+    // The audit chain is the order of commits: every key the leaked key made comes before
+    // its revocation, and every 201 is one of them.
+    let trail = app.audit().await;
+    let revocation = trail
+        .iter()
+        .position(|r| r["action"] == "key_revoked" && r["target_key_id"] == leaked_id.as_str())
+        .expect("the revocation");
+    let made_by_leaked = |r: &&serde_json::Value| {
+        r["action"] == "key_created" && r["actor_key_id"] == leaked_id.as_str()
+    };
+    assert_eq!(trail.iter().filter(made_by_leaked).count(), made);
+    assert!(
+        trail[revocation..].iter().all(|r| !made_by_leaked(&r)),
+        "a key was made by the leaked key after its revocation"
+    );
+}
+
+/// The same, made certain: a change whose caller's key was revoked after it was let in (its
+/// authentication read the key as active) reaches the store and is refused there, under the
+/// organization's lock, and nothing changes.
+async fn a_caller_key_revoked_before_its_change_reaches_the_store_changes_nothing(app: TestApp) {
+    let (_, caller) = app
+        .create_key(json!({"name": "caller", "environment": "live", "scopes": ["api-keys:manage"]}))
+        .await;
+    let (_, target) = app
+        .create_key(json!({"name": "target", "environment": "live"}))
+        .await;
+    let id = |record: &serde_json::Value| {
+        KeyId::parse(record["id"].as_str().expect("id")).expect("a key id")
+    };
+    let org = sqlx::query("SELECT id FROM orgs")
+        .fetch_one(app.pool())
+        .await
+        .expect("the organization")
+        .get::<Vec<u8>, _>(0);
+    let org = OrgId::from_bytes(org.try_into().expect("16 bytes"));
+    let context = AuditContext {
+        actor: Some(id(&caller)),
+        request_id: "req_in_flight".into(),
+        ..AuditContext::default()
+    };
+    let changes = KeyChanges {
+        name: Some("renamed".into()),
+        ..KeyChanges::default()
+    };
+    let update = |context: AuditContext, changes: KeyChanges| {
+        let store = app.store.clone();
+        let target = id(&target);
+        let now = app.state.now();
+        async move { store.update_key(org, target, changes, &context, now).await }
+    };
+    let reply = app
+        .post(
+            &format!("/v1/keys/{}/revoke", caller["id"].as_str().expect("id")),
+            json!({"reason": "compromised"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let refused = update(context.clone(), changes.clone()).await;
+    assert!(
+        matches!(refused, Err(StoreError::CallerEnded(CallerEnded::Revoked))),
+        "{refused:?}"
+    );
+    let unchanged = app
+        .get(&format!("/v1/keys/{}", target["id"].as_str().expect("id")))
+        .await;
+    assert_eq!(unchanged.body["name"], "target");
+    // An expired caller is refused the same way; a caller without a key (a signed-in person)
+    // is not checked here.
+    let (_, expiring) = app
+        .create_key(json!({"name": "expiring", "environment": "live",
+            "scopes": ["api-keys:manage"], "expires": "2099-01-01T00:00:00Z"}))
+        .await;
+    app.clock.advance_secs(100 * 365 * 86_400);
+    let expired = AuditContext {
+        actor: Some(id(&expiring)),
+        ..context.clone()
+    };
+    let refused = update(expired, changes.clone()).await;
+    assert!(
+        matches!(refused, Err(StoreError::CallerEnded(CallerEnded::Expired))),
+        "{refused:?}"
+    );
+    let no_key = AuditContext {
+        actor: None,
+        ..context
+    };
+    update(no_key, changes).await.expect("a change by no key");
 }

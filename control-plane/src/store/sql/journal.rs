@@ -6,7 +6,7 @@
 //! new feed head ([`FeedHeads`]) once the transaction is committed: no change can be written
 //! without the pusher hearing of it.
 
-use keyplane_shared::ids::OrgId;
+use keyplane_shared::ids::{KeyId, OrgId};
 use keyplane_shared::table::codec::encode_changes;
 use keyplane_shared::{Change, ChangeOp, FeedChain, Timestamp};
 use sqlx::{Any, AnyConnection, AnyPool, Row as _, Transaction};
@@ -15,12 +15,12 @@ use super::SqlStore;
 use super::org_turns::OrgTurn;
 use super::outbox;
 use super::rows::{bytes32, i64_of, u64_of};
-use crate::store::StoreError;
 use crate::store::audit_chain::{AuditSealer, GENESIS};
 use crate::store::feed_heads::FeedHeads;
 use crate::store::lifecycle::AuditNote;
 use crate::store::outbox::event_for;
 use crate::store::records::{AuditContext, AuditRecord};
+use crate::store::{CallerEnded, StoreError};
 
 /// How long a mutation's statement waits for a lock on PostgreSQL: as long as a writer waits
 /// for a connection or its turn.
@@ -106,6 +106,25 @@ impl OrgMutation {
         Self::lock_in_turn(mutation, org, turn).await
     }
 
+    /// [`OrgMutation::begin`], for a call by `context`'s caller: once `org` is locked, a
+    /// calling management key must still be in force at `now`
+    /// ([`StoreError::CallerEnded`] if not). Its authentication was read before the lock, and
+    /// a create or rotate then waits for its hashing (seconds under load): without this, a key
+    /// revoked in between (a leaked admin key, the usual incident response) would go on making
+    /// keys for as long as its queued calls last.
+    pub(super) async fn begin_for(
+        store: &SqlStore,
+        org: OrgId,
+        context: &AuditContext,
+        now: Timestamp,
+    ) -> Result<Self, StoreError> {
+        let mut mutation = Self::begin(store, org).await?;
+        if let Some(caller) = context.actor {
+            caller_in_force(mutation.connection(), org, caller, now).await?;
+        }
+        Ok(mutation)
+    }
+
     /// Locks `org` in `mutation`, a transaction that has just created the organization (no
     /// other writer can know it yet, so its turn is free: the transaction waits for nothing
     /// while it holds its connection).
@@ -172,6 +191,32 @@ impl std::ops::DerefMut for OrgMutation {
     fn deref_mut(&mut self) -> &mut Mutation {
         &mut self.mutation
     }
+}
+
+/// Whether the management key `caller` is still in force at `now` (not revoked, deleted or
+/// expired), read under `org`'s lock.
+async fn caller_in_force(
+    tx: &mut AnyConnection,
+    org: OrgId,
+    caller: KeyId,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let row = sqlx::query(
+        "SELECT revoked_at, deleted_at, expires_at FROM api_keys WHERE id = $1 AND org_id = $2",
+    )
+    .bind(caller.to_bytes().to_vec())
+    .bind(org.to_bytes().to_vec())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(StoreError::CallerEnded(CallerEnded::Revoked))?;
+    let ended = |column: &str| row.try_get::<Option<i64>, _>(column);
+    if ended("revoked_at")?.is_some() || ended("deleted_at")?.is_some() {
+        return Err(StoreError::CallerEnded(CallerEnded::Revoked));
+    }
+    if ended("expires_at")?.is_some_and(|at| at <= now.as_millis()) {
+        return Err(StoreError::CallerEnded(CallerEnded::Expired));
+    }
+    Ok(())
 }
 
 /// The format new audit records are sealed in (see [`AuditSealer::hash`]).

@@ -190,7 +190,7 @@ pub(super) async fn create(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<KeyRecord, StoreError> {
-    let mut mutation = OrgMutation::begin(store, key.org_id).await?;
+    let mut mutation = OrgMutation::begin_for(store, key.org_id, context, now).await?;
     let record = insert_key(&mut mutation, &key, None, now).await?;
     let note = lifecycle::creation(&record);
     mutation.audit(&store.sealer, note, context, now).await?;
@@ -207,7 +207,7 @@ pub(super) async fn update(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<KeyRecord, StoreError> {
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let before = reachable(&mut mutation, org, id, context).await?;
     let edit = lifecycle::edit(&before, changes, now).map_err(StoreError::Conflict)?;
     let saved = save_key(&mut mutation, &edit.key, now).await?;
@@ -244,7 +244,7 @@ pub(super) async fn rotate(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<(KeyRecord, KeyRecord), StoreError> {
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let old = reachable(&mut mutation, org, id, context).await?;
     let plan = lifecycle::rotate(&old, rotation, now).map_err(StoreError::Conflict)?;
     let new = insert_key(&mut mutation, &plan.successor, Some(old.id), now).await?;
@@ -264,7 +264,7 @@ pub(super) async fn revoke(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<RevokeOutcome, StoreError> {
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let key = reachable(&mut mutation, org, id, context).await?;
     let (outcome, note) = match lifecycle::revoke(key, revocation, now) {
         RevokePlan::AlreadyRevoked { key, audit } => (RevokeOutcome::AlreadyRevoked(key), audit),
@@ -286,7 +286,7 @@ pub(super) async fn delete(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<KeyRecord, StoreError> {
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let key = reachable(&mut mutation, org, id, context).await?;
     let deletion = lifecycle::delete(&key, now).map_err(StoreError::Conflict)?;
     let saved = save_key(&mut mutation, &deletion.key, now).await?;
