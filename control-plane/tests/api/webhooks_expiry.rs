@@ -1,7 +1,7 @@
 //! The expiry scheduler: `key.expiring` 7 days and 1 day before a key's expiry (a key already
 //! within a day gets the one-day notice alone), `key.expired` once it passed, each once however
-//! many instances look at the same time; revoked keys are not announced; a key given a new
-//! expiry is reminded before that one too. An organization may choose its own lead times
+//! many instances look at the same time; revoked keys are not announced, nor rotated ones (their
+//! successors are); a key given a new expiry is reminded before that one too. An organization may choose its own lead times
 //! (`/v1/organization/expiry-notices`), which apply to its keys alone.
 
 use axum::http::{Method, StatusCode};
@@ -20,6 +20,7 @@ backends!(
     a_key_that_expired_over_a_day_before_anyone_looked_is_passed_over,
     a_longer_lead_time_added_later_is_not_announced_after_a_shorter_one,
     a_key_given_a_new_expiry_is_reminded_before_it_again,
+    a_rotated_key_is_not_reminded_of_its_grace_period_its_successor_is,
 );
 
 mod by_email {
@@ -456,4 +457,45 @@ async fn a_key_given_a_new_expiry_is_reminded_before_it_again(app: TestApp) {
     app.patch(&format!("/v1/keys/{id}"), json!({"name": "renamed"}))
         .await;
     assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
+}
+
+/// The nightly `rotate-due --grace 7d` case: the old key's expiry becomes the end of its grace
+/// period, which is the rotation's doing, not something to act on. It gets no `key.expiring`
+/// (nor a reminder email) and no `key.expired`; its successor, living as long as it did, is
+/// reminded before its own expiry.
+async fn a_rotated_key_is_not_reminded_of_its_grace_period_its_successor_is(app: TestApp) {
+    let made = app
+        .post(
+            "/v1/webhooks",
+            json!({"url": "http://127.0.0.1:9/none", "events": ["key.expiring", "key.expired"]}),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    let (_, old) = app
+        .create_key(json!({"name": "nightly", "environment": "live", "expires": "30d"}))
+        .await;
+    let old_id = old["id"].as_str().expect("id");
+    let rotated = app
+        .post(
+            &format!("/v1/keys/{old_id}/rotate"),
+            json!({"grace_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::CREATED, "{:?}", rotated.body);
+    let successor_id = rotated.body["record"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Within a day of the old key's end (the grace's): nothing.
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
+    app.clock.advance_secs(3601);
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
+    assert!(app.take_due_events().await.is_empty());
+    // The successor, 7 days before its expiry.
+    app.clock.advance_secs(23 * 86_400);
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 1);
+    let events = app.take_due_events().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "key.expiring");
+    assert_eq!(events[0]["data"]["key_id"], successor_id.as_str());
 }

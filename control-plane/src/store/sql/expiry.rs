@@ -3,6 +3,9 @@
 //! transaction, the row first with `ON CONFLICT DO NOTHING`: when several instances find the
 //! same key, one inserts the row and announces, the others insert nothing and announce nothing.
 //! Each organization's lead times are its own ([`super::expiry_settings`]) or the defaults.
+//! A key that was rotated is not announced (its end, the grace period's, is the rotation's
+//! doing, and its successor carries the reminders), nor one revoked, deleted or given another
+//! expiry between the look and its notice (checked again under the organization's lock).
 
 use keyplane_shared::Timestamp;
 use keyplane_shared::ids::{KeyId, OrgId};
@@ -11,7 +14,7 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::SqlStore;
 use super::expiry_settings;
-use super::journal::Mutation;
+use super::journal::OrgMutation;
 use super::outbox;
 use super::people::id_bytes;
 use super::rows::bytes16;
@@ -85,7 +88,8 @@ async fn due_keys(
          FROM api_keys k LEFT JOIN users u ON u.id = k.owner_id \
          LEFT JOIN org_expiry_notices x ON x.org_id = k.org_id \
          WHERE k.expires_at > $1 AND k.expires_at <= $2 \
-         AND k.revoked_at IS NULL AND k.deleted_at IS NULL AND NOT EXISTS ( \
+         AND k.revoked_at IS NULL AND k.deleted_at IS NULL AND k.rotated_to IS NULL \
+         AND NOT EXISTS ( \
            SELECT 1 FROM key_notices n WHERE n.key_id = k.id AND n.notice = $3) \
          {organizations}{sooner}ORDER BY k.expires_at LIMIT $4"
     );
@@ -223,6 +227,20 @@ pub(super) async fn announce(
     Ok(announced)
 }
 
+/// Whether `key` is still as [`due_keys`] found it: neither revoked, deleted nor rotated, and
+/// with the same expiry.
+async fn still_due(connection: &mut AnyConnection, key: &Due) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "SELECT 1 FROM api_keys WHERE id = $1 AND expires_at = $2 \
+         AND revoked_at IS NULL AND deleted_at IS NULL AND rotated_to IS NULL",
+    )
+    .bind(key.id.to_bytes().to_vec())
+    .bind(key.expires_at.as_millis())
+    .fetch_optional(connection)
+    .await?;
+    Ok(row.is_some())
+}
+
 fn notice_of(key: Due, lead_ms: Option<i64>) -> ExpiryNotice {
     ExpiryNotice {
         key_id: key.id,
@@ -245,8 +263,12 @@ async fn notify(
     lead_ms: Option<i64>,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
-    let mut mutation = Mutation::begin(&store.pool).await?;
-    if !claim_notice(mutation.connection(), key.id, notice, now).await? {
+    // Under the organization's lock, so no revocation, rotation or new expiry of the key can
+    // commit between the look above and this notice: the key must still be as it was found.
+    let mut mutation = OrgMutation::begin(store, key.org).await?;
+    if !still_due(mutation.connection(), key).await?
+        || !claim_notice(mutation.connection(), key.id, notice, now).await?
+    {
         return Ok(false);
     }
     for other in passed_over {
