@@ -89,7 +89,8 @@ pub struct ReconcileRequest {
 
 /// Narrow or revoke every active key whose scopes exceed what its owner's role now allows
 /// (the keys marked `exceeds_owner_scopes`). A role change never does this by itself: keys keep
-/// working, marked, until this is called.
+/// working, marked, until this is called. A key still in a rotation's grace period cannot be
+/// edited: narrowing ends its grace (revokes it) and narrows its successor.
 #[utoipa::path(
     post, path = "/v1/keys/reconcile", tag = "keys",
     request_body = ReconcileRequest,

@@ -14,6 +14,7 @@ backends!(
     removing_a_member_revokes_their_keys_or_transfers_them,
     the_last_owner_stays_and_admins_cannot_touch_owners,
     an_invitation_whose_role_was_deleted_since_is_refused_on_acceptance,
+    a_key_in_a_rotation_grace_period_is_reconciled_with_its_successor,
 );
 
 fn key_body(name: &str, scopes: &[&str]) -> Option<Value> {
@@ -444,4 +445,66 @@ async fn the_last_owner_stays_and_admins_cannot_touch_owners(app: TestApp) {
         .await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(ok.body["role"], "developer");
+}
+
+/// A key rotated with a long grace period keeps working with its scopes until the grace ends,
+/// and cannot be edited. When its owner's role shrinks, reconciling (`narrow`) narrows the
+/// successor and ends the old key's grace (revokes it): otherwise it would go on with scopes
+/// the owner no longer holds for the rest of its grace.
+async fn a_key_in_a_rotation_grace_period_is_reconciled_with_its_successor(app: TestApp) {
+    let team = app.team().await;
+    let role = app
+        .as_browser(
+            &team.owner,
+            Method::POST,
+            "/v1/roles",
+            Some(json!({"name": "support", "scopes": ["tickets:*"]})),
+        )
+        .await;
+    assert_eq!(role.status, StatusCode::CREATED, "{:?}", role.body);
+    let support = app
+        .member(&team.owner, "sue@example.com", "Sue", "support")
+        .await;
+    let (status, made) = create(&app, &support, "tickets", &["tickets:read"]).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let old = made["record"]["id"].as_str().expect("id").to_owned();
+    let rotated = app
+        .post(
+            &format!("/v1/keys/{old}/rotate"),
+            json!({"grace_seconds": 30 * 86_400}),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::CREATED, "{:?}", rotated.body);
+    let successor = rotated.body["record"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let shrunk = app
+        .as_browser(
+            &team.owner,
+            Method::PUT,
+            "/v1/roles/support",
+            Some(json!({"scopes": ["tickets:list"]})),
+        )
+        .await;
+    assert_eq!(shrunk.status, StatusCode::OK, "{:?}", shrunk.body);
+    let before = app.get(&format!("/v1/keys/{old}")).await;
+    assert_eq!(before.body["status"], "active");
+    assert_eq!(before.body["exceeds_owner_scopes"], true);
+    let narrowed = app
+        .as_browser(
+            &team.owner,
+            Method::POST,
+            "/v1/keys/reconcile",
+            Some(json!({"action": "narrow"})),
+        )
+        .await;
+    assert_eq!(narrowed.status, StatusCode::OK, "{:?}", narrowed.body);
+    assert_eq!(narrowed.body["data"].as_array().map(Vec::len), Some(2));
+    let old = app.get(&format!("/v1/keys/{old}")).await;
+    assert_eq!(old.body["status"], "revoked", "{:?}", old.body);
+    let successor = app.get(&format!("/v1/keys/{successor}")).await;
+    assert_eq!(successor.body["status"], "active");
+    assert_eq!(successor.body["scopes"], json!([]));
+    assert_eq!(successor.body["exceeds_owner_scopes"], false);
 }

@@ -335,12 +335,19 @@ pub(super) async fn reconcile_keys(
         }
         let ceiling = role_ceiling_on(mutation.connection(), org, &member.role).await?;
         for key in owned_keys(&mut mutation, org, member.user.id).await? {
-            if key.check_changeable(now).is_err() || ceiling.allows_all(&key.scopes) {
+            // A key still in a rotation's grace period works until its grace ends, but cannot
+            // be edited: narrowing ends its grace (revokes it) and narrows its successor.
+            let in_grace = match key.check_changeable(now) {
+                Ok(()) => false,
+                Err(Conflict::AlreadyRotated) => true,
+                Err(_) => continue,
+            };
+            if ceiling.allows_all(&key.scopes) {
                 continue;
             }
             let key = lifecycle::reach(Some(key), context)?;
             let (saved, audit) = match action {
-                Reconciliation::Narrow => {
+                Reconciliation::Narrow if !in_grace => {
                     let changes = crate::store::records::KeyChanges {
                         scopes: Some(ceiling.narrow(&key.scopes)),
                         ..Default::default()
@@ -348,10 +355,15 @@ pub(super) async fn reconcile_keys(
                     let edit = lifecycle::edit(&key, changes, now).map_err(StoreError::Conflict)?;
                     (save_key(&mut mutation, &edit.key, now).await?, edit.audit)
                 }
-                Reconciliation::Revoke => {
+                Reconciliation::Narrow | Reconciliation::Revoke => {
                     let revocation = Revocation {
                         reason: RevocationReason::Other,
-                        note: Some("its scopes exceeded its owner's role".into()),
+                        note: Some(if in_grace {
+                            "its scopes exceeded its owner's role (in a rotation's grace period)"
+                                .into()
+                        } else {
+                            "its scopes exceeded its owner's role".into()
+                        }),
                     };
                     match lifecycle::revoke(key, revocation, now) {
                         RevokePlan::Revoke(transition) => (
