@@ -4,7 +4,10 @@
 //! keys get the same status and body, and the lookup and revocation happen after the answer
 //! (on a task of their own), so neither can the time it takes. Only the key's shape is
 //! checked first: a string that is not a key at all is a 400 (which says nothing about any
-//! key). Reports are limited per client address (10 at once, then one every 6 seconds).
+//! key). Reports are limited per client address (10 at once, then one every 6 seconds). A
+//! store that fails (a locked or restarting database) is tried again ([`RETRY_DELAYS`]).
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -77,22 +80,60 @@ pub(crate) async fn report_leak(
         ApiError::InvalidRequest("key is not a key of this deployment's format".into())
     })?;
     let context = caller.context;
-    tokio::spawn(async move {
-        if let Err(error) = revoke_if_known(&state, key, url, &context).await {
-            tracing::error!(%error, request_id = %context.request_id, "a reported leaked key could not be revoked");
-        }
-    });
+    tokio::spawn(async move { revoke_with_retries(&state, key, url, &context).await });
     Ok((StatusCode::ACCEPTED, Json(LeakReceived { received: true })))
+}
+
+/// How long the revocation of a reported key waits before each further try when the store
+/// fails (a locked or restarting database): about a minute and a half in all. The reporter was
+/// answered already and has no reason to report again, so a failure must not lose the report.
+/// (A process that stops meanwhile loses it: the answer is given before the work, by design.)
+pub const RETRY_DELAYS: [Duration; 8] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+    Duration::from_secs(60),
+];
+
+/// [`revoke_if_known`], tried again after each of [`RETRY_DELAYS`] while the store fails.
+async fn revoke_with_retries(
+    state: &AppState,
+    key: ApiKey,
+    url: Option<String>,
+    context: &AuditContext,
+) {
+    let mut delays = RETRY_DELAYS.iter();
+    loop {
+        let Err(error) = revoke_if_known(state, &key, url.clone(), context).await else {
+            return;
+        };
+        match delays.next() {
+            Some(delay) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, request_id = %context.request_id,
+                    "a reported leaked key could not be revoked yet");
+                tokio::time::sleep(*delay).await;
+            }
+            None => {
+                tracing::error!(%error, request_id = %context.request_id,
+                    "a reported leaked key could not be revoked: the store kept failing");
+                return;
+            }
+        }
+    }
 }
 
 /// Revokes `key` if it is one of this deployment's and not yet revoked.
 async fn revoke_if_known(
     state: &AppState,
-    key: ApiKey,
+    key: &ApiKey,
     url: Option<String>,
     context: &AuditContext,
 ) -> Result<(), StoreError> {
-    let Some(record) = find_key(state, &key).await? else {
+    let Some(record) = find_key(state, key).await? else {
         return Ok(());
     };
     let leak = LeakedKey {

@@ -14,6 +14,7 @@ backends!(
     a_reported_live_key_is_revoked_audited_and_announced,
     the_answer_never_says_whether_the_key_existed,
     a_deleted_key_reported_is_left_as_it_is,
+    a_report_the_database_could_not_take_at_first_is_revoked_when_it_can,
 );
 
 async fn report(app: &TestApp, body: Value) -> (StatusCode, Value) {
@@ -200,4 +201,30 @@ async fn a_deleted_key_reported_is_left_as_it_is(app: TestApp) {
     assert_eq!(revoked, [false]);
     assert_eq!(app.audit().await.len(), audit_before);
     assert!(app.take_due_events().await.is_empty());
+}
+
+/// The reporter is answered before the revocation runs, so a store failing at that moment
+/// (here the database refuses the revocation's audit record) must not lose the report: the
+/// revocation is tried again until the database takes it.
+async fn a_report_the_database_could_not_take_at_first_is_revoked_when_it_can(app: TestApp) {
+    let (key, record) = app
+        .create_key(json!({"name": "pasted", "environment": "live"}))
+        .await;
+    let id = record["id"].as_str().expect("id").to_owned();
+    crate::refusals::audit_log_refusing(&app, true).await;
+    let (status, _) = report(&app, json!({"key": key})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // The first try runs at once and fails; so do the retries while the database refuses.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(status_of(&app, &id).await["status"], "active");
+    crate::refusals::audit_log_refusing(&app, false).await;
+    until(
+        "the reported key is revoked once the database takes it",
+        || async { status_of(&app, &id).await["status"] == "revoked" },
+    )
+    .await;
+    assert_eq!(
+        status_of(&app, &id).await["revocation_reason"],
+        "compromised"
+    );
 }

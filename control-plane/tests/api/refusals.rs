@@ -209,7 +209,7 @@ async fn the_flush_task_writes_closed_minutes_and_shutdown_writes_what_it_still_
 }
 
 /// Makes the database refuse every audit record (`refusing`), or stops it.
-async fn audit_log_refusing(app: &TestApp, refusing: bool) {
+pub(crate) async fn audit_log_refusing(app: &TestApp, refusing: bool) {
     let statements: &[&str] = match (app.backend, refusing) {
         (Backend::Sqlite, true) => &["CREATE TRIGGER audit_log_down BEFORE INSERT ON audit_log \
               BEGIN SELECT RAISE(ABORT, 'the audit log is down'); END"],
