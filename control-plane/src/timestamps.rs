@@ -4,6 +4,11 @@
 
 use keyplane_shared::Timestamp;
 
+/// The latest time written as RFC 3339 (which has four-digit years): 9999-12-31T23:59:59.999Z.
+/// No stored time is later (an expiry computed from another, a rotation's successor living as
+/// long as its predecessor did, is held to it).
+pub const LATEST: Timestamp = Timestamp(253_402_300_799_999);
+
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T10:00:00.000Z`.
 pub fn rfc3339(at: Timestamp) -> String {
     let nanos = i128::from(at.as_millis()) * 1_000_000;

@@ -169,11 +169,12 @@ pub fn rotate(
     old.check_changeable(now)?;
     let expires_at = match rotation.expiry {
         SuccessorExpiry::SameLifetime => old.expires_at.map(|expiry| {
-            now.plus_millis(
-                expiry
-                    .as_millis()
-                    .saturating_sub(old.created_at.as_millis()),
-            )
+            let lifetime = expiry
+                .as_millis()
+                .saturating_sub(old.created_at.as_millis());
+            // Held to the latest time RFC 3339 can write (a key made to expire at the end of
+            // year 9999 would otherwise have successors past it).
+            now.plus_millis(lifetime).min(crate::timestamps::LATEST)
         }),
         SuccessorExpiry::At(at) => at,
     };

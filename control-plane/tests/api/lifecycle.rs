@@ -277,4 +277,17 @@ async fn a_successor_lives_as_long_as_its_predecessor_did_unless_told_otherwise(
     assert_eq!(time(&weekly.body["record"]["expires_at"]) - now, 7 * DAY_MS);
     let unbounded = rotate(id(&weekly.body["record"]), json!({"expires": "never"})).await;
     assert_eq!(unbounded.body["record"]["expires_at"], Value::Null);
+    // A key made to expire at the last second RFC 3339 can write: its successor, living as
+    // long from later, is held to that time (and written as one).
+    let (_, last) = app
+        .create_key(json!({"name": "last", "environment": "live",
+            "expires": "9999-12-31T23:59:59Z"}))
+        .await;
+    app.clock.advance_secs(10);
+    let held = rotate(id(&last), json!({})).await;
+    assert_eq!(held.status, StatusCode::CREATED, "{:?}", held.body);
+    assert_eq!(
+        held.body["record"]["expires_at"],
+        "9999-12-31T23:59:59.999Z"
+    );
 }
