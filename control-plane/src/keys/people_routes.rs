@@ -120,7 +120,11 @@ pub(crate) async fn reconcile_keys(
     let changed = state
         .store
         .reconcile_keys(principal.org, owner, action, &principal.context, now)
-        .await?;
+        .await
+        .map_err(|error| match error {
+            StoreError::NotFound => ApiError::NotFound("member"),
+            other => other.into(),
+        })?;
     let keys: Vec<&_> = changed.iter().collect();
     let people = People::load(&state, principal.org, &keys).await?;
     let data = changed

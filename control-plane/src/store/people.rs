@@ -390,7 +390,8 @@ pub trait PeopleStore: Send + Sync + 'static {
     ) -> Result<KeyRecord, StoreError>;
 
     /// Narrows or revokes every active key of `org` (of `owner` only, if given) whose scopes
-    /// exceed its owner's current ceiling; the keys changed.
+    /// exceed its owner's current ceiling; the keys changed. [`StoreError::NotFound`] when
+    /// `owner` is not a member of `org`.
     async fn reconcile_keys(
         &self,
         org: OrgId,

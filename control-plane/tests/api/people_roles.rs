@@ -501,6 +501,21 @@ async fn a_key_in_a_rotation_grace_period_is_reconciled_with_its_successor(app: 
         .await;
     assert_eq!(narrowed.status, StatusCode::OK, "{:?}", narrowed.body);
     assert_eq!(narrowed.body["data"].as_array().map(Vec::len), Some(2));
+    // Reconciling one member's keys names a member: anyone else is a 404, as documented.
+    let nobody = app
+        .as_browser(
+            &team.owner,
+            Method::POST,
+            "/v1/keys/reconcile",
+            Some(json!({"action": "narrow", "owner": "usr_0000000000000000000001"})),
+        )
+        .await;
+    assert_eq!(
+        (nobody.status, nobody.code()),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{:?}",
+        nobody.body
+    );
     let old = app.get(&format!("/v1/keys/{old}")).await;
     assert_eq!(old.body["status"], "revoked", "{:?}", old.body);
     let successor = app.get(&format!("/v1/keys/{successor}")).await;

@@ -329,7 +329,11 @@ pub(super) async fn reconcile_keys(
 ) -> Result<Vec<KeyRecord>, StoreError> {
     let mut mutation = OrgMutation::begin(store, org).await?;
     let mut changed = Vec::new();
-    for member in members_on(mutation.connection(), org).await? {
+    let members = members_on(mutation.connection(), org).await?;
+    if owner.is_some_and(|owner| members.iter().all(|member| member.user.id != owner)) {
+        return Err(StoreError::NotFound);
+    }
+    for member in members {
         if owner.is_some_and(|owner| owner != member.user.id) {
             continue;
         }
