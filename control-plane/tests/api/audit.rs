@@ -3,9 +3,8 @@
 use axum::http::StatusCode;
 use keyplane_control_plane::audit::api::{VERIFY_PAGE, verify_chain_in_pages};
 use keyplane_control_plane::store::{AuditContext, FailedAuth};
-use keyplane_shared::ids::OrgId;
 use serde_json::json;
-use sqlx::{Executor as _, Row as _};
+use sqlx::Executor as _;
 
 use crate::backends;
 use crate::helpers::TestApp;
@@ -212,12 +211,7 @@ async fn bypassing_trigger(app: &TestApp, sqlite_trigger: &str, statement: &str)
 async fn a_chain_longer_than_one_page_verifies_and_tampering_in_its_second_page_is_found(
     app: TestApp,
 ) {
-    let org = sqlx::query("SELECT id FROM orgs")
-        .fetch_one(app.pool())
-        .await
-        .expect("the organization")
-        .get::<Vec<u8>, _>(0);
-    let org = OrgId::from_bytes(org.try_into().expect("16 bytes"));
+    let org = app.only_org_id().await;
     // 1,500 records (the first start wrote two): one and a half pages, written in one transaction to keep the test quick.
     let filler: Vec<FailedAuth> = (0..1_498)
         .map(|n| FailedAuth {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use keyplane_control_plane::store::{AuditContext, CallerEnded, KeyChanges, StoreError};
-use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::ids::KeyId;
 use serde_json::json;
 use sqlx::Row as _;
 
@@ -187,12 +187,7 @@ async fn a_caller_key_revoked_before_its_change_reaches_the_store_changes_nothin
     let id = |record: &serde_json::Value| {
         KeyId::parse(record["id"].as_str().expect("id")).expect("a key id")
     };
-    let org = sqlx::query("SELECT id FROM orgs")
-        .fetch_one(app.pool())
-        .await
-        .expect("the organization")
-        .get::<Vec<u8>, _>(0);
-    let org = OrgId::from_bytes(org.try_into().expect("16 bytes"));
+    let org = app.only_org_id().await;
     let context = AuditContext {
         actor: Some(id(&caller)),
         request_id: "req_in_flight".into(),

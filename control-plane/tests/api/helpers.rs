@@ -293,6 +293,17 @@ impl TestApp {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+
+    /// The id of the application's one organization (the first start's).
+    pub async fn only_org_id(&self) -> keyplane_shared::ids::OrgId {
+        use sqlx::Row as _;
+        let org = sqlx::query("SELECT id FROM orgs")
+            .fetch_one(self.pool())
+            .await
+            .expect("the organization")
+            .get::<Vec<u8>, _>(0);
+        keyplane_shared::ids::OrgId::from_bytes(org.try_into().expect("16 bytes"))
+    }
 }
 
 /// A feed answer to a GET signed with the edge secret: the request's nonce and the raw answer.

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::backends;
 use crate::helpers::TestApp;
-use crate::helpers::people::{Browser, PASSWORD};
+use crate::helpers::people::{Browser, PASSWORD, Team};
 
 backends!(
     each_role_is_allowed_and_refused_what_the_table_says,
@@ -19,6 +19,34 @@ backends!(
 
 fn key_body(name: &str, scopes: &[&str]) -> Option<Value> {
     Some(json!({"name": name, "environment": "test", "scopes": scopes}))
+}
+
+/// The owner makes a `support` role (`tickets:*`) and adds Sue to it.
+async fn support_member(app: &TestApp, team: &Team) -> Browser {
+    let role = app
+        .as_browser(
+            &team.owner,
+            Method::POST,
+            "/v1/roles",
+            Some(json!({"name": "support", "scopes": ["tickets:*"]})),
+        )
+        .await;
+    assert_eq!(role.status, StatusCode::CREATED, "{:?}", role.body);
+    app.member(&team.owner, "sue@example.com", "Sue", "support")
+        .await
+}
+
+/// The owner shrinks the `support` role to `tickets:list`.
+async fn shrink_support(app: &TestApp, team: &Team) {
+    let shrunk = app
+        .as_browser(
+            &team.owner,
+            Method::PUT,
+            "/v1/roles/support",
+            Some(json!({"scopes": ["tickets:list"]})),
+        )
+        .await;
+    assert_eq!(shrunk.status, StatusCode::OK, "{:?}", shrunk.body);
 }
 
 async fn create(app: &TestApp, who: &Browser, name: &str, scopes: &[&str]) -> (StatusCode, Value) {
@@ -198,18 +226,7 @@ async fn a_member_cannot_make_or_widen_a_key_beyond_their_role(app: TestApp) {
         assert_eq!(body["error"]["code"], "insufficient_scope");
     }
     // A custom role's scopes are its members' ceiling, on create and on update.
-    let role = app
-        .as_browser(
-            &team.owner,
-            Method::POST,
-            "/v1/roles",
-            Some(json!({"name": "support", "scopes": ["tickets:*"]})),
-        )
-        .await;
-    assert_eq!(role.status, StatusCode::CREATED, "{:?}", role.body);
-    let support = app
-        .member(&team.owner, "sue@example.com", "Sue", "support")
-        .await;
+    let support = support_member(&app, &team).await;
     let (status, _) = create(&app, &support, "billing", &["billing:read"]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, made) = create(&app, &support, "tickets", &["tickets:read"]).await;
@@ -225,15 +242,7 @@ async fn a_member_cannot_make_or_widen_a_key_beyond_their_role(app: TestApp) {
         .await;
     assert_eq!(widen.code(), "insufficient_scope");
     // The owner shrinks the role: the key keeps working but is reported, then narrowed.
-    let shrunk = app
-        .as_browser(
-            &team.owner,
-            Method::PUT,
-            "/v1/roles/support",
-            Some(json!({"scopes": ["tickets:list"]})),
-        )
-        .await;
-    assert_eq!(shrunk.status, StatusCode::OK, "{:?}", shrunk.body);
+    shrink_support(&app, &team).await;
     let key = app.get(&format!("/v1/keys/{id}")).await;
     assert_eq!(key.body["exceeds_owner_scopes"], true);
     assert_eq!(key.body["status"], "active");
@@ -453,18 +462,7 @@ async fn the_last_owner_stays_and_admins_cannot_touch_owners(app: TestApp) {
 /// the owner no longer holds for the rest of its grace.
 async fn a_key_in_a_rotation_grace_period_is_reconciled_with_its_successor(app: TestApp) {
     let team = app.team().await;
-    let role = app
-        .as_browser(
-            &team.owner,
-            Method::POST,
-            "/v1/roles",
-            Some(json!({"name": "support", "scopes": ["tickets:*"]})),
-        )
-        .await;
-    assert_eq!(role.status, StatusCode::CREATED, "{:?}", role.body);
-    let support = app
-        .member(&team.owner, "sue@example.com", "Sue", "support")
-        .await;
+    let support = support_member(&app, &team).await;
     let (status, made) = create(&app, &support, "tickets", &["tickets:read"]).await;
     assert_eq!(status, StatusCode::CREATED);
     let old = made["record"]["id"].as_str().expect("id").to_owned();
@@ -479,15 +477,7 @@ async fn a_key_in_a_rotation_grace_period_is_reconciled_with_its_successor(app: 
         .as_str()
         .expect("id")
         .to_owned();
-    let shrunk = app
-        .as_browser(
-            &team.owner,
-            Method::PUT,
-            "/v1/roles/support",
-            Some(json!({"scopes": ["tickets:list"]})),
-        )
-        .await;
-    assert_eq!(shrunk.status, StatusCode::OK, "{:?}", shrunk.body);
+    shrink_support(&app, &team).await;
     let before = app.get(&format!("/v1/keys/{old}")).await;
     assert_eq!(before.body["status"], "active");
     assert_eq!(before.body["exceeds_owner_scopes"], true);

@@ -110,6 +110,17 @@ async fn the_owner_of_a_key_expiring_soon_is_reminded_by_email(app: TestApp) {
     assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
 }
 
+/// An endpoint for `key.expiring` and `key.expired`, so that they are written to the outbox.
+async fn subscribe_to_expiries(app: &TestApp) {
+    let made = app
+        .post(
+            "/v1/webhooks",
+            json!({"url": "http://127.0.0.1:9/none", "events": ["key.expiring", "key.expired"]}),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED);
+}
+
 fn summary(events: &[Value]) -> Vec<(String, String, Value)> {
     let mut list: Vec<(String, String, Value)> = events
         .iter()
@@ -129,13 +140,7 @@ fn summary(events: &[Value]) -> Vec<(String, String, Value)> {
 }
 
 async fn expiries_are_announced_once_at_each_notice_and_when_they_pass(app: TestApp) {
-    let made = app
-        .post(
-            "/v1/webhooks",
-            json!({"url": "http://127.0.0.1:9/none", "events": ["key.expiring", "key.expired"]}),
-        )
-        .await;
-    assert_eq!(made.status, StatusCode::CREATED);
+    subscribe_to_expiries(&app).await;
     app.create_key(json!({"name": "month", "environment": "live", "expires": "30d"}))
         .await;
     app.create_key(json!({"name": "hour", "environment": "live", "expires": "1h"}))
@@ -464,13 +469,7 @@ async fn a_key_given_a_new_expiry_is_reminded_before_it_again(app: TestApp) {
 /// (nor a reminder email) and no `key.expired`; its successor, living as long as it did, is
 /// reminded before its own expiry.
 async fn a_rotated_key_is_not_reminded_of_its_grace_period_its_successor_is(app: TestApp) {
-    let made = app
-        .post(
-            "/v1/webhooks",
-            json!({"url": "http://127.0.0.1:9/none", "events": ["key.expiring", "key.expired"]}),
-        )
-        .await;
-    assert_eq!(made.status, StatusCode::CREATED);
+    subscribe_to_expiries(&app).await;
     let (_, old) = app
         .create_key(json!({"name": "nightly", "environment": "live", "expires": "30d"}))
         .await;
