@@ -292,7 +292,8 @@ impl Application {
     }
 
     /// Serves (and pushes changes to the registered edges, deletes usage events past the
-    /// retention period, writes coalesced refusals to the audit log, delivers webhooks, and serves `/metrics` on its
+    /// retention period, writes coalesced refusals to the audit log, delivers webhooks and
+    /// deletes their settled history after 30 days, and serves `/metrics` on its
     /// own listener when it has one) until `shutdown` resolves, then lets in-flight requests
     /// finish and writes the refusals still held.
     pub async fn serve(
@@ -309,6 +310,7 @@ impl Application {
         let refusals = audit::refusals::spawn(self.state.clone(), stopped.clone());
         let sign_ins = people::cleanup::spawn(self.state.clone(), stopped.clone());
         let deliveries = webhooks::delivery::spawn(self.state.clone(), stopped.clone());
+        let webhook_history = webhooks::history::spawn(self.state.clone(), stopped.clone());
         let expiries = webhooks::expiry::spawn(self.state.clone(), stopped.clone());
         let commits = self.state.store.spawn_commit_listener(stopped.clone());
         // One shutdown signal for both listeners.
@@ -349,7 +351,7 @@ impl Application {
         // The background tasks stop at once (in-flight pushes are dropped, edges pull what they
         // miss; an interrupted cleanup resumes at the next start; a delivery cut short is sent
         // again when its claim's lease ends).
-        for mut task in [pusher, expiries, sign_ins]
+        for mut task in [pusher, expiries, sign_ins, webhook_history]
             .into_iter()
             .chain(cleanup)
             .chain(deliveries)

@@ -46,7 +46,7 @@ pub use records::{
 pub use usage::{DailyStatusCount, IngestReport, StatusFilter, UsageFilter, UsageRecord};
 pub use webhooks::{
     Attempt, AttemptRecord, ClaimedDelivery, FailureStreak, LeakedKey, NewWebhook, NextStep,
-    WebhookChanges, WebhookRecord, WebhookStore,
+    WebhookChanges, WebhookHistorySwept, WebhookRecord, WebhookStore,
 };
 
 /// Why a storage call failed.

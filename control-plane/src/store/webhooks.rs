@@ -23,6 +23,23 @@ pub use crate::secrets::webhook_signing::SALT_LEN;
 /// seconds>`): a change of the key's expiry forgets them, so the new expiry is announced again.
 pub const EXPIRING_NOTICE_PREFIX: &str = "expiring:";
 
+/// How the `key_notices` rows of `key.rate_limited` begin (`rate_limited:<hour since the
+/// epoch>`): one per key and clock hour.
+pub const RATE_LIMITED_NOTICE_PREFIX: &str = "rate_limited:";
+
+/// What one sweep of the webhook history deleted ([`WebhookStore::delete_webhook_history`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebhookHistorySwept {
+    /// Attempts.
+    pub attempts: u64,
+    /// Deliveries no longer pending (delivered or given up).
+    pub deliveries: u64,
+    /// Events no delivery refers to any more.
+    pub events: u64,
+    /// `key.rate_limited` notice rows of past hours.
+    pub notices: u64,
+}
+
 /// An expiry notice just announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiryNotice {
@@ -286,6 +303,16 @@ pub trait WebhookStore: Send + Sync + 'static {
         attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
         streak: FailureStreak,
     ) -> Result<Vec<bool>, StoreError>;
+
+    /// Deletes the webhook history made before `before`: attempts, deliveries no longer
+    /// pending, and events no delivery refers to any more (a pending delivery and its event
+    /// stay, however old); and the `key.rate_limited` notice rows sent before
+    /// `notices_before`.
+    async fn delete_webhook_history(
+        &self,
+        before: Timestamp,
+        notices_before: Timestamp,
+    ) -> Result<WebhookHistorySwept, StoreError>;
 }
 
 /// When an endpoint's failed attempts make one streak, and how long a streak disables it.

@@ -12,6 +12,8 @@
 //!   [`expiry_notices`]: how many days before an expiry each organization is told.
 //! - [`address_guard`]: deliveries reach public addresses only (checked on the address
 //!   connected to), unless the local-development switch allows otherwise.
+//! - [`history`]: the cleanup that deletes attempts, settled deliveries and their events after
+//!   30 days.
 
 pub mod address_guard;
 pub mod api;
@@ -19,6 +21,7 @@ pub mod backoff;
 pub mod delivery;
 pub mod expiry;
 pub mod expiry_notices;
+pub mod history;
 pub mod views;
 
 use utoipa_axum::router::OpenApiRouter;

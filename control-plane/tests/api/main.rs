@@ -52,5 +52,6 @@ mod usage_request_ids;
 mod webhooks;
 mod webhooks_delivery;
 mod webhooks_expiry;
+mod webhooks_history;
 mod webhooks_rate_limited;
 mod webhooks_transport;

@@ -10,9 +10,10 @@ use sqlx::{AnyConnection, AnyPool, Row as _};
 use super::Backend;
 use super::people::id_bytes;
 use super::rows::{bytes16, optional_time};
+use super::sweep::{self, Expiring};
 use super::webhook_rows::load_endpoint;
 use crate::store::outbox::NewEvent;
-use crate::store::webhooks::{Attempt, ClaimedDelivery, NextStep};
+use crate::store::webhooks::{Attempt, ClaimedDelivery, NextStep, WebhookHistorySwept};
 use crate::store::{Conflict, StoreError};
 
 /// Writes `event` with one delivery to each enabled endpoint of its organization that wants it,
@@ -221,4 +222,59 @@ pub(super) async fn redeliver(
         .await?;
     }
     Ok(())
+}
+
+/// Attempts, by when they were made.
+const ATTEMPTS: Expiring = Expiring::by("webhook_attempts", "endpoint_id, event_id, attempt", "at");
+/// Deliveries no longer pending, by when they were made.
+const DELIVERIES: Expiring = Expiring {
+    table: "webhook_deliveries",
+    id: "endpoint_id, event_id",
+    time: "created_at",
+    also: "AND state <> 'pending'",
+};
+/// Events no delivery refers to any more.
+const EVENTS: Expiring = Expiring {
+    table: "webhook_events",
+    id: "id",
+    time: "created_at",
+    also: "AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+           WHERE d.event_id = webhook_events.id)",
+};
+/// `key.rate_limited` notice rows (`RATE_LIMITED_NOTICE_PREFIX`), by when they were sent.
+const NOTICES: Expiring = Expiring {
+    table: "key_notices",
+    id: "key_id, notice",
+    time: "sent_at",
+    also: "AND notice LIKE 'rate_limited:%'",
+};
+
+/// The webhook history past its time (see `WebhookStore::delete_webhook_history`), attempts
+/// first, then the deliveries, then the events left without one.
+pub(super) async fn delete_history(
+    pool: &AnyPool,
+    before: Timestamp,
+    notices_before: Timestamp,
+) -> Result<WebhookHistorySwept, StoreError> {
+    Ok(WebhookHistorySwept {
+        attempts: sweep::delete_before(pool, &ATTEMPTS, before).await?,
+        deliveries: sweep::delete_before(pool, &DELIVERIES, before).await?,
+        events: sweep::delete_before(pool, &EVENTS, before).await?,
+        notices: sweep::delete_before(pool, &NOTICES, notices_before).await?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NOTICES;
+    use crate::store::webhooks::RATE_LIMITED_NOTICE_PREFIX;
+
+    #[test]
+    fn the_notice_sweep_names_the_rate_limited_rows() {
+        assert!(
+            NOTICES
+                .also
+                .contains(&format!("'{RATE_LIMITED_NOTICE_PREFIX}%'"))
+        );
+    }
 }

@@ -84,11 +84,7 @@ impl PortalStore for SqlStore {
     }
 
     async fn delete_spent_portal_links(&self, before: Timestamp) -> Result<u64, StoreError> {
-        let links = Expiring {
-            table: "portal_links",
-            id: "token_digest",
-            time: "expires_at",
-        };
+        let links = Expiring::by("portal_links", "token_digest", "expires_at");
         sweep::delete_before(&self.pool, &links, before).await
     }
 

@@ -161,11 +161,7 @@ pub(super) async fn of_user(
 }
 
 pub(super) async fn delete_spent(store: &SqlStore, before: Timestamp) -> Result<u64, StoreError> {
-    let sessions = Expiring {
-        table: "sessions",
-        id: "id",
-        time: "expires_at",
-    };
+    let sessions = Expiring::by("sessions", "id", "expires_at");
     sweep::delete_before(&store.pool, &sessions, before).await
 }
 

@@ -1,6 +1,6 @@
 //! Deleting what is past its time in bounded chunks, so no statement holds a table for long and
 //! two instances sweeping at once each delete a row once: the usage retention, spent sessions,
-//! spent portal links.
+//! spent portal links, settled webhook history.
 
 use keyplane_shared::Timestamp;
 use sqlx::AnyPool;
@@ -10,12 +10,26 @@ use crate::store::StoreError;
 /// Rows deleted by one statement at most.
 const CHUNK: i64 = 10_000;
 
-/// A table whose rows expire: its name, the column that names a row, and the time column
-/// compared with the cutoff (all fixed text, never input).
+/// A table whose rows expire: its name, the column (or comma-separated columns) that name a
+/// row, the time column compared with the cutoff, and any further condition a row must meet
+/// (`AND …` or empty) (all fixed text, never input).
 pub(super) struct Expiring {
     pub table: &'static str,
     pub id: &'static str,
     pub time: &'static str,
+    pub also: &'static str,
+}
+
+impl Expiring {
+    /// A table whose rows expire by `time` alone.
+    pub(super) const fn by(table: &'static str, id: &'static str, time: &'static str) -> Self {
+        Expiring {
+            table,
+            id,
+            time,
+            also: "",
+        }
+    }
 }
 
 /// Deletes every row of `expiring` whose time is before `cutoff`, [`CHUNK`] rows at a time;
@@ -34,9 +48,15 @@ async fn delete_in_chunks(
     cutoff: Timestamp,
     chunk: i64,
 ) -> Result<u64, StoreError> {
-    let Expiring { table, id, time } = expiring;
+    let Expiring {
+        table,
+        id,
+        time,
+        also,
+    } = expiring;
     let sql = format!(
-        "DELETE FROM {table} WHERE {id} IN (SELECT {id} FROM {table} WHERE {time} < $1 LIMIT $2)"
+        "DELETE FROM {table} WHERE ({id}) IN \
+         (SELECT {id} FROM {table} WHERE {time} < $1 {also} LIMIT $2)"
     );
     let mut deleted = 0;
     loop {
@@ -77,11 +97,7 @@ mod tests {
                 .await
                 .expect("row");
         }
-        let expiring = Expiring {
-            table: "t",
-            id: "id",
-            time: "at",
-        };
+        let expiring = Expiring::by("t", "id", "at");
         // Chunks of 3: four statements, the last one short.
         let deleted = delete_in_chunks(&pool, &expiring, Timestamp(100), 3)
             .await

@@ -26,6 +26,7 @@ use super::outbox;
 use super::rows::{bytes16, corrupt, u64_of};
 use super::sweep::{self, Expiring};
 use crate::store::outbox::{EventType, NewEvent};
+use crate::store::webhooks::RATE_LIMITED_NOTICE_PREFIX;
 use crate::store::{
     DailyStatusCount, IngestReport, Page, StatusFilter, StoreError, UsageFilter, UsageRecord,
 };
@@ -177,7 +178,7 @@ async fn announce_rate_limited(
              ON CONFLICT DO NOTHING",
         )
         .bind(key.to_bytes().to_vec())
-        .bind(format!("rate_limited:{hour}"))
+        .bind(format!("{RATE_LIMITED_NOTICE_PREFIX}{hour}"))
         .bind(entry.event.at.as_millis())
         .execute(&mut *tx)
         .await?
@@ -357,11 +358,7 @@ pub(super) async fn daily(
 
 /// See [`crate::store::Store::delete_usage_before`].
 pub(super) async fn delete_before(pool: &AnyPool, cutoff: Timestamp) -> Result<u64, StoreError> {
-    let events = Expiring {
-        table: "usage_events",
-        id: "request_id",
-        time: "at",
-    };
+    let events = Expiring::by("usage_events", "request_id", "at");
     sweep::delete_before(pool, &events, cutoff).await
 }
 

@@ -19,7 +19,7 @@ use crate::store::outbox::{EventType, NewEvent, disabled_data};
 use crate::store::records::{AuditAction, AuditContext, Page};
 use crate::store::webhooks::{
     Attempt, AttemptRecord, ClaimedDelivery, FailureStreak, NewWebhook, NextStep, WebhookChanges,
-    WebhookRecord, WebhookStore,
+    WebhookHistorySwept, WebhookRecord, WebhookStore,
 };
 use crate::store::{Conflict, StoreError};
 use crate::timestamps::rfc3339;
@@ -343,6 +343,14 @@ impl WebhookStore for SqlStore {
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         outbox::claim(&self.pool, self.backend(), now, lease_until, limit).await
+    }
+
+    async fn delete_webhook_history(
+        &self,
+        before: Timestamp,
+        notices_before: Timestamp,
+    ) -> Result<WebhookHistorySwept, StoreError> {
+        outbox::delete_history(&self.pool, before, notices_before).await
     }
 
     async fn record_attempts(

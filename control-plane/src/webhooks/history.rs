@@ -1,0 +1,63 @@
+//! The webhook history cleanup: a background task that deletes what the outbox no longer needs
+//! once it is [`KEPT_FOR`] old: every attempt, every delivery that is no longer pending
+//! (delivered, or given up after its 24 hours of retries), and every event no delivery refers
+//! to any more; and the `key.rate_limited` notice rows of hours more than [`NOTICES_KEPT_FOR`]
+//! past (a usage report resent for such an hour is long over). Without it those tables grow
+//! with every key change, every attempt and every rate-limited hour. It sweeps once at start
+//! and then every [`INTERVAL`], and stops when [`crate::Application::serve`] shuts down. Safe
+//! on every instance: two sweeps at once delete each row once.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::background::stopped_after;
+use crate::state::AppState;
+use crate::store::{StoreError, WebhookHistorySwept};
+
+/// Time between two sweeps.
+pub const INTERVAL: Duration = Duration::from_secs(3600);
+/// How long attempts, settled deliveries and their events are kept (listed by
+/// `GET /v1/webhooks/{id}/attempts`, sent again by redeliver).
+pub const KEPT_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a `key.rate_limited` notice row is kept.
+pub const NOTICES_KEPT_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Starts the cleanup; it stops when `shutdown` turns true or the task is aborted.
+pub fn spawn(state: AppState, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(run(state, shutdown))
+}
+
+async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if let Err(error) = sweep(&state).await {
+            tracing::warn!(%error, "the webhook history cleanup failed; retrying next hour");
+        }
+        if stopped_after(INTERVAL, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Deletes the history older than [`KEPT_FOR`] (notices: [`NOTICES_KEPT_FOR`]) at the state's
+/// current time.
+pub async fn sweep(state: &AppState) -> Result<WebhookHistorySwept, StoreError> {
+    let now = state.now();
+    let before =
+        |kept: Duration| now.plus_millis(-i64::try_from(kept.as_millis()).unwrap_or(i64::MAX));
+    let swept = state
+        .store
+        .delete_webhook_history(before(KEPT_FOR), before(NOTICES_KEPT_FOR))
+        .await?;
+    if swept != WebhookHistorySwept::default() {
+        tracing::info!(
+            attempts = swept.attempts,
+            deliveries = swept.deliveries,
+            events = swept.events,
+            notices = swept.notices,
+            "webhook history past its time deleted"
+        );
+    }
+    Ok(swept)
+}

@@ -1,0 +1,117 @@
+//! The webhook history cleanup: after 30 days, attempts, settled deliveries and the events no
+//! delivery refers to any more are deleted, and `key.rate_limited` notice rows after 7 days;
+//! a pending delivery and its event stay however old, and so do expiry notices.
+
+use axum::http::StatusCode;
+use keyplane_control_plane::store::WebhookHistorySwept;
+use keyplane_control_plane::webhooks::history;
+use serde_json::json;
+use sqlx::Row as _;
+
+use crate::backends;
+use crate::helpers::TestApp;
+
+backends!(settled_webhook_history_goes_after_30_days_and_pending_deliveries_stay);
+
+/// Rows of `table` (a fixed name).
+async fn count(app: &TestApp, table: &str) -> i64 {
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(app.pool())
+        .await
+        .expect("count")
+        .get::<i64, _>(0)
+}
+
+/// The event id of `key`'s `key.created` delivery.
+async fn event_of(app: &TestApp, name: &str) -> Vec<u8> {
+    sqlx::query(
+        "SELECT d.event_id FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id \
+         WHERE e.body LIKE $1",
+    )
+    .bind(format!("%\"name\":\"{name}\"%"))
+    .fetch_one(app.pool())
+    .await
+    .expect("the key's delivery")
+    .get::<Vec<u8>, _>(0)
+}
+
+async fn settled_webhook_history_goes_after_30_days_and_pending_deliveries_stay(app: TestApp) {
+    let made = app
+        .post(
+            "/v1/webhooks",
+            json!({"url": "http://127.0.0.1:9/none", "events": ["key.created"]}),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    let (_, settled) = app
+        .create_key(json!({"name": "settled", "environment": "live"}))
+        .await;
+    app.create_key(json!({"name": "pending", "environment": "live"}))
+        .await;
+    // The first key's delivery was tried once and given up; the second's is still pending.
+    let settled_event = event_of(&app, "settled").await;
+    sqlx::query("UPDATE webhook_deliveries SET state = 'failed', attempts = 1 WHERE event_id = $1")
+        .bind(settled_event.clone())
+        .execute(app.pool())
+        .await
+        .expect("settle");
+    sqlx::query(
+        "INSERT INTO webhook_attempts (endpoint_id, event_id, attempt, at, duration_ms, status, \
+         outcome, response) SELECT endpoint_id, event_id, 1, $1, 3, NULL, 'connect_error', '' \
+         FROM webhook_deliveries WHERE event_id = $2",
+    )
+    .bind(app.state.now().as_millis())
+    .bind(settled_event)
+    .execute(app.pool())
+    .await
+    .expect("attempt");
+    let key_id = settled["id"].as_str().expect("id");
+    let key_bytes = keyplane_shared::ids::KeyId::parse(key_id)
+        .expect("key id")
+        .to_bytes()
+        .to_vec();
+    for notice in ["rate_limited:500000", "expiring:86400"] {
+        sqlx::query("INSERT INTO key_notices (key_id, notice, sent_at) VALUES ($1, $2, $3)")
+            .bind(key_bytes.clone())
+            .bind(notice)
+            .bind(app.state.now().as_millis())
+            .execute(app.pool())
+            .await
+            .expect("notice");
+    }
+    // Nothing is old enough yet.
+    assert_eq!(
+        history::sweep(&app.state).await.expect("sweep"),
+        WebhookHistorySwept::default()
+    );
+    // A month and a day on, with a new event beside the old ones.
+    app.clock.advance_secs(31 * 86_400);
+    app.create_key(json!({"name": "new", "environment": "live"}))
+        .await;
+    assert_eq!(
+        history::sweep(&app.state).await.expect("sweep"),
+        WebhookHistorySwept {
+            attempts: 1,
+            deliveries: 1,
+            events: 1,
+            notices: 1,
+        }
+    );
+    assert_eq!(count(&app, "webhook_attempts").await, 0);
+    // The pending delivery (old) and the new one, with their events.
+    assert_eq!(count(&app, "webhook_deliveries").await, 2);
+    assert_eq!(count(&app, "webhook_events").await, 2);
+    event_of(&app, "pending").await;
+    let notices: Vec<String> = sqlx::query("SELECT notice FROM key_notices")
+        .fetch_all(app.pool())
+        .await
+        .expect("notices")
+        .iter()
+        .map(|row| row.get::<String, _>(0))
+        .collect();
+    assert_eq!(notices, ["expiring:86400"]);
+    assert_eq!(
+        history::sweep(&app.state).await.expect("sweep"),
+        WebhookHistorySwept::default()
+    );
+}
