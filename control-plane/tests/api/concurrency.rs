@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
-use keyplane_control_plane::store::{AuditContext, CallerEnded, KeyChanges, StoreError};
+use keyplane_control_plane::store::{
+    AuditContext, CallerEnded, KeyChanges, Reconciliation, StoreError,
+};
 use keyplane_shared::ids::KeyId;
 use serde_json::json;
 use sqlx::Row as _;
@@ -219,6 +221,18 @@ async fn a_caller_key_revoked_before_its_change_reaches_the_store_changes_nothin
         .get(&format!("/v1/keys/{}", target["id"].as_str().expect("id")))
         .await;
     assert_eq!(unchanged.body["name"], "target");
+    // The same for the organization's other changes a management key makes.
+    let reconciled = app
+        .store
+        .reconcile_keys(org, None, Reconciliation::Revoke, &context, app.state.now())
+        .await;
+    assert!(
+        matches!(
+            reconciled,
+            Err(StoreError::CallerEnded(CallerEnded::Revoked))
+        ),
+        "{reconciled:?}"
+    );
     // An expired caller is refused the same way; a caller without a key (a signed-in person)
     // is not checked here.
     let (_, expiring) = app

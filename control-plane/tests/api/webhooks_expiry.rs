@@ -6,6 +6,7 @@
 
 use axum::http::{Method, StatusCode};
 use keyplane_control_plane::bootstrap::create_organization;
+use keyplane_control_plane::store::sql::Backend;
 use keyplane_control_plane::webhooks::expiry;
 use serde_json::{Value, json};
 
@@ -21,6 +22,7 @@ backends!(
     a_longer_lead_time_added_later_is_not_announced_after_a_shorter_one,
     a_key_given_a_new_expiry_is_reminded_before_it_again,
     a_rotated_key_is_not_reminded_of_its_grace_period_its_successor_is,
+    a_notice_that_cannot_be_written_holds_up_no_other,
 );
 
 mod by_email {
@@ -497,4 +499,52 @@ async fn a_rotated_key_is_not_reminded_of_its_grace_period_its_successor_is(app:
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["type"], "key.expiring");
     assert_eq!(events[0]["data"]["key_id"], successor_id.as_str());
+}
+
+/// A notice the database will not take (here a trigger refuses the `blocked` key's notice row;
+/// in life, its organization's row held past the lock timeout) is passed over and tried again
+/// at the next look: the keys after it are still announced.
+async fn a_notice_that_cannot_be_written_holds_up_no_other(app: TestApp) {
+    subscribe_to_expiries(&app).await;
+    app.create_key(json!({"name": "blocked", "environment": "live", "expires": "1h"}))
+        .await;
+    app.clock.advance_secs(60);
+    app.create_key(json!({"name": "fine", "environment": "live", "expires": "1h"}))
+        .await;
+    let statements: &[&str] = match app.backend {
+        Backend::Sqlite => &[
+            "CREATE TRIGGER notices_blocked BEFORE INSERT ON key_notices \
+            WHEN NEW.key_id = (SELECT id FROM api_keys WHERE name = 'blocked') \
+            BEGIN SELECT RAISE(ABORT, 'blocked'); END",
+        ],
+        Backend::Postgres => &[
+            "CREATE FUNCTION notices_blocked() RETURNS trigger AS $$ BEGIN \
+             IF NEW.key_id = (SELECT id FROM api_keys WHERE name = 'blocked') THEN \
+             RAISE EXCEPTION 'blocked'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER notices_blocked BEFORE INSERT ON key_notices \
+             FOR EACH ROW EXECUTE FUNCTION notices_blocked()",
+        ],
+    };
+    for statement in statements.iter().copied() {
+        sqlx::query(statement)
+            .execute(app.pool())
+            .await
+            .expect("trigger");
+    }
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 1);
+    assert_eq!(
+        summary(&app.take_due_events().await),
+        [("key.expiring".into(), "fine".into(), json!(86_400))]
+    );
+    // Once the database takes it, the passed-over notice goes out at the next look.
+    let drop = match app.backend {
+        Backend::Sqlite => "DROP TRIGGER notices_blocked",
+        Backend::Postgres => "DROP TRIGGER notices_blocked ON key_notices",
+    };
+    sqlx::query(drop).execute(app.pool()).await.expect("drop");
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 1);
+    assert_eq!(
+        summary(&app.take_due_events().await),
+        [("key.expiring".into(), "blocked".into(), json!(86_400))]
+    );
 }

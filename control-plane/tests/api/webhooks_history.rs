@@ -1,6 +1,7 @@
 //! The webhook history cleanup: after 30 days, attempts, settled deliveries and the events no
 //! delivery refers to any more are deleted, and `key.rate_limited` notice rows after 7 days;
-//! a pending delivery and its event stay however old, and so do expiry notices.
+//! a pending delivery and its event stay however old, and so do expiry notices; a delivery
+//! whose event went is given up when claimed.
 
 use axum::http::StatusCode;
 use keyplane_control_plane::store::WebhookHistorySwept;
@@ -114,4 +115,29 @@ async fn settled_webhook_history_goes_after_30_days_and_pending_deliveries_stay(
         history::sweep(&app.state).await.expect("sweep"),
         WebhookHistorySwept::default()
     );
+    // A delivery made pending again (a redeliver) as the sweep took its event: claiming it
+    // gives it up rather than failing every claim after it.
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (endpoint_id, event_id, state, attempts, \
+         next_attempt_at, claimed_until, created_at) \
+         SELECT endpoint_id, $1, 'pending', 1, 0, 0, 0 FROM webhook_deliveries LIMIT 1",
+    )
+    .bind(vec![7u8; 16])
+    .execute(app.pool())
+    .await
+    .expect("an orphan delivery");
+    let now = app.state.now();
+    let claimed = app
+        .store
+        .claim_deliveries(now, now, 100)
+        .await
+        .expect("the claim goes on");
+    assert_eq!(claimed.len(), 2, "the two pending deliveries with events");
+    let orphan: String =
+        sqlx::query_scalar("SELECT state FROM webhook_deliveries WHERE event_id = $1")
+            .bind(vec![7u8; 16])
+            .fetch_one(app.pool())
+            .await
+            .expect("the orphan");
+    assert_eq!(orphan, "failed");
 }

@@ -171,17 +171,19 @@ pub(super) async fn announce(
     .await?;
     drop(connection);
     for key in expired {
-        if notify(
-            store,
+        if notified(
+            notify(
+                store,
+                &key,
+                "expired",
+                &[],
+                EventType::KeyExpired,
+                None,
+                now,
+            )
+            .await,
             &key,
-            "expired",
-            &[],
-            EventType::KeyExpired,
-            None,
-            now,
-        )
-        .await?
-        {
+        ) {
             announced.push(notice_of(key, None));
         }
     }
@@ -209,22 +211,35 @@ pub(super) async fn announce(
         .await?;
         drop(connection);
         for key in due {
-            if notify(
-                store,
+            if notified(
+                notify(
+                    store,
+                    &key,
+                    label,
+                    longer,
+                    EventType::KeyExpiring,
+                    Some(lead),
+                    now,
+                )
+                .await,
                 &key,
-                label,
-                longer,
-                EventType::KeyExpiring,
-                Some(lead),
-                now,
-            )
-            .await?
-            {
+            ) {
                 announced.push(notice_of(key, Some(lead)));
             }
         }
     }
     Ok(announced)
+}
+
+/// Whether [`notify`] announced `key`'s notice. A failure (its organization's row held past the
+/// lock timeout, the database down) is logged and the key passed over: its notice was not
+/// claimed, so the next look tries it again, and the keys after it, of other organizations
+/// too, are still announced (and the ones announced already still emailed).
+fn notified(outcome: Result<bool, StoreError>, key: &Due) -> bool {
+    outcome.unwrap_or_else(|error| {
+        tracing::warn!(%error, key_id = %key.id, "an expiry notice could not be written; trying again at the next look");
+        false
+    })
 }
 
 /// Whether `key` is still as [`due_keys`] found it: neither revoked, deleted nor rotated, and

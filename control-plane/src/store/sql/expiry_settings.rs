@@ -79,7 +79,7 @@ pub(super) async fn put(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<ExpiryNoticeDays, StoreError> {
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     sqlx::query(
         "INSERT INTO org_expiry_notices (org_id, days_before, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (org_id) DO UPDATE SET days_before = excluded.days_before, \

@@ -78,7 +78,7 @@ pub(super) async fn sync_member(
     {
         return Ok(false);
     }
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let before = member_on(mutation.connection(), org, user).await?;
     let audit = match before {
         Some(before) if before.role == *role => return Ok(false),

@@ -44,7 +44,7 @@ pub(super) async fn create_invitation(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<InvitationRecord, StoreError> {
-    let mut mutation = OrgMutation::begin(store, invitation.org).await?;
+    let mut mutation = OrgMutation::begin_for(store, invitation.org, context, now).await?;
     if let Some(email) = &invitation.email {
         let member = sqlx::query(
             "SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id \
@@ -156,7 +156,7 @@ pub(super) async fn revoke_invitation(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<InvitationRecord, StoreError> {
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let invitation = invitation_on(mutation.connection(), org, id)
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -227,7 +227,7 @@ pub(super) async fn accept_invitation(
         .await?
         .ok_or(StoreError::NotFound)?;
     let org = OrgId::from_bytes(bytes16(row.try_get(0)?)?);
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let sql = format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE id = $1");
     let invitation = invitation_from_row(
         &sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -106,8 +106,9 @@ impl OrgMutation {
         Self::lock_in_turn(mutation, org, turn).await
     }
 
-    /// [`OrgMutation::begin`], for a call by `context`'s caller: once `org` is locked, a
-    /// calling management key must still be in force at `now`
+    /// [`OrgMutation::begin`], for a call by `context`'s caller (every change of an
+    /// organization a caller makes: keys, members, roles, invitations, webhooks, settings):
+    /// once `org` is locked, a calling management key must still be in force at `now`
     /// ([`StoreError::CallerEnded`] if not). Its authentication was read before the lock, and
     /// a create or rotate then waits for its hashing (seconds under load): without this, a key
     /// revoked in between (a leaked admin key, the usual incident response) would go on making

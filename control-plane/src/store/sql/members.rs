@@ -56,7 +56,7 @@ pub(super) async fn put_role(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<RoleRecord, StoreError> {
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let before = role_on(mutation.connection(), org, role).await.ok();
     sqlx::query(
         "INSERT INTO roles (org_id, name, scopes, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
@@ -93,7 +93,7 @@ pub(super) async fn delete_role(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let held = sqlx::query("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = $2")
         .bind(id_bytes(org.to_bytes()))
         .bind(role.as_str().to_owned())
@@ -173,7 +173,7 @@ pub(super) async fn change_role(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<MemberRecord, StoreError> {
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let before = member_on(mutation.connection(), org, user)
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -228,7 +228,7 @@ pub(super) async fn remove_member(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<Removal, StoreError> {
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let member = member_on(mutation.connection(), org, user)
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -306,7 +306,7 @@ pub(super) async fn transfer_key(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<KeyRecord, StoreError> {
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let key = lifecycle::reach(load_key(mutation.connection(), org, id).await?, context)?;
     if member_on(mutation.connection(), org, to).await?.is_none() {
         return Err(StoreError::Conflict(Conflict::NotAMember));
@@ -327,7 +327,7 @@ pub(super) async fn reconcile_keys(
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<Vec<KeyRecord>, StoreError> {
-    let mut mutation = OrgMutation::begin(store, org).await?;
+    let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let mut changed = Vec::new();
     let members = members_on(mutation.connection(), org).await?;
     if owner.is_some_and(|owner| members.iter().all(|member| member.user.id != owner)) {

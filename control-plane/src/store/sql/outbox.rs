@@ -94,8 +94,22 @@ pub(super) async fn claim(
         let endpoint = load_endpoint(&mut tx, None, endpoint_id).await?;
         let event = sqlx::query("SELECT body, created_at FROM webhook_events WHERE id = $1")
             .bind(id_bytes(event_id.to_bytes()))
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+        let Some(event) = event else {
+            // Its event is gone (the history sweep took it while a redeliver made this
+            // delivery pending again): nothing to send. Given up, so that it is not claimed,
+            // and fails the claim, again and again.
+            sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'failed', claimed_until = 0 \
+                 WHERE endpoint_id = $1 AND event_id = $2",
+            )
+            .bind(id_bytes(endpoint_id.to_bytes()))
+            .bind(id_bytes(event_id.to_bytes()))
+            .execute(&mut *tx)
+            .await?;
+            continue;
+        };
         deliveries.push(ClaimedDelivery {
             endpoint,
             event_id,

@@ -30,7 +30,7 @@ impl PortalStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut mutation = OrgMutation::begin(self, link.org).await?;
+        let mut mutation = OrgMutation::begin_for(self, link.org, context, now).await?;
         sqlx::query(
             "INSERT INTO portal_links (token_digest, org_id, user_id, return_url, created_at, \
              expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -122,7 +122,7 @@ impl PortalStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<Branding, StoreError> {
-        let mut mutation = OrgMutation::begin(self, org).await?;
+        let mut mutation = OrgMutation::begin_for(self, org, context, now).await?;
         sqlx::query(
             "INSERT INTO org_branding (org_id, display_name, logo_url, accent_color, \
              frame_ancestors, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \

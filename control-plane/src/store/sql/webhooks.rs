@@ -68,7 +68,7 @@ impl WebhookStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<WebhookRecord, StoreError> {
-        let mut mutation = OrgMutation::begin(self, webhook.org).await?;
+        let mut mutation = OrgMutation::begin_for(self, webhook.org, context, now).await?;
         let count: i64 = sqlx::query("SELECT COUNT(*) FROM webhook_endpoints WHERE org_id = $1")
             .bind(id_bytes(webhook.org.to_bytes()))
             .fetch_one(mutation.connection())
@@ -136,7 +136,7 @@ impl WebhookStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<WebhookRecord, StoreError> {
-        let mut mutation = OrgMutation::begin(self, org).await?;
+        let mut mutation = OrgMutation::begin_for(self, org, context, now).await?;
         let before = load_endpoint(mutation.connection(), Some(org), id).await?;
         let enabling = changes.enabled == Some(true) && !before.enabled;
         sqlx::query(
@@ -186,7 +186,7 @@ impl WebhookStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<WebhookRecord, StoreError> {
-        let mut mutation = OrgMutation::begin(self, org).await?;
+        let mut mutation = OrgMutation::begin_for(self, org, context, now).await?;
         load_endpoint(mutation.connection(), Some(org), id).await?;
         sqlx::query(
             "UPDATE webhook_endpoints SET previous_salt = secret_salt, previous_until = $1, \
@@ -219,7 +219,7 @@ impl WebhookStore for SqlStore {
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut mutation = OrgMutation::begin(self, org).await?;
+        let mut mutation = OrgMutation::begin_for(self, org, context, now).await?;
         let record = load_endpoint(mutation.connection(), Some(org), id).await?;
         for table in [
             "webhook_attempts",
