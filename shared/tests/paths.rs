@@ -91,9 +91,12 @@ proptest! {
 
     /// A second implementation of the URL standard agrees on the URL the edge builds (origin,
     /// then the path and query without the fragment), except that it does not yet
-    /// percent-encode `^` in paths (the standard added it in 2024; workerd's parser does it).
+    /// percent-encode `^` in paths (the standard added it in 2024; workerd's parser does it),
+    /// and that it keeps a Windows drive letter (`a|`, `E:`) against `..` in `http:` URLs too
+    /// (see the test below): paths with such a segment are left out.
     #[test]
     fn the_canonical_form_is_what_the_url_standard_gives(raw in target()) {
+        prop_assume!(!has_a_drive_letter_segment(&raw));
         let without_fragment = raw.split('#').next().unwrap_or_default();
         let url = url::Url::parse(&format!("http://h{without_fragment}")).expect("a path never makes a URL invalid");
         let expected = match url.query() {
@@ -118,6 +121,16 @@ proptest! {
     }
 }
 
+/// Whether a segment of `raw`'s path is a Windows drive letter (a letter, then `:` or `|`),
+/// which the `url` crate treats as one in any scheme.
+fn has_a_drive_letter_segment(raw: &str) -> bool {
+    let path = raw.split(['?', '#']).next().unwrap_or_default();
+    path.split(['/', '\\']).any(|segment| {
+        let bytes = segment.as_bytes();
+        bytes.len() == 2 && bytes[0].is_ascii_alphabetic() && matches!(bytes[1], b':' | b'|')
+    })
+}
+
 #[test]
 fn the_url_crate_leaves_a_caret_in_a_path_and_the_runtime_does_not() {
     let url = url::Url::parse("http://h/a^b").expect("valid URL");
@@ -133,4 +146,10 @@ fn the_url_crate_keeps_a_drive_letter_before_dot_dot_and_the_standard_does_not()
     assert_eq!(url.path(), "/H:/");
     assert_eq!(CanonicalTarget::parse("/H:/..").as_str(), "/");
     assert_eq!(CanonicalTarget::parse("/a/h|/../x").as_str(), "/a/x");
+    // The case the property test met: a legacy `|` drive letter against an encoded `..`.
+    let url = url::Url::parse("http://h/a|/.%2e/").expect("valid URL");
+    assert_eq!(url.path(), "/a|/");
+    assert_eq!(CanonicalTarget::parse("/a|/.%2e/").as_str(), "/");
+    assert!(has_a_drive_letter_segment("/a|/.%2e/"));
+    assert!(!has_a_drive_letter_segment("/ab|/x?E:"));
 }
