@@ -1,8 +1,30 @@
-//! What the background tasks of `keyplane serve` share: a pause that ends early at shutdown.
+//! What the background tasks of `keyplane serve` share: a pause that ends early at shutdown,
+//! and the hourly loop of the cleanups.
 
+use std::fmt::Display;
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+/// Time between two runs of an [`hourly`] task.
+pub const HOUR: Duration = Duration::from_secs(3600);
+
+/// Runs `step` at once and then every [`HOUR`] until `shutdown` turns true (or its sender is
+/// gone); a failed run is logged as `<what> failed` and the task goes on.
+pub async fn hourly<T, E: Display, Run: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut shutdown: watch::Receiver<bool>,
+    mut step: impl FnMut() -> Run,
+) {
+    loop {
+        if let Err(error) = step().await {
+            tracing::warn!(%error, "{what} failed; retrying next hour");
+        }
+        if stopped_after(HOUR, &mut shutdown).await {
+            return;
+        }
+    }
+}
 
 /// Waits `pause`, or less if `shutdown` changes first; whether the task must stop now
 /// (`shutdown` turned true, or its sender is gone).

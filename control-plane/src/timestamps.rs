@@ -9,6 +9,11 @@ use keyplane_shared::Timestamp;
 /// long as its predecessor did, is held to it).
 pub const LATEST: Timestamp = Timestamp(253_402_300_799_999);
 
+/// The time `span` before `now` (a cleanup's cutoff), saturating.
+pub fn before(now: Timestamp, span: std::time::Duration) -> Timestamp {
+    now.plus_millis(-i64::try_from(span.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T10:00:00.000Z`.
 pub fn rfc3339(at: Timestamp) -> String {
     let nanos = i128::from(at.as_millis()) * 1_000_000;

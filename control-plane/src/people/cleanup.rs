@@ -8,16 +8,15 @@
 
 use std::time::Duration;
 
-use keyplane_shared::Timestamp;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::background::stopped_after;
+use crate::background::{HOUR, hourly};
 use crate::state::AppState;
 use crate::store::StoreError;
 
 /// Time between two sweeps.
-pub const INTERVAL: Duration = Duration::from_secs(3600);
+pub const INTERVAL: Duration = HOUR;
 /// How long a spent session or link is kept past its expiry.
 pub const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
 
@@ -32,25 +31,19 @@ pub struct Swept {
 
 /// Starts the cleanup; it stops when `shutdown` turns true or the task is aborted.
 pub fn spawn(state: AppState, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(run(state, shutdown))
-}
-
-async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        if let Err(error) = sweep(&state).await {
-            tracing::warn!(%error, "the sign-in cleanup failed; retrying next hour");
-        }
-        if stopped_after(INTERVAL, &mut shutdown).await {
-            return;
-        }
-    }
+    tokio::spawn(async move {
+        let cleanup = || {
+            let state = state.clone();
+            async move { sweep(&state).await }
+        };
+        hourly("the sign-in cleanup", shutdown, cleanup).await;
+    })
 }
 
 /// Deletes the sessions and portal links that expired more than [`KEPT_FOR`] before the
 /// state's current time.
 pub async fn sweep(state: &AppState) -> Result<Swept, StoreError> {
-    let kept_ms = i64::try_from(KEPT_FOR.as_millis()).unwrap_or(i64::MAX);
-    let before: Timestamp = state.now().plus_millis(-kept_ms);
+    let before = crate::timestamps::before(state.now(), KEPT_FOR);
     let swept = Swept {
         sessions: state.store.delete_spent_sessions(before).await?,
         portal_links: state.store.delete_spent_portal_links(before).await?,

@@ -10,12 +10,12 @@ use keyplane_shared::Timestamp;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::background::stopped_after;
+use crate::background::{HOUR, hourly};
 use crate::state::AppState;
 use crate::store::StoreError;
 
 /// Time between two sweeps.
-pub const INTERVAL: Duration = Duration::from_secs(3600);
+pub const INTERVAL: Duration = HOUR;
 /// The default retention period, in days.
 pub const DEFAULT_DAYS: u32 = 30;
 
@@ -33,18 +33,15 @@ pub fn spawn(
     days: u32,
     shutdown: watch::Receiver<bool>,
 ) -> Option<JoinHandle<()>> {
-    (days > 0).then(|| tokio::spawn(run(state, days, shutdown)))
-}
-
-async fn run(state: AppState, days: u32, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        if let Err(error) = sweep(&state, days).await {
-            tracing::warn!(%error, "the usage retention cleanup failed; retrying next hour");
-        }
-        if stopped_after(INTERVAL, &mut shutdown).await {
-            return;
-        }
-    }
+    (days > 0).then(|| {
+        tokio::spawn(async move {
+            let cleanup = || {
+                let state = state.clone();
+                async move { sweep(&state, days).await }
+            };
+            hourly("the usage retention cleanup", shutdown, cleanup).await;
+        })
+    })
 }
 
 /// Deletes the events older than `days` days at the state's current time; how many.

@@ -12,12 +12,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::background::stopped_after;
+use crate::background::{HOUR, hourly};
 use crate::state::AppState;
 use crate::store::{StoreError, WebhookHistorySwept};
+use crate::timestamps::before;
 
 /// Time between two sweeps.
-pub const INTERVAL: Duration = Duration::from_secs(3600);
+pub const INTERVAL: Duration = HOUR;
 /// How long attempts, settled deliveries and their events are kept (listed by
 /// `GET /v1/webhooks/{id}/attempts`, sent again by redeliver).
 pub const KEPT_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -26,29 +27,22 @@ pub const NOTICES_KEPT_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Starts the cleanup; it stops when `shutdown` turns true or the task is aborted.
 pub fn spawn(state: AppState, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(run(state, shutdown))
-}
-
-async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        if let Err(error) = sweep(&state).await {
-            tracing::warn!(%error, "the webhook history cleanup failed; retrying next hour");
-        }
-        if stopped_after(INTERVAL, &mut shutdown).await {
-            return;
-        }
-    }
+    tokio::spawn(async move {
+        let cleanup = || {
+            let state = state.clone();
+            async move { sweep(&state).await }
+        };
+        hourly("the webhook history cleanup", shutdown, cleanup).await;
+    })
 }
 
 /// Deletes the history older than [`KEPT_FOR`] (notices: [`NOTICES_KEPT_FOR`]) at the state's
 /// current time.
 pub async fn sweep(state: &AppState) -> Result<WebhookHistorySwept, StoreError> {
     let now = state.now();
-    let before =
-        |kept: Duration| now.plus_millis(-i64::try_from(kept.as_millis()).unwrap_or(i64::MAX));
     let swept = state
         .store
-        .delete_webhook_history(before(KEPT_FOR), before(NOTICES_KEPT_FOR))
+        .delete_webhook_history(before(now, KEPT_FOR), before(now, NOTICES_KEPT_FOR))
         .await?;
     if swept != WebhookHistorySwept::default() {
         tracing::info!(

@@ -36,6 +36,12 @@ async fn support_member(app: &TestApp, team: &Team) -> Browser {
         .await
 }
 
+/// `POST /v1/keys/reconcile` by the owner.
+async fn reconcile(app: &TestApp, team: &Team, body: Value) -> crate::helpers::Reply {
+    app.as_browser(&team.owner, Method::POST, "/v1/keys/reconcile", Some(body))
+        .await
+}
+
 /// The owner shrinks the `support` role to `tickets:list`.
 async fn shrink_support(app: &TestApp, team: &Team) {
     let shrunk = app
@@ -256,14 +262,7 @@ async fn a_member_cannot_make_or_widen_a_key_beyond_their_role(app: TestApp) {
         )
         .await;
     assert_eq!(rotate.code(), "insufficient_scope");
-    let narrowed = app
-        .as_browser(
-            &team.owner,
-            Method::POST,
-            "/v1/keys/reconcile",
-            Some(json!({"action": "narrow"})),
-        )
-        .await;
+    let narrowed = reconcile(&app, &team, json!({"action": "narrow"})).await;
     assert_eq!(narrowed.status, StatusCode::OK);
     assert_eq!(narrowed.body["data"][0]["scopes"], json!([]));
     assert_eq!(narrowed.body["data"][0]["exceeds_owner_scopes"], false);
@@ -481,25 +480,16 @@ async fn a_key_in_a_rotation_grace_period_is_reconciled_with_its_successor(app: 
     let before = app.get(&format!("/v1/keys/{old}")).await;
     assert_eq!(before.body["status"], "active");
     assert_eq!(before.body["exceeds_owner_scopes"], true);
-    let narrowed = app
-        .as_browser(
-            &team.owner,
-            Method::POST,
-            "/v1/keys/reconcile",
-            Some(json!({"action": "narrow"})),
-        )
-        .await;
+    let narrowed = reconcile(&app, &team, json!({"action": "narrow"})).await;
     assert_eq!(narrowed.status, StatusCode::OK, "{:?}", narrowed.body);
     assert_eq!(narrowed.body["data"].as_array().map(Vec::len), Some(2));
     // Reconciling one member's keys names a member: anyone else is a 404, as documented.
-    let nobody = app
-        .as_browser(
-            &team.owner,
-            Method::POST,
-            "/v1/keys/reconcile",
-            Some(json!({"action": "narrow", "owner": "usr_0000000000000000000001"})),
-        )
-        .await;
+    let nobody = reconcile(
+        &app,
+        &team,
+        json!({"action": "narrow", "owner": "usr_0000000000000000000001"}),
+    )
+    .await;
     assert_eq!(
         (nobody.status, nobody.code()),
         (StatusCode::NOT_FOUND, "not_found"),

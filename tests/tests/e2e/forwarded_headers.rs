@@ -9,9 +9,7 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use keyplane_tests::{
-    Deployment, EdgeRuntime, Received, Setup, raw_request, raw_request_with_body,
-};
+use keyplane_tests::{Deployment, EdgeRuntime, Received, Reply, Setup, raw_request_with_body};
 use serde_json::json;
 
 /// How long a new key may take to reach an edge (see `replication.rs`).
@@ -45,15 +43,29 @@ fn probe(
     headers: &[(&str, &str)],
     id: &str,
 ) -> Result<(u16, Option<Received>)> {
+    let (reply, received) = probe_with_body(d, edge, method, target, headers, id, &[])?;
+    Ok((reply.status, received))
+}
+
+/// [`probe`] with `body`; the whole answer.
+fn probe_with_body(
+    d: &Deployment,
+    edge: usize,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    id: &str,
+    body: &[u8],
+) -> Result<(Reply, Option<Received>)> {
     let mut all = vec![("x-probe", id)];
     all.extend_from_slice(headers);
-    let reply = raw_request(&d.edge_url(edge), method, target.as_bytes(), &all)?;
+    let reply = raw_request_with_body(&d.edge_url(edge), method, target.as_bytes(), &all, body)?;
     let received = d
         .origin
         .received()
         .into_iter()
         .find(|received| received.header_values("x-probe").any(|value| value == id));
-    Ok((reply.status, received))
+    Ok((reply, received))
 }
 
 /// Header lines as (name, value), duplicates kept.
@@ -261,21 +273,17 @@ fn request_bodies_reach_the_origin_byte_for_byte() -> Result<()> {
     for edge in 0..d.edges.len() {
         for (method, body) in bodies {
             let id = format!("body-{edge}-{method}");
-            let headers = [("x-api-key", key.as_str()), ("x-probe", id.as_str())];
-            let reply =
-                raw_request_with_body(&d.edge_url(edge), method, b"/v1/things/1", &headers, body)?;
+            let headers = [("x-api-key", key.as_str())];
+            let (reply, received) =
+                probe_with_body(&d, edge, method, "/v1/things/1", &headers, &id, body)?;
             ensure!(
                 reply.status == 200,
                 "edge {edge} {method}: {} {}",
                 reply.status,
                 reply.body
             );
-            let received = d
-                .origin
-                .received()
-                .into_iter()
-                .find(|received| received.header_values("x-probe").any(|value| value == id))
-                .ok_or_else(|| anyhow::anyhow!("edge {edge} {method}: not forwarded"))?;
+            let received =
+                received.ok_or_else(|| anyhow::anyhow!("edge {edge} {method}: not forwarded"))?;
             ensure!(received.method == method, "edge {edge}: {received:?}");
             ensure!(
                 received.body == body,

@@ -29,6 +29,11 @@ pub const EXPIRED_WINDOW_MS: i64 = DAY_MS;
 
 const DAY_MS: i64 = 86_400_000;
 
+/// What a key (`k`) must be for its expiry to be announced: neither revoked, deleted nor
+/// rotated (a rotated key's end is its grace period's, and its successor carries the
+/// reminders). Looked for by [`due_keys`], checked again by [`still_due`].
+const ANNOUNCEABLE: &str = "k.revoked_at IS NULL AND k.deleted_at IS NULL AND k.rotated_to IS NULL";
+
 /// A key whose notice is due.
 struct Due {
     id: KeyId,
@@ -88,8 +93,7 @@ async fn due_keys(
          FROM api_keys k LEFT JOIN users u ON u.id = k.owner_id \
          LEFT JOIN org_expiry_notices x ON x.org_id = k.org_id \
          WHERE k.expires_at > $1 AND k.expires_at <= $2 \
-         AND k.revoked_at IS NULL AND k.deleted_at IS NULL AND k.rotated_to IS NULL \
-         AND NOT EXISTS ( \
+         AND {ANNOUNCEABLE} AND NOT EXISTS ( \
            SELECT 1 FROM key_notices n WHERE n.key_id = k.id AND n.notice = $3) \
          {organizations}{sooner}ORDER BY k.expires_at LIMIT $4"
     );
@@ -245,14 +249,14 @@ fn notified(outcome: Result<bool, StoreError>, key: &Due) -> bool {
 /// Whether `key` is still as [`due_keys`] found it: neither revoked, deleted nor rotated, and
 /// with the same expiry.
 async fn still_due(connection: &mut AnyConnection, key: &Due) -> Result<bool, StoreError> {
-    let row = sqlx::query(
-        "SELECT 1 FROM api_keys WHERE id = $1 AND expires_at = $2 \
-         AND revoked_at IS NULL AND deleted_at IS NULL AND rotated_to IS NULL",
-    )
-    .bind(key.id.to_bytes().to_vec())
-    .bind(key.expires_at.as_millis())
-    .fetch_optional(connection)
-    .await?;
+    let sql = format!(
+        "SELECT 1 FROM api_keys k WHERE k.id = $1 AND k.expires_at = $2 AND {ANNOUNCEABLE}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(key.id.to_bytes().to_vec())
+        .bind(key.expires_at.as_millis())
+        .fetch_optional(connection)
+        .await?;
     Ok(row.is_some())
 }
 

@@ -329,14 +329,15 @@ pub(super) async fn reconcile_keys(
 ) -> Result<Vec<KeyRecord>, StoreError> {
     let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let mut changed = Vec::new();
-    let members = members_on(mutation.connection(), org).await?;
-    if owner.is_some_and(|owner| members.iter().all(|member| member.user.id != owner)) {
+    let members: Vec<_> = members_on(mutation.connection(), org)
+        .await?
+        .into_iter()
+        .filter(|member| owner.is_none_or(|owner| owner == member.user.id))
+        .collect();
+    if owner.is_some() && members.is_empty() {
         return Err(StoreError::NotFound);
     }
     for member in members {
-        if owner.is_some_and(|owner| owner != member.user.id) {
-            continue;
-        }
         let ceiling = role_ceiling_on(mutation.connection(), org, &member.role).await?;
         for key in owned_keys(&mut mutation, org, member.user.id).await? {
             // A key still in a rotation's grace period works until its grace ends, but cannot
