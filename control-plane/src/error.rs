@@ -198,6 +198,7 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(_) | StoreError::Busy => ApiError::Unavailable(error),
             StoreError::CallerEnded(CallerEnded::Revoked) => ApiError::RevokedKey,
             StoreError::CallerEnded(CallerEnded::Expired) => ApiError::ExpiredKey,
+            StoreError::CallerEnded(CallerEnded::Removed) => ApiError::InvalidSession,
             other => ApiError::Internal(other.into()),
         }
     }

@@ -185,9 +185,12 @@ pub(super) async fn authenticate(
     if now.as_millis() - session.last_seen_at.as_millis() >= TOUCH_EVERY_MILLIS {
         state.store.touch_session(session.id, now).await?;
     }
-    let access = state.member_access(session.org_id, member.role).await?;
+    let access = state
+        .member_access(session.org_id, member.role.clone())
+        .await?;
     context.actor_user = Some(user.id);
     context.reach = reach_of(&access, user.id);
+    context.session_role = Some(member.role);
     Ok(Principal {
         org: session.org_id,
         actor: Actor::User {

@@ -82,7 +82,7 @@ pub struct ChangeRole {
         (status = 200, description = "The member", body = MemberView),
         (status = 403, description = "The caller may not give or take this role", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such member, or no such role", body = crate::openapi::ErrorResponse),
-        (status = 409, description = "The last owner cannot stop being one (`last_owner`)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "The last owner cannot stop being one (`last_owner`), or the member's role changed while the call waited (`member_changed`: nothing was changed)", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
@@ -109,7 +109,14 @@ pub(crate) async fn change_role(
     }
     let member = state
         .store
-        .change_role(principal.org, user, &new, &principal.context, state.now())
+        .change_role(
+            principal.org,
+            user,
+            &current.role,
+            &new,
+            &principal.context,
+            state.now(),
+        )
         .await
         .map_err(|error| match error {
             StoreError::NotFound => ApiError::NotFound("role"),
@@ -158,7 +165,7 @@ pub struct Removed {
         (status = 200, description = "Removed", body = Removed),
         (status = 403, description = "The caller may not remove this member", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such member", body = crate::openapi::ErrorResponse),
-        (status = 409, description = "The last owner (`last_owner`), or `transfer_to` is not another member (`not_a_member`)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "The last owner (`last_owner`), `transfer_to` is not another member (`not_a_member`), or the member's role changed while the call waited (`member_changed`: nothing was changed)", body = crate::openapi::ErrorResponse),
     ),
     security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
@@ -197,7 +204,14 @@ pub(crate) async fn remove_member(
     }
     let removal = state
         .store
-        .remove_member(principal.org, user, keys, &principal.context, state.now())
+        .remove_member(
+            principal.org,
+            user,
+            &current.role,
+            keys,
+            &principal.context,
+            state.now(),
+        )
         .await
         .map_err(not_found_as_member)?;
     state

@@ -149,7 +149,7 @@ struct Grant {
         (status = 401, description = "The token or key was refused", body = crate::openapi::ErrorResponse),
         (status = 403, description = "Another organization, a role beyond the caller's, or a caller that is neither a host product nor a management key", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such member (management key)", body = crate::openapi::ErrorResponse),
-        (status = 409, description = "The change would leave the organization without an owner (`last_owner`)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "The change would leave the organization without an owner (`last_owner`), or the member's role changed while the call waited (`member_changed`)", body = crate::openapi::ErrorResponse),
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -431,7 +431,14 @@ async fn for_member(
         }
         state
             .store
-            .change_role(org, user, &role, &principal.context, state.now())
+            .change_role(
+                org,
+                user,
+                &member.role,
+                &role,
+                &principal.context,
+                state.now(),
+            )
             .await?;
     }
     Ok(Grant {

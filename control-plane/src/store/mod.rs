@@ -78,22 +78,26 @@ pub enum StoreError {
     /// A stored row could not be read back into a record.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
-    /// The management key that made the call was revoked or expired while the call was on
-    /// its way (checked under the organization's lock, so the change and the key's end are
-    /// ordered: a key revoked first makes nothing afterwards).
-    #[error("the caller's key ended during the call: {0}")]
+    /// The management key that made the call was revoked or expired, or the person who made
+    /// it was removed from the organization, while the call was on its way (checked under the
+    /// organization's lock, so the change and the caller's end are ordered: a key revoked
+    /// first makes nothing afterwards).
+    #[error("the caller ended during the call: {0}")]
     CallerEnded(CallerEnded),
 }
 
-/// How a calling management key ended while its call was on its way ([`StoreError::CallerEnded`]).
+/// How a caller's standing ended while its call was on its way ([`StoreError::CallerEnded`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum CallerEnded {
-    /// Revoked (or deleted).
+    /// The calling management key was revoked (or deleted).
     #[error("revoked")]
     Revoked,
-    /// Expired.
+    /// The calling management key expired.
     #[error("expired")]
     Expired,
+    /// The person signed in was removed from the organization (their sessions there ended).
+    #[error("removed from the organization")]
+    Removed,
 }
 
 /// A change refused because of the key's state. Each has its own API error code
@@ -146,6 +150,16 @@ pub enum Conflict {
     /// The webhook endpoint is disabled: nothing is sent to it.
     #[error("this endpoint is disabled: enable it, then send the event again")]
     WebhookDisabled,
+    /// The signed-in caller's role (or its ceiling) changed while the call was on its way:
+    /// nothing was changed, and the call may be made again under the new role.
+    #[error(
+        "your role in this organization changed during the call: nothing was changed, try again"
+    )]
+    RoleChanged,
+    /// The member's role changed while the call was on its way (the caller's right to make the
+    /// change was judged on the role they held before): nothing was changed.
+    #[error("the member's role changed during the call: nothing was changed, look again and retry")]
+    MemberChanged,
 }
 
 impl Conflict {
@@ -167,6 +181,8 @@ impl Conflict {
             Conflict::NotAMember => "not_a_member",
             Conflict::TooManyWebhooks => "too_many_webhooks",
             Conflict::WebhookDisabled => "webhook_disabled",
+            Conflict::RoleChanged => "role_changed",
+            Conflict::MemberChanged => "member_changed",
         }
     }
 }

@@ -180,10 +180,8 @@ mod tests {
         AuditContext {
             actor: None,
             actor_user: None,
-            reach: Default::default(),
-            ip: None,
-            user_agent: None,
             request_id: "req_test".into(),
+            ..AuditContext::default()
         }
     }
 

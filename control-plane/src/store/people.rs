@@ -358,22 +358,30 @@ pub trait PeopleStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<(UserRecord, OrgId), StoreError>;
 
-    /// Changes a member's role; the last owner cannot stop being one.
+    /// Changes a member's role from `from` (the role the caller's right to change it was
+    /// judged on: [`Conflict::MemberChanged`](super::Conflict::MemberChanged) if the member
+    /// holds another by the time the organization is locked) to `role`; the last owner cannot
+    /// stop being one.
     async fn change_role(
         &self,
         org: OrgId,
         user: UserId,
+        from: &RoleName,
         role: &RoleName,
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<MemberRecord, StoreError>;
 
-    /// Removes a member, revoking or transferring their keys, in one transaction (one audit
-    /// record per key, and one for the removal); the last owner cannot be removed.
+    /// Removes a member who holds `holding` (the role the caller's right to remove them was
+    /// judged on: [`Conflict::MemberChanged`](super::Conflict::MemberChanged) if they hold
+    /// another by the time the organization is locked), revoking or transferring their keys,
+    /// in one transaction (one audit record per key, and one for the removal); the last owner
+    /// cannot be removed.
     async fn remove_member(
         &self,
         org: OrgId,
         user: UserId,
+        holding: &RoleName,
         keys: KeysOnRemoval,
         context: &AuditContext,
         now: Timestamp,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use super::audit_action::AuditAction;
-use crate::access::ScopeCeiling;
+use crate::access::{RoleName, ScopeCeiling};
 use crate::ceiling::RateLimitCeiling;
 
 /// An organization.
@@ -379,6 +379,10 @@ pub struct AuditContext {
     pub actor_user: Option<UserId>,
     /// The keys the caller may change.
     pub reach: Reach,
+    /// The role a person signed in with a session was authenticated with (`None` for other
+    /// callers): the store checks under the organization's lock that `actor_user` is still a
+    /// member with that role, and with the ceiling `reach` holds (see `sql::journal`).
+    pub session_role: Option<RoleName>,
     /// Client address.
     pub ip: Option<String>,
     /// Client `User-Agent`.

@@ -8,6 +8,7 @@ mod helpers;
 mod audit;
 mod auth;
 mod bad_input;
+mod caller_standing;
 mod cli;
 mod cli_exits;
 mod cli_keys;

@@ -134,22 +134,24 @@ impl PeopleStore for SqlStore {
         &self,
         org: OrgId,
         user: UserId,
+        from: &RoleName,
         role: &RoleName,
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<MemberRecord, StoreError> {
-        members::change_role(self, org, user, role, context, now).await
+        members::change_role(self, org, user, from, role, context, now).await
     }
 
     async fn remove_member(
         &self,
         org: OrgId,
         user: UserId,
+        holding: &RoleName,
         keys: KeysOnRemoval,
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<Removal, StoreError> {
-        members::remove_member(self, org, user, keys, context, now).await
+        members::remove_member(self, org, user, holding, keys, context, now).await
     }
 
     async fn transfer_key(

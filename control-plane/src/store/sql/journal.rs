@@ -6,7 +6,7 @@
 //! new feed head ([`FeedHeads`]) once the transaction is committed: no change can be written
 //! without the pusher hearing of it.
 
-use keyplane_shared::ids::{KeyId, OrgId};
+use keyplane_shared::ids::{KeyId, OrgId, UserId};
 use keyplane_shared::table::codec::encode_changes;
 use keyplane_shared::{Change, ChangeOp, FeedChain, Timestamp};
 use sqlx::{Any, AnyConnection, AnyPool, Row as _, Transaction};
@@ -14,13 +14,15 @@ use sqlx::{Any, AnyConnection, AnyPool, Row as _, Transaction};
 use super::SqlStore;
 use super::org_turns::OrgTurn;
 use super::outbox;
+use super::people::{member_on, role_ceiling_on};
 use super::rows::{bytes32, i64_of, u64_of};
+use crate::access::RoleName;
 use crate::store::audit_chain::{AuditSealer, GENESIS};
 use crate::store::feed_heads::FeedHeads;
 use crate::store::lifecycle::AuditNote;
 use crate::store::outbox::event_for;
-use crate::store::records::{AuditContext, AuditRecord};
-use crate::store::{CallerEnded, StoreError};
+use crate::store::records::{AuditContext, AuditRecord, Reach};
+use crate::store::{CallerEnded, Conflict, StoreError};
 
 /// How long a mutation's statement waits for a lock on PostgreSQL: as long as a writer waits
 /// for a connection or its turn.
@@ -108,11 +110,13 @@ impl OrgMutation {
 
     /// [`OrgMutation::begin`], for a call by `context`'s caller (every change of an
     /// organization a caller makes: keys, members, roles, invitations, webhooks, settings):
-    /// once `org` is locked, a calling management key must still be in force at `now`
-    /// ([`StoreError::CallerEnded`] if not). Its authentication was read before the lock, and
-    /// a create or rotate then waits for its hashing (seconds under load): without this, a key
-    /// revoked in between (a leaked admin key, the usual incident response) would go on making
-    /// keys for as long as its queued calls last.
+    /// once `org` is locked, a calling management key must still be in force at `now`, and a
+    /// person signed in with a session must still be a member with the role and ceiling they
+    /// were authenticated with ([`StoreError::CallerEnded`], [`Conflict::RoleChanged`] if
+    /// not). Authentication was read before the lock, and a create or rotate then waits for
+    /// its hashing (seconds under load): without this, a key revoked in between (a leaked
+    /// admin key, the usual incident response) would go on making keys for as long as its
+    /// queued calls last, and so would a member removed or demoted in between.
     pub(super) async fn begin_for(
         store: &SqlStore,
         org: OrgId,
@@ -122,6 +126,9 @@ impl OrgMutation {
         let mut mutation = Self::begin(store, org).await?;
         if let Some(caller) = context.actor {
             caller_in_force(mutation.connection(), org, caller, now).await?;
+        }
+        if let (Some(user), Some(role)) = (context.actor_user, &context.session_role) {
+            person_in_standing(mutation.connection(), org, user, role, &context.reach).await?;
         }
         Ok(mutation)
     }
@@ -216,6 +223,34 @@ async fn caller_in_force(
     }
     if ended("expires_at")?.is_some_and(|at| at <= now.as_millis()) {
         return Err(StoreError::CallerEnded(CallerEnded::Expired));
+    }
+    Ok(())
+}
+
+/// Whether `user`, a person signed in with a session, still holds `role` in `org` with the
+/// ceiling their call's `reach` was given, read under `org`'s lock: removed (their sessions
+/// ended with it) is [`CallerEnded::Removed`]; another role, or their role's ceiling changed,
+/// is [`Conflict::RoleChanged`] (the call may be made again, judged under the new role).
+async fn person_in_standing(
+    tx: &mut AnyConnection,
+    org: OrgId,
+    user: UserId,
+    role: &RoleName,
+    reach: &Reach,
+) -> Result<(), StoreError> {
+    let member = member_on(tx, org, user)
+        .await?
+        .ok_or(StoreError::CallerEnded(CallerEnded::Removed))?;
+    if member.role != *role {
+        return Err(StoreError::Conflict(Conflict::RoleChanged));
+    }
+    let ceiling = match role_ceiling_on(tx, org, role).await {
+        Ok(ceiling) => ceiling,
+        Err(StoreError::NotFound) => return Err(StoreError::Conflict(Conflict::RoleChanged)),
+        Err(other) => return Err(other),
+    };
+    if ceiling != reach.ceiling {
+        return Err(StoreError::Conflict(Conflict::RoleChanged));
     }
     Ok(())
 }

@@ -169,6 +169,7 @@ pub(super) async fn change_role(
     store: &SqlStore,
     org: OrgId,
     user: UserId,
+    from: &RoleName,
     role: &RoleName,
     context: &AuditContext,
     now: Timestamp,
@@ -177,6 +178,9 @@ pub(super) async fn change_role(
     let before = member_on(mutation.connection(), org, user)
         .await?
         .ok_or(StoreError::NotFound)?;
+    if before.role != *from {
+        return Err(StoreError::Conflict(Conflict::MemberChanged));
+    }
     role_ceiling_on(mutation.connection(), org, role).await?;
     if before.role == *role {
         return Ok(before);
@@ -224,6 +228,7 @@ pub(super) async fn remove_member(
     store: &SqlStore,
     org: OrgId,
     user: UserId,
+    holding: &RoleName,
     keys: KeysOnRemoval,
     context: &AuditContext,
     now: Timestamp,
@@ -232,6 +237,9 @@ pub(super) async fn remove_member(
     let member = member_on(mutation.connection(), org, user)
         .await?
         .ok_or(StoreError::NotFound)?;
+    if member.role != *holding {
+        return Err(StoreError::Conflict(Conflict::MemberChanged));
+    }
     if member.role.is_owner() && owner_count(mutation.connection(), org).await? <= 1 {
         return Err(StoreError::Conflict(Conflict::LastOwner));
     }
