@@ -251,8 +251,9 @@ pub trait WebhookStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Page<AttemptRecord>, StoreError>;
 
-    /// Sends the event to the endpoint again, now (a new delivery if it never had one);
-    /// `NotFound` for an event or endpoint of another organization.
+    /// Sends the event to the endpoint again, now (a new delivery if it never had one; one
+    /// with an attempt in flight is due again once that attempt is recorded, whatever its
+    /// outcome); `NotFound` for an event or endpoint of another organization.
     async fn redeliver(
         &self,
         org: OrgId,

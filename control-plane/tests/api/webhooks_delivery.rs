@@ -2,13 +2,15 @@
 //! change), signed deliveries checked by an independent receiver (Python's `hmac`), retries
 //! with backoff and every attempt recorded, an endpoint failing for 5 days disabled and
 //! announced (but not one that failed once long ago and then was sent nothing), a deleted
-//! endpoint's pending retries never sent, a claim whose worker died delivered after its lease, redelivery, the previous
-//! secret signing for 24 hours after a rotation, and the address guard at delivery time (the
-//! checks from outside the worker: `verified`).
+//! endpoint's pending retries never sent, a claim whose worker died delivered after its lease,
+//! redelivery (also while an attempt is in flight), the previous secret signing for 24 hours
+//! after a rotation, and the address guard at delivery time (the checks from outside the
+//! worker: `verified`).
 
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
+use keyplane_control_plane::store::{Attempt, FailureStreak, NextStep};
 use keyplane_control_plane::webhooks::delivery::{self, Round};
 use keyplane_shared::Timestamp;
 use serde_json::{Value, json};
@@ -96,6 +98,7 @@ backends!(
     an_endpoint_sent_nothing_for_a_while_starts_a_new_failing_streak,
     a_deleted_endpoints_pending_deliveries_are_never_sent,
     a_claim_whose_worker_died_is_delivered_once_its_lease_ends,
+    a_redeliver_asked_for_while_an_attempt_is_in_flight_is_sent,
     an_event_is_sent_again_on_request_and_attempts_page_through,
     after_a_rotation_both_secrets_sign_for_24_hours,
     workers_claiming_at_once_never_share_a_delivery,
@@ -294,6 +297,66 @@ async fn a_claim_whose_worker_died_is_delivered_once_its_lease_ends(app: TestApp
     app.clock.advance_secs(1);
     assert_eq!(round(&app).await.delivered, 1);
     assert_eq!(receiver.types(), ["key.created"]);
+}
+
+/// A redeliver asked for while a worker's attempt of the same delivery is in flight (claimed,
+/// the request on its way) is not settled by that attempt's outcome, whichever it is: the event
+/// is sent again once the attempt is recorded.
+async fn a_redeliver_asked_for_while_an_attempt_is_in_flight_is_sent(app: TestApp) {
+    let receiver = Receiver::start(204).await;
+    let (id, _) = endpoint(&app, &receiver.url, &["key.created"]).await;
+    app.create_key(json!({"name": "one", "environment": "live"}))
+        .await;
+    let redeliver = |event: String| {
+        let (app, path) = (&app, format!("/v1/webhooks/{id}/events/{event}/redeliver"));
+        async move {
+            let again = app.post(&path, json!({})).await;
+            assert_eq!(again.status, StatusCode::ACCEPTED, "{:?}", again.body);
+        }
+    };
+    let mut sent = None;
+    for outcome in [NextStep::Delivered, NextStep::GiveUp] {
+        if let Some(event) = sent.clone() {
+            // Sent on the round before: due again.
+            redeliver(event).await;
+        }
+        // A worker claims the delivery and sends it...
+        let now = app.state.now();
+        let lease = Timestamp(now.as_millis() + delivery::LEASE.as_millis() as i64);
+        let mut claimed = app
+            .store
+            .claim_deliveries(now, lease, 10)
+            .await
+            .expect("claim");
+        let in_flight = claimed.pop().expect("the delivery");
+        // ...while the redeliver is asked for...
+        let event = in_flight.event_id.to_string();
+        redeliver(event.clone()).await;
+        sent = Some(event);
+        // ...then records its outcome.
+        let attempt = Attempt {
+            at: now,
+            duration_ms: 5,
+            status: (outcome == NextStep::Delivered).then_some(204),
+            outcome: "in flight".into(),
+            response: String::new(),
+        };
+        app.store
+            .record_attempts(
+                vec![(in_flight, attempt, outcome)],
+                FailureStreak {
+                    disable_after_ms: i64::MAX,
+                    idle_gap_ms: 0,
+                },
+            )
+            .await
+            .expect("recorded");
+        let sent_before = receiver.types().len();
+        assert_eq!(round(&app).await.delivered, 1, "after {outcome:?}");
+        assert_eq!(receiver.types().len(), sent_before + 1);
+    }
+    // Once sent, the delivery is settled: nothing more is due.
+    assert_eq!(round(&app).await.attempted, 0);
 }
 
 async fn an_event_is_sent_again_on_request_and_attempts_page_through(app: TestApp) {

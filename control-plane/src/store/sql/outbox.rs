@@ -73,7 +73,7 @@ pub(super) async fn claim(
     };
     let mut tx = pool.begin().await?;
     let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE webhook_deliveries SET claimed_until = $1 \
+        "UPDATE webhook_deliveries SET claimed_until = $1, redeliver = 0 \
          WHERE claimed_until <= $2 AND state = 'pending' AND (endpoint_id, event_id) IN ( \
            SELECT d.endpoint_id, d.event_id FROM webhook_deliveries d \
            JOIN webhook_endpoints e ON e.id = d.endpoint_id \
@@ -154,14 +154,20 @@ pub(super) async fn record_attempt(
         NextStep::RetryAt(at) => ("pending", at),
         NextStep::GiveUp => ("failed", attempt.at),
     };
+    // A redeliver asked for while this attempt was in flight (`redeliver`) still stands: the
+    // delivery is due again at once, whatever this attempt's outcome.
     sqlx::query(
-        "UPDATE webhook_deliveries SET state = $1, attempts = attempts + 1, \
-         next_attempt_at = $2, claimed_until = 0 WHERE endpoint_id = $3 AND event_id = $4",
+        "UPDATE webhook_deliveries SET \
+           state = CASE WHEN redeliver = 1 THEN 'pending' ELSE $1 END, \
+           next_attempt_at = CASE WHEN redeliver = 1 THEN $5 ELSE $2 END, \
+           attempts = attempts + 1, claimed_until = 0, redeliver = 0 \
+         WHERE endpoint_id = $3 AND event_id = $4",
     )
     .bind(state)
     .bind(next_at.as_millis())
     .bind(endpoint.clone())
     .bind(event)
+    .bind(attempt.at.as_millis())
     .execute(&mut *connection)
     .await?;
     if next == NextStep::Delivered {
@@ -214,8 +220,11 @@ pub(super) async fn redeliver(
     if bytes16(found.try_get("org_id")?)? != org.to_bytes() {
         return Err(StoreError::NotFound);
     }
+    // A claimed delivery has an attempt in flight, whose outcome would settle it: it is
+    // marked, so that the outcome leaves it due again (`record_attempt`).
     let updated = sqlx::query(
-        "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = $1 \
+        "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = $1, \
+           redeliver = CASE WHEN claimed_until > $1 THEN 1 ELSE 0 END \
          WHERE endpoint_id = $2 AND event_id = $3",
     )
     .bind(now.as_millis())
