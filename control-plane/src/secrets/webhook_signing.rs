@@ -10,7 +10,8 @@
 //! A delivery carries `webhook-id` (the event's id), `webhook-timestamp` (Unix seconds of the
 //! attempt) and `webhook-signature`: `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`,
 //! and during the 24 hours after a rotation a second one with the previous secret, separated by
-//! a space, so a receiver holding either secret accepts it.
+//! a space, so a receiver holding either secret accepts it (one more for each secret replaced
+//! in the 24 hours before, up to `store::webhooks::MAX_PREVIOUS_SECRETS`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -65,20 +66,19 @@ impl WebhookSecrets {
     }
 
     /// The `webhook-signature` header of `body` sent as event `id` at `timestamp` (seconds)
-    /// at `now` to an endpoint with secret `salt` (and `previous` salt, signing until its
-    /// time): one signature, or two while the previous secret still signs.
+    /// at `now` to an endpoint with secret `salt` and the `previous` salts of its rotations
+    /// (each signing until its time): the secret's signature, then one for each previous
+    /// secret that still signs.
     pub fn signature_header(
         &self,
         salt: &[u8; SALT_LEN],
-        previous: Option<&([u8; SALT_LEN], Timestamp)>,
+        previous: &[([u8; SALT_LEN], Timestamp)],
         signed: (&str, i64, &str),
         now: Timestamp,
     ) -> String {
         let (id, timestamp, body) = signed;
         let mut header = signature(&self.key(salt), id, timestamp, body);
-        if let Some((previous, until)) = previous
-            && now < *until
-        {
+        for (previous, _) in previous.iter().filter(|(_, until)| now < *until) {
             header.push(' ');
             header.push_str(&signature(&self.key(previous), id, timestamp, body));
         }

@@ -19,6 +19,12 @@ use super::records::{AuditContext, Page};
 
 pub use crate::secrets::webhook_signing::SALT_LEN;
 
+/// The most replaced secrets that sign beside an endpoint's secret: rotating again within 24
+/// hours keeps the secrets replaced before signing too (a receiver may still hold any of
+/// them, say when the secret a rotation showed was not copied), up to this many; a rotation
+/// beyond drops the oldest.
+pub const MAX_PREVIOUS_SECRETS: usize = 4;
+
 /// How the `key_notices` rows of a key's `key.expiring` notices begin (`expiring:<lead
 /// seconds>`): a change of the key's expiry forgets them, so the new expiry is announced again.
 pub const EXPIRING_NOTICE_PREFIX: &str = "expiring:";
@@ -126,8 +132,10 @@ pub struct WebhookRecord {
     pub enabled: bool,
     /// The current secret's salt.
     pub salt: [u8; SALT_LEN],
-    /// The previous secret's salt and when it stops signing, after a rotation.
-    pub previous: Option<([u8; SALT_LEN], Timestamp)>,
+    /// The secrets replaced in rotations that may still sign, newest first: each salt with
+    /// when it stops signing (24 hours after it was replaced; at most
+    /// [`MAX_PREVIOUS_SECRETS`], some of them possibly past their time).
+    pub previous: Vec<([u8; SALT_LEN], Timestamp)>,
     /// When deliveries started failing, with no success since.
     pub failing_since: Option<Timestamp>,
     /// When and why it was disabled by Keyplane (failing for too long).
@@ -220,8 +228,9 @@ pub trait WebhookStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<WebhookRecord, StoreError>;
 
-    /// Gives an endpoint a new secret salt; the previous one signs too until `previous_until`
-    /// (audited as `webhook_secret_rotated`).
+    /// Gives an endpoint a new secret salt (audited as `webhook_secret_rotated`); the one it
+    /// replaces signs too until `previous_until`, beside those replaced before that still
+    /// sign at `now` (see [`MAX_PREVIOUS_SECRETS`]).
     async fn rotate_webhook_secret(
         &self,
         org: OrgId,

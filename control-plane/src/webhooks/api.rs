@@ -307,7 +307,8 @@ pub(crate) async fn delete_webhook(
 }
 
 /// Give an endpoint a new signing secret (shown once). For 24 hours deliveries carry a
-/// signature with the old secret too, so the receiver can switch without missing any.
+/// signature with the old secret too, so the receiver can switch without missing any (and with
+/// the secrets replaced in the 24 hours before, up to four in all).
 #[utoipa::path(
     post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id (`whk_…`)")),

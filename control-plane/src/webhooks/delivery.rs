@@ -159,7 +159,7 @@ async fn send(
     let timestamp = at.as_millis().div_euclid(1000);
     let signature = state.webhook_secrets.signature_header(
         &delivery.endpoint.salt,
-        delivery.endpoint.previous.as_ref(),
+        &delivery.endpoint.previous,
         (&id, timestamp, &delivery.body),
         at,
     );

@@ -28,7 +28,8 @@ pub struct WebhookView {
     pub disabled_reason: Option<String>,
     /// When deliveries started failing with no success since (RFC 3339).
     pub failing_since: Option<String>,
-    /// Until when the previous signing secret also signs, after a rotation (RFC 3339).
+    /// Until when the secrets replaced by rotations also sign (RFC 3339): the last of their
+    /// times, while one still signs.
     pub previous_secret_expires_at: Option<String>,
     /// RFC 3339.
     pub created_at: String,
@@ -53,8 +54,11 @@ impl WebhookView {
             failing_since: record.failing_since.map(rfc3339),
             previous_secret_expires_at: record
                 .previous
-                .filter(|(_, until)| *until > now)
-                .map(|(_, until)| rfc3339(until)),
+                .iter()
+                .map(|(_, until)| *until)
+                .filter(|until| *until > now)
+                .max()
+                .map(rfc3339),
             created_at: rfc3339(record.created_at),
             updated_at: rfc3339(record.updated_at),
         }

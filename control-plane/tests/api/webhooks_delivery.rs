@@ -3,9 +3,9 @@
 //! with backoff and every attempt recorded, an endpoint failing for 5 days disabled and
 //! announced (but not one that failed once long ago and then was sent nothing), a deleted
 //! endpoint's pending retries never sent, a claim whose worker died delivered after its lease,
-//! redelivery (also while an attempt is in flight), the previous secret signing for 24 hours
-//! after a rotation, and the address guard at delivery time (the checks from outside the
-//! worker: `verified`).
+//! redelivery (also while an attempt is in flight), the secrets replaced by rotations signing
+//! for 24 hours (`rotation`), and the address guard at delivery time (the checks from outside
+//! the worker: `verified`).
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use crate::backends;
 use crate::helpers::TestApp;
 
+mod rotation;
 mod verified;
 
 /// A receiver that answers with the status it is set to, and keeps what it got.
@@ -100,7 +101,6 @@ backends!(
     a_claim_whose_worker_died_is_delivered_once_its_lease_ends,
     a_redeliver_asked_for_while_an_attempt_is_in_flight_is_sent,
     an_event_is_sent_again_on_request_and_attempts_page_through,
-    after_a_rotation_both_secrets_sign_for_24_hours,
     workers_claiming_at_once_never_share_a_delivery,
 );
 
@@ -433,59 +433,6 @@ async fn an_event_is_sent_again_on_request_and_attempts_page_through(app: TestAp
         .get(&format!("/v1/webhooks/{id}/attempts?cursor=nope"))
         .await;
     assert_eq!(forged.status, StatusCode::BAD_REQUEST);
-}
-
-async fn after_a_rotation_both_secrets_sign_for_24_hours(app: TestApp) {
-    let receiver = Receiver::start(204).await;
-    let (id, old) = endpoint(&app, &receiver.url, &["key.created"]).await;
-    let rotated = app
-        .post(&format!("/v1/webhooks/{id}/rotate-secret"), json!({}))
-        .await;
-    let new = rotated.body["secret"].as_str().expect("secret").to_owned();
-    app.create_key(json!({"name": "during", "environment": "live"}))
-        .await;
-    round(&app).await;
-    app.clock.advance_secs(24 * 3600);
-    app.create_key(json!({"name": "after", "environment": "live"}))
-        .await;
-    round(&app).await;
-    let got = receiver.got.lock().expect("lock").clone();
-    assert_eq!(got.len(), 2);
-    let check = |headers: &axum::http::HeaderMap, event: &Value, secret: &str| {
-        let key =
-            keyplane_control_plane::secrets::webhook_signing::key_of(&secret.to_owned().into())
-                .expect("key");
-        let expected = keyplane_control_plane::secrets::webhook_signing::signature(
-            &key,
-            headers["webhook-id"].to_str().expect("id"),
-            headers["webhook-timestamp"]
-                .to_str()
-                .expect("timestamp")
-                .parse()
-                .expect("seconds"),
-            &event.to_string(),
-        );
-        headers["webhook-signature"]
-            .to_str()
-            .expect("signature")
-            .split(' ')
-            .any(|signature| signature == expected)
-    };
-    let (during, during_event) = &got[0];
-    assert_eq!(
-        during["webhook-signature"]
-            .to_str()
-            .ok()
-            .map(|s| s.split(" ").count()),
-        Some(2)
-    );
-    assert!(check(during, during_event, &new) && check(during, during_event, &old));
-    let (after, after_event) = &got[1];
-    assert!(check(after, after_event, &new));
-    assert!(
-        !check(after, after_event, &old),
-        "the old secret still signs"
-    );
 }
 
 async fn an_endpoint_sent_nothing_for_a_while_starts_a_new_failing_streak(app: TestApp) {

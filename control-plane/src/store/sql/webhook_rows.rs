@@ -10,24 +10,61 @@ use super::people::id_bytes;
 use super::rows::{bytes16, bytes32, optional_time};
 use crate::store::StoreError;
 use crate::store::outbox::EventType;
-use crate::store::webhooks::WebhookRecord;
+use crate::store::webhooks::{SALT_LEN, WebhookRecord};
 
 pub(super) const ENDPOINT_COLUMNS: &str = "id, org_id, url, description, enabled, secret_salt, \
-     previous_salt, previous_until, failing_since, disabled_at, disabled_reason, created_at, \
-     updated_at";
+     previous_salt, previous_until, earlier_secrets, failing_since, disabled_at, \
+     disabled_reason, created_at, updated_at";
+
+/// One secret in `earlier_secrets`: its salt, then when it stops signing (unix milliseconds,
+/// big-endian).
+const EARLIER_SECRET_LEN: usize = SALT_LEN + 8;
+
+/// `earlier_secrets` holding `secrets` (newest first); `None` for none.
+pub(super) fn earlier_secrets_column(secrets: &[([u8; SALT_LEN], Timestamp)]) -> Option<Vec<u8>> {
+    if secrets.is_empty() {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(secrets.len() * EARLIER_SECRET_LEN);
+    for (salt, until) in secrets {
+        bytes.extend_from_slice(salt);
+        bytes.extend_from_slice(&until.as_millis().to_be_bytes());
+    }
+    Some(bytes)
+}
+
+/// The secrets an `earlier_secrets` column holds, newest first.
+fn earlier_secrets(bytes: Option<Vec<u8>>) -> Result<Vec<([u8; SALT_LEN], Timestamp)>, StoreError> {
+    let bytes = bytes.unwrap_or_default();
+    if !bytes.len().is_multiple_of(EARLIER_SECRET_LEN) {
+        return Err(StoreError::Corrupt("earlier webhook secrets".into()));
+    }
+    Ok(bytes
+        .chunks_exact(EARLIER_SECRET_LEN)
+        .map(|entry| {
+            let (salt, until) = entry.split_at(SALT_LEN);
+            let mut salt_bytes = [0; SALT_LEN];
+            salt_bytes.copy_from_slice(salt);
+            let mut until_bytes = [0; 8];
+            until_bytes.copy_from_slice(until);
+            (salt_bytes, Timestamp(i64::from_be_bytes(until_bytes)))
+        })
+        .collect())
+}
 
 /// Reads an endpoint row (its events read separately).
 pub(super) fn endpoint_from_row(
     row: &AnyRow,
     events: Vec<EventType>,
 ) -> Result<WebhookRecord, StoreError> {
-    let previous = match (
+    let mut previous = match (
         row.try_get::<Option<Vec<u8>>, _>("previous_salt")?,
         optional_time(row, "previous_until")?,
     ) {
-        (Some(salt), Some(until)) => Some((bytes32(salt)?, until)),
-        _ => None,
+        (Some(salt), Some(until)) => vec![(bytes32(salt)?, until)],
+        _ => Vec::new(),
     };
+    previous.extend(earlier_secrets(row.try_get("earlier_secrets")?)?);
     let disabled = match (
         optional_time(row, "disabled_at")?,
         row.try_get::<Option<String>, _>("disabled_reason")?,

@@ -14,12 +14,14 @@ use super::members::note;
 use super::outbox;
 use super::people::id_bytes;
 use super::rows::{bytes16, u64_of};
-use super::webhook_rows::{ENDPOINT_COLUMNS, endpoint_from_row, load_endpoint, subscriptions};
+use super::webhook_rows::{
+    ENDPOINT_COLUMNS, earlier_secrets_column, endpoint_from_row, load_endpoint, subscriptions,
+};
 use crate::store::outbox::{EventType, NewEvent, disabled_data};
 use crate::store::records::{AuditAction, AuditContext, Page};
 use crate::store::webhooks::{
-    Attempt, AttemptRecord, ClaimedDelivery, FailureStreak, NewWebhook, NextStep, WebhookChanges,
-    WebhookHistorySwept, WebhookRecord, WebhookStore,
+    Attempt, AttemptRecord, ClaimedDelivery, FailureStreak, MAX_PREVIOUS_SECRETS, NewWebhook,
+    NextStep, WebhookChanges, WebhookHistorySwept, WebhookRecord, WebhookStore,
 };
 use crate::store::{Conflict, StoreError};
 use crate::timestamps::rfc3339;
@@ -187,12 +189,21 @@ impl WebhookStore for SqlStore {
         now: Timestamp,
     ) -> Result<WebhookRecord, StoreError> {
         let mut mutation = OrgMutation::begin_for(self, org, context, now).await?;
-        load_endpoint(mutation.connection(), Some(org), id).await?;
+        let before = load_endpoint(mutation.connection(), Some(org), id).await?;
+        // The secret replaced now becomes the previous one; those it follows keep signing
+        // while their time lasts.
+        let mut earlier: Vec<_> = before
+            .previous
+            .into_iter()
+            .filter(|(_, until)| *until > now)
+            .collect();
+        earlier.truncate(MAX_PREVIOUS_SECRETS - 1);
         sqlx::query(
             "UPDATE webhook_endpoints SET previous_salt = secret_salt, previous_until = $1, \
-             secret_salt = $2, updated_at = $3 WHERE id = $4",
+             earlier_secrets = $2, secret_salt = $3, updated_at = $4 WHERE id = $5",
         )
         .bind(previous_until.as_millis())
+        .bind(earlier_secrets_column(&earlier))
         .bind(salt.to_vec())
         .bind(now.as_millis())
         .bind(id_bytes(id.to_bytes()))
