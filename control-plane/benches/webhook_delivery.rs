@@ -136,7 +136,10 @@ async fn run_backend(backend: Backend, events: usize) -> anyhow::Result<Figures>
     let started = Instant::now();
     let mut delivered = 0;
     loop {
-        let round = delivery::deliver_due(&state, &client).await?;
+        let round = delivery::deliver_due(&state, &client)
+            .await?
+            .settled()
+            .await?;
         if round.attempted == 0 {
             break;
         }

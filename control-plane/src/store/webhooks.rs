@@ -19,6 +19,11 @@ use super::records::{AuditContext, Page};
 
 pub use crate::secrets::webhook_signing::SALT_LEN;
 
+/// The most deliveries of one endpoint claimed at once (in flight, by any instance): a claim
+/// passes over an endpoint that has this many, so an endpoint slow to answer holds at most this
+/// many of the delivery rounds' places, and the rounds go on with other endpoints' deliveries.
+pub const ENDPOINT_IN_FLIGHT: u32 = 32;
+
 /// The most replaced secrets that sign beside an endpoint's secret: rotating again within 24
 /// hours keeps the secrets replaced before signing too (a receiver may still hold any of
 /// them, say when the secret a rotation showed was not copied), up to this many; a rotation
@@ -295,7 +300,9 @@ pub trait WebhookStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<ExpiryNoticeDays, StoreError>;
 
-    /// Claims up to `limit` due deliveries of enabled endpoints until `lease_until`.
+    /// Claims up to `limit` due deliveries of enabled endpoints until `lease_until`, oldest
+    /// due first, passing over endpoints with [`ENDPOINT_IN_FLIGHT`] deliveries claimed
+    /// already.
     async fn claim_deliveries(
         &self,
         now: Timestamp,

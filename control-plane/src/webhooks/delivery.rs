@@ -5,10 +5,20 @@
 //! taken again when the lease ends, so an event committed before a crash is still delivered
 //! (at least once: a receiver drops repeats by `webhook-id`). Every instance may run this;
 //! the store's claim gives each delivery to one of them at a time.
+//!
+//! One organization's slow endpoints do not hold up the others' deliveries: a round waits
+//! [`ROUND_PATIENCE`] for its attempts, records those that ended, and leaves the rest (an
+//! endpoint slow to answer, up to [`ATTEMPT_TIMEOUT`]) to finish and be recorded in the
+//! background ([`InFlight`]) while the next rounds go on; and the claim takes no delivery of
+//! an endpoint that has [`ENDPOINT_IN_FLIGHT`](crate::store::webhooks::ENDPOINT_IN_FLIGHT)
+//! deliveries in flight already, so those rounds
+//! go to other endpoints. At most some `BATCH × (ATTEMPT_TIMEOUT / ROUND_PATIENCE + 1)` attempts
+//! are in flight at once per instance.
 
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use keyplane_shared::Timestamp;
 use reqwest::Client;
 use tokio::sync::watch;
@@ -26,6 +36,9 @@ pub const LEASE: Duration = Duration::from_secs(60);
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deliveries claimed (and sent concurrently) per round.
 pub const BATCH: u32 = 32;
+/// How long a round waits for its attempts before the next round may start; the attempts
+/// still running then are recorded when they end ([`InFlight`]).
+pub const ROUND_PATIENCE: Duration = Duration::from_secs(1);
 /// How often the outbox is looked at when the last round found nothing.
 pub const POLL: Duration = Duration::from_millis(200);
 /// How much of an answer is kept with the attempt, in bytes.
@@ -47,18 +60,56 @@ pub fn client(local_dev: bool) -> Result<Client, reqwest::Error> {
 }
 
 /// What one round did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Round {
-    /// Attempts made.
+    /// Attempts made and recorded.
     pub attempted: usize,
     /// Of which delivered.
     pub delivered: usize,
     /// Endpoints disabled for failing too long.
     pub disabled: usize,
+    /// The attempts still running after [`ROUND_PATIENCE`], recorded when they end.
+    pub in_flight: Option<InFlight>,
 }
 
-/// Claims the due deliveries (one batch), sends them concurrently and records every attempt
-/// of the round in one transaction.
+impl Round {
+    /// How many attempts the round made, those still in flight included.
+    pub fn claimed(&self) -> usize {
+        self.attempted + self.in_flight.as_ref().map_or(0, |rest| rest.count)
+    }
+
+    /// This round once its attempts still in flight have ended and been recorded too.
+    pub async fn settled(mut self) -> Result<Round, StoreError> {
+        if let Some(rest) = self.in_flight.take() {
+            let rest = rest.recorded.await.map_err(|error| {
+                StoreError::Corrupt(format!("recording the slow attempts stopped: {error}"))
+            })??;
+            self.attempted += rest.attempted;
+            self.delivered += rest.delivered;
+            self.disabled += rest.disabled;
+        }
+        Ok(self)
+    }
+}
+
+/// A round's attempts that outlasted [`ROUND_PATIENCE`]: they run on, and are recorded
+/// together when the last ends (each within [`ATTEMPT_TIMEOUT`]), under their claims' lease.
+/// Dropping this leaves them to run and be recorded all the same.
+#[derive(Debug)]
+pub struct InFlight {
+    /// How many.
+    pub count: usize,
+    recorded: JoinHandle<Result<Round, StoreError>>,
+}
+
+/// An attempt on its way, and what follows it.
+type Running = FuturesUnordered<
+    std::pin::Pin<Box<dyn Future<Output = (ClaimedDelivery, Attempt, NextStep)> + Send>>,
+>;
+
+/// One round: claims the due deliveries (one batch), sends them concurrently, and records in
+/// one transaction the attempts that ended within [`ROUND_PATIENCE`]; the others are
+/// recorded when they end ([`Round::in_flight`]).
 pub async fn deliver_due(state: &AppState, client: &Client) -> Result<Round, StoreError> {
     let now = state.now();
     let lease_until = Timestamp(now.as_millis() + LEASE.as_millis() as i64);
@@ -66,13 +117,51 @@ pub async fn deliver_due(state: &AppState, client: &Client) -> Result<Round, Sto
         .store
         .claim_deliveries(now, lease_until, BATCH)
         .await?;
-    let attempts = join_all(
-        claimed
-            .into_iter()
-            .map(|delivery| attempt(state, client, delivery)),
-    )
-    .await;
+    let mut running: Running = claimed
+        .into_iter()
+        .map(|delivery| {
+            let (state, client) = (state.clone(), client.clone());
+            Box::pin(async move { attempt(&state, &client, delivery).await }) as _
+        })
+        .collect();
+    let mut ended = Vec::with_capacity(running.len());
+    let patience = tokio::time::sleep(ROUND_PATIENCE);
+    tokio::pin!(patience);
+    loop {
+        tokio::select! {
+            next = running.next() => match next {
+                Some(attempt) => ended.push(attempt),
+                None => break,
+            },
+            () = &mut patience => break,
+        }
+    }
+    let mut round = record(state, ended).await?;
+    if !running.is_empty() {
+        let count = running.len();
+        let state = state.clone();
+        let recorded = tokio::spawn(async move {
+            let ended: Vec<_> = running.collect().await;
+            let recorded = record(&state, ended).await;
+            if let Err(error) = &recorded {
+                tracing::warn!(%error, "recording slow webhook attempts failed; their deliveries are tried again when the lease ends");
+            }
+            recorded
+        });
+        round.in_flight = Some(InFlight { count, recorded });
+    }
+    Ok(round)
+}
+
+/// Records `attempts` (and what follows each) in one transaction.
+async fn record(
+    state: &AppState,
+    attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
+) -> Result<Round, StoreError> {
     let mut round = Round::default();
+    if attempts.is_empty() {
+        return Ok(round);
+    }
     for (_, _, next) in &attempts {
         round.attempted += 1;
         round.delivered += usize::from(*next == NextStep::Delivered);
@@ -221,7 +310,7 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> Option<Joi
     Some(tokio::spawn(async move {
         loop {
             let pause = match deliver_due(&state, &client).await {
-                Ok(round) if round.attempted >= BATCH as usize => Duration::ZERO,
+                Ok(round) if round.claimed() >= BATCH as usize => Duration::ZERO,
                 Ok(_) => POLL,
                 Err(error) => {
                     tracing::warn!(%error, "webhook delivery could not read the outbox; retrying");

@@ -117,7 +117,10 @@ async fn an_owner_manages_webhooks_from_the_dashboard(app: TestApp) {
     let client = delivery::client(true).expect("client");
     delivery::deliver_due(&app.state, &client)
         .await
-        .expect("a round");
+        .expect("a round")
+        .settled()
+        .await
+        .expect("its slow attempts recorded");
     let page = app.open(&owner, &base).await;
     assert!(
         page.html.contains("<code>key.created</code>"),
@@ -142,7 +145,10 @@ async fn an_owner_manages_webhooks_from_the_dashboard(app: TestApp) {
     assert_eq!(sent.location(), format!("{base}?done=redelivered"));
     delivery::deliver_due(&app.state, &client)
         .await
-        .expect("a round");
+        .expect("a round")
+        .settled()
+        .await
+        .expect("its slow attempts recorded");
     let attempts = app.get(&format!("/v1/webhooks/{id}/attempts")).await.body;
     assert_eq!(
         attempts["items"].as_array().map(Vec::len),

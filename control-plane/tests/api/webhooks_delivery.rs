@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use crate::backends;
 use crate::helpers::TestApp;
 
+mod fairness;
 mod rotation;
 mod verified;
 
@@ -80,11 +81,16 @@ async fn endpoint(app: &TestApp, url: &str, events: &[&str]) -> (String, String)
     )
 }
 
+/// A delivery round, with its attempts that outlasted the round's patience (none, unless the
+/// machine is very slow) recorded too.
 async fn round(app: &TestApp) -> Round {
     let client = delivery::client(app.state.policy.local_dev).expect("client");
     delivery::deliver_due(&app.state, &client)
         .await
         .expect("a delivery round")
+        .settled()
+        .await
+        .expect("its slow attempts recorded")
 }
 
 async fn attempts(app: &TestApp, id: &str) -> Vec<Value> {

@@ -34,7 +34,10 @@ async fn one_round(app: &TestApp) {
     let client = delivery::client(app.state.policy.local_dev).expect("client");
     delivery::deliver_due(&app.state, &client)
         .await
-        .expect("a delivery round");
+        .expect("a delivery round")
+        .settled()
+        .await
+        .expect("its slow attempts recorded");
 }
 
 async fn only_attempt(app: &TestApp, id: &str) -> Value {

@@ -13,7 +13,9 @@ use super::rows::{bytes16, optional_time};
 use super::sweep::{self, Expiring};
 use super::webhook_rows::load_endpoint;
 use crate::store::outbox::NewEvent;
-use crate::store::webhooks::{Attempt, ClaimedDelivery, NextStep, WebhookHistorySwept};
+use crate::store::webhooks::{
+    Attempt, ClaimedDelivery, ENDPOINT_IN_FLIGHT, NextStep, WebhookHistorySwept,
+};
 use crate::store::{Conflict, StoreError};
 
 /// Writes `event` with one delivery to each enabled endpoint of its organization that wants it,
@@ -57,7 +59,8 @@ pub(super) async fn enqueue(
 }
 
 /// Claims up to `limit` due deliveries of enabled endpoints until `lease_until`, oldest due
-/// first, and reads what sending each needs.
+/// first, passing over endpoints with [`ENDPOINT_IN_FLIGHT`] deliveries claimed already (an
+/// endpoint slow to answer), and reads what sending each needs.
 pub(super) async fn claim(
     pool: &AnyPool,
     backend: Backend,
@@ -72,19 +75,26 @@ pub(super) async fn claim(
         Backend::Sqlite => "",
     };
     let mut tx = pool.begin().await?;
+    // The batch is picked once (a materialized CTE): as a subquery of the UPDATE, PostgreSQL
+    // may run the pick again for each row it updates, and the LIMIT no longer bounds the claim.
     let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE webhook_deliveries SET claimed_until = $1, redeliver = 0 \
-         WHERE claimed_until <= $2 AND state = 'pending' AND (endpoint_id, event_id) IN ( \
+        "WITH picked AS MATERIALIZED ( \
            SELECT d.endpoint_id, d.event_id FROM webhook_deliveries d \
            JOIN webhook_endpoints e ON e.id = d.endpoint_id \
            WHERE d.state = 'pending' AND d.next_attempt_at <= $2 AND d.claimed_until <= $2 \
              AND e.enabled = 1 \
+             AND (SELECT COUNT(*) FROM webhook_deliveries f WHERE f.endpoint_id = d.endpoint_id \
+               AND f.state = 'pending' AND f.claimed_until > $2) < $4 \
            ORDER BY d.next_attempt_at LIMIT $3 {skip_locked}) \
+         UPDATE webhook_deliveries SET claimed_until = $1, redeliver = 0 \
+         WHERE claimed_until <= $2 AND state = 'pending' \
+           AND (endpoint_id, event_id) IN (SELECT endpoint_id, event_id FROM picked) \
          RETURNING endpoint_id, event_id, attempts"
     )))
     .bind(lease_until.as_millis())
     .bind(now.as_millis())
     .bind(i64::from(limit))
+    .bind(i64::from(ENDPOINT_IN_FLIGHT))
     .fetch_all(&mut *tx)
     .await?;
     let mut deliveries = Vec::with_capacity(claimed.len());
