@@ -19,9 +19,11 @@ use super::records::{AuditContext, Page};
 
 pub use crate::secrets::webhook_signing::SALT_LEN;
 
-/// The most deliveries of one endpoint claimed at once (in flight, by any instance): a claim
-/// passes over an endpoint that has this many, so an endpoint slow to answer holds at most this
-/// many of the delivery rounds' places, and the rounds go on with other endpoints' deliveries.
+/// How many deliveries of one endpoint in flight (claimed, by any instance) make a claim pass
+/// it over, so that an endpoint slow to answer does not take every round's places while its
+/// attempts hang and the rounds go on with other endpoints' deliveries. The count is what was
+/// committed when the claim starts: one claim can take up to its limit more, and instances
+/// claiming at once each count without the others' claims.
 pub const ENDPOINT_IN_FLIGHT: u32 = 32;
 
 /// The most replaced secrets that sign beside an endpoint's secret: rotating again within 24
@@ -310,7 +312,9 @@ pub trait WebhookStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
-    /// Records a round's attempts and what follows each, in one transaction. A failure starts
+    /// Records attempts and what follows each, in one transaction (the attempts of a round that
+    /// ended in its patience, or those that outlasted it; a failure recorded after a later
+    /// success leaves the endpoint as the success did). A failure starts
     /// (or continues) the endpoint's failure streak, as `streak` says; when the streak is older
     /// than its `disable_after_ms`, the endpoint is disabled (audited as `webhook_disabled`,
     /// announced as `webhook.disabled`). A success ends the streak. For each attempt, in order:

@@ -136,8 +136,10 @@ pub async fn deliver_due(state: &AppState, client: &Client) -> Result<Round, Sto
             () = &mut patience => break,
         }
     }
-    let mut round = record(state, ended).await?;
-    if !running.is_empty() {
+    // The attempts still running go on in their own task first, so that they are polled (their
+    // answers read, their timeouts kept) while the ended ones are recorded, and live on if
+    // that recording fails.
+    let in_flight = (!running.is_empty()).then(|| {
         let count = running.len();
         let state = state.clone();
         let recorded = tokio::spawn(async move {
@@ -148,8 +150,10 @@ pub async fn deliver_due(state: &AppState, client: &Client) -> Result<Round, Sto
             }
             recorded
         });
-        round.in_flight = Some(InFlight { count, recorded });
-    }
+        InFlight { count, recorded }
+    });
+    let mut round = record(state, ended).await?;
+    round.in_flight = in_flight;
     Ok(round)
 }
 

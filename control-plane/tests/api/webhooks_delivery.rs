@@ -106,6 +106,7 @@ backends!(
     a_deleted_endpoints_pending_deliveries_are_never_sent,
     a_claim_whose_worker_died_is_delivered_once_its_lease_ends,
     a_redeliver_asked_for_while_an_attempt_is_in_flight_is_sent,
+    a_slow_failure_recorded_after_a_later_success_starts_no_failing_streak,
     an_event_is_sent_again_on_request_and_attempts_page_through,
     workers_claiming_at_once_never_share_a_delivery,
 );
@@ -303,6 +304,54 @@ async fn a_claim_whose_worker_died_is_delivered_once_its_lease_ends(app: TestApp
     app.clock.advance_secs(1);
     assert_eq!(round(&app).await.delivered, 1);
     assert_eq!(receiver.types(), ["key.created"]);
+}
+
+/// A slow attempt is recorded when it ends, after the rounds that went on meanwhile: its
+/// failure, recorded after a success made later, leaves the endpoint as that success did (not
+/// failing), so a late timeout cannot start a streak that would disable a working endpoint.
+async fn a_slow_failure_recorded_after_a_later_success_starts_no_failing_streak(app: TestApp) {
+    let receiver = Receiver::start(204).await;
+    let (id, _) = endpoint(&app, &receiver.url, &["key.created"]).await;
+    for name in ["slow", "quick"] {
+        app.create_key(json!({"name": name, "environment": "live"}))
+            .await;
+    }
+    let now = app.state.now();
+    let lease = Timestamp(now.as_millis() + delivery::LEASE.as_millis() as i64);
+    let mut claimed = app
+        .store
+        .claim_deliveries(now, lease, 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 2);
+    let (quick, slow) = (claimed.pop().expect("one"), claimed.pop().expect("other"));
+    let streak = FailureStreak {
+        disable_after_ms: i64::MAX,
+        idle_gap_ms: 86_400_000,
+    };
+    let attempt = |at: Timestamp, status: u16, outcome: &str| Attempt {
+        at,
+        duration_ms: 5,
+        status: Some(status),
+        outcome: outcome.into(),
+        response: String::new(),
+    };
+    // The quick one succeeds a second after the slow one started, and is recorded first.
+    let later = Timestamp(now.as_millis() + 1_000);
+    app.store
+        .record_attempts(
+            vec![(quick, attempt(later, 204, "delivered"), NextStep::Delivered)],
+            streak,
+        )
+        .await
+        .expect("recorded");
+    let retry = NextStep::RetryAt(Timestamp(now.as_millis() + 10_000));
+    app.store
+        .record_attempts(vec![(slow, attempt(now, 503, "http_error"), retry)], streak)
+        .await
+        .expect("recorded");
+    let shown = app.get(&format!("/v1/webhooks/{id}")).await;
+    assert!(shown.body["failing_since"].is_null(), "{:?}", shown.body);
 }
 
 /// A redeliver asked for while a worker's attempt of the same delivery is in flight (claimed,

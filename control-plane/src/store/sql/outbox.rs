@@ -77,14 +77,18 @@ pub(super) async fn claim(
     let mut tx = pool.begin().await?;
     // The batch is picked once (a materialized CTE): as a subquery of the UPDATE, PostgreSQL
     // may run the pick again for each row it updates, and the LIMIT no longer bounds the claim.
+    // The endpoints with a full batch in flight are found once per claim (from the deliveries
+    // in flight alone, `webhook_deliveries_in_flight`), not once per due row: a hanging
+    // endpoint's backlog is passed over, not counted row by row.
     let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH picked AS MATERIALIZED ( \
            SELECT d.endpoint_id, d.event_id FROM webhook_deliveries d \
            JOIN webhook_endpoints e ON e.id = d.endpoint_id \
            WHERE d.state = 'pending' AND d.next_attempt_at <= $2 AND d.claimed_until <= $2 \
              AND e.enabled = 1 \
-             AND (SELECT COUNT(*) FROM webhook_deliveries f WHERE f.endpoint_id = d.endpoint_id \
-               AND f.state = 'pending' AND f.claimed_until > $2) < $4 \
+             AND d.endpoint_id NOT IN (SELECT f.endpoint_id FROM webhook_deliveries f \
+               WHERE f.state = 'pending' AND f.claimed_until > $2 \
+               GROUP BY f.endpoint_id HAVING COUNT(*) >= $4) \
            ORDER BY d.next_attempt_at LIMIT $3 {skip_locked}) \
          UPDATE webhook_deliveries SET claimed_until = $1, redeliver = 0 \
          WHERE claimed_until <= $2 AND state = 'pending' \
@@ -188,9 +192,13 @@ pub(super) async fn record_attempt(
         return Ok(None);
     }
     // A failing streak starts with this failure unless another attempt (a failure, as a
-    // success would have ended it) came within `idle_gap_ms` before it.
+    // success would have ended it) came within `idle_gap_ms` before it; and a failure recorded
+    // after a success made later (a slow attempt, recorded when it ended) leaves the endpoint
+    // as that success left it.
     let row = sqlx::query(
         "UPDATE webhook_endpoints SET failing_since = CASE \
+           WHEN EXISTS (SELECT 1 FROM webhook_attempts s WHERE s.endpoint_id = $2 \
+             AND s.at > $1 AND s.outcome = 'delivered') THEN failing_since \
            WHEN failing_since IS NOT NULL AND EXISTS (SELECT 1 FROM webhook_attempts a \
              WHERE a.endpoint_id = $2 AND a.at < $1 AND a.at >= $3) THEN failing_since \
            ELSE $1 END \

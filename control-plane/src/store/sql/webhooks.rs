@@ -369,11 +369,22 @@ impl WebhookStore for SqlStore {
         attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
         streak: FailureStreak,
     ) -> Result<Vec<bool>, StoreError> {
-        // One transaction for the round (a commit per attempt was what bounded the worker).
+        // One transaction for the round (a commit per attempt was what bounded the worker),
+        // taking the endpoints' rows in one order (by id): the worker records a round's slow
+        // attempts beside the next rounds', and two transactions locking two endpoints in
+        // opposite orders would deadlock on PostgreSQL.
+        let mut order: Vec<usize> = (0..attempts.len()).collect();
+        order.sort_by_key(|&at| {
+            let delivery = &attempts[at].0;
+            (
+                delivery.endpoint.id.to_bytes(),
+                delivery.event_id.to_bytes(),
+            )
+        });
         let mut mutation = Mutation::begin(&self.pool).await?;
-        let mut streaks = Vec::with_capacity(attempts.len());
-        for (delivery, attempt, next) in &attempts {
-            let now = attempt.at;
+        let mut streaks = vec![(Timestamp(0), None); attempts.len()];
+        for at in order {
+            let (delivery, attempt, next) = &attempts[at];
             let failing_since = outbox::record_attempt(
                 mutation.connection(),
                 delivery,
@@ -382,7 +393,7 @@ impl WebhookStore for SqlStore {
                 streak.idle_gap_ms,
             )
             .await?;
-            streaks.push((now, failing_since));
+            streaks[at] = (attempt.at, failing_since);
         }
         mutation.commit(&self.heads).await?;
         let mut disabled = Vec::with_capacity(attempts.len());
