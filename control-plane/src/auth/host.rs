@@ -21,7 +21,7 @@ use crate::access::{Access, BuiltinRole, Permission, RoleName, ScopeCeiling};
 use crate::error::ApiError;
 use crate::host_token::HostClaims;
 use crate::state::AppState;
-use crate::store::{AuditContext, HostUser, StoreError, UserSummary};
+use crate::store::{AuditContext, HostUser, JudgedMember, StoreError, UserSummary};
 
 /// The bearer token of `Authorization`, if it has the shape of a JWT (three dot-separated
 /// parts; a Keyplane key never has a dot).
@@ -134,7 +134,7 @@ pub(super) async fn authenticate(
     };
     match state
         .store
-        .sync_member(org, user.id, &role, &context, now)
+        .sync_member(org, user.id, &role, JudgedMember::Unjudged, &context, now)
         .await
     {
         Ok(_) | Err(StoreError::Conflict(_)) => {}

@@ -1,16 +1,21 @@
 //! Why a dashboard page could not be shown, as the page to show instead: never the API's JSON
-//! nor the framework's plain text, and a redirect to sign-in when there is no valid session;
-//! and the extractors of a page's path, query and public forms ([`PagePath`], [`PageQuery`],
+//! nor the framework's plain text, and a redirect to sign-in when there is no valid session
+//! (in the embedded portal, "This session has ended": [`ended_portal_sessions`]); and the
+//! extractors of a page's path, query and public forms ([`PagePath`], [`PageQuery`],
 //! [`PageForm`]), whose refusals are such pages.
 
+use axum::extract::Request;
 use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
 use super::frame::{public, see_other};
+use crate::auth::session;
 use crate::error::ApiError;
+use crate::store::SessionKind;
 
 /// Why a page could not be shown.
 #[derive(Debug)]
@@ -84,15 +89,39 @@ impl From<FormRejection> for PageError {
 pub struct PageForm<T>(pub T);
 
 impl From<crate::store::StoreError> for PageError {
+    /// As the API answers it; a person removed from the organization during the call (their
+    /// sessions there ended) is sent to sign in.
     fn from(error: crate::store::StoreError) -> Self {
-        PageError::Api(error.into())
+        ApiError::from(error).into()
     }
+}
+
+/// Marks the redirect to sign-in ([`PageError::SignIn`]), for [`ended_portal_sessions`].
+#[derive(Debug, Clone, Copy)]
+struct SignInSent;
+
+/// Middleware: a page request made with a portal session that is sent to sign in (its session
+/// ended, found by the page's handler: the person was removed while the call waited) gets the
+/// portal's "This session has ended" page instead, as the portal's authentication answers: a
+/// frame inside a host product has no Keyplane sign-in to go to.
+pub async fn ended_portal_sessions(request: Request, next: Next) -> Response {
+    let portal = session::presented(request.headers())
+        .is_some_and(|cookie| cookie.kind == SessionKind::Portal);
+    let response = next.run(request).await;
+    if portal && response.extensions().get::<SignInSent>().is_some() {
+        return PageError::PortalEnded.into_response();
+    }
+    response
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
-            PageError::SignIn => see_other("/sign-in"),
+            PageError::SignIn => {
+                let mut redirect = see_other("/sign-in");
+                redirect.extensions_mut().insert(SignInSent);
+                redirect
+            }
             PageError::PortalEnded => public(
                 StatusCode::UNAUTHORIZED,
                 "This session has ended",
@@ -141,5 +170,46 @@ impl IntoResponse for PageError {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use axum::routing::post;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// A page whose handler finds the session over after authentication (a member removed
+    /// while the call waited), asked for with `cookie`.
+    async fn ended_during_the_call(cookie: &str) -> Response {
+        let app = Router::new()
+            .route(
+                "/keys/new",
+                post(|| async {
+                    PageError::from(crate::store::StoreError::CallerEnded(
+                        crate::store::CallerEnded::Removed,
+                    ))
+                }),
+            )
+            .layer(axum::middleware::from_fn(ended_portal_sessions));
+        let request = Request::post("/keys/new")
+            .header(header::COOKIE, cookie)
+            .body(Body::empty())
+            .expect("request");
+        app.oneshot(request).await.expect("answer")
+    }
+
+    #[tokio::test]
+    async fn a_session_ended_during_the_call_is_sent_where_its_kind_signs_in_again() {
+        let dashboard =
+            ended_during_the_call(&format!("{}=token", session::DASHBOARD_COOKIE)).await;
+        assert_eq!(dashboard.status(), StatusCode::SEE_OTHER);
+        assert_eq!(dashboard.headers()[header::LOCATION], "/sign-in");
+        let portal = ended_during_the_call(&format!("{}=token", session::PORTAL_COOKIE)).await;
+        assert_eq!(portal.status(), StatusCode::UNAUTHORIZED);
     }
 }

@@ -116,5 +116,6 @@ pub fn router() -> Router<AppState> {
         .route("/assets/dashboard.css", get(assets::stylesheet))
         .route("/assets/dashboard.js", get(assets::script))
         .route("/brand.css", get(assets::brand))
+        .layer(middleware::from_fn(failure::ended_portal_sessions))
         .layer(middleware::from_fn(security::headers))
 }

@@ -45,7 +45,7 @@ use crate::input::time::rfc3339;
 use crate::openapi::formats::{RoleNameFormat, WebUrlFormat};
 use crate::people::sessions::open_session;
 use crate::state::AppState;
-use crate::store::{AuditContext, HostUser, NewPortalLink, SessionKind, StoreError};
+use crate::store::{AuditContext, HostUser, JudgedMember, NewPortalLink, SessionKind, StoreError};
 
 /// Minutes a portal link stays valid.
 pub const LINK_MINUTES: i64 = 5;
@@ -322,18 +322,25 @@ async fn for_host_user(
         )
         .await?;
     // Nor does it change the role of a member it could not manage (an admin's token, an
-    // owner's).
-    if for_someone_else
-        && let Some(member) = state.store.member(org, user.id).await?
+    // owner's); the store sets it only if they still stand as judged here.
+    let current = match for_someone_else {
+        true => state.store.member(org, user.id).await?,
+        false => None,
+    };
+    if let Some(member) = &current
         && !caller.may_manage_member_with(&member.role)
     {
         return Err(beyond_reach(&member.role));
     }
+    let judged = match for_someone_else {
+        true => JudgedMember::As(current.as_ref().map(|member| &member.role)),
+        false => JudgedMember::Unjudged,
+    };
     // Unlike a user's own token, a conflict (the last owner asked to become something else)
     // is refused: the session must not act with more than the role asked for.
     state
         .store
-        .sync_member(org, user.id, &role, &context, now)
+        .sync_member(org, user.id, &role, judged, &context, now)
         .await?;
     Ok(Grant {
         org,

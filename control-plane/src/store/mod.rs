@@ -33,9 +33,9 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 pub use people::{
-    HostUser, InvitationRecord, Joining, KeysOnRemoval, MemberRecord, Membership, NewInvitation,
-    NewSession, PeopleStore, Reconciliation, RoleRecord, SessionKind, SessionRecord, UserRecord,
-    UserSummary,
+    HostUser, InvitationRecord, Joining, JudgedMember, KeysOnRemoval, MemberRecord, Membership,
+    NewInvitation, NewSession, PeopleStore, Reconciliation, RoleRecord, SessionKind, SessionRecord,
+    UserRecord, UserSummary,
 };
 pub use portal::{Branding, BrandingUpdate, NewPortalLink, PortalStore, UsedPortalLink};
 pub use records::{

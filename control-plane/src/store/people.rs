@@ -15,6 +15,16 @@ use super::StoreError;
 use super::records::{AuditContext, KeyRecord};
 use crate::access::{RoleName, ScopeCeiling};
 
+/// How a member was judged before their role is set ([`PeopleStore::sync_member`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JudgedMember<'a> {
+    /// Not judged: the host product's token says what the user's own role is.
+    Unjudged,
+    /// Judged on their holding this role (`None`: not a member), by a caller setting another
+    /// person's role.
+    As(Option<&'a RoleName>),
+}
+
 /// A user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRecord {
@@ -479,12 +489,16 @@ pub trait PeopleStore: Send + Sync + 'static {
     ) -> Result<OrgId, StoreError>;
 
     /// Makes the user a member of `org` with `role`, or changes their role to it, as a host
-    /// product's token says (audited when anything changed); whether anything changed.
+    /// product's token says (audited when anything changed); whether anything changed. With
+    /// [`JudgedMember::As`], only if the user stands in `org` as the caller's right to set
+    /// their role was judged on ([`Conflict::MemberChanged`](super::Conflict::MemberChanged)
+    /// if not, once the organization is locked).
     async fn sync_member(
         &self,
         org: OrgId,
         user: UserId,
         role: &RoleName,
+        judged: JudgedMember<'_>,
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<bool, StoreError>;

@@ -8,7 +8,7 @@ use axum::http::{Method, StatusCode};
 use keyplane_control_plane::access::RoleName;
 use keyplane_control_plane::error::ApiError;
 use keyplane_control_plane::store::{
-    AuditContext, CallerEnded, Conflict, KeyChanges, KeysOnRemoval, Reach, StoreError,
+    AuditContext, CallerEnded, Conflict, JudgedMember, KeyChanges, KeysOnRemoval, Reach, StoreError,
 };
 use keyplane_shared::ids::{KeyId, OrgId, UserId};
 use serde_json::json;
@@ -254,7 +254,8 @@ async fn a_person_whose_role_changed_before_their_change_reaches_the_store_chang
 
 /// An admin judged allowed to change a developer (not an owner) must not change them once
 /// an owner has made them an owner meanwhile: the store changes a member only from the role
-/// the caller's right was judged on (409 `member_changed`), for role changes and removals.
+/// the caller's right was judged on (409 `member_changed`), for role changes, removals and
+/// the roles portal links set.
 async fn a_member_whose_role_changed_after_it_was_judged_is_not_changed(app: TestApp) {
     let team = app.team().await;
     let org = app.only_org_id().await;
@@ -304,6 +305,25 @@ async fn a_member_whose_role_changed_after_it_was_judged_is_not_changed(app: Tes
         matches!(removed, Err(StoreError::Conflict(Conflict::MemberChanged))),
         "{removed:?}"
     );
+    // The same for a portal link a host product's token asks for another person, which sets
+    // their role: judged on their being a developer, or on their not being a member.
+    for judged in [Some(&role("developer")), None] {
+        let synced = app
+            .store
+            .sync_member(
+                org,
+                target,
+                &role("viewer"),
+                JudgedMember::As(judged),
+                &admin,
+                now,
+            )
+            .await;
+        assert!(
+            matches!(synced, Err(StoreError::Conflict(Conflict::MemberChanged))),
+            "{judged:?}: {synced:?}"
+        );
+    }
     let members = app.get("/v1/members").await.body;
     let member = members["data"]
         .as_array()

@@ -258,9 +258,10 @@ impl PeopleStore for SqlStore {
         org: OrgId,
         user: UserId,
         role: &RoleName,
+        judged: JudgedMember<'_>,
         context: &AuditContext,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        host_orgs::sync_member(self, org, user, role, context, now).await
+        host_orgs::sync_member(self, org, user, role, judged, context, now).await
     }
 }

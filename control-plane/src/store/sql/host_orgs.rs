@@ -11,9 +11,9 @@ use super::journal::{Mutation, OrgMutation};
 use super::members::{note, set_role};
 use super::people::{id_bytes, member_on};
 use crate::access::RoleName;
-use crate::store::StoreError;
 use crate::store::audit_chain::GENESIS;
 use crate::store::records::{AuditAction, AuditContext};
+use crate::store::{Conflict, JudgedMember, StoreError};
 
 pub(super) async fn provision_org(
     store: &SqlStore,
@@ -70,6 +70,7 @@ pub(super) async fn sync_member(
     org: OrgId,
     user: UserId,
     role: &RoleName,
+    judged: JudgedMember<'_>,
     context: &AuditContext,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
@@ -80,6 +81,11 @@ pub(super) async fn sync_member(
     }
     let mut mutation = OrgMutation::begin_for(store, org, context, now).await?;
     let before = member_on(mutation.connection(), org, user).await?;
+    if let JudgedMember::As(judged) = judged
+        && before.as_ref().map(|member| &member.role) != judged
+    {
+        return Err(StoreError::Conflict(Conflict::MemberChanged));
+    }
     let audit = match before {
         Some(before) if before.role == *role => return Ok(false),
         Some(before) => {
