@@ -14,8 +14,8 @@ use keyplane_shared::ids::{KeyId, OrgId, UserId};
 use serde_json::json;
 
 use crate::backends;
-use crate::helpers::TestApp;
 use crate::helpers::people::Browser;
+use crate::helpers::{TestApp, creates_under_way};
 
 backends!(
     a_member_removed_while_their_creates_wait_makes_no_key_after,
@@ -97,28 +97,15 @@ async fn a_member_removed_while_their_creates_wait_makes_no_key_after(app: TestA
     let team = app.team().await;
     let developer = team.developer.clone();
     let app = Arc::new(app);
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-    let first_tx = Arc::new(std::sync::Mutex::new(Some(first_tx)));
-    let creates: Vec<_> = (0..24)
-        .map(|n| {
-            let app = app.clone();
-            let developer = developer.clone();
-            let first_tx = first_tx.clone();
-            tokio::spawn(async move {
-                let body = json!({"name": format!("made {n}"), "environment": "test"});
-                let reply = app
-                    .as_browser(&developer, Method::POST, "/v1/keys", Some(body))
-                    .await;
-                if reply.status == StatusCode::CREATED
-                    && let Some(tx) = first_tx.lock().expect("lock").take()
-                {
-                    let _ = tx.send(());
-                }
-                reply
-            })
-        })
-        .collect();
-    first_rx.await.expect("a first create answered 201");
+    let creates = creates_under_way(24, |n| {
+        let (app, developer) = (app.clone(), developer.clone());
+        async move {
+            let body = json!({"name": format!("made {n}"), "environment": "test"});
+            app.as_browser(&developer, Method::POST, "/v1/keys", Some(body))
+                .await
+        }
+    })
+    .await;
     let removed = app
         .as_browser(
             &team.owner,

@@ -12,7 +12,7 @@ use serde_json::json;
 use sqlx::Row as _;
 
 use crate::backends;
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, creates_under_way};
 
 backends!(
     concurrent_rotate_revoke_and_update_of_one_key_leave_one_history,
@@ -116,28 +116,15 @@ async fn a_management_key_revoked_while_its_creates_wait_makes_no_key_after(app:
         .await;
     let leaked_id = record["id"].as_str().expect("id").to_owned();
     let app = Arc::new(app);
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-    let first_tx = Arc::new(std::sync::Mutex::new(Some(first_tx)));
-    let creates: Vec<_> = (0..24)
-        .map(|n| {
-            let app = app.clone();
-            let leaked = leaked.clone();
-            let first_tx = first_tx.clone();
-            tokio::spawn(async move {
-                let body = json!({"name": format!("made {n}"), "environment": "live"});
-                let reply = app
-                    .call(Method::POST, "/v1/keys", Some(&leaked), Some(body))
-                    .await;
-                if reply.status == StatusCode::CREATED
-                    && let Some(tx) = first_tx.lock().expect("lock").take()
-                {
-                    let _ = tx.send(());
-                }
-                reply
-            })
-        })
-        .collect();
-    first_rx.await.expect("a first create answered 201");
+    let creates = creates_under_way(24, |n| {
+        let (app, leaked) = (app.clone(), leaked.clone());
+        async move {
+            let body = json!({"name": format!("made {n}"), "environment": "live"});
+            app.call(Method::POST, "/v1/keys", Some(&leaked), Some(body))
+                .await
+        }
+    })
+    .await;
     let revoked = app
         .post(
             &format!("/v1/keys/{leaked_id}/revoke"),

@@ -51,6 +51,34 @@ pub async fn told_to_retry(writer: tokio::task::JoinHandle<Reply>, bound: Durati
     );
 }
 
+/// Starts `count` calls at once (`call(n)` for each `n`), and waits until the first of them
+/// answers 201: the calls still on their way then are what a revocation or removal made at that
+/// moment must stop. Their tasks, to await.
+pub async fn creates_under_way<F, Fut>(count: usize, call: F) -> Vec<tokio::task::JoinHandle<Reply>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let first_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(first_tx)));
+    let calls = (0..count)
+        .map(|n| {
+            let (created, first_tx) = (call(n), first_tx.clone());
+            tokio::spawn(async move {
+                let reply = created.await;
+                if reply.status == StatusCode::CREATED
+                    && let Some(tx) = first_tx.lock().expect("lock").take()
+                {
+                    let _ = tx.send(());
+                }
+                reply
+            })
+        })
+        .collect();
+    first_rx.await.expect("a first create answered 201");
+    calls
+}
+
 /// Polls `check` every 10 ms until it holds; fails the test, naming `what`, if it does not
 /// within [`UNTIL_DEADLINE`]. The one way API tests wait for background work.
 pub async fn until<F, Fut>(what: &str, mut check: F)

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
-use keyplane_control_plane::store::{Attempt, FailureStreak, NextStep};
+use keyplane_control_plane::store::{Attempt, ClaimedDelivery, FailureStreak, NextStep};
 use keyplane_control_plane::webhooks::delivery::{self, Round};
 use keyplane_shared::Timestamp;
 use serde_json::{Value, json};
@@ -91,6 +91,16 @@ async fn round(app: &TestApp) -> Round {
         .settled()
         .await
         .expect("its slow attempts recorded")
+}
+
+/// What a worker claims now (at most 10), under its lease.
+async fn claim(app: &TestApp) -> Vec<ClaimedDelivery> {
+    let now = app.state.now();
+    let lease = Timestamp(now.as_millis() + delivery::LEASE.as_millis() as i64);
+    app.store
+        .claim_deliveries(now, lease, 10)
+        .await
+        .expect("claim")
 }
 
 async fn attempts(app: &TestApp, id: &str) -> Vec<Value> {
@@ -288,13 +298,7 @@ async fn a_claim_whose_worker_died_is_delivered_once_its_lease_ends(app: TestApp
     app.create_key(json!({"name": "one", "environment": "live"}))
         .await;
     // A worker claims the delivery and dies before sending it.
-    let now = app.state.now();
-    let lease = Timestamp(now.as_millis() + delivery::LEASE.as_millis() as i64);
-    let claimed = app
-        .store
-        .claim_deliveries(now, lease, 10)
-        .await
-        .expect("claim");
+    let claimed = claim(&app).await;
     assert_eq!(claimed.len(), 1);
     // Nobody else takes it while the lease holds...
     assert_eq!(round(&app).await.attempted, 0);
@@ -317,12 +321,7 @@ async fn a_slow_failure_recorded_after_a_later_success_starts_no_failing_streak(
             .await;
     }
     let now = app.state.now();
-    let lease = Timestamp(now.as_millis() + delivery::LEASE.as_millis() as i64);
-    let mut claimed = app
-        .store
-        .claim_deliveries(now, lease, 10)
-        .await
-        .expect("claim");
+    let mut claimed = claim(&app).await;
     assert_eq!(claimed.len(), 2);
     let (quick, slow) = (claimed.pop().expect("one"), claimed.pop().expect("other"));
     let streak = FailureStreak {
@@ -377,12 +376,7 @@ async fn a_redeliver_asked_for_while_an_attempt_is_in_flight_is_sent(app: TestAp
         }
         // A worker claims the delivery and sends it...
         let now = app.state.now();
-        let lease = Timestamp(now.as_millis() + delivery::LEASE.as_millis() as i64);
-        let mut claimed = app
-            .store
-            .claim_deliveries(now, lease, 10)
-            .await
-            .expect("claim");
+        let mut claimed = claim(&app).await;
         let in_flight = claimed.pop().expect("the delivery");
         // ...while the redeliver is asked for...
         let event = in_flight.event_id.to_string();
