@@ -1,7 +1,7 @@
 //! Who is looking at a dashboard page, and how a form post proves it came from one.
 //!
 //! - [`Viewer`]: a page request with a valid session cookie (the dashboard's or the portal's);
-//!   without one the person is sent to `/sign-in` (the portal to a "link expired" page).
+//!   without one the person is sent to `/sign-in` (the portal to its "This session has ended" page).
 //! - [`Submitted`]: a form post. The session's CSRF token travels in the form's hidden `csrf`
 //!   field and is checked exactly as the API checks the `x-csrf-token` header (with the
 //!   request's `Origin`): the field is moved into that header and the same [`Principal`]

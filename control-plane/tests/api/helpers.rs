@@ -75,6 +75,8 @@ where
             })
         })
         .collect();
+    // Only the calls hold the sender now: if none answers 201, the wait ends with them.
+    drop(first_tx);
     first_rx.await.expect("a first create answered 201");
     calls
 }

@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use keyplane_control_plane::store::{Attempt, ClaimedDelivery, FailureStreak, NextStep};
 use keyplane_control_plane::webhooks::delivery::{self, Round};
 use keyplane_shared::Timestamp;
@@ -311,19 +311,11 @@ async fn a_claim_whose_worker_died_is_delivered_once_its_lease_ends(app: TestApp
 }
 
 /// A slow attempt is recorded when it ends, after the rounds that went on meanwhile: its
-/// failure, recorded after a success made later, leaves the endpoint as that success did (not
-/// failing), so a late timeout cannot start a streak that would disable a working endpoint.
+/// failure, recorded after a success made later or in the same millisecond (a round's attempts
+/// share their start), leaves the endpoint as that success did (not failing), so a late timeout
+/// cannot show a working endpoint as failing, nor start a streak that would disable it.
 async fn a_slow_failure_recorded_after_a_later_success_starts_no_failing_streak(app: TestApp) {
     let receiver = Receiver::start(204).await;
-    let (id, _) = endpoint(&app, &receiver.url, &["key.created"]).await;
-    for name in ["slow", "quick"] {
-        app.create_key(json!({"name": name, "environment": "live"}))
-            .await;
-    }
-    let now = app.state.now();
-    let mut claimed = claim(&app).await;
-    assert_eq!(claimed.len(), 2);
-    let (quick, slow) = (claimed.pop().expect("one"), claimed.pop().expect("other"));
     let streak = FailureStreak {
         disable_after_ms: i64::MAX,
         idle_gap_ms: 86_400_000,
@@ -335,22 +327,44 @@ async fn a_slow_failure_recorded_after_a_later_success_starts_no_failing_streak(
         outcome: outcome.into(),
         response: String::new(),
     };
-    // The quick one succeeds a second after the slow one started, and is recorded first.
-    let later = Timestamp(now.as_millis() + 1_000);
-    app.store
-        .record_attempts(
-            vec![(quick, attempt(later, 204, "delivered"), NextStep::Delivered)],
-            streak,
-        )
-        .await
-        .expect("recorded");
-    let retry = NextStep::RetryAt(Timestamp(now.as_millis() + 10_000));
-    app.store
-        .record_attempts(vec![(slow, attempt(now, 503, "http_error"), retry)], streak)
-        .await
-        .expect("recorded");
-    let shown = app.get(&format!("/v1/webhooks/{id}")).await;
-    assert!(shown.body["failing_since"].is_null(), "{:?}", shown.body);
+    for success_after_ms in [1_000, 0] {
+        // An endpoint of its own each time, so that nothing recorded before counts.
+        let (id, _) = endpoint(&app, &receiver.url, &["key.created"]).await;
+        for name in ["slow", "quick"] {
+            app.create_key(json!({"name": name, "environment": "live"}))
+                .await;
+        }
+        let now = app.state.now();
+        let mut claimed = claim(&app).await;
+        assert_eq!(claimed.len(), 2);
+        let (quick, slow) = (claimed.pop().expect("one"), claimed.pop().expect("other"));
+        // The quick one succeeds after (or as) the slow one started, and is recorded first.
+        let success_at = Timestamp(now.as_millis() + success_after_ms);
+        let delivered = NextStep::Delivered;
+        app.store
+            .record_attempts(
+                vec![(quick, attempt(success_at, 204, "delivered"), delivered)],
+                streak,
+            )
+            .await
+            .expect("recorded");
+        let retry = NextStep::RetryAt(Timestamp(now.as_millis() + 10_000));
+        app.store
+            .record_attempts(vec![(slow, attempt(now, 503, "http_error"), retry)], streak)
+            .await
+            .expect("recorded");
+        let shown = app.get(&format!("/v1/webhooks/{id}")).await;
+        assert!(
+            shown.body["failing_since"].is_null(),
+            "success {success_after_ms} ms after: {:?}",
+            shown.body
+        );
+        let path = format!("/v1/webhooks/{id}");
+        let deleted = app
+            .call(Method::DELETE, &path, Some(&app.admin_key), None)
+            .await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:?}", deleted.body);
+    }
 }
 
 /// A redeliver asked for while a worker's attempt of the same delivery is in flight (claimed,

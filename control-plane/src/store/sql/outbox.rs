@@ -193,12 +193,12 @@ pub(super) async fn record_attempt(
     }
     // A failing streak starts with this failure unless another attempt (a failure, as a
     // success would have ended it) came within `idle_gap_ms` before it; and a failure recorded
-    // after a success made later (a slow attempt, recorded when it ended) leaves the endpoint
-    // as that success left it.
+    // after a success made later or in the same millisecond (a slow attempt, recorded when it
+    // ended) leaves the endpoint as that success left it.
     let row = sqlx::query(
         "UPDATE webhook_endpoints SET failing_since = CASE \
            WHEN EXISTS (SELECT 1 FROM webhook_attempts s WHERE s.endpoint_id = $2 \
-             AND s.at > $1 AND s.outcome = 'delivered') THEN failing_since \
+             AND s.at >= $1 AND s.outcome = 'delivered') THEN failing_since \
            WHEN failing_since IS NOT NULL AND EXISTS (SELECT 1 FROM webhook_attempts a \
              WHERE a.endpoint_id = $2 AND a.at < $1 AND a.at >= $3) THEN failing_since \
            ELSE $1 END \

@@ -85,6 +85,8 @@ async fn a_hanging_endpoint_does_not_hold_up_another_endpoints_deliveries(app: T
     // for them past its patience.
     let first = round(&app).await;
     assert_eq!((first.attempted, first.claimed()), (0, batch));
+    // (Within the attempts' 10 s timeout, on any machine that runs these tests at all; past
+    // it, the attempts would end as timeouts and the counts below would not hold.)
     until("the batch at the hanging endpoint", || async {
         hanging.received() == batch
     })
