@@ -1,9 +1,10 @@
 //! The embedded portal: what a host product needs to show Keyplane's pages inside its own.
 //!
 //! - [`links`]: `POST /v1/portal/sessions`, where the host product's back end (its signed
-//!   token, or a management key) asks for a one-time link for one of its users, and
-//!   [`enter`], which the dashboard calls when that person lands on `/portal/enter`: the link
-//!   is used up and a portal session (`SameSite=None; Secure; Partitioned` cookie) starts.
+//!   token, or a management key) asks for a one-time link for one of its users.
+//! - [`entry`]: [`enter`], which the dashboard calls when that person lands on
+//!   `/portal/enter`: the link is used up and a portal session (`SameSite=None; Secure;
+//!   Partitioned` cookie) starts.
 //! - [`branding`]: each organization's name, logo, accent colour and the origins allowed to
 //!   frame the portal (`GET`/`PUT /v1/organization/branding`); the dashboard reads it with
 //!   [`crate::store::PortalStore::branding`].
@@ -11,6 +12,7 @@
 //! - [`urls`]: the strict checks on the URLs and origins this module accepts.
 
 pub mod branding;
+pub mod entry;
 pub mod links;
 pub mod reach;
 pub mod urls;
@@ -19,7 +21,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use branding::BrandingView;
-pub use links::{LINK_MINUTES, PortalEntry, enter};
+pub use entry::{PortalEntry, enter};
+pub use links::LINK_MINUTES;
 
 use crate::state::AppState;
 
