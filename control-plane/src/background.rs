@@ -1,29 +1,40 @@
 //! What the background tasks of `keyplane serve` share: a pause that ends early at shutdown,
-//! and the hourly loop of the cleanups.
+//! and the hourly task of the cleanups.
 
 use std::fmt::Display;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-/// Time between two runs of an [`hourly`] task.
+use crate::state::AppState;
+
+/// Time between two runs of a [`spawn_hourly`] task.
 pub const HOUR: Duration = Duration::from_secs(3600);
 
-/// Runs `step` at once and then every [`HOUR`] until `shutdown` turns true (or its sender is
-/// gone); a failed run is logged as `<what> failed` and the task goes on.
-pub async fn hourly<T, E: Display, Run: Future<Output = Result<T, E>>>(
-    what: &str,
+/// Starts a task that runs `step` on the state at once and then every [`HOUR`] until
+/// `shutdown` turns true (or its sender is gone); a failed run is logged as `<what> failed`
+/// and the task goes on.
+pub fn spawn_hourly<T, E, Run>(
+    what: &'static str,
+    state: AppState,
     mut shutdown: watch::Receiver<bool>,
-    mut step: impl FnMut() -> Run,
-) {
-    loop {
-        if let Err(error) = step().await {
-            tracing::warn!(%error, "{what} failed; retrying next hour");
+    step: impl Fn(AppState) -> Run + Send + 'static,
+) -> JoinHandle<()>
+where
+    E: Display,
+    Run: Future<Output = Result<T, E>> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = step(state.clone()).await {
+                tracing::warn!(%error, "{what} failed; retrying next hour");
+            }
+            if stopped_after(HOUR, &mut shutdown).await {
+                return;
+            }
         }
-        if stopped_after(HOUR, &mut shutdown).await {
-            return;
-        }
-    }
+    })
 }
 
 /// Waits `pause`, or less if `shutdown` changes first; whether the task must stop now

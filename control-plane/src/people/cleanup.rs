@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::background::{HOUR, hourly};
+use crate::background::{HOUR, spawn_hourly};
 use crate::state::AppState;
 use crate::store::StoreError;
 
@@ -31,12 +31,8 @@ pub struct Swept {
 
 /// Starts the cleanup; it stops when `shutdown` turns true or the task is aborted.
 pub fn spawn(state: AppState, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let cleanup = || {
-            let state = state.clone();
-            async move { sweep(&state).await }
-        };
-        hourly("the sign-in cleanup", shutdown, cleanup).await;
+    spawn_hourly("the sign-in cleanup", state, shutdown, |state| async move {
+        sweep(&state).await
     })
 }
 

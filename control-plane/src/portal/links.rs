@@ -321,20 +321,26 @@ async fn for_host_user(
         )
         .await?;
     // Nor does it change the role of a member it could not manage (an admin's token, an
-    // owner's); the store sets it only if they still stand as judged here.
-    let current = match for_someone_else {
-        true => state.store.member(org, user.id).await?,
+    // owner's); the store sets it only if they still stand as judged here (`None`: the user's
+    // own link, not judged: the token says what their role is).
+    let judged_on = match for_someone_else {
+        true => Some(
+            state
+                .store
+                .member(org, user.id)
+                .await?
+                .map(|member| member.role),
+        ),
         false => None,
     };
-    if let Some(member) = &current
-        && !caller.may_manage_member_with(&member.role)
+    if let Some(Some(held)) = &judged_on
+        && !caller.may_manage_member_with(held)
     {
-        return Err(beyond_reach(&member.role));
+        return Err(beyond_reach(held));
     }
-    let judged = match for_someone_else {
-        true => JudgedMember::As(current.as_ref().map(|member| &member.role)),
-        false => JudgedMember::Unjudged,
-    };
+    let judged = judged_on.as_ref().map_or(JudgedMember::Unjudged, |held| {
+        JudgedMember::As(held.as_ref())
+    });
     // Unlike a user's own token, a conflict (the last owner asked to become something else)
     // is refused: the session must not act with more than the role asked for.
     state

@@ -312,13 +312,13 @@ pub trait WebhookStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
-    /// Records attempts and what follows each, in one transaction (the attempts of a round that
-    /// ended in its patience, or those that outlasted it; a failure recorded after a success
-    /// made later or in the same millisecond leaves the endpoint as the success did). A failure starts
-    /// (or continues) the endpoint's failure streak, as `streak` says; when the streak is older
-    /// than its `disable_after_ms`, the endpoint is disabled (audited as `webhook_disabled`,
-    /// announced as `webhook.disabled`). A success ends the streak. For each attempt, in order:
-    /// whether its endpoint was disabled now.
+    /// Records attempts and what follows each, in one transaction (the attempts of a round
+    /// that ended in its patience, or those that outlasted it; a failure recorded after a
+    /// success made later or in the same millisecond leaves the endpoint as the success did).
+    /// A failure starts (or continues) the endpoint's failure streak, as `streak` says; when
+    /// the streak is older than its `disable_after_ms`, the endpoint is disabled (audited as
+    /// `webhook_disabled`, announced as `webhook.disabled`). A success ends the streak. For
+    /// each attempt, in order: whether its endpoint was disabled now.
     async fn record_attempts(
         &self,
         attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,

@@ -10,7 +10,7 @@ use keyplane_shared::Timestamp;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::background::{HOUR, hourly};
+use crate::background::{HOUR, spawn_hourly};
 use crate::state::AppState;
 use crate::store::StoreError;
 
@@ -34,13 +34,12 @@ pub fn spawn(
     shutdown: watch::Receiver<bool>,
 ) -> Option<JoinHandle<()>> {
     (days > 0).then(|| {
-        tokio::spawn(async move {
-            let cleanup = || {
-                let state = state.clone();
-                async move { sweep(&state, days).await }
-            };
-            hourly("the usage retention cleanup", shutdown, cleanup).await;
-        })
+        spawn_hourly(
+            "the usage retention cleanup",
+            state,
+            shutdown,
+            move |state| async move { sweep(&state, days).await },
+        )
     })
 }
 

@@ -11,9 +11,9 @@
 //! endpoint slow to answer, up to [`ATTEMPT_TIMEOUT`]) to finish and be recorded in the
 //! background ([`InFlight`]) while the next rounds go on; and the claim takes no delivery of
 //! an endpoint that has [`ENDPOINT_IN_FLIGHT`](crate::store::webhooks::ENDPOINT_IN_FLIGHT)
-//! deliveries in flight already, so those rounds
-//! go to other endpoints. At most some `BATCH × (ATTEMPT_TIMEOUT / ROUND_PATIENCE + 1)` attempts
-//! are in flight at once per instance.
+//! deliveries in flight already, so those rounds go to other endpoints. At most some
+//! `BATCH × (ATTEMPT_TIMEOUT / ROUND_PATIENCE + 1)` attempts are in flight at once per
+//! instance.
 
 use std::time::{Duration, Instant};
 
@@ -102,11 +102,6 @@ pub struct InFlight {
     recorded: JoinHandle<Result<Round, StoreError>>,
 }
 
-/// An attempt on its way, and what follows it.
-type Running = FuturesUnordered<
-    std::pin::Pin<Box<dyn Future<Output = (ClaimedDelivery, Attempt, NextStep)> + Send>>,
->;
-
 /// One round: claims the due deliveries (one batch), sends them concurrently, and records in
 /// one transaction the attempts that ended within [`ROUND_PATIENCE`]; the others are
 /// recorded when they end ([`Round::in_flight`]).
@@ -117,11 +112,12 @@ pub async fn deliver_due(state: &AppState, client: &Client) -> Result<Round, Sto
         .store
         .claim_deliveries(now, lease_until, BATCH)
         .await?;
-    let mut running: Running = claimed
+    // Each attempt owns what it uses, so the ones still running can move to a task of their own.
+    let mut running: FuturesUnordered<_> = claimed
         .into_iter()
         .map(|delivery| {
             let (state, client) = (state.clone(), client.clone());
-            Box::pin(async move { attempt(&state, &client, delivery).await }) as _
+            async move { attempt(&state, &client, delivery).await }
         })
         .collect();
     let mut ended = Vec::with_capacity(running.len());

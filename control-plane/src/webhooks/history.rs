@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::background::{HOUR, hourly};
+use crate::background::{HOUR, spawn_hourly};
 use crate::state::AppState;
 use crate::store::{StoreError, WebhookHistorySwept};
 use crate::timestamps::before;
@@ -27,13 +27,12 @@ pub const NOTICES_KEPT_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Starts the cleanup; it stops when `shutdown` turns true or the task is aborted.
 pub fn spawn(state: AppState, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let cleanup = || {
-            let state = state.clone();
-            async move { sweep(&state).await }
-        };
-        hourly("the webhook history cleanup", shutdown, cleanup).await;
-    })
+    spawn_hourly(
+        "the webhook history cleanup",
+        state,
+        shutdown,
+        |state| async move { sweep(&state).await },
+    )
 }
 
 /// Deletes the history older than [`KEPT_FOR`] (notices: [`NOTICES_KEPT_FOR`]) at the state's
