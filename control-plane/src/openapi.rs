@@ -135,7 +135,10 @@ impl Modify for ManagementKeySchemes {
 ///   is refused before any handler runs), or a session on an unsafe method (no matching
 ///   `Origin` or CSRF token);
 /// - 503 to those that take any credential (checking it reads the database);
-/// - 400, 413 and 415 to those that take a JSON body (the body extractor's refusals).
+/// - 400, 413 and 415 to those that take a JSON body (the body extractor's refusals);
+/// - 409 `role_changed` to the changes of an organization a person makes with a session (the
+///   unsafe methods that take both a management key and a session): their standing is checked
+///   again under the organization's lock.
 pub fn complete_responses(document: &mut utoipa::openapi::OpenApi) {
     for item in document.paths.paths.values_mut() {
         let operations = [
@@ -178,6 +181,9 @@ pub fn complete_responses(document: &mut utoipa::openapi::OpenApi) {
             };
             if let Some(description) = forbidden {
                 add_response(operation, "403", description);
+            }
+            if management_key && session && unsafe_method {
+                add_to_response(operation, "409", ROLE_CHANGED);
             }
             if !schemes.is_empty() {
                 add_response(
@@ -334,6 +340,26 @@ fn takes_json(operation: &Operation) -> bool {
             RefOr::T(body) => body.content.contains_key("application/json"),
             RefOr::Ref(_) => false,
         })
+}
+
+/// What a session's change of an organization answers when the person's role changed while the
+/// call waited (`Conflict::RoleChanged`).
+const ROLE_CHANGED: &str = "The signed-in person's role, or its scopes, changed while the call \
+     waited (`role_changed`): nothing was changed; made again, the call is judged under the new role";
+
+/// Adds `description` to the operation's answer with `status` as one more case of it, or adds
+/// that answer with it alone.
+fn add_to_response(operation: &mut Operation, status: &str, description: &str) {
+    match operation.responses.responses.get_mut(status) {
+        Some(RefOr::T(response)) => {
+            response.description = format!(
+                "{}; or: {description}",
+                response.description.trim_end_matches('.')
+            );
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => add_response(operation, status, description),
+    }
 }
 
 fn add_response(operation: &mut Operation, status: &str, description: &str) {

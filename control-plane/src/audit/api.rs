@@ -140,7 +140,7 @@ pub struct ChainReport {
         (status = 400, description = "Invalid filter or cursor", body = crate::openapi::ErrorResponse),
         (status = 401, description = "Not authenticated", body = crate::openapi::ErrorResponse),
     ),
-    security(("api_key" = []), ("bearer" = []))
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
 pub(crate) async fn list_audit(
     State(state): State<AppState>,
@@ -203,7 +203,7 @@ fn audit_cursor(text: &str) -> Result<u64, ApiError> {
         (status = 200, description = "Verification result", body = ChainReport),
         (status = 401, description = "Not authenticated", body = crate::openapi::ErrorResponse),
     ),
-    security(("api_key" = []), ("bearer" = []))
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
 pub(crate) async fn verify_audit(
     State(state): State<AppState>,

@@ -60,7 +60,7 @@ pub(crate) fn key_id(text: &str) -> Result<KeyId, ApiError> {
         (status = 401, description = "Not authenticated", body = crate::openapi::ErrorResponse),
         (status = 403, description = "A scope the caller does not hold", body = crate::openapi::ErrorResponse),
     ),
-    security(("api_key" = []), ("bearer" = []))
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
 pub(crate) async fn create_key(
     State(state): State<AppState>,
@@ -108,7 +108,7 @@ pub(crate) async fn create_key(
         (status = 400, description = "Invalid filter or cursor", body = crate::openapi::ErrorResponse),
         (status = 401, description = "Not authenticated", body = crate::openapi::ErrorResponse),
     ),
-    security(("api_key" = []), ("bearer" = []))
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
@@ -185,7 +185,7 @@ pub(crate) async fn list_keys(
         (status = 200, description = "The key", body = KeyView),
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
     ),
-    security(("api_key" = []), ("bearer" = []))
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
 pub(crate) async fn get_key(
     State(state): State<AppState>,
@@ -210,7 +210,7 @@ pub(crate) async fn get_key(
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
         (status = 409, description = "The key is revoked (`key_revoked`), expired (`key_expired`) or rotated (`key_rotated`): it cannot be edited back to life", body = crate::openapi::ErrorResponse),
     ),
-    security(("api_key" = []), ("bearer" = []))
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
 pub(crate) async fn update_key(
     State(state): State<AppState>,
@@ -273,7 +273,7 @@ pub(crate) async fn update_key(
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
         (status = 409, description = "The key is revoked (`key_revoked`), expired (`key_expired`) or already rotated (`key_rotated`)", body = crate::openapi::ErrorResponse),
     ),
-    security(("api_key" = []), ("bearer" = []))
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
 pub(crate) async fn rotate_key(
     State(state): State<AppState>,
@@ -336,7 +336,7 @@ pub(crate) async fn rotate_key(
         (status = 403, description = "The caller's role may not change keys, the key is another member's (`not_key_owner`), or it holds a scope the caller does not (`insufficient_scope`)", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
     ),
-    security(("api_key" = []), ("bearer" = []))
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
 pub(crate) async fn revoke_key(
     State(state): State<AppState>,
@@ -379,7 +379,7 @@ pub(crate) async fn revoke_key(
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
         (status = 409, description = "The key is still active (`key_active`)", body = crate::openapi::ErrorResponse),
     ),
-    security(("api_key" = []), ("bearer" = []))
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
 pub(crate) async fn delete_key(
     State(state): State<AppState>,

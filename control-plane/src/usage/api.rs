@@ -153,7 +153,7 @@ fn key_id(text: &str) -> Result<KeyId, ApiError> {
         (status = 401, description = "Not authenticated", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
     ),
-    security(("api_key" = []), ("bearer" = []))
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
 pub(crate) async fn key_usage(
     State(state): State<AppState>,
@@ -212,7 +212,7 @@ pub(crate) async fn key_usage(
         (status = 401, description = "Not authenticated", body = crate::openapi::ErrorResponse),
         (status = 404, description = "No such key in this organization", body = crate::openapi::ErrorResponse),
     ),
-    security(("api_key" = []), ("bearer" = []))
+    security(("api_key" = []), ("bearer" = []), ("session" = []))
 )]
 pub(crate) async fn daily_usage(
     State(state): State<AppState>,

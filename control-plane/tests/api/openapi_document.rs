@@ -1,6 +1,7 @@
 //! What the OpenAPI document promises, the server keeps: the deployment's own rules are in the
-//! served document, every operation names what authentication and the database may answer,
-//! and the server takes what the document calls valid (whole numbers written `30.0`, an id's
+//! served document, every operation names what authentication and the database may answer
+//! (and a person's change of the organization its `role_changed`), every reading it opens to a
+//! session answers one, and the server takes what the document calls valid (whole numbers written `30.0`, an id's
 //! shape that names nothing, lists counted as sent) and refuses with a 400, never a 500, what
 //! no database can be asked (a NUL in a filter or an email).
 
@@ -17,6 +18,7 @@ backends!(
     lists_are_counted_as_sent,
     an_id_shape_or_an_owner_that_names_nobody_filters_to_an_empty_page,
     text_no_database_holds_is_refused_or_matches_nothing_never_a_500,
+    every_reading_the_document_opens_to_a_session_answers_a_signed_in_owner,
 );
 
 mod own_rules {
@@ -105,6 +107,14 @@ async fn every_operation_names_what_authentication_and_the_database_may_answer(a
             if schemes.contains(&"session") && method != "get" {
                 assert!(names("403"), "{label} names 403 (CSRF)");
             }
+            // A person's change of the organization: their role is checked again under its lock.
+            if schemes.contains(&"session") && schemes.contains(&"api_key") && method != "get" {
+                let conflict = statuses["409"]["description"].as_str().unwrap_or_default();
+                assert!(
+                    conflict.contains("`role_changed`"),
+                    "{label} names 409 `role_changed`: {conflict:?}"
+                );
+            }
             if !schemes.is_empty() {
                 assert!(names("503"), "{label} names 503");
             }
@@ -135,6 +145,35 @@ async fn every_operation_names_what_authentication_and_the_database_may_answer(a
         };
         assert_eq!(parameter["in"], expected, "{parameter}");
     }
+}
+
+async fn every_reading_the_document_opens_to_a_session_answers_a_signed_in_owner(app: TestApp) {
+    let document = document(&app).await;
+    let owner = app.first_owner().await;
+    let (_, key) = app
+        .create_key(json!({"name": "read", "environment": "live"}))
+        .await;
+    let key_id = key["id"].as_str().expect("an id");
+    let mut read = 0;
+    for (path, operations) in document["paths"].as_object().expect("paths") {
+        let Some(operation) = operations.get("get") else {
+            continue;
+        };
+        let takes_session = operation["security"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|requirement| requirement.get("session").is_some());
+        let path = path.replace("/v1/keys/{id}", &format!("/v1/keys/{key_id}"));
+        if !takes_session || path.contains('{') {
+            continue;
+        }
+        let reply = app.as_browser(&owner, Method::GET, &path, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "GET {path}: {:?}", reply.body);
+        read += 1;
+    }
+    // The keys, one key and its usage, the audit log, members, roles, webhooks and the rest.
+    assert!(read >= 15, "only {read} readings");
 }
 
 async fn whole_numbers_written_with_a_fraction_are_taken(app: TestApp) {
