@@ -36,6 +36,9 @@ pub const MAX_PREVIOUS_SECRETS: usize = 4;
 /// seconds>`): a change of the key's expiry forgets them, so the new expiry is announced again.
 pub const EXPIRING_NOTICE_PREFIX: &str = "expiring:";
 
+/// The `key_notices` row of a key's `key.expired` notice.
+pub const EXPIRED_NOTICE: &str = "expired";
+
 /// How the `key_notices` rows of `key.rate_limited` begin (`rate_limited:<hour since the
 /// epoch>`): one per key and clock hour.
 pub const RATE_LIMITED_NOTICE_PREFIX: &str = "rate_limited:";
@@ -51,6 +54,8 @@ pub struct WebhookHistorySwept {
     pub events: u64,
     /// `key.rate_limited` notice rows of past hours.
     pub notices: u64,
+    /// `key.expiring` and `key.expired` notice rows of keys whose expiry is long past.
+    pub expiry_notices: u64,
 }
 
 /// An expiry notice just announced.
@@ -327,8 +332,9 @@ pub trait WebhookStore: Send + Sync + 'static {
 
     /// Deletes the webhook history made before `before`: attempts, deliveries no longer
     /// pending, and events no delivery refers to any more (a pending delivery and its event
-    /// stay, however old); and the `key.rate_limited` notice rows sent before
-    /// `notices_before`.
+    /// stay, however old); the `key.rate_limited` notice rows sent before `notices_before`; and
+    /// the expiry notice rows of keys whose expiry passed before `notices_before`, or that are
+    /// gone (which must be longer ago than the expiry scheduler looks back).
     async fn delete_webhook_history(
         &self,
         before: Timestamp,

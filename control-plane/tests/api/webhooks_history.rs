@@ -3,16 +3,20 @@
 //! a pending delivery and its event stay however old, and so do expiry notices; a delivery
 //! whose event went is given up when claimed.
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use keyplane_control_plane::store::WebhookHistorySwept;
-use keyplane_control_plane::webhooks::history;
+use keyplane_control_plane::webhooks::{expiry, history};
 use serde_json::json;
 use sqlx::Row as _;
 
 use crate::backends;
 use crate::helpers::TestApp;
 
-backends!(settled_webhook_history_goes_after_30_days_and_pending_deliveries_stay);
+backends!(
+    settled_webhook_history_goes_after_30_days_and_pending_deliveries_stay,
+    expiry_notice_rows_go_a_week_after_their_keys_expiry_and_nothing_is_announced_again,
+    a_month_ahead_reminder_sent_over_a_week_ago_stays_while_its_key_lives,
+);
 
 /// Rows of `table` (a fixed name).
 async fn count(app: &TestApp, table: &str) -> i64 {
@@ -96,6 +100,7 @@ async fn settled_webhook_history_goes_after_30_days_and_pending_deliveries_stay(
             deliveries: 1,
             events: 1,
             notices: 1,
+            expiry_notices: 0,
         }
     );
     assert_eq!(count(&app, "webhook_attempts").await, 0);
@@ -140,4 +145,87 @@ async fn settled_webhook_history_goes_after_30_days_and_pending_deliveries_stay(
             .await
             .expect("the orphan");
     assert_eq!(orphan, "failed");
+}
+
+/// The notice rows in `key_notices`, sorted.
+async fn notice_rows(app: &TestApp) -> Vec<String> {
+    let mut rows: Vec<String> = sqlx::query("SELECT notice FROM key_notices")
+        .fetch_all(app.pool())
+        .await
+        .expect("notices")
+        .iter()
+        .map(|row| row.get::<String, _>(0))
+        .collect();
+    rows.sort();
+    rows
+}
+
+async fn expiry_notice_rows_go_a_week_after_their_keys_expiry_and_nothing_is_announced_again(
+    app: TestApp,
+) {
+    const DAY: i64 = 86_400;
+    app.create_key(json!({"name": "hour", "environment": "live", "expires": "1h"}))
+        .await;
+    // The hour's key: reminded a day before (it is within it; the week's notice is recorded as
+    // passed over), then announced as expired.
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 1);
+    app.clock.advance_secs(3601);
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 1);
+    let hours_rows = ["expired", "expiring:604800", "expiring:86400"];
+    assert_eq!(notice_rows(&app).await, hours_rows);
+    // Six days after its expiry they stay.
+    app.clock.advance_secs(6 * DAY);
+    assert_eq!(
+        history::sweep(&app.state).await.expect("sweep"),
+        WebhookHistorySwept::default()
+    );
+    // A week and a minute after it, a key made for a week is reminded at once; the sweep takes
+    // the hour's key's three rows and leaves that reminder.
+    app.clock.advance_secs(DAY + 60);
+    app.create_key(json!({"name": "week", "environment": "live", "expires": "7d"}))
+        .await;
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 1);
+    assert_eq!(
+        notice_rows(&app).await,
+        [
+            "expired",
+            "expiring:604800",
+            "expiring:604800",
+            "expiring:86400"
+        ]
+    );
+    assert_eq!(
+        history::sweep(&app.state).await.expect("sweep"),
+        WebhookHistorySwept {
+            expiry_notices: 3,
+            ..WebhookHistorySwept::default()
+        }
+    );
+    assert_eq!(notice_rows(&app).await, ["expiring:604800"]);
+    // Neither key is announced again for what the deleted rows recorded.
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
+}
+
+async fn a_month_ahead_reminder_sent_over_a_week_ago_stays_while_its_key_lives(app: TestApp) {
+    let chosen = app
+        .call(
+            Method::PUT,
+            "/v1/organization/expiry-notices",
+            Some(&app.admin_key),
+            Some(json!({"days_before": [30]})),
+        )
+        .await;
+    assert_eq!(chosen.status, StatusCode::OK, "{:?}", chosen.body);
+    app.create_key(json!({"name": "month", "environment": "live", "expires": "30d"}))
+        .await;
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 1);
+    // Twenty days on, the reminder was sent long before the sweep's cutoff, but its key still
+    // expires after it: without the row, the next look would remind the key again.
+    app.clock.advance_secs(20 * 86_400);
+    assert_eq!(
+        history::sweep(&app.state).await.expect("sweep"),
+        WebhookHistorySwept::default()
+    );
+    assert_eq!(notice_rows(&app).await, ["expiring:2592000"]);
+    assert_eq!(expiry::announce_due(&app.state).await.expect("look"), 0);
 }

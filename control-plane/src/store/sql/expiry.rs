@@ -20,7 +20,7 @@ use super::people::id_bytes;
 use super::rows::bytes16;
 use crate::store::StoreError;
 use crate::store::outbox::{EventType, NewEvent};
-use crate::store::webhooks::{EXPIRING_NOTICE_PREFIX, ExpiryNotice};
+use crate::store::webhooks::{EXPIRED_NOTICE, EXPIRING_NOTICE_PREFIX, ExpiryNotice};
 use crate::timestamps::rfc3339;
 
 /// How far back a passed expiry is still announced: keys that expired earlier (before the
@@ -167,7 +167,7 @@ pub(super) async fn announce(
         &mut connection,
         Timestamp(now.as_millis() - EXPIRED_WINDOW_MS),
         now,
-        "expired",
+        EXPIRED_NOTICE,
         None,
         &[],
         limit,
@@ -179,7 +179,7 @@ pub(super) async fn announce(
             notify(
                 store,
                 &key,
-                "expired",
+                EXPIRED_NOTICE,
                 &[],
                 EventType::KeyExpired,
                 None,

@@ -55,6 +55,7 @@ mod webhook_rows;
 mod webhooks;
 
 pub use self::connect::Backend;
+pub use self::expiry::EXPIRED_WINDOW_MS;
 use super::feed_heads::FeedHeads;
 use super::records::*;
 use super::{

@@ -290,8 +290,22 @@ const NOTICES: Expiring = Expiring {
     also: "AND notice LIKE 'rate_limited:%'",
 };
 
+/// Expiry notice rows (`EXPIRING_NOTICE_PREFIX<lead>`, `EXPIRED_NOTICE`) of keys whose expiry
+/// passed before the cutoff, or that are gone: the expiry scheduler looks at no key that expired
+/// more than `EXPIRED_WINDOW_MS` before, so no look asks for them again (an expired key's
+/// expiry cannot be changed). The cutoff (`$1`) is compared with the key's expiry too.
+const EXPIRY_NOTICES: Expiring = Expiring {
+    table: "key_notices",
+    id: "key_id, notice",
+    time: "sent_at",
+    also: "AND (notice LIKE 'expiring:%' OR notice = 'expired') \
+           AND NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.id = key_notices.key_id \
+           AND (k.expires_at IS NULL OR k.expires_at >= $1))",
+};
+
 /// The webhook history past its time (see `WebhookStore::delete_webhook_history`), attempts
-/// first, then the deliveries, then the events left without one.
+/// first, then the deliveries, then the events left without one; and the notice rows no look
+/// asks for any more.
 pub(super) async fn delete_history(
     pool: &AnyPool,
     before: Timestamp,
@@ -302,13 +316,16 @@ pub(super) async fn delete_history(
         deliveries: sweep::delete_before(pool, &DELIVERIES, before).await?,
         events: sweep::delete_before(pool, &EVENTS, before).await?,
         notices: sweep::delete_before(pool, &NOTICES, notices_before).await?,
+        expiry_notices: sweep::delete_before(pool, &EXPIRY_NOTICES, notices_before).await?,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::NOTICES;
-    use crate::store::webhooks::RATE_LIMITED_NOTICE_PREFIX;
+    use super::{EXPIRY_NOTICES, NOTICES};
+    use crate::store::webhooks::{
+        EXPIRED_NOTICE, EXPIRING_NOTICE_PREFIX, RATE_LIMITED_NOTICE_PREFIX,
+    };
 
     #[test]
     fn the_notice_sweep_names_the_rate_limited_rows() {
@@ -317,5 +334,12 @@ mod tests {
                 .also
                 .contains(&format!("'{RATE_LIMITED_NOTICE_PREFIX}%'"))
         );
+    }
+
+    #[test]
+    fn the_expiry_notice_sweep_names_the_expiring_and_expired_rows() {
+        let also = EXPIRY_NOTICES.also;
+        assert!(also.contains(&format!("notice LIKE '{EXPIRING_NOTICE_PREFIX}%'")));
+        assert!(also.contains(&format!("notice = '{EXPIRED_NOTICE}'")));
     }
 }
