@@ -79,17 +79,26 @@ impl Round {
     }
 
     /// This round once its attempts still in flight have ended and been recorded too.
-    pub async fn settled(mut self) -> Result<Round, StoreError> {
+    pub async fn settled(mut self) -> Result<Round, SettleError> {
         if let Some(rest) = self.in_flight.take() {
-            let rest = rest.recorded.await.map_err(|error| {
-                StoreError::Corrupt(format!("recording the slow attempts stopped: {error}"))
-            })??;
+            let rest = rest.recorded.await??;
             self.attempted += rest.attempted;
             self.delivered += rest.delivered;
             self.disabled += rest.disabled;
         }
         Ok(self)
     }
+}
+
+/// Why [`Round::settled`] could not tell how a round's slow attempts ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// Recording them failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The task recording them stopped (it panicked or was aborted).
+    #[error("recording the slow attempts stopped: {0}")]
+    Stopped(#[from] tokio::task::JoinError),
 }
 
 /// A round's attempts that outlasted [`ROUND_PATIENCE`]: they run on, and are recorded
