@@ -47,7 +47,7 @@ pub use browser::{BrowserTools, ScriptRun};
 pub use deployment::{ControlPlane, Deployment, DeploymentSecrets, Edge, signed};
 pub use edge_options::{EdgeOptions, EdgeRuntime, EdgeWorker};
 pub use feed_proxy::{FeedProxy, Tamper};
-pub use http::{Reply, get, get_with_timeout, send, send_bytes};
+pub use http::{Reply, get, get_with_timeout, send, send_bytes, send_with_timeout};
 pub use instances::Topology;
 pub use origin::{Origin, Received};
 pub use ports::free_port;

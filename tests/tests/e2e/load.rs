@@ -21,6 +21,10 @@ use serde_json::{Value, json};
 const CONVERGENCE: Duration = Duration::from_secs(20);
 /// How long a test waits for its load to reach a count of acknowledged operations.
 const PROGRESS: Duration = Duration::from_secs(60);
+/// How long one call may go unanswered before it counts as unanswered: above what the control
+/// plane may take by design while its database is cut off (a create waiting its turn behind
+/// another's 5 s connection wait, then its own 5 s, then its hashing), so only a hang counts.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Every key a load makes is named with this prefix.
 const LOAD_NAME: &str = "load-";
 
@@ -156,7 +160,7 @@ impl Load {
     ) -> Option<Value> {
         let headers = [("authorization", self.authorization.as_str())];
         let url = format!("{base}{path}");
-        match keyplane_tests::send(method, &url, &headers, Some(&body)) {
+        match keyplane_tests::send_with_timeout(method, &url, &headers, &body, CALL_TIMEOUT) {
             Ok(reply) if reply.status == expected => {
                 let answer = reply.json().ok()?;
                 if expected == 201 {
