@@ -53,6 +53,7 @@ mod usage_request_ids;
 mod webhooks;
 mod webhooks_delivery;
 mod webhooks_expiry;
+mod webhooks_expiry_recheck;
 mod webhooks_history;
 mod webhooks_rate_limited;
 mod webhooks_transport;

@@ -13,7 +13,6 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use keyplane_control_plane::store::sql::Backend;
 use serde_json::json;
-use sqlx::Row as _;
 
 use crate::helpers::{
     TestApp, default_config, drop_test_database, spawn_app_with, told_to_retry, until,
@@ -21,29 +20,6 @@ use crate::helpers::{
 
 /// Writers sent at once: more than the pool's 16 connections.
 const WRITERS: usize = 20;
-
-/// Connections of the application's database waiting for a lock.
-async fn lock_waiters(app: &TestApp) -> i64 {
-    sqlx::query(
-        "SELECT count(*) FROM pg_stat_activity \
-         WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
-    .fetch_one(app.pool())
-    .await
-    .expect("pg_stat_activity")
-    .get::<i64, _>(0)
-}
-
-/// Holds every organization's row from the test's own connection, as an instance in the
-/// middle of a change holds its organization's; released when the transaction is.
-async fn hold_rows(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Any> {
-    let mut holder = app.pool().begin().await.expect("a transaction");
-    sqlx::query("UPDATE orgs SET audit_seq = audit_seq")
-        .execute(&mut *holder)
-        .await
-        .expect("the rows locked");
-    holder
-}
 
 /// A control plane on a fresh PostgreSQL database, its database URL (to drop it after), and
 /// the id of a key to change; `None` when PostgreSQL is unavailable outside CI.
@@ -63,7 +39,7 @@ async fn writers_of_one_organization_wait_for_its_row_without_taking_the_pool() 
         return;
     };
 
-    let holder = hold_rows(&app).await;
+    let holder = app.hold_org_rows().await;
 
     let app = Arc::new(app);
     let writers: Vec<_> = (0..WRITERS)
@@ -74,13 +50,13 @@ async fn writers_of_one_organization_wait_for_its_row_without_taking_the_pool() 
         })
         .collect();
     until("a writer waits for the organization's row", || async {
-        lock_waiters(&app).await >= 1
+        app.lock_waiters().await >= 1
     })
     .await;
     // Time for the other writers to come as far as they can.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        lock_waiters(&app).await,
+        app.lock_waiters().await,
         1,
         "one connection waits for the row; the other writers wait for their turn"
     );
@@ -113,7 +89,7 @@ async fn writers_kept_from_a_row_held_elsewhere_past_the_timeouts_are_told_to_re
         return;
     };
     let path = format!("/v1/keys/{id}");
-    let holder = hold_rows(&app).await;
+    let holder = app.hold_org_rows().await;
     let app = Arc::new(app);
     let patch = |name: &'static str| {
         let (app, path) = (app.clone(), path.clone());
@@ -122,7 +98,7 @@ async fn writers_kept_from_a_row_held_elsewhere_past_the_timeouts_are_told_to_re
     let started = std::time::Instant::now();
     let first = patch("first");
     until("the first writer waits for the row", || async {
-        lock_waiters(&app).await == 1
+        app.lock_waiters().await == 1
     })
     .await;
     // The first waits for the row for at most the lock timeout, the others for their turn
@@ -132,7 +108,7 @@ async fn writers_kept_from_a_row_held_elsewhere_past_the_timeouts_are_told_to_re
         // Without the bounds a writer would wait as long as the row is held.
         told_to_retry(writer, Duration::from_secs(30)).await;
         assert!(
-            lock_waiters(&app).await <= 1,
+            app.lock_waiters().await <= 1,
             "one connection waits at most"
         );
     }

@@ -1,4 +1,6 @@
-//! Looking into what the store holds, as the tests of secrets at rest and of the outbox do.
+//! Looking into what the store holds, as the tests of secrets at rest and of the outbox do;
+//! and, on PostgreSQL, holding the organizations' rows as another instance in the middle of a
+//! change does, and counting who waits for them.
 
 use serde_json::Value;
 use sqlx::Row as _;
@@ -46,5 +48,28 @@ impl TestApp {
             .iter()
             .map(|delivery| serde_json::from_str(&delivery.body).expect("json"))
             .collect()
+    }
+
+    /// Connections of the application's PostgreSQL database waiting for a lock.
+    pub async fn lock_waiters(&self) -> i64 {
+        sqlx::query(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(self.pool())
+        .await
+        .expect("pg_stat_activity")
+        .get::<i64, _>(0)
+    }
+
+    /// Holds every organization's row from the test's own connection, as an instance in the
+    /// middle of a change holds its organization's; released when the transaction is.
+    pub async fn hold_org_rows(&self) -> sqlx::Transaction<'static, sqlx::Any> {
+        let mut holder = self.pool().begin().await.expect("a transaction");
+        sqlx::query("UPDATE orgs SET audit_seq = audit_seq")
+            .execute(&mut *holder)
+            .await
+            .expect("the rows locked");
+        holder
     }
 }
