@@ -137,8 +137,8 @@ impl Modify for ManagementKeySchemes {
 /// - 503 to those that take any credential (checking it reads the database);
 /// - 400, 413 and 415 to those that take a JSON body (the body extractor's refusals);
 /// - 409 `role_changed` to the changes of an organization a person makes with a session (the
-///   unsafe methods that take both a management key and a session): their standing is checked
-///   again under the organization's lock.
+///   unsafe methods that take both a management key and a session, each of which goes through
+///   `OrgMutation::begin_for`): their standing is checked again under the organization's lock.
 pub fn complete_responses(document: &mut utoipa::openapi::OpenApi) {
     for item in document.paths.paths.values_mut() {
         let operations = [
@@ -182,7 +182,9 @@ pub fn complete_responses(document: &mut utoipa::openapi::OpenApi) {
             if let Some(description) = forbidden {
                 add_response(operation, "403", description);
             }
-            if management_key && session && unsafe_method {
+            // Those a management key and a session both take are the organization's changes
+            // (a session's own routes take a session and a host token).
+            if takes("api_key") && session && unsafe_method {
                 add_to_response(operation, "409", ROLE_CHANGED);
             }
             if !schemes.is_empty() {

@@ -274,12 +274,15 @@ pub trait WebhookStore: Send + Sync + 'static {
 
     /// Sends the event to the endpoint again, now (a new delivery if it never had one; one
     /// with an attempt in flight is due again once that attempt is recorded, whatever its
-    /// outcome); `NotFound` for an event or endpoint of another organization.
+    /// outcome); `NotFound` for an event or endpoint of another organization. Asked for by
+    /// `context`'s caller, checked again under the organization's lock as every change of it
+    /// is.
     async fn redeliver(
         &self,
         org: OrgId,
         id: WebhookId,
         event: EventId,
+        context: &AuditContext,
         now: Timestamp,
     ) -> Result<(), StoreError>;
 

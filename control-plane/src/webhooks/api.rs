@@ -408,7 +408,13 @@ pub(crate) async fn redeliver(
         .map_err(|_| ApiError::NotFound("webhook event"))?;
     state
         .store
-        .redeliver(principal.org, webhook_id(&id)?, event, state.now())
+        .redeliver(
+            principal.org,
+            webhook_id(&id)?,
+            event,
+            &principal.context,
+            state.now(),
+        )
         .await
         .map_err(|error| match error {
             StoreError::NotFound => ApiError::NotFound("webhook endpoint or event"),

@@ -7,7 +7,7 @@ use axum::http::{Method, StatusCode};
 use keyplane_control_plane::store::{
     AuditContext, CallerEnded, KeyChanges, Reconciliation, StoreError,
 };
-use keyplane_shared::ids::KeyId;
+use keyplane_shared::ids::{EventId, KeyId, WebhookId};
 use serde_json::json;
 use sqlx::Row as _;
 
@@ -167,6 +167,14 @@ async fn a_management_key_revoked_while_its_creates_wait_makes_no_key_after(app:
 /// authentication read the key as active) reaches the store and is refused there, under the
 /// organization's lock, and nothing changes.
 async fn a_caller_key_revoked_before_its_change_reaches_the_store_changes_nothing(app: TestApp) {
+    let endpoint = app
+        .post(
+            "/v1/webhooks",
+            json!({"url": "http://127.0.0.1:9/none", "events": ["key.created"]}),
+        )
+        .await;
+    let endpoint = WebhookId::parse(endpoint.body["webhook"]["id"].as_str().expect("id"))
+        .expect("a webhook id");
     let (_, caller) = app
         .create_key(json!({"name": "caller", "environment": "live", "scopes": ["api-keys:manage"]}))
         .await;
@@ -219,6 +227,22 @@ async fn a_caller_key_revoked_before_its_change_reaches_the_store_changes_nothin
             Err(StoreError::CallerEnded(CallerEnded::Revoked))
         ),
         "{reconciled:?}"
+    );
+    let event: Vec<u8> = sqlx::query_scalar("SELECT id FROM webhook_events LIMIT 1")
+        .fetch_one(app.pool())
+        .await
+        .expect("a key.created event");
+    let event = EventId::from_bytes(event.try_into().expect("16 bytes"));
+    let redelivered = app
+        .store
+        .redeliver(org, endpoint, event, &context, app.state.now())
+        .await;
+    assert!(
+        matches!(
+            redelivered,
+            Err(StoreError::CallerEnded(CallerEnded::Revoked))
+        ),
+        "{redelivered:?}"
     );
     // An expired caller is refused the same way; a caller without a key (a signed-in person)
     // is not checked here.

@@ -107,14 +107,19 @@ async fn every_operation_names_what_authentication_and_the_database_may_answer(a
             if schemes.contains(&"session") && method != "get" {
                 assert!(names("403"), "{label} names 403 (CSRF)");
             }
-            // A person's change of the organization: their role is checked again under its lock.
-            if schemes.contains(&"session") && schemes.contains(&"api_key") && method != "get" {
-                let conflict = statuses["409"]["description"].as_str().unwrap_or_default();
-                assert!(
-                    conflict.contains("`role_changed`"),
-                    "{label} names 409 `role_changed`: {conflict:?}"
-                );
-            }
+            // A person's change of the organization: their role is checked again under its
+            // lock. Nothing else answers `role_changed`.
+            let conflict = statuses
+                .get("409")
+                .and_then(|conflict| conflict["description"].as_str())
+                .unwrap_or_default();
+            let changes_the_organization =
+                schemes.contains(&"session") && schemes.contains(&"api_key") && method != "get";
+            assert_eq!(
+                conflict.contains("`role_changed`"),
+                changes_the_organization,
+                "{label}: 409 {conflict:?}"
+            );
             if !schemes.is_empty() {
                 assert!(names("503"), "{label} names 503");
             }

@@ -314,9 +314,10 @@ impl WebhookStore for SqlStore {
         org: OrgId,
         id: WebhookId,
         event: EventId,
+        context: &AuditContext,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut mutation = Mutation::begin(&self.pool).await?;
+        let mut mutation = OrgMutation::begin_for(self, org, context, now).await?;
         outbox::redeliver(mutation.connection(), org, id, event, now).await?;
         mutation.commit(&self.heads).await
     }
