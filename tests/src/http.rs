@@ -63,19 +63,19 @@ pub fn send(
     )
 }
 
-/// `method url` with `headers` and a JSON body, giving up after `timeout`.
+/// `method url` with `headers` and an optional JSON body, giving up after `timeout`.
 pub fn send_with_timeout(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
-    json: &serde_json::Value,
+    json: Option<&serde_json::Value>,
     timeout: Duration,
 ) -> Result<Reply> {
     request_bytes(
         method,
         url,
         headers,
-        Some(json.to_string().into_bytes()),
+        json.map(|value| value.to_string().into_bytes()),
         timeout,
     )
 }

@@ -160,7 +160,7 @@ impl Load {
     ) -> Option<Value> {
         let headers = [("authorization", self.authorization.as_str())];
         let url = format!("{base}{path}");
-        match keyplane_tests::send_with_timeout(method, &url, &headers, &body, CALL_TIMEOUT) {
+        match keyplane_tests::send_with_timeout(method, &url, &headers, Some(&body), CALL_TIMEOUT) {
             Ok(reply) if reply.status == expected => {
                 let answer = reply.json().ok()?;
                 if expected == 201 {

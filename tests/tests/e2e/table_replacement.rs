@@ -81,7 +81,16 @@ fn second_isolate(d: &Deployment) -> Result<String> {
 }
 
 fn status_at(url: &str, key: &str) -> Result<u16> {
-    Ok(keyplane_tests::get(&format!("{url}/x"), &[("x-api-key", key)])?.status)
+    // Some requests wait for an isolate to build a table of 300,000 keys: a second or two on
+    // an idle machine, many more on a loaded one.
+    let reply = keyplane_tests::send_with_timeout(
+        "GET",
+        &format!("{url}/x"),
+        &[("x-api-key", key)],
+        None,
+        Duration::from_secs(60),
+    )?;
+    Ok(reply.status)
 }
 
 /// The WebAssembly memory of the isolate the store runs in.
