@@ -109,14 +109,7 @@ async fn settled_webhook_history_goes_after_30_days_and_pending_deliveries_stay(
     assert_eq!(count(&app, "webhook_deliveries").await, 2);
     assert_eq!(count(&app, "webhook_events").await, 2);
     event_of(&app, "pending").await;
-    let notices: Vec<String> = sqlx::query("SELECT notice FROM key_notices")
-        .fetch_all(app.pool())
-        .await
-        .expect("notices")
-        .iter()
-        .map(|row| row.get::<String, _>(0))
-        .collect();
-    assert_eq!(notices, ["expiring:86400"]);
+    assert_eq!(notice_rows(&app).await, ["expiring:86400"]);
     assert_eq!(
         history::sweep(&app.state).await.expect("sweep"),
         WebhookHistorySwept::default()
