@@ -133,7 +133,7 @@ impl Modify for ManagementKeySchemes {
 ///   session: none, or one that is unknown, revoked or expired);
 /// - 403 to those that take a management key (one without `api-keys:manage` or `admin:full`
 ///   is refused before any handler runs), or a session on an unsafe method (no matching
-///   `Origin` or CSRF token);
+///   `Origin` or CSRF token: `csrf_failed` is added to a route's own 403 too);
 /// - 503 to those that take any credential (checking it reads the database);
 /// - 400, 413 and 415 to those that take a JSON body (the body extractor's refusals);
 /// - 409 `role_changed` to the changes of an organization a person makes with a session (the
@@ -182,10 +182,15 @@ pub fn complete_responses(document: &mut utoipa::openapi::OpenApi) {
             if let Some(description) = forbidden {
                 add_response(operation, "403", description);
             }
+            // A route's own 403 text names its own refusals; a session's missing CSRF token is
+            // refused before the handler runs.
+            if session && unsafe_method {
+                add_case(operation, "403", "csrf_failed", CSRF_FAILED);
+            }
             // Those a management key and a session both take are the organization's changes
             // (a session's own routes take a session and a host token).
             if takes("api_key") && session && unsafe_method {
-                add_to_response(operation, "409", ROLE_CHANGED);
+                add_case(operation, "409", "role_changed", ROLE_CHANGED);
             }
             if !schemes.is_empty() {
                 add_response(
@@ -349,10 +354,16 @@ fn takes_json(operation: &Operation) -> bool {
 const ROLE_CHANGED: &str = "The signed-in person's role, or its scopes, changed while the call \
      waited (`role_changed`): nothing was changed; made again, the call is judged under the new role";
 
-/// Adds `description` to the operation's answer with `status` as one more case of it, or adds
-/// that answer with it alone.
-fn add_to_response(operation: &mut Operation, status: &str, description: &str) {
+/// What a session's unsafe request without its page's `Origin` and CSRF token answers.
+const CSRF_FAILED: &str =
+    "A session's request without its page's `Origin` and CSRF token (`csrf_failed`)";
+
+/// Adds `description`, the case of the answer with `status` whose error code is `code`, to that
+/// answer as one more case of it, unless it names `code` already; or adds that answer with it
+/// alone.
+fn add_case(operation: &mut Operation, status: &str, code: &str, description: &str) {
     match operation.responses.responses.get_mut(status) {
+        Some(RefOr::T(response)) if response.description.contains(&format!("`{code}`")) => {}
         Some(RefOr::T(response)) => {
             response.description = format!(
                 "{}; or: {description}",

@@ -1,9 +1,10 @@
 //! What the OpenAPI document promises, the server keeps: the deployment's own rules are in the
 //! served document, every operation names what authentication and the database may answer
-//! (and a person's change of the organization its `role_changed`), every reading it opens to a
-//! session answers one, and the server takes what the document calls valid (whole numbers written `30.0`, an id's
-//! shape that names nothing, lists counted as sent) and refuses with a 400, never a 500, what
-//! no database can be asked (a NUL in a filter or an email).
+//! (a session's unsafe request its `csrf_failed`, and a person's change of the organization its
+//! `role_changed`), every reading it opens to a session answers one, and the server takes what
+//! the document calls valid (whole numbers written `30.0`, an id's shape that names nothing,
+//! lists counted as sent) and refuses with a 400, never a 500, what no database can be asked (a
+//! NUL in a filter or an email).
 
 use axum::http::{Method, StatusCode};
 use keyplane_control_plane::Config;
@@ -105,7 +106,11 @@ async fn every_operation_names_what_authentication_and_the_database_may_answer(a
                 }
             }
             if schemes.contains(&"session") && method != "get" {
-                assert!(names("403"), "{label} names 403 (CSRF)");
+                let forbidden = statuses["403"]["description"].as_str().unwrap_or_default();
+                assert!(
+                    forbidden.contains("`csrf_failed`"),
+                    "{label} names 403 `csrf_failed`: {forbidden:?}"
+                );
             }
             // A person's change of the organization: their role is checked again under its
             // lock. Nothing else answers `role_changed`.
