@@ -27,6 +27,7 @@ mod leaks;
 mod leaks_github;
 mod lifecycle;
 mod limits;
+mod migrations;
 mod openapi_document;
 mod operations;
 mod operator_settings;
