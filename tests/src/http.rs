@@ -38,6 +38,9 @@ impl Reply {
     }
 }
 
+/// How long a request may go unanswered, unless the caller says otherwise.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `GET url` with `headers`; 4xx/5xx are answers, not errors.
 pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Reply> {
     send("GET", url, headers, None)
@@ -55,12 +58,7 @@ pub fn send(
     headers: &[(&str, &str)],
     json: Option<&serde_json::Value>,
 ) -> Result<Reply> {
-    send_bytes(
-        method,
-        url,
-        headers,
-        json.map(|value| value.to_string().into_bytes()),
-    )
+    send_with_timeout(method, url, headers, json, TIMEOUT)
 }
 
 /// `method url` with `headers` and an optional JSON body, giving up after `timeout`.
@@ -87,7 +85,7 @@ pub fn send_bytes(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> Result<Reply> {
-    request_bytes(method, url, headers, body, Duration::from_secs(10))
+    request_bytes(method, url, headers, body, TIMEOUT)
 }
 
 fn request_bytes(
