@@ -1,9 +1,10 @@
 //! Throughput of the webhook delivery worker: `--events N` key changes (each announcing one
 //! `key.updated`) wait in the outbox for one endpoint, a local receiver answering 204; the
-//! worker's rounds (claim a batch, send it concurrently, record every attempt) run until
-//! nothing is due. Baseline, in the same run: the same number of POSTs of an event-sized body
-//! by the same HTTP client to the same receiver, as many at once as a worker batch
-//! ([`delivery::BATCH`]) — what the machine and the receiver allow without an outbox.
+//! worker's loop (claiming into its free places, sending, recording attempts as they end) runs
+//! until every attempt is recorded, with at most `ENDPOINT_IN_FLIGHT` (16) of the endpoint's
+//! in flight. Baseline, in the same run: the same number of POSTs of an event-sized body by the
+//! same HTTP client to the same receiver, as many at once as a claim takes at most
+//! ([`delivery::BATCH`], 32) — what the machine and the receiver allow without an outbox.
 //!
 //! `cargo bench -p keyplane-control-plane --bench webhook_delivery [-- --events N --backend sqlite|postgres|both]`
 
@@ -134,18 +135,21 @@ async fn run_backend(backend: Backend, events: usize) -> anyhow::Result<Figures>
 
     let client = delivery::client(true)?;
     let started = Instant::now();
-    let mut delivered = 0;
-    loop {
-        let round = delivery::deliver_due(&state, &client)
-            .await?
-            .settled()
-            .await?;
-        if round.attempted == 0 {
-            break;
-        }
-        delivered += round.delivered;
-    }
+    let deliverer = delivery::Deliverer::new(state.clone(), client.clone());
+    let mut recorded = deliverer.recorded();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = delivery::run(deliverer, stopped);
+    // Every attempt recorded (or not: counted, and failing the check below), within minutes.
+    let tally = *tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        recorded.wait_for(|tally| tally.attempted + tally.unrecorded >= events),
+    )
+    .await
+    .context("the worker did not record every attempt within 5 minutes")??;
     let worker = started.elapsed();
+    stop.send(true)?;
+    running.await?;
+    let delivered = tally.delivered;
     ensure!(delivered == events, "{delivered} of {events} delivered");
     ensure!(
         received.load(Ordering::Relaxed) == events,

@@ -19,12 +19,15 @@ use super::records::{AuditContext, Page};
 
 pub use crate::secrets::webhook_signing::SALT_LEN;
 
-/// How many deliveries of one endpoint in flight (claimed, by any instance) make a claim pass
-/// it over, so that an endpoint slow to answer does not take every round's places while its
-/// attempts hang and the rounds go on with other endpoints' deliveries. The count is what was
-/// committed when the claim starts: one claim can take up to its limit more, and instances
-/// claiming at once each count without the others' claims.
-pub const ENDPOINT_IN_FLIGHT: u32 = 32;
+/// The most endpoints an organization may have.
+pub const MAX_WEBHOOKS_PER_ORG: u64 = 20;
+
+/// The most deliveries of one endpoint in flight (claimed, by any instance): a claim takes no
+/// more of an endpoint's than its places left, so that an endpoint slow to answer holds only
+/// these while its attempts hang, and the claims go on with other endpoints' deliveries. The
+/// count is what was committed when the claim starts: instances claiming at once each count
+/// without the others' claims.
+pub const ENDPOINT_IN_FLIGHT: u32 = 16;
 
 /// The most replaced secrets that sign beside an endpoint's secret: rotating again within 24
 /// hours keeps the secrets replaced before signing too (a receiver may still hold any of
@@ -311,8 +314,7 @@ pub trait WebhookStore: Send + Sync + 'static {
     ) -> Result<ExpiryNoticeDays, StoreError>;
 
     /// Claims up to `limit` due deliveries of enabled endpoints until `lease_until`, oldest
-    /// due first, passing over endpoints with [`ENDPOINT_IN_FLIGHT`] deliveries claimed
-    /// already.
+    /// due first, giving no endpoint more than [`ENDPOINT_IN_FLIGHT`] deliveries in flight.
     async fn claim_deliveries(
         &self,
         now: Timestamp,
@@ -320,9 +322,9 @@ pub trait WebhookStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
-    /// Records attempts and what follows each, in one transaction (the attempts of a round
-    /// that ended in its patience, or those that outlasted it; a failure recorded after a
-    /// success made later or in the same millisecond leaves the endpoint as the success did).
+    /// Records attempts and what follows each, in one transaction (the attempts that ended
+    /// together, in any order of their starts: a failure recorded after a success made later
+    /// or in the same millisecond leaves the endpoint as the success did).
     /// A failure starts (or continues) the endpoint's failure streak, as `streak` says; when
     /// the streak is older than its `disable_after_ms`, the endpoint is disabled (audited as
     /// `webhook_disabled`, announced as `webhook.disabled`). A success ends the streak. For

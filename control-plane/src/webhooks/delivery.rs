@@ -6,174 +6,260 @@
 //! (at least once: a receiver drops repeats by `webhook-id`). Every instance may run this;
 //! the store's claim gives each delivery to one of them at a time.
 //!
-//! One organization's slow endpoints do not hold up the others' deliveries: a round waits
-//! [`ROUND_PATIENCE`] for its attempts, records those that ended, and leaves the rest (an
-//! endpoint slow to answer, up to [`ATTEMPT_TIMEOUT`]) to finish and be recorded in the
-//! background ([`InFlight`]) while the next rounds go on; and the claim takes no delivery of
-//! an endpoint that has [`ENDPOINT_IN_FLIGHT`](crate::store::webhooks::ENDPOINT_IN_FLIGHT)
-//! deliveries in flight already, so those rounds go to other endpoints. At most some
-//! `BATCH × (ATTEMPT_TIMEOUT / ROUND_PATIENCE + 1)` attempts are in flight at once per
-//! instance.
+//! There are no rounds: an instance keeps up to [`PLACES`] attempts in flight ([`Deliverer`]),
+//! claims due deliveries into the places that are free (at most [`BATCH`] at a time), and
+//! records each attempt as it ends, together with the others that ended meanwhile (one
+//! transaction for all of them: a commit per attempt was what bounded the worker). A place is
+//! held from the claim until the attempt is recorded. An endpoint slow to answer (up to
+//! [`ATTEMPT_TIMEOUT`]) holds at most [`ENDPOINT_IN_FLIGHT`] places (the claim gives it no
+//! more), and the deliveries of every other endpoint are claimed as soon as they are due and a
+//! place is free: hanging endpoints hold up the others' deliveries only when there are so many
+//! of them that they hold every place (`PLACES / ENDPOINT_IN_FLIGHT`, 32: more than the 20 one
+//! organization may have).
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use futures_util::StreamExt as _;
-use futures_util::stream::FuturesUnordered;
 use keyplane_shared::Timestamp;
 use reqwest::Client;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::address_guard::{GuardedResolver, literal_allowed};
 use super::backoff::{DISABLE_AFTER_MS, RETRY_WINDOW_MS, after_failure};
-use crate::error::error_chain;
 use crate::state::AppState;
+use crate::store::webhooks::{ENDPOINT_IN_FLIGHT, MAX_WEBHOOKS_PER_ORG};
 use crate::store::{Attempt, ClaimedDelivery, FailureStreak, NextStep, StoreError};
+
+mod send;
+
+pub use send::client;
 
 /// How long a claim is held: longer than an attempt can take.
 pub const LEASE: Duration = Duration::from_secs(60);
 /// How long one attempt may take, connecting included.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Deliveries claimed (and sent concurrently) per round.
+/// The most deliveries one claim takes.
 pub const BATCH: u32 = 32;
-/// How long a round waits for its attempts before the next round may start; the attempts
-/// still running then are recorded when they end ([`InFlight`]).
-pub const ROUND_PATIENCE: Duration = Duration::from_secs(1);
-/// How often the outbox is looked at when the last round found nothing.
+/// The most attempts one instance has in flight (claimed and not yet recorded).
+pub const PLACES: usize = 512;
+// One organization's endpoints, all hanging, cannot hold every place of an instance.
+const _: () = assert!(PLACES as u64 / ENDPOINT_IN_FLIGHT as u64 > MAX_WEBHOOKS_PER_ORG);
+/// The most ended attempts recorded in one transaction.
+pub const RECORD_BATCH: usize = 64;
+/// How often the outbox is looked at when the last claim found less than it asked for.
 pub const POLL: Duration = Duration::from_millis(200);
 /// How much of an answer is kept with the attempt, in bytes.
 pub const RESPONSE_HEAD: usize = 256;
 
-/// The HTTP client deliveries use: names resolved through the address guard, no redirects,
-/// no proxy, bounded time.
-pub fn client(local_dev: bool) -> Result<Client, reqwest::Error> {
-    // rustls needs a process-wide crypto provider; installing twice is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder()
-        .dns_resolver(GuardedResolver { local_dev })
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(ATTEMPT_TIMEOUT)
-        .connect_timeout(ATTEMPT_TIMEOUT)
-        .user_agent("Keyplane-Webhooks/1")
-        .build()
-}
-
-/// What one round did.
-#[derive(Debug, Default)]
-pub struct Round {
+/// What the attempts recorded so far came to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
     /// Attempts made and recorded.
     pub attempted: usize,
     /// Of which delivered.
     pub delivered: usize,
     /// Endpoints disabled for failing too long.
     pub disabled: usize,
-    /// The attempts still running after [`ROUND_PATIENCE`], recorded when they end.
-    pub in_flight: Option<InFlight>,
+    /// Attempts whose recording failed: their deliveries are claimed again when the lease ends.
+    pub unrecorded: usize,
 }
 
-impl Round {
-    /// How many attempts the round made, those still in flight included.
-    pub fn claimed(&self) -> usize {
-        self.attempted + self.in_flight.as_ref().map_or(0, |rest| rest.count)
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.attempted += other.attempted;
+        self.delivered += other.delivered;
+        self.disabled += other.disabled;
+        self.unrecorded += other.unrecorded;
     }
 
-    /// This round once its attempts still in flight have ended and been recorded too.
-    pub async fn settled(mut self) -> Result<Round, SettleError> {
-        if let Some(rest) = self.in_flight.take() {
-            let rest = rest.recorded.await??;
-            self.attempted += rest.attempted;
-            self.delivered += rest.delivered;
-            self.disabled += rest.disabled;
+    fn since(self, earlier: Tally) -> Tally {
+        Tally {
+            attempted: self.attempted - earlier.attempted,
+            delivered: self.delivered - earlier.delivered,
+            disabled: self.disabled - earlier.disabled,
+            unrecorded: self.unrecorded - earlier.unrecorded,
         }
-        Ok(self)
     }
 }
 
-/// Why [`Round::settled`] could not tell how a round's slow attempts ended.
+/// Attempts that ended but could not be recorded (the store failed; logged when it happened).
 #[derive(Debug, thiserror::Error)]
-pub enum SettleError {
-    /// Recording them failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The task recording them stopped (it panicked or was aborted).
-    #[error("recording the slow attempts stopped: {0}")]
-    Stopped(#[from] tokio::task::JoinError),
-}
-
-/// A round's attempts that outlasted [`ROUND_PATIENCE`]: they run on, and are recorded
-/// together when the last ends (each within [`ATTEMPT_TIMEOUT`]), under their claims' lease.
-/// Dropping this leaves them to run and be recorded all the same.
-#[derive(Debug)]
-pub struct InFlight {
+#[error(
+    "{attempts} webhook attempts could not be recorded; their deliveries are tried again when the lease ends"
+)]
+pub struct Unrecorded {
     /// How many.
-    pub count: usize,
-    recorded: JoinHandle<Result<Round, StoreError>>,
+    pub attempts: usize,
 }
 
-/// One round: claims the due deliveries (one batch), sends them concurrently, and records in
-/// one transaction the attempts that ended within [`ROUND_PATIENCE`]; the others are
-/// recorded when they end ([`Round::in_flight`]).
-pub async fn deliver_due(state: &AppState, client: &Client) -> Result<Round, StoreError> {
-    let now = state.now();
-    let lease_until = Timestamp(now.as_millis() + LEASE.as_millis() as i64);
-    let claimed = state
-        .store
-        .claim_deliveries(now, lease_until, BATCH)
-        .await?;
-    // Each attempt owns what it uses, so the ones still running can move to a task of their own.
-    let mut running: FuturesUnordered<_> = claimed
-        .into_iter()
-        .map(|delivery| {
-            let (state, client) = (state.clone(), client.clone());
-            async move { attempt(&state, &client, delivery).await }
-        })
-        .collect();
-    let mut ended = Vec::with_capacity(running.len());
-    let patience = tokio::time::sleep(ROUND_PATIENCE);
-    tokio::pin!(patience);
-    loop {
-        tokio::select! {
-            next = running.next() => match next {
-                Some(attempt) => ended.push(attempt),
-                None => break,
-            },
-            () = &mut patience => break,
+/// What one [`Deliverer::claim`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The deliveries it asked the store for: the free places, at most [`BATCH`].
+    pub asked: usize,
+    /// The deliveries it got, and started.
+    pub taken: usize,
+}
+
+impl Claim {
+    /// Whether it got all it asked for (so more may be due).
+    pub fn full(self) -> bool {
+        self.asked > 0 && self.taken == self.asked
+    }
+}
+
+/// An attempt that ended, and the place it holds until it is recorded.
+struct Ended {
+    attempt: (ClaimedDelivery, Attempt, NextStep),
+    place: OwnedSemaphorePermit,
+}
+
+/// One instance's deliveries: at most its number of places in flight, each recorded as it
+/// ends by a task of its own. Dropping it leaves the attempts in flight to end and be recorded
+/// (while the runtime runs: those cut short by a shutdown are sent again when their lease
+/// ends).
+pub struct Deliverer {
+    state: AppState,
+    client: Client,
+    places: Arc<Semaphore>,
+    capacity: usize,
+    ended: mpsc::UnboundedSender<Ended>,
+    recorded: watch::Receiver<Tally>,
+    settled: Tally,
+}
+
+impl Deliverer {
+    /// A deliverer with [`PLACES`] places.
+    pub fn new(state: AppState, client: Client) -> Self {
+        Deliverer::with_places(state, client, PLACES)
+    }
+
+    /// A deliverer with `places` places (at least one).
+    pub fn with_places(state: AppState, client: Client, places: usize) -> Self {
+        let capacity = places.max(1);
+        let (ended, queue) = mpsc::unbounded_channel();
+        let (tally, recorded) = watch::channel(Tally::default());
+        tokio::spawn(record_as_they_end(state.clone(), queue, tally));
+        Deliverer {
+            state,
+            client,
+            places: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            ended,
+            recorded,
+            settled: Tally::default(),
         }
     }
-    // The attempts still running go on in their own task first, so that they are polled (their
-    // answers read, their timeouts kept) while the ended ones are recorded, and live on if
-    // that recording fails.
-    let in_flight = (!running.is_empty()).then(|| {
-        let count = running.len();
-        let state = state.clone();
-        let recorded = tokio::spawn(async move {
-            let ended: Vec<_> = running.collect().await;
-            let recorded = record(&state, ended).await;
-            if let Err(error) = &recorded {
-                tracing::warn!(%error, "recording slow webhook attempts failed; their deliveries are tried again when the lease ends");
+
+    /// Claims due deliveries into the free places (at most [`BATCH`]) and starts each; they
+    /// are recorded as they end.
+    pub async fn claim(&mut self) -> Result<Claim, StoreError> {
+        let asked = self.places.available_permits().min(BATCH as usize);
+        let held = u32::try_from(asked)
+            .ok()
+            .filter(|count| *count > 0)
+            .and_then(|count| self.places.clone().try_acquire_many_owned(count).ok());
+        let Some(mut held) = held else {
+            return Ok(Claim { asked: 0, taken: 0 });
+        };
+        let now = self.state.now();
+        let lease_until = Timestamp(now.as_millis() + LEASE.as_millis() as i64);
+        // On an error the places held go back as `held` drops.
+        let claimed = self
+            .state
+            .store
+            .claim_deliveries(now, lease_until, held.num_permits() as u32)
+            .await?;
+        let taken = claimed.len();
+        for delivery in claimed {
+            // The store took at most what was asked, so each delivery has its place; the
+            // places of the deliveries not found go back as `held` drops.
+            let Some(place) = held.split(1) else {
+                break;
+            };
+            let (state, client, ended) =
+                (self.state.clone(), self.client.clone(), self.ended.clone());
+            tokio::spawn(async move {
+                let attempt = attempt(&state, &client, delivery).await;
+                // The recorder lives as long as a sender does.
+                let _ = ended.send(Ended { attempt, place });
+            });
+        }
+        Ok(Claim { asked, taken })
+    }
+
+    /// How many attempts are in flight (claimed, not yet recorded).
+    pub fn in_flight(&self) -> usize {
+        self.capacity - self.places.available_permits()
+    }
+
+    /// Waits until a place is free.
+    pub async fn place_freed(&self) {
+        // This deliverer never closes its semaphore, so the acquisition cannot fail.
+        drop(self.places.acquire().await);
+    }
+
+    /// What the attempts recorded so far came to, changed as each recording commits.
+    pub fn recorded(&self) -> watch::Receiver<Tally> {
+        self.recorded.clone()
+    }
+
+    /// Waits until every attempt started has ended and been recorded; what they came to since
+    /// the last time this was asked.
+    pub async fn settled(&mut self) -> Result<Tally, Unrecorded> {
+        let capacity = u32::try_from(self.capacity).unwrap_or(u32::MAX);
+        // Every place is free once every attempt is recorded (this deliverer never closes
+        // its semaphore, so the acquisition cannot fail).
+        drop(self.places.acquire_many(capacity).await);
+        let now = *self.recorded.borrow();
+        let since = now.since(self.settled);
+        self.settled = now;
+        match since.unrecorded {
+            0 => Ok(since),
+            attempts => Err(Unrecorded { attempts }),
+        }
+    }
+}
+
+/// Records the attempts as they end: all that ended meanwhile (at most [`RECORD_BATCH`]) in
+/// one transaction, then frees their places. Ends once every sender is gone.
+async fn record_as_they_end(
+    state: AppState,
+    mut queue: mpsc::UnboundedReceiver<Ended>,
+    tally: watch::Sender<Tally>,
+) {
+    let mut ended = Vec::with_capacity(RECORD_BATCH);
+    while queue.recv_many(&mut ended, RECORD_BATCH).await > 0 {
+        let (attempts, places): (Vec<_>, Vec<_>) = ended
+            .drain(..)
+            .map(|ended| (ended.attempt, ended.place))
+            .unzip();
+        let count = attempts.len();
+        let done = match record(&state, attempts).await {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::warn!(%error, attempts = count, "recording webhook attempts failed; their deliveries are tried again when the lease ends");
+                Tally {
+                    unrecorded: count,
+                    ..Tally::default()
+                }
             }
-            recorded
-        });
-        InFlight { count, recorded }
-    });
-    let mut round = record(state, ended).await?;
-    round.in_flight = in_flight;
-    Ok(round)
+        };
+        // Counted before the places are freed: a caller waiting for every place sees them.
+        tally.send_modify(|tally| tally.add(done));
+        drop(places);
+    }
 }
 
 /// Records `attempts` (and what follows each) in one transaction.
 async fn record(
     state: &AppState,
     attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
-) -> Result<Round, StoreError> {
-    let mut round = Round::default();
-    if attempts.is_empty() {
-        return Ok(round);
-    }
+) -> Result<Tally, StoreError> {
+    let mut done = Tally::default();
     for (_, _, next) in &attempts {
-        round.attempted += 1;
-        round.delivered += usize::from(*next == NextStep::Delivered);
+        done.attempted += 1;
+        done.delivered += usize::from(*next == NextStep::Delivered);
     }
     let disabled = state
         .store
@@ -187,24 +273,25 @@ async fn record(
             },
         )
         .await?;
-    round.disabled = disabled.iter().filter(|now| **now).count();
-    if round.disabled > 0 {
+    done.disabled = disabled.iter().filter(|now| **now).count();
+    if done.disabled > 0 {
         tracing::warn!(
-            endpoints = round.disabled,
+            endpoints = done.disabled,
             "webhook endpoints disabled after failing for 5 days"
         );
     }
-    Ok(round)
+    Ok(done)
 }
 
-/// One attempt of one delivery, and what follows it (recorded with the round's others).
+/// One attempt of one delivery, and what follows it (recorded with the others that ended
+/// meanwhile).
 async fn attempt(
     state: &AppState,
     client: &Client,
     delivery: ClaimedDelivery,
 ) -> (ClaimedDelivery, Attempt, NextStep) {
     let at = state.now();
-    let attempt = send(state, client, &delivery, at).await;
+    let attempt = send::send(state, client, &delivery, at).await;
     let delivered = attempt.outcome == "delivered";
     let next = if delivered {
         NextStep::Delivered
@@ -226,87 +313,24 @@ async fn attempt(
     (delivery, attempt, next)
 }
 
-/// Posts the event; how it went.
-async fn send(
-    state: &AppState,
-    client: &Client,
-    delivery: &ClaimedDelivery,
-    at: Timestamp,
-) -> Attempt {
-    let started = Instant::now();
-    let finish = |status: Option<u16>, outcome: &str, response: String| Attempt {
-        at,
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        status,
-        outcome: outcome.to_owned(),
-        response,
-    };
-    let url = match reqwest::Url::parse(&delivery.endpoint.url) {
-        Ok(url) => url,
-        Err(error) => return finish(None, "invalid_url", error.to_string()),
-    };
-    let host = url.host_str().unwrap_or_default();
-    if !literal_allowed(host, state.policy.local_dev) {
-        return finish(
-            None,
-            "refused_address",
-            format!("{host} is not a public address"),
-        );
-    }
-    let id = delivery.event_id.to_string();
-    let timestamp = at.as_millis().div_euclid(1000);
-    let signature = state.webhook_secrets.signature_header(
-        &delivery.endpoint.salt,
-        &delivery.endpoint.previous,
-        (&id, timestamp, &delivery.body),
-        at,
-    );
-    let sent = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("webhook-id", &id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(delivery.body.clone())
-        .send()
-        .await;
-    let mut response = match sent {
-        Ok(response) => response,
-        Err(error) => {
-            let outcome = if error.is_timeout() {
-                "timeout"
-            } else if error.is_connect() {
-                "connect_error"
-            } else {
-                "request_error"
-            };
-            // With its causes (`no public address` and the like), as much as is kept.
-            let text = error_chain(&error).chars().take(RESPONSE_HEAD).collect();
-            return finish(None, outcome, text);
-        }
-    };
-    let status = response.status();
-    let mut head = Vec::new();
-    while head.len() < RESPONSE_HEAD {
-        match response.chunk().await {
-            Ok(Some(chunk)) => head.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    head.truncate(RESPONSE_HEAD);
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let outcome = if status.is_success() {
-        "delivered"
-    } else {
-        "http_error"
-    };
-    finish(Some(status.as_u16()), outcome, text)
+/// What the worker waits for before it claims again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Nothing: the last claim was full, so more may be due.
+    Now,
+    /// A recording (which frees places, and an endpoint's share), a commit or [`POLL`].
+    Poll,
+    /// A place freed: every place is taken.
+    PlaceFreed,
+    /// A second: the store failed.
+    Retry,
 }
 
-/// Runs [`deliver_due`] until shutdown: again at once after a full batch or when a key change
-/// commits (its events are in the outbox), after [`POLL`] otherwise (and after a second when
-/// the store failed).
-pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+/// Runs [`Deliverer::claim`] until shutdown: again at once after a full claim, when an
+/// attempt is recorded (places, and an endpoint's share, are free again), when a key change
+/// commits (its events are in the outbox), after [`POLL`] otherwise (and after a second
+/// when the store failed).
+pub fn spawn(state: AppState, shutdown: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
     let client = match client(state.policy.local_dev) {
         Ok(client) => client,
         Err(error) => {
@@ -314,31 +338,53 @@ pub fn spawn(state: AppState, mut shutdown: watch::Receiver<bool>) -> Option<Joi
             return None;
         }
     };
+    Some(run(Deliverer::new(state, client), shutdown))
+}
+
+/// The loop of [`spawn`], over a given deliverer.
+pub fn run(mut deliverer: Deliverer, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     // A committed key change announces a new feed head; its events are due at once.
-    let mut heads = state.store.feed_heads();
-    Some(tokio::spawn(async move {
+    let mut heads = deliverer.state.store.feed_heads();
+    let mut recorded = deliverer.recorded();
+    tokio::spawn(async move {
         loop {
-            let pause = match deliver_due(&state, &client).await {
-                Ok(round) if round.claimed() >= BATCH as usize => Duration::ZERO,
-                Ok(_) => POLL,
+            let next = match deliverer.claim().await {
+                Ok(claim) if claim.full() => Next::Now,
+                Ok(claim) if claim.asked == 0 => Next::PlaceFreed,
+                Ok(_) => Next::Poll,
                 Err(error) => {
                     tracing::warn!(%error, "webhook delivery could not read the outbox; retrying");
-                    Duration::from_secs(1)
+                    Next::Retry
                 }
+            };
+            let pause = match next {
+                Next::Now => Some(Duration::ZERO),
+                Next::Poll => Some(POLL),
+                Next::Retry => Some(Duration::from_secs(1)),
+                Next::PlaceFreed => None,
             };
             let committed = async {
                 if heads.changed().await.is_err() {
                     std::future::pending::<()>().await;
                 }
             };
+            let one_recorded = async {
+                // The recorder lives as long as the deliverer: this never ends in error while
+                // the loop runs, but it must not spin if it did.
+                if recorded.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = committed => {}
+                () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
+                () = committed, if next == Next::Poll => {}
+                () = one_recorded, if next == Next::Poll => {}
+                () = deliverer.place_freed(), if next == Next::PlaceFreed => {}
                 _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() || shutdown.has_changed().is_err() {
                 return;
             }
         }
-    }))
+    })
 }

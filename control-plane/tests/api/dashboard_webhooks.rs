@@ -5,7 +5,6 @@
 //! organization's endpoint is not found.
 
 use axum::http::{Method, StatusCode};
-use keyplane_control_plane::webhooks::delivery;
 use serde_json::json;
 
 use crate::backends;
@@ -114,13 +113,7 @@ async fn an_owner_manages_webhooks_from_the_dashboard(app: TestApp) {
     // A key is created; the delivery fails; the attempt is listed, and can be sent again.
     app.create_key(json!({"name": "hooked", "environment": "live"}))
         .await;
-    let client = delivery::client(true).expect("client");
-    delivery::deliver_due(&app.state, &client)
-        .await
-        .expect("a round")
-        .settled()
-        .await
-        .expect("its slow attempts recorded");
+    app.deliver_due().await;
     let page = app.open(&owner, &base).await;
     assert!(
         page.html.contains("<code>key.created</code>"),
@@ -143,12 +136,7 @@ async fn an_owner_manages_webhooks_from_the_dashboard(app: TestApp) {
         .await;
     assert_eq!(sent.status, StatusCode::SEE_OTHER);
     assert_eq!(sent.location(), format!("{base}?done=redelivered"));
-    delivery::deliver_due(&app.state, &client)
-        .await
-        .expect("a round")
-        .settled()
-        .await
-        .expect("its slow attempts recorded");
+    app.deliver_due().await;
     let attempts = app.get(&format!("/v1/webhooks/{id}/attempts")).await.body;
     assert_eq!(
         attempts["items"].as_array().map(Vec::len),

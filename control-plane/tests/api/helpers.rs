@@ -28,6 +28,7 @@ pub mod pages;
 pub mod people;
 pub mod store;
 pub mod usage;
+pub mod webhooks;
 
 /// The PostgreSQL server tests use (trust auth, user `postgres`; CI provides it, see README.md).
 pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";

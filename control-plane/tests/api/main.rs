@@ -57,4 +57,5 @@ mod webhooks_expiry;
 mod webhooks_expiry_recheck;
 mod webhooks_history;
 mod webhooks_rate_limited;
+mod webhooks_record_order;
 mod webhooks_transport;

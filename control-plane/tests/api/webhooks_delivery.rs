@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{Method, StatusCode};
 use keyplane_control_plane::store::{Attempt, ClaimedDelivery, FailureStreak, NextStep};
-use keyplane_control_plane::webhooks::delivery::{self, Round};
+use keyplane_control_plane::webhooks::delivery::{self, Tally};
 use keyplane_shared::Timestamp;
 use serde_json::{Value, json};
 
@@ -81,16 +81,9 @@ async fn endpoint(app: &TestApp, url: &str, events: &[&str]) -> (String, String)
     )
 }
 
-/// A delivery round, with its attempts that outlasted the round's patience (none, unless the
-/// machine is very slow) recorded too.
-async fn round(app: &TestApp) -> Round {
-    let client = delivery::client(app.state.policy.local_dev).expect("client");
-    delivery::deliver_due(&app.state, &client)
-        .await
-        .expect("a delivery round")
-        .settled()
-        .await
-        .expect("its slow attempts recorded")
+/// One claim of the due deliveries, with every attempt it started recorded.
+async fn round(app: &TestApp) -> Tally {
+    app.deliver_due().await
 }
 
 /// What a worker claims now (at most 10), under its lease.
@@ -310,9 +303,9 @@ async fn a_claim_whose_worker_died_is_delivered_once_its_lease_ends(app: TestApp
     assert_eq!(receiver.types(), ["key.created"]);
 }
 
-/// A slow attempt is recorded when it ends, after the rounds that went on meanwhile: its
-/// failure, recorded after a success made later or in the same millisecond (a round's attempts
-/// share their start), leaves the endpoint as that success did (not failing), so a late timeout
+/// A slow attempt is recorded when it ends, after the attempts that went on meanwhile: its
+/// failure, recorded after a success made later or in the same millisecond (attempts claimed
+/// together share their start), leaves the endpoint as that success did (not failing), so a late timeout
 /// cannot show a working endpoint as failing, nor start a streak that would disable it.
 async fn a_slow_failure_recorded_after_a_later_success_starts_no_failing_streak(app: TestApp) {
     let receiver = Receiver::start(204).await;

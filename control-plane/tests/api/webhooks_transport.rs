@@ -31,13 +31,7 @@ async fn endpoint_for(app: &TestApp, url: &str) -> String {
 }
 
 async fn one_round(app: &TestApp) {
-    let client = delivery::client(app.state.policy.local_dev).expect("client");
-    delivery::deliver_due(&app.state, &client)
-        .await
-        .expect("a delivery round")
-        .settled()
-        .await
-        .expect("its slow attempts recorded");
+    app.deliver_due().await;
 }
 
 async fn only_attempt(app: &TestApp, id: &str) -> Value {

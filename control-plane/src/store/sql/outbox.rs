@@ -58,9 +58,13 @@ pub(super) async fn enqueue(
     Ok(deliveries)
 }
 
+/// How many due deliveries a claim looks at per delivery it may take: enough that the
+/// deliveries of an endpoint near its [`ENDPOINT_IN_FLIGHT`] leave room for others'.
+const CANDIDATES_PER_PLACE: u32 = 8;
+
 /// Claims up to `limit` due deliveries of enabled endpoints until `lease_until`, oldest due
-/// first, passing over endpoints with [`ENDPOINT_IN_FLIGHT`] deliveries claimed already (an
-/// endpoint slow to answer), and reads what sending each needs.
+/// first, giving no endpoint more than [`ENDPOINT_IN_FLIGHT`] deliveries in flight (an
+/// endpoint slow to answer holds only those), and reads what sending each needs.
 pub(super) async fn claim(
     pool: &AnyPool,
     backend: Backend,
@@ -75,20 +79,38 @@ pub(super) async fn claim(
         Backend::Sqlite => "",
     };
     let mut tx = pool.begin().await?;
-    // The batch is picked once (a materialized CTE): as a subquery of the UPDATE, PostgreSQL
-    // may run the pick again for each row it updates, and the LIMIT no longer bounds the claim.
-    // The endpoints with a full batch in flight are found once per claim (from the deliveries
-    // in flight alone, `webhook_deliveries_in_flight`), not once per due row: a hanging
-    // endpoint's backlog is passed over, not counted row by row.
+    // Each step is picked once (materialized CTEs): as a subquery of the UPDATE, PostgreSQL
+    // may run a pick again for each row it updates, and the LIMIT no longer bounds the claim.
+    // - `busy`: each endpoint's deliveries in flight, counted once per claim from the
+    //   deliveries in flight alone (`webhook_deliveries_in_flight`), not once per due row;
+    // - `candidates`: the oldest due deliveries of endpoints with places left (a full
+    //   endpoint's backlog is passed over before the LIMIT, so it cannot crowd the others
+    //   out), a few batches of them;
+    // - `ranked`: each candidate's place in its endpoint's line, counting those in flight
+    //   (PostgreSQL allows no window function beside `FOR UPDATE`, hence a step of its own);
+    // - `picked`: the oldest candidates within their endpoint's places, locked.
     let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH picked AS MATERIALIZED ( \
-           SELECT d.endpoint_id, d.event_id FROM webhook_deliveries d \
+        "WITH busy AS MATERIALIZED ( \
+           SELECT f.endpoint_id, COUNT(*) AS n FROM webhook_deliveries f \
+           WHERE f.state = 'pending' AND f.claimed_until > $2 GROUP BY f.endpoint_id), \
+         candidates AS MATERIALIZED ( \
+           SELECT d.endpoint_id, d.event_id, d.next_attempt_at FROM webhook_deliveries d \
            JOIN webhook_endpoints e ON e.id = d.endpoint_id \
            WHERE d.state = 'pending' AND d.next_attempt_at <= $2 AND d.claimed_until <= $2 \
              AND e.enabled = 1 \
-             AND d.endpoint_id NOT IN (SELECT f.endpoint_id FROM webhook_deliveries f \
-               WHERE f.state = 'pending' AND f.claimed_until > $2 \
-               GROUP BY f.endpoint_id HAVING COUNT(*) >= $4) \
+             AND d.endpoint_id NOT IN (SELECT endpoint_id FROM busy WHERE n >= $4) \
+           ORDER BY d.next_attempt_at LIMIT $5), \
+         ranked AS MATERIALIZED ( \
+           SELECT c.endpoint_id, c.event_id, ROW_NUMBER() OVER ( \
+               PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.event_id) \
+             + COALESCE((SELECT b.n FROM busy b WHERE b.endpoint_id = c.endpoint_id), 0) \
+             AS place \
+           FROM candidates c), \
+         picked AS MATERIALIZED ( \
+           SELECT d.endpoint_id, d.event_id FROM webhook_deliveries d \
+           WHERE d.claimed_until <= $2 AND d.state = 'pending' \
+             AND (d.endpoint_id, d.event_id) IN \
+               (SELECT endpoint_id, event_id FROM ranked WHERE place <= $4) \
            ORDER BY d.next_attempt_at LIMIT $3 {skip_locked}) \
          UPDATE webhook_deliveries SET claimed_until = $1, redeliver = 0 \
          WHERE claimed_until <= $2 AND state = 'pending' \
@@ -99,6 +121,7 @@ pub(super) async fn claim(
     .bind(now.as_millis())
     .bind(i64::from(limit))
     .bind(i64::from(ENDPOINT_IN_FLIGHT))
+    .bind(i64::from(limit.saturating_mul(CANDIDATES_PER_PLACE)))
     .fetch_all(&mut *tx)
     .await?;
     let mut deliveries = Vec::with_capacity(claimed.len());

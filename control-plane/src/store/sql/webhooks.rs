@@ -20,14 +20,12 @@ use super::webhook_rows::{
 use crate::store::outbox::{EventType, NewEvent, disabled_data};
 use crate::store::records::{AuditAction, AuditContext, Page};
 use crate::store::webhooks::{
-    Attempt, AttemptRecord, ClaimedDelivery, FailureStreak, MAX_PREVIOUS_SECRETS, NewWebhook,
-    NextStep, WebhookChanges, WebhookHistorySwept, WebhookRecord, WebhookStore,
+    Attempt, AttemptRecord, ClaimedDelivery, FailureStreak, MAX_PREVIOUS_SECRETS,
+    MAX_WEBHOOKS_PER_ORG, NewWebhook, NextStep, WebhookChanges, WebhookHistorySwept, WebhookRecord,
+    WebhookStore,
 };
 use crate::store::{Conflict, StoreError};
 use crate::timestamps::rfc3339;
-
-/// The most endpoints an organization may have.
-pub const MAX_WEBHOOKS_PER_ORG: u64 = 20;
 
 async fn write_subscriptions(
     connection: &mut AnyConnection,
@@ -370,10 +368,10 @@ impl WebhookStore for SqlStore {
         attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
         streak: FailureStreak,
     ) -> Result<Vec<bool>, StoreError> {
-        // One transaction for the round (a commit per attempt was what bounded the worker),
-        // taking the endpoints' rows in one order (by id): the worker records a round's slow
-        // attempts beside the next rounds', and two transactions locking two endpoints in
-        // opposite orders would deadlock on PostgreSQL.
+        // One transaction for the attempts that ended together (a commit per attempt was what
+        // bounded the worker), taking the endpoints' rows in one order (by id): instances
+        // record their attempts at the same time, and two transactions locking two endpoints
+        // in opposite orders would deadlock on PostgreSQL.
         let mut order: Vec<usize> = (0..attempts.len()).collect();
         order.sort_by_key(|&at| {
             let delivery = &attempts[at].0;

@@ -1,13 +1,14 @@
-//! An endpoint slow to answer does not hold up other endpoints' deliveries: a round leaves the
-//! attempts that outlast its patience to be recorded when they end, and the next rounds pass
-//! over an endpoint with a full batch in flight.
+//! An endpoint slow to answer does not hold up other endpoints' deliveries: a claim gives it no
+//! more than its share of places, which its attempts hold while they hang, and the worker
+//! claims the others' deliveries as they come. An instance keeps at most its number of places
+//! in flight.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::StatusCode;
 use keyplane_control_plane::store::webhooks::ENDPOINT_IN_FLIGHT;
-use keyplane_control_plane::webhooks::delivery::{self, BATCH, Round};
+use keyplane_control_plane::webhooks::delivery::{self, BATCH, Claim, Deliverer, Tally};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -15,7 +16,11 @@ use super::{Receiver, endpoint};
 use crate::backends;
 use crate::helpers::{TestApp, until};
 
-backends!(a_hanging_endpoint_does_not_hold_up_another_endpoints_deliveries);
+backends!(
+    a_hanging_endpoint_does_not_hold_up_another_endpoints_deliveries,
+    an_instance_keeps_at_most_its_places_in_flight,
+    the_worker_sends_what_comes_while_an_endpoint_hangs,
+);
 
 /// A receiver that answers nothing until it is let go, then 204 to everything.
 struct Hanging {
@@ -54,60 +59,168 @@ impl Hanging {
     }
 }
 
-async fn round(app: &TestApp) -> Round {
-    let client = delivery::client(app.state.policy.local_dev).expect("client");
-    delivery::deliver_due(&app.state, &client)
-        .await
-        .expect("a delivery round")
+/// Waits until the recorded attempts come to `expected`.
+async fn recorded(deliverer: &Deliverer, expected: Tally) {
+    let mut recorded = deliverer.recorded();
+    until("the attempts recorded", || {
+        let now = *recorded.borrow_and_update();
+        async move { now == expected }
+    })
+    .await;
+}
+
+fn delivered(count: usize) -> Tally {
+    Tally {
+        attempted: count,
+        delivered: count,
+        ..Tally::default()
+    }
+}
+
+async fn create_keys(app: &TestApp, label: &str, count: usize) {
+    for n in 0..count {
+        app.create_key(json!({"name": format!("{label} {n}"), "environment": "live"}))
+            .await;
+    }
 }
 
 async fn a_hanging_endpoint_does_not_hold_up_another_endpoints_deliveries(app: TestApp) {
-    assert_eq!(
-        ENDPOINT_IN_FLIGHT, BATCH,
-        "the counts below assume one batch per endpoint"
+    let share = ENDPOINT_IN_FLIGHT as usize;
+    assert!(
+        share + 8 < BATCH as usize,
+        "the counts below assume room in one claim"
     );
-    let batch = BATCH as usize;
     // A backlog for the hanging endpoint, older than anything the healthy one gets.
     let hanging = Hanging::start().await;
     endpoint(&app, &hanging.url, &["key.created"]).await;
-    for n in 0..batch + 8 {
-        app.create_key(json!({"name": format!("early {n}"), "environment": "live"}))
-            .await;
-    }
+    create_keys(&app, "early", share + 8).await;
     app.clock.advance_secs(1);
     let healthy = Receiver::start(204).await;
     endpoint(&app, &healthy.url, &["key.created"]).await;
-    for n in 0..8 {
-        app.create_key(json!({"name": format!("late {n}"), "environment": "live"}))
-            .await;
-    }
-    // The first round takes the oldest batch, all the hanging endpoint's, and does not wait
-    // for them past its patience.
-    let first = round(&app).await;
-    assert_eq!((first.attempted, first.claimed()), (0, batch));
+    create_keys(&app, "late", 8).await;
+    // The first claim gives the hanging endpoint its share of places, the oldest of its
+    // backlog, and takes the healthy endpoint's newer deliveries beside them.
+    let mut deliverer = app.deliverer();
+    let first = deliverer.claim().await.expect("a claim");
+    assert_eq!(first.taken, share + 8);
     // (Within the attempts' 10 s timeout, on any machine that runs these tests at all; past
     // it, the attempts would end as timeouts and the counts below would not hold.)
-    until("the batch at the hanging endpoint", || async {
-        hanging.received() == batch
+    until("the share at the hanging endpoint", || async {
+        hanging.received() == share
     })
     .await;
-    // The next round passes over the endpoint with a batch in flight: the healthy endpoint's
-    // deliveries go out while the hanging ones still wait for an answer.
-    let second = round(&app).await.settled().await.expect("settled");
-    assert_eq!((second.attempted, second.delivered), (8, 8));
+    // The healthy endpoint's deliveries are recorded while the hanging ones still wait for
+    // an answer; the next claim passes over the endpoint with its share in flight.
+    recorded(&deliverer, delivered(8)).await;
     assert_eq!(healthy.types().len(), 8);
+    assert_eq!(deliverer.claim().await.expect("a claim").taken, 0);
+    assert_eq!(deliverer.in_flight(), share);
     assert_eq!(
         hanging.received(),
-        batch,
+        share,
         "the hanging endpoint was sent more"
     );
     // Once the endpoint answers, its attempts in flight are recorded as delivered, and the
-    // rest of its backlog goes out.
+    // rest of its backlog (the 8 early events and the 8 late ones) goes out, a share at a time.
     hanging.let_go.send(true).expect("the receiver listens");
-    let first = first.settled().await.expect("the slow attempts recorded");
-    assert_eq!((first.attempted, first.delivered), (batch, batch));
-    let third = round(&app).await.settled().await.expect("settled");
-    assert_eq!(third.delivered, 16);
-    assert_eq!(round(&app).await.claimed(), 0);
-    assert_eq!(hanging.received(), batch + 16);
+    let settled = deliverer.settled().await.expect("every attempt recorded");
+    assert_eq!(settled, delivered(share + 8));
+    assert_eq!(deliverer.in_flight(), 0);
+    let mut rest = 0;
+    while rest < 16 {
+        let claim = deliverer.claim().await.expect("a claim");
+        assert!((1..=share).contains(&claim.taken), "{claim:?}");
+        rest += claim.taken;
+        assert_eq!(
+            deliverer.settled().await.expect("recorded"),
+            delivered(claim.taken)
+        );
+    }
+    assert_eq!(deliverer.claim().await.expect("a claim").taken, 0);
+    assert_eq!(hanging.received(), share + 16);
+}
+
+/// The places are the only bound here: the endpoint is far from its share in flight.
+async fn an_instance_keeps_at_most_its_places_in_flight(app: TestApp) {
+    let hanging = Hanging::start().await;
+    endpoint(&app, &hanging.url, &["key.created"]).await;
+    create_keys(&app, "early", 6).await;
+    app.clock.advance_secs(1);
+    let healthy = Receiver::start(204).await;
+    endpoint(&app, &healthy.url, &["key.created"]).await;
+    create_keys(&app, "late", 2).await;
+    let client = delivery::client(app.state.policy.local_dev).expect("client");
+    let mut deliverer = Deliverer::with_places(app.state.clone(), client, 4);
+    assert_eq!(
+        deliverer.claim().await.expect("a claim"),
+        Claim { asked: 4, taken: 4 }
+    );
+    until("four at the hanging endpoint", || async {
+        hanging.received() == 4
+    })
+    .await;
+    // Every place is taken: nothing more is claimed, not even the healthy endpoint's.
+    assert_eq!(
+        deliverer.claim().await.expect("a claim"),
+        Claim { asked: 0, taken: 0 }
+    );
+    assert_eq!(deliverer.in_flight(), 4);
+    assert!(healthy.types().is_empty());
+    hanging.let_go.send(true).expect("the receiver listens");
+    assert_eq!(deliverer.settled().await.expect("recorded"), delivered(4));
+    // The places are free again: the rest (the hanging endpoint's 2 early and 2 late events,
+    // the healthy one's 2) goes out, four at a time.
+    assert_eq!(
+        deliverer.claim().await.expect("a claim"),
+        Claim { asked: 4, taken: 4 }
+    );
+    assert_eq!(deliverer.settled().await.expect("recorded"), delivered(4));
+    assert_eq!(
+        deliverer.claim().await.expect("a claim"),
+        Claim { asked: 4, taken: 2 }
+    );
+    assert_eq!(deliverer.settled().await.expect("recorded"), delivered(2));
+    assert_eq!(hanging.received(), 8);
+    assert_eq!(healthy.types().len(), 2);
+}
+
+/// The worker's own loop: while a hanging endpoint holds its share of places, each event for
+/// another endpoint is sent as its change commits, without waiting for the hanging attempts.
+async fn the_worker_sends_what_comes_while_an_endpoint_hangs(app: TestApp) {
+    let share = ENDPOINT_IN_FLIGHT as usize;
+    let hanging = Hanging::start().await;
+    endpoint(&app, &hanging.url, &["key.created"]).await;
+    create_keys(&app, "early", share + 8).await;
+    let deliverer = app.deliverer();
+    let recorded = deliverer.recorded();
+    let (stop, stopped) = watch::channel(false);
+    let worker = delivery::run(deliverer, stopped);
+    until("its share at the hanging endpoint", || async {
+        hanging.received() == share
+    })
+    .await;
+    let healthy = Receiver::start(204).await;
+    endpoint(&app, &healthy.url, &["key.created"]).await;
+    for n in 1..=4 {
+        create_keys(&app, &format!("late {n}"), 1).await;
+        until("the event at the healthy endpoint", || async {
+            healthy.types().len() == n
+        })
+        .await;
+    }
+    assert_eq!(hanging.received(), share, "past the endpoint's share");
+    until("the healthy endpoint's attempts recorded", || async {
+        recorded.borrow().attempted == 4
+    })
+    .await;
+    hanging.let_go.send(true).expect("the receiver listens");
+    // Its backlog (the 8 left and the 4 new events) follows once places of its own free up.
+    until("every event delivered", || async {
+        recorded.borrow().delivered == share + 8 + 4 + 4
+    })
+    .await;
+    assert_eq!(*recorded.borrow(), delivered(share + 16));
+    assert_eq!(hanging.received(), share + 12);
+    stop.send(true).expect("the worker listens");
+    worker.await.expect("the worker stops");
 }
