@@ -27,7 +27,7 @@ pub const MAX_WEBHOOKS_PER_ORG: u64 = 20;
 /// these while its attempts hang, and the claims go on with other endpoints' deliveries. The
 /// count is what was committed when the claim starts: instances claiming at once each count
 /// without the others' claims.
-pub const ENDPOINT_IN_FLIGHT: u32 = 16;
+pub const ENDPOINT_IN_FLIGHT: u32 = 32;
 
 /// The most replaced secrets that sign beside an endpoint's secret: rotating again within 24
 /// hours keeps the secrets replaced before signing too (a receiver may still hold any of

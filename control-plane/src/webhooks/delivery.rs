@@ -14,7 +14,7 @@
 //! [`ATTEMPT_TIMEOUT`]) holds at most [`ENDPOINT_IN_FLIGHT`] places (the claim gives it no
 //! more), and the deliveries of every other endpoint are claimed as soon as they are due and a
 //! place is free: hanging endpoints hold up the others' deliveries only when there are so many
-//! of them that they hold every place (`PLACES / ENDPOINT_IN_FLIGHT`, 32: more than the 20 one
+//! of them that they hold every place (`PLACES / ENDPOINT_IN_FLIGHT`, 24: more than the 20 one
 //! organization may have).
 
 use std::sync::Arc;
@@ -41,11 +41,13 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most deliveries one claim takes.
 pub const BATCH: u32 = 32;
 /// The most attempts one instance has in flight (claimed and not yet recorded).
-pub const PLACES: usize = 512;
+pub const PLACES: usize = 768;
 // One organization's endpoints, all hanging, cannot hold every place of an instance.
 const _: () = assert!(PLACES as u64 / ENDPOINT_IN_FLIGHT as u64 > MAX_WEBHOOKS_PER_ORG);
 /// The most ended attempts recorded in one transaction.
 pub const RECORD_BATCH: usize = 64;
+/// How long the recorder waits, once an attempt ended, for others ending with it.
+pub const GATHER: Duration = Duration::from_millis(2);
 /// How often the outbox is looked at when the last claim found less than it asked for.
 pub const POLL: Duration = Duration::from_millis(200);
 /// How much of an answer is kept with the attempt, in bytes.
@@ -230,6 +232,14 @@ async fn record_as_they_end(
 ) {
     let mut ended = Vec::with_capacity(RECORD_BATCH);
     while queue.recv_many(&mut ended, RECORD_BATCH).await > 0 {
+        // Attempts sent together end together: those ending within a moment share the
+        // transaction (one at a time, each would be a transaction, and a claim after it).
+        tokio::time::sleep(GATHER).await;
+        while ended.len() < RECORD_BATCH
+            && let Ok(more) = queue.try_recv()
+        {
+            ended.push(more);
+        }
         let (attempts, places): (Vec<_>, Vec<_>) = ended
             .drain(..)
             .map(|ended| (ended.attempt, ended.place))
