@@ -25,13 +25,15 @@ use reqwest::Client;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::backoff::{DISABLE_AFTER_MS, RETRY_WINDOW_MS, after_failure};
+use super::backoff::after_failure;
 use crate::state::AppState;
 use crate::store::webhooks::{ENDPOINT_IN_FLIGHT, MAX_WEBHOOKS_PER_ORG};
-use crate::store::{Attempt, ClaimedDelivery, FailureStreak, NextStep, StoreError};
+use crate::store::{Attempt, ClaimedDelivery, NextStep, StoreError};
 
+mod recording;
 mod send;
 
+pub use recording::record;
 pub use send::client;
 
 /// How long a claim is held: longer than an attempt can take.
@@ -141,7 +143,7 @@ impl Deliverer {
         let capacity = places.max(1);
         let (ended, queue) = mpsc::unbounded_channel();
         let (tally, recorded) = watch::channel(Tally::default());
-        tokio::spawn(record_as_they_end(state.clone(), queue, tally));
+        tokio::spawn(recording::record_as_they_end(state.clone(), queue, tally));
         Deliverer {
             state,
             client,
@@ -183,8 +185,12 @@ impl Deliverer {
                 (self.state.clone(), self.client.clone(), self.ended.clone());
             tokio::spawn(async move {
                 let attempt = attempt(&state, &client, delivery).await;
-                // The recorder lives as long as a sender does.
-                let _ = ended.send(Ended { attempt, place });
+                // The recorder lives as long as a sender does, unless it panicked.
+                if ended.send(Ended { attempt, place }).is_err() {
+                    tracing::error!(
+                        "the webhook attempt recorder stopped; attempts are not recorded, and their deliveries are sent again when their leases end"
+                    );
+                }
             });
         }
         Ok(Claim { asked, taken })
@@ -221,76 +227,6 @@ impl Deliverer {
             attempts => Err(Unrecorded { attempts }),
         }
     }
-}
-
-/// Records the attempts as they end: all that ended meanwhile (at most [`RECORD_BATCH`]) in
-/// one transaction, then frees their places. Ends once every sender is gone.
-async fn record_as_they_end(
-    state: AppState,
-    mut queue: mpsc::UnboundedReceiver<Ended>,
-    tally: watch::Sender<Tally>,
-) {
-    let mut ended = Vec::with_capacity(RECORD_BATCH);
-    while queue.recv_many(&mut ended, RECORD_BATCH).await > 0 {
-        // Attempts sent together end together: those ending within a moment share the
-        // transaction (one at a time, each would be a transaction, and a claim after it).
-        tokio::time::sleep(GATHER).await;
-        while ended.len() < RECORD_BATCH
-            && let Ok(more) = queue.try_recv()
-        {
-            ended.push(more);
-        }
-        let (attempts, places): (Vec<_>, Vec<_>) = ended
-            .drain(..)
-            .map(|ended| (ended.attempt, ended.place))
-            .unzip();
-        let count = attempts.len();
-        let done = match record(&state, attempts).await {
-            Ok(done) => done,
-            Err(error) => {
-                tracing::warn!(%error, attempts = count, "recording webhook attempts failed; their deliveries are tried again when the lease ends");
-                Tally {
-                    unrecorded: count,
-                    ..Tally::default()
-                }
-            }
-        };
-        // Counted before the places are freed: a caller waiting for every place sees them.
-        tally.send_modify(|tally| tally.add(done));
-        drop(places);
-    }
-}
-
-/// Records `attempts` (and what follows each) in one transaction.
-async fn record(
-    state: &AppState,
-    attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
-) -> Result<Tally, StoreError> {
-    let mut done = Tally::default();
-    for (_, _, next) in &attempts {
-        done.attempted += 1;
-        done.delivered += usize::from(*next == NextStep::Delivered);
-    }
-    let disabled = state
-        .store
-        .record_attempts(
-            attempts,
-            FailureStreak {
-                disable_after_ms: DISABLE_AFTER_MS,
-                // Retries of one event come at most 6 hours apart within its 24 hours: a day
-                // without any attempt means the endpoint was idle, not failing.
-                idle_gap_ms: RETRY_WINDOW_MS,
-            },
-        )
-        .await?;
-    done.disabled = disabled.iter().filter(|now| **now).count();
-    if done.disabled > 0 {
-        tracing::warn!(
-            endpoints = done.disabled,
-            "webhook endpoints disabled after failing for 5 days"
-        );
-    }
-    Ok(done)
 }
 
 /// One attempt of one delivery, and what follows it (recorded with the others that ended

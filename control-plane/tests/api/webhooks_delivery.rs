@@ -19,6 +19,7 @@ use crate::backends;
 use crate::helpers::TestApp;
 
 mod fairness;
+mod recording;
 mod rotation;
 mod verified;
 
