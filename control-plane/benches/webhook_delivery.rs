@@ -1,7 +1,7 @@
 //! Throughput of the webhook delivery worker: `--events N` key changes (each announcing one
 //! `key.updated`) wait in the outbox for one endpoint, a local receiver answering 204; the
 //! worker's loop (claiming into its free places, sending, recording attempts as they end) runs
-//! until every attempt is recorded, with at most `ENDPOINT_IN_FLIGHT` (16) of the endpoint's
+//! until every attempt is recorded, with at most `ENDPOINT_IN_FLIGHT` (32) of the endpoint's
 //! in flight. Baseline, in the same run: the same number of POSTs of an event-sized body by the
 //! same HTTP client to the same receiver, as many at once as a claim takes at most
 //! ([`delivery::BATCH`], 32) — what the machine and the receiver allow without an outbox.

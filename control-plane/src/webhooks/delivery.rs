@@ -105,13 +105,6 @@ pub struct Claim {
     pub taken: usize,
 }
 
-impl Claim {
-    /// Whether it got all it asked for (so more may be due).
-    pub fn full(self) -> bool {
-        self.asked > 0 && self.taken == self.asked
-    }
-}
-
 /// An attempt that ended, and the place it holds until it is recorded.
 struct Ended {
     attempt: (ClaimedDelivery, Attempt, NextStep),
@@ -262,7 +255,7 @@ async fn attempt(
 /// What the worker waits for before it claims again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
-    /// Nothing: the last claim was full, so more may be due.
+    /// Nothing: the last claim took something, so more may be due.
     Now,
     /// A recording (which frees places, and an endpoint's share), a commit or [`POLL`].
     Poll,
@@ -272,8 +265,8 @@ enum Next {
     Retry,
 }
 
-/// Runs [`Deliverer::claim`] until shutdown: again at once after a full claim, when an
-/// attempt is recorded (places, and an endpoint's share, are free again), when a key change
+/// Runs [`Deliverer::claim`] until shutdown: again at once after a claim that took
+/// something, when a place frees up after one that found none, when an attempt is recorded (places, and an endpoint's share, are free again), when a key change
 /// commits (its events are in the outbox), after [`POLL`] otherwise (and after a second
 /// when the store failed).
 pub fn spawn(state: AppState, shutdown: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
@@ -295,8 +288,11 @@ pub fn run(mut deliverer: Deliverer, mut shutdown: watch::Receiver<bool>) -> Joi
     tokio::spawn(async move {
         loop {
             let next = match deliverer.claim().await {
-                Ok(claim) if claim.full() => Next::Now,
                 Ok(claim) if claim.asked == 0 => Next::PlaceFreed,
+                // Taken something: more may be due. Claims go oldest first, and the oldest
+                // candidates may all have been an endpoint's backlog beyond its share; now that
+                // it has its share in flight, the next claim passes over it.
+                Ok(claim) if claim.taken > 0 => Next::Now,
                 Ok(_) => Next::Poll,
                 Err(error) => {
                     tracing::warn!(%error, "webhook delivery could not read the outbox; retrying");

@@ -399,7 +399,16 @@ impl WebhookStore for SqlStore {
         for ((delivery, _, _), (now, failing_since)) in attempts.iter().zip(streaks) {
             disabled.push(match failing_since {
                 Some(since) if now.as_millis() - since.as_millis() >= streak.disable_after_ms => {
-                    disable(self, &delivery.endpoint, since, now).await?
+                    // The attempts are recorded: a failure here must not report them as not
+                    // (they would be recorded again, and refused). The streak stays, so the
+                    // endpoint's next failure disables it.
+                    match disable(self, &delivery.endpoint, since, now).await {
+                        Ok(now) => now,
+                        Err(error) => {
+                            tracing::warn!(%error, endpoint = %delivery.endpoint.id, "disabling a failing webhook endpoint failed; tried again at its next failure");
+                            false
+                        }
+                    }
                 }
                 _ => false,
             });

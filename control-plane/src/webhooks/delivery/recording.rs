@@ -38,11 +38,12 @@ pub(super) async fn record_as_they_end(
     }
 }
 
-/// Records `attempts` (and what follows each) in one transaction; if that fails, each in its
-/// own, so that one attempt the store refuses (say, one recorded already by an instance that
-/// took its delivery when the lease ended while it waited here) does not take the others
-/// with it. What could not be recorded is counted as `unrecorded`: its delivery is claimed
-/// again when its lease ends.
+/// Records `attempts` (and what follows each) in one transaction; if the store refuses that
+/// (not if it is unavailable or busy, which would refuse each alone as well), each in its own,
+/// so that one attempt it refuses (say, one recorded already by an instance that took its
+/// delivery when the lease ended while it waited here) does not take the others with it.
+/// What could not be recorded is counted as `unrecorded`: its delivery is claimed again when
+/// its lease ends.
 pub async fn record(
     state: &AppState,
     attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
@@ -52,10 +53,10 @@ pub async fn record(
         Ok(done) => return done,
         Err(error) => error,
     };
-    if count == 1 {
-        tracing::warn!(%error, "recording a webhook attempt failed; its delivery is tried again when the lease ends");
+    if count == 1 || matches!(error, StoreError::Unavailable(_) | StoreError::Busy) {
+        tracing::warn!(%error, attempts = count, "recording webhook attempts failed; their deliveries are tried again when the lease ends");
         return Tally {
-            unrecorded: 1,
+            unrecorded: count,
             ..Tally::default()
         };
     }

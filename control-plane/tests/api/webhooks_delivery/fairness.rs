@@ -19,6 +19,7 @@ use crate::helpers::{TestApp, until};
 backends!(
     a_hanging_endpoint_does_not_hold_up_another_endpoints_deliveries,
     an_instance_keeps_at_most_its_places_in_flight,
+    a_backlog_filling_a_claims_candidates_is_passed_over_at_its_share,
     the_worker_sends_what_comes_while_an_endpoint_hangs,
 );
 
@@ -186,6 +187,51 @@ async fn an_instance_keeps_at_most_its_places_in_flight(app: TestApp) {
     assert_eq!(deliverer.settled().await.expect("recorded"), delivered(2));
     assert_eq!(hanging.received(), 8);
     assert_eq!(healthy.types().len(), 2);
+}
+
+/// A claim looks at a few batches of the oldest due deliveries (8 per place asked for). When
+/// they are all one endpoint's backlog beyond its share, it takes only the rest of that share;
+/// the next claim, the endpoint now full, passes over it to the others' deliveries. That is
+/// why the worker claims again at once after a claim that took something.
+async fn a_backlog_filling_a_claims_candidates_is_passed_over_at_its_share(app: TestApp) {
+    let share = ENDPOINT_IN_FLIGHT as usize;
+    let hanging = Hanging::start().await;
+    endpoint(&app, &hanging.url, &["key.created"]).await;
+    create_keys(&app, "early", share - 1 + 20).await;
+    app.clock.advance_secs(1);
+    let healthy = Receiver::start(204).await;
+    endpoint(&app, &healthy.url, &["key.created"]).await;
+    create_keys(&app, "late", 1).await;
+    let client = delivery::client(app.state.policy.local_dev).expect("client");
+    let mut most = Deliverer::with_places(app.state.clone(), client.clone(), share - 1);
+    assert_eq!(most.claim().await.expect("a claim").taken, share - 1);
+    until(
+        "all but one of its share at the hanging endpoint",
+        || async { hanging.received() == share - 1 },
+    )
+    .await;
+    // Two places: the 16 oldest due deliveries are all the hanging endpoint's, one place of
+    // its share is left.
+    let mut two = Deliverer::with_places(app.state.clone(), client, 2);
+    assert_eq!(
+        two.claim().await.expect("a claim"),
+        Claim { asked: 2, taken: 1 }
+    );
+    assert_eq!(
+        two.claim().await.expect("a claim"),
+        Claim { asked: 1, taken: 1 }
+    );
+    until("the healthy endpoint's event", || async {
+        healthy.types().len() == 1
+    })
+    .await;
+    hanging.let_go.send(true).expect("the receiver listens");
+    assert_eq!(
+        most.settled().await.expect("recorded"),
+        delivered(share - 1)
+    );
+    assert_eq!(two.settled().await.expect("recorded"), delivered(2));
+    assert_eq!(hanging.received(), share);
 }
 
 /// The worker's own loop: while a hanging endpoint holds its share of places, each event for
