@@ -50,7 +50,7 @@ const _: () = assert!(PLACES as u64 / ENDPOINT_IN_FLIGHT as u64 > MAX_WEBHOOKS_P
 pub const RECORD_BATCH: usize = 64;
 /// How long the recorder waits, once an attempt ended, for others ending with it.
 pub const GATHER: Duration = Duration::from_millis(2);
-/// How often the outbox is looked at when the last claim found less than it asked for.
+/// How often the outbox is looked at when the last claim took nothing.
 pub const POLL: Duration = Duration::from_millis(200);
 /// How much of an answer is kept with the attempt, in bytes.
 pub const RESPONSE_HEAD: usize = 256;
@@ -266,9 +266,9 @@ enum Next {
 }
 
 /// Runs [`Deliverer::claim`] until shutdown: again at once after a claim that took
-/// something, when a place frees up after one that found none, when an attempt is recorded (places, and an endpoint's share, are free again), when a key change
-/// commits (its events are in the outbox), after [`POLL`] otherwise (and after a second
-/// when the store failed).
+/// something; when a place frees up after one that found none free; otherwise when an attempt
+/// is recorded (places, and an endpoint's share, are free again), when a key change commits
+/// (its events are in the outbox) or after [`POLL`]; after a second when the store failed.
 pub fn spawn(state: AppState, shutdown: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
     let client = match client(state.policy.local_dev) {
         Ok(client) => client,

@@ -83,9 +83,9 @@ pub(super) async fn claim(
     // may run a pick again for each row it updates, and the LIMIT no longer bounds the claim.
     // - `busy`: each endpoint's deliveries in flight, counted once per claim from the
     //   deliveries in flight alone (`webhook_deliveries_in_flight`), not once per due row;
-    // - `candidates`: the oldest due deliveries of endpoints with places left (a full
-    //   endpoint's backlog is passed over before the LIMIT, so it cannot crowd the others
-    //   out), a few batches of them;
+    // - `candidates`: the oldest due deliveries of endpoints with places left, a few batches
+    //   of them (a full endpoint's backlog is passed over before the LIMIT; one near its
+    //   share can fill them, and the next claim, that endpoint full then, passes over it);
     // - `ranked`: each candidate's place in its endpoint's line, counting those in flight
     //   (PostgreSQL allows no window function beside `FOR UPDATE`, hence a step of its own);
     // - `picked`: the oldest candidates within their endpoint's places, locked.

@@ -49,6 +49,9 @@ pub async fn record(
     attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
 ) -> Tally {
     let count = attempts.len();
+    if count == 0 {
+        return Tally::default();
+    }
     let error = match record_together(state, attempts.clone()).await {
         Ok(done) => return done,
         Err(error) => error,
