@@ -324,7 +324,8 @@ pub trait WebhookStore: Send + Sync + 'static {
 
     /// Records attempts and what follows each, in one transaction (the attempts that ended
     /// together, in any order of their starts: a failure recorded after a success made later
-    /// or in the same millisecond leaves the endpoint as the success did).
+    /// or in the same millisecond leaves the endpoint as the success did, and a success
+    /// recorded after a failure made later leaves it as the failure did).
     /// A failure starts (or continues) the endpoint's failure streak, as `streak` says; when
     /// the streak is older than its `disable_after_ms`, the endpoint is disabled (audited as
     /// `webhook_disabled`, announced as `webhook.disabled`). A success ends the streak. For

@@ -208,10 +208,18 @@ pub(super) async fn record_attempt(
     .execute(&mut *connection)
     .await?;
     if next == NextStep::Delivered {
-        sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1")
-            .bind(endpoint)
-            .execute(&mut *connection)
-            .await?;
+        // A success ends the failing streak, unless a failure made later was recorded before
+        // it (a slow success, recorded when it ended): the endpoint stays as that failure
+        // left it.
+        sqlx::query(
+            "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM webhook_attempts f WHERE f.endpoint_id = $1 \
+               AND f.at > $2 AND f.outcome <> 'delivered')",
+        )
+        .bind(endpoint)
+        .bind(attempt.at.as_millis())
+        .execute(&mut *connection)
+        .await?;
         return Ok(None);
     }
     // A failing streak starts with this failure unless another attempt (a failure, as a

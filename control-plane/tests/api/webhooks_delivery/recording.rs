@@ -1,16 +1,21 @@
 //! Recording attempts: one the store refuses does not take the attempts recorded with it
-//! along. Here the refused one was recorded already, as by an instance that took its delivery
-//! when the lease ended while this attempt waited to be recorded.
+//! along (here the refused one was recorded already, as by an instance that took its delivery
+//! when the lease ended while this attempt waited to be recorded); and a slow success,
+//! recorded after a failure made later, does not end the streak that failure started.
 
-use keyplane_control_plane::store::{Attempt, NextStep};
+use keyplane_control_plane::store::{Attempt, FailureStreak, NextStep};
 use keyplane_control_plane::webhooks::delivery::{self, Tally};
+use keyplane_shared::Timestamp;
 use serde_json::json;
 
 use super::{Receiver, claim, endpoint};
 use crate::backends;
 use crate::helpers::TestApp;
 
-backends!(an_attempt_the_store_refuses_does_not_take_the_others_with_it);
+backends!(
+    an_attempt_the_store_refuses_does_not_take_the_others_with_it,
+    a_slow_success_recorded_after_a_later_failure_keeps_its_failing_streak,
+);
 
 async fn an_attempt_the_store_refuses_does_not_take_the_others_with_it(app: TestApp) {
     let receiver = Receiver::start(204).await;
@@ -63,4 +68,73 @@ async fn an_attempt_the_store_refuses_does_not_take_the_others_with_it(app: Test
             .await
             .expect("states");
     assert_eq!(states, ["delivered", "delivered", "pending"]);
+}
+
+async fn a_slow_success_recorded_after_a_later_failure_keeps_its_failing_streak(app: TestApp) {
+    let receiver = Receiver::start(204).await;
+    let (id, _) = endpoint(&app, &receiver.url, &["key.created"]).await;
+    for name in ["slow", "quick", "later"] {
+        app.create_key(json!({"name": name, "environment": "live"}))
+            .await;
+    }
+    let mut claimed = claim(&app).await;
+    assert_eq!(claimed.len(), 3);
+    let streak = FailureStreak {
+        disable_after_ms: i64::MAX,
+        idle_gap_ms: 86_400_000,
+    };
+    let now = app.state.now().as_millis();
+    let attempt = |at: i64, status: u16, outcome: &str| Attempt {
+        at: Timestamp(at),
+        duration_ms: 5,
+        status: Some(status),
+        outcome: outcome.into(),
+        response: String::new(),
+    };
+    let failing_since = || async {
+        let shown = app.get(&format!("/v1/webhooks/{id}")).await;
+        shown.body["failing_since"].clone()
+    };
+    let (later, quick, slow) = (
+        claimed.pop().expect("one"),
+        claimed.pop().expect("two"),
+        claimed.pop().expect("three"),
+    );
+    // A failure made a second after the slow attempt started is recorded first...
+    let retry = NextStep::RetryAt(Timestamp(now + 11_000));
+    app.store
+        .record_attempts(
+            vec![(quick, attempt(now + 1_000, 503, "http_error"), retry)],
+            streak,
+        )
+        .await
+        .expect("recorded");
+    let since = failing_since().await;
+    assert!(since.is_string(), "{since}");
+    // ...then the slow attempt's success: the endpoint was failing after it.
+    app.store
+        .record_attempts(
+            vec![(slow, attempt(now, 204, "delivered"), NextStep::Delivered)],
+            streak,
+        )
+        .await
+        .expect("recorded");
+    assert_eq!(
+        failing_since().await,
+        since,
+        "the later failure's streak ended"
+    );
+    // A success made after the failure ends the streak.
+    app.store
+        .record_attempts(
+            vec![(
+                later,
+                attempt(now + 2_000, 204, "delivered"),
+                NextStep::Delivered,
+            )],
+            streak,
+        )
+        .await
+        .expect("recorded");
+    assert!(failing_since().await.is_null());
 }
