@@ -332,7 +332,7 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// each attempt, in order: whether its endpoint was disabled now.
     async fn record_attempts(
         &self,
-        attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
+        attempts: &[(ClaimedDelivery, Attempt, NextStep)],
         streak: FailureStreak,
     ) -> Result<Vec<bool>, StoreError>;
 

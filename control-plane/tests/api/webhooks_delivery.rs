@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::backends;
 use crate::helpers::TestApp;
+use crate::helpers::webhooks::{NEVER_DISABLING, attempt};
 
 mod fairness;
 mod recording;
@@ -306,21 +307,12 @@ async fn a_claim_whose_worker_died_is_delivered_once_its_lease_ends(app: TestApp
 
 /// A slow attempt is recorded when it ends, after the attempts that went on meanwhile: its
 /// failure, recorded after a success made later or in the same millisecond (attempts claimed
-/// together share their start), leaves the endpoint as that success did (not failing), so a late timeout
-/// cannot show a working endpoint as failing, nor start a streak that would disable it.
+/// together share their start), leaves the endpoint as that success did (not failing), so a
+/// late timeout cannot show a working endpoint as failing, nor start a streak that would
+/// disable it.
 async fn a_slow_failure_recorded_after_a_later_success_starts_no_failing_streak(app: TestApp) {
     let receiver = Receiver::start(204).await;
-    let streak = FailureStreak {
-        disable_after_ms: i64::MAX,
-        idle_gap_ms: 86_400_000,
-    };
-    let attempt = |at: Timestamp, status: u16, outcome: &str| Attempt {
-        at,
-        duration_ms: 5,
-        status: Some(status),
-        outcome: outcome.into(),
-        response: String::new(),
-    };
+    let streak = NEVER_DISABLING;
     for success_after_ms in [1_000, 0] {
         // An endpoint of its own each time, so that nothing recorded before counts.
         let (id, _) = endpoint(&app, &receiver.url, &["key.created"]).await;
@@ -337,14 +329,14 @@ async fn a_slow_failure_recorded_after_a_later_success_starts_no_failing_streak(
         let delivered = NextStep::Delivered;
         app.store
             .record_attempts(
-                vec![(quick, attempt(success_at, 204, "delivered"), delivered)],
+                &[(quick, attempt(success_at, 204, "delivered"), delivered)],
                 streak,
             )
             .await
             .expect("recorded");
         let retry = NextStep::RetryAt(Timestamp(now.as_millis() + 10_000));
         app.store
-            .record_attempts(vec![(slow, attempt(now, 503, "http_error"), retry)], streak)
+            .record_attempts(&[(slow, attempt(now, 503, "http_error"), retry)], streak)
             .await
             .expect("recorded");
         let shown = app.get(&format!("/v1/webhooks/{id}")).await;
@@ -400,7 +392,7 @@ async fn a_redeliver_asked_for_while_an_attempt_is_in_flight_is_sent(app: TestAp
         };
         app.store
             .record_attempts(
-                vec![(in_flight, attempt, outcome)],
+                &[(in_flight, attempt, outcome)],
                 FailureStreak {
                     disable_after_ms: i64::MAX,
                     idle_gap_ms: 0,

@@ -7,21 +7,26 @@
 //! it while holding the held one, and PostgreSQL would abort one of them as a deadlock.
 
 use keyplane_control_plane::store::sql::Backend;
-use keyplane_control_plane::store::{Attempt, ClaimedDelivery, FailureStreak, NextStep};
+use keyplane_control_plane::store::{Attempt, ClaimedDelivery, NextStep, StoreError};
 use keyplane_shared::Timestamp;
 use serde_json::json;
+use tokio::task::JoinHandle;
 
+use crate::helpers::webhooks::{NEVER_DISABLING, attempt};
 use crate::helpers::{TestApp, default_config, drop_test_database, spawn_app_with, until};
 
 fn delivered(app: &TestApp, delivery: ClaimedDelivery) -> (ClaimedDelivery, Attempt, NextStep) {
-    let attempt = Attempt {
-        at: app.state.now(),
-        duration_ms: 3,
-        status: Some(204),
-        outcome: "delivered".into(),
-        response: String::new(),
-    };
-    (delivery, attempt, NextStep::Delivered)
+    let made = attempt(app.state.now(), 204, "delivered");
+    (delivery, made, NextStep::Delivered)
+}
+
+/// Records `attempts` in a task of its own, which may wait for locks.
+fn record_aside(
+    app: &TestApp,
+    attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
+) -> JoinHandle<Result<Vec<bool>, StoreError>> {
+    let store = app.store.clone();
+    tokio::spawn(async move { store.record_attempts(&attempts, NEVER_DISABLING).await })
 }
 
 #[tokio::test]
@@ -55,11 +60,6 @@ async fn recordings_of_the_same_endpoints_in_opposite_orders_both_commit() {
     let (mut of_held, mut of_other): (Vec<_>, Vec<_>) = claimed
         .into_iter()
         .partition(|delivery| delivery.endpoint.id == held);
-    let streak = FailureStreak {
-        disable_after_ms: i64::MAX,
-        idle_gap_ms: 86_400_000,
-    };
-
     let mut holder = app.pool().begin().await.expect("a transaction");
     sqlx::query("SELECT id FROM webhook_endpoints WHERE id = $1 FOR UPDATE")
         .bind(held.to_bytes().to_vec())
@@ -71,8 +71,7 @@ async fn recordings_of_the_same_endpoints_in_opposite_orders_both_commit() {
         delivered(&app, of_held.pop().expect("one")),
         delivered(&app, of_other.pop().expect("one")),
     ];
-    let store = app.store.clone();
-    let first = tokio::spawn(async move { store.record_attempts(first, streak).await });
+    let first = record_aside(&app, first);
     until("the first recording waits for the held row", || async {
         app.lock_waiters().await == 1
     })
@@ -83,8 +82,7 @@ async fn recordings_of_the_same_endpoints_in_opposite_orders_both_commit() {
         delivered(&app, of_other.pop().expect("the other")),
         delivered(&app, of_held.pop().expect("the other")),
     ];
-    let store = app.store.clone();
-    let second = tokio::spawn(async move { store.record_attempts(second, streak).await });
+    let second = record_aside(&app, second);
     until("the second recording waits too", || async {
         app.lock_waiters().await == 2
     })

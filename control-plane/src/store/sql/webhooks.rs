@@ -365,7 +365,7 @@ impl WebhookStore for SqlStore {
 
     async fn record_attempts(
         &self,
-        attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
+        attempts: &[(ClaimedDelivery, Attempt, NextStep)],
         streak: FailureStreak,
     ) -> Result<Vec<bool>, StoreError> {
         // One transaction for the attempts that ended together (a commit per attempt was what

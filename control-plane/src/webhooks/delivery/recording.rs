@@ -31,7 +31,7 @@ pub(super) async fn record_as_they_end(
             .drain(..)
             .map(|ended| (ended.attempt, ended.place))
             .unzip();
-        let done = record(&state, attempts).await;
+        let done = record(&state, &attempts).await;
         // Counted before the places are freed: a caller waiting for every place sees them.
         tally.send_modify(|tally| tally.add(done));
         drop(places);
@@ -44,15 +44,12 @@ pub(super) async fn record_as_they_end(
 /// delivery when the lease ended while it waited here) does not take the others with it.
 /// What could not be recorded is counted as `unrecorded`: its delivery is claimed again when
 /// its lease ends.
-pub async fn record(
-    state: &AppState,
-    attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
-) -> Tally {
+pub async fn record(state: &AppState, attempts: &[(ClaimedDelivery, Attempt, NextStep)]) -> Tally {
     let count = attempts.len();
     if count == 0 {
         return Tally::default();
     }
-    let error = match record_together(state, attempts.clone()).await {
+    let error = match record_together(state, attempts).await {
         Ok(done) => return done,
         Err(error) => error,
     };
@@ -66,7 +63,7 @@ pub async fn record(
     tracing::warn!(%error, attempts = count, "recording webhook attempts together failed; recording each alone");
     let mut done = Tally::default();
     for attempt in attempts {
-        match record_together(state, vec![attempt]).await {
+        match record_together(state, std::slice::from_ref(attempt)).await {
             Ok(one) => done.add(one),
             Err(error) => {
                 tracing::warn!(%error, "recording a webhook attempt failed; its delivery is tried again when the lease ends");
@@ -80,10 +77,10 @@ pub async fn record(
 /// Records `attempts` (and what follows each) in one transaction.
 async fn record_together(
     state: &AppState,
-    attempts: Vec<(ClaimedDelivery, Attempt, NextStep)>,
+    attempts: &[(ClaimedDelivery, Attempt, NextStep)],
 ) -> Result<Tally, StoreError> {
     let mut done = Tally::default();
-    for (_, _, next) in &attempts {
+    for (_, _, next) in attempts {
         done.attempted += 1;
         done.delivered += usize::from(*next == NextStep::Delivered);
     }

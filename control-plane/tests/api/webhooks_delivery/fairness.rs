@@ -100,8 +100,7 @@ async fn a_hanging_endpoint_does_not_hold_up_another_endpoints_deliveries(app: T
     endpoint(&app, &healthy.url, &["key.created"]).await;
     create_keys(&app, "late", 8).await;
     // One instance, with 8 places, sends 8 of the backlog.
-    let client = delivery::client(app.state.policy.local_dev).expect("client");
-    let mut small = Deliverer::with_places(app.state.clone(), client, 8);
+    let mut small = app.deliverer_with_places(8);
     assert_eq!(small.claim().await.expect("a claim").taken, 8);
     // The next claim gives the hanging endpoint only the rest of its share, the oldest of its
     // backlog, and takes the healthy endpoint's newer deliveries beside them (oldest first
@@ -154,8 +153,7 @@ async fn an_instance_keeps_at_most_its_places_in_flight(app: TestApp) {
     let healthy = Receiver::start(204).await;
     endpoint(&app, &healthy.url, &["key.created"]).await;
     create_keys(&app, "late", 2).await;
-    let client = delivery::client(app.state.policy.local_dev).expect("client");
-    let mut deliverer = Deliverer::with_places(app.state.clone(), client, 4);
+    let mut deliverer = app.deliverer_with_places(4);
     assert_eq!(
         deliverer.claim().await.expect("a claim"),
         Claim { asked: 4, taken: 4 }
@@ -202,8 +200,7 @@ async fn a_backlog_filling_a_claims_candidates_is_passed_over_at_its_share(app: 
     let healthy = Receiver::start(204).await;
     endpoint(&app, &healthy.url, &["key.created"]).await;
     create_keys(&app, "late", 1).await;
-    let client = delivery::client(app.state.policy.local_dev).expect("client");
-    let mut most = Deliverer::with_places(app.state.clone(), client.clone(), share - 1);
+    let mut most = app.deliverer_with_places(share - 1);
     assert_eq!(most.claim().await.expect("a claim").taken, share - 1);
     until(
         "all but one of its share at the hanging endpoint",
@@ -212,7 +209,7 @@ async fn a_backlog_filling_a_claims_candidates_is_passed_over_at_its_share(app: 
     .await;
     // Two places: the 16 oldest due deliveries are all the hanging endpoint's, one place of
     // its share is left.
-    let mut two = Deliverer::with_places(app.state.clone(), client, 2);
+    let mut two = app.deliverer_with_places(2);
     assert_eq!(
         two.claim().await.expect("a claim"),
         Claim { asked: 2, taken: 1 }

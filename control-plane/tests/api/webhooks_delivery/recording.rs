@@ -3,7 +3,7 @@
 //! when the lease ended while this attempt waited to be recorded); and a slow success,
 //! recorded after a failure made later, does not end the streak that failure started.
 
-use keyplane_control_plane::store::{Attempt, FailureStreak, NextStep};
+use keyplane_control_plane::store::NextStep;
 use keyplane_control_plane::webhooks::delivery::{self, Tally};
 use keyplane_shared::Timestamp;
 use serde_json::json;
@@ -11,6 +11,7 @@ use serde_json::json;
 use super::{Receiver, claim, endpoint};
 use crate::backends;
 use crate::helpers::TestApp;
+use crate::helpers::webhooks::{NEVER_DISABLING, attempt};
 
 backends!(
     an_attempt_the_store_refuses_does_not_take_the_others_with_it,
@@ -39,20 +40,14 @@ async fn an_attempt_the_store_refuses_does_not_take_the_others_with_it(app: Test
     .execute(app.pool())
     .await
     .expect("the attempt recorded elsewhere");
-    let attempts = claimed
+    let attempts: Vec<_> = claimed
         .iter()
         .map(|delivery| {
-            let attempt = Attempt {
-                at: now,
-                duration_ms: 2,
-                status: Some(204),
-                outcome: "delivered".into(),
-                response: String::new(),
-            };
-            (delivery.clone(), attempt, NextStep::Delivered)
+            let delivered = attempt(now, 204, "delivered");
+            (delivery.clone(), delivered, NextStep::Delivered)
         })
         .collect();
-    let done = delivery::record(&app.state, attempts).await;
+    let done = delivery::record(&app.state, &attempts).await;
     assert_eq!(
         done,
         Tally {
@@ -79,18 +74,9 @@ async fn a_slow_success_recorded_after_a_later_failure_keeps_its_failing_streak(
     }
     let mut claimed = claim(&app).await;
     assert_eq!(claimed.len(), 3);
-    let streak = FailureStreak {
-        disable_after_ms: i64::MAX,
-        idle_gap_ms: 86_400_000,
-    };
+    let streak = NEVER_DISABLING;
     let now = app.state.now().as_millis();
-    let attempt = |at: i64, status: u16, outcome: &str| Attempt {
-        at: Timestamp(at),
-        duration_ms: 5,
-        status: Some(status),
-        outcome: outcome.into(),
-        response: String::new(),
-    };
+    let attempt = |at: i64, status: u16, outcome: &str| attempt(Timestamp(at), status, outcome);
     let failing_since = || async {
         let shown = app.get(&format!("/v1/webhooks/{id}")).await;
         shown.body["failing_since"].clone()
@@ -104,7 +90,7 @@ async fn a_slow_success_recorded_after_a_later_failure_keeps_its_failing_streak(
     let retry = NextStep::RetryAt(Timestamp(now + 11_000));
     app.store
         .record_attempts(
-            vec![(quick, attempt(now + 1_000, 503, "http_error"), retry)],
+            &[(quick, attempt(now + 1_000, 503, "http_error"), retry)],
             streak,
         )
         .await
@@ -114,7 +100,7 @@ async fn a_slow_success_recorded_after_a_later_failure_keeps_its_failing_streak(
     // ...then the slow attempt's success: the endpoint was failing after it.
     app.store
         .record_attempts(
-            vec![(slow, attempt(now, 204, "delivered"), NextStep::Delivered)],
+            &[(slow, attempt(now, 204, "delivered"), NextStep::Delivered)],
             streak,
         )
         .await
@@ -127,7 +113,7 @@ async fn a_slow_success_recorded_after_a_later_failure_keeps_its_failing_streak(
     // A success made after the failure ends the streak.
     app.store
         .record_attempts(
-            vec![(
+            &[(
                 later,
                 attempt(now + 2_000, 204, "delivered"),
                 NextStep::Delivered,
