@@ -108,17 +108,29 @@ pub enum CliError {
     /// Writing the output failed (other than a closed pipe).
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
-    /// A key was made or rotated, but printing its new key failed: the key is not shown again.
+    /// Keys were made or rotated, but printing their new keys failed: they are not shown again.
     #[error(
-        "{made} was made, but its key could not be printed ({cause}) and is not shown again: \
-         revoke it, or rotate it to get another"
+        "{} ({cause}), and will not be shown again: revoke, or rotate again to get another",
+        not_printed(made)
     )]
     KeyNotShown {
-        /// The new key's id (`key_…`).
-        made: String,
+        /// The new keys' ids (`key_…`).
+        made: Vec<String>,
         /// Why printing failed.
         cause: Box<CliError>,
     },
+}
+
+/// What [`CliError::KeyNotShown`] says of the keys `ids` names.
+fn not_printed(ids: &[String]) -> String {
+    match ids {
+        [one] => format!("{one} was made, but its key could not be printed"),
+        [rest @ .., last] => format!(
+            "{} and {last} were made, but their keys could not be printed",
+            rest.join(", ")
+        ),
+        [] => "a key could not be printed".to_owned(),
+    }
 }
 
 impl CliError {

@@ -359,7 +359,7 @@ fn print_new_key(mode: &Mode, answer: &Value) -> Result<(), CliError> {
         );
     }
     let not_shown = |cause: CliError| CliError::KeyNotShown {
-        made: text(&answer["record"]["id"]),
+        made: vec![text(&answer["record"]["id"])],
         cause: Box::new(cause),
     };
     match print_new_key_as(mode, answer) {

@@ -39,9 +39,9 @@ impl FieldPath {
         Ok(FieldPath(parts))
     }
 
-    /// Its first name (`record` of `record.id`).
-    pub fn first(&self) -> &str {
-        self.0.first().map_or("", String::as_str)
+    /// The path as it was given (`record.id`).
+    pub fn text(&self) -> String {
+        self.0.join(".")
     }
 
     /// The field in `value`, or a usage error naming the fields there are.

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::connection::Connection;
 use super::failure::{CliError, usage};
-use super::output::{ListPrinter, Mode};
+use super::output::{FieldPath, ListPrinter, Mode};
 use super::values::{self, Span};
 use crate::input::time::timestamp;
 use crate::keys::model::EnvironmentName;
@@ -157,17 +157,33 @@ fn dry_run_line(id: &str, name: &str, reason: Reason) -> Value {
     json!({"id": id, "name": name, "reason": reason.name(), "dry_run": true})
 }
 
-/// The fields of the lines the job prints (`--field` picks one; a unit test holds this to
-/// [`rotated_line`] and [`dry_run_line`]).
-const LINE_FIELDS: [&str; 7] = [
-    "id",
-    "name",
-    "reason",
-    "new_id",
-    "key",
-    "old_expires_at",
-    "dry_run",
-];
+/// A line of the kind this run prints (rotated, or `--dry-run`'s), to check a `--field`
+/// against before anything is rotated.
+fn sample_line(dry_run: bool) -> Value {
+    if dry_run {
+        return dry_run_line("key_", "", Reason::Age);
+    }
+    let answer = json!({"record": {"id": "key_"}, "key": "", "previous": {"expires_at": null}});
+    rotated_line("key_", "", Reason::Age, &answer)
+}
+
+/// Refuses a `--field` the lines of this run lack (a name, or a path into a field that has
+/// no fields), before anything is rotated: once a key is rotated, its line is the only place
+/// its new key is shown.
+fn check_field(path: &FieldPath, dry_run: bool) -> Result<(), CliError> {
+    let sample = sample_line(dry_run);
+    path.pick(&sample).map(|_| ()).map_err(|_| {
+        let fields: Vec<&str> = sample
+            .as_object()
+            .map(|line| line.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        usage(format!(
+            "--field: the lines have no `{}` (fields: {})",
+            path.text(),
+            fields.join(", ")
+        ))
+    })
+}
 
 /// Runs the job.
 pub async fn run(
@@ -175,15 +191,8 @@ pub async fn run(
     mode: &Mode,
     args: &RotateDueArgs,
 ) -> Result<(), CliError> {
-    // A `--field` the lines lack is refused before anything is rotated, not after.
-    if let Mode::Field(path) = mode
-        && !LINE_FIELDS.contains(&path.first())
-    {
-        return Err(usage(format!(
-            "--field: the lines have no `{}` (fields: {})",
-            path.first(),
-            LINE_FIELDS.join(", ")
-        )));
+    if let Mode::Field(path) = mode {
+        check_field(path, args.dry_run)?;
     }
     let me = connection.get("/v1/users/me", &[]).await?;
     let caller = me.body["key_id"].as_str().map(str::to_owned);
@@ -209,9 +218,11 @@ pub async fn run(
         Mode::Table { .. } => Mode::JsonLines,
         other => other.clone(),
     };
+    let gathered = mode == Mode::Json;
     let mut printer = ListPrinter::new(mode, Vec::new(), |_| Vec::new());
     let mut first_failure = None;
-    let mut rotated = 0;
+    // The new keys' ids, to name if their lines are lost.
+    let mut made = Vec::new();
     for (id, name, reason) in &selection.due {
         if args.dry_run {
             printer.page(&[dry_run_line(id, name, *reason)])?;
@@ -220,12 +231,12 @@ pub async fn run(
         let key_id: KeyId = values::key_id(id).map_err(CliError::Unexpected)?;
         match rotate(connection, key_id, args.grace, None).await {
             Ok(answer) => {
-                rotated += 1;
+                made.push(answer["record"]["id"].as_str().unwrap_or("?").to_owned());
                 if let Err(cause) = printer.page(&[rotated_line(id, name, *reason, &answer)]) {
                     // Its new key is lost: say which, and rotate no more into output that
                     // cannot be written.
                     return Err(CliError::KeyNotShown {
-                        made: answer["record"]["id"].as_str().unwrap_or("?").to_owned(),
+                        made: made.split_off(made.len() - 1),
                         cause: Box::new(cause),
                     });
                 }
@@ -236,11 +247,20 @@ pub async fn run(
             }
         }
     }
-    printer.finish(None)?;
+    if let Err(cause) = printer.finish(None) {
+        // `--json` writes its document, every new key in it, only now.
+        if gathered && !made.is_empty() {
+            return Err(CliError::KeyNotShown {
+                made,
+                cause: Box::new(cause),
+            });
+        }
+        return Err(cause);
+    }
     eprintln!(
         "keyplane: {} due; {} rotated{}; skipped {} already in a grace period and {} own key",
         selection.due.len(),
-        if args.dry_run { 0 } else { rotated },
+        made.len(),
         if args.dry_run { " (dry run)" } else { "" },
         selection.in_grace,
         selection.own,
@@ -391,19 +411,25 @@ mod tests {
     }
 
     #[test]
-    fn line_fields_are_the_fields_of_the_lines() {
-        let answer = json!({"record": {"id": "key_new"}, "key": "sk_live_x", "previous": {}});
-        let mut printed: Vec<String> = [
-            rotated_line("key_a", "a", Reason::Age, &answer),
-            dry_run_line("key_a", "a", Reason::Expiring),
-        ]
-        .iter()
-        .flat_map(|line| line.as_object().expect("an object").keys().cloned())
-        .collect();
-        printed.sort();
-        printed.dedup();
-        let mut listed: Vec<String> = LINE_FIELDS.iter().map(|f| f.to_string()).collect();
-        listed.sort();
-        assert_eq!(printed, listed);
+    fn a_field_is_checked_against_the_lines_this_run_prints() {
+        let field = |text: &str| FieldPath::parse(text).expect("a path");
+        for name in ["id", "name", "reason", "new_id", "key", "old_expires_at"] {
+            assert!(check_field(&field(name), false).is_ok(), "{name}");
+        }
+        for refused in [
+            "dry_run",
+            "new_key",
+            "key.x",
+            "new_id.0",
+            "old_expires_at.at",
+        ] {
+            assert!(check_field(&field(refused), false).is_err(), "{refused}");
+        }
+        for name in ["id", "name", "reason", "dry_run"] {
+            assert!(check_field(&field(name), true).is_ok(), "{name}");
+        }
+        for refused in ["key", "new_id", "dry_run.x"] {
+            assert!(check_field(&field(refused), true).is_err(), "{refused}");
+        }
     }
 }

@@ -85,13 +85,19 @@ pub async fn sign_in(
     }
 }
 
-/// `POST /sign-out`: this session ends; back to the sign-in page.
+/// `POST /sign-out`: this session ends; back to the sign-in page (from the portal, to the host
+/// product's page that opened it, when it named one).
 pub async fn sign_out(
     State(state): State<AppState>,
     submitted: super::viewer::Submitted<Empty>,
 ) -> Response {
-    match sessions::sign_out(State(state), submitted.viewer.principal).await {
-        Ok(answer) => see_other_keeping_cookies(&answer, "/sign-in"),
+    let viewer = submitted.viewer;
+    let after = match (viewer.portal, &viewer.return_url) {
+        (true, Some(url)) => url.clone(),
+        _ => "/sign-in".to_owned(),
+    };
+    match sessions::sign_out(State(state), viewer.principal).await {
+        Ok(answer) => see_other_keeping_cookies(&answer, &after),
         Err(error) => PageError::from(error).into_response(),
     }
 }

@@ -68,7 +68,22 @@ pub async fn page(
             ),
         ])
         .map_or(Extra::None, Extra::Done);
-    Ok(render(&viewer, &lists, extra, StatusCode::OK))
+    Ok(render(&viewer, &lists, extra, Draft::EMPTY, StatusCode::OK))
+}
+
+/// What the invite form shows: what was typed, when the invitation was refused.
+#[derive(Clone, Copy)]
+struct Draft<'a> {
+    email: &'a str,
+    role: &'a str,
+}
+
+impl Draft<'_> {
+    /// An empty form.
+    const EMPTY: Draft<'static> = Draft {
+        email: "",
+        role: "developer",
+    };
 }
 
 /// What the page shows besides the lists.
@@ -79,7 +94,13 @@ enum Extra<'a> {
     Done(&'static str),
 }
 
-fn render(viewer: &Viewer, lists: &Lists, extra: Extra<'_>, status: StatusCode) -> Response {
+fn render(
+    viewer: &Viewer,
+    lists: &Lists,
+    extra: Extra<'_>,
+    draft: Draft<'_>,
+    status: StatusCode,
+) -> Response {
     let Lists {
         members,
         roles,
@@ -99,9 +120,9 @@ fn render(viewer: &Viewer, lists: &Lists, extra: Extra<'_>, status: StatusCode) 
             form method="post" action="/members/invite" {
                 (csrf_field(viewer))
                 label for="invite-email" { "Email" }
-                input id="invite-email" name="email" type="email" required autocomplete="off";
+                input id="invite-email" name="email" type="email" required autocomplete="off" value=(draft.email);
                 label for="invite-role" { "Role" }
-                (role_select("invite-role", roles, "developer"))
+                (role_select("invite-role", roles, draft.role))
                 div.actions { button type="submit" { "Send invitation" } }
             }
             h2 { "Pending invitations" }
@@ -264,8 +285,8 @@ pub async fn invite(
     Submitted { viewer, form }: Submitted<InviteForm>,
 ) -> Result<Response, PageError> {
     let body = InviteRequest {
-        email: form.email,
-        role: form.role,
+        email: form.email.clone(),
+        role: form.role.clone(),
     };
     let answer = crate::people::invitations::invite(
         State(state.clone()),
@@ -282,10 +303,17 @@ pub async fn invite(
                 &viewer,
                 &lists,
                 Extra::Invited(&invited),
+                Draft::EMPTY,
                 StatusCode::OK,
             ))
         }
-        Err(error) => refused(&state, &viewer, error).await,
+        Err(error) => {
+            let draft = Draft {
+                email: &form.email,
+                role: &form.role,
+            };
+            refused(&state, &viewer, error, draft).await
+        }
     }
 }
 
@@ -303,7 +331,7 @@ pub async fn revoke_invitation(
     .await;
     match answer {
         Ok(_) => Ok(see_other("/members?done=invitation_revoked")),
-        Err(error) => refused(&state, &viewer, error).await,
+        Err(error) => refused(&state, &viewer, error, Draft::EMPTY).await,
     }
 }
 
@@ -328,7 +356,7 @@ pub async fn change_role(
     .await;
     match answer {
         Ok(_) => Ok(see_other("/members?done=role")),
-        Err(error) => refused(&state, &viewer, error).await,
+        Err(error) => refused(&state, &viewer, error, Draft::EMPTY).await,
     }
 }
 
@@ -415,7 +443,7 @@ pub async fn remove(
     .await;
     match answer {
         Ok(_) => Ok(see_other("/members?done=removed")),
-        Err(error) => refused(&state, &viewer, error).await,
+        Err(error) => refused(&state, &viewer, error, Draft::EMPTY).await,
     }
 }
 
@@ -426,6 +454,7 @@ async fn refused(
     state: &AppState,
     viewer: &Viewer,
     error: ApiError,
+    draft: Draft<'_>,
 ) -> Result<Response, PageError> {
     match error {
         ApiError::InvalidRequest(_) | ApiError::Conflict(_) | ApiError::NotFound(_) => {
@@ -435,6 +464,7 @@ async fn refused(
                 viewer,
                 &lists,
                 Extra::Problem(error.to_string()),
+                draft,
                 status,
             ))
         }

@@ -67,7 +67,8 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
                             td { (edge.name) }
                             td.mono { (edge.url) }
                             td { (edge.acked_seq) }
-                            td { (head.saturating_sub(edge.acked_seq)) " changes" }
+                            // Behind what it holds, whether a push brought it or its own pull.
+                            td { (head.saturating_sub(edge.acked_seq.max(edge.reported_seq))) " changes" }
                             td { @match when(&edge.last_seen_at) { Some(text) => (text), None => (dash()) } }
                             td { @match when(&edge.last_push_at) { Some(text) => (text), None => (dash()) } }
                             td { @match &edge.last_error { Some(error) => span.badge.bad { (error) }, None => (dash()) } }

@@ -104,9 +104,10 @@ async fn viewer_of(parts: &mut Parts, state: &AppState) -> Result<Viewer, PageEr
     })
 }
 
-/// Whether a portal session may open `path`: the key pages (`/keys`, `/keys/…`) only.
+/// Whether a portal session may open `path`: the key pages (`/keys`, `/keys/…`), and
+/// `/sign-out` (the button every page shows).
 fn is_portal_page(path: &str) -> bool {
-    path == "/keys" || path.starts_with("/keys/")
+    path == "/keys" || path.starts_with("/keys/") || path == "/sign-out"
 }
 
 fn session_return_url(session: &crate::store::SessionRecord) -> Option<String> {

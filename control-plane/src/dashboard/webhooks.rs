@@ -80,6 +80,7 @@ pub async fn page(
         &state,
         &viewer,
         &form,
+        None,
         done.map(Shown::Done),
         StatusCode::OK,
     )
@@ -91,10 +92,13 @@ enum Shown {
     Problem(String),
 }
 
+/// The page; `typed_days`: what the reminders' field held when saving it was refused (else it
+/// shows the days saved).
 async fn render(
     state: &AppState,
     viewer: &Viewer,
     form: &AddForm,
+    typed_days: Option<&str>,
     shown: Option<Shown>,
     status: StatusCode,
 ) -> Result<Response, PageError> {
@@ -131,7 +135,7 @@ async fn render(
             div.actions { button type="submit" { "Add endpoint" } }
         }
         h2 { "Expiry reminders" }
-        (expiry_form(viewer, &expiry))
+        (expiry_form(viewer, &expiry, typed_days))
     };
     let mut response = page::signed_in(viewer, Section::Webhooks, "Webhooks", content);
     *response.status_mut() = status;
@@ -172,15 +176,16 @@ pub fn state_words(item: &WebhookView) -> String {
     }
 }
 
-fn expiry_form(viewer: &Viewer, expiry: &ExpiryNoticesView) -> Markup {
-    let days: Vec<String> = expiry.days_before.iter().map(u32::to_string).collect();
+fn expiry_form(viewer: &Viewer, expiry: &ExpiryNoticesView, typed: Option<&str>) -> Markup {
+    let saved: Vec<String> = expiry.days_before.iter().map(u32::to_string).collect();
+    let value = typed.map_or_else(|| saved.join(", "), str::to_owned);
     html! {
         p { "Endpoints that want " code { "key.expiring" } " (and, with email set up, each key's owner) are told this many days before a key expires"
             @if expiry.default { " (the default)" } "." }
         form method="post" action="/webhooks/expiry-notices" {
             (csrf_field(viewer))
             label for="expiry-days" { "Days before a key expires" }
-            input id="expiry-days" name="days_before" type="text" inputmode="numeric" value=(days.join(", ")) aria-describedby="expiry-days-hint" autocomplete="off";
+            input id="expiry-days" name="days_before" type="text" inputmode="numeric" value=(value) aria-describedby="expiry-days-hint" autocomplete="off";
             p.hint id="expiry-days-hint" { "Up to 5 of 1, 3, 7, 14, 30, 60 and 90, separated by commas; empty for no reminders." }
             div.actions { button type="submit" { "Save reminders" } }
         }
@@ -234,6 +239,7 @@ pub async fn add(
                 &state,
                 &viewer,
                 &form,
+                None,
                 Some(Shown::Problem(error.to_string())),
                 status,
             )
@@ -289,11 +295,12 @@ pub async fn save_expiry_notices(
     Submitted { viewer, form }: Submitted<ExpiryForm>,
 ) -> Result<Response, PageError> {
     let problem_page = async |message: String| {
-        let form = AddForm::default();
+        let add = AddForm::default();
         render(
             &state,
             &viewer,
-            &form,
+            &add,
+            Some(&form.days_before),
             Some(Shown::Problem(message)),
             StatusCode::BAD_REQUEST,
         )

@@ -278,25 +278,21 @@ async fn a_new_key_is_never_lost_to_a_field_typo_nor_silently_to_a_closed_pipe()
     assert!(key.starts_with("sk_live_") && key.len() == 46, "{answer}");
     assert_eq!(answer["previous"]["id"], typo.as_str());
 
-    // Nothing rotated by a job whose --field its lines lack.
+    // Nothing rotated by a job whose --field its lines lack: a name they do not have, one
+    // only a dry run's lines have, or a path into a field that has no fields.
     let before = served.app.get("/v1/keys?limit=200").await.body;
-    let job = served
-        .run(&[
-            "keys",
-            "rotate-due",
-            "--older-than",
-            "0d",
-            "--field",
-            "new_key",
-        ])
-        .await;
-    assert_eq!(job.code, 1, "{job:?}");
-    assert!(
-        job.stderr.contains("the lines have no `new_key`"),
-        "{job:?}"
-    );
-    assert!(job.stdout.is_empty(), "{job:?}");
-    assert_eq!(served.app.get("/v1/keys?limit=200").await.body, before);
+    for field in ["new_key", "dry_run", "key.x", "new_id.0"] {
+        let job = served
+            .run(&["keys", "rotate-due", "--older-than", "0d", "--field", field])
+            .await;
+        assert_eq!(job.code, 1, "{field}: {job:?}");
+        assert!(
+            job.stderr.contains(&format!("the lines have no `{field}`")),
+            "{job:?}"
+        );
+        assert!(job.stdout.is_empty(), "{job:?}");
+        assert_eq!(served.app.get("/v1/keys?limit=200").await.body, before);
+    }
 
     // stdout closed before the answer comes: exit 8, and stderr says which key was made.
     let closed = make("closed").await;
@@ -342,5 +338,31 @@ async fn rotate_due_stops_at_the_first_key_it_could_not_print() {
         "one key rotated, then the job stopped: {stderr}"
     );
     assert!(stderr.contains(&rotated[0]), "{stderr}");
+    assert!(!stderr.contains("sk_live_"), "{stderr}");
+}
+
+/// `--json` writes its one document, with every new key in it, after the last rotation: when
+/// that fails, the job exits 8 naming every new key, not 0 (a closed pipe is otherwise a
+/// reader that stopped).
+#[tokio::test]
+async fn rotate_due_as_json_names_every_new_key_it_could_not_print() {
+    let served = serve().await;
+    let mut ids = Vec::new();
+    for name in ["first", "second"] {
+        let (_, record) = served
+            .app
+            .create_key(serde_json::json!({"name": name, "environment": "live"}))
+            .await;
+        ids.push(record["id"].as_str().expect("id").to_owned());
+    }
+    served.app.clock.advance_secs(2 * 86_400);
+    let stderr =
+        into_a_closed_pipe(&served, "keys rotate-due --older-than 0d --grace 1h --json").await;
+    for id in &ids {
+        let key = served.app.get(&format!("/v1/keys/{id}")).await.body;
+        let successor = key["rotated_to"].as_str().expect("rotated");
+        assert!(stderr.contains(successor), "{successor}: {stderr}");
+    }
+    assert!(stderr.contains("could not be printed"), "{stderr}");
     assert!(!stderr.contains("sk_live_"), "{stderr}");
 }

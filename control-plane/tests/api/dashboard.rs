@@ -20,6 +20,7 @@ backends!(
     invitations_from_the_members_page_show_the_link_once,
     members_change_role_and_leave_with_their_keys_revoked_or_transferred,
     odd_addresses_and_unreadable_forms_get_the_dashboards_own_pages,
+    an_edge_current_by_its_own_pulls_shows_no_lag,
 );
 
 pub(crate) async fn key_count(app: &TestApp) -> usize {
@@ -296,6 +297,26 @@ async fn invitations_from_the_members_page_show_the_link_once(app: TestApp) {
         .await;
     assert_eq!(joined.status, StatusCode::SEE_OTHER, "{}", joined.html);
     assert_eq!(joined.location(), "/keys");
+    // Inviting a member again is refused, and the form keeps what was typed.
+    let refused = app
+        .submit(
+            &owner,
+            "/members",
+            "/members/invite",
+            &[("email", "dev@example.com"), ("role", "admin")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.html);
+    assert!(
+        refused.html.contains(r#"id="invite-email" name="email" type="email" required autocomplete="off" value="dev@example.com""#),
+        "{}",
+        refused.html
+    );
+    assert!(
+        refused.html.contains(r#"<option value="admin" selected>"#),
+        "{}",
+        refused.html
+    );
     let again = app
         .page_request(
             Method::POST,
@@ -478,4 +499,29 @@ async fn odd_addresses_and_unreadable_forms_get_the_dashboards_own_pages(app: Te
         assert!(page.html.starts_with("<!DOCTYPE html>"), "{method} {path}");
         assert!(page.html.contains(says), "{method} {path}: {}", page.html);
     }
+}
+
+/// The edges page counts an edge's lag from what it holds, as `keyplane edges list` does: an
+/// edge whose pushes never arrive but whose own pulls keep it at the head is not behind.
+async fn an_edge_current_by_its_own_pulls_shows_no_lag(app: TestApp) {
+    let owner = app.first_owner().await;
+    let pull = async |seq: u64| {
+        app.store
+            .register_edge("paris", "http://127.0.0.1:8787", Some(seq), app.state.now())
+            .await
+            .expect("registered by its pull");
+    };
+    // Its first pull registers it at the head; no push reaches it after that.
+    pull(app.store.feed_head().await.expect("the head")).await;
+    for name in ["one", "two", "three"] {
+        app.create_key(json!({"name": name, "environment": "live"}))
+            .await;
+    }
+    let head = app.store.feed_head().await.expect("the head");
+    pull(head).await;
+    let edge = &app.store.edges().await.expect("edges")[0];
+    assert!(edge.acked_seq + 3 <= head, "no push acknowledged: {edge:?}");
+    let page = app.open(&owner, "/edges").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(page.html.contains("<td>0 changes</td>"), "{}", page.html);
 }

@@ -151,7 +151,11 @@ async fn regenerating_with_grace_keeps_the_old_key_then_revoking_it_records_why(
             &owner,
             &format!("/keys/{id}/revoke"),
             &format!("/keys/{id}/revoke"),
-            &[("reason", "compromised"), ("note", "pasted in a chat")],
+            // Line breaks as a browser sends a textarea's: CRLF.
+            &[
+                ("reason", "compromised"),
+                ("note", "pasted in a chat\r\nrotated at once"),
+            ],
         )
         .await;
     assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.html);
@@ -159,7 +163,10 @@ async fn regenerating_with_grace_keeps_the_old_key_then_revoking_it_records_why(
     let old = app.get(&format!("/v1/keys/{id}")).await;
     assert_eq!(old.body["status"], "revoked");
     assert_eq!(old.body["revocation_reason"], "compromised");
-    assert_eq!(old.body["revocation_note"], "pasted in a chat");
+    assert_eq!(
+        old.body["revocation_note"],
+        "pasted in a chat\nrotated at once"
+    );
     let audit = app.open(&owner, "/audit").await.html;
     for action in ["key_created", "key_rotated", "key_revoked"] {
         assert!(audit.contains(action), "{action} on the audit page");

@@ -180,6 +180,23 @@ async fn a_portal_link_opens_the_key_pages_once_branded_and_framed_only_by_the_h
             .text_of("new-key")
             .is_some_and(|key| key.starts_with("sk_test_"))
     );
+    // Signing out of the portal ends its session and goes back to the host's page.
+    let signed_out = app.submit(&portal, "/keys", "/sign-out", &[]).await;
+    assert_eq!(
+        signed_out.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_out.html
+    );
+    assert_eq!(signed_out.location(), format!("{HOST_APP}/settings/api"));
+    let cleared = signed_out.headers["set-cookie"].to_str().expect("ascii");
+    assert!(
+        cleared.starts_with("__Host-keyplane_portal=") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    let after = app.open(&portal, "/keys").await;
+    assert_ne!(after.status, StatusCode::OK, "{}", after.html);
+    assert!(!after.html.contains("from the portal"), "{}", after.html);
     // The dashboard's own pages are still never framed.
     let dashboard = app.open(&owner, "/keys").await;
     assert!(

@@ -239,6 +239,8 @@ async fn an_owner_manages_webhooks_from_the_dashboard(app: TestApp) {
         "{}",
         bad.html
     );
+    // The field shows what was typed, not the days saved.
+    assert!(bad.html.contains(r#"value="30, soon""#), "{}", bad.html);
     let bad = app
         .submit(
             &owner,
@@ -254,6 +256,7 @@ async fn an_owner_manages_webhooks_from_the_dashboard(app: TestApp) {
         "{}",
         bad.html
     );
+    assert!(bad.html.contains(r#"value="400""#), "{}", bad.html);
 
     // Deleted after the confirmation.
     let confirm = app.open(&owner, &format!("{base}/delete")).await;

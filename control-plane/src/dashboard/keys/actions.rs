@@ -388,7 +388,9 @@ pub async fn revoke(
         .ok_or_else(|| PageError::BadForm(format!("unknown reason `{}`", form.reason)))?;
     let body = RevokeKeyRequest {
         reason,
-        note: Some(form.note.trim().to_owned()).filter(|note| !note.is_empty()),
+        // A browser sends a textarea's line breaks as CRLF: the note keeps them as newlines.
+        note: Some(form.note.trim().replace("\r\n", "\n").replace('\r', "\n"))
+            .filter(|note| !note.is_empty()),
     };
     let axum::Json(revoked) = crate::keys::revoke_key(
         State(state.clone()),

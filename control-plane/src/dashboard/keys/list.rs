@@ -139,7 +139,7 @@ pub async fn page(
     let done = match filters.done.as_str() {
         "deleted" => Some("The key was deleted. Its audit trail stays."),
         "resubmitted" => Some(
-            "That form was already submitted: the key it made is in the list, and its secret is not shown again.",
+            "That form was already submitted, so it made nothing more. A key it made is in the list; its secret is not shown again.",
         ),
         _ => None,
     };
