@@ -15,13 +15,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context as _, ensure};
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use futures_util::future::join_all;
 use keyplane_control_plane::store::sql::Backend;
 use keyplane_control_plane::webhooks::delivery;
-use serde_json::{Value, json};
-use tower::ServiceExt as _;
+use serde_json::json;
 
 struct Options {
     events: usize,
@@ -60,28 +58,6 @@ async fn receiver(count: Arc<AtomicUsize>) -> anyhow::Result<String> {
     Ok(url)
 }
 
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    path: &str,
-    key: &str,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("x-api-key", key)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))?;
-    let response = app.clone().oneshot(request).await?;
-    let status = response.status();
-    let bytes = http_body_util::BodyExt::collect(response.into_body())
-        .await?
-        .to_bytes();
-    ensure!(status.is_success(), "{method} {path}: {status}");
-    Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
 struct Figures {
     worker_per_second: f64,
     raw_per_second: f64,
@@ -97,7 +73,7 @@ async fn run_backend(backend: Backend, events: usize) -> anyhow::Result<Figures>
     let app = keyplane_control_plane::app(state.clone());
     let received = Arc::new(AtomicUsize::new(0));
     let url = receiver(received.clone()).await?;
-    call(
+    support::call(
         &app,
         "POST",
         "/v1/webhooks",
@@ -105,7 +81,7 @@ async fn run_backend(backend: Backend, events: usize) -> anyhow::Result<Figures>
         json!({"url": url, "events": ["key.updated"]}),
     )
     .await?;
-    let made = call(
+    let made = support::call(
         &app,
         "POST",
         "/v1/keys",
@@ -119,7 +95,7 @@ async fn run_backend(backend: Backend, events: usize) -> anyhow::Result<Figures>
         .to_owned();
     let started = Instant::now();
     for n in 1..=events {
-        call(
+        support::call(
             &app,
             "PATCH",
             &format!("/v1/keys/{id}"),

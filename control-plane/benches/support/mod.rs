@@ -3,10 +3,14 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
+use axum::body::Body;
+use axum::http::Request;
 use keyplane_control_plane::state::SystemClock;
 use keyplane_control_plane::store::sql::Backend;
 use keyplane_control_plane::{Application, Bootstrapped, Config};
+use serde_json::Value;
+use tower::ServiceExt as _;
 
 #[path = "../../tests/common/fixed_secrets.rs"]
 mod fixed_secrets;
@@ -88,4 +92,29 @@ pub async fn database_url(
             format!("postgres://postgres@127.0.0.1:5432/{name}")
         }
     })
+}
+
+/// An in-process call of the API with `key`; the answer's JSON (null when it has none), an
+/// error unless it succeeded.
+#[allow(dead_code)] // not every benchmark calls the API in process
+pub async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-api-key", key)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))?;
+    let response = app.clone().oneshot(request).await?;
+    let status = response.status();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await?
+        .to_bytes();
+    ensure!(status.is_success(), "{method} {path}: {status}");
+    Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }

@@ -289,9 +289,7 @@ pub fn run(mut deliverer: Deliverer, mut shutdown: watch::Receiver<bool>) -> Joi
         loop {
             let next = match deliverer.claim().await {
                 Ok(claim) if claim.asked == 0 => Next::PlaceFreed,
-                // Taken something: more may be due. Claims go oldest first, and the oldest
-                // candidates may all have been an endpoint's backlog beyond its share; now that
-                // it has its share in flight, the next claim passes over it.
+                // Taken something: more may be due (a claim takes at most `BATCH`).
                 Ok(claim) if claim.taken > 0 => Next::Now,
                 Ok(_) => Next::Poll,
                 Err(error) => {

@@ -58,13 +58,20 @@ pub(super) async fn enqueue(
     Ok(deliveries)
 }
 
-/// How many due deliveries a claim looks at per delivery it may take: enough that the
-/// deliveries of an endpoint near its [`ENDPOINT_IN_FLIGHT`] leave room for others'.
-const CANDIDATES_PER_PLACE: u32 = 8;
-
 /// Claims up to `limit` due deliveries of enabled endpoints until `lease_until`, oldest due
 /// first, giving no endpoint more than [`ENDPOINT_IN_FLIGHT`] deliveries in flight (an
 /// endpoint slow to answer holds only those), and reads what sending each needs.
+///
+/// What a claim reads is bounded by the endpoints with pending deliveries and the places it
+/// fills, never by how many deliveries are due: an endpoint slow to answer can have a due
+/// backlog of any size beyond its places, and it is never read (`webhook_deliveries_by_endpoint`,
+/// migration 0016). Two statements:
+/// - [`open_endpoints`]: the endpoints with places left and a delivery due, by their oldest
+///   due delivery, at most `limit` of them (the oldest `limit` due deliveries within their
+///   places are all theirs: an endpoint left out has none older than those of the `limit`
+///   endpoints before it);
+/// - then each of those endpoints' oldest due deliveries up to its places, through the same
+///   index, and of all of them the `limit` oldest, claimed.
 pub(super) async fn claim(
     pool: &AnyPool,
     backend: Backend,
@@ -72,58 +79,60 @@ pub(super) async fn claim(
     lease_until: Timestamp,
     limit: u32,
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    let indexes = ClaimIndexes::of(backend);
+    // SQLite: the claim's writer from the start. A transaction that reads first and writes
+    // later fails with `database is locked`, without waiting, when another writer committed
+    // after its read began (two instances' claims at once).
+    let mut tx = match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => pool.begin().await?,
+    };
+    let open = open_endpoints(&mut tx, &indexes, now, limit).await?;
+    if open.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
     // PostgreSQL: rows another instance is claiming are skipped, not waited for. SQLite has
     // one writer at a time, which is the same guarantee.
     let skip_locked = match backend {
         Backend::Postgres => "FOR UPDATE OF d SKIP LOCKED",
         Backend::Sqlite => "",
     };
-    let mut tx = pool.begin().await?;
-    // Each step is picked once (materialized CTEs): as a subquery of the UPDATE, PostgreSQL
-    // may run a pick again for each row it updates, and the LIMIT no longer bounds the claim.
-    // - `busy`: each endpoint's deliveries in flight, counted once per claim from the
-    //   deliveries in flight alone (`webhook_deliveries_in_flight`), not once per due row;
-    // - `candidates`: the oldest due deliveries of endpoints with places left, a few batches
-    //   of them (a full endpoint's backlog is passed over before the LIMIT; one near its
-    //   share can fill them, and the next claim, that endpoint full then, passes over it);
-    // - `ranked`: each candidate's place in its endpoint's line, counting those in flight
-    //   (PostgreSQL allows no window function beside `FOR UPDATE`, hence a step of its own);
-    // - `picked`: the oldest candidates within their endpoint's places, locked.
-    let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH busy AS MATERIALIZED ( \
-           SELECT f.endpoint_id, COUNT(*) AS n FROM webhook_deliveries f \
-           WHERE f.state = 'pending' AND f.claimed_until > $2 GROUP BY f.endpoint_id), \
-         candidates AS MATERIALIZED ( \
-           SELECT d.endpoint_id, d.event_id, d.next_attempt_at FROM webhook_deliveries d \
-           JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-           WHERE d.state = 'pending' AND d.next_attempt_at <= $2 AND d.claimed_until <= $2 \
-             AND e.enabled = 1 \
-             AND d.endpoint_id NOT IN (SELECT endpoint_id FROM busy WHERE n >= $4) \
-           ORDER BY d.next_attempt_at LIMIT $5), \
-         ranked AS MATERIALIZED ( \
-           SELECT c.endpoint_id, c.event_id, ROW_NUMBER() OVER ( \
-               PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.event_id) \
-             + COALESCE((SELECT b.n FROM busy b WHERE b.endpoint_id = c.endpoint_id), 0) \
-             AS place \
-           FROM candidates c), \
-         picked AS MATERIALIZED ( \
-           SELECT d.endpoint_id, d.event_id FROM webhook_deliveries d \
-           WHERE d.claimed_until <= $2 AND d.state = 'pending' \
-             AND (d.endpoint_id, d.event_id) IN \
-               (SELECT endpoint_id, event_id FROM ranked WHERE place <= $4) \
-           ORDER BY d.next_attempt_at LIMIT $3 {skip_locked}) \
+    let by_endpoint = indexes.by_endpoint;
+    let lines: Vec<String> = open
+        .iter()
+        .enumerate()
+        .map(|(at, (_, places))| {
+            format!(
+                "SELECT * FROM (SELECT d.endpoint_id, d.event_id, d.next_attempt_at \
+                 FROM webhook_deliveries d {by_endpoint} \
+                 WHERE d.endpoint_id = ${} AND d.state = 'pending' \
+                   AND d.next_attempt_at <= $2 AND d.claimed_until <= $2 \
+                 ORDER BY d.next_attempt_at, d.event_id LIMIT {places} {skip_locked}) AS line{at}",
+                at + 4
+            )
+        })
+        .collect();
+    // `picked` is materialized: as a subquery of the UPDATE, PostgreSQL may run it again for
+    // each row it updates. The rows are checked where they were picked (and locked there on
+    // PostgreSQL), so the UPDATE finds them by their primary key alone.
+    let sql = format!(
+        "WITH picked AS MATERIALIZED ( \
+           SELECT endpoint_id, event_id FROM ({}) AS lines \
+           ORDER BY next_attempt_at, event_id LIMIT $3) \
          UPDATE webhook_deliveries SET claimed_until = $1, redeliver = 0 \
-         WHERE claimed_until <= $2 AND state = 'pending' \
-           AND (endpoint_id, event_id) IN (SELECT endpoint_id, event_id FROM picked) \
-         RETURNING endpoint_id, event_id, attempts"
-    )))
-    .bind(lease_until.as_millis())
-    .bind(now.as_millis())
-    .bind(i64::from(limit))
-    .bind(i64::from(ENDPOINT_IN_FLIGHT))
-    .bind(i64::from(limit.saturating_mul(CANDIDATES_PER_PLACE)))
-    .fetch_all(&mut *tx)
-    .await?;
+         WHERE (endpoint_id, event_id) IN (SELECT endpoint_id, event_id FROM picked) \
+         RETURNING endpoint_id, event_id, attempts",
+        lines.join(" UNION ALL ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(lease_until.as_millis())
+        .bind(now.as_millis())
+        .bind(i64::from(limit));
+    for (endpoint, _) in &open {
+        query = query.bind(id_bytes(endpoint.to_bytes()));
+    }
+    let claimed = query.fetch_all(&mut *tx).await?;
     let mut deliveries = Vec::with_capacity(claimed.len());
     for row in claimed {
         let endpoint_id = WebhookId::from_bytes(bytes16(row.try_get("endpoint_id")?)?);
@@ -159,6 +168,87 @@ pub(super) async fn claim(
     tx.commit().await?;
     deliveries.sort_by_key(|delivery| delivery.event_at);
     Ok(deliveries)
+}
+
+/// The indexes a claim reads, named on SQLite: without statistics its planner would take the
+/// due index (`state`, `next_attempt_at`) for these, reading every pending delivery.
+struct ClaimIndexes {
+    /// Pending deliveries by endpoint, oldest due first.
+    by_endpoint: &'static str,
+    /// Pending deliveries by when their claim ends.
+    in_flight: &'static str,
+}
+
+impl ClaimIndexes {
+    fn of(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => ClaimIndexes {
+                by_endpoint: "INDEXED BY webhook_deliveries_by_endpoint",
+                in_flight: "INDEXED BY webhook_deliveries_in_flight",
+            },
+            Backend::Postgres => ClaimIndexes {
+                by_endpoint: "",
+                in_flight: "",
+            },
+        }
+    }
+}
+
+/// The enabled endpoints with places left (fewer than [`ENDPOINT_IN_FLIGHT`] in flight) and a
+/// delivery due, oldest due delivery first, at most `limit`; each with how many it may take
+/// (its places, at most `limit`).
+///
+/// `walk` visits each endpoint with a pending delivery once, one index step each (rather
+/// than every pending delivery): a loose index scan, written as a recursive query because
+/// neither database makes one of a `GROUP BY`. `busy` counts the deliveries in flight from
+/// those alone.
+async fn open_endpoints(
+    connection: &mut AnyConnection,
+    indexes: &ClaimIndexes,
+    now: Timestamp,
+    limit: u32,
+) -> Result<Vec<(WebhookId, u32)>, StoreError> {
+    let ClaimIndexes {
+        by_endpoint,
+        in_flight,
+    } = indexes;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH RECURSIVE walk (endpoint_id) AS ( \
+           SELECT (SELECT p.endpoint_id FROM webhook_deliveries p {by_endpoint} \
+             WHERE p.state = 'pending' ORDER BY p.endpoint_id, p.next_attempt_at LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT p.endpoint_id FROM webhook_deliveries p {by_endpoint} \
+             WHERE p.state = 'pending' AND p.endpoint_id > w.endpoint_id \
+             ORDER BY p.endpoint_id, p.next_attempt_at LIMIT 1) \
+           FROM walk w WHERE w.endpoint_id IS NOT NULL), \
+         busy AS MATERIALIZED ( \
+           SELECT f.endpoint_id, COUNT(*) AS n FROM webhook_deliveries f {in_flight} \
+           WHERE f.state = 'pending' AND f.claimed_until > $1 GROUP BY f.endpoint_id), \
+         open AS MATERIALIZED ( \
+           SELECT w.endpoint_id, COALESCE(b.n, 0) AS busy, \
+             (SELECT d.next_attempt_at FROM webhook_deliveries d {by_endpoint} \
+              WHERE d.endpoint_id = w.endpoint_id AND d.state = 'pending' \
+                AND d.next_attempt_at <= $1 AND d.claimed_until <= $1 \
+              ORDER BY d.next_attempt_at, d.event_id LIMIT 1) AS head \
+           FROM walk w JOIN webhook_endpoints e ON e.id = w.endpoint_id \
+           LEFT JOIN busy b ON b.endpoint_id = w.endpoint_id \
+           WHERE e.enabled = 1 AND COALESCE(b.n, 0) < $2) \
+         SELECT endpoint_id, busy FROM open WHERE head IS NOT NULL \
+         ORDER BY head, endpoint_id LIMIT $3"
+    )))
+    .bind(now.as_millis())
+    .bind(i64::from(ENDPOINT_IN_FLIGHT))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *connection)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let busy = u32::try_from(row.try_get::<i64, _>("busy")?).unwrap_or(u32::MAX);
+            let places = ENDPOINT_IN_FLIGHT.saturating_sub(busy).min(limit);
+            let endpoint = WebhookId::from_bytes(bytes16(row.try_get("endpoint_id")?)?);
+            Ok((endpoint, places))
+        })
+        .collect()
 }
 
 /// Records an attempt, moves the delivery on, and keeps the endpoint's failure streak (a new
