@@ -257,10 +257,12 @@ async function flow(browser) {
     const wanted = ["compromised", "replaced", "unused", "employee_departure", "project_ended", "other"];
     check(JSON.stringify(values) === JSON.stringify(wanted), `the reasons are ${values.join(", ")}`);
     await reason.selectOption({ label: "Replaced" });
-    await page.getByLabel("Note").fill("Replaced by the regenerated key (browser test).");
+    // Two lines: the browser sends the line break as CRLF.
+    await page.getByLabel("Note").fill("Replaced by the regenerated key.\nBrowser test.");
     await page.getByRole("button", { name: `Revoke \u201c${KEY_NAME}\u201d` }).click();
     await page.waitForURL((address) => address.pathname === `/keys/${first.id}`);
     await page.getByRole("main").getByText("Revoked", { exact: true }).first().waitFor();
+    await page.getByRole("main").getByText("Browser test.").first().waitFor();
     await checkPage(page, "key-revoked", SHOTS);
   });
 

@@ -10,6 +10,7 @@
 use super::failure::PageForm;
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
+use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
@@ -85,21 +86,42 @@ pub async fn sign_in(
     }
 }
 
-/// `POST /sign-out`: this session ends; back to the sign-in page (from the portal, to the host
-/// product's page that opened it, when it named one).
+/// `POST /sign-out`: this session ends; back to the sign-in page. From the portal, a page
+/// saying so in the host's frame (framed as the portal's pages are), with the way back to the
+/// host product when it named one: a redirect to the host would break the form-action policy.
 pub async fn sign_out(
     State(state): State<AppState>,
     submitted: super::viewer::Submitted<Empty>,
 ) -> Response {
     let viewer = submitted.viewer;
-    let after = match (viewer.portal, &viewer.return_url) {
-        (true, Some(url)) => url.clone(),
-        _ => "/sign-in".to_owned(),
-    };
+    let portal = viewer
+        .portal
+        .then(|| (viewer.look.org_name.clone(), viewer.return_url.clone()));
     match sessions::sign_out(State(state), viewer.principal).await {
-        Ok(answer) => see_other_keeping_cookies(&answer, &after),
+        Ok(answer) => match portal {
+            Some((org_name, return_url)) => signed_out_of_portal(&answer, &org_name, return_url),
+            None => see_other_keeping_cookies(&answer, "/sign-in"),
+        },
         Err(error) => PageError::from(error).into_response(),
     }
+}
+
+/// The portal's "signed out" page, carrying the cookie removal of the API's `answer`.
+fn signed_out_of_portal(answer: &Response, org_name: &str, return_url: Option<String>) -> Response {
+    let mut page = page::public(
+        StatusCode::OK,
+        "Signed out",
+        html! {
+            p { "You are signed out of " (org_name) "'s API keys." }
+            @if let Some(url) = return_url {
+                div.actions { a.button href=(url) { "Back to " (org_name) } }
+            }
+        },
+    );
+    for cookie in answer.headers().get_all(SET_COOKIE) {
+        page.headers_mut().append(SET_COOKIE, cookie.clone());
+    }
+    page
 }
 
 /// A form with no fields of its own (its CSRF token only).

@@ -180,15 +180,25 @@ async fn a_portal_link_opens_the_key_pages_once_branded_and_framed_only_by_the_h
             .text_of("new-key")
             .is_some_and(|key| key.starts_with("sk_test_"))
     );
-    // Signing out of the portal ends its session and goes back to the host's page.
+    // Signing out of the portal ends its session; the page saying so stays in the host's
+    // frame, with the way back (a redirect to the host would break the form-action policy).
     let signed_out = app.submit(&portal, "/keys", "/sign-out", &[]).await;
-    assert_eq!(
-        signed_out.status,
-        StatusCode::SEE_OTHER,
+    assert_eq!(signed_out.status, StatusCode::OK, "{}", signed_out.html);
+    assert!(signed_out.html.contains("You are signed out of Acme Cloud"));
+    assert!(
+        signed_out
+            .html
+            .contains(&format!("href=\"{HOST_APP}/settings/api\"")),
         "{}",
         signed_out.html
     );
-    assert_eq!(signed_out.location(), format!("{HOST_APP}/settings/api"));
+    let policy = signed_out.headers["content-security-policy"]
+        .to_str()
+        .expect("ascii");
+    assert!(
+        policy.ends_with(&format!("frame-ancestors {HOST_APP}")),
+        "{policy}"
+    );
     let cleared = signed_out.headers["set-cookie"].to_str().expect("ascii");
     assert!(
         cleared.starts_with("__Host-keyplane_portal=") && cleared.contains("Max-Age=0"),

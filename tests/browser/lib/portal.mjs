@@ -4,7 +4,9 @@
 // POST /v1/portal/sessions. (The deployment runs in local-dev mode, which lets an http origin
 // be a frame ancestor; a real host is https.) The framed pages are the organization's, branded,
 // acting as the named member only; the link works once; another organization's key is not
-// there; a page the organization does not allow cannot frame it.
+// there; "Sign out" ends the portal session (a page in the frame says so, with the way back
+// to the host's page); a page the
+// organization does not allow cannot frame it.
 
 import http from "node:http";
 
@@ -97,6 +99,29 @@ async function portalFlow({ browser, api, base, otherOrgKeyId, member, shots, ch
       check(inner, "no portal frame");
       const response = await inner.goto(`${base}/keys/${otherOrgKeyId}`);
       check(response.status() === 404, `another organization's key answered ${response.status()}`);
+    });
+
+    await step("the member signs out, in the frame, then goes back to the host; the session is over", async () => {
+      const inner = page.frames().find((frame) => frame.url().startsWith(base));
+      check(inner, "no portal frame");
+      await inner.goto(`${base}/keys`);
+      const frame = page.frameLocator("#portal");
+      await frame.getByRole("banner").getByRole("button", { name: "Sign out" }).click();
+      await frame.getByRole("heading", { name: "Signed out", level: 1 }).waitFor();
+      const back = frame.getByRole("link", { name: "Back to Acme Cloud" });
+      check((await back.getAttribute("href")) === `${HOST_ORIGIN}/settings/api-keys`, "no way back to the host");
+      await back.click();
+      await inner.waitForURL(`${HOST_ORIGIN}/settings/api-keys`);
+      // Without the session the key page sends to the sign-in page, which no frame may show.
+      const opened = await inner.goto(`${base}/keys`).then(
+        (response) => `${response.url()} (${response.status()})`,
+        (error) => `refused (${error.message.split("\n")[0]})`,
+      );
+      check(!opened.startsWith(`${base}/keys `), `the key page opened after signing out: ${opened}`);
+      const headings = await inner.getByRole("heading", { name: "API keys" }).count().catch(() => 0);
+      check(headings === 0, `the key page rendered after signing out: ${opened}`);
+      note(`the key page after signing out: ${opened}`);
+      note("signed out of the portal, back on the host's page");
     });
   } finally {
     await context.close();
