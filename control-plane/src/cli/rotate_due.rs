@@ -228,8 +228,13 @@ pub async fn run(
             printer.page(&[dry_run_line(id, name, *reason)])?;
             continue;
         }
-        let key_id: KeyId = values::key_id(id).map_err(CliError::Unexpected)?;
-        match rotate(connection, key_id, args.grace, None).await {
+        // An id the list gave that is not a key id is this key's failure, not the job's: the
+        // job goes on, so that `--json` still prints the keys already rotated.
+        let rotated = match values::key_id(id) {
+            Ok(key_id) => rotate(connection, key_id, args.grace, None).await,
+            Err(message) => Err(CliError::Unexpected(message)),
+        };
+        match rotated {
             Ok(answer) => {
                 made.push(answer["record"]["id"].as_str().unwrap_or("?").to_owned());
                 if let Err(cause) = printer.page(&[rotated_line(id, name, *reason, &answer)]) {

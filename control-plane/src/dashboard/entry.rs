@@ -114,7 +114,7 @@ fn signed_out_of_portal(answer: &Response, org_name: &str, return_url: Option<St
         html! {
             p { "You are signed out of " (org_name) "'s API keys." }
             @if let Some(url) = return_url {
-                div.actions { a.button href=(url) { "Back to " (org_name) } }
+                div.actions { a.button href=(url) target="_top" { "Back to " (org_name) } }
             }
         },
     );

@@ -96,7 +96,7 @@ pub fn signed_in_with(
                     div.who {
                         span { (viewer.name()) }
                         @if let Some(url) = &viewer.return_url {
-                            a href=(url) { "Back to " (viewer.look.org_name) }
+                            a href=(url) target="_top" { "Back to " (viewer.look.org_name) }
                         }
                         form method="post" action="/sign-out" {
                             input type="hidden" name="csrf" value=(viewer.csrf);

@@ -310,11 +310,10 @@ async fn a_new_key_is_never_lost_to_a_field_typo_nor_silently_to_a_closed_pipe()
     assert!(!stderr.contains("sk_live_"), "{stderr}");
 }
 
-#[tokio::test]
-async fn rotate_due_stops_at_the_first_key_it_could_not_print() {
-    let served = serve().await;
+/// Live keys named `names`, two days old (due for `rotate-due --older-than 0d`); their ids.
+async fn keys_due(served: &Served, names: &[&str]) -> Vec<String> {
     let mut ids = Vec::new();
-    for name in ["first", "second", "third"] {
+    for name in names {
         let (_, record) = served
             .app
             .create_key(serde_json::json!({"name": name, "environment": "live"}))
@@ -322,6 +321,13 @@ async fn rotate_due_stops_at_the_first_key_it_could_not_print() {
         ids.push(record["id"].as_str().expect("id").to_owned());
     }
     served.app.clock.advance_secs(2 * 86_400);
+    ids
+}
+
+#[tokio::test]
+async fn rotate_due_stops_at_the_first_key_it_could_not_print() {
+    let served = serve().await;
+    let ids = keys_due(&served, &["first", "second", "third"]).await;
     // stdout closed before the first line: that key's successor was made but not shown, so
     // the job stops there (exit 8) rather than rotate keys nobody can read the successors of.
     let stderr = into_a_closed_pipe(&served, "keys rotate-due --older-than 0d --grace 1h").await;
@@ -347,15 +353,7 @@ async fn rotate_due_stops_at_the_first_key_it_could_not_print() {
 #[tokio::test]
 async fn rotate_due_as_json_names_every_new_key_it_could_not_print() {
     let served = serve().await;
-    let mut ids = Vec::new();
-    for name in ["first", "second"] {
-        let (_, record) = served
-            .app
-            .create_key(serde_json::json!({"name": name, "environment": "live"}))
-            .await;
-        ids.push(record["id"].as_str().expect("id").to_owned());
-    }
-    served.app.clock.advance_secs(2 * 86_400);
+    let ids = keys_due(&served, &["first", "second"]).await;
     let stderr =
         into_a_closed_pipe(&served, "keys rotate-due --older-than 0d --grace 1h --json").await;
     for id in &ids {

@@ -52,6 +52,7 @@ mod usage_api;
 mod usage_ingest;
 mod usage_request_ids;
 mod webhooks;
+mod webhooks_claim_race;
 mod webhooks_delivery;
 mod webhooks_expiry;
 mod webhooks_expiry_recheck;

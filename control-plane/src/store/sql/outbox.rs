@@ -67,11 +67,11 @@ pub(super) async fn enqueue(
 /// backlog of any size beyond its places, and it is never read (`webhook_deliveries_by_endpoint`,
 /// migration 0016). Two statements:
 /// - [`open_endpoints`]: the endpoints with places left and a delivery due, by their oldest
-///   due delivery, at most `limit` of them (the oldest `limit` due deliveries within their
-///   places are all theirs: an endpoint left out has none older than those of the `limit`
-///   endpoints before it);
-/// - then each of those endpoints' oldest due deliveries up to its places, through the same
-///   index, and of all of them the `limit` oldest, claimed.
+///   due delivery, at most twice `limit` of them (the oldest `limit` due deliveries within
+///   their places are all those of the first `limit`: an endpoint left out has none older than
+///   theirs; the others stand in for deliveries another instance is claiming meanwhile);
+/// - then [`claim_statement`]: each of those endpoints' 32 oldest due deliveries, through the
+///   same index, and of them the `limit` oldest within their endpoints' places, claimed.
 pub(super) async fn claim(
     pool: &AnyPool,
     backend: Backend,
@@ -92,45 +92,17 @@ pub(super) async fn claim(
         tx.commit().await?;
         return Ok(Vec::new());
     }
-    // PostgreSQL: rows another instance is claiming are skipped, not waited for. SQLite has
-    // one writer at a time, which is the same guarantee.
-    let skip_locked = match backend {
-        Backend::Postgres => "FOR UPDATE OF d SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
-    let by_endpoint = indexes.by_endpoint;
-    let lines: Vec<String> = open
-        .iter()
-        .enumerate()
-        .map(|(at, (_, places))| {
-            format!(
-                "SELECT * FROM (SELECT d.endpoint_id, d.event_id, d.next_attempt_at \
-                 FROM webhook_deliveries d {by_endpoint} \
-                 WHERE d.endpoint_id = ${} AND d.state = 'pending' \
-                   AND d.next_attempt_at <= $2 AND d.claimed_until <= $2 \
-                 ORDER BY d.next_attempt_at, d.event_id LIMIT {places} {skip_locked}) AS line{at}",
-                at + 4
-            )
-        })
-        .collect();
-    // `picked` is materialized: as a subquery of the UPDATE, PostgreSQL may run it again for
-    // each row it updates. The rows are checked where they were picked (and locked there on
-    // PostgreSQL), so the UPDATE finds them by their primary key alone.
-    let sql = format!(
-        "WITH picked AS MATERIALIZED ( \
-           SELECT endpoint_id, event_id FROM ({}) AS lines \
-           ORDER BY next_attempt_at, event_id LIMIT $3) \
-         UPDATE webhook_deliveries SET claimed_until = $1, redeliver = 0 \
-         WHERE (endpoint_id, event_id) IN (SELECT endpoint_id, event_id FROM picked) \
-         RETURNING endpoint_id, event_id, attempts",
-        lines.join(" UNION ALL ")
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let claimed = claim_statement(backend, &indexes, open.len())
         .bind(lease_until.as_millis())
         .bind(now.as_millis())
-        .bind(i64::from(limit));
-    for (endpoint, _) in &open {
-        query = query.bind(id_bytes(endpoint.to_bytes()));
+        .bind(i64::from(limit))
+        .bind(i64::from(ENDPOINT_IN_FLIGHT));
+    // Lines past the open endpoints (see `claim_statement`) name no endpoint.
+    let lines = open.len().next_power_of_two();
+    let mut query = claimed;
+    for at in 0..lines {
+        let endpoint = open.get(at).map_or([0; 16], |endpoint| endpoint.to_bytes());
+        query = query.bind(id_bytes(endpoint));
     }
     let claimed = query.fetch_all(&mut *tx).await?;
     let mut deliveries = Vec::with_capacity(claimed.len());
@@ -170,6 +142,71 @@ pub(super) async fn claim(
     Ok(deliveries)
 }
 
+/// The statement claiming from the open endpoints' deliveries, as one statement sees them (so
+/// that, as before the claim read per endpoint, instances claiming at once cannot together give
+/// an endpoint more than its places):
+/// - `lines`: each endpoint's [`ENDPOINT_IN_FLIGHT`] oldest due deliveries not in flight (its
+///   id the `$5`… parameters; their count is rounded up to a power of two, the lines past the
+///   open endpoints naming none, so that the statement's text, cached per connection, takes a
+///   few forms only);
+/// - `busy` and `ranked`: each one's place in its endpoint's line, counting those in flight;
+/// - `picked`: the `limit` oldest within their endpoint's places, of endpoints still enabled,
+///   locked on PostgreSQL, where rows another claim holds are skipped, not replaced by later
+///   ones (their places are counted as taken). Its state check is written so that SQLite
+///   finds the rows by their primary key rather than reading every pending delivery, and
+///   PostgreSQL checks it again on the row it locks.
+fn claim_statement(
+    backend: Backend,
+    indexes: &ClaimIndexes,
+    open: usize,
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    let skip_locked = match backend {
+        Backend::Postgres => "FOR UPDATE OF d SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let ClaimIndexes {
+        by_endpoint,
+        in_flight,
+    } = indexes;
+    let lines: Vec<String> = (0..open.next_power_of_two())
+        .map(|at| {
+            format!(
+                "SELECT * FROM (SELECT d.endpoint_id, d.event_id, d.next_attempt_at \
+                 FROM webhook_deliveries d {by_endpoint} \
+                 WHERE d.endpoint_id = ${} AND d.state = 'pending' \
+                   AND d.next_attempt_at <= $2 AND d.claimed_until <= $2 \
+                 ORDER BY d.next_attempt_at, d.event_id LIMIT {ENDPOINT_IN_FLIGHT}) AS line{at}",
+                at + 5
+            )
+        })
+        .collect();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH lines AS MATERIALIZED ({}), \
+         busy AS MATERIALIZED ( \
+           SELECT f.endpoint_id, COUNT(*) AS n FROM webhook_deliveries f {in_flight} \
+           WHERE f.state = 'pending' AND f.claimed_until > $2 \
+             AND f.endpoint_id IN (SELECT endpoint_id FROM lines) GROUP BY f.endpoint_id), \
+         ranked AS MATERIALIZED ( \
+           SELECT l.endpoint_id, l.event_id, ROW_NUMBER() OVER ( \
+               PARTITION BY l.endpoint_id ORDER BY l.next_attempt_at, l.event_id) \
+             + COALESCE((SELECT b.n FROM busy b WHERE b.endpoint_id = l.endpoint_id), 0) \
+             AS place \
+           FROM lines l), \
+         picked AS MATERIALIZED ( \
+           SELECT d.endpoint_id, d.event_id FROM webhook_deliveries d \
+           JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+           WHERE (d.endpoint_id, d.event_id) IN \
+               (SELECT endpoint_id, event_id FROM ranked WHERE place <= $4) \
+             AND e.enabled = 1 \
+             AND CASE WHEN d.state = 'pending' AND d.claimed_until <= $2 THEN 1 ELSE 0 END = 1 \
+           ORDER BY d.next_attempt_at, d.event_id LIMIT $3 {skip_locked}) \
+         UPDATE webhook_deliveries SET claimed_until = $1, redeliver = 0 \
+         WHERE (endpoint_id, event_id) IN (SELECT endpoint_id, event_id FROM picked) \
+         RETURNING endpoint_id, event_id, attempts",
+        lines.join(" UNION ALL ")
+    )))
+}
+
 /// The indexes a claim reads, named on SQLite: without statistics its planner would take the
 /// due index (`state`, `next_attempt_at`) for these, reading every pending delivery.
 struct ClaimIndexes {
@@ -195,8 +232,8 @@ impl ClaimIndexes {
 }
 
 /// The enabled endpoints with places left (fewer than [`ENDPOINT_IN_FLIGHT`] in flight) and a
-/// delivery due, oldest due delivery first, at most `limit`; each with how many it may take
-/// (its places, at most `limit`).
+/// delivery due, oldest due delivery first, at most twice `limit` (the first `limit` suffice,
+/// unless another instance is claiming some of their deliveries at this moment).
 ///
 /// `walk` visits each endpoint with a pending delivery once, one index step each (rather
 /// than every pending delivery): a loose index scan, written as a recursive query because
@@ -207,7 +244,7 @@ async fn open_endpoints(
     indexes: &ClaimIndexes,
     now: Timestamp,
     limit: u32,
-) -> Result<Vec<(WebhookId, u32)>, StoreError> {
+) -> Result<Vec<WebhookId>, StoreError> {
     let ClaimIndexes {
         by_endpoint,
         in_flight,
@@ -233,21 +270,16 @@ async fn open_endpoints(
            FROM walk w JOIN webhook_endpoints e ON e.id = w.endpoint_id \
            LEFT JOIN busy b ON b.endpoint_id = w.endpoint_id \
            WHERE e.enabled = 1 AND COALESCE(b.n, 0) < $2) \
-         SELECT endpoint_id, busy FROM open WHERE head IS NOT NULL \
+         SELECT endpoint_id FROM open WHERE head IS NOT NULL \
          ORDER BY head, endpoint_id LIMIT $3"
     )))
     .bind(now.as_millis())
     .bind(i64::from(ENDPOINT_IN_FLIGHT))
-    .bind(i64::from(limit))
+    .bind(i64::from(limit) * 2)
     .fetch_all(&mut *connection)
     .await?;
     rows.iter()
-        .map(|row| {
-            let busy = u32::try_from(row.try_get::<i64, _>("busy")?).unwrap_or(u32::MAX);
-            let places = ENDPOINT_IN_FLIGHT.saturating_sub(busy).min(limit);
-            let endpoint = WebhookId::from_bytes(bytes16(row.try_get("endpoint_id")?)?);
-            Ok((endpoint, places))
-        })
+        .map(|row| Ok(WebhookId::from_bytes(bytes16(row.try_get("endpoint_id")?)?)))
         .collect()
 }
 
