@@ -10,12 +10,11 @@
 use super::failure::PageForm;
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
-use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::frame::{fragment_token_form, see_other_keeping_cookies};
+use super::frame::{fragment_token_form, keeping_cookies, see_other_keeping_cookies};
 use super::page::{self, PageError, problem, see_other};
 use super::viewer::Viewer;
 use super::viewer::posted_from_here;
@@ -108,7 +107,7 @@ pub async fn sign_out(
 
 /// The portal's "signed out" page, carrying the cookie removal of the API's `answer`.
 fn signed_out_of_portal(answer: &Response, org_name: &str, return_url: Option<String>) -> Response {
-    let mut page = page::public(
+    let page = page::public(
         StatusCode::OK,
         "Signed out",
         html! {
@@ -118,10 +117,7 @@ fn signed_out_of_portal(answer: &Response, org_name: &str, return_url: Option<St
             }
         },
     );
-    for cookie in answer.headers().get_all(SET_COOKIE) {
-        page.headers_mut().append(SET_COOKIE, cookie.clone());
-    }
-    page
+    keeping_cookies(answer, page)
 }
 
 /// A form with no fields of its own (its CSRF token only).

@@ -63,7 +63,11 @@ pub fn see_other(to: &str) -> Response {
 
 /// A 303 to `to` carrying the cookies an API answer set (sign-in, sign-out, joining).
 pub fn see_other_keeping_cookies(answer: &Response, to: &str) -> Response {
-    let mut response = see_other(to);
+    keeping_cookies(answer, see_other(to))
+}
+
+/// `response` carrying the cookies an API answer set as well.
+pub fn keeping_cookies(answer: &Response, mut response: Response) -> Response {
     for cookie in answer.headers().get_all(SET_COOKIE) {
         response.headers_mut().append(SET_COOKIE, cookie.clone());
     }

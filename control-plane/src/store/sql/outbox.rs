@@ -92,14 +92,13 @@ pub(super) async fn claim(
         tx.commit().await?;
         return Ok(Vec::new());
     }
-    let claimed = claim_statement(backend, &indexes, open.len())
+    // Lines past the open endpoints (see `claim_statement`) name no endpoint.
+    let lines = open.len().next_power_of_two();
+    let mut query = claim_statement(backend, &indexes, lines)
         .bind(lease_until.as_millis())
         .bind(now.as_millis())
         .bind(i64::from(limit))
         .bind(i64::from(ENDPOINT_IN_FLIGHT));
-    // Lines past the open endpoints (see `claim_statement`) name no endpoint.
-    let lines = open.len().next_power_of_two();
-    let mut query = claimed;
     for at in 0..lines {
         let endpoint = open.get(at).map_or([0; 16], |endpoint| endpoint.to_bytes());
         query = query.bind(id_bytes(endpoint));
@@ -146,9 +145,9 @@ pub(super) async fn claim(
 /// that, as before the claim read per endpoint, instances claiming at once cannot together give
 /// an endpoint more than its places):
 /// - `lines`: each endpoint's [`ENDPOINT_IN_FLIGHT`] oldest due deliveries not in flight (its
-///   id the `$5`… parameters; their count is rounded up to a power of two, the lines past the
-///   open endpoints naming none, so that the statement's text, cached per connection, takes a
-///   few forms only);
+///   id the `$5`… parameters; `lines` of them, the open endpoints' count rounded up to a power
+///   of two by the caller, the lines past the open endpoints naming none, so that the
+///   statement's text, cached per connection, takes a few forms only);
 /// - `busy` and `ranked`: each one's place in its endpoint's line, counting those in flight;
 /// - `picked`: the `limit` oldest within their endpoint's places, of endpoints still enabled,
 ///   locked on PostgreSQL, where rows another claim holds are skipped, not replaced by later
@@ -158,7 +157,7 @@ pub(super) async fn claim(
 fn claim_statement(
     backend: Backend,
     indexes: &ClaimIndexes,
-    open: usize,
+    lines: usize,
 ) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
     let skip_locked = match backend {
         Backend::Postgres => "FOR UPDATE OF d SKIP LOCKED",
@@ -168,7 +167,7 @@ fn claim_statement(
         by_endpoint,
         in_flight,
     } = indexes;
-    let lines: Vec<String> = (0..open.next_power_of_two())
+    let lines: Vec<String> = (0..lines)
         .map(|at| {
             format!(
                 "SELECT * FROM (SELECT d.endpoint_id, d.event_id, d.next_attempt_at \
@@ -262,7 +261,7 @@ async fn open_endpoints(
            SELECT f.endpoint_id, COUNT(*) AS n FROM webhook_deliveries f {in_flight} \
            WHERE f.state = 'pending' AND f.claimed_until > $1 GROUP BY f.endpoint_id), \
          open AS MATERIALIZED ( \
-           SELECT w.endpoint_id, COALESCE(b.n, 0) AS busy, \
+           SELECT w.endpoint_id, \
              (SELECT d.next_attempt_at FROM webhook_deliveries d {by_endpoint} \
               WHERE d.endpoint_id = w.endpoint_id AND d.state = 'pending' \
                 AND d.next_attempt_at <= $1 AND d.claimed_until <= $1 \
