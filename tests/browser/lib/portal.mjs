@@ -108,6 +108,7 @@ async function portalFlow({ browser, api, base, otherOrgKeyId, member, shots, ch
       await inner.goto(`${base}/keys`);
       await frame.getByRole("banner").getByRole("button", { name: "Sign out" }).click();
       await frame.getByRole("heading", { name: "Signed out", level: 1 }).waitFor();
+      await page.screenshot({ path: `${shots}/portal-signed-out.png`, fullPage: true });
       const back = frame.getByRole("link", { name: "Back to Acme Cloud" });
       check((await back.getAttribute("href")) === `${HOST_ORIGIN}/settings/api-keys`, "no way back to the host");
       // The way back leaves the frame: the host's own page, at the top.
